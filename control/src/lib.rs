@@ -1,0 +1,1 @@
+//! esprit control plane: IKEv2 per RFC 7296.
