@@ -1,0 +1,429 @@
+//! The AEAD behind ESP: AES-GCM with a 16-byte ICV, through a small trait with two backends.
+//!
+//! Both `ring` and `aws-lc-rs` ship AES-NI/VAES + PCLMULQDQ assembly for AES-GCM. The trait
+//! lets the benchmark compare them on the same buffers; `Backend::default()` is the one the
+//! measurement picked (see `docs/decisions/0002-aead-backend.md`).
+
+use super::{ICV_LEN, SALT_LEN};
+use std::fmt;
+use std::str::FromStr;
+use zeroize::Zeroizing;
+
+/// An ESP encryption suite (IKEv2 transform names as strongSwan spells them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Suite {
+    /// AES-128-GCM with a 16-byte ICV (`aes128gcm16`, ENCR_AES_GCM_16 with 128-bit key).
+    Aes128Gcm16,
+    /// AES-256-GCM with a 16-byte ICV (`aes256gcm16`).
+    Aes256Gcm16,
+}
+
+impl Suite {
+    /// AES key length in bytes (without the salt).
+    pub fn key_len(self) -> usize {
+        match self {
+            Suite::Aes128Gcm16 => 16,
+            Suite::Aes256Gcm16 => 32,
+        }
+    }
+
+    /// Key material length: AES key followed by the 4-byte salt.
+    pub fn keymat_len(self) -> usize {
+        self.key_len() + SALT_LEN
+    }
+
+    /// The configuration name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Suite::Aes128Gcm16 => "aes128gcm16",
+            Suite::Aes256Gcm16 => "aes256gcm16",
+        }
+    }
+
+    /// Every suite, for benchmarks and tests.
+    pub const ALL: [Suite; 2] = [Suite::Aes128Gcm16, Suite::Aes256Gcm16];
+}
+
+impl fmt::Display for Suite {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Suite {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "aes128gcm16" => Ok(Suite::Aes128Gcm16),
+            "aes256gcm16" => Ok(Suite::Aes256Gcm16),
+            _ => Err(format!(
+                "unknown suite {s:?}: expected \"aes128gcm16\" or \"aes256gcm16\""
+            )),
+        }
+    }
+}
+
+/// Which crypto library implements the AEAD.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Backend {
+    /// `ring` 0.17.
+    Ring,
+    /// `aws-lc-rs` 1.x (AWS-LC).
+    AwsLc,
+}
+
+impl Default for Backend {
+    /// The backend chosen by `esprit-bench esp` on the reference machine.
+    fn default() -> Self {
+        Backend::Ring
+    }
+}
+
+impl Backend {
+    /// Both backends, for benchmarks and cross-checks.
+    pub const ALL: [Backend; 2] = [Backend::Ring, Backend::AwsLc];
+
+    /// Short name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Ring => "ring",
+            Backend::AwsLc => "aws-lc-rs",
+        }
+    }
+}
+
+impl FromStr for Backend {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "ring" => Ok(Backend::Ring),
+            "aws-lc-rs" | "aws-lc" | "awslc" => Ok(Backend::AwsLc),
+            _ => Err(format!(
+                "unknown AEAD backend {s:?}: expected \"ring\" or \"aws-lc-rs\""
+            )),
+        }
+    }
+}
+
+/// AEAD failures. Deliberately without detail: nothing about keys or data leaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AeadError {
+    /// The ICV did not verify (or the input was shorter than an ICV).
+    #[error("authentication failed")]
+    Auth,
+    /// The key has the wrong length for the suite.
+    #[error("wrong key length")]
+    KeyLength,
+    /// The library refused to seal (input too long for GCM).
+    #[error("seal failed")]
+    Seal,
+}
+
+/// AES-GCM with a 16-byte tag over in-place buffers.
+pub trait Aead: Send + Sync {
+    /// Encrypts `in_out[..len - 16]` in place and writes the tag into the last 16 bytes.
+    fn seal(&self, nonce: &[u8; 12], aad: &[u8], in_out: &mut [u8]) -> Result<(), AeadError>;
+    /// Verifies the tag in the last 16 bytes of `in_out` and decrypts the rest in place.
+    fn open(&self, nonce: &[u8; 12], aad: &[u8], in_out: &mut [u8]) -> Result<(), AeadError>;
+    /// Which library this is.
+    fn backend(&self) -> Backend;
+}
+
+/// Builds an AEAD for `suite` from the AES key (without the salt).
+pub fn new_aead(backend: Backend, suite: Suite, key: &[u8]) -> Result<Box<dyn Aead>, AeadError> {
+    if key.len() != suite.key_len() {
+        return Err(AeadError::KeyLength);
+    }
+    Ok(match backend {
+        Backend::Ring => Box::new(RingAead::new(suite, key)?),
+        Backend::AwsLc => Box::new(AwsLcAead::new(suite, key)?),
+    })
+}
+
+/// AES-GCM from `ring`.
+pub struct RingAead(ring::aead::LessSafeKey);
+
+impl RingAead {
+    /// Expands the key schedule.
+    pub fn new(suite: Suite, key: &[u8]) -> Result<Self, AeadError> {
+        let alg = match suite {
+            Suite::Aes128Gcm16 => &ring::aead::AES_128_GCM,
+            Suite::Aes256Gcm16 => &ring::aead::AES_256_GCM,
+        };
+        let k = ring::aead::UnboundKey::new(alg, key).map_err(|_| AeadError::KeyLength)?;
+        Ok(RingAead(ring::aead::LessSafeKey::new(k)))
+    }
+}
+
+impl Aead for RingAead {
+    #[inline]
+    fn seal(&self, nonce: &[u8; 12], aad: &[u8], in_out: &mut [u8]) -> Result<(), AeadError> {
+        let split = in_out.len().checked_sub(ICV_LEN).ok_or(AeadError::Seal)?;
+        let (data, tag_out) = in_out.split_at_mut(split);
+        let tag = self
+            .0
+            .seal_in_place_separate_tag(
+                ring::aead::Nonce::assume_unique_for_key(*nonce),
+                ring::aead::Aad::from(aad),
+                data,
+            )
+            .map_err(|_| AeadError::Seal)?;
+        tag_out.copy_from_slice(tag.as_ref());
+        Ok(())
+    }
+
+    #[inline]
+    fn open(&self, nonce: &[u8; 12], aad: &[u8], in_out: &mut [u8]) -> Result<(), AeadError> {
+        self.0
+            .open_in_place(
+                ring::aead::Nonce::assume_unique_for_key(*nonce),
+                ring::aead::Aad::from(aad),
+                in_out,
+            )
+            .map(|_| ())
+            .map_err(|_| AeadError::Auth)
+    }
+
+    fn backend(&self) -> Backend {
+        Backend::Ring
+    }
+}
+
+/// AES-GCM from `aws-lc-rs`.
+pub struct AwsLcAead(aws_lc_rs::aead::LessSafeKey);
+
+impl AwsLcAead {
+    /// Expands the key schedule.
+    pub fn new(suite: Suite, key: &[u8]) -> Result<Self, AeadError> {
+        let alg = match suite {
+            Suite::Aes128Gcm16 => &aws_lc_rs::aead::AES_128_GCM,
+            Suite::Aes256Gcm16 => &aws_lc_rs::aead::AES_256_GCM,
+        };
+        let k = aws_lc_rs::aead::UnboundKey::new(alg, key).map_err(|_| AeadError::KeyLength)?;
+        Ok(AwsLcAead(aws_lc_rs::aead::LessSafeKey::new(k)))
+    }
+}
+
+impl Aead for AwsLcAead {
+    #[inline]
+    fn seal(&self, nonce: &[u8; 12], aad: &[u8], in_out: &mut [u8]) -> Result<(), AeadError> {
+        let split = in_out.len().checked_sub(ICV_LEN).ok_or(AeadError::Seal)?;
+        let (data, tag_out) = in_out.split_at_mut(split);
+        let tag = self
+            .0
+            .seal_in_place_separate_tag(
+                aws_lc_rs::aead::Nonce::assume_unique_for_key(*nonce),
+                aws_lc_rs::aead::Aad::from(aad),
+                data,
+            )
+            .map_err(|_| AeadError::Seal)?;
+        tag_out.copy_from_slice(tag.as_ref());
+        Ok(())
+    }
+
+    #[inline]
+    fn open(&self, nonce: &[u8; 12], aad: &[u8], in_out: &mut [u8]) -> Result<(), AeadError> {
+        self.0
+            .open_in_place(
+                aws_lc_rs::aead::Nonce::assume_unique_for_key(*nonce),
+                aws_lc_rs::aead::Aad::from(aad),
+                in_out,
+            )
+            .map(|_| ())
+            .map_err(|_| AeadError::Auth)
+    }
+
+    fn backend(&self) -> Backend {
+        Backend::AwsLc
+    }
+}
+
+/// ESP key material: the AES key followed by the 4-byte salt (RFC 4106 §8.1). Zeroized on
+/// drop; `Debug` shows only the length.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KeyMaterial(Zeroizing<Vec<u8>>);
+
+impl KeyMaterial {
+    /// Wraps raw key material; its length must match the suite (checked by the SA builder).
+    pub fn new(bytes: Vec<u8>) -> Self {
+        KeyMaterial(Zeroizing::new(bytes))
+    }
+
+    /// Parses hex (an optional `0x` prefix, and `:` or whitespace separators are allowed).
+    /// The error never echoes the input.
+    pub fn from_hex(s: &str) -> Result<Self, String> {
+        let s = s.strip_prefix("0x").unwrap_or(s);
+        let digits: Zeroizing<Vec<u8>> = Zeroizing::new(
+            s.bytes()
+                .filter(|b| !b.is_ascii_whitespace() && *b != b':')
+                .collect(),
+        );
+        if digits.len() % 2 != 0 {
+            return Err(format!("odd number of hex digits ({})", digits.len()));
+        }
+        let mut out = Vec::with_capacity(digits.len() / 2);
+        for pair in digits.chunks_exact(2) {
+            let hi = hex_val(pair[0]);
+            let lo = hex_val(pair[1]);
+            match (hi, lo) {
+                (Some(h), Some(l)) => out.push((h << 4) | l),
+                _ => {
+                    let mut out = Zeroizing::new(out);
+                    out.clear();
+                    return Err("not a hex string".into());
+                }
+            }
+        }
+        Ok(KeyMaterial::new(out))
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True if empty.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The raw bytes. Named so that every use is visible in review: callers must not log them.
+    pub fn expose_secret(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// Lower-case hex of the key material, for the opt-in Wireshark key export only.
+    pub fn expose_hex(&self) -> Zeroizing<String> {
+        let mut s = Zeroizing::new(String::with_capacity(self.0.len() * 2));
+        for b in self.0.iter() {
+            s.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
+            s.push(char::from(b"0123456789abcdef"[usize::from(b & 0xf)]));
+        }
+        s
+    }
+}
+
+impl fmt::Debug for KeyMaterial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyMaterial(<{} bytes redacted>)", self.0.len())
+    }
+}
+
+fn hex_val(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unhex(s: &str) -> Vec<u8> {
+        KeyMaterial::from_hex(s).unwrap().expose_secret().to_vec()
+    }
+
+    /// (key, iv, plaintext, aad, ciphertext, tag) from the GCM specification's test cases
+    /// (McGrew & Viega, "The Galois/Counter Mode of Operation", test cases 2–4, 14–16),
+    /// which are the NIST GCM validation vectors for 96-bit IVs.
+    const VECTORS: &[(&str, &str, &str, &str, &str, &str)] = &[
+        (
+            "00000000000000000000000000000000",
+            "000000000000000000000000",
+            "00000000000000000000000000000000",
+            "",
+            "0388dace60b6a392f328c2b971b2fe78",
+            "ab6e47d42cec13bdf53a67b21257bddf",
+        ),
+        (
+            "feffe9928665731c6d6a8f9467308308",
+            "cafebabefacedbaddecaf888",
+            "d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a721c3c0c95956809532fcf0e2449a6b525b16aedf5aa0de657ba637b391aafd255",
+            "",
+            "42831ec2217774244b7221b784d0d49ce3aa212f2c02a4e035c17e2329aca12e21d514b25466931c7d8f6a5aac84aa051ba30b396a0aac973d58e091473f5985",
+            "4d5c2af327cd64a62cf35abd2ba6fab4",
+        ),
+        (
+            "feffe9928665731c6d6a8f9467308308",
+            "cafebabefacedbaddecaf888",
+            "d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a721c3c0c95956809532fcf0e2449a6b525b16aedf5aa0de657ba637b39",
+            "feedfacedeadbeeffeedfacedeadbeefabaddad2",
+            "42831ec2217774244b7221b784d0d49ce3aa212f2c02a4e035c17e2329aca12e21d514b25466931c7d8f6a5aac84aa051ba30b396a0aac973d58e091",
+            "5bc94fbc3221a5db94fae95ae7121a47",
+        ),
+        (
+            "0000000000000000000000000000000000000000000000000000000000000000",
+            "000000000000000000000000",
+            "00000000000000000000000000000000",
+            "",
+            "cea7403d4d606b6e074ec5d3baf39d18",
+            "d0d1c8a799996bf0265b98b5d48ab919",
+        ),
+        (
+            "feffe9928665731c6d6a8f9467308308feffe9928665731c6d6a8f9467308308",
+            "cafebabefacedbaddecaf888",
+            "d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a721c3c0c95956809532fcf0e2449a6b525b16aedf5aa0de657ba637b391aafd255",
+            "",
+            "522dc1f099567d07f47f37a32a84427d643a8cdcbfe5c0c97598a2bd2555d1aa8cb08e48590dbb3da7b08b1056828838c5f61e6393ba7a0abcc9f662898015ad",
+            "b094dac5d93471bdec1a502270e3cc6c",
+        ),
+        (
+            "feffe9928665731c6d6a8f9467308308feffe9928665731c6d6a8f9467308308",
+            "cafebabefacedbaddecaf888",
+            "d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a721c3c0c95956809532fcf0e2449a6b525b16aedf5aa0de657ba637b39",
+            "feedfacedeadbeeffeedfacedeadbeefabaddad2",
+            "522dc1f099567d07f47f37a32a84427d643a8cdcbfe5c0c97598a2bd2555d1aa8cb08e48590dbb3da7b08b1056828838c5f61e6393ba7a0abcc9f662",
+            "76fc6ece0f4e1768cddf8853bb2d551b",
+        ),
+    ];
+
+    #[test]
+    fn gcm_known_answers_both_backends() {
+        for backend in Backend::ALL {
+            for (key, iv, pt, aad, ct, tag) in VECTORS {
+                let key = unhex(key);
+                let suite = if key.len() == 16 {
+                    Suite::Aes128Gcm16
+                } else {
+                    Suite::Aes256Gcm16
+                };
+                let a = new_aead(backend, suite, &key).unwrap();
+                let nonce: [u8; 12] = unhex(iv).try_into().unwrap();
+                let aad = unhex(aad);
+                let mut buf = unhex(pt);
+                buf.extend_from_slice(&[0; 16]);
+                a.seal(&nonce, &aad, &mut buf).unwrap();
+                let mut expect = unhex(ct);
+                expect.extend_from_slice(&unhex(tag));
+                assert_eq!(buf, expect, "{backend:?} seal");
+                a.open(&nonce, &aad, &mut buf).unwrap();
+                assert_eq!(&buf[..buf.len() - 16], &unhex(pt)[..], "{backend:?} open");
+                let mut bad = expect.clone();
+                *bad.last_mut().unwrap() ^= 1;
+                assert_eq!(a.open(&nonce, &aad, &mut bad), Err(AeadError::Auth));
+            }
+        }
+    }
+
+    #[test]
+    fn short_input_and_wrong_key_length() {
+        let a = new_aead(Backend::Ring, Suite::Aes128Gcm16, &[0; 16]).unwrap();
+        assert!(a.open(&[0; 12], &[], &mut [0; 15]).is_err());
+        assert!(a.seal(&[0; 12], &[], &mut [0; 15]).is_err());
+        assert!(new_aead(Backend::AwsLc, Suite::Aes256Gcm16, &[0; 16]).is_err());
+    }
+
+    #[test]
+    fn key_material_hex_and_redaction() {
+        let k = KeyMaterial::from_hex("0x00:01 ff").unwrap();
+        assert_eq!(k.expose_secret(), &[0, 1, 0xff]);
+        assert_eq!(&*k.expose_hex(), "0001ff");
+        assert_eq!(format!("{k:?}"), "KeyMaterial(<3 bytes redacted>)");
+        let e = KeyMaterial::from_hex("zz11").unwrap_err();
+        assert!(!e.contains("zz"), "errors never echo key material");
+        assert!(KeyMaterial::from_hex("abc").is_err());
+    }
+}

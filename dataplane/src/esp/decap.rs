@@ -1,0 +1,291 @@
+//! ESP decapsulation: outer header checks, SPI lookup, anti-replay, AES-GCM open, trailer and
+//! padding checks, traffic-selector check and ECN propagation, in place.
+
+use super::{DropReason, Verdict, ESP_PREFIX_LEN, ICV_LEN, IV_LEN};
+use crate::frame::Frame;
+use crate::sa::state::nonce;
+use crate::sa::{Mode, SaDb};
+use crate::wire::esp::{parse_trailer, TrailerError, HEADER_LEN as ESP_HEADER_LEN};
+use crate::wire::udp::HEADER_LEN as UDP_LEN;
+use crate::wire::{proto, EspPacket, Ipv4Packet, Ipv6Packet, UdpPacket};
+use std::net::IpAddr;
+
+/// What a successfully decapsulated packet is, for the next stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecapOutcome {
+    /// SPI of the SA that opened it.
+    pub spi: u32,
+    /// The 64-bit sequence number.
+    pub seq: u64,
+}
+
+/// Where the outer headers put things, relative to the packet start.
+struct Outer {
+    src: IpAddr,
+    dst: IpAddr,
+    v6: bool,
+    /// End of the IP packet (trailing link padding excluded).
+    ip_end: usize,
+    /// Where ESP (or the UDP header in front of it) starts: the end of the part of the header
+    /// chain that transport mode keeps.
+    hdr_len: usize,
+    /// Offset of the next-header byte to restore in transport mode.
+    nh_at: usize,
+    /// Start of the ESP header.
+    esp_at: usize,
+    ecn: u8,
+}
+
+/// Classifies the outer headers. `Err(verdict)` for packets that are not ESP or are dropped
+/// before an SA is known.
+fn outer(db: &SaDb, pkt: &[u8]) -> Result<Outer, Verdict> {
+    let malformed = Verdict::Drop(DropReason::Malformed);
+    let (src, dst, v6, ip_end, hdr_len, nh_at, protocol, ecn) = match pkt.first().map(|b| b >> 4) {
+        Some(4) => {
+            let p = Ipv4Packet::new_checked(pkt).map_err(|_| malformed)?;
+            if !p.verify_checksum() {
+                return Err(malformed);
+            }
+            if p.is_fragment() && matches!(p.protocol(), proto::ESP | proto::UDP) {
+                return Err(Verdict::Drop(DropReason::Fragment));
+            }
+            let src: IpAddr = p.src().into();
+            (
+                src,
+                p.dst().into(),
+                false,
+                p.total_len(),
+                p.header_len(),
+                9,
+                p.protocol(),
+                p.ecn(),
+            )
+        }
+        Some(6) => {
+            let p = Ipv6Packet::new_checked(pkt).map_err(|_| malformed)?;
+            let w = p.upper_layer().map_err(|_| malformed)?;
+            if w.fragment && matches!(w.next_header, proto::ESP | proto::UDP) {
+                return Err(Verdict::Drop(DropReason::Fragment));
+            }
+            let src: IpAddr = p.src().into();
+            let (total, nhat, ecn) = (p.total_len(), w.next_header_at, p.ecn());
+            (
+                src,
+                p.dst().into(),
+                true,
+                total,
+                w.offset,
+                nhat,
+                w.next_header,
+                ecn,
+            )
+        }
+        _ => return Err(malformed),
+    };
+    let esp_at = match protocol {
+        proto::ESP => hdr_len,
+        proto::UDP => {
+            let u = UdpPacket::new_checked(&pkt[hdr_len..ip_end]).map_err(|_| malformed)?;
+            if !db.is_nat_t_port(u.dst_port()) {
+                return Err(Verdict::NotEsp);
+            }
+            let payload = u.payload();
+            if payload == [0xff] {
+                return Err(Verdict::Keepalive);
+            }
+            if payload.len() >= 4 && payload[..4] == [0, 0, 0, 0] {
+                return Err(Verdict::Ike);
+            }
+            if hdr_len + u.len() != ip_end {
+                return Err(malformed);
+            }
+            hdr_len + UDP_LEN
+        }
+        _ => return Err(Verdict::NotEsp),
+    };
+    Ok(Outer {
+        src,
+        dst,
+        v6,
+        ip_end,
+        hdr_len,
+        nh_at,
+        esp_at,
+        ecn,
+    })
+}
+
+/// Decrypts a batch of received packets (IPv4 or IPv6, starting at the IP header). On
+/// [`Verdict::Pass`] the frame holds the inner packet (tunnel mode) or the restored packet
+/// (transport mode). `verdicts` must be at least as long as `frames`.
+pub fn decrypt_batch<B: AsRef<[u8]> + AsMut<[u8]>>(
+    db: &mut SaDb,
+    frames: &mut [Frame<B>],
+    verdicts: &mut [Verdict],
+) {
+    for (f, v) in frames.iter_mut().zip(verdicts.iter_mut()) {
+        *v = match decap(db, f) {
+            Ok(_) => Verdict::Pass,
+            Err(v) => v,
+        };
+    }
+}
+
+/// Decrypts one packet in place; drops are counted (per SA when the SA is known, in
+/// `db.drops` otherwise).
+pub fn decap<B: AsRef<[u8]> + AsMut<[u8]>>(
+    db: &mut SaDb,
+    f: &mut Frame<B>,
+) -> Result<DecapOutcome, Verdict> {
+    let o = match outer(db, f.data()) {
+        Ok(o) => o,
+        Err(v) => {
+            if let Verdict::Drop(r) = v {
+                db.drops.add(r);
+            }
+            return Err(v);
+        }
+    };
+    let (spi, seq_lo) = match EspPacket::new_checked(&f.data()[o.esp_at..o.ip_end]) {
+        Ok(e) if e.payload().len() >= IV_LEN + 2 + ICV_LEN => (e.spi(), e.seq()),
+        _ => {
+            db.drops.add(DropReason::Malformed);
+            return Err(Verdict::Drop(DropReason::Malformed));
+        }
+    };
+    let Some(sa) = db.inbound_mut(spi, o.dst) else {
+        db.drops.add(DropReason::UnknownSpi);
+        return Err(Verdict::Drop(DropReason::UnknownSpi));
+    };
+    match open_checked(sa, f, &o, spi, seq_lo) {
+        Ok(out) => Ok(out),
+        Err(r) => {
+            sa.counters.drops.add(r);
+            Err(Verdict::Drop(r))
+        }
+    }
+}
+
+fn open_checked<B: AsRef<[u8]> + AsMut<[u8]>>(
+    sa: &mut crate::sa::InboundSa,
+    f: &mut Frame<B>,
+    o: &Outer,
+    spi: u32,
+    seq_lo: u32,
+) -> Result<DecapOutcome, DropReason> {
+    let seq = sa.replay.infer(seq_lo);
+    sa.replay.check(seq).map_err(|_| DropReason::Replayed)?;
+    let (buf, start, _) = f.raw_mut();
+    let esp_at = start + o.esp_at;
+    let ip_end = start + o.ip_end;
+    let n = nonce(
+        &sa.salt,
+        &buf[esp_at + ESP_HEADER_LEN..esp_at + ESP_PREFIX_LEN],
+    );
+    let mut aad = [0u8; 12];
+    aad[..4].copy_from_slice(&spi.to_be_bytes());
+    let aad = if sa.cfg.esn {
+        aad[4..8].copy_from_slice(&((seq >> 32) as u32).to_be_bytes());
+        aad[8..].copy_from_slice(&seq_lo.to_be_bytes());
+        &aad[..]
+    } else {
+        aad[4..8].copy_from_slice(&seq_lo.to_be_bytes());
+        &aad[..8]
+    };
+    sa.aead
+        .open(&n, aad, &mut buf[esp_at + ESP_PREFIX_LEN..ip_end])
+        .map_err(|_| DropReason::AuthFailed)?;
+    // Authentic: the window moves now, whatever the payload turns out to hold.
+    sa.replay.update(seq).map_err(|_| DropReason::Replayed)?;
+    let plain_at = esp_at + ESP_PREFIX_LEN;
+    let t = parse_trailer(&buf[plain_at..ip_end - ICV_LEN]).map_err(|e| match e {
+        TrailerError::BadPadding => DropReason::BadPadding,
+        TrailerError::Truncated => DropReason::Malformed,
+    })?;
+    if t.next_header == proto::IPV6_NONXT {
+        return Err(DropReason::Dummy);
+    }
+    let plain_len = match sa.cfg.mode {
+        Mode::Tunnel => {
+            let inner = &mut buf[plain_at..plain_at + t.payload_len];
+            let len = tunnel_inner(sa, inner, t.next_header, o.ecn)?;
+            f.set_range(plain_at, plain_at + len);
+            len
+        }
+        Mode::Transport => {
+            let (src, dst) = (o.src, o.dst);
+            if !sa.cfg.remote_ts.matches(src) || !sa.cfg.local_ts.matches(dst) {
+                return Err(DropReason::SelectorMismatch);
+            }
+            // Slide the kept header chain up against the payload, then fix it.
+            let new_start = plain_at - o.hdr_len;
+            buf.copy_within(start..start + o.hdr_len, new_start);
+            buf[new_start + o.nh_at] = t.next_header;
+            let total = o.hdr_len + t.payload_len;
+            let pkt = &mut buf[new_start..new_start + total];
+            if o.v6 {
+                let len = (total - crate::wire::ipv6::HEADER_LEN) as u16;
+                pkt[4..6].copy_from_slice(&len.to_be_bytes());
+            } else {
+                pkt[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+                Ipv4Packet::new_checked(&mut *pkt)
+                    .map_err(|_| DropReason::Malformed)?
+                    .fill_checksum();
+            }
+            f.set_range(new_start, new_start + total);
+            t.payload_len
+        }
+    };
+    sa.counters.packets += 1;
+    sa.counters.bytes += plain_len as u64;
+    Ok(DecapOutcome { spi, seq })
+}
+
+/// Checks the inner packet of a tunnel-mode SA and applies RFC 6040 ECN decapsulation.
+/// Returns the inner packet's length (any TFC padding after it is cut off).
+fn tunnel_inner(
+    sa: &crate::sa::InboundSa,
+    inner: &mut [u8],
+    next_header: u8,
+    outer_ecn: u8,
+) -> Result<usize, DropReason> {
+    let (src, dst, len, ecn, v6) = match next_header {
+        proto::IPV4 => {
+            let p = Ipv4Packet::new_checked(&*inner).map_err(|_| DropReason::Malformed)?;
+            (
+                IpAddr::from(p.src()),
+                IpAddr::from(p.dst()),
+                p.total_len(),
+                p.ecn(),
+                false,
+            )
+        }
+        proto::IPV6 => {
+            let p = Ipv6Packet::new_checked(&*inner).map_err(|_| DropReason::Malformed)?;
+            (
+                IpAddr::from(p.src()),
+                IpAddr::from(p.dst()),
+                p.total_len(),
+                p.ecn(),
+                true,
+            )
+        }
+        _ => return Err(DropReason::Malformed),
+    };
+    if !sa.cfg.remote_ts.matches(src) || !sa.cfg.local_ts.matches(dst) {
+        return Err(DropReason::SelectorMismatch);
+    }
+    let new_ecn = super::ecn::decap(ecn, outer_ecn).ok_or(DropReason::EcnDrop)?;
+    if new_ecn != ecn {
+        if v6 {
+            Ipv6Packet::new_checked(&mut *inner)
+                .map_err(|_| DropReason::Malformed)?
+                .set_ecn(new_ecn);
+        } else {
+            Ipv4Packet::new_checked(&mut *inner)
+                .map_err(|_| DropReason::Malformed)?
+                .set_ecn(new_ecn);
+        }
+    }
+    Ok(len)
+}

@@ -1,0 +1,143 @@
+//! The validated description of one SA, as manual keying or the IKE daemon gives it.
+
+use crate::esp::aead::KeyMaterial;
+use crate::esp::Suite;
+use crate::sa::Selectors;
+use std::fmt;
+use std::net::IpAddr;
+
+/// Direction of an SA, seen from this gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// Decrypts packets from the peer.
+    In,
+    /// Encrypts packets to the peer.
+    Out,
+}
+
+impl fmt::Display for Direction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Direction::In => "in",
+            Direction::Out => "out",
+        })
+    }
+}
+
+/// ESP mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Mode {
+    /// A whole IP packet inside a new outer header.
+    Tunnel,
+    /// The payload of the original IP packet, whose header stays.
+    Transport,
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Mode::Tunnel => "tunnel",
+            Mode::Transport => "transport",
+        })
+    }
+}
+
+/// UDP encapsulation of ESP (RFC 3948). Ports are those of the packets this SA carries:
+/// for an outbound SA `src_port` is ours, for an inbound SA `dst_port` is ours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct UdpEncap {
+    /// UDP source port of the ESP-in-UDP packets.
+    pub src_port: u16,
+    /// UDP destination port of the ESP-in-UDP packets.
+    pub dst_port: u16,
+}
+
+/// The IANA port for IKE and ESP-in-UDP after NAT detection.
+pub const NAT_T_PORT: u16 = 4500;
+
+impl Default for UdpEncap {
+    fn default() -> Self {
+        UdpEncap {
+            src_port: NAT_T_PORT,
+            dst_port: NAT_T_PORT,
+        }
+    }
+}
+
+/// Default anti-replay window in packets.
+pub const DEFAULT_REPLAY_WINDOW: u32 = 1024;
+
+/// Everything needed to build an SA. `Debug` never shows the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SaConfig {
+    /// Security parameters index (non-zero).
+    pub spi: u32,
+    /// In or out.
+    pub direction: Direction,
+    /// Tunnel or transport.
+    pub mode: Mode,
+    /// Encryption suite.
+    pub suite: Suite,
+    /// AES key followed by the 4-byte salt; its length matches `suite.keymat_len()`.
+    pub key: KeyMaterial,
+    /// This gateway's outer address.
+    pub local: IpAddr,
+    /// The peer's outer address.
+    pub remote: IpAddr,
+    /// UDP encapsulation, if any.
+    pub encap: Option<UdpEncap>,
+    /// 64-bit extended sequence numbers.
+    pub esn: bool,
+    /// Anti-replay window in packets (inbound; 0 disables the check).
+    pub replay_window: u32,
+    /// Outbound: the last sequence number sent. Inbound: the highest received so far.
+    pub seq: u64,
+    /// Addresses on this gateway's side the SA may carry.
+    pub local_ts: Selectors,
+    /// Addresses on the peer's side the SA may carry.
+    pub remote_ts: Selectors,
+}
+
+impl SaConfig {
+    /// A short human-readable name: `0x8c77274a in 10.200.0.1->10.200.0.2`.
+    pub fn label(&self) -> String {
+        let (s, d) = match self.direction {
+            Direction::In => (self.remote, self.local),
+            Direction::Out => (self.local, self.remote),
+        };
+        format!("0x{:08x} {} {}->{}", self.spi, self.direction, s, d)
+    }
+
+    /// Checks the invariants a loader may have missed; the message says what is wrong.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.spi == 0 {
+            return Err("spi 0 is reserved (RFC 4303 §2.1)".into());
+        }
+        if self.key.len() != self.suite.keymat_len() {
+            return Err(format!(
+                "{} needs {} bytes of key material (key || 4-byte salt), got {}",
+                self.suite,
+                self.suite.keymat_len(),
+                self.key.len()
+            ));
+        }
+        if self.local.is_ipv4() != self.remote.is_ipv4() {
+            return Err("local and remote must both be IPv4 or both IPv6".into());
+        }
+        if !self.esn && self.seq > u64::from(u32::MAX) {
+            return Err("seq exceeds 2^32 - 1 without esn".into());
+        }
+        if self.esn && self.direction == Direction::In && self.replay_window == 0 {
+            return Err(
+                "esn needs a replay window (RFC 4303 §3.3.3): set replay_window > 0".into(),
+            );
+        }
+        if self.replay_window > crate::esp::replay::MAX_WINDOW {
+            return Err(format!(
+                "replay_window must be at most {}",
+                crate::esp::replay::MAX_WINDOW
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,13 @@
+//! Security associations: their configuration, their per-worker state and the tables that
+//! find them (by SPI inbound, by traffic selectors outbound), and the SA file loader.
+
+pub mod config;
+pub mod db;
+pub mod file;
+pub mod selector;
+pub mod state;
+
+pub use config::{Direction, Mode, SaConfig, UdpEncap};
+pub use db::{SaDb, SaDbError};
+pub use selector::{Prefix, Selectors};
+pub use state::{InboundSa, OutboundSa};

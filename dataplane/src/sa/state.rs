@@ -1,0 +1,109 @@
+//! The mutable state of an SA as one worker owns it: keys expanded, sequence numbers,
+//! replay window, counters.
+
+use crate::esp::aead::{new_aead, Aead, Backend};
+use crate::esp::replay::ReplayWindow;
+use crate::esp::{SaCounters, SALT_LEN};
+use crate::sa::{Direction, SaConfig};
+
+fn split_key(cfg: &SaConfig) -> (&[u8], [u8; SALT_LEN]) {
+    let k = cfg.key.expose_secret();
+    let n = cfg.suite.key_len();
+    let mut salt = [0u8; SALT_LEN];
+    salt.copy_from_slice(&k[n..n + SALT_LEN]);
+    (&k[..n], salt)
+}
+
+/// Builds the RFC 4106 nonce: salt || explicit IV.
+#[inline]
+pub(crate) fn nonce(salt: &[u8; SALT_LEN], iv: &[u8]) -> [u8; 12] {
+    let mut n = [0u8; 12];
+    n[..4].copy_from_slice(salt);
+    n[4..].copy_from_slice(&iv[..8]);
+    n
+}
+
+/// An outbound SA. Invariant: `seq` is the last number sent; it never wraps.
+pub struct OutboundSa {
+    /// The configuration it was built from.
+    pub cfg: SaConfig,
+    pub(crate) aead: Box<dyn Aead>,
+    pub(crate) salt: [u8; SALT_LEN],
+    pub(crate) seq: u64,
+    /// Packets, bytes and drops.
+    pub counters: SaCounters,
+    pub(crate) exhausted: bool,
+}
+
+impl OutboundSa {
+    /// Expands the key. The configuration must have passed `SaConfig::validate`.
+    pub fn new(cfg: SaConfig, backend: Backend) -> Result<Self, String> {
+        cfg.validate()?;
+        if cfg.direction != Direction::Out {
+            return Err("not an outbound SA".into());
+        }
+        let (key, salt) = split_key(&cfg);
+        let aead = new_aead(backend, cfg.suite, key).map_err(|e| e.to_string())?;
+        Ok(OutboundSa {
+            seq: cfg.seq,
+            cfg,
+            aead,
+            salt,
+            counters: SaCounters::default(),
+            exhausted: false,
+        })
+    }
+
+    /// The last sequence number sent.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// True once the sequence space is used up: the SA sends nothing more and must be
+    /// replaced (the control plane sees this as a hard expiry).
+    pub fn is_exhausted(&self) -> bool {
+        self.exhausted
+    }
+
+    /// The next sequence number to send, or `None` when the space is used up.
+    #[inline]
+    pub(crate) fn next_seq(&self) -> Option<u64> {
+        let limit = if self.cfg.esn {
+            u64::MAX
+        } else {
+            u64::from(u32::MAX)
+        };
+        (self.seq < limit).then_some(self.seq + 1)
+    }
+}
+
+/// An inbound SA with its replay window.
+pub struct InboundSa {
+    /// The configuration it was built from.
+    pub cfg: SaConfig,
+    pub(crate) aead: Box<dyn Aead>,
+    pub(crate) salt: [u8; SALT_LEN],
+    /// The anti-replay window.
+    pub replay: ReplayWindow,
+    /// Packets, bytes and drops.
+    pub counters: SaCounters,
+}
+
+impl InboundSa {
+    /// Expands the key and sets up the replay window.
+    pub fn new(cfg: SaConfig, backend: Backend) -> Result<Self, String> {
+        cfg.validate()?;
+        if cfg.direction != Direction::In {
+            return Err("not an inbound SA".into());
+        }
+        let (key, salt) = split_key(&cfg);
+        let aead = new_aead(backend, cfg.suite, key).map_err(|e| e.to_string())?;
+        Ok(InboundSa {
+            replay: ReplayWindow::new(cfg.replay_window, cfg.seq, cfg.esn),
+            cfg,
+            aead,
+            salt,
+            counters: SaCounters::default(),
+        })
+    }
+}

@@ -1,0 +1,66 @@
+//! The Internet checksum (RFC 1071) and its incremental update (RFC 1624).
+
+/// Adds `data` to a running one's-complement sum (not yet folded).
+#[inline]
+pub fn sum(mut acc: u32, data: &[u8]) -> u32 {
+    let mut chunks = data.chunks_exact(2);
+    for c in &mut chunks {
+        acc += u32::from(u16::from_be_bytes([c[0], c[1]]));
+    }
+    if let [last] = chunks.remainder() {
+        acc += u32::from(*last) << 8;
+    }
+    acc
+}
+
+/// Folds a running sum to 16 bits and complements it: the value to store in a header.
+#[inline]
+pub fn finish(mut acc: u32) -> u16 {
+    while acc >> 16 != 0 {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    !(acc as u16)
+}
+
+/// The checksum of `data` alone.
+#[inline]
+pub fn checksum(data: &[u8]) -> u16 {
+    finish(sum(0, data))
+}
+
+/// Updates checksum `old_sum` when a 16-bit word changes from `old` to `new` (RFC 1624 eqn. 3).
+#[inline]
+pub fn update16(old_sum: u16, old: u16, new: u16) -> u16 {
+    let acc = u32::from(!old_sum) + u32::from(!old) + u32::from(new);
+    finish(acc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc1071_example() {
+        // RFC 1071 §3: 0001 f203 f4f5 f6f7 sums to 0xddf2, checksum is its complement.
+        let d = [0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7];
+        assert_eq!(checksum(&d), !0xddf2);
+    }
+
+    #[test]
+    fn odd_length_pads_with_zero() {
+        assert_eq!(
+            checksum(&[0x12, 0x34, 0x56]),
+            checksum(&[0x12, 0x34, 0x56, 0x00])
+        );
+    }
+
+    #[test]
+    fn incremental_matches_full() {
+        let mut d = [0x45u8, 0x00, 0x00, 0x54, 0x12, 0x34, 0x40, 0x00, 0x40, 0x01];
+        let before = checksum(&d);
+        let old = u16::from_be_bytes([d[8], d[9]]);
+        d[8] = 0x3f;
+        let new = u16::from_be_bytes([d[8], d[9]]);
+        assert_eq!(update16(before, old, new), checksum(&d));
+    }
+}
