@@ -8,5 +8,6 @@
 
 pub mod esp;
 pub mod frame;
+pub mod pcap;
 pub mod sa;
 pub mod wire;

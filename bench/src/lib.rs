@@ -1,0 +1,1 @@
+//! esprit benchmarks.

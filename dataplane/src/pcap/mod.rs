@@ -1,0 +1,1 @@
+//! pcap capture files: reading and writing the link types `esp-pcap` supports.
