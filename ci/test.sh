@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, unit/property/integration tests, and a bounded fuzz
+# smoke run. This is the README's test command; .ci/run calls it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+./ci/install-deps.sh
+
+echo "ci: cargo fmt --check"
+cargo fmt --all -- --check
+echo "ci: cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "ci: cargo test"
+cargo test --workspace --locked
+echo "ci: fuzz smoke"
+./ci/fuzz-smoke.sh
+echo "ci: all green"
