@@ -111,7 +111,7 @@ impl SaDb {
                 *v = Verdict::Drop(DropReason::NoPolicy);
                 continue;
             };
-            *v = match encap(sa, f) {
+            *v = match encap_parsed(sa, f, &info) {
                 Ok(()) => Verdict::Pass,
                 Err(r) => {
                     sa.counters.drops.add(r);
@@ -128,17 +128,27 @@ pub fn encap<B: AsRef<[u8]> + AsMut<[u8]>>(
     sa: &mut OutboundSa,
     f: &mut Frame<B>,
 ) -> Result<(), DropReason> {
+    let info = inner_info(f.data()).map_err(|_| DropReason::Malformed)?;
+    encap_parsed(sa, f, &info)
+}
+
+/// Encapsulates one IP packet whose header `info` describes (from [`inner_info`]).
+#[inline]
+fn encap_parsed<B: AsRef<[u8]> + AsMut<[u8]>>(
+    sa: &mut OutboundSa,
+    f: &mut Frame<B>,
+    info: &InnerInfo,
+) -> Result<(), DropReason> {
     let Some(seq) = sa.next_seq() else {
         sa.exhausted = true;
         return Err(DropReason::SeqExhausted);
     };
-    let info = inner_info(f.data()).map_err(|_| DropReason::Malformed)?;
     if !f.set_len(info.len) {
         return Err(DropReason::Malformed);
     }
     let plain_len = match sa.cfg.mode {
-        Mode::Tunnel => tunnel(sa, f, &info, seq)?,
-        Mode::Transport => transport(sa, f, &info, seq)?,
+        Mode::Tunnel => tunnel(sa, f, info, seq)?,
+        Mode::Transport => transport(sa, f, info, seq)?,
     };
     sa.seq = seq;
     sa.counters.packets += 1;
