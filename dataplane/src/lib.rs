@@ -11,3 +11,4 @@ pub mod frame;
 pub mod pcap;
 pub mod sa;
 pub mod wire;
+pub mod xdp;
