@@ -365,3 +365,31 @@ fn attaching_to_a_missing_interface_is_a_clear_error() {
         .expect("no such interface");
     assert!(e.to_string().contains("esprit-nope0"), "{e}");
 }
+
+#[test]
+fn every_shape_of_spec_passes_the_verifier() {
+    if !is_root() {
+        return;
+    }
+    let v4: Vec<Ipv4Addr> = vec!["10.200.0.2".parse().unwrap()];
+    let v6: Vec<Ipv6Addr> = vec!["fd00:200::2".parse().unwrap()];
+    for role in [Role::Wan, Role::Lan] {
+        for (a4, a6) in [(true, false), (false, true), (true, true), (false, false)] {
+            for ports in [vec![], vec![4500]] {
+                let spec = ClassifierSpec {
+                    role,
+                    local_v4: if a4 { v4.clone() } else { vec![] },
+                    local_v6: if a6 { v6.clone() } else { vec![] },
+                    nat_t_ports: ports.clone(),
+                    no_socket_action: action::PASS,
+                };
+                let r = Classifier::load(&spec, 2);
+                if role == Role::Wan && !a4 && !a6 {
+                    assert!(r.is_err(), "a WAN classifier without addresses is refused");
+                } else if let Err(e) = r {
+                    panic!("{role:?} v4={a4} v6={a6} ports={ports:?}: {e}");
+                }
+            }
+        }
+    }
+}

@@ -6,4 +6,7 @@
 
 pub mod asm;
 pub mod program;
+pub mod ring;
+pub mod socket;
 pub mod sys;
+pub mod umem;

@@ -62,7 +62,10 @@ const ETH_P_IPV6: u16 = 0x86dd;
 const ETH_P_8021Q: u16 = 0x8100;
 
 /// Emits the classifier. `xsk_map_fd` is the XSKMAP holding one socket per RX queue.
-pub fn build(spec: &ClassifierSpec, xsk_map_fd: i32) -> Result<Vec<Insn>, AsmError> {
+pub fn build(spec: &ClassifierSpec, xsk_map_fd: i32) -> Result<Vec<Insn>, ClassifierError> {
+    if spec.role == Role::Wan && spec.local_v4.is_empty() && spec.local_v6.is_empty() {
+        return Err(ClassifierError::NoAddresses);
+    }
     let mut a = Asm::new();
     // r6 = ctx, r7 = L3 header, r8 = data_end, r9 = L4 header.
     a.alu_reg(Alu::Mov, R6, R1);
@@ -82,44 +85,54 @@ pub fn build(spec: &ClassifierSpec, xsk_map_fd: i32) -> Result<Vec<Insn>, AsmErr
     a.jmp_imm(Cond::Eq, R3, ne16(ETH_P_IPV6), "v6");
     a.ja("pass");
 
+    // Every label below is placed only where some jump reaches it: the verifier refuses
+    // unreachable instructions.
+    let wan = spec.role == Role::Wan;
+    let has_v4 = !spec.local_v4.is_empty();
+    let has_v6 = !spec.local_v6.is_empty();
+    let udp = wan && !spec.nat_t_ports.is_empty() && (has_v4 || has_v6);
+    // On the LAN a packet for the gateway itself passes; on the WAN it is the one to inspect.
+    let local_target = if wan { "v4_local" } else { "pass" };
+
     // IPv4
     a.label("v4")?;
     a.alu_reg(Alu::Mov, R2, R7).alu_imm(Alu::Add, R2, 20);
     a.jmp_reg(Cond::Gt, R2, R8, "pass");
     a.load(Size::W, R3, R7, 16);
-    for (i, addr) in spec.local_v4.iter().take(MAX_MATCHES).enumerate() {
-        let _ = i;
-        a.jmp32_imm(Cond::Eq, R3, ne32(addr.octets()), "v4_local");
+    for addr in spec.local_v4.iter().take(MAX_MATCHES) {
+        a.jmp32_imm(Cond::Eq, R3, ne32(addr.octets()), local_target);
     }
-    match spec.role {
-        Role::Wan => {
-            a.ja("pass");
+    if wan {
+        a.ja("pass");
+        if has_v4 {
             a.label("v4_local")?;
             // Fragments (MF set or non-zero offset) go to the kernel.
             a.load(Size::H, R3, R7, 6);
             a.jmp_imm(Cond::Set, R3, ne16(0x3fff), "pass");
             a.load(Size::B, R3, R7, 9);
             a.jmp_imm(Cond::Eq, R3, 50, "redirect");
-            a.jmp_imm(Cond::Ne, R3, 17, "pass");
-            a.load(Size::B, R4, R7, 0);
-            a.alu_imm(Alu::And, R4, 0x0f).alu_imm(Alu::Lsh, R4, 2);
-            a.alu_reg(Alu::Mov, R9, R7).alu_reg(Alu::Add, R9, R4);
-            a.ja("udp");
+            if udp {
+                a.jmp_imm(Cond::Ne, R3, 17, "pass");
+                a.load(Size::B, R4, R7, 0);
+                a.alu_imm(Alu::And, R4, 0x0f).alu_imm(Alu::Lsh, R4, 2);
+                a.alu_reg(Alu::Mov, R9, R7).alu_reg(Alu::Add, R9, R4);
+                a.ja("udp");
+            } else {
+                a.ja("pass");
+            }
         }
-        Role::Lan => {
-            // Multicast, reserved and broadcast (224.0.0.0 and up) stay with the kernel.
-            a.load(Size::B, R4, R7, 16);
-            a.jmp_imm(Cond::Ge, R4, 224, "pass");
-            a.ja("redirect");
-            a.label("v4_local")?;
-            a.ja("pass");
-        }
+    } else {
+        // Multicast, reserved and broadcast (224.0.0.0 and up) stay with the kernel.
+        a.load(Size::B, R4, R7, 16);
+        a.jmp_imm(Cond::Ge, R4, 224, "pass");
+        a.ja("redirect");
     }
 
     // IPv6
     a.label("v6")?;
     a.alu_reg(Alu::Mov, R2, R7).alu_imm(Alu::Add, R2, 40);
     a.jmp_reg(Cond::Gt, R2, R8, "pass");
+    let local_target = if wan { "v6_local" } else { "pass" };
     for (i, addr) in spec.local_v6.iter().take(MAX_MATCHES).enumerate() {
         let o = addr.octets();
         let next = format!("v6_next_{i}");
@@ -128,19 +141,24 @@ pub fn build(spec: &ClassifierSpec, xsk_map_fd: i32) -> Result<Vec<Insn>, AsmErr
             let word = [o[4 * w], o[4 * w + 1], o[4 * w + 2], o[4 * w + 3]];
             a.jmp32_imm(Cond::Ne, R3, ne32(word), &next);
         }
-        a.ja("v6_local");
+        a.ja(local_target);
         a.label(&next)?;
     }
-    match spec.role {
-        Role::Wan => {
-            a.ja("pass");
+    if wan {
+        a.ja("pass");
+        if has_v6 {
             a.label("v6_local")?;
             a.load(Size::B, R3, R7, 6);
             a.jmp_imm(Cond::Eq, R3, 50, "redirect");
-            a.jmp_imm(Cond::Ne, R3, 17, "pass");
-            a.alu_reg(Alu::Mov, R9, R7).alu_imm(Alu::Add, R9, 40);
-            a.ja("udp");
-
+            if udp {
+                a.jmp_imm(Cond::Ne, R3, 17, "pass");
+                a.alu_reg(Alu::Mov, R9, R7).alu_imm(Alu::Add, R9, 40);
+                a.ja("udp");
+            } else {
+                a.ja("pass");
+            }
+        }
+        if udp {
             // UDP: a NAT-T port and a non-zero first word (zero is IKE's non-ESP marker; a
             // one-byte keepalive is too short to match).
             a.label("udp")?;
@@ -156,18 +174,15 @@ pub fn build(spec: &ClassifierSpec, xsk_map_fd: i32) -> Result<Vec<Insn>, AsmErr
             a.jmp_imm(Cond::Eq, R3, 0, "pass");
             a.ja("redirect");
         }
-        Role::Lan => {
-            // Multicast (ff00::/8) and link-local (fe80::/10) destinations stay with the kernel.
-            a.load(Size::B, R4, R7, 24);
-            a.jmp_imm(Cond::Eq, R4, 0xff, "pass");
-            a.jmp_imm(Cond::Ne, R4, 0xfe, "redirect");
-            a.load(Size::B, R5, R7, 25);
-            a.alu_imm(Alu::And, R5, 0xc0);
-            a.jmp_imm(Cond::Eq, R5, 0x80, "pass");
-            a.ja("redirect");
-            a.label("v6_local")?;
-            a.ja("pass");
-        }
+    } else {
+        // Multicast (ff00::/8) and link-local (fe80::/10) destinations stay with the kernel.
+        a.load(Size::B, R4, R7, 24);
+        a.jmp_imm(Cond::Eq, R4, 0xff, "pass");
+        a.jmp_imm(Cond::Ne, R4, 0xfe, "redirect");
+        a.load(Size::B, R5, R7, 25);
+        a.alu_imm(Alu::And, R5, 0xc0);
+        a.jmp_imm(Cond::Eq, R5, 0x80, "pass");
+        a.ja("redirect");
     }
 
     a.label("redirect")?;
@@ -179,7 +194,7 @@ pub fn build(spec: &ClassifierSpec, xsk_map_fd: i32) -> Result<Vec<Insn>, AsmErr
     a.label("pass")?;
     a.alu_imm(Alu::Mov, R0, super::sys::action::PASS as i32);
     a.exit();
-    a.finish()
+    Ok(a.finish()?)
 }
 
 /// A loaded classifier and its XSKMAP, ready to attach.
@@ -199,6 +214,9 @@ pub struct XdpLink {
 /// Why a classifier could not be built, loaded or attached.
 #[derive(Debug, thiserror::Error)]
 pub enum ClassifierError {
+    /// A WAN classifier needs at least one local address to recognise the gateway's ESP.
+    #[error("a WAN classifier needs at least one local address")]
+    NoAddresses,
     /// The program generator failed (a bug).
     #[error("assembling the XDP classifier: {0}")]
     Asm(#[from] AsmError),
