@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-./ci/install-deps.sh
+# iproute2 and ping: the AF_XDP, gateway and lab tests build namespaces and veth pairs.
+./ci/install-deps.sh iproute2 iputils-ping
 
 echo "ci: cargo fmt --check"
 cargo fmt --all -- --check

@@ -11,4 +11,5 @@ pub mod frame;
 pub mod pcap;
 pub mod sa;
 pub mod wire;
+pub mod worker;
 pub mod xdp;

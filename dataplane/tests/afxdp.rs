@@ -2,6 +2,8 @@
 //! transit packets to the socket, and frames the socket transmits reach the other side's stack.
 //! Needs root; skipped with a note otherwise. Namespaces are removed even when a test fails.
 
+mod common;
+use common::{enter, ip, is_root};
 use dataplane::wire::ethernet::{EtherType, EthernetRepr};
 use dataplane::wire::ipv4::Ipv4Repr;
 use dataplane::wire::proto;
@@ -11,27 +13,8 @@ use dataplane::xdp::socket::{BindMode, SocketConfig, XskSocket};
 use dataplane::xdp::sys::action;
 use dataplane::xdp::umem::{Umem, UmemConfig};
 use std::net::UdpSocket;
-use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .map(|s| {
-            s.lines()
-                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
-}
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        out.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// Two namespaces joined by a veth pair `xa` (10.99.0.1) — `xb` (10.99.0.2); `xa` routes
 /// 10.98.0.0/24 via `b`. Removed on drop.
@@ -96,14 +79,6 @@ impl Drop for Pair {
     }
 }
 
-/// Moves the calling thread into a network namespace.
-fn enter(ns: &str) {
-    let f = std::fs::File::open(format!("/var/run/netns/{ns}")).expect("netns file");
-    // SAFETY: setns on a valid namespace descriptor affects only the calling thread.
-    let r = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
-    assert_eq!(r, 0, "setns {ns}: {}", std::io::Error::last_os_error());
-}
-
 fn lan_classifier() -> Classifier {
     Classifier::load(
         &ClassifierSpec {
@@ -155,7 +130,7 @@ fn receive_transit_packets_on_an_xsk() {
         while got.len() < 20 && Instant::now() < deadline {
             let _ = xsk.poll_rx(100).unwrap();
             let n = xsk.rx.consume(&mut descs) as usize;
-            let mut frames = Vec::new();
+            let mut frames = arrayvec::ArrayVec::new();
             umem.frames_mut(descs[..n].iter().map(|d| (d.addr, d.len)), &mut frames)
                 .unwrap();
             for f in &frames {

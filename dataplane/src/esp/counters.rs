@@ -30,11 +30,17 @@ pub enum DropReason {
     Dummy,
     /// Outbound: no SA's traffic selectors match the packet.
     NoPolicy,
+    /// Forwarding: TTL or hop limit would reach zero.
+    TtlExceeded,
+    /// Forwarding: the next hop's link-layer address is unknown.
+    NoNeighbour,
+    /// Forwarding: the transmit ring was full.
+    TxFull,
 }
 
 impl DropReason {
     /// Number of reasons (the length of a [`DropCounters`] array).
-    pub const COUNT: usize = 12;
+    pub const COUNT: usize = 15;
 
     /// Every reason, in counter order.
     pub const ALL: [DropReason; Self::COUNT] = [
@@ -50,6 +56,9 @@ impl DropReason {
         DropReason::EcnDrop,
         DropReason::Dummy,
         DropReason::NoPolicy,
+        DropReason::TtlExceeded,
+        DropReason::NoNeighbour,
+        DropReason::TxFull,
     ];
 
     /// Stable snake_case name used in CLI output, JSON and metrics.
@@ -67,6 +76,9 @@ impl DropReason {
             DropReason::EcnDrop => "ecn_drop",
             DropReason::Dummy => "dummy",
             DropReason::NoPolicy => "no_policy",
+            DropReason::TtlExceeded => "ttl_exceeded",
+            DropReason::NoNeighbour => "no_neighbour",
+            DropReason::TxFull => "tx_full",
         }
     }
 }

@@ -80,6 +80,10 @@ pub fn encrypt_batch<B: AsRef<[u8]> + AsMut<[u8]>>(
     }
 }
 
+/// The last outbound lookup, reused while consecutive packets share their addresses.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LookupCache(Option<(IpAddr, IpAddr, Option<usize>)>);
+
 impl SaDb {
     /// Encrypts a batch of IP packets, each with the first outbound SA whose selectors match
     /// it (consecutive packets of one flow reuse the previous lookup).
@@ -88,36 +92,44 @@ impl SaDb {
         frames: &mut [Frame<B>],
         verdicts: &mut [Verdict],
     ) {
-        let mut last: Option<(IpAddr, IpAddr, Option<usize>)> = None;
+        let mut cache = LookupCache::default();
         for (f, v) in frames.iter_mut().zip(verdicts.iter_mut()) {
-            let info = match inner_info(f.data()) {
-                Ok(i) => i,
-                Err(_) => {
-                    self.drops.add(DropReason::Malformed);
-                    *v = Verdict::Drop(DropReason::Malformed);
-                    continue;
-                }
-            };
-            let idx = match last {
-                Some((s, d, idx)) if s == info.src && d == info.dst => idx,
-                _ => {
-                    let idx = self.outbound_index(info.src, info.dst);
-                    last = Some((info.src, info.dst, idx));
-                    idx
-                }
-            };
-            let Some(sa) = idx.and_then(|i| self.outbound_mut(i)) else {
-                self.drops.add(DropReason::NoPolicy);
-                *v = Verdict::Drop(DropReason::NoPolicy);
-                continue;
-            };
-            *v = match encap_parsed(sa, f, &info) {
-                Ok(()) => Verdict::Pass,
-                Err(r) => {
-                    sa.counters.drops.add(r);
-                    Verdict::Drop(r)
-                }
-            };
+            *v = self.encrypt_one(f, &mut cache);
+        }
+    }
+
+    /// Encrypts one IP packet with the outbound SA its addresses select; drops are counted.
+    #[inline]
+    pub fn encrypt_one<B: AsRef<[u8]> + AsMut<[u8]>>(
+        &mut self,
+        f: &mut Frame<B>,
+        cache: &mut LookupCache,
+    ) -> Verdict {
+        let info = match inner_info(f.data()) {
+            Ok(i) => i,
+            Err(_) => {
+                self.drops.add(DropReason::Malformed);
+                return Verdict::Drop(DropReason::Malformed);
+            }
+        };
+        let idx = match cache.0 {
+            Some((s, d, idx)) if s == info.src && d == info.dst => idx,
+            _ => {
+                let idx = self.outbound_index(info.src, info.dst);
+                cache.0 = Some((info.src, info.dst, idx));
+                idx
+            }
+        };
+        let Some(sa) = idx.and_then(|i| self.outbound_mut(i)) else {
+            self.drops.add(DropReason::NoPolicy);
+            return Verdict::Drop(DropReason::NoPolicy);
+        };
+        match encap_parsed(sa, f, &info) {
+            Ok(()) => Verdict::Pass,
+            Err(r) => {
+                sa.counters.drops.add(r);
+                Verdict::Drop(r)
+            }
         }
     }
 }

@@ -174,6 +174,12 @@ impl<T: Copy> Ring<T> {
         n
     }
 
+    /// Entries produced that the kernel has not consumed yet (TX: still to be sent).
+    pub fn pending(&self) -> u32 {
+        self.local
+            .wrapping_sub(self.consumer().load(Ordering::Acquire))
+    }
+
     // ---- consumer side (RX, completion) ----
 
     /// Entries available to consume now.

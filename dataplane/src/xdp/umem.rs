@@ -3,6 +3,7 @@
 //! share it, so forwarding never copies a packet.
 
 use crate::frame::Frame;
+use arrayvec::ArrayVec;
 use std::io;
 use std::ptr::NonNull;
 
@@ -133,11 +134,11 @@ impl Umem {
     /// Frames for a batch of at most [`MAX_BATCH`] packets at `(addr, len)` (UMEM offset of the
     /// packet start and its length, as RX descriptors give them). Fails if a descriptor is out
     /// of range, two descriptors share a chunk (so the frames never alias), or the batch is too
-    /// large. Allocates nothing once `out` has grown to the batch size.
+    /// large. Allocates nothing.
     pub fn frames_mut<'a>(
         &'a mut self,
         descs: impl Iterator<Item = (u64, u32)>,
-        out: &mut Vec<Frame<&'a mut [u8]>>,
+        out: &mut ArrayVec<Frame<&'a mut [u8]>, MAX_BATCH>,
     ) -> io::Result<()> {
         out.clear();
         let fs = u64::from(self.cfg.frame_size);
@@ -206,7 +207,7 @@ mod tests {
             headroom: 128,
         })
         .unwrap();
-        let mut out = Vec::new();
+        let mut out = ArrayVec::new();
         u.frames_mut([(128u64, 60u32), (2048 + 128, 1500)].into_iter(), &mut out)
             .unwrap();
         assert_eq!(out.len(), 2);
@@ -218,11 +219,11 @@ mod tests {
             vec![(8 * 2048u64, 60u32)],
             vec![(2000u64, 100u32)],
         ] {
-            let mut out = Vec::new();
+            let mut out = ArrayVec::new();
             assert!(u.frames_mut(bad.into_iter(), &mut out).is_err());
         }
         // The aliasing bitmap is clean after a refused batch.
-        let mut out = Vec::new();
+        let mut out = ArrayVec::new();
         u.frames_mut([(128u64, 60u32)].into_iter(), &mut out)
             .unwrap();
         assert_eq!(out.len(), 1);

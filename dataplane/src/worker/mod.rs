@@ -1,0 +1,9 @@
+//! Workers: the forwarding pipeline (sans-IO, batch in, batch out) and the AF_XDP poll loop
+//! that feeds it.
+
+pub mod neigh;
+pub mod pipeline;
+pub mod xsk;
+
+pub use neigh::Neighbours;
+pub use pipeline::{Out, Pipeline, Port, Side};

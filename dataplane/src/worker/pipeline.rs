@@ -1,0 +1,223 @@
+//! The forwarding pipeline of one worker: LAN frames are routed into ESP and out of the WAN,
+//! WAN frames are decrypted and routed out of the LAN. Sans-IO: frames in, verdicts out.
+
+use super::Neighbours;
+use crate::esp::decap::decap;
+use crate::esp::encap::LookupCache;
+use crate::esp::{DropCounters, DropReason, Verdict};
+use crate::frame::Frame;
+use crate::sa::{Prefix, SaDb};
+use crate::wire::ethernet::{EtherType, EthernetFrame, EthernetRepr, HEADER_LEN as ETH_LEN};
+use crate::wire::{Ipv4Packet, Ipv6Packet};
+use std::net::IpAddr;
+
+/// An interface of the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Port {
+    /// Protected side.
+    Lan,
+    /// Unprotected side.
+    Wan,
+}
+
+/// What to do with a processed frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Out {
+    /// Transmit on this port (the frame holds a complete Ethernet frame).
+    Tx(Port),
+    /// Dropped and counted.
+    Drop(DropReason),
+}
+
+/// A drop, and whether the pipeline still has to count it (the ESP layer counts its own, per
+/// SA or in the SA database).
+enum Drop {
+    Here(DropReason),
+    Counted(DropReason),
+}
+
+/// What the pipeline knows about one side.
+#[derive(Debug, Clone, Default)]
+pub struct Side {
+    /// Our MAC address on this interface.
+    pub mac: [u8; 6],
+    /// Prefixes reachable directly on the link (the next hop is the destination itself).
+    pub onlink: Vec<Prefix>,
+    /// Next hop for everything else, if any.
+    pub gateway: Option<IpAddr>,
+    /// Next-hop link-layer addresses.
+    pub neighbours: Neighbours,
+}
+
+impl Side {
+    /// The next hop towards `dst`.
+    #[inline]
+    pub fn next_hop(&self, dst: IpAddr) -> IpAddr {
+        if self.onlink.iter().any(|p| p.contains(dst)) {
+            return dst;
+        }
+        self.gateway.unwrap_or(dst)
+    }
+}
+
+/// The per-worker forwarding state: SAs, both sides, counters.
+pub struct Pipeline {
+    /// The worker's SAs.
+    pub sadb: SaDb,
+    /// Protected side.
+    pub lan: Side,
+    /// Unprotected side.
+    pub wan: Side,
+    /// Drops that belong to forwarding rather than to an SA.
+    pub drops: DropCounters,
+    /// Frames forwarded per direction: `[lan→wan, wan→lan]`.
+    pub forwarded: [u64; 2],
+}
+
+/// Decrements the TTL / hop limit of the IP packet in `pkt`; false if it would reach zero.
+#[inline]
+fn decrement_ttl(pkt: &mut [u8]) -> Result<(), DropReason> {
+    match pkt.first().map(|b| b >> 4) {
+        Some(4) => {
+            let mut p = Ipv4Packet::new_checked(pkt).map_err(|_| DropReason::Malformed)?;
+            let t = p.ttl();
+            if t <= 1 {
+                return Err(DropReason::TtlExceeded);
+            }
+            p.set_ttl(t - 1);
+            Ok(())
+        }
+        Some(6) => {
+            let mut p = Ipv6Packet::new_checked(pkt).map_err(|_| DropReason::Malformed)?;
+            let h = p.hop_limit();
+            if h <= 1 {
+                return Err(DropReason::TtlExceeded);
+            }
+            p.set_hop_limit(h - 1);
+            Ok(())
+        }
+        _ => Err(DropReason::Malformed),
+    }
+}
+
+/// Destination address and EtherType of the IP packet in `pkt`.
+#[inline]
+fn dst_of(pkt: &[u8]) -> Option<(IpAddr, EtherType)> {
+    match pkt.first().map(|b| b >> 4) {
+        Some(4) if pkt.len() >= 20 => {
+            let d: [u8; 4] = pkt[16..20].try_into().ok()?;
+            Some((IpAddr::from(d), EtherType::IPV4))
+        }
+        Some(6) if pkt.len() >= 40 => {
+            let d: [u8; 16] = pkt[24..40].try_into().ok()?;
+            Some((IpAddr::from(d), EtherType::IPV6))
+        }
+        _ => None,
+    }
+}
+
+/// Puts an Ethernet header for `side`'s next hop towards the packet's destination in front.
+#[inline]
+fn emit_l2<B: AsRef<[u8]> + AsMut<[u8]>>(side: &Side, f: &mut Frame<B>) -> Result<(), DropReason> {
+    let (dst, ethertype) = dst_of(f.data()).ok_or(DropReason::Malformed)?;
+    let mac = side
+        .neighbours
+        .get(side.next_hop(dst))
+        .ok_or(DropReason::NoNeighbour)?;
+    if !f.push_front(ETH_LEN) {
+        return Err(DropReason::TooBig);
+    }
+    EthernetRepr {
+        dst: mac,
+        src: side.mac,
+        vlan_tci: None,
+        ethertype,
+    }
+    .emit(f.data_mut());
+    Ok(())
+}
+
+/// Removes the Ethernet header of an IPv4/IPv6 frame.
+#[inline]
+fn strip_l2<B: AsRef<[u8]> + AsMut<[u8]>>(f: &mut Frame<B>) -> Result<(), DropReason> {
+    let e = EthernetFrame::new_checked(f.data()).map_err(|_| DropReason::Malformed)?;
+    if !matches!(e.ethertype(), EtherType::IPV4 | EtherType::IPV6) {
+        return Err(DropReason::Malformed);
+    }
+    let hl = e.header_len();
+    f.pull_front(hl);
+    Ok(())
+}
+
+impl Pipeline {
+    /// A pipeline over `sadb` between two sides.
+    pub fn new(sadb: SaDb, lan: Side, wan: Side) -> Self {
+        Pipeline {
+            sadb,
+            lan,
+            wan,
+            drops: DropCounters::default(),
+            forwarded: [0; 2],
+        }
+    }
+
+    /// Processes a batch received on `from`. `out[i]` says where `frames[i]` goes; frames
+    /// marked `Tx` hold the complete Ethernet frame to send.
+    pub fn process<B: AsRef<[u8]> + AsMut<[u8]>>(
+        &mut self,
+        from: Port,
+        frames: &mut [Frame<B>],
+        out: &mut [Out],
+    ) {
+        let mut cache = LookupCache::default();
+        for (f, o) in frames.iter_mut().zip(out.iter_mut()) {
+            let r = match from {
+                Port::Lan => self.lan_to_wan(f, &mut cache),
+                Port::Wan => self.wan_to_lan(f),
+            };
+            *o = match r {
+                Ok(port) => {
+                    self.forwarded[(port == Port::Lan) as usize] += 1;
+                    Out::Tx(port)
+                }
+                Err(Drop::Here(reason)) => {
+                    self.drops.add(reason);
+                    Out::Drop(reason)
+                }
+                Err(Drop::Counted(reason)) => Out::Drop(reason),
+            };
+        }
+    }
+
+    #[inline]
+    fn lan_to_wan<B: AsRef<[u8]> + AsMut<[u8]>>(
+        &mut self,
+        f: &mut Frame<B>,
+        cache: &mut LookupCache,
+    ) -> Result<Port, Drop> {
+        strip_l2(f).map_err(Drop::Here)?;
+        decrement_ttl(f.data_mut()).map_err(Drop::Here)?;
+        match self.sadb.encrypt_one(f, cache) {
+            Verdict::Pass => {}
+            Verdict::Drop(r) => return Err(Drop::Counted(r)),
+            _ => return Err(Drop::Here(DropReason::Malformed)),
+        }
+        emit_l2(&self.wan, f).map_err(Drop::Here)?;
+        Ok(Port::Wan)
+    }
+
+    #[inline]
+    fn wan_to_lan<B: AsRef<[u8]> + AsMut<[u8]>>(&mut self, f: &mut Frame<B>) -> Result<Port, Drop> {
+        strip_l2(f).map_err(Drop::Here)?;
+        match decap(&mut self.sadb, f) {
+            Ok(_) => {}
+            // IKE, keepalives and non-ESP should never have been redirected here; the XDP
+            // classifier leaves them to the kernel.
+            Err(Verdict::Drop(r)) => return Err(Drop::Counted(r)),
+            Err(_) => return Err(Drop::Here(DropReason::Malformed)),
+        }
+        decrement_ttl(f.data_mut()).map_err(Drop::Here)?;
+        emit_l2(&self.lan, f).map_err(Drop::Here)?;
+        Ok(Port::Lan)
+    }
+}

@@ -1,0 +1,249 @@
+//! The AF_XDP poll loop of one worker: a UMEM shared by the LAN and WAN sockets of one queue,
+//! batches of up to 64 frames through the [`Pipeline`], zero copies between receive and
+//! transmit, and no allocation, lock or system call per packet (copy-mode TX needs one
+//! `sendto` per batch).
+
+use super::{Out, Pipeline, Port};
+use crate::esp::DropReason;
+use crate::xdp::ring::XdpDesc;
+use crate::xdp::socket::{BindMode, SocketConfig, XskSocket};
+use crate::xdp::umem::{Umem, UmemConfig, MAX_BATCH};
+use arrayvec::ArrayVec;
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// How a worker waits for packets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PollMode {
+    /// Spin on the rings: lowest latency, one core at 100%. For dedicated cores.
+    Busy,
+    /// Spin while there is traffic, sleep in `poll(2)` after an idle spell. The default: a
+    /// 2-core machine running a lab is not starved.
+    Adaptive,
+}
+
+/// What a worker binds to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerConfig {
+    /// Protected interface.
+    pub lan: String,
+    /// Unprotected interface.
+    pub wan: String,
+    /// Queue index on both interfaces.
+    pub queue: u32,
+    /// Entries per ring.
+    pub ring_size: u32,
+    /// UMEM shape.
+    pub umem: UmemConfig,
+    /// Waiting strategy.
+    pub poll: PollMode,
+    /// Copy or zero-copy.
+    pub mode: BindMode,
+}
+
+/// Idle loops before an adaptive worker sleeps in `poll(2)`.
+const IDLE_SPINS: u32 = 256;
+/// Longest sleep, so a stop request is noticed promptly.
+const POLL_TIMEOUT_MS: i32 = 20;
+
+/// One worker: its sockets, UMEM, free frames and pipeline.
+pub struct Worker {
+    umem: Umem,
+    wan: XskSocket,
+    lan: XskSocket,
+    free: Vec<u64>,
+    /// The forwarding state.
+    pub pipeline: Pipeline,
+    cfg: WorkerConfig,
+    idle: u32,
+}
+
+impl Worker {
+    /// Creates the UMEM and both sockets (the LAN socket shares the WAN socket's UMEM) and
+    /// hands each fill ring a quarter of the frames.
+    pub fn new(cfg: WorkerConfig, pipeline: Pipeline) -> io::Result<Self> {
+        let umem = Umem::new(cfg.umem)?;
+        let sock = |iface: &str| SocketConfig {
+            iface: iface.to_string(),
+            queue: cfg.queue,
+            ring_size: cfg.ring_size,
+            mode: cfg.mode,
+            need_wakeup: cfg.poll == PollMode::Adaptive,
+        };
+        let wan = XskSocket::new(&umem, &sock(&cfg.wan), None)?;
+        let lan = XskSocket::new(&umem, &sock(&cfg.lan), Some(&wan))?;
+        let free: Vec<u64> = (0..cfg.umem.frames)
+            .rev()
+            .map(|i| umem.chunk_addr(i))
+            .collect();
+        let mut w = Worker {
+            umem,
+            wan,
+            lan,
+            free,
+            pipeline,
+            cfg,
+            idle: 0,
+        };
+        w.refill();
+        Ok(w)
+    }
+
+    /// The WAN socket's descriptor, for the WAN classifier's XSKMAP.
+    pub fn wan_fd(&self) -> i32 {
+        self.wan.raw_fd()
+    }
+
+    /// The LAN socket's descriptor, for the LAN classifier's XSKMAP.
+    pub fn lan_fd(&self) -> i32 {
+        self.lan.raw_fd()
+    }
+
+    /// Frames currently owned by the worker (not lent to the kernel).
+    pub fn free_frames(&self) -> usize {
+        self.free.len()
+    }
+
+    /// Runs until `stop` is set.
+    pub fn run(&mut self, stop: &AtomicBool) -> io::Result<()> {
+        while !stop.load(Ordering::Relaxed) {
+            let n = self.poll_once()?;
+            if n > 0 {
+                self.idle = 0;
+                continue;
+            }
+            self.idle = self.idle.saturating_add(1);
+            if self.cfg.poll == PollMode::Adaptive && self.idle > IDLE_SPINS {
+                self.sleep()?;
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+        Ok(())
+    }
+
+    fn sleep(&self) -> io::Result<()> {
+        let mut fds = [
+            libc::pollfd {
+                fd: self.wan.raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: self.lan.raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: two valid pollfd entries.
+        let r = unsafe { libc::poll(fds.as_mut_ptr(), 2, POLL_TIMEOUT_MS) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// One round: reclaim completed TX frames, refill the fill rings, process one batch from
+    /// each side, push transmissions. Returns the number of frames received.
+    pub fn poll_once(&mut self) -> io::Result<usize> {
+        self.reclaim();
+        self.refill();
+        let a = self.rx_batch(Port::Lan)?;
+        let b = self.rx_batch(Port::Wan)?;
+        for s in [&self.wan, &self.lan] {
+            if s.tx.pending() > 0 {
+                s.kick_tx()?;
+            }
+        }
+        Ok(a + b)
+    }
+
+    fn reclaim(&mut self) {
+        let mut done = [0u64; MAX_BATCH];
+        for s in [&mut self.wan, &mut self.lan] {
+            loop {
+                let n = s.comp.consume(&mut done) as usize;
+                self.free.extend_from_slice(&done[..n]);
+                if n < MAX_BATCH {
+                    break;
+                }
+            }
+        }
+    }
+
+    fn refill(&mut self) {
+        let target = self.cfg.ring_size / 2;
+        for s in [&mut self.wan, &mut self.lan] {
+            let queued = s.fill.size() - s.fill.free(s.fill.size());
+            if queued >= target {
+                continue;
+            }
+            let want = ((target - queued) as usize).min(self.free.len());
+            let from = self.free.len() - want;
+            let n = s.fill.produce(&self.free[from..]) as usize;
+            // The ring took the first `n` of the offered frames; the rest stay free.
+            self.free.drain(from..from + n);
+        }
+    }
+
+    fn rx_batch(&mut self, port: Port) -> io::Result<usize> {
+        let Worker {
+            umem,
+            wan,
+            lan,
+            free,
+            pipeline,
+            ..
+        } = self;
+        let (rx, tx_for) = match port {
+            Port::Lan => (&mut *lan, Port::Wan),
+            Port::Wan => (&mut *wan, Port::Lan),
+        };
+        let mut descs = [XdpDesc::default(); MAX_BATCH];
+        let n = rx.rx.consume(&mut descs) as usize;
+        if n == 0 {
+            return Ok(0);
+        }
+        let fs = u64::from(umem.config().frame_size);
+        let mut frames = ArrayVec::new();
+        if umem
+            .frames_mut(descs[..n].iter().map(|d| (d.addr, d.len)), &mut frames)
+            .is_err()
+        {
+            // A descriptor the kernel should never produce: give the chunks back, count, go on.
+            for d in &descs[..n] {
+                free.push(d.addr & !(fs - 1));
+            }
+            pipeline.drops.add(DropReason::Malformed);
+            return Ok(n);
+        }
+        let mut outs = [Out::Drop(DropReason::Malformed); MAX_BATCH];
+        pipeline.process(port, &mut frames, &mut outs[..n]);
+        let mut tx: ArrayVec<XdpDesc, MAX_BATCH> = ArrayVec::new();
+        for (i, f) in frames.iter().enumerate() {
+            let base = descs[i].addr & !(fs - 1);
+            match outs[i] {
+                Out::Tx(p) if p == tx_for => tx.push(XdpDesc {
+                    addr: base + f.start() as u64,
+                    len: f.len() as u32,
+                    options: 0,
+                }),
+                _ => free.push(base),
+            }
+        }
+        drop(frames);
+        let out_sock = match tx_for {
+            Port::Lan => lan,
+            Port::Wan => wan,
+        };
+        let sent = out_sock.tx.produce(&tx) as usize;
+        for d in &tx[sent..] {
+            free.push(d.addr & !(fs - 1));
+            pipeline.drops.add(DropReason::TxFull);
+        }
+        Ok(n)
+    }
+}
