@@ -4,8 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# iproute2 and ping: the AF_XDP, gateway and lab tests build namespaces and veth pairs.
-./ci/install-deps.sh iproute2 iputils-ping
+# iproute2, ping, ethtool: the AF_XDP, gateway and lab tests build namespaces and veth pairs.
+./ci/install-deps.sh iproute2 iputils-ping ethtool
 
 echo "ci: cargo fmt --check"
 cargo fmt --all -- --check

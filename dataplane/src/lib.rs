@@ -6,8 +6,10 @@
 
 #![deny(missing_docs)]
 
+pub mod daemon;
 pub mod esp;
 pub mod frame;
+pub mod kernel;
 pub mod pcap;
 pub mod sa;
 pub mod wire;

@@ -4,7 +4,7 @@
 //! hA (10.201.1.2) — [lan0 gwA wan0] (10.200.0.1) ==== (10.200.0.2) [wan0 gwB lan0] — hB (10.201.2.2)
 
 mod common;
-use common::{enter, ip, is_root, mac_str, Namespaces};
+use common::{enter, ip, is_root, link, End, Namespaces};
 use dataplane::esp::aead::KeyMaterial;
 use dataplane::esp::{Backend, DropReason, Suite};
 use dataplane::sa::{Direction, Mode, Prefix, SaConfig, SaDb, Selectors};
@@ -32,42 +32,6 @@ fn p(s: &str) -> Prefix {
 
 fn a(s: &str) -> IpAddr {
     s.parse().unwrap()
-}
-
-/// One end of a veth pair: namespace, interface name, MAC and addresses.
-struct End<'a>(&'a str, &'a str, [u8; 6], &'a [&'a str]);
-
-/// Joins two ends with a veth pair and gives both their MACs and addresses.
-fn link(x: End, y: End) {
-    ip(&[
-        "-n",
-        x.0,
-        "link",
-        "add",
-        "name",
-        x.1,
-        "address",
-        &mac_str(x.2),
-        "type",
-        "veth",
-        "peer",
-        "name",
-        y.1,
-        "address",
-        &mac_str(y.2),
-        "netns",
-        y.0,
-    ]);
-    for End(ns, ifn, _, addrs) in [x, y] {
-        for ad in addrs {
-            if ad.contains(':') {
-                ip(&["-n", ns, "addr", "add", ad, "dev", ifn, "nodad"]);
-            } else {
-                ip(&["-n", ns, "addr", "add", ad, "dev", ifn]);
-            }
-        }
-        ip(&["-n", ns, "link", "set", ifn, "up"]);
-    }
 }
 
 fn sa(spi: u32, dir: Direction, local: &str, remote: &str, lts: &[&str], rts: &[&str]) -> SaConfig {

@@ -85,6 +85,11 @@ impl SaDb {
         self.nat_t_ports.contains(&port)
     }
 
+    /// Local UDP ports on which ESP-in-UDP is expected (4500 and every inbound SA's port).
+    pub fn nat_t_ports(&self) -> &[u16] {
+        &self.nat_t_ports
+    }
+
     /// The inbound SA for `spi` addressed to `dst`.
     #[inline]
     pub fn inbound_mut(&mut self, spi: u32, dst: IpAddr) -> Option<&mut InboundSa> {

@@ -72,6 +72,8 @@ pub struct Pipeline {
     pub drops: DropCounters,
     /// Frames forwarded per direction: `[lan→wan, wan→lan]`.
     pub forwarded: [u64; 2],
+    /// The last next hop found without a link-layer address, for the control thread.
+    missing: Option<IpAddr>,
 }
 
 /// Decrements the TTL / hop limit of the IP packet in `pkt`; false if it would reach zero.
@@ -117,13 +119,19 @@ fn dst_of(pkt: &[u8]) -> Option<(IpAddr, EtherType)> {
 }
 
 /// Puts an Ethernet header for `side`'s next hop towards the packet's destination in front.
+/// A next hop without a link-layer address is recorded in `missing`.
 #[inline]
-fn emit_l2<B: AsRef<[u8]> + AsMut<[u8]>>(side: &Side, f: &mut Frame<B>) -> Result<(), DropReason> {
+fn emit_l2<B: AsRef<[u8]> + AsMut<[u8]>>(
+    side: &Side,
+    f: &mut Frame<B>,
+    missing: &mut Option<IpAddr>,
+) -> Result<(), DropReason> {
     let (dst, ethertype) = dst_of(f.data()).ok_or(DropReason::Malformed)?;
-    let mac = side
-        .neighbours
-        .get(side.next_hop(dst))
-        .ok_or(DropReason::NoNeighbour)?;
+    let hop = side.next_hop(dst);
+    let Some(mac) = side.neighbours.get(hop) else {
+        *missing = Some(hop);
+        return Err(DropReason::NoNeighbour);
+    };
     if !f.push_front(ETH_LEN) {
         return Err(DropReason::TooBig);
     }
@@ -158,7 +166,13 @@ impl Pipeline {
             wan,
             drops: DropCounters::default(),
             forwarded: [0; 2],
+            missing: None,
         }
+    }
+
+    /// The last next hop that had no link-layer address, if any since the previous call.
+    pub fn take_missing(&mut self) -> Option<IpAddr> {
+        self.missing.take()
     }
 
     /// Processes a batch received on `from`. `out[i]` says where `frames[i]` goes; frames
@@ -202,7 +216,7 @@ impl Pipeline {
             Verdict::Drop(r) => return Err(Drop::Counted(r)),
             _ => return Err(Drop::Here(DropReason::Malformed)),
         }
-        emit_l2(&self.wan, f).map_err(Drop::Here)?;
+        emit_l2(&self.wan, f, &mut self.missing).map_err(Drop::Here)?;
         Ok(Port::Wan)
     }
 
@@ -217,7 +231,7 @@ impl Pipeline {
             Err(_) => return Err(Drop::Here(DropReason::Malformed)),
         }
         decrement_ttl(f.data_mut()).map_err(Drop::Here)?;
-        emit_l2(&self.lan, f).map_err(Drop::Here)?;
+        emit_l2(&self.lan, f, &mut self.missing).map_err(Drop::Here)?;
         Ok(Port::Lan)
     }
 }

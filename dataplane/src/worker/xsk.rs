@@ -10,7 +10,9 @@ use crate::xdp::socket::{BindMode, SocketConfig, XskSocket};
 use crate::xdp::umem::{Umem, UmemConfig, MAX_BATCH};
 use arrayvec::ArrayVec;
 use std::io;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
 
 /// How a worker waits for packets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +43,12 @@ pub struct WorkerConfig {
     pub mode: BindMode,
 }
 
+/// A change the control thread sends to a worker; applied between batches.
+pub enum WorkerUpdate {
+    /// New next-hop table for one side.
+    Neighbours(Port, super::Neighbours),
+}
+
 /// Idle loops before an adaptive worker sleeps in `poll(2)`.
 const IDLE_SPINS: u32 = 256;
 /// Longest sleep, so a stop request is noticed promptly.
@@ -56,6 +64,8 @@ pub struct Worker {
     pub pipeline: Pipeline,
     cfg: WorkerConfig,
     idle: u32,
+    updates: Option<Receiver<WorkerUpdate>>,
+    missing: Option<SyncSender<IpAddr>>,
 }
 
 impl Worker {
@@ -84,6 +94,8 @@ impl Worker {
             pipeline,
             cfg,
             idle: 0,
+            updates: None,
+            missing: None,
         };
         w.refill();
         Ok(w)
@@ -104,9 +116,36 @@ impl Worker {
         self.free.len()
     }
 
+    /// Connects the worker to its control thread: `updates` brings new tables, `missing`
+    /// reports next hops whose link-layer address is unknown (so the kernel can be asked to
+    /// resolve them). Both are non-blocking on the worker's side.
+    pub fn connect(&mut self, updates: Receiver<WorkerUpdate>, missing: SyncSender<IpAddr>) {
+        self.updates = Some(updates);
+        self.missing = Some(missing);
+    }
+
+    fn apply_updates(&mut self) {
+        let Some(rx) = &self.updates else { return };
+        loop {
+            match rx.try_recv() {
+                Ok(WorkerUpdate::Neighbours(Port::Lan, n)) => self.pipeline.lan.neighbours = n,
+                Ok(WorkerUpdate::Neighbours(Port::Wan, n)) => self.pipeline.wan.neighbours = n,
+                Err(TryRecvError::Empty) => return,
+                Err(TryRecvError::Disconnected) => {
+                    self.updates = None;
+                    return;
+                }
+            }
+        }
+    }
+
     /// Runs until `stop` is set.
     pub fn run(&mut self, stop: &AtomicBool) -> io::Result<()> {
         while !stop.load(Ordering::Relaxed) {
+            self.apply_updates();
+            if let (Some(tx), Some(hop)) = (&self.missing, self.pipeline.take_missing()) {
+                let _ = tx.try_send(hop);
+            }
             let n = self.poll_once()?;
             if n > 0 {
                 self.idle = 0;

@@ -72,3 +72,96 @@ pub fn mac_str(m: [u8; 6]) -> String {
         .collect::<Vec<_>>()
         .join(":")
 }
+
+/// One end of a veth pair: namespace, interface name, MAC and addresses (`addr/len`).
+pub struct End<'a>(pub &'a str, pub &'a str, pub [u8; 6], pub &'a [&'a str]);
+
+/// Joins two ends with a veth pair and gives both their MACs and addresses (IPv6 without DAD).
+pub fn link(x: End, y: End) {
+    ip(&[
+        "-n",
+        x.0,
+        "link",
+        "add",
+        "name",
+        x.1,
+        "address",
+        &mac_str(x.2),
+        "type",
+        "veth",
+        "peer",
+        "name",
+        y.1,
+        "address",
+        &mac_str(y.2),
+        "netns",
+        y.0,
+    ]);
+    for End(ns, ifn, _, addrs) in [x, y] {
+        for ad in addrs {
+            if ad.contains(':') {
+                ip(&["-n", ns, "addr", "add", ad, "dev", ifn, "nodad"]);
+            } else {
+                ip(&["-n", ns, "addr", "add", ad, "dev", ifn]);
+            }
+        }
+        ip(&["-n", ns, "link", "set", ifn, "up"]);
+    }
+}
+
+/// The two-site topology: hA — gwA ==== gwB — hB, IPv4 and IPv6, hosts routed via their
+/// gateway. Returns the namespaces (hA, gwA, gwB, hB).
+pub fn two_sites(tag: &str) -> Namespaces {
+    let ns = Namespaces::new(tag, &["hA", "gwA", "gwB", "hB"]);
+    let (ha, gwa, gwb, hb) = (ns.name(0), ns.name(1), ns.name(2), ns.name(3));
+    link(
+        End(
+            ha,
+            "eth0",
+            [2, 0, 0, 0, 0x1a, 2],
+            &["10.201.1.2/24", "fd00:201:1::2/64"],
+        ),
+        End(
+            gwa,
+            "lan0",
+            [2, 0, 0, 0, 0x1a, 1],
+            &["10.201.1.1/24", "fd00:201:1::1/64"],
+        ),
+    );
+    link(
+        End(
+            gwa,
+            "wan0",
+            [2, 0, 0, 0, 0x0a, 1],
+            &["10.200.0.1/24", "fd00:200::1/64"],
+        ),
+        End(
+            gwb,
+            "wan0",
+            [2, 0, 0, 0, 0x0a, 2],
+            &["10.200.0.2/24", "fd00:200::2/64"],
+        ),
+    );
+    link(
+        End(
+            gwb,
+            "lan0",
+            [2, 0, 0, 0, 0x2b, 1],
+            &["10.201.2.1/24", "fd00:201:2::1/64"],
+        ),
+        End(
+            hb,
+            "eth0",
+            [2, 0, 0, 0, 0x2b, 2],
+            &["10.201.2.2/24", "fd00:201:2::2/64"],
+        ),
+    );
+    for (h, v4, v6) in [
+        (ha, "10.201.1.1", "fd00:201:1::1"),
+        (hb, "10.201.2.1", "fd00:201:2::1"),
+    ] {
+        ip(&["-n", h, "route", "add", "default", "via", v4]);
+        ip(&["-n", h, "-6", "route", "add", "default", "via", v6]);
+    }
+    ns
+}

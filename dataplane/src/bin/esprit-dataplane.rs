@@ -1,0 +1,55 @@
+//! `esprit-dataplane`: the AF_XDP ESP gateway daemon.
+
+use clap::Parser;
+use dataplane::daemon::{run::run, DataplaneConfig};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+/// The esprit dataplane: AF_XDP workers that encrypt LAN traffic into ESP and decrypt ESP
+/// back, keyed by manual SAs (and later by esprit-ike).
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// Configuration file (TOML; see docs/dataplane.md).
+    #[arg(short, long, default_value = "/etc/esprit/dataplane.toml")]
+    config: PathBuf,
+    /// Write the final counters as JSON to this file on exit.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let cfg = match DataplaneConfig::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("esprit-dataplane: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        if let Err(e) = signal_hook::flag::register(sig, stop.clone()) {
+            eprintln!("esprit-dataplane: cannot handle signal {sig}: {e}");
+            return ExitCode::from(1);
+        }
+    }
+    let report = match run(&cfg, stop, |msg| eprintln!("{msg}")) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("esprit-dataplane: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    print!("{}", report.render());
+    if let Some(p) = args.json {
+        let text = serde_json::to_string_pretty(&report).expect("report serialises");
+        if let Err(e) = std::fs::write(&p, text) {
+            eprintln!("esprit-dataplane: writing {}: {e}", p.display());
+            return ExitCode::from(1);
+        }
+    }
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,396 @@
+//! The dataplane daemon's TOML configuration. See `docs/dataplane.md`.
+//!
+//! Every error names the file, the line and the key, and says what was expected.
+
+use crate::esp::Backend;
+use crate::sa::file::SaFileError;
+use crate::sa::Prefix;
+use crate::worker::neigh::parse_mac;
+use crate::worker::xsk::PollMode;
+use crate::xdp::socket::BindMode;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use toml::Spanned;
+
+/// One side (LAN or WAN) of the gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SideConfig {
+    /// Interface name.
+    pub interface: String,
+    /// Prefixes reachable directly; empty: the interface's connected prefixes.
+    pub onlink: Vec<Prefix>,
+    /// Next hop for destinations not on-link.
+    pub gateway: Option<IpAddr>,
+    /// Static neighbours, merged over the kernel's table.
+    pub neighbours: Vec<(IpAddr, [u8; 6])>,
+}
+
+/// The daemon's configuration, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataplaneConfig {
+    /// Manual SAs (optional: the IKE daemon installs SAs through the API later).
+    pub sa_file: Option<PathBuf>,
+    /// Protected side.
+    pub lan: SideConfig,
+    /// Unprotected side.
+    pub wan: SideConfig,
+    /// Number of workers (one per queue).
+    pub workers: u32,
+    /// Cores to pin workers to, in order.
+    pub cores: Vec<usize>,
+    /// Waiting strategy.
+    pub poll: PollMode,
+    /// AF_XDP bind mode.
+    pub mode: BindMode,
+    /// XDP attachment: native (driver) or generic.
+    pub generic_xdp: bool,
+    /// Entries per ring.
+    pub ring_size: u32,
+    /// UMEM frames per worker.
+    pub frames: u32,
+    /// AES-GCM library.
+    pub backend: Backend,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    sa_file: Option<Spanned<String>>,
+    lan: Spanned<RawSide>,
+    wan: Spanned<RawSide>,
+    workers: Option<Spanned<RawWorkers>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSide {
+    interface: Spanned<String>,
+    onlink: Option<Spanned<Vec<String>>>,
+    gateway: Option<Spanned<String>>,
+    neighbours: Option<Spanned<BTreeMap<String, String>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWorkers {
+    count: Option<Spanned<i64>>,
+    cores: Option<Spanned<Vec<i64>>>,
+    poll: Option<Spanned<String>>,
+    mode: Option<Spanned<String>>,
+    xdp: Option<Spanned<String>>,
+    ring_size: Option<Spanned<i64>>,
+    frames: Option<Spanned<i64>>,
+    backend: Option<Spanned<String>>,
+}
+
+struct Cx<'a> {
+    text: &'a str,
+    name: &'a str,
+}
+
+impl Cx<'_> {
+    fn err(
+        &self,
+        span: std::ops::Range<usize>,
+        key: &str,
+        message: impl Into<String>,
+    ) -> SaFileError {
+        SaFileError {
+            file: self.name.to_string(),
+            line: Some(
+                self.text[..span.start.min(self.text.len())]
+                    .matches('\n')
+                    .count()
+                    + 1,
+            ),
+            key: Some(key.to_string()),
+            message: message.into(),
+        }
+    }
+
+    fn side(&self, r: &RawSide, key: &str) -> Result<SideConfig, SaFileError> {
+        let interface = r.interface.get_ref().clone();
+        if interface.is_empty() || interface.len() > 15 || interface.contains('/') {
+            return Err(self.err(
+                r.interface.span(),
+                &format!("{key}.interface"),
+                "expected an interface name (1–15 characters, no '/')",
+            ));
+        }
+        let mut onlink = Vec::new();
+        if let Some(o) = &r.onlink {
+            for s in o.get_ref() {
+                onlink.push(
+                    s.parse::<Prefix>()
+                        .map_err(|e| self.err(o.span(), &format!("{key}.onlink"), e))?,
+                );
+            }
+        }
+        let gateway = match &r.gateway {
+            None => None,
+            Some(g) => Some(g.get_ref().parse::<IpAddr>().map_err(|_| {
+                self.err(
+                    g.span(),
+                    &format!("{key}.gateway"),
+                    format!("expected an IP address, got {:?}", g.get_ref()),
+                )
+            })?),
+        };
+        let mut neighbours = Vec::new();
+        if let Some(n) = &r.neighbours {
+            for (ip, mac) in n.get_ref() {
+                let k = format!("{key}.neighbours");
+                let ip: IpAddr = ip.parse().map_err(|_| {
+                    self.err(
+                        n.span(),
+                        &k,
+                        format!("expected IP address keys, got {ip:?}"),
+                    )
+                })?;
+                let mac = parse_mac(mac).ok_or_else(|| {
+                    self.err(
+                        n.span(),
+                        &k,
+                        format!("expected a MAC like \"02:00:00:00:00:01\", got {mac:?}"),
+                    )
+                })?;
+                neighbours.push((ip, mac));
+            }
+        }
+        Ok(SideConfig {
+            interface,
+            onlink,
+            gateway,
+            neighbours,
+        })
+    }
+}
+
+impl DataplaneConfig {
+    /// Reads and validates a configuration file; a relative `sa_file` is resolved against the
+    /// file's directory.
+    pub fn load(path: &Path) -> Result<Self, SaFileError> {
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| SaFileError {
+            file: name.clone(),
+            line: None,
+            key: None,
+            message: format!("cannot read: {e}"),
+        })?;
+        let mut c = Self::parse(&text, &name)?;
+        if let Some(f) = &c.sa_file {
+            if f.is_relative() {
+                c.sa_file = Some(path.parent().unwrap_or(Path::new(".")).join(f));
+            }
+        }
+        Ok(c)
+    }
+
+    /// Parses configuration text; `name` is used in errors.
+    pub fn parse(text: &str, name: &str) -> Result<Self, SaFileError> {
+        let cx = Cx { text, name };
+        let raw: Raw = toml::from_str(text).map_err(|e| SaFileError {
+            file: name.to_string(),
+            line: e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1),
+            key: None,
+            message: e.message().trim_end().to_string(),
+        })?;
+        let lan = cx.side(raw.lan.get_ref(), "lan")?;
+        let wan = cx.side(raw.wan.get_ref(), "wan")?;
+        if lan.interface == wan.interface {
+            return Err(cx.err(
+                raw.wan.get_ref().interface.span(),
+                "wan.interface",
+                "LAN and WAN must be different interfaces",
+            ));
+        }
+        let mut c = DataplaneConfig {
+            sa_file: raw.sa_file.map(|s| PathBuf::from(s.into_inner())),
+            lan,
+            wan,
+            workers: 1,
+            cores: Vec::new(),
+            poll: PollMode::Adaptive,
+            mode: BindMode::Copy,
+            generic_xdp: false,
+            ring_size: 2048,
+            frames: 8192,
+            backend: Backend::default(),
+        };
+        if let Some(w) = raw.workers {
+            let w = w.into_inner();
+            if let Some(n) = w.count {
+                let v = *n.get_ref();
+                if v != 1 {
+                    return Err(cx.err(n.span(), "workers.count", "only 1 worker is supported so far: several need SPI sharding with handoff rings, which is not built yet"));
+                }
+            }
+            if let Some(cs) = w.cores {
+                for &core in cs.get_ref() {
+                    let core = usize::try_from(core).map_err(|_| {
+                        cx.err(cs.span(), "workers.cores", "expected core numbers ≥ 0")
+                    })?;
+                    c.cores.push(core);
+                }
+            }
+            if let Some(p) = w.poll {
+                c.poll = match p.get_ref().as_str() {
+                    "adaptive" => PollMode::Adaptive,
+                    "busy" => PollMode::Busy,
+                    o => {
+                        return Err(cx.err(
+                            p.span(),
+                            "workers.poll",
+                            format!("expected \"adaptive\" or \"busy\", got {o:?}"),
+                        ))
+                    }
+                };
+            }
+            if let Some(m) = w.mode {
+                c.mode = match m.get_ref().as_str() {
+                    "copy" => BindMode::Copy,
+                    "zerocopy" => BindMode::ZeroCopy,
+                    o => {
+                        return Err(cx.err(
+                            m.span(),
+                            "workers.mode",
+                            format!("expected \"copy\" or \"zerocopy\", got {o:?}"),
+                        ))
+                    }
+                };
+            }
+            if let Some(x) = w.xdp {
+                c.generic_xdp = match x.get_ref().as_str() {
+                    "native" => false,
+                    "generic" => true,
+                    o => {
+                        return Err(cx.err(
+                            x.span(),
+                            "workers.xdp",
+                            format!("expected \"native\" or \"generic\", got {o:?}"),
+                        ))
+                    }
+                };
+            }
+            if let Some(r) = w.ring_size {
+                let v = *r.get_ref();
+                c.ring_size = u32::try_from(v)
+                    .ok()
+                    .filter(|n| n.is_power_of_two() && (64..=16384).contains(n))
+                    .ok_or_else(|| {
+                        cx.err(
+                            r.span(),
+                            "workers.ring_size",
+                            "expected a power of two in 64..=16384",
+                        )
+                    })?;
+            }
+            if let Some(f) = w.frames {
+                let v = *f.get_ref();
+                c.frames = u32::try_from(v)
+                    .ok()
+                    .filter(|&n| n >= 2 * c.ring_size && n <= 1 << 20)
+                    .ok_or_else(|| {
+                        cx.err(
+                            f.span(),
+                            "workers.frames",
+                            format!(
+                                "expected at least twice ring_size ({}) and at most 1048576",
+                                2 * c.ring_size
+                            ),
+                        )
+                    })?;
+            }
+            if let Some(b) = w.backend {
+                c.backend = b
+                    .get_ref()
+                    .parse()
+                    .map_err(|e: String| cx.err(b.span(), "workers.backend", e))?;
+            }
+        }
+        if c.frames < 2 * c.ring_size {
+            c.frames = 4 * c.ring_size;
+        }
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"
+sa_file = "sa.toml"
+
+[lan]
+interface = "lan0"
+neighbours = { "10.201.1.2" = "02:00:00:00:1a:02" }
+
+[wan]
+interface = "wan0"
+gateway = "10.200.0.254"
+onlink = ["10.200.0.0/24"]
+
+[workers]
+count = 1
+cores = [1]
+poll = "busy"
+ring_size = 1024
+frames = 4096
+backend = "aws-lc-rs"
+"#;
+
+    #[test]
+    fn example_parses() {
+        let c = DataplaneConfig::parse(EXAMPLE, "dp.toml").unwrap();
+        assert_eq!(c.lan.interface, "lan0");
+        assert_eq!(c.lan.neighbours[0].1, [2, 0, 0, 0, 0x1a, 2]);
+        assert_eq!(c.wan.gateway, Some("10.200.0.254".parse().unwrap()));
+        assert_eq!(
+            (c.poll, c.ring_size, c.frames),
+            (PollMode::Busy, 1024, 4096)
+        );
+        assert_eq!(c.backend, Backend::AwsLc);
+        assert_eq!(c.cores, vec![1]);
+    }
+
+    #[test]
+    fn errors_point_at_the_key() {
+        let e = DataplaneConfig::parse(&EXAMPLE.replace("\"busy\"", "\"lazy\""), "dp.toml")
+            .unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("workers.poll"));
+        assert!(
+            e.to_string()
+                .starts_with("dp.toml:18: workers.poll: expected"),
+            "{e}"
+        );
+        let e = DataplaneConfig::parse(&EXAMPLE.replace("count = 1", "count = 2"), "dp.toml")
+            .unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("workers.count"));
+        let e = DataplaneConfig::parse(&EXAMPLE.replace("02:00:00:00:1a:02", "nope"), "dp.toml")
+            .unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("lan.neighbours"));
+        let e = DataplaneConfig::parse(
+            &EXAMPLE.replace("interface = \"wan0\"", "interface = \"lan0\""),
+            "dp.toml",
+        )
+        .unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("wan.interface"));
+        let e = DataplaneConfig::parse(
+            &EXAMPLE.replace("ring_size = 1024", "ring_size = 1000"),
+            "dp.toml",
+        )
+        .unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("workers.ring_size"));
+        let e = DataplaneConfig::parse(
+            &EXAMPLE.replace("[workers]", "[workers]\ncolour = 1"),
+            "dp.toml",
+        )
+        .unwrap_err();
+        assert!(e.message.contains("colour"), "{e}");
+    }
+}

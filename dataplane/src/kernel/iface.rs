@@ -1,0 +1,116 @@
+//! Interface facts: MAC address (sysfs), addresses and connected prefixes (getifaddrs).
+
+use crate::sa::Prefix;
+use std::io;
+use std::net::IpAddr;
+
+/// The MAC address of `iface`.
+pub fn mac(iface: &str) -> io::Result<[u8; 6]> {
+    if iface.contains('/') || iface.starts_with('.') {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "bad interface name",
+        ));
+    }
+    let s = std::fs::read_to_string(format!("/sys/class/net/{iface}/address"))
+        .map_err(|e| io::Error::new(e.kind(), format!("MAC of {iface}: {e}")))?;
+    crate::worker::neigh::parse_mac(&s)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("MAC of {iface}: {s:?}")))
+}
+
+/// An address configured on an interface, with its prefix length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IfAddr {
+    /// The address.
+    pub addr: IpAddr,
+    /// Prefix length of the connected network.
+    pub prefix_len: u8,
+}
+
+impl IfAddr {
+    /// The connected prefix.
+    pub fn network(&self) -> Prefix {
+        Prefix::new(self.addr, self.prefix_len).expect("length from a netmask")
+    }
+}
+
+/// IPv4 and IPv6 addresses of `iface` (link-local IPv6 excluded).
+pub fn addresses(iface: &str) -> io::Result<Vec<IfAddr>> {
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `head` with a list we free below with freeifaddrs.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut out = Vec::new();
+    let mut cur = head;
+    while !cur.is_null() {
+        // SAFETY: `cur` is a node of the list getifaddrs returned, alive until freeifaddrs.
+        let ifa = unsafe { &*cur };
+        cur = ifa.ifa_next;
+        if ifa.ifa_addr.is_null() || ifa.ifa_name.is_null() {
+            continue;
+        }
+        // SAFETY: ifa_name is a NUL-terminated string owned by the list.
+        let name = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) };
+        if name.to_bytes() != iface.as_bytes() {
+            continue;
+        }
+        // SAFETY: ifa_addr and ifa_netmask point to sockaddrs of the family in sa_family.
+        let (addr, mask) = unsafe { (sockaddr_ip(ifa.ifa_addr), sockaddr_ip(ifa.ifa_netmask)) };
+        let (Some(addr), Some(mask)) = (addr, mask) else {
+            continue;
+        };
+        if let IpAddr::V6(a) = addr {
+            if a.segments()[0] & 0xffc0 == 0xfe80 {
+                continue;
+            }
+        }
+        let prefix_len = match mask {
+            IpAddr::V4(m) => u32::from(m).count_ones() as u8,
+            IpAddr::V6(m) => u128::from(m).count_ones() as u8,
+        };
+        out.push(IfAddr { addr, prefix_len });
+    }
+    // SAFETY: frees the list returned by getifaddrs exactly once.
+    unsafe { libc::freeifaddrs(head) };
+    Ok(out)
+}
+
+/// Reads an IPv4/IPv6 address out of a sockaddr.
+///
+/// # Safety
+/// `sa` must be null or point to a valid sockaddr whose storage matches its family.
+unsafe fn sockaddr_ip(sa: *const libc::sockaddr) -> Option<IpAddr> {
+    if sa.is_null() {
+        return None;
+    }
+    // SAFETY: caller guarantees `sa` is valid; the casts follow sa_family.
+    unsafe {
+        match i32::from((*sa).sa_family) {
+            libc::AF_INET => {
+                let s = &*(sa as *const libc::sockaddr_in);
+                Some(IpAddr::from(u32::from_be(s.sin_addr.s_addr).to_be_bytes()))
+            }
+            libc::AF_INET6 => {
+                let s = &*(sa as *const libc::sockaddr_in6);
+                Some(IpAddr::from(s.sin6_addr.s6_addr))
+            }
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_has_127_0_0_1() {
+        let a = addresses("lo").unwrap();
+        assert!(a
+            .iter()
+            .any(|x| x.addr == IpAddr::from([127, 0, 0, 1]) && x.prefix_len == 8));
+        assert!(mac("lo").is_ok());
+        assert!(mac("../etc").is_err());
+    }
+}

@@ -1,0 +1,337 @@
+//! The `esprit-dataplane` daemon end to end: two daemons keyed by SA files carry ping (IPv4,
+//! IPv6) and a TCP transfer checked by SHA-256 between two sites; SIGTERM prints and writes
+//! counters and detaches XDP; SIGKILL leaves no XDP program behind. Needs root.
+
+mod common;
+use common::{enter, is_root, two_sites};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const KEY_AB: &str = "0x0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f2021222324";
+const KEY_BA: &str = "0xa1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebfc0c1c2c3c4";
+
+/// One gateway's view of the tunnel: its addresses, its SPIs and keys, its selectors.
+struct Tunnel<'a> {
+    local: &'a str,
+    remote: &'a str,
+    out: (&'a str, &'a str),
+    inb: (&'a str, &'a str),
+    lts: &'a str,
+    rts: &'a str,
+}
+
+fn sa_file(t: &Tunnel) -> String {
+    let one = |(spi, key): (&str, &str), dir: &str| {
+        format!(
+            "[[sa]]\nspi = \"{spi}\"\ndirection = \"{dir}\"\nsuite = \"aes256gcm16\"\nkey = \"{key}\"\nlocal = \"{}\"\nremote = \"{}\"\nesn = true\nlocal_ts = {}\nremote_ts = {}\n\n",
+            t.local, t.remote, t.lts, t.rts
+        )
+    };
+    one(t.out, "out") + &one(t.inb, "in")
+}
+
+struct Daemon {
+    child: Child,
+    ns: String,
+}
+
+fn start(ns: &str, dir: &Path, name: &str) -> Daemon {
+    let cfg = dir.join(format!("{name}.toml"));
+    let child = Command::new("ip")
+        .args(["netns", "exec", ns, env!("CARGO_BIN_EXE_esprit-dataplane")])
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--json")
+        .arg(dir.join(format!("{name}.json")))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn esprit-dataplane");
+    let mut d = Daemon {
+        child,
+        ns: ns.to_string(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !(xdp_attached(ns, "wan0") && xdp_attached(ns, "lan0")) {
+        if let Some(st) = d.child.try_wait().unwrap() {
+            let mut err = String::new();
+            d.child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            panic!("daemon in {ns} exited with {st}: {err}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "daemon in {ns} did not attach XDP"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    d
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn xdp_attached(ns: &str, dev: &str) -> bool {
+    let out = Command::new("ip")
+        .args(["-n", ns, "-d", "link", "show", dev])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).contains("prog/xdp")
+}
+
+fn signal(d: &Daemon, sig: &str) {
+    let st = Command::new("kill")
+        .args([sig, &d.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+fn ping(ns: &str, dst: &str) -> (bool, String) {
+    let out = Command::new("ip")
+        .args([
+            "netns", "exec", ns, "ping", "-c", "5", "-i", "0.2", "-W", "2", dst,
+        ])
+        .output()
+        .expect("ping");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+fn write_configs(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let a_ts = r#"["10.201.1.0/24", "fd00:201:1::/64"]"#;
+    let b_ts = r#"["10.201.2.0/24", "fd00:201:2::/64"]"#;
+    let cfg = |sa: &str| {
+        format!("sa_file = \"{sa}\"\n[lan]\ninterface = \"lan0\"\n[wan]\ninterface = \"wan0\"\n[workers]\nring_size = 512\n")
+    };
+    std::fs::write(dir.join("gwA.toml"), cfg("gwA-sa.toml")).unwrap();
+    std::fs::write(dir.join("gwB.toml"), cfg("gwB-sa.toml")).unwrap();
+    std::fs::write(
+        dir.join("gwA-sa.toml"),
+        sa_file(&Tunnel {
+            local: "10.200.0.1",
+            remote: "10.200.0.2",
+            out: ("0xa0000001", KEY_AB),
+            inb: ("0xb0000001", KEY_BA),
+            lts: a_ts,
+            rts: b_ts,
+        }),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("gwB-sa.toml"),
+        sa_file(&Tunnel {
+            local: "10.200.0.2",
+            remote: "10.200.0.1",
+            out: ("0xb0000001", KEY_BA),
+            inb: ("0xa0000001", KEY_AB),
+            lts: b_ts,
+            rts: a_ts,
+        }),
+    )
+    .unwrap();
+}
+
+/// Sends `len` bytes over TCP from hA to hB; returns (sent digest, received digest, bytes).
+fn tcp_transfer(ha: &str, hb: &str, len: usize) -> (Vec<u8>, Vec<u8>, usize) {
+    let hb = hb.to_string();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let server = std::thread::spawn(move || {
+        enter(&hb);
+        let l = TcpListener::bind("10.201.2.2:5001").unwrap();
+        tx.send(()).unwrap();
+        let (mut s, _) = l.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        let mut buf = vec![0u8; 65536];
+        let mut total = 0;
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    ctx.update(&buf[..n]);
+                    total += n;
+                }
+                Err(e) => panic!("receive: {e} after {total} bytes"),
+            }
+        }
+        (ctx.finish().as_ref().to_vec(), total)
+    });
+    rx.recv().unwrap();
+    let ha = ha.to_string();
+    let client = std::thread::spawn(move || {
+        enter(&ha);
+        let mut s =
+            TcpStream::connect_timeout(&"10.201.2.2:5001".parse().unwrap(), Duration::from_secs(5))
+                .unwrap();
+        let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        let mut block = vec![0u8; 65536];
+        let mut sent = 0usize;
+        let mut x = 0x9e3779b9u32;
+        while sent < len {
+            for b in block.iter_mut() {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                *b = x as u8;
+            }
+            let n = block.len().min(len - sent);
+            s.write_all(&block[..n]).unwrap();
+            ctx.update(&block[..n]);
+            sent += n;
+        }
+        ctx.finish().as_ref().to_vec()
+    });
+    let sent = client.join().unwrap();
+    let (got, n) = server.join().unwrap();
+    (sent, got, n)
+}
+
+fn tmpdir(tag: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("esprit-test-{tag}-{}", std::process::id()))
+}
+
+#[test]
+fn two_daemons_carry_ping_and_tcp() {
+    if !is_root() {
+        eprintln!("skipping: needs root");
+        return;
+    }
+    let ns = two_sites("dm");
+    let (ha, gwa, gwb, hb) = (ns.name(0), ns.name(1), ns.name(2), ns.name(3));
+    // The tunnel costs up to 73 bytes: give the sites a 1400-byte MTU, as an operator would
+    // (or clamp MSS); checksums are computed in software so they survive AF_XDP copy mode.
+    for h in [ha, hb] {
+        common::ip(&["-n", h, "link", "set", "eth0", "mtu", "1400"]);
+        let _ = Command::new("ip")
+            .args(["netns", "exec", h, "ethtool", "-K", "eth0", "tx", "off"])
+            .output();
+    }
+    let dir = tmpdir("dm");
+    write_configs(&dir);
+    let a = start(gwa, &dir, "gwA");
+    let b = start(gwb, &dir, "gwB");
+    let v4 = ping(ha, "10.201.2.2");
+    let v6 = ping(ha, "fd00:201:2::2");
+    let (sent, got, n) = tcp_transfer(ha, hb, 20 << 20);
+    for d in [&a, &b] {
+        signal(d, "-TERM");
+    }
+    let mut outputs = Vec::new();
+    for d in [a, b] {
+        let mut d = d;
+        let st = d.child.wait().unwrap();
+        let mut out = String::new();
+        d.child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
+        let mut err = String::new();
+        d.child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        assert!(st.success(), "daemon in {} exited with {st}: {err}", d.ns);
+        assert!(
+            !xdp_attached(&d.ns, "wan0") && !xdp_attached(&d.ns, "lan0"),
+            "XDP detached on SIGTERM"
+        );
+        outputs.push(out);
+    }
+    assert!(v4.0, "IPv4 ping:\n{}", v4.1);
+    assert!(v6.0, "IPv6 ping:\n{}", v6.1);
+    assert_eq!(n, 20 << 20, "all bytes arrive");
+    assert_eq!(sent, got, "SHA-256 of the transfer matches");
+    for name in ["gwA", "gwB"] {
+        let j: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join(format!("{name}.json"))).unwrap())
+                .unwrap();
+        let sas = j["sas"].as_array().unwrap();
+        assert_eq!(sas.len(), 2);
+        for sa in sas {
+            assert!(sa["packets"].as_u64().unwrap() > 1000, "{name}: {sa}");
+            assert!(
+                sa["drops"]
+                    .as_object()
+                    .unwrap()
+                    .get("auth_failed")
+                    .is_none(),
+                "{name}: {sa}"
+            );
+        }
+    }
+    assert!(
+        outputs[0].contains("0xa0000001 out"),
+        "human report:\n{}",
+        outputs[0]
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    drop(ns);
+}
+
+#[test]
+fn sigkill_leaves_no_xdp_program() {
+    if !is_root() {
+        eprintln!("skipping: needs root");
+        return;
+    }
+    let ns = two_sites("dk");
+    let gwa = ns.name(1).to_string();
+    let dir = tmpdir("dk");
+    write_configs(&dir);
+    let mut a = start(&gwa, &dir, "gwA");
+    signal(&a, "-KILL");
+    let _ = a.child.wait();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while xdp_attached(&gwa, "wan0") || xdp_attached(&gwa, "lan0") {
+        assert!(
+            Instant::now() < deadline,
+            "XDP program still attached after SIGKILL"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    drop(ns);
+}
+
+#[test]
+fn a_bad_config_is_a_clear_error() {
+    let dir = tmpdir("bad");
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join("bad.toml");
+    std::fs::write(
+        &p,
+        "[lan]\ninterface = \"lan0\"\n[wan]\ninterface = \"wan0\"\n[workers]\npoll = \"lazy\"\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_esprit-dataplane"))
+        .arg("--config")
+        .arg(&p)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.toml:6: workers.poll: expected \"adaptive\" or \"busy\""),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
