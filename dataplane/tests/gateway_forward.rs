@@ -49,6 +49,7 @@ fn sa(spi: u32, dir: Direction, local: &str, remote: &str, lts: &[&str], rts: &[
         seq: 0,
         local_ts: Selectors::new(lts.iter().map(|s| p(s)).collect()),
         remote_ts: Selectors::new(rts.iter().map(|s| p(s)).collect()),
+        lifetime: Default::default(),
     }
 }
 

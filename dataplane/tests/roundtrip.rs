@@ -32,6 +32,7 @@ fn sa(dir: Direction, mode: Mode, suite: Suite, local: &str, remote: &str) -> Sa
         seq: 0,
         local_ts: Selectors::default(),
         remote_ts: Selectors::default(),
+        lifetime: Default::default(),
     }
 }
 
@@ -428,4 +429,71 @@ fn batch_encrypt_with_one_sa() {
     dataplane::esp::decrypt_batch(&mut rx, &mut frames, &mut v);
     assert!(v.iter().all(|v| *v == Verdict::Pass));
     assert!(frames.iter().all(|f| f.data() == &pkt[..]));
+}
+
+#[test]
+fn lifetimes_raise_events_and_hard_limits_stop_the_sa() {
+    use dataplane::sa::{Lifetime, SaEventKind};
+    let mut cfg = sa(
+        Direction::Out,
+        Mode::Tunnel,
+        Suite::Aes128Gcm16,
+        "10.200.0.1",
+        "10.200.0.2",
+    );
+    cfg.lifetime = Lifetime {
+        soft_packets: Some(2),
+        hard_packets: Some(4),
+        ..Default::default()
+    };
+    let (mut tx, mut rx) = pair(cfg, Backend::Ring);
+    let pkt = v4_packet("10.201.1.2", "10.201.2.2", b"life", 0);
+    let mut kinds = Vec::new();
+    let mut results = Vec::new();
+    for _ in 0..6 {
+        let mut f = vec![OwnedFrame::from_packet(&pkt, 128, 64)];
+        let mut v = [Verdict::Pass];
+        tx.encrypt_batch(&mut f, &mut v);
+        results.push(v[0]);
+        kinds.extend(tx.take_events().map(|e| (e.kind, e.direction)));
+        if v[0] == Verdict::Pass {
+            decap(&mut rx, &mut f[0]).unwrap();
+            kinds.extend(rx.take_events().map(|e| (e.kind, e.direction)));
+        }
+    }
+    assert_eq!(&results[..4], &[Verdict::Pass; 4]);
+    assert_eq!(&results[4..], &[Verdict::Drop(DropReason::Expired); 2]);
+    assert_eq!(
+        kinds,
+        vec![
+            (SaEventKind::SoftExpire, Direction::Out),
+            (SaEventKind::SoftExpire, Direction::In),
+            (SaEventKind::HardExpire, Direction::Out),
+            (SaEventKind::HardExpire, Direction::In),
+        ]
+    );
+    assert!(tx.outbound()[0].is_expired());
+}
+
+#[test]
+fn sequence_exhaustion_is_reported_once() {
+    let mut cfg = sa(
+        Direction::Out,
+        Mode::Tunnel,
+        Suite::Aes128Gcm16,
+        "10.200.0.1",
+        "10.200.0.2",
+    );
+    cfg.seq = u64::from(u32::MAX);
+    let (mut tx, _) = pair(cfg, Backend::Ring);
+    let pkt = v4_packet("10.201.1.2", "10.201.2.2", b"x", 0);
+    let mut f: Vec<_> = (0..3)
+        .map(|_| OwnedFrame::from_packet(&pkt, 128, 64))
+        .collect();
+    let mut v = [Verdict::Pass; 3];
+    tx.encrypt_batch(&mut f, &mut v);
+    let ev: Vec<_> = tx.take_events().collect();
+    assert_eq!(ev.len(), 1);
+    assert_eq!(ev[0].kind, dataplane::sa::SaEventKind::SeqExhausted);
+    assert_eq!(ev[0].spi, 0x1234_5678);
 }

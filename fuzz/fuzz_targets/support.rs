@@ -40,6 +40,7 @@ pub fn config(i: usize) -> SaConfig {
         seq: if i == 5 { 0xffff_fff0 } else { 0 },
         local_ts: Selectors::default(),
         remote_ts: Selectors::default(),
+        lifetime: Default::default(),
     }
 }
 

@@ -365,7 +365,7 @@ backend = "aws-lc-rs"
         assert_eq!(e.key.as_deref(), Some("workers.poll"));
         assert!(
             e.to_string()
-                .starts_with("dp.toml:18: workers.poll: expected"),
+                .starts_with("dp.toml:16: workers.poll: expected"),
             "{e}"
         );
         let e = DataplaneConfig::parse(&EXAMPLE.replace("count = 1", "count = 2"), "dp.toml")

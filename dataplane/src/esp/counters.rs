@@ -36,11 +36,13 @@ pub enum DropReason {
     NoNeighbour,
     /// Forwarding: the transmit ring was full.
     TxFull,
+    /// The SA reached a hard lifetime limit.
+    Expired,
 }
 
 impl DropReason {
     /// Number of reasons (the length of a [`DropCounters`] array).
-    pub const COUNT: usize = 15;
+    pub const COUNT: usize = 16;
 
     /// Every reason, in counter order.
     pub const ALL: [DropReason; Self::COUNT] = [
@@ -59,6 +61,7 @@ impl DropReason {
         DropReason::TtlExceeded,
         DropReason::NoNeighbour,
         DropReason::TxFull,
+        DropReason::Expired,
     ];
 
     /// Stable snake_case name used in CLI output, JSON and metrics.
@@ -79,6 +82,7 @@ impl DropReason {
             DropReason::TtlExceeded => "ttl_exceeded",
             DropReason::NoNeighbour => "no_neighbour",
             DropReason::TxFull => "tx_full",
+            DropReason::Expired => "expired",
         }
     }
 }

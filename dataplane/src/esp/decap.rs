@@ -157,13 +157,20 @@ pub fn decap<B: AsRef<[u8]> + AsMut<[u8]>>(
         db.drops.add(DropReason::UnknownSpi);
         return Err(Verdict::Drop(DropReason::UnknownSpi));
     };
-    match open_checked(sa, f, &o, spi, seq_lo) {
+    let r = match open_checked(sa, f, &o, spi, seq_lo) {
         Ok(out) => Ok(out),
         Err(r) => {
             sa.counters.drops.add(r);
             Err(Verdict::Drop(r))
         }
+    };
+    // `sa` borrows `db`: collect through a local list, then hand the events over.
+    let mut got = arrayvec::ArrayVec::<crate::sa::SaEvent, 3>::new();
+    if sa.life.pending != 0 {
+        sa.take_events(|e| got.push(e));
     }
+    db.events.extend(got);
+    r
 }
 
 fn open_checked<B: AsRef<[u8]> + AsMut<[u8]>>(
@@ -173,6 +180,9 @@ fn open_checked<B: AsRef<[u8]> + AsMut<[u8]>>(
     spi: u32,
     seq_lo: u32,
 ) -> Result<DecapOutcome, DropReason> {
+    if sa.life.hard {
+        return Err(DropReason::Expired);
+    }
     let seq = sa.replay.infer(seq_lo);
     sa.replay.check(seq).map_err(|_| DropReason::Replayed)?;
     let (buf, start, _) = f.raw_mut();
@@ -238,6 +248,9 @@ fn open_checked<B: AsRef<[u8]> + AsMut<[u8]>>(
     };
     sa.counters.packets += 1;
     sa.counters.bytes += plain_len as u64;
+    if sa.cfg.lifetime.is_limited() {
+        sa.life.check(&sa.cfg.lifetime, &sa.counters);
+    }
     Ok(DecapOutcome { spi, seq })
 }
 

@@ -124,13 +124,19 @@ impl SaDb {
             self.drops.add(DropReason::NoPolicy);
             return Verdict::Drop(DropReason::NoPolicy);
         };
-        match encap_parsed(sa, f, &info) {
+        let v = match encap_parsed(sa, f, &info) {
             Ok(()) => Verdict::Pass,
             Err(r) => {
                 sa.counters.drops.add(r);
                 Verdict::Drop(r)
             }
+        };
+        let mut got = arrayvec::ArrayVec::<crate::sa::SaEvent, 3>::new();
+        if sa.life.pending != 0 {
+            sa.take_events(|e| got.push(e));
         }
+        self.events.extend(got);
+        v
     }
 }
 
@@ -151,8 +157,14 @@ fn encap_parsed<B: AsRef<[u8]> + AsMut<[u8]>>(
     f: &mut Frame<B>,
     info: &InnerInfo,
 ) -> Result<(), DropReason> {
+    if sa.life.hard {
+        return Err(DropReason::Expired);
+    }
     let Some(seq) = sa.next_seq() else {
-        sa.exhausted = true;
+        if !sa.exhausted {
+            sa.exhausted = true;
+            sa.life.pending |= crate::sa::event::EV_SEQ;
+        }
         return Err(DropReason::SeqExhausted);
     };
     if !f.set_len(info.len) {
@@ -165,6 +177,9 @@ fn encap_parsed<B: AsRef<[u8]> + AsMut<[u8]>>(
     sa.seq = seq;
     sa.counters.packets += 1;
     sa.counters.bytes += plain_len as u64;
+    if sa.cfg.lifetime.is_limited() {
+        sa.life.check(&sa.cfg.lifetime, &sa.counters);
+    }
     Ok(())
 }
 

@@ -64,6 +64,31 @@ impl Default for UdpEncap {
     }
 }
 
+/// Lifetime limits of an SA (RFC 4301 §4.4.2.1). Soft limits raise an expiry event once so the
+/// control plane can rekey; at a hard limit the SA stops processing packets (dropped as
+/// `expired`) and raises a hard expiry event. `None` means no limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Lifetime {
+    /// Soft limit on plaintext bytes.
+    pub soft_bytes: Option<u64>,
+    /// Hard limit on plaintext bytes.
+    pub hard_bytes: Option<u64>,
+    /// Soft limit on packets.
+    pub soft_packets: Option<u64>,
+    /// Hard limit on packets.
+    pub hard_packets: Option<u64>,
+}
+
+impl Lifetime {
+    /// True if any limit is set.
+    pub fn is_limited(&self) -> bool {
+        self.soft_bytes.is_some()
+            || self.hard_bytes.is_some()
+            || self.soft_packets.is_some()
+            || self.hard_packets.is_some()
+    }
+}
+
 /// Default anti-replay window in packets.
 pub const DEFAULT_REPLAY_WINDOW: u32 = 1024;
 
@@ -96,6 +121,8 @@ pub struct SaConfig {
     pub local_ts: Selectors,
     /// Addresses on the peer's side the SA may carry.
     pub remote_ts: Selectors,
+    /// Byte and packet limits.
+    pub lifetime: Lifetime,
 }
 
 impl SaConfig {
@@ -131,6 +158,17 @@ impl SaConfig {
             return Err(
                 "esn needs a replay window (RFC 4303 §3.3.3): set replay_window > 0".into(),
             );
+        }
+        let l = &self.lifetime;
+        for (soft, hard, what) in [
+            (l.soft_bytes, l.hard_bytes, "bytes"),
+            (l.soft_packets, l.hard_packets, "packets"),
+        ] {
+            if let (Some(s), Some(h)) = (soft, hard) {
+                if s > h {
+                    return Err(format!("soft_{what} ({s}) exceeds hard_{what} ({h})"));
+                }
+            }
         }
         if self.replay_window > crate::esp::replay::MAX_WINDOW {
             return Err(format!(

@@ -3,7 +3,7 @@
 
 use crate::esp::{Backend, DropCounters};
 use crate::sa::config::NAT_T_PORT;
-use crate::sa::{Direction, InboundSa, Mode, OutboundSa, SaConfig};
+use crate::sa::{Direction, InboundSa, Mode, OutboundSa, SaConfig, SaEvent};
 use rustc_hash::FxHashMap;
 use std::net::IpAddr;
 
@@ -36,6 +36,8 @@ pub struct SaDb {
     nat_t_ports: Vec<u16>,
     /// Drops not charged to an SA.
     pub drops: DropCounters,
+    /// Events raised by SAs, for the control plane to collect (`take_events`).
+    pub(crate) events: Vec<SaEvent>,
     backend: Option<Backend>,
 }
 
@@ -77,6 +79,17 @@ impl SaDb {
             }
         }
         Ok(())
+    }
+
+    /// Events raised since the last call, oldest first.
+    pub fn take_events(&mut self) -> std::vec::Drain<'_, SaEvent> {
+        self.events.drain(..)
+    }
+
+    /// True if events are waiting (cheap: a length check).
+    #[inline]
+    pub fn has_events(&self) -> bool {
+        !self.events.is_empty()
     }
 
     /// True if `port` is a local UDP port on which ESP-in-UDP is expected.

@@ -6,7 +6,7 @@
 
 use crate::esp::aead::KeyMaterial;
 use crate::esp::Suite;
-use crate::sa::config::{Direction, Mode, SaConfig, UdpEncap, DEFAULT_REPLAY_WINDOW};
+use crate::sa::config::{Direction, Lifetime, Mode, SaConfig, UdpEncap, DEFAULT_REPLAY_WINDOW};
 use crate::sa::{Prefix, Selectors};
 use serde::Deserialize;
 use std::fmt;
@@ -74,6 +74,10 @@ struct RawSa {
     seq: Option<Spanned<IntOrString>>,
     local_ts: Option<Spanned<Vec<String>>>,
     remote_ts: Option<Spanned<Vec<String>>>,
+    soft_bytes: Option<Spanned<i64>>,
+    hard_bytes: Option<Spanned<i64>>,
+    soft_packets: Option<Spanned<i64>>,
+    hard_packets: Option<Spanned<i64>>,
 }
 
 /// Reads and validates an SA file.
@@ -346,6 +350,22 @@ impl Cx<'_> {
                 "esn needs a replay window to infer the high sequence bits: set replay_window > 0",
             ));
         }
+        let limit = |v: &Option<Spanned<i64>>, key: &str| -> Result<Option<u64>, SaFileError> {
+            v.as_ref()
+                .map(|x| {
+                    u64::try_from(*x.get_ref())
+                        .ok()
+                        .filter(|&n| n > 0)
+                        .ok_or_else(|| self.err(x.span(), key, "expected a positive count"))
+                })
+                .transpose()
+        };
+        let lifetime = Lifetime {
+            soft_bytes: limit(&r.soft_bytes, "soft_bytes")?,
+            hard_bytes: limit(&r.hard_bytes, "hard_bytes")?,
+            soft_packets: limit(&r.soft_packets, "soft_packets")?,
+            hard_packets: limit(&r.hard_packets, "hard_packets")?,
+        };
         let local_ts = self.selectors(&r.local_ts, "local_ts")?;
         let remote_ts = self.selectors(&r.remote_ts, "remote_ts")?;
         let cfg = SaConfig {
@@ -362,6 +382,7 @@ impl Cx<'_> {
             seq,
             local_ts,
             remote_ts,
+            lifetime,
         };
         cfg.validate().map_err(|m| self.err(span, "", m))?;
         Ok(cfg)
@@ -399,6 +420,9 @@ encap = "udp"
 encap_ports = [4501, 4502]
 esn = true
 seq = "0xfffffffe"
+soft_bytes = 1000000
+hard_bytes = 2000000
+hard_packets = 5000
 "#;
 
     #[test]
@@ -424,6 +448,9 @@ seq = "0xfffffffe"
         );
         assert_eq!(b.seq, 0xffff_fffe);
         assert_eq!(b.replay_window, DEFAULT_REPLAY_WINDOW);
+        assert_eq!(b.lifetime.soft_bytes, Some(1_000_000));
+        assert_eq!(b.lifetime.hard_packets, Some(5000));
+        assert_eq!(b.lifetime.soft_packets, None);
         assert!(format!("{b:?}").contains("redacted"));
     }
 
@@ -469,6 +496,11 @@ seq = "0xfffffffe"
 
         let e = error_for("encap_ports = [4501, 4502]", "encap_ports = [4501]");
         assert_eq!(e.key.as_deref(), Some("sa[1].encap_ports"));
+
+        let e = error_for("hard_bytes = 2000000", "hard_bytes = 20");
+        assert!(e.message.contains("exceeds"), "{e}");
+        let e = error_for("hard_packets = 5000", "hard_packets = 0");
+        assert_eq!(e.key.as_deref(), Some("sa[1].hard_packets"));
 
         let e = error_for("replay_window = 1024", "replay_window = -1");
         assert_eq!(e.key.as_deref(), Some("sa[0].replay_window"));

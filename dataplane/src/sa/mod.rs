@@ -3,11 +3,13 @@
 
 pub mod config;
 pub mod db;
+pub mod event;
 pub mod file;
 pub mod selector;
 pub mod state;
 
-pub use config::{Direction, Mode, SaConfig, UdpEncap};
+pub use config::{Direction, Lifetime, Mode, SaConfig, UdpEncap};
 pub use db::{SaDb, SaDbError};
+pub use event::{SaEvent, SaEventKind};
 pub use selector::{Prefix, Selectors};
 pub use state::{InboundSa, OutboundSa};

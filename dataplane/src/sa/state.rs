@@ -4,7 +4,55 @@
 use crate::esp::aead::{new_aead, Aead, Backend};
 use crate::esp::replay::ReplayWindow;
 use crate::esp::{SaCounters, SALT_LEN};
-use crate::sa::{Direction, SaConfig};
+use crate::sa::event::{SaEvent, SaEventKind, EV_HARD, EV_SEQ, EV_SOFT};
+use crate::sa::{Direction, Lifetime, SaConfig};
+
+/// Lifetime bookkeeping shared by both directions.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct LifeState {
+    /// Soft limit already reported.
+    pub soft_done: bool,
+    /// Hard limit reached: the SA drops everything.
+    pub hard: bool,
+    /// Events not yet collected (EV_* bits).
+    pub pending: u8,
+}
+
+impl LifeState {
+    /// Checks the limits after counters moved; sets pending events.
+    #[inline]
+    pub(crate) fn check(&mut self, l: &Lifetime, c: &SaCounters) {
+        let over = |lim: Option<u64>, v: u64| lim.is_some_and(|x| v >= x);
+        if !self.soft_done && (over(l.soft_bytes, c.bytes) || over(l.soft_packets, c.packets)) {
+            self.soft_done = true;
+            self.pending |= EV_SOFT;
+        }
+        if !self.hard && (over(l.hard_bytes, c.bytes) || over(l.hard_packets, c.packets)) {
+            self.hard = true;
+            self.pending |= EV_HARD;
+        }
+    }
+}
+
+/// Turns pending bits into events for `cfg`.
+pub(crate) fn drain_events(cfg: &SaConfig, pending: &mut u8, out: &mut impl FnMut(SaEvent)) {
+    for (bit, kind) in [
+        (EV_SOFT, SaEventKind::SoftExpire),
+        (EV_HARD, SaEventKind::HardExpire),
+        (EV_SEQ, SaEventKind::SeqExhausted),
+    ] {
+        if *pending & bit != 0 {
+            out(SaEvent {
+                kind,
+                spi: cfg.spi,
+                direction: cfg.direction,
+                local: cfg.local,
+                remote: cfg.remote,
+            });
+        }
+    }
+    *pending = 0;
+}
 
 fn split_key(cfg: &SaConfig) -> (&[u8], [u8; SALT_LEN]) {
     let k = cfg.key.expose_secret();
@@ -33,6 +81,7 @@ pub struct OutboundSa {
     /// Packets, bytes and drops.
     pub counters: SaCounters,
     pub(crate) exhausted: bool,
+    pub(crate) life: LifeState,
 }
 
 impl OutboundSa {
@@ -51,12 +100,23 @@ impl OutboundSa {
             salt,
             counters: SaCounters::default(),
             exhausted: false,
+            life: LifeState::default(),
         })
     }
 
     /// The last sequence number sent.
     pub fn seq(&self) -> u64 {
         self.seq
+    }
+
+    /// True once a hard lifetime limit is reached: the SA processes nothing more.
+    pub fn is_expired(&self) -> bool {
+        self.life.hard
+    }
+
+    /// Events raised since the last call (soft/hard expiry, sequence exhaustion).
+    pub fn take_events(&mut self, mut out: impl FnMut(SaEvent)) {
+        drain_events(&self.cfg, &mut self.life.pending, &mut out);
     }
 
     /// True once the sequence space is used up: the SA sends nothing more and must be
@@ -87,9 +147,20 @@ pub struct InboundSa {
     pub replay: ReplayWindow,
     /// Packets, bytes and drops.
     pub counters: SaCounters,
+    pub(crate) life: LifeState,
 }
 
 impl InboundSa {
+    /// True once a hard lifetime limit is reached: the SA processes nothing more.
+    pub fn is_expired(&self) -> bool {
+        self.life.hard
+    }
+
+    /// Events raised since the last call (soft/hard expiry).
+    pub fn take_events(&mut self, mut out: impl FnMut(SaEvent)) {
+        drain_events(&self.cfg, &mut self.life.pending, &mut out);
+    }
+
     /// Expands the key and sets up the replay window.
     pub fn new(cfg: SaConfig, backend: Backend) -> Result<Self, String> {
         cfg.validate()?;
@@ -104,6 +175,7 @@ impl InboundSa {
             aead,
             salt,
             counters: SaCounters::default(),
+            life: LifeState::default(),
         })
     }
 }
