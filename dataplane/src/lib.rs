@@ -6,6 +6,7 @@
 
 #![deny(missing_docs)]
 
+pub mod api;
 pub mod daemon;
 pub mod esp;
 pub mod frame;

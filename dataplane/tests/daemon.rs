@@ -4,6 +4,8 @@
 
 mod common;
 use common::{enter, is_root, two_sites};
+use dataplane::api::proto::EventLine;
+use dataplane::api::{ApiError, Client, Request};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -26,7 +28,7 @@ struct Tunnel<'a> {
 fn sa_file(t: &Tunnel) -> String {
     let one = |(spi, key): (&str, &str), dir: &str| {
         format!(
-            "[[sa]]\nspi = \"{spi}\"\ndirection = \"{dir}\"\nsuite = \"aes256gcm16\"\nkey = \"{key}\"\nlocal = \"{}\"\nremote = \"{}\"\nesn = true\nlocal_ts = {}\nremote_ts = {}\n\n",
+            "[[sa]]\nspi = \"{spi}\"\ndirection = \"{dir}\"\nsuite = \"aes256gcm16\"\nkey = \"{key}\"\nlocal = \"{}\"\nremote = \"{}\"\nesn = true\nlocal_ts = {}\nremote_ts = {}\nsoft_packets = 1000\n\n",
             t.local, t.remote, t.lts, t.rts
         )
     };
@@ -115,11 +117,14 @@ fn write_configs(dir: &Path) {
     std::fs::create_dir_all(dir).unwrap();
     let a_ts = r#"["10.201.1.0/24", "fd00:201:1::/64"]"#;
     let b_ts = r#"["10.201.2.0/24", "fd00:201:2::/64"]"#;
-    let cfg = |sa: &str| {
-        format!("sa_file = \"{sa}\"\n[lan]\ninterface = \"lan0\"\n[wan]\ninterface = \"wan0\"\n[workers]\nring_size = 512\n")
+    let cfg = |name: &str| {
+        format!(
+            "sa_file = \"{name}-sa.toml\"\napi_socket = \"{}\"\n[lan]\ninterface = \"lan0\"\n[wan]\ninterface = \"wan0\"\n[workers]\nring_size = 512\n",
+            dir.join(format!("{name}.sock")).display()
+        )
     };
-    std::fs::write(dir.join("gwA.toml"), cfg("gwA-sa.toml")).unwrap();
-    std::fs::write(dir.join("gwB.toml"), cfg("gwB-sa.toml")).unwrap();
+    std::fs::write(dir.join("gwA.toml"), cfg("gwA")).unwrap();
+    std::fs::write(dir.join("gwB.toml"), cfg("gwB")).unwrap();
     std::fs::write(
         dir.join("gwA-sa.toml"),
         sa_file(&Tunnel {
@@ -201,6 +206,85 @@ fn tcp_transfer(ha: &str, hb: &str, len: usize) -> (Vec<u8>, Vec<u8>, usize) {
     (sent, got, n)
 }
 
+/// Collects events from the daemon's API until two arrive or 60 s pass.
+fn subscribe(sock: &Path) -> std::thread::JoinHandle<Vec<EventLine>> {
+    let c = Client::connect(sock).expect("connect to the API");
+    std::thread::spawn(move || c.events().unwrap().take(2).map(|e| e.unwrap()).collect())
+}
+
+/// Every request of the API against a running daemon, including the refusals.
+fn exercise_api(sock: &Path) {
+    let mut c = Client::connect(sock).unwrap();
+    let hello = c.call(Request::Hello).unwrap();
+    assert_eq!(hello["version"], 1);
+    let list = c.call(Request::SaList).unwrap();
+    let sas = list.as_array().unwrap();
+    assert_eq!(sas.len(), 2);
+    assert!(
+        !list.to_string().contains(&KEY_AB[2..12]),
+        "keys never leave the daemon"
+    );
+    assert!(sas.iter().all(|s| s["packets"].as_u64().unwrap() > 100));
+    let stats = c.call(Request::Stats).unwrap();
+    assert!(stats["lan_to_wan"].as_u64().unwrap() > 100, "{stats}");
+    let new_sa = serde_json::json!({
+        "spi": "0xc0000001", "direction": "in", "suite": "aes128gcm16",
+        "key": "000102030405060708090a0b0c0d0e0f10111213",
+        "local": "10.200.0.1", "remote": "10.200.0.9"
+    });
+    c.call(Request::SaAdd { sa: new_sa.clone() }).unwrap();
+    match c.call(Request::SaAdd { sa: new_sa.clone() }) {
+        Err(ApiError::Refused { code, .. }) => assert_eq!(code, "exists"),
+        other => panic!("duplicate add: {other:?}"),
+    }
+    c.call(Request::SaUpdate { sa: new_sa }).unwrap();
+    assert_eq!(
+        c.call(Request::SaList).unwrap().as_array().unwrap().len(),
+        3
+    );
+    let del = Request::SaDelete {
+        spi: serde_json::json!("0xc0000001"),
+        direction: "in".into(),
+        address: None,
+    };
+    assert_eq!(c.call(del.clone()).unwrap()["removed"], 1);
+    match c.call(del) {
+        Err(ApiError::Refused { code, .. }) => assert_eq!(code, "not_found"),
+        other => panic!("second delete: {other:?}"),
+    }
+    match c.call(Request::SaAdd {
+        sa: serde_json::json!({"spi": 1, "direction": "sideways"}),
+    }) {
+        Err(ApiError::Refused { code, message }) => {
+            assert_eq!(code, "invalid_sa");
+            assert!(
+                message.contains("sa.direction") || message.contains("missing"),
+                "{message}"
+            );
+        }
+        other => panic!("invalid add: {other:?}"),
+    }
+    // Raw lines: a wrong version and garbage get clear refusals, and the connection survives.
+    let mut raw = std::os::unix::net::UnixStream::connect(sock).unwrap();
+    raw.write_all(b"{\"version\":9,\"id\":1,\"op\":\"hello\"}\nthis is not json\n{\"version\":1,\"id\":3,\"op\":\"hello\"}\n").unwrap();
+    let mut r = std::io::BufReader::new(raw);
+    let mut lines = Vec::new();
+    for _ in 0..3 {
+        let mut l = String::new();
+        std::io::BufRead::read_line(&mut r, &mut l).unwrap();
+        lines.push(serde_json::from_str::<serde_json::Value>(&l).unwrap());
+    }
+    assert_eq!(lines[0]["error"]["code"], "unsupported_version");
+    assert_eq!(lines[1]["error"]["code"], "bad_request");
+    assert_eq!(lines[2]["ok"], true);
+    // The socket is for root only.
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(sock).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+}
+
 fn tmpdir(tag: &str) -> PathBuf {
     std::env::temp_dir().join(format!("esprit-test-{tag}-{}", std::process::id()))
 }
@@ -225,9 +309,12 @@ fn two_daemons_carry_ping_and_tcp() {
     write_configs(&dir);
     let a = start(gwa, &dir, "gwA");
     let b = start(gwb, &dir, "gwB");
+    let events = subscribe(&dir.join("gwA.sock"));
     let v4 = ping(ha, "10.201.2.2");
     let v6 = ping(ha, "fd00:201:2::2");
     let (sent, got, n) = tcp_transfer(ha, hb, 20 << 20);
+    exercise_api(&dir.join("gwA.sock"));
+    let events = events.join().unwrap();
     for d in [&a, &b] {
         signal(d, "-TERM");
     }
@@ -282,6 +369,19 @@ fn two_daemons_carry_ping_and_tcp() {
         outputs[0].contains("0xa0000001 out"),
         "human report:\n{}",
         outputs[0]
+    );
+    let mut ev: Vec<(String, String)> = events
+        .iter()
+        .map(|e| (e.event.clone(), e.direction.clone()))
+        .collect();
+    ev.sort();
+    assert_eq!(
+        ev,
+        vec![
+            ("soft_expire".to_string(), "in".to_string()),
+            ("soft_expire".to_string(), "out".to_string())
+        ],
+        "soft_packets = 1000 fires once per SA during the transfer"
     );
     let _ = std::fs::remove_dir_all(&dir);
     drop(ns);

@@ -1,7 +1,8 @@
 //! `esprit-dataplane`: the AF_XDP ESP gateway daemon.
 
 use clap::Parser;
-use dataplane::daemon::{run::run, DataplaneConfig};
+use dataplane::daemon::run::{render, run};
+use dataplane::daemon::DataplaneConfig;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
@@ -43,7 +44,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    print!("{}", report.render());
+    print!("{}", render(&report));
     if let Some(p) = args.json {
         let text = serde_json::to_string_pretty(&report).expect("report serialises");
         if let Err(e) = std::fs::write(&p, text) {

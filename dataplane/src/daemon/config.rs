@@ -52,12 +52,15 @@ pub struct DataplaneConfig {
     pub frames: u32,
     /// AES-GCM library.
     pub backend: Backend,
+    /// The control API's Unix socket.
+    pub api_socket: PathBuf,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Raw {
     sa_file: Option<Spanned<String>>,
+    api_socket: Option<Spanned<String>>,
     lan: Spanned<RawSide>,
     wan: Spanned<RawSide>,
     workers: Option<Spanned<RawWorkers>>,
@@ -220,6 +223,10 @@ impl DataplaneConfig {
             ring_size: 2048,
             frames: 8192,
             backend: Backend::default(),
+            api_socket: raw
+                .api_socket
+                .map(|s| PathBuf::from(s.into_inner()))
+                .unwrap_or_else(|| PathBuf::from(crate::api::client::DEFAULT_SOCKET)),
         };
         if let Some(w) = raw.workers {
             let w = w.into_inner();

@@ -1,7 +1,9 @@
 //! Start-up, the control thread and shutdown of the dataplane daemon.
 
 use super::config::{DataplaneConfig, SideConfig};
-use crate::esp::{DropReason, SaCounters};
+use crate::api::server::{ApiServer, EventHub};
+use crate::api::Snapshot;
+use crate::esp::DropReason;
 use crate::kernel;
 use crate::sa::{file, Direction, SaDb};
 use crate::worker::xsk::{Worker, WorkerConfig, WorkerUpdate};
@@ -9,7 +11,6 @@ use crate::worker::{Neighbours, Pipeline, Port, Side};
 use crate::xdp::program::{Classifier, ClassifierSpec, Role};
 use crate::xdp::sys::action;
 use crate::xdp::umem::UmemConfig;
-use serde::Serialize;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -43,123 +44,59 @@ pub enum DaemonError {
     /// The worker failed while running.
     #[error("worker: {0}")]
     Worker(std::io::Error),
+    /// The API socket could not be opened.
+    #[error("API socket {path}: {err}")]
+    Api {
+        /// Socket path.
+        path: String,
+        /// Cause.
+        err: std::io::Error,
+    },
 }
 
-/// Counters of one SA at shutdown.
-#[derive(Debug, Clone, Serialize)]
-pub struct SaReport {
-    /// `0x… in a->b`.
-    pub label: String,
-    /// SPI.
-    pub spi: String,
-    /// "in" or "out".
-    pub direction: String,
-    /// Suite name.
-    pub suite: String,
-    /// Packets processed.
-    pub packets: u64,
-    /// Plaintext bytes processed.
-    pub bytes: u64,
-    /// Drops by reason (non-zero only).
-    pub drops: HashMap<String, u64>,
-}
-
-/// What the daemon did, reported at shutdown.
-#[derive(Debug, Clone, Serialize)]
-pub struct Report {
-    /// Per-SA counters.
-    pub sas: Vec<SaReport>,
-    /// Drops charged to no SA (unknown SPI, malformed, no policy).
-    pub sadb_drops: HashMap<String, u64>,
-    /// Forwarding drops (TTL, no neighbour, TX ring full).
-    pub forwarding_drops: HashMap<String, u64>,
-    /// Frames forwarded LAN→WAN.
-    pub lan_to_wan: u64,
-    /// Frames forwarded WAN→LAN.
-    pub wan_to_lan: u64,
-}
-
-fn drops_map(d: &crate::esp::DropCounters) -> HashMap<String, u64> {
-    d.nonzero()
-        .map(|(r, n)| (r.name().to_string(), n))
-        .collect()
-}
-
-fn sa_report(cfg: &crate::sa::SaConfig, c: &SaCounters) -> SaReport {
-    SaReport {
-        label: cfg.label(),
-        spi: format!("0x{:08x}", cfg.spi),
-        direction: cfg.direction.to_string(),
-        suite: cfg.suite.to_string(),
-        packets: c.packets,
-        bytes: c.bytes,
-        drops: drops_map(&c.drops),
-    }
-}
-
-impl Report {
-    fn from_pipeline(p: &Pipeline) -> Report {
-        let mut sas: Vec<SaReport> = p
-            .sadb
-            .outbound()
-            .iter()
-            .map(|s| sa_report(&s.cfg, &s.counters))
-            .chain(p.sadb.inbound().map(|s| sa_report(&s.cfg, &s.counters)))
-            .collect();
-        sas.sort_by(|a, b| a.label.cmp(&b.label));
-        Report {
-            sas,
-            sadb_drops: drops_map(&p.sadb.drops),
-            forwarding_drops: drops_map(&p.drops),
-            lan_to_wan: p.forwarded[0],
-            wan_to_lan: p.forwarded[1],
-        }
-    }
-
-    /// A human-readable table.
-    pub fn render(&self) -> String {
-        let mut s = String::new();
-        s.push_str(&format!(
-            "{:<44} {:<12} {:>10} {:>14}  drops\n",
-            "SA", "suite", "packets", "bytes"
+/// A human-readable table of a worker's counters (what `esprit-dataplane` prints on exit and
+/// `espctl stats` shows).
+pub fn render(s: &Snapshot) -> String {
+    let mut out = String::new();
+    out.push_str(&format!(
+        "{:<44} {:<12} {:>10} {:>14}  drops\n",
+        "SA", "suite", "packets", "bytes"
+    ));
+    for sa in &s.sas {
+        let d: Vec<_> = sa.drops.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        out.push_str(&format!(
+            "{:<44} {:<12} {:>10} {:>14}  {}{}\n",
+            sa.label,
+            sa.suite,
+            sa.packets,
+            sa.bytes,
+            if d.is_empty() {
+                "-".into()
+            } else {
+                d.join(" ")
+            },
+            if sa.expired { "  (expired)" } else { "" }
         ));
-        for sa in &self.sas {
-            let mut d: Vec<_> = sa.drops.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            d.sort();
-            s.push_str(&format!(
-                "{:<44} {:<12} {:>10} {:>14}  {}\n",
-                sa.label,
-                sa.suite,
-                sa.packets,
-                sa.bytes,
-                if d.is_empty() {
-                    "-".into()
-                } else {
-                    d.join(" ")
-                }
-            ));
-        }
-        for (what, m) in [
-            ("no SA", &self.sadb_drops),
-            ("forwarding", &self.forwarding_drops),
-        ] {
-            let mut d: Vec<_> = m.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            d.sort();
-            s.push_str(&format!(
-                "drops ({what}): {}\n",
-                if d.is_empty() {
-                    "-".into()
-                } else {
-                    d.join(" ")
-                }
-            ));
-        }
-        s.push_str(&format!(
-            "forwarded: lan->wan {}  wan->lan {}\n",
-            self.lan_to_wan, self.wan_to_lan
-        ));
-        s
     }
+    for (what, m) in [
+        ("no SA", &s.sadb_drops),
+        ("forwarding", &s.forwarding_drops),
+    ] {
+        let d: Vec<_> = m.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        out.push_str(&format!(
+            "drops ({what}): {}\n",
+            if d.is_empty() {
+                "-".into()
+            } else {
+                d.join(" ")
+            }
+        ));
+    }
+    out.push_str(&format!(
+        "forwarded: lan->wan {}  wan->lan {}\n",
+        s.lan_to_wan, s.wan_to_lan
+    ));
+    out
 }
 
 fn iface_err(iface: &str) -> impl Fn(std::io::Error) -> DaemonError + '_ {
@@ -226,7 +163,7 @@ pub fn run(
     cfg: &DataplaneConfig,
     stop: Arc<AtomicBool>,
     ready: impl FnOnce(&str),
-) -> Result<Report, DaemonError> {
+) -> Result<Snapshot, DaemonError> {
     let mut db = SaDb::new(cfg.backend);
     let mut n_sa = 0;
     if let Some(f) = &cfg.sa_file {
@@ -285,12 +222,20 @@ pub fn run(
     )?;
     wan_cls.register_socket(0, worker.wan_fd())?;
     lan_cls.register_socket(0, worker.lan_fd())?;
-    let (utx, urx) = sync_channel::<WorkerUpdate>(4);
+    let (utx, urx) = sync_channel::<WorkerUpdate>(1024);
     let (mtx, mrx) = sync_channel::<IpAddr>(64);
+    let (etx, erx) = sync_channel(4096);
+    let hub = Arc::new(EventHub::default());
+    let _events = hub.spawn(erx);
+    let api =
+        ApiServer::start(&cfg.api_socket, utx.clone(), hub).map_err(|err| DaemonError::Api {
+            path: cfg.api_socket.display().to_string(),
+            err,
+        })?;
     for hop in peer_hops {
         let _ = mtx.try_send(hop);
     }
-    worker.connect(urx, mtx);
+    worker.connect(urx, mtx, etx);
     let core = cfg.cores.first().copied();
     let wstop = stop.clone();
     let handle = std::thread::Builder::new()
@@ -307,7 +252,7 @@ pub fn run(
     let _wan_link = wan_cls.attach(&cfg.wan.interface, cfg.generic_xdp)?;
     let _lan_link = lan_cls.attach(&cfg.lan.interface, cfg.generic_xdp)?;
     ready(&format!(
-        "esprit-dataplane: {} SAs, lan {} wan {}, 1 worker{}, {} mode, backend {}",
+        "esprit-dataplane: {} SAs, lan {} wan {}, 1 worker{}, {}, backend {}, API {}",
         n_sa,
         cfg.lan.interface,
         cfg.wan.interface,
@@ -317,13 +262,15 @@ pub fn run(
         } else {
             "native XDP"
         },
-        cfg.backend.name()
+        cfg.backend.name(),
+        cfg.api_socket.display()
     ));
     control_loop(cfg, &stop, &utx, &mrx, lan_ifindex, wan_ifindex);
     stop.store(true, Ordering::Relaxed);
+    drop(api);
     let (worker, r) = handle.join().expect("worker thread panicked");
     r.map_err(DaemonError::Worker)?;
-    Ok(Report::from_pipeline(&worker.pipeline))
+    Ok(worker.snapshot())
 }
 
 /// Refreshes next hops from the kernel twice a second and asks the kernel to resolve the ones

@@ -92,6 +92,37 @@ impl SaDb {
         !self.events.is_empty()
     }
 
+    /// Removes SAs with this SPI and direction; `address` narrows to one local address
+    /// (inbound) or remote address (outbound). Returns how many were removed.
+    pub fn remove(&mut self, spi: u32, direction: Direction, address: Option<IpAddr>) -> usize {
+        match direction {
+            Direction::In => {
+                let before = self.inbound.len();
+                self.inbound
+                    .retain(|&(s, local), _| !(s == spi && address.is_none_or(|a| a == local)));
+                before - self.inbound.len()
+            }
+            Direction::Out => {
+                let before = self.outbound.len();
+                self.outbound.retain(|sa| {
+                    !(sa.cfg.spi == spi && address.is_none_or(|a| a == sa.cfg.remote))
+                });
+                before - self.outbound.len()
+            }
+        }
+    }
+
+    /// Replaces the SA with the same SPI, direction and addresses (counters restart), or adds
+    /// it if there is none.
+    pub fn replace(&mut self, cfg: SaConfig) -> Result<(), SaDbError> {
+        let addr = match cfg.direction {
+            Direction::In => cfg.local,
+            Direction::Out => cfg.remote,
+        };
+        self.remove(cfg.spi, cfg.direction, Some(addr));
+        self.insert(cfg)
+    }
+
     /// True if `port` is a local UDP port on which ESP-in-UDP is expected.
     #[inline]
     pub fn is_nat_t_port(&self, port: u16) -> bool {

@@ -4,7 +4,9 @@
 //! `sendto` per batch).
 
 use super::{Out, Pipeline, Port};
+use crate::api::proto::{drops_map, SaInfo, Snapshot};
 use crate::esp::DropReason;
+use crate::sa::{Direction, SaConfig, SaDbError, SaEvent};
 use crate::xdp::ring::XdpDesc;
 use crate::xdp::socket::{BindMode, SocketConfig, XskSocket};
 use crate::xdp::umem::{Umem, UmemConfig, MAX_BATCH};
@@ -43,10 +45,33 @@ pub struct WorkerConfig {
     pub mode: BindMode,
 }
 
-/// A change the control thread sends to a worker; applied between batches.
+/// A change or question the control side sends to a worker; handled between batches.
 pub enum WorkerUpdate {
     /// New next-hop table for one side.
     Neighbours(Port, super::Neighbours),
+    /// Install an SA (or replace the one with the same SPI, direction and addresses); the
+    /// result goes back on the channel.
+    AddSa {
+        /// The SA.
+        sa: Box<SaConfig>,
+        /// Replace an existing one instead of refusing a duplicate.
+        replace: bool,
+        /// Where the outcome goes.
+        reply: SyncSender<Result<(), SaDbError>>,
+    },
+    /// Remove SAs; the number removed goes back.
+    DeleteSa {
+        /// SPI.
+        spi: u32,
+        /// Direction.
+        direction: Direction,
+        /// Local (in) or remote (out) address, to narrow the match.
+        address: Option<IpAddr>,
+        /// Where the count goes.
+        reply: SyncSender<usize>,
+    },
+    /// Report counters.
+    Snapshot(SyncSender<Snapshot>),
 }
 
 /// Idle loops before an adaptive worker sleeps in `poll(2)`.
@@ -66,6 +91,8 @@ pub struct Worker {
     idle: u32,
     updates: Option<Receiver<WorkerUpdate>>,
     missing: Option<SyncSender<IpAddr>>,
+    events: Option<SyncSender<SaEvent>>,
+    events_lost: u64,
 }
 
 impl Worker {
@@ -96,6 +123,8 @@ impl Worker {
             idle: 0,
             updates: None,
             missing: None,
+            events: None,
+            events_lost: 0,
         };
         w.refill();
         Ok(w)
@@ -119,9 +148,52 @@ impl Worker {
     /// Connects the worker to its control thread: `updates` brings new tables, `missing`
     /// reports next hops whose link-layer address is unknown (so the kernel can be asked to
     /// resolve them). Both are non-blocking on the worker's side.
-    pub fn connect(&mut self, updates: Receiver<WorkerUpdate>, missing: SyncSender<IpAddr>) {
+    pub fn connect(
+        &mut self,
+        updates: Receiver<WorkerUpdate>,
+        missing: SyncSender<IpAddr>,
+        events: SyncSender<SaEvent>,
+    ) {
         self.updates = Some(updates);
         self.missing = Some(missing);
+        self.events = Some(events);
+    }
+
+    /// The worker's state for the API.
+    pub fn snapshot(&self) -> Snapshot {
+        let db = &self.pipeline.sadb;
+        let mut sas: Vec<SaInfo> = db
+            .outbound()
+            .iter()
+            .map(|s| SaInfo::new(&s.cfg, &s.counters, s.seq(), s.is_expired()))
+            .chain(
+                db.inbound()
+                    .map(|s| SaInfo::new(&s.cfg, &s.counters, s.replay.top(), s.is_expired())),
+            )
+            .collect();
+        sas.sort_by(|a, b| a.label.cmp(&b.label));
+        Snapshot {
+            sas,
+            sadb_drops: drops_map(&db.drops),
+            forwarding_drops: drops_map(&self.pipeline.drops),
+            lan_to_wan: self.pipeline.forwarded[0],
+            wan_to_lan: self.pipeline.forwarded[1],
+            lan_socket: self.lan.statistics().unwrap_or_default().into(),
+            wan_socket: self.wan.statistics().unwrap_or_default().into(),
+            events_lost: self.events_lost,
+        }
+    }
+
+    fn forward_events(&mut self) {
+        if !self.pipeline.sadb.has_events() {
+            return;
+        }
+        let tx = self.events.as_ref();
+        for e in self.pipeline.sadb.take_events() {
+            if tx.is_none_or(|t| t.try_send(e).is_err()) {
+                self.events_lost += 1;
+            }
+        }
     }
 
     fn apply_updates(&mut self) {
@@ -130,6 +202,25 @@ impl Worker {
             match rx.try_recv() {
                 Ok(WorkerUpdate::Neighbours(Port::Lan, n)) => self.pipeline.lan.neighbours = n,
                 Ok(WorkerUpdate::Neighbours(Port::Wan, n)) => self.pipeline.wan.neighbours = n,
+                Ok(WorkerUpdate::AddSa { sa, replace, reply }) => {
+                    let r = if replace {
+                        self.pipeline.sadb.replace(*sa)
+                    } else {
+                        self.pipeline.sadb.insert(*sa)
+                    };
+                    let _ = reply.try_send(r);
+                }
+                Ok(WorkerUpdate::DeleteSa {
+                    spi,
+                    direction,
+                    address,
+                    reply,
+                }) => {
+                    let _ = reply.try_send(self.pipeline.sadb.remove(spi, direction, address));
+                }
+                Ok(WorkerUpdate::Snapshot(reply)) => {
+                    let _ = reply.try_send(self.snapshot());
+                }
                 Err(TryRecvError::Empty) => return,
                 Err(TryRecvError::Disconnected) => {
                     self.updates = None;
@@ -143,6 +234,7 @@ impl Worker {
     pub fn run(&mut self, stop: &AtomicBool) -> io::Result<()> {
         while !stop.load(Ordering::Relaxed) {
             self.apply_updates();
+            self.forward_events();
             if let (Some(tx), Some(hop)) = (&self.missing, self.pipeline.take_missing()) {
                 let _ = tx.try_send(hop);
             }

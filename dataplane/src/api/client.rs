@@ -1,0 +1,128 @@
+//! A blocking client of the dataplane API, for `espctl`, the IKE daemon and tests.
+
+use super::proto::{Envelope, EventLine, Request, Response, VERSION};
+use std::io::{self, BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+/// The default socket path of `esprit-dataplane`.
+pub const DEFAULT_SOCKET: &str = "/run/esprit/dataplane.sock";
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The socket could not be reached or broke.
+    #[error("dataplane API at {path}: {err}")]
+    Io {
+        /// Socket path.
+        path: String,
+        /// Cause.
+        err: io::Error,
+    },
+    /// The daemon answered something that is not a response.
+    #[error("dataplane API: unexpected answer: {0}")]
+    Protocol(String),
+    /// The daemon refused the request.
+    #[error("{code}: {message}")]
+    Refused {
+        /// Stable code (see `docs/api.md`).
+        code: String,
+        /// Explanation.
+        message: String,
+    },
+}
+
+/// A connection to the dataplane.
+pub struct Client {
+    path: String,
+    writer: UnixStream,
+    reader: BufReader<UnixStream>,
+    next_id: u64,
+}
+
+impl Client {
+    /// Connects to the daemon's socket.
+    pub fn connect(path: &Path) -> Result<Self, ApiError> {
+        let p = path.display().to_string();
+        let io_err = |err| ApiError::Io {
+            path: p.clone(),
+            err,
+        };
+        let s = UnixStream::connect(path).map_err(io_err)?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .map_err(io_err)?;
+        let reader = BufReader::new(s.try_clone().map_err(io_err)?);
+        Ok(Client {
+            path: p,
+            writer: s,
+            reader,
+            next_id: 1,
+        })
+    }
+
+    fn io(&self, err: io::Error) -> ApiError {
+        ApiError::Io {
+            path: self.path.clone(),
+            err,
+        }
+    }
+
+    /// Sends a request and returns its result.
+    pub fn call(&mut self, request: Request) -> Result<serde_json::Value, ApiError> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let mut line = serde_json::to_string(&Envelope {
+            version: VERSION,
+            id: Some(id),
+            request,
+        })
+        .map_err(|e| ApiError::Protocol(e.to_string()))?;
+        line.push('\n');
+        self.writer
+            .write_all(line.as_bytes())
+            .map_err(|e| self.io(e))?;
+        let mut answer = String::new();
+        let n = self.reader.read_line(&mut answer).map_err(|e| self.io(e))?;
+        if n == 0 {
+            return Err(self.io(io::Error::from(io::ErrorKind::UnexpectedEof)));
+        }
+        let r: Response = serde_json::from_str(answer.trim())
+            .map_err(|e| ApiError::Protocol(format!("{e}: {answer}")))?;
+        if r.id != Some(id) {
+            return Err(ApiError::Protocol(format!(
+                "answer to request {:?}, expected {id}",
+                r.id
+            )));
+        }
+        match (r.ok, r.result, r.error) {
+            (true, Some(v), _) => Ok(v),
+            (true, None, _) => Ok(serde_json::Value::Null),
+            (false, _, Some(e)) => Err(ApiError::Refused {
+                code: e.code,
+                message: e.message,
+            }),
+            (false, _, None) => Err(ApiError::Protocol("error without a body".into())),
+        }
+    }
+
+    /// Subscribes to events and returns them as they come (blocking; `None` when the daemon
+    /// closes the stream).
+    pub fn events(mut self) -> Result<impl Iterator<Item = Result<EventLine, ApiError>>, ApiError> {
+        self.call(Request::Events)?;
+        self.writer.set_read_timeout(None).map_err(|e| self.io(e))?;
+        let _ = self.reader.get_ref().set_read_timeout(None);
+        let mut reader = self.reader;
+        Ok(std::iter::from_fn(move || {
+            let mut line = String::new();
+            match reader.read_line(&mut line) {
+                Ok(0) => None,
+                Ok(_) => Some(
+                    serde_json::from_str(line.trim())
+                        .map_err(|e| ApiError::Protocol(e.to_string())),
+                ),
+                Err(e) => Some(Err(ApiError::Protocol(e.to_string()))),
+            }
+        }))
+    }
+}

@@ -1,0 +1,325 @@
+//! The API server: a Unix stream socket (mode 0600), one thread per client, requests handed to
+//! the worker through its update channel and answered between batches; events fanned out to
+//! subscribers.
+
+use super::proto::{parse_spi, sa_from_json, Envelope, EventLine, Request, Response, VERSION};
+use crate::sa::{Direction, SaDbError, SaEvent};
+use crate::worker::xsk::WorkerUpdate;
+use serde_json::json;
+use std::io::{self, BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// How long a request waits for the worker (it answers between batches).
+const WORKER_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest request line accepted.
+const MAX_LINE: usize = 1 << 20;
+
+/// Subscribers to the event stream.
+#[derive(Default)]
+pub struct EventHub {
+    subscribers: Mutex<Vec<SyncSender<SaEvent>>>,
+}
+
+impl EventHub {
+    /// Starts a thread that copies events from the worker to every subscriber (dropping for
+    /// subscribers that do not keep up, rather than stalling the others).
+    pub fn spawn(self: &Arc<Self>, from: Receiver<SaEvent>) -> JoinHandle<()> {
+        let hub = self.clone();
+        std::thread::Builder::new()
+            .name("esprit-events".into())
+            .spawn(move || {
+                for e in from {
+                    let mut subs = hub.subscribers.lock().unwrap_or_else(|p| p.into_inner());
+                    subs.retain(|s| {
+                        !matches!(
+                            s.try_send(e),
+                            Err(std::sync::mpsc::TrySendError::Disconnected(_))
+                        )
+                    });
+                }
+            })
+            .expect("spawn event thread")
+    }
+
+    fn subscribe(&self) -> Receiver<SaEvent> {
+        let (tx, rx) = sync_channel(1024);
+        self.subscribers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(tx);
+        rx
+    }
+}
+
+/// A running API server; stops (and removes its socket) when dropped.
+pub struct ApiServer {
+    path: PathBuf,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl ApiServer {
+    /// Listens on `path` (replacing a stale socket file, creating the directory) with mode 0600
+    /// and serves until dropped.
+    pub fn start(
+        path: &Path,
+        worker: SyncSender<WorkerUpdate>,
+        hub: Arc<EventHub>,
+    ) -> io::Result<Self> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        if path.exists() {
+            if UnixStream::connect(path).is_ok() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!("{} is in use by a running daemon", path.display()),
+                ));
+            }
+            std::fs::remove_file(path)?;
+        }
+        let listener = UnixListener::bind(path)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        listener.set_nonblocking(true)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("esprit-api".into())
+            .spawn(move || accept_loop(listener, worker, hub, s))
+            .expect("spawn api thread");
+        Ok(ApiServer {
+            path: path.to_path_buf(),
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for ApiServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn accept_loop(
+    l: UnixListener,
+    worker: SyncSender<WorkerUpdate>,
+    hub: Arc<EventHub>,
+    stop: Arc<AtomicBool>,
+) {
+    while !stop.load(Ordering::Relaxed) {
+        match l.accept() {
+            Ok((conn, _)) => {
+                let (w, h, s) = (worker.clone(), hub.clone(), stop.clone());
+                let _ = std::thread::Builder::new()
+                    .name("esprit-api-client".into())
+                    .spawn(move || {
+                        let _ = serve_client(conn, &w, &h, &s);
+                    });
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+fn serve_client(
+    conn: UnixStream,
+    worker: &SyncSender<WorkerUpdate>,
+    hub: &EventHub,
+    stop: &AtomicBool,
+) -> io::Result<()> {
+    conn.set_nonblocking(false)?;
+    conn.set_read_timeout(Some(Duration::from_millis(500)))?;
+    let mut out = conn.try_clone()?;
+    let mut reader = BufReader::new(conn);
+    let mut line = String::new();
+    while !stop.load(Ordering::Relaxed) {
+        match reader.read_line(&mut line) {
+            Ok(0) => return Ok(()),
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                if line.len() > MAX_LINE {
+                    return write_line(
+                        &mut out,
+                        &Response::err(None, "bad_request", "request line too long"),
+                    );
+                }
+                continue;
+            }
+            Err(e) => return Err(e),
+        }
+        if !line.ends_with('\n') && line.len() <= MAX_LINE {
+            continue;
+        }
+        let text = std::mem::take(&mut line);
+        if text.trim().is_empty() {
+            continue;
+        }
+        let env: Envelope = match serde_json::from_str(text.trim()) {
+            Ok(e) => e,
+            Err(e) => {
+                let id = serde_json::from_str::<serde_json::Value>(text.trim())
+                    .ok()
+                    .and_then(|v| v.get("id").and_then(|i| i.as_u64()));
+                write_line(
+                    &mut out,
+                    &Response::err(id, "bad_request", format!("not a valid request: {e}")),
+                )?;
+                continue;
+            }
+        };
+        if env.version != VERSION {
+            write_line(
+                &mut out,
+                &Response::err(
+                    env.id,
+                    "unsupported_version",
+                    format!(
+                        "this daemon speaks version {VERSION}, the request is version {}",
+                        env.version
+                    ),
+                ),
+            )?;
+            continue;
+        }
+        if env.request == Request::Events {
+            write_line(&mut out, &Response::ok(env.id, json!({"subscribed": true})))?;
+            return stream_events(out, hub, stop);
+        }
+        let resp = handle(env.id, env.request, worker);
+        write_line(&mut out, &resp)?;
+    }
+    Ok(())
+}
+
+fn stream_events(mut out: UnixStream, hub: &EventHub, stop: &AtomicBool) -> io::Result<()> {
+    let rx = hub.subscribe();
+    while !stop.load(Ordering::Relaxed) {
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(e) => write_line(&mut out, &EventLine::from(&e))?,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(_) => return Ok(()),
+        }
+    }
+    Ok(())
+}
+
+fn write_line<T: serde::Serialize>(out: &mut UnixStream, v: &T) -> io::Result<()> {
+    let mut s = serde_json::to_string(v).map_err(io::Error::other)?;
+    s.push('\n');
+    out.write_all(s.as_bytes())
+}
+
+fn ask<T>(
+    worker: &SyncSender<WorkerUpdate>,
+    make: impl FnOnce(SyncSender<T>) -> WorkerUpdate,
+) -> Option<T> {
+    let (tx, rx) = sync_channel(1);
+    worker.send(make(tx)).ok()?;
+    rx.recv_timeout(WORKER_TIMEOUT).ok()
+}
+
+fn handle(id: Option<u64>, req: Request, worker: &SyncSender<WorkerUpdate>) -> Response {
+    let unavailable = || Response::err(id, "unavailable", "the worker did not answer");
+    match req {
+        Request::Hello => Response::ok(
+            id,
+            json!({"daemon": "esprit-dataplane", "version": VERSION, "workers": 1}),
+        ),
+        Request::SaAdd { sa } => add(id, &sa, false, worker),
+        Request::SaUpdate { sa } => add(id, &sa, true, worker),
+        Request::SaDelete {
+            spi,
+            direction,
+            address,
+        } => {
+            let Some(spi) = parse_spi(&spi) else {
+                return Response::err(
+                    id,
+                    "bad_request",
+                    "spi: expected a non-zero 32-bit number or hex string",
+                );
+            };
+            let direction = match direction.as_str() {
+                "in" => Direction::In,
+                "out" => Direction::Out,
+                o => {
+                    return Response::err(
+                        id,
+                        "bad_request",
+                        format!("direction: expected \"in\" or \"out\", got {o:?}"),
+                    )
+                }
+            };
+            match ask(worker, |reply| WorkerUpdate::DeleteSa {
+                spi,
+                direction,
+                address,
+                reply,
+            }) {
+                Some(0) => Response::err(
+                    id,
+                    "not_found",
+                    format!("no {direction} SA with SPI 0x{spi:08x}"),
+                ),
+                Some(n) => Response::ok(id, json!({"removed": n})),
+                None => unavailable(),
+            }
+        }
+        Request::SaList => match ask(worker, WorkerUpdate::Snapshot) {
+            Some(s) => Response::ok(id, serde_json::to_value(&s.sas).unwrap_or_default()),
+            None => unavailable(),
+        },
+        Request::Stats => match ask(worker, WorkerUpdate::Snapshot) {
+            Some(s) => Response::ok(id, serde_json::to_value(&s).unwrap_or_default()),
+            None => unavailable(),
+        },
+        Request::Events => Response::err(id, "bad_request", "events is handled by the connection"),
+    }
+}
+
+fn add(
+    id: Option<u64>,
+    sa: &serde_json::Value,
+    replace: bool,
+    worker: &SyncSender<WorkerUpdate>,
+) -> Response {
+    let cfg = match sa_from_json(sa) {
+        Ok(c) => c,
+        Err(e) => return Response::err(id, "invalid_sa", e),
+    };
+    let label = cfg.label();
+    match ask(worker, |reply| WorkerUpdate::AddSa {
+        sa: Box::new(cfg),
+        replace,
+        reply,
+    }) {
+        Some(Ok(())) => Response::ok(id, json!({"sa": label})),
+        Some(Err(SaDbError::Duplicate { label })) => Response::err(
+            id,
+            "exists",
+            format!("SA {label} exists already (use sa.update to replace it)"),
+        ),
+        Some(Err(e)) => Response::err(id, "invalid_sa", e.to_string()),
+        None => Response::err(id, "unavailable", "the worker did not answer"),
+    }
+}
