@@ -233,6 +233,53 @@ pub struct Snapshot {
     pub events_lost: u64,
 }
 
+impl Snapshot {
+    /// A human-readable table (what `esprit-dataplane` prints on exit and `espctl stats` shows).
+    pub fn render(&self) -> String {
+        let s = self;
+        let mut out = String::new();
+        out.push_str(&format!(
+            "{:<44} {:<12} {:>10} {:>14}  drops\n",
+            "SA", "suite", "packets", "bytes"
+        ));
+        for sa in &s.sas {
+            let d: Vec<_> = sa.drops.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            out.push_str(&format!(
+                "{:<44} {:<12} {:>10} {:>14}  {}{}\n",
+                sa.label,
+                sa.suite,
+                sa.packets,
+                sa.bytes,
+                if d.is_empty() {
+                    "-".into()
+                } else {
+                    d.join(" ")
+                },
+                if sa.expired { "  (expired)" } else { "" }
+            ));
+        }
+        for (what, m) in [
+            ("no SA", &s.sadb_drops),
+            ("forwarding", &s.forwarding_drops),
+        ] {
+            let d: Vec<_> = m.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            out.push_str(&format!(
+                "drops ({what}): {}\n",
+                if d.is_empty() {
+                    "-".into()
+                } else {
+                    d.join(" ")
+                }
+            ));
+        }
+        out.push_str(&format!(
+            "forwarded: lan->wan {}  wan->lan {}\n",
+            s.lan_to_wan, s.wan_to_lan
+        ));
+        out
+    }
+}
+
 /// An event line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventLine {

@@ -1,7 +1,7 @@
 //! `esprit-dataplane`: the AF_XDP ESP gateway daemon.
 
 use clap::Parser;
-use dataplane::daemon::run::{render, run};
+use dataplane::daemon::run::run;
 use dataplane::daemon::DataplaneConfig;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -44,7 +44,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    print!("{}", render(&report));
+    print!("{}", report.render());
     if let Some(p) = args.json {
         let text = serde_json::to_string_pretty(&report).expect("report serialises");
         if let Err(e) = std::fs::write(&p, text) {

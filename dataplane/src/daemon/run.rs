@@ -54,51 +54,6 @@ pub enum DaemonError {
     },
 }
 
-/// A human-readable table of a worker's counters (what `esprit-dataplane` prints on exit and
-/// `espctl stats` shows).
-pub fn render(s: &Snapshot) -> String {
-    let mut out = String::new();
-    out.push_str(&format!(
-        "{:<44} {:<12} {:>10} {:>14}  drops\n",
-        "SA", "suite", "packets", "bytes"
-    ));
-    for sa in &s.sas {
-        let d: Vec<_> = sa.drops.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        out.push_str(&format!(
-            "{:<44} {:<12} {:>10} {:>14}  {}{}\n",
-            sa.label,
-            sa.suite,
-            sa.packets,
-            sa.bytes,
-            if d.is_empty() {
-                "-".into()
-            } else {
-                d.join(" ")
-            },
-            if sa.expired { "  (expired)" } else { "" }
-        ));
-    }
-    for (what, m) in [
-        ("no SA", &s.sadb_drops),
-        ("forwarding", &s.forwarding_drops),
-    ] {
-        let d: Vec<_> = m.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        out.push_str(&format!(
-            "drops ({what}): {}\n",
-            if d.is_empty() {
-                "-".into()
-            } else {
-                d.join(" ")
-            }
-        ));
-    }
-    out.push_str(&format!(
-        "forwarded: lan->wan {}  wan->lan {}\n",
-        s.lan_to_wan, s.wan_to_lan
-    ));
-    out
-}
-
 fn iface_err(iface: &str) -> impl Fn(std::io::Error) -> DaemonError + '_ {
     move |err| DaemonError::Interface {
         iface: iface.to_string(),

@@ -4,18 +4,49 @@ use crate::sa::Prefix;
 use std::io;
 use std::net::IpAddr;
 
-/// The MAC address of `iface`.
+/// The MAC address of `iface` (SIOCGIFHWADDR, so it answers for the calling thread's network
+/// namespace, unlike sysfs, which shows the namespace it was mounted in).
 pub fn mac(iface: &str) -> io::Result<[u8; 6]> {
-    if iface.contains('/') || iface.starts_with('.') {
-        return Err(io::Error::new(
+    let bad = || {
+        io::Error::new(
             io::ErrorKind::InvalidInput,
-            "bad interface name",
-        ));
+            format!("bad interface name {iface:?}"),
+        )
+    };
+    if iface.is_empty() || iface.len() >= libc::IFNAMSIZ || iface.contains('\0') {
+        return Err(bad());
     }
-    let s = std::fs::read_to_string(format!("/sys/class/net/{iface}/address"))
-        .map_err(|e| io::Error::new(e.kind(), format!("MAC of {iface}: {e}")))?;
-    crate::worker::neigh::parse_mac(&s)
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("MAC of {iface}: {s:?}")))
+    // SAFETY: plain socket creation; checked below and closed by OwnedFd.
+    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `raw` is a new descriptor nothing else owns.
+    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
+    // SAFETY: ifreq is plain old data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in req.ifr_name.iter_mut().zip(iface.bytes()) {
+        *d = s as libc::c_char;
+    }
+    // SAFETY: SIOCGIFHWADDR reads ifr_name and writes ifr_hwaddr inside `req`.
+    let r = unsafe {
+        libc::ioctl(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            libc::SIOCGIFHWADDR,
+            &mut req,
+        )
+    };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(e.kind(), format!("MAC of {iface}: {e}")));
+    }
+    // SAFETY: on success the kernel filled the ifr_hwaddr member of the union.
+    let sa = unsafe { req.ifr_ifru.ifru_hwaddr };
+    let mut mac = [0u8; 6];
+    for (m, b) in mac.iter_mut().zip(sa.sa_data.iter()) {
+        *m = *b as u8;
+    }
+    Ok(mac)
 }
 
 /// An address configured on an interface, with its prefix length.
@@ -110,7 +141,8 @@ mod tests {
         assert!(a
             .iter()
             .any(|x| x.addr == IpAddr::from([127, 0, 0, 1]) && x.prefix_len == 8));
-        assert!(mac("lo").is_ok());
-        assert!(mac("../etc").is_err());
+        assert_eq!(mac("lo").unwrap(), [0; 6]);
+        assert!(mac("esprit-none0").is_err());
+        assert!(mac("").is_err());
     }
 }

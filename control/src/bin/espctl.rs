@@ -1,0 +1,202 @@
+//! `espctl`: the operator's command line for esprit.
+
+use clap::{Parser, Subcommand};
+use dataplane::api::client::DEFAULT_SOCKET;
+use dataplane::api::{Client, Request, SaInfo, Snapshot};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Inspect and drive the esprit dataplane.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// The dataplane's API socket.
+    #[arg(long, global = true, default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Security associations.
+    Sa {
+        #[command(subcommand)]
+        cmd: SaCmd,
+    },
+    /// Counters of the whole dataplane.
+    Stats {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Follow expiry and exhaustion events (one JSON object per line) until interrupted.
+    Events,
+}
+
+#[derive(Subcommand)]
+enum SaCmd {
+    /// List SAs with their counters.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Install every SA of an SA file (docs/sa-file.md).
+    Add {
+        /// The SA file.
+        file: PathBuf,
+        /// Replace SAs that exist already.
+        #[arg(long)]
+        replace: bool,
+    },
+    /// Remove SAs by SPI.
+    Delete {
+        /// SPI, as a number or 0x… hex.
+        spi: String,
+        /// "in" or "out".
+        #[arg(long)]
+        direction: String,
+        /// Local address (in) or remote address (out), to narrow the match.
+        #[arg(long)]
+        address: Option<std::net::IpAddr>,
+    },
+}
+
+fn table(sas: &[SaInfo]) -> String {
+    let mut s = format!(
+        "{:<12} {:<4} {:<10} {:<12} {:<34} {:>10} {:>14} {:>12}  drops\n",
+        "spi", "dir", "mode", "suite", "endpoints", "packets", "bytes", "seq"
+    );
+    for sa in sas {
+        let ends = if sa.direction == "in" {
+            format!("{} -> {}", sa.remote, sa.local)
+        } else {
+            format!("{} -> {}", sa.local, sa.remote)
+        };
+        let d: Vec<String> = sa.drops.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        s.push_str(&format!(
+            "{:<12} {:<4} {:<10} {:<12} {:<34} {:>10} {:>14} {:>12}  {}{}\n",
+            sa.spi,
+            sa.direction,
+            sa.mode,
+            sa.suite,
+            ends,
+            sa.packets,
+            sa.bytes,
+            sa.seq,
+            if d.is_empty() {
+                "-".into()
+            } else {
+                d.join(" ")
+            },
+            if sa.expired { " (expired)" } else { "" }
+        ));
+    }
+    s
+}
+
+fn run(args: Args) -> Result<(), String> {
+    let mut c = Client::connect(&args.socket).map_err(|e| e.to_string())?;
+    match args.cmd {
+        Cmd::Sa {
+            cmd: SaCmd::List { json },
+        } => {
+            let v = c.call(Request::SaList).map_err(|e| e.to_string())?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?
+                );
+            } else {
+                let sas: Vec<SaInfo> = serde_json::from_value(v).map_err(|e| e.to_string())?;
+                print!("{}", table(&sas));
+            }
+        }
+        Cmd::Sa {
+            cmd: SaCmd::Add { file, replace },
+        } => {
+            // The daemon validates each SA with the SA file's rules; its message names the key.
+            let text =
+                std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+            let raw: toml::Table =
+                toml::from_str(&text).map_err(|e| format!("{}: {e}", file.display()))?;
+            let entries = raw
+                .get("sa")
+                .and_then(|v| v.as_array())
+                .cloned()
+                .unwrap_or_default();
+            if entries.is_empty() {
+                return Err(format!("{}: no [[sa]] tables", file.display()));
+            }
+            for (i, entry) in entries.into_iter().enumerate() {
+                let json = serde_json::to_value(entry).map_err(|e| e.to_string())?;
+                let req = if replace {
+                    Request::SaUpdate { sa: json }
+                } else {
+                    Request::SaAdd { sa: json }
+                };
+                let v = c
+                    .call(req)
+                    .map_err(|e| format!("{} sa[{i}]: {e}", file.display()))?;
+                println!("installed {}", v["sa"].as_str().unwrap_or("?"));
+            }
+        }
+        Cmd::Sa {
+            cmd:
+                SaCmd::Delete {
+                    spi,
+                    direction,
+                    address,
+                },
+        } => {
+            let v = c
+                .call(Request::SaDelete {
+                    spi: serde_json::Value::String(spi),
+                    direction,
+                    address,
+                })
+                .map_err(|e| e.to_string())?;
+            println!("removed {}", v["removed"]);
+        }
+        Cmd::Stats { json } => {
+            let v = c.call(Request::Stats).map_err(|e| e.to_string())?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?
+                );
+            } else {
+                let s: Snapshot = serde_json::from_value(v).map_err(|e| e.to_string())?;
+                print!("{}", s.render());
+                println!(
+                    "sockets: lan rx_dropped={} rx_ring_full={} fill_empty={}  wan rx_dropped={} rx_ring_full={} fill_empty={}  events_lost={}",
+                    s.lan_socket.rx_dropped,
+                    s.lan_socket.rx_ring_full,
+                    s.lan_socket.rx_fill_ring_empty,
+                    s.wan_socket.rx_dropped,
+                    s.wan_socket.rx_ring_full,
+                    s.wan_socket.rx_fill_ring_empty,
+                    s.events_lost
+                );
+            }
+        }
+        Cmd::Events => {
+            for e in c.events().map_err(|e| e.to_string())? {
+                let e = e.map_err(|e| e.to_string())?;
+                println!("{}", serde_json::to_string(&e).map_err(|e| e.to_string())?);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    match run(Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("espctl: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! `espctl` against a real `esprit-dataplane` (run in-process inside a network namespace with
+//! its own veth interfaces). Needs root; skipped otherwise.
+
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+struct Ns(String);
+impl Drop for Ns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
+    }
+}
+
+fn espctl(sock: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_espctl"))
+        .arg("--socket")
+        .arg(sock)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn espctl_lists_adds_deletes_and_reports() {
+    if !is_root() {
+        eprintln!("skipping: needs root");
+        return;
+    }
+    let ns = Ns(format!("esprit-tctl-{}", std::process::id()));
+    let _ = Command::new("ip").args(["netns", "del", &ns.0]).output();
+    ip(&["netns", "add", &ns.0]);
+    ip(&[
+        "-n", &ns.0, "link", "add", "name", "lan0", "type", "veth", "peer", "name", "lan1",
+    ]);
+    ip(&[
+        "-n", &ns.0, "link", "add", "name", "wan0", "type", "veth", "peer", "name", "wan1",
+    ]);
+    for d in ["lan0", "lan1", "wan0", "wan1"] {
+        ip(&["-n", &ns.0, "link", "set", d, "up"]);
+    }
+    ip(&["-n", &ns.0, "addr", "add", "10.200.0.1/24", "dev", "wan0"]);
+    ip(&["-n", &ns.0, "addr", "add", "10.201.1.1/24", "dev", "lan0"]);
+    let dir = std::env::temp_dir().join(format!("esprit-tctl-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sock = dir.join("dp.sock");
+    let sa = dir.join("sa.toml");
+    std::fs::write(
+        &sa,
+        "[[sa]]\nspi = \"0x1001\"\ndirection = \"out\"\nsuite = \"aes128gcm16\"\nkey = \"000102030405060708090a0b0c0d0e0f10111213\"\nlocal = \"10.200.0.1\"\nremote = \"10.200.0.2\"\n\n[[sa]]\nspi = 4098\ndirection = \"in\"\nsuite = \"aes256gcm16\"\nkey = \"000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f20212223\"\nlocal = \"10.200.0.1\"\nremote = \"10.200.0.2\"\n",
+    )
+    .unwrap();
+    let cfg = dataplane::daemon::DataplaneConfig::parse(
+        &format!(
+            "api_socket = \"{}\"\n[lan]\ninterface = \"lan0\"\n[wan]\ninterface = \"wan0\"\n[workers]\nring_size = 256\n",
+            sock.display()
+        ),
+        "test.toml",
+    )
+    .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (s2, name) = (stop.clone(), ns.0.clone());
+    let daemon = std::thread::spawn(move || {
+        let f = std::fs::File::open(format!("/var/run/netns/{name}")).unwrap();
+        // SAFETY: setns on a valid namespace descriptor affects only this thread.
+        assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+        dataplane::daemon::run::run(&cfg, s2, |_| {}).unwrap()
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !sock.exists() {
+        assert!(Instant::now() < deadline, "API socket did not appear");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let (ok, out, err) = espctl(&sock, &["sa", "add", sa.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().count(), 2, "{out}");
+    let (ok, out, _) = espctl(&sock, &["sa", "list"]);
+    assert!(ok);
+    assert!(
+        out.contains("0x00001001") && out.contains("0x00001002"),
+        "{out}"
+    );
+    assert!(
+        out.contains("10.200.0.1 -> 10.200.0.2") && out.contains("aes256gcm16"),
+        "{out}"
+    );
+    let (ok, out, _) = espctl(&sock, &["sa", "list", "--json"]);
+    assert!(ok);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 2);
+    assert!(!out.contains("000102030405"), "keys never leave the daemon");
+    let (ok, _, err) = espctl(&sock, &["sa", "add", sa.to_str().unwrap()]);
+    assert!(!ok && err.contains("exists"), "{err}");
+    let (ok, _, err) = espctl(&sock, &["sa", "add", "--replace", sa.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let (ok, out, err) = espctl(&sock, &["sa", "delete", "0x1002", "--direction", "in"]);
+    assert!(ok && out.contains("removed 1"), "{out}{err}");
+    let (ok, _, err) = espctl(&sock, &["sa", "delete", "0x1002", "--direction", "in"]);
+    assert!(!ok && err.contains("not_found"), "{err}");
+    let (ok, out, _) = espctl(&sock, &["stats"]);
+    assert!(ok && out.contains("forwarded: lan->wan 0"), "{out}");
+    let (ok, out, _) = espctl(&sock, &["stats", "--json"]);
+    assert!(ok);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["sas"].as_array().unwrap().len(), 1);
+
+    stop.store(true, Ordering::Relaxed);
+    daemon.join().unwrap();
+    let (ok, _, err) = espctl(&sock, &["stats"]);
+    assert!(
+        !ok && err.contains("dataplane API at"),
+        "a stopped daemon is a clear error: {err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
