@@ -81,6 +81,18 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> Frame<B> {
         self.end = end;
     }
 
+    /// Sets the packet window to `buf[start..end]`; false (and no change) if it is not inside
+    /// the buffer.
+    #[inline]
+    pub fn set_window(&mut self, start: usize, end: usize) -> bool {
+        if start > end || end > self.buf.as_ref().len() {
+            return false;
+        }
+        self.start = start;
+        self.end = end;
+        true
+    }
+
     /// Grows the packet by `n` bytes at the front. Returns false (and changes nothing) if the
     /// headroom is too small.
     #[inline]

@@ -58,6 +58,13 @@ impl ReplayWindow {
         w
     }
 
+    /// Forgets every received number and sets the highest to `top` (as a new SA would start):
+    /// benchmarks replay the same packets, and a restored SA restarts from a saved point.
+    pub fn reset(&mut self, top: u64) {
+        self.bitmap.iter_mut().for_each(|w| *w = 0);
+        self.top = if self.esn { top } else { top & 0xffff_ffff };
+    }
+
     /// Configured window size in packets.
     pub fn size(&self) -> u64 {
         self.size
