@@ -1,9 +1,11 @@
 //! `esprit-bench`: benchmarks operators can run themselves.
+//!
+//! `esprit-bench esp` measures the full ESP path (encrypt and decrypt) against bare AES-GCM on
+//! one core, interleaved, and prints a table (and JSON with `--json FILE`).
 
-use bench::esp::{measure, Fixture, Op, Size};
-use bench::report::{header, Row};
-use bench::stats::{max, median, min};
-use clap::{Parser, Subcommand};
+use bench::esp::{run_config, Op, Sides, Size, BATCH};
+use bench::report::{cpu_model, header, now_utc, to_json, Row};
+use clap::{Parser, Subcommand, ValueEnum};
 use dataplane::esp::{Backend, Suite};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -11,7 +13,7 @@ use std::time::Duration;
 
 /// esprit benchmarks.
 #[derive(Parser)]
-#[command(version)]
+#[command(version, about)]
 struct Args {
     #[command(subcommand)]
     cmd: Cmd,
@@ -19,204 +21,143 @@ struct Args {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// ESP encrypt/decrypt (full path) against bare AES-GCM, one core, batches of 32.
-    Esp {
-        /// "ring", "aws-lc-rs" or "both".
-        #[arg(long, default_value = "both")]
-        backend: String,
-        /// Rounds per configuration (ESP and AEAD alternate in each).
-        #[arg(long, default_value_t = 5)]
-        rounds: usize,
-        /// Milliseconds per measurement.
-        #[arg(long, default_value_t = 150)]
-        ms: u64,
-        /// A short run (3 rounds of 10 ms) to check the tool works; figures are rough.
-        #[arg(long)]
-        quick: bool,
-        /// Only these sizes (comma-separated, e.g. 64,1420,imix).
-        #[arg(long)]
-        sizes: Option<String>,
-        /// Write the rows as JSON.
-        #[arg(long, value_name = "FILE")]
-        json: Option<PathBuf>,
-        /// Core to pin to (default: the last core).
-        #[arg(long)]
-        core: Option<usize>,
-        /// Run only one side ("esp" or "aead"), for profiling; ratios are then meaningless.
-        #[arg(long, value_name = "SIDE")]
-        only: Option<String>,
-    },
+    /// ESP encrypt/decrypt (full path) against bare AES-GCM on the same buffers: one core,
+    /// batches of 32, ESP and AEAD interleaved round by round.
+    Esp(EspArgs),
 }
 
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into())
-}
-
-fn parse_sizes(s: &str) -> Result<Vec<Size>, String> {
-    s.split(',')
-        .map(|t| match t.trim() {
-            "imix" => Ok(Size::Imix),
-            n => n
-                .parse::<usize>()
-                .ok()
-                .filter(|&n| (64..=1500).contains(&n))
-                .map(Size::Fixed)
-                .ok_or_else(|| format!("--sizes: {n:?} is not a size in 64..=1500 or \"imix\"")),
-        })
-        .collect()
-}
-
-fn run_esp(
-    backends: &[Backend],
+#[derive(clap::Args)]
+struct EspArgs {
+    /// AES-GCM library: both (default, so one run compares them), ring or aws-lc-rs.
+    #[arg(long, value_enum, default_value_t = BackendArg::Both)]
+    backend: BackendArg,
+    /// Suites: both (default), aes128gcm16 or aes256gcm16.
+    #[arg(long, value_enum, default_value_t = SuiteArg::Both)]
+    suite: SuiteArg,
+    /// Plaintext packet sizes, comma-separated (28..=1500 or "imix").
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "64,128,256,512,1024,1420,1500,imix"
+    )]
+    sizes: Vec<Size>,
+    /// Rounds per configuration; each round measures ESP and AEAD back to back.
+    #[arg(long, default_value_t = 9)]
     rounds: usize,
-    dur: Duration,
-    sizes: &[Size],
+    /// Milliseconds per loop per round.
+    #[arg(long, default_value_t = 50)]
+    ms: u64,
+    /// A short smoke run (3 rounds of 5 ms): proves the tool works, figures are rough.
+    #[arg(long)]
+    quick: bool,
+    /// Write the rows as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Core to pin to (default: the last core).
+    #[arg(long)]
     core: Option<usize>,
-    only: Option<&str>,
-) -> Vec<Row> {
+    /// Run one loop only, for profiling (ratios are then 0).
+    #[arg(long, value_enum)]
+    only: Option<OnlyArg>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum BackendArg {
+    Both,
+    Ring,
+    #[value(name = "aws-lc-rs")]
+    AwsLcRs,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SuiteArg {
+    Both,
+    Aes128gcm16,
+    Aes256gcm16,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OnlyArg {
+    Esp,
+    Aead,
+}
+
+/// Pins the thread to `core` (or the last core); says what happened.
+fn pin(core: Option<usize>) -> String {
     let cores = core_affinity::get_core_ids().unwrap_or_default();
-    let pinned = match core
-        .map(|c| core_affinity::CoreId { id: c })
-        .or(cores.last().copied())
-    {
-        Some(c) if core_affinity::set_for_current(c) => format!("pinned to core {}", c.id),
-        _ => "not pinned".to_string(),
+    let n = cores.len();
+    let target = match core {
+        Some(id) => Some(core_affinity::CoreId { id }),
+        None => cores.last().copied(),
     };
+    match target {
+        Some(c) if core_affinity::set_for_current(c) => format!("pinned to core {} of {n}", c.id),
+        Some(c) => format!("not pinned (core {} refused)", c.id),
+        None => "not pinned".into(),
+    }
+}
+
+fn run(a: EspArgs) -> Result<(), String> {
+    let backends = match a.backend {
+        BackendArg::Both => Backend::ALL.to_vec(),
+        BackendArg::Ring => vec![Backend::Ring],
+        BackendArg::AwsLcRs => vec![Backend::AwsLc],
+    };
+    let suites = match a.suite {
+        SuiteArg::Both => Suite::ALL.to_vec(),
+        SuiteArg::Aes128gcm16 => vec![Suite::Aes128Gcm16],
+        SuiteArg::Aes256gcm16 => vec![Suite::Aes256Gcm16],
+    };
+    let sides = match a.only {
+        None => Sides::All,
+        Some(OnlyArg::Esp) => Sides::EspOnly,
+        Some(OnlyArg::Aead) => Sides::AeadOnly,
+    };
+    let (rounds, dur) = if a.quick {
+        (3, Duration::from_millis(5))
+    } else {
+        (a.rounds.max(1), Duration::from_millis(a.ms.max(1)))
+    };
+    let pinned = pin(a.core);
+    println!("esprit-bench esp");
+    println!("  date:   {}", now_utc());
+    println!("  cpu:    {} ({pinned})", cpu_model());
+    println!("  rustc:  {}", env!("ESPRIT_RUSTC_VERSION"));
     println!(
-        "esprit-bench esp: {} | {} | {} rounds x {} ms per figure, ESP and AES-GCM interleaved | batches of {} | {}",
-        cpu_model(),
-        pinned,
-        rounds,
-        dur.as_millis(),
-        bench::esp::BATCH,
-        std::env::var("ESPRIT_BENCH_NOTE").unwrap_or_default()
+        "  method: tunnel IPv4-in-IPv4, ESN, replay window 1024, batches of {BATCH}, sizes are \
+         plaintext IP packets; {rounds} rounds x {} ms per loop, ESP and AEAD alternating \
+         first; Gbit/s of plaintext; ratio = median of per-round ESP/AEAD; copy = refill alone",
+        dur.as_millis()
     );
+    println!();
     println!("{}", header());
     let mut rows = Vec::new();
-    for &backend in backends {
-        for suite in Suite::ALL {
-            for &size in sizes {
-                for op in [Op::Encrypt, Op::Decrypt] {
-                    let mut f = Fixture::new(backend, suite, size, op);
-                    let bytes = f.batch_bytes();
-                    let (mut esp, mut aead, mut mpps, mut ratios) =
-                        (vec![], vec![], vec![], vec![]);
-                    let mut counter = 0u64;
-                    for r in 0..rounds {
-                        if let Some(side) = only {
-                            let e = if side == "esp" {
-                                measure(dur, bytes, || f.esp_batch())
-                            } else {
-                                (0.0, 0.0)
-                            };
-                            let a = if side == "aead" {
-                                measure(dur, bytes, || f.aead_batch(&mut counter))
-                            } else {
-                                (0.0, 0.0)
-                            };
-                            esp.push(e.0);
-                            mpps.push(e.1);
-                            aead.push(a.0);
-                            ratios.push(0.0);
-                            continue;
-                        }
-                        // Alternate the order so neither side always runs on a warmer core.
-                        let (e, a) = if r % 2 == 0 {
-                            let e = measure(dur, bytes, || f.esp_batch());
-                            let a = measure(dur, bytes, || f.aead_batch(&mut counter));
-                            (e, a)
-                        } else {
-                            let a = measure(dur, bytes, || f.aead_batch(&mut counter));
-                            let e = measure(dur, bytes, || f.esp_batch());
-                            (e, a)
-                        };
-                        esp.push(e.0);
-                        mpps.push(e.1);
-                        aead.push(a.0);
-                        ratios.push(e.0 / a.0);
-                    }
-                    let row = Row {
-                        suite: suite.name().into(),
-                        size: match size {
-                            Size::Fixed(n) => serde_json::json!(n),
-                            Size::Imix => serde_json::json!("imix"),
-                        },
-                        op: op.label().into(),
-                        esp_gbps: median(&esp),
-                        aead_gbps: median(&aead),
-                        ratio: median(&ratios),
-                        backend: backend.name().into(),
-                        esp_mpps: median(&mpps),
-                        esp_gbps_min: min(&esp),
-                        esp_gbps_max: max(&esp),
-                        aead_gbps_min: min(&aead),
-                        aead_gbps_max: max(&aead),
-                        rounds,
-                    };
+    for &backend in &backends {
+        for &suite in &suites {
+            for &size in &a.sizes {
+                for op in Op::ALL {
+                    let s = run_config(backend, suite, size, op, rounds, dur, sides)?;
+                    let row = Row::new(backend, suite, size, op, &s);
                     println!("{}", row.line());
                     rows.push(row);
                 }
             }
         }
     }
-    rows
+    if let Some(p) = a.json {
+        std::fs::write(&p, to_json(&rows)).map_err(|e| format!("--json {}: {e}", p.display()))?;
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {
     match Args::parse().cmd {
-        Cmd::Esp {
-            backend,
-            rounds,
-            ms,
-            quick,
-            sizes,
-            json,
-            core,
-            only,
-        } => {
-            if only.as_deref().is_some_and(|o| o != "esp" && o != "aead") {
-                eprintln!("esprit-bench: --only: expected \"esp\" or \"aead\"");
-                return ExitCode::from(2);
+        Cmd::Esp(a) => match run(a) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("esprit-bench esp: {e}");
+                ExitCode::FAILURE
             }
-            let backends = match backend.as_str() {
-                "both" => Backend::ALL.to_vec(),
-                b => match b.parse::<Backend>() {
-                    Ok(b) => vec![b],
-                    Err(e) => {
-                        eprintln!("esprit-bench: --backend: {e} (or \"both\")");
-                        return ExitCode::from(2);
-                    }
-                },
-            };
-            let sizes = match sizes.as_deref().map(parse_sizes).transpose() {
-                Ok(s) => s.unwrap_or_else(|| Size::ALL.to_vec()),
-                Err(e) => {
-                    eprintln!("esprit-bench: {e}");
-                    return ExitCode::from(2);
-                }
-            };
-            let (rounds, dur) = if quick {
-                (3, Duration::from_millis(10))
-            } else {
-                (rounds.max(1), Duration::from_millis(ms.max(1)))
-            };
-            let rows = run_esp(&backends, rounds, dur, &sizes, core, only.as_deref());
-            if let Some(p) = json {
-                let text = serde_json::to_string_pretty(&rows).expect("rows serialise");
-                if let Err(e) = std::fs::write(&p, text) {
-                    eprintln!("esprit-bench: {}: {e}", p.display());
-                    return ExitCode::from(1);
-                }
-            }
-            ExitCode::SUCCESS
-        }
+        },
     }
 }
