@@ -50,6 +50,7 @@ fn sa(spi: u32, dir: Direction, local: &str, remote: &str, lts: &[&str], rts: &[
         local_ts: Selectors::new(lts.iter().map(|s| p(s)).collect()),
         remote_ts: Selectors::new(rts.iter().map(|s| p(s)).collect()),
         lifetime: Default::default(),
+        pad_align: 16,
     }
 }
 

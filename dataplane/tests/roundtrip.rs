@@ -33,6 +33,7 @@ fn sa(dir: Direction, mode: Mode, suite: Suite, local: &str, remote: &str) -> Sa
         local_ts: Selectors::default(),
         remote_ts: Selectors::default(),
         lifetime: Default::default(),
+        pad_align: 16,
     }
 }
 

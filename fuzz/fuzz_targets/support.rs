@@ -41,6 +41,7 @@ pub fn config(i: usize) -> SaConfig {
         local_ts: Selectors::default(),
         remote_ts: Selectors::default(),
         lifetime: Default::default(),
+        pad_align: 16,
     }
 }
 

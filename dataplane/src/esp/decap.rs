@@ -38,6 +38,7 @@ struct Outer {
 
 /// Classifies the outer headers. `Err(verdict)` for packets that are not ESP or are dropped
 /// before an SA is known.
+#[inline]
 fn outer(db: &SaDb, pkt: &[u8]) -> Result<Outer, Verdict> {
     let malformed = Verdict::Drop(DropReason::Malformed);
     let (src, dst, v6, ip_end, hdr_len, nh_at, protocol, ecn) = match pkt.first().map(|b| b >> 4) {
@@ -164,15 +165,16 @@ pub fn decap<B: AsRef<[u8]> + AsMut<[u8]>>(
             Err(Verdict::Drop(r))
         }
     };
-    // `sa` borrows `db`: collect through a local list, then hand the events over.
-    let mut got = arrayvec::ArrayVec::<crate::sa::SaEvent, 3>::new();
     if sa.life.pending != 0 {
+        // Rare: `sa` borrows `db`, so collect through a local list, then hand the events over.
+        let mut got = arrayvec::ArrayVec::<crate::sa::SaEvent, 3>::new();
         sa.take_events(|e| got.push(e));
+        db.events.extend(got);
     }
-    db.events.extend(got);
     r
 }
 
+#[inline]
 fn open_checked<B: AsRef<[u8]> + AsMut<[u8]>>(
     sa: &mut crate::sa::InboundSa,
     f: &mut Frame<B>,
@@ -256,6 +258,7 @@ fn open_checked<B: AsRef<[u8]> + AsMut<[u8]>>(
 
 /// Checks the inner packet of a tunnel-mode SA and applies RFC 6040 ECN decapsulation.
 /// Returns the inner packet's length (any TFC padding after it is cut off).
+#[inline]
 fn tunnel_inner(
     sa: &crate::sa::InboundSa,
     inner: &mut [u8],

@@ -115,7 +115,7 @@ impl SaDb {
         let idx = match cache.0 {
             Some((s, d, idx)) if s == info.src && d == info.dst => idx,
             _ => {
-                let idx = self.outbound_index(info.src, info.dst);
+                let idx = self.outbound_lookup(info.src, info.dst);
                 cache.0 = Some((info.src, info.dst, idx));
                 idx
             }
@@ -131,11 +131,12 @@ impl SaDb {
                 Verdict::Drop(r)
             }
         };
-        let mut got = arrayvec::ArrayVec::<crate::sa::SaEvent, 3>::new();
         if sa.life.pending != 0 {
+            // Rare: collect through a local list, then hand the events over.
+            let mut got = arrayvec::ArrayVec::<crate::sa::SaEvent, 3>::new();
             sa.take_events(|e| got.push(e));
+            self.events.extend(got);
         }
-        self.events.extend(got);
         v
     }
 }
@@ -219,6 +220,7 @@ fn seal(
         .map_err(|_| DropReason::TooBig)
 }
 
+#[inline]
 fn tunnel<B: AsRef<[u8]> + AsMut<[u8]>>(
     sa: &OutboundSa,
     f: &mut Frame<B>,
@@ -226,7 +228,7 @@ fn tunnel<B: AsRef<[u8]> + AsMut<[u8]>>(
     seq: u64,
 ) -> Result<usize, DropReason> {
     let inner_len = info.len;
-    let trailer = pad_len(inner_len) + TRAILER_LEN;
+    let trailer = pad_len(inner_len, usize::from(sa.cfg.pad_align)) + TRAILER_LEN;
     let outer_v6 = sa.cfg.local.is_ipv6();
     let ip_len = if outer_v6 { IPV6_LEN } else { IPV4_LEN };
     let udp_len = if sa.cfg.encap.is_some() { UDP_LEN } else { 0 };
@@ -264,6 +266,7 @@ fn tunnel<B: AsRef<[u8]> + AsMut<[u8]>>(
     Ok(inner_len)
 }
 
+#[inline]
 fn emit_outer(
     sa: &OutboundSa,
     buf: &mut [u8],
@@ -321,7 +324,7 @@ fn transport<B: AsRef<[u8]> + AsMut<[u8]>>(
         (p.header_len(), p.protocol(), 9)
     };
     let payload_len = info.len - hdr_len;
-    let trailer = pad_len(payload_len) + TRAILER_LEN;
+    let trailer = pad_len(payload_len, usize::from(sa.cfg.pad_align)) + TRAILER_LEN;
     let udp_len = if sa.cfg.encap.is_some() { UDP_LEN } else { 0 };
     let front = udp_len + ESP_PREFIX_LEN;
     let esp_len = ESP_PREFIX_LEN + payload_len + trailer + ICV_LEN;

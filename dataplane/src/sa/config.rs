@@ -89,6 +89,9 @@ impl Lifetime {
     }
 }
 
+/// Default outbound padding alignment (whole AES-GCM blocks).
+pub const DEFAULT_PAD_ALIGN: u8 = 16;
+
 /// Default anti-replay window in packets.
 pub const DEFAULT_REPLAY_WINDOW: u32 = 1024;
 
@@ -123,6 +126,10 @@ pub struct SaConfig {
     pub remote_ts: Selectors,
     /// Byte and packet limits.
     pub lifetime: Lifetime,
+    /// Outbound padding: the ESP payload, padding and trailer end on a multiple of this, 4 (the
+    /// RFC 4303 minimum) or 16 (whole AES blocks, the default: see
+    /// `docs/decisions/0005-esp-padding.md`).
+    pub pad_align: u8,
 }
 
 impl SaConfig {
@@ -158,6 +165,9 @@ impl SaConfig {
             return Err(
                 "esn needs a replay window (RFC 4303 §3.3.3): set replay_window > 0".into(),
             );
+        }
+        if !matches!(self.pad_align, 4 | 16) {
+            return Err(format!("pad_align must be 4 or 16, not {}", self.pad_align));
         }
         let l = &self.lifetime;
         for (soft, hard, what) in [

@@ -26,12 +26,34 @@ pub enum SaDbError {
     },
 }
 
-/// Inbound SAs by (SPI, local address) and outbound SAs in selector order. Counters for drops
-/// that no SA can be charged with (unknown SPI, malformed outer headers, no outbound SA) live in
-/// `drops`.
+/// Slots of the outbound flow cache (direct-mapped by source and destination).
+const FLOW_SLOTS: usize = 256;
+
+/// One remembered outbound lookup.
+#[derive(Debug, Clone, Copy)]
+struct FlowSlot {
+    src: IpAddr,
+    dst: IpAddr,
+    /// Index of the matching outbound SA, or `NO_SA`.
+    idx: u32,
+}
+
+const NO_SA: u32 = u32::MAX;
+const EMPTY: FlowSlot = FlowSlot {
+    src: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+    dst: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+    idx: NO_SA - 1,
+};
+
+/// Inbound SAs by SPI (the receiver picks its SPIs, so they are unique in practice; SAs that
+/// share an SPI with different local addresses wait in a short overflow list), and outbound SAs
+/// in selector order behind a direct-mapped flow cache. Counters for drops that no SA can be
+/// charged with (unknown SPI, malformed outer headers, no outbound SA) live in `drops`.
 #[derive(Default)]
 pub struct SaDb {
-    inbound: FxHashMap<(u32, IpAddr), InboundSa>,
+    inbound: FxHashMap<u32, InboundSa>,
+    inbound_overflow: Vec<InboundSa>,
+    flow: Vec<FlowSlot>,
     outbound: Vec<OutboundSa>,
     nat_t_ports: Vec<u16>,
     /// Drops not charged to an SA.
@@ -47,6 +69,7 @@ impl SaDb {
         SaDb {
             nat_t_ports: vec![NAT_T_PORT],
             backend: Some(backend),
+            flow: vec![EMPTY; FLOW_SLOTS],
             ..Default::default()
         }
     }
@@ -61,8 +84,15 @@ impl SaDb {
         let backend = self.backend.unwrap_or_default();
         match cfg.direction {
             Direction::In => {
-                let key = (cfg.spi, cfg.local);
-                if self.inbound.contains_key(&key) {
+                let exists = self
+                    .inbound
+                    .get(&cfg.spi)
+                    .is_some_and(|sa| sa.cfg.local == cfg.local)
+                    || self
+                        .inbound_overflow
+                        .iter()
+                        .any(|sa| sa.cfg.spi == cfg.spi && sa.cfg.local == cfg.local);
+                if exists {
                     return Err(SaDbError::Duplicate { label });
                 }
                 if let Some(e) = cfg.encap {
@@ -70,12 +100,18 @@ impl SaDb {
                         self.nat_t_ports.push(e.dst_port);
                     }
                 }
+                let spi = cfg.spi;
                 let sa = InboundSa::new(cfg, backend).map_err(invalid)?;
-                self.inbound.insert(key, sa);
+                if self.inbound.contains_key(&spi) {
+                    self.inbound_overflow.push(sa);
+                } else {
+                    self.inbound.insert(spi, sa);
+                }
             }
             Direction::Out => {
                 let sa = OutboundSa::new(cfg, backend).map_err(invalid)?;
                 self.outbound.push(sa);
+                self.flush_flows();
             }
         }
         Ok(())
@@ -95,21 +131,46 @@ impl SaDb {
     /// Removes SAs with this SPI and direction; `address` narrows to one local address
     /// (inbound) or remote address (outbound). Returns how many were removed.
     pub fn remove(&mut self, spi: u32, direction: Direction, address: Option<IpAddr>) -> usize {
+        let hit = |sa_spi: u32, addr: IpAddr| sa_spi == spi && address.is_none_or(|a| a == addr);
         match direction {
             Direction::In => {
-                let before = self.inbound.len();
-                self.inbound
-                    .retain(|&(s, local), _| !(s == spi && address.is_none_or(|a| a == local)));
-                before - self.inbound.len()
+                let mut n = 0;
+                if self
+                    .inbound
+                    .get(&spi)
+                    .is_some_and(|sa| hit(sa.cfg.spi, sa.cfg.local))
+                {
+                    self.inbound.remove(&spi);
+                    n += 1;
+                }
+                let before = self.inbound_overflow.len();
+                self.inbound_overflow
+                    .retain(|sa| !hit(sa.cfg.spi, sa.cfg.local));
+                n += before - self.inbound_overflow.len();
+                // An SA waiting in the overflow list takes the freed slot.
+                if !self.inbound.contains_key(&spi) {
+                    if let Some(i) = self
+                        .inbound_overflow
+                        .iter()
+                        .position(|sa| sa.cfg.spi == spi)
+                    {
+                        let sa = self.inbound_overflow.swap_remove(i);
+                        self.inbound.insert(spi, sa);
+                    }
+                }
+                n
             }
             Direction::Out => {
                 let before = self.outbound.len();
-                self.outbound.retain(|sa| {
-                    !(sa.cfg.spi == spi && address.is_none_or(|a| a == sa.cfg.remote))
-                });
+                self.outbound.retain(|sa| !hit(sa.cfg.spi, sa.cfg.remote));
+                self.flush_flows();
                 before - self.outbound.len()
             }
         }
+    }
+
+    fn flush_flows(&mut self) {
+        self.flow.iter_mut().for_each(|s| *s = EMPTY);
     }
 
     /// Replaces the SA with the same SPI, direction and addresses (counters restart), or adds
@@ -137,7 +198,13 @@ impl SaDb {
     /// The inbound SA for `spi` addressed to `dst`.
     #[inline]
     pub fn inbound_mut(&mut self, spi: u32, dst: IpAddr) -> Option<&mut InboundSa> {
-        self.inbound.get_mut(&(spi, dst))
+        match self.inbound.get_mut(&spi) {
+            Some(sa) if sa.cfg.local == dst => Some(sa),
+            _ => self
+                .inbound_overflow
+                .iter_mut()
+                .find(|sa| sa.cfg.spi == spi && sa.cfg.local == dst),
+        }
     }
 
     /// Index of the first outbound SA whose selectors carry a packet from `src` to `dst`.
@@ -152,6 +219,27 @@ impl SaDb {
         })
     }
 
+    /// Like [`outbound_index`](Self::outbound_index), remembered per (source, destination) in
+    /// a direct-mapped cache that SA changes flush.
+    #[inline]
+    pub fn outbound_lookup(&mut self, src: IpAddr, dst: IpAddr) -> Option<usize> {
+        if self.flow.is_empty() {
+            return self.outbound_index(src, dst);
+        }
+        let slot = flow_slot(src, dst);
+        let s = self.flow[slot];
+        if s.idx != NO_SA - 1 && s.src == src && s.dst == dst {
+            return (s.idx != NO_SA).then_some(s.idx as usize);
+        }
+        let idx = self.outbound_index(src, dst);
+        self.flow[slot] = FlowSlot {
+            src,
+            dst,
+            idx: idx.map_or(NO_SA, |i| i as u32),
+        };
+        idx
+    }
+
     /// The outbound SA at `index`.
     pub fn outbound_mut(&mut self, index: usize) -> Option<&mut OutboundSa> {
         self.outbound.get_mut(index)
@@ -159,7 +247,7 @@ impl SaDb {
 
     /// Every inbound SA.
     pub fn inbound(&self) -> impl Iterator<Item = &InboundSa> {
-        self.inbound.values()
+        self.inbound.values().chain(self.inbound_overflow.iter())
     }
 
     /// Every outbound SA, in lookup order.
@@ -169,11 +257,28 @@ impl SaDb {
 
     /// Number of SAs in both directions.
     pub fn len(&self) -> usize {
-        self.inbound.len() + self.outbound.len()
+        self.inbound.len() + self.inbound_overflow.len() + self.outbound.len()
     }
 
     /// True if there is no SA.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// The flow-cache slot of a (source, destination) pair.
+#[inline]
+fn flow_slot(src: IpAddr, dst: IpAddr) -> usize {
+    let fold = |a: IpAddr| -> u64 {
+        match a {
+            IpAddr::V4(v) => u64::from(u32::from(v)),
+            IpAddr::V6(v) => {
+                let x = u128::from(v);
+                (x as u64) ^ ((x >> 64) as u64)
+            }
+        }
+    };
+    let h = (fold(src).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ fold(dst))
+        .wrapping_mul(0xff51_afd7_ed55_8ccd);
+    (h >> 56) as usize % FLOW_SLOTS
 }

@@ -6,7 +6,9 @@
 
 use crate::esp::aead::KeyMaterial;
 use crate::esp::Suite;
-use crate::sa::config::{Direction, Lifetime, Mode, SaConfig, UdpEncap, DEFAULT_REPLAY_WINDOW};
+use crate::sa::config::{
+    Direction, Lifetime, Mode, SaConfig, UdpEncap, DEFAULT_PAD_ALIGN, DEFAULT_REPLAY_WINDOW,
+};
 use crate::sa::{Prefix, Selectors};
 use serde::Deserialize;
 use std::fmt;
@@ -78,6 +80,7 @@ struct RawSa {
     hard_bytes: Option<Spanned<i64>>,
     soft_packets: Option<Spanned<i64>>,
     hard_packets: Option<Spanned<i64>>,
+    pad_align: Option<Spanned<i64>>,
 }
 
 /// Reads and validates an SA file.
@@ -366,6 +369,20 @@ impl Cx<'_> {
             soft_packets: limit(&r.soft_packets, "soft_packets")?,
             hard_packets: limit(&r.hard_packets, "hard_packets")?,
         };
+        let pad_align = match &r.pad_align {
+            None => DEFAULT_PAD_ALIGN,
+            Some(a) => match *a.get_ref() {
+                4 => 4,
+                16 => 16,
+                _ => {
+                    return Err(self.err(
+                        a.span(),
+                        "pad_align",
+                        "expected 4 (RFC 4303 minimum) or 16 (whole AES blocks)",
+                    ))
+                }
+            },
+        };
         let local_ts = self.selectors(&r.local_ts, "local_ts")?;
         let remote_ts = self.selectors(&r.remote_ts, "remote_ts")?;
         let cfg = SaConfig {
@@ -383,6 +400,7 @@ impl Cx<'_> {
             local_ts,
             remote_ts,
             lifetime,
+            pad_align,
         };
         cfg.validate().map_err(|m| self.err(span, "", m))?;
         Ok(cfg)
@@ -420,6 +438,7 @@ encap = "udp"
 encap_ports = [4501, 4502]
 esn = true
 seq = "0xfffffffe"
+pad_align = 4
 soft_bytes = 1000000
 hard_bytes = 2000000
 hard_packets = 5000
@@ -451,6 +470,7 @@ hard_packets = 5000
         assert_eq!(b.lifetime.soft_bytes, Some(1_000_000));
         assert_eq!(b.lifetime.hard_packets, Some(5000));
         assert_eq!(b.lifetime.soft_packets, None);
+        assert_eq!((a.pad_align, b.pad_align), (16, 4));
         assert!(format!("{b:?}").contains("redacted"));
     }
 
@@ -496,6 +516,9 @@ hard_packets = 5000
 
         let e = error_for("encap_ports = [4501, 4502]", "encap_ports = [4501]");
         assert_eq!(e.key.as_deref(), Some("sa[1].encap_ports"));
+
+        let e = error_for("pad_align = 4", "pad_align = 8");
+        assert_eq!(e.key.as_deref(), Some("sa[1].pad_align"));
 
         let e = error_for("hard_bytes = 2000000", "hard_bytes = 20");
         assert!(e.message.contains("exceeds"), "{e}");

@@ -199,6 +199,7 @@ pub struct Ipv4Repr {
 
 impl Ipv4Repr {
     /// Writes a 20-byte header with a valid checksum at the start of `buf`.
+    #[inline]
     /// `payload_len + 20` must fit in 16 bits; callers check the MTU before.
     pub fn emit(&self, buf: &mut [u8]) {
         let h = &mut buf[..MIN_HEADER_LEN];

@@ -35,12 +35,12 @@ CASES = [
     # name, mode, outer, inner, suite key bytes, natt, esn start, linktype
     dict(name="tunnel-4in4", mode="tunnel", outer=4, inner=4, keylen=16, natt=False, esn=None, link="raw"),
     dict(name="tunnel-6in4", mode="tunnel", outer=4, inner=6, keylen=32, natt=False, esn=None, link="ether"),
-    dict(name="tunnel-4in6", mode="tunnel", outer=6, inner=4, keylen=16, natt=False, esn=None, link="ether"),
+    dict(name="tunnel-4in6", mode="tunnel", outer=6, inner=4, keylen=16, natt=False, esn=None, link="ether", pad4=True),
     dict(name="tunnel-6in6", mode="tunnel", outer=6, inner=6, keylen=32, natt=False, esn=None, link="raw"),
-    dict(name="transport-4", mode="transport", outer=4, inner=4, keylen=16, natt=False, esn=None, link="ether"),
+    dict(name="transport-4", mode="transport", outer=4, inner=4, keylen=16, natt=False, esn=None, link="ether", pad4=True),
     dict(name="transport-6", mode="transport", outer=6, inner=6, keylen=32, natt=False, esn=None, link="ipv6"),
     dict(name="natt-tunnel-4in4", mode="tunnel", outer=4, inner=4, keylen=16, natt=True, esn=None, link="ether"),
-    dict(name="natt-tunnel-6in6", mode="tunnel", outer=6, inner=6, keylen=16, natt=True, esn=None, link="raw"),
+    dict(name="natt-tunnel-6in6", mode="tunnel", outer=6, inner=6, keylen=16, natt=True, esn=None, link="raw", pad4=True),
     dict(name="natt-transport-4", mode="transport", outer=4, inner=4, keylen=32, natt=True, esn=None, link="ipv4"),
     dict(name="esn-4in4-aes256", mode="tunnel", outer=4, inner=4, keylen=32, natt=False, esn=0xFFFFFFF8, link="raw"),
     dict(name="esn-natt-6in4-aes128", mode="tunnel", outer=4, inner=6, keylen=16, natt=True, esn=0x1FFFFFFFA, link="ether"),
@@ -110,6 +110,8 @@ def sa_toml(case, spi, key, direction):
         lines.append("esn = true")
         lines.append(f"seq = {case['esn'] - 1}")
     lines.append("replay_window = 64")
+    if case.get("pad4"):
+        lines.append("pad_align = 4")
     if lts:
         lines.append(f'local_ts = ["{lts}"]')
         lines.append(f'remote_ts = ["{rts}"]')
