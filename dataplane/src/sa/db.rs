@@ -102,10 +102,13 @@ impl SaDb {
                 }
                 let spi = cfg.spi;
                 let sa = InboundSa::new(cfg, backend).map_err(invalid)?;
-                if self.inbound.contains_key(&spi) {
-                    self.inbound_overflow.push(sa);
-                } else {
-                    self.inbound.insert(spi, sa);
+                match self.inbound.entry(spi) {
+                    std::collections::hash_map::Entry::Occupied(_) => {
+                        self.inbound_overflow.push(sa)
+                    }
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        v.insert(sa);
+                    }
                 }
             }
             Direction::Out => {
