@@ -34,6 +34,9 @@ struct EspArgs {
     /// Suites: both (default), aes128gcm16 or aes256gcm16.
     #[arg(long, value_enum, default_value_t = SuiteArg::Both)]
     suite: SuiteArg,
+    /// Operations: both (default), encrypt or decrypt.
+    #[arg(long, value_enum, default_value_t = OpArg::Both)]
+    op: OpArg,
     /// Plaintext packet sizes, comma-separated (28..=1500 or "imix").
     #[arg(
         long,
@@ -77,6 +80,13 @@ enum SuiteArg {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum OpArg {
+    Both,
+    Encrypt,
+    Decrypt,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum OnlyArg {
     Esp,
     Aead,
@@ -108,6 +118,11 @@ fn run(a: EspArgs) -> Result<(), String> {
         SuiteArg::Aes128gcm16 => vec![Suite::Aes128Gcm16],
         SuiteArg::Aes256gcm16 => vec![Suite::Aes256Gcm16],
     };
+    let ops = match a.op {
+        OpArg::Both => Op::ALL.to_vec(),
+        OpArg::Encrypt => vec![Op::Encrypt],
+        OpArg::Decrypt => vec![Op::Decrypt],
+    };
     let sides = match a.only {
         None => Sides::All,
         Some(OnlyArg::Esp) => Sides::EspOnly,
@@ -135,7 +150,7 @@ fn run(a: EspArgs) -> Result<(), String> {
     for &backend in &backends {
         for &suite in &suites {
             for &size in &a.sizes {
-                for op in Op::ALL {
+                for &op in &ops {
                     let s = run_config(backend, suite, size, op, rounds, dur, sides)?;
                     let row = Row::new(backend, suite, size, op, &s);
                     println!("{}", row.line());
