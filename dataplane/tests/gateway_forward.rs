@@ -195,6 +195,8 @@ fn ping_crosses_two_gateways_over_esp() {
             onlink: onlink.iter().map(|s| p(s)).collect(),
             gateway: None,
             neighbours: n,
+            mtu: 1500,
+            addrs: vec![],
         }
     };
     let gw_a = Gw {

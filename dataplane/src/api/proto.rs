@@ -225,6 +225,12 @@ pub struct Snapshot {
     pub lan_to_wan: u64,
     /// Frames forwarded WAN→LAN.
     pub wan_to_lan: u64,
+    /// ICMP errors sent (time exceeded, packet too big).
+    #[serde(default)]
+    pub icmp_sent: u64,
+    /// TCP SYNs whose MSS was clamped.
+    #[serde(default)]
+    pub mss_clamped: u64,
     /// Kernel counters of the LAN socket.
     pub lan_socket: SocketStats,
     /// Kernel counters of the WAN socket.
@@ -273,8 +279,8 @@ impl Snapshot {
             ));
         }
         out.push_str(&format!(
-            "forwarded: lan->wan {}  wan->lan {}\n",
-            s.lan_to_wan, s.wan_to_lan
+            "forwarded: lan->wan {}  wan->lan {}  icmp errors sent {}  mss clamped {}\n",
+            s.lan_to_wan, s.wan_to_lan, s.icmp_sent, s.mss_clamped
         ));
         out
     }

@@ -25,6 +25,8 @@ pub struct SideConfig {
     pub gateway: Option<IpAddr>,
     /// Static neighbours, merged over the kernel's table.
     pub neighbours: Vec<(IpAddr, [u8; 6])>,
+    /// Link MTU override (default: the interface's).
+    pub mtu: Option<usize>,
 }
 
 /// The daemon's configuration, validated.
@@ -54,6 +56,10 @@ pub struct DataplaneConfig {
     pub backend: Backend,
     /// The control API's Unix socket.
     pub api_socket: PathBuf,
+    /// Clamp the MSS of TCP SYNs to the tunnel MTU.
+    pub mss_clamp: bool,
+    /// ICMP errors (time exceeded, packet too big) per second; 0 sends none.
+    pub icmp_rate: u32,
 }
 
 #[derive(Deserialize)]
@@ -64,6 +70,14 @@ struct Raw {
     lan: Spanned<RawSide>,
     wan: Spanned<RawSide>,
     workers: Option<Spanned<RawWorkers>>,
+    forwarding: Option<Spanned<RawForwarding>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawForwarding {
+    mss_clamp: Option<bool>,
+    icmp_errors_per_second: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -73,6 +87,7 @@ struct RawSide {
     onlink: Option<Spanned<Vec<String>>>,
     gateway: Option<Spanned<String>>,
     neighbours: Option<Spanned<BTreeMap<String, String>>>,
+    mtu: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -162,11 +177,27 @@ impl Cx<'_> {
                 neighbours.push((ip, mac));
             }
         }
+        let mtu = match &r.mtu {
+            None => None,
+            Some(m) => Some(
+                usize::try_from(*m.get_ref())
+                    .ok()
+                    .filter(|n| (576..=9216).contains(n))
+                    .ok_or_else(|| {
+                        self.err(
+                            m.span(),
+                            &format!("{key}.mtu"),
+                            "expected an MTU in 576..=9216",
+                        )
+                    })?,
+            ),
+        };
         Ok(SideConfig {
             interface,
             onlink,
             gateway,
             neighbours,
+            mtu,
         })
     }
 }
@@ -227,7 +258,27 @@ impl DataplaneConfig {
                 .api_socket
                 .map(|s| PathBuf::from(s.into_inner()))
                 .unwrap_or_else(|| PathBuf::from(crate::api::client::DEFAULT_SOCKET)),
+            mss_clamp: true,
+            icmp_rate: 100,
         };
+        if let Some(f) = raw.forwarding {
+            let f = f.into_inner();
+            if let Some(m) = f.mss_clamp {
+                c.mss_clamp = m;
+            }
+            if let Some(r) = f.icmp_errors_per_second {
+                c.icmp_rate = u32::try_from(*r.get_ref())
+                    .ok()
+                    .filter(|&n| n <= 100_000)
+                    .ok_or_else(|| {
+                        cx.err(
+                            r.span(),
+                            "forwarding.icmp_errors_per_second",
+                            "expected 0..=100000",
+                        )
+                    })?;
+            }
+        }
         if let Some(w) = raw.workers {
             let w = w.into_inner();
             if let Some(n) = w.count {
@@ -342,6 +393,10 @@ interface = "wan0"
 gateway = "10.200.0.254"
 onlink = ["10.200.0.0/24"]
 
+[forwarding]
+mss_clamp = false
+icmp_errors_per_second = 10
+
 [workers]
 count = 1
 cores = [1]
@@ -363,6 +418,8 @@ backend = "aws-lc-rs"
         );
         assert_eq!(c.backend, Backend::AwsLc);
         assert_eq!(c.cores, vec![1]);
+        assert!(!c.mss_clamp);
+        assert_eq!(c.icmp_rate, 10);
     }
 
     #[test]
@@ -372,7 +429,7 @@ backend = "aws-lc-rs"
         assert_eq!(e.key.as_deref(), Some("workers.poll"));
         assert!(
             e.to_string()
-                .starts_with("dp.toml:16: workers.poll: expected"),
+                .starts_with("dp.toml:20: workers.poll: expected"),
             "{e}"
         );
         let e = DataplaneConfig::parse(&EXAMPLE.replace("count = 1", "count = 2"), "dp.toml")

@@ -73,12 +73,18 @@ fn side(c: &SideConfig) -> Result<(Side, Vec<IpAddr>, u32), DaemonError> {
         c.onlink.clone()
     };
     let neighbours = merged_neighbours(c, ifindex);
+    let mtu = match c.mtu {
+        Some(m) => m,
+        None => kernel::iface::mtu(&c.interface).map_err(&e)?,
+    };
     Ok((
         Side {
             mac,
             onlink,
             gateway: c.gateway,
             neighbours,
+            mtu,
+            addrs: addrs.iter().map(|a| a.addr).collect(),
         },
         addrs.iter().map(|a| a.addr).collect(),
         ifindex,
@@ -138,7 +144,9 @@ pub fn run(
         .map(|s| wan_side.next_hop(s.cfg.remote))
         .filter(|h| wan_side.neighbours.get(*h).is_none())
         .collect();
-    let pipeline = Pipeline::new(db, lan_side, wan_side);
+    let mut pipeline = Pipeline::new(db, lan_side, wan_side);
+    pipeline.mss_clamp = cfg.mss_clamp;
+    pipeline.icmp = crate::worker::icmp::IcmpLimiter::new(cfg.icmp_rate);
     let wcfg = WorkerConfig {
         lan: cfg.lan.interface.clone(),
         wan: cfg.wan.interface.clone(),

@@ -30,6 +30,18 @@ pub struct InnerInfo {
     v6: bool,
 }
 
+impl InnerInfo {
+    /// Don't-fragment: the IPv4 DF flag, always true for IPv6 (routers never fragment it).
+    pub fn dont_frag(&self) -> bool {
+        self.dont_frag
+    }
+
+    /// True for IPv6.
+    pub fn is_v6(&self) -> bool {
+        self.v6
+    }
+}
+
 /// Reads an IPv4 or IPv6 packet's addresses and the fields tunnel mode copies.
 #[inline]
 pub fn inner_info(pkt: &[u8]) -> Result<InnerInfo, WireError> {
@@ -84,6 +96,23 @@ pub fn encrypt_batch<B: AsRef<[u8]> + AsMut<[u8]>>(
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LookupCache(Option<(IpAddr, IpAddr, Option<usize>)>);
 
+impl LookupCache {
+    /// The remembered result for (`src`, `dst`), if that was the last lookup.
+    #[inline]
+    pub fn get(&self, src: IpAddr, dst: IpAddr) -> Option<Option<usize>> {
+        match self.0 {
+            Some((s, d, idx)) if s == src && d == dst => Some(idx),
+            _ => None,
+        }
+    }
+
+    /// Remembers a lookup.
+    #[inline]
+    pub fn set(&mut self, src: IpAddr, dst: IpAddr, idx: Option<usize>) {
+        self.0 = Some((src, dst, idx));
+    }
+}
+
 impl SaDb {
     /// Encrypts a batch of IP packets, each with the first outbound SA whose selectors match
     /// it (consecutive packets of one flow reuse the previous lookup).
@@ -120,11 +149,29 @@ impl SaDb {
                 idx
             }
         };
-        let Some(sa) = idx.and_then(|i| self.outbound_mut(i)) else {
+        match idx {
+            Some(i) => self.encrypt_at(i, f, &info),
+            None => {
+                self.drops.add(DropReason::NoPolicy);
+                Verdict::Drop(DropReason::NoPolicy)
+            }
+        }
+    }
+
+    /// Encrypts one IP packet, described by `info`, with the outbound SA at `index`; drops are
+    /// counted, events collected.
+    #[inline]
+    pub fn encrypt_at<B: AsRef<[u8]> + AsMut<[u8]>>(
+        &mut self,
+        index: usize,
+        f: &mut Frame<B>,
+        info: &InnerInfo,
+    ) -> Verdict {
+        let Some(sa) = self.outbound_mut(index) else {
             self.drops.add(DropReason::NoPolicy);
             return Verdict::Drop(DropReason::NoPolicy);
         };
-        let v = match encap_parsed(sa, f, &info) {
+        let v = match encap_parsed(sa, f, info) {
             Ok(()) => Verdict::Pass,
             Err(r) => {
                 sa.counters.drops.add(r);

@@ -49,6 +49,46 @@ pub fn mac(iface: &str) -> io::Result<[u8; 6]> {
     Ok(mac)
 }
 
+/// The MTU of `iface` (SIOCGIFMTU, in the calling thread's network namespace).
+pub fn mtu(iface: &str) -> io::Result<usize> {
+    let bad = || {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("bad interface name {iface:?}"),
+        )
+    };
+    if iface.is_empty() || iface.len() >= libc::IFNAMSIZ || iface.contains('\0') {
+        return Err(bad());
+    }
+    // SAFETY: plain socket creation; checked below and closed by OwnedFd.
+    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `raw` is a new descriptor nothing else owns.
+    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
+    // SAFETY: ifreq is plain old data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in req.ifr_name.iter_mut().zip(iface.bytes()) {
+        *d = s as libc::c_char;
+    }
+    // SAFETY: SIOCGIFMTU reads ifr_name and writes ifr_mtu inside `req`.
+    let r = unsafe {
+        libc::ioctl(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            libc::SIOCGIFMTU,
+            &mut req,
+        )
+    };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(e.kind(), format!("MTU of {iface}: {e}")));
+    }
+    // SAFETY: on success the kernel filled the ifr_mtu member of the union.
+    let m = unsafe { req.ifr_ifru.ifru_mtu };
+    Ok(usize::try_from(m).unwrap_or(0))
+}
+
 /// An address configured on an interface, with its prefix length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IfAddr {
@@ -142,6 +182,7 @@ mod tests {
             .iter()
             .any(|x| x.addr == IpAddr::from([127, 0, 0, 1]) && x.prefix_len == 8));
         assert_eq!(mac("lo").unwrap(), [0; 6]);
+        assert!(mtu("lo").unwrap() >= 1500);
         assert!(mac("esprit-none0").is_err());
         assert!(mac("").is_err());
     }

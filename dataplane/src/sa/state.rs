@@ -125,6 +125,26 @@ impl OutboundSa {
         self.exhausted
     }
 
+    /// The largest inner packet (tunnel mode) or IP packet (transport mode) that fits a WAN MTU
+    /// of `mtu` once encapsulated with this SA: outer header, UDP, ESP header and IV, trailer
+    /// padded to `pad_align`, ICV.
+    pub fn max_inner_len(&self, mtu: usize) -> usize {
+        let outer = if self.cfg.local.is_ipv6() { 40 } else { 20 };
+        let udp = if self.cfg.encap.is_some() { 8 } else { 0 };
+        let align = usize::from(self.cfg.pad_align.max(4));
+        let fixed = udp + crate::esp::ESP_PREFIX_LEN + crate::esp::ICV_LEN;
+        match self.cfg.mode {
+            crate::sa::Mode::Tunnel => {
+                let avail = mtu.saturating_sub(outer + fixed);
+                (avail / align * align).saturating_sub(crate::wire::esp::TRAILER_LEN)
+            }
+            crate::sa::Mode::Transport => {
+                let avail = mtu.saturating_sub(outer + fixed);
+                outer + (avail / align * align).saturating_sub(crate::wire::esp::TRAILER_LEN)
+            }
+        }
+    }
+
     /// The next sequence number to send, or `None` when the space is used up.
     #[inline]
     pub(crate) fn next_seq(&self) -> Option<u64> {

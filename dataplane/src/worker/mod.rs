@@ -1,6 +1,8 @@
 //! Workers: the forwarding pipeline (sans-IO, batch in, batch out) and the AF_XDP poll loop
 //! that feeds it.
 
+pub mod icmp;
+pub mod mss;
 pub mod neigh;
 pub mod pipeline;
 pub mod xsk;

@@ -1,8 +1,10 @@
 //! The forwarding pipeline of one worker: LAN frames are routed into ESP and out of the WAN,
 //! WAN frames are decrypted and routed out of the LAN. Sans-IO: frames in, verdicts out.
 
+use super::icmp::{build_error, IcmpError, IcmpLimiter};
 use super::Neighbours;
 use crate::esp::decap::decap;
+use crate::esp::encap::inner_info;
 use crate::esp::encap::LookupCache;
 use crate::esp::{DropCounters, DropReason, Verdict};
 use crate::frame::Frame;
@@ -47,9 +49,18 @@ pub struct Side {
     pub gateway: Option<IpAddr>,
     /// Next-hop link-layer addresses.
     pub neighbours: Neighbours,
+    /// Link MTU (the WAN's bounds the tunnel MTU).
+    pub mtu: usize,
+    /// The gateway's own addresses on this side (the source of ICMP errors it sends).
+    pub addrs: Vec<IpAddr>,
 }
 
 impl Side {
+    /// Our address of `v6`'s family on this side, if any.
+    pub fn addr(&self, v6: bool) -> Option<IpAddr> {
+        self.addrs.iter().copied().find(|a| a.is_ipv6() == v6)
+    }
+
     /// The next hop towards `dst`.
     #[inline]
     pub fn next_hop(&self, dst: IpAddr) -> IpAddr {
@@ -74,6 +85,14 @@ pub struct Pipeline {
     pub forwarded: [u64; 2],
     /// The last next hop found without a link-layer address, for the control thread.
     missing: Option<IpAddr>,
+    /// Clamp the MSS of TCP SYNs to what the tunnel carries.
+    pub mss_clamp: bool,
+    /// Rate limit of the ICMP errors this gateway sends.
+    pub icmp: IcmpLimiter,
+    /// ICMP errors sent (time exceeded, packet too big).
+    pub icmp_sent: u64,
+    /// TCP SYNs whose MSS was lowered.
+    pub mss_clamped: u64,
 }
 
 /// Decrements the TTL / hop limit of the IP packet in `pkt`; false if it would reach zero.
@@ -167,6 +186,10 @@ impl Pipeline {
             drops: DropCounters::default(),
             forwarded: [0; 2],
             missing: None,
+            mss_clamp: true,
+            icmp: IcmpLimiter::new(100),
+            icmp_sent: 0,
+            mss_clamped: 0,
         }
     }
 
@@ -203,6 +226,27 @@ impl Pipeline {
         }
     }
 
+    /// Answers the packet in `f` with an ICMP error from this side's address, sent back out of
+    /// the LAN; the original is counted as dropped for `reason` either way.
+    fn icmp_back<B: AsRef<[u8]> + AsMut<[u8]>>(
+        &mut self,
+        f: &mut Frame<B>,
+        kind: IcmpError,
+        reason: DropReason,
+    ) -> Result<Port, Drop> {
+        self.drops.add(reason);
+        let v6 = f.data().first().map(|b| b >> 4) == Some(6);
+        let Some(from) = self.lan.addr(v6) else {
+            return Err(Drop::Counted(reason));
+        };
+        if !self.icmp.allow() || build_error(f, kind, from).is_err() {
+            return Err(Drop::Counted(reason));
+        }
+        emit_l2(&self.lan, f, &mut self.missing).map_err(Drop::Here)?;
+        self.icmp_sent += 1;
+        Ok(Port::Lan)
+    }
+
     #[inline]
     fn lan_to_wan<B: AsRef<[u8]> + AsMut<[u8]>>(
         &mut self,
@@ -210,8 +254,46 @@ impl Pipeline {
         cache: &mut LookupCache,
     ) -> Result<Port, Drop> {
         strip_l2(f).map_err(Drop::Here)?;
-        decrement_ttl(f.data_mut()).map_err(Drop::Here)?;
-        match self.sadb.encrypt_one(f, cache) {
+        if let Err(r) = decrement_ttl(f.data_mut()) {
+            return match r {
+                DropReason::TtlExceeded => self.icmp_back(f, IcmpError::TimeExceeded, r),
+                r => Err(Drop::Here(r)),
+            };
+        }
+        let info = inner_info(f.data()).map_err(|_| Drop::Here(DropReason::Malformed))?;
+        let idx = match cache.get(info.src, info.dst) {
+            Some(idx) => idx,
+            None => {
+                let idx = self.sadb.outbound_lookup(info.src, info.dst);
+                cache.set(info.src, info.dst, idx);
+                idx
+            }
+        };
+        let Some(idx) = idx else {
+            self.sadb.drops.add(DropReason::NoPolicy);
+            return Err(Drop::Counted(DropReason::NoPolicy));
+        };
+        let max = self.sadb.outbound()[idx].max_inner_len(self.wan.mtu);
+        if info.len > max {
+            // DF set (always for IPv6): tell the sender the tunnel MTU. Otherwise the packet
+            // would need fragmenting, which the gateway does not do: drop it.
+            return if info.dont_frag() {
+                let mtu = u16::try_from(max).unwrap_or(u16::MAX);
+                self.icmp_back(f, IcmpError::TooBig { mtu }, DropReason::TooBig)
+            } else {
+                Err(Drop::Here(DropReason::TooBig))
+            };
+        }
+        if self.mss_clamp {
+            let overhead = if info.is_v6() { 60 } else { 40 };
+            if super::mss::clamp(
+                f.data_mut(),
+                u16::try_from(max.saturating_sub(overhead)).unwrap_or(u16::MAX),
+            ) {
+                self.mss_clamped += 1;
+            }
+        }
+        match self.sadb.encrypt_at(idx, f, &info) {
             Verdict::Pass => {}
             Verdict::Drop(r) => return Err(Drop::Counted(r)),
             _ => return Err(Drop::Here(DropReason::Malformed)),
@@ -231,6 +313,21 @@ impl Pipeline {
             Err(_) => return Err(Drop::Here(DropReason::Malformed)),
         }
         decrement_ttl(f.data_mut()).map_err(Drop::Here)?;
+        if self.mss_clamp {
+            // The reply path uses the outbound SA towards the sender: clamp to its tunnel MTU.
+            if let Ok(info) = inner_info(f.data()) {
+                if let Some(idx) = self.sadb.outbound_lookup(info.dst, info.src) {
+                    let max = self.sadb.outbound()[idx].max_inner_len(self.wan.mtu);
+                    let overhead = if info.is_v6() { 60 } else { 40 };
+                    if super::mss::clamp(
+                        f.data_mut(),
+                        u16::try_from(max.saturating_sub(overhead)).unwrap_or(u16::MAX),
+                    ) {
+                        self.mss_clamped += 1;
+                    }
+                }
+            }
+        }
         emit_l2(&self.lan, f, &mut self.missing).map_err(Drop::Here)?;
         Ok(Port::Lan)
     }

@@ -178,6 +178,8 @@ impl Worker {
             forwarding_drops: drops_map(&self.pipeline.drops),
             lan_to_wan: self.pipeline.forwarded[0],
             wan_to_lan: self.pipeline.forwarded[1],
+            icmp_sent: self.pipeline.icmp_sent,
+            mss_clamped: self.pipeline.mss_clamped,
             lan_socket: self.lan.statistics().unwrap_or_default().into(),
             wan_socket: self.wan.statistics().unwrap_or_default().into(),
             events_lost: self.events_lost,
@@ -329,9 +331,9 @@ impl Worker {
             pipeline,
             ..
         } = self;
-        let (rx, tx_for) = match port {
-            Port::Lan => (&mut *lan, Port::Wan),
-            Port::Wan => (&mut *wan, Port::Lan),
+        let rx = match port {
+            Port::Lan => &mut *lan,
+            Port::Wan => &mut *wan,
         };
         let mut descs = [XdpDesc::default(); MAX_BATCH];
         let n = rx.rx.consume(&mut descs) as usize;
@@ -353,27 +355,32 @@ impl Worker {
         }
         let mut outs = [Out::Drop(DropReason::Malformed); MAX_BATCH];
         pipeline.process(port, &mut frames, &mut outs[..n]);
-        let mut tx: ArrayVec<XdpDesc, MAX_BATCH> = ArrayVec::new();
+        // Most frames leave by the other port; ICMP errors go back out of the LAN.
+        let mut to_lan: ArrayVec<XdpDesc, MAX_BATCH> = ArrayVec::new();
+        let mut to_wan: ArrayVec<XdpDesc, MAX_BATCH> = ArrayVec::new();
         for (i, f) in frames.iter().enumerate() {
             let base = descs[i].addr & !(fs - 1);
+            let d = XdpDesc {
+                addr: base + f.start() as u64,
+                len: f.len() as u32,
+                options: 0,
+            };
             match outs[i] {
-                Out::Tx(p) if p == tx_for => tx.push(XdpDesc {
-                    addr: base + f.start() as u64,
-                    len: f.len() as u32,
-                    options: 0,
-                }),
-                _ => free.push(base),
+                Out::Tx(Port::Lan) => to_lan.push(d),
+                Out::Tx(Port::Wan) => to_wan.push(d),
+                Out::Drop(_) => free.push(base),
             }
         }
         drop(frames);
-        let out_sock = match tx_for {
-            Port::Lan => lan,
-            Port::Wan => wan,
-        };
-        let sent = out_sock.tx.produce(&tx) as usize;
-        for d in &tx[sent..] {
-            free.push(d.addr & !(fs - 1));
-            pipeline.drops.add(DropReason::TxFull);
+        for (sock, tx) in [(lan, &to_lan), (wan, &to_wan)] {
+            if tx.is_empty() {
+                continue;
+            }
+            let sent = sock.tx.produce(tx) as usize;
+            for d in &tx[sent..] {
+                free.push(d.addr & !(fs - 1));
+                pipeline.drops.add(DropReason::TxFull);
+            }
         }
         Ok(n)
     }
