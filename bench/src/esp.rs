@@ -556,48 +556,90 @@ impl Samples {
     }
 }
 
-/// Measures one configuration: `rounds` rounds of `dur` per loop, ESP and bare AEAD
-/// alternating which goes first (A B, B A, …), then the copy alone.
-pub fn run_config(
-    backend: Backend,
+/// Measures one configuration (suite, size, op) for each of `backends`, interleaved: in every
+/// round each backend measures ESP and bare AEAD back to back, the order of the backends and of
+/// the two loops reversing from one round to the next (A B C D, D C B A, …), then the copy
+/// alone. Returns one [`Samples`] per backend, in the order given; sample `r` of every series
+/// comes from round `r`, so per-round ratios compare figures taken moments apart.
+pub fn run_group(
+    backends: &[Backend],
     suite: Suite,
     size: Size,
     op: Op,
     rounds: usize,
     dur: Duration,
     sides: Sides,
-) -> Result<Samples, String> {
-    let ctx = |e: String| format!("{} {suite} {size} {}: {e}", backend.name(), op.label());
-    let mut f = Fixture::new(backend, suite, size, op).map_err(ctx)?;
-    let (bytes, packets) = (f.cycle_bytes(), f.cycle_packets());
-    let mut s = Samples::default();
+) -> Result<Vec<Samples>, String> {
+    let ctx =
+        |b: Backend| move |e: String| format!("{} {suite} {size} {}: {e}", b.name(), op.label());
+    let mut fixtures = backends
+        .iter()
+        .map(|&b| Fixture::new(b, suite, size, op).map_err(ctx(b)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut out = vec![Samples::default(); backends.len()];
     for r in 0..rounds {
-        let (e, a) = match sides {
-            Sides::EspOnly => (
-                measure(dur, bytes, packets, || f.esp_cycle()),
-                Ok(Rate::default()),
-            ),
-            Sides::AeadOnly => (
-                Ok(Rate::default()),
-                measure(dur, bytes, packets, || f.aead_cycle()),
-            ),
-            Sides::All if r % 2 == 0 => {
-                let e = measure(dur, bytes, packets, || f.esp_cycle());
-                (e, measure(dur, bytes, packets, || f.aead_cycle()))
-            }
-            Sides::All => {
-                let a = measure(dur, bytes, packets, || f.aead_cycle());
-                (measure(dur, bytes, packets, || f.esp_cycle()), a)
-            }
+        let forward = r % 2 == 0;
+        let order: Vec<usize> = if forward {
+            (0..backends.len()).collect()
+        } else {
+            (0..backends.len()).rev().collect()
         };
-        s.esp.push(e.map_err(ctx)?);
-        s.aead.push(a.map_err(ctx)?);
-        if sides == Sides::All {
-            s.copy
-                .push(measure(dur / 2, bytes, packets, || f.copy_cycle()).map_err(ctx)?);
+        for j in order {
+            let f = &mut fixtures[j];
+            let s = &mut out[j];
+            let (bytes, packets) = (f.cycle_bytes(), f.cycle_packets());
+            let (e, a) = match sides {
+                Sides::EspOnly => (
+                    measure(dur, bytes, packets, || f.esp_cycle()),
+                    Ok(Rate::default()),
+                ),
+                Sides::AeadOnly => (
+                    Ok(Rate::default()),
+                    measure(dur, bytes, packets, || f.aead_cycle()),
+                ),
+                Sides::All if forward => {
+                    let e = measure(dur, bytes, packets, || f.esp_cycle());
+                    (e, measure(dur, bytes, packets, || f.aead_cycle()))
+                }
+                Sides::All => {
+                    let a = measure(dur, bytes, packets, || f.aead_cycle());
+                    (measure(dur, bytes, packets, || f.esp_cycle()), a)
+                }
+            };
+            s.esp.push(e.map_err(ctx(backends[j]))?);
+            s.aead.push(a.map_err(ctx(backends[j]))?);
+            if sides == Sides::All {
+                let c = measure(dur / 2, bytes, packets, || f.copy_cycle());
+                s.copy.push(c.map_err(ctx(backends[j]))?);
+            }
         }
     }
-    Ok(s)
+    Ok(out)
+}
+
+/// How backend `b` compares with backend `a` on the same configuration, round by round.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Versus {
+    /// Per-round `b` / `a` of the bare AEAD Gbit/s.
+    pub aead: Spread,
+    /// Per-round `b` / `a` of the full ESP path Gbit/s.
+    pub esp: Spread,
+}
+
+impl Versus {
+    /// Compares two series measured in the same rounds (see [`run_group`]).
+    pub fn of(a: &Samples, b: &Samples) -> Versus {
+        let per_round = |x: &[Rate], y: &[Rate]| -> Vec<f64> {
+            x.iter()
+                .zip(y)
+                .map(|(x, y)| if x.gbps > 0.0 { y.gbps / x.gbps } else { 0.0 })
+                .collect()
+        };
+        Versus {
+            aead: Spread::of(&per_round(&a.aead, &b.aead)),
+            esp: Spread::of(&per_round(&a.esp, &b.esp)),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -672,9 +714,9 @@ mod tests {
     }
 
     #[test]
-    fn run_config_collects_one_sample_per_round() {
-        let s = run_config(
-            Backend::Ring,
+    fn run_group_collects_one_sample_per_round_and_backend() {
+        let all = run_group(
+            &Backend::ALL,
             Suite::Aes128Gcm16,
             Size::Fixed(64),
             Op::Decrypt,
@@ -683,7 +725,30 @@ mod tests {
             Sides::All,
         )
         .unwrap();
-        assert_eq!((s.esp.len(), s.aead.len(), s.copy.len()), (3, 3, 3));
-        assert!(s.ratios().iter().all(|r| *r > 0.0));
+        assert_eq!(all.len(), 2);
+        for s in &all {
+            assert_eq!((s.esp.len(), s.aead.len(), s.copy.len()), (3, 3, 3));
+            assert!(s.ratios().iter().all(|r| *r > 0.0));
+        }
+        let v = Versus::of(&all[0], &all[1]);
+        assert!(v.aead.median > 0.0 && v.esp.median > 0.0);
+    }
+
+    #[test]
+    fn versus_is_per_round() {
+        let rate = |gbps| Rate { gbps, mpps: 0.0 };
+        let a = Samples {
+            esp: vec![rate(10.0), rate(20.0)],
+            aead: vec![rate(10.0), rate(40.0)],
+            copy: vec![],
+        };
+        let b = Samples {
+            esp: vec![rate(12.0), rate(20.0)],
+            aead: vec![rate(5.0), rate(40.0)],
+            copy: vec![],
+        };
+        let v = Versus::of(&a, &b);
+        assert_eq!((v.esp.min, v.esp.max), (1.0, 1.2));
+        assert_eq!((v.aead.min, v.aead.max, v.aead.median), (0.5, 1.0, 0.75));
     }
 }

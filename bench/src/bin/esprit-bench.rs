@@ -3,7 +3,7 @@
 //! `esprit-bench esp` measures the full ESP path (encrypt and decrypt) against bare AES-GCM on
 //! one core, interleaved, and prints a table (and JSON with `--json FILE`).
 
-use bench::esp::{run_config, Op, Sides, Size, BATCH};
+use bench::esp::{run_group, Op, Sides, Size, Versus, BATCH};
 use bench::report::{cpu_model, header, now_utc, to_json, Row};
 use clap::{Parser, Subcommand, ValueEnum};
 use dataplane::esp::{Backend, Suite};
@@ -141,22 +141,50 @@ fn run(a: EspArgs) -> Result<(), String> {
     println!(
         "  method: tunnel IPv4-in-IPv4, ESN, replay window 1024, batches of {BATCH}, sizes are \
          plaintext IP packets; {rounds} rounds x {} ms per loop, ESP and AEAD alternating \
-         first; Gbit/s of plaintext; ratio = median of per-round ESP/AEAD; copy = refill alone",
+         first, backends interleaved; Gbit/s of plaintext; ratio = median of per-round ESP/AEAD; copy = refill alone",
         dur.as_millis()
     );
     println!();
     println!("{}", header());
     let mut rows = Vec::new();
-    for &backend in &backends {
-        for &suite in &suites {
-            for &size in &a.sizes {
-                for &op in &ops {
-                    let s = run_config(backend, suite, size, op, rounds, dur, sides)?;
-                    let row = Row::new(backend, suite, size, op, &s);
+    let mut versus = Vec::new();
+    for &suite in &suites {
+        for &size in &a.sizes {
+            for &op in &ops {
+                let all = run_group(&backends, suite, size, op, rounds, dur, sides)?;
+                for (&backend, s) in backends.iter().zip(&all) {
+                    let row = Row::new(backend, suite, size, op, s);
                     println!("{}", row.line());
                     rows.push(row);
                 }
+                if let [a, b] = &all[..] {
+                    versus.push((suite, size, op, Versus::of(a, b)));
+                }
             }
+        }
+    }
+    if !versus.is_empty() && sides == Sides::All {
+        println!();
+        println!(
+            "{} / {}, per-round ratios of Gbit/s (median, min-max):",
+            backends[1].name(),
+            backends[0].name()
+        );
+        println!(
+            "{:<11} {:>4} {:<7} {:>6} {:>11} {:>6} {:>11}",
+            "suite", "size", "op", "AEAD", "range", "ESP", "range"
+        );
+        for (suite, size, op, v) in &versus {
+            println!(
+                "{:<11} {:>4} {:<7} {:>6.3} {:>11} {:>6.3} {:>11}",
+                suite.name(),
+                size.label(),
+                op.label(),
+                v.aead.median,
+                format!("{:.2}-{:.2}", v.aead.min, v.aead.max),
+                v.esp.median,
+                format!("{:.2}-{:.2}", v.esp.min, v.esp.max),
+            );
         }
     }
     if let Some(p) = a.json {
