@@ -188,6 +188,40 @@ fn sa(suite: Suite, dir: Direction) -> SaConfig {
     }
 }
 
+/// Outer IPv4 header, ESP header and IV, and ICV: what an ESP packet adds around the ESP
+/// payload (inner packet, padding, trailer) in tunnel mode over IPv4 without UDP.
+const ESP_OVERHEAD: usize = 20 + 16 + 16;
+
+/// How long the bare AEAD's buffers are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AeadLen {
+    /// The plaintext packet's length: the definition (ESP / AES-GCM over the same
+    /// packet), which charges ESP for its trailer and padding.
+    #[default]
+    Plain,
+    /// The ESP payload's length (packet, padding and trailer): isolates the engine's own
+    /// overhead from the extra AES-GCM work that ESP's framing asks for.
+    Esp,
+}
+
+/// Knobs of a measurement beyond (backend, suite, size, op).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    /// Outbound ESP padding alignment, 4 or 16 (the SA default).
+    pub pad_align: u8,
+    /// Length basis of the bare AEAD buffers.
+    pub aead_len: AeadLen,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            pad_align: 16,
+            aead_len: AeadLen::Plain,
+        }
+    }
+}
+
 /// The RFC 4106 nonce: salt || 8-byte IV.
 fn nonce(salt: &[u8; 4], iv: u64) -> [u8; 12] {
     let mut n = [0u8; 12];
@@ -228,6 +262,17 @@ impl Fixture {
     /// sequence numbers 1..=n from the matching outbound SA, and AES-GCM ciphertexts of the
     /// same plaintexts for the bare loop.
     pub fn new(backend: Backend, suite: Suite, size: Size, op: Op) -> Result<Self, String> {
+        Fixture::with(backend, suite, size, op, &Options::default())
+    }
+
+    /// Like [`new`](Self::new) with non-default [`Options`].
+    pub fn with(
+        backend: Backend,
+        suite: Suite,
+        size: Size,
+        op: Op,
+        opts: &Options,
+    ) -> Result<Self, String> {
         let plain: Vec<Vec<u8>> = size
             .cycle_lengths()
             .iter()
@@ -235,50 +280,62 @@ impl Fixture {
             .map(|(i, &n)| udp_packet(n, i))
             .collect();
         let cycle_bytes = plain.iter().map(|p| p.len() as u64).sum();
-        let keymat = sa(suite, Direction::Out).key;
+        let sa = |dir| {
+            let mut c = sa(suite, dir);
+            c.pad_align = opts.pad_align;
+            c
+        };
+        let keymat = sa(Direction::Out).key;
         let k = keymat.expose_secret();
         let aead = new_aead(backend, suite, &k[..suite.key_len()])
             .map_err(|e| format!("{} {suite}: {e}", backend.name()))?;
         let mut salt = [0u8; 4];
         salt.copy_from_slice(&k[suite.key_len()..]);
-        let with_tag = |p: &Vec<u8>| {
-            let mut v = p.clone();
-            v.extend_from_slice(&[0; 16]);
-            v
-        };
+        // The ESP packets of the plaintexts, sequence numbers 1..=n: the decrypt loop's input,
+        // and where the ESP payload lengths come from.
+        let mut tx = SaDb::new(backend);
+        tx.insert(sa(Direction::Out)).map_err(|e| e.to_string())?;
+        let mut esp = Vec::with_capacity(plain.len());
+        for chunk in plain.chunks(BATCH) {
+            let mut f: Vec<OwnedFrame> = chunk
+                .iter()
+                .map(|p| OwnedFrame::from_packet(p, HEADROOM, SLOT - HEADROOM - p.len()))
+                .collect();
+            let mut v = [Verdict::Pass; BATCH];
+            tx.encrypt_batch(&mut f, &mut v);
+            if let Some(bad) = v.iter().find(|v| **v != Verdict::Pass) {
+                return Err(format!("preparing ESP packets: {bad:?}"));
+            }
+            esp.extend(f.iter().map(|f| f.data().to_vec()));
+        }
+        // Bare AEAD buffers: the plaintext (or the ESP payload length: plaintext, padding and
+        // trailer), then room for the tag.
+        let aead_plain: Vec<Vec<u8>> = plain
+            .iter()
+            .zip(&esp)
+            .map(|(p, e)| {
+                let len = match opts.aead_len {
+                    AeadLen::Plain => p.len(),
+                    AeadLen::Esp => e.len() - ESP_OVERHEAD,
+                };
+                let mut v = p.clone();
+                v.resize(len + 16, 0);
+                v
+            })
+            .collect();
         let mut db = SaDb::new(backend);
-        let (esp_inputs, aead_inputs): (Vec<Vec<u8>>, Vec<Vec<u8>>) = match op {
+        let (esp_inputs, aead_inputs) = match op {
             Op::Encrypt => {
-                db.insert(sa(suite, Direction::Out))
-                    .map_err(|e| e.to_string())?;
-                (plain.clone(), plain.iter().map(with_tag).collect())
+                db.insert(sa(Direction::Out)).map_err(|e| e.to_string())?;
+                (plain, aead_plain)
             }
             Op::Decrypt => {
-                let mut tx = SaDb::new(backend);
-                tx.insert(sa(suite, Direction::Out))
-                    .map_err(|e| e.to_string())?;
-                let mut esp = Vec::with_capacity(plain.len());
-                for chunk in plain.chunks(BATCH) {
-                    let mut f: Vec<OwnedFrame> = chunk
-                        .iter()
-                        .map(|p| OwnedFrame::from_packet(p, HEADROOM, SLOT - HEADROOM - p.len()))
-                        .collect();
-                    let mut v = [Verdict::Pass; BATCH];
-                    tx.encrypt_batch(&mut f, &mut v);
-                    if let Some(bad) = v.iter().find(|v| **v != Verdict::Pass) {
-                        return Err(format!("preparing ESP packets: {bad:?}"));
-                    }
-                    esp.extend(f.iter().map(|f| f.data().to_vec()));
-                }
-                db.insert(sa(suite, Direction::In))
-                    .map_err(|e| e.to_string())?;
-                let mut sealed = Vec::with_capacity(plain.len());
-                for (i, p) in plain.iter().enumerate() {
+                db.insert(sa(Direction::In)).map_err(|e| e.to_string())?;
+                let mut sealed = aead_plain;
+                for (i, v) in sealed.iter_mut().enumerate() {
                     let seq = i as u64 + 1;
-                    let mut v = with_tag(p);
-                    aead.seal(&nonce(&salt, seq), &aad(seq), &mut v)
+                    aead.seal(&nonce(&salt, seq), &aad(seq), v)
                         .map_err(|e| format!("preparing ciphertexts: {e}"))?;
-                    sealed.push(v);
                 }
                 (esp, sealed)
             }
@@ -556,6 +613,19 @@ impl Samples {
     }
 }
 
+/// How long and how to measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Plan {
+    /// Rounds per configuration.
+    pub rounds: usize,
+    /// Time per loop per round.
+    pub dur: Duration,
+    /// Which loops run.
+    pub sides: Sides,
+    /// SA and AEAD knobs.
+    pub options: Options,
+}
+
 /// Measures one configuration (suite, size, op) for each of `backends`, interleaved: in every
 /// round each backend measures ESP and bare AEAD back to back, the order of the backends and of
 /// the two loops reversing from one round to the next (A B C D, D C B A, …), then the copy
@@ -566,15 +636,19 @@ pub fn run_group(
     suite: Suite,
     size: Size,
     op: Op,
-    rounds: usize,
-    dur: Duration,
-    sides: Sides,
+    plan: &Plan,
 ) -> Result<Vec<Samples>, String> {
+    let Plan {
+        rounds,
+        dur,
+        sides,
+        ref options,
+    } = *plan;
     let ctx =
         |b: Backend| move |e: String| format!("{} {suite} {size} {}: {e}", b.name(), op.label());
     let mut fixtures = backends
         .iter()
-        .map(|&b| Fixture::new(b, suite, size, op).map_err(ctx(b)))
+        .map(|&b| Fixture::with(b, suite, size, op, options).map_err(ctx(b)))
         .collect::<Result<Vec<_>, _>>()?;
     let mut out = vec![Samples::default(); backends.len()];
     for r in 0..rounds {
@@ -720,9 +794,12 @@ mod tests {
             Suite::Aes128Gcm16,
             Size::Fixed(64),
             Op::Decrypt,
-            3,
-            Duration::from_millis(1),
-            Sides::All,
+            &Plan {
+                rounds: 3,
+                dur: Duration::from_millis(1),
+                sides: Sides::All,
+                options: Options::default(),
+            },
         )
         .unwrap();
         assert_eq!(all.len(), 2);
@@ -732,6 +809,30 @@ mod tests {
         }
         let v = Versus::of(&all[0], &all[1]);
         assert!(v.aead.median > 0.0 && v.esp.median > 0.0);
+    }
+
+    #[test]
+    fn options_change_padding_and_aead_length() {
+        for op in Op::ALL {
+            for pad_align in [4, 16] {
+                let opts = Options {
+                    pad_align,
+                    aead_len: AeadLen::Esp,
+                };
+                let mut f = Fixture::with(
+                    Backend::Ring,
+                    Suite::Aes128Gcm16,
+                    Size::Fixed(64),
+                    op,
+                    &opts,
+                )
+                .unwrap();
+                // 64 + 2 bytes of trailer, padded to 68 or 80; then the tag.
+                let want = if pad_align == 4 { 68 } else { 80 } + 16;
+                assert_eq!(f.aead_inputs.get(0).len(), want, "{op:?} {pad_align}");
+                assert!(f.esp_cycle() && f.aead_cycle(), "{op:?} {pad_align}");
+            }
+        }
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! `esprit-bench esp` measures the full ESP path (encrypt and decrypt) against bare AES-GCM on
 //! one core, interleaved, and prints a table (and JSON with `--json FILE`).
 
-use bench::esp::{run_group, Op, Sides, Size, Versus, BATCH};
+use bench::esp::{run_group, AeadLen, Op, Options, Plan, Sides, Size, Versus, BATCH};
 use bench::report::{cpu_model, header, now_utc, to_json, Row};
 use clap::{Parser, Subcommand, ValueEnum};
 use dataplane::esp::{Backend, Suite};
@@ -59,6 +59,13 @@ struct EspArgs {
     /// Core to pin to (default: the last core).
     #[arg(long)]
     core: Option<usize>,
+    /// Outbound ESP padding alignment of the benchmark SAs (4 = RFC minimum, 16 = default).
+    #[arg(long, default_value_t = 16, value_parser = parse_pad_align)]
+    pad_align: u8,
+    /// Length of the bare AEAD's buffers: the plaintext packet (default, the goal's
+    /// definition) or the ESP payload (packet + padding + trailer, the engine's own overhead).
+    #[arg(long, value_enum, default_value_t = AeadLenArg::Plain)]
+    aead_len: AeadLenArg,
     /// Run one loop only, for profiling (ratios are then 0).
     #[arg(long, value_enum)]
     only: Option<OnlyArg>,
@@ -80,6 +87,12 @@ enum SuiteArg {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum AeadLenArg {
+    Plain,
+    Esp,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum OpArg {
     Both,
     Encrypt,
@@ -90,6 +103,14 @@ enum OpArg {
 enum OnlyArg {
     Esp,
     Aead,
+}
+
+fn parse_pad_align(s: &str) -> Result<u8, String> {
+    match s {
+        "4" => Ok(4),
+        "16" => Ok(16),
+        _ => Err(format!("{s:?}: expected 4 or 16")),
+    }
 }
 
 /// Pins the thread to `core` (or the last core); says what happened.
@@ -128,10 +149,23 @@ fn run(a: EspArgs) -> Result<(), String> {
         Some(OnlyArg::Esp) => Sides::EspOnly,
         Some(OnlyArg::Aead) => Sides::AeadOnly,
     };
+    let opts = Options {
+        pad_align: a.pad_align,
+        aead_len: match a.aead_len {
+            AeadLenArg::Plain => AeadLen::Plain,
+            AeadLenArg::Esp => AeadLen::Esp,
+        },
+    };
     let (rounds, dur) = if a.quick {
         (3, Duration::from_millis(5))
     } else {
         (a.rounds.max(1), Duration::from_millis(a.ms.max(1)))
+    };
+    let plan = Plan {
+        rounds,
+        dur,
+        sides,
+        options: opts,
     };
     let pinned = pin(a.core);
     println!("esprit-bench esp");
@@ -140,8 +174,14 @@ fn run(a: EspArgs) -> Result<(), String> {
     println!("  rustc:  {}", env!("ESPRIT_RUSTC_VERSION"));
     println!(
         "  method: tunnel IPv4-in-IPv4, ESN, replay window 1024, batches of {BATCH}, sizes are \
-         plaintext IP packets; {rounds} rounds x {} ms per loop, ESP and AEAD alternating \
-         first, backends interleaved; Gbit/s of plaintext; ratio = median of per-round ESP/AEAD; copy = refill alone",
+         plaintext IP packets, ESP padded to {} bytes, bare AEAD over the {}; {rounds} rounds \
+         x {} ms per loop, ESP and AEAD alternating first, backends interleaved; Gbit/s of \
+         plaintext; ratio = median of per-round ESP/AEAD; copy = refill alone",
+        opts.pad_align,
+        match opts.aead_len {
+            AeadLen::Plain => "plaintext length",
+            AeadLen::Esp => "ESP payload length (packet + padding + trailer)",
+        },
         dur.as_millis()
     );
     println!();
@@ -151,7 +191,7 @@ fn run(a: EspArgs) -> Result<(), String> {
     for &suite in &suites {
         for &size in &a.sizes {
             for &op in &ops {
-                let all = run_group(&backends, suite, size, op, rounds, dur, sides)?;
+                let all = run_group(&backends, suite, size, op, &plan)?;
                 for (&backend, s) in backends.iter().zip(&all) {
                     let row = Row::new(backend, suite, size, op, s);
                     println!("{}", row.line());
