@@ -3,7 +3,7 @@
 //! counters and detaches XDP; SIGKILL leaves no XDP program behind. Needs root.
 
 mod common;
-use common::{enter, is_root, two_sites};
+use common::{enter, is_root, two_sites, two_sites_q};
 use dataplane::api::proto::EventLine;
 use dataplane::api::{ApiError, Client, Request};
 use std::io::{Read, Write};
@@ -114,12 +114,16 @@ fn ping(ns: &str, dst: &str) -> (bool, String) {
 }
 
 fn write_configs(dir: &Path) {
+    write_configs_n(dir, 1)
+}
+
+fn write_configs_n(dir: &Path, workers: u32) {
     std::fs::create_dir_all(dir).unwrap();
     let a_ts = r#"["10.201.1.0/24", "fd00:201:1::/64"]"#;
     let b_ts = r#"["10.201.2.0/24", "fd00:201:2::/64"]"#;
     let cfg = |name: &str| {
         format!(
-            "sa_file = \"{name}-sa.toml\"\napi_socket = \"{}\"\n[lan]\ninterface = \"lan0\"\n[wan]\ninterface = \"wan0\"\n[workers]\nring_size = 512\n",
+            "sa_file = \"{name}-sa.toml\"\napi_socket = \"{}\"\n[lan]\ninterface = \"lan0\"\n[wan]\ninterface = \"wan0\"\n[workers]\nring_size = 512\ncount = {workers}\n",
             dir.join(format!("{name}.sock")).display()
         )
     };
@@ -498,4 +502,92 @@ fn a_bad_config_is_a_clear_error() {
         "{err}"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn two_workers_share_the_tunnel_through_handoff() {
+    if !is_root() {
+        eprintln!("skipping: needs root");
+        return;
+    }
+    let ns = two_sites_q("d2", 2);
+    let (ha, gwa, gwb, hb) = (ns.name(0), ns.name(1), ns.name(2), ns.name(3));
+    for h in [ha, hb] {
+        let _ = Command::new("ip")
+            .args(["netns", "exec", h, "ethtool", "-K", "eth0", "tx", "off"])
+            .output();
+    }
+    let dir = tmpdir("d2");
+    write_configs_n(&dir, 2);
+    let a = start(gwa, &dir, "gwA");
+    let b = start(gwb, &dir, "gwB");
+    // Senders pinned to each CPU use each TX queue, so packets reach both workers; the SAs
+    // (SPIs 0xa0000001 and 0xb0000001: odd) live on worker 1, so worker 0 hands its packets over.
+    let mut pings = Vec::new();
+    for cpu in ["0", "1"] {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                ha,
+                "taskset",
+                "-c",
+                cpu,
+                "ping",
+                "-c",
+                "5",
+                "-i",
+                "0.2",
+                "-W",
+                "2",
+                "10.201.2.2",
+            ])
+            .output()
+            .unwrap();
+        pings.push((
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        ));
+    }
+    let (sent, got, n) = tcp_transfer(ha, hb, 8 << 20);
+    let stats: Vec<serde_json::Value> = ["gwA", "gwB"]
+        .iter()
+        .map(|g| {
+            Client::connect(&dir.join(format!("{g}.sock")))
+                .unwrap()
+                .call(Request::Stats)
+                .unwrap()
+        })
+        .collect();
+    for d in [a, b] {
+        signal(&d, "-TERM");
+        let mut d = d;
+        assert!(d.child.wait().unwrap().success());
+    }
+    for (ok, _) in &pings {
+        assert!(ok, "ping from each CPU crosses:\n{pings:#?}\n{stats:#?}");
+    }
+    assert_eq!((n, sent), (8 << 20, got), "TCP arrives intact");
+    let handed: u64 = stats
+        .iter()
+        .map(|s| s["handoff_sent"].as_u64().unwrap())
+        .sum();
+    let received: u64 = stats
+        .iter()
+        .map(|s| s["handoff_received"].as_u64().unwrap())
+        .sum();
+    assert!(
+        handed > 0,
+        "traffic on the non-owning worker is handed off: {stats:?}"
+    );
+    assert_eq!(
+        handed, received,
+        "every handed-off packet is processed: {stats:?}"
+    );
+    for s in &stats {
+        assert_eq!(s["workers"], 2, "{s}");
+        assert_eq!(s["handoff_dropped"], 0, "{s}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    drop(ns);
 }

@@ -231,6 +231,18 @@ pub struct Snapshot {
     /// TCP SYNs whose MSS was clamped.
     #[serde(default)]
     pub mss_clamped: u64,
+    /// Packets handed to the worker owning their SA.
+    #[serde(default)]
+    pub handoff_sent: u64,
+    /// Packets received from other workers.
+    #[serde(default)]
+    pub handoff_received: u64,
+    /// Packets dropped because a handoff ring was full.
+    #[serde(default)]
+    pub handoff_dropped: u64,
+    /// Workers reporting.
+    #[serde(default)]
+    pub workers: u64,
     /// Kernel counters of the LAN socket.
     pub lan_socket: SocketStats,
     /// Kernel counters of the WAN socket.
@@ -282,6 +294,12 @@ impl Snapshot {
             "forwarded: lan->wan {}  wan->lan {}  icmp errors sent {}  mss clamped {}\n",
             s.lan_to_wan, s.wan_to_lan, s.icmp_sent, s.mss_clamped
         ));
+        if s.workers > 1 {
+            out.push_str(&format!(
+                "workers: {}  handoff sent {} received {} dropped {}\n",
+                s.workers, s.handoff_sent, s.handoff_received, s.handoff_dropped
+            ));
+        }
         out
     }
 }

@@ -3,8 +3,8 @@
 //! subscribers.
 
 use super::proto::{parse_spi, sa_from_json, Envelope, EventLine, Request, Response, VERSION};
+use crate::daemon::router::{RouteError, Router};
 use crate::sa::{Direction, SaDbError, SaEvent};
-use crate::worker::xsk::WorkerUpdate;
 use serde_json::json;
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -16,8 +16,6 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-/// How long a request waits for the worker (it answers between batches).
-const WORKER_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest request line accepted.
 const MAX_LINE: usize = 1 << 20;
 
@@ -68,11 +66,7 @@ pub struct ApiServer {
 impl ApiServer {
     /// Listens on `path` (replacing a stale socket file, creating the directory) with mode 0600
     /// and serves until dropped.
-    pub fn start(
-        path: &Path,
-        worker: SyncSender<WorkerUpdate>,
-        hub: Arc<EventHub>,
-    ) -> io::Result<Self> {
+    pub fn start(path: &Path, router: Arc<Router>, hub: Arc<EventHub>) -> io::Result<Self> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
@@ -92,7 +86,7 @@ impl ApiServer {
         let s = stop.clone();
         let thread = std::thread::Builder::new()
             .name("esprit-api".into())
-            .spawn(move || accept_loop(listener, worker, hub, s))
+            .spawn(move || accept_loop(listener, router, hub, s))
             .expect("spawn api thread");
         Ok(ApiServer {
             path: path.to_path_buf(),
@@ -112,16 +106,11 @@ impl Drop for ApiServer {
     }
 }
 
-fn accept_loop(
-    l: UnixListener,
-    worker: SyncSender<WorkerUpdate>,
-    hub: Arc<EventHub>,
-    stop: Arc<AtomicBool>,
-) {
+fn accept_loop(l: UnixListener, router: Arc<Router>, hub: Arc<EventHub>, stop: Arc<AtomicBool>) {
     while !stop.load(Ordering::Relaxed) {
         match l.accept() {
             Ok((conn, _)) => {
-                let (w, h, s) = (worker.clone(), hub.clone(), stop.clone());
+                let (w, h, s) = (router.clone(), hub.clone(), stop.clone());
                 let _ = std::thread::Builder::new()
                     .name("esprit-api-client".into())
                     .spawn(move || {
@@ -138,7 +127,7 @@ fn accept_loop(
 
 fn serve_client(
     conn: UnixStream,
-    worker: &SyncSender<WorkerUpdate>,
+    worker: &Router,
     hub: &EventHub,
     stop: &AtomicBool,
 ) -> io::Result<()> {
@@ -229,24 +218,15 @@ fn write_line<T: serde::Serialize>(out: &mut UnixStream, v: &T) -> io::Result<()
     out.write_all(s.as_bytes())
 }
 
-fn ask<T>(
-    worker: &SyncSender<WorkerUpdate>,
-    make: impl FnOnce(SyncSender<T>) -> WorkerUpdate,
-) -> Option<T> {
-    let (tx, rx) = sync_channel(1);
-    worker.send(make(tx)).ok()?;
-    rx.recv_timeout(WORKER_TIMEOUT).ok()
-}
-
-fn handle(id: Option<u64>, req: Request, worker: &SyncSender<WorkerUpdate>) -> Response {
-    let unavailable = || Response::err(id, "unavailable", "the worker did not answer");
+fn handle(id: Option<u64>, req: Request, router: &Router) -> Response {
+    let unavailable = || Response::err(id, "unavailable", "a worker did not answer");
     match req {
         Request::Hello => Response::ok(
             id,
-            json!({"daemon": "esprit-dataplane", "version": VERSION, "workers": 1}),
+            json!({"daemon": "esprit-dataplane", "version": VERSION, "workers": router.workers()}),
         ),
-        Request::SaAdd { sa } => add(id, &sa, false, worker),
-        Request::SaUpdate { sa } => add(id, &sa, true, worker),
+        Request::SaAdd { sa } => add(id, &sa, false, router),
+        Request::SaUpdate { sa } => add(id, &sa, true, router),
         Request::SaDelete {
             spi,
             direction,
@@ -270,26 +250,21 @@ fn handle(id: Option<u64>, req: Request, worker: &SyncSender<WorkerUpdate>) -> R
                     )
                 }
             };
-            match ask(worker, |reply| WorkerUpdate::DeleteSa {
-                spi,
-                direction,
-                address,
-                reply,
-            }) {
-                Some(0) => Response::err(
+            match router.delete(spi, direction, address) {
+                Ok(0) => Response::err(
                     id,
                     "not_found",
                     format!("no {direction} SA with SPI 0x{spi:08x}"),
                 ),
-                Some(n) => Response::ok(id, json!({"removed": n})),
-                None => unavailable(),
+                Ok(n) => Response::ok(id, json!({"removed": n})),
+                Err(_) => unavailable(),
             }
         }
-        Request::SaList => match ask(worker, WorkerUpdate::Snapshot) {
+        Request::SaList => match router.snapshot() {
             Some(s) => Response::ok(id, serde_json::to_value(&s.sas).unwrap_or_default()),
             None => unavailable(),
         },
-        Request::Stats => match ask(worker, WorkerUpdate::Snapshot) {
+        Request::Stats => match router.snapshot() {
             Some(s) => Response::ok(id, serde_json::to_value(&s).unwrap_or_default()),
             None => unavailable(),
         },
@@ -297,29 +272,20 @@ fn handle(id: Option<u64>, req: Request, worker: &SyncSender<WorkerUpdate>) -> R
     }
 }
 
-fn add(
-    id: Option<u64>,
-    sa: &serde_json::Value,
-    replace: bool,
-    worker: &SyncSender<WorkerUpdate>,
-) -> Response {
+fn add(id: Option<u64>, sa: &serde_json::Value, replace: bool, router: &Router) -> Response {
     let cfg = match sa_from_json(sa) {
         Ok(c) => c,
         Err(e) => return Response::err(id, "invalid_sa", e),
     };
     let label = cfg.label();
-    match ask(worker, |reply| WorkerUpdate::AddSa {
-        sa: Box::new(cfg),
-        replace,
-        reply,
-    }) {
-        Some(Ok(())) => Response::ok(id, json!({"sa": label})),
-        Some(Err(SaDbError::Duplicate { label })) => Response::err(
+    match router.add(cfg, replace) {
+        Ok(()) => Response::ok(id, json!({"sa": label})),
+        Err(RouteError::Sa(SaDbError::Duplicate { label })) => Response::err(
             id,
             "exists",
             format!("SA {label} exists already (use sa.update to replace it)"),
         ),
-        Some(Err(e)) => Response::err(id, "invalid_sa", e.to_string()),
-        None => Response::err(id, "unavailable", "the worker did not answer"),
+        Err(RouteError::Sa(e)) => Response::err(id, "invalid_sa", e.to_string()),
+        Err(RouteError::Unavailable) => Response::err(id, "unavailable", "a worker did not answer"),
     }
 }

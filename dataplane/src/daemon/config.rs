@@ -282,10 +282,16 @@ impl DataplaneConfig {
         if let Some(w) = raw.workers {
             let w = w.into_inner();
             if let Some(n) = w.count {
-                let v = *n.get_ref();
-                if v != 1 {
-                    return Err(cx.err(n.span(), "workers.count", "only 1 worker is supported so far: several need SPI sharding with handoff rings, which is not built yet"));
-                }
+                c.workers = u32::try_from(*n.get_ref())
+                    .ok()
+                    .filter(|v| (1..=64).contains(v))
+                    .ok_or_else(|| {
+                        cx.err(
+                            n.span(),
+                            "workers.count",
+                            "expected 1..=64 workers (one per queue of both interfaces)",
+                        )
+                    })?;
             }
             if let Some(cs) = w.cores {
                 for &core in cs.get_ref() {

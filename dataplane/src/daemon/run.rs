@@ -3,10 +3,13 @@
 use super::config::{DataplaneConfig, SideConfig};
 use crate::api::server::{ApiServer, EventHub};
 use crate::api::Snapshot;
+use crate::daemon::router::Router;
 use crate::esp::DropReason;
 use crate::kernel;
+use crate::sa::spd::Policies;
 use crate::sa::{file, Direction, SaDb};
-use crate::worker::xsk::{Worker, WorkerConfig, WorkerUpdate};
+use crate::worker::handoff;
+use crate::worker::xsk::{Shard, Worker, WorkerConfig, WorkerUpdate};
 use crate::worker::{Neighbours, Pipeline, Port, Side};
 use crate::xdp::program::{Classifier, ClassifierSpec, Role};
 use crate::xdp::sys::action;
@@ -14,7 +17,7 @@ use crate::xdp::umem::UmemConfig;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -125,41 +128,93 @@ pub fn run(
     stop: Arc<AtomicBool>,
     ready: impl FnOnce(&str),
 ) -> Result<Snapshot, DaemonError> {
-    let mut db = SaDb::new(cfg.backend);
-    let mut n_sa = 0;
-    if let Some(f) = &cfg.sa_file {
-        for sa in file::load(f)? {
-            db.insert(sa)?;
-            n_sa += 1;
-        }
-    }
+    let n = cfg.workers.max(1) as usize;
+    // Each SA goes to the worker that owns it: inbound by SPI, outbound with its inbound
+    // partner (so a tunnel's two directions share a worker); every worker keeps every
+    // outbound policy, to hand LAN packets to the right worker.
+    let sas = match &cfg.sa_file {
+        Some(f) => file::load(f)?,
+        None => Vec::new(),
+    };
     let (lan_side, lan_addrs, lan_ifindex) = side(&cfg.lan)?;
     let (wan_side, wan_addrs, wan_ifindex) = side(&cfg.wan)?;
-    let ports = db.nat_t_ports().to_vec();
-    // Peers' next hops are known now: ask the kernel to resolve them before traffic needs them.
-    let peer_hops: Vec<IpAddr> = db
-        .outbound()
-        .iter()
-        .filter(|s| s.cfg.direction == Direction::Out)
-        .map(|s| wan_side.next_hop(s.cfg.remote))
-        .filter(|h| wan_side.neighbours.get(*h).is_none())
-        .collect();
-    let mut pipeline = Pipeline::new(db, lan_side, wan_side);
-    pipeline.mss_clamp = cfg.mss_clamp;
-    pipeline.icmp = crate::worker::icmp::IcmpLimiter::new(cfg.icmp_rate);
-    let wcfg = WorkerConfig {
-        lan: cfg.lan.interface.clone(),
-        wan: cfg.wan.interface.clone(),
-        queue: 0,
-        ring_size: cfg.ring_size,
-        umem: UmemConfig {
-            frames: cfg.frames,
-            ..Default::default()
-        },
-        poll: cfg.poll,
-        mode: cfg.mode,
-    };
-    let mut worker = Worker::new(wcfg, pipeline).map_err(DaemonError::Socket)?;
+    let mut dbs: Vec<SaDb> = (0..n).map(|_| SaDb::new(cfg.backend)).collect();
+    let mut policies = Policies::default();
+    let mut ports = vec![crate::sa::config::NAT_T_PORT];
+    let mut peer_hops: Vec<IpAddr> = Vec::new();
+    let (channels, receivers): (Vec<_>, Vec<_>) =
+        (0..n).map(|_| sync_channel::<WorkerUpdate>(1024)).unzip();
+    let router = Arc::new(Router::new(channels));
+    for sa in sas.iter().filter(|s| s.direction == Direction::In) {
+        let owner = router.owner(sa);
+        if let Some(e) = sa.encap {
+            if !ports.contains(&e.dst_port) {
+                ports.push(e.dst_port);
+            }
+        }
+        dbs[owner].insert(sa.clone())?;
+        router.note_inbound(sa, owner);
+    }
+    for sa in sas.iter().filter(|s| s.direction == Direction::Out) {
+        let owner = router.owner(sa);
+        // Peers' next hops are known now: have the kernel resolve them before traffic needs them.
+        let hop = wan_side.next_hop(sa.remote);
+        if wan_side.neighbours.get(hop).is_none() && !peer_hops.contains(&hop) {
+            peer_hops.push(hop);
+        }
+        dbs[owner].insert(sa.clone())?;
+        policies.add(sa, owner);
+    }
+    // Handoff rings between every ordered pair of workers.
+    let mut outs: Vec<Vec<Option<handoff::Producer>>> =
+        (0..n).map(|_| (0..n).map(|_| None).collect()).collect();
+    let mut inboxes: Vec<Vec<handoff::Consumer>> = (0..n).map(|_| Vec::new()).collect();
+    for (from, row) in outs.iter_mut().enumerate() {
+        for (to, slot) in row.iter_mut().enumerate() {
+            if from != to {
+                let (p, c) = handoff::channel(HANDOFF_SLOTS);
+                *slot = Some(p);
+                inboxes[to].push(c);
+            }
+        }
+    }
+    let (mtx, mrx) = sync_channel::<IpAddr>(64);
+    let (etx, erx) = sync_channel(4096);
+    let mut workers = Vec::with_capacity(n);
+    for (i, ((db, rx), (out, inbox))) in dbs
+        .into_iter()
+        .zip(receivers)
+        .zip(outs.into_iter().zip(inboxes))
+        .enumerate()
+    {
+        let mut pipeline = Pipeline::new(db, lan_side.clone(), wan_side.clone());
+        pipeline.mss_clamp = cfg.mss_clamp;
+        pipeline.icmp = crate::worker::icmp::IcmpLimiter::new(cfg.icmp_rate);
+        let wcfg = WorkerConfig {
+            lan: cfg.lan.interface.clone(),
+            wan: cfg.wan.interface.clone(),
+            queue: i as u32,
+            ring_size: cfg.ring_size,
+            umem: UmemConfig {
+                frames: cfg.frames,
+                ..Default::default()
+            },
+            poll: cfg.poll,
+            mode: cfg.mode,
+        };
+        let mut w = Worker::new(wcfg, pipeline).map_err(DaemonError::Socket)?;
+        w.connect(rx, mtx.clone(), etx.clone());
+        if n > 1 {
+            w.set_shard(Shard {
+                id: i,
+                workers: n,
+                out,
+                inbox,
+                policies: policies.clone(),
+            });
+        }
+        workers.push(w);
+    }
     let (wan4, wan6) = split(&wan_addrs);
     let all: Vec<IpAddr> = lan_addrs.iter().chain(wan_addrs.iter()).copied().collect();
     let (all4, all6) = split(&all);
@@ -171,7 +226,7 @@ pub fn run(
             nat_t_ports: ports,
             no_socket_action: action::PASS,
         },
-        1,
+        n as u32,
     )?;
     let lan_cls = Classifier::load(
         &ClassifierSpec {
@@ -181,45 +236,54 @@ pub fn run(
             nat_t_ports: vec![],
             no_socket_action: action::PASS,
         },
-        1,
+        n as u32,
     )?;
-    wan_cls.register_socket(0, worker.wan_fd())?;
-    lan_cls.register_socket(0, worker.lan_fd())?;
-    let (utx, urx) = sync_channel::<WorkerUpdate>(1024);
-    let (mtx, mrx) = sync_channel::<IpAddr>(64);
-    let (etx, erx) = sync_channel(4096);
+    for (i, w) in workers.iter().enumerate() {
+        wan_cls.register_socket(i as u32, w.wan_fd())?;
+        lan_cls.register_socket(i as u32, w.lan_fd())?;
+    }
     let hub = Arc::new(EventHub::default());
     let _events = hub.spawn(erx);
     let api =
-        ApiServer::start(&cfg.api_socket, utx.clone(), hub).map_err(|err| DaemonError::Api {
+        ApiServer::start(&cfg.api_socket, router.clone(), hub).map_err(|err| DaemonError::Api {
             path: cfg.api_socket.display().to_string(),
             err,
         })?;
     for hop in peer_hops {
         let _ = mtx.try_send(hop);
     }
-    worker.connect(urx, mtx, etx);
-    let core = cfg.cores.first().copied();
-    let wstop = stop.clone();
-    let handle = std::thread::Builder::new()
-        .name("esprit-worker-0".into())
-        .spawn(move || {
-            if let Some(c) = core {
-                core_affinity::set_for_current(core_affinity::CoreId { id: c });
-            }
-            let r = worker.run(&wstop);
-            (worker, r)
-        })
-        .expect("spawn worker thread");
+    let mut handles = Vec::with_capacity(n);
+    for (i, mut w) in workers.into_iter().enumerate() {
+        let core = cfg.cores.get(i).copied();
+        let wstop = stop.clone();
+        handles.push(
+            std::thread::Builder::new()
+                .name(format!("esprit-worker-{i}"))
+                .spawn(move || {
+                    if let Some(c) = core {
+                        core_affinity::set_for_current(core_affinity::CoreId { id: c });
+                    }
+                    let r = w.run(&wstop);
+                    (w, r)
+                })
+                .expect("spawn worker thread"),
+        );
+    }
     // Attach last: from here on the kernel hands packets to the sockets.
     let _wan_link = wan_cls.attach(&cfg.wan.interface, cfg.generic_xdp)?;
     let _lan_link = lan_cls.attach(&cfg.lan.interface, cfg.generic_xdp)?;
     ready(&format!(
-        "esprit-dataplane: {} SAs, lan {} wan {}, 1 worker{}, {}, backend {}, API {}",
-        n_sa,
+        "esprit-dataplane: {} SAs, lan {} wan {}, {} worker{}{}, {}, backend {}, API {}",
+        sas.len(),
         cfg.lan.interface,
         cfg.wan.interface,
-        core.map(|c| format!(" on core {c}")).unwrap_or_default(),
+        n,
+        if n == 1 { "" } else { "s" },
+        if cfg.cores.is_empty() {
+            String::new()
+        } else {
+            format!(" on cores {:?}", &cfg.cores[..cfg.cores.len().min(n)])
+        },
         if cfg.generic_xdp {
             "generic XDP"
         } else {
@@ -228,20 +292,27 @@ pub fn run(
         cfg.backend.name(),
         cfg.api_socket.display()
     ));
-    control_loop(cfg, &stop, &utx, &mrx, lan_ifindex, wan_ifindex);
+    control_loop(cfg, &stop, &router, &mrx, lan_ifindex, wan_ifindex);
     stop.store(true, Ordering::Relaxed);
     drop(api);
-    let (worker, r) = handle.join().expect("worker thread panicked");
-    r.map_err(DaemonError::Worker)?;
-    Ok(worker.snapshot())
+    let mut parts = Vec::with_capacity(n);
+    for h in handles {
+        let (w, r) = h.join().expect("worker thread panicked");
+        r.map_err(DaemonError::Worker)?;
+        parts.push(w.snapshot());
+    }
+    Ok(crate::daemon::router::merge(parts))
 }
+
+/// Slots in each handoff ring (one per ordered pair of workers).
+const HANDOFF_SLOTS: usize = 512;
 
 /// Refreshes next hops from the kernel twice a second and asks the kernel to resolve the ones
 /// workers miss (a datagram to the discard port makes it send ARP / neighbour solicitation).
 fn control_loop(
     cfg: &DataplaneConfig,
     stop: &AtomicBool,
-    updates: &SyncSender<WorkerUpdate>,
+    router: &Router,
     missing: &Receiver<IpAddr>,
     lan_ifindex: u32,
     wan_ifindex: u32,
@@ -271,7 +342,8 @@ fn control_loop(
                 (Port::Lan, &cfg.lan, lan_ifindex),
                 (Port::Wan, &cfg.wan, wan_ifindex),
             ] {
-                let _ = updates.try_send(WorkerUpdate::Neighbours(port, merged_neighbours(c, idx)));
+                let table = merged_neighbours(c, idx);
+                router.broadcast(|| WorkerUpdate::Neighbours(port, table.clone()));
             }
             next_refresh = Instant::now() + Duration::from_millis(500);
         }

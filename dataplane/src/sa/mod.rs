@@ -6,6 +6,7 @@ pub mod db;
 pub mod event;
 pub mod file;
 pub mod selector;
+pub mod spd;
 pub mod state;
 
 pub use config::{Direction, Lifetime, Mode, SaConfig, UdpEncap};

@@ -9,6 +9,7 @@ pub mod esp;
 pub mod ethernet;
 pub mod ipv4;
 pub mod ipv6;
+pub mod peek;
 pub mod udp;
 
 pub use esp::EspPacket;

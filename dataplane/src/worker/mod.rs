@@ -1,6 +1,7 @@
 //! Workers: the forwarding pipeline (sans-IO, batch in, batch out) and the AF_XDP poll loop
 //! that feeds it.
 
+pub mod handoff;
 pub mod icmp;
 pub mod mss;
 pub mod neigh;

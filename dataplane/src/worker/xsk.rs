@@ -3,9 +3,12 @@
 //! transmit, and no allocation, lock or system call per packet (copy-mode TX needs one
 //! `sendto` per batch).
 
+use super::handoff;
 use super::{Out, Pipeline, Port};
 use crate::api::proto::{drops_map, SaInfo, Snapshot};
 use crate::esp::DropReason;
+use crate::frame::Frame;
+use crate::sa::spd::Policies;
 use crate::sa::{Direction, SaConfig, SaDbError, SaEvent};
 use crate::xdp::ring::XdpDesc;
 use crate::xdp::socket::{BindMode, SocketConfig, XskSocket};
@@ -72,6 +75,46 @@ pub enum WorkerUpdate {
     },
     /// Report counters.
     Snapshot(SyncSender<Snapshot>),
+    /// Add the policy of an outbound SA owned by `owner` (every worker keeps all policies).
+    AddPolicy {
+        /// The SA (only its selectors and addresses are kept).
+        sa: Box<SaConfig>,
+        /// The owning worker.
+        owner: usize,
+    },
+    /// Remove the policies of outbound SAs with this SPI (and remote address, if given).
+    RemovePolicy {
+        /// SPI.
+        spi: u32,
+        /// Remote address.
+        remote: Option<IpAddr>,
+    },
+}
+
+/// How a worker relates to the others when there are several: its id, the handoff rings to and
+/// from every other worker, and the policy table that says which worker owns an outbound SA.
+pub struct Shard {
+    /// This worker's index (= its queue).
+    pub id: usize,
+    /// Number of workers.
+    pub workers: usize,
+    /// Rings towards each worker (`None` at our own index).
+    pub out: Vec<Option<handoff::Producer>>,
+    /// Rings from the other workers.
+    pub inbox: Vec<handoff::Consumer>,
+    /// Outbound policies and their owners.
+    pub policies: Policies,
+}
+
+/// Handoff counters of one worker.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HandoffStats {
+    /// Packets passed to the worker owning their SA.
+    pub sent: u64,
+    /// Packets received from other workers.
+    pub received: u64,
+    /// Packets dropped because a handoff ring was full.
+    pub dropped: u64,
 }
 
 /// Idle loops before an adaptive worker sleeps in `poll(2)`.
@@ -93,6 +136,9 @@ pub struct Worker {
     missing: Option<SyncSender<IpAddr>>,
     events: Option<SyncSender<SaEvent>>,
     events_lost: u64,
+    shard: Option<Shard>,
+    /// Handoff counters.
+    pub handoff: HandoffStats,
 }
 
 impl Worker {
@@ -125,6 +171,8 @@ impl Worker {
             missing: None,
             events: None,
             events_lost: 0,
+            shard: None,
+            handoff: HandoffStats::default(),
         };
         w.refill();
         Ok(w)
@@ -159,6 +207,12 @@ impl Worker {
         self.events = Some(events);
     }
 
+    /// Joins a group of workers: from now on packets whose SA another worker owns are handed
+    /// to it, and packets handed to this worker are processed here.
+    pub fn set_shard(&mut self, shard: Shard) {
+        self.shard = Some(shard);
+    }
+
     /// The worker's state for the API.
     pub fn snapshot(&self) -> Snapshot {
         let db = &self.pipeline.sadb;
@@ -180,6 +234,10 @@ impl Worker {
             wan_to_lan: self.pipeline.forwarded[1],
             icmp_sent: self.pipeline.icmp_sent,
             mss_clamped: self.pipeline.mss_clamped,
+            handoff_sent: self.handoff.sent,
+            handoff_received: self.handoff.received,
+            handoff_dropped: self.handoff.dropped,
+            workers: 1,
             lan_socket: self.lan.statistics().unwrap_or_default().into(),
             wan_socket: self.wan.statistics().unwrap_or_default().into(),
             events_lost: self.events_lost,
@@ -222,6 +280,16 @@ impl Worker {
                 }
                 Ok(WorkerUpdate::Snapshot(reply)) => {
                     let _ = reply.try_send(self.snapshot());
+                }
+                Ok(WorkerUpdate::AddPolicy { sa, owner }) => {
+                    if let Some(sh) = &mut self.shard {
+                        sh.policies.add(&sa, owner);
+                    }
+                }
+                Ok(WorkerUpdate::RemovePolicy { spi, remote }) => {
+                    if let Some(sh) = &mut self.shard {
+                        sh.policies.remove(spi, remote);
+                    }
                 }
                 Err(TryRecvError::Empty) => return,
                 Err(TryRecvError::Disconnected) => {
@@ -286,20 +354,24 @@ impl Worker {
         self.refill();
         let a = self.rx_batch(Port::Lan)?;
         let b = self.rx_batch(Port::Wan)?;
+        let c = self.drain_inbox();
         for s in [&self.wan, &self.lan] {
             if s.tx.pending() > 0 {
                 s.kick_tx()?;
             }
         }
-        Ok(a + b)
+        Ok(a + b + c)
     }
 
     fn reclaim(&mut self) {
         let mut done = [0u64; MAX_BATCH];
+        // Completions carry the address that was sent (chunk + offset); the free list holds
+        // chunk starts.
+        let mask = !(u64::from(self.umem.config().frame_size) - 1);
         for s in [&mut self.wan, &mut self.lan] {
             loop {
                 let n = s.comp.consume(&mut done) as usize;
-                self.free.extend_from_slice(&done[..n]);
+                self.free.extend(done[..n].iter().map(|a| a & mask));
                 if n < MAX_BATCH {
                     break;
                 }
@@ -329,6 +401,8 @@ impl Worker {
             lan,
             free,
             pipeline,
+            shard,
+            handoff,
             ..
         } = self;
         let rx = match port {
@@ -353,35 +427,168 @@ impl Worker {
             pipeline.drops.add(DropReason::Malformed);
             return Ok(n);
         }
-        let mut outs = [Out::Drop(DropReason::Malformed); MAX_BATCH];
-        pipeline.process(port, &mut frames, &mut outs[..n]);
-        // Most frames leave by the other port; ICMP errors go back out of the LAN.
-        let mut to_lan: ArrayVec<XdpDesc, MAX_BATCH> = ArrayVec::new();
-        let mut to_wan: ArrayVec<XdpDesc, MAX_BATCH> = ArrayVec::new();
-        for (i, f) in frames.iter().enumerate() {
-            let base = descs[i].addr & !(fs - 1);
-            let d = XdpDesc {
-                addr: base + f.start() as u64,
-                len: f.len() as u32,
-                options: 0,
-            };
-            match outs[i] {
-                Out::Tx(Port::Lan) => to_lan.push(d),
-                Out::Tx(Port::Wan) => to_wan.push(d),
-                Out::Drop(_) => free.push(base),
+        let mut bases: ArrayVec<u64, MAX_BATCH> =
+            descs[..n].iter().map(|d| d.addr & !(fs - 1)).collect();
+        if let Some(sh) = shard.as_mut().filter(|sh| sh.workers > 1) {
+            // Packets whose SA another worker owns go to it; the rest stay in the batch.
+            let mut kept = ArrayVec::new();
+            let mut kept_bases = ArrayVec::new();
+            for (f, base) in frames.into_iter().zip(bases) {
+                let owner = steer(sh, port, f.data());
+                if owner == sh.id {
+                    kept.push(f);
+                    kept_bases.push(base);
+                    continue;
+                }
+                let pushed = sh.out[owner]
+                    .as_mut()
+                    .is_some_and(|p| p.push(port, f.data()));
+                if pushed {
+                    handoff.sent += 1;
+                } else {
+                    handoff.dropped += 1;
+                }
+                free.push(base);
             }
+            frames = kept;
+            bases = kept_bases;
         }
-        drop(frames);
-        for (sock, tx) in [(lan, &to_lan), (wan, &to_wan)] {
-            if tx.is_empty() {
+        process_and_send(port, &mut frames, &bases, pipeline, lan, wan, free);
+        Ok(n)
+    }
+
+    /// Processes packets other workers handed over, in frames of our own UMEM.
+    fn drain_inbox(&mut self) -> usize {
+        let Worker {
+            umem,
+            wan,
+            lan,
+            free,
+            pipeline,
+            shard,
+            handoff,
+            ..
+        } = self;
+        let Some(sh) = shard.as_mut().filter(|sh| sh.workers > 1) else {
+            return 0;
+        };
+        let fs = umem.config().frame_size as usize;
+        let headroom = umem.config().headroom as usize;
+        let mut total = 0;
+        for inbox in sh.inbox.iter_mut() {
+            if inbox.is_empty() {
                 continue;
             }
-            let sent = sock.tx.produce(tx) as usize;
-            for d in &tx[sent..] {
-                free.push(d.addr & !(fs - 1));
-                pipeline.drops.add(DropReason::TxFull);
+            let take = free.len().min(MAX_BATCH);
+            if take == 0 {
+                break;
+            }
+            let addrs: ArrayVec<u64, MAX_BATCH> = free.drain(free.len() - take..).collect();
+            let mut frames: ArrayVec<Frame<&mut [u8]>, MAX_BATCH> = ArrayVec::new();
+            if umem
+                .frames_mut(
+                    addrs
+                        .iter()
+                        .map(|&a| (a + headroom as u64, (fs - headroom) as u32)),
+                    &mut frames,
+                )
+                .is_err()
+            {
+                free.extend_from_slice(&addrs);
+                break;
+            }
+            // One batch per port the packets came from.
+            let mut got: [ArrayVec<Frame<&mut [u8]>, MAX_BATCH>; 2] =
+                [ArrayVec::new(), ArrayVec::new()];
+            let mut got_bases: [ArrayVec<u64, MAX_BATCH>; 2] = [ArrayVec::new(), ArrayVec::new()];
+            let mut unused: ArrayVec<u64, MAX_BATCH> = ArrayVec::new();
+            for (mut f, base) in frames.into_iter().zip(addrs) {
+                match inbox.pop_into(f.data_mut()) {
+                    Some((port, len)) => {
+                        f.set_len(len);
+                        got[port as usize].push(f);
+                        got_bases[port as usize].push(base);
+                        handoff.received += 1;
+                        total += 1;
+                    }
+                    None => unused.push(base),
+                }
+            }
+            free.extend_from_slice(&unused);
+            for port in [Port::Lan, Port::Wan] {
+                let i = port as usize;
+                if !got[i].is_empty() {
+                    process_and_send(port, &mut got[i], &got_bases[i], pipeline, lan, wan, free);
+                }
             }
         }
-        Ok(n)
+        total
+    }
+}
+
+/// Which worker owns the SA of a frame received on `port` (ours when it cannot tell: the
+/// pipeline then counts the drop).
+fn steer(sh: &Shard, port: Port, frame: &[u8]) -> usize {
+    let owner = match port {
+        Port::Wan => {
+            crate::wire::peek::esp_spi(frame).map(|spi| handoff::owner_of_spi(spi, sh.workers))
+        }
+        Port::Lan => {
+            crate::wire::peek::ip_addrs(frame).and_then(|(s, d)| sh.policies.owner_of(s, d))
+        }
+    };
+    owner.filter(|&o| o < sh.workers).unwrap_or(sh.id)
+}
+
+/// Runs a batch through the pipeline and queues the results for transmission (ICMP errors go
+/// back out of the LAN, everything else out of the other port); dropped frames return to the
+/// free list.
+fn process_and_send(
+    port: Port,
+    frames: &mut [Frame<&mut [u8]>],
+    bases: &[u64],
+    pipeline: &mut Pipeline,
+    lan: &mut XskSocket,
+    wan: &mut XskSocket,
+    free: &mut Vec<u64>,
+) {
+    let n = frames.len();
+    if n == 0 {
+        return;
+    }
+    let mut outs = [Out::Drop(DropReason::Malformed); MAX_BATCH];
+    pipeline.process(port, frames, &mut outs[..n]);
+    // (descriptor, chunk) per port, so frames the TX ring cannot take go back to the free list.
+    let mut to_lan: ArrayVec<XdpDesc, MAX_BATCH> = ArrayVec::new();
+    let mut to_wan: ArrayVec<XdpDesc, MAX_BATCH> = ArrayVec::new();
+    let mut lan_bases: ArrayVec<u64, MAX_BATCH> = ArrayVec::new();
+    let mut wan_bases: ArrayVec<u64, MAX_BATCH> = ArrayVec::new();
+    for (i, f) in frames.iter().enumerate() {
+        let d = XdpDesc {
+            addr: bases[i] + f.start() as u64,
+            len: f.len() as u32,
+            options: 0,
+        };
+        match outs[i] {
+            Out::Tx(Port::Lan) => {
+                to_lan.push(d);
+                lan_bases.push(bases[i]);
+            }
+            Out::Tx(Port::Wan) => {
+                to_wan.push(d);
+                wan_bases.push(bases[i]);
+            }
+            Out::Drop(_) => free.push(bases[i]),
+        }
+    }
+    for (sock, tx, tx_bases) in [(lan, &to_lan, &lan_bases), (wan, &to_wan, &wan_bases)] {
+        if tx.is_empty() {
+            continue;
+        }
+        let sent = sock.tx.produce(tx) as usize;
+        for &base in &tx_bases[sent..] {
+            free.push(base);
+            pipeline.drops.add(DropReason::TxFull);
+        }
     }
 }

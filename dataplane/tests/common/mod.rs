@@ -78,6 +78,12 @@ pub struct End<'a>(pub &'a str, pub &'a str, pub [u8; 6], pub &'a [&'a str]);
 
 /// Joins two ends with a veth pair and gives both their MACs and addresses (IPv6 without DAD).
 pub fn link(x: End, y: End) {
+    link_q(x, y, 1)
+}
+
+/// Like [`link`], with `queues` RX and TX queues on both ends.
+pub fn link_q(x: End, y: End, queues: u32) {
+    let q = queues.to_string();
     ip(&[
         "-n",
         x.0,
@@ -87,6 +93,10 @@ pub fn link(x: End, y: End) {
         x.1,
         "address",
         &mac_str(x.2),
+        "numtxqueues",
+        &q,
+        "numrxqueues",
+        &q,
         "type",
         "veth",
         "peer",
@@ -94,6 +104,10 @@ pub fn link(x: End, y: End) {
         y.1,
         "address",
         &mac_str(y.2),
+        "numtxqueues",
+        &q,
+        "numrxqueues",
+        &q,
         "netns",
         y.0,
     ]);
@@ -112,6 +126,12 @@ pub fn link(x: End, y: End) {
 /// The two-site topology: hA — gwA ==== gwB — hB, IPv4 and IPv6, hosts routed via their
 /// gateway. Returns the namespaces (hA, gwA, gwB, hB).
 pub fn two_sites(tag: &str) -> Namespaces {
+    two_sites_q(tag, 1)
+}
+
+/// Like [`two_sites`], with `queues` queues on every veth.
+pub fn two_sites_q(tag: &str, queues: u32) -> Namespaces {
+    let link = |x: End, y: End| link_q(x, y, queues);
     let ns = Namespaces::new(tag, &["hA", "gwA", "gwB", "hB"]);
     let (ha, gwa, gwb, hb) = (ns.name(0), ns.name(1), ns.name(2), ns.name(3));
     link(

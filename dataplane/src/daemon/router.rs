@@ -1,0 +1,213 @@
+//! The control side's view of the workers: which worker owns an SA, how to ask every worker
+//! something and merge the answers. Used by start-up and by the API server.
+
+use crate::api::proto::{Snapshot, SocketStats};
+use crate::sa::{Direction, SaConfig, SaDbError};
+use crate::worker::handoff::owner_of_spi;
+use crate::worker::xsk::WorkerUpdate;
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// How long a request waits for a worker (it answers between batches).
+const WORKER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The workers' update channels and the ownership rules.
+pub struct Router {
+    workers: Vec<SyncSender<WorkerUpdate>>,
+    /// (local, remote) of inbound SAs → owning worker: an outbound SA goes where its inbound
+    /// partner lives, so both directions of a tunnel share a worker.
+    partners: Mutex<HashMap<(IpAddr, IpAddr), usize>>,
+}
+
+/// Why a change did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    /// The worker refused it.
+    #[error(transparent)]
+    Sa(#[from] SaDbError),
+    /// A worker did not answer in time.
+    #[error("a worker did not answer")]
+    Unavailable,
+}
+
+impl Router {
+    /// A router over these workers' channels (index = worker id = queue).
+    pub fn new(workers: Vec<SyncSender<WorkerUpdate>>) -> Self {
+        Router {
+            workers,
+            partners: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Number of workers.
+    pub fn workers(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// The worker that owns (or will own) `sa`.
+    pub fn owner(&self, sa: &SaConfig) -> usize {
+        let n = self.workers.len();
+        match sa.direction {
+            Direction::In => owner_of_spi(sa.spi, n),
+            Direction::Out => self
+                .partners
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&(sa.local, sa.remote))
+                .copied()
+                .unwrap_or_else(|| owner_of_spi(sa.spi, n)),
+        }
+    }
+
+    /// Records where an inbound SA lives (for its outbound partner).
+    pub fn note_inbound(&self, sa: &SaConfig, owner: usize) {
+        if sa.direction == Direction::In {
+            self.partners
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry((sa.local, sa.remote))
+                .or_insert(owner);
+        }
+    }
+
+    fn ask<T>(&self, w: usize, make: impl FnOnce(SyncSender<T>) -> WorkerUpdate) -> Option<T> {
+        let (tx, rx) = sync_channel(1);
+        self.workers.get(w)?.send(make(tx)).ok()?;
+        rx.recv_timeout(WORKER_TIMEOUT).ok()
+    }
+
+    /// Installs (or, with `replace`, replaces) an SA on its owner; an outbound SA's policy goes
+    /// to every worker.
+    pub fn add(&self, sa: SaConfig, replace: bool) -> Result<(), RouteError> {
+        if replace {
+            let addr = match sa.direction {
+                Direction::In => sa.local,
+                Direction::Out => sa.remote,
+            };
+            self.delete(sa.spi, sa.direction, Some(addr))?;
+        }
+        let owner = self.owner(&sa);
+        let policy = (sa.direction == Direction::Out && self.workers.len() > 1).then(|| sa.clone());
+        let inbound = (sa.direction == Direction::In).then(|| sa.clone());
+        let r = self
+            .ask(owner, |reply| WorkerUpdate::AddSa {
+                sa: Box::new(sa),
+                replace: false,
+                reply,
+            })
+            .ok_or(RouteError::Unavailable)?;
+        r?;
+        if let Some(sa) = inbound {
+            self.note_inbound(&sa, owner);
+        }
+        if let Some(sa) = policy {
+            for w in &self.workers {
+                let _ = w.send(WorkerUpdate::AddPolicy {
+                    sa: Box::new(sa.clone()),
+                    owner,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes SAs from every worker; returns how many.
+    pub fn delete(
+        &self,
+        spi: u32,
+        direction: Direction,
+        address: Option<IpAddr>,
+    ) -> Result<usize, RouteError> {
+        let mut n = 0;
+        for w in 0..self.workers.len() {
+            n += self
+                .ask(w, |reply| WorkerUpdate::DeleteSa {
+                    spi,
+                    direction,
+                    address,
+                    reply,
+                })
+                .ok_or(RouteError::Unavailable)?;
+            if direction == Direction::Out && self.workers.len() > 1 {
+                let _ = self.workers[w].send(WorkerUpdate::RemovePolicy {
+                    spi,
+                    remote: address,
+                });
+            }
+        }
+        Ok(n)
+    }
+
+    /// Sends an update to every worker (for tables every worker keeps).
+    pub fn broadcast(&self, make: impl Fn() -> WorkerUpdate) {
+        for w in &self.workers {
+            let _ = w.try_send(make());
+        }
+    }
+
+    /// Every worker's counters, merged.
+    pub fn snapshot(&self) -> Option<Snapshot> {
+        let mut all = Vec::with_capacity(self.workers.len());
+        for w in 0..self.workers.len() {
+            all.push(self.ask(w, WorkerUpdate::Snapshot)?);
+        }
+        Some(merge(all))
+    }
+}
+
+fn add_maps(into: &mut BTreeMap<String, u64>, from: &BTreeMap<String, u64>) {
+    for (k, v) in from {
+        *into.entry(k.clone()).or_default() += v;
+    }
+}
+
+fn add_sockets(a: &mut SocketStats, b: &SocketStats) {
+    a.rx_dropped += b.rx_dropped;
+    a.rx_ring_full += b.rx_ring_full;
+    a.rx_fill_ring_empty += b.rx_fill_ring_empty;
+    a.tx_invalid += b.tx_invalid;
+}
+
+/// Merges the snapshots of several workers into one.
+pub fn merge(parts: Vec<Snapshot>) -> Snapshot {
+    let mut it = parts.into_iter();
+    let Some(mut s) = it.next() else {
+        return Snapshot {
+            sas: vec![],
+            sadb_drops: BTreeMap::new(),
+            forwarding_drops: BTreeMap::new(),
+            lan_to_wan: 0,
+            wan_to_lan: 0,
+            icmp_sent: 0,
+            mss_clamped: 0,
+            handoff_sent: 0,
+            handoff_received: 0,
+            handoff_dropped: 0,
+            workers: 0,
+            lan_socket: SocketStats::default(),
+            wan_socket: SocketStats::default(),
+            events_lost: 0,
+        };
+    };
+    for p in it {
+        s.sas.extend(p.sas);
+        add_maps(&mut s.sadb_drops, &p.sadb_drops);
+        add_maps(&mut s.forwarding_drops, &p.forwarding_drops);
+        s.lan_to_wan += p.lan_to_wan;
+        s.wan_to_lan += p.wan_to_lan;
+        s.icmp_sent += p.icmp_sent;
+        s.mss_clamped += p.mss_clamped;
+        s.handoff_sent += p.handoff_sent;
+        s.handoff_received += p.handoff_received;
+        s.handoff_dropped += p.handoff_dropped;
+        s.workers += p.workers;
+        add_sockets(&mut s.lan_socket, &p.lan_socket);
+        add_sockets(&mut s.wan_socket, &p.wan_socket);
+        s.events_lost += p.events_lost;
+    }
+    s.sas.sort_by(|a, b| a.label.cmp(&b.label));
+    s
+}

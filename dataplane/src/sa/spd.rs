@@ -1,0 +1,66 @@
+//! The policy table every worker keeps when there are several: which worker owns the outbound
+//! SA a LAN packet needs, so the packet can be handed to it. Entries mirror the outbound SAs in
+//! lookup order, without keys or state.
+
+use crate::sa::{Mode, SaConfig, Selectors};
+use std::net::IpAddr;
+
+#[derive(Debug, Clone)]
+struct Entry {
+    spi: u32,
+    local: IpAddr,
+    remote: IpAddr,
+    transport: bool,
+    local_ts: Selectors,
+    remote_ts: Selectors,
+    owner: usize,
+}
+
+/// Outbound policies with their owning workers.
+#[derive(Debug, Clone, Default)]
+pub struct Policies(Vec<Entry>);
+
+impl Policies {
+    /// Appends the policy of an outbound SA owned by worker `owner`.
+    pub fn add(&mut self, cfg: &SaConfig, owner: usize) {
+        self.0.push(Entry {
+            spi: cfg.spi,
+            local: cfg.local,
+            remote: cfg.remote,
+            transport: cfg.mode == Mode::Transport,
+            local_ts: cfg.local_ts.clone(),
+            remote_ts: cfg.remote_ts.clone(),
+            owner,
+        });
+    }
+
+    /// Removes the policies of outbound SAs with this SPI (and remote address, if given).
+    pub fn remove(&mut self, spi: u32, remote: Option<IpAddr>) {
+        self.0
+            .retain(|e| !(e.spi == spi && remote.is_none_or(|r| r == e.remote)));
+    }
+
+    /// The worker owning the outbound SA for a packet from `src` to `dst` (the same first-match
+    /// rule as `SaDb::outbound_index`).
+    #[inline]
+    pub fn owner_of(&self, src: IpAddr, dst: IpAddr) -> Option<usize> {
+        self.0
+            .iter()
+            .find(|e| {
+                e.local_ts.matches(src)
+                    && e.remote_ts.matches(dst)
+                    && (!e.transport || (e.local == src && e.remote == dst))
+            })
+            .map(|e| e.owner)
+    }
+
+    /// Number of policies.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True if there is none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}

@@ -1,0 +1,201 @@
+//! Handoff between workers: a packet that lands on a worker that does not own its SA is copied
+//! into a lock-free single-producer/single-consumer ring towards the owner. One ring per
+//! ordered pair of workers; each slot holds a whole frame, so neither side ever waits for the
+//! other (a full ring is a counted drop).
+
+use super::Port;
+use std::cell::UnsafeCell;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// Largest packet a slot holds.
+pub const SLOT: usize = 2048;
+
+struct Slot {
+    len: u16,
+    port: u8,
+    data: [u8; SLOT],
+}
+
+/// The shared ring. Invariant: slots in `[tail, head)` (mod capacity) are written by the
+/// producer and not yet read; only the producer writes `head` and the slots outside that
+/// range, only the consumer writes `tail` and reads slots inside it.
+struct Ring {
+    slots: Box<[UnsafeCell<Slot>]>,
+    mask: usize,
+    head: AtomicUsize,
+    tail: AtomicUsize,
+}
+
+// SAFETY: the head/tail protocol above gives each slot a single owner at a time; the atomics
+// order the slot writes before the consumer's reads (release/acquire).
+unsafe impl Sync for Ring {}
+// SAFETY: as above; the slots are plain bytes.
+unsafe impl Send for Ring {}
+
+/// The sending end (owned by one worker).
+pub struct Producer {
+    ring: Arc<Ring>,
+    head: usize,
+    cached_tail: usize,
+}
+
+/// The receiving end (owned by one worker).
+pub struct Consumer {
+    ring: Arc<Ring>,
+    tail: usize,
+    cached_head: usize,
+}
+
+/// A ring of `capacity` slots (rounded up to a power of two).
+pub fn channel(capacity: usize) -> (Producer, Consumer) {
+    let cap = capacity.next_power_of_two().max(2);
+    let slots = (0..cap)
+        .map(|_| {
+            UnsafeCell::new(Slot {
+                len: 0,
+                port: 0,
+                data: [0; SLOT],
+            })
+        })
+        .collect();
+    let ring = Arc::new(Ring {
+        slots,
+        mask: cap - 1,
+        head: AtomicUsize::new(0),
+        tail: AtomicUsize::new(0),
+    });
+    (
+        Producer {
+            ring: ring.clone(),
+            head: 0,
+            cached_tail: 0,
+        },
+        Consumer {
+            ring,
+            tail: 0,
+            cached_head: 0,
+        },
+    )
+}
+
+impl Producer {
+    /// Copies a packet received on `port` into the ring; false if it is full or the packet is
+    /// too large (the caller counts the drop).
+    pub fn push(&mut self, port: Port, pkt: &[u8]) -> bool {
+        if pkt.len() > SLOT {
+            return false;
+        }
+        let cap = self.ring.mask + 1;
+        if self.head - self.cached_tail == cap {
+            self.cached_tail = self.ring.tail.load(Ordering::Acquire);
+            if self.head - self.cached_tail == cap {
+                return false;
+            }
+        }
+        let cell = &self.ring.slots[self.head & self.ring.mask];
+        // SAFETY: the slot at `head` is outside [tail, head): the consumer does not touch it
+        // until `head` is published below.
+        let slot = unsafe { &mut *cell.get() };
+        slot.data[..pkt.len()].copy_from_slice(pkt);
+        slot.len = pkt.len() as u16;
+        slot.port = port as u8;
+        self.head += 1;
+        self.ring.head.store(self.head, Ordering::Release);
+        true
+    }
+}
+
+impl Consumer {
+    /// Copies the oldest packet into `out` (which must hold `SLOT` bytes) and returns its
+    /// length and the port it arrived on.
+    pub fn pop_into(&mut self, out: &mut [u8]) -> Option<(Port, usize)> {
+        if self.tail == self.cached_head {
+            self.cached_head = self.ring.head.load(Ordering::Acquire);
+            if self.tail == self.cached_head {
+                return None;
+            }
+        }
+        let cell = &self.ring.slots[self.tail & self.ring.mask];
+        // SAFETY: the slot at `tail` is inside [tail, head): the producer published it (the
+        // acquire load above) and will not write it until `tail` moves past it below.
+        let slot = unsafe { &*cell.get() };
+        let len = usize::from(slot.len).min(out.len());
+        out[..len].copy_from_slice(&slot.data[..len]);
+        let port = if slot.port == Port::Lan as u8 {
+            Port::Lan
+        } else {
+            Port::Wan
+        };
+        self.tail += 1;
+        self.ring.tail.store(self.tail, Ordering::Release);
+        Some((port, len))
+    }
+
+    /// True if nothing is waiting (may be stale by the time it returns).
+    pub fn is_empty(&self) -> bool {
+        self.tail == self.ring.head.load(Ordering::Acquire)
+    }
+}
+
+/// Which worker owns an inbound SA: the gateway picks its inbound SPIs so that this names the
+/// worker (`spi mod workers`).
+#[inline]
+pub fn owner_of_spi(spi: u32, workers: usize) -> usize {
+    spi as usize % workers.max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fifo_full_and_empty() {
+        let (mut p, mut c) = channel(4);
+        let mut out = [0u8; SLOT];
+        assert!(c.pop_into(&mut out).is_none());
+        for i in 0..4u8 {
+            assert!(p.push(Port::Wan, &[i; 10]));
+        }
+        assert!(!p.push(Port::Wan, &[9; 10]), "full");
+        assert!(!p.push(Port::Lan, &[0; SLOT + 1]), "too large");
+        for i in 0..4u8 {
+            let (port, n) = c.pop_into(&mut out).unwrap();
+            assert_eq!((port, n, out[0]), (Port::Wan, 10, i));
+        }
+        assert!(c.is_empty());
+        assert!(p.push(Port::Lan, &[7; 3]));
+        assert_eq!(c.pop_into(&mut out), Some((Port::Lan, 3)));
+    }
+
+    #[test]
+    fn threads_pass_every_packet_in_order() {
+        let (mut p, mut c) = channel(64);
+        let n = 200_000u32;
+        let t = std::thread::spawn(move || {
+            let mut i = 0u32;
+            while i < n {
+                if p.push(Port::Lan, &i.to_le_bytes()) {
+                    i += 1;
+                }
+            }
+        });
+        let mut out = [0u8; SLOT];
+        let mut next = 0u32;
+        while next < n {
+            if let Some((_, len)) = c.pop_into(&mut out) {
+                assert_eq!(len, 4);
+                assert_eq!(u32::from_le_bytes(out[..4].try_into().unwrap()), next);
+                next += 1;
+            }
+        }
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn spi_owner() {
+        assert_eq!(owner_of_spi(7, 2), 1);
+        assert_eq!(owner_of_spi(7, 1), 0);
+        assert_eq!(owner_of_spi(7, 0), 0);
+    }
+}
