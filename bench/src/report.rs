@@ -158,6 +158,16 @@ pub fn now_utc() -> String {
     utc_datetime(secs)
 }
 
+/// The 1, 5 and 15-minute load averages from `/proc/loadavg` ("?" if unreadable): a busy
+/// machine shifts the ratios too, so every run says how busy it was.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "?".into())
+}
+
 /// The CPU model from `/proc/cpuinfo`, or "unknown CPU".
 pub fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")

@@ -4,7 +4,7 @@
 //! one core, interleaved, and prints a table (and JSON with `--json FILE`).
 
 use bench::esp::{run_group, AeadLen, Op, Options, Plan, Sides, Size, Versus, BATCH};
-use bench::report::{cpu_model, header, now_utc, to_json, Row};
+use bench::report::{cpu_model, header, load_average, now_utc, to_json, Row};
 use clap::{Parser, Subcommand, ValueEnum};
 use dataplane::esp::{Backend, Suite};
 use std::path::PathBuf;
@@ -172,6 +172,7 @@ fn run(a: EspArgs) -> Result<(), String> {
     println!("  date:   {}", now_utc());
     println!("  cpu:    {} ({pinned})", cpu_model());
     println!("  rustc:  {}", env!("ESPRIT_RUSTC_VERSION"));
+    println!("  load:   {} (1, 5, 15 min) at start", load_average());
     println!(
         "  method: tunnel IPv4-in-IPv4, ESN, replay window 1024, batches of {BATCH}, sizes are \
          plaintext IP packets, ESP padded to {} bytes, bare AEAD over the {}; {rounds} rounds \
@@ -227,6 +228,8 @@ fn run(a: EspArgs) -> Result<(), String> {
             );
         }
     }
+    println!();
+    println!("load: {} (1, 5, 15 min) at end", load_average());
     if let Some(p) = a.json {
         std::fs::write(&p, to_json(&rows)).map_err(|e| format!("--json {}: {e}", p.display()))?;
     }
