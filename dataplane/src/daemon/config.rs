@@ -438,7 +438,7 @@ backend = "aws-lc-rs"
                 .starts_with("dp.toml:20: workers.poll: expected"),
             "{e}"
         );
-        let e = DataplaneConfig::parse(&EXAMPLE.replace("count = 1", "count = 2"), "dp.toml")
+        let e = DataplaneConfig::parse(&EXAMPLE.replace("count = 1", "count = 0"), "dp.toml")
             .unwrap_err();
         assert_eq!(e.key.as_deref(), Some("workers.count"));
         let e = DataplaneConfig::parse(&EXAMPLE.replace("02:00:00:00:1a:02", "nope"), "dp.toml")
