@@ -124,6 +124,27 @@ fn espctl_lists_adds_deletes_and_reports() {
     assert!(ok && out.contains("removed 1"), "{out}{err}");
     let (ok, _, err) = espctl(&sock, &["sa", "delete", "0x1002", "--direction", "in"]);
     assert!(!ok && err.contains("not_found"), "{err}");
+    let (ok, out, err) = espctl(
+        &sock,
+        &["route", "add", "10.202.0.0/16", "--tunnel", "10.200.0.2"],
+    );
+    assert!(ok && out.contains("10.202.0.0/16"), "{out}{err}");
+    let (ok, _, _) = espctl(&sock, &["route", "add", "0.0.0.0/0", "--bypass"]);
+    assert!(ok);
+    let (ok, out, _) = espctl(&sock, &["route", "list"]);
+    assert!(
+        ok && out.contains("tunnel") && out.contains("bypass") && out.contains("10.200.0.2"),
+        "{out}"
+    );
+    let (ok, _, err) = espctl(&sock, &["route", "add", "10.1.1.1/24", "--drop"]);
+    assert!(
+        !ok && err.contains("10.1.1.0/24"),
+        "host bits are refused with a hint: {err}"
+    );
+    let (ok, _, _) = espctl(&sock, &["route", "delete", "0.0.0.0/0"]);
+    assert!(ok);
+    let (ok, _, err) = espctl(&sock, &["route", "delete", "0.0.0.0/0"]);
+    assert!(!ok && err.contains("not_found"), "{err}");
     let (ok, out, _) = espctl(&sock, &["stats"]);
     assert!(ok && out.contains("forwarded: lan->wan 0"), "{out}");
     let (ok, out, _) = espctl(&sock, &["stats", "--json"]);

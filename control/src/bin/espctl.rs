@@ -24,6 +24,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: SaCmd,
     },
+    /// Routes: route-based tunnels, bypass and drop.
+    Route {
+        #[command(subcommand)]
+        cmd: RouteCmd,
+    },
     /// Counters of the whole dataplane.
     Stats {
         /// Print JSON instead of a table.
@@ -32,6 +37,35 @@ enum Cmd {
     },
     /// Follow expiry and exhaustion events (one JSON object per line) until interrupted.
     Events,
+}
+
+#[derive(Subcommand)]
+enum RouteCmd {
+    /// List routes.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add or replace a route.
+    Add {
+        /// Destination prefix, e.g. 10.201.2.0/24.
+        prefix: String,
+        /// Send it through the tunnel to this peer (its outbound SA).
+        #[arg(long, conflicts_with_all = ["bypass", "drop"])]
+        tunnel: Option<std::net::IpAddr>,
+        /// Forward it in the clear out of the WAN.
+        #[arg(long, conflicts_with = "drop")]
+        bypass: bool,
+        /// Drop it.
+        #[arg(long)]
+        drop: bool,
+    },
+    /// Remove a route.
+    Delete {
+        /// Destination prefix.
+        prefix: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -158,6 +192,62 @@ fn run(args: Args) -> Result<(), String> {
                 })
                 .map_err(|e| e.to_string())?;
             println!("removed {}", v["removed"]);
+        }
+        Cmd::Route {
+            cmd: RouteCmd::List { json },
+        } => {
+            let v = c.call(Request::RouteList).map_err(|e| e.to_string())?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?
+                );
+            } else {
+                println!("{:<24} {:<8} peer", "prefix", "action");
+                for r in v.as_array().cloned().unwrap_or_default() {
+                    println!(
+                        "{:<24} {:<8} {}",
+                        r["prefix"].as_str().unwrap_or("?"),
+                        r["action"].as_str().unwrap_or("?"),
+                        r["tunnel"].as_str().unwrap_or("-")
+                    );
+                }
+            }
+        }
+        Cmd::Route {
+            cmd:
+                RouteCmd::Add {
+                    prefix,
+                    tunnel,
+                    bypass,
+                    drop,
+                },
+        } => {
+            let action = match (tunnel, bypass, drop) {
+                (Some(_), _, _) => None,
+                (None, true, _) => Some("bypass".to_string()),
+                (None, _, true) => Some("drop".to_string()),
+                (None, false, false) => {
+                    return Err("route add needs --tunnel PEER, --bypass or --drop".into())
+                }
+            };
+            let v = c
+                .call(Request::RouteAdd {
+                    prefix,
+                    tunnel,
+                    action,
+                })
+                .map_err(|e| e.to_string())?;
+            println!("route {}", v["route"].as_str().unwrap_or("?"));
+        }
+        Cmd::Route {
+            cmd: RouteCmd::Delete { prefix },
+        } => {
+            c.call(Request::RouteDelete {
+                prefix: prefix.clone(),
+            })
+            .map_err(|e| e.to_string())?;
+            println!("removed {prefix}");
         }
         Cmd::Stats { json } => {
             let v = c.call(Request::Stats).map_err(|e| e.to_string())?;

@@ -47,6 +47,28 @@ pub enum Request {
     /// Every SA with its counters (never keys).
     #[serde(rename = "sa.list")]
     SaList,
+    /// Add or replace a route: `tunnel` (the peer whose outbound SA carries the prefix), or
+    /// `action` "bypass" (forward in the clear) or "drop".
+    #[serde(rename = "route.add")]
+    RouteAdd {
+        /// Destination prefix.
+        prefix: String,
+        /// Peer address of a route-based tunnel.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tunnel: Option<std::net::IpAddr>,
+        /// "bypass" or "drop" (or "tunnel" with `tunnel`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        action: Option<String>,
+    },
+    /// Remove a route.
+    #[serde(rename = "route.delete")]
+    RouteDelete {
+        /// Destination prefix.
+        prefix: String,
+    },
+    /// Every route.
+    #[serde(rename = "route.list")]
+    RouteList,
     /// Counters of the whole dataplane.
     #[serde(rename = "stats")]
     Stats,
@@ -243,6 +265,9 @@ pub struct Snapshot {
     /// Workers reporting.
     #[serde(default)]
     pub workers: u64,
+    /// Packets forwarded in the clear by bypass routes.
+    #[serde(default)]
+    pub bypassed: u64,
     /// Kernel counters of the LAN socket.
     pub lan_socket: SocketStats,
     /// Kernel counters of the WAN socket.
@@ -291,8 +316,8 @@ impl Snapshot {
             ));
         }
         out.push_str(&format!(
-            "forwarded: lan->wan {}  wan->lan {}  icmp errors sent {}  mss clamped {}\n",
-            s.lan_to_wan, s.wan_to_lan, s.icmp_sent, s.mss_clamped
+            "forwarded: lan->wan {}  wan->lan {}  bypassed {}  icmp errors sent {}  mss clamped {}\n",
+            s.lan_to_wan, s.wan_to_lan, s.bypassed, s.icmp_sent, s.mss_clamped
         ));
         if s.workers > 1 {
             out.push_str(&format!(

@@ -4,7 +4,7 @@
 
 use super::proto::{parse_spi, sa_from_json, Envelope, EventLine, Request, Response, VERSION};
 use crate::daemon::router::{RouteError, Router};
-use crate::sa::{Direction, SaDbError, SaEvent};
+use crate::sa::{Direction, Prefix, RouteAction, SaDbError, SaEvent};
 use serde_json::json;
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -268,6 +268,47 @@ fn handle(id: Option<u64>, req: Request, router: &Router) -> Response {
             Some(s) => Response::ok(id, serde_json::to_value(&s).unwrap_or_default()),
             None => unavailable(),
         },
+        Request::RouteAdd {
+            prefix,
+            tunnel,
+            action,
+        } => {
+            let prefix: Prefix = match prefix.parse() {
+                Ok(p) => p,
+                Err(e) => return Response::err(id, "bad_request", format!("prefix: {e}")),
+            };
+            let action = match (tunnel, action.as_deref()) {
+                (Some(peer), None | Some("tunnel")) => RouteAction::Tunnel(peer),
+                (None, Some("bypass")) => RouteAction::Bypass,
+                (None, Some("drop")) => RouteAction::Drop,
+                _ => {
+                    return Response::err(
+                        id,
+                        "bad_request",
+                        "a route needs \"tunnel\": <peer address>, or \"action\": \"bypass\" | \"drop\"",
+                    )
+                }
+            };
+            router.set_route(prefix, action);
+            Response::ok(id, json!({"route": prefix.to_string()}))
+        }
+        Request::RouteDelete { prefix } => match prefix.parse::<Prefix>() {
+            Ok(p) if router.remove_route(p) => Response::ok(id, json!({"removed": 1})),
+            Ok(p) => Response::err(id, "not_found", format!("no route for {p}")),
+            Err(e) => Response::err(id, "bad_request", format!("prefix: {e}")),
+        },
+        Request::RouteList => {
+            let list: Vec<serde_json::Value> = router
+                .routes()
+                .into_iter()
+                .map(|(p, a)| match a {
+                    RouteAction::Tunnel(peer) => json!({"prefix": p.to_string(), "action": "tunnel", "tunnel": peer.to_string()}),
+                    RouteAction::Bypass => json!({"prefix": p.to_string(), "action": "bypass"}),
+                    RouteAction::Drop => json!({"prefix": p.to_string(), "action": "drop"}),
+                })
+                .collect();
+            Response::ok(id, serde_json::Value::Array(list))
+        }
         Request::Events => Response::err(id, "bad_request", "events is handled by the connection"),
     }
 }

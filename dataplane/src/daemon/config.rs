@@ -4,7 +4,7 @@
 
 use crate::esp::Backend;
 use crate::sa::file::SaFileError;
-use crate::sa::Prefix;
+use crate::sa::{Prefix, RouteAction};
 use crate::worker::neigh::parse_mac;
 use crate::worker::xsk::PollMode;
 use crate::xdp::socket::BindMode;
@@ -60,6 +60,8 @@ pub struct DataplaneConfig {
     pub mss_clamp: bool,
     /// ICMP errors (time exceeded, packet too big) per second; 0 sends none.
     pub icmp_rate: u32,
+    /// Routes for traffic no SA's selectors claim.
+    pub routes: Vec<(Prefix, RouteAction)>,
 }
 
 #[derive(Deserialize)]
@@ -71,6 +73,16 @@ struct Raw {
     wan: Spanned<RawSide>,
     workers: Option<Spanned<RawWorkers>>,
     forwarding: Option<Spanned<RawForwarding>>,
+    #[serde(default)]
+    route: Vec<Spanned<RawRoute>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    prefix: Spanned<String>,
+    tunnel: Option<Spanned<String>>,
+    action: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -260,7 +272,49 @@ impl DataplaneConfig {
                 .unwrap_or_else(|| PathBuf::from(crate::api::client::DEFAULT_SOCKET)),
             mss_clamp: true,
             icmp_rate: 100,
+            routes: Vec::new(),
         };
+        for (i, r) in raw.route.iter().enumerate() {
+            let r = r.get_ref();
+            let key = |k: &str| format!("route[{i}].{k}");
+            let prefix: Prefix = r
+                .prefix
+                .get_ref()
+                .parse()
+                .map_err(|e: String| cx.err(r.prefix.span(), &key("prefix"), e))?;
+            let action = match (&r.tunnel, r.action.as_ref().map(|a| (a.get_ref().as_str(), a.span()))) {
+                (Some(t), None | Some(("tunnel", _))) => {
+                    let peer: std::net::IpAddr = t.get_ref().parse().map_err(|_| {
+                        cx.err(t.span(), &key("tunnel"), format!("expected the peer's address, got {:?}", t.get_ref()))
+                    })?;
+                    RouteAction::Tunnel(peer)
+                }
+                (None, Some(("bypass", _))) => RouteAction::Bypass,
+                (None, Some(("drop", _))) => RouteAction::Drop,
+                (_, Some((other, sp))) => {
+                    return Err(cx.err(
+                        sp,
+                        &key("action"),
+                        format!("expected \"bypass\" or \"drop\" (or tunnel = \"<peer address>\"), got {other:?}"),
+                    ))
+                }
+                (None, None) => {
+                    return Err(cx.err(
+                        r.prefix.span(),
+                        &key("tunnel"),
+                        "a route needs tunnel = \"<peer address>\" or action = \"bypass\" | \"drop\"",
+                    ))
+                }
+            };
+            if c.routes.iter().any(|(p, _)| *p == prefix) {
+                return Err(cx.err(
+                    r.prefix.span(),
+                    &key("prefix"),
+                    format!("{prefix} is routed twice"),
+                ));
+            }
+            c.routes.push((prefix, action));
+        }
         if let Some(f) = raw.forwarding {
             let f = f.into_inner();
             if let Some(m) = f.mss_clamp {
@@ -403,6 +457,14 @@ onlink = ["10.200.0.0/24"]
 mss_clamp = false
 icmp_errors_per_second = 10
 
+[[route]]
+prefix = "10.202.0.0/16"
+tunnel = "10.200.0.2"
+
+[[route]]
+prefix = "0.0.0.0/0"
+action = "bypass"
+
 [workers]
 count = 1
 cores = [1]
@@ -426,6 +488,12 @@ backend = "aws-lc-rs"
         assert_eq!(c.cores, vec![1]);
         assert!(!c.mss_clamp);
         assert_eq!(c.icmp_rate, 10);
+        assert_eq!(c.routes.len(), 2);
+        assert_eq!(
+            c.routes[0].1,
+            RouteAction::Tunnel("10.200.0.2".parse().unwrap())
+        );
+        assert_eq!(c.routes[1].1, RouteAction::Bypass);
     }
 
     #[test]
@@ -435,12 +503,24 @@ backend = "aws-lc-rs"
         assert_eq!(e.key.as_deref(), Some("workers.poll"));
         assert!(
             e.to_string()
-                .starts_with("dp.toml:20: workers.poll: expected"),
+                .starts_with("dp.toml:28: workers.poll: expected"),
             "{e}"
         );
         let e = DataplaneConfig::parse(&EXAMPLE.replace("count = 1", "count = 0"), "dp.toml")
             .unwrap_err();
         assert_eq!(e.key.as_deref(), Some("workers.count"));
+        let e = DataplaneConfig::parse(&EXAMPLE.replace("\"bypass\"", "\"teleport\""), "dp.toml")
+            .unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("route[1].action"));
+        let e = DataplaneConfig::parse(&EXAMPLE.replace("tunnel = \"10.200.0.2\"", ""), "dp.toml")
+            .unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("route[0].tunnel"));
+        let e = DataplaneConfig::parse(
+            &EXAMPLE.replace("\"0.0.0.0/0\"", "\"10.202.0.0/16\""),
+            "dp.toml",
+        )
+        .unwrap_err();
+        assert!(e.message.contains("routed twice"), "{e}");
         let e = DataplaneConfig::parse(&EXAMPLE.replace("02:00:00:00:1a:02", "nope"), "dp.toml")
             .unwrap_err();
         assert_eq!(e.key.as_deref(), Some("lan.neighbours"));

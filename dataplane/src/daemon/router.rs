@@ -2,7 +2,7 @@
 //! something and merge the answers. Used by start-up and by the API server.
 
 use crate::api::proto::{Snapshot, SocketStats};
-use crate::sa::{Direction, SaConfig, SaDbError};
+use crate::sa::{Direction, Prefix, RouteAction, RouteTable, SaConfig, SaDbError};
 use crate::worker::handoff::owner_of_spi;
 use crate::worker::xsk::WorkerUpdate;
 use std::collections::{BTreeMap, HashMap};
@@ -20,6 +20,8 @@ pub struct Router {
     /// (local, remote) of inbound SAs → owning worker: an outbound SA goes where its inbound
     /// partner lives, so both directions of a tunnel share a worker.
     partners: Mutex<HashMap<(IpAddr, IpAddr), usize>>,
+    /// The canonical route table (every worker has a copy).
+    routes: Mutex<RouteTable>,
 }
 
 /// Why a change did not happen.
@@ -39,6 +41,7 @@ impl Router {
         Router {
             workers,
             partners: Mutex::new(HashMap::new()),
+            routes: Mutex::new(RouteTable::new()),
         }
     }
 
@@ -148,6 +151,37 @@ impl Router {
         }
     }
 
+    /// Adds or replaces a route and gives every worker the new table.
+    pub fn set_route(&self, prefix: Prefix, action: RouteAction) {
+        let mut t = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+        t.insert(prefix, action);
+        self.push_routes(&t);
+    }
+
+    /// Removes a route; false if there was none.
+    pub fn remove_route(&self, prefix: Prefix) -> bool {
+        let mut t = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+        let found = t.remove(prefix);
+        if found {
+            self.push_routes(&t);
+        }
+        found
+    }
+
+    /// The routes, sorted.
+    pub fn routes(&self) -> Vec<(Prefix, RouteAction)> {
+        self.routes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entries()
+    }
+
+    fn push_routes(&self, t: &RouteTable) {
+        for w in &self.workers {
+            let _ = w.send(WorkerUpdate::Routes(t.clone()));
+        }
+    }
+
     /// Every worker's counters, merged.
     pub fn snapshot(&self) -> Option<Snapshot> {
         let mut all = Vec::with_capacity(self.workers.len());
@@ -187,6 +221,7 @@ pub fn merge(parts: Vec<Snapshot>) -> Snapshot {
             handoff_received: 0,
             handoff_dropped: 0,
             workers: 0,
+            bypassed: 0,
             lan_socket: SocketStats::default(),
             wan_socket: SocketStats::default(),
             events_lost: 0,
@@ -204,6 +239,7 @@ pub fn merge(parts: Vec<Snapshot>) -> Snapshot {
         s.handoff_received += p.handoff_received;
         s.handoff_dropped += p.handoff_dropped;
         s.workers += p.workers;
+        s.bypassed += p.bypassed;
         add_sockets(&mut s.lan_socket, &p.lan_socket);
         add_sockets(&mut s.wan_socket, &p.wan_socket);
         s.events_lost += p.events_lost;

@@ -178,6 +178,11 @@ pub fn run(
             }
         }
     }
+    let mut routes = crate::sa::RouteTable::new();
+    for (p, a) in &cfg.routes {
+        routes.insert(*p, *a);
+    }
+    policies.set_route_peers(routes.peers());
     let (mtx, mrx) = sync_channel::<IpAddr>(64);
     let (etx, erx) = sync_channel(4096);
     let mut workers = Vec::with_capacity(n);
@@ -190,6 +195,7 @@ pub fn run(
         let mut pipeline = Pipeline::new(db, lan_side.clone(), wan_side.clone());
         pipeline.mss_clamp = cfg.mss_clamp;
         pipeline.icmp = crate::worker::icmp::IcmpLimiter::new(cfg.icmp_rate);
+        pipeline.set_routes(routes.clone());
         let wcfg = WorkerConfig {
             lan: cfg.lan.interface.clone(),
             wan: cfg.wan.interface.clone(),
@@ -241,6 +247,9 @@ pub fn run(
     for (i, w) in workers.iter().enumerate() {
         wan_cls.register_socket(i as u32, w.wan_fd())?;
         lan_cls.register_socket(i as u32, w.lan_fd())?;
+    }
+    for (p, a) in &cfg.routes {
+        router.set_route(*p, *a);
     }
     let hub = Arc::new(EventHub::default());
     let _events = hub.spawn(erx);

@@ -60,6 +60,8 @@ pub struct SaDb {
     pub drops: DropCounters,
     /// Events raised by SAs, for the control plane to collect (`take_events`).
     pub(crate) events: Vec<SaEvent>,
+    /// Peers reached by routes: their outbound SAs are route-based, not matched by selectors.
+    route_peers: Vec<IpAddr>,
     backend: Option<Backend>,
 }
 
@@ -216,7 +218,8 @@ impl SaDb {
     pub fn outbound_index(&self, src: IpAddr, dst: IpAddr) -> Option<usize> {
         self.outbound.iter().position(|sa| {
             let c = &sa.cfg;
-            c.local_ts.matches(src)
+            !self.route_peers.contains(&c.remote)
+                && c.local_ts.matches(src)
                 && c.remote_ts.matches(dst)
                 && (c.mode == Mode::Tunnel || (c.local == src && c.remote == dst))
         })
@@ -241,6 +244,19 @@ impl SaDb {
             idx: idx.map_or(NO_SA, |i| i as u32),
         };
         idx
+    }
+
+    /// Declares the peers reached by tunnel routes: their outbound SAs are then used only by
+    /// routes, never by the selector lookup.
+    pub fn set_route_peers(&mut self, peers: Vec<IpAddr>) {
+        self.route_peers = peers;
+        self.flush_flows();
+    }
+
+    /// Index of the first outbound SA towards `peer` (its remote address): the SA a
+    /// route-based tunnel uses.
+    pub fn outbound_to(&self, peer: IpAddr) -> Option<usize> {
+        self.outbound.iter().position(|sa| sa.cfg.remote == peer)
     }
 
     /// The outbound SA at `index`.
@@ -281,7 +297,8 @@ fn flow_slot(src: IpAddr, dst: IpAddr) -> usize {
             }
         }
     };
-    let h = (fold(src).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ fold(dst))
-        .wrapping_mul(0xff51_afd7_ed55_8ccd);
+    // Fibonacci hashing: the golden-ratio multiplier spreads consecutive keys over the top bits.
+    let h = (fold(src).wrapping_mul(0xff51_afd7_ed55_8ccd) ^ fold(dst))
+        .wrapping_mul(0x9e37_79b9_7f4a_7c15);
     (h >> 56) as usize % FLOW_SLOTS
 }

@@ -18,7 +18,7 @@ struct Entry {
 
 /// Outbound policies with their owning workers.
 #[derive(Debug, Clone, Default)]
-pub struct Policies(Vec<Entry>);
+pub struct Policies(Vec<Entry>, Vec<IpAddr>);
 
 impl Policies {
     /// Appends the policy of an outbound SA owned by worker `owner`.
@@ -47,11 +47,22 @@ impl Policies {
         self.0
             .iter()
             .find(|e| {
-                e.local_ts.matches(src)
+                !self.1.contains(&e.remote)
+                    && e.local_ts.matches(src)
                     && e.remote_ts.matches(dst)
                     && (!e.transport || (e.local == src && e.remote == dst))
             })
             .map(|e| e.owner)
+    }
+
+    /// Declares the route-based peers (skipped by `owner_of`, as by the SA lookup).
+    pub fn set_route_peers(&mut self, peers: Vec<IpAddr>) {
+        self.1 = peers;
+    }
+
+    /// The worker owning the first outbound SA towards `peer` (route-based tunnels).
+    pub fn owner_of_peer(&self, peer: IpAddr) -> Option<usize> {
+        self.0.iter().find(|e| e.remote == peer).map(|e| e.owner)
     }
 
     /// Number of policies.

@@ -80,17 +80,25 @@ pub enum TrailerError {
 #[inline]
 pub fn pad_len(payload_len: usize, align: usize) -> usize {
     debug_assert!(align.is_power_of_two() && align >= 4);
-    (align - (payload_len + TRAILER_LEN) % align) % align
+    (payload_len + TRAILER_LEN).wrapping_neg() & (align - 1)
 }
+
+const PAD_BYTES: [u8; 255] = {
+    let mut t = [0u8; 255];
+    let mut i = 0;
+    while i < 255 {
+        t[i] = (i + 1) as u8;
+        i += 1;
+    }
+    t
+};
 
 /// Writes padding 1, 2, 3, … then pad length and next header into `buf`, which must be
 /// exactly `pad + 2` bytes long.
 #[inline]
 pub fn emit_trailer(buf: &mut [u8], next_header: u8) {
     let pad = buf.len() - TRAILER_LEN;
-    for (i, b) in buf[..pad].iter_mut().enumerate() {
-        *b = (i + 1) as u8;
-    }
+    buf[..pad].copy_from_slice(&PAD_BYTES[..pad]);
     buf[pad] = pad as u8;
     buf[pad + 1] = next_header;
 }
@@ -109,7 +117,7 @@ pub fn parse_trailer(plain: &[u8]) -> Result<EspTrailer, TrailerError> {
     }
     let payload_len = n - TRAILER_LEN - pad;
     let padding = &plain[payload_len..n - TRAILER_LEN];
-    if padding.iter().enumerate().any(|(i, &b)| b != (i + 1) as u8) {
+    if padding != &PAD_BYTES[..pad] {
         return Err(TrailerError::BadPadding);
     }
     Ok(EspTrailer {

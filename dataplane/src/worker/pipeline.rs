@@ -8,7 +8,7 @@ use crate::esp::encap::inner_info;
 use crate::esp::encap::LookupCache;
 use crate::esp::{DropCounters, DropReason, Verdict};
 use crate::frame::Frame;
-use crate::sa::{Prefix, SaDb};
+use crate::sa::{Prefix, RouteAction, RouteTable, SaDb};
 use crate::wire::ethernet::{EtherType, EthernetFrame, EthernetRepr, HEADER_LEN as ETH_LEN};
 use crate::wire::{Ipv4Packet, Ipv6Packet};
 use std::net::IpAddr;
@@ -93,6 +93,10 @@ pub struct Pipeline {
     pub icmp_sent: u64,
     /// TCP SYNs whose MSS was lowered.
     pub mss_clamped: u64,
+    /// Routes for traffic no SA's selectors claim: route-based tunnels, bypass, drop.
+    pub routes: RouteTable,
+    /// Packets forwarded in the clear by a bypass route.
+    pub bypassed: u64,
 }
 
 /// Decrements the TTL / hop limit of the IP packet in `pkt`; false if it would reach zero.
@@ -190,7 +194,15 @@ impl Pipeline {
             icmp: IcmpLimiter::new(100),
             icmp_sent: 0,
             mss_clamped: 0,
+            routes: RouteTable::new(),
+            bypassed: 0,
         }
+    }
+
+    /// Replaces the route table (and tells the SA database which peers are route-based).
+    pub fn set_routes(&mut self, routes: RouteTable) {
+        self.sadb.set_route_peers(routes.peers());
+        self.routes = routes;
     }
 
     /// The last next hop that had no link-layer address, if any since the previous call.
@@ -269,9 +281,31 @@ impl Pipeline {
                 idx
             }
         };
-        let Some(idx) = idx else {
-            self.sadb.drops.add(DropReason::NoPolicy);
-            return Err(Drop::Counted(DropReason::NoPolicy));
+        // No SA's selectors claim the packet: the route table decides (route-based tunnel,
+        // bypass in the clear, or drop).
+        let idx = match idx {
+            Some(i) => i,
+            None => match self.routes.lookup(info.dst) {
+                Some(RouteAction::Tunnel(peer)) => match self.sadb.outbound_to(peer) {
+                    Some(i) => i,
+                    None => {
+                        self.sadb.drops.add(DropReason::NoPolicy);
+                        return Err(Drop::Counted(DropReason::NoPolicy));
+                    }
+                },
+                Some(RouteAction::Bypass) => {
+                    if info.len > self.wan.mtu {
+                        return Err(Drop::Here(DropReason::TooBig));
+                    }
+                    emit_l2(&self.wan, f, &mut self.missing).map_err(Drop::Here)?;
+                    self.bypassed += 1;
+                    return Ok(Port::Wan);
+                }
+                Some(RouteAction::Drop) | None => {
+                    self.sadb.drops.add(DropReason::NoPolicy);
+                    return Err(Drop::Counted(DropReason::NoPolicy));
+                }
+            },
         };
         let max = self.sadb.outbound()[idx].max_inner_len(self.wan.mtu);
         if info.len > max {

@@ -82,6 +82,8 @@ pub enum WorkerUpdate {
         /// The owning worker.
         owner: usize,
     },
+    /// Replace the route table.
+    Routes(crate::sa::RouteTable),
     /// Remove the policies of outbound SAs with this SPI (and remote address, if given).
     RemovePolicy {
         /// SPI.
@@ -238,6 +240,7 @@ impl Worker {
             handoff_received: self.handoff.received,
             handoff_dropped: self.handoff.dropped,
             workers: 1,
+            bypassed: self.pipeline.bypassed,
             lan_socket: self.lan.statistics().unwrap_or_default().into(),
             wan_socket: self.wan.statistics().unwrap_or_default().into(),
             events_lost: self.events_lost,
@@ -285,6 +288,12 @@ impl Worker {
                     if let Some(sh) = &mut self.shard {
                         sh.policies.add(&sa, owner);
                     }
+                }
+                Ok(WorkerUpdate::Routes(r)) => {
+                    if let Some(sh) = &mut self.shard {
+                        sh.policies.set_route_peers(r.peers());
+                    }
+                    self.pipeline.set_routes(r);
                 }
                 Ok(WorkerUpdate::RemovePolicy { spi, remote }) => {
                     if let Some(sh) = &mut self.shard {
@@ -434,7 +443,7 @@ impl Worker {
             let mut kept = ArrayVec::new();
             let mut kept_bases = ArrayVec::new();
             for (f, base) in frames.into_iter().zip(bases) {
-                let owner = steer(sh, port, f.data());
+                let owner = steer(sh, &pipeline.routes, port, f.data());
                 if owner == sh.id {
                     kept.push(f);
                     kept_bases.push(base);
@@ -528,14 +537,19 @@ impl Worker {
 
 /// Which worker owns the SA of a frame received on `port` (ours when it cannot tell: the
 /// pipeline then counts the drop).
-fn steer(sh: &Shard, port: Port, frame: &[u8]) -> usize {
+fn steer(sh: &Shard, routes: &crate::sa::RouteTable, port: Port, frame: &[u8]) -> usize {
     let owner = match port {
         Port::Wan => {
             crate::wire::peek::esp_spi(frame).map(|spi| handoff::owner_of_spi(spi, sh.workers))
         }
-        Port::Lan => {
-            crate::wire::peek::ip_addrs(frame).and_then(|(s, d)| sh.policies.owner_of(s, d))
-        }
+        Port::Lan => crate::wire::peek::ip_addrs(frame).and_then(|(s, d)| {
+            sh.policies
+                .owner_of(s, d)
+                .or_else(|| match routes.lookup(d) {
+                    Some(crate::sa::RouteAction::Tunnel(peer)) => sh.policies.owner_of_peer(peer),
+                    _ => None,
+                })
+        }),
     };
     owner.filter(|&o| o < sh.workers).unwrap_or(sh.id)
 }
