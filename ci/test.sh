@@ -5,8 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # iproute2, ping, ethtool: the AF_XDP, gateway and lab tests build namespaces and veth pairs;
-# tshark checks that Wireshark decrypts esprit's ESP with the keys esp-pcap exports.
-./ci/install-deps.sh iproute2 iputils-ping ethtool tshark
+# tshark checks that Wireshark decrypts esprit's ESP with the keys esp-pcap exports; nftables
+# gives the lab its NAT.
+./ci/install-deps.sh iproute2 iputils-ping ethtool tshark nftables
 
 echo "ci: cargo fmt --check"
 cargo fmt --all -- --check
