@@ -5,6 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${FUZZ_SECONDS:-30}"
 export RUSTC_BOOTSTRAP=1
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  echo "ci: installing cargo-fuzz"
+  cargo install cargo-fuzz --locked
+fi
 cargo fuzz build -O
 for t in $(cargo fuzz list); do
   echo "ci: fuzzing $t for ${seconds}s"

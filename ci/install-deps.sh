@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs what the test suite needs beyond cargo and the C compiler. Idempotent: packages and
-# tools already present are not fetched again.
+# Installs the Debian packages given as arguments, if missing. Idempotent: packages already
+# present are not fetched again, and apt-get update runs only when something is missing.
 set -euo pipefail
 
 need_apt=()
@@ -12,13 +12,4 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
-fi
-
-for comp in rustfmt clippy; do
-  rustup component list --installed 2>/dev/null | grep -q "^$comp" || rustup component add "$comp"
-done
-
-if ! cargo fuzz --version >/dev/null 2>&1; then
-  echo "ci: installing cargo-fuzz"
-  cargo install cargo-fuzz --locked
 fi

@@ -8,6 +8,9 @@ cd "$(dirname "$0")/.."
 # tshark checks that Wireshark decrypts esprit's ESP with the keys esp-pcap exports; nftables
 # gives the lab its NAT.
 ./ci/install-deps.sh iproute2 iputils-ping ethtool tshark nftables
+for comp in rustfmt clippy; do
+  rustup component list --installed 2>/dev/null | grep -q "^$comp" || rustup component add "$comp"
+done
 
 echo "ci: cargo fmt --check"
 cargo fmt --all -- --check
