@@ -98,8 +98,9 @@ fn sa_entry(
     )
 }
 
-/// Writes both gateways' SA files and configurations into `dir` and returns the configs.
-fn configs(dir: &Path, lab: &Lab) -> Result<(DataplaneConfig, DataplaneConfig), DemoError> {
+/// Writes both gateways' SA files (`gwA-sa.toml`, `gwB-sa.toml`) and configurations into `dir`
+/// and returns the configurations.
+pub fn configs(dir: &Path, lab: &Lab) -> Result<(DataplaneConfig, DataplaneConfig), DemoError> {
     let (spi_ab, spi_ba) = (random_spi()?, random_spi()?);
     let (key_ab, key_ba) = (random_hex(36)?, random_hex(36)?);
     let a_ts = r#"["10.201.1.0/24", "fd00:201:1::/64"]"#;
@@ -117,8 +118,14 @@ fn configs(dir: &Path, lab: &Lab) -> Result<(DataplaneConfig, DataplaneConfig), 
     write("gwA-sa.toml", &sa_a)?;
     write("gwB-sa.toml", &sa_b)?;
     let cfg = |name: &str| {
+        // Behind the NAT, gwA reaches gwB through its default gateway.
+        let gw = if lab.spec.nat && name == "gwA" {
+            "gateway = \"10.200.1.254\"\n"
+        } else {
+            ""
+        };
         format!(
-            "sa_file = \"{name}-sa.toml\"\napi_socket = \"{}\"\n[lan]\ninterface = \"lan0\"\n[wan]\ninterface = \"wan0\"\n[workers]\ncount = {}\n",
+            "sa_file = \"{name}-sa.toml\"\napi_socket = \"{}\"\n[lan]\ninterface = \"lan0\"\n[wan]\ninterface = \"wan0\"\n{gw}[workers]\ncount = {}\n",
             dir.join(format!("{name}.sock")).display(),
             lab.spec.queues
         )
@@ -208,6 +215,60 @@ fn tcp_transfer(lab: &Lab, len: usize) -> Result<(u64, bool, f64), DemoError> {
     Ok((n, sent == got, start.elapsed().as_secs_f64()))
 }
 
+/// Two gateways running in-process, each in its namespace.
+pub struct Gateways {
+    stop: Arc<AtomicBool>,
+    handles: Vec<std::thread::JoinHandle<Result<Snapshot, String>>>,
+}
+
+impl Gateways {
+    /// Starts gwA and gwB with these configurations and waits until both forward.
+    pub fn start(
+        lab: &Lab,
+        cfg_a: DataplaneConfig,
+        cfg_b: DataplaneConfig,
+        mut say: impl FnMut(&str),
+    ) -> Result<Gateways, DemoError> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (rtx, rrx) = std::sync::mpsc::channel::<String>();
+        let mut handles = Vec::new();
+        for (node, cfg) in [(Node::GwA, cfg_a), (Node::GwB, cfg_b)] {
+            let (lab, stop, rtx) = (lab.clone(), stop.clone(), rtx.clone());
+            handles.push(std::thread::spawn(move || -> Result<Snapshot, String> {
+                lab.enter(node).map_err(|e| e.to_string())?;
+                dataplane::daemon::run::run(&cfg, stop, |m| {
+                    let _ = rtx.send(format!("{node}: {m}"));
+                })
+                .map_err(|e| format!("{node}: {e}"))
+            }));
+        }
+        let gws = Gateways { stop, handles };
+        for _ in 0..2 {
+            match rrx.recv_timeout(Duration::from_secs(20)) {
+                Ok(m) => say(&m),
+                Err(_) => {
+                    let errs: Vec<String> =
+                        gws.stop().into_iter().filter_map(|r| r.err()).collect();
+                    return Err(DemoError::Other(format!(
+                        "the gateways did not start: {}",
+                        errs.join("; ")
+                    )));
+                }
+            }
+        }
+        Ok(gws)
+    }
+
+    /// Stops both and returns their final counters (or why they failed).
+    pub fn stop(self) -> Vec<Result<Snapshot, String>> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handles
+            .into_iter()
+            .map(|g| g.join().unwrap_or_else(|_| Err("gateway panicked".into())))
+            .collect()
+    }
+}
+
 /// Runs the demo; `say` receives progress lines.
 pub fn run(o: &DemoOptions, mut say: impl FnMut(&str)) -> Result<DemoReport, DemoError> {
     let spec = LabSpec {
@@ -226,38 +287,7 @@ pub fn run(o: &DemoOptions, mut say: impl FnMut(&str)) -> Result<DemoReport, Dem
     let result = (|| {
         let (cfg_a, cfg_b) = configs(&dir, &lab)?;
         say("starting esprit-dataplane on gwA and gwB with fresh AES-256-GCM SAs (random keys and SPIs)");
-        let stop = Arc::new(AtomicBool::new(false));
-        let (rtx, rrx) = std::sync::mpsc::channel::<String>();
-        let mut gws = Vec::new();
-        for (node, cfg) in [(Node::GwA, cfg_a), (Node::GwB, cfg_b)] {
-            let (lab, stop, rtx) = (lab.clone(), stop.clone(), rtx.clone());
-            gws.push(std::thread::spawn(move || -> Result<Snapshot, String> {
-                lab.enter(node).map_err(|e| e.to_string())?;
-                dataplane::daemon::run::run(&cfg, stop, |m| {
-                    let _ = rtx.send(format!("{node}: {m}"));
-                })
-                .map_err(|e| format!("{node}: {e}"))
-            }));
-        }
-        let stop_all = |gws: Vec<std::thread::JoinHandle<Result<Snapshot, String>>>| {
-            stop.store(true, Ordering::Relaxed);
-            gws.into_iter()
-                .map(|g| g.join().unwrap_or_else(|_| Err("gateway panicked".into())))
-                .collect::<Vec<_>>()
-        };
-        for _ in 0..2 {
-            match rrx.recv_timeout(Duration::from_secs(20)) {
-                Ok(m) => say(&m),
-                Err(_) => {
-                    let errs: Vec<String> =
-                        stop_all(gws).into_iter().filter_map(|r| r.err()).collect();
-                    return Err(DemoError::Other(format!(
-                        "the gateways did not start: {}",
-                        errs.join("; ")
-                    )));
-                }
-            }
-        }
+        let gws = Gateways::start(&lab, cfg_a, cfg_b, &mut say)?;
         let ping = |dst: &str| -> Result<(f64, String), DemoError> {
             let out = lab.exec(
                 Node::HostA,
@@ -290,7 +320,7 @@ pub fn run(o: &DemoOptions, mut say: impl FnMut(&str)) -> Result<DemoReport, Dem
             Client::connect(&dir.join(format!("{g}.sock"))).and_then(|mut c| c.call(Request::Stats))
         };
         let (sa, sb) = (stats("gwA"), stats("gwB"));
-        let results = stop_all(gws);
+        let results = gws.stop();
         let (n, ok, secs) = tcp?;
         for r in results {
             r.map_err(DemoError::Other)?;

@@ -176,6 +176,16 @@ impl Lab {
         }
         let lab = Lab { spec: spec.clone() };
         lab.down()?;
+        // A lab that fails half-way is removed, not left behind.
+        let guard = LabGuard(lab.clone());
+        lab.build()?;
+        std::mem::forget(guard);
+        Ok(lab)
+    }
+
+    fn build(&self) -> Result<(), LabError> {
+        let lab = self;
+        let spec = &self.spec;
         let what = |s: &str| format!("building lab {}: {s}", spec.name);
         for n in lab.nodes() {
             let ns = lab.ns(n);
@@ -384,7 +394,7 @@ impl Lab {
                 )?;
             }
         }
-        Ok(lab)
+        Ok(())
     }
 
     /// Removes every namespace of the lab; absent ones are fine.
@@ -447,6 +457,15 @@ impl Lab {
             return Err(std::io::Error::last_os_error());
         }
         Ok(())
+    }
+}
+
+/// Removes the lab when dropped, so a failing test or an early return leaves nothing behind.
+pub struct LabGuard(pub Lab);
+
+impl Drop for LabGuard {
+    fn drop(&mut self) {
+        let _ = self.0.down();
     }
 }
 

@@ -11,4 +11,4 @@
 pub mod demo;
 pub mod lab;
 
-pub use lab::{Lab, LabError, LabSpec, Node};
+pub use lab::{Lab, LabError, LabGuard, LabSpec, Node};
