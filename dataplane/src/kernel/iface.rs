@@ -4,17 +4,14 @@ use crate::sa::Prefix;
 use std::io;
 use std::net::IpAddr;
 
-/// The MAC address of `iface` (SIOCGIFHWADDR, so it answers for the calling thread's network
-/// namespace, unlike sysfs, which shows the namespace it was mounted in).
-pub fn mac(iface: &str) -> io::Result<[u8; 6]> {
-    let bad = || {
-        io::Error::new(
+/// Runs an interface ioctl (`SIOCGIF*`) for `iface` on a throw-away socket of the calling
+/// thread's network namespace and returns the filled request.
+fn ifreq_ioctl(iface: &str, request: libc::c_ulong, what: &str) -> io::Result<libc::ifreq> {
+    if iface.is_empty() || iface.len() >= libc::IFNAMSIZ || iface.contains('\0') {
+        return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!("bad interface name {iface:?}"),
-        )
-    };
-    if iface.is_empty() || iface.len() >= libc::IFNAMSIZ || iface.contains('\0') {
-        return Err(bad());
+        ));
     }
     // SAFETY: plain socket creation; checked below and closed by OwnedFd.
     let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
@@ -28,19 +25,20 @@ pub fn mac(iface: &str) -> io::Result<[u8; 6]> {
     for (d, s) in req.ifr_name.iter_mut().zip(iface.bytes()) {
         *d = s as libc::c_char;
     }
-    // SAFETY: SIOCGIFHWADDR reads ifr_name and writes ifr_hwaddr inside `req`.
-    let r = unsafe {
-        libc::ioctl(
-            std::os::fd::AsRawFd::as_raw_fd(&fd),
-            libc::SIOCGIFHWADDR,
-            &mut req,
-        )
-    };
+    // SAFETY: the SIOCGIF* requests read ifr_name and write one member of ifr_ifru in `req`.
+    let r = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&fd), request, &mut req) };
     if r < 0 {
         let e = io::Error::last_os_error();
-        return Err(io::Error::new(e.kind(), format!("MAC of {iface}: {e}")));
+        return Err(io::Error::new(e.kind(), format!("{what} of {iface}: {e}")));
     }
-    // SAFETY: on success the kernel filled the ifr_hwaddr member of the union.
+    Ok(req)
+}
+
+/// The MAC address of `iface` (SIOCGIFHWADDR, so it answers for the calling thread's network
+/// namespace, unlike sysfs, which shows the namespace it was mounted in).
+pub fn mac(iface: &str) -> io::Result<[u8; 6]> {
+    let req = ifreq_ioctl(iface, libc::SIOCGIFHWADDR, "MAC")?;
+    // SAFETY: SIOCGIFHWADDR filled the ifr_hwaddr member of the union.
     let sa = unsafe { req.ifr_ifru.ifru_hwaddr };
     let mut mac = [0u8; 6];
     for (m, b) in mac.iter_mut().zip(sa.sa_data.iter()) {
@@ -51,40 +49,8 @@ pub fn mac(iface: &str) -> io::Result<[u8; 6]> {
 
 /// The MTU of `iface` (SIOCGIFMTU, in the calling thread's network namespace).
 pub fn mtu(iface: &str) -> io::Result<usize> {
-    let bad = || {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("bad interface name {iface:?}"),
-        )
-    };
-    if iface.is_empty() || iface.len() >= libc::IFNAMSIZ || iface.contains('\0') {
-        return Err(bad());
-    }
-    // SAFETY: plain socket creation; checked below and closed by OwnedFd.
-    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if raw < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `raw` is a new descriptor nothing else owns.
-    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
-    // SAFETY: ifreq is plain old data; all-zero is a valid value.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (d, s) in req.ifr_name.iter_mut().zip(iface.bytes()) {
-        *d = s as libc::c_char;
-    }
-    // SAFETY: SIOCGIFMTU reads ifr_name and writes ifr_mtu inside `req`.
-    let r = unsafe {
-        libc::ioctl(
-            std::os::fd::AsRawFd::as_raw_fd(&fd),
-            libc::SIOCGIFMTU,
-            &mut req,
-        )
-    };
-    if r < 0 {
-        let e = io::Error::last_os_error();
-        return Err(io::Error::new(e.kind(), format!("MTU of {iface}: {e}")));
-    }
-    // SAFETY: on success the kernel filled the ifr_mtu member of the union.
+    let req = ifreq_ioctl(iface, libc::SIOCGIFMTU, "MTU")?;
+    // SAFETY: SIOCGIFMTU filled the ifr_mtu member of the union.
     let m = unsafe { req.ifr_ifru.ifru_mtu };
     Ok(usize::try_from(m).unwrap_or(0))
 }
