@@ -703,3 +703,114 @@ fn route_based_tunnel_bypass_and_drop() {
     let _ = std::fs::remove_dir_all(&dir);
     drop(ns);
 }
+
+/// Sends a raw IPv4 packet (header included) from the calling thread's namespace.
+fn send_raw_ipv4(pkt: &[u8], dst: std::net::Ipv4Addr) {
+    // SAFETY: a raw socket; checked below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW) };
+    assert!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
+    let sa = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: 0,
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(dst.octets()),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: `pkt` and `sa` are live for the call; the socket is closed right after.
+    let r = unsafe {
+        libc::sendto(
+            fd,
+            pkt.as_ptr() as *const libc::c_void,
+            pkt.len(),
+            0,
+            &sa as *const libc::sockaddr_in as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        )
+    };
+    let err = std::io::Error::last_os_error();
+    // SAFETY: closes the descriptor opened above.
+    unsafe { libc::close(fd) };
+    assert_eq!(r as usize, pkt.len(), "sendto: {err}");
+}
+
+#[test]
+fn replayed_and_unknown_spi_packets_are_dropped_and_counted_live() {
+    if !is_root() {
+        eprintln!("skipping: needs root");
+        return;
+    }
+    let ns = two_sites("rp");
+    let (ha, gwa, gwb, _) = (ns.name(0), ns.name(1), ns.name(2), ns.name(3));
+    let dir = tmpdir("rp");
+    write_configs(&dir);
+    let a = start(gwa, &dir, "gwA");
+    let b = start(gwb, &dir, "gwB");
+    let p = ping(ha, "10.201.2.2");
+    // Forge what an attacker on the WAN could: a copy of gwA's first ESP packet (sequence 1,
+    // which gwB has seen), and the same packet under an SPI gwB does not know. The keys are
+    // gwA's own, so only the replay window and the SPI lookup can stop them.
+    let sas = dataplane::sa::file::load(&dir.join("gwA-sa.toml")).unwrap();
+    let mut db = dataplane::sa::SaDb::new(dataplane::esp::Backend::default());
+    db.insert(
+        sas.into_iter()
+            .find(|s| s.direction == dataplane::sa::Direction::Out)
+            .unwrap(),
+    )
+    .unwrap();
+    let inner = {
+        let mut b = vec![0u8; 28];
+        dataplane::wire::ipv4::Ipv4Repr {
+            src: "10.201.1.2".parse().unwrap(),
+            dst: "10.201.2.2".parse().unwrap(),
+            protocol: 17,
+            payload_len: 8,
+            ttl: 64,
+            dscp: 0,
+            ecn: 0,
+            ident: 1,
+            dont_frag: true,
+        }
+        .emit(&mut b);
+        b
+    };
+    let mut frames = vec![dataplane::frame::OwnedFrame::from_packet(&inner, 128, 64)];
+    let mut v = [dataplane::esp::Verdict::Pass];
+    db.encrypt_batch(&mut frames, &mut v);
+    assert_eq!(v[0], dataplane::esp::Verdict::Pass);
+    let replayed = frames[0].data().to_vec();
+    let mut unknown = replayed.clone();
+    unknown[20..24].copy_from_slice(&0xdead_beefu32.to_be_bytes());
+    let gwa_ns = gwa.to_string();
+    std::thread::spawn(move || {
+        enter(&gwa_ns);
+        for _ in 0..3 {
+            send_raw_ipv4(&replayed, "10.200.0.2".parse().unwrap());
+            send_raw_ipv4(&unknown, "10.200.0.2".parse().unwrap());
+        }
+    })
+    .join()
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let stats = Client::connect(&dir.join("gwB.sock"))
+        .unwrap()
+        .call(Request::Stats)
+        .unwrap();
+    for d in [a, b] {
+        signal(&d, "-TERM");
+        let mut d = d;
+        let _ = d.child.wait();
+    }
+    assert!(p.0, "{}", p.1);
+    let inbound = stats["sas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["direction"] == "in")
+        .unwrap()
+        .clone();
+    assert_eq!(inbound["drops"]["replayed"], 3, "{inbound}");
+    assert_eq!(stats["sadb_drops"]["unknown_spi"], 3, "{stats}");
+    let _ = std::fs::remove_dir_all(&dir);
+    drop(ns);
+}
