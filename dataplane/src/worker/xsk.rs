@@ -389,7 +389,9 @@ impl Worker {
     }
 
     fn refill(&mut self) {
-        let target = self.cfg.ring_size / 2;
+        // Keep the fill rings nearly full: an empty fill ring drops packets in the kernel
+        // (rx_fill_ring_empty) while the worker is descheduled.
+        let target = self.cfg.ring_size - self.cfg.ring_size / 8;
         for s in [&mut self.wan, &mut self.lan] {
             let queued = s.fill.size() - s.fill.free(s.fill.size());
             if queued >= target {
