@@ -183,7 +183,8 @@ fn through_a_nat_the_wan_capture_decrypts_in_tshark() {
     let gws = topology::demo::Gateways::start(&lab, a, b, |m| eprintln!("{m}")).unwrap();
     // Capture the WAN beyond the NAT (in the NAT's namespace: the gateways' own interfaces hand
     // ESP to AF_XDP before any capture sees it).
-    let cap = dir.join("wan.pcap");
+    // tshark writes pcapng, which esp-pcap reads too.
+    let cap = dir.join("wan.pcapng");
     let mut tshark = std::process::Command::new("ip")
         .args([
             "netns",

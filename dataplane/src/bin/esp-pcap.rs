@@ -19,9 +19,9 @@ struct Common {
     /// The SA file.
     #[arg(long)]
     sa: PathBuf,
-    /// Input capture (pcap; link type Ethernet, or raw IP 101/228/229).
+    /// Input capture (pcap or pcapng; link type Ethernet, or raw IP 101/228/229).
     input: PathBuf,
-    /// Output capture (same link type).
+    /// Output capture (pcap, same link type).
     output: PathBuf,
     /// Print the summary as JSON.
     #[arg(long)]
