@@ -814,3 +814,63 @@ fn replayed_and_unknown_spi_packets_are_dropped_and_counted_live() {
     let _ = std::fs::remove_dir_all(&dir);
     drop(ns);
 }
+
+#[test]
+fn trap_policy_raises_acquire_events() {
+    if !is_root() {
+        eprintln!("skipping: needs root");
+        return;
+    }
+    let ns = two_sites("tp");
+    let (ha, gwa, gwb, _) = (ns.name(0), ns.name(1), ns.name(2), ns.name(3));
+    let dir = tmpdir("tp");
+    write_configs(&dir);
+    let a = start(gwa, &dir, "gwA");
+    let b = start(gwb, &dir, "gwB");
+    let events = subscribe(&dir.join("gwA.sock"));
+    let mut c = Client::connect(&dir.join("gwA.sock")).unwrap();
+    c.call(Request::PolicyAdd {
+        policy: 7,
+        local_ts: vec!["10.201.1.0/24".into()],
+        remote_ts: vec!["10.201.9.0/24".into()],
+    })
+    .unwrap();
+    assert_eq!(
+        c.call(Request::PolicyList)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let lost = ping(ha, "10.201.9.9");
+    let stats = c.call(Request::Stats).unwrap();
+    c.call(Request::PolicyDelete { policy: 7 }).unwrap();
+    for d in [a, b] {
+        signal(&d, "-TERM");
+        let mut d = d;
+        let _ = d.child.wait();
+    }
+    let events = events.join().unwrap();
+    assert!(!lost.0, "no SA yet: the packets are dropped");
+    let acquire = events
+        .iter()
+        .find(|e| e.event == "acquire")
+        .expect("an acquire event");
+    assert_eq!(acquire.policy, Some(7));
+    assert_eq!(
+        (acquire.local.as_str(), acquire.remote.as_str()),
+        ("10.201.1.2", "10.201.9.9")
+    );
+    assert_eq!(
+        events.iter().filter(|e| e.event == "acquire").count(),
+        1,
+        "rate-limited: {events:?}"
+    );
+    assert!(
+        stats["sadb_drops"]["acquire"].as_u64().unwrap() >= 3,
+        "{stats}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    drop(ns);
+}

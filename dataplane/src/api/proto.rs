@@ -69,6 +69,26 @@ pub enum Request {
     /// Every route.
     #[serde(rename = "route.list")]
     RouteList,
+    /// Add or replace a trap policy: traffic from `local_ts` to `remote_ts` that no SA carries
+    /// is dropped and raises an `acquire` event, so the control plane negotiates its SA.
+    #[serde(rename = "policy.add")]
+    PolicyAdd {
+        /// Identifier, echoed in acquire events (named `policy`: `id` is the envelope's).
+        policy: u32,
+        /// Source prefixes (this side).
+        local_ts: Vec<String>,
+        /// Destination prefixes (the peer's side).
+        remote_ts: Vec<String>,
+    },
+    /// Remove a trap policy.
+    #[serde(rename = "policy.delete")]
+    PolicyDelete {
+        /// Its identifier.
+        policy: u32,
+    },
+    /// Every trap policy.
+    #[serde(rename = "policy.list")]
+    PolicyList,
     /// Counters of the whole dataplane.
     #[serde(rename = "stats")]
     Stats,
@@ -344,6 +364,10 @@ pub struct EventLine {
     pub local: String,
     /// Remote outer address.
     pub remote: String,
+    /// For `acquire`: the trap policy's id (`local`/`remote` are then the packet's source and
+    /// destination).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<u32>,
 }
 
 impl From<&SaEvent> for EventLine {
@@ -355,6 +379,7 @@ impl From<&SaEvent> for EventLine {
             direction: e.direction.to_string(),
             local: e.local.to_string(),
             remote: e.remote.to_string(),
+            policy: e.policy,
         }
     }
 }
@@ -426,6 +451,18 @@ mod tests {
             r#"{"version":1,"op":"sa.delete","spi":"0x10","direction":"in"}"#
         );
         assert!(serde_json::from_str::<Envelope>(r#"{"version":1,"op":"reboot"}"#).is_err());
+        // No request field may shadow the envelope's `id`.
+        let e = Envelope {
+            version: 1,
+            id: Some(42),
+            request: Request::PolicyAdd {
+                policy: 7,
+                local_ts: vec!["10.0.0.0/8".into()],
+                remote_ts: vec![],
+            },
+        };
+        let back: Envelope = serde_json::from_str(&serde_json::to_string(&e).unwrap()).unwrap();
+        assert_eq!(back, e);
     }
 
     #[test]

@@ -4,7 +4,8 @@
 
 use super::proto::{parse_spi, sa_from_json, Envelope, EventLine, Request, Response, VERSION};
 use crate::daemon::router::{RouteError, Router};
-use crate::sa::{Direction, Prefix, RouteAction, SaDbError, SaEvent};
+use crate::sa::spd::Trap;
+use crate::sa::{Direction, Prefix, RouteAction, SaDbError, SaEvent, Selectors};
 use serde_json::json;
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -305,6 +306,46 @@ fn handle(id: Option<u64>, req: Request, router: &Router) -> Response {
                     RouteAction::Tunnel(peer) => json!({"prefix": p.to_string(), "action": "tunnel", "tunnel": peer.to_string()}),
                     RouteAction::Bypass => json!({"prefix": p.to_string(), "action": "bypass"}),
                     RouteAction::Drop => json!({"prefix": p.to_string(), "action": "drop"}),
+                })
+                .collect();
+            Response::ok(id, serde_json::Value::Array(list))
+        }
+        Request::PolicyAdd {
+            policy: pid,
+            local_ts,
+            remote_ts,
+        } => {
+            let parse = |v: &[String], what: &str| -> Result<Selectors, String> {
+                v.iter()
+                    .map(|p| p.parse::<Prefix>().map_err(|e| format!("{what}: {e}")))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map(Selectors::new)
+            };
+            match (parse(&local_ts, "local_ts"), parse(&remote_ts, "remote_ts")) {
+                (Ok(l), Ok(r)) => {
+                    router.set_trap(Trap::new(pid, l, r));
+                    Response::ok(id, json!({"policy": pid}))
+                }
+                (Err(e), _) | (_, Err(e)) => Response::err(id, "bad_request", e),
+            }
+        }
+        Request::PolicyDelete { policy: pid } => {
+            if router.remove_trap(pid) {
+                Response::ok(id, json!({"removed": 1}))
+            } else {
+                Response::err(id, "not_found", format!("no trap policy {pid}"))
+            }
+        }
+        Request::PolicyList => {
+            let list: Vec<serde_json::Value> = router
+                .traps()
+                .iter()
+                .map(|t| {
+                    json!({
+                        "id": t.id,
+                        "local_ts": t.local_ts.prefixes().iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+                        "remote_ts": t.remote_ts.prefixes().iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+                    })
                 })
                 .collect();
             Response::ok(id, serde_json::Value::Array(list))

@@ -2,6 +2,7 @@
 //! something and merge the answers. Used by start-up and by the API server.
 
 use crate::api::proto::{Snapshot, SocketStats};
+use crate::sa::spd::Trap;
 use crate::sa::{Direction, Prefix, RouteAction, RouteTable, SaConfig, SaDbError};
 use crate::worker::handoff::owner_of_spi;
 use crate::worker::xsk::WorkerUpdate;
@@ -22,6 +23,8 @@ pub struct Router {
     partners: Mutex<HashMap<(IpAddr, IpAddr), usize>>,
     /// The canonical route table (every worker has a copy).
     routes: Mutex<RouteTable>,
+    /// The trap policies (every worker has a copy).
+    traps: Mutex<Vec<Trap>>,
 }
 
 /// Why a change did not happen.
@@ -42,6 +45,7 @@ impl Router {
             workers,
             partners: Mutex::new(HashMap::new()),
             routes: Mutex::new(RouteTable::new()),
+            traps: Mutex::new(Vec::new()),
         }
     }
 
@@ -179,6 +183,37 @@ impl Router {
     fn push_routes(&self, t: &RouteTable) {
         for w in &self.workers {
             let _ = w.send(WorkerUpdate::Routes(t.clone()));
+        }
+    }
+
+    /// Adds or replaces a trap policy and gives every worker the new list.
+    pub fn set_trap(&self, trap: Trap) {
+        let mut t = self.traps.lock().unwrap_or_else(|p| p.into_inner());
+        t.retain(|x| x.id != trap.id);
+        t.push(trap);
+        self.push_traps(&t);
+    }
+
+    /// Removes a trap policy; false if there was none.
+    pub fn remove_trap(&self, id: u32) -> bool {
+        let mut t = self.traps.lock().unwrap_or_else(|p| p.into_inner());
+        let before = t.len();
+        t.retain(|x| x.id != id);
+        let found = t.len() != before;
+        if found {
+            self.push_traps(&t);
+        }
+        found
+    }
+
+    /// The trap policies.
+    pub fn traps(&self) -> Vec<Trap> {
+        self.traps.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn push_traps(&self, t: &[Trap]) {
+        for w in &self.workers {
+            let _ = w.send(WorkerUpdate::Traps(t.to_vec()));
         }
     }
 

@@ -38,11 +38,13 @@ pub enum DropReason {
     TxFull,
     /// The SA reached a hard lifetime limit.
     Expired,
+    /// Outbound: a trap policy matched but its SA does not exist yet (an acquire was raised).
+    Acquire,
 }
 
 impl DropReason {
     /// Number of reasons (the length of a [`DropCounters`] array).
-    pub const COUNT: usize = 16;
+    pub const COUNT: usize = 17;
 
     /// Every reason, in counter order.
     pub const ALL: [DropReason; Self::COUNT] = [
@@ -62,6 +64,7 @@ impl DropReason {
         DropReason::NoNeighbour,
         DropReason::TxFull,
         DropReason::Expired,
+        DropReason::Acquire,
     ];
 
     /// Stable snake_case name used in CLI output, JSON and metrics.
@@ -83,6 +86,7 @@ impl DropReason {
             DropReason::NoNeighbour => "no_neighbour",
             DropReason::TxFull => "tx_full",
             DropReason::Expired => "expired",
+            DropReason::Acquire => "acquire",
         }
     }
 }

@@ -62,6 +62,8 @@ pub struct SaDb {
     pub(crate) events: Vec<SaEvent>,
     /// Peers reached by routes: their outbound SAs are route-based, not matched by selectors.
     route_peers: Vec<IpAddr>,
+    /// Trap policies (traffic to protect, SA not negotiated yet).
+    traps: Vec<crate::sa::spd::Trap>,
     backend: Option<Backend>,
 }
 
@@ -251,6 +253,31 @@ impl SaDb {
     pub fn set_route_peers(&mut self, peers: Vec<IpAddr>) {
         self.route_peers = peers;
         self.flush_flows();
+    }
+
+    /// Replaces the trap policies.
+    pub fn set_traps(&mut self, traps: Vec<crate::sa::spd::Trap>) {
+        self.traps = traps;
+    }
+
+    /// If a trap policy covers a packet no SA carries, raises an acquire event (rate-limited)
+    /// and returns true: the packet is then dropped as `acquire`.
+    pub fn trap(&mut self, src: IpAddr, dst: IpAddr) -> bool {
+        let Some(t) = self.traps.iter_mut().find(|t| t.matches(src, dst)) else {
+            return false;
+        };
+        if t.due() {
+            self.events.push(SaEvent {
+                kind: crate::sa::SaEventKind::Acquire,
+                spi: 0,
+                direction: Direction::Out,
+                local: src,
+                remote: dst,
+                policy: Some(t.id),
+            });
+        }
+        self.drops.add(crate::esp::DropReason::Acquire);
+        true
     }
 
     /// Index of the first outbound SA towards `peer` (its remote address): the SA a

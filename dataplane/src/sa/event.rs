@@ -12,6 +12,10 @@ pub enum SaEventKind {
     HardExpire,
     /// An outbound SA used its last sequence number: it no longer sends.
     SeqExhausted,
+    /// Traffic matched a trap policy that has no SA yet: the control plane should negotiate one
+    /// (`spi` is 0, `local`/`remote` are the packet's source and destination, `policy` the
+    /// trap's id).
+    Acquire,
 }
 
 impl SaEventKind {
@@ -21,6 +25,7 @@ impl SaEventKind {
             SaEventKind::SoftExpire => "soft_expire",
             SaEventKind::HardExpire => "hard_expire",
             SaEventKind::SeqExhausted => "seq_exhausted",
+            SaEventKind::Acquire => "acquire",
         }
     }
 }
@@ -38,6 +43,8 @@ pub struct SaEvent {
     pub local: IpAddr,
     /// Its remote address.
     pub remote: IpAddr,
+    /// For `Acquire`: the id of the trap policy.
+    pub policy: Option<u32>,
 }
 
 /// Pending events of one SA, as bits, so the packet path only sets a bit.

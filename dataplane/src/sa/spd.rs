@@ -75,3 +75,47 @@ impl Policies {
         self.0.is_empty()
     }
 }
+
+/// A trap policy: traffic it matches should be protected, but no SA exists yet. The first
+/// packets are dropped and raise an acquire event (at most one a second per trap and worker).
+#[derive(Debug, Clone)]
+pub struct Trap {
+    /// Identifier chosen by the control plane.
+    pub id: u32,
+    /// Source prefixes (this side).
+    pub local_ts: Selectors,
+    /// Destination prefixes (the peer's side).
+    pub remote_ts: Selectors,
+    last_acquire: Option<std::time::Instant>,
+}
+
+impl Trap {
+    /// A trap with these selectors.
+    pub fn new(id: u32, local_ts: Selectors, remote_ts: Selectors) -> Self {
+        Trap {
+            id,
+            local_ts,
+            remote_ts,
+            last_acquire: None,
+        }
+    }
+
+    /// True if the trap covers a packet from `src` to `dst`.
+    #[inline]
+    pub fn matches(&self, src: IpAddr, dst: IpAddr) -> bool {
+        self.local_ts.matches(src) && self.remote_ts.matches(dst)
+    }
+
+    /// True if an acquire may be raised now (rate limit; reads the clock only on this path).
+    pub fn due(&mut self) -> bool {
+        let now = std::time::Instant::now();
+        if self
+            .last_acquire
+            .is_some_and(|t| now.duration_since(t) < std::time::Duration::from_secs(1))
+        {
+            return false;
+        }
+        self.last_acquire = Some(now);
+        true
+    }
+}

@@ -48,6 +48,7 @@ pub(crate) fn drain_events(cfg: &SaConfig, pending: &mut u8, out: &mut impl FnMu
                 direction: cfg.direction,
                 local: cfg.local,
                 remote: cfg.remote,
+                policy: None,
             });
         }
     }

@@ -285,6 +285,9 @@ impl Pipeline {
         // bypass in the clear, or drop).
         let idx = match idx {
             Some(i) => i,
+            None if self.sadb.trap(info.src, info.dst) => {
+                return Err(Drop::Counted(DropReason::Acquire));
+            }
             None => match self.routes.lookup(info.dst) {
                 Some(RouteAction::Tunnel(peer)) => match self.sadb.outbound_to(peer) {
                     Some(i) => i,

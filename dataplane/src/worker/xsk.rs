@@ -84,6 +84,8 @@ pub enum WorkerUpdate {
     },
     /// Replace the route table.
     Routes(crate::sa::RouteTable),
+    /// Replace the trap policies.
+    Traps(Vec<crate::sa::spd::Trap>),
     /// Remove the policies of outbound SAs with this SPI (and remote address, if given).
     RemovePolicy {
         /// SPI.
@@ -289,6 +291,7 @@ impl Worker {
                         sh.policies.add(&sa, owner);
                     }
                 }
+                Ok(WorkerUpdate::Traps(t)) => self.pipeline.sadb.set_traps(t),
                 Ok(WorkerUpdate::Routes(r)) => {
                     if let Some(sh) = &mut self.shard {
                         sh.policies.set_route_peers(r.peers());
