@@ -145,6 +145,23 @@ fn espctl_lists_adds_deletes_and_reports() {
     assert!(ok);
     let (ok, _, err) = espctl(&sock, &["route", "delete", "0.0.0.0/0"]);
     assert!(!ok && err.contains("not_found"), "{err}");
+    let (ok, _, err) = espctl(
+        &sock,
+        &[
+            "policy",
+            "add",
+            "9",
+            "--local-ts",
+            "10.201.1.0/24",
+            "--remote-ts",
+            "10.201.9.0/24,10.201.8.0/24",
+        ],
+    );
+    assert!(ok, "{err}");
+    let (ok, out, _) = espctl(&sock, &["policy", "list"]);
+    assert!(ok && out.contains("10.201.8.0/24"), "{out}");
+    let (ok, _, _) = espctl(&sock, &["policy", "delete", "9"]);
+    assert!(ok);
     let (ok, out, _) = espctl(&sock, &["stats"]);
     assert!(ok && out.contains("forwarded: lan->wan 0"), "{out}");
     let (ok, out, _) = espctl(&sock, &["stats", "--json"]);

@@ -29,6 +29,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: RouteCmd,
     },
+    /// Trap policies: traffic to protect before its SA exists (raises acquire events).
+    Policy {
+        #[command(subcommand)]
+        cmd: PolicyCmd,
+    },
     /// Counters of the whole dataplane.
     Stats {
         /// Print JSON instead of a table.
@@ -65,6 +70,28 @@ enum RouteCmd {
     Delete {
         /// Destination prefix.
         prefix: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCmd {
+    /// List trap policies.
+    List,
+    /// Add or replace a trap policy.
+    Add {
+        /// Identifier, echoed in acquire events.
+        id: u32,
+        /// Source prefixes (this side), comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        local_ts: Vec<String>,
+        /// Destination prefixes (the peer's side), comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        remote_ts: Vec<String>,
+    },
+    /// Remove a trap policy.
+    Delete {
+        /// Its identifier.
+        id: u32,
     },
 }
 
@@ -248,6 +275,38 @@ fn run(args: Args) -> Result<(), String> {
             })
             .map_err(|e| e.to_string())?;
             println!("removed {prefix}");
+        }
+        Cmd::Policy {
+            cmd: PolicyCmd::List,
+        } => {
+            let v = c.call(Request::PolicyList).map_err(|e| e.to_string())?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?
+            );
+        }
+        Cmd::Policy {
+            cmd:
+                PolicyCmd::Add {
+                    id,
+                    local_ts,
+                    remote_ts,
+                },
+        } => {
+            c.call(Request::PolicyAdd {
+                policy: id,
+                local_ts,
+                remote_ts,
+            })
+            .map_err(|e| e.to_string())?;
+            println!("trap policy {id}");
+        }
+        Cmd::Policy {
+            cmd: PolicyCmd::Delete { id },
+        } => {
+            c.call(Request::PolicyDelete { policy: id })
+                .map_err(|e| e.to_string())?;
+            println!("removed trap policy {id}");
         }
         Cmd::Stats { json } => {
             let v = c.call(Request::Stats).map_err(|e| e.to_string())?;
