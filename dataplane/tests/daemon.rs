@@ -525,7 +525,9 @@ fn two_workers_share_the_tunnel_through_handoff() {
     // Senders pinned to each CPU use each TX queue, so packets reach both workers; the SAs
     // (SPIs 0xa0000001 and 0xb0000001: odd) live on worker 1, so worker 0 hands its packets over.
     let mut pings = Vec::new();
-    for cpu in ["0", "1"] {
+    // Several ping processes: each is its own flow, so the queue choice cannot land them all on
+    // the owning worker.
+    for cpu in ["0", "1", "0", "1"] {
         let out = Command::new("ip")
             .args([
                 "netns",
