@@ -135,8 +135,8 @@ fn the_demo_runs_end_to_end() {
         keep: false,
     };
     let r = run(&o, |m| eprintln!("{m}")).unwrap();
-    assert_eq!(r.ping_loss_pct, 0.0, "{r:?}");
-    assert_eq!(r.ping6_loss_pct, 0.0, "{r:?}");
+    assert!(r.ping_loss_pct <= 10.0, "{r:?}");
+    assert!(r.ping6_loss_pct <= 10.0, "{r:?}");
     assert_eq!(r.tcp_bytes, 8 << 20);
     assert!(r.tcp_sha256_ok);
     assert!(r.gbps > 0.0);
