@@ -409,7 +409,10 @@ pub fn sa_from_json(v: &serde_json::Value) -> Result<SaConfig, String> {
     let table: toml::Value = toml::Value::try_from(v).map_err(|e| format!("sa: {e}"))?;
     let mut root = toml::map::Map::new();
     root.insert("sa".into(), toml::Value::Array(vec![table]));
-    let text = toml::to_string(&toml::Value::Table(root)).map_err(|e| format!("sa: {e}"))?;
+    // The text holds the key: wipe it when done.
+    let text = zeroize::Zeroizing::new(
+        toml::to_string(&toml::Value::Table(root)).map_err(|e| format!("sa: {e}"))?,
+    );
     let mut sas = crate::sa::file::parse(&text, "request").map_err(|e| {
         let key = e
             .key
