@@ -185,6 +185,10 @@ pub fn run(
     policies.set_route_peers(routes.peers());
     let (mtx, mrx) = sync_channel::<IpAddr>(64);
     let (etx, erx) = sync_channel(4096);
+    let wakers = (0..n)
+        .map(|_| handoff::Waker::new())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(DaemonError::Socket)?;
     let mut workers = Vec::with_capacity(n);
     for (i, ((db, rx), (out, inbox))) in dbs
         .into_iter()
@@ -217,6 +221,7 @@ pub fn run(
                 out,
                 inbox,
                 policies: policies.clone(),
+                wakers: wakers.clone(),
             });
         }
         workers.push(w);
@@ -314,7 +319,7 @@ pub fn run(
 }
 
 /// Slots in each handoff ring (one per ordered pair of workers).
-const HANDOFF_SLOTS: usize = 512;
+const HANDOFF_SLOTS: usize = 2048;
 
 /// Refreshes next hops from the kernel twice a second and asks the kernel to resolve the ones
 /// workers miss (a datagram to the discard port makes it send ARP / neighbour solicitation).

@@ -5,7 +5,9 @@
 
 use super::Port;
 use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// Largest packet a slot holds.
@@ -138,6 +140,74 @@ impl Consumer {
     }
 }
 
+/// Wakes a worker that sleeps in `poll(2)` when another worker hands it packets: an eventfd
+/// the sleeper adds to its poll set, signalled only while it sleeps (so a busy consumer costs
+/// the producer nothing but a load).
+pub struct Waker {
+    fd: OwnedFd,
+    sleeping: AtomicBool,
+}
+
+impl Waker {
+    /// A new waker.
+    pub fn new() -> io::Result<Arc<Waker>> {
+        // SAFETY: eventfd with flags only; the result is checked.
+        let raw = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Arc::new(Waker {
+            // SAFETY: a new descriptor nothing else owns.
+            fd: unsafe { OwnedFd::from_raw_fd(raw) },
+            sleeping: AtomicBool::new(false),
+        }))
+    }
+
+    /// The descriptor to poll for input.
+    pub fn raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// Producer side, after pushing: wakes the consumer if it is (about to be) asleep. The
+    /// fence orders the push before the look at the flag (pairs with `sleep_begin`).
+    pub fn wake_if_sleeping(&self) {
+        fence(Ordering::SeqCst);
+        if self.sleeping.load(Ordering::SeqCst) {
+            let one = 1u64;
+            // SAFETY: writes 8 bytes from a live u64 to our eventfd; a full counter (EAGAIN)
+            // already means "wake up".
+            unsafe {
+                libc::write(
+                    self.fd.as_raw_fd(),
+                    &one as *const u64 as *const libc::c_void,
+                    8,
+                )
+            };
+        }
+    }
+
+    /// Consumer side, before polling: announces the sleep. Check the inboxes after this and
+    /// before sleeping, so a push that raced with it is seen.
+    pub fn sleep_begin(&self) {
+        self.sleeping.store(true, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+    }
+
+    /// Consumer side, after polling: clears the flag and the eventfd.
+    pub fn sleep_end(&self) {
+        self.sleeping.store(false, Ordering::SeqCst);
+        let mut v = 0u64;
+        // SAFETY: reads at most 8 bytes into a live u64 from our non-blocking eventfd.
+        unsafe {
+            libc::read(
+                self.fd.as_raw_fd(),
+                &mut v as *mut u64 as *mut libc::c_void,
+                8,
+            )
+        };
+    }
+}
+
 /// Which worker owns an inbound SA: the gateway picks its inbound SPIs so that this names the
 /// worker (`spi mod workers`).
 #[inline]
@@ -190,6 +260,27 @@ mod tests {
             }
         }
         t.join().unwrap();
+    }
+
+    #[test]
+    fn waker_wakes_only_a_sleeper() {
+        let w = Waker::new().unwrap();
+        let readable = |w: &Waker| {
+            let mut p = libc::pollfd {
+                fd: w.raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd, no wait.
+            unsafe { libc::poll(&mut p, 1, 0) == 1 }
+        };
+        w.wake_if_sleeping();
+        assert!(!readable(&w), "an awake consumer is not signalled");
+        w.sleep_begin();
+        w.wake_if_sleeping();
+        assert!(readable(&w));
+        w.sleep_end();
+        assert!(!readable(&w), "cleared after the sleep");
     }
 
     #[test]

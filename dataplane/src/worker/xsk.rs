@@ -18,6 +18,7 @@ use std::io;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
+use std::sync::Arc;
 
 /// How a worker waits for packets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,6 +109,8 @@ pub struct Shard {
     pub inbox: Vec<handoff::Consumer>,
     /// Outbound policies and their owners.
     pub policies: Policies,
+    /// Every worker's waker (index = worker); ours wakes us when others hand us packets.
+    pub wakers: Vec<Arc<handoff::Waker>>,
 }
 
 /// Handoff counters of one worker.
@@ -125,10 +128,6 @@ pub struct HandoffStats {
 const IDLE_SPINS: u32 = 256;
 /// Longest sleep, so a stop request is noticed promptly.
 const POLL_TIMEOUT_MS: i32 = 20;
-/// Longest sleep of a worker in a group: packets other workers hand over do not wake `poll(2)`,
-/// so a worker that sleeps must look at its inbox often (a handoff ring of 512 slots holds about
-/// 6 ms of a 1 Gbit/s stream).
-const SHARD_POLL_TIMEOUT_MS: i32 = 1;
 
 /// One worker: its sockets, UMEM, free frames and pipeline.
 pub struct Worker {
@@ -351,14 +350,31 @@ impl Worker {
                 events: libc::POLLIN,
                 revents: 0,
             },
+            libc::pollfd {
+                fd: -1,
+                events: libc::POLLIN,
+                revents: 0,
+            },
         ];
-        let timeout = if self.shard.as_ref().is_some_and(|s| s.workers > 1) {
-            SHARD_POLL_TIMEOUT_MS
-        } else {
-            POLL_TIMEOUT_MS
-        };
-        // SAFETY: two valid pollfd entries.
-        let r = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout) };
+        // In a group, other workers' handoffs must wake us too.
+        let waker = self
+            .shard
+            .as_ref()
+            .filter(|s| s.workers > 1)
+            .map(|s| (&s.wakers[s.id], &s.inbox));
+        if let Some((w, inbox)) = waker {
+            w.sleep_begin();
+            if inbox.iter().any(|c| !c.is_empty()) {
+                w.sleep_end();
+                return Ok(());
+            }
+            fds[2].fd = w.raw_fd();
+        }
+        // SAFETY: three valid pollfd entries (a negative fd is ignored by poll).
+        let r = unsafe { libc::poll(fds.as_mut_ptr(), 3, POLL_TIMEOUT_MS) };
+        if let Some((w, _)) = waker {
+            w.sleep_end();
+        }
         if r < 0 {
             let e = io::Error::last_os_error();
             if e.kind() != io::ErrorKind::Interrupted {
@@ -456,6 +472,7 @@ impl Worker {
             // Packets whose SA another worker owns go to it; the rest stay in the batch.
             let mut kept = ArrayVec::new();
             let mut kept_bases = ArrayVec::new();
+            let mut woken = 0u64;
             for (f, base) in frames.into_iter().zip(bases) {
                 let owner = steer(sh, &pipeline.routes, port, f.data());
                 if owner == sh.id {
@@ -468,6 +485,7 @@ impl Worker {
                     .is_some_and(|p| p.push(port, f.data()));
                 if pushed {
                     handoff.sent += 1;
+                    woken |= 1u64 << (owner % 64);
                 } else {
                     handoff.dropped += 1;
                 }
@@ -475,6 +493,11 @@ impl Worker {
             }
             frames = kept;
             bases = kept_bases;
+            for (w, waker) in sh.wakers.iter().enumerate() {
+                if woken & (1u64 << (w % 64)) != 0 {
+                    waker.wake_if_sleeping();
+                }
+            }
         }
         process_and_send(port, &mut frames, &bases, pipeline, lan, wan, free);
         Ok(n)
