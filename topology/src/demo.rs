@@ -274,7 +274,7 @@ pub fn run(o: &DemoOptions, mut say: impl FnMut(&str)) -> Result<DemoReport, Dem
     let spec = LabSpec {
         name: o.name.clone(),
         queues: o.workers.max(1),
-        nat: false,
+        ..LabSpec::default()
     };
     say(&format!(
         "building the lab {} (hA — gwA ==== gwB — hB, IPv4 and IPv6)",

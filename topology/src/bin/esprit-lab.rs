@@ -1,10 +1,15 @@
 //! `esprit-lab`: two sites in network namespaces, and the demo that runs esprit across them.
+//!
+//! `up` builds a lab (or leaves it alone if it is already as asked, or rebuilds it if it is
+//! not), `down` removes it, `status` shows what exists, `exec` runs a command in a node.
 
 use clap::{Parser, Subcommand};
+use std::io::Write;
+use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use topology::demo::{run as demo, DemoOptions};
-use topology::{Lab, LabSpec, Node};
+use topology::{Lab, LabInfo, LabSpec, Node};
 
 /// Build, use and remove esprit labs; run the demo.
 #[derive(Parser)]
@@ -16,35 +21,48 @@ struct Args {
 
 #[derive(clap::Args, Clone)]
 struct LabArgs {
-    /// Lab name: prefix of its namespaces.
+    /// Lab name: prefix of its namespaces (`<name>-gwA`…).
     #[arg(long, default_value = "esprit")]
     name: String,
 }
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Build the lab (rebuilding it if it exists): hA — gwA ==== gwB — hB.
+    /// Build the lab hA — gwA ==== gwB — hB (IPv4 and IPv6) and print it; a lab already as
+    /// asked is left alone, one that differs (half-built, other options) is rebuilt.
     Up {
         #[command(flatten)]
         lab: LabArgs,
-        /// Queues on every veth (one AF_XDP worker per queue).
+        /// RX and TX queues on every veth (one AF_XDP worker per queue).
         #[arg(long, default_value_t = 1)]
         queues: u32,
-        /// Put a masquerading NAT between the gateways.
+        /// Put a masquerading NAT (nftables) between the gateways: gwA's WAN becomes private.
         #[arg(long)]
         nat: bool,
+        /// Route the sites to each other in the kernel (plain forwarding, no tunnel).
+        #[arg(long)]
+        routed: bool,
+        /// MTU of every veth (default: the veth default, 1500).
+        #[arg(long)]
+        mtu: Option<u32>,
+        /// Print the lab as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Remove the lab (nothing to do if it is absent).
     Down {
         #[command(flatten)]
         lab: LabArgs,
     },
-    /// Show which namespaces of the lab exist.
+    /// Show which parts of the lab exist: namespaces, interfaces, addresses, MACs, routes.
     Status {
         #[command(flatten)]
         lab: LabArgs,
+        /// Print the lab as JSON.
+        #[arg(long)]
+        json: bool,
     },
-    /// Run a command in a node: hA, gwA, nat, gwB or hB.
+    /// Run a command in a node (hA, gwA, nat, gwB or hB); exits with the command's code.
     Exec {
         #[command(flatten)]
         lab: LabArgs,
@@ -75,71 +93,98 @@ enum Cmd {
     },
 }
 
+fn fail(e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("esprit-lab: {e}");
+    ExitCode::from(1)
+}
+
+fn print_info(info: &LabInfo, json: bool, header: Option<&str>) -> ExitCode {
+    let text = if json {
+        match serde_json::to_string_pretty(info) {
+            Ok(s) => s + "\n",
+            Err(e) => return fail(format!("lab {}: JSON: {e}", info.name)),
+        }
+    } else {
+        let h = header.map(|h| format!("{h}\n")).unwrap_or_default();
+        if info.nodes.iter().any(|n| n.exists) {
+            format!("{h}{info}")
+        } else {
+            h
+        }
+    };
+    // A closed pipe (`| head`) is not an error worth a panic.
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+    ExitCode::SUCCESS
+}
+
 fn main() -> ExitCode {
     match Args::parse().cmd {
-        Cmd::Up { lab, queues, nat } => {
+        Cmd::Up {
+            lab,
+            queues,
+            nat,
+            routed,
+            mtu,
+            json,
+        } => {
             let spec = LabSpec {
                 name: lab.name,
                 queues,
                 nat,
+                routed,
+                mtu,
             };
-            match Lab::up(&spec) {
-                Ok(l) => {
-                    println!("lab {} is up:", spec.name);
-                    for n in l.nodes() {
-                        println!("  {:<4} namespace {}", n.name(), l.ns(n));
-                    }
-                    println!(
-                        "  site A 10.201.1.0/24 fd00:201:1::/64 (hA .2, gwA lan0 .1)  WAN gwA {} gwB {}  site B 10.201.2.0/24 fd00:201:2::/64 (gwB lan0 .1, hB .2)",
-                        l.gw_a_wan(),
-                        l.gw_b_wan()
-                    );
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("esprit-lab: {e}");
-                    ExitCode::from(1)
-                }
+            let (l, outcome) = match Lab::up_report(&spec) {
+                Ok(x) => x,
+                Err(e) => return fail(format!("up: {e}")),
+            };
+            match l.describe() {
+                Ok(info) => print_info(
+                    &info,
+                    json,
+                    Some(&format!("lab {} is up ({outcome})", spec.name)),
+                ),
+                Err(e) => fail(format!("lab {} is up ({outcome}), but: {e}", spec.name)),
             }
         }
         Cmd::Down { lab } => {
-            let l = Lab {
-                spec: LabSpec {
-                    name: lab.name,
-                    ..Default::default()
-                },
+            let spec = LabSpec {
+                name: lab.name,
+                ..Default::default()
             };
-            match l.down() {
+            if let Err(e) = spec.validate() {
+                return fail(e);
+            }
+            match Lab::new(spec).down() {
                 Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("esprit-lab: {e}");
-                    ExitCode::from(1)
-                }
+                Err(e) => fail(format!("down: {e}")),
             }
         }
-        Cmd::Status { lab } => {
-            let l = Lab {
-                spec: LabSpec {
-                    name: lab.name,
-                    ..Default::default()
-                },
+        Cmd::Status { lab, json } => {
+            let l = match Lab::find(&lab.name) {
+                Ok(l) => l,
+                Err(e) => return fail(format!("status: {e}")),
             };
-            match l.status() {
-                Ok(s) => {
-                    for (n, up) in s {
-                        println!(
-                            "{:<4} {:<24} {}",
-                            n.name(),
-                            l.ns(n),
-                            if up { "up" } else { "absent" }
-                        );
-                    }
-                    ExitCode::SUCCESS
+            let existing = match l.status() {
+                Ok(s) => s.iter().filter(|(_, up)| *up).count(),
+                Err(e) => return fail(format!("status: {e}")),
+            };
+            let header = if existing == 0 {
+                format!("lab {} is down (no namespace exists)", lab.name)
+            } else {
+                match l.check() {
+                    Ok(d) if d.is_empty() => format!("lab {} is up", lab.name),
+                    Ok(d) => format!(
+                        "lab {} is incomplete or altered ({}); `esprit-lab up` rebuilds it",
+                        lab.name,
+                        d.join("; ")
+                    ),
+                    Err(e) => return fail(format!("status: {e}")),
                 }
-                Err(e) => {
-                    eprintln!("esprit-lab: {e}");
-                    ExitCode::from(1)
-                }
+            };
+            match l.describe() {
+                Ok(info) => print_info(&info, json, Some(&header)),
+                Err(e) => fail(format!("status: {e}")),
             }
         }
         Cmd::Exec { lab, node, cmd } => {
@@ -147,22 +192,25 @@ fn main() -> ExitCode {
                 eprintln!("esprit-lab: unknown node {node:?}: expected hA, gwA, nat, gwB or hB");
                 return ExitCode::from(2);
             };
-            let l = Lab {
-                spec: LabSpec {
-                    name: lab.name,
-                    ..Default::default()
-                },
+            let l = Lab::new(LabSpec {
+                name: lab.name,
+                ..Default::default()
+            });
+            if let Err(e) = l.spec.validate() {
+                return fail(e);
+            }
+            let mut child = match l.spawn(n, &cmd) {
+                Ok(c) => c,
+                Err(e) => return fail(format!("exec: {e}")),
             };
-            let status = std::process::Command::new("ip")
-                .args(["netns", "exec", &l.ns(n)])
-                .args(&cmd)
-                .status();
-            match status {
-                Ok(s) => ExitCode::from(s.code().unwrap_or(1) as u8),
-                Err(e) => {
-                    eprintln!("esprit-lab: {e}");
-                    ExitCode::from(1)
-                }
+            match child.wait() {
+                // The command's own exit code; a signal is reported as a shell would (128 + n).
+                Ok(s) => match (s.code(), s.signal()) {
+                    (Some(c), _) => ExitCode::from(c as u8),
+                    (None, Some(sig)) => ExitCode::from(128u8.wrapping_add(sig as u8)),
+                    _ => ExitCode::from(1),
+                },
+                Err(e) => fail(format!("exec: waiting for {cmd:?}: {e}")),
             }
         }
         Cmd::Demo {

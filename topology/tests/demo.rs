@@ -1,0 +1,145 @@
+//! The demo and the NAT capture: two esprit gateways across a lab. Needs root; skipped
+//! otherwise.
+
+use topology::demo::{run, DemoOptions};
+use topology::lab::is_root;
+use topology::{Lab, LabGuard, LabSpec, Node};
+
+#[test]
+fn the_demo_runs_end_to_end() {
+    if !is_root() {
+        eprintln!("skipping: needs root");
+        return;
+    }
+    let o = DemoOptions {
+        name: format!("esprit-tdemo{}", std::process::id()),
+        bytes: 8 << 20,
+        workers: 1,
+        keep: false,
+    };
+    let r = run(&o, |m| eprintln!("{m}")).unwrap();
+    assert!(r.ping_loss_pct <= 10.0, "{r:?}");
+    assert!(r.ping6_loss_pct <= 10.0, "{r:?}");
+    assert_eq!(r.tcp_bytes, 8 << 20);
+    assert!(r.tcp_sha256_ok);
+    assert!(r.gbps > 0.0);
+    assert_eq!(r.gw_a.sas.len(), 2);
+    let j = serde_json::to_value(&r).unwrap();
+    for k in ["ping_loss_pct", "tcp_bytes", "tcp_sha256_ok", "gbps"] {
+        assert!(j.get(k).is_some(), "{k}");
+    }
+    let lab = Lab {
+        spec: LabSpec {
+            name: o.name.clone(),
+            ..Default::default()
+        },
+    };
+    assert!(
+        lab.status().unwrap().iter().all(|(_, up)| !up),
+        "the demo removes its lab"
+    );
+}
+
+#[test]
+fn through_a_nat_the_wan_capture_decrypts_in_tshark() {
+    if !is_root() {
+        eprintln!("skipping: needs root");
+        return;
+    }
+    assert!(
+        std::process::Command::new("tshark")
+            .arg("-v")
+            .output()
+            .is_ok(),
+        "tshark is missing: ci/install-deps.sh installs it"
+    );
+    let s = LabSpec {
+        name: format!("esprit-tnat{}", std::process::id()),
+        queues: 1,
+        nat: true,
+        ..LabSpec::default()
+    };
+    let lab = Lab::up(&s).unwrap();
+    let _guard = LabGuard(lab.clone());
+    let dir = std::env::temp_dir().join(format!("{}-cap", s.name));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (a, b) = topology::demo::configs(&dir, &lab).unwrap();
+    let gws = topology::demo::Gateways::start(&lab, a, b, |m| eprintln!("{m}")).unwrap();
+    // Capture the WAN beyond the NAT (in the NAT's namespace: the gateways' own interfaces hand
+    // ESP to AF_XDP before any capture sees it).
+    // tshark writes pcapng, which esp-pcap reads too.
+    let cap = dir.join("wan.pcapng");
+    let mut tshark = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.ns(Node::Nat),
+            "tshark",
+            "-q",
+            "-i",
+            "out0",
+            "-F",
+            "pcap",
+            "-f",
+            "ip proto 50",
+            "-a",
+            "duration:6",
+            "-w",
+        ])
+        .arg(&cap)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    for (h, gw) in [(Node::HostA, "10.201.1.1"), (Node::HostB, "10.201.2.1")] {
+        let _ = lab.exec(h, &["ping", "-c", "1", "-W", "1", gw]);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let ping = lab
+        .exec(
+            Node::HostA,
+            &["ping", "-c", "5", "-i", "0.2", "-W", "2", "10.201.2.2"],
+        )
+        .unwrap();
+    let _ = tshark.wait();
+    let results = gws.stop();
+    let ping_out = String::from_utf8_lossy(&ping.stdout).to_string();
+    for r in &results {
+        assert!(r.is_ok(), "{r:?}");
+    }
+    assert!(ping.status.success(), "ping through the NAT:\n{ping_out}");
+    // gwB's inbound SA describes the packets as they look after the NAT.
+    let keys = dir.join("ws");
+    let sas = dataplane::sa::file::load(&dir.join("gwB-sa.toml")).unwrap();
+    dataplane::pcap::tool::write_wireshark_keys(&keys, &sas).unwrap();
+    let out = std::process::Command::new("tshark")
+        .env("WIRESHARK_CONFIG_DIR", &keys)
+        .env("HOME", &keys)
+        .args(["-n", "-r"])
+        .arg(&cap)
+        .args([
+            "-Y",
+            "esp && icmp.type == 8",
+            "-T",
+            "fields",
+            "-e",
+            "ip.src",
+            "-e",
+            "ip.dst",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let echoes = text
+        .lines()
+        .filter(|l| l.contains("10.201.1.2") && l.contains("10.201.2.2"))
+        .count();
+    assert!(
+        echoes >= 5,
+        "tshark decrypts hA's echo requests seen after the NAT:\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    lab.down().unwrap();
+}
