@@ -22,10 +22,7 @@ pub enum LabError {
         stderr: String,
     },
     /// A command could not be started (tool missing?).
-    #[error(
-        "{what}: cannot run `{cmd}`: {err} (the lab needs the Debian packages iproute2, \
-         nftables, iputils-ping and ethtool: ci/install-deps.sh installs them)"
-    )]
+    #[error("{what}: cannot run `{cmd}`: {err}{MISSING_TOOL}")]
     Spawn {
         /// What was being done.
         what: String,
@@ -64,6 +61,10 @@ pub enum LabError {
     NotRoot,
 }
 
+/// What to do about a missing tool.
+const MISSING_TOOL: &str = " (the lab needs the Debian packages iproute2, procps, nftables, \
+                            iputils-ping and ethtool: ci/install-deps.sh installs them)";
+
 /// Renders a command line for messages.
 pub(crate) fn render(args: &[&str]) -> String {
     args.iter()
@@ -82,11 +83,16 @@ pub(crate) fn render(args: &[&str]) -> String {
 pub(crate) fn run(what: &str, args: &[&str]) -> Result<Output, LabError> {
     let out = output(what, args)?;
     if !out.status.success() {
+        let mut stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        // `ip netns exec` reports a missing tool itself.
+        if stderr.contains("exec of") && stderr.contains("No such file or directory") {
+            stderr.push_str(MISSING_TOOL);
+        }
         return Err(LabError::Command {
             what: what.into(),
             cmd: render(args),
             status: out.status.to_string(),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            stderr,
         });
     }
     Ok(out)
@@ -138,5 +144,15 @@ mod tests {
         assert!(m.contains("oops") && m.contains('3'), "{m}");
         let e = run("testing", &["/nonexistent/tool"]).unwrap_err();
         assert!(e.to_string().contains("iproute2"), "{e}");
+        let e = run(
+            "testing",
+            &[
+                "sh",
+                "-c",
+                "echo 'exec of \"nft\" failed: No such file or directory' >&2; false",
+            ],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("nftables"), "{e}");
     }
 }
