@@ -1,0 +1,6 @@
+//! IKEv2 (RFC 7296): algorithms, identities, randomness, the message codec, crypto and the
+//! sans-IO state machines.
+
+pub mod algorithms;
+pub mod identity;
+pub mod rng;
