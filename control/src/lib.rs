@@ -2,3 +2,4 @@
 //! its configuration, and the daemon that keys the dataplane.
 
 pub mod ike;
+pub mod config;

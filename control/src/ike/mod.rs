@@ -2,5 +2,6 @@
 //! sans-IO state machines.
 
 pub mod algorithms;
+pub mod crypto;
 pub mod identity;
 pub mod rng;

@@ -1,0 +1,1 @@
+//! The esprit-ike configuration: a TOML file shaped like swanctl.conf.
