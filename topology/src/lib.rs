@@ -15,5 +15,6 @@ pub mod demo;
 pub mod lab;
 pub mod netns;
 pub mod plan;
+pub mod strongswan;
 
 pub use lab::{IfaceInfo, Lab, LabError, LabGuard, LabInfo, LabSpec, Node, NodeInfo, UpOutcome};
