@@ -1,0 +1,398 @@
+//! Proposal strings as strongSwan writes them: algorithm keywords joined by `-`, such as
+//! `aes128gcm16-prfsha256-x25519` (IKE) or `aes256gcm16-x25519-esn` (ESP).
+
+use crate::ike::algorithms::{DhGroup, EncrAlg, PrfAlg};
+use std::fmt;
+use std::str::FromStr;
+
+/// Encryption keywords and their strongSwan aliases.
+const ENCR: &[(&str, EncrAlg)] = &[
+    ("aes128gcm16", EncrAlg::AesGcm16_128),
+    ("aes128gcm128", EncrAlg::AesGcm16_128),
+    ("aes128gcm", EncrAlg::AesGcm16_128),
+    ("aes256gcm16", EncrAlg::AesGcm16_256),
+    ("aes256gcm128", EncrAlg::AesGcm16_256),
+    ("aes256gcm", EncrAlg::AesGcm16_256),
+];
+
+/// PRF keywords.
+const PRF: &[(&str, PrfAlg)] = &[
+    ("prfsha256", PrfAlg::HmacSha256),
+    ("prfsha384", PrfAlg::HmacSha384),
+    ("prfsha512", PrfAlg::HmacSha512),
+];
+
+/// Integrity keywords that, in an IKE proposal with an AEAD, name the PRF (as in strongSwan).
+const INTEG_AS_PRF: &[(&str, PrfAlg)] = &[
+    ("sha256", PrfAlg::HmacSha256),
+    ("sha2_256", PrfAlg::HmacSha256),
+    ("sha384", PrfAlg::HmacSha384),
+    ("sha2_384", PrfAlg::HmacSha384),
+    ("sha512", PrfAlg::HmacSha512),
+    ("sha2_512", PrfAlg::HmacSha512),
+];
+
+/// Key exchange keywords and aliases.
+const KE: &[(&str, DhGroup)] = &[
+    ("x25519", DhGroup::X25519),
+    ("curve25519", DhGroup::X25519),
+    ("ecp256", DhGroup::Ecp256),
+    ("ecp384", DhGroup::Ecp384),
+    ("modp2048", DhGroup::Modp2048),
+];
+
+/// Key exchange methods strongSwan knows that esprit does not implement.
+const UNSUPPORTED_KE: &[&str] = &[
+    "modp768",
+    "modp1024",
+    "modp1536",
+    "modp3072",
+    "modp4096",
+    "modp6144",
+    "modp8192",
+    "modp1024s160",
+    "modp2048s224",
+    "modp2048s256",
+    "ecp192",
+    "ecp224",
+    "ecp521",
+    "ecp224bp",
+    "ecp256bp",
+    "ecp384bp",
+    "ecp512bp",
+    "curve448",
+    "x448",
+    "mlkem512",
+    "mlkem768",
+    "mlkem1024",
+];
+
+const ENCR_LIST: &str = "aes128gcm16, aes256gcm16";
+const PRF_LIST: &str = "prfsha256, prfsha384, prfsha512";
+const KE_LIST: &str = "x25519, ecp256, ecp384, modp2048";
+
+/// One IKE proposal: every combination of its algorithms is acceptable.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IkeProposal {
+    /// Encryption (AEAD) algorithms, in order of preference; never empty.
+    pub encr: Vec<EncrAlg>,
+    /// Pseudo-random functions, in order of preference; never empty.
+    pub prf: Vec<PrfAlg>,
+    /// Key exchange methods, in order of preference; never empty.
+    pub dh: Vec<DhGroup>,
+}
+
+/// One ESP proposal: every combination of its algorithms is acceptable.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct EspProposal {
+    /// Encryption (AEAD) algorithms, in order of preference; never empty.
+    pub encr: Vec<EncrAlg>,
+    /// Key exchange methods for PFS, in order of preference; empty: no PFS.
+    pub dh: Vec<DhGroup>,
+    /// Extended sequence numbers offered, in order of preference; never empty (`[false]` unless
+    /// `esn` is written).
+    pub esn: Vec<bool>,
+}
+
+/// Which kind of proposal a keyword is read for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Ike,
+    Esp,
+}
+
+/// What a keyword means.
+enum Keyword {
+    Encr(EncrAlg),
+    Prf(PrfAlg),
+    Ke(DhGroup),
+    Esn(bool),
+}
+
+fn lookup<T: Copy>(table: &[(&str, T)], word: &str) -> Option<T> {
+    table.iter().find(|(n, _)| *n == word).map(|(_, v)| *v)
+}
+
+fn keyword(word: &str, kind: Kind) -> Result<Keyword, String> {
+    let lower = word.to_ascii_lowercase();
+    let w = lower.as_str();
+    if let Some(e) = lookup(ENCR, w) {
+        return Ok(Keyword::Encr(e));
+    }
+    if let Some(g) = lookup(KE, w) {
+        return Ok(Keyword::Ke(g));
+    }
+    if kind == Kind::Ike {
+        if let Some(p) = lookup(PRF, w).or_else(|| lookup(INTEG_AS_PRF, w)) {
+            return Ok(Keyword::Prf(p));
+        }
+    }
+    match (w, kind) {
+        ("esn", Kind::Esp) => return Ok(Keyword::Esn(true)),
+        ("noesn", Kind::Esp) => return Ok(Keyword::Esn(false)),
+        ("esn" | "noesn", Kind::Ike) => {
+            return Err(format!(
+                "'{word}' applies only to ESP proposals (esp_proposals)"
+            ))
+        }
+        ("default", _) => {
+            return Err("'default' must stand alone, as a proposal of its own".into());
+        }
+        _ => {}
+    }
+    Err(unknown(word, w, kind))
+}
+
+/// The message for a keyword esprit does not accept, saying what it is taken for.
+fn unknown(word: &str, w: &str, kind: Kind) -> String {
+    if w.starts_with("prf") {
+        return match kind {
+            Kind::Ike => format!("unsupported PRF '{word}' (expected one of {PRF_LIST})"),
+            Kind::Esp => format!(
+                "ESP proposals have no PRF: '{word}' belongs in an IKE proposal (proposals)"
+            ),
+        };
+    }
+    if w.len() > 3
+        && w.starts_with("ke")
+        && w.as_bytes().get(2).is_some_and(u8::is_ascii_digit)
+        && w.contains('_')
+    {
+        return format!(
+            "additional key exchanges (RFC 9370) are not supported: '{word}' (use one of {KE_LIST})"
+        );
+    }
+    if UNSUPPORTED_KE.contains(&w) {
+        return format!("unsupported key exchange '{word}' (expected one of {KE_LIST})");
+    }
+    if ["modp", "ecp", "curve", "x448", "mlkem", "ntru", "newhope"]
+        .iter()
+        .any(|p| w.starts_with(p))
+    {
+        return format!("unknown key exchange '{word}' (expected one of {KE_LIST})");
+    }
+    if ["md5", "sha", "aesxcbc", "aescmac", "camelliaxcbc"]
+        .iter()
+        .any(|p| w.starts_with(p))
+    {
+        return match kind {
+            Kind::Ike => format!(
+                "unsupported integrity algorithm '{word}': esprit supports only AES-GCM-16 \
+                 ({ENCR_LIST}), which needs none; name the PRF with one of {PRF_LIST}"
+            ),
+            Kind::Esp => format!(
+                "integrity algorithm '{word}' cannot be used: esprit supports only AES-GCM-16 \
+                 ({ENCR_LIST}), which needs none"
+            ),
+        };
+    }
+    if w.starts_with("aes") && (w.contains("gcm") || w.contains("gmac")) {
+        return format!(
+            "unsupported encryption algorithm '{word}': esprit supports only AES-GCM with a \
+             16-octet ICV and a 128- or 256-bit key ({ENCR_LIST})"
+        );
+    }
+    if [
+        "aes", "3des", "des", "cast", "blowfish", "camellia", "twofish", "serpent", "chacha",
+        "null", "idea", "rc5", "sm4",
+    ]
+    .iter()
+    .any(|p| w.starts_with(p))
+    {
+        return format!(
+            "unsupported encryption algorithm '{word}': esprit supports only AES-GCM-16 \
+             ({ENCR_LIST})"
+        );
+    }
+    match kind {
+        Kind::Ike => format!(
+            "unknown algorithm '{word}' (expected encryption {ENCR_LIST}; PRF {PRF_LIST}; \
+             key exchange {KE_LIST})"
+        ),
+        Kind::Esp => format!(
+            "unknown algorithm '{word}' (expected encryption {ENCR_LIST}; optional key \
+             exchange {KE_LIST}; esn or noesn)"
+        ),
+    }
+}
+
+fn push_unique<T: PartialEq>(v: &mut Vec<T>, x: T) {
+    if !v.contains(&x) {
+        v.push(x);
+    }
+}
+
+/// The keywords of a proposal string.
+fn words(s: &str) -> Result<Vec<&str>, String> {
+    let t = s.trim();
+    if t.is_empty() {
+        return Err("empty proposal".into());
+    }
+    let words: Vec<&str> = t.split('-').map(str::trim).collect();
+    if words.iter().any(|w| w.is_empty()) {
+        return Err(format!("empty algorithm name in '{t}'"));
+    }
+    Ok(words)
+}
+
+impl IkeProposal {
+    /// esprit's default IKE proposal (what `default` stands for): AES-GCM-16 with 128- or 256-bit
+    /// keys, any of the three PRFs, and x25519, ECP-256, ECP-384 or MODP-2048.
+    pub fn defaults() -> Self {
+        IkeProposal {
+            encr: vec![EncrAlg::AesGcm16_128, EncrAlg::AesGcm16_256],
+            prf: vec![PrfAlg::HmacSha256, PrfAlg::HmacSha384, PrfAlg::HmacSha512],
+            dh: vec![
+                DhGroup::X25519,
+                DhGroup::Ecp256,
+                DhGroup::Ecp384,
+                DhGroup::Modp2048,
+            ],
+        }
+    }
+
+    /// Parses one proposal string (`aes128gcm16-prfsha256-x25519`, or `default`). `sha256`,
+    /// `sha384` and `sha512` name the PRF, as strongSwan reads them next to an AEAD.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if s.trim().eq_ignore_ascii_case("default") {
+            return Ok(Self::defaults());
+        }
+        let mut p = IkeProposal {
+            encr: Vec::new(),
+            prf: Vec::new(),
+            dh: Vec::new(),
+        };
+        for w in words(s)? {
+            match keyword(w, Kind::Ike)? {
+                Keyword::Encr(e) => push_unique(&mut p.encr, e),
+                Keyword::Prf(f) => push_unique(&mut p.prf, f),
+                Keyword::Ke(g) => push_unique(&mut p.dh, g),
+                Keyword::Esn(_) => return Err(format!("'{w}' applies only to ESP proposals")),
+            }
+        }
+        let t = s.trim();
+        if p.encr.is_empty() {
+            return Err(format!(
+                "IKE proposal '{t}' has no encryption algorithm (add one of {ENCR_LIST})"
+            ));
+        }
+        if p.prf.is_empty() {
+            return Err(format!(
+                "IKE proposal '{t}' has no PRF (add one of {PRF_LIST})"
+            ));
+        }
+        if p.dh.is_empty() {
+            return Err(format!(
+                "IKE proposal '{t}' has no key exchange method (add one of {KE_LIST})"
+            ));
+        }
+        Ok(p)
+    }
+}
+
+impl EspProposal {
+    /// esprit's default ESP proposal (what `default` stands for): AES-GCM-16 with 128- or
+    /// 256-bit keys, no PFS, no ESN.
+    pub fn defaults() -> Self {
+        EspProposal {
+            encr: vec![EncrAlg::AesGcm16_128, EncrAlg::AesGcm16_256],
+            dh: Vec::new(),
+            esn: vec![false],
+        }
+    }
+
+    /// Parses one proposal string (`aes128gcm16`, `aes256gcm16-x25519-esn`, or `default`). A key
+    /// exchange method asks for PFS; `esn` and `noesn` in the order written give the ESN
+    /// choices (`noesn` when neither is written).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if s.trim().eq_ignore_ascii_case("default") {
+            return Ok(Self::defaults());
+        }
+        let mut p = EspProposal {
+            encr: Vec::new(),
+            dh: Vec::new(),
+            esn: Vec::new(),
+        };
+        for w in words(s)? {
+            match keyword(w, Kind::Esp)? {
+                Keyword::Encr(e) => push_unique(&mut p.encr, e),
+                Keyword::Ke(g) => push_unique(&mut p.dh, g),
+                Keyword::Esn(b) => push_unique(&mut p.esn, b),
+                Keyword::Prf(_) => {
+                    return Err(format!("ESP proposals have no PRF: '{w}'"));
+                }
+            }
+        }
+        if p.encr.is_empty() {
+            return Err(format!(
+                "ESP proposal '{}' has no encryption algorithm (add one of {ENCR_LIST})",
+                s.trim()
+            ));
+        }
+        if p.esn.is_empty() {
+            p.esn.push(false);
+        }
+        Ok(p)
+    }
+}
+
+impl FromStr for IkeProposal {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::parse(s)
+    }
+}
+
+impl FromStr for EspProposal {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::parse(s)
+    }
+}
+
+/// Writes names joined by `-`.
+fn join(f: &mut fmt::Formatter<'_>, names: impl Iterator<Item = &'static str>) -> fmt::Result {
+    for (i, n) in names.enumerate() {
+        if i > 0 {
+            f.write_str("-")?;
+        }
+        f.write_str(n)?;
+    }
+    Ok(())
+}
+
+/// strongSwan's syntax: `aes128gcm16-prfsha256-x25519`.
+impl fmt::Display for IkeProposal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        join(
+            f,
+            self.encr
+                .iter()
+                .map(|e| e.name())
+                .chain(self.prf.iter().map(|p| p.name()))
+                .chain(self.dh.iter().map(|g| g.name())),
+        )
+    }
+}
+
+/// strongSwan's syntax: `aes256gcm16-x25519-esn`.
+impl fmt::Display for EspProposal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let esn_words: Vec<&'static str> = if self.esn == [false] {
+            Vec::new()
+        } else {
+            self.esn
+                .iter()
+                .map(|b| if *b { "esn" } else { "noesn" })
+                .collect()
+        };
+        join(
+            f,
+            self.encr
+                .iter()
+                .map(|e| e.name())
+                .chain(self.dh.iter().map(|g| g.name()))
+                .chain(esn_words),
+        )
+    }
+}
