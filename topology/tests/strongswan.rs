@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-use topology::lab::{is_root, HOST_B};
+use topology::lab::{is_root, HOST_B, NAT_PUBLIC};
 use topology::strongswan::{
     ensure_installed, strongswan_version, Charon, CharonSpec, IkeSaInfo, PeerAuth,
 };
@@ -222,6 +222,30 @@ fn psk_tunnel_between_two_strongswans() {
     assert!(a.list_sas().unwrap().is_empty());
     stopped_cleanly(&lab, a, Node::GwA);
     stopped_cleanly(&lab, b, Node::GwB);
+}
+
+#[test]
+fn psk_tunnel_through_the_nat() {
+    if !ready() {
+        return;
+    }
+    let lab = LabGuard::up(&LabSpec {
+        name: format!("esprit-ssn{}", std::process::id()),
+        nat: true,
+        ..LabSpec::default()
+    })
+    .unwrap();
+    let dir = TempDir::new("nat");
+    let (a, b) = start_pair(
+        &lab,
+        &dir,
+        &CharonSpec::lab_gw_a(&lab),
+        &CharonSpec::lab_gw_b(&lab),
+    );
+    tunnel_works(&lab, &a, &b);
+    let sa_b = b.wait_established(WAIT).unwrap();
+    assert_eq!(sa_b.remote_host, NAT_PUBLIC, "gwB sees gwA behind the NAT");
+    assert_eq!(a.wait_established(WAIT).unwrap().local_host, lab.gw_a_wan());
 }
 
 /// A CA and, for each name, a certificate (CN and DNS SAN = the name) and key, all ECDSA
