@@ -1021,17 +1021,7 @@ fn output_within(mut cmd: Command, timeout: Duration) -> std::io::Result<(Output
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()?;
-    let mut pipes = [
-        child
-            .stdout
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-        child
-            .stderr
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    ]
-    .map(|p| {
+    fn drain(p: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
         std::thread::spawn(move || {
             let mut buf = Vec::new();
             if let Some(mut p) = p {
@@ -1039,8 +1029,8 @@ fn output_within(mut cmd: Command, timeout: Duration) -> std::io::Result<(Output
             }
             buf
         })
-    })
-    .into_iter();
+    }
+    let (out, err) = (drain(child.stdout.take()), drain(child.stderr.take()));
     let deadline = Instant::now() + timeout;
     let (status, timed_out) = loop {
         if let Some(s) = child.try_wait()? {
@@ -1052,8 +1042,8 @@ fn output_within(mut cmd: Command, timeout: Duration) -> std::io::Result<(Output
         }
         std::thread::sleep(Duration::from_millis(10));
     };
-    let stdout = pipes.next().and_then(|h| h.join().ok()).unwrap_or_default();
-    let stderr = pipes.next().and_then(|h| h.join().ok()).unwrap_or_default();
+    let stdout = out.join().unwrap_or_default();
+    let stderr = err.join().unwrap_or_default();
     Ok((
         Output {
             status,
