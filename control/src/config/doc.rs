@@ -118,11 +118,33 @@ impl<'a> Cx<'a> {
             return self.error(span, &path, message);
         }
         let key = key_text.trim_matches('"').trim_matches('\'');
-        self.error(
-            span,
-            key,
-            format!("duplicate key '{key}' (each key is set once)"),
-        )
+        let message = format!("duplicate key '{key}' (each key is set once)");
+        if !line.starts_with(key_text) {
+            return self.error(span, key, message);
+        }
+        // A key at the start of its line belongs to the table of the nearest header above.
+        let table = self
+            .text
+            .get(..line_start)
+            .unwrap_or("")
+            .lines()
+            .rev()
+            .map(str::trim)
+            .find(|l| l.starts_with('['))
+            .map(|h| {
+                h.trim_start_matches('[')
+                    .split(']')
+                    .next()
+                    .unwrap_or("")
+                    .split('.')
+                    .map(|p| p.trim().trim_matches('"').trim_matches('\''))
+                    .collect::<Vec<_>>()
+                    .join(".")
+            });
+        match table {
+            Some(t) if !t.is_empty() => self.error(span, &format!("{t}.{key}"), message),
+            _ => self.error(span, key, message),
+        }
     }
 }
 
@@ -267,7 +289,10 @@ impl<'a> Val<'a> {
             DeValue::Array(_) => self
                 .items()
                 .into_iter()
-                .map(|item| item.str_for(what).map(|s| (s, item)))
+                .map(|item| {
+                    item.str_for(&format!("a string ({what})"))
+                        .map(|s| (s, item))
+                })
                 .collect(),
             DeValue::String(s) if split_commas && s.contains(',') => Ok(s
                 .as_ref()
@@ -280,7 +305,7 @@ impl<'a> Val<'a> {
                 })
                 .collect()),
             DeValue::String(s) => Ok(vec![(s.as_ref(), self.clone())]),
-            _ => Err(self.expected(&format!("an array of {what}s"))),
+            _ => Err(self.expected(&format!("a string or an array of strings ({what})"))),
         }
     }
 

@@ -253,12 +253,16 @@ impl fmt::Display for TsConfig {
             None => write!(f, "[{}", self.protocol)?,
         }
         let (lo, hi) = self.ports;
+        let icmp = is_icmp(self.protocol);
+        // A single number reads back as itself only where it is not an ICMP type (< 256) and
+        // not port 0.
+        let single = lo == hi && if icmp { lo >= 256 } else { lo != 0 };
         if (lo, hi) == ANY_PORTS {
             f.write_str("]")
-        } else if lo == hi {
-            write!(f, "/{lo}]")
-        } else if is_icmp(self.protocol) && lo & 0xff == 0 && hi == lo | 0xff {
+        } else if icmp && lo & 0xff == 0 && hi == lo | 0xff {
             write!(f, "/{}]", lo >> 8)
+        } else if single {
+            write!(f, "/{lo}]")
         } else {
             write!(f, "/{lo}-{hi}]")
         }
