@@ -596,10 +596,10 @@ fn parse_connection(cx: &Cx<'_>, name: &str, t: &Tbl<'_>) -> Result<Connection, 
         Some(v) => duration(&v)?,
         None => longest / 10,
     };
+    let shortest = [rekey_time, reauth_time].into_iter().flatten().min();
     let rand_time = match t.get("rand_time") {
         Some(v) => {
             let r = duration(&v)?;
-            let shortest = [rekey_time, reauth_time].into_iter().flatten().min();
             if let Some(s) = shortest.filter(|s| r >= *s) {
                 return Err(v.err(format!(
                     "rand_time ({}s) must be less than the rekey/reauth time ({}s)",
@@ -609,7 +609,11 @@ fn parse_connection(cx: &Cx<'_>, name: &str, t: &Tbl<'_>) -> Result<Connection, 
             }
             r
         }
-        None => over_time,
+        // swanctl's default, kept below the rekey/reauth time it is subtracted from.
+        None => match shortest {
+            Some(s) if over_time >= s => s / 10,
+            _ => over_time,
+        },
     };
     let encap = t.get("encap").map_or(Ok(false), |v| v.bool())?;
     let fragmentation = match t.get("fragmentation") {
@@ -731,10 +735,20 @@ fn counts(t: &Tbl<'_>, prefix: &str) -> Result<(u64, u64, u64), ConfigError> {
             }
             n
         }
-        None if rekey != 0 && life > rekey => life - rekey,
+        None if rekey != 0 && life > rekey => below(life - rekey, rekey, rekey / 10),
         None => 0,
     };
     Ok((rekey, life, rand))
+}
+
+/// swanctl's default random part (hard minus soft limit), or `fallback` when that would not be
+/// below the soft limit it is subtracted from.
+fn below<T: PartialOrd>(rand: T, soft: T, fallback: T) -> T {
+    if rand < soft {
+        rand
+    } else {
+        fallback
+    }
 }
 
 fn parse_child(name: &str, t: &Tbl<'_>) -> Result<Child, ConfigError> {
@@ -806,7 +820,7 @@ fn parse_child(name: &str, t: &Tbl<'_>) -> Result<Child, ConfigError> {
             r
         }
         None => match (life_time, rekey_time) {
-            (Some(l), Some(r)) => l.saturating_sub(r),
+            (Some(l), Some(r)) => below(l.saturating_sub(r), r, r / 10),
             _ => Duration::ZERO,
         },
     };

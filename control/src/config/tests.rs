@@ -1123,6 +1123,19 @@ fn durations() {
     assert_eq!(c.connections[0].rekey_time, None);
     // Nothing to rekey or reauthenticate: no over_time.
     assert_eq!(c.connections[0].over_time, Duration::ZERO);
+    // Default random times stay below what they are subtracted from.
+    let c = ok(&conn(
+        "rekey_time = \"1h\"\nover_time = \"2h\"\n",
+        "rekey_time = \"10m\"\nlife_time = \"1h\"\nrekey_bytes = 100\nlife_bytes = 300\n",
+    ));
+    let k = &c.connections[0];
+    assert_eq!(
+        (k.over_time, k.rand_time),
+        (Duration::from_secs(7200), Duration::from_secs(360))
+    );
+    let ch = &k.children[0];
+    assert_eq!(ch.rand_time, Duration::from_secs(60));
+    assert_eq!(ch.rand_bytes, 10);
     // A child that never rekeys and has no life_time never expires.
     let c = ok(&conn("", "rekey_time = \"0\"\n"));
     let ch = &c.connections[0].children[0];
