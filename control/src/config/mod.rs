@@ -51,8 +51,8 @@ use std::path::Path;
 use toml::de::{DeTable, DeValue};
 use zeroize::{Zeroize, Zeroizing};
 
-/// A validated esprit-ike configuration.
-#[derive(Debug, Clone, PartialEq)]
+/// A validated esprit-ike configuration (the default is an empty one).
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Config {
     /// The `[daemon]` table (all defaults when absent).
     pub daemon: DaemonSettings,

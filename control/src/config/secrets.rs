@@ -139,7 +139,7 @@ fn decode_base64(s: &str) -> Option<Zeroizing<Vec<u8>>> {
     if s.len() - body.len() > 2 {
         return None;
     }
-    let mut out = Zeroizing::new(Vec::with_capacity(body.len() * 3 / 4));
+    let mut out = Zeroizing::new(Vec::with_capacity(body.len() / 4 * 3 + 3));
     let mut acc: u32 = 0;
     let mut bits = 0u32;
     let mut count = 0usize;
