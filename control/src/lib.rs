@@ -3,3 +3,4 @@
 
 pub mod ike;
 pub mod config;
+pub mod daemon;

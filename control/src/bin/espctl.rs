@@ -1,6 +1,7 @@
 //! `espctl`: the operator's command line for esprit.
 
 use clap::{Parser, Subcommand};
+use control::daemon::control::{ControlRequest, ControlResponse};
 use dataplane::api::client::DEFAULT_SOCKET;
 use dataplane::api::{Client, Request, SaInfo, Snapshot};
 use std::path::PathBuf;
@@ -13,6 +14,9 @@ struct Args {
     /// The dataplane's API socket.
     #[arg(long, global = true, default_value = DEFAULT_SOCKET)]
     socket: PathBuf,
+    /// esprit-ike's control socket.
+    #[arg(long, global = true, default_value = control::daemon::control::DEFAULT_SOCKET)]
+    ike_socket: PathBuf,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -42,6 +46,38 @@ enum Cmd {
     },
     /// Follow expiry and exhaustion events (one JSON object per line) until interrupted.
     Events,
+    /// IKE SAs of esprit-ike.
+    Ike {
+        #[command(subcommand)]
+        cmd: IkeCmd,
+    },
+    /// Bring a connection up (esprit-ike).
+    Initiate {
+        /// Connection name.
+        conn: String,
+        /// Child to negotiate (default: the connection's first).
+        #[arg(long)]
+        child: Option<String>,
+    },
+    /// Delete a connection's IKE SAs and children, telling the peer (esprit-ike).
+    Terminate {
+        /// Connection name.
+        conn: String,
+    },
+    /// Make esprit-ike re-read its configuration file.
+    Reload,
+}
+
+#[derive(Subcommand)]
+enum IkeCmd {
+    /// IKE SAs with their children, algorithms, SPIs and ages.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// esprit-ike's counters.
+    Stats,
 }
 
 #[derive(Subcommand)]
@@ -157,7 +193,156 @@ fn table(sas: &[SaInfo]) -> String {
     s
 }
 
+/// One request to esprit-ike's control socket.
+fn ike_call(path: &std::path::Path, req: &ControlRequest) -> Result<serde_json::Value, String> {
+    use std::io::{BufRead, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(path)
+        .map_err(|e| format!("esprit-ike control socket {}: {e}", path.display()))?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .map_err(|e| e.to_string())?;
+    let mut line = serde_json::to_string(req).map_err(|e| e.to_string())?;
+    line.push('\n');
+    s.write_all(line.as_bytes()).map_err(|e| e.to_string())?;
+    let mut answer = String::new();
+    std::io::BufReader::new(s)
+        .read_line(&mut answer)
+        .map_err(|e| e.to_string())?;
+    let r: ControlResponse = serde_json::from_str(answer.trim())
+        .map_err(|e| format!("esprit-ike answered {answer:?}: {e}"))?;
+    if r.ok {
+        Ok(r.result.unwrap_or(serde_json::Value::Null))
+    } else {
+        Err(r.error.unwrap_or_else(|| "refused".into()))
+    }
+}
+
+/// `espctl ike list` as a human reads it.
+fn ike_table(v: &serde_json::Value) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let sas = v.as_array().cloned().unwrap_or_default();
+    if sas.is_empty() {
+        return "no IKE SAs\n".into();
+    }
+    let s = |x: &serde_json::Value, k: &str| {
+        x.get(k).and_then(|v| v.as_str()).unwrap_or("-").to_string()
+    };
+    let n = |x: &serde_json::Value, k: &str| x.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+    for sa in &sas {
+        let _ = writeln!(
+            out,
+            "{}: {} {}, {} {} -> {} {}, IKE[{}_{}] {}-{}-{}{}, {}s",
+            s(sa, "conn"),
+            s(sa, "state"),
+            s(sa, "role"),
+            s(sa, "local_id"),
+            s(sa, "local"),
+            s(sa, "remote_id"),
+            s(sa, "remote"),
+            s(sa, "spi_i"),
+            s(sa, "spi_r"),
+            s(sa, "encr"),
+            s(sa, "prf"),
+            s(sa, "dh"),
+            if sa.get("encap").and_then(|v| v.as_bool()).unwrap_or(false) {
+                ", NAT-T"
+            } else {
+                ""
+            },
+            n(sa, "age_s"),
+        );
+        for c in sa
+            .get("children")
+            .and_then(|c| c.as_array())
+            .cloned()
+            .unwrap_or_default()
+        {
+            let list = |k: &str| {
+                c.get(k)
+                    .and_then(|v| v.as_array())
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|x| x.as_str())
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    })
+                    .unwrap_or_default()
+            };
+            let _ = writeln!(
+                out,
+                "  {}: {} SPIs in {} out {}, {}{}, {} === {}, {}s",
+                s(&c, "name"),
+                s(&c, "mode"),
+                s(&c, "inbound_spi"),
+                s(&c, "outbound_spi"),
+                s(&c, "encr"),
+                c.get("pfs")
+                    .and_then(|v| v.as_str())
+                    .map(|p| format!("-{p}"))
+                    .unwrap_or_default(),
+                list("local_ts"),
+                list("remote_ts"),
+                n(&c, "age_s"),
+            );
+        }
+    }
+    out
+}
+
 fn run(args: Args) -> Result<(), String> {
+    let ike = |req: ControlRequest| ike_call(&args.ike_socket, &req);
+    match &args.cmd {
+        Cmd::Ike {
+            cmd: IkeCmd::List { json },
+        } => {
+            let v = ike(ControlRequest::IkeList)?;
+            if *json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?
+                );
+            } else {
+                print!("{}", ike_table(&v));
+            }
+            return Ok(());
+        }
+        Cmd::Ike { cmd: IkeCmd::Stats } => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&ike(ControlRequest::Stats)?)
+                    .map_err(|e| e.to_string())?
+            );
+            return Ok(());
+        }
+        Cmd::Initiate { conn, child } => {
+            let v = ike(ControlRequest::Initiate {
+                conn: conn.clone(),
+                child: child.clone(),
+            })?;
+            println!(
+                "{conn}: initiating, IKE SA {}",
+                v.get("ike_sa").and_then(|x| x.as_str()).unwrap_or("?")
+            );
+            return Ok(());
+        }
+        Cmd::Terminate { conn } => {
+            let v = ike(ControlRequest::Terminate { conn: conn.clone() })?;
+            println!(
+                "{conn}: {} IKE SAs terminated",
+                v.get("terminated").and_then(|x| x.as_u64()).unwrap_or(0)
+            );
+            return Ok(());
+        }
+        Cmd::Reload => {
+            let v = ike(ControlRequest::Reload)?;
+            println!(
+                "reloaded: {} connections",
+                v.get("connections").and_then(|x| x.as_u64()).unwrap_or(0)
+            );
+            return Ok(());
+        }
+        _ => {}
+    }
     let mut c = Client::connect(&args.socket).map_err(|e| e.to_string())?;
     match args.cmd {
         Cmd::Sa {
@@ -336,6 +521,7 @@ fn run(args: Args) -> Result<(), String> {
                 println!("{}", serde_json::to_string(&e).map_err(|e| e.to_string())?);
             }
         }
+        Cmd::Ike { .. } | Cmd::Initiate { .. } | Cmd::Terminate { .. } | Cmd::Reload => {}
     }
     Ok(())
 }

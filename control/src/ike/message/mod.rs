@@ -211,6 +211,15 @@ pub trait SkAead {
     ) -> Option<Zeroizing<Vec<u8>>>;
 }
 
+impl SkAead for crate::ike::crypto::sk::SkCipher {
+    fn seal(&self, iv: [u8; 8], aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
+        crate::ike::crypto::sk::SkCipher::seal(self, iv, aad, plaintext)
+    }
+    fn open(&self, iv: [u8; 8], aad: &[u8], ct: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+        crate::ike::crypto::sk::SkCipher::open(self, iv, aad, ct).ok()
+    }
+}
+
 /// Walk a payload chain starting with type `next` over `d`, appending decoded payloads.
 /// Returns the offset of an SK/SKF payload if the chain reaches one (it must be last).
 fn walk(

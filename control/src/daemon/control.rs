@@ -1,0 +1,158 @@
+//! The IKE daemon's own control socket (JSON lines, root-only), which `espctl ike list`,
+//! `espctl initiate`, `espctl terminate` and `espctl reload` speak.
+//!
+//! Request: `{"op": "ike.list"}`, `{"op": "initiate", "conn": "site-b", "child": "net"}`
+//! (`child` optional), `{"op": "terminate", "conn": "site-b"}`, `{"op": "reload"}`,
+//! `{"op": "stats"}`. Answer: `{"ok": true, "result": …}` or `{"ok": false, "error": "…"}`.
+
+use crate::ike::session::ts::display;
+use crate::ike::session::{ChildMode, Endpoint, IkeSa, Role, State};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::time::Instant;
+
+/// The default path of the IKE daemon's control socket.
+pub const DEFAULT_SOCKET: &str = "/run/esprit/ike.sock";
+
+/// A request on the control socket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op")]
+pub enum ControlRequest {
+    /// IKE SAs with their children.
+    #[serde(rename = "ike.list")]
+    IkeList,
+    /// Bring a connection (or one of its children) up.
+    #[serde(rename = "initiate")]
+    Initiate {
+        /// Connection name.
+        conn: String,
+        /// Child name (default: the first).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        child: Option<String>,
+    },
+    /// Delete a connection's IKE SAs (and children), telling the peer.
+    #[serde(rename = "terminate")]
+    Terminate {
+        /// Connection name.
+        conn: String,
+    },
+    /// Re-read the configuration file.
+    #[serde(rename = "reload")]
+    Reload,
+    /// Counters.
+    #[serde(rename = "stats")]
+    Stats,
+}
+
+/// An answer on the control socket.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ControlResponse {
+    /// Whether the request succeeded.
+    pub ok: bool,
+    /// The result, when ok.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    /// The error, when not ok.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl ControlResponse {
+    /// A success.
+    pub fn ok(v: Value) -> Self {
+        ControlResponse {
+            ok: true,
+            result: Some(v),
+            error: None,
+        }
+    }
+    /// A failure.
+    pub fn err(e: impl Into<String>) -> Self {
+        ControlResponse {
+            ok: false,
+            result: None,
+            error: Some(e.into()),
+        }
+    }
+}
+
+/// One IKE SA as `ike.list` shows it.
+pub fn sa_json(sa: &IkeSa, now: Instant) -> Value {
+    let (spi_i, spi_r) = sa.spis();
+    let (local, remote) = sa.addrs();
+    let (created, est) = sa.times();
+    let (nat_l, nat_r) = sa.nat();
+    let suite = sa.suite();
+    let children: Vec<Value> = sa
+        .children()
+        .iter()
+        .map(|c| {
+            json!({
+                "name": c.name,
+                "inbound_spi": format!("{:08x}", c.inbound_spi),
+                "outbound_spi": format!("{:08x}", c.outbound_spi),
+                "encr": c.suite.encr.name(),
+                "esn": c.suite.esn,
+                "pfs": c.suite.dh.map(|d| d.name()),
+                "mode": match c.mode { ChildMode::Tunnel => "tunnel", ChildMode::Transport => "transport" },
+                "local_ts": c.local_ts.iter().map(display).collect::<Vec<_>>(),
+                "remote_ts": c.remote_ts.iter().map(display).collect::<Vec<_>>(),
+                "age_s": now.saturating_duration_since(c.installed).as_secs(),
+                "rekeying": c.rekeying,
+            })
+        })
+        .collect();
+    json!({
+        "conn": sa.conn().name,
+        "state": match sa.state() {
+            State::InitSent => "connecting",
+            State::AuthPending => "authenticating",
+            State::Established => "established",
+            State::Deleting => "deleting",
+            State::Dead => "dead",
+        },
+        "role": match sa.role() { Role::Initiator => "initiator", Role::Responder => "responder" },
+        "local": local.to_string(),
+        "remote": remote.to_string(),
+        "spi_i": format!("{spi_i:016x}"),
+        "spi_r": format!("{spi_r:016x}"),
+        "local_id": sa.conn().local_id.to_string(),
+        "remote_id": sa.remote_id().map(|i| i.to_string()),
+        "encr": suite.map(|s| s.encr.name()),
+        "prf": suite.map(|s| s.prf.name()),
+        "dh": suite.map(|s| s.dh.name()),
+        "nat_local": nat_l,
+        "nat_remote": nat_r,
+        "encap": sa.encap(),
+        "age_s": now.saturating_duration_since(created).as_secs(),
+        "established_s": est.map(|t| now.saturating_duration_since(t).as_secs()),
+        "children": children,
+    })
+}
+
+/// Every IKE SA, sorted by connection name then SPI.
+pub fn list_json(ep: &Endpoint, now: Instant) -> Value {
+    let mut sas: Vec<&IkeSa> = ep.sas().collect();
+    sas.sort_by_key(|s| (s.conn().name.clone(), s.spis()));
+    Value::Array(sas.iter().map(|s| sa_json(s, now)).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_parse() {
+        let r: ControlRequest = serde_json::from_str(r#"{"op":"initiate","conn":"a"}"#).unwrap();
+        assert_eq!(
+            r,
+            ControlRequest::Initiate {
+                conn: "a".into(),
+                child: None
+            }
+        );
+        let r: ControlRequest = serde_json::from_str(r#"{"op":"ike.list"}"#).unwrap();
+        assert_eq!(r, ControlRequest::IkeList);
+        assert!(serde_json::from_str::<ControlRequest>(r#"{"op":"nope"}"#).is_err());
+    }
+}

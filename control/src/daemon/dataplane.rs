@@ -1,0 +1,251 @@
+//! The IKE daemon's link to the dataplane's control API: installs and removes child SAs, keeps
+//! a copy of everything installed, and re-installs it all when the dataplane comes back after a
+//! restart (the dataplane keeps forwarding while the IKE daemon restarts; the IKE daemon restores
+//! the dataplane when the dataplane restarts).
+
+use super::params::range_to_prefixes;
+use crate::ike::session::{ChildMode, ChildSaInstall};
+use dataplane::api::{ApiError, Client, Request};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use zeroize::Zeroizing;
+
+/// One installed SA as sent to the dataplane (the JSON holds the key: wiped on drop).
+struct Installed {
+    sa: Zeroizing<String>,
+}
+
+/// The link to esprit-dataplane.
+pub struct DataplaneLink {
+    path: PathBuf,
+    client: Option<Client>,
+    workers: u32,
+    installed: BTreeMap<(u32, &'static str), Installed>,
+    next_attempt: Instant,
+    last_probe: Instant,
+    /// Log lines for the daemon to print.
+    pub log: Vec<String>,
+}
+
+fn hex(b: &[u8]) -> Zeroizing<String> {
+    let mut s = Zeroizing::new(String::with_capacity(b.len() * 2));
+    for x in b {
+        s.push_str(&format!("{x:02x}"));
+    }
+    s
+}
+
+/// The two SA objects (inbound, outbound) of the dataplane API for a child SA pair.
+pub fn sa_objects(c: &ChildSaInstall) -> [(u32, &'static str, Zeroizing<String>); 2] {
+    let mode = match c.mode {
+        ChildMode::Tunnel => "tunnel",
+        ChildMode::Transport => "transport",
+    };
+    let local_ts: Vec<String> = c.local_ts.iter().flat_map(range_to_prefixes).collect();
+    let remote_ts: Vec<String> = c.remote_ts.iter().flat_map(range_to_prefixes).collect();
+    let one = |dir: &str, spi: u32, key: &[u8]| -> Zeroizing<String> {
+        let mut v = json!({
+            "spi": format!("0x{spi:08x}"),
+            "direction": dir,
+            "mode": mode,
+            "suite": c.suite.encr.name(),
+            "local": c.local.ip().to_string(),
+            "remote": c.remote.ip().to_string(),
+            "esn": c.suite.esn,
+            "local_ts": local_ts,
+            "remote_ts": remote_ts,
+        });
+        let o = v.as_object_mut().expect("an object");
+        if dir == "in" {
+            o.insert("replay_window".into(), json!(c.limits.replay_window));
+        }
+        if c.encap {
+            o.insert("encap".into(), json!("udp"));
+            let ports = if dir == "out" {
+                [c.local.port(), c.remote.port()]
+            } else {
+                [c.remote.port(), c.local.port()]
+            };
+            o.insert("encap_ports".into(), json!(ports));
+        }
+        for (k, val) in [
+            ("soft_bytes", c.limits.soft_bytes),
+            ("soft_packets", c.limits.soft_packets),
+            ("hard_bytes", c.limits.hard_bytes),
+            ("hard_packets", c.limits.hard_packets),
+        ] {
+            if val > 0 {
+                o.insert(k.into(), json!(val));
+            }
+        }
+        let hexkey = hex(key);
+        o.insert("key".into(), Value::String(hexkey.to_string()));
+        let s = Zeroizing::new(v.to_string());
+        if let Some(Value::String(k)) = v.get_mut("key") {
+            zeroize::Zeroize::zeroize(k);
+        }
+        s
+    };
+    [
+        (
+            c.inbound_spi,
+            "in",
+            one("in", c.inbound_spi, &c.inbound_key),
+        ),
+        (
+            c.outbound_spi,
+            "out",
+            one("out", c.outbound_spi, &c.outbound_key),
+        ),
+    ]
+}
+
+impl DataplaneLink {
+    /// A link to the API socket at `path` (connected lazily, retried every second).
+    pub fn new(path: PathBuf) -> Self {
+        let now = Instant::now();
+        DataplaneLink {
+            path,
+            client: None,
+            workers: 1,
+            installed: BTreeMap::new(),
+            next_attempt: now,
+            last_probe: now,
+            log: Vec::new(),
+        }
+    }
+
+    /// Workers of the dataplane (from its hello), 1 until known.
+    pub fn workers(&self) -> u32 {
+        self.workers
+    }
+
+    /// Whether the dataplane is connected.
+    pub fn connected(&self) -> bool {
+        self.client.is_some()
+    }
+
+    fn connect(&mut self) -> bool {
+        if self.client.is_some() {
+            return true;
+        }
+        let now = Instant::now();
+        if now < self.next_attempt {
+            return false;
+        }
+        self.next_attempt = now + Duration::from_secs(1);
+        let mut c = match Client::connect(&self.path) {
+            Ok(c) => c,
+            Err(_) => return false,
+        };
+        match c.call(Request::Hello) {
+            Ok(v) => {
+                self.workers = v.get("workers").and_then(Value::as_u64).unwrap_or(1).max(1) as u32;
+            }
+            Err(e) => {
+                self.log.push(format!("dataplane hello failed: {e}"));
+                return false;
+            }
+        }
+        self.client = Some(c);
+        self.log.push(format!(
+            "connected to the dataplane at {} ({} workers)",
+            self.path.display(),
+            self.workers
+        ));
+        // A dataplane that restarted has lost our SAs: put every one back.
+        let all: Vec<Zeroizing<String>> = self.installed.values().map(|i| i.sa.clone()).collect();
+        let mut restored = 0;
+        for sa in all {
+            if self.call_sa(true, &sa).is_ok() {
+                restored += 1;
+            }
+        }
+        if restored > 0 {
+            self.log
+                .push(format!("re-installed {restored} SAs in the dataplane"));
+        }
+        self.client.is_some()
+    }
+
+    fn call(&mut self, r: Request) -> Result<Value, String> {
+        let Some(c) = &mut self.client else {
+            return Err("dataplane not connected".into());
+        };
+        match c.call(r) {
+            Ok(v) => Ok(v),
+            Err(ApiError::Refused { code, message }) => Err(format!("{code}: {message}")),
+            Err(e) => {
+                self.client = None;
+                self.log.push(format!("lost the dataplane: {e}"));
+                Err(e.to_string())
+            }
+        }
+    }
+
+    fn call_sa(&mut self, update: bool, sa: &str) -> Result<(), String> {
+        let v: Value = serde_json::from_str(sa).map_err(|e| e.to_string())?;
+        let r = if update {
+            Request::SaUpdate { sa: v }
+        } else {
+            Request::SaAdd { sa: v }
+        };
+        self.call(r).map(|_| ())
+    }
+
+    /// Install (or replace) a child SA pair. It is remembered even when the dataplane is down,
+    /// and installed when it comes up.
+    pub fn install(&mut self, c: &ChildSaInstall) -> Result<(), String> {
+        for (spi, dir, sa) in sa_objects(c) {
+            self.installed
+                .insert((spi, dir), Installed { sa: sa.clone() });
+            if self.connect() {
+                self.call_sa(true, &sa)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Remove a child SA pair.
+    pub fn remove(&mut self, inbound: u32, outbound: u32) -> Result<(), String> {
+        let mut res = Ok(());
+        for (spi, dir) in [(inbound, "in"), (outbound, "out")] {
+            if self.installed.remove(&(spi, dir)).is_some() && self.connect() {
+                let r = self.call(Request::SaDelete {
+                    spi: json!(format!("0x{spi:08x}")),
+                    direction: dir.into(),
+                    address: None,
+                });
+                if let Err(e) = r {
+                    if !e.starts_with("not_found") {
+                        res = Err(e);
+                    }
+                }
+            }
+        }
+        res
+    }
+
+    /// Periodic work: reconnect and probe the dataplane (a restart shows as a broken socket).
+    pub fn tick(&mut self) {
+        let now = Instant::now();
+        if self.client.is_none() {
+            self.connect();
+            return;
+        }
+        if now.duration_since(self.last_probe) >= Duration::from_secs(1) {
+            self.last_probe = now;
+            let _ = self.call(Request::Hello);
+            if self.client.is_none() {
+                self.connect();
+            }
+        }
+    }
+
+    /// How many SAs are installed (both directions).
+    pub fn installed(&self) -> usize {
+        self.installed.len()
+    }
+}

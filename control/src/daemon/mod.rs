@@ -1,0 +1,7 @@
+//! The esprit-ike daemon around the sans-IO core: configuration to parameters, the event loop,
+//! the dataplane link and the control socket.
+
+pub mod control;
+pub mod dataplane;
+pub mod params;
+pub mod run;

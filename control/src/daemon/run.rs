@@ -1,0 +1,573 @@
+//! The esprit-ike event loop: UDP sockets on the IKE ports (the NAT-T one with the non-ESP
+//! marker), the control socket, timers and the dataplane link around the sans-IO endpoint.
+
+use super::control::{list_json, ControlRequest, ControlResponse};
+use super::dataplane::DataplaneLink;
+use super::params::connection_params;
+use crate::config::{Config, StartAction};
+use crate::ike::rng::SystemRandom;
+use crate::ike::session::ike_sa::NAT_T_PORT;
+use crate::ike::session::{Endpoint, EndpointSettings, IkeEvent};
+use mio::net::{UdpSocket, UnixListener, UnixStream};
+use mio::{Events, Interest, Poll, Token};
+use serde_json::json;
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const LISTENER: Token = Token(0);
+const FIRST_UDP: usize = 16;
+const FIRST_CONN: usize = 1 << 20;
+/// Largest IKE datagram read.
+const MAX_DATAGRAM: usize = 65_536;
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The configuration is invalid.
+    #[error("{0}")]
+    Config(String),
+    /// A socket could not be set up.
+    #[error("{what}: {err}")]
+    Io {
+        /// What failed.
+        what: String,
+        /// The error.
+        err: io::Error,
+    },
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> RunError {
+    let what = what.into();
+    move |err| RunError::Io { what, err }
+}
+
+/// A bound UDP socket: its address and whether it is the NAT-T port.
+struct Udp {
+    sock: UdpSocket,
+    bound: SocketAddr,
+    nat_t: bool,
+}
+
+struct ControlConn {
+    stream: UnixStream,
+    buf: Vec<u8>,
+}
+
+/// The running daemon.
+pub struct Daemon {
+    config_path: PathBuf,
+    config: Config,
+    endpoint: Endpoint,
+    dataplane: DataplaneLink,
+    poll: Poll,
+    udp: Vec<Udp>,
+    listener: UnixListener,
+    conns: HashMap<Token, ControlConn>,
+    next_conn: usize,
+    restart_at: Vec<(Instant, String)>,
+}
+
+fn log(msg: &str) {
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    eprintln!("{}.{:03} esprit-ike: {msg}", t.as_secs(), t.subsec_millis());
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// The local address the kernel would use to reach `remote` (for wildcard sockets).
+fn source_for(remote: IpAddr) -> Option<IpAddr> {
+    let any: SocketAddr = match remote {
+        IpAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+        IpAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    let s = std::net::UdpSocket::bind(any).ok()?;
+    s.connect((remote, 9)).ok()?;
+    s.local_addr().ok().map(|a| a.ip())
+}
+
+impl Daemon {
+    /// Load the configuration, bind the sockets and connect to the dataplane.
+    pub fn new(config_path: &Path) -> Result<Daemon, RunError> {
+        let config = Config::load(config_path).map_err(|e| RunError::Config(e.to_string()))?;
+        let params = connection_params(&config)
+            .map_err(|e| RunError::Config(format!("{}: {e}", config_path.display())))?;
+        let settings = EndpointSettings {
+            cookie_threshold: config.daemon.cookie_threshold as usize,
+        };
+        let mut endpoint = Endpoint::new(params, settings, Box::new(SystemRandom::new()));
+        endpoint.set_unix_time(unix_now());
+        let poll = Poll::new().map_err(io_err("epoll"))?;
+        // One socket per configured local address and port; a wildcard when some connection
+        // has no local address.
+        let mut addrs: Vec<IpAddr> = config
+            .connections
+            .iter()
+            .flat_map(|c| c.local_addrs.iter().copied())
+            .collect();
+        if config.connections.iter().any(|c| c.local_addrs.is_empty()) || addrs.is_empty() {
+            addrs = vec![IpAddr::V4(Ipv4Addr::UNSPECIFIED)];
+        }
+        addrs.sort();
+        addrs.dedup();
+        let mut udp = Vec::new();
+        for a in addrs {
+            for (port, nat_t) in [
+                (config.daemon.port, false),
+                (config.daemon.port_nat_t, true),
+            ] {
+                let bound = SocketAddr::new(a, port);
+                let std_sock = std::net::UdpSocket::bind(bound)
+                    .map_err(io_err(format!("bind UDP {bound}")))?;
+                std_sock
+                    .set_nonblocking(true)
+                    .map_err(io_err("nonblocking"))?;
+                let mut sock = UdpSocket::from_std(std_sock);
+                let token = Token(FIRST_UDP + udp.len());
+                poll.registry()
+                    .register(&mut sock, token, Interest::READABLE)
+                    .map_err(io_err("register"))?;
+                udp.push(Udp { sock, bound, nat_t });
+            }
+        }
+        let sock_path = &config.daemon.socket;
+        if let Some(dir) = sock_path.parent() {
+            std::fs::create_dir_all(dir).map_err(io_err(format!("create {}", dir.display())))?;
+        }
+        let _ = std::fs::remove_file(sock_path);
+        let mut listener = UnixListener::bind(sock_path)
+            .map_err(io_err(format!("bind {}", sock_path.display())))?;
+        std::fs::set_permissions(sock_path, std::fs::Permissions::from_mode(0o600))
+            .map_err(io_err(format!("chmod {}", sock_path.display())))?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)
+            .map_err(io_err("register"))?;
+        let dataplane = DataplaneLink::new(config.daemon.dataplane_socket.clone());
+        Ok(Daemon {
+            config_path: config_path.to_path_buf(),
+            config,
+            endpoint,
+            dataplane,
+            poll,
+            udp,
+            listener,
+            conns: HashMap::new(),
+            next_conn: FIRST_CONN,
+            restart_at: Vec::new(),
+        })
+    }
+
+    fn local_for(&self, conn: &str) -> Result<SocketAddr, String> {
+        let c = self
+            .config
+            .connection(conn)
+            .ok_or_else(|| format!("no connection named '{conn}'"))?;
+        let remote = c
+            .initiate_to()
+            .ok_or_else(|| format!("connection '{conn}' has no remote address"))?;
+        let ip = match c
+            .local_addrs
+            .iter()
+            .find(|a| a.is_ipv4() == remote.is_ipv4())
+        {
+            Some(a) => *a,
+            None => source_for(remote).ok_or_else(|| format!("no route to {remote}"))?,
+        };
+        Ok(SocketAddr::new(ip, 500))
+    }
+
+    fn initiate(&mut self, conn: &str, child: Option<&str>) -> Result<u64, String> {
+        let local = self.local_for(conn)?;
+        let r = self.endpoint.initiate(Instant::now(), conn, child, local);
+        match &r {
+            Ok(spi) => log(&format!("{conn}: initiating (IKE SA {spi:016x})")),
+            Err(e) => log(&format!("{conn}: cannot initiate: {e}")),
+        }
+        r
+    }
+
+    fn start_connections(&mut self) {
+        let start: Vec<String> = self
+            .config
+            .connections
+            .iter()
+            .filter(|c| c.start_action == StartAction::Start && c.initiate_to().is_some())
+            .map(|c| c.name.clone())
+            .collect();
+        for c in start {
+            let _ = self.initiate(&c, None);
+        }
+    }
+
+    fn socket_for(&self, local: SocketAddr) -> Option<&Udp> {
+        let nat_t = local.port() == NAT_T_PORT;
+        self.udp
+            .iter()
+            .find(|u| u.nat_t == nat_t && u.bound.ip() == local.ip())
+            .or_else(|| {
+                self.udp
+                    .iter()
+                    .find(|u| u.nat_t == nat_t && u.bound.ip().is_unspecified())
+            })
+    }
+
+    fn flush(&mut self) {
+        while let Some(t) = self.endpoint.poll_transmit() {
+            let Some(u) = self.socket_for(t.local) else {
+                log(&format!("no socket for {}", t.local));
+                continue;
+            };
+            let r = if u.nat_t {
+                let mut d = Vec::with_capacity(t.data.len() + 4);
+                d.extend_from_slice(&[0, 0, 0, 0]);
+                d.extend_from_slice(&t.data);
+                u.sock.send_to(&d, t.remote)
+            } else {
+                u.sock.send_to(&t.data, t.remote)
+            };
+            if let Err(e) = r {
+                log(&format!("send to {} failed: {e}", t.remote));
+            }
+        }
+        while let Some(e) = self.endpoint.poll_event() {
+            self.on_event(e);
+        }
+        for l in self.dataplane.log.drain(..) {
+            log(&l);
+        }
+    }
+
+    fn on_event(&mut self, e: IkeEvent) {
+        match e {
+            IkeEvent::IkeUp {
+                ike_sa,
+                conn,
+                remote_id,
+                suite,
+            } => log(&format!(
+                "{conn}: IKE SA {ike_sa:016x} established with {remote_id} ({}-{}-{})",
+                suite.encr, suite.prf, suite.dh
+            )),
+            IkeEvent::IkeDown {
+                ike_sa,
+                conn,
+                reason,
+            } => {
+                log(&format!("{conn}: IKE SA {ike_sa:016x} down: {reason}"));
+                let restart = self.config.connection(&conn).is_some_and(|c| {
+                    c.start_action == StartAction::Start
+                        && c.dpd_action == crate::config::DpdAction::Restart
+                        && reason != "deleted"
+                        && reason != "terminated"
+                });
+                if restart {
+                    self.restart_at
+                        .push((Instant::now() + Duration::from_secs(1), conn));
+                }
+            }
+            IkeEvent::ChildUp(c) => {
+                log(&format!(
+                    "{}: child {} up: SPIs in {:08x} out {:08x}, {}{}",
+                    c.conn,
+                    c.child,
+                    c.inbound_spi,
+                    c.outbound_spi,
+                    c.suite.encr,
+                    if c.encap { ", UDP-encapsulated" } else { "" }
+                ));
+                if let Err(e) = self.dataplane.install(&c) {
+                    log(&format!(
+                        "{}: dataplane refused child {}: {e}",
+                        c.conn, c.child
+                    ));
+                }
+            }
+            IkeEvent::ChildDown {
+                conn,
+                child,
+                inbound_spi,
+                outbound_spi,
+                ..
+            } => {
+                log(&format!(
+                    "{conn}: child {child} down: SPIs in {inbound_spi:08x} out {outbound_spi:08x}"
+                ));
+                if let Err(e) = self.dataplane.remove(inbound_spi, outbound_spi) {
+                    log(&format!(
+                        "{conn}: removing child {child} from the dataplane: {e}"
+                    ));
+                }
+            }
+            IkeEvent::ChildFailed {
+                conn,
+                child,
+                reason,
+            } => log(&format!("{conn}: child {child} failed: {reason}")),
+            IkeEvent::Log(m) => log(&m),
+        }
+    }
+
+    fn read_udp(&mut self, idx: usize) {
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        loop {
+            let Some(u) = self.udp.get(idx) else { return };
+            let (n, from) = match u.sock.recv_from(&mut buf) {
+                Ok(x) => x,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    log(&format!("receive on {}: {e}", u.bound));
+                    return;
+                }
+            };
+            let core_port = if u.nat_t { NAT_T_PORT } else { 500 };
+            let local_ip = if u.bound.ip().is_unspecified() {
+                source_for(from.ip()).unwrap_or(u.bound.ip())
+            } else {
+                u.bound.ip()
+            };
+            let local = SocketAddr::new(local_ip, core_port);
+            let data = &buf[..n];
+            let data = if u.nat_t {
+                // RFC 3948: IKE behind the four-octet non-ESP marker; a lone 0xff is a keepalive;
+                // anything else is ESP the XDP program did not take.
+                if n < 4 || data[..4] != [0, 0, 0, 0] {
+                    continue;
+                }
+                &data[4..]
+            } else {
+                data
+            };
+            self.endpoint.set_unix_time(unix_now());
+            self.endpoint
+                .handle_datagram(Instant::now(), local, from, data);
+            self.flush();
+        }
+    }
+
+    fn control(&mut self, req: ControlRequest) -> ControlResponse {
+        match req {
+            ControlRequest::IkeList => {
+                ControlResponse::ok(list_json(&self.endpoint, Instant::now()))
+            }
+            ControlRequest::Initiate { conn, child } => {
+                match self.initiate(&conn, child.as_deref()) {
+                    Ok(spi) => ControlResponse::ok(json!({ "ike_sa": format!("{spi:016x}") })),
+                    Err(e) => ControlResponse::err(e),
+                }
+            }
+            ControlRequest::Terminate { conn } => {
+                if self.config.connection(&conn).is_none() {
+                    return ControlResponse::err(format!("no connection named '{conn}'"));
+                }
+                let n = self.endpoint.terminate(Instant::now(), &conn);
+                ControlResponse::ok(json!({ "terminated": n }))
+            }
+            ControlRequest::Reload => match Config::load(&self.config_path) {
+                Err(e) => ControlResponse::err(e.to_string()),
+                Ok(cfg) => match connection_params(&cfg) {
+                    Err(e) => ControlResponse::err(e),
+                    Ok(p) => {
+                        let n = p.len();
+                        self.endpoint.set_connections(p);
+                        self.config = cfg;
+                        log(&format!("configuration reloaded: {n} connections"));
+                        ControlResponse::ok(json!({ "connections": n }))
+                    }
+                },
+            },
+            ControlRequest::Stats => {
+                let s = self.endpoint.stats();
+                ControlResponse::ok(json!({
+                    "ike_sas": self.endpoint.sas().count(),
+                    "malformed": s.malformed,
+                    "unknown_spi": s.unknown_spi,
+                    "cookies_sent": s.cookies_sent,
+                    "bad_cookies": s.bad_cookies,
+                    "no_connection": s.no_connection,
+                    "dataplane_connected": self.dataplane.connected(),
+                    "dataplane_workers": self.dataplane.workers(),
+                    "sas_installed": self.dataplane.installed(),
+                }))
+            }
+        }
+    }
+
+    fn accept(&mut self) {
+        loop {
+            match self.listener.accept() {
+                Ok((mut stream, _)) => {
+                    let token = Token(self.next_conn);
+                    self.next_conn += 1;
+                    if self
+                        .poll
+                        .registry()
+                        .register(&mut stream, token, Interest::READABLE)
+                        .is_ok()
+                    {
+                        self.conns.insert(
+                            token,
+                            ControlConn {
+                                stream,
+                                buf: Vec::new(),
+                            },
+                        );
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    log(&format!("control socket: {e}"));
+                    return;
+                }
+            }
+        }
+    }
+
+    fn serve(&mut self, token: Token) {
+        let mut closed = false;
+        let mut lines = Vec::new();
+        if let Some(c) = self.conns.get_mut(&token) {
+            let mut tmp = [0u8; 4096];
+            loop {
+                match c.stream.read(&mut tmp) {
+                    Ok(0) => {
+                        closed = true;
+                        break;
+                    }
+                    Ok(n) => c.buf.extend_from_slice(&tmp[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(_) => {
+                        closed = true;
+                        break;
+                    }
+                }
+                if c.buf.len() > 1 << 20 {
+                    closed = true;
+                    break;
+                }
+            }
+            while let Some(pos) = c.buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = c.buf.drain(..=pos).collect();
+                lines.push(line);
+            }
+        }
+        for line in lines {
+            let resp = match serde_json::from_slice::<ControlRequest>(&line) {
+                Ok(r) => self.control(r),
+                Err(e) => ControlResponse::err(format!("bad request: {e}")),
+            };
+            self.flush();
+            let mut out = serde_json::to_vec(&resp).unwrap_or_default();
+            out.push(b'\n');
+            if let Some(c) = self.conns.get_mut(&token) {
+                let _ = c.stream.set_nonblocking_write_all(&out);
+            }
+        }
+        if closed {
+            if let Some(mut c) = self.conns.remove(&token) {
+                let _ = self.poll.registry().deregister(&mut c.stream);
+            }
+        }
+    }
+
+    /// Run until SIGTERM or SIGINT. SAs stay in the dataplane (it keeps forwarding) when the
+    /// daemon stops; `espctl terminate` deletes them.
+    pub fn run(mut self) -> Result<(), RunError> {
+        let stop = Arc::new(AtomicBool::new(false));
+        for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+            signal_hook::flag::register(sig, stop.clone()).map_err(io_err("signal handler"))?;
+        }
+        log(&format!(
+            "started: {} connections, sockets {}, control {}",
+            self.config.connections.len(),
+            self.udp
+                .iter()
+                .map(|u| u.bound.to_string())
+                .collect::<Vec<_>>()
+                .join(" "),
+            self.config.daemon.socket.display()
+        ));
+        self.dataplane.tick();
+        self.start_connections();
+        self.flush();
+        let mut events = Events::with_capacity(64);
+        while !stop.load(Ordering::Relaxed) {
+            let now = Instant::now();
+            let mut timeout = Duration::from_millis(500);
+            if let Some(t) = self.endpoint.poll_timeout() {
+                timeout = timeout.min(t.saturating_duration_since(now));
+            }
+            match self.poll.poll(&mut events, Some(timeout)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    return Err(RunError::Io {
+                        what: "poll".into(),
+                        err: e,
+                    })
+                }
+            }
+            let tokens: Vec<Token> = events.iter().map(|e| e.token()).collect();
+            for t in tokens {
+                match t {
+                    LISTENER => self.accept(),
+                    Token(i) if (FIRST_UDP..FIRST_CONN).contains(&i) => {
+                        self.read_udp(i - FIRST_UDP)
+                    }
+                    t => self.serve(t),
+                }
+            }
+            self.endpoint.set_unix_time(unix_now());
+            self.endpoint.handle_timeout(Instant::now());
+            let now = Instant::now();
+            let due: Vec<String> = self
+                .restart_at
+                .iter()
+                .filter(|(t, _)| *t <= now)
+                .map(|(_, c)| c.clone())
+                .collect();
+            self.restart_at.retain(|(t, _)| *t > now);
+            for c in due {
+                let _ = self.initiate(&c, None);
+            }
+            self.dataplane.tick();
+            self.flush();
+        }
+        log("stopping; SAs stay in the dataplane");
+        let _ = std::fs::remove_file(&self.config.daemon.socket);
+        Ok(())
+    }
+}
+
+/// Writing a short answer to a non-blocking stream: retry briefly on WouldBlock.
+trait WriteAllNonBlocking {
+    fn set_nonblocking_write_all(&mut self, data: &[u8]) -> io::Result<()>;
+}
+
+impl WriteAllNonBlocking for UnixStream {
+    fn set_nonblocking_write_all(&mut self, mut data: &[u8]) -> io::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !data.is_empty() {
+            match self.write(data) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => data = &data[n..],
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(1))
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}

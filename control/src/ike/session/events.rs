@@ -1,0 +1,143 @@
+//! What the sans-IO core hands to the daemon: datagrams to send and events.
+
+use super::params::ChildMode;
+use super::proposal::{EspSuite, IkeSuite};
+use crate::ike::identity::Identity;
+use crate::ike::message::TrafficSelector;
+use std::fmt;
+use std::net::SocketAddr;
+use zeroize::Zeroizing;
+
+/// A datagram to send. Datagrams from or to port 4500 need the four-octet non-ESP marker in
+/// front (the daemon adds it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    /// Our address and port to send from.
+    pub local: SocketAddr,
+    /// The peer's address and port.
+    pub remote: SocketAddr,
+    /// The IKE message.
+    pub data: Vec<u8>,
+}
+
+/// A child SA pair ready to install in the dataplane.
+pub struct ChildSaInstall {
+    /// The IKE SA it belongs to (our SPI of it).
+    pub ike_sa: u64,
+    /// Connection name.
+    pub conn: String,
+    /// Child name.
+    pub child: String,
+    /// The SPI we receive with.
+    pub inbound_spi: u32,
+    /// The SPI we send with.
+    pub outbound_spi: u32,
+    /// Algorithms.
+    pub suite: EspSuite,
+    /// Inbound key and salt.
+    pub inbound_key: Zeroizing<Vec<u8>>,
+    /// Outbound key and salt.
+    pub outbound_key: Zeroizing<Vec<u8>>,
+    /// Selectors on our side.
+    pub local_ts: Vec<TrafficSelector>,
+    /// Selectors on the peer's side.
+    pub remote_ts: Vec<TrafficSelector>,
+    /// Our outer address (and IKE port).
+    pub local: SocketAddr,
+    /// The peer's outer address (and IKE port).
+    pub remote: SocketAddr,
+    /// UDP-encapsulate ESP (a NAT was detected or encapsulation forced), ports 4500 or the
+    /// peer's NAT-mapped port.
+    pub encap: bool,
+    /// Tunnel or transport.
+    pub mode: ChildMode,
+    /// Soft and hard byte/packet limits and the replay window from the child's configuration.
+    pub limits: ChildLimits,
+    /// The inbound SPI of the child SA this one replaces (a rekey), if any.
+    pub replaces: Option<u32>,
+}
+
+/// Lifetime limits and the replay window of a child SA.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ChildLimits {
+    /// Soft byte limit (0 = none).
+    pub soft_bytes: u64,
+    /// Soft packet limit.
+    pub soft_packets: u64,
+    /// Hard byte limit.
+    pub hard_bytes: u64,
+    /// Hard packet limit.
+    pub hard_packets: u64,
+    /// Anti-replay window.
+    pub replay_window: u32,
+}
+
+impl fmt::Debug for ChildSaInstall {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChildSaInstall")
+            .field("conn", &self.conn)
+            .field("child", &self.child)
+            .field("inbound_spi", &format_args!("{:08x}", self.inbound_spi))
+            .field("outbound_spi", &format_args!("{:08x}", self.outbound_spi))
+            .field("suite", &self.suite)
+            .field("local", &self.local)
+            .field("remote", &self.remote)
+            .field("encap", &self.encap)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Something the daemon must act on or report.
+#[derive(Debug)]
+pub enum IkeEvent {
+    /// An IKE SA is established.
+    IkeUp {
+        /// Our SPI of the IKE SA.
+        ike_sa: u64,
+        /// Connection name.
+        conn: String,
+        /// Peer's identity.
+        remote_id: Identity,
+        /// Algorithms.
+        suite: IkeSuite,
+    },
+    /// An IKE SA is gone (its children are reported down first).
+    IkeDown {
+        /// Our SPI of the IKE SA.
+        ike_sa: u64,
+        /// Connection name.
+        conn: String,
+        /// Why.
+        reason: String,
+    },
+    /// A child SA pair to install.
+    ChildUp(Box<ChildSaInstall>),
+    /// A child SA pair to remove.
+    ChildDown {
+        /// Our SPI of the IKE SA.
+        ike_sa: u64,
+        /// Connection name.
+        conn: String,
+        /// Child name.
+        child: String,
+        /// The SPI we received with.
+        inbound_spi: u32,
+        /// The SPI we sent with.
+        outbound_spi: u32,
+        /// Our outer address.
+        local: SocketAddr,
+        /// The peer's outer address.
+        remote: SocketAddr,
+    },
+    /// A child could not be negotiated (the IKE SA stays).
+    ChildFailed {
+        /// Connection name.
+        conn: String,
+        /// Child name.
+        child: String,
+        /// Why.
+        reason: String,
+    },
+    /// A notable occurrence for the log (never contains key material).
+    Log(String),
+}

@@ -1,0 +1,432 @@
+//! Building SA payloads from proposal specs, choosing among a peer's proposals (responder), and
+//! checking a responder's choice (initiator), per RFC 7296 §2.7 and §3.3.
+
+use super::params::{EspProposalSpec, IkeProposalSpec};
+use crate::ike::algorithms::{DhGroup, EncrAlg, PrfAlg};
+use crate::ike::message::consts::{protocol, transform_type as tt};
+use crate::ike::message::{Proposal, Transform};
+
+/// The algorithms agreed for an IKE SA.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IkeSuite {
+    /// Encryption (AEAD).
+    pub encr: EncrAlg,
+    /// PRF.
+    pub prf: PrfAlg,
+    /// Key exchange method.
+    pub dh: DhGroup,
+}
+
+/// The algorithms agreed for a child SA.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EspSuite {
+    /// Encryption (AEAD).
+    pub encr: EncrAlg,
+    /// PFS group, if a key exchange is part of this exchange.
+    pub dh: Option<DhGroup>,
+    /// Extended sequence numbers.
+    pub esn: bool,
+}
+
+fn encr_transform(e: EncrAlg) -> Transform {
+    Transform {
+        ttype: tt::ENCR,
+        id: e.transform_id(),
+        key_len: Some(e.key_bits()),
+    }
+}
+
+fn plain(ttype: u8, id: u16) -> Transform {
+    Transform {
+        ttype,
+        id,
+        key_len: None,
+    }
+}
+
+/// The SA payload's proposals for IKE (`spi` empty in IKE_SA_INIT, 8 octets when rekeying).
+/// `first_dh` moves a group to the front of every proposal that has it (after INVALID_KE).
+pub fn ike_offer(
+    specs: &[IkeProposalSpec],
+    spi: &[u8],
+    first_dh: Option<DhGroup>,
+) -> Vec<Proposal> {
+    specs
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let mut t: Vec<Transform> = s.encr.iter().map(|e| encr_transform(*e)).collect();
+            t.extend(s.prf.iter().map(|p| plain(tt::PRF, p.transform_id())));
+            let mut dh = s.dh.clone();
+            if let Some(g) = first_dh {
+                if let Some(pos) = dh.iter().position(|d| *d == g) {
+                    dh.remove(pos);
+                    dh.insert(0, g);
+                }
+            }
+            t.extend(dh.iter().map(|d| plain(tt::KE, d.transform_id())));
+            Proposal {
+                num: (i + 1) as u8,
+                protocol: protocol::IKE,
+                spi: spi.to_vec(),
+                transforms: t,
+            }
+        })
+        .collect()
+}
+
+/// The SA payload's proposals for ESP with our inbound `spi`. `with_ke` adds the PFS groups
+/// (CREATE_CHILD_SA); IKE_AUTH children carry none. `first_dh` as for [`ike_offer`].
+pub fn esp_offer(
+    specs: &[EspProposalSpec],
+    spi: u32,
+    with_ke: bool,
+    first_dh: Option<DhGroup>,
+) -> Vec<Proposal> {
+    specs
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let mut t: Vec<Transform> = s.encr.iter().map(|e| encr_transform(*e)).collect();
+            if with_ke {
+                let mut dh = s.dh.clone();
+                if let Some(g) = first_dh {
+                    if let Some(pos) = dh.iter().position(|d| *d == g) {
+                        dh.remove(pos);
+                        dh.insert(0, g);
+                    }
+                }
+                t.extend(dh.iter().map(|d| plain(tt::KE, d.transform_id())));
+            }
+            let esn: &[bool] = if s.esn.is_empty() { &[false] } else { &s.esn };
+            t.extend(esn.iter().map(|e| plain(tt::ESN, u16::from(*e))));
+            Proposal {
+                num: (i + 1) as u8,
+                protocol: protocol::ESP,
+                spi: spi.to_be_bytes().to_vec(),
+                transforms: t,
+            }
+        })
+        .collect()
+}
+
+/// Whether every transform type in a peer's proposal is one esprit understands.
+fn known_types(p: &Proposal, allowed: &[u8]) -> bool {
+    p.transforms
+        .iter()
+        .all(|t| allowed.contains(&t.ttype) || (t.ttype == tt::INTEG && t.id == 0))
+}
+
+fn their_encr(p: &Proposal) -> impl Iterator<Item = EncrAlg> + '_ {
+    p.transforms
+        .iter()
+        .filter(|t| t.ttype == tt::ENCR)
+        .filter_map(|t| EncrAlg::from_transform(t.id, t.key_len))
+}
+
+fn their_ids(p: &Proposal, ttype: u8) -> impl Iterator<Item = u16> + '_ {
+    p.transforms
+        .iter()
+        .filter(move |t| t.ttype == ttype)
+        .map(|t| t.id)
+}
+
+/// The responder's choice among IKE proposals: our order of preference first (like strongSwan's
+/// default), then theirs. Returns their proposal number and the suite.
+pub fn choose_ike(ours: &[IkeProposalSpec], theirs: &[Proposal]) -> Option<(u8, IkeSuite)> {
+    for o in ours {
+        for p in theirs
+            .iter()
+            .filter(|p| p.protocol == protocol::IKE && p.spi.is_empty())
+        {
+            if !known_types(p, &[tt::ENCR, tt::PRF, tt::KE]) {
+                continue;
+            }
+            let encr = o
+                .encr
+                .iter()
+                .copied()
+                .find(|e| their_encr(p).any(|x| x == *e));
+            let prf = o
+                .prf
+                .iter()
+                .copied()
+                .find(|f| their_ids(p, tt::PRF).any(|x| x == f.transform_id()));
+            let dh =
+                o.dh.iter()
+                    .copied()
+                    .find(|d| their_ids(p, tt::KE).any(|x| x == d.transform_id()));
+            if let (Some(encr), Some(prf), Some(dh)) = (encr, prf, dh) {
+                return Some((p.num, IkeSuite { encr, prf, dh }));
+            }
+        }
+    }
+    None
+}
+
+/// Like [`choose_ike`] for an IKE rekey, where proposals carry an 8-octet SPI; returns the SPI.
+pub fn choose_ike_rekey(
+    ours: &[IkeProposalSpec],
+    theirs: &[Proposal],
+) -> Option<(u8, IkeSuite, u64)> {
+    let stripped: Vec<Proposal> = theirs
+        .iter()
+        .filter(|p| p.spi.len() == 8)
+        .map(|p| Proposal {
+            spi: Vec::new(),
+            ..p.clone()
+        })
+        .collect();
+    let (num, suite) = choose_ike(ours, &stripped)?;
+    let spi = theirs
+        .iter()
+        .find(|p| p.num == num && p.spi.len() == 8)?
+        .spi
+        .clone();
+    Some((num, suite, u64::from_be_bytes(spi.try_into().ok()?)))
+}
+
+/// The responder's choice among ESP proposals. `ke` is None in IKE_AUTH (key exchange
+/// transforms are ignored there), and in CREATE_CHILD_SA Some(the group of the KE payload, or
+/// None if none was sent). Returns their number, their SPI and the suite.
+pub fn choose_esp(
+    ours: &[EspProposalSpec],
+    theirs: &[Proposal],
+    ke: Option<Option<DhGroup>>,
+) -> Option<(u8, u32, EspSuite)> {
+    for o in ours {
+        for p in theirs
+            .iter()
+            .filter(|p| p.protocol == protocol::ESP && p.spi.len() == 4)
+        {
+            if !known_types(p, &[tt::ENCR, tt::KE, tt::ESN]) {
+                continue;
+            }
+            let Some(encr) = o
+                .encr
+                .iter()
+                .copied()
+                .find(|e| their_encr(p).any(|x| x == *e))
+            else {
+                continue;
+            };
+            let our_esn: &[bool] = if o.esn.is_empty() { &[false] } else { &o.esn };
+            let their_esn: Vec<bool> = their_ids(p, tt::ESN).map(|i| i == 1).collect();
+            let their_esn = if their_esn.is_empty() {
+                vec![false]
+            } else {
+                their_esn
+            };
+            let Some(esn) = our_esn.iter().copied().find(|e| their_esn.contains(e)) else {
+                continue;
+            };
+            let their_dh: Vec<u16> = their_ids(p, tt::KE).filter(|i| *i != 0).collect();
+            let dh = match ke {
+                None => None,
+                Some(None) => {
+                    // No KE payload: acceptable if we need no PFS and they offer "none".
+                    if !o.dh.is_empty() {
+                        continue;
+                    }
+                    None
+                }
+                Some(Some(g)) => {
+                    if !o.dh.contains(&g) || !their_dh.contains(&g.transform_id()) {
+                        continue;
+                    }
+                    Some(g)
+                }
+            };
+            let spi = u32::from_be_bytes(p.spi.clone().try_into().ok()?);
+            return Some((p.num, spi, EspSuite { encr, dh, esn }));
+        }
+    }
+    None
+}
+
+/// The single proposal a responder returns for an IKE suite.
+pub fn ike_answer(num: u8, s: IkeSuite, spi: &[u8]) -> Proposal {
+    Proposal {
+        num,
+        protocol: protocol::IKE,
+        spi: spi.to_vec(),
+        transforms: vec![
+            encr_transform(s.encr),
+            plain(tt::PRF, s.prf.transform_id()),
+            plain(tt::KE, s.dh.transform_id()),
+        ],
+    }
+}
+
+/// The single proposal a responder returns for an ESP suite with its inbound SPI.
+pub fn esp_answer(num: u8, s: EspSuite, spi: u32) -> Proposal {
+    let mut transforms = vec![encr_transform(s.encr)];
+    if let Some(g) = s.dh {
+        transforms.push(plain(tt::KE, g.transform_id()));
+    }
+    transforms.push(plain(tt::ESN, u16::from(s.esn)));
+    Proposal {
+        num,
+        protocol: protocol::ESP,
+        spi: spi.to_be_bytes().to_vec(),
+        transforms,
+    }
+}
+
+/// Check a responder's IKE answer against what we offered: exactly one proposal, one transform
+/// of each type, all from the offered proposal of that number.
+pub fn accept_ike_answer(offered: &[Proposal], answer: &[Proposal]) -> Option<IkeSuite> {
+    let [a] = answer else { return None };
+    let o = offered
+        .iter()
+        .find(|o| o.num == a.num && o.protocol == a.protocol)?;
+    if a.transforms.len() != 3 || !a.transforms.iter().all(|t| o.transforms.contains(t)) {
+        return None;
+    }
+    let encr = their_encr(a).next()?;
+    let prf = PrfAlg::from_transform(their_ids(a, tt::PRF).next()?)?;
+    let dh = DhGroup::from_transform(their_ids(a, tt::KE).next()?)?;
+    Some(IkeSuite { encr, prf, dh })
+}
+
+/// Check a responder's ESP answer; returns the responder's SPI and the suite.
+pub fn accept_esp_answer(offered: &[Proposal], answer: &[Proposal]) -> Option<(u32, EspSuite)> {
+    let [a] = answer else { return None };
+    let o = offered
+        .iter()
+        .find(|o| o.num == a.num && o.protocol == a.protocol)?;
+    if !a
+        .transforms
+        .iter()
+        .all(|t| o.transforms.contains(t) || (t.ttype == tt::KE && t.id == 0))
+    {
+        return None;
+    }
+    let count = |ty| a.transforms.iter().filter(|t| t.ttype == ty).count();
+    if count(tt::ENCR) != 1 || count(tt::ESN) > 1 || count(tt::KE) > 1 {
+        return None;
+    }
+    let encr = their_encr(a).next()?;
+    let esn = their_ids(a, tt::ESN).next().unwrap_or(0) == 1;
+    let dh = match their_ids(a, tt::KE).next() {
+        Some(0) | None => None,
+        Some(id) => Some(DhGroup::from_transform(id)?),
+    };
+    let spi = u32::from_be_bytes(a.spi.clone().try_into().ok()?);
+    Some((spi, EspSuite { encr, dh, esn }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn specs() -> Vec<IkeProposalSpec> {
+        vec![
+            IkeProposalSpec {
+                encr: vec![EncrAlg::AesGcm16_128],
+                prf: vec![PrfAlg::HmacSha256],
+                dh: vec![DhGroup::X25519],
+            },
+            IkeProposalSpec {
+                encr: vec![EncrAlg::AesGcm16_256],
+                prf: vec![PrfAlg::HmacSha384],
+                dh: vec![DhGroup::Ecp384, DhGroup::Ecp256],
+            },
+        ]
+    }
+
+    #[test]
+    fn ike_choice_and_answer() {
+        let offer = ike_offer(&specs(), &[], None);
+        let ours = vec![IkeProposalSpec {
+            encr: vec![EncrAlg::AesGcm16_256],
+            prf: vec![PrfAlg::HmacSha384],
+            dh: vec![DhGroup::Ecp256],
+        }];
+        let (num, suite) = choose_ike(&ours, &offer).unwrap();
+        assert_eq!(num, 2);
+        assert_eq!(
+            suite,
+            IkeSuite {
+                encr: EncrAlg::AesGcm16_256,
+                prf: PrfAlg::HmacSha384,
+                dh: DhGroup::Ecp256
+            }
+        );
+        let answer = ike_answer(num, suite, &[]);
+        assert_eq!(accept_ike_answer(&offer, std::slice::from_ref(&answer)), Some(suite));
+        // An answer with a transform we did not offer in that proposal is refused.
+        let mut forged = answer;
+        forged.num = 1;
+        assert_eq!(accept_ike_answer(&offer, &[forged]), None);
+        let none = vec![IkeProposalSpec {
+            encr: vec![EncrAlg::AesGcm16_128],
+            prf: vec![PrfAlg::HmacSha512],
+            dh: vec![DhGroup::X25519],
+        }];
+        assert_eq!(choose_ike(&none, &offer), None);
+        // INVALID_KE retry moves the group to the front.
+        let again = ike_offer(&specs(), &[], Some(DhGroup::Ecp256));
+        assert_eq!(again[1].transforms[2].id, 19);
+    }
+
+    #[test]
+    fn unknown_transform_type_makes_a_proposal_unusable() {
+        let mut offer = ike_offer(&specs(), &[], None);
+        offer[0].transforms.push(Transform {
+            ttype: 9,
+            id: 1,
+            key_len: None,
+        });
+        let (num, _) = choose_ike(&specs(), &offer).unwrap();
+        assert_eq!(num, 2);
+    }
+
+    #[test]
+    fn esp_choice() {
+        let ours = vec![EspProposalSpec {
+            encr: vec![EncrAlg::AesGcm16_128],
+            dh: vec![],
+            esn: vec![false],
+        }];
+        let theirs = esp_offer(
+            &[EspProposalSpec {
+                encr: vec![EncrAlg::AesGcm16_256, EncrAlg::AesGcm16_128],
+                dh: vec![DhGroup::X25519],
+                esn: vec![true, false],
+            }],
+            0xc0ffee,
+            true,
+            None,
+        );
+        // In IKE_AUTH the KE transforms are ignored.
+        let (num, spi, suite) = choose_esp(&ours, &theirs, None).unwrap();
+        assert_eq!((num, spi), (1, 0xc0ffee));
+        assert_eq!(
+            suite,
+            EspSuite {
+                encr: EncrAlg::AesGcm16_128,
+                dh: None,
+                esn: false
+            }
+        );
+        // In CREATE_CHILD_SA without KE we cannot accept a PFS-only peer group... but may if we need none.
+        assert!(choose_esp(&ours, &theirs, Some(None)).is_some());
+        let pfs = vec![EspProposalSpec {
+            encr: vec![EncrAlg::AesGcm16_128],
+            dh: vec![DhGroup::X25519],
+            esn: vec![],
+        }];
+        assert_eq!(
+            choose_esp(&pfs, &theirs, Some(Some(DhGroup::X25519)))
+                .unwrap()
+                .2
+                .dh,
+            Some(DhGroup::X25519)
+        );
+        assert!(choose_esp(&pfs, &theirs, Some(None)).is_none());
+        let ans = esp_answer(num, suite, 0x1234);
+        let offered = esp_offer(&ours, 1, false, None);
+        assert_eq!(accept_esp_answer(&offered, &[ans]), Some((0x1234, suite)));
+    }
+}

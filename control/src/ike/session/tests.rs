@@ -1,0 +1,622 @@
+//! Deterministic runs of two endpoints over memory: every exchange, loss, retransmission,
+//! cookies, INVALID_KE_PAYLOAD, each failure notify and garbage input.
+
+use super::*;
+use crate::ike::algorithms::{DhGroup, EncrAlg, PrfAlg};
+use crate::ike::identity::Identity;
+use crate::ike::message::consts::notify as nt;
+use crate::ike::rng::{RandomSource, SeededRandom};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use zeroize::Zeroizing;
+
+const A: &str = "10.200.0.1:500";
+const B: &str = "10.200.0.2:500";
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn child(local: &str, remote: &str, dh: Vec<DhGroup>) -> ChildParams {
+    let parse = |s: &str| {
+        let (a, l) = s.split_once('/').unwrap();
+        TsSpec::Fixed(ts::prefix(a.parse().unwrap(), l.parse().unwrap()))
+    };
+    ChildParams {
+        name: "net".into(),
+        local_ts: vec![parse(local)],
+        remote_ts: vec![parse(remote)],
+        proposals: vec![EspProposalSpec {
+            encr: vec![EncrAlg::AesGcm16_128, EncrAlg::AesGcm16_256],
+            dh,
+            esn: vec![false],
+        }],
+        mode: ChildMode::Tunnel,
+        rekey_time: None,
+        rekey_bytes: 0,
+        rekey_packets: 0,
+        life_bytes: 0,
+        life_packets: 0,
+        replay_window: 1024,
+    }
+}
+
+fn psk(s: &str) -> Arc<Zeroizing<Vec<u8>>> {
+    Arc::new(Zeroizing::new(s.as_bytes().to_vec()))
+}
+
+fn conn(name: &str, me: &str, peer: &str, local_ts: &str, remote_ts: &str) -> ConnectionParams {
+    let me_id = if me == A { "gwA" } else { "gwB" };
+    let peer_id = if peer == A { "gwA" } else { "gwB" };
+    ConnectionParams {
+        name: name.into(),
+        local_addrs: vec![addr(me).ip()],
+        remote_addrs: vec![addr(peer).ip()],
+        remote_port: 500,
+        proposals: vec![IkeProposalSpec {
+            encr: vec![EncrAlg::AesGcm16_128],
+            prf: vec![PrfAlg::HmacSha256],
+            dh: vec![DhGroup::X25519, DhGroup::Ecp256],
+        }],
+        local_id: Identity::parse(me_id).unwrap(),
+        remote_id: Some(Identity::parse(peer_id).unwrap()),
+        local_auth: LocalCredential::Psk(psk("a-long-random-test-secret")),
+        remote_auth: RemoteCredential::Psk(psk("a-long-random-test-secret")),
+        children: vec![child(local_ts, remote_ts, vec![])],
+        force_encap: false,
+        retransmit: Retransmit::default(),
+        dpd_delay: None,
+        rekey_time: None,
+        fragmentation: true,
+    }
+}
+
+fn conn_a() -> ConnectionParams {
+    conn("site-b", A, B, "10.201.1.0/24", "10.201.2.0/24")
+}
+
+fn conn_b() -> ConnectionParams {
+    conn("site-a", B, A, "10.201.2.0/24", "10.201.1.0/24")
+}
+
+/// Two endpoints joined by a lossy wire under a fake clock.
+struct Pair {
+    a: Endpoint,
+    b: Endpoint,
+    now: Instant,
+    ev_a: Vec<IkeEvent>,
+    ev_b: Vec<IkeEvent>,
+    /// Datagrams delivered so far, per direction.
+    sent_ab: usize,
+    sent_ba: usize,
+    /// Drop the datagram with this index (per direction) once.
+    drop_ab: Vec<usize>,
+    drop_ba: Vec<usize>,
+    /// Copies of what was delivered.
+    wire_ab: Vec<Vec<u8>>,
+    wire_ba: Vec<Vec<u8>>,
+}
+
+impl Pair {
+    fn new(a: ConnectionParams, b: ConnectionParams) -> Pair {
+        Self::with(a, b, EndpointSettings::default())
+    }
+
+    fn with(a: ConnectionParams, b: ConnectionParams, sb: EndpointSettings) -> Pair {
+        let mut ea = Endpoint::new(
+            vec![Arc::new(a)],
+            EndpointSettings::default(),
+            Box::new(SeededRandom::new(1)),
+        );
+        let mut eb = Endpoint::new(vec![Arc::new(b)], sb, Box::new(SeededRandom::new(2)));
+        ea.set_unix_time(1_800_000_000);
+        eb.set_unix_time(1_800_000_000);
+        Pair {
+            a: ea,
+            b: eb,
+            now: Instant::now(),
+            ev_a: vec![],
+            ev_b: vec![],
+            sent_ab: 0,
+            sent_ba: 0,
+            drop_ab: vec![],
+            drop_ba: vec![],
+            wire_ab: vec![],
+            wire_ba: vec![],
+        }
+    }
+
+    /// Deliver datagrams both ways until the wire is quiet.
+    fn pump(&mut self) {
+        for _ in 0..200 {
+            let mut moved = false;
+            while let Some(t) = self.a.poll_transmit() {
+                moved = true;
+                let i = self.sent_ab;
+                self.sent_ab += 1;
+                if self.drop_ab.contains(&i) {
+                    continue;
+                }
+                self.wire_ab.push(t.data.clone());
+                self.b.handle_datagram(self.now, t.remote, t.local, &t.data);
+            }
+            while let Some(t) = self.b.poll_transmit() {
+                moved = true;
+                let i = self.sent_ba;
+                self.sent_ba += 1;
+                if self.drop_ba.contains(&i) {
+                    continue;
+                }
+                self.wire_ba.push(t.data.clone());
+                self.a.handle_datagram(self.now, t.remote, t.local, &t.data);
+            }
+            while let Some(e) = self.a.poll_event() {
+                self.ev_a.push(e);
+            }
+            while let Some(e) = self.b.poll_event() {
+                self.ev_b.push(e);
+            }
+            if !moved {
+                return;
+            }
+        }
+        panic!("the exchange did not settle");
+    }
+
+    /// Advance the clock to the next timer of either side and run it.
+    fn tick(&mut self) {
+        let next = [self.a.poll_timeout(), self.b.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min();
+        if let Some(t) = next {
+            self.now = self.now.max(t);
+        }
+        self.a.handle_timeout(self.now);
+        self.b.handle_timeout(self.now);
+        self.pump();
+    }
+
+    fn up(&mut self) -> u64 {
+        let spi = self.a.initiate(self.now, "site-b", None, addr(A)).unwrap();
+        self.pump();
+        spi
+    }
+}
+
+fn child_ups(ev: &[IkeEvent]) -> Vec<&ChildSaInstall> {
+    ev.iter()
+        .filter_map(|e| match e {
+            IkeEvent::ChildUp(c) => Some(&**c),
+            _ => None,
+        })
+        .collect()
+}
+
+fn count<F: Fn(&IkeEvent) -> bool>(ev: &[IkeEvent], f: F) -> usize {
+    ev.iter().filter(|e| f(e)).count()
+}
+
+fn is_ike_up(e: &IkeEvent) -> bool {
+    matches!(e, IkeEvent::IkeUp { .. })
+}
+
+fn down_reason(ev: &[IkeEvent]) -> Option<String> {
+    ev.iter().find_map(|e| match e {
+        IkeEvent::IkeDown { reason, .. } => Some(reason.clone()),
+        _ => None,
+    })
+}
+
+fn assert_crossed(a: &ChildSaInstall, b: &ChildSaInstall) {
+    assert_eq!(a.inbound_spi, b.outbound_spi);
+    assert_eq!(a.outbound_spi, b.inbound_spi);
+    assert_eq!(*a.inbound_key, *b.outbound_key);
+    assert_eq!(*a.outbound_key, *b.inbound_key);
+    assert_ne!(*a.inbound_key, *a.outbound_key);
+    assert_eq!(a.local_ts, b.remote_ts);
+    assert_eq!(a.remote_ts, b.local_ts);
+    assert_eq!(a.suite, b.suite);
+}
+
+#[test]
+fn psk_x25519_with_first_child() {
+    let mut p = Pair::new(conn_a(), conn_b());
+    p.up();
+    assert_eq!(count(&p.ev_a, is_ike_up), 1);
+    assert_eq!(count(&p.ev_b, is_ike_up), 1);
+    let (ca, cb) = (child_ups(&p.ev_a), child_ups(&p.ev_b));
+    assert_eq!((ca.len(), cb.len()), (1, 1));
+    assert_crossed(ca[0], cb[0]);
+    assert_eq!(ca[0].suite.encr, EncrAlg::AesGcm16_128);
+    assert_eq!(ca[0].inbound_key.len(), 20);
+    assert!(!ca[0].encap);
+    assert_eq!(ts::display(&ca[0].local_ts[0]), "10.201.1.0/24");
+    let sa = p.a.sas().next().unwrap();
+    assert_eq!(sa.suite().unwrap().dh, DhGroup::X25519);
+    assert_eq!(sa.state(), State::Established);
+    // Four datagrams: IKE_SA_INIT and IKE_AUTH, each way once.
+    assert_eq!((p.wire_ab.len(), p.wire_ba.len()), (2, 2));
+}
+
+#[test]
+fn deterministic_given_seeds() {
+    let mut p = Pair::new(conn_a(), conn_b());
+    p.up();
+    let mut q = Pair::new(conn_a(), conn_b());
+    q.now = p.now;
+    q.up();
+    assert_eq!(p.wire_ab, q.wire_ab);
+    assert_eq!(p.wire_ba, q.wire_ba);
+}
+
+#[test]
+fn lost_auth_response_is_answered_from_cache() {
+    let mut p = Pair::new(conn_a(), conn_b());
+    p.drop_ba = vec![1];
+    p.up();
+    assert_eq!(count(&p.ev_a, is_ike_up), 0);
+    assert_eq!(count(&p.ev_b, is_ike_up), 1);
+    p.tick(); // A retransmits IKE_AUTH; B resends its cached answer.
+    assert_eq!(count(&p.ev_a, is_ike_up), 1);
+    assert_eq!(
+        child_ups(&p.ev_b).len(),
+        1,
+        "the retransmitted request must not be processed twice"
+    );
+    assert_eq!(
+        p.wire_ab[1], p.wire_ab[2],
+        "a retransmission repeats the same octets"
+    );
+    assert_crossed(child_ups(&p.ev_a)[0], child_ups(&p.ev_b)[0]);
+}
+
+#[test]
+fn lost_sa_init_request_is_retransmitted() {
+    let mut p = Pair::new(conn_a(), conn_b());
+    p.drop_ab = vec![0];
+    p.up();
+    assert!(p.wire_ab.is_empty());
+    p.tick();
+    assert_eq!(count(&p.ev_a, is_ike_up), 1);
+}
+
+#[test]
+fn retransmissions_exhausted() {
+    let mut p = Pair::new(conn_a(), conn_b());
+    p.drop_ab = (0..100).collect();
+    p.up();
+    let start = p.now;
+    for _ in 0..10 {
+        p.tick();
+    }
+    let r = down_reason(&p.ev_a).expect("initiator gives up");
+    assert!(r.contains("retransmissions exhausted"), "{r}");
+    // 4 s × (1 + 1.8 + … + 1.8^5) ≈ 4 × 2.8^… : about 150 s with strongSwan's schedule.
+    let spent = p.now - start;
+    assert!(
+        spent > Duration::from_secs(100) && spent < Duration::from_secs(200),
+        "{spent:?}"
+    );
+    assert_eq!(p.sent_ab, 6, "one transmission and five retransmissions");
+    assert_eq!(p.a.sas().count(), 0);
+}
+
+#[test]
+fn cookie_when_half_open_threshold_reached() {
+    let mut p = Pair::with(
+        conn_a(),
+        conn_b(),
+        EndpointSettings {
+            cookie_threshold: 0,
+        },
+    );
+    p.up();
+    assert_eq!(p.b.stats().cookies_sent, 1);
+    assert_eq!(count(&p.ev_a, is_ike_up), 1);
+    assert_eq!(child_ups(&p.ev_a).len(), 1);
+    // A forged cookie is refused and counted.
+    let mut q = Pair::with(
+        conn_a(),
+        conn_b(),
+        EndpointSettings {
+            cookie_threshold: 0,
+        },
+    );
+    q.a.initiate(q.now, "site-b", None, addr(A)).unwrap();
+    let first = q.a.poll_transmit().unwrap();
+    q.b.handle_datagram(q.now, addr(B), addr(A), &first.data);
+    let cookie_reply = q.b.poll_transmit().unwrap();
+    let m = crate::ike::message::decode(&cookie_reply.data, None).unwrap();
+    let mut c = m.notify(nt::COOKIE).unwrap().data.clone();
+    c[3] ^= 1;
+    let orig = crate::ike::message::decode(&first.data, None).unwrap();
+    let mut payloads = vec![crate::ike::message::Payload::Notify(
+        crate::ike::message::Notify::new(nt::COOKIE, c),
+    )];
+    payloads.extend(orig.payloads);
+    let forged = crate::ike::message::encode_plain(&orig.header, &payloads);
+    q.b.handle_datagram(q.now, addr(B), addr(A), &forged);
+    assert_eq!(q.b.stats().bad_cookies, 1);
+    assert_eq!(q.b.sas().count(), 0);
+}
+
+#[test]
+fn invalid_ke_payload_retry() {
+    let a = conn_a();
+    let mut b = conn_b();
+    b.proposals[0].dh = vec![DhGroup::Ecp256];
+    let mut p = Pair::new(a, b);
+    p.up();
+    assert_eq!(count(&p.ev_a, is_ike_up), 1);
+    assert_eq!(
+        p.a.sas().next().unwrap().suite().unwrap().dh,
+        DhGroup::Ecp256
+    );
+    // IKE_SA_INIT twice (x25519 refused, then ECP-256), IKE_AUTH once.
+    assert_eq!(p.wire_ab.len(), 3);
+    let refusal = crate::ike::message::decode(&p.wire_ba[0], None).unwrap();
+    assert_eq!(
+        refusal.notify(nt::INVALID_KE_PAYLOAD).unwrap().data,
+        vec![0, 19]
+    );
+}
+
+#[test]
+fn no_proposal_chosen() {
+    let a = conn_a();
+    let mut b = conn_b();
+    b.proposals[0].prf = vec![PrfAlg::HmacSha512];
+    let mut p = Pair::new(a, b);
+    p.up();
+    let r = down_reason(&p.ev_a).unwrap();
+    assert!(r.contains("NO_PROPOSAL_CHOSEN"), "{r}");
+    assert_eq!(p.b.sas().count(), 0);
+}
+
+#[test]
+fn wrong_psk_is_authentication_failed() {
+    let a = conn_a();
+    let mut b = conn_b();
+    b.remote_auth = RemoteCredential::Psk(psk("another-secret"));
+    let mut p = Pair::new(a, b);
+    p.up();
+    let ra = down_reason(&p.ev_a).unwrap();
+    assert!(ra.contains("AUTHENTICATION_FAILED"), "{ra}");
+    assert!(down_reason(&p.ev_b).unwrap().contains("authentication"));
+    assert!(child_ups(&p.ev_a).is_empty() && child_ups(&p.ev_b).is_empty());
+    assert_eq!((p.a.sas().count(), p.b.sas().count()), (0, 0));
+}
+
+#[test]
+fn responder_authentication_checked_by_initiator() {
+    let mut a = conn_a();
+    a.remote_auth = RemoteCredential::Psk(psk("another-secret"));
+    let b = conn_b();
+    let mut p = Pair::new(a, b);
+    p.up();
+    let ra = down_reason(&p.ev_a).unwrap();
+    assert!(ra.contains("authentication of the peer failed"), "{ra}");
+}
+
+#[test]
+fn wrong_identity_refused() {
+    let a = conn_a();
+    let mut b = conn_b();
+    b.remote_id = Some(Identity::parse("someone-else").unwrap());
+    let mut p = Pair::new(a, b);
+    p.up();
+    assert!(down_reason(&p.ev_a)
+        .unwrap()
+        .contains("AUTHENTICATION_FAILED"));
+}
+
+#[test]
+fn ts_unacceptable_keeps_the_ike_sa() {
+    let a = conn("site-b", A, B, "10.9.1.0/24", "10.9.2.0/24");
+    let mut p = Pair::new(a, conn_b());
+    p.up();
+    assert_eq!(count(&p.ev_a, is_ike_up), 1);
+    assert!(child_ups(&p.ev_a).is_empty());
+    let failed = p.ev_a.iter().find_map(|e| match e {
+        IkeEvent::ChildFailed { reason, .. } => Some(reason.clone()),
+        _ => None,
+    });
+    assert!(failed.unwrap().contains("TS_UNACCEPTABLE"));
+    assert_eq!(p.a.sas().next().unwrap().state(), State::Established);
+}
+
+#[test]
+fn responder_narrows_traffic_selectors() {
+    let a = conn("site-b", A, B, "10.201.0.0/16", "10.201.0.0/16");
+    let mut p = Pair::new(a, conn_b());
+    p.up();
+    let ca = child_ups(&p.ev_a)[0];
+    assert_eq!(ts::display(&ca.local_ts[0]), "10.201.1.0/24");
+    assert_eq!(ts::display(&ca.remote_ts[0]), "10.201.2.0/24");
+    assert_crossed(ca, child_ups(&p.ev_b)[0]);
+}
+
+#[test]
+fn esp_no_proposal_chosen_keeps_the_ike_sa() {
+    let a = conn_a();
+    let mut b = conn_b();
+    b.children[0].proposals[0].encr = vec![EncrAlg::AesGcm16_256];
+    let mut aa = a.clone();
+    aa.children[0].proposals[0].encr = vec![EncrAlg::AesGcm16_128];
+    let mut p = Pair::new(aa, b);
+    p.up();
+    assert_eq!(count(&p.ev_a, is_ike_up), 1);
+    assert!(p.ev_a.iter().any(|e| matches!(e, IkeEvent::ChildFailed { reason, .. } if reason.contains("NO_PROPOSAL_CHOSEN"))));
+}
+
+#[test]
+fn create_child_with_pfs_rekey_and_delete() {
+    let mut a = conn_a();
+    let mut b = conn_b();
+    let mut second_a = child("10.201.11.0/24", "10.201.12.0/24", vec![DhGroup::Ecp256]);
+    second_a.name = "pfs".into();
+    let mut second_b = child("10.201.12.0/24", "10.201.11.0/24", vec![DhGroup::Ecp256]);
+    second_b.name = "pfs".into();
+    a.children.push(second_a);
+    b.children.push(second_b);
+    let mut p = Pair::new(a, b);
+    let spi = p.up();
+    p.a.initiate(p.now, "site-b", Some("pfs"), addr(A)).unwrap();
+    p.pump();
+    let (ca, cb) = (child_ups(&p.ev_a), child_ups(&p.ev_b));
+    assert_eq!((ca.len(), cb.len()), (2, 2));
+    assert_eq!(ca[1].suite.dh, Some(DhGroup::Ecp256));
+    assert_crossed(ca[1], cb[1]);
+    assert_eq!(p.a.sa(spi).unwrap().children().len(), 2);
+    // Rekey the first child from the responder's side: new pair installed, old one deleted.
+    let old_b = cb[0].inbound_spi;
+    let old_a = ca[0].inbound_spi;
+    assert!(p.b.rekey_child(p.now, old_b));
+    p.pump();
+    let (ca, cb) = (child_ups(&p.ev_a), child_ups(&p.ev_b));
+    assert_eq!((ca.len(), cb.len()), (3, 3));
+    assert_crossed(ca[2], cb[2]);
+    assert_eq!(cb[2].replaces, Some(old_b));
+    assert_eq!(ca[2].replaces, Some(old_a));
+    let downs = |ev: &[IkeEvent]| -> Vec<u32> {
+        ev.iter()
+            .filter_map(|e| match e {
+                IkeEvent::ChildDown { inbound_spi, .. } => Some(*inbound_spi),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(downs(&p.ev_a), vec![old_a]);
+    assert_eq!(downs(&p.ev_b), vec![old_b]);
+    assert_eq!(p.a.sa(spi).unwrap().children().len(), 2);
+    // Delete one child from A.
+    let pfs_a = ca[1].inbound_spi;
+    let pfs_b = cb[1].inbound_spi;
+    assert!(p.a.delete_child(p.now, pfs_a));
+    p.pump();
+    assert_eq!(downs(&p.ev_a), vec![old_a, pfs_a]);
+    assert_eq!(downs(&p.ev_b), vec![old_b, pfs_b]);
+    assert_eq!(p.b.sas().next().unwrap().children().len(), 1);
+}
+
+#[test]
+fn delete_from_either_side_removes_everything() {
+    for from_b in [false, true] {
+        let mut p = Pair::new(conn_a(), conn_b());
+        p.up();
+        if from_b {
+            assert_eq!(p.b.terminate(p.now, "site-a"), 1);
+        } else {
+            assert_eq!(p.a.terminate(p.now, "site-b"), 1);
+        }
+        p.pump();
+        for ev in [&p.ev_a, &p.ev_b] {
+            assert_eq!(count(ev, |e| matches!(e, IkeEvent::ChildDown { .. })), 1);
+            assert_eq!(count(ev, |e| matches!(e, IkeEvent::IkeDown { .. })), 1);
+        }
+        assert_eq!((p.a.sas().count(), p.b.sas().count()), (0, 0));
+    }
+}
+
+#[test]
+fn liveness_checks_and_dead_peer() {
+    let mut a = conn_a();
+    a.dpd_delay = Some(Duration::from_secs(10));
+    let mut p = Pair::new(a, conn_b());
+    p.up();
+    let before = p.wire_ab.len();
+    p.tick();
+    assert_eq!(
+        p.wire_ab.len(),
+        before + 1,
+        "an empty INFORMATIONAL after dpd_delay"
+    );
+    assert_eq!(p.wire_ba.len(), 3, "answered");
+    assert!(down_reason(&p.ev_a).is_none());
+    // Now the peer vanishes.
+    p.drop_ab = (0..1000).collect();
+    for _ in 0..12 {
+        p.tick();
+    }
+    let r = down_reason(&p.ev_a).expect("dead peer detected");
+    assert!(r.contains("liveness"), "{r}");
+    assert_eq!(
+        count(&p.ev_a, |e| matches!(e, IkeEvent::ChildDown { .. })),
+        1
+    );
+}
+
+#[test]
+fn forced_encapsulation_moves_to_4500() {
+    let mut a = conn_a();
+    a.force_encap = true;
+    let mut p = Pair::new(a, conn_b());
+    p.up();
+    let (ca, cb) = (child_ups(&p.ev_a), child_ups(&p.ev_b));
+    assert!(ca[0].encap && cb[0].encap);
+    assert_eq!(ca[0].local.port(), 4500);
+    assert_eq!(ca[0].remote.port(), 4500);
+    assert_eq!(cb[0].local.port(), 4500);
+    assert_eq!(p.b.sas().next().unwrap().nat(), (false, true));
+}
+
+#[test]
+fn garbage_is_dropped_and_counted() {
+    let mut p = Pair::new(conn_a(), conn_b());
+    let spi = p.up();
+    let mut rng = SeededRandom::new(9);
+    for len in [0usize, 1, 27, 28, 29, 100, 600] {
+        let mut junk = vec![0u8; len];
+        rng.fill(&mut junk);
+        p.b.handle_datagram(p.now, addr(B), addr(A), &junk);
+        p.a.handle_datagram(p.now, addr(A), addr(B), &junk);
+    }
+    // A valid header for the established SA with a corrupted SK payload.
+    let mut bad = p.wire_ab[1].clone();
+    let n = bad.len();
+    bad[n - 1] ^= 1;
+    p.b.handle_datagram(p.now, addr(B), addr(A), &bad);
+    p.pump();
+    assert!(p.b.stats().malformed > 0);
+    assert_eq!(p.a.sa(spi).unwrap().state(), State::Established);
+    assert_eq!(p.b.sas().count(), 1);
+}
+
+#[test]
+fn unsupported_critical_payload_in_sa_init() {
+    use crate::ike::message::{decode, encode_plain, Payload};
+    let mut p = Pair::new(conn_a(), conn_b());
+    p.a.initiate(p.now, "site-b", None, addr(A)).unwrap();
+    let first = p.a.poll_transmit().unwrap();
+    let m = decode(&first.data, None).unwrap();
+    let mut payloads = m.payloads.clone();
+    payloads.push(Payload::Other {
+        ptype: 199,
+        critical: true,
+        data: vec![1],
+    });
+    let wire = encode_plain(&m.header, &payloads);
+    p.b.handle_datagram(p.now, addr(B), addr(A), &wire);
+    let answer = decode(&p.b.poll_transmit().unwrap().data, None).unwrap();
+    assert_eq!(
+        answer
+            .notify(nt::UNSUPPORTED_CRITICAL_PAYLOAD)
+            .unwrap()
+            .data,
+        vec![199]
+    );
+    assert_eq!(p.b.sas().count(), 0);
+}
+
+#[test]
+fn half_open_sa_expires() {
+    let mut p = Pair::new(conn_a(), conn_b());
+    p.drop_ab = vec![1, 2, 3, 4, 5, 6, 7];
+    p.up();
+    assert_eq!(p.b.sas().count(), 1);
+    p.now += Duration::from_secs(31);
+    p.b.handle_timeout(p.now);
+    assert_eq!(p.b.sas().count(), 0);
+}
