@@ -1,0 +1,408 @@
+//! Key exchange (the KE payload): X25519 (RFC 8031), ECP-256/384 (RFC 5903) and MODP-2048
+//! (RFC 3526 group 14).
+//!
+//! The private value always comes from the caller's [`RandomSource`], so a seeded source replays
+//! an exchange byte for byte. Elliptic curves run in aws-lc; MODP-2048 runs in crypto-bigint with
+//! a constant-time Montgomery exponentiation over a 512-bit private exponent.
+
+use std::fmt;
+
+use aws_lc_rs::agreement;
+use crypto_bigint::modular::{ConstMontyForm, ConstMontyParams};
+use crypto_bigint::{impl_modulus, U2048, U512};
+use zeroize::{Zeroize, Zeroizing};
+
+use super::CryptoError;
+use crate::ike::algorithms::DhGroup;
+use crate::ike::rng::RandomSource;
+
+impl_modulus!(
+    Modp2048,
+    U2048,
+    concat!(
+        "FFFFFFFFFFFFFFFFC90FDAA22168C234C4C6628B80DC1CD129024E088A67CC74",
+        "020BBEA63B139B22514A08798E3404DDEF9519B3CD3A431B302B0A6DF25F1437",
+        "4FE1356D6D51C245E485B576625E7EC6F44C42E9A637ED6B0BFF5CB6F406B7ED",
+        "EE386BFB5A899FA5AE9F24117C4B1FE649286651ECE45B3DC2007CB8A163BF05",
+        "98DA48361C55D39A69163FA8FD24CF5F83655D23DCA3AD961C62F356208552BB",
+        "9ED529077096966D670C354E4ABC9804F1746C08CA18217C32905E462E36CE3B",
+        "E39E772C180E86039B2783A2EC07A28FB5C55DF06F4C52C9DE2BCBF695581718",
+        "3995497CEA956AE515D2261898FA051015728E5A8AACAA68FFFFFFFFFFFFFFFF",
+    ),
+    "The RFC 3526 2048-bit MODP prime (IKE group 14), a safe prime with generator 2."
+);
+
+type Modp = ConstMontyForm<Modp2048, { U2048::LIMBS }>;
+
+/// Octets of randomness behind a MODP-2048 private exponent. 512 bits is more than twice the
+/// group's ~112-bit strength (NIST SP 800-56A asks for at least 224 bits) and keeps the
+/// exponentiation short.
+const MODP_EXPONENT_LEN: usize = 64;
+
+/// How many candidate ECP scalars to draw before giving up (each is out of range with
+/// probability below 2^-32, so only a broken random source ever exhausts this).
+const ECP_ATTEMPTS: usize = 8;
+
+/// A MODP private exponent, wiped when dropped.
+struct ModpExponent(U512);
+
+impl Drop for ModpExponent {
+    fn drop(&mut self) {
+        self.0.as_words_mut().zeroize();
+    }
+}
+
+enum Secret {
+    Ecdh(agreement::PrivateKey),
+    Modp(ModpExponent),
+}
+
+/// One side of a key exchange: the private value and the public value sent in the KE payload.
+pub struct KeyExchange {
+    group: DhGroup,
+    public: Vec<u8>,
+    secret: Secret,
+}
+
+impl fmt::Debug for KeyExchange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyExchange")
+            .field("group", &self.group)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KeyExchange {
+    /// A fresh private value for `group`, drawn from `rng`, and its public value.
+    pub fn new(group: DhGroup, rng: &mut dyn RandomSource) -> Result<Self, CryptoError> {
+        match group {
+            DhGroup::X25519 => {
+                let mut scalar = Zeroizing::new([0u8; 32]);
+                rng.fill(scalar.as_mut());
+                let key = agreement::PrivateKey::from_private_key(&agreement::X25519, &*scalar)
+                    .map_err(|_| CryptoError::KeyGeneration(group))?;
+                Self::from_ecdh(group, key, 0)
+            }
+            DhGroup::Ecp256 | DhGroup::Ecp384 => {
+                let (alg, len) = if group == DhGroup::Ecp256 {
+                    (&agreement::ECDH_P256, 32)
+                } else {
+                    (&agreement::ECDH_P384, 48)
+                };
+                let mut scalar = Zeroizing::new(vec![0u8; len]);
+                for _ in 0..ECP_ATTEMPTS {
+                    rng.fill(&mut scalar);
+                    // aws-lc rejects zero and scalars not below the group order.
+                    if let Ok(key) = agreement::PrivateKey::from_private_key(alg, &scalar) {
+                        return Self::from_ecdh(group, key, 1);
+                    }
+                }
+                Err(CryptoError::KeyGeneration(group))
+            }
+            DhGroup::Modp2048 => {
+                let mut bytes = Zeroizing::new([0u8; MODP_EXPONENT_LEN]);
+                rng.fill(bytes.as_mut());
+                // Setting the top bit keeps the exponent far from the trivial values 0 and 1
+                // and makes every exponentiation take the same number of steps.
+                bytes[0] |= 0x80;
+                let exponent = ModpExponent(U512::from_be_slice(bytes.as_ref()));
+                let public = Modp::new(&U2048::from_u8(2)).pow(&exponent.0).retrieve();
+                Ok(KeyExchange {
+                    group,
+                    public: public.to_be_bytes().to_vec(),
+                    secret: Secret::Modp(exponent),
+                })
+            }
+        }
+    }
+
+    /// Wrap an aws-lc private key; `skip` drops the 0x04 (uncompressed point) prefix for ECP.
+    fn from_ecdh(
+        group: DhGroup,
+        key: agreement::PrivateKey,
+        skip: usize,
+    ) -> Result<Self, CryptoError> {
+        let public = key
+            .compute_public_key()
+            .map_err(|_| CryptoError::KeyGeneration(group))?;
+        let public = public.as_ref();
+        if public.len() != group.public_len() + skip || (skip == 1 && public[0] != 0x04) {
+            return Err(CryptoError::KeyGeneration(group));
+        }
+        Ok(KeyExchange {
+            group,
+            public: public[skip..].to_vec(),
+            secret: Secret::Ecdh(key),
+        })
+    }
+
+    /// The group of this exchange.
+    pub fn group(&self) -> DhGroup {
+        self.group
+    }
+
+    /// The Key Exchange Data of the KE payload: 32 octets for X25519, x | y for ECP (RFC 5903
+    /// §7, no point-format octet), 256 big-endian octets for MODP-2048.
+    pub fn public_value(&self) -> &[u8] {
+        &self.public
+    }
+
+    /// The shared secret g^ir with the peer's public value, after checking it: its length,
+    /// that an ECP point is on the curve, that a MODP value lies in 1 < y < p-1, and that the
+    /// result is not degenerate. ECP yields the x coordinate (RFC 5903 §7), MODP a 256-octet
+    /// value padded with leading zeros, X25519 32 octets.
+    pub fn shared_secret(&self, peer_public: &[u8]) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+        let group = self.group;
+        let expected = group.public_len();
+        if peer_public.len() != expected {
+            return Err(CryptoError::PublicValueLength {
+                group,
+                len: peer_public.len(),
+                expected,
+            });
+        }
+        let invalid = CryptoError::InvalidPublicValue(group);
+        let secret = match &self.secret {
+            Secret::Ecdh(key) => {
+                let (alg, peer) = match group {
+                    DhGroup::X25519 => (&agreement::X25519, peer_public.to_vec()),
+                    DhGroup::Ecp256 => (&agreement::ECDH_P256, uncompressed(peer_public)),
+                    DhGroup::Ecp384 => (&agreement::ECDH_P384, uncompressed(peer_public)),
+                    DhGroup::Modp2048 => return Err(invalid),
+                };
+                agreement::agree(
+                    key,
+                    agreement::UnparsedPublicKey::new(alg, peer),
+                    invalid.clone(),
+                    |s| Ok(Zeroizing::new(s.to_vec())),
+                )?
+            }
+            Secret::Modp(exponent) => {
+                let y = U2048::from_be_slice(peer_public);
+                let p_minus_1 = Modp2048::MODULUS.as_ref().wrapping_sub(&U2048::ONE);
+                if y <= U2048::ONE || y >= p_minus_1 {
+                    return Err(invalid);
+                }
+                let mut s = Modp::new(&y).pow(&exponent.0).retrieve();
+                let out = Zeroizing::new(s.to_be_bytes().to_vec());
+                s.as_words_mut().zeroize();
+                out
+            }
+        };
+        // A small-order X25519 point gives all zeros; a MODP value of small order gives 1.
+        let degenerate = match group {
+            DhGroup::Modp2048 => {
+                secret[..expected - 1].iter().all(|b| *b == 0) && secret[expected - 1] <= 1
+            }
+            _ => secret.iter().all(|b| *b == 0),
+        };
+        if degenerate {
+            return Err(invalid);
+        }
+        Ok(secret)
+    }
+}
+
+/// x | y as an uncompressed SEC1 point.
+fn uncompressed(xy: &[u8]) -> Vec<u8> {
+    let mut point = Vec::with_capacity(xy.len() + 1);
+    point.push(0x04);
+    point.extend_from_slice(xy);
+    point
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ike::crypto::prf::tests::unhex;
+    use crate::ike::rng::SeededRandom;
+
+    /// A random source that replays fixed octets (for known-answer tests).
+    struct Fixed(Vec<u8>);
+
+    impl RandomSource for Fixed {
+        fn fill(&mut self, buf: &mut [u8]) {
+            let n = buf.len();
+            buf.copy_from_slice(&self.0[..n]);
+            self.0.drain(..n);
+        }
+    }
+
+    const GROUPS: [DhGroup; 4] = [
+        DhGroup::X25519,
+        DhGroup::Ecp256,
+        DhGroup::Ecp384,
+        DhGroup::Modp2048,
+    ];
+
+    #[test]
+    fn modulus_is_the_rfc3526_safe_prime() {
+        // 2^((p-1)/2) = 1 mod p: Fermat and Euler both pass for base 2, which a mistyped
+        // constant would fail.
+        let p = Modp2048::MODULUS.get();
+        let q = p.wrapping_sub(&U2048::ONE).shr_vartime(1);
+        assert_eq!(Modp::new(&U2048::from_u8(2)).pow(&q).retrieve(), U2048::ONE);
+        assert_eq!(p.bits(), 2048);
+    }
+
+    #[test]
+    fn both_sides_agree_for_every_group() {
+        let mut rng = SeededRandom::new(7);
+        for group in GROUPS {
+            let a = KeyExchange::new(group, &mut rng).unwrap();
+            let b = KeyExchange::new(group, &mut rng).unwrap();
+            assert_eq!(a.group(), group);
+            assert_eq!(a.public_value().len(), group.public_len());
+            assert_ne!(a.public_value(), b.public_value());
+            let s1 = a.shared_secret(b.public_value()).unwrap();
+            let s2 = b.shared_secret(a.public_value()).unwrap();
+            assert_eq!(*s1, *s2, "{group}");
+            let want = match group {
+                DhGroup::Ecp256 => 32,
+                DhGroup::Ecp384 => 48,
+                _ => group.public_len(),
+            };
+            assert_eq!(s1.len(), want, "{group}");
+        }
+    }
+
+    #[test]
+    fn seeded_randomness_replays() {
+        for group in GROUPS {
+            let a = KeyExchange::new(group, &mut SeededRandom::new(3)).unwrap();
+            let b = KeyExchange::new(group, &mut SeededRandom::new(3)).unwrap();
+            assert_eq!(a.public_value(), b.public_value());
+            assert!(!format!("{a:?}").is_empty());
+        }
+    }
+
+    #[test]
+    fn rfc5903_ecp256_known_answer() {
+        let i = unhex("C88F01F510D9AC3F70A292DAA2316DE544E9AAB8AFE84049C62A9C57862D1433");
+        let gi = unhex(
+            "DAD0B65394221CF9B051E1FECA5787D098DFE637FC90B9EF945D0C3772581180\
+             5271A0461CDB8252D61F1C456FA3E59AB1F45B33ACCF5F58389E0577B8990BB3",
+        );
+        let r = unhex("C6EF9C5D78AE012A011164ACB397CE2088685D8F06BF9BE0B283AB46476BEE53");
+        let gr = unhex(
+            "D12DFB5289C8D4F81208B70270398C342296970A0BCCB74C736FC7554494BF63\
+             56FBF3CA366CC23E8157854C13C58D6AAC23F046ADA30F8353E74F33039872AB",
+        );
+        let girx = unhex("D6840F6B42F6EDAFD13116E0E12565202FEF8E9ECE7DCE03812464D04B9442DE");
+        let a = KeyExchange::new(DhGroup::Ecp256, &mut Fixed(i)).unwrap();
+        let b = KeyExchange::new(DhGroup::Ecp256, &mut Fixed(r)).unwrap();
+        assert_eq!(a.public_value(), gi.as_slice());
+        assert_eq!(b.public_value(), gr.as_slice());
+        assert_eq!(*a.shared_secret(&gr).unwrap(), girx);
+        assert_eq!(*b.shared_secret(&gi).unwrap(), girx);
+    }
+
+    #[test]
+    fn rfc7748_x25519_known_answer() {
+        let a_priv = unhex("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a");
+        let a_pub = unhex("8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a");
+        let b_priv = unhex("5dab087e624a8a4b79e17f8b83800ee66f3bb1292618b6fd1c2f8b27ff88e0eb");
+        let b_pub = unhex("de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f");
+        let k = unhex("4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742");
+        let a = KeyExchange::new(DhGroup::X25519, &mut Fixed(a_priv)).unwrap();
+        let b = KeyExchange::new(DhGroup::X25519, &mut Fixed(b_priv)).unwrap();
+        assert_eq!(a.public_value(), a_pub.as_slice());
+        assert_eq!(b.public_value(), b_pub.as_slice());
+        assert_eq!(*a.shared_secret(&b_pub).unwrap(), k);
+        assert_eq!(*b.shared_secret(&a_pub).unwrap(), k);
+    }
+
+    #[test]
+    fn bad_peer_values_are_rejected() {
+        let mut rng = SeededRandom::new(11);
+        for group in GROUPS {
+            let kx = KeyExchange::new(group, &mut rng).unwrap();
+            let n = group.public_len();
+            for len in [0, 1, n - 1, n + 1] {
+                assert_eq!(
+                    kx.shared_secret(&vec![1; len]),
+                    Err(CryptoError::PublicValueLength {
+                        group,
+                        len,
+                        expected: n
+                    })
+                );
+            }
+            assert_eq!(
+                kx.shared_secret(&vec![0; n]),
+                Err(CryptoError::InvalidPublicValue(group)),
+                "{group} zero"
+            );
+        }
+        // ECP: a point off the curve (the generator's x with y + 1).
+        let kx = KeyExchange::new(DhGroup::Ecp256, &mut rng).unwrap();
+        let mut off = kx.public_value().to_vec();
+        off[63] ^= 1;
+        assert_eq!(
+            kx.shared_secret(&off),
+            Err(CryptoError::InvalidPublicValue(DhGroup::Ecp256))
+        );
+        let kx = KeyExchange::new(DhGroup::Ecp384, &mut rng).unwrap();
+        let mut off = kx.public_value().to_vec();
+        off[95] ^= 1;
+        assert_eq!(
+            kx.shared_secret(&off),
+            Err(CryptoError::InvalidPublicValue(DhGroup::Ecp384))
+        );
+        // X25519: a point of small order (here, order 1) yields an all-zero secret.
+        let kx = KeyExchange::new(DhGroup::X25519, &mut rng).unwrap();
+        let mut one = vec![0u8; 32];
+        one[0] = 1;
+        assert_eq!(
+            kx.shared_secret(&one),
+            Err(CryptoError::InvalidPublicValue(DhGroup::X25519))
+        );
+        // MODP: 1, p-1, p and values above p.
+        let kx = KeyExchange::new(DhGroup::Modp2048, &mut rng).unwrap();
+        let p = Modp2048::MODULUS.get();
+        for y in [
+            U2048::ONE,
+            p.wrapping_sub(&U2048::ONE),
+            p,
+            p.wrapping_add(&U2048::ONE),
+            U2048::MAX,
+        ] {
+            assert_eq!(
+                kx.shared_secret(&y.to_be_bytes()),
+                Err(CryptoError::InvalidPublicValue(DhGroup::Modp2048))
+            );
+        }
+        // 2 and p-2 are acceptable.
+        assert!(kx.shared_secret(&U2048::from_u8(2).to_be_bytes()).is_ok());
+        let p2 = p.wrapping_sub(&U2048::from_u8(2));
+        assert!(kx.shared_secret(&p2.to_be_bytes()).is_ok());
+    }
+
+    #[test]
+    fn broken_random_source_fails_cleanly() {
+        // All-ones scalars are above both curve orders.
+        struct Ones;
+        impl RandomSource for Ones {
+            fn fill(&mut self, buf: &mut [u8]) {
+                buf.fill(0xff);
+            }
+        }
+        for group in [DhGroup::Ecp256, DhGroup::Ecp384] {
+            assert_eq!(
+                KeyExchange::new(group, &mut Ones).unwrap_err(),
+                CryptoError::KeyGeneration(group)
+            );
+        }
+        // X25519 clamps, MODP sets the top bit: both still work.
+        assert!(KeyExchange::new(DhGroup::X25519, &mut Ones).is_ok());
+        assert!(KeyExchange::new(DhGroup::Modp2048, &mut Ones).is_ok());
+    }
+
+    #[test]
+    fn modp_public_value_is_padded() {
+        let kx = KeyExchange::new(DhGroup::Modp2048, &mut SeededRandom::new(5)).unwrap();
+        assert_eq!(kx.public_value().len(), 256);
+        let y = U2048::from_be_slice(kx.public_value());
+        assert!(y > U2048::ONE && y < Modp2048::MODULUS.get());
+    }
+}
