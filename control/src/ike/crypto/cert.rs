@@ -22,6 +22,11 @@ use crate::ike::identity::Identity;
 /// The longest chain [`TrustStore::validate`] builds: the end entity, intermediates and the CA.
 pub const MAX_PATH_DEPTH: usize = 8;
 
+/// The most signatures one [`TrustStore::validate`] checks. Honest chains need one per
+/// certificate; the limit stops a peer that sends many certificates with the same names, all
+/// signing one another, from making the search try every ordering of them.
+pub const MAX_SIGNATURE_CHECKS: usize = 32;
+
 /// A parsed X.509 certificate, owning its DER.
 #[derive(Clone)]
 pub struct Certificate {
@@ -292,6 +297,25 @@ impl Certificate {
     }
 }
 
+/// The state of one path search.
+struct Search<'a> {
+    intermediates: &'a [Certificate],
+    now: i64,
+    used: Vec<usize>,
+    budget: usize,
+}
+
+impl Search<'_> {
+    /// Account for one signature check.
+    fn spend(&mut self) -> Result<(), CryptoError> {
+        self.budget = self
+            .budget
+            .checked_sub(1)
+            .ok_or(CryptoError::PathSearchLimit)?;
+        Ok(())
+    }
+}
+
 /// Remember the first reason a candidate issuer failed.
 fn keep(first: &mut Option<CryptoError>, e: CryptoError) {
     if first.is_none() {
@@ -333,7 +357,7 @@ impl TrustStore {
     /// has no critical extension esprit ignores, every issuer is a CA (basicConstraints cA,
     /// keyCertSign when keyUsage is present, pathLenConstraint respected), the end entity may sign
     /// (keyUsage), no intermediate is used twice, and the path has at most [`MAX_PATH_DEPTH`]
-    /// certificates.
+    /// certificates. The search gives up after [`MAX_SIGNATURE_CHECKS`] signature checks.
     pub fn validate(
         &self,
         end_entity: &Certificate,
@@ -343,35 +367,37 @@ impl TrustStore {
         end_entity.check_time(now_unix)?;
         end_entity.check_critical()?;
         end_entity.check_signing_usage()?;
-        let mut used = Vec::new();
-        self.build(end_entity, intermediates, now_unix, &mut used)
+        let mut search = Search {
+            intermediates,
+            now: now_unix,
+            used: Vec::new(),
+            budget: MAX_SIGNATURE_CHECKS,
+        };
+        self.build(end_entity, &mut search)
     }
 
-    /// Find an issuer of `cert` (`used` holds the intermediates already below it).
-    fn build(
-        &self,
-        cert: &Certificate,
-        intermediates: &[Certificate],
-        now: i64,
-        used: &mut Vec<usize>,
-    ) -> Result<(), CryptoError> {
-        let below = used.len();
+    /// Find an issuer of `cert` (`search.used` holds the intermediates already below it).
+    fn build(&self, cert: &Certificate, search: &mut Search<'_>) -> Result<(), CryptoError> {
+        let (intermediates, now) = (search.intermediates, search.now);
+        let below = search.used.len();
         let mut first_error = None;
         for ca in self.cas.iter().filter(|ca| cert.issued_by_name(ca)) {
             let checked = ca
                 .check_time(now)
                 .and_then(|()| ca.check_critical())
                 .and_then(|()| ca.check_issuer(below))
+                .and_then(|()| search.spend())
                 .and_then(|()| cert.check_signature(ca));
             match checked {
                 Ok(()) => return Ok(()),
+                Err(e @ CryptoError::PathSearchLimit) => return Err(e),
                 Err(e) => keep(&mut first_error, e),
             }
         }
         // The end entity, the intermediates so far, the next one and a CA must fit.
         let room = below + 3 <= MAX_PATH_DEPTH;
         for (i, im) in intermediates.iter().enumerate() {
-            if used.contains(&i) || !cert.issued_by_name(im) {
+            if search.used.contains(&i) || !cert.issued_by_name(im) {
                 continue;
             }
             if !room {
@@ -385,16 +411,22 @@ impl TrustStore {
                 .check_time(now)
                 .and_then(|()| im.check_critical())
                 .and_then(|()| im.check_issuer(below))
+                .and_then(|()| search.spend())
                 .and_then(|()| cert.check_signature(im));
-            if let Err(e) = checked {
-                keep(&mut first_error, e);
-                continue;
+            match checked {
+                Err(e @ CryptoError::PathSearchLimit) => return Err(e),
+                Err(e) => {
+                    keep(&mut first_error, e);
+                    continue;
+                }
+                Ok(()) => {}
             }
-            used.push(i);
-            let found = self.build(im, intermediates, now, used);
-            used.pop();
+            search.used.push(i);
+            let found = self.build(im, search);
+            search.used.pop();
             match found {
                 Ok(()) => return Ok(()),
+                Err(e @ CryptoError::PathSearchLimit) => return Err(e),
                 Err(e) => keep(&mut first_error, e),
             }
         }
@@ -753,6 +785,32 @@ pub(crate) mod tests {
         ));
         let leaf = make("gw", false, alg, Some(&ims[5]));
         store.validate(&leaf.cert, &certs[..6], NOW).unwrap();
+    }
+
+    #[test]
+    fn search_effort_is_bounded() {
+        // Twelve CA certificates with one name and one key: each verifies every other's
+        // signature, so an unbounded search would try 12 * 11 * ... * 7 orderings.
+        let alg = &rcgen::PKCS_ECDSA_P256_SHA256;
+        let key = key_for(alg);
+        let p = params("Loop CA", true, (2020, 2040));
+        let loops: Vec<Certificate> = (0..12)
+            .map(|_| {
+                let der = p.signed_by(&key, &Issuer::from_params(&p, &key)).unwrap();
+                Certificate::from_der(der.der().to_vec()).unwrap()
+            })
+            .collect();
+        let leaf = params("gw", false, (2020, 2040))
+            .signed_by(&key_for(alg), &Issuer::from_params(&p, &key))
+            .unwrap();
+        let leaf = Certificate::from_der(leaf.der().to_vec()).unwrap();
+        let ca = make("Root CA", true, alg, None);
+        let start = std::time::Instant::now();
+        assert_eq!(
+            TrustStore::new(vec![ca.cert.clone()]).validate(&leaf, &loops, NOW),
+            Err(CryptoError::PathSearchLimit)
+        );
+        assert!(start.elapsed() < std::time::Duration::from_secs(5));
     }
 
     #[test]

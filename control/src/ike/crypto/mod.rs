@@ -139,6 +139,9 @@ pub enum CryptoError {
     /// No path to a trust anchor within the depth limit.
     #[error("no path from '{0}' to a trusted CA within {max} certificates", max = cert::MAX_PATH_DEPTH)]
     PathTooLong(String),
+    /// Path building checked too many signatures without reaching a trusted CA.
+    #[error("gave up looking for a path to a trusted CA after {max} signature checks", max = cert::MAX_SIGNATURE_CHECKS)]
+    PathSearchLimit,
     /// A critical extension esprit does not process.
     #[error("certificate '{subject}' has a critical extension esprit does not process ({oid})")]
     CriticalExtension {
