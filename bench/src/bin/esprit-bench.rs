@@ -2,11 +2,17 @@
 //!
 //! `esprit-bench esp` measures the full ESP path (encrypt and decrypt) against bare AES-GCM on
 //! one core, interleaved, and prints a table (and JSON with `--json FILE`).
+//!
+//! `esprit-bench gateway` measures one gateway of a lab (gwA) with AF_XDP traffic in both
+//! directions against its no-crypto forwarding, the kernel's and strongSwan's (as root).
 
 use bench::esp::{run_group, AeadLen, Op, Options, Plan, Sides, Size, Versus, BATCH};
 use bench::report::{cpu_model, header, load_average, now_utc, to_json, Row};
 use clap::{Parser, Subcommand, ValueEnum};
 use dataplane::esp::{Backend, Suite};
+use bench::gateway::packet::FrameSize;
+use bench::gateway::systems::{Dir, System};
+use bench::gateway::{self as gw, report as gwr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -24,6 +30,56 @@ enum Cmd {
     /// ESP encrypt/decrypt (full path) against bare AES-GCM on the same buffers: one core,
     /// batches of 32, ESP and AEAD interleaved round by round.
     Esp(EspArgs),
+    /// Gateway throughput through gwA of a lab (as root): max receive rate, highest rate with
+    /// at most 0.5% loss and latency, esprit against no-crypto, kernel and strongSwan
+    /// forwarding, interleaved round by round.
+    Gateway(GatewayArgs),
+}
+
+#[derive(clap::Args)]
+struct GatewayArgs {
+    /// Systems, comma-separated: esprit (ESP-in-UDP), esprit-esp, esprit-nocrypto, kernel,
+    /// strongswan (default: all).
+    #[arg(long, value_delimiter = ',')]
+    systems: Option<Vec<String>>,
+    /// Plaintext packet sizes, comma-separated (64..=1420 or "imix"; default
+    /// 64,512,1420,imix, with --quick 64,1420).
+    #[arg(long, value_delimiter = ',')]
+    sizes: Option<Vec<FrameSize>>,
+    /// Rounds; each measures every system once, the order reversing every round (default 3,
+    /// with --quick 1).
+    #[arg(long)]
+    rounds: Option<usize>,
+    /// Sending window of each trial in milliseconds (default 1000, with --quick 200).
+    #[arg(long)]
+    trial_ms: Option<u64>,
+    /// Most rate-controlled trials per binary search (default 6, with --quick 3).
+    #[arg(long)]
+    search_steps: Option<usize>,
+    /// A smoke run for CI (about 30 s): figures are rough, nothing is checked.
+    #[arg(long)]
+    quick: bool,
+    /// Write the summary and every measurement as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Write the plot (Gbit/s at 0.5% loss against size, per system) as SVG to FILE.
+    #[arg(long, value_name = "FILE")]
+    svg: Option<PathBuf>,
+    /// Write the table as Markdown to FILE.
+    #[arg(long, value_name = "FILE")]
+    markdown: Option<PathBuf>,
+    /// Core of the generator/sink thread (default 0).
+    #[arg(long)]
+    gen_core: Option<usize>,
+    /// Core of the gateway under test (default: the last core).
+    #[arg(long)]
+    dut_core: Option<usize>,
+    /// Lab name (default esprit-gwb<pid>).
+    #[arg(long)]
+    lab: Option<String>,
+    /// Leave the lab up afterwards.
+    #[arg(long)]
+    keep_lab: bool,
 }
 
 #[derive(clap::Args)]
@@ -236,14 +292,144 @@ fn run(a: EspArgs) -> Result<(), String> {
     Ok(())
 }
 
+fn write_file(p: &PathBuf, what: &str, text: &str) -> Result<(), String> {
+    if let Some(d) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(d).map_err(|e| format!("{what} {}: {e}", d.display()))?;
+    }
+    std::fs::write(p, text).map_err(|e| format!("{what} {}: {e}", p.display()))
+}
+
+fn run_gateway(a: GatewayArgs) -> Result<(), String> {
+    if !topology::netns::is_root() {
+        println!("esprit-bench gateway: skipped: building the lab needs root");
+        return Ok(());
+    }
+    let cores = core_affinity::get_core_ids().unwrap_or_default().len().max(1);
+    let mut o = if a.quick {
+        gw::Options::quick(cores)
+    } else {
+        gw::Options::full(cores)
+    };
+    if let Some(s) = &a.systems {
+        o.systems = s
+            .iter()
+            .map(|x| System::parse(x))
+            .collect::<Result<Vec<_>, _>>()?;
+    }
+    if let Some(s) = a.sizes {
+        o.sizes = s;
+    }
+    o.rounds = a.rounds.unwrap_or(o.rounds).max(1);
+    if let Some(ms) = a.trial_ms {
+        o.trial = Duration::from_millis(ms.max(10));
+    }
+    o.steps = a.search_steps.unwrap_or(o.steps);
+    o.gen_core = a.gen_core.unwrap_or(o.gen_core);
+    o.dut_core = a.dut_core.unwrap_or(o.dut_core);
+    if let Some(l) = a.lab {
+        o.lab = l;
+    }
+    o.keep_lab = a.keep_lab;
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let (date, cpu, load_start) = (now_utc(), cpu_model(), load_average());
+    println!("esprit-bench gateway");
+    println!("  date:    {date}");
+    println!("  cpu:     {cpu}, {cores} cores; generator/sink on core {}, gateway on core {}", o.gen_core, o.dut_core);
+    println!("  rustc:   {}", env!("ESPRIT_RUSTC_VERSION"));
+    println!("  load:    {load_start} (1, 5, 15 min) at start");
+    println!("  command: {command}");
+    println!(
+        "  method:  gwA of a veth lab is the device under test; AF_XDP generator and sink (copy \
+         mode) on hA/eth0 and gwB/wan0, the bench speaking ESP on gwB's side; sizes are \
+         plaintext IPv4/UDP packets; per (system, direction, size, round): an overload trial \
+         and up to {} trials of {} ms searching the highest rate with <= 0.5% loss; {} round(s), \
+         systems in reverse order every other round; ratios per round",
+        o.steps,
+        o.trial.as_millis(),
+        o.rounds
+    );
+    println!();
+    let mut say = |m: &str| println!("{m}");
+    let out = gw::run(&o, &mut say)?;
+    let load_end = load_average();
+    println!();
+    println!("Mpps and Gbit/s of plaintext; maxrx = receive rate under overload; <=0.5% = highest");
+    println!("offered rate with at most 0.5% loss (median and min-max over rounds); latency in us at");
+    println!("that rate; x no-crypto = esprit / esprit no-crypto LAN>WAN of the same size, per round.");
+    println!("{}", gwr::header());
+    for r in &out.rows {
+        println!("{}", gwr::line(r));
+    }
+    for s in &out.skipped {
+        println!("skipped {}: {}", s.system, s.reason);
+    }
+    println!();
+    for r in out.rows.iter().filter(|r| r.system == System::Esprit.key()) {
+        let dir = if r.dir == Dir::Encrypt.key() { Dir::Encrypt } else { Dir::Decrypt };
+        let f = |x: &Option<gwr::Spread>| {
+            x.map(|x| format!("{:.2} ({:.2}-{:.2})", x.median, x.min, x.max))
+                .unwrap_or_else(|| "n/a".into())
+        };
+        println!(
+            "goals, esprit {} {:>4}: {} x no-crypto (goal >= 0.8 at 1420 B), {} x strongSwan (goal >= 10)",
+            dir.label(),
+            match &r.size {
+                serde_json::Value::String(s) => s.clone(),
+                v => v.to_string(),
+            },
+            f(&r.vs_nocrypto),
+            f(&r.vs_strongswan)
+        );
+    }
+    println!("load: {load_end} (1, 5, 15 min) at end");
+    if let Some(p) = &a.json {
+        let doc = serde_json::json!({
+            "date": date,
+            "cpu": cpu,
+            "cores": cores,
+            "gen_core": o.gen_core,
+            "dut_core": o.dut_core,
+            "rustc": env!("ESPRIT_RUSTC_VERSION"),
+            "command": command,
+            "load_start": load_start,
+            "load_end": load_end,
+            "trial_ms": o.trial.as_millis() as u64,
+            "rounds": o.rounds,
+            "search_steps": o.steps,
+            "rows": out.rows,
+            "measurements": out.measurements,
+            "skipped": out.skipped,
+            "notes": out.notes,
+        });
+        let text = serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?;
+        write_file(p, "--json", &text)?;
+    }
+    if let Some(p) = &a.markdown {
+        write_file(p, "--markdown", &gwr::markdown(&out.rows))?;
+    }
+    if let Some(p) = &a.svg {
+        let sizes: Vec<String> = o.sizes.iter().map(|s| s.label()).collect();
+        let svg = gw::svg::plot(
+            &out.rows,
+            &sizes,
+            "esprit-bench gateway: throughput at <= 0.5% loss",
+            &format!("{date}, {cpu}, {cores} cores, gwA under test, {} round(s) x {} ms trials", o.rounds, o.trial.as_millis()),
+        );
+        write_file(p, "--svg", &svg)?;
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
-    match Args::parse().cmd {
-        Cmd::Esp(a) => match run(a) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("esprit-bench esp: {e}");
-                ExitCode::FAILURE
-            }
-        },
+    let (name, r) = match Args::parse().cmd {
+        Cmd::Esp(a) => ("esp", run(a)),
+        Cmd::Gateway(a) => ("gateway", run_gateway(a)),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("esprit-bench {name}: {e}");
+            ExitCode::FAILURE
+        }
     }
 }

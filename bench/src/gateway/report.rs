@@ -1,0 +1,398 @@
+//! Per-round measurements, their summary per (system, direction, size) with ratios taken round
+//! by round, and the table, Markdown and JSON forms of it.
+
+use super::packet::FrameSize;
+use super::systems::{Dir, System};
+use crate::stats::{max, median, min};
+use serde::Serialize;
+
+/// Latency percentiles, microseconds.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct Latency {
+    /// Median.
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// 99.9th percentile.
+    pub p999: f64,
+    /// Largest.
+    pub max: f64,
+}
+
+/// One (system, direction, size) measured in one round.
+#[derive(Debug, Clone)]
+pub struct Measurement {
+    /// System.
+    pub system: System,
+    /// Direction.
+    pub dir: Dir,
+    /// Packet size.
+    pub size: FrameSize,
+    /// Round (0-based).
+    pub round: usize,
+    /// Receive rate under overload, packets/s.
+    pub max_rx_pps: f64,
+    /// What the generator offered under overload, packets/s.
+    pub max_tx_pps: f64,
+    /// Highest offered rate with at most 0.5% loss, packets/s (0 if no rate passed).
+    pub rfc_pps: f64,
+    /// Loss at that rate.
+    pub rfc_loss: f64,
+    /// Latency at that rate.
+    pub latency: Option<Latency>,
+    /// Trials run (overload included).
+    pub trials: usize,
+    /// Packets the sink could not decrypt or verify, over all trials.
+    pub esp_errors: u64,
+}
+
+/// Median and range of a per-round figure.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct Spread {
+    /// Median over the rounds.
+    pub median: f64,
+    /// Smallest.
+    pub min: f64,
+    /// Largest.
+    pub max: f64,
+}
+
+impl Spread {
+    /// Of these values (`None` when empty).
+    pub fn of(v: &[f64]) -> Option<Spread> {
+        (!v.is_empty()).then(|| Spread {
+            median: median(v),
+            min: min(v),
+            max: max(v),
+        })
+    }
+
+    /// Scaled by `k`.
+    fn scale(self, k: f64) -> Spread {
+        Spread {
+            median: self.median * k,
+            min: self.min * k,
+            max: self.max * k,
+        }
+    }
+}
+
+/// The summary of one (system, direction, size) over the rounds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    /// System key ("esprit").
+    pub system: String,
+    /// System label.
+    pub label: String,
+    /// "encrypt" (LAN to WAN) or "decrypt" (WAN to LAN).
+    pub dir: String,
+    /// Plaintext packet size, or "imix".
+    pub size: serde_json::Value,
+    /// Receive rate under overload, Mpps.
+    pub max_rx_mpps: Spread,
+    /// The same in Gbit/s of plaintext.
+    pub max_rx_gbps: Spread,
+    /// What the generator offered under overload, Mpps (median).
+    pub offered_mpps: f64,
+    /// Highest rate with at most 0.5% loss, Mpps.
+    pub rfc_mpps: Spread,
+    /// The same in Gbit/s of plaintext.
+    pub rfc_gbps: Spread,
+    /// Latency at that rate, microseconds: the median over the rounds of each percentile.
+    pub latency_us: Option<Latency>,
+    /// esprit: per-round ratio of the 0.5%-loss rate to esprit's no-crypto forwarding
+    /// (LAN to WAN of the same size, also for WAN to LAN: the mirror-image AF_XDP path).
+    pub vs_nocrypto: Option<Spread>,
+    /// The same ratio on the overload receive rates.
+    pub vs_nocrypto_max_rx: Option<Spread>,
+    /// esprit: per-round ratio of the 0.5%-loss rate to strongSwan's, same direction and size.
+    pub vs_strongswan: Option<Spread>,
+    /// The same ratio on the overload receive rates.
+    pub vs_strongswan_max_rx: Option<Spread>,
+    /// Per-round ratio of the 0.5%-loss rate to the kernel's forwarding, same direction and
+    /// size.
+    pub vs_kernel: Option<Spread>,
+    /// Rounds measured.
+    pub rounds: usize,
+    /// Rounds in which no rate passed.
+    pub rounds_without_pass: usize,
+    /// Packets the sink could not decrypt or verify.
+    pub esp_errors: u64,
+}
+
+fn size_json(s: FrameSize) -> serde_json::Value {
+    match s {
+        FrameSize::Fixed(n) => serde_json::json!(n),
+        FrameSize::Imix => serde_json::json!("imix"),
+    }
+}
+
+/// Per-round ratios `a / b`, pairing rounds; rounds where `b` is zero are left out.
+fn ratios(
+    all: &[Measurement],
+    a: (System, Dir, FrameSize),
+    b: (System, Dir, FrameSize),
+    f: fn(&Measurement) -> f64,
+) -> Option<Spread> {
+    let find = |(s, d, z): (System, Dir, FrameSize), round: usize| {
+        all.iter()
+            .find(|m| m.system == s && m.dir == d && m.size == z && m.round == round)
+    };
+    let v: Vec<f64> = all
+        .iter()
+        .filter(|m| (m.system, m.dir, m.size) == a)
+        .filter_map(|m| {
+            let other = find(b, m.round)?;
+            (f(other) > 0.0).then(|| f(m) / f(other))
+        })
+        .collect();
+    Spread::of(&v)
+}
+
+/// Summarises the measurements, in the order of `systems` × `sizes` × directions.
+pub fn rows(all: &[Measurement], systems: &[System], sizes: &[FrameSize]) -> Vec<Row> {
+    let mut out = Vec::new();
+    for &system in systems {
+        for &dir in system.dirs() {
+            for &size in sizes {
+                let ms: Vec<&Measurement> = all
+                    .iter()
+                    .filter(|m| m.system == system && m.dir == dir && m.size == size)
+                    .collect();
+                if ms.is_empty() {
+                    continue;
+                }
+                let col = |f: fn(&Measurement) -> f64| -> Vec<f64> {
+                    ms.iter().map(|m| f(m)).collect()
+                };
+                let gbit = size.mean_bytes() * 8.0 / 1e9;
+                let max_rx = Spread::of(&col(|m| m.max_rx_pps)).expect("non-empty");
+                let rfc = Spread::of(&col(|m| m.rfc_pps)).expect("non-empty");
+                let lats: Vec<Latency> = ms.iter().filter_map(|m| m.latency).collect();
+                let lat_col = |f: fn(&Latency) -> f64| median(&lats.iter().map(f).collect::<Vec<_>>());
+                let latency = (!lats.is_empty()).then(|| Latency {
+                    p50: lat_col(|l| l.p50),
+                    p90: lat_col(|l| l.p90),
+                    p99: lat_col(|l| l.p99),
+                    p999: lat_col(|l| l.p999),
+                    max: lat_col(|l| l.max),
+                });
+                let me = (system, dir, size);
+                let esprit = matches!(system, System::Esprit | System::EspritEsp);
+                let nocrypto = (System::EspritBypass, Dir::Encrypt, size);
+                let sswan = (System::StrongSwan, dir, size);
+                let rfc_f: fn(&Measurement) -> f64 = |m| m.rfc_pps;
+                let max_f: fn(&Measurement) -> f64 = |m| m.max_rx_pps;
+                out.push(Row {
+                    system: system.key().into(),
+                    label: system.label().into(),
+                    dir: dir.key().into(),
+                    size: size_json(size),
+                    max_rx_mpps: max_rx.scale(1e-6),
+                    max_rx_gbps: max_rx.scale(gbit),
+                    offered_mpps: median(&col(|m| m.max_tx_pps)) * 1e-6,
+                    rfc_mpps: rfc.scale(1e-6),
+                    rfc_gbps: rfc.scale(gbit),
+                    latency_us: latency,
+                    vs_nocrypto: esprit
+                        .then(|| ratios(all, me, nocrypto, rfc_f))
+                        .flatten(),
+                    vs_nocrypto_max_rx: esprit
+                        .then(|| ratios(all, me, nocrypto, max_f))
+                        .flatten(),
+                    vs_strongswan: esprit.then(|| ratios(all, me, sswan, rfc_f)).flatten(),
+                    vs_strongswan_max_rx: esprit
+                        .then(|| ratios(all, me, sswan, max_f))
+                        .flatten(),
+                    vs_kernel: (system != System::Kernel)
+                        .then(|| ratios(all, me, (System::Kernel, dir, size), rfc_f))
+                        .flatten(),
+                    rounds: ms.len(),
+                    rounds_without_pass: ms.iter().filter(|m| m.rfc_pps == 0.0).count(),
+                    esp_errors: ms.iter().map(|m| m.esp_errors).sum(),
+                });
+            }
+        }
+    }
+    out
+}
+
+fn size_label(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        v => v.to_string(),
+    }
+}
+
+fn dir_label(key: &str) -> &'static str {
+    if key == "encrypt" {
+        Dir::Encrypt.label()
+    } else {
+        Dir::Decrypt.label()
+    }
+}
+
+fn range(s: &Spread, prec: usize) -> String {
+    format!("{:.p$}-{:.p$}", s.min, s.max, p = prec)
+}
+
+fn ratio_cell(r: &Option<Spread>) -> String {
+    match r {
+        Some(r) => format!("{:.2} ({:.2}-{:.2})", r.median, r.min, r.max),
+        None => "-".into(),
+    }
+}
+
+fn lat_cells(l: &Option<Latency>) -> [String; 5] {
+    match l {
+        Some(l) => [l.p50, l.p90, l.p99, l.p999, l.max].map(|v| format!("{v:.0}")),
+        None => std::array::from_fn(|_| "-".to_string()),
+    }
+}
+
+/// The table header (columns as in [`line`]).
+pub fn header() -> String {
+    format!(
+        "{:<20} {:<7} {:>4} | {:>6} {:>11} {:>6} | {:>6} {:>11} {:>6} | {:>5} {:>5} {:>5} {:>6} {:>6} | {:>19} {:>19}",
+        "system",
+        "dir",
+        "size",
+        "maxrx",
+        "Mpps range",
+        "Gbps",
+        "<=0.5%",
+        "Mpps range",
+        "Gbps",
+        "p50",
+        "p90",
+        "p99",
+        "p99.9",
+        "max",
+        "x no-crypto",
+        "x strongSwan"
+    )
+}
+
+/// One line of the table: Mpps and Gbit/s under overload and at 0.5% loss (median, range),
+/// latency percentiles in µs at the 0.5%-loss rate, ratios.
+pub fn line(r: &Row) -> String {
+    let [p50, p90, p99, p999, pmax] = lat_cells(&r.latency_us);
+    format!(
+        "{:<20} {:<7} {:>4} | {:>6.3} {:>11} {:>6.2} | {:>6.3} {:>11} {:>6.2} | {:>5} {:>5} {:>5} {:>6} {:>6} | {:>19} {:>19}",
+        r.label,
+        dir_label(&r.dir),
+        size_label(&r.size),
+        r.max_rx_mpps.median,
+        range(&r.max_rx_mpps, 3),
+        r.max_rx_gbps.median,
+        r.rfc_mpps.median,
+        range(&r.rfc_mpps, 3),
+        r.rfc_gbps.median,
+        p50,
+        p90,
+        p99,
+        p999,
+        pmax,
+        ratio_cell(&r.vs_nocrypto),
+        ratio_cell(&r.vs_strongswan),
+    )
+}
+
+/// The rows as a Markdown table (for `docs/benchmarks.md`).
+pub fn markdown(rows: &[Row]) -> String {
+    let mut s = String::from(
+        "| system | direction | size | max rx Mpps (min–max) | Gbit/s | ≤0.5% loss Mpps (min–max) | Gbit/s | p50 µs | p90 | p99 | p99.9 | max | × no-crypto (min–max) | × strongSwan (min–max) |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for r in rows {
+        let [p50, p90, p99, p999, pmax] = lat_cells(&r.latency_us);
+        let ratio = |x: &Option<Spread>| match x {
+            Some(x) => format!("**{:.2}** ({:.2}–{:.2})", x.median, x.min, x.max),
+            None => "".into(),
+        };
+        s += &format!(
+            "| {} | {} | {} | {:.3} ({:.3}–{:.3}) | {:.2} | {:.3} ({:.3}–{:.3}) | {:.2} | {p50} | {p90} | {p99} | {p999} | {pmax} | {} | {} |\n",
+            r.label,
+            dir_label(&r.dir),
+            size_label(&r.size),
+            r.max_rx_mpps.median,
+            r.max_rx_mpps.min,
+            r.max_rx_mpps.max,
+            r.max_rx_gbps.median,
+            r.rfc_mpps.median,
+            r.rfc_mpps.min,
+            r.rfc_mpps.max,
+            r.rfc_gbps.median,
+            ratio(&r.vs_nocrypto),
+            ratio(&r.vs_strongswan),
+        );
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(system: System, dir: Dir, round: usize, rfc: f64) -> Measurement {
+        Measurement {
+            system,
+            dir,
+            size: FrameSize::Fixed(1420),
+            round,
+            max_rx_pps: rfc * 1.1,
+            max_tx_pps: rfc * 2.0,
+            rfc_pps: rfc,
+            rfc_loss: 0.0,
+            latency: Some(Latency {
+                p50: 10.0,
+                p90: 20.0,
+                p99: 30.0,
+                p999: 40.0,
+                max: 50.0 + round as f64,
+            }),
+            trials: 7,
+            esp_errors: 0,
+        }
+    }
+
+    #[test]
+    fn ratios_pair_rounds() {
+        let all = vec![
+            m(System::Esprit, Dir::Encrypt, 0, 80.0),
+            m(System::EspritBypass, Dir::Encrypt, 0, 100.0),
+            m(System::StrongSwan, Dir::Encrypt, 0, 8.0),
+            m(System::Esprit, Dir::Encrypt, 1, 90.0),
+            m(System::EspritBypass, Dir::Encrypt, 1, 90.0),
+            m(System::StrongSwan, Dir::Encrypt, 1, 0.0),
+            m(System::Esprit, Dir::Decrypt, 0, 70.0),
+        ];
+        let sizes = [FrameSize::Fixed(1420)];
+        let r = rows(
+            &all,
+            &[System::Esprit, System::EspritBypass, System::StrongSwan],
+            &sizes,
+        );
+        assert_eq!(r.len(), 4);
+        let enc = &r[0];
+        assert_eq!((enc.system.as_str(), enc.dir.as_str()), ("esprit", "encrypt"));
+        let nc = enc.vs_nocrypto.unwrap();
+        assert_eq!((nc.min, nc.max), (0.8, 1.0));
+        assert_eq!(nc.median, 0.9);
+        // strongSwan passed nothing in round 1: that round has no ratio.
+        let ss = enc.vs_strongswan.unwrap();
+        assert_eq!((ss.median, ss.min, ss.max), (10.0, 10.0, 10.0));
+        assert_eq!(enc.latency_us.unwrap().max, 50.5);
+        assert!((enc.rfc_gbps.median - 85.0 * 1420.0 * 8.0 / 1e9).abs() < 1e-12);
+        // Decrypt is compared with the no-crypto LAN to WAN figure of the same round.
+        let dec = &r[1];
+        assert_eq!(dec.dir, "decrypt");
+        assert_eq!(dec.vs_nocrypto.unwrap().median, 0.7);
+        assert!(dec.vs_strongswan.is_none());
+        assert!(r[2].vs_nocrypto.is_none(), "baselines get no ratio to themselves");
+        assert_eq!(line(enc).len(), header().len(), "{}\n{}", line(enc), header());
+        assert_eq!(markdown(&r).lines().count(), 2 + r.len());
+    }
+}

@@ -1,0 +1,140 @@
+//! RFC 2544-style throughput: the maximum receive rate under overload, then the highest offered
+//! rate with at most [`LOSS_LIMIT`] loss, by a binary search with a bounded number of trials.
+
+use super::traffic::Trial;
+
+/// Most loss a passing trial may show (0.5%).
+pub const LOSS_LIMIT: f64 = 0.005;
+/// A trial passes only if the generator offered at least this fraction of the rate asked for
+/// (otherwise the rate was not really tried).
+pub const OFFERED_MIN: f64 = 0.97;
+
+/// Whether a rate-controlled trial passes: low enough loss, and the rate was really offered.
+pub fn passes(t: &Trial) -> bool {
+    let offered_ok = t.target.is_none_or(|r| t.tx_pps() >= OFFERED_MIN * r);
+    t.sent > 0 && offered_ok && t.loss() <= LOSS_LIMIT
+}
+
+/// The outcome of a search.
+#[derive(Debug, Clone)]
+pub struct Search {
+    /// The overload trial (as fast as the generator can).
+    pub overload: Trial,
+    /// The passing trial at the highest rate, if any passed.
+    pub best: Option<Trial>,
+    /// Every rate tried and whether it passed, in order.
+    pub steps: Vec<(f64, bool)>,
+}
+
+/// Runs the overload trial, then up to `steps` rate-controlled trials: the first at the
+/// overload's receive rate, then halving the interval between the highest passing and the
+/// lowest failing rate (starting from 0 and the overload's offered rate). Stops early once the
+/// interval is under 1% of the upper bound.
+pub fn search(
+    steps: usize,
+    mut trial: impl FnMut(Option<f64>) -> Result<Trial, String>,
+) -> Result<Search, String> {
+    let overload = trial(None)?;
+    let mut hi = overload.tx_pps().max(1.0);
+    let mut lo = 0.0f64;
+    let mut best: Option<Trial> = None;
+    let mut tried = Vec::new();
+    let mut rate = overload.rx_pps().min(hi);
+    for _ in 0..steps {
+        if rate < 1.0 {
+            break;
+        }
+        let t = trial(Some(rate))?;
+        let ok = passes(&t);
+        tried.push((rate, ok));
+        if ok {
+            lo = rate;
+            best = Some(t);
+        } else {
+            hi = rate;
+        }
+        if hi - lo < 0.01 * hi {
+            break;
+        }
+        rate = (lo + hi) / 2.0;
+    }
+    Ok(Search {
+        overload,
+        best,
+        steps: tried,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gateway::traffic::new_histogram;
+
+    /// A device that forwards at most `cap` packets/s and a generator that offers at most
+    /// `gen` packets/s.
+    fn model(cap: f64, gen: f64) -> impl FnMut(Option<f64>) -> Result<Trial, String> {
+        move |rate| {
+            let offered = rate.unwrap_or(f64::MAX).min(gen);
+            let got = offered.min(cap);
+            Ok(Trial {
+                target: rate,
+                sent: offered as u64,
+                received: got as u64,
+                received_in_window: got as u64,
+                bytes_in_window: 0,
+                secs: 1.0,
+                latency: new_histogram(),
+                esp_errors: 0,
+                foreign: 0,
+                gen_errors: 0,
+            })
+        }
+    }
+
+    #[test]
+    fn finds_the_capacity_when_the_device_is_the_bottleneck() {
+        let s = search(8, model(300_000.0, 500_000.0)).unwrap();
+        assert_eq!(s.overload.rx_pps(), 300_000.0);
+        // The first probe is the overload receive rate, which passes exactly.
+        assert_eq!(s.steps[0], (300_000.0, true));
+        let best = s.best.unwrap().target.unwrap();
+        assert!((297_000.0..=300_000.0).contains(&best), "{best}");
+        assert!(s.steps.len() <= 8);
+    }
+
+    #[test]
+    fn loss_just_over_the_limit_fails() {
+        // Capacity 0.4% under the overload receive rate would pass; 1% under fails.
+        let mut calls = 0;
+        let s = search(6, |rate| {
+            calls += 1;
+            let mut t = model(1e6, 1e6)(rate)?;
+            if rate.is_some_and(|r| r > 600_000.0) {
+                t.received = (t.sent as f64 * 0.99) as u64;
+            }
+            Ok(t)
+        })
+        .unwrap();
+        assert!(calls <= 7);
+        let best = s.best.unwrap().target.unwrap();
+        assert!(best <= 600_000.0 && best > 550_000.0, "{best}");
+    }
+
+    #[test]
+    fn a_generator_that_cannot_offer_the_rate_does_not_pass() {
+        let mut t = model(1e6, 1e6)(Some(1000.0)).unwrap();
+        assert!(passes(&t));
+        t.sent = 900;
+        t.received = 900;
+        assert!(!passes(&t), "offered 90% of the rate");
+        t.target = None;
+        assert!(passes(&t));
+    }
+
+    #[test]
+    fn nothing_passes_when_everything_is_lost() {
+        let s = search(5, model(0.0, 1000.0)).unwrap();
+        assert!(s.best.is_none());
+        assert!(s.steps.is_empty(), "overload received nothing: no rate to try");
+    }
+}
