@@ -138,7 +138,7 @@ pub fn configs(dir: &Path, lab: &Lab) -> Result<(DataplaneConfig, DataplaneConfi
 }
 
 /// Loss percentage from ping's summary line.
-fn loss(out: &str) -> f64 {
+pub fn loss(out: &str) -> f64 {
     out.lines()
         .find_map(|l| {
             let i = l.find("% packet loss")?;
@@ -149,7 +149,7 @@ fn loss(out: &str) -> f64 {
 
 /// Sends `len` pseudo-random bytes from hA to hB; returns (bytes received, digests equal,
 /// seconds).
-fn tcp_transfer(lab: &Lab, len: usize) -> Result<(u64, bool, f64), DemoError> {
+pub fn tcp_transfer(lab: &Lab, len: usize) -> Result<(u64, bool, f64), DemoError> {
     let (tx, rx) = std::sync::mpsc::channel();
     let lab_b = lab.clone();
     let server = std::thread::spawn(move || -> Result<(Vec<u8>, u64), String> {

@@ -12,8 +12,10 @@
 
 pub mod cmd;
 pub mod demo;
+pub mod ike;
 pub mod lab;
 pub mod netns;
+pub mod pki;
 pub mod plan;
 pub mod strongswan;
 

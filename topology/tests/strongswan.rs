@@ -248,82 +248,6 @@ fn psk_tunnel_through_the_nat() {
     assert_eq!(a.wait_established(WAIT).unwrap().local_host, lab.gw_a_wan());
 }
 
-/// A CA and, for each name, a certificate (CN and DNS SAN = the name) and key, all ECDSA
-/// P-256, made with the openssl CLI: (CA PEM, [(certificate PEM, key PEM)]).
-fn make_pki(dir: &Path, names: &[&str]) -> (String, Vec<(String, String)>) {
-    let openssl = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl (Debian package openssl)");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-    ];
-    let mut ca = vec!["req", "-x509"];
-    ca.extend(ec);
-    ca.extend([
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=esprit test CA",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign,cRLSign",
-    ]);
-    openssl(&ca);
-    let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
-    let mut certs = Vec::new();
-    for n in names {
-        let (key, csr, pem, ext) = (
-            format!("{n}.key"),
-            format!("{n}.csr"),
-            format!("{n}.pem"),
-            format!("{n}.ext"),
-        );
-        std::fs::write(dir.join(&ext), format!("subjectAltName=DNS:{n}\n")).unwrap();
-        let subj = format!("/CN={n}");
-        let mut req = vec!["req", "-new"];
-        req.extend(ec);
-        req.extend(["-keyout", &key, "-out", &csr, "-subj", &subj]);
-        openssl(&req);
-        openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-out",
-            &pem,
-            "-extfile",
-            &ext,
-        ]);
-        certs.push((read(&pem), read(&key)));
-    }
-    (read("ca.pem"), certs)
-}
-
 #[test]
 fn ecdsa_certificate_tunnel_between_two_strongswans() {
     if !ready() {
@@ -333,7 +257,7 @@ fn ecdsa_certificate_tunnel_between_two_strongswans() {
     let dir = TempDir::new("pubkey");
     let pki = dir.join("pki");
     std::fs::create_dir_all(&pki).unwrap();
-    let (ca, certs) = make_pki(&pki, &["gwA", "gwB"]);
+    let (ca, certs) = topology::pki::make_pki(&pki, &["gwA", "gwB"]);
     let mut specs = [CharonSpec::lab_gw_a(&lab), CharonSpec::lab_gw_b(&lab)];
     for (spec, (cert, key)) in specs.iter_mut().zip(certs) {
         spec.auth = PeerAuth::Pubkey {

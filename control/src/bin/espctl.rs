@@ -1,7 +1,7 @@
 //! `espctl`: the operator's command line for esprit.
 
 use clap::{Parser, Subcommand};
-use control::daemon::control::{ControlRequest, ControlResponse};
+use control::daemon::control::ControlRequest;
 use dataplane::api::client::DEFAULT_SOCKET;
 use dataplane::api::{Client, Request, SaInfo, Snapshot};
 use std::path::PathBuf;
@@ -195,25 +195,7 @@ fn table(sas: &[SaInfo]) -> String {
 
 /// One request to esprit-ike's control socket.
 fn ike_call(path: &std::path::Path, req: &ControlRequest) -> Result<serde_json::Value, String> {
-    use std::io::{BufRead, Write};
-    let mut s = std::os::unix::net::UnixStream::connect(path)
-        .map_err(|e| format!("esprit-ike control socket {}: {e}", path.display()))?;
-    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
-        .map_err(|e| e.to_string())?;
-    let mut line = serde_json::to_string(req).map_err(|e| e.to_string())?;
-    line.push('\n');
-    s.write_all(line.as_bytes()).map_err(|e| e.to_string())?;
-    let mut answer = String::new();
-    std::io::BufReader::new(s)
-        .read_line(&mut answer)
-        .map_err(|e| e.to_string())?;
-    let r: ControlResponse = serde_json::from_str(answer.trim())
-        .map_err(|e| format!("esprit-ike answered {answer:?}: {e}"))?;
-    if r.ok {
-        Ok(r.result.unwrap_or(serde_json::Value::Null))
-    } else {
-        Err(r.error.unwrap_or_else(|| "refused".into()))
-    }
+    control::daemon::control::call(path, req)
 }
 
 /// `espctl ike list` as a human reads it.

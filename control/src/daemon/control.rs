@@ -76,6 +76,26 @@ impl ControlResponse {
     }
 }
 
+/// Send one request to esprit-ike's control socket at `path` and return its result.
+pub fn call(path: &std::path::Path, req: &ControlRequest) -> Result<Value, String> {
+    use std::io::{BufRead, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(path)
+        .map_err(|e| format!("esprit-ike control socket {}: {e}", path.display()))?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30))).map_err(|e| e.to_string())?;
+    let mut line = serde_json::to_string(req).map_err(|e| e.to_string())?;
+    line.push('\n');
+    s.write_all(line.as_bytes()).map_err(|e| e.to_string())?;
+    let mut answer = String::new();
+    std::io::BufReader::new(s).read_line(&mut answer).map_err(|e| e.to_string())?;
+    let r: ControlResponse =
+        serde_json::from_str(answer.trim()).map_err(|e| format!("esprit-ike answered {answer:?}: {e}"))?;
+    if r.ok {
+        Ok(r.result.unwrap_or(Value::Null))
+    } else {
+        Err(r.error.unwrap_or_else(|| "refused".into()))
+    }
+}
+
 /// One IKE SA as `ike.list` shows it.
 pub fn sa_json(sa: &IkeSa, now: Instant) -> Value {
     let (spi_i, spi_r) = sa.spis();

@@ -483,11 +483,16 @@ impl Daemon {
 
     /// Run until SIGTERM or SIGINT. SAs stay in the dataplane (it keeps forwarding) when the
     /// daemon stops; `espctl terminate` deletes them.
-    pub fn run(mut self) -> Result<(), RunError> {
+    pub fn run(self) -> Result<(), RunError> {
         let stop = Arc::new(AtomicBool::new(false));
         for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
             signal_hook::flag::register(sig, stop.clone()).map_err(io_err("signal handler"))?;
         }
+        self.run_until(stop)
+    }
+
+    /// Run until `stop` is set (for running the daemon inside another program, as the lab does).
+    pub fn run_until(mut self, stop: Arc<AtomicBool>) -> Result<(), RunError> {
         log(&format!(
             "started: {} connections, sockets {}, control {}",
             self.config.connections.len(),

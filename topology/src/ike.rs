@@ -1,0 +1,321 @@
+//! esprit keyed by IKEv2 in the lab: an esprit-dataplane without manual SAs and an esprit-ike
+//! daemon, both in-process in a gateway's namespace, and the configuration they need.
+
+use crate::lab::{Lab, Node};
+use control::daemon::control::{call, ControlRequest};
+use control::daemon::run::Daemon;
+use dataplane::daemon::config::DataplaneConfig;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// The pre-shared key the lab's IKE configurations use (the same as the strongSwan harness's).
+pub const LAB_PSK: &str = "a-long-random-test-secret";
+
+/// How an esprit gateway of the lab authenticates.
+#[derive(Clone, Debug)]
+pub enum IkeAuth {
+    /// The lab's pre-shared key.
+    Psk,
+    /// Certificates: this gateway's certificate and key, and the CA that signed the peer's, as
+    /// PEM file paths; identities are the certificates' DNs or SANs.
+    Pubkey {
+        /// Our certificate (PEM).
+        cert: PathBuf,
+        /// Our private key (PEM).
+        key: PathBuf,
+        /// The CA (PEM).
+        ca: PathBuf,
+        /// Our identity.
+        local_id: String,
+        /// The peer's identity.
+        remote_id: String,
+    },
+}
+
+/// Options of a lab gateway's esprit-ike configuration.
+#[derive(Clone, Debug)]
+pub struct IkeSite {
+    /// IKE proposals.
+    pub proposals: Vec<String>,
+    /// ESP proposals.
+    pub esp_proposals: Vec<String>,
+    /// `start_action` of the connection.
+    pub start_action: String,
+    /// Force UDP encapsulation.
+    pub encap: bool,
+    /// Authentication.
+    pub auth: IkeAuth,
+    /// Extra lines for the connection table.
+    pub extra_conn: String,
+}
+
+impl Default for IkeSite {
+    fn default() -> Self {
+        IkeSite {
+            proposals: vec![
+                "aes256gcm16-prfsha384-x25519".into(),
+                "aes128gcm16-prfsha256-ecp256".into(),
+            ],
+            esp_proposals: vec!["aes256gcm16".into(), "aes128gcm16".into()],
+            start_action: "none".into(),
+            encap: false,
+            auth: IkeAuth::Psk,
+            extra_conn: String::new(),
+        }
+    }
+}
+
+fn list(v: &[String]) -> String {
+    format!(
+        "[{}]",
+        v.iter()
+            .map(|s| format!("\"{s}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
+/// Write `<node>-ike.toml` and `<node>-dp.toml` for gateway `node` (GwA or GwB) into `dir`.
+/// Returns (IKE config path, dataplane config).
+pub fn write_configs(
+    lab: &Lab,
+    node: Node,
+    dir: &Path,
+    site: &IkeSite,
+) -> Result<(PathBuf, DataplaneConfig), String> {
+    let a = node == Node::GwA;
+    let (me, peer) = if a {
+        (lab.gw_a_wan(), lab.gw_b_wan())
+    } else {
+        (lab.gw_b_wan(), lab.gw_a_seen_by_b())
+    };
+    let (lts, rts) = if a {
+        (
+            r#"["10.201.1.0/24", "fd00:201:1::/64"]"#,
+            r#"["10.201.2.0/24", "fd00:201:2::/64"]"#,
+        )
+    } else {
+        (
+            r#"["10.201.2.0/24", "fd00:201:2::/64"]"#,
+            r#"["10.201.1.0/24", "fd00:201:1::/64"]"#,
+        )
+    };
+    let (lid, rid) = if a { ("gwA", "gwB") } else { ("gwB", "gwA") };
+    let name = if a { "gwA" } else { "gwB" };
+    let sock = dir.join(format!("{name}-dp.sock"));
+    let ike_sock = dir.join(format!("{name}-ike.sock"));
+    let (local, remote, secrets) = match &site.auth {
+        IkeAuth::Psk => (
+            format!("{{ auth = \"psk\", id = \"{lid}\" }}"),
+            format!("{{ auth = \"psk\", id = \"{rid}\" }}"),
+            format!("[[secrets.ike]]\nids = [\"{lid}\", \"{rid}\"]\nsecret = \"{LAB_PSK}\"\n"),
+        ),
+        IkeAuth::Pubkey {
+            cert,
+            key,
+            ca,
+            local_id,
+            remote_id,
+        } => (
+            format!(
+                "{{ auth = \"pubkey\", id = \"{local_id}\", certs = [\"{}\"], key = \"{}\" }}",
+                cert.display(),
+                key.display()
+            ),
+            format!(
+                "{{ auth = \"pubkey\", id = \"{remote_id}\", cacerts = [\"{}\"] }}",
+                ca.display()
+            ),
+            String::new(),
+        ),
+    };
+    let ike = format!(
+        "[daemon]\ndataplane_socket = \"{}\"\nsocket = \"{}\"\nretransmit_timeout = \"1s\"\n\n\
+         [connections.site]\nlocal_addrs = [\"{me}\"]\nremote_addrs = [\"{peer}\"]\nproposals = {}\n\
+         local = {local}\nremote = {remote}\nstart_action = \"{}\"\nencap = {}\n{}\n\
+         [connections.site.children.net]\nlocal_ts = {lts}\nremote_ts = {rts}\nesp_proposals = {}\n\n{secrets}",
+        sock.display(),
+        ike_sock.display(),
+        list(&site.proposals),
+        site.start_action,
+        site.encap,
+        site.extra_conn,
+        list(&site.esp_proposals),
+    );
+    let ike_path = dir.join(format!("{name}-ike.toml"));
+    std::fs::write(&ike_path, ike).map_err(|e| format!("{}: {e}", ike_path.display()))?;
+    let gw = if lab.spec.nat && a {
+        "gateway = \"10.200.1.254\"\n"
+    } else {
+        ""
+    };
+    let dp = format!(
+        "api_socket = \"{}\"\n[lan]\ninterface = \"lan0\"\n[wan]\ninterface = \"wan0\"\n{gw}[workers]\ncount = {}\n",
+        sock.display(),
+        lab.spec.queues
+    );
+    let dp_path = dir.join(format!("{name}-dp.toml"));
+    std::fs::write(&dp_path, dp).map_err(|e| format!("{}: {e}", dp_path.display()))?;
+    let cfg = DataplaneConfig::load(&dp_path).map_err(|e| e.to_string())?;
+    Ok((ike_path, cfg))
+}
+
+/// esprit-ike running in-process in a lab node.
+pub struct IkeDaemon {
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<Result<(), String>>>,
+    /// Its control socket.
+    pub socket: PathBuf,
+}
+
+impl IkeDaemon {
+    /// Start esprit-ike with `config` inside `node`'s namespace; waits for its control socket.
+    pub fn start(lab: &Lab, node: Node, config: &Path) -> Result<IkeDaemon, String> {
+        let cfg = control::config::Config::load(config).map_err(|e| e.to_string())?;
+        let socket = cfg.daemon.socket.clone();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (lab, cfgp, st) = (lab.clone(), config.to_path_buf(), stop.clone());
+        let handle = std::thread::spawn(move || -> Result<(), String> {
+            lab.enter(node).map_err(|e| e.to_string())?;
+            Daemon::new(&cfgp)
+                .and_then(|d| d.run_until(st))
+                .map_err(|e| format!("{node}: esprit-ike: {e}"))
+        });
+        let d = IkeDaemon {
+            stop,
+            handle: Some(handle),
+            socket,
+        };
+        let start = Instant::now();
+        while d.call(&ControlRequest::Stats).is_err() {
+            if d.handle.as_ref().is_some_and(|h| h.is_finished())
+                || start.elapsed() > Duration::from_secs(10)
+            {
+                return Err(d
+                    .stop()
+                    .err()
+                    .unwrap_or_else(|| "esprit-ike did not start".into()));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(d)
+    }
+
+    /// One control request.
+    pub fn call(&self, req: &ControlRequest) -> Result<Value, String> {
+        call(&self.socket, req)
+    }
+
+    /// `ike.list`.
+    pub fn list(&self) -> Result<Value, String> {
+        self.call(&ControlRequest::IkeList)
+    }
+
+    /// Wait until an IKE SA is established with at least one child; returns it.
+    pub fn wait_child(&self, timeout: Duration) -> Result<Value, String> {
+        let start = Instant::now();
+        loop {
+            let v = self.list()?;
+            let up = v.as_array().and_then(|a| {
+                a.iter()
+                    .find(|s| {
+                        s["state"] == "established"
+                            && s["children"].as_array().is_some_and(|c| !c.is_empty())
+                    })
+                    .cloned()
+            });
+            if let Some(sa) = up {
+                return Ok(sa);
+            }
+            if start.elapsed() > timeout {
+                return Err(format!("no child SA after {timeout:?}: {v}"));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Wait until no IKE SA is left.
+    pub fn wait_empty(&self, timeout: Duration) -> Result<(), String> {
+        let start = Instant::now();
+        loop {
+            let v = self.list()?;
+            if v.as_array().is_some_and(|a| a.is_empty()) {
+                return Ok(());
+            }
+            if start.elapsed() > timeout {
+                return Err(format!("IKE SAs still there after {timeout:?}: {v}"));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Stop it and report how it ended.
+    pub fn stop(mut self) -> Result<(), String> {
+        self.stop.store(true, Ordering::Relaxed);
+        match self.handle.take() {
+            Some(h) => h
+                .join()
+                .unwrap_or_else(|_| Err("esprit-ike panicked".into())),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for IkeDaemon {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// esprit-dataplane running in-process in a lab node.
+pub struct DataplaneThread {
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<Result<dataplane::api::Snapshot, String>>>,
+}
+
+impl DataplaneThread {
+    /// Start the dataplane with `cfg` in `node`'s namespace and wait until it runs.
+    pub fn start(lab: &Lab, node: Node, cfg: DataplaneConfig) -> Result<DataplaneThread, String> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        let (lab, st) = (lab.clone(), stop.clone());
+        let handle = std::thread::spawn(move || {
+            lab.enter(node).map_err(|e| e.to_string())?;
+            dataplane::daemon::run::run(&cfg, st, |m| {
+                let _ = tx.send(m.to_string());
+            })
+            .map_err(|e| format!("{node}: esprit-dataplane: {e}"))
+        });
+        let mut d = DataplaneThread { stop, handle: Some(handle) };
+        if rx.recv_timeout(Duration::from_secs(20)).is_err() {
+            return Err(d.finish().err().unwrap_or_else(|| "the dataplane did not start".into()));
+        }
+        Ok(d)
+    }
+
+    fn finish(&mut self) -> Result<dataplane::api::Snapshot, String> {
+        self.stop.store(true, Ordering::Relaxed);
+        match self.handle.take() {
+            Some(h) => h.join().unwrap_or_else(|_| Err("dataplane panicked".into())),
+            None => Err("already stopped".into()),
+        }
+    }
+
+    /// Stop it; returns its final counters.
+    pub fn stop(mut self) -> Result<dataplane::api::Snapshot, String> {
+        self.finish()
+    }
+}
+
+impl Drop for DataplaneThread {
+    fn drop(&mut self) {
+        let _ = self.finish();
+    }
+}
