@@ -24,6 +24,8 @@ pub struct DemoOptions {
     pub workers: u32,
     /// Leave the lab up afterwards.
     pub keep: bool,
+    /// Key the tunnel by hand (random SAs written to SA files) instead of IKEv2.
+    pub manual_keys: bool,
 }
 
 impl Default for DemoOptions {
@@ -33,6 +35,7 @@ impl Default for DemoOptions {
             bytes: 100 << 20,
             workers: 1,
             keep: false,
+            manual_keys: false,
         }
     }
 }
@@ -50,6 +53,8 @@ pub struct DemoReport {
     pub gbps: f64,
     /// IPv6 ping loss, percent.
     pub ping6_loss_pct: f64,
+    /// How the tunnel was keyed: "ikev2 <suite>" or "manual".
+    pub keying: String,
     /// Counters of gateway A at the end.
     pub gw_a: Snapshot,
     /// Counters of gateway B at the end.
@@ -269,6 +274,83 @@ impl Gateways {
     }
 }
 
+/// The gateways of a demo: keyed by hand, or by esprit-ike.
+enum Running {
+    Manual(Gateways),
+    Ike {
+        ike: Vec<crate::ike::IkeDaemon>,
+        dataplanes: Vec<crate::ike::DataplaneThread>,
+    },
+}
+
+impl Running {
+    fn stop(self) -> Vec<Result<Snapshot, String>> {
+        match self {
+            Running::Manual(g) => g.stop(),
+            Running::Ike { ike, dataplanes } => {
+                let mut out: Vec<Result<Snapshot, String>> = Vec::new();
+                for i in ike {
+                    if let Err(e) = i.stop() {
+                        out.push(Err(e));
+                    }
+                }
+                out.extend(
+                    dataplanes
+                        .into_iter()
+                        .map(crate::ike::DataplaneThread::stop),
+                );
+                out
+            }
+        }
+    }
+}
+
+/// Starts esprit-dataplane and esprit-ike on both gateways (gwA initiates, gwB responds) and
+/// waits until both have the child SA. Returns the gateways and the negotiated suite.
+fn start_ike(
+    lab: &Lab,
+    dir: &Path,
+    say: &mut impl FnMut(&str),
+) -> Result<(Running, String), DemoError> {
+    use crate::ike::{write_configs, DataplaneThread, IkeDaemon, IkeSite};
+    let site_a = IkeSite {
+        start_action: "start".into(),
+        ..IkeSite::default()
+    };
+    let site_b = IkeSite::default();
+    let (ike_a, dp_a) = write_configs(lab, Node::GwA, dir, &site_a).map_err(DemoError::Other)?;
+    let (ike_b, dp_b) = write_configs(lab, Node::GwB, dir, &site_b).map_err(DemoError::Other)?;
+    say("starting esprit-dataplane on gwA and gwB (no SAs yet)");
+    let dataplanes = vec![
+        DataplaneThread::start(lab, Node::GwA, dp_a).map_err(DemoError::Other)?,
+        DataplaneThread::start(lab, Node::GwB, dp_b).map_err(DemoError::Other)?,
+    ];
+    say("starting esprit-ike on gwB (responder) and gwA (initiator: start_action = start), PSK");
+    let b = IkeDaemon::start(lab, Node::GwB, &ike_b).map_err(DemoError::Other)?;
+    let a = IkeDaemon::start(lab, Node::GwA, &ike_a).map_err(DemoError::Other)?;
+    let t = Duration::from_secs(20);
+    let sa = a.wait_child(t).map_err(DemoError::Other)?;
+    b.wait_child(t).map_err(DemoError::Other)?;
+    let child = &sa["children"][0];
+    let keying = format!(
+        "ikev2 {}-{}-{}, child {} (SPIs {} / {})",
+        sa["encr"].as_str().unwrap_or("?"),
+        sa["prf"].as_str().unwrap_or("?"),
+        sa["dh"].as_str().unwrap_or("?"),
+        child["encr"].as_str().unwrap_or("?"),
+        child["inbound_spi"].as_str().unwrap_or("?"),
+        child["outbound_spi"].as_str().unwrap_or("?"),
+    );
+    say(&format!("  IKE SA established, {keying}"));
+    Ok((
+        Running::Ike {
+            ike: vec![a, b],
+            dataplanes,
+        },
+        keying,
+    ))
+}
+
 /// Runs the demo; `say` receives progress lines.
 pub fn run(o: &DemoOptions, mut say: impl FnMut(&str)) -> Result<DemoReport, DemoError> {
     let spec = LabSpec {
@@ -285,9 +367,23 @@ pub fn run(o: &DemoOptions, mut say: impl FnMut(&str)) -> Result<DemoReport, Dem
     std::fs::create_dir_all(&dir)
         .map_err(|e| DemoError::Other(format!("{}: {e}", dir.display())))?;
     let result = (|| {
-        let (cfg_a, cfg_b) = configs(&dir, &lab)?;
-        say("starting esprit-dataplane on gwA and gwB with fresh AES-256-GCM SAs (random keys and SPIs)");
-        let gws = Gateways::start(&lab, cfg_a, cfg_b, &mut say)?;
+        let (gws, keying, socks) = if o.manual_keys {
+            let (cfg_a, cfg_b) = configs(&dir, &lab)?;
+            say("starting esprit-dataplane on gwA and gwB with fresh AES-256-GCM SAs (random keys and SPIs)");
+            let g = Gateways::start(&lab, cfg_a, cfg_b, &mut say)?;
+            (
+                Running::Manual(g),
+                "manual".to_string(),
+                [dir.join("gwA.sock"), dir.join("gwB.sock")],
+            )
+        } else {
+            let (g, keying) = start_ike(&lab, &dir, &mut say)?;
+            (
+                g,
+                keying,
+                [dir.join("gwA-dp.sock"), dir.join("gwB-dp.sock")],
+            )
+        };
         let ping = |dst: &str| -> Result<(f64, String), DemoError> {
             let out = lab.exec(
                 Node::HostA,
@@ -316,10 +412,8 @@ pub fn run(o: &DemoOptions, mut say: impl FnMut(&str)) -> Result<DemoReport, Dem
             o.bytes >> 20
         ));
         let tcp = tcp_transfer(&lab, o.bytes);
-        let stats = |g: &str| {
-            Client::connect(&dir.join(format!("{g}.sock"))).and_then(|mut c| c.call(Request::Stats))
-        };
-        let (sa, sb) = (stats("gwA"), stats("gwB"));
+        let stats = |p: &PathBuf| Client::connect(p).and_then(|mut c| c.call(Request::Stats));
+        let (sa, sb) = (stats(&socks[0]), stats(&socks[1]));
         let results = gws.stop();
         let (n, ok, secs) = tcp?;
         for r in results {
@@ -335,6 +429,7 @@ pub fn run(o: &DemoOptions, mut say: impl FnMut(&str)) -> Result<DemoReport, Dem
             tcp_sha256_ok: ok && n == o.bytes as u64,
             gbps: n as f64 * 8.0 / secs / 1e9,
             ping6_loss_pct: l6,
+            keying,
             gw_a: snap(sa)?,
             gw_b: snap(sb)?,
         })

@@ -6,18 +6,38 @@ use topology::lab::is_root;
 use topology::{Lab, LabGuard, LabSpec, Node};
 
 #[test]
-fn the_demo_runs_end_to_end() {
+fn the_demo_runs_end_to_end_keyed_by_ikev2() {
+    demo(false);
+}
+
+#[test]
+fn the_demo_runs_end_to_end_with_manual_keys() {
+    demo(true);
+}
+
+fn demo(manual_keys: bool) {
     if !is_root() {
         eprintln!("skipping: needs root");
         return;
     }
     let o = DemoOptions {
-        name: format!("esprit-tdemo{}", std::process::id()),
+        name: format!(
+            "esprit-tdemo{}{}",
+            u8::from(manual_keys),
+            std::process::id()
+        ),
         bytes: 8 << 20,
         workers: 1,
         keep: false,
+        manual_keys,
     };
     let r = run(&o, |m| eprintln!("{m}")).unwrap();
+    assert_eq!(
+        r.keying.starts_with("ikev2 aes256gcm16-prfsha384-x25519"),
+        !manual_keys,
+        "{}",
+        r.keying
+    );
     assert!(r.ping_loss_pct <= 10.0, "{r:?}");
     assert!(r.ping6_loss_pct <= 10.0, "{r:?}");
     assert_eq!(r.tcp_bytes, 8 << 20);

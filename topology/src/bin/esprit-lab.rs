@@ -90,6 +90,9 @@ enum Cmd {
         /// Lab name.
         #[arg(long, default_value = "esprit-demo")]
         name: String,
+        /// Key the tunnel with random manual SAs instead of IKEv2.
+        #[arg(long)]
+        manual_keys: bool,
     },
 }
 
@@ -219,16 +222,19 @@ fn main() -> ExitCode {
             json,
             keep,
             name,
+            manual_keys,
         } => {
             let o = DemoOptions {
                 name,
                 bytes: mb << 20,
                 workers,
                 keep,
+                manual_keys,
             };
             match demo(&o, |m| println!("{m}")) {
                 Ok(r) => {
                     println!();
+                    println!("keying: {}", r.keying);
                     println!("gwA:");
                     print!("{}", r.gw_a.render());
                     println!("gwB:");
