@@ -5,6 +5,9 @@
 //!
 //! `esprit-bench gateway` measures one gateway of a lab (gwA) with AF_XDP traffic in both
 //! directions against its no-crypto forwarding, the kernel's and strongSwan's (as root).
+//!
+//! `esprit-bench ike` measures IKE SA + first child SA setups per second on one core, with the
+//! initiator and the responder in one thread over memory (PSK and certificate suites).
 
 use bench::esp::{run_group, AeadLen, Op, Options, Plan, Sides, Size, Versus, BATCH};
 use bench::report::{cpu_model, header, load_average, now_utc, to_json, Row};
@@ -34,6 +37,9 @@ enum Cmd {
     /// at most 0.5% loss and latency, esprit against no-crypto, kernel and strongSwan
     /// forwarding, interleaved round by round.
     Gateway(GatewayArgs),
+    /// IKE SA + first child SA setups per second on one core: initiator and responder in one
+    /// thread over memory, PSK (x25519, ECP-256, MODP-2048) and ECDSA P-256 certificates.
+    Ike(bench::ike::IkeArgs),
 }
 
 #[derive(clap::Args)]
@@ -424,6 +430,7 @@ fn main() -> ExitCode {
     let (name, r) = match Args::parse().cmd {
         Cmd::Esp(a) => ("esp", run(a)),
         Cmd::Gateway(a) => ("gateway", run_gateway(a)),
+        Cmd::Ike(a) => ("ike", bench::ike::run(a)),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
