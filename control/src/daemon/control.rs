@@ -81,14 +81,17 @@ pub fn call(path: &std::path::Path, req: &ControlRequest) -> Result<Value, Strin
     use std::io::{BufRead, Write};
     let mut s = std::os::unix::net::UnixStream::connect(path)
         .map_err(|e| format!("esprit-ike control socket {}: {e}", path.display()))?;
-    s.set_read_timeout(Some(std::time::Duration::from_secs(30))).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .map_err(|e| e.to_string())?;
     let mut line = serde_json::to_string(req).map_err(|e| e.to_string())?;
     line.push('\n');
     s.write_all(line.as_bytes()).map_err(|e| e.to_string())?;
     let mut answer = String::new();
-    std::io::BufReader::new(s).read_line(&mut answer).map_err(|e| e.to_string())?;
-    let r: ControlResponse =
-        serde_json::from_str(answer.trim()).map_err(|e| format!("esprit-ike answered {answer:?}: {e}"))?;
+    std::io::BufReader::new(s)
+        .read_line(&mut answer)
+        .map_err(|e| e.to_string())?;
+    let r: ControlResponse = serde_json::from_str(answer.trim())
+        .map_err(|e| format!("esprit-ike answered {answer:?}: {e}"))?;
     if r.ok {
         Ok(r.result.unwrap_or(Value::Null))
     } else {

@@ -229,7 +229,7 @@ impl Daemon {
                 log(&format!("no socket for {}", t.local));
                 continue;
             };
-            let r = if u.nat_t {
+            let r = if u.nat_t && t.data != [0xff] {
                 let mut d = Vec::with_capacity(t.data.len() + 4);
                 d.extend_from_slice(&[0, 0, 0, 0]);
                 d.extend_from_slice(&t.data);
@@ -315,6 +315,9 @@ impl Daemon {
                 child,
                 reason,
             } => log(&format!("{conn}: child {child} failed: {reason}")),
+            IkeEvent::IkeRekeyed { old, new, conn } => log(&format!(
+                "{conn}: IKE SA {old:016x} rekeyed, now {new:016x}"
+            )),
             IkeEvent::Log(m) => log(&m),
         }
     }

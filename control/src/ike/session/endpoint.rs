@@ -134,6 +134,7 @@ impl Endpoint {
         now: Instant,
         f: impl FnOnce(&mut Ctx<'_>, &mut HashMap<u64, IkeSa>) -> R,
     ) -> R {
+        let mut spawned = Vec::new();
         let mut ctx = Ctx {
             now,
             unix_time: self.unix_time,
@@ -141,8 +142,20 @@ impl Endpoint {
             spis: &mut self.spis,
             out: &mut self.out,
             events: &mut self.events,
+            spawned: &mut spawned,
         };
-        f(&mut ctx, &mut self.sas)
+        let r = f(&mut ctx, &mut self.sas);
+        for sa in spawned {
+            self.sas.insert(sa.local_spi(), sa);
+        }
+        r
+    }
+
+    /// Rekey the IKE SA with our SPI `spi`. Returns whether it started.
+    pub fn rekey_ike(&mut self, now: Instant, spi: u64) -> bool {
+        self.with_ctx(now, |ctx, sas| {
+            sas.get_mut(&spi).is_some_and(|sa| sa.rekey_ike(ctx))
+        })
     }
 
     fn reap(&mut self) {

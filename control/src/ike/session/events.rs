@@ -110,6 +110,15 @@ pub enum IkeEvent {
         /// Why.
         reason: String,
     },
+    /// An IKE SA was rekeyed: `new` (our SPI) took over the children of `old`.
+    IkeRekeyed {
+        /// Our SPI of the old IKE SA.
+        old: u64,
+        /// Our SPI of the new IKE SA.
+        new: u64,
+        /// Connection name.
+        conn: String,
+    },
     /// A child SA pair to install.
     ChildUp(Box<ChildSaInstall>),
     /// A child SA pair to remove.

@@ -66,6 +66,8 @@ pub struct Ctx<'a> {
     pub out: &'a mut VecDeque<Transmit>,
     /// Output events.
     pub events: &'a mut VecDeque<IkeEvent>,
+    /// IKE SAs created by rekeying, for the endpoint to adopt.
+    pub spawned: &'a mut Vec<IkeSa>,
 }
 
 impl Ctx<'_> {
@@ -127,6 +129,12 @@ enum Request {
     DeleteChildren(Vec<u32>),
     DeleteIke,
     Liveness,
+    RekeyIke {
+        ke: KeyExchange,
+        ni: Vec<u8>,
+        spi: u64,
+        offered: Vec<Proposal>,
+    },
 }
 
 /// A child being negotiated by us.
@@ -150,6 +158,7 @@ enum Task {
     DeleteChildren(Vec<u32>),
     DeleteIke,
     Liveness,
+    RekeyIke,
 }
 
 /// One IKE SA.
@@ -191,6 +200,10 @@ pub struct IkeSa {
     established_at: Option<Instant>,
     last_inbound: Instant,
     dead_reason: Option<String>,
+    rekey_at: Option<Instant>,
+    rekeying_ike: bool,
+    superseded: bool,
+    keepalive_at: Option<Instant>,
 }
 
 fn nat_hash(spi_i: u64, spi_r: u64, a: SocketAddr) -> Vec<u8> {
@@ -346,6 +359,10 @@ impl IkeSa {
             established_at: None,
             last_inbound: now,
             dead_reason: None,
+            rekey_at: None,
+            rekeying_ike: false,
+            superseded: false,
+            keepalive_at: None,
         }
     }
 
@@ -471,6 +488,10 @@ impl IkeSa {
         self.state = State::Dead;
         self.outstanding = None;
         self.tasks.clear();
+        if self.superseded {
+            self.dead_reason = Some(reason);
+            return;
+        }
         ctx.events.push_back(IkeEvent::IkeDown {
             ike_sa: self.local_spi(),
             conn: self.conn.name.clone(),
@@ -513,6 +534,18 @@ impl IkeSa {
         }
         if self.conn.force_encap {
             self.nat_local = true;
+        }
+    }
+
+    /// Arm the IKE rekey timer (with up to 10% jitter so both ends rarely collide) and, behind
+    /// a NAT, the keepalive timer.
+    fn schedule(&mut self, ctx: &mut Ctx<'_>) {
+        self.rekey_at = self.conn.rekey_time.filter(|t| !t.is_zero()).map(|t| {
+            let span = (t.as_millis() as u64 / 10).max(1);
+            ctx.now + t - Duration::from_millis(ctx.rng.next_u64() % span)
+        });
+        if self.nat_local {
+            self.keepalive_at = Some(ctx.now + KEEPALIVE);
         }
     }
 
@@ -812,6 +845,14 @@ impl IkeSa {
                 return;
             }
             Request::Liveness => {}
+            Request::RekeyIke {
+                ke,
+                ni,
+                spi,
+                offered,
+            } => {
+                self.on_rekey_ike_response(ctx, m, ke, ni, spi, offered);
+            }
         }
         self.next_task(ctx);
     }
@@ -1187,6 +1228,7 @@ impl IkeSa {
     fn established(&mut self, ctx: &mut Ctx<'_>) {
         self.state = State::Established;
         self.established_at = Some(ctx.now);
+        self.schedule(ctx);
         let Some(suite) = self.suite else { return };
         ctx.events.push_back(IkeEvent::IkeUp {
             ike_sa: self.local_spi(),
@@ -1748,21 +1790,7 @@ impl IkeSa {
             }
         });
         if sa_is_ike == Some(true) {
-            // Rekeying the IKE SA itself is not implemented yet: refuse so the peer keeps the
-            // current one (it may reauthenticate instead).
-            self.log(
-                ctx,
-                "peer asked to rekey the IKE SA; refused with NO_ADDITIONAL_SAS",
-            );
-            return self.respond(
-                ctx,
-                exchange::CREATE_CHILD_SA,
-                id,
-                &[Payload::Notify(Notify::new(
-                    nt::NO_ADDITIONAL_SAS,
-                    Vec::new(),
-                ))],
-            );
+            return self.on_rekey_ike_request(ctx, m);
         }
         let Some(ni) = m.find(|p| {
             if let Payload::Nonce(n) = p {
@@ -2118,6 +2146,42 @@ impl IkeSa {
                 self.state = State::Deleting;
             }
             Task::Liveness => self.request(ctx, exchange::INFORMATIONAL, &[], Request::Liveness),
+            Task::RekeyIke => {
+                let group = self.suite.map(|s| s.dh).or_else(|| {
+                    self.conn
+                        .proposals
+                        .first()
+                        .and_then(|p| p.dh.first().copied())
+                });
+                let Some(group) = group else { return };
+                let ke = match KeyExchange::new(group, ctx.rng) {
+                    Ok(k) => k,
+                    Err(e) => return self.log(ctx, format!("IKE rekey: {e}")),
+                };
+                let spi = ctx.rng.next_u64() | 1;
+                let ni = ctx.nonce();
+                let offered =
+                    proposal::ike_offer(&self.conn.proposals, &spi.to_be_bytes(), Some(group));
+                let p = vec![
+                    Payload::Sa(offered.clone()),
+                    Payload::Nonce(ni.clone()),
+                    Payload::Ke {
+                        group: group.transform_id(),
+                        data: ke.public_value().to_vec(),
+                    },
+                ];
+                self.request(
+                    ctx,
+                    exchange::CREATE_CHILD_SA,
+                    &p,
+                    Request::RekeyIke {
+                        ke,
+                        ni,
+                        spi,
+                        offered,
+                    },
+                );
+            }
         }
     }
 
@@ -2134,6 +2198,12 @@ impl IkeSa {
                     if let (Some(r), false) = (c.rekey_at, c.rekeying) {
                         min(r);
                     }
+                }
+                if let (Some(r), false) = (self.rekey_at, self.rekeying_ike || self.superseded) {
+                    min(r);
+                }
+                if let Some(k) = self.keepalive_at {
+                    min(k);
                 }
             }
             State::AuthPending if self.role == Role::Responder => {
@@ -2185,6 +2255,18 @@ impl IkeSa {
         for spi in due {
             self.rekey_child(ctx, spi);
         }
+        if !self.rekeying_ike && !self.superseded && self.rekey_at.is_some_and(|r| ctx.now >= r) {
+            self.rekey_ike(ctx);
+        }
+        if self.keepalive_at.is_some_and(|k| ctx.now >= k) {
+            // RFC 3948 §2.3: a one-octet 0xFF datagram keeps the NAT mapping alive.
+            ctx.out.push_back(Transmit {
+                local: self.local,
+                remote: self.remote,
+                data: vec![0xff],
+            });
+            self.keepalive_at = Some(ctx.now + KEEPALIVE);
+        }
         if let Some(d) = self.conn.dpd_delay {
             if self.outstanding.is_none()
                 && self.tasks.is_empty()
@@ -2198,5 +2280,256 @@ impl IkeSa {
     }
 }
 
+/// Interval of NAT keepalives when this end is behind a NAT (RFC 3948 suggests 20 s).
+pub const KEEPALIVE: Duration = Duration::from_secs(20);
+
 /// How long a responder keeps an IKE SA whose IKE_AUTH never came.
 pub const HALF_OPEN_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl IkeSa {
+    /// Rekey this IKE SA (CREATE_CHILD_SA with an IKE proposal, RFC 7296 §2.18): the new SA
+    /// takes over the children, then the old one is deleted.
+    pub fn rekey_ike(&mut self, ctx: &mut Ctx<'_>) -> bool {
+        if self.state != State::Established || self.rekeying_ike || self.superseded {
+            return false;
+        }
+        self.rekeying_ike = true;
+        self.tasks.push_back(Task::RekeyIke);
+        self.next_task(ctx);
+        true
+    }
+
+    /// The IKE SA that replaces this one, built from a rekey exchange's results.
+    #[allow(clippy::too_many_arguments)]
+    fn successor(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        role: Role,
+        spi_i: u64,
+        spi_r: u64,
+        suite: IkeSuite,
+        ni: Vec<u8>,
+        nr: Vec<u8>,
+        shared: &[u8],
+    ) -> Result<IkeSa, String> {
+        let old = self.suite.ok_or("no suite")?;
+        let sk_d = &self.keys.as_ref().ok_or("no keys")?.sk_d;
+        let k = keys::derive_rekeyed_ike_keys(
+            old.prf, sk_d, suite.prf, suite.encr, shared, &ni, &nr, spi_i, spi_r,
+        )
+        .map_err(|e| e.to_string())?;
+        let mut n = IkeSa::blank(
+            role,
+            self.conn.clone(),
+            ctx.now,
+            spi_i,
+            spi_r,
+            self.local,
+            self.remote,
+        );
+        n.candidates = self.candidates.clone();
+        n.suite = Some(suite);
+        n.ni = ni;
+        n.nr = nr;
+        let (out, inn) = match role {
+            Role::Initiator => (&k.sk_ei, &k.sk_er),
+            Role::Responder => (&k.sk_er, &k.sk_ei),
+        };
+        n.sk_out = Some(SkCipher::new(suite.encr, out).map_err(|e| e.to_string())?);
+        n.sk_in = Some(SkCipher::new(suite.encr, inn).map_err(|e| e.to_string())?);
+        n.keys = Some(k);
+        n.nat_local = self.nat_local;
+        n.nat_remote = self.nat_remote;
+        n.peer_hashes = self.peer_hashes.clone();
+        n.peer_frag = self.peer_frag;
+        n.remote_id = self.remote_id.clone();
+        n.children = std::mem::take(&mut self.children);
+        n.state = State::Established;
+        n.established_at = Some(ctx.now);
+        n.last_inbound = ctx.now;
+        n.schedule(ctx);
+        self.superseded = true;
+        ctx.events.push_back(IkeEvent::IkeRekeyed {
+            old: self.local_spi(),
+            new: n.local_spi(),
+            conn: self.conn.name.clone(),
+        });
+        Ok(n)
+    }
+
+    fn on_rekey_ike_request(&mut self, ctx: &mut Ctx<'_>, m: Message) {
+        let id = m.header.message_id;
+        let refuse = |this: &mut IkeSa, ctx: &mut Ctx<'_>, n: Notify| {
+            this.respond(ctx, exchange::CREATE_CHILD_SA, id, &[Payload::Notify(n)]);
+        };
+        if self.superseded || self.rekeying_ike {
+            // A collision with our own rekey: ask the peer to try again later (RFC 7296 §2.25
+            // TEMPORARY_FAILURE); our own exchange goes on.
+            return refuse(self, ctx, Notify::new(nt::TEMPORARY_FAILURE, Vec::new()));
+        }
+        let sa = m.find(|p| {
+            if let Payload::Sa(s) = p {
+                Some(s)
+            } else {
+                None
+            }
+        });
+        let ni = m.find(|p| {
+            if let Payload::Nonce(n) = p {
+                Some(n.clone())
+            } else {
+                None
+            }
+        });
+        let ke = m.find(|p| {
+            if let Payload::Ke { group, data } = p {
+                Some((*group, data.clone()))
+            } else {
+                None
+            }
+        });
+        let (Some(sa), Some(ni), Some((group, kedata))) = (sa, ni, ke) else {
+            return refuse(self, ctx, Notify::new(nt::INVALID_SYNTAX, Vec::new()));
+        };
+        let Some((num, suite, peer_spi)) = proposal::choose_ike_rekey(&self.conn.proposals, sa)
+        else {
+            return refuse(self, ctx, Notify::new(nt::NO_PROPOSAL_CHOSEN, Vec::new()));
+        };
+        if group != suite.dh.transform_id() {
+            return refuse(
+                self,
+                ctx,
+                Notify::new(
+                    nt::INVALID_KE_PAYLOAD,
+                    suite.dh.transform_id().to_be_bytes().to_vec(),
+                ),
+            );
+        }
+        let made = KeyExchange::new(suite.dh, ctx.rng)
+            .map_err(|e| e.to_string())
+            .and_then(|k| {
+                k.shared_secret(&kedata)
+                    .map(|s| (k, s))
+                    .map_err(|e| e.to_string())
+            });
+        let (ke_state, shared) = match made {
+            Ok(x) => x,
+            Err(e) => {
+                self.log(ctx, format!("IKE rekey refused: {e}"));
+                return refuse(self, ctx, Notify::new(nt::INVALID_SYNTAX, Vec::new()));
+            }
+        };
+        let our_spi = ctx.rng.next_u64() | 1;
+        let nr = ctx.nonce();
+        let p = vec![
+            Payload::Sa(vec![proposal::ike_answer(
+                num,
+                suite,
+                &our_spi.to_be_bytes(),
+            )]),
+            Payload::Nonce(nr.clone()),
+            Payload::Ke {
+                group: suite.dh.transform_id(),
+                data: ke_state.public_value().to_vec(),
+            },
+        ];
+        match self.successor(
+            ctx,
+            Role::Responder,
+            peer_spi,
+            our_spi,
+            suite,
+            ni,
+            nr,
+            &shared,
+        ) {
+            Ok(n) => {
+                self.respond(ctx, exchange::CREATE_CHILD_SA, id, &p);
+                ctx.spawned.push(n);
+            }
+            Err(e) => {
+                self.log(ctx, format!("IKE rekey failed: {e}"));
+                refuse(self, ctx, Notify::new(nt::NO_PROPOSAL_CHOSEN, Vec::new()));
+            }
+        }
+    }
+
+    fn on_rekey_ike_response(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        m: Message,
+        ke: KeyExchange,
+        ni: Vec<u8>,
+        spi: u64,
+        offered: Vec<Proposal>,
+    ) {
+        let retry_later = |this: &mut IkeSa, ctx: &mut Ctx<'_>, why: String| {
+            this.rekeying_ike = false;
+            this.rekey_at = Some(
+                ctx.now
+                    + Duration::from_secs(10)
+                    + Duration::from_millis(ctx.rng.next_u64() % 5000),
+            );
+            this.log(ctx, format!("IKE rekey not done ({why}); retrying later"));
+        };
+        if let Some(e) = m.error_notify() {
+            return retry_later(self, ctx, nt::name(e.ntype).to_string());
+        }
+        let sa = m.find(|p| {
+            if let Payload::Sa(s) = p {
+                Some(s.clone())
+            } else {
+                None
+            }
+        });
+        let nr = m.find(|p| {
+            if let Payload::Nonce(n) = p {
+                Some(n.clone())
+            } else {
+                None
+            }
+        });
+        let kedata = m.find(|p| {
+            if let Payload::Ke { data, .. } = p {
+                Some(data.clone())
+            } else {
+                None
+            }
+        });
+        let (Some(sa), Some(nr), Some(kedata)) = (sa, nr, kedata) else {
+            return retry_later(self, ctx, "answer lacks SA, nonce or KE".into());
+        };
+        let Some(first) = sa.first() else {
+            return retry_later(self, ctx, "empty SA".into());
+        };
+        let Ok(peer_spi) = <[u8; 8]>::try_from(first.spi.as_slice()).map(u64::from_be_bytes) else {
+            return retry_later(self, ctx, "answer without an 8-octet SPI".into());
+        };
+        // Compare the answer with what we offered, whatever SPI each side put in.
+        let ours: Vec<Proposal> = offered
+            .iter()
+            .map(|p| Proposal {
+                spi: first.spi.clone(),
+                ..p.clone()
+            })
+            .collect();
+        let Some(suite) = proposal::accept_ike_answer(&ours, &sa) else {
+            return retry_later(self, ctx, "answer is not one of our proposals".into());
+        };
+        if suite.dh != ke.group() {
+            return retry_later(self, ctx, "key exchange mismatch".into());
+        }
+        let shared = match ke.shared_secret(&kedata) {
+            Ok(s) => s,
+            Err(e) => return retry_later(self, ctx, e.to_string()),
+        };
+        match self.successor(ctx, Role::Initiator, spi, peer_spi, suite, ni, nr, &shared) {
+            Ok(n) => {
+                ctx.spawned.push(n);
+                // The old IKE SA has handed over its children: delete it.
+                self.tasks.push_front(Task::DeleteIke);
+            }
+            Err(e) => retry_later(self, ctx, e),
+        }
+    }
+}

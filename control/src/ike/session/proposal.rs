@@ -354,7 +354,10 @@ mod tests {
             }
         );
         let answer = ike_answer(num, suite, &[]);
-        assert_eq!(accept_ike_answer(&offer, std::slice::from_ref(&answer)), Some(suite));
+        assert_eq!(
+            accept_ike_answer(&offer, std::slice::from_ref(&answer)),
+            Some(suite)
+        );
         // An answer with a transform we did not offer in that proposal is refused.
         let mut forged = answer;
         forged.num = 1;
