@@ -3,6 +3,7 @@
 //! datagram from the network goes through [`decode`].
 
 pub mod consts;
+pub mod fragment;
 pub mod payload;
 
 use consts::payload_type as pt;
