@@ -51,6 +51,8 @@ pub struct IkeSite {
     pub auth: IkeAuth,
     /// Extra lines for the connection table.
     pub extra_conn: String,
+    /// Extra lines for the `[daemon]` table.
+    pub extra_daemon: String,
 }
 
 impl Default for IkeSite {
@@ -65,6 +67,7 @@ impl Default for IkeSite {
             encap: false,
             auth: IkeAuth::Psk,
             extra_conn: String::new(),
+            extra_daemon: String::new(),
         }
     }
 }
@@ -134,12 +137,13 @@ pub fn write_configs(
         ),
     };
     let ike = format!(
-        "[daemon]\ndataplane_socket = \"{}\"\nsocket = \"{}\"\nretransmit_timeout = \"1s\"\n\n\
+        "[daemon]\ndataplane_socket = \"{}\"\nsocket = \"{}\"\nretransmit_timeout = \"1s\"\n{}\n\
          [connections.site]\nlocal_addrs = [\"{me}\"]\nremote_addrs = [\"{peer}\"]\nproposals = {}\n\
          local = {local}\nremote = {remote}\nstart_action = \"{}\"\nencap = {}\n{}\n\
          [connections.site.children.net]\nlocal_ts = {lts}\nremote_ts = {rts}\nesp_proposals = {}\n\n{secrets}",
         sock.display(),
         ike_sock.display(),
+        site.extra_daemon,
         list(&site.proposals),
         site.start_action,
         site.encap,
@@ -293,9 +297,15 @@ impl DataplaneThread {
             })
             .map_err(|e| format!("{node}: esprit-dataplane: {e}"))
         });
-        let mut d = DataplaneThread { stop, handle: Some(handle) };
+        let mut d = DataplaneThread {
+            stop,
+            handle: Some(handle),
+        };
         if rx.recv_timeout(Duration::from_secs(20)).is_err() {
-            return Err(d.finish().err().unwrap_or_else(|| "the dataplane did not start".into()));
+            return Err(d
+                .finish()
+                .err()
+                .unwrap_or_else(|| "the dataplane did not start".into()));
         }
         Ok(d)
     }
@@ -303,7 +313,9 @@ impl DataplaneThread {
     fn finish(&mut self) -> Result<dataplane::api::Snapshot, String> {
         self.stop.store(true, Ordering::Relaxed);
         match self.handle.take() {
-            Some(h) => h.join().unwrap_or_else(|_| Err("dataplane panicked".into())),
+            Some(h) => h
+                .join()
+                .unwrap_or_else(|_| Err("dataplane panicked".into())),
             None => Err("already stopped".into()),
         }
     }

@@ -66,6 +66,14 @@ enum Cmd {
     },
     /// Make esprit-ike re-read its configuration file.
     Reload,
+    /// Rekey a connection's child SAs now (make-before-break), or its IKE SA with --ike.
+    Rekey {
+        /// Connection name.
+        conn: String,
+        /// Rekey the IKE SA instead.
+        #[arg(long)]
+        ike: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -315,6 +323,17 @@ fn run(args: Args) -> Result<(), String> {
             );
             return Ok(());
         }
+        Cmd::Rekey { conn, ike: whole } => {
+            let v = ike(ControlRequest::Rekey {
+                conn: conn.clone(),
+                ike: *whole,
+            })?;
+            println!(
+                "{conn}: {} rekeys started",
+                v.get("rekeying").and_then(|x| x.as_u64()).unwrap_or(0)
+            );
+            return Ok(());
+        }
         Cmd::Reload => {
             let v = ike(ControlRequest::Reload)?;
             println!(
@@ -503,7 +522,11 @@ fn run(args: Args) -> Result<(), String> {
                 println!("{}", serde_json::to_string(&e).map_err(|e| e.to_string())?);
             }
         }
-        Cmd::Ike { .. } | Cmd::Initiate { .. } | Cmd::Terminate { .. } | Cmd::Reload => {}
+        Cmd::Ike { .. }
+        | Cmd::Initiate { .. }
+        | Cmd::Terminate { .. }
+        | Cmd::Reload
+        | Cmd::Rekey { .. } => {}
     }
     Ok(())
 }

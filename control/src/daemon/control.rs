@@ -36,6 +36,15 @@ pub enum ControlRequest {
         /// Connection name.
         conn: String,
     },
+    /// Rekey a connection's children (or, with `ike`, its IKE SAs) now.
+    #[serde(rename = "rekey")]
+    Rekey {
+        /// Connection name.
+        conn: String,
+        /// Rekey the IKE SA instead of the children.
+        #[serde(default)]
+        ike: bool,
+    },
     /// Re-read the configuration file.
     #[serde(rename = "reload")]
     Reload,

@@ -23,6 +23,7 @@ pub struct DataplaneLink {
     client: Option<Client>,
     workers: u32,
     installed: BTreeMap<(u32, &'static str), Installed>,
+    policies: BTreeMap<u32, (Vec<String>, Vec<String>)>,
     next_attempt: Instant,
     last_probe: Instant,
     /// Log lines for the daemon to print.
@@ -111,6 +112,7 @@ impl DataplaneLink {
             client: None,
             workers: 1,
             installed: BTreeMap::new(),
+            policies: BTreeMap::new(),
             next_attempt: now,
             last_probe: now,
             log: Vec::new(),
@@ -228,6 +230,23 @@ impl DataplaneLink {
         res
     }
 
+    /// Remove one SA (one direction of a child).
+    pub fn remove_one(&mut self, spi: u32, dir: &'static str) -> Result<(), String> {
+        if self.installed.remove(&(spi, dir)).is_some() && self.connect() {
+            let r = self.call(Request::SaDelete {
+                spi: json!(format!("0x{spi:08x}")),
+                direction: dir.into(),
+                address: None,
+            });
+            if let Err(e) = r {
+                if !e.starts_with("not_found") {
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Periodic work: reconnect and probe the dataplane (a restart shows as a broken socket).
     pub fn tick(&mut self) {
         let now = Instant::now();
@@ -244,8 +263,54 @@ impl DataplaneLink {
         }
     }
 
+    /// Install a trap policy (kept and re-installed after a dataplane restart).
+    pub fn add_policy(
+        &mut self,
+        policy: u32,
+        local_ts: Vec<String>,
+        remote_ts: Vec<String>,
+    ) -> Result<(), String> {
+        self.policies
+            .insert(policy, (local_ts.clone(), remote_ts.clone()));
+        if self.connect() {
+            self.call(Request::PolicyAdd {
+                policy,
+                local_ts,
+                remote_ts,
+            })?;
+        }
+        Ok(())
+    }
+
     /// How many SAs are installed (both directions).
     pub fn installed(&self) -> usize {
         self.installed.len()
     }
+}
+
+/// Follow the dataplane's event stream (acquire, soft/hard expiry) on a thread, reconnecting
+/// after a restart, until `stop` is set. Each event is sent on `tx` and `wake` is called.
+pub fn follow_events(
+    path: PathBuf,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    tx: std::sync::mpsc::Sender<dataplane::api::proto::EventLine>,
+    wake: impl Fn() + Send + 'static,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        use std::sync::atomic::Ordering;
+        while !stop.load(Ordering::Relaxed) {
+            if let Ok(c) = Client::connect(&path) {
+                if let Ok(events) = c.events() {
+                    for e in events {
+                        let Ok(e) = e else { break };
+                        if tx.send(e).is_err() {
+                            return;
+                        }
+                        wake();
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    })
 }

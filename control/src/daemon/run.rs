@@ -21,8 +21,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const LISTENER: Token = Token(0);
+const WAKER: Token = Token(1);
 const FIRST_UDP: usize = 16;
 const FIRST_CONN: usize = 1 << 20;
+/// How long the inbound SA of a deleted or replaced child keeps decrypting.
+const DRAIN: Duration = Duration::from_secs(2);
 /// Largest IKE datagram read.
 const MAX_DATAGRAM: usize = 65_536;
 
@@ -71,6 +74,13 @@ pub struct Daemon {
     conns: HashMap<Token, ControlConn>,
     next_conn: usize,
     restart_at: Vec<(Instant, String)>,
+    traps: HashMap<u32, (String, String)>,
+    /// Inbound SAs of deleted children, removed from the dataplane after a grace period so
+    /// packets the peer sent before switching still decrypt (make-before-break).
+    draining: Vec<(Instant, u32)>,
+    acquired: HashMap<String, Instant>,
+    events_rx: Option<std::sync::mpsc::Receiver<dataplane::api::proto::EventLine>>,
+    waker: Arc<mio::Waker>,
 }
 
 fn log(msg: &str) {
@@ -155,6 +165,7 @@ impl Daemon {
             .register(&mut listener, LISTENER, Interest::READABLE)
             .map_err(io_err("register"))?;
         let dataplane = DataplaneLink::new(config.daemon.dataplane_socket.clone());
+        let waker = Arc::new(mio::Waker::new(poll.registry(), WAKER).map_err(io_err("waker"))?);
         Ok(Daemon {
             config_path: config_path.to_path_buf(),
             config,
@@ -166,6 +177,11 @@ impl Daemon {
             conns: HashMap::new(),
             next_conn: FIRST_CONN,
             restart_at: Vec::new(),
+            traps: HashMap::new(),
+            draining: Vec::new(),
+            acquired: HashMap::new(),
+            events_rx: None,
+            waker,
         })
     }
 
@@ -211,6 +227,111 @@ impl Daemon {
         }
     }
 
+    /// Trap policies for connections started on demand (`start_action` or `dpd_action` trap):
+    /// the dataplane drops their traffic until an SA exists and raises an acquire event.
+    fn install_traps(&mut self) {
+        use crate::config::{DpdAction, TsAddr};
+        let mut id = 0u32;
+        let mut traps = Vec::new();
+        for c in &self.config.connections {
+            for ch in &c.children {
+                id += 1;
+                let on_demand = c.start_action_of(ch) == StartAction::Trap
+                    || c.dpd_action_of(ch) == DpdAction::Trap;
+                let (Some(remote), true) = (c.initiate_to(), on_demand) else {
+                    continue;
+                };
+                let local = c
+                    .local_addrs
+                    .iter()
+                    .find(|a| a.is_ipv4() == remote.is_ipv4())
+                    .copied()
+                    .or_else(|| source_for(remote));
+                let prefixes =
+                    |ts: &[crate::config::TsConfig], own: Option<IpAddr>| -> Vec<String> {
+                        ts.iter()
+                            .filter_map(|t| match t.addr {
+                                TsAddr::Prefix(a, l) => Some(format!("{a}/{l}")),
+                                TsAddr::Dynamic => own
+                                    .map(|a| format!("{a}/{}", if a.is_ipv4() { 32 } else { 128 })),
+                            })
+                            .collect()
+                    };
+                traps.push((
+                    id,
+                    c.name.clone(),
+                    ch.name.clone(),
+                    prefixes(&ch.local_ts, local),
+                    prefixes(&ch.remote_ts, Some(remote)),
+                ));
+            }
+        }
+        for (id, conn, child, l, r) in traps {
+            match self.dataplane.add_policy(id, l, r) {
+                Ok(()) => log(&format!(
+                    "{conn}: child {child} trapped (policy {id}): the first packet brings it up"
+                )),
+                Err(e) => log(&format!("{conn}: trap policy for child {child}: {e}")),
+            }
+            self.traps.insert(id, (conn, child));
+        }
+    }
+
+    fn on_dataplane_event(&mut self, e: dataplane::api::proto::EventLine) {
+        let spi = u32::from_str_radix(e.spi.trim_start_matches("0x"), 16).unwrap_or(0);
+        let now = Instant::now();
+        match e.event.as_str() {
+            "acquire" => {
+                let Some((conn, child)) = e.policy.and_then(|p| self.traps.get(&p)).cloned() else {
+                    return;
+                };
+                if self
+                    .acquired
+                    .get(&conn)
+                    .is_some_and(|t| now.duration_since(*t) < Duration::from_secs(5))
+                {
+                    return;
+                }
+                self.acquired.insert(conn.clone(), now);
+                log(&format!(
+                    "{conn}: acquire for child {child} ({} -> {})",
+                    e.local, e.remote
+                ));
+                let _ = self.initiate(&conn, Some(&child));
+            }
+            "soft_expire" | "hard_expire" | "seq_exhausted" => {
+                // Find the child by its inbound SPI, or by the outbound one.
+                let inbound = self
+                    .endpoint
+                    .sas()
+                    .flat_map(|s| s.children())
+                    .find_map(|c| {
+                        if (e.direction == "in" && c.inbound_spi == spi)
+                            || (e.direction == "out" && c.outbound_spi == spi)
+                        {
+                            Some(c.inbound_spi)
+                        } else {
+                            None
+                        }
+                    });
+                let Some(inbound) = inbound else { return };
+                if e.event == "hard_expire" {
+                    log(&format!(
+                        "child SA {inbound:08x}: hard limit reached, deleting"
+                    ));
+                    self.endpoint.delete_child(now, inbound);
+                } else {
+                    log(&format!(
+                        "child SA {inbound:08x}: {} ({}), rekeying",
+                        e.event, e.direction
+                    ));
+                    self.endpoint.rekey_child(now, inbound);
+                }
+            }
+            _ => {}
+        }
+    }
+
     fn socket_for(&self, local: SocketAddr) -> Option<&Udp> {
         let nat_t = local.port() == NAT_T_PORT;
         self.udp
@@ -223,7 +344,12 @@ impl Daemon {
             })
     }
 
+    /// Act on events, then send. Events first: a responder installs a new child's SAs in the
+    /// dataplane before its answer leaves, so the initiator may use them at once.
     fn flush(&mut self) {
+        while let Some(e) = self.endpoint.poll_event() {
+            self.on_event(e);
+        }
         while let Some(t) = self.endpoint.poll_transmit() {
             let Some(u) = self.socket_for(t.local) else {
                 log(&format!("no socket for {}", t.local));
@@ -293,6 +419,16 @@ impl Daemon {
                         c.conn, c.child
                     ));
                 }
+                // Make-before-break: the rekey's initiator switches to the new outbound SA at
+                // once, since the responder installed the new inbound SA before answering.
+                if let (Some(old_out), true) = (c.replaces_outbound, c.we_initiated) {
+                    if let Err(e) = self.dataplane.remove_one(old_out, "out") {
+                        log(&format!(
+                            "{}: removing the replaced outbound SA {old_out:08x}: {e}",
+                            c.conn
+                        ));
+                    }
+                }
             }
             IkeEvent::ChildDown {
                 conn,
@@ -304,11 +440,12 @@ impl Daemon {
                 log(&format!(
                     "{conn}: child {child} down: SPIs in {inbound_spi:08x} out {outbound_spi:08x}"
                 ));
-                if let Err(e) = self.dataplane.remove(inbound_spi, outbound_spi) {
+                if let Err(e) = self.dataplane.remove_one(outbound_spi, "out") {
                     log(&format!(
                         "{conn}: removing child {child} from the dataplane: {e}"
                     ));
                 }
+                self.draining.push((Instant::now() + DRAIN, inbound_spi));
             }
             IkeEvent::ChildFailed {
                 conn,
@@ -369,6 +506,41 @@ impl Daemon {
                     Ok(spi) => ControlResponse::ok(json!({ "ike_sa": format!("{spi:016x}") })),
                     Err(e) => ControlResponse::err(e),
                 }
+            }
+            ControlRequest::Rekey { conn, ike } => {
+                let now = Instant::now();
+                let sas: Vec<(u64, Vec<u32>)> = self
+                    .endpoint
+                    .sas()
+                    .filter(|s| {
+                        s.conn().name == conn
+                            && s.state() == crate::ike::session::State::Established
+                    })
+                    .map(|s| {
+                        (
+                            s.local_spi(),
+                            s.children()
+                                .iter()
+                                .filter(|c| !c.rekeying)
+                                .map(|c| c.inbound_spi)
+                                .collect(),
+                        )
+                    })
+                    .collect();
+                if sas.is_empty() {
+                    return ControlResponse::err(format!("no established IKE SA for '{conn}'"));
+                }
+                let mut started = 0;
+                for (spi, children) in sas {
+                    if ike {
+                        started += usize::from(self.endpoint.rekey_ike(now, spi));
+                    } else {
+                        for c in children {
+                            started += usize::from(self.endpoint.rekey_child(now, c));
+                        }
+                    }
+                }
+                ControlResponse::ok(json!({ "rekeying": started }))
             }
             ControlRequest::Terminate { conn } => {
                 if self.config.connection(&conn).is_none() {
@@ -507,6 +679,18 @@ impl Daemon {
             self.config.daemon.socket.display()
         ));
         self.dataplane.tick();
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.events_rx = Some(rx);
+        let waker = self.waker.clone();
+        let events_thread = super::dataplane::follow_events(
+            self.config.daemon.dataplane_socket.clone(),
+            stop.clone(),
+            tx,
+            move || {
+                let _ = waker.wake();
+            },
+        );
+        self.install_traps();
         self.start_connections();
         self.flush();
         let mut events = Events::with_capacity(64);
@@ -530,6 +714,16 @@ impl Daemon {
             for t in tokens {
                 match t {
                     LISTENER => self.accept(),
+                    WAKER => {
+                        let pending: Vec<_> = self
+                            .events_rx
+                            .as_ref()
+                            .map(|r| r.try_iter().collect())
+                            .unwrap_or_default();
+                        for e in pending {
+                            self.on_dataplane_event(e);
+                        }
+                    }
                     Token(i) if (FIRST_UDP..FIRST_CONN).contains(&i) => {
                         self.read_udp(i - FIRST_UDP)
                     }
@@ -549,10 +743,25 @@ impl Daemon {
             for c in due {
                 let _ = self.initiate(&c, None);
             }
+            let now = Instant::now();
+            let drained: Vec<u32> = self
+                .draining
+                .iter()
+                .filter(|(t, _)| *t <= now)
+                .map(|(_, s)| *s)
+                .collect();
+            self.draining.retain(|(t, _)| *t > now);
+            for spi in drained {
+                let _ = self.dataplane.remove_one(spi, "in");
+            }
             self.dataplane.tick();
             self.flush();
         }
+        for (_, spi) in std::mem::take(&mut self.draining) {
+            let _ = self.dataplane.remove_one(spi, "in");
+        }
         log("stopping; SAs stay in the dataplane");
+        drop(events_thread);
         let _ = std::fs::remove_file(&self.config.daemon.socket);
         Ok(())
     }

@@ -55,6 +55,12 @@ pub struct ChildSaInstall {
     pub limits: ChildLimits,
     /// The inbound SPI of the child SA this one replaces (a rekey), if any.
     pub replaces: Option<u32>,
+    /// The outbound SPI of the child SA this one replaces.
+    pub replaces_outbound: Option<u32>,
+    /// Whether we initiated the exchange that made it. The initiator of a rekey may send on the
+    /// new SA at once (the responder installed its inbound half first); the responder keeps
+    /// sending on the old one until the initiator deletes it (make-before-break).
+    pub we_initiated: bool,
 }
 
 /// Lifetime limits and the replay window of a child SA.

@@ -1426,6 +1426,10 @@ impl IkeSa {
                     replay_window: params.replay_window,
                 },
                 replaces,
+                replaces_outbound: replaces
+                    .and_then(|r| self.children.iter().find(|c| c.inbound_spi == r))
+                    .map(|c| c.outbound_spi),
+                we_initiated,
             })));
     }
 }

@@ -627,11 +627,22 @@ fn ike_rekey_from_either_side_keeps_the_children() {
         let mut p = Pair::new(conn_a(), conn_b());
         let old_a = p.up();
         let old_b = p.b.sas().next().unwrap().local_spi();
-        let children = (child_ups(&p.ev_a)[0].inbound_spi, child_ups(&p.ev_b)[0].inbound_spi);
-        let started = if from_b { p.b.rekey_ike(p.now, old_b) } else { p.a.rekey_ike(p.now, old_a) };
+        let children = (
+            child_ups(&p.ev_a)[0].inbound_spi,
+            child_ups(&p.ev_b)[0].inbound_spi,
+        );
+        let started = if from_b {
+            p.b.rekey_ike(p.now, old_b)
+        } else {
+            p.a.rekey_ike(p.now, old_a)
+        };
         assert!(started);
         p.pump();
-        assert_eq!((p.a.sas().count(), p.b.sas().count()), (1, 1), "the old IKE SA is deleted on both sides");
+        assert_eq!(
+            (p.a.sas().count(), p.b.sas().count()),
+            (1, 1),
+            "the old IKE SA is deleted on both sides"
+        );
         let (na, nb) = (p.a.sas().next().unwrap(), p.b.sas().next().unwrap());
         assert_ne!(na.local_spi(), old_a);
         assert_ne!(nb.local_spi(), old_b);
@@ -640,7 +651,10 @@ fn ike_rekey_from_either_side_keeps_the_children() {
         assert_eq!(nb.children()[0].inbound_spi, children.1);
         assert_eq!(na.state(), State::Established);
         // The new SA carries on: a child rekey and a delete over it work.
-        assert_eq!(count(&p.ev_a, |e| matches!(e, IkeEvent::ChildDown { .. })), 0);
+        assert_eq!(
+            count(&p.ev_a, |e| matches!(e, IkeEvent::ChildDown { .. })),
+            0
+        );
         assert_eq!(count(&p.ev_a, |e| matches!(e, IkeEvent::IkeDown { .. })), 0);
         assert!(p.a.rekey_child(p.now, children.0));
         p.pump();
@@ -656,7 +670,11 @@ fn fifty_child_rekeys_and_five_ike_rekeys_from_each_side_leave_one_pair() {
     let mut p = Pair::new(conn_a(), conn_b());
     p.up();
     for round in 0..100 {
-        let (a_side, ep_child) = if round % 2 == 0 { (true, &mut p.a) } else { (false, &mut p.b) };
+        let (a_side, ep_child) = if round % 2 == 0 {
+            (true, &mut p.a)
+        } else {
+            (false, &mut p.b)
+        };
         let _ = a_side;
         let spi = ep_child.sas().next().unwrap().children()[0].inbound_spi;
         assert!(ep_child.rekey_child(p.now, spi));
@@ -669,17 +687,25 @@ fn fifty_child_rekeys_and_five_ike_rekeys_from_each_side_leave_one_pair() {
         }
         for ep in [&p.a, &p.b] {
             assert_eq!(ep.sas().count(), 1, "round {round}");
-            assert_eq!(ep.sas().next().unwrap().children().len(), 1, "round {round}");
+            assert_eq!(
+                ep.sas().next().unwrap().children().len(),
+                1,
+                "round {round}"
+            );
         }
     }
     let (ca, cb) = (child_ups(&p.ev_a), child_ups(&p.ev_b));
     assert_eq!((ca.len(), cb.len()), (101, 101));
     assert_crossed(ca[100], cb[100]);
     let ups_minus_downs = |ev: &[IkeEvent]| {
-        count(ev, |e| matches!(e, IkeEvent::ChildUp(_))) - count(ev, |e| matches!(e, IkeEvent::ChildDown { .. }))
+        count(ev, |e| matches!(e, IkeEvent::ChildUp(_)))
+            - count(ev, |e| matches!(e, IkeEvent::ChildDown { .. }))
     };
     assert_eq!((ups_minus_downs(&p.ev_a), ups_minus_downs(&p.ev_b)), (1, 1));
-    assert_eq!(count(&p.ev_a, |e| matches!(e, IkeEvent::IkeRekeyed { .. })), 10);
+    assert_eq!(
+        count(&p.ev_a, |e| matches!(e, IkeEvent::IkeRekeyed { .. })),
+        10
+    );
 }
 
 #[test]
@@ -700,5 +726,8 @@ fn ike_rekey_on_schedule_and_nat_keepalives() {
         assert!(p.now - start < Duration::from_secs(4000));
     }
     assert_eq!(p.a.sas().count(), 1);
-    assert_eq!(count(&p.ev_a, |e| matches!(e, IkeEvent::IkeRekeyed { .. })), 1);
+    assert_eq!(
+        count(&p.ev_a, |e| matches!(e, IkeEvent::IkeRekeyed { .. })),
+        1
+    );
 }
