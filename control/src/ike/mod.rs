@@ -5,5 +5,5 @@ pub mod algorithms;
 pub mod crypto;
 pub mod identity;
 pub mod message;
-pub mod session;
 pub mod rng;
+pub mod session;
