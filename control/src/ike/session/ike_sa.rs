@@ -14,6 +14,7 @@ use crate::ike::crypto::keys::{self, IkeKeys};
 use crate::ike::crypto::sk::SkCipher;
 use crate::ike::identity::Identity;
 use crate::ike::message::consts::{cert_encoding, exchange, flags, notify as nt, protocol};
+use crate::ike::message::fragment::{self, FragmentLimits, Reassembly};
 use crate::ike::message::{
     self, Delete, Header, Message, Notify, Payload, Proposal, TrafficSelector,
 };
@@ -115,7 +116,7 @@ pub struct ChildSa {
 /// A request of ours waiting for its response.
 struct Outstanding {
     id: u32,
-    data: Vec<u8>,
+    data: Vec<Vec<u8>>,
     tries: u32,
     deadline: Instant,
     kind: Request,
@@ -191,7 +192,9 @@ pub struct IkeSa {
     next_id: u32,
     expected_id: u32,
     outstanding: Option<Outstanding>,
-    last_response: Option<(u32, Vec<u8>)>,
+    last_response: Option<(u32, Vec<Vec<u8>>)>,
+    reassembly: Option<(bool, Reassembly)>,
+    pending_msg: Option<Message>,
     tasks: VecDeque<Task>,
     children: Vec<ChildSa>,
     first_child: Option<ChildParams>,
@@ -351,6 +354,8 @@ impl IkeSa {
             expected_id: 0,
             outstanding: None,
             last_response: None,
+            reassembly: None,
+            pending_msg: None,
             tasks: VecDeque::new(),
             children: Vec::new(),
             first_child: None,
@@ -420,15 +425,21 @@ impl IkeSa {
         let data = message::encode_plain(&h, &p);
         self.init_req = data.clone();
         self.next_id = 1;
-        self.send_request(ctx, 0, data, Request::SaInit);
+        self.send_request(ctx, 0, vec![data], Request::SaInit);
     }
 
-    fn send_request(&mut self, ctx: &mut Ctx<'_>, id: u32, data: Vec<u8>, kind: Request) {
-        ctx.out.push_back(Transmit {
-            local: self.local,
-            remote: self.remote,
-            data: data.clone(),
-        });
+    fn transmit_all(&self, ctx: &mut Ctx<'_>, data: &[Vec<u8>]) {
+        for d in data {
+            ctx.out.push_back(Transmit {
+                local: self.local,
+                remote: self.remote,
+                data: d.clone(),
+            });
+        }
+    }
+
+    fn send_request(&mut self, ctx: &mut Ctx<'_>, id: u32, data: Vec<Vec<u8>>, kind: Request) {
+        self.transmit_all(ctx, &data);
         let deadline = ctx.now + self.conn.retransmit.delay(0);
         self.outstanding = Some(Outstanding {
             id,
@@ -451,23 +462,29 @@ impl IkeSa {
         f
     }
 
-    fn encrypt(&mut self, exch: u8, id: u32, response: bool, payloads: &[Payload]) -> Vec<u8> {
-        self.iv += 1;
+    /// Encrypt a message: one datagram, or RFC 7383 fragments when both ends support them
+    /// and it would not fit [`FRAGMENT_SIZE`].
+    fn encrypt(&mut self, exch: u8, id: u32, response: bool, payloads: &[Payload]) -> Vec<Vec<u8>> {
         let h = Header::new(self.spi_i, self.spi_r, exch, self.flags(response), id);
         let sk = self
             .sk_out
             .as_ref()
             .expect("keys exist once IKE_SA_INIT is done");
-        message::encode_encrypted(&h, payloads, sk, self.iv.to_be_bytes())
+        if self.peer_frag {
+            return fragment::encode_fragments(&h, payloads, sk, &mut self.iv, FRAGMENT_SIZE);
+        }
+        self.iv += 1;
+        vec![message::encode_encrypted(
+            &h,
+            payloads,
+            sk,
+            self.iv.to_be_bytes(),
+        )]
     }
 
     fn respond(&mut self, ctx: &mut Ctx<'_>, exch: u8, id: u32, payloads: &[Payload]) {
         let data = self.encrypt(exch, id, true, payloads);
-        ctx.out.push_back(Transmit {
-            local: self.local,
-            remote: self.remote,
-            data: data.clone(),
-        });
+        self.transmit_all(ctx, &data);
         self.last_response = Some((id, data));
     }
 
@@ -740,7 +757,7 @@ impl IkeSa {
         let hh = Header::new(h.spi_i, spi_r, exchange::IKE_SA_INIT, flags::RESPONSE, 0);
         let data = message::encode_plain(&hh, &p);
         sa_state.init_resp = data.clone();
-        sa_state.last_response = Some((0, data.clone()));
+        sa_state.last_response = Some((0, vec![data.clone()]));
         sa_state.expected_id = 1;
         sa_state.state = State::AuthPending;
         ctx.out.push_back(Transmit {
@@ -757,7 +774,7 @@ impl IkeSa {
             ctx.out.push_back(Transmit {
                 local: self.local,
                 remote: self.remote,
-                data: d.clone(),
+                data: d.concat(),
             });
         }
     }
@@ -773,14 +790,54 @@ impl IkeSa {
             Ok(h) => h,
             Err(_) => return,
         };
+        if let Some((fh, _, _)) = fragment::fragment_info(raw) {
+            // RFC 7383: reassemble, then handle the whole message. Only the request we expect
+            // next or the response to our outstanding request are worth the memory.
+            let wanted = if fh.is_response() {
+                self.outstanding
+                    .as_ref()
+                    .is_some_and(|o| o.id == fh.message_id)
+            } else {
+                fh.message_id == self.expected_id
+            };
+            let Some(sk) = self.sk_in.as_ref() else {
+                return;
+            };
+            if !wanted || !self.peer_frag {
+                if !fh.is_response() && fh.message_id.wrapping_add(1) == self.expected_id {
+                    return self.handle_request(ctx, local, remote, raw, h);
+                }
+                return;
+            }
+            let same = matches!(&self.reassembly, Some((resp, r)) if *resp == fh.is_response() && r.message_id() == Some(fh.message_id));
+            if !same {
+                self.reassembly =
+                    Some((fh.is_response(), Reassembly::new(FragmentLimits::default())));
+            }
+            let Some((_, r)) = self.reassembly.as_mut() else {
+                return;
+            };
+            match r.add(raw, sk) {
+                Ok(Some(m)) => {
+                    self.reassembly = None;
+                    self.pending_msg = Some(m);
+                }
+                Ok(None) => return,
+                Err(e) => return self.log(ctx, format!("dropped a fragment: {e}")),
+            }
+        }
         if h.is_response() {
             self.handle_response(ctx, local, remote, raw, h);
         } else {
             self.handle_request(ctx, local, remote, raw, h);
         }
+        self.pending_msg = None;
     }
 
-    fn decode(&self, ctx: &mut Ctx<'_>, raw: &[u8]) -> Option<Message> {
+    fn decode(&mut self, ctx: &mut Ctx<'_>, raw: &[u8]) -> Option<Message> {
+        if let Some(m) = self.pending_msg.take() {
+            return Some(m);
+        }
         let sk = self.sk_in.as_ref().map(|s| s as &dyn message::SkAead);
         match message::decode(raw, sk) {
             Ok(m) => Some(m),
@@ -1465,13 +1522,12 @@ impl IkeSa {
         }
         if h.message_id.wrapping_add(1) == self.expected_id {
             // A retransmitted request: answer from the cache, without processing it again.
-            if let Some((id, data)) = &self.last_response {
+            // For a fragmented request, only its first fragment triggers the resend (RFC 7383
+            // §2.6.1).
+            let first = fragment::fragment_info(raw).is_none_or(|(_, n, _)| n == 1);
+            if let (Some((id, data)), true) = (&self.last_response, first) {
                 if *id == h.message_id {
-                    ctx.out.push_back(Transmit {
-                        local: self.local,
-                        remote: self.remote,
-                        data: data.clone(),
-                    });
+                    self.transmit_all(ctx, data);
                 }
             }
             return;
@@ -1479,7 +1535,11 @@ impl IkeSa {
         if h.message_id != self.expected_id {
             return;
         }
-        let m = match message::decode(raw, self.sk_in.as_ref().map(|s| s as &dyn message::SkAead)) {
+        let decoded = match self.pending_msg.take() {
+            Some(m) => Ok(m),
+            None => message::decode(raw, self.sk_in.as_ref().map(|s| s as &dyn message::SkAead)),
+        };
+        let m = match decoded {
             Ok(m) if m.encrypted => m,
             Ok(_) => return,
             Err(message::DecodeError::UnsupportedCritical(t)) => {
@@ -2240,11 +2300,13 @@ impl IkeSa {
                 }
                 o.tries += 1;
                 o.deadline = ctx.now + self.conn.retransmit.delay(o.tries);
-                ctx.out.push_back(Transmit {
-                    local: self.local,
-                    remote: self.remote,
-                    data: o.data.clone(),
-                });
+                for d in &o.data {
+                    ctx.out.push_back(Transmit {
+                        local: self.local,
+                        remote: self.remote,
+                        data: d.clone(),
+                    });
+                }
             }
         }
         if self.state != State::Established {
@@ -2283,6 +2345,11 @@ impl IkeSa {
         }
     }
 }
+
+/// The largest IKE message sent whole once fragmentation is negotiated: 1280 octets of IPv6
+/// minimum MTU less the IPv6 and UDP headers and the non-ESP marker (strongSwan's default
+/// fragment_size is 1280 for the whole datagram).
+pub const FRAGMENT_SIZE: usize = 1280 - 40 - 8 - 4;
 
 /// Interval of NAT keepalives when this end is behind a NAT (RFC 3948 suggests 20 s).
 pub const KEEPALIVE: Duration = Duration::from_secs(20);
