@@ -305,3 +305,57 @@ fn a_dead_peer_is_detected_and_its_sas_removed() {
     drop(dp_a);
     drop(lab);
 }
+
+#[test]
+fn a_restarted_dataplane_gets_its_sas_back() {
+    let Some(s) = sites("p", false, initiator(), IkeSite::default()) else {
+        return;
+    };
+    s.ike_a.wait_child(WAIT).unwrap();
+    let (sent, got, text) = ping(&s.lab, Node::HostA, "10.201.2.2", 5);
+    assert_eq!(sent, got, "{text}");
+    let Sites {
+        ike_a,
+        ike_b,
+        dp_a,
+        dp_b,
+        _dir,
+        lab,
+    } = s;
+    let before = children(&ike_a)[0]["inbound_spi"].clone();
+    dp_a.stop().unwrap();
+    let cfg =
+        dataplane::daemon::config::DataplaneConfig::load(&_dir.0.join("gwA-dp.toml")).unwrap();
+    // The previous instance's XDP link and sockets go away asynchronously in the kernel: a
+    // restart may need a second try, as a supervisor would give it.
+    let mut tries = 0;
+    let dp_a = loop {
+        match DataplaneThread::start(&lab, Node::GwA, cfg.clone()) {
+            Ok(d) => break d,
+            Err(e) if tries < 5 => {
+                eprintln!("dataplane restart: {e}; retrying");
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    // esprit-ike re-installs the SAs and rekeys the child (fresh sequence numbers).
+    let start = Instant::now();
+    while children(&ike_a).first().map(|c| c["inbound_spi"].clone()) == Some(before.clone())
+        || children(&ike_a).len() != 1
+    {
+        assert!(
+            start.elapsed() < WAIT,
+            "no rekey after the dataplane restart"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for (h, gw) in [(Node::HostA, "10.201.1.1"), (Node::HostB, "10.201.2.1")] {
+        lab.exec(h, &["ping", "-c", "1", "-W", "1", gw]).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(700));
+    let (sent, got, text) = ping(&lab, Node::HostA, "10.201.2.2", 10);
+    assert_eq!(sent, got, "{text}");
+    drop((ike_a, ike_b, dp_a, dp_b, lab));
+}

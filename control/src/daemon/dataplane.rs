@@ -28,6 +28,10 @@ pub struct DataplaneLink {
     last_probe: Instant,
     /// Log lines for the daemon to print.
     pub log: Vec<String>,
+    /// Set when SAs were re-installed into a dataplane that had restarted: their outbound
+    /// sequence numbers started again, so the daemon rekeys them.
+    pub restored: bool,
+    ever_connected: bool,
 }
 
 fn hex(b: &[u8]) -> Zeroizing<String> {
@@ -116,6 +120,8 @@ impl DataplaneLink {
             next_attempt: now,
             last_probe: now,
             log: Vec::new(),
+            restored: false,
+            ever_connected: false,
         }
     }
 
@@ -152,6 +158,10 @@ impl DataplaneLink {
             }
         }
         self.client = Some(c);
+        if self.ever_connected && !self.installed.is_empty() {
+            self.restored = true;
+        }
+        self.ever_connected = true;
         self.log.push(format!(
             "connected to the dataplane at {} ({} workers)",
             self.path.display(),

@@ -755,6 +755,23 @@ impl Daemon {
                 let _ = self.dataplane.remove_one(spi, "in");
             }
             self.dataplane.tick();
+            if std::mem::take(&mut self.dataplane.restored) {
+                // The restarted dataplane sends from sequence number 1 again, which the peers'
+                // replay windows would drop: replace every child SA (make-before-break).
+                let children: Vec<u32> = self
+                    .endpoint
+                    .sas()
+                    .flat_map(|s| s.children())
+                    .map(|c| c.inbound_spi)
+                    .collect();
+                log(&format!(
+                    "dataplane restarted: rekeying {} child SAs",
+                    children.len()
+                ));
+                for c in children {
+                    self.endpoint.rekey_child(Instant::now(), c);
+                }
+            }
             self.flush();
         }
         for (_, spi) in std::mem::take(&mut self.draining) {
