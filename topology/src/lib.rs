@@ -14,6 +14,7 @@ pub mod cmd;
 pub mod demo;
 pub mod ike;
 pub mod lab;
+pub mod many;
 pub mod netns;
 pub mod pki;
 pub mod plan;

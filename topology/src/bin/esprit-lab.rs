@@ -94,6 +94,39 @@ enum Cmd {
         #[arg(long)]
         manual_keys: bool,
     },
+    /// One esprit gateway (gwB) against N simulated sites (gwA): every IKE SA and child up,
+    /// setup time and memory per tunnel, every child rekeyed on schedule, pings through a few
+    /// tunnels; the lab is removed afterwards.
+    Many {
+        /// Tunnels (sites).
+        #[arg(long, default_value_t = 1000)]
+        tunnels: usize,
+        /// Initiations in flight at most.
+        #[arg(long, default_value_t = 100)]
+        window: usize,
+        /// The children's rekey_time on the sites' side, seconds.
+        #[arg(long, default_value_t = 20)]
+        rekey_secs: u64,
+        /// Sites that ping hB through their tunnel.
+        #[arg(long, default_value_t = 4)]
+        probes: usize,
+        /// gwB's dataplane worker sleeps when idle (`poll = "adaptive"`, its default) instead
+        /// of spinning; SA updates then wait for it to wake.
+        #[arg(long)]
+        adaptive: bool,
+        /// Write the figures here as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Lab name.
+        #[arg(long, default_value = "esprit-many")]
+        name: String,
+    },
+    /// The site simulator of `many`, which runs it in gwA's namespace (options as JSON).
+    #[command(hide = true)]
+    ManySim {
+        /// topology::many::SimOptions as JSON.
+        options: String,
+    },
 }
 
 fn fail(e: impl std::fmt::Display) -> ExitCode {
@@ -267,5 +300,67 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Cmd::Many {
+            tunnels,
+            window,
+            rekey_secs,
+            probes,
+            adaptive,
+            json,
+            name,
+        } => many_cmd(tunnels, window, rekey_secs, probes, adaptive, json, name),
+        Cmd::ManySim { options } => match serde_json::from_str(&options) {
+            Ok(o) => match topology::many::simulate(&o) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(format!("many-sim: {e}")),
+            },
+            Err(e) => fail(format!("many-sim: options: {e}")),
+        },
+    }
+}
+
+fn many_cmd(
+    tunnels: usize,
+    window: usize,
+    rekey_secs: u64,
+    probes: usize,
+    adaptive: bool,
+    json: Option<PathBuf>,
+    name: String,
+) -> ExitCode {
+    let simulator = match std::env::current_exe() {
+        Ok(p) => p,
+        Err(e) => return fail(format!("many: own executable: {e}")),
+    };
+    let o = topology::many::ManyOptions {
+        name,
+        tunnels,
+        window,
+        rekey: std::time::Duration::from_secs(rekey_secs),
+        probes,
+        simulator,
+        busy_poll: !adaptive,
+        ..Default::default()
+    };
+    let r = match topology::many::run(&o, |m| println!("{m}")) {
+        Ok(r) => r,
+        Err(e) => return fail(format!("many: {e}")),
+    };
+    println!();
+    println!("{}", r.render());
+    if let Some(p) = json {
+        let v = serde_json::to_string_pretty(&r).expect("report serialises");
+        if let Err(e) = std::fs::write(&p, v) {
+            return fail(format!("{}: {e}", p.display()));
+        }
+    }
+    let problems = r.problems();
+    for p in &problems {
+        eprintln!("esprit-lab many: {p}");
+    }
+    if problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }
