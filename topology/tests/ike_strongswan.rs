@@ -73,7 +73,9 @@ fn run(c: &Case) {
         encap: true,
         ..IkeSite::default()
     };
+    site.extra_daemon = format!("wireshark_keys = \"{}\"", dir.0.join("keys").display());
     let mut spec = CharonSpec::lab_gw_b(&lab);
+    spec.log_keys = true;
     spec.proposals = vec![c.ike.into()];
     spec.esp_proposals = vec![c.esp.into()];
     if c.certs {
@@ -128,6 +130,8 @@ fn run(c: &Case) {
             "responder"
         }
     );
+
+    keys_match_strongswans(&dir.0.join("keys"), &charon);
 
     // Traffic both ways: ping from each site, then 4 MB over TCP with its SHA-256 checked.
     for (node, dst) in [(Node::HostA, HOST_B.0), (Node::HostB, "10.201.1.2")] {
@@ -221,4 +225,39 @@ fn strongswan_initiates_ecdsa_certificates_deleted_by_esprit() {
         esp: "aes256gcm16",
         delete_from: Who::Esprit,
     });
+}
+
+/// The keys esprit exported (daemon.wireshark_keys) are the ones charon logged: every ESP SA
+/// charon logged with its key has the same key under the same SPI in esprit's `esp_sa`, and
+/// the IKE SA's SK_ei/SK_er match the `ikev2_decryption_table` line with the same SPIs.
+fn keys_match_strongswans(dir: &std::path::Path, charon: &Charon) {
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let esp = std::fs::read_to_string(dir.join("esp_sa")).unwrap();
+    let logged = charon.child_keys();
+    assert_eq!(logged.len(), 2, "{logged:?}");
+    for k in &logged {
+        let line = esp
+            .lines()
+            .find(|l| l.contains(&format!("\"0x{:08x}\"", k.spi)))
+            .unwrap_or_else(|| panic!("esprit exported no ESP SA {:08x}:\n{esp}", k.spi));
+        assert!(
+            line.contains(&format!("\"0x{}\"", hex(&k.encr_key))),
+            "ESP key of {:08x} differs",
+            k.spi
+        );
+    }
+    let ike = std::fs::read_to_string(dir.join("ikev2_decryption_table")).unwrap();
+    let logged = charon.ike_keys();
+    let k = logged.last().expect("charon logged the IKE keys");
+    let (Some(i), Some(r)) = (k.initiator_spi, k.responder_spi) else {
+        panic!("charon's log lacks the IKE SPIs")
+    };
+    let line = ike
+        .lines()
+        .find(|l| l.starts_with(&format!("{i:016x},{r:016x},")))
+        .unwrap_or_else(|| panic!("esprit exported no IKE SA {i:016x}_{r:016x}:\n{ike}"));
+    assert!(
+        line.contains(&format!(",{},{},", hex(&k.sk_ei), hex(&k.sk_er))),
+        "SK_ei/SK_er differ"
+    );
 }

@@ -69,6 +69,10 @@ pub struct DaemonSettings {
     pub half_open_timeout: Duration,
     /// Log verbosity (info).
     pub log_level: LogLevel,
+    /// A directory where esprit-ike writes every IKE and ESP key it negotiates as a Wireshark
+    /// profile (`ikev2_decryption_table`, `esp_sa`, `preferences`; files mode 0600), for
+    /// debugging with tshark. Off unless set: the files hold keys.
+    pub wireshark_keys: Option<PathBuf>,
 }
 
 impl Default for DaemonSettings {
@@ -84,6 +88,7 @@ impl Default for DaemonSettings {
             cookie_threshold: 10,
             half_open_timeout: Duration::from_secs(30),
             log_level: LogLevel::Info,
+            wireshark_keys: None,
         }
     }
 }
@@ -99,6 +104,7 @@ const KEYS: &[&str] = &[
     "cookie_threshold",
     "half_open_timeout",
     "log_level",
+    "wireshark_keys",
 ];
 
 /// Reads `[daemon]`; `resolve` makes relative socket paths relative to the file's directory.
@@ -125,6 +131,13 @@ pub(crate) fn parse_daemon(
                 d.dataplane_socket = p;
             }
         }
+    }
+    if let Some(v) = t.get("wireshark_keys") {
+        let s = v.str_for("a directory path")?;
+        if s.trim().is_empty() {
+            return Err(v.err("expected a directory path, got an empty string"));
+        }
+        d.wireshark_keys = Some(resolve(s));
     }
     if let Some(v) = t.get("port") {
         d.port = v.u16_in(1, 65535)?;

@@ -3,5 +3,6 @@
 
 pub mod control;
 pub mod dataplane;
+pub mod keylog;
 pub mod params;
 pub mod run;

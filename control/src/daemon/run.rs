@@ -4,7 +4,7 @@
 use super::control::{list_json, ControlRequest, ControlResponse};
 use super::dataplane::DataplaneLink;
 use super::params::connection_params;
-use crate::config::{Config, StartAction};
+use crate::config::{Config, LogLevel, StartAction};
 use crate::ike::rng::SystemRandom;
 use crate::ike::session::ike_sa::NAT_T_PORT;
 use crate::ike::session::{Endpoint, EndpointSettings, IkeEvent};
@@ -81,13 +81,34 @@ pub struct Daemon {
     acquired: HashMap<String, Instant>,
     events_rx: Option<std::sync::mpsc::Receiver<dataplane::api::proto::EventLine>>,
     waker: Arc<mio::Waker>,
+    keylog: Option<super::keylog::KeyLog>,
 }
 
-fn log(msg: &str) {
+/// The configured verbosity (`daemon.log_level`), as a LogLevel discriminant.
+static LOG_LEVEL: std::sync::atomic::AtomicU8 =
+    std::sync::atomic::AtomicU8::new(LogLevel::Info as u8);
+
+fn log_at(level: LogLevel, msg: &str) {
+    if level as u8 > LOG_LEVEL.load(Ordering::Relaxed) {
+        return;
+    }
     let t = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
-    eprintln!("{}.{:03} esprit-ike: {msg}", t.as_secs(), t.subsec_millis());
+    eprintln!(
+        "{}.{:03} esprit-ike: {}: {msg}",
+        t.as_secs(),
+        t.subsec_millis(),
+        level.name()
+    );
+}
+
+fn log(msg: &str) {
+    log_at(LogLevel::Info, msg);
+}
+
+fn warn(msg: &str) {
+    log_at(LogLevel::Warn, msg);
 }
 
 fn unix_now() -> i64 {
@@ -116,6 +137,7 @@ impl Daemon {
             .map_err(|e| RunError::Config(format!("{}: {e}", config_path.display())))?;
         let settings = EndpointSettings {
             cookie_threshold: config.daemon.cookie_threshold as usize,
+            half_open_timeout: config.daemon.half_open_timeout,
         };
         let mut endpoint = Endpoint::new(params, settings, Box::new(SystemRandom::new()));
         endpoint.set_unix_time(unix_now());
@@ -166,6 +188,12 @@ impl Daemon {
             .map_err(io_err("register"))?;
         let dataplane = DataplaneLink::new(config.daemon.dataplane_socket.clone());
         let waker = Arc::new(mio::Waker::new(poll.registry(), WAKER).map_err(io_err("waker"))?);
+        LOG_LEVEL.store(config.daemon.log_level as u8, Ordering::Relaxed);
+        let keylog = config
+            .daemon
+            .wireshark_keys
+            .as_deref()
+            .map(super::keylog::KeyLog::new);
         Ok(Daemon {
             config_path: config_path.to_path_buf(),
             config,
@@ -181,6 +209,7 @@ impl Daemon {
             draining: Vec::new(),
             acquired: HashMap::new(),
             events_rx: None,
+            keylog,
             waker,
         })
     }
@@ -209,7 +238,7 @@ impl Daemon {
         let r = self.endpoint.initiate(Instant::now(), conn, child, local);
         match &r {
             Ok(spi) => log(&format!("{conn}: initiating (IKE SA {spi:016x})")),
-            Err(e) => log(&format!("{conn}: cannot initiate: {e}")),
+            Err(e) => warn(&format!("{conn}: cannot initiate: {e}")),
         }
         r
     }
@@ -364,7 +393,7 @@ impl Daemon {
                 u.sock.send_to(&t.data, t.remote)
             };
             if let Err(e) = r {
-                log(&format!("send to {} failed: {e}", t.remote));
+                warn(&format!("send to {} failed: {e}", t.remote));
             }
         }
         while let Some(e) = self.endpoint.poll_event() {
@@ -375,7 +404,36 @@ impl Daemon {
         }
     }
 
+    /// Export an IKE SA's keys when `daemon.wireshark_keys` asks for it.
+    fn log_ike_keys(&mut self, spi: u64) {
+        let Some(kl) = self.keylog.as_mut() else {
+            return;
+        };
+        let Some(sa) = self.endpoint.sa(spi) else {
+            return;
+        };
+        let (Some(k), Some(suite)) = (sa.keys(), sa.suite()) else {
+            return;
+        };
+        let (i, r) = sa.spis();
+        if let Err(e) = kl.add_ike(super::keylog::KeyLog::ike_line(i, r, suite.encr, k)) {
+            log(&format!("wireshark_keys: {e}"));
+        }
+    }
+
     fn on_event(&mut self, e: IkeEvent) {
+        match &e {
+            IkeEvent::IkeUp { ike_sa, .. } => self.log_ike_keys(*ike_sa),
+            IkeEvent::IkeRekeyed { new, .. } => self.log_ike_keys(*new),
+            IkeEvent::ChildUp(c) => {
+                if let Some(kl) = self.keylog.as_mut() {
+                    if let Err(e) = kl.add_child(c) {
+                        log(&format!("wireshark_keys: {e}"));
+                    }
+                }
+            }
+            _ => {}
+        }
         match e {
             IkeEvent::IkeUp {
                 ike_sa,
@@ -391,7 +449,15 @@ impl Daemon {
                 conn,
                 reason,
             } => {
-                log(&format!("{conn}: IKE SA {ike_sa:016x} down: {reason}"));
+                let level = if reason.starts_with("deleted") || reason == "terminated" {
+                    LogLevel::Info
+                } else {
+                    LogLevel::Warn
+                };
+                log_at(
+                    level,
+                    &format!("{conn}: IKE SA {ike_sa:016x} down: {reason}"),
+                );
                 let restart = self.config.connection(&conn).is_some_and(|c| {
                     c.start_action == StartAction::Start
                         && c.dpd_action == crate::config::DpdAction::Restart
@@ -414,7 +480,7 @@ impl Daemon {
                     if c.encap { ", UDP-encapsulated" } else { "" }
                 ));
                 if let Err(e) = self.dataplane.install(&c) {
-                    log(&format!(
+                    warn(&format!(
                         "{}: dataplane refused child {}: {e}",
                         c.conn, c.child
                     ));
@@ -451,11 +517,18 @@ impl Daemon {
                 conn,
                 child,
                 reason,
-            } => log(&format!("{conn}: child {child} failed: {reason}")),
+            } => warn(&format!("{conn}: child {child} failed: {reason}")),
             IkeEvent::IkeRekeyed { old, new, conn } => log(&format!(
                 "{conn}: IKE SA {old:016x} rekeyed, now {new:016x}"
             )),
-            IkeEvent::Log(m) => log(&m),
+            IkeEvent::Log(m) => {
+                let level = if m.contains("dropped") {
+                    LogLevel::Debug
+                } else {
+                    LogLevel::Info
+                };
+                log_at(level, &m)
+            }
         }
     }
 

@@ -35,12 +35,15 @@ pub struct EndpointStats {
 pub struct EndpointSettings {
     /// Half-open IKE SAs before COOKIEs are demanded.
     pub cookie_threshold: usize,
+    /// How long a responder keeps an IKE SA whose IKE_AUTH has not come.
+    pub half_open_timeout: std::time::Duration,
 }
 
 impl Default for EndpointSettings {
     fn default() -> Self {
         EndpointSettings {
             cookie_threshold: 10,
+            half_open_timeout: super::ike_sa::HALF_OPEN_TIMEOUT,
         }
     }
 }
@@ -455,7 +458,8 @@ impl Endpoint {
         let sa = self.with_ctx(now, |ctx, _| {
             IkeSa::respond_init(ctx, candidates, &m, data, spi_r, local, remote)
         });
-        if let Some(sa) = sa {
+        if let Some(mut sa) = sa {
+            sa.set_half_open_timeout(self.settings.half_open_timeout);
             self.half_open.insert((h.spi_i, remote), spi_r);
             self.sas.insert(spi_r, sa);
         }

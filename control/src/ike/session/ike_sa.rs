@@ -207,6 +207,7 @@ pub struct IkeSa {
     rekeying_ike: bool,
     superseded: bool,
     keepalive_at: Option<Instant>,
+    half_open_timeout: Duration,
 }
 
 fn nat_hash(spi_i: u64, spi_r: u64, a: SocketAddr) -> Vec<u8> {
@@ -368,6 +369,7 @@ impl IkeSa {
             rekeying_ike: false,
             superseded: false,
             keepalive_at: None,
+            half_open_timeout: HALF_OPEN_TIMEOUT,
         }
     }
 
@@ -766,6 +768,11 @@ impl IkeSa {
             data,
         });
         Some(sa_state)
+    }
+
+    /// How long this SA may stay half-open (responder) before it is dropped.
+    pub fn set_half_open_timeout(&mut self, t: Duration) {
+        self.half_open_timeout = t;
     }
 
     /// Resend our cached IKE_SA_INIT response (a retransmitted request).
@@ -2271,7 +2278,7 @@ impl IkeSa {
                 }
             }
             State::AuthPending if self.role == Role::Responder => {
-                min(self.created + HALF_OPEN_TIMEOUT)
+                min(self.created + self.half_open_timeout)
             }
             _ => {}
         }
@@ -2285,7 +2292,7 @@ impl IkeSa {
         }
         if self.role == Role::Responder
             && self.state == State::AuthPending
-            && ctx.now >= self.created + HALF_OPEN_TIMEOUT
+            && ctx.now >= self.created + self.half_open_timeout
         {
             return self.die(ctx, "half-open IKE SA timed out".into());
         }
@@ -2354,7 +2361,8 @@ pub const FRAGMENT_SIZE: usize = 1280 - 40 - 8 - 4;
 /// Interval of NAT keepalives when this end is behind a NAT (RFC 3948 suggests 20 s).
 pub const KEEPALIVE: Duration = Duration::from_secs(20);
 
-/// How long a responder keeps an IKE SA whose IKE_AUTH never came.
+/// How long a responder keeps an IKE SA whose IKE_AUTH never came, unless the endpoint's
+/// settings say otherwise.
 pub const HALF_OPEN_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl IkeSa {

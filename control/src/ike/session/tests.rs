@@ -310,6 +310,7 @@ fn cookie_when_half_open_threshold_reached() {
         conn_b(),
         EndpointSettings {
             cookie_threshold: 0,
+            ..EndpointSettings::default()
         },
     );
     p.up();
@@ -322,6 +323,7 @@ fn cookie_when_half_open_threshold_reached() {
         conn_b(),
         EndpointSettings {
             cookie_threshold: 0,
+            ..EndpointSettings::default()
         },
     );
     q.a.initiate(q.now, "site-b", None, addr(A)).unwrap();
