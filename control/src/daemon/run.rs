@@ -6,7 +6,6 @@ use super::dataplane::DataplaneLink;
 use super::params::connection_params;
 use crate::config::{Config, LogLevel, StartAction};
 use crate::ike::rng::SystemRandom;
-use crate::ike::session::ike_sa::NAT_T_PORT;
 use crate::ike::session::{Endpoint, EndpointSettings, IkeEvent};
 use mio::net::{UdpSocket, UnixListener, UnixStream};
 use mio::{Events, Interest, Poll, Token};
@@ -138,6 +137,8 @@ impl Daemon {
         let settings = EndpointSettings {
             cookie_threshold: config.daemon.cookie_threshold as usize,
             half_open_timeout: config.daemon.half_open_timeout,
+            port: config.daemon.port,
+            port_nat_t: config.daemon.port_nat_t,
         };
         let mut endpoint = Endpoint::new(params, settings, Box::new(SystemRandom::new()));
         endpoint.set_unix_time(unix_now());
@@ -230,7 +231,7 @@ impl Daemon {
             Some(a) => *a,
             None => source_for(remote).ok_or_else(|| format!("no route to {remote}"))?,
         };
-        Ok(SocketAddr::new(ip, 500))
+        Ok(SocketAddr::new(ip, self.config.daemon.port))
     }
 
     fn initiate(&mut self, conn: &str, child: Option<&str>) -> Result<u64, String> {
@@ -362,7 +363,7 @@ impl Daemon {
     }
 
     fn socket_for(&self, local: SocketAddr) -> Option<&Udp> {
-        let nat_t = local.port() == NAT_T_PORT;
+        let nat_t = local.port() == self.config.daemon.port_nat_t;
         self.udp
             .iter()
             .find(|u| u.nat_t == nat_t && u.bound.ip() == local.ip())
@@ -544,7 +545,7 @@ impl Daemon {
                     return;
                 }
             };
-            let core_port = if u.nat_t { NAT_T_PORT } else { 500 };
+            let core_port = u.bound.port();
             let local_ip = if u.bound.ip().is_unspecified() {
                 source_for(from.ip()).unwrap_or(u.bound.ip())
             } else {

@@ -37,6 +37,10 @@ pub struct EndpointSettings {
     pub cookie_threshold: usize,
     /// How long a responder keeps an IKE SA whose IKE_AUTH has not come.
     pub half_open_timeout: std::time::Duration,
+    /// The IKE port (500).
+    pub port: u16,
+    /// The NAT-T port (4500).
+    pub port_nat_t: u16,
 }
 
 impl Default for EndpointSettings {
@@ -44,6 +48,8 @@ impl Default for EndpointSettings {
         EndpointSettings {
             cookie_threshold: 10,
             half_open_timeout: super::ike_sa::HALF_OPEN_TIMEOUT,
+            port: 500,
+            port_nat_t: super::ike_sa::NAT_T_PORT,
         }
     }
 }
@@ -236,6 +242,8 @@ impl Endpoint {
         let sa = self.with_ctx(now, |ctx, _| {
             IkeSa::initiate(ctx, c, child_params, spi, local, remote)
         })?;
+        let mut sa = sa;
+        sa.set_ports(self.settings.port, self.settings.port_nat_t);
         self.sas.insert(spi, sa);
         Ok(spi)
     }
@@ -460,6 +468,7 @@ impl Endpoint {
         });
         if let Some(mut sa) = sa {
             sa.set_half_open_timeout(self.settings.half_open_timeout);
+            sa.set_ports(self.settings.port, self.settings.port_nat_t);
             self.half_open.insert((h.spi_i, remote), spi_r);
             self.sas.insert(spi_r, sa);
         }

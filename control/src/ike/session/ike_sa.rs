@@ -26,7 +26,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// The NAT-T port.
+/// The NAT-T port of RFC 3948 (the default).
 pub const NAT_T_PORT: u16 = 4500;
 
 /// Which end of the IKE SA we are.
@@ -208,6 +208,8 @@ pub struct IkeSa {
     superseded: bool,
     keepalive_at: Option<Instant>,
     half_open_timeout: Duration,
+    /// The IKE port and the NAT-T port (500 and 4500 unless configured otherwise).
+    ports: (u16, u16),
 }
 
 fn nat_hash(spi_i: u64, spi_r: u64, a: SocketAddr) -> Vec<u8> {
@@ -370,6 +372,7 @@ impl IkeSa {
             superseded: false,
             keepalive_at: None,
             half_open_timeout: HALF_OPEN_TIMEOUT,
+            ports: (500, NAT_T_PORT),
         }
     }
 
@@ -570,7 +573,7 @@ impl IkeSa {
 
     /// Whether ESP must be UDP-encapsulated.
     pub fn encap(&self) -> bool {
-        self.nat_local || self.nat_remote || self.local.port() == NAT_T_PORT
+        self.nat_local || self.nat_remote || self.local.port() == self.ports.1
     }
 
     fn set_keys(&mut self, shared: &[u8]) -> Result<(), String> {
@@ -770,6 +773,12 @@ impl IkeSa {
         Some(sa_state)
     }
 
+    /// The IKE and NAT-T ports this end uses (the NAT-T port is where IKE moves after NAT
+    /// detection; the peer is assumed to use the same pair).
+    pub fn set_ports(&mut self, ike: u16, nat_t: u16) {
+        self.ports = (ike, nat_t);
+    }
+
     /// How long this SA may stay half-open (responder) before it is dropped.
     pub fn set_half_open_timeout(&mut self, t: Duration) {
         self.half_open_timeout = t;
@@ -885,7 +894,7 @@ impl IkeSa {
             return;
         }
         self.last_inbound = ctx.now;
-        if (local, remote) != (self.local, self.remote) && self.local.port() == NAT_T_PORT {
+        if (local, remote) != (self.local, self.remote) && self.local.port() == self.ports.1 {
             // The peer's NAT mapping changed: follow it (RFC 7296 §2.23).
             self.remote = remote;
         }
@@ -1027,9 +1036,9 @@ impl IkeSa {
             return self.die(ctx, e);
         }
         if self.nat_local || self.nat_remote {
-            self.local.set_port(NAT_T_PORT);
-            if self.remote.port() == 500 {
-                self.remote.set_port(NAT_T_PORT);
+            self.local.set_port(self.ports.1);
+            if self.remote.port() == self.ports.0 {
+                self.remote.set_port(self.ports.1);
             }
             self.log(ctx, "NAT detected; moving to port 4500");
         }
@@ -1573,7 +1582,7 @@ impl IkeSa {
         self.expected_id += 1;
         self.last_inbound = ctx.now;
         if (local, remote) != (self.local, self.remote)
-            && (local.port() == NAT_T_PORT || self.local.port() == NAT_T_PORT)
+            && (local.port() == self.ports.1 || self.local.port() == self.ports.1)
         {
             // The initiator moved to port 4500 after NAT detection, or its NAT mapping changed.
             self.local = local;
@@ -2417,6 +2426,7 @@ impl IkeSa {
         n.sk_out = Some(SkCipher::new(suite.encr, out).map_err(|e| e.to_string())?);
         n.sk_in = Some(SkCipher::new(suite.encr, inn).map_err(|e| e.to_string())?);
         n.keys = Some(k);
+        n.ports = self.ports;
         n.nat_local = self.nat_local;
         n.nat_remote = self.nat_remote;
         n.peer_hashes = self.peer_hashes.clone();

@@ -1,0 +1,244 @@
+//! The `esprit-ike` and `espctl` binaries end to end on loopback, without a dataplane and
+//! without root: two daemons (127.0.0.1 and 127.0.0.2 on unprivileged ports) negotiate an IKE
+//! SA with its child, `espctl ike list` shows it on both, `espctl rekey` and `espctl terminate`
+//! act on it, `espctl reload` re-reads the file, and `esprit-ike --check` names the file, the
+//! line and the key of a configuration error.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn config(
+    dir: &Path,
+    me: &str,
+    peer: &str,
+    port: u16,
+    start: &str,
+    lid: &str,
+    rid: &str,
+) -> PathBuf {
+    let text = format!(
+        r#"[daemon]
+dataplane_socket = "{dir}/{lid}-dp.sock"
+socket = "{dir}/{lid}-ike.sock"
+port = {port}
+port_nat_t = {natt}
+retransmit_timeout = "1s"
+
+[connections.site]
+local_addrs = ["{me}"]
+remote_addrs = ["{peer}"]
+remote_port = {port}
+proposals = ["aes128gcm16-prfsha256-x25519"]
+local = {{ auth = "psk", id = "{lid}" }}
+remote = {{ auth = "psk", id = "{rid}" }}
+start_action = "{start}"
+
+[connections.site.children.net]
+local_ts = ["10.{a}.0.0/16"]
+remote_ts = ["10.{b}.0.0/16"]
+esp_proposals = ["aes256gcm16"]
+
+[[secrets.ike]]
+ids = ["gwA", "gwB"]
+secret = "loopback-test-secret"
+"#,
+        dir = dir.display(),
+        natt = port + 4000,
+        a = if lid == "gwA" { 1 } else { 2 },
+        b = if lid == "gwA" { 2 } else { 1 },
+    );
+    let p = dir.join(format!("{lid}.toml"));
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn espctl(sock: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_espctl"))
+        .arg("--ike-socket")
+        .arg(sock)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+fn start(cfg: &Path, log: &Path) -> Daemon {
+    let err = std::fs::File::create(log).unwrap();
+    Daemon(
+        Command::new(env!("CARGO_BIN_EXE_esprit-ike"))
+            .arg("--config")
+            .arg(cfg)
+            .stdout(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .unwrap(),
+    )
+}
+
+fn list(sock: &Path) -> serde_json::Value {
+    let (ok, out, err) = espctl(sock, &["ike", "list", "--json"]);
+    assert!(ok, "{err}");
+    serde_json::from_str(&out).unwrap()
+}
+
+fn wait(what: &str, logs: &[&Path], mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        if start.elapsed() > Duration::from_secs(20) {
+            let l: Vec<String> = logs
+                .iter()
+                .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+                .collect();
+            panic!("{what}\n{}", l.join("\n----\n"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn two_daemons_on_loopback_driven_by_espctl() {
+    let dir = TempDir(std::env::temp_dir().join(format!("esprit-ike-lo-{}", std::process::id())));
+    let _ = std::fs::remove_dir_all(&dir.0);
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let port = 20_000 + (std::process::id() % 5_000) as u16;
+    let ca = config(
+        &dir.0,
+        "127.0.0.1",
+        "127.0.0.2",
+        port,
+        "start",
+        "gwA",
+        "gwB",
+    );
+    let cb = config(&dir.0, "127.0.0.2", "127.0.0.1", port, "none", "gwB", "gwA");
+    let (la, lb) = (dir.0.join("a.log"), dir.0.join("b.log"));
+    let (sa, sb) = (dir.0.join("gwA-ike.sock"), dir.0.join("gwB-ike.sock"));
+    let _b = start(&cb, &lb);
+    wait("gwB's control socket", &[&lb], || sb.exists());
+    let _a = start(&ca, &la);
+    let logs = [la.as_path(), lb.as_path()];
+    let up = |s: &Path| {
+        let v = list(s);
+        v.as_array().is_some_and(|a| {
+            a.len() == 1
+                && a[0]["state"] == "established"
+                && a[0]["children"].as_array().is_some_and(|c| c.len() == 1)
+        })
+    };
+    wait("the IKE SA and its child", &logs, || {
+        sa.exists() && up(&sa) && up(&sb)
+    });
+    let (a, b) = (list(&sa), list(&sb));
+    assert_eq!(a[0]["role"], "initiator");
+    assert_eq!(b[0]["role"], "responder");
+    assert_eq!(a[0]["spi_i"], b[0]["spi_i"]);
+    assert_eq!(a[0]["remote_id"], "gwB");
+    assert_eq!(
+        a[0]["children"][0]["inbound_spi"],
+        b[0]["children"][0]["outbound_spi"]
+    );
+    assert_eq!(a[0]["children"][0]["encr"], "aes256gcm16");
+    assert_eq!(a[0]["children"][0]["local_ts"][0], "10.1.0.0/16");
+    // The human table names the connection, the state and the child's selectors.
+    let (ok, table, _) = espctl(&sa, &["ike", "list"]);
+    assert!(
+        ok && table.contains("site: established initiator")
+            && table.contains("10.1.0.0/16 === 10.2.0.0/16"),
+        "{table}"
+    );
+    // A child rekey from B: a new SPI on both sides, still one child.
+    let old = a[0]["children"][0]["inbound_spi"].clone();
+    let (ok, out, err) = espctl(&sb, &["rekey", "site"]);
+    assert!(ok, "{out}{err}");
+    wait("the rekeyed child", &logs, || {
+        let v = list(&sa);
+        v[0]["children"]
+            .as_array()
+            .is_some_and(|c| c.len() == 1 && c[0]["inbound_spi"] != old)
+    });
+    // Reload, then terminate from A: both sides empty.
+    let (ok, out, _) = espctl(&sa, &["reload"]);
+    assert!(ok && out.contains("1 connections"), "{out}");
+    let (ok, out, err) = espctl(&sa, &["terminate", "site"]);
+    assert!(ok, "{out}{err}");
+    wait("both sides empty", &logs, || {
+        list(&sa).as_array().is_some_and(|a| a.is_empty())
+            && list(&sb).as_array().is_some_and(|a| a.is_empty())
+    });
+    let (ok, _, err) = espctl(&sa, &["terminate", "nope"]);
+    assert!(!ok && err.contains("no connection named 'nope'"), "{err}");
+    let log = std::fs::read_to_string(&la).unwrap();
+    assert!(
+        log.contains("established with gwB") && !log.contains("loopback-test-secret"),
+        "{log}"
+    );
+}
+
+#[test]
+fn check_names_the_file_line_and_key() {
+    let dir = TempDir(std::env::temp_dir().join(format!("esprit-ike-chk-{}", std::process::id())));
+    let _ = std::fs::remove_dir_all(&dir.0);
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let p = config(
+        &dir.0,
+        "127.0.0.1",
+        "127.0.0.2",
+        20_500,
+        "start",
+        "gwA",
+        "gwB",
+    );
+    let ok = Command::new(env!("CARGO_BIN_EXE_esprit-ike"))
+        .arg("--check")
+        .arg("--config")
+        .arg(&p)
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("ok, 1 connections"));
+    let text = std::fs::read_to_string(&p).unwrap().replace(
+        "aes128gcm16-prfsha256-x25519",
+        "aes128gcm16-prfsha256-ecp999",
+    );
+    std::fs::write(&p, text).unwrap();
+    let bad = Command::new(env!("CARGO_BIN_EXE_esprit-ike"))
+        .arg("--check")
+        .arg("--config")
+        .arg(&p)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        err.contains("gwA.toml:12:")
+            && err.contains("connections.site.proposals[0]")
+            && err.contains("ecp999"),
+        "{err}"
+    );
+}
