@@ -1,0 +1,103 @@
+//! Opt-in export of the keys esprit-ike negotiates as a Wireshark profile directory
+//! (`daemon.wireshark_keys`), so `tshark -o …` or `WIRESHARK_CONFIG_DIR` decrypts captured IKE
+//! and ESP. For debugging only: the files hold keys (mode 0600), and nothing is written unless
+//! the setting is present.
+
+use crate::ike::algorithms::EncrAlg;
+use crate::ike::crypto::keys::IkeKeys;
+use crate::ike::session::ChildSaInstall;
+use std::io::Write;
+use std::net::IpAddr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use zeroize::Zeroizing;
+
+fn hex(b: &[u8]) -> Zeroizing<String> {
+    let mut s = Zeroizing::new(String::with_capacity(b.len() * 2));
+    for x in b {
+        s.push_str(&format!("{x:02x}"));
+    }
+    s
+}
+
+/// The key export: every entry since the daemon started (old SAs stay, so older captures keep
+/// decrypting), rewritten on each change.
+pub struct KeyLog {
+    dir: PathBuf,
+    ike: Vec<Zeroizing<String>>,
+    esp: Vec<Zeroizing<String>>,
+}
+
+impl KeyLog {
+    /// A key log writing into `dir` (created if missing).
+    pub fn new(dir: &Path) -> KeyLog {
+        KeyLog {
+            dir: dir.to_path_buf(),
+            ike: Vec::new(),
+            esp: Vec::new(),
+        }
+    }
+
+    /// The `ikev2_decryption_table` line of an IKE SA.
+    pub fn ike_line(spi_i: u64, spi_r: u64, encr: EncrAlg, k: &IkeKeys) -> Zeroizing<String> {
+        let alg = match encr {
+            EncrAlg::AesGcm16_128 => "AES-GCM-128 with 16 octet ICV [RFC5282]",
+            EncrAlg::AesGcm16_256 => "AES-GCM-256 with 16 octet ICV [RFC5282]",
+        };
+        Zeroizing::new(format!(
+            "{spi_i:016x},{spi_r:016x},{},{},\"{alg}\",,,\"NONE [RFC4306]\"\n",
+            &*hex(&k.sk_ei),
+            &*hex(&k.sk_er)
+        ))
+    }
+
+    /// The two `esp_sa` lines of a child SA pair.
+    pub fn esp_lines(c: &ChildSaInstall) -> [Zeroizing<String>; 2] {
+        let line = |src: IpAddr, dst: IpAddr, spi: u32, key: &[u8]| {
+            let fam = if src.is_ipv4() { "IPv4" } else { "IPv6" };
+            Zeroizing::new(format!(
+                "\"{fam}\",\"{src}\",\"{dst}\",\"0x{spi:08x}\",\"AES-GCM with 16 octet ICV [RFC4106]\",\"0x{}\",\"NULL\",\"\"\n",
+                &*hex(key)
+            ))
+        };
+        let (l, r) = (c.local.ip(), c.remote.ip());
+        [
+            line(r, l, c.inbound_spi, &c.inbound_key),
+            line(l, r, c.outbound_spi, &c.outbound_key),
+        ]
+    }
+
+    /// Record an IKE SA's keys.
+    pub fn add_ike(&mut self, line: Zeroizing<String>) -> std::io::Result<()> {
+        self.ike.push(line);
+        self.write()
+    }
+
+    /// Record a child SA pair's keys.
+    pub fn add_child(&mut self, c: &ChildSaInstall) -> std::io::Result<()> {
+        self.esp.extend(Self::esp_lines(c));
+        self.write()
+    }
+
+    fn write(&self) -> std::io::Result<()> {
+        std::fs::create_dir_all(&self.dir)?;
+        let put = |name: &str, lines: &[Zeroizing<String>]| -> std::io::Result<()> {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(self.dir.join(name))?;
+            for l in lines {
+                f.write_all(l.as_bytes())?;
+            }
+            Ok(())
+        };
+        put("ikev2_decryption_table", &self.ike)?;
+        put("esp_sa", &self.esp)?;
+        let prefs = Zeroizing::new(
+            "# written by esprit-ike (daemon.wireshark_keys)\nesp.enable_encryption_decode: TRUE\nesp.enable_authentication_check: TRUE\n".to_string(),
+        );
+        put("preferences", std::slice::from_ref(&prefs))
+    }
+}
