@@ -863,3 +863,108 @@ fn certificate_chains_are_fragmented_and_reassembled() {
     assert_eq!(count(&q.ev_a, is_ike_up), 1);
     assert_eq!(child_ups(&q.ev_b).len(), 1);
 }
+
+/// A CA and one leaf per name signed with `alg` (the CA with ECDSA P-256).
+fn leaf_pki(
+    alg: &'static rcgen::SignatureAlgorithm,
+    names: &[&str],
+) -> (
+    crate::ike::crypto::cert::Certificate,
+    Vec<(
+        crate::ike::crypto::auth::PrivateKey,
+        crate::ike::crypto::cert::Certificate,
+    )>,
+) {
+    use crate::ike::crypto::auth::PrivateKey;
+    use crate::ike::crypto::cert::Certificate;
+    let ca_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut ca_p = rcgen::CertificateParams::default();
+    ca_p.distinguished_name
+        .push(rcgen::DnType::CommonName, "test CA");
+    ca_p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_p.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
+    ca_p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    ca_p.not_after = rcgen::date_time_ymd(2040, 1, 1);
+    let ca = ca_p.clone().self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::from_params(&ca_p, &ca_key);
+    let ends = names
+        .iter()
+        .map(|n| {
+            let key = rcgen::KeyPair::generate_for(alg).unwrap();
+            let mut p = rcgen::CertificateParams::new(vec![n.to_string()]).unwrap();
+            p.distinguished_name.push(rcgen::DnType::CommonName, *n);
+            p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            p.not_after = rcgen::date_time_ymd(2040, 1, 1);
+            let c = p.signed_by(&key, &issuer).unwrap();
+            (
+                PrivateKey::from_pkcs8_der(&key.serialize_der()).unwrap(),
+                Certificate::from_der(c.der().to_vec()).unwrap(),
+            )
+        })
+        .collect();
+    (Certificate::from_der(ca.der().to_vec()).unwrap(), ends)
+}
+
+fn pubkey_pair(alg: &'static rcgen::SignatureAlgorithm) -> Pair {
+    use crate::ike::crypto::cert::TrustStore;
+    let (ca, mut ends) = leaf_pki(alg, &["gwA.example", "gwB.example"]);
+    let hashes = vec![ca.spki_sha1()];
+    let trust = Arc::new(TrustStore::new(vec![ca]));
+    let (kb, cb) = ends.pop().unwrap();
+    let (ka, ca_cert) = ends.pop().unwrap();
+    let set = |mut c: ConnectionParams, key, cert, me: &str, peer: &str| {
+        c.local_id = Identity::parse(me).unwrap();
+        c.remote_id = Some(Identity::parse(peer).unwrap());
+        c.local_auth = LocalCredential::Pubkey {
+            key: Arc::new(key),
+            certs: vec![Arc::new(cert)],
+        };
+        c.remote_auth = RemoteCredential::Pubkey {
+            trust: trust.clone(),
+            ca_hashes: hashes.clone(),
+        };
+        c
+    };
+    Pair::new(
+        set(conn_a(), ka, ca_cert, "gwA.example", "gwB.example"),
+        set(conn_b(), kb, cb, "gwB.example", "gwA.example"),
+    )
+}
+
+#[test]
+fn ed25519_rsa_and_ecdsa_p384_certificates_authenticate() {
+    for alg in [
+        &rcgen::PKCS_ED25519,
+        &rcgen::PKCS_RSA_SHA256,
+        &rcgen::PKCS_ECDSA_P384_SHA384,
+    ] {
+        let mut p = pubkey_pair(alg);
+        p.up();
+        assert_eq!(count(&p.ev_a, is_ike_up), 1, "{alg:?}: {:?}", p.ev_a);
+        assert_eq!(count(&p.ev_b, is_ike_up), 1, "{alg:?}");
+        assert_crossed(child_ups(&p.ev_a)[0], child_ups(&p.ev_b)[0]);
+    }
+}
+
+#[test]
+fn a_certificate_from_another_ca_is_refused() {
+    use crate::ike::crypto::cert::TrustStore;
+    let mut p = pubkey_pair(&rcgen::PKCS_ECDSA_P256_SHA256);
+    let (other_ca, _) = leaf_pki(&rcgen::PKCS_ECDSA_P256_SHA256, &["x"]);
+    let mut b = p.b.connections()[0].as_ref().clone();
+    b.remote_auth = RemoteCredential::Pubkey {
+        trust: Arc::new(TrustStore::new(vec![other_ca])),
+        ca_hashes: vec![],
+    };
+    let a = p.a.connections()[0].as_ref().clone();
+    p = Pair::new(a, b);
+    p.up();
+    assert!(down_reason(&p.ev_a)
+        .unwrap()
+        .contains("AUTHENTICATION_FAILED"));
+    assert!(
+        down_reason(&p.ev_b).unwrap().contains("not trusted"),
+        "{:?}",
+        down_reason(&p.ev_b)
+    );
+}
