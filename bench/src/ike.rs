@@ -328,7 +328,8 @@ fn drain(e: &mut Endpoint, side: &str, o: &mut Outcome) {
             IkeEvent::ChildFailed { reason, .. } => {
                 o.problems.push(format!("{side}: child failed: {reason}"))
             }
-            IkeEvent::ChildDown { .. } | IkeEvent::Log(_) => {}
+            // Deletions, logs and whatever else the core reports are not a setup's outcome.
+            _ => {}
         }
     }
 }
