@@ -359,3 +359,38 @@ fn a_restarted_dataplane_gets_its_sas_back() {
     assert_eq!(sent, got, "{text}");
     drop((ike_a, ike_b, dp_a, dp_b, lab));
 }
+
+#[test]
+fn a_ttl_expiring_after_the_tunnel_is_answered_through_it() {
+    let Some(s) = sites("x", false, initiator(), IkeSite::default()) else {
+        return;
+    };
+    s.ike_a.wait_child(WAIT).unwrap();
+    s.ike_b.wait_child(WAIT).unwrap();
+    // TTL 1 expires at gwA (before the tunnel), TTL 2 at gwB (after decryption): gwB's answer
+    // must come back encrypted through the tunnel, from its LAN address.
+    let out = s
+        .lab
+        .exec(
+            Node::HostA,
+            &["ping", "-n", "-c", "1", "-W", "2", "-t", "1", "10.201.2.2"],
+        )
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("From 10.201.1.1") && text.contains("Time to live exceeded"),
+        "{text}"
+    );
+    let out = s
+        .lab
+        .exec(
+            Node::HostA,
+            &["ping", "-n", "-c", "1", "-W", "2", "-t", "2", "10.201.2.2"],
+        )
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("From 10.201.2.1") && text.contains("Time to live exceeded"),
+        "{text}"
+    );
+}

@@ -259,6 +259,32 @@ impl Pipeline {
         Ok(Port::Lan)
     }
 
+    /// Answers a decrypted packet that expired here with ICMP time exceeded from this
+    /// gateway's LAN address, encrypted back to its sender through the tunnel (if an SA covers
+    /// that path); the original is counted as dropped for `reason` either way.
+    fn icmp_through_tunnel<B: AsRef<[u8]> + AsMut<[u8]>>(
+        &mut self,
+        f: &mut Frame<B>,
+        reason: DropReason,
+    ) -> Result<Port, Drop> {
+        self.drops.add(reason);
+        let v6 = f.data().first().map(|b| b >> 4) == Some(6);
+        let Some(from) = self.lan.addr(v6) else {
+            return Err(Drop::Counted(reason));
+        };
+        if !self.icmp.allow() || build_error(f, IcmpError::TimeExceeded, from).is_err() {
+            return Err(Drop::Counted(reason));
+        }
+        let mut cache = LookupCache::default();
+        match self.protect(f, &mut cache) {
+            Ok(p) => {
+                self.icmp_sent += 1;
+                Ok(p)
+            }
+            Err(_) => Err(Drop::Counted(reason)),
+        }
+    }
+
     #[inline]
     fn lan_to_wan<B: AsRef<[u8]> + AsMut<[u8]>>(
         &mut self,
@@ -272,6 +298,18 @@ impl Pipeline {
                 r => Err(Drop::Here(r)),
             };
         }
+        self.protect(f, cache)
+    }
+
+    /// Sends the plaintext IP packet in `f` (TTL already handled) into its tunnel, in the
+    /// clear by a bypass route, or drops it: SA lookup, trap, routes, tunnel MTU, MSS clamping,
+    /// ESP and the WAN's Ethernet header.
+    #[inline]
+    fn protect<B: AsRef<[u8]> + AsMut<[u8]>>(
+        &mut self,
+        f: &mut Frame<B>,
+        cache: &mut LookupCache,
+    ) -> Result<Port, Drop> {
         let info = inner_info(f.data()).map_err(|_| Drop::Here(DropReason::Malformed))?;
         let idx = match cache.get(info.src, info.dst) {
             Some(idx) => idx,
@@ -349,7 +387,14 @@ impl Pipeline {
             Err(Verdict::Drop(r)) => return Err(Drop::Counted(r)),
             Err(_) => return Err(Drop::Here(DropReason::Malformed)),
         }
-        decrement_ttl(f.data_mut()).map_err(Drop::Here)?;
+        if let Err(r) = decrement_ttl(f.data_mut()) {
+            return match r {
+                // The packet expired at this gateway after the tunnel: its sender is on the
+                // far side, so the ICMP time exceeded goes back through the tunnel.
+                DropReason::TtlExceeded => self.icmp_through_tunnel(f, r),
+                r => Err(Drop::Here(r)),
+            };
+        }
         if self.mss_clamp {
             // The reply path uses the outbound SA towards the sender: clamp to its tunnel MTU.
             if let Ok(info) = inner_info(f.data()) {
