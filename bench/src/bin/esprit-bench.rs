@@ -10,12 +10,12 @@
 //! initiator and the responder in one thread over memory (PSK and certificate suites).
 
 use bench::esp::{run_group, AeadLen, Op, Options, Plan, Sides, Size, Versus, BATCH};
-use bench::report::{cpu_model, header, load_average, now_utc, to_json, Row};
-use clap::{Parser, Subcommand, ValueEnum};
-use dataplane::esp::{Backend, Suite};
 use bench::gateway::packet::FrameSize;
 use bench::gateway::systems::{Dir, System};
 use bench::gateway::{self as gw, report as gwr};
+use bench::report::{cpu_model, header, load_average, now_utc, to_json, Row};
+use clap::{Parser, Subcommand, ValueEnum};
+use dataplane::esp::{Backend, Suite};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -86,6 +86,21 @@ struct GatewayArgs {
     /// Leave the lab up afterwards.
     #[arg(long)]
     keep_lab: bool,
+    /// Print every trial (rates, counts, the sockets' drop counters).
+    #[arg(long)]
+    verbose: bool,
+    /// Where the kernel's receive work runs: split (the bench's on the generator core in
+    /// pinned real-time NAPI threads, the gateway's on its core through RPS, esprit with
+    /// generic XDP; default) or inline (veth defaults: receive work on the sender's core,
+    /// esprit with native XDP).
+    #[arg(long, value_enum, default_value_t = NapiArg::Split)]
+    napi: NapiArg,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum NapiArg {
+    Split,
+    Inline,
 }
 
 #[derive(clap::Args)]
@@ -310,7 +325,10 @@ fn run_gateway(a: GatewayArgs) -> Result<(), String> {
         println!("esprit-bench gateway: skipped: building the lab needs root");
         return Ok(());
     }
-    let cores = core_affinity::get_core_ids().unwrap_or_default().len().max(1);
+    let cores = core_affinity::get_core_ids()
+        .unwrap_or_default()
+        .len()
+        .max(1);
     let mut o = if a.quick {
         gw::Options::quick(cores)
     } else {
@@ -336,11 +354,19 @@ fn run_gateway(a: GatewayArgs) -> Result<(), String> {
         o.lab = l;
     }
     o.keep_lab = a.keep_lab;
+    o.verbose = a.verbose;
+    o.placement = match a.napi {
+        NapiArg::Split => gw::placement::Placement::Split,
+        NapiArg::Inline => gw::placement::Placement::Inline,
+    };
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     let (date, cpu, load_start) = (now_utc(), cpu_model(), load_average());
     println!("esprit-bench gateway");
     println!("  date:    {date}");
-    println!("  cpu:     {cpu}, {cores} cores; generator/sink on core {}, gateway on core {}", o.gen_core, o.dut_core);
+    println!(
+        "  cpu:     {cpu}, {cores} cores; generator/sink on core {}, gateway on core {}",
+        o.gen_core, o.dut_core
+    );
     println!("  rustc:   {}", env!("ESPRIT_RUSTC_VERSION"));
     println!("  load:    {load_start} (1, 5, 15 min) at start");
     println!("  command: {command}");
@@ -360,18 +386,51 @@ fn run_gateway(a: GatewayArgs) -> Result<(), String> {
     let load_end = load_average();
     println!();
     println!("Mpps and Gbit/s of plaintext; maxrx = receive rate under overload; <=0.5% = highest");
-    println!("offered rate with at most 0.5% loss (median and min-max over rounds); latency in us at");
-    println!("that rate; x no-crypto = esprit / esprit no-crypto LAN>WAN of the same size, per round.");
+    println!(
+        "offered rate with at most 0.5% loss (median and min-max over rounds); latency in us at"
+    );
+    println!(
+        "that rate; x no-crypto = esprit / esprit no-crypto LAN>WAN of the same size, per round."
+    );
     println!("{}", gwr::header());
     for r in &out.rows {
         println!("{}", gwr::line(r));
+    }
+    let limited: Vec<String> = out
+        .rows
+        .iter()
+        .filter(|r| r.rounds_generator_limited > 0)
+        .map(|r| {
+            format!(
+                "{} {} {} ({} of {} rounds)",
+                r.label,
+                r.dir,
+                match &r.size {
+                    serde_json::Value::String(s) => s.clone(),
+                    v => v.to_string(),
+                },
+                r.rounds_generator_limited,
+                r.rounds
+            )
+        })
+        .collect();
+    if !limited.is_empty() {
+        println!(
+            "generator-limited (no loss at the highest rate the generator offered; the <=0.5% \
+             figure is a lower bound): {}",
+            limited.join(", ")
+        );
     }
     for s in &out.skipped {
         println!("skipped {}: {}", s.system, s.reason);
     }
     println!();
     for r in out.rows.iter().filter(|r| r.system == System::Esprit.key()) {
-        let dir = if r.dir == Dir::Encrypt.key() { Dir::Encrypt } else { Dir::Decrypt };
+        let dir = if r.dir == Dir::Encrypt.key() {
+            Dir::Encrypt
+        } else {
+            Dir::Decrypt
+        };
         let f = |x: &Option<gwr::Spread>| {
             x.map(|x| format!("{:.2} ({:.2}-{:.2})", x.median, x.min, x.max))
                 .unwrap_or_else(|| "n/a".into())
@@ -419,7 +478,11 @@ fn run_gateway(a: GatewayArgs) -> Result<(), String> {
             &out.rows,
             &sizes,
             "esprit-bench gateway: throughput at <= 0.5% loss",
-            &format!("{date}, {cpu}, {cores} cores, gwA under test, {} round(s) x {} ms trials", o.rounds, o.trial.as_millis()),
+            &format!(
+                "{date}, {cpu}, {cores} cores, gwA under test, {} round(s) x {} ms trials",
+                o.rounds,
+                o.trial.as_millis()
+            ),
         );
         write_file(p, "--svg", &svg)?;
     }

@@ -29,7 +29,7 @@ pub fn program(xsk_map_fd: i32, no_socket: u32) -> Result<Vec<Insn>, String> {
     a.alu_reg(Alu::Mov, R6, R1);
     a.load(Size::W, R7, R6, 0); // data
     a.load(Size::W, R8, R6, 4); // data_end
-    // Ethernet (14) + IPv4 (20) + UDP (8) + the first ESP word (4).
+                                // Ethernet (14) + IPv4 (20) + UDP (8) + the first ESP word (4).
     a.alu_reg(Alu::Mov, R2, R7).alu_imm(Alu::Add, R2, 46);
     a.jmp_reg(Cond::Gt, R2, R8, "pass");
     a.load(Size::H, R3, R7, 12);
@@ -217,17 +217,17 @@ mod tests {
         let eth = ethernet([2; 6], [4; 6]);
         let frame = |ip: &[u8]| [&eth[..], ip].concat();
         let (a, b) = (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2));
-        let test = ipv4_udp(a, b, 64);
-        let mut esp_in_udp = ipv4_udp(a, b, 64);
+        let test = ipv4_udp(a, b, 64, true);
+        let mut esp_in_udp = ipv4_udp(a, b, 64, true);
         esp_in_udp[22..24].copy_from_slice(&4500u16.to_be_bytes());
         esp_in_udp[28..32].copy_from_slice(&0x1234u32.to_be_bytes());
         let mut ike = esp_in_udp.clone();
         ike[28..32].copy_from_slice(&[0; 4]);
-        let mut esp = ipv4_udp(a, b, 64);
+        let mut esp = ipv4_udp(a, b, 64, true);
         esp[9] = 50;
-        let mut other_udp = ipv4_udp(a, b, 64);
+        let mut other_udp = ipv4_udp(a, b, 64, true);
         other_udp[22..24].copy_from_slice(&53u16.to_be_bytes());
-        let mut icmp = ipv4_udp(a, b, 64);
+        let mut icmp = ipv4_udp(a, b, 64, true);
         icmp[9] = 1;
         let arp = [&eth[..12], &[0x08, 0x06], &[0u8; 28][..]].concat();
         let run = |f: &[u8]| sys::test_run(&prog, f).unwrap();

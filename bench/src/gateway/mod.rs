@@ -22,6 +22,7 @@
 
 pub mod endpoint;
 pub mod packet;
+pub mod placement;
 pub mod report;
 pub mod search;
 pub mod strongswan;
@@ -31,6 +32,7 @@ pub mod traffic;
 
 use endpoint::Endpoint;
 use packet::{ethernet, ipv4_udp, parse_mac, FrameSize};
+use placement::Placement;
 use report::{Latency, Measurement, Row};
 use serde::Serialize;
 use std::path::PathBuf;
@@ -61,6 +63,10 @@ pub struct Options {
     pub lab: String,
     /// Leave the lab up afterwards.
     pub keep_lab: bool,
+    /// Print every trial.
+    pub verbose: bool,
+    /// Where the kernel's receive work runs.
+    pub placement: Placement,
 }
 
 impl Options {
@@ -76,6 +82,8 @@ impl Options {
             dut_core: cores.saturating_sub(1),
             lab: format!("esprit-gwb{}", std::process::id()),
             keep_lab: false,
+            verbose: false,
+            placement: Placement::Split,
         }
     }
 
@@ -153,6 +161,7 @@ fn measurement_json(m: &Measurement) -> serde_json::Value {
         "max_tx_pps": m.max_tx_pps,
         "rfc_pps": m.rfc_pps,
         "rfc_loss": m.rfc_loss,
+        "generator_limited": m.generator_limited,
         "latency_us": m.latency,
         "trials": m.trials,
         "esp_errors": m.esp_errors,
@@ -198,7 +207,8 @@ impl Bench<'_> {
         if sys.is_esprit() {
             self.stop_sswan(say);
             if self.esprit.is_none() {
-                let d = EspritDut::start(self.lab, &self.dir, self.o.dut_core)?;
+                let generic = self.o.placement == Placement::Split;
+                let d = EspritDut::start(self.lab, &self.dir, self.o.dut_core, generic)?;
                 say(&format!("  {}", d.banner));
                 self.esprit = Some(d);
             }
@@ -268,7 +278,13 @@ impl Bench<'_> {
             templates: size
                 .cycle()
                 .into_iter()
-                .map(|len| ipv4_udp(src_ip, dst_ip, len))
+                // strongSwan's TUN device has a fixed 1400-byte MTU (kernel-libipsec reads it
+                // with a buffer of that size): larger packets towards it go without DF, so the
+                // kernel fragments them and strongSwan carries two ESP packets for one.
+                .map(|len| {
+                    let df = !(sys == System::StrongSwan && dir == Dir::Encrypt);
+                    ipv4_udp(src_ip, dst_ip, len, df)
+                })
                 .collect(),
             esp: gen_esp,
         };
@@ -291,6 +307,28 @@ impl Bench<'_> {
                 },
             )?;
             esp_errors += t.esp_errors;
+            if o.verbose {
+                let st = gen.statistics();
+                let sk = sink.statistics();
+                println!(
+                    "    trial {}: target {} sent {} ({:.3} Mpps) received {} in window {} ({:.3} Mpps) loss {:.4} esp_err {} foreign {} p50 {} us; gen tx_invalid {} sink rx_dropped {} ring_full {} fill_empty {}",
+                    *trial_id,
+                    rate.map(|r| format!("{:.3} Mpps", r / 1e6)).unwrap_or("overload".into()),
+                    t.sent,
+                    t.tx_pps() / 1e6,
+                    t.received,
+                    t.received_in_window,
+                    t.rx_pps() / 1e6,
+                    t.loss(),
+                    t.esp_errors,
+                    t.foreign,
+                    t.latency.value_at_quantile(0.5) / 1000,
+                    st.tx_invalid_descs,
+                    sk.rx_dropped,
+                    sk.rx_ring_full,
+                    sk.rx_fill_ring_empty_descs,
+                );
+            }
             Ok::<_, String>(t)
         };
         // Warm up (next hops, caches, a sleeping worker) and make sure packets come through.
@@ -306,7 +344,7 @@ impl Bench<'_> {
             return Err("no packet came through the gateway".into());
         }
         let s = search::search(o.steps, |rate| trial(rate, o.trial))?;
-        let latency = s.best.as_ref().map(|b| {
+        let latency = s.latency_trial().map(|b| {
             let q = |p: f64| b.latency.value_at_quantile(p) as f64 / 1e3;
             Latency {
                 p50: q(0.5),
@@ -325,6 +363,7 @@ impl Bench<'_> {
             max_tx_pps: s.overload.tx_pps(),
             rfc_pps: s.best.as_ref().map(|b| b.tx_pps()).unwrap_or(0.0),
             rfc_loss: s.best.as_ref().map(|b| b.loss()).unwrap_or(0.0),
+            generator_limited: s.generator_limited(),
             latency,
             trials,
             esp_errors,
@@ -373,10 +412,31 @@ fn run_in(
     exec(
         lab,
         Node::GwA,
-        &["ip", "route", "replace", systems::CLEAR_PREFIX, "via", systems::GW_B_WAN],
+        &[
+            "ip",
+            "route",
+            "replace",
+            systems::CLEAR_PREFIX,
+            "via",
+            systems::GW_B_WAN,
+        ],
     )?;
     let ha = open_in(lab, Node::HostA, "eth0")?;
     let gwb = open_in(lab, Node::GwB, "wan0")?;
+    let napi_known = placement::napi_threads();
+    if o.placement == Placement::Split {
+        placement::set_threaded(lab, Node::HostA, "eth0")?;
+        placement::set_threaded(lab, Node::GwB, "wan0")?;
+        let pinned = placement::pin_new_napi(&napi_known, o.gen_core);
+        say(&format!(
+            "the bench's NAPI threads (hA/eth0, gwB/wan0) on core {}, SCHED_FIFO: {}",
+            o.gen_core,
+            pinned.join(", ")
+        ));
+        for dev in ["lan0", "wan0"] {
+            placement::set_rps(lab, Node::GwA, dev, o.dut_core)?;
+        }
+    }
     // gwA learns both neighbours (the endpoints leave ICMP and ARP to the kernel).
     for ip in [HOST_A.to_string(), systems::GW_B_WAN.to_string()] {
         let _ = lab.exec(Node::GwA, &["ping", "-c", "1", "-W", "1", &ip]);
@@ -433,13 +493,14 @@ fn run_in(
                     match b.measure(sys, dir, size, round) {
                         Ok(m) => {
                             say(&format!(
-                                "  {:<20} {} {:>4}: max rx {:.3} Mpps (offered {:.3}), <=0.5% loss {:.3} Mpps, p50 {} p99 {} us [{} trials{}]",
+                                "  {:<20} {} {:>4}: max rx {:.3} Mpps (offered {:.3}), <=0.5% loss {:.3} Mpps{}, p50 {} p99 {} us [{} trials{}]",
                                 sys.label(),
                                 dir.label(),
                                 size.label(),
                                 m.max_rx_pps / 1e6,
                                 m.max_tx_pps / 1e6,
                                 m.rfc_pps / 1e6,
+                                if m.generator_limited { " (generator-limited)" } else { "" },
                                 m.latency.map(|l| format!("{:.0}", l.p50)).unwrap_or("-".into()),
                                 m.latency.map(|l| format!("{:.0}", l.p99)).unwrap_or("-".into()),
                                 m.trials,

@@ -87,16 +87,18 @@ impl FromStr for FrameSize {
                 .filter(|n| (MIN_SIZE..=MAX_SIZE).contains(n))
                 .map(FrameSize::Fixed)
                 .ok_or_else(|| {
-                    format!("{n:?} is not a packet size in {MIN_SIZE}..={MAX_SIZE} bytes or \"imix\"")
+                    format!(
+                        "{n:?} is not a packet size in {MIN_SIZE}..={MAX_SIZE} bytes or \"imix\""
+                    )
                 }),
         }
     }
 }
 
 /// An IPv4/UDP packet of exactly `len` bytes from `src` to `dst`, port [`SRC_PORT`] to
-/// [`BENCH_PORT`], DF set, UDP checksum zero (allowed over IPv4; nothing on the path checks
-/// it), the stamp zeroed and a fixed filler after it.
-pub fn ipv4_udp(src: Ipv4Addr, dst: Ipv4Addr, len: usize) -> Vec<u8> {
+/// [`BENCH_PORT`], DF set as `dont_frag` says, UDP checksum zero (allowed over IPv4; nothing on
+/// the path checks it), the stamp zeroed and a fixed filler after it.
+pub fn ipv4_udp(src: Ipv4Addr, dst: Ipv4Addr, len: usize, dont_frag: bool) -> Vec<u8> {
     let len = len.max(STAMP_AT + STAMP_LEN);
     let mut p = vec![0u8; len];
     Ipv4Repr {
@@ -108,7 +110,7 @@ pub fn ipv4_udp(src: Ipv4Addr, dst: Ipv4Addr, len: usize) -> Vec<u8> {
         dscp: 0,
         ecn: 0,
         ident: 0,
-        dont_frag: true,
+        dont_frag,
     }
     .emit(&mut p);
     p[20..22].copy_from_slice(&SRC_PORT.to_be_bytes());
@@ -191,9 +193,12 @@ mod tests {
     fn stamps_round_trip_at_every_size() {
         let (a, b) = (Ipv4Addr::new(10, 1, 0, 1), Ipv4Addr::new(10, 2, 0, 1));
         for len in [64, 512, 576, 1420] {
-            let mut p = ipv4_udp(a, b, len);
+            let mut p = ipv4_udp(a, b, len, true);
             assert_eq!(p.len(), len);
-            assert!(read_stamp(&p).is_none(), "an unstamped packet is not a test packet");
+            assert!(
+                read_stamp(&p).is_none(),
+                "an unstamped packet is not a test packet"
+            );
             stamp(&mut p, 7, 42, 123_456);
             let s = read_stamp(&p).unwrap();
             assert_eq!((s.trial, s.seq, s.t_ns, s.ip_len), (7, 42, 123_456, len));
@@ -213,15 +218,15 @@ mod tests {
         assert_eq!(imix.iter().filter(|&&n| n == 64).count(), 7);
         assert_eq!(imix.iter().filter(|&&n| n == 576).count(), 4);
         assert_eq!(imix.iter().filter(|&&n| n == 1420).count(), 1);
-        assert_eq!(FrameSize::Imix.mean_bytes(), (7.0 * 64.0 + 4.0 * 576.0 + 1420.0) / 12.0);
+        assert_eq!(
+            FrameSize::Imix.mean_bytes(),
+            (7.0 * 64.0 + 4.0 * 576.0 + 1420.0) / 12.0
+        );
     }
 
     #[test]
     fn macs_parse() {
-        assert_eq!(
-            parse_mac("02:e5:00:00:02:01"),
-            Some([2, 0xe5, 0, 0, 2, 1])
-        );
+        assert_eq!(parse_mac("02:e5:00:00:02:01"), Some([2, 0xe5, 0, 0, 2, 1]));
         assert_eq!(parse_mac("02:e5:00:00:02"), None);
         assert_eq!(parse_mac("02:e5:00:00:02:01:00"), None);
     }

@@ -40,6 +40,9 @@ pub struct Measurement {
     pub rfc_pps: f64,
     /// Loss at that rate.
     pub rfc_loss: f64,
+    /// The gateway lost nothing at the highest rate the generator could offer: the 0.5%-loss
+    /// rate is a lower bound.
+    pub generator_limited: bool,
     /// Latency at that rate.
     pub latency: Option<Latency>,
     /// Trials run (overload included).
@@ -118,6 +121,8 @@ pub struct Row {
     pub rounds: usize,
     /// Rounds in which no rate passed.
     pub rounds_without_pass: usize,
+    /// Rounds in which the 0.5%-loss rate was the generator's limit, not the gateway's.
+    pub rounds_generator_limited: usize,
     /// Packets the sink could not decrypt or verify.
     pub esp_errors: u64,
 }
@@ -164,14 +169,14 @@ pub fn rows(all: &[Measurement], systems: &[System], sizes: &[FrameSize]) -> Vec
                 if ms.is_empty() {
                     continue;
                 }
-                let col = |f: fn(&Measurement) -> f64| -> Vec<f64> {
-                    ms.iter().map(|m| f(m)).collect()
-                };
+                let col =
+                    |f: fn(&Measurement) -> f64| -> Vec<f64> { ms.iter().map(|m| f(m)).collect() };
                 let gbit = size.mean_bytes() * 8.0 / 1e9;
                 let max_rx = Spread::of(&col(|m| m.max_rx_pps)).expect("non-empty");
                 let rfc = Spread::of(&col(|m| m.rfc_pps)).expect("non-empty");
                 let lats: Vec<Latency> = ms.iter().filter_map(|m| m.latency).collect();
-                let lat_col = |f: fn(&Latency) -> f64| median(&lats.iter().map(f).collect::<Vec<_>>());
+                let lat_col =
+                    |f: fn(&Latency) -> f64| median(&lats.iter().map(f).collect::<Vec<_>>());
                 let latency = (!lats.is_empty()).then(|| Latency {
                     p50: lat_col(|l| l.p50),
                     p90: lat_col(|l| l.p90),
@@ -196,21 +201,16 @@ pub fn rows(all: &[Measurement], systems: &[System], sizes: &[FrameSize]) -> Vec
                     rfc_mpps: rfc.scale(1e-6),
                     rfc_gbps: rfc.scale(gbit),
                     latency_us: latency,
-                    vs_nocrypto: esprit
-                        .then(|| ratios(all, me, nocrypto, rfc_f))
-                        .flatten(),
-                    vs_nocrypto_max_rx: esprit
-                        .then(|| ratios(all, me, nocrypto, max_f))
-                        .flatten(),
+                    vs_nocrypto: esprit.then(|| ratios(all, me, nocrypto, rfc_f)).flatten(),
+                    vs_nocrypto_max_rx: esprit.then(|| ratios(all, me, nocrypto, max_f)).flatten(),
                     vs_strongswan: esprit.then(|| ratios(all, me, sswan, rfc_f)).flatten(),
-                    vs_strongswan_max_rx: esprit
-                        .then(|| ratios(all, me, sswan, max_f))
-                        .flatten(),
+                    vs_strongswan_max_rx: esprit.then(|| ratios(all, me, sswan, max_f)).flatten(),
                     vs_kernel: (system != System::Kernel)
                         .then(|| ratios(all, me, (System::Kernel, dir, size), rfc_f))
                         .flatten(),
                     rounds: ms.len(),
                     rounds_without_pass: ms.iter().filter(|m| m.rfc_pps == 0.0).count(),
+                    rounds_generator_limited: ms.iter().filter(|m| m.generator_limited).count(),
                     esp_errors: ms.iter().map(|m| m.esp_errors).sum(),
                 });
             }
@@ -346,6 +346,7 @@ mod tests {
             max_tx_pps: rfc * 2.0,
             rfc_pps: rfc,
             rfc_loss: 0.0,
+            generator_limited: false,
             latency: Some(Latency {
                 p50: 10.0,
                 p90: 20.0,
@@ -377,7 +378,10 @@ mod tests {
         );
         assert_eq!(r.len(), 4);
         let enc = &r[0];
-        assert_eq!((enc.system.as_str(), enc.dir.as_str()), ("esprit", "encrypt"));
+        assert_eq!(
+            (enc.system.as_str(), enc.dir.as_str()),
+            ("esprit", "encrypt")
+        );
         let nc = enc.vs_nocrypto.unwrap();
         assert_eq!((nc.min, nc.max), (0.8, 1.0));
         assert_eq!(nc.median, 0.9);
@@ -391,8 +395,17 @@ mod tests {
         assert_eq!(dec.dir, "decrypt");
         assert_eq!(dec.vs_nocrypto.unwrap().median, 0.7);
         assert!(dec.vs_strongswan.is_none());
-        assert!(r[2].vs_nocrypto.is_none(), "baselines get no ratio to themselves");
-        assert_eq!(line(enc).len(), header().len(), "{}\n{}", line(enc), header());
+        assert!(
+            r[2].vs_nocrypto.is_none(),
+            "baselines get no ratio to themselves"
+        );
+        assert_eq!(
+            line(enc).len(),
+            header().len(),
+            "{}\n{}",
+            line(enc),
+            header()
+        );
         assert_eq!(markdown(&r).lines().count(), 2 + r.len());
     }
 }

@@ -1,5 +1,12 @@
 //! RFC 2544-style throughput: the maximum receive rate under overload, then the highest offered
 //! rate with at most [`LOSS_LIMIT`] loss, by a binary search with a bounded number of trials.
+//!
+//! Every trial with at most 0.5% loss counts, the overload trial included (a gateway that
+//! pushes back on the generator without losing anything has passed at the rate the generator
+//! could offer); the result is the highest rate actually offered by such a trial. The search
+//! only moves up from a rate that passed *and* was offered in full: a generator that could not
+//! keep up cannot tell what a higher rate would do. A result limited by the generator is
+//! flagged.
 
 use super::traffic::Trial;
 
@@ -9,10 +16,15 @@ pub const LOSS_LIMIT: f64 = 0.005;
 /// (otherwise the rate was not really tried).
 pub const OFFERED_MIN: f64 = 0.97;
 
-/// Whether a rate-controlled trial passes: low enough loss, and the rate was really offered.
+/// Whether a trial passes: something was sent and at most 0.5% of it was lost.
 pub fn passes(t: &Trial) -> bool {
-    let offered_ok = t.target.is_none_or(|r| t.tx_pps() >= OFFERED_MIN * r);
-    t.sent > 0 && offered_ok && t.loss() <= LOSS_LIMIT
+    t.sent > 0 && t.loss() <= LOSS_LIMIT
+}
+
+/// Whether the generator offered (nearly) the rate asked for; always false under overload,
+/// where it offered all it could.
+pub fn offered_in_full(t: &Trial) -> bool {
+    t.target.is_some_and(|r| t.tx_pps() >= OFFERED_MIN * r)
 }
 
 /// The outcome of a search.
@@ -20,10 +32,31 @@ pub fn passes(t: &Trial) -> bool {
 pub struct Search {
     /// The overload trial (as fast as the generator can).
     pub overload: Trial,
-    /// The passing trial at the highest rate, if any passed.
+    /// The passing trial with the highest offered rate, if any passed.
     pub best: Option<Trial>,
     /// Every rate tried and whether it passed, in order.
     pub steps: Vec<(f64, bool)>,
+    /// The rate-controlled trials, in order.
+    pub steps_trials: Vec<Trial>,
+}
+
+impl Search {
+    /// The trial whose latency is reported: the passing rate-controlled trial with the highest
+    /// offered rate (queues under overload say nothing about the gateway's latency), or the
+    /// overload trial if it alone passed.
+    pub fn latency_trial(&self) -> Option<&Trial> {
+        self.steps_trials
+            .iter()
+            .filter(|t| passes(t))
+            .max_by(|a, b| a.tx_pps().total_cmp(&b.tx_pps()))
+            .or(self.best.as_ref())
+    }
+
+    /// True if the best rate is what the generator could offer rather than what the gateway
+    /// could take (the overload trial passed, or the best trial fell short of its target).
+    pub fn generator_limited(&self) -> bool {
+        self.best.as_ref().is_some_and(|b| !offered_in_full(b))
+    }
 }
 
 /// Runs the overload trial, then up to `steps` rate-controlled trials: the first at the
@@ -37,8 +70,9 @@ pub fn search(
     let overload = trial(None)?;
     let mut hi = overload.tx_pps().max(1.0);
     let mut lo = 0.0f64;
-    let mut best: Option<Trial> = None;
+    let mut best: Option<Trial> = passes(&overload).then(|| overload.clone());
     let mut tried = Vec::new();
+    let mut trials = Vec::new();
     let mut rate = overload.rx_pps().min(hi);
     for _ in 0..steps {
         if rate < 1.0 {
@@ -47,12 +81,15 @@ pub fn search(
         let t = trial(Some(rate))?;
         let ok = passes(&t);
         tried.push((rate, ok));
-        if ok {
+        if ok && best.as_ref().is_none_or(|b| t.tx_pps() > b.tx_pps()) {
+            best = Some(t.clone());
+        }
+        if ok && offered_in_full(&t) {
             lo = rate;
-            best = Some(t);
         } else {
             hi = rate;
         }
+        trials.push(t);
         if hi - lo < 0.01 * hi {
             break;
         }
@@ -62,6 +99,7 @@ pub fn search(
         overload,
         best,
         steps: tried,
+        steps_trials: trials,
     })
 }
 
@@ -97,9 +135,20 @@ mod tests {
         assert_eq!(s.overload.rx_pps(), 300_000.0);
         // The first probe is the overload receive rate, which passes exactly.
         assert_eq!(s.steps[0], (300_000.0, true));
+        assert!(!s.generator_limited());
         let best = s.best.unwrap().target.unwrap();
         assert!((297_000.0..=300_000.0).contains(&best), "{best}");
         assert!(s.steps.len() <= 8);
+    }
+
+    #[test]
+    fn a_lossless_overload_is_a_generator_limited_pass() {
+        // The device takes everything the generator can offer.
+        let s = search(4, model(1e6, 400_000.0)).unwrap();
+        assert!(s.generator_limited());
+        assert_eq!(s.best.as_ref().unwrap().tx_pps(), 400_000.0);
+        // Latency comes from the fastest passing rate-controlled trial, not the overload.
+        assert!(s.latency_trial().unwrap().target.is_some());
     }
 
     #[test]
@@ -109,7 +158,7 @@ mod tests {
         let s = search(6, |rate| {
             calls += 1;
             let mut t = model(1e6, 1e6)(rate)?;
-            if rate.is_some_and(|r| r > 600_000.0) {
+            if rate.is_none_or(|r| r > 600_000.0) {
                 t.received = (t.sent as f64 * 0.99) as u64;
             }
             Ok(t)
@@ -121,20 +170,26 @@ mod tests {
     }
 
     #[test]
-    fn a_generator_that_cannot_offer_the_rate_does_not_pass() {
+    fn a_rate_not_offered_in_full_passes_but_is_not_climbed_from() {
         let mut t = model(1e6, 1e6)(Some(1000.0)).unwrap();
-        assert!(passes(&t));
+        assert!(passes(&t) && offered_in_full(&t));
         t.sent = 900;
         t.received = 900;
-        assert!(!passes(&t), "offered 90% of the rate");
-        t.target = None;
         assert!(passes(&t));
+        assert!(!offered_in_full(&t), "offered 90% of the rate");
+        t.target = None;
+        assert!(!offered_in_full(&t));
+        t.received = 890;
+        assert!(!passes(&t), "1.1% loss");
     }
 
     #[test]
     fn nothing_passes_when_everything_is_lost() {
         let s = search(5, model(0.0, 1000.0)).unwrap();
         assert!(s.best.is_none());
-        assert!(s.steps.is_empty(), "overload received nothing: no rate to try");
+        assert!(
+            s.steps.is_empty(),
+            "overload received nothing: no rate to try"
+        );
     }
 }

@@ -83,16 +83,16 @@ impl SswanDut {
                 .map(|k| k.encr_key.clone())
                 .ok_or_else(|| format!("gwA's log has no key for SPI 0x{spi:08x}"))
         };
-        let text = twin_text(sa.spi_in, &key(sa.spi_in, true)?, sa.spi_out, &key(sa.spi_out, false)?);
+        let text = twin_text(
+            sa.spi_in,
+            &key(sa.spi_in, true)?,
+            sa.spi_out,
+            &key(sa.spi_out, false)?,
+        );
         let peer = PeerSas::from_text(&text, "strongSwan twin SAs")?;
-        let pinned = match gw_a.pid() {
-            Some(pid) => std::process::Command::new("taskset")
-                .args(["-a", "-p", "-c", &core.to_string(), &pid.to_string()])
-                .output()
-                .map(|o| o.status.success())
-                .unwrap_or(false),
-            None => false,
-        };
+        let pinned = gw_a
+            .pid()
+            .is_some_and(|pid| super::placement::pin(pid, core, true));
         say(&format!(
             "  strongSwan {} on gwA (kernel-libipsec, {} {}, SPIs in 0x{:08x} out 0x{:08x}), charon {} core {core}",
             topology::strongswan::strongswan_version().unwrap_or_default(),
@@ -114,10 +114,7 @@ impl SswanDut {
             .and_then(|sas| {
                 sas.iter().find_map(|s| {
                     s.installed_child(&self.gw_a.spec().child).map(|c| {
-                        format!(
-                            "child SA packets in {} out {}",
-                            c.packets_in, c.packets_out
-                        )
+                        format!("child SA packets in {} out {}", c.packets_in, c.packets_out)
                     })
                 })
             })

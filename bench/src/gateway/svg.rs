@@ -135,7 +135,10 @@ pub fn plot(rows: &[Row], sizes: &[String], title: &str, subtitle: &str) -> Stri
         }
         let in_dir: Vec<&System> = systems
             .iter()
-            .filter(|sys| rows.iter().any(|r| r.system == sys.key() && r.dir == dir.key()))
+            .filter(|sys| {
+                rows.iter()
+                    .any(|r| r.system == sys.key() && r.dir == dir.key())
+            })
             .collect();
         let group_w = panel_w / sizes.len().max(1) as f64;
         let bar_w = (group_w * 0.8) / in_dir.len().max(1) as f64;
@@ -253,6 +256,7 @@ mod tests {
                         max_tx_pps: 2e5,
                         rfc_pps: 1e5 / (i + 1) as f64,
                         rfc_loss: 0.0,
+                        generator_limited: false,
                         latency: None,
                         trials: 3,
                         esp_errors: 0,

@@ -262,22 +262,24 @@ pub struct EspritDut {
     pub banner: String,
 }
 
-/// The dataplane configuration of gwA: one worker on `core`, adaptive polling, the bypass route
-/// for the clear baseline, gwB as the WAN next hop for it.
-fn dataplane_config(dir: &Path, core: usize) -> String {
+/// The dataplane configuration of gwA: one worker on `core`, adaptive polling, native or
+/// generic XDP, the bypass route for the clear baseline, gwB as the WAN next hop for it.
+fn dataplane_config(dir: &Path, core: usize, generic: bool) -> String {
     format!(
         "sa_file = \"{}\"\napi_socket = \"{}\"\n\n[lan]\ninterface = \"lan0\"\n\n[wan]\n\
          interface = \"wan0\"\ngateway = \"{GW_B_WAN}\"\n\n[workers]\ncount = 1\ncores = [{core}]\n\
-         poll = \"adaptive\"\n\n[[route]]\nprefix = \"{CLEAR_PREFIX}\"\naction = \"bypass\"\n",
+         poll = \"adaptive\"\nxdp = \"{}\"\n\n[[route]]\nprefix = \"{CLEAR_PREFIX}\"\naction = \"bypass\"\n",
         dir.join("gwA-sa.toml").display(),
         dir.join("gwA.sock").display(),
+        if generic { "generic" } else { "native" },
     )
 }
 
 impl EspritDut {
     /// Writes fresh SAs (random SPIs and AES-128-GCM keys) and the configuration into `dir`,
-    /// starts the dataplane in gwA's namespace and waits until it forwards.
-    pub fn start(lab: &Lab, dir: &Path, core: usize) -> Result<EspritDut, String> {
+    /// starts the dataplane in gwA's namespace (its worker on `core`, generic XDP with
+    /// `generic`) and waits until it forwards.
+    pub fn start(lab: &Lab, dir: &Path, core: usize, generic: bool) -> Result<EspritDut, String> {
         let plan = sa_plan()?;
         let write = |name: &str, text: &str| -> Result<PathBuf, String> {
             let p = dir.join(name);
@@ -285,7 +287,7 @@ impl EspritDut {
             Ok(p)
         };
         write("gwA-sa.toml", &plan.gw_a)?;
-        let cfg_path = write("gwA.toml", &dataplane_config(dir, core))?;
+        let cfg_path = write("gwA.toml", &dataplane_config(dir, core, generic))?;
         let cfg = DataplaneConfig::load(&cfg_path).map_err(|e| e.to_string())?;
         let peer = PeerSas::from_text(&plan.peer, "peer SAs")?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -294,7 +296,8 @@ impl EspritDut {
         let handle = std::thread::Builder::new()
             .name("esprit-gwA".into())
             .spawn(move || -> Result<Snapshot, String> {
-                lab2.enter(Node::GwA).map_err(|e| format!("entering gwA: {e}"))?;
+                lab2.enter(Node::GwA)
+                    .map_err(|e| format!("entering gwA: {e}"))?;
                 let txe = tx.clone();
                 dataplane::daemon::run::run(&cfg, stop2, move |m| {
                     let _ = tx.send(m.to_string());
@@ -409,9 +412,10 @@ mod tests {
     #[test]
     fn config_parses() {
         let dir = std::env::temp_dir();
-        let text = dataplane_config(&dir, 1);
+        let text = dataplane_config(&dir, 1, true);
         let cfg = DataplaneConfig::parse(&text, "gwA.toml").unwrap();
         assert_eq!(cfg.cores, vec![1]);
+        assert!(cfg.generic_xdp);
         assert_eq!(cfg.routes.len(), 1);
     }
 

@@ -1,5 +1,6 @@
-//! One trial: a generator sends stamped packets at a target rate (a token bucket, batches of
-//! 32) or as fast as it can, a sink counts them and records their latency, both driven from
+//! One trial: a generator sends stamped packets at a target rate (a token bucket releasing
+//! batches about every [`SPACING`], at most 32 packets each) or as fast as it can (batches of
+//! 32), a sink counts them and records their latency, both driven from
 //! one thread so that the measuring side needs one core.
 //!
 //! - **Sent** = transmissions the kernel completed (copy mode: the frame was copied into an skb
@@ -32,8 +33,15 @@ const DRAIN_QUIET: Duration = Duration::from_millis(20);
 const ESP_HEAD: u64 = 256;
 /// Offset of the Ethernet header in a chunk for plaintext frames.
 const PLAIN_HEAD: u64 = 256;
-/// Tokens the bucket holds at most: a generator that fell behind does not catch up in a burst.
-const BURST: f64 = 2.0 * BATCH as f64;
+/// Rate-controlled sending releases a batch about this often (at most [`BATCH`] packets, at
+/// least one): small bursts, so that latency is not dominated by a packet waiting behind its
+/// own burst (32 packets at once add about 32 service times to the last one), and at most
+/// 50 000 `sendto` calls a second.
+pub const SPACING: f64 = 20e-6;
+/// Time's worth of tokens the bucket holds at most (and never fewer than four batches): a
+/// generator descheduled for a few milliseconds by the machine's other work catches up, so
+/// the offered rate holds on average; a longer stall loses its tokens.
+const BURST_SECS: f64 = 0.002;
 
 /// The run's clock: nanoseconds since an origin shared by generator and sink.
 #[derive(Debug, Clone, Copy)]
@@ -198,10 +206,7 @@ fn send_batch(
         Some(db) => {
             let mut frames = ArrayVec::new();
             gen.umem
-                .frames_mut(
-                    (0..k).map(|i| (chunks[i] + ESP_HEAD, lens[i])),
-                    &mut frames,
-                )
+                .frames_mut((0..k).map(|i| (chunks[i] + ESP_HEAD, lens[i])), &mut frames)
                 .map_err(|e| format!("{}: {e}", gen.name))?;
             let mut verdicts = [Verdict::Pass; BATCH];
             db.encrypt_batch(&mut frames, &mut verdicts[..k]);
@@ -276,7 +281,8 @@ fn receive_batch(
                         acc.received_in_window += 1;
                         acc.bytes_in_window += s.ip_len as u64;
                     }
-                    acc.latency.saturating_record(now.saturating_sub(s.t_ns).max(1));
+                    acc.latency
+                        .saturating_record(now.saturating_sub(s.t_ns).max(1));
                 }
                 _ => acc.foreign += 1,
             }
@@ -321,7 +327,11 @@ pub fn run_trial(
     flush(sink);
     let mut t = Trial::new(spec.rate);
     let mut seq = 0u64;
-    let mut tokens = BATCH as f64;
+    let batch = match spec.rate {
+        Some(r) => ((r * SPACING).round() as usize).clamp(1, BATCH),
+        None => BATCH,
+    };
+    let mut tokens = batch as f64;
     let start = Instant::now();
     let end = start + spec.duration;
     let mut last = start;
@@ -333,9 +343,14 @@ pub fn run_trial(
         t.sent += gen.reclaim();
         let want = match spec.rate {
             Some(r) => {
-                tokens = (tokens + (now - last).as_secs_f64() * r).min(BURST);
+                let cap = (r * BURST_SECS).max(4.0 * BATCH as f64);
+                tokens = (tokens + (now - last).as_secs_f64() * r).min(cap);
                 last = now;
-                tokens as usize
+                if tokens >= batch as f64 {
+                    batch
+                } else {
+                    0
+                }
             }
             None => BATCH,
         };
