@@ -57,12 +57,14 @@ const GW_A_WAN: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 1);
 pub const IKE_PROPOSAL: &str = "aes128gcm16-prfsha256-x25519";
 /// The ESP proposal of every child.
 pub const ESP_PROPOSAL: &str = "aes128gcm16";
-/// How late a rekey may complete (after the child's `rekey_time`) and still be on schedule:
-/// the exchange started by the timer, with up to two retransmissions of a lost request at
-/// esprit's default schedule (4 s, then 7.2 s).
-pub const REKEY_SLACK: Duration = Duration::from_secs(12);
-/// A rekey completed more than this after `rekey_time` needed a retransmission.
-const REKEY_PROMPT: Duration = Duration::from_secs(1);
+/// How long the simulator may take to finish the exchanges under way once asked to stop.
+const QUIESCE_TIMEOUT: Duration = Duration::from_secs(30);
+/// A rekey is on schedule when its child's timer (`rekey_time` minus up to 10 % of jitter
+/// after the child came up) started it no later than this after it was due.
+pub const REKEY_PUNCTUAL: Duration = Duration::from_secs(1);
+/// A rekey exchange that took longer than this had a message lost and retransmitted (the
+/// first retransmission comes after 4 s).
+const REKEY_PROMPT: Duration = Duration::from_secs(2);
 
 /// The WAN address of site `i`.
 pub fn site_wan(i: usize) -> Ipv4Addr {
@@ -139,8 +141,8 @@ pub struct ProbeFigures {
 pub enum SimEvent {
     /// Sockets are open; the first initiation follows.
     Start {
-        /// The simulator's VmRSS, KiB.
-        rss_kib: u64,
+        /// The simulator's memory.
+        mem: Mem,
     },
     /// Every site's IKE SA and child SA are up (or the setup failed).
     Up {
@@ -154,8 +156,8 @@ pub enum SimEvent {
         retries: usize,
         /// Initiation to child, per site, milliseconds.
         latency_ms: Spread,
-        /// The simulator's VmRSS now, KiB.
-        rss_kib: u64,
+        /// The simulator's memory now.
+        mem: Mem,
     },
     /// Pings through the probe sites' tunnels.
     Probe {
@@ -175,9 +177,14 @@ pub enum SimEvent {
         /// Age of the replaced child when its replacement came up, seconds, per site (first
         /// rekey).
         after_s: Spread,
-        /// First rekeys outside [0.9 × rekey_time, rekey_time + REKEY_SLACK].
+        /// From the timer's start of the rekey to the new child, per site, milliseconds.
+        exchange_ms: Spread,
+        /// First rekeys not started by the child's timer on time: scheduled outside [0.9 ×
+        /// rekey_time, rekey_time] after the child came up, started more than
+        /// [`REKEY_PUNCTUAL`] after that, or not started at all.
         off_schedule: usize,
-        /// First rekeys completed more than a second after rekey_time (a retransmission).
+        /// First rekey exchanges that took more than two seconds (a message was lost and
+        /// retransmitted).
         late: usize,
         /// IKE SAs lost after they were up.
         lost: usize,
@@ -207,6 +214,60 @@ pub struct SimOptions {
 }
 
 // ----- small system helpers -----
+
+/// Memory of this process at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mem {
+    /// VmRSS, KiB, after `malloc_trim` gave free heap pages back.
+    pub rss_kib: u64,
+    /// Heap in use (glibc `mallinfo2`: allocated chunks in every arena plus mmapped ones),
+    /// KiB: what the program holds, without the allocator's free space or fragmentation.
+    pub heap_kib: u64,
+}
+
+impl Mem {
+    /// Measure now (trims the heap first).
+    pub fn now() -> Mem {
+        let rss_kib = trimmed_rss_kib();
+        Mem {
+            rss_kib,
+            heap_kib: heap_in_use() / 1024,
+        }
+    }
+}
+
+/// Memory per tunnel between two measurements, KiB.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct PerTunnel {
+    /// VmRSS growth per tunnel.
+    pub rss_kib: f64,
+    /// Heap growth per tunnel.
+    pub heap_kib: f64,
+}
+
+impl PerTunnel {
+    /// (`after` − `before`) / `n`.
+    pub fn between(after: Mem, before: Mem, n: usize) -> PerTunnel {
+        let per = |a: u64, b: u64| (a as f64 - b as f64) / n.max(1) as f64;
+        PerTunnel {
+            rss_kib: per(after.rss_kib, before.rss_kib),
+            heap_kib: per(after.heap_kib, before.heap_kib),
+        }
+    }
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn heap_in_use() -> u64 {
+    // SAFETY: mallinfo2 only reads the allocator's statistics (under its locks) and returns
+    // them by value.
+    let m = unsafe { libc::mallinfo2() };
+    (m.uordblks + m.hblkhd) as u64
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn heap_in_use() -> u64 {
+    0
+}
 
 /// VmRSS of this process, KiB (0 if unreadable).
 pub fn rss_kib() -> u64 {
@@ -404,6 +465,12 @@ struct Site {
     /// Age of the first replaced child when its replacement came up, and its inbound SPI.
     first_rekey: Option<(f64, u32)>,
     old_deleted: bool,
+    /// Our SPI of its IKE SA.
+    ike_spi: u64,
+    /// The first child's rekey: (due, how long after the child it was due, started).
+    first_due: Option<(Instant, Duration, Option<Instant>)>,
+    /// When the first rekey exchange started and how long it took.
+    first_exchange: Option<Duration>,
 }
 
 #[derive(PartialEq, Eq, Clone, Copy)]
@@ -514,6 +581,9 @@ fn simulate_inner(o: &SimOptions) -> Result<(), String> {
             child: None,
             first_rekey: None,
             old_deleted: false,
+            ike_spi: 0,
+            first_due: None,
+            first_exchange: None,
         });
     }
     let raw_out = RawSock::open(libc::IPPROTO_RAW).map_err(|e| format!("raw socket: {e}"))?;
@@ -548,18 +618,41 @@ fn simulate_inner(o: &SimOptions) -> Result<(), String> {
     let mut next_seq: u16 = 1;
     let host_b: Ipv4Addr = HOST_B.0.parse().map_err(|_| "HOST_B is not IPv4")?;
 
-    emit(&SimEvent::Start { rss_kib: rss_kib() });
+    emit(&SimEvent::Start { mem: Mem::now() });
     let t0 = Instant::now();
     let setup_deadline = t0 + Duration::from_secs_f64(o.setup_timeout_s);
     let mut queue: VecDeque<usize> = (0..n).collect();
     let (mut inflight, mut up, mut failed, mut retries, mut lost) = (0usize, 0, 0, 0, 0);
     let mut rekeys = 0usize;
     let mut latencies: Vec<f64> = Vec::with_capacity(n);
+    // First children's rekey times, earliest first, until their timer has fired.
+    let mut due: std::collections::BinaryHeap<std::cmp::Reverse<(Instant, usize)>> =
+        std::collections::BinaryHeap::new();
     let mut phase = Phase::Setup;
     let mut setup_end = t0;
     let mut buf = vec![0u8; 65_536];
 
-    while !closed.load(Ordering::Relaxed) {
+    let mut quiesce_until: Option<Instant> = None;
+    loop {
+        if closed.load(Ordering::Relaxed) {
+            // Asked to stop: once no site has an exchange or a second child under way, exit
+            // (the SAs stay on gwB, every one with exactly one child).
+            let end = *quiesce_until.get_or_insert_with(|| Instant::now() + QUIESCE_TIMEOUT);
+            let quiet = sites.iter().all(|s| {
+                ep.sa(s.ike_spi).is_none_or(|sa| match sa.children() {
+                    [c] => !c.rekeying && sa.poll_timeout() == c.rekey_at,
+                    _ => false,
+                })
+            });
+            if quiet {
+                return Ok(());
+            }
+            if Instant::now() > end {
+                return Err(format!(
+                    "exchanges still under way {QUIESCE_TIMEOUT:?} after the stop"
+                ));
+            }
+        }
         let now = Instant::now();
         // Pace the initiations.
         while phase == Phase::Setup && inflight < o.window {
@@ -619,6 +712,7 @@ fn simulate_inner(o: &SimOptions) -> Result<(), String> {
                         insert_child(db, &c)?;
                     }
                     let s = &mut sites[i];
+                    s.ike_spi = c.ike_sa;
                     match c.replaces {
                         None => {
                             if s.pending {
@@ -630,6 +724,18 @@ fn simulate_inner(o: &SimOptions) -> Result<(), String> {
                                 up += 1;
                                 let began = s.started.unwrap_or(now);
                                 latencies.push(now.duration_since(began).as_secs_f64() * 1e3);
+                                let at = ep
+                                    .sa(c.ike_sa)
+                                    .and_then(|sa| {
+                                        sa.children()
+                                            .iter()
+                                            .find(|ch| ch.inbound_spi == c.inbound_spi)
+                                    })
+                                    .and_then(|ch| ch.rekey_at.map(|r| (r, r - ch.installed)));
+                                if let Some((r, after)) = at {
+                                    s.first_due = Some((r, after, None));
+                                    due.push(std::cmp::Reverse((r, i)));
+                                }
                             }
                         }
                         Some(old) => {
@@ -641,6 +747,10 @@ fn simulate_inner(o: &SimOptions) -> Result<(), String> {
                                     .map(|(_, t)| t)
                                     .unwrap_or(now);
                                 s.first_rekey = Some((now.duration_since(born).as_secs_f64(), old));
+                                s.first_exchange = s
+                                    .first_due
+                                    .and_then(|(_, _, started)| started)
+                                    .map(|t| now.duration_since(t));
                             }
                         }
                     }
@@ -710,7 +820,7 @@ fn simulate_inner(o: &SimOptions) -> Result<(), String> {
                     failed: n - up,
                     retries,
                     latency_ms: Spread::of(&latencies),
-                    rss_kib: trimmed_rss_kib(),
+                    mem: Mem::now(),
                 });
                 if up < n {
                     return Err(format!("{} of {n} sites did not come up", n - up));
@@ -764,19 +874,28 @@ fn simulate_inner(o: &SimOptions) -> Result<(), String> {
                         .iter()
                         .filter_map(|s| s.first_rekey.map(|(a, _)| a))
                         .collect();
-                    let (lo, hi) = (
-                        rekey.as_secs_f64() * 0.9 - 0.05,
-                        (rekey + REKEY_SLACK).as_secs_f64(),
-                    );
+                    let exchanges: Vec<f64> = sites
+                        .iter()
+                        .filter_map(|s| s.first_exchange.map(|d| d.as_secs_f64() * 1e3))
+                        .collect();
+                    let window = rekey.mul_f64(0.9).saturating_sub(Duration::from_millis(1))
+                        ..=rekey + Duration::from_millis(1);
+                    let punctual = |s: &Site| {
+                        s.first_due.is_some_and(|(at, after, started)| {
+                            window.contains(&after)
+                                && started.is_some_and(|t| t.duration_since(at) <= REKEY_PUNCTUAL)
+                        })
+                    };
                     emit(&SimEvent::Rekeyed {
                         secs: now.duration_since(setup_end).as_secs_f64(),
                         sites: done,
                         rekeys,
                         after_s: Spread::of(&ages),
-                        off_schedule: ages.iter().filter(|a| **a < lo || **a > hi).count(),
-                        late: ages
+                        exchange_ms: Spread::of(&exchanges),
+                        off_schedule: sites.iter().filter(|s| !punctual(s)).count(),
+                        late: exchanges
                             .iter()
-                            .filter(|a| **a > (rekey + REKEY_PROMPT).as_secs_f64())
+                            .filter(|ms| **ms > REKEY_PROMPT.as_secs_f64() * 1e3)
                             .count(),
                         lost,
                     });
@@ -846,11 +965,30 @@ fn simulate_inner(o: &SimOptions) -> Result<(), String> {
                 ep.handle_datagram(now, local, from, &buf[..len]);
             }
         }
-        if ep.poll_timeout().is_some_and(|t| t <= Instant::now()) {
-            ep.handle_timeout(Instant::now());
+        let now = Instant::now();
+        if ep.poll_timeout().is_some_and(|t| t <= now) {
+            ep.handle_timeout(now);
+            // The first children whose rekey was due have had their timer run: the rekey
+            // started now (the child says so).
+            while let Some(std::cmp::Reverse((at, i))) = due.peek().copied() {
+                if at > now {
+                    break;
+                }
+                due.pop();
+                let s = &mut sites[i];
+                let rekeying = ep.sa(s.ike_spi).is_some_and(|sa| {
+                    sa.children().iter().any(|ch| {
+                        s.child.is_some_and(|(spi, _)| spi == ch.inbound_spi) && ch.rekeying
+                    })
+                });
+                if let Some((_, _, started)) = &mut s.first_due {
+                    if rekeying || s.first_rekey.is_some() {
+                        *started = Some(now);
+                    }
+                }
+            }
         }
     }
-    Ok(())
 }
 
 // ----- the driver -----
@@ -884,7 +1022,7 @@ impl Default for ManyOptions {
             name: "esprit-many".into(),
             tunnels: 1000,
             window: 100,
-            rekey: Duration::from_secs(20),
+            rekey: Duration::from_secs(30),
             probes: 4,
             setup_timeout: Duration::from_secs(120),
             simulator: PathBuf::from("esprit-lab"),
@@ -893,17 +1031,17 @@ impl Default for ManyOptions {
     }
 }
 
-/// gwB's resident memory at the steps of a run, KiB (after `malloc_trim`).
+/// gwB's memory at the steps of a run.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
-pub struct RssFigures {
+pub struct MemFigures {
     /// esprit-ike and the dataplane started, no tunnel.
-    pub baseline: u64,
+    pub baseline: Mem,
     /// Every tunnel up.
-    pub up: u64,
+    pub up: Mem,
     /// After the rekeys, exactly one child per tunnel again.
-    pub rekeyed: u64,
+    pub rekeyed: Mem,
     /// esprit-ike stopped; the dataplane still holds every SA.
-    pub without_ike: u64,
+    pub without_ike: Mem,
 }
 
 /// What a many-tunnel run measured and checked.
@@ -933,28 +1071,30 @@ pub struct ManyReport {
     pub gw_b_ike_sas: usize,
     /// Children on gwB after the setup.
     pub gw_b_children: usize,
-    /// gwB's resident memory.
-    pub gw_b_rss_kib: RssFigures,
-    /// gwB (esprit-ike and dataplane) memory per tunnel, KiB: (up − baseline) / tunnels.
-    pub per_tunnel_kib: f64,
+    /// gwB's memory (the process runs gwB's esprit-ike and dataplane, and this driver).
+    pub gw_b_mem: MemFigures,
+    /// gwB (esprit-ike and dataplane) memory per tunnel: (up − baseline) / tunnels.
+    pub per_tunnel: PerTunnel,
     /// The same after the rekeys: (rekeyed − baseline) / tunnels.
-    pub per_tunnel_after_rekey_kib: f64,
+    pub per_tunnel_after_rekey: PerTunnel,
     /// esprit-ike's part: (rekeyed − without_ike) / tunnels.
-    pub per_tunnel_ike_kib: f64,
+    pub per_tunnel_ike: PerTunnel,
     /// The dataplane's part: (without_ike − baseline) / tunnels.
-    pub per_tunnel_dataplane_kib: f64,
-    /// The simulator's (initiator side) memory per tunnel, KiB.
-    pub initiator_per_tunnel_kib: f64,
+    pub per_tunnel_dataplane: PerTunnel,
+    /// The simulator's (initiator side) memory per tunnel.
+    pub initiator_per_tunnel: PerTunnel,
     /// Child rekeys counted by the simulator when every site had rekeyed.
     pub rekeys: usize,
     /// Sites whose child was rekeyed and the old child deleted.
     pub sites_rekeyed: usize,
     /// Age of the replaced child at its first rekey, seconds.
     pub rekey_after_s: Spread,
-    /// First rekeys off schedule (see [`REKEY_SLACK`]).
+    /// From the timer's start of the first rekey to the new child, milliseconds.
+    pub rekey_exchange_ms: Spread,
+    /// First rekeys not started on time by the child's timer (see [`REKEY_PUNCTUAL`]).
     pub rekeys_off_schedule: usize,
-    /// First rekeys completed more than a second after rekey_time: a request or its answer
-    /// was lost and retransmitted.
+    /// First rekey exchanges that took more than two seconds: a request or its answer was
+    /// lost and retransmitted.
     pub rekeys_retransmitted: usize,
     /// IKE SAs lost after they were up.
     pub lost: usize,
@@ -1048,18 +1188,21 @@ impl ManyReport {
 
     /// The figures, for people.
     pub fn render(&self) -> String {
-        let r = &self.gw_b_rss_kib;
+        let m = &self.gw_b_mem;
+        let kib = |p: PerTunnel| format!("{:.1} KiB heap, {:.1} KiB RSS", p.heap_kib, p.rss_kib);
         format!(
             "tunnels: {} (window {}, IKE {IKE_PROPOSAL}, ESP {ESP_PROPOSAL}, PSK; gwB's \
              dataplane polls {})\n\
              setup: {:.2} s until all up on both sides ({:.0} tunnels/s); initiator {:.2} s, \
              gwB {:.2} s; per tunnel {:.0} ms median, {:.0} ms p99, {:.0} ms max; {} retries\n\
              gwB after setup: {} IKE SAs, {} children\n\
-             gwB memory (VmRSS, KiB): {} baseline, {} up, {} after rekeys, {} without esprit-ike\n\
-             per tunnel: {:.1} KiB on gwB ({:.1} after rekeys: esprit-ike {:.1}, dataplane {:.1}); \
-             initiator {:.1} KiB\n\
+             gwB memory, heap/VmRSS KiB: baseline {}/{}, up {}/{}, after rekeys {}/{}, \
+             without esprit-ike {}/{}\n\
+             per tunnel on gwB: {}; after rekeys {}: esprit-ike {}, dataplane {}\n\
+             per tunnel on the initiator: {}\n\
              rekeys (rekey_time {:.0} s): {} sites rekeyed, {} rekeys, first at age {:.2}–{:.2} s \
-             (median {:.2}), {} after a retransmission, {} off schedule, {} IKE SAs lost\n\
+             (median {:.2}); exchange {:.0} ms median, {:.0} ms p99, {:.0} ms max, {} after a \
+             retransmission; {} not started on schedule; {} IKE SAs lost\n\
              gwB after rekeys: {} IKE SAs, {} children (at most {} per IKE SA), {} replaced; \
              dataplane {} SAs\n\
              UDP receive buffer overflows: gwB {}, gwA {}\n\
@@ -1078,21 +1221,28 @@ impl ManyReport {
             self.retries,
             self.gw_b_ike_sas,
             self.gw_b_children,
-            r.baseline,
-            r.up,
-            r.rekeyed,
-            r.without_ike,
-            self.per_tunnel_kib,
-            self.per_tunnel_after_rekey_kib,
-            self.per_tunnel_ike_kib,
-            self.per_tunnel_dataplane_kib,
-            self.initiator_per_tunnel_kib,
+            m.baseline.heap_kib,
+            m.baseline.rss_kib,
+            m.up.heap_kib,
+            m.up.rss_kib,
+            m.rekeyed.heap_kib,
+            m.rekeyed.rss_kib,
+            m.without_ike.heap_kib,
+            m.without_ike.rss_kib,
+            kib(self.per_tunnel),
+            kib(self.per_tunnel_after_rekey),
+            kib(self.per_tunnel_ike),
+            kib(self.per_tunnel_dataplane),
+            kib(self.initiator_per_tunnel),
             self.rekey_s,
             self.sites_rekeyed,
             self.rekeys,
             self.rekey_after_s.min,
             self.rekey_after_s.max,
             self.rekey_after_s.median,
+            self.rekey_exchange_ms.median,
+            self.rekey_exchange_ms.p99,
+            self.rekey_exchange_ms.max,
             self.rekeys_retransmitted,
             self.rekeys_off_schedule,
             self.lost,
@@ -1183,15 +1333,24 @@ impl Simulator {
             .ok_or_else(|| format!("no {what} from the simulator within {timeout:?}"))
     }
 
-    /// Close its input (it exits), then make sure it is gone.
-    fn finish(mut self) {
+    /// Close its input: it finishes the exchanges under way and exits. An error if it
+    /// reports one or does not exit in time.
+    fn finish(mut self) -> Result<(), String> {
         self.stdin.take();
-        let end = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < end {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                return;
+        let end = Instant::now() + QUIESCE_TIMEOUT + Duration::from_secs(10);
+        loop {
+            if let Ok(SimEvent::Error { message }) = self.events.try_recv() {
+                return Err(format!("simulator: {message}"));
             }
-            std::thread::sleep(Duration::from_millis(50));
+            match self.child.try_wait() {
+                Ok(Some(st)) if st.success() => return Ok(()),
+                Ok(Some(st)) => return Err(format!("the simulator exited with {st}")),
+                Ok(None) if Instant::now() > end => {
+                    return Err("the simulator did not exit when asked".into())
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+                Err(e) => return Err(format!("the simulator: {e}")),
+            }
         }
     }
 }
@@ -1371,7 +1530,7 @@ pub fn run(o: &ManyOptions, mut say: impl FnMut(&str)) -> Result<ManyReport, Str
         std::thread::sleep(Duration::from_millis(50));
     }
     std::thread::sleep(Duration::from_millis(300));
-    r.gw_b_rss_kib.baseline = trimmed_rss_kib();
+    r.gw_b_mem.baseline = Mem::now();
 
     let sim = Simulator::spawn(
         &lab,
@@ -1385,8 +1544,7 @@ pub fn run(o: &ManyOptions, mut say: impl FnMut(&str)) -> Result<ManyReport, Str
             setup_timeout_s: o.setup_timeout.as_secs_f64(),
         },
     )?;
-    let SimEvent::Start { rss_kib: sim_rss0 } = sim.expect("start", Duration::from_secs(30))?
-    else {
+    let SimEvent::Start { mem: sim_mem0 } = sim.expect("start", Duration::from_secs(30))? else {
         return Err("the simulator did not start as expected".into());
     };
     let t0 = Instant::now();
@@ -1424,28 +1582,28 @@ pub fn run(o: &ManyOptions, mut say: impl FnMut(&str)) -> Result<ManyReport, Str
         secs,
         retries,
         latency_ms,
-        rss_kib: sim_rss,
+        mem: sim_mem,
         ..
     }) = sim_up
     else {
         return Err("no setup report from the simulator".into());
     };
-    r.gw_b_rss_kib.up = trimmed_rss_kib();
+    r.gw_b_mem.up = Mem::now();
     r.initiator_up_s = secs;
     r.responder_up_s = gw_up.unwrap_or_default();
     r.setup_s = r.initiator_up_s.max(r.responder_up_s);
     r.setups_per_s = n as f64 / r.setup_s.max(1e-9);
     r.latency_ms = latency_ms;
     r.retries = retries;
-    r.initiator_per_tunnel_kib = sim_rss.saturating_sub(sim_rss0) as f64 / n as f64;
-    r.per_tunnel_kib = r.gw_b_rss_kib.up.saturating_sub(r.gw_b_rss_kib.baseline) as f64 / n as f64;
+    r.initiator_per_tunnel = PerTunnel::between(sim_mem, sim_mem0, n);
+    r.per_tunnel = PerTunnel::between(r.gw_b_mem.up, r.gw_b_mem.baseline, n);
     let (est, children, _, first_spis) = gw_b_sas(&ike)?;
     r.gw_b_ike_sas = est;
     r.gw_b_children = children;
     say(&format!(
         "all {n} up in {:.2} s ({:.0}/s): gwB has {est} IKE SAs and {children} children, \
-         {:.1} KiB per tunnel",
-        r.setup_s, r.setups_per_s, r.per_tunnel_kib
+         {:.1} KiB heap per tunnel",
+        r.setup_s, r.setups_per_s, r.per_tunnel.heap_kib
     ));
 
     // Pings, then the rekeys (each child rekey_time after it came up), then pings again.
@@ -1480,6 +1638,7 @@ pub fn run(o: &ManyOptions, mut say: impl FnMut(&str)) -> Result<ManyReport, Str
                 sites,
                 rekeys,
                 after_s,
+                exchange_ms,
                 off_schedule,
                 late,
                 lost,
@@ -1489,6 +1648,7 @@ pub fn run(o: &ManyOptions, mut say: impl FnMut(&str)) -> Result<ManyReport, Str
                 r.sites_rekeyed = sites;
                 r.rekeys = rekeys;
                 r.rekey_after_s = after_s;
+                r.rekey_exchange_ms = exchange_ms;
                 r.rekeys_off_schedule = off_schedule;
                 r.rekeys_retransmitted = late;
                 r.lost = lost;
@@ -1496,44 +1656,44 @@ pub fn run(o: &ManyOptions, mut say: impl FnMut(&str)) -> Result<ManyReport, Str
                     "{sites} children rekeyed ({rekeys} rekeys), at age {:.2}–{:.2} s",
                     after_s.min, after_s.max
                 ));
-                // gwB settles to one child per tunnel: look until a snapshot shows it (a second
-                // round of rekeys may already be running).
-                let end = Instant::now() + Duration::from_secs(15);
-                loop {
-                    let (est, children, most, spis) = gw_b_sas(&ike)?;
-                    let dp_sas = dataplane_sas(&dp_sock)?;
-                    r.gw_b_ike_sas_after_rekey = est;
-                    r.gw_b_children_after_rekey = children;
-                    r.gw_b_max_children_per_sa = most;
-                    r.gw_b_children_replaced = spis.difference(&first_spis).count();
-                    r.dataplane_sas = dp_sas;
-                    let settled = est == n && children == n && most == 1 && dp_sas == 2 * n;
-                    if settled || Instant::now() > end {
-                        break;
-                    }
-                    std::thread::sleep(Duration::from_millis(200));
-                }
-                r.gw_b_rss_kib.rekeyed = trimmed_rss_kib();
             }
             SimEvent::Start { .. } | SimEvent::Up { .. } | SimEvent::Error { .. } => {}
         }
     }
+    // The simulator finishes the exchanges under way and exits (its SAs stay on gwB): gwB must
+    // then hold exactly one child per tunnel, in esprit-ike and in the dataplane (replaced
+    // inbound SAs drain for 2 s there).
+    sim.finish()?;
+    let end = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (est, children, most, spis) = gw_b_sas(&ike)?;
+        let dp_sas = dataplane_sas(&dp_sock)?;
+        r.gw_b_ike_sas_after_rekey = est;
+        r.gw_b_children_after_rekey = children;
+        r.gw_b_max_children_per_sa = most;
+        r.gw_b_children_replaced = spis.difference(&first_spis).count();
+        r.dataplane_sas = dp_sas;
+        let settled = est == n && children == n && most == 1 && dp_sas == 2 * n;
+        if settled || Instant::now() > end {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    r.gw_b_mem.rekeyed = Mem::now();
     say(&format!(
         "gwB after the rekeys: {} IKE SAs, {} children, dataplane {} SAs",
         r.gw_b_ike_sas_after_rekey, r.gw_b_children_after_rekey, r.dataplane_sas
     ));
     r.gw_b_udp_rcvbuf_errors = udp_rcvbuf_errors(&lab, Node::GwB);
     r.gw_a_udp_rcvbuf_errors = udp_rcvbuf_errors(&lab, Node::GwA);
-    sim.finish();
     ike.stop()?;
     std::thread::sleep(Duration::from_millis(200));
-    r.gw_b_rss_kib.without_ike = trimmed_rss_kib();
+    r.gw_b_mem.without_ike = Mem::now();
     dp.stop()?;
-    let g = r.gw_b_rss_kib;
-    let per = |a: u64, b: u64| a.saturating_sub(b) as f64 / n as f64;
-    r.per_tunnel_after_rekey_kib = per(g.rekeyed, g.baseline);
-    r.per_tunnel_ike_kib = per(g.rekeyed, g.without_ike);
-    r.per_tunnel_dataplane_kib = per(g.without_ike, g.baseline);
+    let g = r.gw_b_mem;
+    r.per_tunnel_after_rekey = PerTunnel::between(g.rekeyed, g.baseline, n);
+    r.per_tunnel_ike = PerTunnel::between(g.rekeyed, g.without_ike, n);
+    r.per_tunnel_dataplane = PerTunnel::between(g.without_ike, g.baseline, n);
     drop(lab);
     r.total_s = t_all.elapsed().as_secs_f64();
     Ok(r)

@@ -7,7 +7,6 @@
 //! docs/benchmarks.md's. `ESPRIT_MANY_TUNNELS` lowers the number of tunnels.
 
 use std::path::PathBuf;
-use std::time::Duration;
 use topology::lab::is_root;
 use topology::many::{run, ManyOptions, MAX_TUNNELS};
 
@@ -28,7 +27,6 @@ fn one_gateway_holds_a_thousand_tunnels_that_rekey_on_schedule() {
     let o = ManyOptions {
         name: format!("esprit-mt{}", std::process::id()),
         tunnels,
-        rekey: Duration::from_secs(20),
         probes: 4,
         simulator: PathBuf::from(env!("CARGO_BIN_EXE_esprit-lab")),
         ..ManyOptions::default()

@@ -105,7 +105,7 @@ enum Cmd {
         #[arg(long, default_value_t = 100)]
         window: usize,
         /// The children's rekey_time on the sites' side, seconds.
-        #[arg(long, default_value_t = 20)]
+        #[arg(long, default_value_t = 30)]
         rekey_secs: u64,
         /// Sites that ping hB through their tunnel.
         #[arg(long, default_value_t = 4)]
