@@ -180,7 +180,9 @@ pub enum PeerAuth {
     /// peer's certificate (all PEM). They are written to `x509/`, `private/` and `x509ca/` of
     /// the instance's directory; the local certificate is always sent (`send_cert = always`).
     Pubkey {
-        /// This side's certificate.
+        /// This side's certificate, optionally followed by intermediate CA certificates. Each
+        /// certificate goes to its own file in `x509/` (loaded, not trusted), and charon sends
+        /// the intermediates of its own chain along with its certificate.
         cert_pem: String,
         /// This side's private key (PKCS#8, SEC1 or PKCS#1).
         key_pem: String,
@@ -1014,6 +1016,25 @@ pub fn parse_ike_keys(log: &str) -> Vec<LoggedIkeSa> {
     out
 }
 
+/// The PEM blocks of a text (`-----BEGIN …` to `-----END …-----` lines), each with its lines.
+fn pem_blocks(text: &str) -> Vec<String> {
+    let mut blocks = Vec::new();
+    let mut cur: Option<String> = None;
+    for line in text.lines() {
+        if line.starts_with("-----BEGIN ") {
+            cur = Some(String::new());
+        }
+        if let Some(b) = cur.as_mut() {
+            b.push_str(line);
+            b.push('\n');
+            if line.starts_with("-----END ") {
+                blocks.extend(cur.take());
+            }
+        }
+    }
+    blocks
+}
+
 /// Runs a command with a deadline; the output says nothing about a timeout, the bool does.
 fn output_within(mut cmd: Command, timeout: Duration) -> std::io::Result<(Output, bool)> {
     let mut child = cmd
@@ -1109,7 +1130,14 @@ impl Charon {
             ca_pem,
         } = &spec.auth
         {
-            write("x509/local.pem", cert_pem)?;
+            let certs = pem_blocks(cert_pem);
+            write(
+                "x509/local.pem",
+                certs.first().map_or(cert_pem.as_str(), |c| c),
+            )?;
+            for (i, c) in certs.iter().enumerate().skip(1) {
+                write(&format!("x509/chain-{i}.pem"), c)?;
+            }
             write("private/local.pem", key_pem)?;
             write("x509ca/ca.pem", ca_pem)?;
         }
@@ -1630,6 +1658,14 @@ list-sas reply {
         // The rekeyed IKE SA's keys are logged under the old SA; the state change names it.
         assert_eq!((k[1].ike_sa, k[1].initiator_spi), (2, None));
         assert_eq!(k[1].sk_ei, [3]);
+    }
+
+    #[test]
+    fn pem_blocks_are_split() {
+        let one = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+        let two = "-----BEGIN CERTIFICATE-----\nBBBB\n-----END CERTIFICATE-----\n";
+        assert_eq!(pem_blocks(&format!("junk\n{one}\n{two}")), [one, two]);
+        assert!(pem_blocks("no PEM here").is_empty());
     }
 
     #[test]
