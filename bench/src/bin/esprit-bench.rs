@@ -89,17 +89,20 @@ struct GatewayArgs {
     /// Print every trial (rates, counts, the sockets' drop counters).
     #[arg(long)]
     verbose: bool,
-    /// Where the kernel's receive work runs: split (the bench's on the generator core in
-    /// pinned real-time NAPI threads, the gateway's on its core through RPS, esprit with
-    /// generic XDP; default) or inline (veth defaults: receive work on the sender's core,
-    /// esprit with native XDP).
-    #[arg(long, value_enum, default_value_t = NapiArg::Split)]
+    /// Where the kernel's receive work runs. nic (default): the bench's on the generator core
+    /// in pinned real-time NAPI threads; esprit with native XDP, whose veth receive copy runs
+    /// on the sending (generator) core as a NIC's DMA would; the kernel's forwarding and
+    /// strongSwan's receive path on the gateway's core through RPS. split: the same, but
+    /// esprit with generic XDP behind RPS, so its receive copy runs on its own core too.
+    /// inline: veth defaults (receive work on the sender's core), esprit with native XDP.
+    #[arg(long, value_enum, default_value_t = NapiArg::Nic)]
     napi: NapiArg,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
 enum NapiArg {
     Split,
+    Nic,
     Inline,
 }
 
@@ -357,6 +360,7 @@ fn run_gateway(a: GatewayArgs) -> Result<(), String> {
     o.verbose = a.verbose;
     o.placement = match a.napi {
         NapiArg::Split => gw::placement::Placement::Split,
+        NapiArg::Nic => gw::placement::Placement::Nic,
         NapiArg::Inline => gw::placement::Placement::Inline,
     };
     let command = std::env::args().collect::<Vec<_>>().join(" ");

@@ -83,7 +83,7 @@ impl Options {
             lab: format!("esprit-gwb{}", std::process::id()),
             keep_lab: false,
             verbose: false,
-            placement: Placement::Split,
+            placement: Placement::Nic,
         }
     }
 
@@ -209,7 +209,8 @@ impl Bench<'_> {
             if self.esprit.is_none() {
                 let generic = self.o.placement == Placement::Split;
                 let d = EspritDut::start(self.lab, &self.dir, self.o.dut_core, generic)?;
-                say(&format!("  {}", d.banner));
+                let n = placement::renice_threads(std::process::id(), "esprit-worker", -20);
+                say(&format!("  {} ({n} worker(s) at nice -20)", d.banner));
                 self.esprit = Some(d);
             }
         } else if sys == System::StrongSwan {
@@ -424,7 +425,7 @@ fn run_in(
     let ha = open_in(lab, Node::HostA, "eth0")?;
     let gwb = open_in(lab, Node::GwB, "wan0")?;
     let napi_known = placement::napi_threads();
-    if o.placement == Placement::Split {
+    if o.placement != Placement::Inline {
         placement::set_threaded(lab, Node::HostA, "eth0")?;
         placement::set_threaded(lab, Node::GwB, "wan0")?;
         let pinned = placement::pin_new_napi(&napi_known, o.gen_core);
@@ -442,10 +443,16 @@ fn run_in(
         let _ = lab.exec(Node::GwA, &["ping", "-c", "1", "-W", "1", &ip]);
     }
     let pinned = core_affinity::set_for_current(core_affinity::CoreId { id: o.gen_core });
+    let niced = placement::current_tid().is_some_and(|t| placement::renice(t, -20));
     say(&format!(
-        "generator and sink: one thread {} core {}; gateway workers on core {}",
+        "generator and sink: one thread {} core {}{}; gateway workers on core {}",
         if pinned { "pinned to" } else { "NOT pinned to" },
         o.gen_core,
+        if niced {
+            ", nice -20"
+        } else {
+            ", nice unchanged"
+        },
         o.dut_core
     ));
     let mut b = Bench {

@@ -6,7 +6,7 @@
 //! in the sender's softirq; without one, the packet goes through the sender's backlog queue.
 //! Left alone, the generator's core would run gwA's receive path (esprit's classifier and
 //! copy, or the kernel's whole forwarding path) and gwA's core would run the sink's. So, in
-//! the default [`Placement::Split`]:
+//! [`Placement::Split`] (the default, [`Placement::Nic`], differs only for esprit, see there):
 //! - the bench's two veth ends (hA/eth0, gwB/wan0, native XDP) get threaded NAPI, pinned to
 //!   the generator core and SCHED_FIFO (priority 50): the bench's receive path is part of the
 //!   instrument and, like a NIC's DMA, must not wait for the generator thread's time slice;
@@ -17,6 +17,12 @@
 //!   generator's softirq; as threaded NAPI on the gateway's core, an ordinary thread starves
 //!   behind the polling worker and a real-time one livelocks it under overload.)
 
+//!
+//! The machine is shared: other work (builds, tests) runs on both cores. The measuring thread,
+//! the gateway's user-space threads (esprit's workers, charon's threads) all run at nice -20,
+//! so that ordinary background work takes little from either side; the kernel's own
+//! forwarding runs in softirq and never queued behind it anyway.
+
 use std::collections::BTreeSet;
 use topology::{Lab, Node};
 
@@ -24,8 +30,13 @@ use topology::{Lab, Node};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Placement {
     /// The bench's receive work on the generator core, the gateway's on its own core, as
-    /// described above (the default).
+    /// described above.
     Split,
+    /// The bench's receive work on the generator core (as in `Split`); esprit with native
+    /// XDP, whose veth receive work (its classifier and the copy into its UMEM) then runs in
+    /// the generator's softirq, as a NIC's DMA would take it off the gateway's core; the
+    /// kernel's forwarding and strongSwan's receive path on the gateway's core through RPS.
+    Nic,
     /// The veth defaults: receive work runs on the sender's core.
     Inline,
 }
@@ -124,4 +135,39 @@ pub fn pin_new_napi(known: &BTreeSet<(u32, String)>, core: usize) -> Vec<String>
             },
         )
         .collect()
+}
+
+/// Sets a thread's nice value with `renice` (on Linux a thread id names one thread).
+pub fn renice(tid: u32, nice: i32) -> bool {
+    std::process::Command::new("renice")
+        .args(["-n", &nice.to_string(), "-p", &tid.to_string()])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// The calling thread's id.
+pub fn current_tid() -> Option<u32> {
+    std::fs::read_link("/proc/thread-self")
+        .ok()?
+        .file_name()?
+        .to_str()?
+        .parse()
+        .ok()
+}
+
+/// Renices every thread of process `pid` whose name starts with `prefix` (all with ""); returns
+/// how many were changed.
+pub fn renice_threads(pid: u32, prefix: &str, nice: i32) -> usize {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|tid| {
+            std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm"))
+                .is_ok_and(|c| c.trim().starts_with(prefix))
+        })
+        .filter(|&tid| renice(tid, nice))
+        .count()
 }

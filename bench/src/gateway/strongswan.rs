@@ -93,8 +93,12 @@ impl SswanDut {
         let pinned = gw_a
             .pid()
             .is_some_and(|pid| super::placement::pin(pid, core, true));
+        let niced = gw_a
+            .pid()
+            .map(|pid| super::placement::renice_threads(pid, "", -20))
+            .unwrap_or(0);
         say(&format!(
-            "  strongSwan {} on gwA (kernel-libipsec, {} {}, SPIs in 0x{:08x} out 0x{:08x}), charon {} core {core}",
+            "  strongSwan {} on gwA (kernel-libipsec, {} {}, SPIs in 0x{:08x} out 0x{:08x}), charon {} core {core}, {niced} threads at nice -20",
             topology::strongswan::strongswan_version().unwrap_or_default(),
             sa.encr_alg,
             sa.encr_keysize.map(|k| k.to_string()).unwrap_or_default(),

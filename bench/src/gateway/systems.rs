@@ -370,6 +370,17 @@ pub fn counters_line(s: &Snapshot) -> String {
                 .map(|(k, v)| format!("{} {k} {v}", sa.label)),
         );
     }
+    for (side, k) in [("lan", &s.lan_socket), ("wan", &s.wan_socket)] {
+        for (what, v) in [
+            ("rx_dropped", k.rx_dropped),
+            ("rx_ring_full", k.rx_ring_full),
+            ("rx_fill_ring_empty", k.rx_fill_ring_empty),
+        ] {
+            if v > 0 {
+                drops.push(format!("{side} socket {what} {v}"));
+            }
+        }
+    }
     format!(
         "lan>wan {} wan>lan {} bypassed {}; drops: {}",
         s.lan_to_wan,
