@@ -11,12 +11,14 @@
 //! dataplane's ESP engine and the child's keys), so pings from those sites cross gwB to hB and
 //! back through their tunnels, before and after the rekeys.
 //!
-//! The simulator runs in its own process so that the resident memory of the process running
-//! gwB holds gwB's state alone: [`run`] reads its own VmRSS (after `malloc_trim`) before the
-//! sites start, once every tunnel is up on both sides, after the rekeys, and after esprit-ike
-//! stopped (the dataplane keeps its SAs): the differences divided by the number of tunnels are
-//! the memory per tunnel of the whole gateway, of esprit-ike and of the dataplane.
-//! docs/benchmarks.md ("1,000 tunnels") records the figures.
+//! The simulator runs in its own process so that the memory of the process running gwB is
+//! gwB's alone: [`run`] measures its own heap in use (glibc `mallinfo2`) and VmRSS (after
+//! `malloc_trim`) before the sites start, once every tunnel is up on both sides, after the
+//! rekeys, and after esprit-ike stopped (the dataplane keeps its SAs): the differences divided
+//! by the number of tunnels are the memory per tunnel of the whole gateway, of esprit-ike and
+//! of the dataplane. A rekey is on schedule when the child's own timer started it when due;
+//! the exchange's duration (retransmissions included) is reported apart. docs/benchmarks.md
+//! ("1,000 tunnels") records the figures.
 
 use crate::ike::{DataplaneThread, IkeDaemon, LAB_PSK};
 use crate::lab::{Lab, LabGuard, LabSpec, Node, HOST_B};
@@ -1559,7 +1561,9 @@ pub fn run(o: &ManyOptions, mut say: impl FnMut(&str)) -> Result<ManyReport, Str
     let mut early = Vec::new();
     while sim_up.is_none() || gw_up.is_none() {
         if Instant::now() > deadline {
-            let s = ike.call(&ControlRequest::Stats)?;
+            let s = ike
+                .call(&ControlRequest::Stats)
+                .unwrap_or_else(|e| e.into());
             return Err(format!(
                 "not all up after {:?}: simulator {}, gwB {s}",
                 o.setup_timeout,
@@ -1567,7 +1571,9 @@ pub fn run(o: &ManyOptions, mut say: impl FnMut(&str)) -> Result<ManyReport, Str
             ));
         }
         if gw_up.is_none() {
-            let s = ike.call(&ControlRequest::Stats)?;
+            // A busy esprit-ike may leave its control socket unanswered for a while: not an
+            // error as long as the tunnels come up in time.
+            let s = ike.call(&ControlRequest::Stats).unwrap_or_default();
             if stat(&s, "ike_sas") == n as u64 && stat(&s, "sas_installed") == 2 * n as u64 {
                 gw_up = Some(t0.elapsed().as_secs_f64());
             }
@@ -1597,7 +1603,7 @@ pub fn run(o: &ManyOptions, mut say: impl FnMut(&str)) -> Result<ManyReport, Str
     r.retries = retries;
     r.initiator_per_tunnel = PerTunnel::between(sim_mem, sim_mem0, n);
     r.per_tunnel = PerTunnel::between(r.gw_b_mem.up, r.gw_b_mem.baseline, n);
-    let (est, children, _, first_spis) = gw_b_sas(&ike)?;
+    let (est, children, _, first_spis) = gw_b_sas(&ike).unwrap_or_default();
     r.gw_b_ike_sas = est;
     r.gw_b_children = children;
     say(&format!(
@@ -1666,8 +1672,15 @@ pub fn run(o: &ManyOptions, mut say: impl FnMut(&str)) -> Result<ManyReport, Str
     sim.finish()?;
     let end = Instant::now() + Duration::from_secs(15);
     loop {
-        let (est, children, most, spis) = gw_b_sas(&ike)?;
-        let dp_sas = dataplane_sas(&dp_sock)?;
+        let (Ok((est, children, most, spis)), Ok(dp_sas)) =
+            (gw_b_sas(&ike), dataplane_sas(&dp_sock))
+        else {
+            if Instant::now() > end {
+                return Err("gwB did not answer after the rekeys".into());
+            }
+            std::thread::sleep(Duration::from_millis(200));
+            continue;
+        };
         r.gw_b_ike_sas_after_rekey = est;
         r.gw_b_children_after_rekey = children;
         r.gw_b_max_children_per_sa = most;
