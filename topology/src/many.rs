@@ -1118,6 +1118,8 @@ pub struct ManyReport {
     pub probe_before: ProbeFigures,
     /// And after.
     pub probe_after: ProbeFigures,
+    /// gwB's dataplane drops at the end, by reason (SA database and forwarding).
+    pub dataplane_drops: std::collections::BTreeMap<String, u64>,
     /// The whole run, lab included, seconds.
     pub total_s: f64,
 }
@@ -1209,6 +1211,7 @@ impl ManyReport {
              dataplane {} SAs\n\
              UDP receive buffer overflows: gwB {}, gwA {}\n\
              pings: before rekeys {}/{} sites ({} of {} replies), after {}/{} sites ({} of {})\n\
+             gwB dataplane drops: {:?}\n\
              total {:.1} s",
             self.tunnels,
             self.window,
@@ -1263,6 +1266,7 @@ impl ManyReport {
             self.probe_after.sites,
             self.probe_after.replies,
             self.probe_after.sent,
+            self.dataplane_drops,
             self.total_s,
         )
     }
@@ -1702,7 +1706,10 @@ pub fn run(o: &ManyOptions, mut say: impl FnMut(&str)) -> Result<ManyReport, Str
     ike.stop()?;
     std::thread::sleep(Duration::from_millis(200));
     r.gw_b_mem.without_ike = Mem::now();
-    dp.stop()?;
+    let snap = dp.stop()?;
+    for (k, v) in snap.sadb_drops.into_iter().chain(snap.forwarding_drops) {
+        *r.dataplane_drops.entry(k).or_default() += v;
+    }
     let g = r.gw_b_mem;
     r.per_tunnel_after_rekey = PerTunnel::between(g.rekeyed, g.baseline, n);
     r.per_tunnel_ike = PerTunnel::between(g.rekeyed, g.without_ike, n);
