@@ -210,6 +210,9 @@ pub struct IkeSa {
     half_open_timeout: Duration,
     /// The IKE port and the NAT-T port (500 and 4500 unless configured otherwise).
     ports: (u16, u16),
+    /// Rekeys of our children that the peer started while our own rekey of the same child was
+    /// outstanding: (old inbound SPI, the peer exchange's Ni, its Nr).
+    collisions: Vec<(u32, Vec<u8>, Vec<u8>)>,
 }
 
 fn nat_hash(spi_i: u64, spi_r: u64, a: SocketAddr) -> Vec<u8> {
@@ -373,6 +376,7 @@ impl IkeSa {
             keepalive_at: None,
             half_open_timeout: HALF_OPEN_TIMEOUT,
             ports: (500, NAT_T_PORT),
+            collisions: Vec::new(),
         }
     }
 
@@ -1939,6 +1943,18 @@ impl IkeSa {
                 self.respond(ctx, exchange::CREATE_CHILD_SA, id, &p);
                 install(self, ctx);
                 if let Some(old) = rekey_of {
+                    // A rekey collision (RFC 7296 §2.8.1): our own rekey of this child is under
+                    // way. Remember the peer's nonces to decide, when ours completes, which of
+                    // the two new pairs is redundant; a rekey of ours still queued is dropped.
+                    let ours_outstanding = matches!(&self.outstanding, Some(Outstanding { kind: Request::CreateChild(pc), .. }) if pc.rekey_of == Some(old));
+                    if ours_outstanding {
+                        self.collisions.push((old, ni.clone(), nr.clone()));
+                    }
+                    self.tasks.retain(
+                        |t| !matches!(t, Task::Child { rekey_of: Some(o), .. } if *o == old),
+                    );
+                }
+                if let Some(old) = rekey_of {
                     if let Some(c) = self.children.iter_mut().find(|c| c.inbound_spi == old) {
                         c.rekeying = true;
                     }
@@ -2007,11 +2023,32 @@ impl IkeSa {
         match nr {
             Some(nr) => {
                 let old = child.rekey_of;
+                let ours = (child.nonce.clone(), nr.clone(), child.inbound_spi);
                 let installed_before = self.children.len();
                 self.finish_child(ctx, &m, child, Some(&nr));
                 if let (Some(old), true) = (old, self.children.len() > installed_before) {
                     // Make-before-break: the new pair is installed; now delete the old one.
-                    self.tasks.push_back(Task::DeleteChildren(vec![old]));
+                    let mut delete = vec![old];
+                    if let Some(pos) = self.collisions.iter().position(|c| c.0 == old) {
+                        // Both sides rekeyed the child at once: the pair made with the lowest
+                        // of the four nonces is redundant and its creator deletes it
+                        // (RFC 7296 §2.8.1). If that is ours, delete it too; otherwise the
+                        // peer deletes the one it made.
+                        let (_, their_ni, their_nr) = self.collisions.remove(pos);
+                        let lowest_theirs = their_ni.as_slice().min(their_nr.as_slice());
+                        let lowest_ours = ours.0.as_slice().min(ours.1.as_slice());
+                        if lowest_ours < lowest_theirs {
+                            self.log(
+                                ctx,
+                                format!(
+                                    "rekey collision: deleting our redundant child SA {:08x}",
+                                    ours.2
+                                ),
+                            );
+                            delete.push(ours.2);
+                        }
+                    }
+                    self.tasks.push_back(Task::DeleteChildren(delete));
                 }
             }
             None => {

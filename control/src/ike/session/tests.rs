@@ -968,3 +968,51 @@ fn a_certificate_from_another_ca_is_refused() {
         down_reason(&p.ev_b)
     );
 }
+
+#[test]
+fn simultaneous_child_rekeys_leave_exactly_one_pair() {
+    for seed in 0..8u64 {
+        let mut p = Pair::new(conn_a(), conn_b());
+        p.up();
+        // Different seeds give different nonces, so either side's pair may be the redundant one.
+        for _ in 0..seed {
+            let spi = p.a.sas().next().unwrap().children()[0].inbound_spi;
+            p.a.rekey_child(p.now, spi);
+            p.pump();
+        }
+        let a_spi = p.a.sas().next().unwrap().children()[0].inbound_spi;
+        let b_spi = p.b.sas().next().unwrap().children()[0].inbound_spi;
+        // Both requests leave before either answer arrives.
+        assert!(p.a.rekey_child(p.now, a_spi));
+        assert!(p.b.rekey_child(p.now, b_spi));
+        p.pump();
+        let (sa, sb) = (p.a.sas().next().unwrap(), p.b.sas().next().unwrap());
+        assert_eq!(sa.children().len(), 1, "seed {seed}: {:?}", sa.children());
+        assert_eq!(sb.children().len(), 1, "seed {seed}: {:?}", sb.children());
+        assert_eq!(sa.children()[0].inbound_spi, sb.children()[0].outbound_spi);
+        assert_eq!(sa.children()[0].outbound_spi, sb.children()[0].inbound_spi);
+        assert_ne!(sa.children()[0].inbound_spi, a_spi);
+        let redundant = |ev: &[IkeEvent]| {
+            count(
+                ev,
+                |e| matches!(e, IkeEvent::Log(m) if m.contains("rekey collision")),
+            )
+        };
+        assert_eq!(
+            redundant(&p.ev_a) + redundant(&p.ev_b),
+            1,
+            "seed {seed}: exactly one side deletes the pair it made"
+        );
+        // The surviving pair's keys match on both sides.
+        let find = |ev: &[IkeEvent], spi: u32| {
+            child_ups(ev)
+                .into_iter()
+                .find(|c| c.inbound_spi == spi)
+                .map(|c| (c.inbound_key.to_vec(), c.outbound_key.to_vec()))
+                .unwrap()
+        };
+        let (ai, ao) = find(&p.ev_a, sa.children()[0].inbound_spi);
+        let (bi, bo) = find(&p.ev_b, sb.children()[0].inbound_spi);
+        assert_eq!((ai, ao), (bo, bi));
+    }
+}
