@@ -104,15 +104,31 @@ fn through_a_nat_the_wan_capture_decrypts_in_tshark() {
             "-f",
             "ip proto 50",
             "-a",
-            "duration:6",
+            "duration:120",
             "-w",
         ])
         .arg(&cap)
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // Wait until tshark really captures (it says so on stderr): on a loaded machine it can take
+    // seconds to start, and pings sent before would be missed.
+    let stderr = tshark.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains("Capturing on") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(60))
+        .expect("tshark started capturing");
     for (h, gw) in [(Node::HostA, "10.201.1.1"), (Node::HostB, "10.201.2.1")] {
         let _ = lab.exec(h, &["ping", "-c", "1", "-W", "1", gw]);
     }
@@ -123,6 +139,10 @@ fn through_a_nat_the_wan_capture_decrypts_in_tshark() {
             &["ping", "-c", "5", "-i", "0.2", "-W", "2", "10.201.2.2"],
         )
         .unwrap();
+    // Stop the capture (SIGINT makes tshark finish the file) now that the pings are done.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    // SAFETY: kill(2) on our child's pid (`ip netns exec` became tshark by exec).
+    unsafe { libc::kill(tshark.id() as i32, libc::SIGINT) };
     let _ = tshark.wait();
     let results = gws.stop();
     let ping_out = String::from_utf8_lossy(&ping.stdout).to_string();

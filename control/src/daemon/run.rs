@@ -25,6 +25,27 @@ const FIRST_UDP: usize = 16;
 const FIRST_CONN: usize = 1 << 20;
 /// How long the inbound SA of a deleted or replaced child keeps decrypting.
 const DRAIN: Duration = Duration::from_secs(2);
+/// Datagrams handled per socket before the loop looks at everything else again.
+const UDP_BATCH: usize = 64;
+/// Receive buffer asked for on the IKE sockets: a round of rekeys of thousands of tunnels
+/// arrives faster than the kernel default (about 200 KiB) holds.
+const UDP_RCVBUF: libc::c_int = 4 << 20;
+
+/// Ask for a larger receive buffer (the kernel caps it at net.core.rmem_max; best effort).
+fn set_rcvbuf(s: &std::net::UdpSocket, bytes: libc::c_int) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: setsockopt on a socket we own, with a pointer to a c_int and its size.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&bytes as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
 /// Largest IKE datagram read.
 const MAX_DATAGRAM: usize = 65_536;
 
@@ -81,6 +102,8 @@ pub struct Daemon {
     events_rx: Option<std::sync::mpsc::Receiver<dataplane::api::proto::EventLine>>,
     waker: Arc<mio::Waker>,
     keylog: Option<super::keylog::KeyLog>,
+    /// UDP sockets to read again (readable, not yet drained).
+    udp_more: Vec<usize>,
 }
 
 /// The configured verbosity (`daemon.log_level`), as a LogLevel discriminant.
@@ -167,6 +190,7 @@ impl Daemon {
                 std_sock
                     .set_nonblocking(true)
                     .map_err(io_err("nonblocking"))?;
+                set_rcvbuf(&std_sock, UDP_RCVBUF);
                 let mut sock = UdpSocket::from_std(std_sock);
                 let token = Token(FIRST_UDP + udp.len());
                 poll.registry()
@@ -211,6 +235,7 @@ impl Daemon {
             acquired: HashMap::new(),
             events_rx: None,
             keylog,
+            udp_more: Vec::new(),
             waker,
         })
     }
@@ -533,16 +558,21 @@ impl Daemon {
         }
     }
 
-    fn read_udp(&mut self, idx: usize) {
+    /// Handle up to [`UDP_BATCH`] datagrams from one socket; returns true if it may hold more
+    /// (the loop comes back to it before sleeping, so the control socket and timers are served
+    /// between batches even under a flood).
+    fn read_udp(&mut self, idx: usize) -> bool {
         let mut buf = vec![0u8; MAX_DATAGRAM];
-        loop {
-            let Some(u) = self.udp.get(idx) else { return };
+        for _ in 0..UDP_BATCH {
+            let Some(u) = self.udp.get(idx) else {
+                return false;
+            };
             let (n, from) = match u.sock.recv_from(&mut buf) {
                 Ok(x) => x,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(e) => {
                     log(&format!("receive on {}: {e}", u.bound));
-                    return;
+                    return false;
                 }
             };
             let core_port = u.bound.port();
@@ -568,6 +598,7 @@ impl Daemon {
                 .handle_datagram(Instant::now(), local, from, data);
             self.flush();
         }
+        true
     }
 
     fn control(&mut self, req: ControlRequest) -> ControlResponse {
@@ -771,6 +802,9 @@ impl Daemon {
         while !stop.load(Ordering::Relaxed) {
             let now = Instant::now();
             let mut timeout = Duration::from_millis(500);
+            if !self.udp_more.is_empty() {
+                timeout = Duration::ZERO;
+            }
             if let Some(t) = self.endpoint.poll_timeout() {
                 timeout = timeout.min(t.saturating_duration_since(now));
             }
@@ -799,9 +833,18 @@ impl Daemon {
                         }
                     }
                     Token(i) if (FIRST_UDP..FIRST_CONN).contains(&i) => {
-                        self.read_udp(i - FIRST_UDP)
+                        if !self.udp_more.contains(&(i - FIRST_UDP)) {
+                            self.udp_more.push(i - FIRST_UDP);
+                        }
                     }
                     t => self.serve(t),
+                }
+            }
+            // Readable sockets, and those with datagrams left from the last round (mio is
+            // edge-triggered: each is read until it would block, a batch per round).
+            for idx in std::mem::take(&mut self.udp_more) {
+                if self.read_udp(idx) {
+                    self.udp_more.push(idx);
                 }
             }
             self.endpoint.set_unix_time(unix_now());

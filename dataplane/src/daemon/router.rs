@@ -25,6 +25,11 @@ pub struct Router {
     routes: Mutex<RouteTable>,
     /// The trap policies (every worker has a copy).
     traps: Mutex<Vec<Trap>>,
+    /// Each worker's waker: an update wakes a worker sleeping in poll(2), so it applies the
+    /// change now rather than at its next timeout.
+    wakers: std::sync::OnceLock<Vec<std::sync::Arc<crate::worker::handoff::Waker>>>,
+    /// Where to ask for a next hop's link-layer address (the control loop probes it).
+    probe: std::sync::OnceLock<SyncSender<IpAddr>>,
 }
 
 /// Why a change did not happen.
@@ -46,6 +51,30 @@ impl Router {
             partners: Mutex::new(HashMap::new()),
             routes: Mutex::new(RouteTable::new()),
             traps: Mutex::new(Vec::new()),
+            wakers: std::sync::OnceLock::new(),
+            probe: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Gives the router the workers' wakers (once, at start).
+    pub fn set_wakers(&self, wakers: Vec<std::sync::Arc<crate::worker::handoff::Waker>>) {
+        let _ = self.wakers.set(wakers);
+    }
+
+    /// Gives the router the channel to the neighbour prober (once, at start).
+    pub fn set_probe(&self, probe: SyncSender<IpAddr>) {
+        let _ = self.probe.set(probe);
+    }
+
+    fn wake(&self, w: usize) {
+        if let Some(k) = self.wakers.get().and_then(|v| v.get(w)) {
+            k.wake_if_sleeping();
+        }
+    }
+
+    fn wake_all(&self) {
+        for w in 0..self.workers.len() {
+            self.wake(w);
         }
     }
 
@@ -83,6 +112,7 @@ impl Router {
     fn ask<T>(&self, w: usize, make: impl FnOnce(SyncSender<T>) -> WorkerUpdate) -> Option<T> {
         let (tx, rx) = sync_channel(1);
         self.workers.get(w)?.send(make(tx)).ok()?;
+        self.wake(w);
         rx.recv_timeout(WORKER_TIMEOUT).ok()
     }
 
@@ -98,6 +128,7 @@ impl Router {
         }
         let owner = self.owner(&sa);
         let policy = (sa.direction == Direction::Out && self.workers.len() > 1).then(|| sa.clone());
+        let sa_out_remote = (sa.direction == Direction::Out).then_some(sa.remote);
         let inbound = (sa.direction == Direction::In).then(|| sa.clone());
         let r = self
             .ask(owner, |reply| WorkerUpdate::AddSa {
@@ -110,6 +141,12 @@ impl Router {
         if let Some(sa) = inbound {
             self.note_inbound(&sa, owner);
         }
+        if sa_out_remote.is_some() {
+            // Have the kernel resolve the peer's next hop now, before the first packet needs it.
+            if let (Some(p), Some(r)) = (self.probe.get(), sa_out_remote) {
+                let _ = p.try_send(r);
+            }
+        }
         if let Some(sa) = policy {
             for w in &self.workers {
                 let _ = w.send(WorkerUpdate::AddPolicy {
@@ -117,6 +154,7 @@ impl Router {
                     owner,
                 });
             }
+            self.wake_all();
         }
         Ok(())
     }
@@ -143,6 +181,7 @@ impl Router {
                     spi,
                     remote: address,
                 });
+                self.wake(w);
             }
         }
         Ok(n)
@@ -153,6 +192,7 @@ impl Router {
         for w in &self.workers {
             let _ = w.try_send(make());
         }
+        self.wake_all();
     }
 
     /// Adds or replaces a route and gives every worker the new table.
@@ -184,6 +224,7 @@ impl Router {
         for w in &self.workers {
             let _ = w.send(WorkerUpdate::Routes(t.clone()));
         }
+        self.wake_all();
     }
 
     /// Adds or replaces a trap policy and gives every worker the new list.
@@ -215,6 +256,7 @@ impl Router {
         for w in &self.workers {
             let _ = w.send(WorkerUpdate::Traps(t.to_vec()));
         }
+        self.wake_all();
     }
 
     /// Every worker's counters, merged.

@@ -214,6 +214,7 @@ pub fn run(
         };
         let mut w = Worker::new(wcfg, pipeline).map_err(DaemonError::Socket)?;
         w.connect(rx, mtx.clone(), etx.clone());
+        w.set_waker(wakers[i].clone());
         if n > 1 {
             w.set_shard(Shard {
                 id: i,
@@ -266,6 +267,8 @@ pub fn run(
     for hop in peer_hops {
         let _ = mtx.try_send(hop);
     }
+    router.set_wakers(wakers.clone());
+    router.set_probe(mtx.clone());
     let mut handles = Vec::with_capacity(n);
     for (i, mut w) in workers.into_iter().enumerate() {
         let core = cfg.cores.get(i).copied();

@@ -144,6 +144,9 @@ pub struct Worker {
     events: Option<SyncSender<SaEvent>>,
     events_lost: u64,
     shard: Option<Shard>,
+    /// Wakes this worker from poll(2): the router signals it after queueing an update, and
+    /// (in a group) other workers after handing it packets.
+    waker: Option<Arc<handoff::Waker>>,
     /// Handoff counters.
     pub handoff: HandoffStats,
 }
@@ -179,6 +182,7 @@ impl Worker {
             events: None,
             events_lost: 0,
             shard: None,
+            waker: None,
             handoff: HandoffStats::default(),
         };
         w.refill();
@@ -212,6 +216,12 @@ impl Worker {
         self.updates = Some(updates);
         self.missing = Some(missing);
         self.events = Some(events);
+    }
+
+    /// This worker's waker: the router signals it after queueing an update (and, in a group,
+    /// other workers after handing it packets), so a worker asleep in poll(2) wakes at once.
+    pub fn set_waker(&mut self, waker: Arc<handoff::Waker>) {
+        self.waker = Some(waker);
     }
 
     /// Joins a group of workers: from now on packets whose SA another worker owns are handed
@@ -356,15 +366,21 @@ impl Worker {
                 revents: 0,
             },
         ];
-        // In a group, other workers' handoffs must wake us too.
-        let waker = self
+        // Updates from the router, and in a group other workers' handoffs, wake us too.
+        let inbox = self
             .shard
             .as_ref()
             .filter(|s| s.workers > 1)
-            .map(|s| (&s.wakers[s.id], &s.inbox));
-        if let Some((w, inbox)) = waker {
+            .map(|s| &s.inbox);
+        let waker = self.waker.as_ref().or_else(|| {
+            self.shard
+                .as_ref()
+                .filter(|s| s.workers > 1)
+                .map(|s| &s.wakers[s.id])
+        });
+        if let Some(w) = waker {
             w.sleep_begin();
-            if inbox.iter().any(|c| !c.is_empty()) {
+            if inbox.is_some_and(|i| i.iter().any(|c| !c.is_empty())) {
                 w.sleep_end();
                 return Ok(());
             }
@@ -372,7 +388,7 @@ impl Worker {
         }
         // SAFETY: three valid pollfd entries (a negative fd is ignored by poll).
         let r = unsafe { libc::poll(fds.as_mut_ptr(), 3, POLL_TIMEOUT_MS) };
-        if let Some((w, _)) = waker {
+        if let Some(w) = waker {
             w.sleep_end();
         }
         if r < 0 {
