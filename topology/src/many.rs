@@ -1013,8 +1013,8 @@ pub struct ManyOptions {
     /// The `esprit-lab` executable, whose `many-sim` subcommand is the simulator.
     pub simulator: PathBuf,
     /// gwB's dataplane worker spins (`[workers] poll = "busy"`) instead of sleeping in
-    /// poll(2) when idle. An idle adaptive worker applies SA updates only when it wakes (every
-    /// 20 ms at most), and esprit-ike waits for each of them: about 80 ms per child installed.
+    /// poll(2) when idle (`"adaptive"`, the dataplane's default, which the router wakes for
+    /// every SA update).
     pub busy_poll: bool,
 }
 
@@ -1028,7 +1028,7 @@ impl Default for ManyOptions {
             probes: 4,
             setup_timeout: Duration::from_secs(120),
             simulator: PathBuf::from("esprit-lab"),
-            busy_poll: true,
+            busy_poll: false,
         }
     }
 }

@@ -110,10 +110,10 @@ enum Cmd {
         /// Sites that ping hB through their tunnel.
         #[arg(long, default_value_t = 4)]
         probes: usize,
-        /// gwB's dataplane worker sleeps when idle (`poll = "adaptive"`, its default) instead
-        /// of spinning; SA updates then wait for it to wake.
+        /// gwB's dataplane worker spins (`poll = "busy"`) instead of sleeping when idle
+        /// (`"adaptive"`, its default).
         #[arg(long)]
-        adaptive: bool,
+        busy_poll: bool,
         /// Write the figures here as JSON.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -305,10 +305,10 @@ fn main() -> ExitCode {
             window,
             rekey_secs,
             probes,
-            adaptive,
+            busy_poll,
             json,
             name,
-        } => many_cmd(tunnels, window, rekey_secs, probes, adaptive, json, name),
+        } => many_cmd(tunnels, window, rekey_secs, probes, busy_poll, json, name),
         Cmd::ManySim { options } => match serde_json::from_str(&options) {
             Ok(o) => match topology::many::simulate(&o) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -324,7 +324,7 @@ fn many_cmd(
     window: usize,
     rekey_secs: u64,
     probes: usize,
-    adaptive: bool,
+    busy_poll: bool,
     json: Option<PathBuf>,
     name: String,
 ) -> ExitCode {
@@ -339,7 +339,7 @@ fn many_cmd(
         rekey: std::time::Duration::from_secs(rekey_secs),
         probes,
         simulator,
-        busy_poll: !adaptive,
+        busy_poll,
         ..Default::default()
     };
     let r = match topology::many::run(&o, |m| println!("{m}")) {
