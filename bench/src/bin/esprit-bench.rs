@@ -89,6 +89,10 @@ struct GatewayArgs {
     /// Print every trial (rates, counts, the sockets' drop counters).
     #[arg(long)]
     verbose: bool,
+    /// Measure nothing: read the rows of an earlier run's --json FILE and print the table and
+    /// write --svg / --markdown from them.
+    #[arg(long, value_name = "FILE")]
+    from_json: Option<PathBuf>,
     /// Where the kernel's receive work runs. nic (default): the bench's on the generator core
     /// in pinned real-time NAPI threads; esprit with native XDP, whose veth receive copy runs
     /// on the sending (generator) core as a NIC's DMA would; the kernel's forwarding and
@@ -323,7 +327,54 @@ fn write_file(p: &PathBuf, what: &str, text: &str) -> Result<(), String> {
     std::fs::write(p, text).map_err(|e| format!("{what} {}: {e}", p.display()))
 }
 
+/// Prints the table of an earlier run and writes its plot and Markdown again.
+fn replot(a: &GatewayArgs, p: &PathBuf) -> Result<(), String> {
+    let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+    let doc: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))?;
+    let rows: Vec<gwr::Row> = serde_json::from_value(doc["rows"].clone())
+        .map_err(|e| format!("{}: rows: {e}", p.display()))?;
+    println!("{}", gwr::header());
+    for r in &rows {
+        println!("{}", gwr::line(r));
+    }
+    if let Some(m) = &a.markdown {
+        write_file(m, "--markdown", &gwr::markdown(&rows))?;
+    }
+    if let Some(svg) = &a.svg {
+        let mut sizes: Vec<String> = Vec::new();
+        for r in &rows {
+            let l = match &r.size {
+                serde_json::Value::String(s) => s.clone(),
+                v => v.to_string(),
+            };
+            if !sizes.contains(&l) {
+                sizes.push(l);
+            }
+        }
+        let field = |k: &str| doc[k].as_str().unwrap_or("?").to_string();
+        let plot = gw::svg::plot(
+            &rows,
+            &sizes,
+            "esprit-bench gateway: throughput at <= 0.5% loss",
+            &format!(
+                "{}, {}, {} cores, gwA under test, {} round(s) x {} ms trials",
+                field("date"),
+                field("cpu"),
+                doc["cores"],
+                doc["rounds"],
+                doc["trial_ms"]
+            ),
+        );
+        write_file(svg, "--svg", &plot)?;
+    }
+    Ok(())
+}
+
 fn run_gateway(a: GatewayArgs) -> Result<(), String> {
+    if let Some(p) = &a.from_json {
+        return replot(&a, p);
+    }
     if !topology::netns::is_root() {
         println!("esprit-bench gateway: skipped: building the lab needs root");
         return Ok(());

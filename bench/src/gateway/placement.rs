@@ -6,7 +6,7 @@
 //! in the sender's softirq; without one, the packet goes through the sender's backlog queue.
 //! Left alone, the generator's core would run gwA's receive path (esprit's classifier and
 //! copy, or the kernel's whole forwarding path) and gwA's core would run the sink's. So, in
-//! [`Placement::Split`] (the default, [`Placement::Nic`], differs only for esprit, see there):
+//! [`Placement::Split`] (and in [`Placement::Nic`], the default, except for esprit: see there):
 //! - the bench's two veth ends (hA/eth0, gwB/wan0, native XDP) get threaded NAPI, pinned to
 //!   the generator core and SCHED_FIFO (priority 50): the bench's receive path is part of the
 //!   instrument and, like a NIC's DMA, must not wait for the generator thread's time slice;
@@ -16,7 +16,6 @@
 //!   strongSwan's UDP receive run too. (Native XDP on a veth would run them in the
 //!   generator's softirq; as threaded NAPI on the gateway's core, an ordinary thread starves
 //!   behind the polling worker and a real-time one livelocks it under overload.)
-
 //!
 //! The machine is shared: other work (builds, tests) runs on both cores. The measuring thread,
 //! the gateway's user-space threads (esprit's workers, charon's threads) all run at nice -20,

@@ -4,10 +4,10 @@
 use super::packet::FrameSize;
 use super::systems::{Dir, System};
 use crate::stats::{max, median, min};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Latency percentiles, microseconds.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
 pub struct Latency {
     /// Median.
     pub p50: f64,
@@ -52,7 +52,7 @@ pub struct Measurement {
 }
 
 /// Median and range of a per-round figure.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
 pub struct Spread {
     /// Median over the rounds.
     pub median: f64,
@@ -83,7 +83,7 @@ impl Spread {
 }
 
 /// The summary of one (system, direction, size) over the rounds.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Row {
     /// System key ("esprit").
     pub system: String,

@@ -1,6 +1,7 @@
 //! The plot: throughput at ≤ 0.5% loss (Gbit/s of plaintext) against packet size, one bar per
-//! system with its min–max over the rounds, one panel per direction. Plain SVG text, written
-//! here (no plotting crate; see decision 0009).
+//! system with its min–max over the rounds, one panel per direction, on a logarithmic axis
+//! (the systems differ by two orders of magnitude). Plain SVG text, written here (no plotting
+//! crate; see decision 0009).
 
 use super::report::Row;
 use super::systems::{Dir, System};
@@ -8,7 +9,7 @@ use std::fmt::Write;
 
 const W: f64 = 1000.0;
 const H: f64 = 460.0;
-const TOP: f64 = 70.0;
+const TOP: f64 = 86.0;
 const BOTTOM: f64 = 60.0;
 const LEFT: f64 = 60.0;
 const GAP: f64 = 50.0;
@@ -25,20 +26,11 @@ fn colour(s: &str) -> &'static str {
     }
 }
 
-/// A round upper bound for an axis reaching `v`, and the tick step.
-fn nice_axis(v: f64) -> (f64, f64) {
-    if v <= 0.0 {
-        return (1.0, 0.25);
-    }
-    let mag = 10f64.powf(v.log10().floor());
-    for step in [0.1, 0.2, 0.25, 0.5, 1.0, 2.0, 2.5, 5.0, 10.0] {
-        let s = step * mag;
-        let top = (v / s).ceil() * s;
-        if top / s <= 8.0 {
-            return (top, s);
-        }
-    }
-    (v, v / 4.0)
+/// The decades a logarithmic axis spans to show `lo..=hi` (both positive): 10^a to 10^b.
+fn decades(lo: f64, hi: f64) -> (i32, i32) {
+    let a = lo.max(1e-6).log10().floor() as i32;
+    let b = (hi.max(lo * 10.0).log10().ceil() as i32).max(a + 1);
+    (a, b)
 }
 
 fn esc(s: &str) -> String {
@@ -72,7 +64,12 @@ pub fn plot(rows: &[Row], sizes: &[String], title: &str, subtitle: &str) -> Stri
         v => v.to_string(),
     };
     let ymax = rows.iter().map(|r| r.rfc_gbps.max).fold(0.0, f64::max);
-    let (top, step) = nice_axis(ymax);
+    let ymin = rows
+        .iter()
+        .map(|r| r.rfc_gbps.min)
+        .filter(|v| *v > 0.0)
+        .fold(f64::INFINITY, f64::min);
+    let (da, db) = decades(if ymin.is_finite() { ymin } else { 0.01 }, ymax);
     let panel_w = (W - LEFT - GAP - 20.0) / 2.0;
     let plot_h = H - TOP - BOTTOM;
     let systems: Vec<System> = System::ALL
@@ -84,7 +81,7 @@ pub fn plot(rows: &[Row], sizes: &[String], title: &str, subtitle: &str) -> Stri
     for sys in &systems {
         let _ = writeln!(
             s,
-            r#"<rect x="{lx}" y="50" width="12" height="12" fill="{}"/><text x="{}" y="60">{}</text>"#,
+            r#"<rect x="{lx}" y="48" width="12" height="12" fill="{}"/><text x="{}" y="58">{}</text>"#,
             colour(sys.key()),
             lx + 16.0,
             esc(sys.label())
@@ -93,20 +90,32 @@ pub fn plot(rows: &[Row], sizes: &[String], title: &str, subtitle: &str) -> Stri
     }
     for (pi, dir) in [Dir::Encrypt, Dir::Decrypt].into_iter().enumerate() {
         let x0 = LEFT + pi as f64 * (panel_w + GAP);
-        let y = |v: f64| TOP + plot_h - v / top * plot_h;
-        // Axes and grid.
-        let mut t = 0.0;
-        while t <= top + 1e-9 {
-            let yy = y(t);
-            let _ = writeln!(
-                s,
-                r##"<line x1="{x0}" y1="{yy:.1}" x2="{:.1}" y2="{yy:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end" font-size="10">{}</text>"##,
-                x0 + panel_w,
-                x0 - 4.0,
-                yy + 3.0,
-                trim(t)
-            );
-            t += step;
+        let y = |v: f64| {
+            let f = if v > 0.0 {
+                ((v.log10() - f64::from(da)) / f64::from(db - da)).clamp(0.0, 1.0)
+            } else {
+                0.0
+            };
+            TOP + plot_h - f * plot_h
+        };
+        // Axes and grid: every decade, with 2 and 5 in between.
+        for d in da..=db {
+            for m in [1.0, 2.0, 5.0] {
+                let t = m * 10f64.powi(d);
+                if d == db && m > 1.0 {
+                    break;
+                }
+                let yy = y(t);
+                let _ = writeln!(
+                    s,
+                    r##"<line x1="{x0}" y1="{yy:.1}" x2="{:.1}" y2="{yy:.1}" stroke="{}"/><text x="{:.1}" y="{:.1}" text-anchor="end" font-size="10">{}</text>"##,
+                    x0 + panel_w,
+                    if m == 1.0 { "#bbb" } else { "#eee" },
+                    x0 - 4.0,
+                    yy + 3.0,
+                    trim(t)
+                );
+            }
         }
         let _ = writeln!(
             s,
@@ -129,7 +138,7 @@ pub fn plot(rows: &[Row], sizes: &[String], title: &str, subtitle: &str) -> Stri
         if pi == 0 {
             let _ = writeln!(
                 s,
-                r#"<text transform="translate(16,{:.1}) rotate(-90)" text-anchor="middle">Gbit/s at ≤ 0.5% loss (plaintext)</text>"#,
+                r#"<text transform="translate(16,{:.1}) rotate(-90)" text-anchor="middle">Gbit/s at ≤ 0.5% loss (plaintext, log scale)</text>"#,
                 TOP + plot_h / 2.0
             );
         }
@@ -206,7 +215,7 @@ pub fn plot(rows: &[Row], sizes: &[String], title: &str, subtitle: &str) -> Stri
 
 /// An axis label without needless decimals.
 fn trim(v: f64) -> String {
-    let s = format!("{v:.3}");
+    let s = format!("{v:.6}");
     s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
@@ -228,13 +237,12 @@ mod tests {
     use crate::gateway::report::{rows, Measurement};
 
     #[test]
-    fn axes_are_round() {
-        assert_eq!(nice_axis(3.7), (4.0, 0.5));
-        let (top, step) = nice_axis(0.34);
-        assert!((top - 0.35).abs() < 1e-9 && (step - 0.05).abs() < 1e-12);
-        assert_eq!(nice_axis(0.0), (1.0, 0.25));
-        let (top, step) = nice_axis(17.0);
-        assert!(top >= 17.0 && top / step <= 8.0);
+    fn axes_span_whole_decades() {
+        assert_eq!(decades(0.006, 3.3), (-3, 1));
+        assert_eq!(decades(0.5, 0.5), (-1, 1));
+        assert_eq!(decades(1.0, 10.0), (0, 1));
+        assert_eq!(trim(0.001), "0.001");
+        assert_eq!(trim(2.0), "2");
     }
 
     #[test]
