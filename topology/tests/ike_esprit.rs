@@ -220,7 +220,8 @@ fn fifty_child_and_five_ike_rekeys_from_each_side_lose_no_packet() {
         .split(',')
         .filter_map(|p| p.split_whitespace().next()?.parse().ok())
         .collect();
-    assert!(nums.len() >= 2 && nums[0] > 500, "{summary}");
+    // How many echoes fit in the run depends on the machine's load; a few hundred always do.
+    assert!(nums.len() >= 2 && nums[0] >= 200, "{summary}");
     assert_eq!(
         nums[0], nums[1],
         "packets lost across 100 child and 10 IKE rekeys: {summary}"
