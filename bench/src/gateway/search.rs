@@ -59,10 +59,22 @@ impl Search {
     }
 }
 
+/// The next rate to try between the highest passing `lo` and the lowest failing `hi`: the
+/// middle, or the geometric mean while they are more than 4× apart (a gateway that collapses
+/// under overload, as strongSwan does, receives almost nothing there, so the search starts
+/// orders of magnitude below the bound and halving would need many steps to climb).
+pub fn next_rate(lo: f64, hi: f64) -> f64 {
+    if lo > 0.0 && hi > 4.0 * lo {
+        (lo * hi).sqrt()
+    } else {
+        (lo + hi) / 2.0
+    }
+}
+
 /// Runs the overload trial, then up to `steps` rate-controlled trials: the first at the
-/// overload's receive rate, then halving the interval between the highest passing and the
-/// lowest failing rate (starting from 0 and the overload's offered rate). Stops early once the
-/// interval is under 1% of the upper bound.
+/// overload's receive rate, then splitting the interval between the highest passing and the
+/// lowest failing rate ([`next_rate`], starting from 0 and the overload's offered rate). Stops
+/// early once the interval is under 1% of the upper bound.
 pub fn search(
     steps: usize,
     mut trial: impl FnMut(Option<f64>) -> Result<Trial, String>,
@@ -93,7 +105,7 @@ pub fn search(
         if hi - lo < 0.01 * hi {
             break;
         }
-        rate = (lo + hi) / 2.0;
+        rate = next_rate(lo, hi);
     }
     Ok(Search {
         overload,
@@ -181,6 +193,29 @@ mod tests {
         assert!(!offered_in_full(&t));
         t.received = 890;
         assert!(!passes(&t), "1.1% loss");
+    }
+
+    #[test]
+    fn a_collapse_under_overload_is_climbed_out_of_geometrically() {
+        // 1 000 packets/s get through under overload; 20 000/s would pass.
+        let mut calls = 0;
+        let s = search(4, |rate| {
+            calls += 1;
+            let mut t = model(20_000.0, 900_000.0)(rate)?;
+            if rate.is_none() {
+                t.received = 1000;
+                t.received_in_window = 1000;
+            }
+            Ok(t)
+        })
+        .unwrap();
+        assert_eq!(calls, 5);
+        // 1 000 passes, then sqrt(1e3 * 9e5) = 30 000 fails, sqrt(1e3 * 3e4) = 5 477 passes,
+        // sqrt(5 477 * 3e4) = 12 819 passes.
+        let best = s.best.unwrap().tx_pps();
+        assert!((12_000.0..=20_000.0).contains(&best), "{best}");
+        assert_eq!(next_rate(100.0, 300.0), 200.0);
+        assert_eq!(next_rate(0.0, 300.0), 150.0);
     }
 
     #[test]
