@@ -128,6 +128,8 @@ pub struct HandoffStats {
 const IDLE_SPINS: u32 = 256;
 /// Longest sleep, so a stop request is noticed promptly.
 const POLL_TIMEOUT_MS: i32 = 20;
+/// Most TX kicks per side per round (see `poll_once`).
+const MAX_KICKS: u32 = 8;
 
 /// One worker: its sockets, UMEM, free frames and pipeline.
 pub struct Worker {
@@ -409,8 +411,18 @@ impl Worker {
         let b = self.rx_batch(Port::Wan)?;
         let c = self.drain_inbox();
         for s in [&self.wan, &self.lan] {
-            if s.tx.pending() > 0 {
+            // A copy-mode kick sends at most 32 frames (the kernel's TX budget) while a round
+            // queues up to 64 per side: kick until the ring drains (a few times at most, and
+            // only while the kernel makes progress: zero-copy kicks complete asynchronously),
+            // so frames do not wait a round in the TX ring and starve the fill rings.
+            let mut kicks = 0;
+            while s.tx.pending() > 0 && kicks < MAX_KICKS {
+                let before = s.tx.pending();
                 s.kick_tx()?;
+                kicks += 1;
+                if s.tx.pending() >= before {
+                    break;
+                }
             }
         }
         Ok(a + b + c)
