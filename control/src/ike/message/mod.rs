@@ -141,6 +141,83 @@ impl Message {
         })
     }
 
+    /// The SA payload's proposals.
+    pub fn sa(&self) -> Option<&Vec<Proposal>> {
+        self.find(|p| {
+            if let Payload::Sa(s) = p {
+                Some(s)
+            } else {
+                None
+            }
+        })
+    }
+
+    /// The KE payload: group and public value.
+    pub fn ke(&self) -> Option<(u16, &Vec<u8>)> {
+        self.find(|p| {
+            if let Payload::Ke { group, data } = p {
+                Some((*group, data))
+            } else {
+                None
+            }
+        })
+    }
+
+    /// The Nonce payload.
+    pub fn nonce(&self) -> Option<&Vec<u8>> {
+        self.find(|p| {
+            if let Payload::Nonce(n) = p {
+                Some(n)
+            } else {
+                None
+            }
+        })
+    }
+
+    /// The IDi payload: ID type and data.
+    pub fn id_i(&self) -> Option<(u8, &Vec<u8>)> {
+        self.find(|p| {
+            if let Payload::IdI { id_type, data } = p {
+                Some((*id_type, data))
+            } else {
+                None
+            }
+        })
+    }
+
+    /// The IDr payload: ID type and data.
+    pub fn id_r(&self) -> Option<(u8, &Vec<u8>)> {
+        self.find(|p| {
+            if let Payload::IdR { id_type, data } = p {
+                Some((*id_type, data))
+            } else {
+                None
+            }
+        })
+    }
+
+    /// The TSi payload's selectors.
+    pub fn ts_i(&self) -> Option<&Vec<TrafficSelector>> {
+        self.find(|p| {
+            if let Payload::TsI(t) = p {
+                Some(t)
+            } else {
+                None
+            }
+        })
+    }
+
+    /// The TSr payload's selectors.
+    pub fn ts_r(&self) -> Option<&Vec<TrafficSelector>> {
+        self.find(|p| {
+            if let Payload::TsR(t) = p {
+                Some(t)
+            } else {
+                None
+            }
+        })
+    }
+
     /// The first payload of a type, by a selector closure.
     pub fn find<'a, T>(&'a self, f: impl FnMut(&'a Payload) -> Option<T>) -> Option<T> {
         self.payloads.iter().find_map(f)

@@ -619,27 +619,9 @@ impl IkeSa {
                 data: message::encode_plain(&hh, &p),
             });
         };
-        let sa = m.find(|p| {
-            if let Payload::Sa(s) = p {
-                Some(s)
-            } else {
-                None
-            }
-        });
-        let ke = m.find(|p| {
-            if let Payload::Ke { group, data } = p {
-                Some((*group, data))
-            } else {
-                None
-            }
-        });
-        let nonce = m.find(|p| {
-            if let Payload::Nonce(n) = p {
-                Some(n)
-            } else {
-                None
-            }
-        });
+        let sa = m.sa();
+        let ke = m.ke();
+        let nonce = m.nonce();
         let (Some(sa), Some((group, kedata)), Some(ni)) = (sa, ke, nonce) else {
             plain_reply(
                 ctx,
@@ -979,27 +961,9 @@ impl IkeSa {
             let reason = format!("IKE_SA_INIT refused: {}", nt::name(e.ntype));
             return self.die(ctx, reason);
         }
-        let sa = m.find(|p| {
-            if let Payload::Sa(s) = p {
-                Some(s)
-            } else {
-                None
-            }
-        });
-        let ke = m.find(|p| {
-            if let Payload::Ke { group, data } = p {
-                Some((*group, data))
-            } else {
-                None
-            }
-        });
-        let nonce = m.find(|p| {
-            if let Payload::Nonce(n) = p {
-                Some(n)
-            } else {
-                None
-            }
-        });
+        let sa = m.sa();
+        let ke = m.ke();
+        let nonce = m.nonce();
         let (Some(sa), Some((group, kedata)), Some(nr)) = (sa, ke, nonce) else {
             return self.die(ctx, "IKE_SA_INIT response lacks SA, KE or Nonce".into());
         };
@@ -1255,13 +1219,7 @@ impl IkeSa {
     }
 
     fn on_auth_response(&mut self, ctx: &mut Ctx<'_>, m: Message, child: PendingChild) {
-        let idr = m.find(|p| {
-            if let Payload::IdR { id_type, data } = p {
-                Some((*id_type, data.clone()))
-            } else {
-                None
-            }
-        });
+        let idr = m.id_r().map(|(t, d)| (t, d.clone()));
         let has_auth = m.payloads.iter().any(|p| matches!(p, Payload::Auth { .. }));
         if !has_auth {
             let reason = m
@@ -1342,27 +1300,9 @@ impl IkeSa {
         if let Some(e) = m.error_notify() {
             return fail(self, ctx, format!("refused: {}", nt::name(e.ntype)));
         }
-        let sa = m.find(|p| {
-            if let Payload::Sa(s) = p {
-                Some(s)
-            } else {
-                None
-            }
-        });
-        let tsi = m.find(|p| {
-            if let Payload::TsI(t) = p {
-                Some(t)
-            } else {
-                None
-            }
-        });
-        let tsr = m.find(|p| {
-            if let Payload::TsR(t) = p {
-                Some(t)
-            } else {
-                None
-            }
-        });
+        let sa = m.sa();
+        let tsi = m.ts_i();
+        let tsr = m.ts_r();
         let (Some(sa), Some(tsi), Some(tsr)) = (sa, tsi, tsr) else {
             return fail(self, ctx, "answer lacks SA or traffic selectors".into());
         };
@@ -1390,13 +1330,11 @@ impl IkeSa {
         }
         let shared = match (&child.ke, suite.dh) {
             (Some(ke), Some(g)) if g == ke.group() => {
-                let Some(kedata) = m.find(|p| {
-                    if let Payload::Ke { group, data } = p {
-                        (*group == g.transform_id()).then_some(data)
-                    } else {
-                        None
-                    }
-                }) else {
+                let Some(kedata) = m
+                    .ke()
+                    .filter(|(group, _)| *group == g.transform_id())
+                    .map(|(_, d)| d)
+                else {
                     return fail(self, ctx, "answer lacks the KE payload".into());
                 };
                 match ke.shared_secret(kedata) {
@@ -1613,20 +1551,8 @@ impl IkeSa {
 
     fn on_auth_request(&mut self, ctx: &mut Ctx<'_>, m: Message) {
         let id = m.header.message_id;
-        let idi = m.find(|p| {
-            if let Payload::IdI { id_type, data } = p {
-                Some((*id_type, data.clone()))
-            } else {
-                None
-            }
-        });
-        let idr = m.find(|p| {
-            if let Payload::IdR { id_type, data } = p {
-                Some((*id_type, data.clone()))
-            } else {
-                None
-            }
-        });
+        let idi = m.id_i().map(|(t, d)| (t, d.clone()));
+        let idr = m.id_r().map(|(t, d)| (t, d.clone()));
         let auth_failed = |this: &mut IkeSa, ctx: &mut Ctx<'_>, reason: String| {
             this.respond(
                 ctx,
@@ -1866,23 +1792,13 @@ impl IkeSa {
 
     fn on_create_child_request(&mut self, ctx: &mut Ctx<'_>, m: Message) {
         let id = m.header.message_id;
-        let sa_is_ike = m.find(|p| {
-            if let Payload::Sa(s) = p {
-                s.first().map(|x| x.protocol == protocol::IKE)
-            } else {
-                None
-            }
-        });
+        let sa_is_ike = m
+            .sa()
+            .and_then(|s| s.first().map(|x| x.protocol == protocol::IKE));
         if sa_is_ike == Some(true) {
             return self.on_rekey_ike_request(ctx, m);
         }
-        let Some(ni) = m.find(|p| {
-            if let Payload::Nonce(n) = p {
-                Some(n.clone())
-            } else {
-                None
-            }
-        }) else {
+        let Some(ni) = m.nonce().cloned() else {
             return self.respond(
                 ctx,
                 exchange::CREATE_CHILD_SA,
@@ -1908,13 +1824,7 @@ impl IkeSa {
                 ))],
             );
         }
-        let ke = m.find(|p| {
-            if let Payload::Ke { group, data } = p {
-                Some((*group, data.clone()))
-            } else {
-                None
-            }
-        });
+        let ke = m.ke().map(|(g, d)| (g, d.clone()));
         let ke = match ke {
             None => Some(None),
             Some((g, d)) => match DhGroup::from_transform(g) {
@@ -2013,13 +1923,7 @@ impl IkeSa {
                 return;
             }
         }
-        let nr = m.find(|p| {
-            if let Payload::Nonce(n) = p {
-                Some(n.clone())
-            } else {
-                None
-            }
-        });
+        let nr = m.nonce().cloned();
         match nr {
             Some(nr) => {
                 let old = child.rekey_of;
@@ -2493,27 +2397,9 @@ impl IkeSa {
             // TEMPORARY_FAILURE); our own exchange goes on.
             return refuse(self, ctx, Notify::new(nt::TEMPORARY_FAILURE, Vec::new()));
         }
-        let sa = m.find(|p| {
-            if let Payload::Sa(s) = p {
-                Some(s)
-            } else {
-                None
-            }
-        });
-        let ni = m.find(|p| {
-            if let Payload::Nonce(n) = p {
-                Some(n.clone())
-            } else {
-                None
-            }
-        });
-        let ke = m.find(|p| {
-            if let Payload::Ke { group, data } = p {
-                Some((*group, data.clone()))
-            } else {
-                None
-            }
-        });
+        let sa = m.sa();
+        let ni = m.nonce().cloned();
+        let ke = m.ke().map(|(g, d)| (g, d.clone()));
         let (Some(sa), Some(ni), Some((group, kedata))) = (sa, ni, ke) else {
             return refuse(self, ctx, Notify::new(nt::INVALID_SYNTAX, Vec::new()));
         };
@@ -2601,27 +2487,9 @@ impl IkeSa {
         if let Some(e) = m.error_notify() {
             return retry_later(self, ctx, nt::name(e.ntype).to_string());
         }
-        let sa = m.find(|p| {
-            if let Payload::Sa(s) = p {
-                Some(s.clone())
-            } else {
-                None
-            }
-        });
-        let nr = m.find(|p| {
-            if let Payload::Nonce(n) = p {
-                Some(n.clone())
-            } else {
-                None
-            }
-        });
-        let kedata = m.find(|p| {
-            if let Payload::Ke { data, .. } = p {
-                Some(data.clone())
-            } else {
-                None
-            }
-        });
+        let sa = m.sa().cloned();
+        let nr = m.nonce().cloned();
+        let kedata = m.ke().map(|(_, d)| d.clone());
         let (Some(sa), Some(nr), Some(kedata)) = (sa, nr, kedata) else {
             return retry_later(self, ctx, "answer lacks SA, nonce or KE".into());
         };
