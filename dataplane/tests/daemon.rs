@@ -1,6 +1,9 @@
 //! The `esprit-dataplane` daemon end to end: two daemons keyed by SA files carry ping (IPv4,
 //! IPv6) and a TCP transfer checked by SHA-256 between two sites; SIGTERM prints and writes
-//! counters and detaches XDP; SIGKILL leaves no XDP program behind. Needs root.
+//! counters; the gateway fails closed: with default routes and forwarding on, neither SIGKILL
+//! nor SIGTERM lets site traffic leave the WAN in clear text (the XDP programs stay and drop),
+//! a restart replaces the programs and carries traffic again, fail_mode = "open" detaches on
+//! exit, and `--detach` removes the programs. Needs root.
 
 mod common;
 use common::{enter, is_root, two_sites, two_sites_q};
@@ -56,8 +59,14 @@ fn start(ns: &str, dir: &Path, name: &str) -> Daemon {
         child,
         ns: ns.to_string(),
     };
+    // Ready once the API answers: the classifiers are attached first, the API opens after the
+    // sockets are registered.
+    let sock = dir.join(format!("{name}.sock"));
     let deadline = Instant::now() + Duration::from_secs(15);
-    while !(xdp_attached(ns, "wan0") && xdp_attached(ns, "lan0")) {
+    while !(std::os::unix::net::UnixStream::connect(&sock).is_ok()
+        && xdp_attached(ns, "wan0")
+        && xdp_attached(ns, "lan0"))
+    {
         if let Some(st) = d.child.try_wait().unwrap() {
             let mut err = String::new();
             d.child
@@ -389,8 +398,8 @@ fn two_daemons_carry_ping_and_tcp() {
             .unwrap();
         assert!(st.success(), "daemon in {} exited with {st}: {err}", d.ns);
         assert!(
-            !xdp_attached(&d.ns, "wan0") && !xdp_attached(&d.ns, "lan0"),
-            "XDP detached on SIGTERM"
+            xdp_attached(&d.ns, "wan0") && xdp_attached(&d.ns, "lan0"),
+            "fail closed: XDP stays attached after SIGTERM"
         );
         outputs.push(out);
     }
@@ -456,27 +465,250 @@ fn two_daemons_carry_ping_and_tcp() {
     drop(ns);
 }
 
+/// What an AF_PACKET capture on one interface saw: site-to-site packets in clear text
+/// (IPv4 or IPv6 between 10.201.1.0/24 / fd00:201:1::/64 and 10.201.2.0/24 / fd00:201:2::/64,
+/// either way) and ESP packets.
+#[derive(Debug, Default, Clone, Copy)]
+struct Seen {
+    clear: u32,
+    esp: u32,
+}
+
+fn classify(frame: &[u8], seen: &mut Seen) {
+    if frame.len() < 14 {
+        return;
+    }
+    let site = |a: &[u8], v6: bool| -> Option<u8> {
+        match (v6, a) {
+            (false, [10, 201, s @ (1 | 2), _]) => Some(*s),
+            (true, [0xfd, 0, 2, 1, 0, s @ (1 | 2), ..]) => Some(*s),
+            _ => None,
+        }
+    };
+    let l3 = &frame[14..];
+    let (proto, src, dst) = match u16::from_be_bytes([frame[12], frame[13]]) {
+        0x0800 if l3.len() >= 20 => (l3[9], site(&l3[12..16], false), site(&l3[16..20], false)),
+        0x86dd if l3.len() >= 40 => (l3[6], site(&l3[8..24], true), site(&l3[24..40], true)),
+        _ => return,
+    };
+    if proto == 50 {
+        seen.esp += 1;
+    }
+    if matches!((src, dst), (Some(a), Some(b)) if a != b) {
+        seen.clear += 1;
+    }
+}
+
+/// Captures every frame sent or received on `dev` in `ns` until `stop` is set.
+fn capture(
+    ns: &str,
+    dev: &str,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<Seen> {
+    let (ns, dev) = (ns.to_string(), dev.to_string());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let h = std::thread::spawn(move || {
+        enter(&ns);
+        let all = (libc::ETH_P_ALL as u16).to_be();
+        // SAFETY: plain socket(2); the descriptor is owned below.
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(all)) };
+        assert!(fd >= 0, "AF_PACKET: {}", std::io::Error::last_os_error());
+        // SAFETY: `fd` is new and owned by nothing else.
+        let sock = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&sock);
+        let ifindex = dataplane::xdp::sys::ifindex(&dev).unwrap();
+        // SAFETY: an all-zero sockaddr_ll is valid; the fields are set below.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = all;
+        sll.sll_ifindex = ifindex as i32;
+        // SAFETY: `sll` is a valid sockaddr_ll of the size given.
+        let r = unsafe {
+            libc::bind(
+                fd,
+                &sll as *const libc::sockaddr_ll as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        assert_eq!(r, 0, "bind AF_PACKET: {}", std::io::Error::last_os_error());
+        let tv = libc::timeval {
+            tv_sec: 0,
+            tv_usec: 100_000,
+        };
+        // SAFETY: `tv` is a valid timeval of the size given.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                &tv as *const libc::timeval as *const libc::c_void,
+                std::mem::size_of::<libc::timeval>() as u32,
+            )
+        };
+        tx.send(()).unwrap();
+        let mut seen = Seen::default();
+        let mut buf = [0u8; 2048];
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            // SAFETY: `buf` is writable for its length.
+            let n = unsafe { libc::recv(fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len(), 0) };
+            if n > 0 {
+                classify(&buf[..n as usize], &mut seen);
+            }
+        }
+        seen
+    });
+    rx.recv().expect("capture started");
+    h
+}
+
+/// Pings `dst` from `ns` for about 3 s while capturing on gwA's WAN; returns (replies, seen,
+/// ping's output).
+fn ping_and_capture(ns: &str, dst: &str, wan_ns: &str) -> (u32, Seen, String) {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let cap = capture(wan_ns, "wan0", stop.clone());
+    let out = Command::new("ip")
+        .args([
+            "netns", "exec", ns, "ping", "-c", "15", "-i", "0.2", "-W", "1", dst,
+        ])
+        .output()
+        .expect("ping");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let seen = cap.join().unwrap();
+    let replies = text
+        .split(" received")
+        .next()
+        .and_then(|t| t.rsplit(", ").next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    (replies, seen, text)
+}
+
+/// The world of a real gateway: default routes (each gateway's via the other's WAN address)
+/// and forwarding on, so the kernel would carry site traffic in clear text if it ever saw it.
+fn default_routes(gwa: &str, gwb: &str) {
+    for (ns, via4, via6) in [
+        (gwa, "10.200.0.2", "fd00:200::2"),
+        (gwb, "10.200.0.1", "fd00:200::1"),
+    ] {
+        common::ip(&["-n", ns, "route", "add", "default", "via", via4]);
+        common::ip(&["-n", ns, "-6", "route", "add", "default", "via", via6]);
+        for k in ["net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"] {
+            let st = Command::new("ip")
+                .args(["netns", "exec", ns, "sysctl", "-qw", k])
+                .status()
+                .unwrap();
+            assert!(st.success(), "sysctl {k} in {ns}");
+        }
+    }
+}
+
+fn wait_exit(d: &mut Daemon) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(st) = d.child.try_wait().unwrap() {
+            return st;
+        }
+        assert!(Instant::now() < deadline, "daemon in {} did not exit", d.ns);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
-fn sigkill_leaves_no_xdp_program() {
+fn the_gateway_fails_closed_on_sigkill_and_sigterm_and_a_restart_recovers() {
     if !is_root() {
         eprintln!("skipping: needs root");
         return;
     }
-    let ns = two_sites("dk");
-    let gwa = ns.name(1).to_string();
-    let dir = tmpdir("dk");
+    let ns = two_sites("fc");
+    let (ha, gwa, gwb) = (ns.name(0), ns.name(1), ns.name(2));
+    default_routes(gwa, gwb);
+    let dir = tmpdir("fc");
     write_configs(&dir);
-    let mut a = start(&gwa, &dir, "gwA");
+    let mut a = start(gwa, &dir, "gwA");
+    let mut b = start(gwb, &dir, "gwB");
+    let (replies, seen, text) = ping_and_capture(ha, "10.201.2.2", gwa);
+    assert!(replies >= 10, "the tunnel carries ping: {text}");
+    assert_eq!(seen.clear, 0, "no clear text while forwarding: {seen:?}");
+
     signal(&a, "-KILL");
-    let _ = a.child.wait();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while xdp_attached(&gwa, "wan0") || xdp_attached(&gwa, "lan0") {
-        assert!(
-            Instant::now() < deadline,
-            "XDP program still attached after SIGKILL"
-        );
-        std::thread::sleep(Duration::from_millis(50));
+    wait_exit(&mut a);
+    let (replies, seen, _) = ping_and_capture(ha, "10.201.2.2", gwa);
+    assert_eq!(seen.clear, 0, "SIGKILL: no clear text on the WAN: {seen:?}");
+    assert_eq!(replies, 0, "SIGKILL: nothing crosses: {seen:?}");
+    assert!(
+        xdp_attached(gwa, "lan0") && xdp_attached(gwa, "wan0"),
+        "the classifiers outlive a SIGKILL"
+    );
+
+    // Manual keys restart their sequence numbers, which gwB's replay window refuses: gwB
+    // restarts too (and replaces its own programs).
+    signal(&b, "-TERM");
+    assert!(wait_exit(&mut b).success());
+    let _b = start(gwb, &dir, "gwB");
+    let mut a = start(gwa, &dir, "gwA");
+    let (replies, seen, text) = ping_and_capture(ha, "10.201.2.2", gwa);
+    assert!(
+        replies >= 10,
+        "after a restart the tunnel carries ping again: {text}"
+    );
+    assert_eq!(seen.clear, 0, "{seen:?}");
+
+    signal(&a, "-TERM");
+    assert!(wait_exit(&mut a).success());
+    assert!(
+        xdp_attached(gwa, "lan0") && xdp_attached(gwa, "wan0"),
+        "fail closed: SIGTERM leaves the classifiers"
+    );
+    let (replies, seen, _) = ping_and_capture(ha, "10.201.2.2", gwa);
+    assert_eq!(seen.clear, 0, "SIGTERM: no clear text on the WAN: {seen:?}");
+    assert_eq!(replies, 0, "SIGTERM: nothing crosses");
+
+    // Decommissioning: --detach removes them, and the kernel forwards by its routes again.
+    let out = Command::new("ip")
+        .args(["netns", "exec", gwa, env!("CARGO_BIN_EXE_esprit-dataplane")])
+        .arg("--detach")
+        .arg("--config")
+        .arg(dir.join("gwA.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "--detach: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!xdp_attached(gwa, "lan0") && !xdp_attached(gwa, "wan0"));
+    let (_, seen, _) = ping_and_capture(ha, "10.201.2.2", gwa);
+    assert!(
+        seen.clear > 0,
+        "without esprit the default route leaks: the capture would have seen it: {seen:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    drop(ns);
+}
+
+#[test]
+fn fail_mode_open_detaches_on_exit() {
+    if !is_root() {
+        eprintln!("skipping: needs root");
+        return;
     }
+    let ns = two_sites("fo");
+    let gwa = ns.name(1).to_string();
+    let dir = tmpdir("fo");
+    write_configs(&dir);
+    let cfg = dir.join("gwA.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, format!("fail_mode = \"open\"\n{text}")).unwrap();
+    let mut a = start(&gwa, &dir, "gwA");
+    signal(&a, "-TERM");
+    assert!(wait_exit(&mut a).success());
+    assert!(
+        !xdp_attached(&gwa, "wan0") && !xdp_attached(&gwa, "lan0"),
+        "fail open: SIGTERM detaches the classifiers"
+    );
     let _ = std::fs::remove_dir_all(&dir);
     drop(ns);
 }

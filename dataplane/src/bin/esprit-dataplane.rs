@@ -19,6 +19,10 @@ struct Args {
     /// Write the final counters as JSON to this file on exit.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Remove the XDP programs a fail-closed dataplane leaves on the configuration's LAN and
+    /// WAN interfaces (decommissioning: the kernel forwards between them again), then exit.
+    #[arg(long)]
+    detach: bool,
 }
 
 fn main() -> ExitCode {
@@ -30,6 +34,23 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if args.detach {
+        let mut ok = true;
+        for iface in [&cfg.lan.interface, &cfg.wan.interface] {
+            match dataplane::xdp::program::detach_all(iface) {
+                Ok(()) => eprintln!("esprit-dataplane: XDP detached from {iface}"),
+                Err(e) => {
+                    eprintln!("esprit-dataplane: detaching XDP from {iface}: {e}");
+                    ok = false;
+                }
+            }
+        }
+        return if ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        };
+    }
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         if let Err(e) = signal_hook::flag::register(sig, stop.clone()) {

@@ -29,6 +29,29 @@ pub struct SideConfig {
     pub mtu: Option<usize>,
 }
 
+/// What the gateway does with transit traffic while no dataplane forwards it (the daemon is
+/// starting, stopped or dead).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FailMode {
+    /// The XDP classifiers stay attached and drop what the workers would have taken: traffic
+    /// between the sites never reaches the kernel, whatever routes it has.
+    #[default]
+    Closed,
+    /// The classifiers are detached on exit and pass traffic to the kernel while no worker
+    /// takes it: the kernel forwards it by its own routes, possibly in clear text.
+    Open,
+}
+
+impl FailMode {
+    /// The configuration spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            FailMode::Closed => "closed",
+            FailMode::Open => "open",
+        }
+    }
+}
+
 /// The daemon's configuration, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DataplaneConfig {
@@ -62,6 +85,8 @@ pub struct DataplaneConfig {
     pub icmp_rate: u32,
     /// Routes for traffic no SA's selectors claim.
     pub routes: Vec<(Prefix, RouteAction)>,
+    /// Fail closed (default) or open.
+    pub fail_mode: FailMode,
 }
 
 #[derive(Deserialize)]
@@ -69,6 +94,7 @@ pub struct DataplaneConfig {
 struct Raw {
     sa_file: Option<Spanned<String>>,
     api_socket: Option<Spanned<String>>,
+    fail_mode: Option<Spanned<String>>,
     lan: Spanned<RawSide>,
     wan: Spanned<RawSide>,
     workers: Option<Spanned<RawWorkers>>,
@@ -273,7 +299,21 @@ impl DataplaneConfig {
             mss_clamp: true,
             icmp_rate: 100,
             routes: Vec::new(),
+            fail_mode: FailMode::Closed,
         };
+        if let Some(f) = &raw.fail_mode {
+            c.fail_mode = match f.get_ref().as_str() {
+                "closed" => FailMode::Closed,
+                "open" => FailMode::Open,
+                o => {
+                    return Err(cx.err(
+                        f.span(),
+                        "fail_mode",
+                        format!("expected \"closed\" or \"open\", got {o:?}"),
+                    ))
+                }
+            };
+        }
         for (i, r) in raw.route.iter().enumerate() {
             let r = r.get_ref();
             let key = |k: &str| format!("route[{i}].{k}");
@@ -494,6 +534,10 @@ backend = "aws-lc-rs"
             RouteAction::Tunnel("10.200.0.2".parse().unwrap())
         );
         assert_eq!(c.routes[1].1, RouteAction::Bypass);
+        assert_eq!(c.fail_mode, FailMode::Closed);
+        let c =
+            DataplaneConfig::parse(&format!("fail_mode = \"open\"\n{EXAMPLE}"), "dp.toml").unwrap();
+        assert_eq!(c.fail_mode, FailMode::Open);
     }
 
     #[test]
@@ -542,5 +586,8 @@ backend = "aws-lc-rs"
         )
         .unwrap_err();
         assert!(e.message.contains("colour"), "{e}");
+        let e = DataplaneConfig::parse(&format!("fail_mode = \"ajar\"\n{EXAMPLE}"), "dp.toml")
+            .unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("fail_mode"));
     }
 }

@@ -1,6 +1,6 @@
 //! Start-up, the control thread and shutdown of the dataplane daemon.
 
-use super::config::{DataplaneConfig, SideConfig};
+use super::config::{DataplaneConfig, FailMode, SideConfig};
 use crate::api::server::{ApiServer, EventHub};
 use crate::api::Snapshot;
 use crate::daemon::router::Router;
@@ -138,20 +138,55 @@ pub fn run(
     };
     let (lan_side, lan_addrs, lan_ifindex) = side(&cfg.lan)?;
     let (wan_side, wan_addrs, wan_ifindex) = side(&cfg.wan)?;
+    let mut ports = vec![crate::sa::config::NAT_T_PORT];
+    for e in sas.iter().filter_map(|s| s.encap) {
+        if !ports.contains(&e.dst_port) {
+            ports.push(e.dst_port);
+        }
+    }
+    // Attach first, replacing atomically whatever an earlier instance left attached: from here
+    // on, in fail-closed mode, transit traffic the workers do not take yet is dropped in XDP.
+    let no_socket_action = match cfg.fail_mode {
+        FailMode::Closed => action::DROP,
+        FailMode::Open => action::PASS,
+    };
+    let (wan4, wan6) = split(&wan_addrs);
+    let all: Vec<IpAddr> = lan_addrs.iter().chain(wan_addrs.iter()).copied().collect();
+    let (all4, all6) = split(&all);
+    let wan_cls = Classifier::load(
+        &ClassifierSpec {
+            role: Role::Wan,
+            local_v4: wan4,
+            local_v6: wan6,
+            nat_t_ports: ports,
+            no_socket_action,
+        },
+        n as u32,
+    )?;
+    let lan_cls = Classifier::load(
+        &ClassifierSpec {
+            role: Role::Lan,
+            local_v4: all4,
+            local_v6: all6,
+            nat_t_ports: vec![],
+            no_socket_action,
+        },
+        n as u32,
+    )?;
+    let mut lan_xdp = lan_cls.attach_persistent(&cfg.lan.interface, cfg.generic_xdp)?;
+    let mut wan_xdp = wan_cls.attach_persistent(&cfg.wan.interface, cfg.generic_xdp)?;
+    if cfg.fail_mode == FailMode::Open {
+        lan_xdp.detach_on_drop();
+        wan_xdp.detach_on_drop();
+    }
     let mut dbs: Vec<SaDb> = (0..n).map(|_| SaDb::new(cfg.backend)).collect();
     let mut policies = Policies::default();
-    let mut ports = vec![crate::sa::config::NAT_T_PORT];
     let mut peer_hops: Vec<IpAddr> = Vec::new();
     let (channels, receivers): (Vec<_>, Vec<_>) =
         (0..n).map(|_| sync_channel::<WorkerUpdate>(1024)).unzip();
     let router = Arc::new(Router::new(channels));
     for sa in sas.iter().filter(|s| s.direction == Direction::In) {
         let owner = router.owner(sa);
-        if let Some(e) = sa.encap {
-            if !ports.contains(&e.dst_port) {
-                ports.push(e.dst_port);
-            }
-        }
         dbs[owner].insert(sa.clone())?;
         router.note_inbound(sa, owner);
     }
@@ -212,7 +247,10 @@ pub fn run(
             poll: cfg.poll,
             mode: cfg.mode,
         };
-        let mut w = Worker::new(wcfg, pipeline).map_err(DaemonError::Socket)?;
+        let mut w = bind_worker(&wcfg, || {
+            Pipeline::new(SaDb::new(cfg.backend), lan_side.clone(), wan_side.clone())
+        })?;
+        w.pipeline = pipeline;
         w.connect(rx, mtx.clone(), etx.clone());
         w.set_waker(wakers[i].clone());
         if n > 1 {
@@ -227,29 +265,6 @@ pub fn run(
         }
         workers.push(w);
     }
-    let (wan4, wan6) = split(&wan_addrs);
-    let all: Vec<IpAddr> = lan_addrs.iter().chain(wan_addrs.iter()).copied().collect();
-    let (all4, all6) = split(&all);
-    let wan_cls = Classifier::load(
-        &ClassifierSpec {
-            role: Role::Wan,
-            local_v4: wan4,
-            local_v6: wan6,
-            nat_t_ports: ports,
-            no_socket_action: action::PASS,
-        },
-        n as u32,
-    )?;
-    let lan_cls = Classifier::load(
-        &ClassifierSpec {
-            role: Role::Lan,
-            local_v4: all4,
-            local_v6: all6,
-            nat_t_ports: vec![],
-            no_socket_action: action::PASS,
-        },
-        n as u32,
-    )?;
     for (i, w) in workers.iter().enumerate() {
         wan_cls.register_socket(i as u32, w.wan_fd())?;
         lan_cls.register_socket(i as u32, w.lan_fd())?;
@@ -286,11 +301,8 @@ pub fn run(
                 .expect("spawn worker thread"),
         );
     }
-    // Attach last: from here on the kernel hands packets to the sockets.
-    let _wan_link = wan_cls.attach(&cfg.wan.interface, cfg.generic_xdp)?;
-    let _lan_link = lan_cls.attach(&cfg.lan.interface, cfg.generic_xdp)?;
     ready(&format!(
-        "esprit-dataplane: {} SAs, lan {} wan {}, {} worker{}{}, {}, backend {}, API {}",
+        "esprit-dataplane: {} SAs, lan {} wan {}, {} worker{}{}, {}, fail {}, backend {}, API {}",
         sas.len(),
         cfg.lan.interface,
         cfg.wan.interface,
@@ -306,6 +318,7 @@ pub fn run(
         } else {
             "native XDP"
         },
+        cfg.fail_mode.name(),
         cfg.backend.name(),
         cfg.api_socket.display()
     ));
@@ -319,6 +332,21 @@ pub fn run(
         parts.push(w.snapshot());
     }
     Ok(crate::daemon::router::merge(parts))
+}
+
+/// Creates a worker and binds its sockets. The kernel releases a dead predecessor's AF_XDP
+/// sockets from their queues asynchronously, so a quick restart can find a queue still busy:
+/// binding is retried for up to 5 s. The worker starts with the (empty) pipeline `empty` makes.
+fn bind_worker(wcfg: &WorkerConfig, empty: impl Fn() -> Pipeline) -> Result<Worker, DaemonError> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match Worker::new(wcfg.clone(), empty()) {
+            Err(e) if e.kind() == std::io::ErrorKind::ResourceBusy && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            r => return r.map_err(DaemonError::Socket),
+        }
+    }
 }
 
 /// Slots in each handoff ring (one per ordered pair of workers).

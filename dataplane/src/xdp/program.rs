@@ -19,6 +19,14 @@ use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, OwnedFd};
 
+/// Removes whatever XDP program is attached to `iface` through rtnetlink, in native and in
+/// generic mode (decommissioning a fail-closed gateway).
+pub fn detach_all(iface: &str) -> io::Result<()> {
+    let ifindex = sys::ifindex(iface)?;
+    sys::detach_xdp_netlink(ifindex, sys::XDP_FLAGS_DRV_MODE)?;
+    sys::detach_xdp_netlink(ifindex, sys::XDP_FLAGS_SKB_MODE)
+}
+
 /// Which side of the gateway an interface is on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -39,8 +47,9 @@ pub struct ClassifierSpec {
     pub local_v6: Vec<Ipv6Addr>,
     /// UDP ports on which ESP-in-UDP arrives (WAN).
     pub nat_t_ports: Vec<u16>,
-    /// Verdict when no AF_XDP socket is bound on the packet's queue: `action::PASS` in
-    /// production (the kernel handles it), a distinct value in tests.
+    /// Verdict when no AF_XDP socket is bound on the packet's queue (none yet, or its process
+    /// is gone): `action::DROP` to fail closed, `action::PASS` to fail open (the kernel
+    /// handles it), a distinct value in tests.
     pub no_socket_action: u32,
 }
 
@@ -211,6 +220,34 @@ pub struct XdpLink {
     pub ifindex: u32,
 }
 
+/// A classifier attached through rtnetlink: it belongs to the interface, not to the process,
+/// and stays attached after the process exits (even on SIGKILL) unless [`Self::detach_on_drop`]
+/// was asked for.
+pub struct PersistentXdp {
+    prog: OwnedFd,
+    flags: u32,
+    detach_on_drop: bool,
+    /// The interface index it is attached to.
+    pub ifindex: u32,
+}
+
+impl PersistentXdp {
+    /// Detaches the program when this handle is dropped (fail open), unless another program
+    /// has replaced it by then.
+    pub fn detach_on_drop(&mut self) {
+        self.detach_on_drop = true;
+    }
+}
+
+impl Drop for PersistentXdp {
+    fn drop(&mut self) {
+        if self.detach_on_drop {
+            // A newer instance may have replaced the program (EEXIST): that one stays.
+            let _ = sys::detach_xdp_netlink_if(&self.prog, self.ifindex, self.flags);
+        }
+    }
+}
+
 /// Why a classifier could not be built, loaded or attached.
 #[derive(Debug, thiserror::Error)]
 pub enum ClassifierError {
@@ -278,7 +315,54 @@ impl Classifier {
             .map_err(|err| ClassifierError::Register { queue, err })
     }
 
-    /// Attaches to `iface` in native (driver) mode, or generic mode with `generic`.
+    /// Attaches to `iface` through rtnetlink, in native (driver) mode or generic mode with
+    /// `generic`, atomically replacing a program left there in the same mode (by an instance
+    /// that died, say). The attachment outlives the process: see [`PersistentXdp`].
+    pub fn attach_persistent(
+        &self,
+        iface: &str,
+        generic: bool,
+    ) -> Result<PersistentXdp, ClassifierError> {
+        let attach_err = |err| ClassifierError::Attach {
+            iface: iface.to_string(),
+            err,
+        };
+        let ifindex = sys::ifindex(iface).map_err(attach_err)?;
+        let flags = if generic {
+            sys::XDP_FLAGS_SKB_MODE
+        } else {
+            sys::XDP_FLAGS_DRV_MODE
+        };
+        let prog = self.prog.try_clone().map_err(attach_err)?;
+        sys::attach_xdp_netlink(&prog, ifindex, flags).map_err(|err| {
+            let err = if err.raw_os_error() == Some(libc::EEXIST) {
+                io::Error::new(
+                    err.kind(),
+                    format!(
+                        "{err}: a program is attached in the other XDP mode (native vs \
+                         generic); remove it with `esprit-dataplane --detach --config FILE`"
+                    ),
+                )
+            } else if err.raw_os_error() == Some(libc::EBUSY) {
+                io::Error::new(
+                    err.kind(),
+                    format!("{err}: another process holds the interface's XDP hook (a bpf link)"),
+                )
+            } else {
+                err
+            };
+            attach_err(err)
+        })?;
+        Ok(PersistentXdp {
+            prog,
+            flags,
+            detach_on_drop: false,
+            ifindex,
+        })
+    }
+
+    /// Attaches to `iface` through a bpf link, in native (driver) mode, or generic mode with
+    /// `generic`; the program detaches when the link is dropped or the process dies.
     pub fn attach(&self, iface: &str, generic: bool) -> Result<XdpLink, ClassifierError> {
         let attach_err = |err| ClassifierError::Attach {
             iface: iface.to_string(),

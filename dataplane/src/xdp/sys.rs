@@ -1,5 +1,6 @@
-//! Thin wrappers over the `bpf(2)` system call: map creation and update, program load,
-//! XDP attachment through a bpf link, and `BPF_PROG_TEST_RUN`.
+//! Thin wrappers over the `bpf(2)` system call (map creation and update, program load, XDP
+//! attachment through a bpf link, `BPF_PROG_TEST_RUN`) and over rtnetlink for the XDP
+//! attachment that outlives the process (`RTM_SETLINK` with `IFLA_XDP`).
 //!
 //! Each attribute struct mirrors the prefix of `union bpf_attr` that its command reads; the
 //! kernel treats the bytes it is not given as zero.
@@ -24,6 +25,9 @@ const ATTACH_TYPE_XDP: u32 = 37;
 pub const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
 /// `XDP_FLAGS_DRV_MODE`: native (driver) XDP.
 pub const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
+
+/// `XDP_FLAGS_REPLACE`: replace only the program given as `IFLA_XDP_EXPECTED_FD`.
+const XDP_FLAGS_REPLACE: u32 = 1 << 4;
 
 /// XDP verdicts.
 pub mod action {
@@ -223,6 +227,141 @@ pub fn attach_xdp(prog: &OwnedFd, ifindex: u32, flags: u32) -> io::Result<OwnedF
         flags,
     };
     bpf(BPF_LINK_CREATE, &mut a).map(fd_from)
+}
+
+const IFLA_XDP: u16 = 43;
+const IFLA_XDP_FD: u16 = 1;
+const IFLA_XDP_FLAGS: u16 = 3;
+const IFLA_XDP_EXPECTED_FD: u16 = 8;
+const NLA_F_NESTED: u16 = 1 << 15;
+
+fn nla(buf: &mut Vec<u8>, kind: u16, payload: &[u8]) {
+    let len = 4 + payload.len();
+    buf.extend_from_slice(&(len as u16).to_ne_bytes());
+    buf.extend_from_slice(&kind.to_ne_bytes());
+    buf.extend_from_slice(payload);
+    buf.resize(buf.len().next_multiple_of(4), 0);
+}
+
+/// Sends one `RTM_SETLINK` request carrying `IFLA_XDP { attrs }` for `ifindex` and waits for
+/// the kernel's acknowledgement.
+fn setlink_xdp(ifindex: u32, attrs: &[(u16, i32)]) -> io::Result<()> {
+    let mut xdp = Vec::new();
+    for &(kind, v) in attrs {
+        nla(&mut xdp, kind, &v.to_ne_bytes());
+    }
+    let mut body = Vec::with_capacity(64);
+    // struct ifinfomsg: family, pad, type, index, flags, change.
+    body.extend_from_slice(&[libc::AF_UNSPEC as u8, 0, 0, 0]);
+    body.extend_from_slice(&(ifindex as i32).to_ne_bytes());
+    body.extend_from_slice(&0u32.to_ne_bytes());
+    body.extend_from_slice(&0u32.to_ne_bytes());
+    nla(&mut body, IFLA_XDP | NLA_F_NESTED, &xdp);
+    let mut msg = Vec::with_capacity(16 + body.len());
+    msg.extend_from_slice(&((16 + body.len()) as u32).to_ne_bytes());
+    msg.extend_from_slice(&libc::RTM_SETLINK.to_ne_bytes());
+    msg.extend_from_slice(&((libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16).to_ne_bytes());
+    msg.extend_from_slice(&1u32.to_ne_bytes());
+    msg.extend_from_slice(&0u32.to_ne_bytes());
+    msg.extend_from_slice(&body);
+    // SAFETY: plain socket(2) call; the result is checked and owned below.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::NETLINK_ROUTE,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a new descriptor that nothing else owns.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: an all-zero sockaddr_nl addresses the kernel.
+    let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    kernel.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+    // SAFETY: `msg` and `kernel` are valid for the lengths given for the duration of the call.
+    let sent = unsafe {
+        libc::sendto(
+            sock.as_raw_fd(),
+            msg.as_ptr() as *const libc::c_void,
+            msg.len(),
+            0,
+            &kernel as *const libc::sockaddr_nl as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+        )
+    };
+    if sent < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut reply = [0u8; 4096];
+    loop {
+        // SAFETY: `reply` is a writable buffer of the length given.
+        let n = unsafe {
+            libc::recv(
+                sock.as_raw_fd(),
+                reply.as_mut_ptr() as *mut libc::c_void,
+                reply.len(),
+                0,
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        let n = n as usize;
+        // NLMSG_ERROR (type 2): nlmsghdr, then the error code (0 is the acknowledgement).
+        if n >= 20 && u16::from_ne_bytes([reply[4], reply[5]]) == libc::NLMSG_ERROR as u16 {
+            let code = i32::from_ne_bytes([reply[16], reply[17], reply[18], reply[19]]);
+            return if code == 0 {
+                Ok(())
+            } else {
+                Err(io::Error::from_raw_os_error(-code))
+            };
+        }
+        if n == 0 {
+            return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
+        }
+    }
+}
+
+/// Attaches an XDP program to an interface through rtnetlink. Unlike a bpf link, this
+/// attachment belongs to the interface: it stays after the process exits (even on SIGKILL)
+/// until it is replaced or detached. Whatever program is attached in the same mode is replaced
+/// atomically: the interface is never without a program in between.
+pub fn attach_xdp_netlink(prog: &OwnedFd, ifindex: u32, flags: u32) -> io::Result<()> {
+    setlink_xdp(
+        ifindex,
+        &[
+            (IFLA_XDP_FD, prog.as_raw_fd()),
+            (IFLA_XDP_FLAGS, flags as i32),
+        ],
+    )
+}
+
+/// Detaches the program attached through rtnetlink in mode `flags`, but only if it is still
+/// `expected` (a newer instance may have replaced it since).
+pub fn detach_xdp_netlink_if(expected: &OwnedFd, ifindex: u32, flags: u32) -> io::Result<()> {
+    setlink_xdp(
+        ifindex,
+        &[
+            (IFLA_XDP_FD, -1),
+            (IFLA_XDP_EXPECTED_FD, expected.as_raw_fd()),
+            (IFLA_XDP_FLAGS, (flags | XDP_FLAGS_REPLACE) as i32),
+        ],
+    )
+}
+
+/// Detaches whatever program is attached through rtnetlink in mode `flags` (nothing attached is
+/// not an error).
+pub fn detach_xdp_netlink(ifindex: u32, flags: u32) -> io::Result<()> {
+    setlink_xdp(
+        ifindex,
+        &[(IFLA_XDP_FD, -1), (IFLA_XDP_FLAGS, flags as i32)],
+    )
 }
 
 /// Runs a loaded XDP program once on `packet` (no interface involved) and returns its verdict.
