@@ -491,6 +491,26 @@ impl Lab {
                     "masquerade",
                 ],
             )?;
+            // As behind any NAT, nothing outside opens a connection to the inside, though gwB's
+            // default route now points at the NAT.
+            nft(
+                "NAT forward chain",
+                &[
+                    "add",
+                    "chain",
+                    "ip",
+                    NAT_TABLE,
+                    "forward",
+                    "{ type filter hook forward priority filter ; }",
+                ],
+            )?;
+            nft(
+                "NAT inbound filter",
+                &[
+                    "add", "rule", "ip", NAT_TABLE, "forward", "iifname", "out0", "oifname", "in0",
+                    "ct", "state", "new", "drop",
+                ],
+            )?;
         }
         for h in [Node::HostA, Node::HostB] {
             // Checksums in software, so they survive AF_XDP copy mode on the gateways. Best

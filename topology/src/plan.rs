@@ -148,6 +148,9 @@ impl Plan {
             route(GwA, "default", "10.200.1.254");
             route(GwA, "default", "fd00:200:1::254");
             route(GwB, "fd00:200:1::/64", "fd00:200::254");
+            // Like any real gateway, gwB has a default route (towards the NAT, its Internet).
+            route(GwB, "default", "10.200.0.254");
+            route(GwB, "default", "fd00:200::254");
             if spec.routed {
                 route(Nat, "10.201.1.0/24", "10.200.1.1");
                 route(Nat, "fd00:201:1::/64", "fd00:200:1::1");
@@ -160,6 +163,13 @@ impl Plan {
             links.push((GwA, "wan0", GwB, "wan0"));
             addrs.push((GwA, "wan0", vec!["10.200.0.1/24", "fd00:200::1/64"]));
             addrs.push((GwB, "wan0", vec!["10.200.0.2/24", "fd00:200::2/64"]));
+            // Like any real gateway, each has a default route: the Internet is the other's WAN.
+            // Without esprit, site traffic would follow it in clear text (fail closed is what
+            // keeps it off the WAN when no dataplane runs).
+            route(GwA, "default", "10.200.0.2");
+            route(GwA, "default", "fd00:200::2");
+            route(GwB, "default", "10.200.0.1");
+            route(GwB, "default", "fd00:200::1");
             if spec.routed {
                 route(GwA, "10.201.2.0/24", "10.200.0.2");
                 route(GwA, "fd00:201:2::/64", "fd00:200::2");
@@ -276,7 +286,11 @@ mod tests {
     #[test]
     fn gateways_route_the_other_site_only_when_asked() {
         let p = Plan::new(&spec(false, false));
-        assert!(p.routes_of(Node::GwA).next().is_none());
+        assert!(!p.routes_of(Node::GwA).any(|r| r.dst == "10.201.2.0/24"));
+        // Gateways have default routes, as real ones do.
+        for (n, via) in [(Node::GwA, "10.200.0.2"), (Node::GwB, "10.200.0.1")] {
+            assert!(p.routes_of(n).any(|r| r.dst == "default" && r.via == via));
+        }
         let p = Plan::new(&spec(false, true));
         assert!(p
             .routes_of(Node::GwA)
