@@ -66,8 +66,22 @@ secret = "loopback-test-secret"
         b = if lid == "gwA" { 2 } else { 1 },
     );
     let p = dir.join(format!("{lid}.toml"));
-    std::fs::write(&p, text).unwrap();
+    write_private(&p, &text);
     p
+}
+
+/// Writes a file with mode 0600 (esprit-ike refuses a PSK others can read).
+fn write_private(p: &Path, text: &str) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(p)
+        .unwrap();
+    f.write_all(text.as_bytes()).unwrap();
 }
 
 fn espctl(sock: &Path, args: &[&str]) -> (bool, String, String) {
@@ -226,7 +240,7 @@ fn check_names_the_file_line_and_key() {
         "aes128gcm16-prfsha256-x25519",
         "aes128gcm16-prfsha256-ecp999",
     );
-    std::fs::write(&p, text).unwrap();
+    write_private(&p, &text);
     let bad = Command::new(env!("CARGO_BIN_EXE_esprit-ike"))
         .arg("--check")
         .arg("--config")
@@ -241,4 +255,44 @@ fn check_names_the_file_line_and_key() {
             && err.contains("ecp999"),
         "{err}"
     );
+}
+
+#[test]
+fn a_psk_others_can_read_is_refused_by_check_and_at_start() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir(std::env::temp_dir().join(format!("esprit-ike-mode-{}", std::process::id())));
+    let _ = std::fs::remove_dir_all(&dir.0);
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let p = config(
+        &dir.0,
+        "127.0.0.1",
+        "127.0.0.2",
+        20_600,
+        "start",
+        "gwA",
+        "gwB",
+    );
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let want = format!(
+        "{} holds secrets but is accessible by group or others (mode 0644): run `chmod 600 {}`",
+        p.display(),
+        p.display()
+    );
+    let check = Command::new(env!("CARGO_BIN_EXE_esprit-ike"))
+        .arg("--check")
+        .arg("--config")
+        .arg(&p)
+        .output()
+        .unwrap();
+    assert_eq!(check.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&check.stderr);
+    assert!(err.contains(&want), "{err}");
+    let run = Command::new(env!("CARGO_BIN_EXE_esprit-ike"))
+        .arg("--config")
+        .arg(&p)
+        .output()
+        .unwrap();
+    assert!(!run.status.success());
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(err.contains(&want), "{err}");
 }

@@ -10,6 +10,7 @@ pub mod api;
 pub mod daemon;
 pub mod esp;
 pub mod frame;
+pub mod harden;
 pub mod kernel;
 pub mod pcap;
 pub mod sa;

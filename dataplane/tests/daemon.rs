@@ -122,6 +122,45 @@ fn ping(ns: &str, dst: &str) -> (bool, String) {
     )
 }
 
+/// Writes a file holding keys, mode 0600 (the daemon refuses one others can read).
+fn write_secret(path: &Path, text: &str) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+}
+
+/// A field of /proc/PID/status.
+fn status_field(pid: u32, key: &str) -> String {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}:")))
+        .map(|v| v.trim().to_string())
+        .unwrap_or_else(|| panic!("no {key} in /proc/{pid}/status"))
+}
+
+/// The capability mask a locked-down daemon keeps besides what it needs: CAP_IPC_LOCK when it
+/// cannot raise RLIMIT_MEMLOCK to unlimited (no CAP_SYS_RESOURCE here, as in some containers).
+fn memlock_extra() -> u64 {
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit with a valid out-parameter.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut rl) }, 0);
+    let eff = u64::from_str_radix(&status_field(std::process::id(), "CapEff"), 16).unwrap();
+    if rl.rlim_max == libc::RLIM_INFINITY || eff & (1 << 24) != 0 {
+        0
+    } else {
+        1 << 14
+    }
+}
+
 fn write_configs(dir: &Path) {
     write_configs_n(dir, 1)
 }
@@ -138,9 +177,9 @@ fn write_configs_n(dir: &Path, workers: u32) {
     };
     std::fs::write(dir.join("gwA.toml"), cfg("gwA")).unwrap();
     std::fs::write(dir.join("gwB.toml"), cfg("gwB")).unwrap();
-    std::fs::write(
-        dir.join("gwA-sa.toml"),
-        sa_file(&Tunnel {
+    write_secret(
+        &dir.join("gwA-sa.toml"),
+        &sa_file(&Tunnel {
             local: "10.200.0.1",
             remote: "10.200.0.2",
             out: ("0xa0000001", KEY_AB),
@@ -148,11 +187,10 @@ fn write_configs_n(dir: &Path, workers: u32) {
             lts: a_ts,
             rts: b_ts,
         }),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("gwB-sa.toml"),
-        sa_file(&Tunnel {
+    );
+    write_secret(
+        &dir.join("gwB-sa.toml"),
+        &sa_file(&Tunnel {
             local: "10.200.0.2",
             remote: "10.200.0.1",
             out: ("0xb0000001", KEY_BA),
@@ -160,8 +198,7 @@ fn write_configs_n(dir: &Path, workers: u32) {
             lts: b_ts,
             rts: a_ts,
         }),
-    )
-    .unwrap();
+    );
 }
 
 /// Sends `len` bytes over TCP from hA to hB; returns (sent digest, received digest, bytes).
@@ -373,6 +410,20 @@ fn two_daemons_carry_ping_and_tcp() {
         .unwrap();
     let pmtu6 = String::from_utf8_lossy(&pmtu6.stdout).to_string();
     exercise_api(&dir.join("gwA.sock"));
+    // Least privilege: once set up, no capability is left (fail closed needs none at run time;
+    // CAP_IPC_LOCK only where RLIMIT_MEMLOCK cannot be raised), not even in the bounding set,
+    // and no_new_privs is set; traffic flowed all the same.
+    for d in [&a, &b] {
+        let pid = d.child.id();
+        let kept = format!("{:016x}", memlock_extra());
+        for k in ["CapPrm", "CapEff", "CapBnd"] {
+            assert_eq!(status_field(pid, k), kept, "{k} of {}", d.ns);
+        }
+        for k in ["CapInh", "CapAmb"] {
+            assert_eq!(status_field(pid, k), "0000000000000000", "{k} of {}", d.ns);
+        }
+        assert_eq!(status_field(pid, "NoNewPrivs"), "1");
+    }
     for d in [&a, &b] {
         signal(d, "-TERM");
     }
@@ -690,7 +741,7 @@ fn the_gateway_fails_closed_on_sigkill_and_sigterm_and_a_restart_recovers() {
 }
 
 #[test]
-fn fail_mode_open_detaches_on_exit() {
+fn fail_mode_open_keeps_cap_net_admin_and_detaches_on_exit() {
     if !is_root() {
         eprintln!("skipping: needs root");
         return;
@@ -701,8 +752,27 @@ fn fail_mode_open_detaches_on_exit() {
     write_configs(&dir);
     let cfg = dir.join("gwA.toml");
     let text = std::fs::read_to_string(&cfg).unwrap();
-    std::fs::write(&cfg, format!("fail_mode = \"open\"\n{text}")).unwrap();
+    std::fs::write(
+        &cfg,
+        format!("fail_mode = \"open\"\napi_group = \"nogroup\"\n{text}"),
+    )
+    .unwrap();
     let mut a = start(&gwa, &dir, "gwA");
+    // Detaching on exit is the one thing it still needs a capability for: CAP_NET_ADMIN (12).
+    let pid = a.child.id();
+    let kept = format!("{:016x}", (1 << 12) | memlock_extra());
+    for k in ["CapPrm", "CapEff", "CapBnd"] {
+        assert_eq!(status_field(pid, k), kept, "{k}");
+    }
+    assert_eq!(status_field(pid, "NoNewPrivs"), "1");
+    // api_group: the socket is born 0660 and the group's, so an unprivileged esprit-ike in it
+    // can connect.
+    {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let md = std::fs::metadata(dir.join("gwA.sock")).unwrap();
+        assert_eq!(md.permissions().mode() & 0o777, 0o660);
+        assert_eq!(md.gid(), 65534, "nogroup");
+    }
     signal(&a, "-TERM");
     assert!(wait_exit(&mut a).success());
     assert!(
@@ -711,6 +781,31 @@ fn fail_mode_open_detaches_on_exit() {
     );
     let _ = std::fs::remove_dir_all(&dir);
     drop(ns);
+}
+
+#[test]
+fn an_sa_file_others_can_read_is_refused() {
+    let dir = tmpdir("mode");
+    write_configs(&dir);
+    let sa = dir.join("gwA-sa.toml");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&sa, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_esprit-dataplane"))
+        .arg("--config")
+        .arg(dir.join("gwA.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "{} holds secrets but is accessible by group or others (mode 0644): run `chmod 600 {}`",
+            sa.display(),
+            sa.display()
+        )),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -886,8 +981,8 @@ fn route_based_tunnel_bypass_and_drop() {
         lts: any,
         rts: any,
     });
-    std::fs::write(dir.join("gwA-sa.toml"), sa_a).unwrap();
-    std::fs::write(dir.join("gwB-sa.toml"), sa_b).unwrap();
+    write_secret(&dir.join("gwA-sa.toml"), &sa_a);
+    write_secret(&dir.join("gwB-sa.toml"), &sa_b);
     let cfg = |name: &str, routes: &str| {
         format!(
             "sa_file = \"{name}-sa.toml\"\napi_socket = \"{}\"\n[lan]\ninterface = \"lan0\"\n[wan]\ninterface = \"wan0\"\n[workers]\nring_size = 512\n{routes}",

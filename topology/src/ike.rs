@@ -82,6 +82,21 @@ fn list(v: &[String]) -> String {
     )
 }
 
+/// Writes a file only its owner may read (mode 0600 from its creation): esprit-ike refuses a
+/// configuration holding a PSK that others can read.
+pub fn write_private(path: &Path, text: &str) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
 /// Write `<node>-ike.toml` and `<node>-dp.toml` for gateway `node` (GwA or GwB) into `dir`.
 /// Returns (IKE config path, dataplane config).
 pub fn write_configs(
@@ -151,7 +166,7 @@ pub fn write_configs(
         list(&site.esp_proposals),
     );
     let ike_path = dir.join(format!("{name}-ike.toml"));
-    std::fs::write(&ike_path, ike).map_err(|e| format!("{}: {e}", ike_path.display()))?;
+    write_private(&ike_path, &ike)?;
     let gw = if lab.spec.nat && a {
         "gateway = \"10.200.1.254\"\n"
     } else {

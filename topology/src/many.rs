@@ -1428,7 +1428,7 @@ fn write_gw_b_configs(
         lab.gw_b_wan(),
     );
     let ike_path = dir.join("gwB-ike.toml");
-    std::fs::write(&ike_path, ike).map_err(|e| format!("{}: {e}", ike_path.display()))?;
+    crate::ike::write_private(&ike_path, &ike)?;
     let dp = format!(
         "api_socket = \"{}\"\n[lan]\ninterface = \"lan0\"\n[wan]\ninterface = \"wan0\"\n\
          gateway = \"{GW_A_WAN}\"\n[workers]\ncount = {}\npoll = \"{}\"\n",

@@ -22,6 +22,7 @@ fn main() -> ExitCode {
     if args.check {
         return match control::config::Config::load(&args.config)
             .map_err(|e| e.to_string())
+            .and_then(|c| c.check_secret_files(&args.config).map(|()| c))
             .and_then(|c| control::daemon::params::connection_params(&c).map(|p| p.len()))
         {
             Ok(n) => {
@@ -34,7 +35,8 @@ fn main() -> ExitCode {
             }
         };
     }
-    match Daemon::new(&args.config).and_then(Daemon::run) {
+    let started = Daemon::new(&args.config).and_then(|d| d.drop_privileges().map(|()| d));
+    match started.and_then(Daemon::run) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("esprit-ike: {e}");

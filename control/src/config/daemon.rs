@@ -73,6 +73,9 @@ pub struct DaemonSettings {
     /// profile (`ikev2_decryption_table`, `esp_sa`, `preferences`; files mode 0600), for
     /// debugging with tshark. Off unless set: the files hold keys.
     pub wireshark_keys: Option<PathBuf>,
+    /// The user esprit-ike switches to once its sockets are bound (None: it stays uid 0, with
+    /// no capabilities either way).
+    pub user: Option<String>,
 }
 
 impl Default for DaemonSettings {
@@ -89,6 +92,7 @@ impl Default for DaemonSettings {
             half_open_timeout: Duration::from_secs(30),
             log_level: LogLevel::Info,
             wireshark_keys: None,
+            user: None,
         }
     }
 }
@@ -105,6 +109,7 @@ const KEYS: &[&str] = &[
     "half_open_timeout",
     "log_level",
     "wireshark_keys",
+    "user",
 ];
 
 /// Reads `[daemon]`; `resolve` makes relative socket paths relative to the file's directory.
@@ -138,6 +143,13 @@ pub(crate) fn parse_daemon(
             return Err(v.err("expected a directory path, got an empty string"));
         }
         d.wireshark_keys = Some(resolve(s));
+    }
+    if let Some(v) = t.get("user") {
+        let s = v.str_for("a user name")?;
+        if s.is_empty() || s.contains(|c: char| c == ':' || c == '/' || c.is_whitespace()) {
+            return Err(v.err(format!("expected a user name, got {s:?}")));
+        }
+        d.user = Some(s.to_string());
     }
     if let Some(v) = t.get("port") {
         d.port = v.u16_in(1, 65535)?;

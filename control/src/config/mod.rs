@@ -96,6 +96,19 @@ impl Config {
         config
     }
 
+    /// Refuses secrets that others could read: the configuration file itself when it holds
+    /// pre-shared keys (`config_path`), and every private key file it names. Each must be
+    /// accessible by its owner only (mode 0600 or 0400); the message names the file and the fix.
+    pub fn check_secret_files(&self, config_path: &Path) -> Result<(), String> {
+        if !self.secrets.ike.is_empty() {
+            dataplane::harden::check_private(config_path).map_err(|e| e.to_string())?;
+        }
+        for key in self.connections.iter().filter_map(|c| c.local.key.as_ref()) {
+            dataplane::harden::check_private(key).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
     /// The connection of that name.
     pub fn connection(&self, name: &str) -> Option<&Connection> {
         self.connections.iter().find(|c| c.name == name)

@@ -8,7 +8,7 @@ use crate::ike::crypto::keys::IkeKeys;
 use crate::ike::session::ChildSaInstall;
 use std::io::Write;
 use std::net::IpAddr;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
 
@@ -80,14 +80,23 @@ impl KeyLog {
     }
 
     fn write(&self) -> std::io::Result<()> {
-        std::fs::create_dir_all(&self.dir)?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.dir)?;
         let put = |name: &str, lines: &[Zeroizing<String>]| -> std::io::Result<()> {
+            // A new file is created 0600; an existing one with a wider mode is tightened before
+            // a key is written to it; a symbolic link is not followed.
             let mut f = std::fs::OpenOptions::new()
                 .write(true)
                 .create(true)
                 .truncate(true)
                 .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
                 .open(self.dir.join(name))?;
+            if f.metadata()?.permissions().mode() & 0o077 != 0 {
+                f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+            }
             for l in lines {
                 f.write_all(l.as_bytes())?;
             }
@@ -99,5 +108,29 @@ impl KeyLog {
             "# written by esprit-ike (daemon.wireshark_keys)\nesp.enable_encryption_decode: TRUE\nesp.enable_authentication_check: TRUE\n".to_string(),
         );
         put("preferences", std::slice::from_ref(&prefs))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_existing_key_file_with_a_wide_mode_is_tightened() {
+        let dir = std::env::temp_dir().join(format!("esprit-keylog-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("ikev2_decryption_table");
+        std::fs::write(&f, "old").unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        KeyLog::new(&dir).write().unwrap();
+        for name in ["ikev2_decryption_table", "esp_sa", "preferences"] {
+            let mode = std::fs::metadata(dir.join(name))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{name}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

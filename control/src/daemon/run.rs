@@ -13,7 +13,6 @@ use serde_json::json;
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -155,6 +154,9 @@ impl Daemon {
     /// Load the configuration, bind the sockets and connect to the dataplane.
     pub fn new(config_path: &Path) -> Result<Daemon, RunError> {
         let config = Config::load(config_path).map_err(|e| RunError::Config(e.to_string()))?;
+        config
+            .check_secret_files(config_path)
+            .map_err(RunError::Config)?;
         let params = connection_params(&config)
             .map_err(|e| RunError::Config(format!("{}: {e}", config_path.display())))?;
         let settings = EndpointSettings {
@@ -204,10 +206,13 @@ impl Daemon {
             std::fs::create_dir_all(dir).map_err(io_err(format!("create {}", dir.display())))?;
         }
         let _ = std::fs::remove_file(sock_path);
-        let mut listener = UnixListener::bind(sock_path)
+        // Created with mode 0600 (no window with a wider one).
+        let std_listener = dataplane::harden::bind_unix(sock_path, 0o600, None)
             .map_err(io_err(format!("bind {}", sock_path.display())))?;
-        std::fs::set_permissions(sock_path, std::fs::Permissions::from_mode(0o600))
-            .map_err(io_err(format!("chmod {}", sock_path.display())))?;
+        std_listener
+            .set_nonblocking(true)
+            .map_err(io_err("nonblocking"))?;
+        let mut listener = UnixListener::from_std(std_listener);
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)
             .map_err(io_err("register"))?;
@@ -238,6 +243,34 @@ impl Daemon {
             udp_more: Vec::new(),
             waker,
         })
+    }
+
+    /// Gives up privileges once the sockets are bound, before anything untrusted is read:
+    /// switches to `daemon.user` when set (its control socket chowned to it first), and in
+    /// every case ends with no capability at all (bounding set cleared), no_new_privs, memory
+    /// locked and the process not dumpable. Call it before [`Daemon::run`], from the thread
+    /// that runs the daemon, in a process of its own (it changes the whole process).
+    pub fn drop_privileges(&self) -> Result<(), RunError> {
+        let user = match &self.config.daemon.user {
+            None => None,
+            Some(name) => {
+                let u = dataplane::harden::lookup_user(name)
+                    .map_err(io_err(format!("daemon.user {name:?}")))?;
+                let sock = &self.config.daemon.socket;
+                std::os::unix::fs::chown(sock, Some(u.uid), Some(u.gid))
+                    .map_err(io_err(format!("chown {} to {name}", sock.display())))?;
+                Some(u)
+            }
+        };
+        let kept =
+            dataplane::harden::lock_down(&dataplane::harden::LockDown { user, keep: vec![] })
+                .map_err(io_err("dropping privileges"))?;
+        log(&format!(
+            "privileges dropped: uid {}, capabilities kept {kept:?}",
+            // SAFETY: getuid cannot fail.
+            unsafe { libc::getuid() }
+        ));
+        Ok(())
     }
 
     fn local_for(&self, conn: &str) -> Result<SocketAddr, String> {
@@ -654,8 +687,11 @@ impl Daemon {
                 let n = self.endpoint.terminate(Instant::now(), &conn);
                 ControlResponse::ok(json!({ "terminated": n }))
             }
-            ControlRequest::Reload => match Config::load(&self.config_path) {
-                Err(e) => ControlResponse::err(e.to_string()),
+            ControlRequest::Reload => match Config::load(&self.config_path)
+                .map_err(|e| e.to_string())
+                .and_then(|c| c.check_secret_files(&self.config_path).map(|()| c))
+            {
+                Err(e) => ControlResponse::err(e),
                 Ok(cfg) => match connection_params(&cfg) {
                     Err(e) => ControlResponse::err(e),
                     Ok(p) => {

@@ -1,4 +1,4 @@
-//! The API server: a Unix stream socket (mode 0600), one thread per client, requests handed to
+//! The API server: a Unix stream socket (mode 0600, or 0660 with the configured group), one thread per client, requests handed to
 //! the worker through its update channel and answered between batches; events fanned out to
 //! subscribers.
 
@@ -8,7 +8,6 @@ use crate::sa::spd::Trap;
 use crate::sa::{Direction, Prefix, RouteAction, SaDbError, SaEvent, Selectors};
 use serde_json::json;
 use std::io::{self, BufRead, BufReader, Write};
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -64,10 +63,18 @@ pub struct ApiServer {
     thread: Option<JoinHandle<()>>,
 }
 
-impl ApiServer {
-    /// Listens on `path` (replacing a stale socket file, creating the directory) with mode 0600
-    /// and serves until dropped.
-    pub fn start(path: &Path, router: Arc<Router>, hub: Arc<EventHub>) -> io::Result<Self> {
+/// The API's socket, bound but not served yet (so the daemon can bind it while privileged and
+/// serve it after dropping privileges).
+pub struct ApiListener {
+    path: PathBuf,
+    listener: UnixListener,
+}
+
+impl ApiListener {
+    /// Binds `path` (replacing a stale socket file, creating the directory). The socket file is
+    /// created with its final mode: 0600, or 0660 and group `group` when given (so an
+    /// unprivileged esprit-ike in that group can connect).
+    pub fn bind(path: &Path, group: Option<u32>) -> io::Result<Self> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
@@ -80,8 +87,24 @@ impl ApiServer {
             }
             std::fs::remove_file(path)?;
         }
-        let listener = UnixListener::bind(path)?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        let mode = if group.is_some() { 0o660 } else { 0o600 };
+        let listener = crate::harden::bind_unix(path, mode, group)?;
+        Ok(ApiListener {
+            path: path.to_path_buf(),
+            listener,
+        })
+    }
+}
+
+impl ApiServer {
+    /// Listens on `path` with mode 0600 (see [`ApiListener::bind`]) and serves until dropped.
+    pub fn start(path: &Path, router: Arc<Router>, hub: Arc<EventHub>) -> io::Result<Self> {
+        Self::serve(ApiListener::bind(path, None)?, router, hub)
+    }
+
+    /// Serves a bound API socket until dropped.
+    pub fn serve(l: ApiListener, router: Arc<Router>, hub: Arc<EventHub>) -> io::Result<Self> {
+        let ApiListener { path, listener } = l;
         listener.set_nonblocking(true)?;
         let stop = Arc::new(AtomicBool::new(false));
         let s = stop.clone();
@@ -90,7 +113,7 @@ impl ApiServer {
             .spawn(move || accept_loop(listener, router, hub, s))
             .expect("spawn api thread");
         Ok(ApiServer {
-            path: path.to_path_buf(),
+            path,
             stop,
             thread: Some(thread),
         })

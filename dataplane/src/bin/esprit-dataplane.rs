@@ -1,8 +1,9 @@
 //! `esprit-dataplane`: the AF_XDP ESP gateway daemon.
 
 use clap::Parser;
-use dataplane::daemon::run::run;
+use dataplane::daemon::run::{run_locked, runtime_capabilities};
 use dataplane::daemon::DataplaneConfig;
+use dataplane::harden::LockDown;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
@@ -51,6 +52,12 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         };
     }
+    if let Some(f) = &cfg.sa_file {
+        if let Err(e) = dataplane::harden::check_private(f) {
+            eprintln!("esprit-dataplane: {e}");
+            return ExitCode::from(1);
+        }
+    }
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         if let Err(e) = signal_hook::flag::register(sig, stop.clone()) {
@@ -58,7 +65,12 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     }
-    let report = match run(&cfg, stop, |msg| eprintln!("{msg}")) {
+    // Once set up, keep only what the dataplane still needs (see runtime_capabilities).
+    let lock = LockDown {
+        user: None,
+        keep: runtime_capabilities(&cfg),
+    };
+    let report = match run_locked(&cfg, stop, Some(&lock), |msg| eprintln!("{msg}")) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("esprit-dataplane: {e}");

@@ -87,6 +87,9 @@ pub struct DataplaneConfig {
     pub routes: Vec<(Prefix, RouteAction)>,
     /// Fail closed (default) or open.
     pub fail_mode: FailMode,
+    /// Group given the API socket (mode 0660 then, 0600 without), so an unprivileged
+    /// esprit-ike in that group can connect.
+    pub api_group: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -95,6 +98,7 @@ struct Raw {
     sa_file: Option<Spanned<String>>,
     api_socket: Option<Spanned<String>>,
     fail_mode: Option<Spanned<String>>,
+    api_group: Option<Spanned<String>>,
     lan: Spanned<RawSide>,
     wan: Spanned<RawSide>,
     workers: Option<Spanned<RawWorkers>>,
@@ -300,7 +304,15 @@ impl DataplaneConfig {
             icmp_rate: 100,
             routes: Vec::new(),
             fail_mode: FailMode::Closed,
+            api_group: None,
         };
+        if let Some(g) = &raw.api_group {
+            let name = g.get_ref();
+            if name.is_empty() || name.contains(|c: char| c == ':' || c.is_whitespace()) {
+                return Err(cx.err(g.span(), "api_group", "expected a group name"));
+            }
+            c.api_group = Some(name.clone());
+        }
         if let Some(f) = &raw.fail_mode {
             c.fail_mode = match f.get_ref().as_str() {
                 "closed" => FailMode::Closed,
@@ -538,6 +550,9 @@ backend = "aws-lc-rs"
         let c =
             DataplaneConfig::parse(&format!("fail_mode = \"open\"\n{EXAMPLE}"), "dp.toml").unwrap();
         assert_eq!(c.fail_mode, FailMode::Open);
+        let c = DataplaneConfig::parse(&format!("api_group = \"esprit\"\n{EXAMPLE}"), "dp.toml")
+            .unwrap();
+        assert_eq!(c.api_group.as_deref(), Some("esprit"));
     }
 
     #[test]

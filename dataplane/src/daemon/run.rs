@@ -1,7 +1,7 @@
 //! Start-up, the control thread and shutdown of the dataplane daemon.
 
 use super::config::{DataplaneConfig, FailMode, SideConfig};
-use crate::api::server::{ApiServer, EventHub};
+use crate::api::server::{ApiListener, ApiServer, EventHub};
 use crate::api::Snapshot;
 use crate::daemon::router::Router;
 use crate::esp::DropReason;
@@ -47,6 +47,9 @@ pub enum DaemonError {
     /// The worker failed while running.
     #[error("worker: {0}")]
     Worker(std::io::Error),
+    /// Privileges could not be dropped.
+    #[error("dropping privileges: {0}")]
+    Privileges(std::io::Error),
     /// The API socket could not be opened.
     #[error("API socket {path}: {err}")]
     Api {
@@ -126,6 +129,27 @@ fn split(addrs: &[IpAddr]) -> (Vec<Ipv4Addr>, Vec<Ipv6Addr>) {
 pub fn run(
     cfg: &DataplaneConfig,
     stop: Arc<AtomicBool>,
+    ready: impl FnOnce(&str),
+) -> Result<Snapshot, DaemonError> {
+    run_locked(cfg, stop, None, ready)
+}
+
+/// The capabilities the dataplane needs once it is set up: none when it fails closed (it
+/// leaves its programs attached), `CAP_NET_ADMIN` when it fails open (to detach them on exit).
+pub fn runtime_capabilities(cfg: &DataplaneConfig) -> Vec<u32> {
+    match cfg.fail_mode {
+        FailMode::Closed => vec![],
+        FailMode::Open => vec![crate::harden::CAP_NET_ADMIN],
+    }
+}
+
+/// Like [`run`], and once everything that needs privileges is done (XDP attached, sockets
+/// bound and registered, API socket bound) and before any thread starts, applies `lock`
+/// (see [`crate::harden::lock_down`]): the daemon's threads inherit it.
+pub fn run_locked(
+    cfg: &DataplaneConfig,
+    stop: Arc<AtomicBool>,
+    lock: Option<&crate::harden::LockDown>,
     ready: impl FnOnce(&str),
 ) -> Result<Snapshot, DaemonError> {
     let n = cfg.workers.max(1) as usize;
@@ -272,13 +296,27 @@ pub fn run(
     for (p, a) in &cfg.routes {
         router.set_route(*p, *a);
     }
+    let api_err = |err| DaemonError::Api {
+        path: cfg.api_socket.display().to_string(),
+        err,
+    };
+    let group = match &cfg.api_group {
+        Some(g) => Some(crate::harden::lookup_group(g).map_err(|e| {
+            api_err(std::io::Error::new(
+                e.kind(),
+                format!("api_group {g:?}: {e}"),
+            ))
+        })?),
+        None => None,
+    };
+    let listener = ApiListener::bind(&cfg.api_socket, group).map_err(api_err)?;
+    let kept = match lock {
+        Some(l) => Some(crate::harden::lock_down(l).map_err(DaemonError::Privileges)?),
+        None => None,
+    };
     let hub = Arc::new(EventHub::default());
     let _events = hub.spawn(erx);
-    let api =
-        ApiServer::start(&cfg.api_socket, router.clone(), hub).map_err(|err| DaemonError::Api {
-            path: cfg.api_socket.display().to_string(),
-            err,
-        })?;
+    let api = ApiServer::serve(listener, router.clone(), hub).map_err(api_err)?;
     for hop in peer_hops {
         let _ = mtx.try_send(hop);
     }
@@ -302,7 +340,7 @@ pub fn run(
         );
     }
     ready(&format!(
-        "esprit-dataplane: {} SAs, lan {} wan {}, {} worker{}{}, {}, fail {}, backend {}, API {}",
+        "esprit-dataplane: {} SAs, lan {} wan {}, {} worker{}{}, {}, fail {}, backend {}, API {}{}",
         sas.len(),
         cfg.lan.interface,
         cfg.wan.interface,
@@ -320,7 +358,11 @@ pub fn run(
         },
         cfg.fail_mode.name(),
         cfg.backend.name(),
-        cfg.api_socket.display()
+        cfg.api_socket.display(),
+        match kept {
+            None => String::new(),
+            Some(k) => format!(", capabilities kept {k:?}"),
+        }
     ));
     control_loop(cfg, &stop, &router, &mrx, lan_ifindex, wan_ifindex);
     stop.store(true, Ordering::Relaxed);
