@@ -1,6 +1,6 @@
-//! Least privilege in the lab, with the real binaries: esprit-dataplane and esprit-ike (as
-//! `daemon.user = "nobody"`, reaching the dataplane through its `api_group` socket) on both
-//! gateways. Each process ends with the capabilities it needs and no more, no_new_privs and
+//! Least privilege in the lab, with the real binaries: esprit-dataplane (gwB's as `user =
+//! "nobody"`) and esprit-ike (as `daemon.user = "nobody"`, reaching the dataplane through its
+//! `api_group` socket) on both gateways. Each process ends with the capabilities it needs and no more, no_new_privs and
 //! locked memory; the tunnel carries traffic, `espctl reload` works, and esprit-ike (unprivileged)
 //! reconnects to a restarted dataplane. Needs root; run under
 //! `flock /tmp/esprit-netns.lock`.
@@ -151,7 +151,13 @@ fn daemons_run_with_least_privilege_and_still_forward_reload_and_reconnect() {
         let name = if node == Node::GwA { "gwA" } else { "gwB" };
         let dp_path = dir.join(format!("{name}-dp.toml"));
         let text = std::fs::read_to_string(&dp_path).unwrap();
-        std::fs::write(&dp_path, format!("api_group = \"nogroup\"\n{text}")).unwrap();
+        // gwB's dataplane also gives up root; gwA's stays uid 0 (with no capability).
+        let user = if node == Node::GwB {
+            "user = \"nobody\"\n"
+        } else {
+            ""
+        };
+        std::fs::write(&dp_path, format!("api_group = \"nogroup\"\n{user}{text}")).unwrap();
         paths.push((node, name, ike, dp_path, dp.api_socket));
     }
     let log = |n: &str| dir.join(format!("{n}.log"));
@@ -201,9 +207,9 @@ fn daemons_run_with_least_privilege_and_still_forward_reload_and_reconnect() {
         assert_eq!(field(&s, "NoNewPrivs"), "1");
         assert_ne!(field(&s, "VmLck"), "0 kB", "esprit-ike's memory is locked");
     }
-    for p in &dps {
+    for (p, uid) in dps.iter().zip([0, nobody.uid]) {
         let s = status(p.0.id());
-        assert_eq!(field(&s, "Uid"), "0\t0\t0\t0");
+        assert_eq!(field(&s, "Uid"), format!("{0}\t{0}\t{0}\t{0}", uid));
         for k in ["CapPrm", "CapEff", "CapBnd"] {
             assert_eq!(
                 field(&s, k),

@@ -282,6 +282,7 @@ retransmit_tries = 3
 cookie_threshold = 0
 half_open_timeout = 60
 log_level = "debug"
+user = "esprit"
 
 [connections.c]
 local_addrs = ["%any"]
@@ -332,6 +333,7 @@ replay_window = 0x100
     assert_eq!(d.cookie_threshold, 0);
     assert_eq!(d.half_open_timeout, Duration::from_secs(60));
     assert_eq!(d.log_level, LogLevel::Debug);
+    assert_eq!(d.user.as_deref(), Some("esprit"));
     let k = &c.connections[0];
     assert!(k.local_addrs.is_empty());
     assert_eq!(
@@ -614,6 +616,12 @@ fn daemon_errors() {
         "unknown log level 'loud' (expected one of error, warn, info, debug, trace)",
     );
     assert_err("[daemon]\nsocket = \"\"\n", 2, "daemon.socket", "empty");
+    assert_err(
+        "[daemon]\nuser = \"es prit\"\n",
+        2,
+        "daemon.user",
+        "expected a user name",
+    );
 }
 
 #[test]

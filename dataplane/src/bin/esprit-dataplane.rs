@@ -65,9 +65,20 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     }
-    // Once set up, keep only what the dataplane still needs (see runtime_capabilities).
+    // Once set up, keep only what the dataplane still needs (see runtime_capabilities), as
+    // `user` if configured.
+    let user = match &cfg.user {
+        None => None,
+        Some(name) => match dataplane::harden::lookup_user(name) {
+            Ok(u) => Some(u),
+            Err(e) => {
+                eprintln!("esprit-dataplane: user {name:?}: {e}");
+                return ExitCode::from(1);
+            }
+        },
+    };
     let lock = LockDown {
-        user: None,
+        user,
         keep: runtime_capabilities(&cfg),
     };
     let report = match run_locked(&cfg, stop, Some(&lock), |msg| eprintln!("{msg}")) {

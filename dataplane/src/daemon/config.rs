@@ -90,6 +90,9 @@ pub struct DataplaneConfig {
     /// Group given the API socket (mode 0660 then, 0600 without), so an unprivileged
     /// esprit-ike in that group can connect.
     pub api_group: Option<String>,
+    /// The user the daemon switches to once set up (None: it stays uid 0, with only the
+    /// capabilities it needs).
+    pub user: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -99,6 +102,7 @@ struct Raw {
     api_socket: Option<Spanned<String>>,
     fail_mode: Option<Spanned<String>>,
     api_group: Option<Spanned<String>>,
+    user: Option<Spanned<String>>,
     lan: Spanned<RawSide>,
     wan: Spanned<RawSide>,
     workers: Option<Spanned<RawWorkers>>,
@@ -305,13 +309,23 @@ impl DataplaneConfig {
             routes: Vec::new(),
             fail_mode: FailMode::Closed,
             api_group: None,
+            user: None,
         };
-        if let Some(g) = &raw.api_group {
-            let name = g.get_ref();
-            if name.is_empty() || name.contains(|c: char| c == ':' || c.is_whitespace()) {
-                return Err(cx.err(g.span(), "api_group", "expected a group name"));
+        for (v, key, what) in [
+            (&raw.api_group, "api_group", "a group name"),
+            (&raw.user, "user", "a user name"),
+        ] {
+            let Some(v) = v else { continue };
+            let name = v.get_ref();
+            if name.is_empty() || name.contains(|c: char| c == ':' || c == '/' || c.is_whitespace())
+            {
+                return Err(cx.err(v.span(), key, format!("expected {what}, got {name:?}")));
             }
-            c.api_group = Some(name.clone());
+            if key == "user" {
+                c.user = Some(name.clone());
+            } else {
+                c.api_group = Some(name.clone());
+            }
         }
         if let Some(f) = &raw.fail_mode {
             c.fail_mode = match f.get_ref().as_str() {
@@ -553,6 +567,9 @@ backend = "aws-lc-rs"
         let c = DataplaneConfig::parse(&format!("api_group = \"esprit\"\n{EXAMPLE}"), "dp.toml")
             .unwrap();
         assert_eq!(c.api_group.as_deref(), Some("esprit"));
+        let c =
+            DataplaneConfig::parse(&format!("user = \"esprit\"\n{EXAMPLE}"), "dp.toml").unwrap();
+        assert_eq!(c.user.as_deref(), Some("esprit"));
     }
 
     #[test]
@@ -604,5 +621,8 @@ backend = "aws-lc-rs"
         let e = DataplaneConfig::parse(&format!("fail_mode = \"ajar\"\n{EXAMPLE}"), "dp.toml")
             .unwrap_err();
         assert_eq!(e.key.as_deref(), Some("fail_mode"));
+        let e = DataplaneConfig::parse(&format!("api_group = \"a b\"\n{EXAMPLE}"), "dp.toml")
+            .unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("api_group"));
     }
 }
