@@ -245,3 +245,78 @@ impl NeighKeeper {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAC: [u8; 6] = [2, 0, 0, 0, 0, 2];
+
+    fn side() -> SideNeighbours {
+        SideNeighbours {
+            port: Port::Lan,
+            ifindex: 3,
+            side: Side::default(),
+            statics: vec![(IpAddr::from([10, 0, 0, 9]), [2, 0, 0, 0, 0, 9])],
+            kernel: Neighbours::new(),
+            used: HashMap::new(),
+            asked: HashMap::new(),
+            dirty: false,
+        }
+    }
+
+    fn entry(state: u16, mac: Option<[u8; 6]>, deleted: bool) -> NeighEntry {
+        NeighEntry {
+            ifindex: 3,
+            ip: IpAddr::from([10, 0, 0, 2]),
+            mac,
+            state,
+            deleted,
+        }
+    }
+
+    #[test]
+    fn transitional_states_keep_the_mac_failure_and_deletion_remove_it() {
+        let mut s = side();
+        let ip = IpAddr::from([10, 0, 0, 2]);
+        assert!(!s.apply(&entry(0x01, None, false)), "INCOMPLETE");
+        assert!(!s.dirty && s.kernel.get(ip).is_none());
+        s.apply(&entry(0x02, Some(MAC), false));
+        assert!(s.dirty && s.kernel.get(ip) == Some(MAC));
+        // STALE, DELAY, PROBE, REACHABLE again: nothing changes for the workers.
+        for state in [0x04, 0x08, 0x10, 0x02] {
+            s.dirty = false;
+            s.apply(&entry(state, Some(MAC), false));
+            assert!(!s.dirty, "state {state:#x}");
+            assert_eq!(s.table().get(ip), Some(MAC));
+        }
+        // FAILED is reported (waiting frames drop) and removes the MAC.
+        assert!(s.apply(&entry(0x20, Some(MAC), false)));
+        assert!(s.dirty && s.table().get(ip).is_none());
+        s.apply(&entry(0x04, Some(MAC), false));
+        s.dirty = false;
+        assert!(!s.apply(&entry(0x04, Some(MAC), true)), "deleted");
+        assert!(s.dirty && s.kernel.get(ip).is_none());
+        // Static neighbours stay whatever the kernel says.
+        assert_eq!(
+            s.table().get(IpAddr::from([10, 0, 0, 9])),
+            Some([2, 0, 0, 0, 0, 9])
+        );
+        assert!(s.knows(IpAddr::from([10, 0, 0, 9])));
+    }
+
+    #[test]
+    fn a_dump_replaces_the_view_only_when_it_differs() {
+        let mut s = side();
+        let ip = IpAddr::from([10, 0, 0, 2]);
+        let mut t = Neighbours::new();
+        t.insert(ip, MAC);
+        s.replace(t.clone());
+        assert!(s.dirty);
+        s.dirty = false;
+        s.replace(t);
+        assert!(!s.dirty);
+        s.replace(Neighbours::new());
+        assert!(s.dirty && s.kernel.is_empty());
+    }
+}

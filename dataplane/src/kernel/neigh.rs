@@ -407,4 +407,70 @@ mod tests {
         broken[0] = 200;
         assert!(parse(&broken, 7, &mut Neighbours::new()).is_err());
     }
+
+    /// One RTM_NEWNEIGH / RTM_DELNEIGH message for an IPv6 neighbour.
+    fn message(kind: u16, state: u16, mac: Option<[u8; 6]>) -> Vec<u8> {
+        let mut body = Vec::new();
+        body.extend_from_slice(&[10, 0, 0, 0]);
+        body.extend_from_slice(&3i32.to_ne_bytes());
+        body.extend_from_slice(&state.to_ne_bytes());
+        body.extend_from_slice(&[0, 0]);
+        body.extend_from_slice(&20u16.to_ne_bytes());
+        body.extend_from_slice(&NDA_DST.to_ne_bytes());
+        body.extend_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+        if let Some(m) = mac {
+            body.extend_from_slice(&10u16.to_ne_bytes());
+            body.extend_from_slice(&NDA_LLADDR.to_ne_bytes());
+            body.extend_from_slice(&m);
+            body.extend_from_slice(&[0, 0]);
+        }
+        let mut out = Vec::new();
+        out.extend_from_slice(&((16 + body.len()) as u32).to_ne_bytes());
+        out.extend_from_slice(&kind.to_ne_bytes());
+        out.extend_from_slice(&[0; 10]);
+        out.extend_from_slice(&body);
+        out
+    }
+
+    #[test]
+    fn states_decide_what_is_usable() {
+        let mac = Some([2, 0, 0, 0, 0, 2]);
+        let entry = |kind, state, mac| {
+            let mut got = Vec::new();
+            parse_entries(&message(kind, state, mac), |e| got.push(e)).unwrap();
+            assert_eq!(got.len(), 1);
+            assert_eq!(got[0].ip, "fd00::2".parse::<IpAddr>().unwrap());
+            assert_eq!(got[0].ifindex, 3);
+            got[0]
+        };
+        // REACHABLE, STALE, DELAY, PROBE, NOARP, PERMANENT: the MAC may be used.
+        for state in [0x02, 0x04, 0x08, 0x10, 0x40, 0x80] {
+            let e = entry(RTM_NEWNEIGH, state, mac);
+            assert!(e.usable() && !e.failed(), "state {state:#x}");
+        }
+        // INCOMPLETE, FAILED, NONE: it may not, and FAILED is reported as such.
+        for state in [0x01, 0x20, 0x00] {
+            let e = entry(RTM_NEWNEIGH, state, None);
+            assert!(!e.usable(), "state {state:#x}");
+            assert_eq!(e.failed(), state == 0x20);
+        }
+        // A FAILED entry may still carry the old address: not usable either.
+        assert!(!entry(RTM_NEWNEIGH, 0x20, mac).usable());
+        // A deleted entry is gone whatever its last state.
+        let e = entry(RTM_DELNEIGH, 0x04, mac);
+        assert!(e.deleted && !e.usable() && !e.failed());
+        // Two messages in one datagram.
+        let mut two = message(RTM_NEWNEIGH, 0x02, mac);
+        two.extend_from_slice(&message(RTM_DELNEIGH, 0x02, mac));
+        let mut n = 0;
+        assert!(!parse_entries(&two, |_| n += 1).unwrap());
+        assert_eq!(n, 2);
+    }
+
+    #[test]
+    fn monitor_opens_and_reads_without_blocking() {
+        let mut m = NeighMonitor::open().unwrap();
+        m.read(|_| {}).unwrap();
+        NeighUser::open().unwrap().drain();
+    }
 }
