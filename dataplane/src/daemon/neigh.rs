@@ -17,9 +17,6 @@ use std::time::{Duration, Instant};
 const REFRESH: Duration = Duration::from_secs(1);
 /// A next hop counts as used for this long after a worker last reported it.
 const USED_FOR: Duration = Duration::from_secs(5);
-/// Shortest interval between two resolution requests for one next hop (the kernel retries on
-/// its own while the entry is INCOMPLETE).
-const ASK_AGAIN: Duration = Duration::from_secs(1);
 /// How often the whole table is dumped again, in case a notification was lost.
 const RESYNC: Duration = Duration::from_secs(5);
 /// The same without notifications (the subscription failed): polling.
@@ -37,8 +34,6 @@ struct SideNeighbours {
     kernel: Neighbours,
     /// Next hops workers used, and when they last said so.
     used: HashMap<IpAddr, Instant>,
-    /// Next hops the kernel was asked to resolve, and when.
-    asked: HashMap<IpAddr, Instant>,
     /// The workers' copy is out of date.
     dirty: bool,
 }
@@ -110,7 +105,6 @@ impl NeighKeeper {
                 statics: statics.to_vec(),
                 kernel: dump(ifindex).unwrap_or_default(),
                 used: HashMap::new(),
-                asked: HashMap::new(),
                 dirty: false,
             };
         let monitor = NeighMonitor::open()
@@ -160,10 +154,8 @@ impl NeighKeeper {
                     s.dirty = true;
                     return;
                 }
-                if s.asked.get(&hop).is_some_and(|t| now - *t < ASK_AGAIN) {
-                    return;
-                }
-                s.asked.insert(hop, now);
+                // No throttle: a worker asks once per next hop, when its first frame starts
+                // waiting, and asking about an entry being resolved costs the kernel nothing.
                 let ifindex = s.ifindex;
                 if let Some(u) = &mut self.user {
                     let _ = u.use_entry(ifindex, hop);
@@ -233,7 +225,6 @@ impl NeighKeeper {
         }
         for s in &mut self.sides {
             s.used.retain(|_, t| now - *t < USED_FOR);
-            s.asked.retain(|_, t| now - *t < USED_FOR);
             for hop in s.used.keys() {
                 if s.statics.iter().any(|(ip, _)| ip == hop) {
                     continue;
@@ -260,7 +251,6 @@ mod tests {
             statics: vec![(IpAddr::from([10, 0, 0, 9]), [2, 0, 0, 0, 0, 9])],
             kernel: Neighbours::new(),
             used: HashMap::new(),
-            asked: HashMap::new(),
             dirty: false,
         }
     }
