@@ -294,6 +294,12 @@ pub struct Snapshot {
     pub wan_socket: SocketStats,
     /// Events lost because nobody collected them in time.
     pub events_lost: u64,
+    /// Frames that waited for their next hop's link-layer address.
+    #[serde(default)]
+    pub neigh_queued: u64,
+    /// Waiting frames sent once their next hop resolved.
+    #[serde(default)]
+    pub neigh_released: u64,
 }
 
 impl Snapshot {
@@ -338,6 +344,10 @@ impl Snapshot {
         out.push_str(&format!(
             "forwarded: lan->wan {}  wan->lan {}  bypassed {}  icmp errors sent {}  mss clamped {}\n",
             s.lan_to_wan, s.wan_to_lan, s.bypassed, s.icmp_sent, s.mss_clamped
+        ));
+        out.push_str(&format!(
+            "next hops: frames queued while resolving {}  released {}\n",
+            s.neigh_queued, s.neigh_released
         ));
         if s.workers > 1 {
             out.push_str(&format!(

@@ -2,6 +2,7 @@
 //! workers), the control thread that keeps next hops fresh, and a clean shutdown.
 
 pub mod config;
+mod neigh;
 pub mod router;
 pub mod run;
 

@@ -29,7 +29,7 @@ pub struct Router {
     /// change now rather than at its next timeout.
     wakers: std::sync::OnceLock<Vec<std::sync::Arc<crate::worker::handoff::Waker>>>,
     /// Where to ask for a next hop's link-layer address (the control loop probes it).
-    probe: std::sync::OnceLock<SyncSender<IpAddr>>,
+    probe: std::sync::OnceLock<SyncSender<crate::worker::NeighRequest>>,
 }
 
 /// Why a change did not happen.
@@ -62,7 +62,7 @@ impl Router {
     }
 
     /// Gives the router the channel to the neighbour prober (once, at start).
-    pub fn set_probe(&self, probe: SyncSender<IpAddr>) {
+    pub fn set_probe(&self, probe: SyncSender<crate::worker::NeighRequest>) {
         let _ = self.probe.set(probe);
     }
 
@@ -144,7 +144,10 @@ impl Router {
         if sa_out_remote.is_some() {
             // Have the kernel resolve the peer's next hop now, before the first packet needs it.
             if let (Some(p), Some(r)) = (self.probe.get(), sa_out_remote) {
-                let _ = p.try_send(r);
+                let _ = p.try_send(crate::worker::NeighRequest::Resolve(
+                    crate::worker::Port::Wan,
+                    r,
+                ));
             }
         }
         if let Some(sa) = policy {
@@ -302,6 +305,8 @@ pub fn merge(parts: Vec<Snapshot>) -> Snapshot {
             lan_socket: SocketStats::default(),
             wan_socket: SocketStats::default(),
             events_lost: 0,
+            neigh_queued: 0,
+            neigh_released: 0,
         };
     };
     for p in it {
@@ -320,6 +325,8 @@ pub fn merge(parts: Vec<Snapshot>) -> Snapshot {
         add_sockets(&mut s.lan_socket, &p.lan_socket);
         add_sockets(&mut s.wan_socket, &p.wan_socket);
         s.events_lost += p.events_lost;
+        s.neigh_queued += p.neigh_queued;
+        s.neigh_released += p.neigh_released;
     }
     s.sas.sort_by(|a, b| a.label.cmp(&b.label));
     s

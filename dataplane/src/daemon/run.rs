@@ -3,6 +3,7 @@
 use super::config::{DataplaneConfig, FailMode, SideConfig};
 use crate::api::server::{ApiListener, ApiServer, EventHub};
 use crate::api::Snapshot;
+use crate::daemon::neigh::NeighKeeper;
 use crate::daemon::router::Router;
 use crate::esp::DropReason;
 use crate::kernel;
@@ -10,12 +11,11 @@ use crate::sa::spd::Policies;
 use crate::sa::{file, Direction, SaDb};
 use crate::worker::handoff;
 use crate::worker::xsk::{Shard, Worker, WorkerConfig, WorkerUpdate};
-use crate::worker::{Neighbours, Pipeline, Port, Side};
+use crate::worker::{NeighRequest, Neighbours, Pipeline, Port, Side};
 use crate::xdp::program::{Classifier, ClassifierSpec, Role};
 use crate::xdp::sys::action;
 use crate::xdp::umem::UmemConfig;
-use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
@@ -242,7 +242,7 @@ pub fn run_locked(
         routes.insert(*p, *a);
     }
     policies.set_route_peers(routes.peers());
-    let (mtx, mrx) = sync_channel::<IpAddr>(64);
+    let (mtx, mrx) = sync_channel::<NeighRequest>(1024);
     let (etx, erx) = sync_channel(4096);
     let wakers = (0..n)
         .map(|_| handoff::Waker::new())
@@ -317,8 +317,12 @@ pub fn run_locked(
     let hub = Arc::new(EventHub::default());
     let _events = hub.spawn(erx);
     let api = ApiServer::serve(listener, router.clone(), hub).map_err(api_err)?;
+    let mut keeper = NeighKeeper::new(
+        (&lan_side, &cfg.lan.neighbours, lan_ifindex),
+        (&wan_side, &cfg.wan.neighbours, wan_ifindex),
+    );
     for hop in peer_hops {
-        let _ = mtx.try_send(hop);
+        let _ = mtx.try_send(NeighRequest::Resolve(Port::Wan, hop));
     }
     router.set_wakers(wakers.clone());
     router.set_probe(mtx.clone());
@@ -364,7 +368,7 @@ pub fn run_locked(
             Some(k) => format!(", capabilities kept {k:?}"),
         }
     ));
-    control_loop(cfg, &stop, &router, &mrx, lan_ifindex, wan_ifindex);
+    control_loop(&stop, &router, &mrx, &mut keeper);
     stop.store(true, Ordering::Relaxed);
     drop(api);
     let mut parts = Vec::with_capacity(n);
@@ -394,47 +398,21 @@ fn bind_worker(wcfg: &WorkerConfig, empty: impl Fn() -> Pipeline) -> Result<Work
 /// Slots in each handoff ring (one per ordered pair of workers).
 const HANDOFF_SLOTS: usize = 2048;
 
-/// Refreshes next hops from the kernel twice a second and asks the kernel to resolve the ones
-/// workers miss (a datagram to the discard port makes it send ARP / neighbour solicitation).
+/// Keeps next hops current: handles the workers' requests (resolve, used) and the kernel's
+/// neighbour notifications as they come (see [`NeighKeeper`]).
 fn control_loop(
-    cfg: &DataplaneConfig,
     stop: &AtomicBool,
     router: &Router,
-    missing: &Receiver<IpAddr>,
-    lan_ifindex: u32,
-    wan_ifindex: u32,
+    requests: &Receiver<NeighRequest>,
+    keeper: &mut NeighKeeper,
 ) {
-    let mut solicited: HashMap<IpAddr, Instant> = HashMap::new();
-    let mut next_refresh = Instant::now();
     while !stop.load(Ordering::Relaxed) {
-        while let Ok(hop) = missing.try_recv() {
-            let due = solicited
-                .get(&hop)
-                .is_none_or(|t| t.elapsed() > Duration::from_secs(1));
-            if due {
-                solicited.insert(hop, Instant::now());
-                let bind: IpAddr = if hop.is_ipv4() {
-                    Ipv4Addr::UNSPECIFIED.into()
-                } else {
-                    Ipv6Addr::UNSPECIFIED.into()
-                };
-                if let Ok(s) = UdpSocket::bind((bind, 0)) {
-                    let _ = s.send_to(b"esprit neighbour probe", (hop, 9));
-                }
-                next_refresh = next_refresh.min(Instant::now() + Duration::from_millis(50));
-            }
+        let now = Instant::now();
+        while let Ok(r) = requests.try_recv() {
+            keeper.request(r, now);
         }
-        if Instant::now() >= next_refresh {
-            for (port, c, idx) in [
-                (Port::Lan, &cfg.lan, lan_ifindex),
-                (Port::Wan, &cfg.wan, wan_ifindex),
-            ] {
-                let table = merged_neighbours(c, idx);
-                router.broadcast(|| WorkerUpdate::Neighbours(port, table.clone()));
-            }
-            next_refresh = Instant::now() + Duration::from_millis(500);
-        }
-        std::thread::sleep(Duration::from_millis(20));
+        keeper.tick(router, now);
+        keeper.wait(Duration::from_millis(10));
     }
 }
 

@@ -32,7 +32,9 @@ pub enum DropReason {
     NoPolicy,
     /// Forwarding: TTL or hop limit would reach zero.
     TtlExceeded,
-    /// Forwarding: the next hop's link-layer address is unknown.
+    /// Forwarding: the next hop's link-layer address is unknown. No longer counted by the
+    /// workers (such frames wait, see `NeighQueueFull`, `NeighFailed`, `NeighTimeout`); kept so
+    /// reports and counter order stay stable.
     NoNeighbour,
     /// Forwarding: the transmit ring was full.
     TxFull,
@@ -40,11 +42,19 @@ pub enum DropReason {
     Expired,
     /// Outbound: a trap policy matched but its SA does not exist yet (an acquire was raised).
     Acquire,
+    /// Forwarding: the frame would have waited for its next hop's link-layer address, but the
+    /// worker's neighbour queue (per next hop or in all) was full.
+    NeighQueueFull,
+    /// Forwarding: the frame waited for its next hop, and the kernel reported the next hop
+    /// unreachable (resolution FAILED).
+    NeighFailed,
+    /// Forwarding: the frame waited for its next hop longer than the neighbour queue allows.
+    NeighTimeout,
 }
 
 impl DropReason {
     /// Number of reasons (the length of a [`DropCounters`] array).
-    pub const COUNT: usize = 17;
+    pub const COUNT: usize = 20;
 
     /// Every reason, in counter order.
     pub const ALL: [DropReason; Self::COUNT] = [
@@ -65,6 +75,9 @@ impl DropReason {
         DropReason::TxFull,
         DropReason::Expired,
         DropReason::Acquire,
+        DropReason::NeighQueueFull,
+        DropReason::NeighFailed,
+        DropReason::NeighTimeout,
     ];
 
     /// Stable snake_case name used in CLI output, JSON and metrics.
@@ -87,6 +100,9 @@ impl DropReason {
             DropReason::TxFull => "tx_full",
             DropReason::Expired => "expired",
             DropReason::Acquire => "acquire",
+            DropReason::NeighQueueFull => "neigh_queue_full",
+            DropReason::NeighFailed => "neigh_failed",
+            DropReason::NeighTimeout => "neigh_timeout",
         }
     }
 }

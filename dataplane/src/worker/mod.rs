@@ -5,8 +5,9 @@ pub mod handoff;
 pub mod icmp;
 pub mod mss;
 pub mod neigh;
+pub mod neigh_queue;
 pub mod pipeline;
 pub mod xsk;
 
-pub use neigh::Neighbours;
+pub use neigh::{NeighRequest, Neighbours};
 pub use pipeline::{Out, Pipeline, Port, Side};

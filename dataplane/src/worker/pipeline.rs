@@ -29,6 +29,10 @@ pub enum Out {
     Tx(Port),
     /// Dropped and counted.
     Drop(DropReason),
+    /// Waits for the link-layer address of this next hop before leaving by this port: the
+    /// frame holds a complete Ethernet frame whose destination MAC is still zero (the worker
+    /// queues it, see [`super::neigh_queue`]).
+    Wait(Port, IpAddr),
 }
 
 /// A drop, and whether the pipeline still has to count it (the ESP layer counts its own, per
@@ -36,6 +40,8 @@ pub enum Out {
 enum Drop {
     Here(DropReason),
     Counted(DropReason),
+    /// Not a drop: the frame waits for its next hop (see [`Out::Wait`]).
+    Wait(Port, IpAddr),
 }
 
 /// What the pipeline knows about one side.
@@ -83,8 +89,6 @@ pub struct Pipeline {
     pub drops: DropCounters,
     /// Frames forwarded per direction: `[lan→wan, wan→lan]`.
     pub forwarded: [u64; 2],
-    /// The last next hop found without a link-layer address, for the control thread.
-    missing: Option<IpAddr>,
     /// Clamp the MSS of TCP SYNs to what the tunnel carries.
     pub mss_clamp: bool,
     /// Rate limit of the ICMP errors this gateway sends.
@@ -142,30 +146,31 @@ fn dst_of(pkt: &[u8]) -> Option<(IpAddr, EtherType)> {
 }
 
 /// Puts an Ethernet header for `side`'s next hop towards the packet's destination in front.
-/// A next hop without a link-layer address is recorded in `missing`.
+/// A next hop without a link-layer address gets a zero destination MAC and the frame waits for
+/// it ([`Drop::Wait`]).
 #[inline]
 fn emit_l2<B: AsRef<[u8]> + AsMut<[u8]>>(
     side: &Side,
+    port: Port,
     f: &mut Frame<B>,
-    missing: &mut Option<IpAddr>,
-) -> Result<(), DropReason> {
-    let (dst, ethertype) = dst_of(f.data()).ok_or(DropReason::Malformed)?;
+) -> Result<(), Drop> {
+    let (dst, ethertype) = dst_of(f.data()).ok_or(Drop::Here(DropReason::Malformed))?;
     let hop = side.next_hop(dst);
-    let Some(mac) = side.neighbours.get(hop) else {
-        *missing = Some(hop);
-        return Err(DropReason::NoNeighbour);
-    };
+    let mac = side.neighbours.lookup(hop);
     if !f.push_front(ETH_LEN) {
-        return Err(DropReason::TooBig);
+        return Err(Drop::Here(DropReason::TooBig));
     }
     EthernetRepr {
-        dst: mac,
+        dst: mac.unwrap_or_default(),
         src: side.mac,
         vlan_tci: None,
         ethertype,
     }
     .emit(f.data_mut());
-    Ok(())
+    match mac {
+        Some(_) => Ok(()),
+        None => Err(Drop::Wait(port, hop)),
+    }
 }
 
 /// Removes the Ethernet header of an IPv4/IPv6 frame.
@@ -189,7 +194,6 @@ impl Pipeline {
             wan,
             drops: DropCounters::default(),
             forwarded: [0; 2],
-            missing: None,
             mss_clamp: true,
             icmp: IcmpLimiter::new(100),
             icmp_sent: 0,
@@ -203,11 +207,6 @@ impl Pipeline {
     pub fn set_routes(&mut self, routes: RouteTable) {
         self.sadb.set_route_peers(routes.peers());
         self.routes = routes;
-    }
-
-    /// The last next hop that had no link-layer address, if any since the previous call.
-    pub fn take_missing(&mut self) -> Option<IpAddr> {
-        self.missing.take()
     }
 
     /// Processes a batch received on `from`. `out[i]` says where `frames[i]` goes; frames
@@ -234,6 +233,7 @@ impl Pipeline {
                     Out::Drop(reason)
                 }
                 Err(Drop::Counted(reason)) => Out::Drop(reason),
+                Err(Drop::Wait(port, hop)) => Out::Wait(port, hop),
             };
         }
     }
@@ -254,8 +254,11 @@ impl Pipeline {
         if !self.icmp.allow() || build_error(f, kind, from).is_err() {
             return Err(Drop::Counted(reason));
         }
-        emit_l2(&self.lan, f, &mut self.missing).map_err(Drop::Here)?;
-        self.icmp_sent += 1;
+        let r = emit_l2(&self.lan, Port::Lan, f);
+        if matches!(r, Ok(()) | Err(Drop::Wait(..))) {
+            self.icmp_sent += 1;
+        }
+        r?;
         Ok(Port::Lan)
     }
 
@@ -280,6 +283,10 @@ impl Pipeline {
             Ok(p) => {
                 self.icmp_sent += 1;
                 Ok(p)
+            }
+            Err(Drop::Wait(p, hop)) => {
+                self.icmp_sent += 1;
+                Err(Drop::Wait(p, hop))
             }
             Err(_) => Err(Drop::Counted(reason)),
         }
@@ -338,8 +345,11 @@ impl Pipeline {
                     if info.len > self.wan.mtu {
                         return Err(Drop::Here(DropReason::TooBig));
                     }
-                    emit_l2(&self.wan, f, &mut self.missing).map_err(Drop::Here)?;
-                    self.bypassed += 1;
+                    let r = emit_l2(&self.wan, Port::Wan, f);
+                    if matches!(r, Ok(()) | Err(Drop::Wait(..))) {
+                        self.bypassed += 1;
+                    }
+                    r?;
                     return Ok(Port::Wan);
                 }
                 Some(RouteAction::Drop) | None => {
@@ -373,7 +383,7 @@ impl Pipeline {
             Verdict::Drop(r) => return Err(Drop::Counted(r)),
             _ => return Err(Drop::Here(DropReason::Malformed)),
         }
-        emit_l2(&self.wan, f, &mut self.missing).map_err(Drop::Here)?;
+        emit_l2(&self.wan, Port::Wan, f)?;
         Ok(Port::Wan)
     }
 
@@ -410,7 +420,7 @@ impl Pipeline {
                 }
             }
         }
-        emit_l2(&self.lan, f, &mut self.missing).map_err(Drop::Here)?;
+        emit_l2(&self.lan, Port::Lan, f)?;
         Ok(Port::Lan)
     }
 }

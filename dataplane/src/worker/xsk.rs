@@ -4,6 +4,8 @@
 //! `sendto` per batch).
 
 use super::handoff;
+use super::neigh::NeighRequest;
+use super::neigh_queue::{Held, NeighQueue};
 use super::{Out, Pipeline, Port};
 use crate::api::proto::{drops_map, SaInfo, Snapshot};
 use crate::esp::DropReason;
@@ -19,6 +21,7 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
 use std::sync::Arc;
+use std::time::Instant;
 
 /// How a worker waits for packets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,8 +54,11 @@ pub struct WorkerConfig {
 
 /// A change or question the control side sends to a worker; handled between batches.
 pub enum WorkerUpdate {
-    /// New next-hop table for one side.
+    /// New next-hop table for one side; frames waiting for next hops it resolves leave.
     Neighbours(Port, super::Neighbours),
+    /// The kernel could not resolve this next hop on this side: frames waiting for it are
+    /// dropped.
+    NeighFailed(Port, IpAddr),
     /// Install an SA (or replace the one with the same SPI, direction and addresses); the
     /// result goes back on the channel.
     AddSa {
@@ -130,6 +136,9 @@ const IDLE_SPINS: u32 = 256;
 const POLL_TIMEOUT_MS: i32 = 20;
 /// Most TX kicks per side per round (see `poll_once`).
 const MAX_KICKS: u32 = 8;
+/// How often a worker reports the next hops it used (the control thread keeps their kernel
+/// entries resolved).
+const USED_REPORT_MS: u64 = 1000;
 
 /// One worker: its sockets, UMEM, free frames and pipeline.
 pub struct Worker {
@@ -142,7 +151,13 @@ pub struct Worker {
     cfg: WorkerConfig,
     idle: u32,
     updates: Option<Receiver<WorkerUpdate>>,
-    missing: Option<SyncSender<IpAddr>>,
+    missing: Option<SyncSender<NeighRequest>>,
+    /// Frames waiting for their next hop's link-layer address.
+    neigh: NeighQueue,
+    /// The worker's clock: milliseconds since `epoch`, read once per round.
+    epoch: Instant,
+    now_ms: u64,
+    next_used_report_ms: u64,
     events: Option<SyncSender<SaEvent>>,
     events_lost: u64,
     shard: Option<Shard>,
@@ -167,6 +182,7 @@ impl Worker {
         };
         let wan = XskSocket::new(&umem, &sock(&cfg.wan), None)?;
         let lan = XskSocket::new(&umem, &sock(&cfg.lan), Some(&wan))?;
+        let neigh = NeighQueue::for_frames(cfg.umem.frames);
         let free: Vec<u64> = (0..cfg.umem.frames)
             .rev()
             .map(|i| umem.chunk_addr(i))
@@ -181,6 +197,10 @@ impl Worker {
             idle: 0,
             updates: None,
             missing: None,
+            neigh,
+            epoch: Instant::now(),
+            now_ms: 0,
+            next_used_report_ms: USED_REPORT_MS,
             events: None,
             events_lost: 0,
             shard: None,
@@ -208,11 +228,12 @@ impl Worker {
 
     /// Connects the worker to its control thread: `updates` brings new tables, `missing`
     /// reports next hops whose link-layer address is unknown (so the kernel can be asked to
-    /// resolve them). Both are non-blocking on the worker's side.
+    /// resolve them) and next hops in use (so the kernel keeps them resolved). Both are
+    /// non-blocking on the worker's side.
     pub fn connect(
         &mut self,
         updates: Receiver<WorkerUpdate>,
-        missing: SyncSender<IpAddr>,
+        missing: SyncSender<NeighRequest>,
         events: SyncSender<SaEvent>,
     ) {
         self.updates = Some(updates);
@@ -261,6 +282,8 @@ impl Worker {
             lan_socket: self.lan.statistics().unwrap_or_default().into(),
             wan_socket: self.wan.statistics().unwrap_or_default().into(),
             events_lost: self.events_lost,
+            neigh_queued: self.neigh.held,
+            neigh_released: self.neigh.released,
         }
     }
 
@@ -277,11 +300,28 @@ impl Worker {
     }
 
     fn apply_updates(&mut self) {
-        let Some(rx) = &self.updates else { return };
+        // Taken out while the updates apply (some need the whole worker), put back after.
+        let Some(rx) = self.updates.take() else {
+            return;
+        };
         loop {
             match rx.try_recv() {
-                Ok(WorkerUpdate::Neighbours(Port::Lan, n)) => self.pipeline.lan.neighbours = n,
-                Ok(WorkerUpdate::Neighbours(Port::Wan, n)) => self.pipeline.wan.neighbours = n,
+                Ok(WorkerUpdate::Neighbours(port, n)) => {
+                    let side = match port {
+                        Port::Lan => &mut self.pipeline.lan,
+                        Port::Wan => &mut self.pipeline.wan,
+                    };
+                    n.inherit_used(&side.neighbours);
+                    side.neighbours = n;
+                    self.release_waiting(port);
+                }
+                Ok(WorkerUpdate::NeighFailed(port, hop)) => {
+                    let (free, drops) = (&mut self.free, &mut self.pipeline.drops);
+                    self.neigh.fail(port, hop, |h| {
+                        free.push(h.base);
+                        drops.add(DropReason::NeighFailed);
+                    });
+                }
                 Ok(WorkerUpdate::AddSa { sa, replace, reply }) => {
                     let r = if replace {
                         self.pipeline.sadb.replace(*sa)
@@ -318,23 +358,94 @@ impl Worker {
                         sh.policies.remove(spi, remote);
                     }
                 }
-                Err(TryRecvError::Empty) => return,
-                Err(TryRecvError::Disconnected) => {
-                    self.updates = None;
+                Err(TryRecvError::Empty) => {
+                    self.updates = Some(rx);
                     return;
                 }
+                Err(TryRecvError::Disconnected) => return,
             }
+        }
+    }
+
+    /// Sends the frames waiting for next hops of `port` that its table now resolves.
+    fn release_waiting(&mut self, port: Port) {
+        let Worker {
+            umem,
+            wan,
+            lan,
+            free,
+            pipeline,
+            neigh,
+            ..
+        } = self;
+        if neigh.is_empty() {
+            return;
+        }
+        let (table, sock) = match port {
+            Port::Lan => (&pipeline.lan.neighbours, lan),
+            Port::Wan => (&pipeline.wan.neighbours, wan),
+        };
+        let (drops, forwarded) = (&mut pipeline.drops, &mut pipeline.forwarded);
+        neigh.release(
+            port,
+            |ip| table.lookup(ip),
+            |h, mac| {
+                let off = h.offset as usize;
+                let written = umem
+                    .chunk_mut(h.base)
+                    .and_then(|c| c.get_mut(off..off + 6))
+                    .map(|d| d.copy_from_slice(&mac))
+                    .is_some();
+                let d = XdpDesc {
+                    addr: h.base + u64::from(h.offset),
+                    len: h.len,
+                    options: 0,
+                };
+                if !written {
+                    free.push(h.base);
+                    drops.add(DropReason::Malformed);
+                } else if sock.tx.produce(&[d]) == 1 {
+                    forwarded[(port == Port::Lan) as usize] += 1;
+                } else {
+                    free.push(h.base);
+                    drops.add(DropReason::TxFull);
+                }
+            },
+        );
+    }
+
+    /// Drops waiting frames that are too old, and every [`USED_REPORT_MS`] tells the control
+    /// thread which next hops were used.
+    fn neighbour_chores(&mut self) {
+        if !self.neigh.is_empty() {
+            let (free, drops) = (&mut self.free, &mut self.pipeline.drops);
+            self.neigh.expire(self.now_ms, |h| {
+                free.push(h.base);
+                drops.add(DropReason::NeighTimeout);
+            });
+        }
+        if self.now_ms < self.next_used_report_ms {
+            return;
+        }
+        self.next_used_report_ms = self.now_ms + USED_REPORT_MS;
+        let Some(tx) = &self.missing else { return };
+        for (port, side) in [
+            (Port::Lan, &self.pipeline.lan),
+            (Port::Wan, &self.pipeline.wan),
+        ] {
+            side.neighbours.take_used(|ip| {
+                let _ = tx.try_send(NeighRequest::Used(port, ip));
+            });
         }
     }
 
     /// Runs until `stop` is set.
     pub fn run(&mut self, stop: &AtomicBool) -> io::Result<()> {
         while !stop.load(Ordering::Relaxed) {
+            self.now_ms = self.epoch.elapsed().as_millis() as u64;
             self.apply_updates();
             self.forward_events();
-            if let (Some(tx), Some(hop)) = (&self.missing, self.pipeline.take_missing()) {
-                let _ = tx.try_send(hop);
-            }
+            self.neighbour_chores();
             let n = self.poll_once()?;
             if n > 0 {
                 self.idle = 0;
@@ -470,8 +581,16 @@ impl Worker {
             pipeline,
             shard,
             handoff,
+            neigh,
+            missing,
+            now_ms,
             ..
         } = self;
+        let mut waiting = Waiting {
+            queue: neigh,
+            requests: missing.as_ref(),
+            now_ms: *now_ms,
+        };
         let rx = match port {
             Port::Lan => &mut *lan,
             Port::Wan => &mut *wan,
@@ -527,7 +646,16 @@ impl Worker {
                 }
             }
         }
-        process_and_send(port, &mut frames, &bases, pipeline, lan, wan, free);
+        process_and_send(
+            port,
+            &mut frames,
+            &bases,
+            pipeline,
+            lan,
+            wan,
+            free,
+            &mut waiting,
+        );
         Ok(n)
     }
 
@@ -541,8 +669,16 @@ impl Worker {
             pipeline,
             shard,
             handoff,
+            neigh,
+            missing,
+            now_ms,
             ..
         } = self;
+        let mut waiting = Waiting {
+            queue: neigh,
+            requests: missing.as_ref(),
+            now_ms: *now_ms,
+        };
         let Some(sh) = shard.as_mut().filter(|sh| sh.workers > 1) else {
             return 0;
         };
@@ -592,7 +728,16 @@ impl Worker {
             for port in [Port::Lan, Port::Wan] {
                 let i = port as usize;
                 if !got[i].is_empty() {
-                    process_and_send(port, &mut got[i], &got_bases[i], pipeline, lan, wan, free);
+                    process_and_send(
+                        port,
+                        &mut got[i],
+                        &got_bases[i],
+                        pipeline,
+                        lan,
+                        wan,
+                        free,
+                        &mut waiting,
+                    );
                 }
             }
         }
@@ -619,9 +764,18 @@ fn steer(sh: &Shard, routes: &crate::sa::RouteTable, port: Port, frame: &[u8]) -
     owner.filter(|&o| o < sh.workers).unwrap_or(sh.id)
 }
 
+/// Where frames that wait for a next hop go while a batch is processed.
+struct Waiting<'a> {
+    queue: &'a mut NeighQueue,
+    /// The control thread, asked to resolve a next hop when its first frame waits.
+    requests: Option<&'a SyncSender<NeighRequest>>,
+    now_ms: u64,
+}
+
 /// Runs a batch through the pipeline and queues the results for transmission (ICMP errors go
-/// back out of the LAN, everything else out of the other port); dropped frames return to the
-/// free list.
+/// back out of the LAN, everything else out of the other port) or, for unresolved next hops,
+/// in the neighbour queue; dropped frames return to the free list.
+#[allow(clippy::too_many_arguments)]
 fn process_and_send(
     port: Port,
     frames: &mut [Frame<&mut [u8]>],
@@ -630,6 +784,7 @@ fn process_and_send(
     lan: &mut XskSocket,
     wan: &mut XskSocket,
     free: &mut Vec<u64>,
+    waiting: &mut Waiting,
 ) {
     let n = frames.len();
     if n == 0 {
@@ -658,6 +813,27 @@ fn process_and_send(
                 wan_bases.push(bases[i]);
             }
             Out::Drop(_) => free.push(bases[i]),
+            Out::Wait(out, hop) => {
+                let h = Held {
+                    port: out,
+                    hop,
+                    base: bases[i],
+                    offset: f.start() as u32,
+                    len: f.len() as u32,
+                    since_ms: waiting.now_ms,
+                };
+                match waiting.queue.push(h) {
+                    Ok(first) => {
+                        if let (true, Some(tx)) = (first, waiting.requests) {
+                            let _ = tx.try_send(NeighRequest::Resolve(out, hop));
+                        }
+                    }
+                    Err(_) => {
+                        free.push(bases[i]);
+                        pipeline.drops.add(DropReason::NeighQueueFull);
+                    }
+                }
+            }
         }
     }
     for (sock, tx, tx_bases) in [(lan, &to_lan, &lan_bases), (wan, &to_wan, &wan_bases)] {

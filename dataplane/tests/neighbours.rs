@@ -1,0 +1,267 @@
+//! Next hops the daemon has to resolve itself: two `esprit-dataplane` daemons between two
+//! hosts whose neighbour entries (on gateways and hosts) are flushed, so the first packet in
+//! each direction has to wait for ARP / neighbour discovery; and a steady ping while the
+//! gateways' neighbour timers are short and their entries are deleted now and then, during
+//! which nothing may be lost. Needs root; run under `flock /tmp/esprit-netns.lock`.
+
+mod common;
+use common::{is_root, two_sites};
+use dataplane::api::{Client, Request};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const KEY_AB: &str = "0x0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f2021222324";
+const KEY_BA: &str = "0xa1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebfc0c1c2c3c4";
+
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn xdp_attached(ns: &str, dev: &str) -> bool {
+    let out = Command::new("ip")
+        .args(["-n", ns, "-d", "link", "show", dev])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).contains("prog/xdp")
+}
+
+fn start(ns: &str, dir: &Path, name: &str) -> Daemon {
+    let child = Command::new("ip")
+        .args(["netns", "exec", ns, env!("CARGO_BIN_EXE_esprit-dataplane")])
+        .arg("--config")
+        .arg(dir.join(format!("{name}.toml")))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn esprit-dataplane");
+    let mut d = Daemon(child);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !(xdp_attached(ns, "wan0") && xdp_attached(ns, "lan0")) {
+        if let Some(st) = d.0.try_wait().unwrap() {
+            let mut err = String::new();
+            d.0.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+            panic!("daemon in {ns} exited with {st}: {err}");
+        }
+        assert!(Instant::now() < deadline, "daemon in {ns} did not attach");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    d
+}
+
+fn write_configs(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let a_ts = r#"["10.201.1.0/24", "fd00:201:1::/64"]"#;
+    let b_ts = r#"["10.201.2.0/24", "fd00:201:2::/64"]"#;
+    let sa = |spi: &str, dir: &str, key: &str, local: &str, remote: &str, l: &str, r: &str| {
+        format!(
+            "[[sa]]\nspi = \"{spi}\"\ndirection = \"{dir}\"\nsuite = \"aes256gcm16\"\nkey = \"{key}\"\nlocal = \"{local}\"\nremote = \"{remote}\"\nlocal_ts = {l}\nremote_ts = {r}\n\n"
+        )
+    };
+    let (a, b) = ("10.200.0.1", "10.200.0.2");
+    std::fs::write(
+        dir.join("gwA-sa.toml"),
+        sa("0xa0000001", "out", KEY_AB, a, b, a_ts, b_ts)
+            + &sa("0xb0000001", "in", KEY_BA, a, b, a_ts, b_ts),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("gwB-sa.toml"),
+        sa("0xb0000001", "out", KEY_BA, b, a, b_ts, a_ts)
+            + &sa("0xa0000001", "in", KEY_AB, b, a, b_ts, a_ts),
+    )
+    .unwrap();
+    for name in ["gwA", "gwB"] {
+        std::fs::write(
+            dir.join(format!("{name}.toml")),
+            format!(
+                "sa_file = \"{name}-sa.toml\"\napi_socket = \"{}\"\n[lan]\ninterface = \"lan0\"\n[wan]\ninterface = \"wan0\"\n[workers]\nring_size = 512\n",
+                dir.join(format!("{name}.sock")).display()
+            ),
+        )
+        .unwrap();
+    }
+}
+
+fn tmpdir(tag: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("esprit-test-{tag}-{}", std::process::id()))
+}
+
+/// Deletes every (non-permanent) neighbour entry in `ns`, both families.
+fn flush(ns: &str) {
+    for fam in ["-4", "-6"] {
+        let st = Command::new("ip")
+            .args(["-n", ns, fam, "neigh", "flush", "all"])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+}
+
+/// `ping ARGS dst` in `ns`: (success, output).
+fn ping(ns: &str, args: &[&str], dst: &str) -> (bool, String) {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "ping"])
+        .args(args)
+        .arg(dst)
+        .output()
+        .expect("ping");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+fn stats(sock: &Path) -> serde_json::Value {
+    Client::connect(sock).unwrap().call(Request::Stats).unwrap()
+}
+
+fn drops(s: &serde_json::Value, reason: &str) -> u64 {
+    s["forwarding_drops"][reason].as_u64().unwrap_or(0)
+}
+
+fn sysctl(ns: &str, kv: &str) {
+    let st = Command::new("ip")
+        .args(["netns", "exec", ns, "sysctl", "-qw", kv])
+        .status()
+        .unwrap();
+    assert!(st.success(), "sysctl {kv}");
+}
+
+#[test]
+fn the_first_packet_waits_for_its_next_hop() {
+    if !is_root() {
+        eprintln!("skipping: needs root");
+        return;
+    }
+    let ns = two_sites("nq");
+    let (ha, gwa, gwb, hb) = (ns.name(0), ns.name(1), ns.name(2), ns.name(3));
+    let dir = tmpdir("nq");
+    write_configs(&dir);
+    // Each ping is the first packet through freshly started daemons after every neighbour table
+    // was emptied: the hosts resolve their gateway, the gateways their WAN peer and the LAN
+    // host the packet is for. The far gateway has never sent to that host, so the request
+    // has to wait there for its next hop; the reply may find entries the request created.
+    for (from, to, far) in [
+        (ha, "10.201.2.2", "gwB"),
+        (hb, "10.201.1.2", "gwA"),
+        (ha, "fd00:201:2::2", "gwB"),
+        (hb, "fd00:201:1::2", "gwA"),
+    ] {
+        let a = start(gwa, &dir, "gwA");
+        let b = start(gwb, &dir, "gwB");
+        for n in [ha, gwa, gwb, hb] {
+            flush(n);
+        }
+        // The daemons learn of the deletions from the kernel's notifications.
+        std::thread::sleep(Duration::from_millis(200));
+        let (ok, out) = ping(from, &["-c", "1", "-W", "3"], to);
+        let (sa, sb) = (stats(&dir.join("gwA.sock")), stats(&dir.join("gwB.sock")));
+        // For the record (--nocapture): how long the first exchange took.
+        eprintln!(
+            "{to}: {}",
+            out.lines().find(|l| l.contains("time=")).unwrap_or("-")
+        );
+        assert!(
+            ok,
+            "first ping to {to} answered:\n{out}\ngwA {sa}\ngwB {sb}"
+        );
+        let f = if far == "gwA" { &sa } else { &sb };
+        assert!(
+            f["neigh_queued"].as_u64().unwrap() >= 1,
+            "{far} waited: {f}"
+        );
+        for s in [&sa, &sb] {
+            assert_eq!(s["neigh_queued"], s["neigh_released"], "{s}");
+            for r in [
+                "no_neighbour",
+                "neigh_failed",
+                "neigh_timeout",
+                "neigh_queue_full",
+            ] {
+                assert_eq!(drops(s, r), 0, "{r}: {s}");
+            }
+        }
+        drop((a, b));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn short_neighbour_timers_lose_nothing() {
+    if !is_root() {
+        eprintln!("skipping: needs root");
+        return;
+    }
+    let ns = two_sites("nt");
+    let (ha, gwa, gwb, hb) = (ns.name(0), ns.name(1), ns.name(2), ns.name(3));
+    // Entries go from REACHABLE to STALE within a second, a STALE entry is probed a second
+    // after use, and unused STALE entries may be collected after a second.
+    for gw in [gwa, gwb] {
+        for dev in ["lan0", "wan0"] {
+            for fam in ["ipv4", "ipv6"] {
+                sysctl(
+                    gw,
+                    &format!("net.{fam}.neigh.{dev}.base_reachable_time_ms=500"),
+                );
+                sysctl(gw, &format!("net.{fam}.neigh.{dev}.gc_stale_time=1"));
+                sysctl(
+                    gw,
+                    &format!("net.{fam}.neigh.{dev}.delay_first_probe_time=1"),
+                );
+            }
+        }
+    }
+    let dir = tmpdir("nt");
+    write_configs(&dir);
+    let _a = start(gwa, &dir, "gwA");
+    let _b = start(gwb, &dir, "gwB");
+    for n in [ha, gwa, gwb, hb] {
+        flush(n);
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    // 30 s of pings in both families, while the gateways' entries age, get re-validated and,
+    // every few seconds, disappear (as when the garbage collector takes them).
+    let v4 = {
+        let ha = ha.to_string();
+        std::thread::spawn(move || ping(&ha, &["-c", "150", "-i", "0.2", "-W", "3"], "10.201.2.2"))
+    };
+    let v6 = {
+        let hb = hb.to_string();
+        std::thread::spawn(move || {
+            ping(&hb, &["-c", "150", "-i", "0.2", "-W", "3"], "fd00:201:1::2")
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(28);
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_secs(4));
+        for gw in [gwa, gwb] {
+            flush(gw);
+        }
+    }
+    let (v4, v6) = (v4.join().unwrap(), v6.join().unwrap());
+    let (sa, sb) = (stats(&dir.join("gwA.sock")), stats(&dir.join("gwB.sock")));
+    for (what, (ok, out)) in [("IPv4", &v4), ("IPv6", &v6)] {
+        assert!(
+            *ok && out.contains(" 0% packet loss"),
+            "{what}: no ping lost:\n{out}\ngwA {sa}\ngwB {sb}"
+        );
+    }
+    for s in [&sa, &sb] {
+        for r in [
+            "no_neighbour",
+            "neigh_failed",
+            "neigh_timeout",
+            "neigh_queue_full",
+        ] {
+            assert_eq!(drops(s, r), 0, "{r}: {s}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
