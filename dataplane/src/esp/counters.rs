@@ -40,11 +40,17 @@ pub enum DropReason {
     Expired,
     /// Outbound: a trap policy matched but its SA does not exist yet (an acquire was raised).
     Acquire,
+    /// Outbound: an IPv4 packet without DF needed fragmenting but no free frame was left for
+    /// one of its fragments (the whole packet is dropped).
+    FragNoFrame,
+    /// Outbound: an IPv4 packet without DF would need more fragments than the gateway makes
+    /// for one packet, or its header leaves no room for fragment data in the tunnel MTU.
+    FragLimit,
 }
 
 impl DropReason {
     /// Number of reasons (the length of a [`DropCounters`] array).
-    pub const COUNT: usize = 17;
+    pub const COUNT: usize = 19;
 
     /// Every reason, in counter order.
     pub const ALL: [DropReason; Self::COUNT] = [
@@ -65,6 +71,8 @@ impl DropReason {
         DropReason::TxFull,
         DropReason::Expired,
         DropReason::Acquire,
+        DropReason::FragNoFrame,
+        DropReason::FragLimit,
     ];
 
     /// Stable snake_case name used in CLI output, JSON and metrics.
@@ -87,6 +95,8 @@ impl DropReason {
             DropReason::TxFull => "tx_full",
             DropReason::Expired => "expired",
             DropReason::Acquire => "acquire",
+            DropReason::FragNoFrame => "frag_no_frame",
+            DropReason::FragLimit => "frag_limit",
         }
     }
 }

@@ -28,6 +28,26 @@ pub fn checksum(data: &[u8]) -> u16 {
     finish(sum(0, data))
 }
 
+/// Folds a running sum to 16 bits without complementing it (a nonzero sum folds to
+/// 1..=0xffff, as the kernel's `csum_fold` before its final complement).
+#[inline]
+pub fn fold(mut acc: u32) -> u16 {
+    while acc >> 16 != 0 {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    acc as u16
+}
+
+/// The running sum of a TCP/UDP/ICMPv6 pseudo-header: both addresses (4 or 16 bytes each, of
+/// one family), the protocol and the upper-layer length (RFC 793, RFC 768, RFC 8200 §8.1).
+#[inline]
+pub fn pseudo_header_sum(src: &[u8], dst: &[u8], protocol: u8, len: usize) -> u32 {
+    // The upper-layer length is at most 2^16 + some for IPv4/IPv6 without jumbograms: it fits
+    // a u32 with room for the additions, and RFC 8200 sums it as a 32-bit value.
+    let len = len as u32;
+    sum(sum(0, src), dst) + u32::from(protocol) + (len >> 16) + (len & 0xffff)
+}
+
 /// Updates checksum `old_sum` when a 16-bit word changes from `old` to `new` (RFC 1624 eqn. 3).
 #[inline]
 pub fn update16(old_sum: u16, old: u16, new: u16) -> u16 {

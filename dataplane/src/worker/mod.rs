@@ -1,10 +1,12 @@
 //! Workers: the forwarding pipeline (sans-IO, batch in, batch out) and the AF_XDP poll loop
 //! that feeds it.
 
+pub mod fragment;
 pub mod handoff;
 pub mod icmp;
 pub mod mss;
 pub mod neigh;
+pub mod offload;
 pub mod pipeline;
 pub mod xsk;
 
