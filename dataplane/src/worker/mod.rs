@@ -8,6 +8,7 @@ pub mod mss;
 pub mod neigh;
 pub mod offload;
 pub mod pipeline;
+pub mod pool;
 pub mod xsk;
 
 pub use neigh::Neighbours;

@@ -4,6 +4,7 @@
 //! `sendto` per batch).
 
 use super::handoff;
+use super::pool::UmemPool;
 use super::{Out, Pipeline, Port};
 use crate::api::proto::{drops_map, SaInfo, Snapshot};
 use crate::esp::DropReason;
@@ -12,7 +13,7 @@ use crate::sa::spd::Policies;
 use crate::sa::{Direction, SaConfig, SaDbError, SaEvent};
 use crate::xdp::ring::XdpDesc;
 use crate::xdp::socket::{BindMode, SocketConfig, XskSocket};
-use crate::xdp::umem::{Umem, UmemConfig, MAX_BATCH};
+use crate::xdp::umem::{BatchArea, Umem, UmemConfig, MAX_BATCH};
 use arrayvec::ArrayVec;
 use std::io;
 use std::net::IpAddr;
@@ -483,17 +484,15 @@ impl Worker {
         }
         let fs = u64::from(umem.config().frame_size);
         let mut frames = ArrayVec::new();
-        if umem
-            .frames_mut(descs[..n].iter().map(|d| (d.addr, d.len)), &mut frames)
-            .is_err()
-        {
+        let Ok(area) = umem.frames_mut(descs[..n].iter().map(|d| (d.addr, d.len)), &mut frames)
+        else {
             // A descriptor the kernel should never produce: give the chunks back, count, go on.
             for d in &descs[..n] {
                 free.push(d.addr & !(fs - 1));
             }
             pipeline.drops.add(DropReason::Malformed);
             return Ok(n);
-        }
+        };
         let mut bases: ArrayVec<u64, MAX_BATCH> =
             descs[..n].iter().map(|d| d.addr & !(fs - 1)).collect();
         if let Some(sh) = shard.as_mut().filter(|sh| sh.workers > 1) {
@@ -527,7 +526,7 @@ impl Worker {
                 }
             }
         }
-        process_and_send(port, &mut frames, &bases, pipeline, lan, wan, free);
+        process_and_send(port, &mut frames, &bases, area, pipeline, lan, wan, free);
         Ok(n)
     }
 
@@ -559,18 +558,15 @@ impl Worker {
             }
             let addrs: ArrayVec<u64, MAX_BATCH> = free.drain(free.len() - take..).collect();
             let mut frames: ArrayVec<Frame<&mut [u8]>, MAX_BATCH> = ArrayVec::new();
-            if umem
-                .frames_mut(
-                    addrs
-                        .iter()
-                        .map(|&a| (a + headroom as u64, (fs - headroom) as u32)),
-                    &mut frames,
-                )
-                .is_err()
-            {
+            let Ok(area) = umem.frames_mut(
+                addrs
+                    .iter()
+                    .map(|&a| (a + headroom as u64, (fs - headroom) as u32)),
+                &mut frames,
+            ) else {
                 free.extend_from_slice(&addrs);
                 break;
-            }
+            };
             // One batch per port the packets came from.
             let mut got: [ArrayVec<Frame<&mut [u8]>, MAX_BATCH>; 2] =
                 [ArrayVec::new(), ArrayVec::new()];
@@ -589,10 +585,14 @@ impl Worker {
                 }
             }
             free.extend_from_slice(&unused);
+            // Spare frames come from one port's batch at a time; the LAN's need them.
+            let mut area = Some(area);
             for port in [Port::Lan, Port::Wan] {
                 let i = port as usize;
                 if !got[i].is_empty() {
-                    process_and_send(port, &mut got[i], &got_bases[i], pipeline, lan, wan, free);
+                    let a = area.take().unwrap_or_else(BatchArea::empty);
+                    let (fr, bs) = (&mut got[i], &got_bases[i]);
+                    process_and_send(port, fr, bs, a, pipeline, lan, wan, free);
                 }
             }
         }
@@ -620,12 +620,14 @@ fn steer(sh: &Shard, routes: &crate::sa::RouteTable, port: Port, frame: &[u8]) -
 }
 
 /// Runs a batch through the pipeline and queues the results for transmission (ICMP errors go
-/// back out of the LAN, everything else out of the other port); dropped frames return to the
-/// free list.
-fn process_and_send(
+/// back out of the LAN, everything else out of the other port, extra fragments after the
+/// batch); dropped frames return to the free list.
+#[allow(clippy::too_many_arguments)]
+fn process_and_send<'a>(
     port: Port,
-    frames: &mut [Frame<&mut [u8]>],
+    frames: &mut [Frame<&'a mut [u8]>],
     bases: &[u64],
+    area: BatchArea<'a>,
     pipeline: &mut Pipeline,
     lan: &mut XskSocket,
     wan: &mut XskSocket,
@@ -636,7 +638,10 @@ fn process_and_send(
         return;
     }
     let mut outs = [Out::Drop(DropReason::Malformed); MAX_BATCH];
-    pipeline.process(port, frames, &mut outs[..n]);
+    let mut pool = UmemPool::new(area.spares(free));
+    pipeline.process_with(port, frames, &mut outs[..n], &mut pool);
+    let mask = !(pool.frame_size() - 1);
+    let extra = pool.into_sends();
     // (descriptor, chunk) per port, so frames the TX ring cannot take go back to the free list.
     let mut to_lan: ArrayVec<XdpDesc, MAX_BATCH> = ArrayVec::new();
     let mut to_wan: ArrayVec<XdpDesc, MAX_BATCH> = ArrayVec::new();
@@ -660,7 +665,10 @@ fn process_and_send(
             Out::Drop(_) => free.push(bases[i]),
         }
     }
-    for (sock, tx, tx_bases) in [(lan, &to_lan, &lan_bases), (wan, &to_wan, &wan_bases)] {
+    for (sock, tx, tx_bases) in [
+        (&mut *lan, &to_lan, &lan_bases),
+        (&mut *wan, &to_wan, &wan_bases),
+    ] {
         if tx.is_empty() {
             continue;
         }
@@ -668,6 +676,35 @@ fn process_and_send(
         for &base in &tx_bases[sent..] {
             free.push(base);
             pipeline.drops.add(DropReason::TxFull);
+        }
+    }
+    if !extra.is_empty() {
+        send_extra(&extra, mask, pipeline, lan, wan, free);
+    }
+}
+
+/// Queues the frames the pipeline added to a batch (fragments) on their TX rings; what a ring
+/// cannot take returns to the free list as `tx_full`.
+fn send_extra(
+    extra: &[(Port, XdpDesc)],
+    mask: u64,
+    pipeline: &mut Pipeline,
+    lan: &mut XskSocket,
+    wan: &mut XskSocket,
+    free: &mut Vec<u64>,
+) {
+    for (sock, port) in [(lan, Port::Lan), (wan, Port::Wan)] {
+        for chunk in extra.chunks(MAX_BATCH) {
+            let tx: ArrayVec<XdpDesc, MAX_BATCH> = chunk
+                .iter()
+                .filter(|(p, _)| *p == port)
+                .map(|(_, d)| *d)
+                .collect();
+            let sent = sock.tx.produce(&tx) as usize;
+            for d in &tx[sent..] {
+                free.push(d.addr & mask);
+                pipeline.drops.add(DropReason::TxFull);
+            }
         }
     }
 }
