@@ -6,7 +6,7 @@
 //! hA (10.201.1.2) — [lan0 gwA wan0] (10.200.0.1) ==== (10.200.0.2) [wan0 gwB lan0] — hB (10.201.2.2)
 
 mod common;
-use common::{enter, is_root, two_sites, Namespaces};
+use common::{enter, is_root, sha256, two_sites, udp_datagram, Namespaces};
 use dataplane::esp::aead::KeyMaterial;
 use dataplane::esp::{Backend, DropReason, Suite};
 use dataplane::sa::{Direction, Mode, Prefix, SaConfig, SaDb, Selectors};
@@ -17,7 +17,7 @@ use dataplane::xdp::socket::BindMode;
 use dataplane::xdp::sys::action;
 use dataplane::xdp::umem::UmemConfig;
 use std::io::{Read, Write};
-use std::net::{IpAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, TcpListener, TcpStream};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -282,13 +282,6 @@ fn ping_crosses_two_gateways_over_esp() {
     drop(ns);
 }
 
-/// SHA-256 of `data`.
-fn sha256(data: &[u8]) -> Vec<u8> {
-    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data)
-        .as_ref()
-        .to_vec()
-}
-
 /// Sends `len` bytes over TCP from hA to hB; returns the SHA-256 of what was sent and of what
 /// arrived.
 fn tcp_transfer(ha: &str, hb: &str, len: usize) -> (Vec<u8>, Vec<u8>) {
@@ -319,38 +312,6 @@ fn tcp_transfer(ha: &str, hb: &str, len: usize) -> (Vec<u8>, Vec<u8>) {
     });
     client.join().unwrap();
     (sent, server.join().unwrap())
-}
-
-/// Sends one `len`-byte UDP datagram (IP total length) from hA to hB, without DF, a few times;
-/// returns the SHA-256 of the payload sent and of the first datagram that arrived.
-fn udp_datagram(ha: &str, hb: &str, len: usize) -> (Vec<u8>, Option<Vec<u8>>) {
-    let payload: Vec<u8> = (0..len - 28).map(|i| (i * 7 + 3) as u8).collect();
-    let sent = sha256(&payload);
-    let (tx, rx) = std::sync::mpsc::channel();
-    let hb = hb.to_string();
-    let server = std::thread::spawn(move || {
-        enter(&hb);
-        let s = UdpSocket::bind("10.201.2.2:5002").unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        tx.send(()).unwrap();
-        let mut buf = vec![0u8; 65536];
-        s.recv(&mut buf).ok().map(|n| sha256(&buf[..n]))
-    });
-    rx.recv().unwrap();
-    let ha = ha.to_string();
-    let client = std::thread::spawn(move || {
-        enter(&ha);
-        // Larger than the 1500-byte link: the host sends it as fragments without DF (Linux
-        // clears DF on datagrams it fragments itself).
-        let s = UdpSocket::bind("10.201.1.2:0").unwrap();
-        for _ in 0..3 {
-            s.send_to(&payload, "10.201.2.2:5002").unwrap();
-            std::thread::sleep(Duration::from_millis(300));
-        }
-    });
-    let got = server.join().unwrap();
-    client.join().unwrap();
-    (sent, got)
 }
 
 #[test]
