@@ -6,7 +6,7 @@
 //! exit, and `--detach` removes the programs. Needs root.
 
 mod common;
-use common::{enter, is_root, two_sites, two_sites_q};
+use common::{enter, is_root, two_sites, two_sites_q, udp_datagram};
 use dataplane::api::proto::EventLine;
 use dataplane::api::{ApiError, Client, Request};
 use std::io::{Read, Write};
@@ -347,13 +347,9 @@ fn two_daemons_carry_ping_and_tcp() {
     }
     let ns = two_sites("dm");
     let (ha, gwa, gwb, hb) = (ns.name(0), ns.name(1), ns.name(2), ns.name(3));
-    // Full 1500-byte MTUs: the gateways clamp TCP's MSS to the tunnel MTU. Checksums are
-    // computed in software so they survive AF_XDP copy mode.
-    for h in [ha, hb] {
-        let _ = Command::new("ip")
-            .args(["netns", "exec", h, "ethtool", "-K", "eth0", "tx", "off"])
-            .output();
-    }
+    // Full 1500-byte MTUs: the gateways clamp TCP's MSS to the tunnel MTU. The hosts keep
+    // their default offloads: their TCP checksums reach the gateway partial (pseudo-header
+    // only) and the gateway completes them.
     let dir = tmpdir("dm");
     write_configs(&dir);
     let a = start(gwa, &dir, "gwA");
@@ -362,6 +358,9 @@ fn two_daemons_carry_ping_and_tcp() {
     let v4 = ping(ha, "10.201.2.2");
     let v6 = ping(ha, "fd00:201:2::2");
     let (sent, got, n) = tcp_transfer(ha, hb, 20 << 20);
+    // A 3,000-byte datagram without DF leaves hA as 1500-byte fragments that gwA fragments
+    // again to fit the tunnel (before the DF pings below lower hA's path MTU).
+    let (udp_sent, udp_got) = udp_datagram(ha, hb, 3000);
     // A DF packet larger than the tunnel MTU gets "fragmentation needed" with the tunnel MTU
     // (1500 - 20 outer - 16 ESP/IV - 16 ICV, to 16-byte blocks, - 2 trailer = 1438), and an
     // IPv6 one "packet too big".
@@ -466,12 +465,21 @@ fn two_daemons_carry_ping_and_tcp() {
         "ICMPv6 packet too big sets the path MTU:\n{big6}\n{pmtu6}"
     );
     assert_eq!(sent, got, "SHA-256 of the transfer matches");
+    assert_eq!(
+        udp_got.as_deref(),
+        Some(&udp_sent[..]),
+        "the 3,000-byte non-DF datagram arrives whole"
+    );
     for name in ["gwA", "gwB"] {
         let j: serde_json::Value =
             serde_json::from_slice(&std::fs::read(dir.join(format!("{name}.json"))).unwrap())
                 .unwrap();
         let sas = j["sas"].as_array().unwrap();
         assert_eq!(sas.len(), 2);
+        assert!(
+            j["checksums_completed"].as_u64().unwrap() >= 1,
+            "{name} completed the hosts' offloaded TCP checksums: {j}"
+        );
         if name == "gwA" {
             assert!(
                 j["mss_clamped"].as_u64().unwrap() >= 1,
@@ -480,6 +488,10 @@ fn two_daemons_carry_ping_and_tcp() {
             assert!(
                 j["icmp_sent"].as_u64().unwrap() >= 2,
                 "two ICMP errors: {j}"
+            );
+            assert!(
+                j["fragmented"].as_u64().unwrap() >= 2,
+                "the datagram's big fragments were fragmented again: {j}"
             );
         }
         for sa in sas {
@@ -840,11 +852,6 @@ fn two_workers_share_the_tunnel_through_handoff() {
     }
     let ns = two_sites_q("d2", 2);
     let (ha, gwa, gwb, hb) = (ns.name(0), ns.name(1), ns.name(2), ns.name(3));
-    for h in [ha, hb] {
-        let _ = Command::new("ip")
-            .args(["netns", "exec", h, "ethtool", "-K", "eth0", "tx", "off"])
-            .output();
-    }
     let dir = tmpdir("d2");
     write_configs_n(&dir, 2);
     let a = start(gwa, &dir, "gwA");

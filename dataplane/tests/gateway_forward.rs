@@ -1,10 +1,12 @@
 //! Two esprit gateways (one worker each, AF_XDP on native-mode veth) carry ping between two
-//! sites over ESP, IPv4 and IPv6, and the SA counters show it. Needs root; skipped otherwise.
+//! sites over ESP, IPv4 and IPv6, and the SA counters show it; TCP from hosts that leave
+//! their checksums to the NIC, and UDP datagrams larger than the tunnel MTU, arrive intact.
+//! Needs root; skipped otherwise.
 //!
 //! hA (10.201.1.2) — [lan0 gwA wan0] (10.200.0.1) ==== (10.200.0.2) [wan0 gwB lan0] — hB (10.201.2.2)
 
 mod common;
-use common::{enter, ip, is_root, link, End, Namespaces};
+use common::{enter, is_root, sha256, two_sites, udp_datagram, Namespaces};
 use dataplane::esp::aead::KeyMaterial;
 use dataplane::esp::{Backend, DropReason, Suite};
 use dataplane::sa::{Direction, Mode, Prefix, SaConfig, SaDb, Selectors};
@@ -14,10 +16,12 @@ use dataplane::xdp::program::{Classifier, ClassifierSpec, Role};
 use dataplane::xdp::socket::BindMode;
 use dataplane::xdp::sys::action;
 use dataplane::xdp::umem::UmemConfig;
-use std::net::IpAddr;
+use std::io::{Read, Write};
+use std::net::{IpAddr, TcpListener, TcpStream};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 const HA: [u8; 6] = [0x02, 0, 0, 0, 0x1a, 0x02];
 const GWA_LAN: [u8; 6] = [0x02, 0, 0, 0, 0x1a, 0x01];
@@ -136,56 +140,32 @@ fn ping(ns: &str, dst: &str) -> (bool, String) {
     )
 }
 
-#[test]
-fn ping_crosses_two_gateways_over_esp() {
-    if !is_root() {
-        eprintln!("skipping: needs root");
-        return;
-    }
-    assert!(
-        Command::new("ping").arg("-V").output().is_ok(),
-        "ping is missing: ci/install-deps.sh installs iputils-ping"
-    );
-    let ns = Namespaces::new("fw", &["hA", "gwA", "gwB", "hB"]);
-    let (ha, gwa, gwb, hb) = (ns.name(0), ns.name(1), ns.name(2), ns.name(3));
-    link(
-        End(ha, "eth0", HA, &["10.201.1.2/24", "fd00:201:1::2/64"]),
-        End(gwa, "lan0", GWA_LAN, &["10.201.1.1/24", "fd00:201:1::1/64"]),
-    );
-    link(
-        End(gwa, "wan0", GWA_WAN, &["10.200.0.1/24", "fd00:200::1/64"]),
-        End(gwb, "wan0", GWB_WAN, &["10.200.0.2/24", "fd00:200::2/64"]),
-    );
-    link(
-        End(gwb, "lan0", GWB_LAN, &["10.201.2.1/24", "fd00:201:2::1/64"]),
-        End(hb, "eth0", HB, &["10.201.2.2/24", "fd00:201:2::2/64"]),
-    );
-    ip(&["-n", ha, "route", "add", "default", "via", "10.201.1.1"]);
-    ip(&[
-        "-n",
-        ha,
-        "-6",
-        "route",
-        "add",
-        "default",
-        "via",
-        "fd00:201:1::1",
-    ]);
-    ip(&["-n", hb, "route", "add", "default", "via", "10.201.2.1"]);
-    ip(&[
-        "-n",
-        hb,
-        "-6",
-        "route",
-        "add",
-        "default",
-        "via",
-        "fd00:201:2::1",
-    ]);
+/// Both gateways running, each in its own thread, between the two sites.
+struct Sites {
+    ns: Namespaces,
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<Pipeline>>,
+}
 
+impl Sites {
+    /// Stops the gateways; returns their pipelines (gwA, gwB) and the namespaces.
+    fn stop(self) -> (Pipeline, Pipeline, Namespaces) {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut t = self.threads.into_iter();
+        let pa = t.next().unwrap().join().unwrap();
+        let pb = t.next().unwrap().join().unwrap();
+        (pa, pb, self.ns)
+    }
+}
+
+/// hA — gwA ==== gwB — hB with 1500-byte MTUs everywhere; the hosts keep their default
+/// offloads (checksums left to the NIC).
+fn start_sites(tag: &str) -> Sites {
+    let ns = two_sites(tag);
+    let (gwa, gwb) = (ns.name(1), ns.name(2));
     let a_ts = ["10.201.1.0/24", "fd00:201:1::/64"];
     let b_ts = ["10.201.2.0/24", "fd00:201:2::/64"];
-    let side = |mac, onlink: &[&str], neigh: &[(&str, [u8; 6])]| {
+    let side = |mac, onlink: &[&str], neigh: &[(&str, [u8; 6])], addrs: &[&str]| {
         let mut n = Neighbours::new();
         for (ipa, m) in neigh {
             n.insert(a(ipa), *m);
@@ -196,7 +176,7 @@ fn ping_crosses_two_gateways_over_esp() {
             gateway: None,
             neighbours: n,
             mtu: 1500,
-            addrs: vec![],
+            addrs: addrs.iter().map(|s| a(s)).collect(),
         }
     };
     let gw_a = Gw {
@@ -222,8 +202,13 @@ fn ping_crosses_two_gateways_over_esp() {
                 &b_ts,
             ),
         ],
-        lan: side(GWA_LAN, &a_ts, &[("10.201.1.2", HA), ("fd00:201:1::2", HA)]),
-        wan: side(GWA_WAN, &["10.200.0.0/24"], &[("10.200.0.2", GWB_WAN)]),
+        lan: side(
+            GWA_LAN,
+            &a_ts,
+            &[("10.201.1.2", HA), ("fd00:201:1::2", HA)],
+            &["10.201.1.1", "fd00:201:1::1"],
+        ),
+        wan: side(GWA_WAN, &["10.200.0.0/24"], &[("10.200.0.2", GWB_WAN)], &[]),
     };
     let gw_b = Gw {
         ns: gwb.to_string(),
@@ -248,8 +233,13 @@ fn ping_crosses_two_gateways_over_esp() {
                 &a_ts,
             ),
         ],
-        lan: side(GWB_LAN, &b_ts, &[("10.201.2.2", HB), ("fd00:201:2::2", HB)]),
-        wan: side(GWB_WAN, &["10.200.0.0/24"], &[("10.200.0.1", GWA_WAN)]),
+        lan: side(
+            GWB_LAN,
+            &b_ts,
+            &[("10.201.2.2", HB), ("fd00:201:2::2", HB)],
+            &["10.201.2.1", "fd00:201:2::1"],
+        ),
+        wan: side(GWB_WAN, &["10.200.0.0/24"], &[("10.200.0.1", GWA_WAN)], &[]),
     };
     let stop = Arc::new(AtomicBool::new(false));
     let (rtx, rrx) = std::sync::mpsc::channel();
@@ -257,12 +247,28 @@ fn ping_crosses_two_gateways_over_esp() {
     let tb = run_gateway(gw_b, stop.clone(), rtx);
     rrx.recv().unwrap();
     rrx.recv().unwrap();
+    Sites {
+        ns,
+        stop,
+        threads: vec![ta, tb],
+    }
+}
 
-    let v4 = ping(ha, "10.201.2.2");
-    let v6 = ping(ha, "fd00:201:2::2");
-    stop.store(true, Ordering::Relaxed);
-    let pa = ta.join().unwrap();
-    let pb = tb.join().unwrap();
+#[test]
+fn ping_crosses_two_gateways_over_esp() {
+    if !is_root() {
+        eprintln!("skipping: needs root");
+        return;
+    }
+    assert!(
+        Command::new("ping").arg("-V").output().is_ok(),
+        "ping is missing: ci/install-deps.sh installs iputils-ping"
+    );
+    let sites = start_sites("fw");
+    let ha = sites.ns.name(0).to_string();
+    let v4 = ping(&ha, "10.201.2.2");
+    let v6 = ping(&ha, "fd00:201:2::2");
+    let (pa, pb, ns) = sites.stop();
     assert!(v4.0, "IPv4 ping across the tunnel:\n{}", v4.1);
     assert!(v6.0, "IPv6 ping across the tunnel:\n{}", v6.1);
     for (name, pl) in [("gwA", &pa), ("gwB", &pb)] {
@@ -272,6 +278,103 @@ fn ping_crosses_two_gateways_over_esp() {
         assert!(inb.packets >= 10, "{name} decrypted {inb:?}");
         assert_eq!(inb.drops.total(), 0, "{name} inbound drops {inb:?}");
         assert_eq!(pl.drops.get(DropReason::NoNeighbour), 0, "{name}");
+    }
+    drop(ns);
+}
+
+/// Sends `len` bytes over TCP from hA to hB; returns the SHA-256 of what was sent and of what
+/// arrived.
+fn tcp_transfer(ha: &str, hb: &str, len: usize) -> (Vec<u8>, Vec<u8>) {
+    let data: Vec<u8> = (0..len)
+        .map(|i| ((i * 2_654_435_761usize) >> 13) as u8)
+        .collect();
+    let sent = sha256(&data);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let hb = hb.to_string();
+    let server = std::thread::spawn(move || {
+        enter(&hb);
+        let l = TcpListener::bind("10.201.2.2:5001").unwrap();
+        tx.send(()).unwrap();
+        let (mut s, _) = l.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut got = vec![];
+        s.read_to_end(&mut got).expect("receive");
+        sha256(&got)
+    });
+    rx.recv().unwrap();
+    let ha = ha.to_string();
+    let client = std::thread::spawn(move || {
+        enter(&ha);
+        let mut s =
+            TcpStream::connect_timeout(&"10.201.2.2:5001".parse().unwrap(), Duration::from_secs(5))
+                .expect("connect through the tunnel");
+        s.write_all(&data).unwrap();
+    });
+    client.join().unwrap();
+    (sent, server.join().unwrap())
+}
+
+#[test]
+fn offloaded_checksums_and_oversized_packets_cross_the_tunnel() {
+    if !is_root() {
+        eprintln!("skipping: needs root");
+        return;
+    }
+    let sites = start_sites("fo");
+    let (ha, hb) = (sites.ns.name(0).to_string(), sites.ns.name(3).to_string());
+    // TCP with the hosts' checksum offload on: every segment reaches the gateway with a
+    // partial checksum.
+    let (tcp_sent, tcp_got) = tcp_transfer(&ha, &hb, 2 << 20);
+    // A 3,000-byte datagram without DF: hA sends two 1500-byte fragments and a small one;
+    // the big ones exceed the tunnel MTU (1438) and are fragmented again inside the tunnel.
+    // (Before the DF ping below: its ICMP error lowers hA's path MTU.)
+    let (udp_sent, udp_got) = udp_datagram(&ha, &hb, 3000);
+    let df = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ha,
+            "ping",
+            "-c",
+            "1",
+            "-W",
+            "2",
+            "-M",
+            "do",
+            "-s",
+            "1472",
+            "10.201.2.2",
+        ])
+        .output()
+        .unwrap();
+    let df = String::from_utf8_lossy(&df.stdout).to_string() + &String::from_utf8_lossy(&df.stderr);
+    let (pa, pb, ns) = sites.stop();
+    assert_eq!(tcp_sent, tcp_got, "SHA-256 of the TCP transfer");
+    assert!(
+        pa.checksums_completed > 0,
+        "gwA completed the SYN's and data's checksums"
+    );
+    assert!(
+        pb.checksums_completed > 0,
+        "gwB completed the ACKs' checksums"
+    );
+    assert_eq!(
+        udp_got.as_deref(),
+        Some(&udp_sent[..]),
+        "the 3,000-byte datagram arrives whole (gwA fragmented {}, drops {:?})",
+        pa.fragmented,
+        pa.drops
+    );
+    assert!(pa.fragmented >= 2, "both 1500-byte fragments were cut");
+    assert!(pa.fragments >= 4);
+    assert!(
+        df.contains("mtu = 1438"),
+        "a DF packet too big for the tunnel gets fragmentation needed:\n{df}"
+    );
+    for (name, pl) in [("gwA", &pa), ("gwB", &pb)] {
+        let inb = &pl.sadb.inbound().next().unwrap().counters;
+        assert_eq!(inb.drops.total(), 0, "{name} inbound drops {inb:?}");
+        assert_eq!(pl.drops.get(DropReason::FragNoFrame), 0, "{name}");
     }
     drop(ns);
 }

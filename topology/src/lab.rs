@@ -512,24 +512,6 @@ impl Lab {
                 ],
             )?;
         }
-        for h in [Node::HostA, Node::HostB] {
-            // Checksums in software, so they survive AF_XDP copy mode on the gateways. Best
-            // effort: without ethtool the lab still forwards.
-            let _ = run(
-                &what("host TX checksum offload off"),
-                &[
-                    "ip",
-                    "netns",
-                    "exec",
-                    &self.ns(h),
-                    "ethtool",
-                    "-K",
-                    "eth0",
-                    "tx",
-                    "off",
-                ],
-            );
-        }
         Ok(())
     }
 

@@ -288,6 +288,15 @@ pub struct Snapshot {
     /// Packets forwarded in the clear by bypass routes.
     #[serde(default)]
     pub bypassed: u64,
+    /// LAN packets whose partial (offloaded) transport checksum was completed.
+    #[serde(default)]
+    pub checksums_completed: u64,
+    /// IPv4 packets without DF fragmented to fit the tunnel.
+    #[serde(default)]
+    pub fragmented: u64,
+    /// Fragments those packets became.
+    #[serde(default)]
+    pub fragments: u64,
     /// Kernel counters of the LAN socket.
     pub lan_socket: SocketStats,
     /// Kernel counters of the WAN socket.
@@ -348,6 +357,10 @@ impl Snapshot {
         out.push_str(&format!(
             "next hops: frames queued while resolving {}  released {}\n",
             s.neigh_queued, s.neigh_released
+        ));
+        out.push_str(&format!(
+            "checksums completed {}  fragmented {} into {} fragments\n",
+            s.checksums_completed, s.fragmented, s.fragments
         ));
         if s.workers > 1 {
             out.push_str(&format!(

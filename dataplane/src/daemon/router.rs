@@ -302,6 +302,9 @@ pub fn merge(parts: Vec<Snapshot>) -> Snapshot {
             handoff_dropped: 0,
             workers: 0,
             bypassed: 0,
+            checksums_completed: 0,
+            fragmented: 0,
+            fragments: 0,
             lan_socket: SocketStats::default(),
             wan_socket: SocketStats::default(),
             events_lost: 0,
@@ -322,6 +325,9 @@ pub fn merge(parts: Vec<Snapshot>) -> Snapshot {
         s.handoff_dropped += p.handoff_dropped;
         s.workers += p.workers;
         s.bypassed += p.bypassed;
+        s.checksums_completed += p.checksums_completed;
+        s.fragmented += p.fragmented;
+        s.fragments += p.fragments;
         add_sockets(&mut s.lan_socket, &p.lan_socket);
         add_sockets(&mut s.wan_socket, &p.wan_socket);
         s.events_lost += p.events_lost;

@@ -50,11 +50,17 @@ pub enum DropReason {
     NeighFailed,
     /// Forwarding: the frame waited for its next hop longer than the neighbour queue allows.
     NeighTimeout,
+    /// Outbound: an IPv4 packet without DF needed fragmenting but no free frame was left for
+    /// one of its fragments (the whole packet is dropped).
+    FragNoFrame,
+    /// Outbound: an IPv4 packet without DF would need more fragments than the gateway makes
+    /// for one packet, or its header leaves no room for fragment data in the tunnel MTU.
+    FragLimit,
 }
 
 impl DropReason {
     /// Number of reasons (the length of a [`DropCounters`] array).
-    pub const COUNT: usize = 20;
+    pub const COUNT: usize = 22;
 
     /// Every reason, in counter order.
     pub const ALL: [DropReason; Self::COUNT] = [
@@ -78,6 +84,8 @@ impl DropReason {
         DropReason::NeighQueueFull,
         DropReason::NeighFailed,
         DropReason::NeighTimeout,
+        DropReason::FragNoFrame,
+        DropReason::FragLimit,
     ];
 
     /// Stable snake_case name used in CLI output, JSON and metrics.
@@ -103,6 +111,8 @@ impl DropReason {
             DropReason::NeighQueueFull => "neigh_queue_full",
             DropReason::NeighFailed => "neigh_failed",
             DropReason::NeighTimeout => "neigh_timeout",
+            DropReason::FragNoFrame => "frag_no_frame",
+            DropReason::FragLimit => "frag_limit",
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The forwarding pipeline of one worker: LAN frames are routed into ESP and out of the WAN,
 //! WAN frames are decrypted and routed out of the LAN. Sans-IO: frames in, verdicts out.
 
+use super::fragment::{self, FragError, FramePool, NoFrames, MAX_PIECES};
 use super::icmp::{build_error, IcmpError, IcmpLimiter};
 use super::Neighbours;
 use crate::esp::decap::decap;
@@ -8,9 +9,10 @@ use crate::esp::encap::inner_info;
 use crate::esp::encap::LookupCache;
 use crate::esp::{DropCounters, DropReason, Verdict};
 use crate::frame::Frame;
-use crate::sa::{Prefix, RouteAction, RouteTable, SaDb};
+use crate::sa::{Mode, Prefix, RouteAction, RouteTable, SaDb};
 use crate::wire::ethernet::{EtherType, EthernetFrame, EthernetRepr, HEADER_LEN as ETH_LEN};
 use crate::wire::{Ipv4Packet, Ipv6Packet};
+use arrayvec::ArrayVec;
 use std::net::IpAddr;
 
 /// An interface of the gateway.
@@ -101,6 +103,16 @@ pub struct Pipeline {
     pub routes: RouteTable,
     /// Packets forwarded in the clear by a bypass route.
     pub bypassed: u64,
+    /// Complete TCP/UDP/ICMPv6 checksums that LAN hosts left to their NIC (on by default; off
+    /// only to measure what the check costs).
+    pub complete_checksums: bool,
+    /// LAN packets whose TCP/UDP/ICMPv6 checksum held only the pseudo-header sum (a sender
+    /// with checksum offload) and was completed here.
+    pub checksums_completed: u64,
+    /// IPv4 packets without DF cut into fragments because they did not fit the tunnel.
+    pub fragmented: u64,
+    /// Fragments those packets became (each its own ESP packet).
+    pub fragments: u64,
 }
 
 /// Decrements the TTL / hop limit of the IP packet in `pkt`; false if it would reach zero.
@@ -200,6 +212,10 @@ impl Pipeline {
             mss_clamped: 0,
             routes: RouteTable::new(),
             bypassed: 0,
+            complete_checksums: true,
+            checksums_completed: 0,
+            fragmented: 0,
+            fragments: 0,
         }
     }
 
@@ -210,17 +226,30 @@ impl Pipeline {
     }
 
     /// Processes a batch received on `from`. `out[i]` says where `frames[i]` goes; frames
-    /// marked `Tx` hold the complete Ethernet frame to send.
+    /// marked `Tx` hold the complete Ethernet frame to send. Without a [`FramePool`], packets
+    /// that would need fragmenting are dropped (`frag_no_frame`).
     pub fn process<B: AsRef<[u8]> + AsMut<[u8]>>(
         &mut self,
         from: Port,
         frames: &mut [Frame<B>],
         out: &mut [Out],
     ) {
+        self.process_with(from, frames, out, &mut NoFrames);
+    }
+
+    /// [`Pipeline::process`], taking frames for the extra fragments of packets it has to
+    /// fragment from `pool` and handing them back to it for transmission.
+    pub fn process_with<B: AsRef<[u8]> + AsMut<[u8]>, P: FramePool<B>>(
+        &mut self,
+        from: Port,
+        frames: &mut [Frame<B>],
+        out: &mut [Out],
+        pool: &mut P,
+    ) {
         let mut cache = LookupCache::default();
         for (f, o) in frames.iter_mut().zip(out.iter_mut()) {
             let r = match from {
-                Port::Lan => self.lan_to_wan(f, &mut cache),
+                Port::Lan => self.lan_to_wan(f, &mut cache, pool),
                 Port::Wan => self.wan_to_lan(f),
             };
             *o = match r {
@@ -279,7 +308,7 @@ impl Pipeline {
             return Err(Drop::Counted(reason));
         }
         let mut cache = LookupCache::default();
-        match self.protect(f, &mut cache) {
+        match self.protect(f, &mut cache, &mut NoFrames) {
             Ok(p) => {
                 self.icmp_sent += 1;
                 Ok(p)
@@ -293,10 +322,11 @@ impl Pipeline {
     }
 
     #[inline]
-    fn lan_to_wan<B: AsRef<[u8]> + AsMut<[u8]>>(
+    fn lan_to_wan<B: AsRef<[u8]> + AsMut<[u8]>, P: FramePool<B>>(
         &mut self,
         f: &mut Frame<B>,
         cache: &mut LookupCache,
+        pool: &mut P,
     ) -> Result<Port, Drop> {
         strip_l2(f).map_err(Drop::Here)?;
         if let Err(r) = decrement_ttl(f.data_mut()) {
@@ -305,19 +335,27 @@ impl Pipeline {
                 r => Err(Drop::Here(r)),
             };
         }
-        self.protect(f, cache)
+        self.protect(f, cache, pool)
     }
 
     /// Sends the plaintext IP packet in `f` (TTL already handled) into its tunnel, in the
     /// clear by a bypass route, or drops it: SA lookup, trap, routes, tunnel MTU, MSS clamping,
-    /// ESP and the WAN's Ethernet header.
+    /// ESP and the WAN's Ethernet header. Checksums a sender left to its NIC are completed
+    /// first; IPv4 packets without DF that do not fit are fragmented with frames from `pool`.
     #[inline]
-    fn protect<B: AsRef<[u8]> + AsMut<[u8]>>(
+    fn protect<B: AsRef<[u8]> + AsMut<[u8]>, P: FramePool<B>>(
         &mut self,
         f: &mut Frame<B>,
         cache: &mut LookupCache,
+        pool: &mut P,
     ) -> Result<Port, Drop> {
         let info = inner_info(f.data()).map_err(|_| Drop::Here(DropReason::Malformed))?;
+        // Before anything reads or patches the transport checksum (MSS clamping updates it
+        // incrementally, which would carry a partial sum along), and in both ESP modes and
+        // bypass alike: AF_XDP transmits without offloads.
+        if self.complete_checksums && super::offload::complete(f.data_mut()) {
+            self.checksums_completed += 1;
+        }
         let idx = match cache.get(info.src, info.dst) {
             Some(idx) => idx,
             None => {
@@ -360,15 +398,37 @@ impl Pipeline {
         };
         let max = self.sadb.outbound()[idx].max_inner_len(self.wan.mtu);
         if info.len > max {
-            // DF set (always for IPv6): tell the sender the tunnel MTU. Otherwise the packet
-            // would need fragmenting, which the gateway does not do: drop it.
-            return if info.dont_frag() {
+            // DF set (always for IPv6): tell the sender the tunnel MTU. Otherwise cut the
+            // packet into fragments that fit (tunnel mode; a transport-mode packet cannot be
+            // fragmented before ESP, which carries its transport payload).
+            if info.dont_frag() {
                 let mtu = u16::try_from(max).unwrap_or(u16::MAX);
-                self.icmp_back(f, IcmpError::TooBig { mtu }, DropReason::TooBig)
-            } else {
-                Err(Drop::Here(DropReason::TooBig))
-            };
+                return self.icmp_back(f, IcmpError::TooBig { mtu }, DropReason::TooBig);
+            }
+            if self.sadb.outbound()[idx].cfg.mode != Mode::Tunnel {
+                return Err(Drop::Here(DropReason::TooBig));
+            }
+            self.clamp_mss(f, &info, max);
+            return self.fragment_out(idx, f, max, pool);
         }
+        self.clamp_mss(f, &info, max);
+        match self.sadb.encrypt_at(idx, f, &info) {
+            Verdict::Pass => {}
+            Verdict::Drop(r) => return Err(Drop::Counted(r)),
+            _ => return Err(Drop::Here(DropReason::Malformed)),
+        }
+        emit_l2(&self.wan, Port::Wan, f)?;
+        Ok(Port::Wan)
+    }
+
+    /// Lowers the MSS of a TCP SYN to what a tunnel taking `max`-byte inner packets carries.
+    #[inline]
+    fn clamp_mss<B: AsRef<[u8]> + AsMut<[u8]>>(
+        &mut self,
+        f: &mut Frame<B>,
+        info: &crate::esp::encap::InnerInfo,
+        max: usize,
+    ) {
         if self.mss_clamp {
             let overhead = if info.is_v6() { 60 } else { 40 };
             if super::mss::clamp(
@@ -378,13 +438,96 @@ impl Pipeline {
                 self.mss_clamped += 1;
             }
         }
+    }
+
+    /// Cuts the IPv4 packet in `f` into fragments of at most `max` bytes, encrypts each with
+    /// the outbound SA at `idx` and sends them out of the WAN: the first in `f` (the caller
+    /// transmits it), the others in frames from `pool`, handed back to it to send. Without
+    /// enough frames nothing is sent (`frag_no_frame`).
+    #[cold]
+    fn fragment_out<B: AsRef<[u8]> + AsMut<[u8]>, P: FramePool<B>>(
+        &mut self,
+        idx: usize,
+        f: &mut Frame<B>,
+        max: usize,
+        pool: &mut P,
+    ) -> Result<Port, Drop> {
+        let plan = fragment::plan(f.data(), max).map_err(|e| {
+            Drop::Here(match e {
+                FragError::Malformed => DropReason::Malformed,
+                FragError::Limit => DropReason::FragLimit,
+            })
+        })?;
+        // Write the later pieces first: the first one is cut from the packet in place.
+        let mut rest: ArrayVec<Frame<B>, MAX_PIECES> = ArrayVec::new();
+        for k in 1..plan.count {
+            let written = pool.take().and_then(|mut g| {
+                match fragment::write_piece(f.data(), &plan, k, g.data_mut()) {
+                    Some(n) if g.set_len(n) => Some(g),
+                    _ => {
+                        pool.give_back(g);
+                        None
+                    }
+                }
+            });
+            match written {
+                Some(g) => rest.push(g),
+                None => {
+                    for g in rest.drain(..) {
+                        pool.give_back(g);
+                    }
+                    return Err(Drop::Here(DropReason::FragNoFrame));
+                }
+            }
+        }
+        let n = fragment::cut_first(f.data_mut(), &plan);
+        f.set_len(n);
+        // A first piece waiting for the WAN's next hop is not a failure: the others wait too.
+        let first = self.seal_piece(idx, f);
+        if let Err(d @ (Drop::Here(_) | Drop::Counted(_))) = first {
+            for g in rest.drain(..) {
+                pool.give_back(g);
+            }
+            return Err(d);
+        }
+        self.fragmented += 1;
+        self.fragments += 1;
+        for mut g in rest.drain(..) {
+            match self.seal_piece(idx, &mut g) {
+                Ok(()) => {
+                    self.fragments += 1;
+                    self.forwarded[0] += 1;
+                    pool.send(g, Port::Wan);
+                }
+                Err(Drop::Wait(port, hop)) => {
+                    self.fragments += 1;
+                    pool.wait(g, port, hop);
+                }
+                Err(d) => {
+                    if let Drop::Here(r) = d {
+                        self.drops.add(r);
+                    }
+                    pool.give_back(g);
+                }
+            }
+        }
+        first.map(|()| Port::Wan)
+    }
+
+    /// Encrypts one fragment with the outbound SA at `idx` and puts the WAN's Ethernet header
+    /// in front.
+    fn seal_piece<B: AsRef<[u8]> + AsMut<[u8]>>(
+        &mut self,
+        idx: usize,
+        f: &mut Frame<B>,
+    ) -> Result<(), Drop> {
+        let info = inner_info(f.data()).map_err(|_| Drop::Here(DropReason::Malformed))?;
         match self.sadb.encrypt_at(idx, f, &info) {
             Verdict::Pass => {}
             Verdict::Drop(r) => return Err(Drop::Counted(r)),
             _ => return Err(Drop::Here(DropReason::Malformed)),
         }
-        emit_l2(&self.wan, Port::Wan, f)?;
-        Ok(Port::Wan)
+        emit_l2(&self.wan, Port::Wan, f)
     }
 
     #[inline]

@@ -6,6 +6,7 @@
 use super::handoff;
 use super::neigh::NeighRequest;
 use super::neigh_queue::{Held, NeighQueue};
+use super::pool::UmemPool;
 use super::{Out, Pipeline, Port};
 use crate::api::proto::{drops_map, SaInfo, Snapshot};
 use crate::esp::DropReason;
@@ -14,7 +15,7 @@ use crate::sa::spd::Policies;
 use crate::sa::{Direction, SaConfig, SaDbError, SaEvent};
 use crate::xdp::ring::XdpDesc;
 use crate::xdp::socket::{BindMode, SocketConfig, XskSocket};
-use crate::xdp::umem::{Umem, UmemConfig, MAX_BATCH};
+use crate::xdp::umem::{BatchArea, Umem, UmemConfig, MAX_BATCH};
 use arrayvec::ArrayVec;
 use std::io;
 use std::net::IpAddr;
@@ -279,6 +280,9 @@ impl Worker {
             handoff_dropped: self.handoff.dropped,
             workers: 1,
             bypassed: self.pipeline.bypassed,
+            checksums_completed: self.pipeline.checksums_completed,
+            fragmented: self.pipeline.fragmented,
+            fragments: self.pipeline.fragments,
             lan_socket: self.lan.statistics().unwrap_or_default().into(),
             wan_socket: self.wan.statistics().unwrap_or_default().into(),
             events_lost: self.events_lost,
@@ -602,17 +606,15 @@ impl Worker {
         }
         let fs = u64::from(umem.config().frame_size);
         let mut frames = ArrayVec::new();
-        if umem
-            .frames_mut(descs[..n].iter().map(|d| (d.addr, d.len)), &mut frames)
-            .is_err()
-        {
+        let Ok(area) = umem.frames_mut(descs[..n].iter().map(|d| (d.addr, d.len)), &mut frames)
+        else {
             // A descriptor the kernel should never produce: give the chunks back, count, go on.
             for d in &descs[..n] {
                 free.push(d.addr & !(fs - 1));
             }
             pipeline.drops.add(DropReason::Malformed);
             return Ok(n);
-        }
+        };
         let mut bases: ArrayVec<u64, MAX_BATCH> =
             descs[..n].iter().map(|d| d.addr & !(fs - 1)).collect();
         if let Some(sh) = shard.as_mut().filter(|sh| sh.workers > 1) {
@@ -650,6 +652,7 @@ impl Worker {
             port,
             &mut frames,
             &bases,
+            area,
             pipeline,
             lan,
             wan,
@@ -695,18 +698,15 @@ impl Worker {
             }
             let addrs: ArrayVec<u64, MAX_BATCH> = free.drain(free.len() - take..).collect();
             let mut frames: ArrayVec<Frame<&mut [u8]>, MAX_BATCH> = ArrayVec::new();
-            if umem
-                .frames_mut(
-                    addrs
-                        .iter()
-                        .map(|&a| (a + headroom as u64, (fs - headroom) as u32)),
-                    &mut frames,
-                )
-                .is_err()
-            {
+            let Ok(area) = umem.frames_mut(
+                addrs
+                    .iter()
+                    .map(|&a| (a + headroom as u64, (fs - headroom) as u32)),
+                &mut frames,
+            ) else {
                 free.extend_from_slice(&addrs);
                 break;
-            }
+            };
             // One batch per port the packets came from.
             let mut got: [ArrayVec<Frame<&mut [u8]>, MAX_BATCH>; 2] =
                 [ArrayVec::new(), ArrayVec::new()];
@@ -725,19 +725,14 @@ impl Worker {
                 }
             }
             free.extend_from_slice(&unused);
+            // Spare frames come from one port's batch at a time; the LAN's need them.
+            let mut area = Some(area);
             for port in [Port::Lan, Port::Wan] {
                 let i = port as usize;
                 if !got[i].is_empty() {
-                    process_and_send(
-                        port,
-                        &mut got[i],
-                        &got_bases[i],
-                        pipeline,
-                        lan,
-                        wan,
-                        free,
-                        &mut waiting,
-                    );
+                    let a = area.take().unwrap_or_else(BatchArea::empty);
+                    let (fr, bs) = (&mut got[i], &got_bases[i]);
+                    process_and_send(port, fr, bs, a, pipeline, lan, wan, free, &mut waiting);
                 }
             }
         }
@@ -773,13 +768,15 @@ struct Waiting<'a> {
 }
 
 /// Runs a batch through the pipeline and queues the results for transmission (ICMP errors go
-/// back out of the LAN, everything else out of the other port) or, for unresolved next hops,
-/// in the neighbour queue; dropped frames return to the free list.
+/// back out of the LAN, everything else out of the other port, extra fragments after the
+/// batch) or, for unresolved next hops, in the neighbour queue; dropped frames return to the
+/// free list.
 #[allow(clippy::too_many_arguments)]
-fn process_and_send(
+fn process_and_send<'a>(
     port: Port,
-    frames: &mut [Frame<&mut [u8]>],
+    frames: &mut [Frame<&'a mut [u8]>],
     bases: &[u64],
+    area: BatchArea<'a>,
     pipeline: &mut Pipeline,
     lan: &mut XskSocket,
     wan: &mut XskSocket,
@@ -791,7 +788,10 @@ fn process_and_send(
         return;
     }
     let mut outs = [Out::Drop(DropReason::Malformed); MAX_BATCH];
-    pipeline.process(port, frames, &mut outs[..n]);
+    let mut pool = UmemPool::new(area.spares(free));
+    pipeline.process_with(port, frames, &mut outs[..n], &mut pool);
+    let mask = !(pool.frame_size() - 1);
+    let (extra, extra_waits) = pool.into_parts();
     // (descriptor, chunk) per port, so frames the TX ring cannot take go back to the free list.
     let mut to_lan: ArrayVec<XdpDesc, MAX_BATCH> = ArrayVec::new();
     let mut to_wan: ArrayVec<XdpDesc, MAX_BATCH> = ArrayVec::new();
@@ -822,21 +822,14 @@ fn process_and_send(
                     len: f.len() as u32,
                     since_ms: waiting.now_ms,
                 };
-                match waiting.queue.push(h) {
-                    Ok(first) => {
-                        if let (true, Some(tx)) = (first, waiting.requests) {
-                            let _ = tx.try_send(NeighRequest::Resolve(out, hop));
-                        }
-                    }
-                    Err(_) => {
-                        free.push(bases[i]);
-                        pipeline.drops.add(DropReason::NeighQueueFull);
-                    }
-                }
+                hold(h, waiting, pipeline, free);
             }
         }
     }
-    for (sock, tx, tx_bases) in [(lan, &to_lan, &lan_bases), (wan, &to_wan, &wan_bases)] {
+    for (sock, tx, tx_bases) in [
+        (&mut *lan, &to_lan, &lan_bases),
+        (&mut *wan, &to_wan, &wan_bases),
+    ] {
         if tx.is_empty() {
             continue;
         }
@@ -844,6 +837,63 @@ fn process_and_send(
         for &base in &tx_bases[sent..] {
             free.push(base);
             pipeline.drops.add(DropReason::TxFull);
+        }
+    }
+    if !extra.is_empty() {
+        send_extra(&extra, mask, pipeline, lan, wan, free);
+    }
+    for &(out, hop, d) in &extra_waits {
+        let h = Held {
+            port: out,
+            hop,
+            base: d.addr & mask,
+            offset: (d.addr & !mask) as u32,
+            len: d.len,
+            since_ms: waiting.now_ms,
+        };
+        hold(h, waiting, pipeline, free);
+    }
+}
+
+/// Puts a frame that waits for its next hop in the neighbour queue (asking the control thread
+/// to resolve the hop when it is the first to wait for it), or drops it as `neigh_queue_full`.
+fn hold(h: Held, waiting: &mut Waiting, pipeline: &mut Pipeline, free: &mut Vec<u64>) {
+    let (out, hop, base) = (h.port, h.hop, h.base);
+    match waiting.queue.push(h) {
+        Ok(first) => {
+            if let (true, Some(tx)) = (first, waiting.requests) {
+                let _ = tx.try_send(NeighRequest::Resolve(out, hop));
+            }
+        }
+        Err(_) => {
+            free.push(base);
+            pipeline.drops.add(DropReason::NeighQueueFull);
+        }
+    }
+}
+
+/// Queues the frames the pipeline added to a batch (fragments) on their TX rings; what a ring
+/// cannot take returns to the free list as `tx_full`.
+fn send_extra(
+    extra: &[(Port, XdpDesc)],
+    mask: u64,
+    pipeline: &mut Pipeline,
+    lan: &mut XskSocket,
+    wan: &mut XskSocket,
+    free: &mut Vec<u64>,
+) {
+    for (sock, port) in [(lan, Port::Lan), (wan, Port::Wan)] {
+        for chunk in extra.chunks(MAX_BATCH) {
+            let tx: ArrayVec<XdpDesc, MAX_BATCH> = chunk
+                .iter()
+                .filter(|(p, _)| *p == port)
+                .map(|(_, d)| *d)
+                .collect();
+            let sent = sock.tx.produce(&tx) as usize;
+            for d in &tx[sent..] {
+                free.push(d.addr & mask);
+                pipeline.drops.add(DropReason::TxFull);
+            }
         }
     }
 }

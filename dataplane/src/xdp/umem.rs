@@ -5,10 +5,14 @@
 use crate::frame::Frame;
 use arrayvec::ArrayVec;
 use std::io;
+use std::marker::PhantomData;
 use std::ptr::NonNull;
 
 /// Largest batch of frames handed out at once (VPP's vector size).
 pub const MAX_BATCH: usize = 64;
+
+/// Most spare chunks [`Spares`] hands out during one batch.
+pub const MAX_SPARES: usize = 256;
 
 /// The shape of a UMEM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,12 +138,13 @@ impl Umem {
     /// Frames for a batch of at most [`MAX_BATCH`] packets at `(addr, len)` (UMEM offset of the
     /// packet start and its length, as RX descriptors give them). Fails if a descriptor is out
     /// of range, two descriptors share a chunk (so the frames never alias), or the batch is too
-    /// large. Allocates nothing.
+    /// large. Allocates nothing. The returned [`BatchArea`] reaches the rest of the area while
+    /// the frames live (for frames the batch needs beyond its own).
     pub fn frames_mut<'a>(
         &'a mut self,
         descs: impl Iterator<Item = (u64, u32)>,
         out: &mut ArrayVec<Frame<&'a mut [u8]>, MAX_BATCH>,
-    ) -> io::Result<()> {
+    ) -> io::Result<BatchArea<'a>> {
         out.clear();
         let fs = u64::from(self.cfg.frame_size);
         let mut ranges = [(0u64, 0usize, 0usize); MAX_BATCH];
@@ -172,7 +177,16 @@ impl Umem {
             self.in_batch[(idx / 64) as usize] &= !(1u64 << (idx % 64));
         }
         result?;
+        let mut area = BatchArea {
+            ptr: self.ptr,
+            len: self.len,
+            frame_size: fs,
+            headroom: self.cfg.headroom as usize,
+            batch: ArrayVec::new(),
+            _area: PhantomData,
+        };
         for &(base, start, end) in &ranges[..n] {
+            area.batch.push(base);
             // SAFETY: every chunk in `ranges` lies inside the area (checked above) and appears
             // once (the bitmap check), so the slices are disjoint; they borrow `self` mutably
             // for 'a, so nothing else can touch the area meanwhile.
@@ -181,7 +195,110 @@ impl Umem {
             };
             out.push(Frame::new(chunk, start, end).expect("range checked"));
         }
-        Ok(())
+        Ok(area)
+    }
+}
+
+/// The part of a UMEM outside one batch, while the batch's frames borrow the area.
+pub struct BatchArea<'a> {
+    ptr: NonNull<u8>,
+    len: usize,
+    frame_size: u64,
+    headroom: usize,
+    /// Chunks of the batch's frames (never handed out again while the frames may live).
+    batch: ArrayVec<u64, MAX_BATCH>,
+    _area: PhantomData<&'a mut [u8]>,
+}
+
+impl<'a> BatchArea<'a> {
+    /// An area without chunks: its spares are always exhausted.
+    pub fn empty() -> Self {
+        BatchArea {
+            ptr: NonNull::dangling(),
+            len: 0,
+            frame_size: 2048,
+            headroom: 0,
+            batch: ArrayVec::new(),
+            _area: PhantomData,
+        }
+    }
+
+    /// Spare frames from the chunks on `free` (the worker's list of chunks that neither the
+    /// kernel nor a frame holds).
+    pub fn spares(self, free: &mut Vec<u64>) -> Spares<'a, '_> {
+        Spares {
+            area: self,
+            free,
+            taken: ArrayVec::new(),
+        }
+    }
+}
+
+/// Frames taken from a free list during a batch (for the extra fragments of a packet the
+/// pipeline splits). Every chunk handed out is checked to be inside the area, not part of the
+/// batch and not handed out already, so frames never alias, even if the free list were wrong.
+pub struct Spares<'a, 'f> {
+    area: BatchArea<'a>,
+    free: &'f mut Vec<u64>,
+    taken: ArrayVec<u64, MAX_SPARES>,
+}
+
+impl<'a> Spares<'a, '_> {
+    /// How far down the free list [`Spares::take`] looks past chunks it may not hand out (the
+    /// batch's own chunks, freed during the batch, sit at its end).
+    const LOOK: usize = MAX_BATCH + 8;
+
+    /// A free chunk as a frame whose window spans the chunk after the headroom, with the
+    /// chunk's UMEM offset; `None` when none is free (or [`MAX_SPARES`] are out).
+    pub fn take(&mut self) -> Option<(u64, Frame<&'a mut [u8]>)> {
+        if self.taken.is_full() {
+            return None;
+        }
+        let a = &self.area;
+        let usable = |c: u64| {
+            c % a.frame_size == 0
+                && c + a.frame_size <= a.len as u64
+                && !a.batch.contains(&c)
+                && !self.taken.contains(&c)
+        };
+        let n = self.free.len();
+        let i = (n.saturating_sub(Self::LOOK)..n)
+            .rev()
+            .find(|&i| usable(self.free[i]))?;
+        let base = self.free.swap_remove(i);
+        self.taken.push(base);
+        let fs = self.area.frame_size as usize;
+        // SAFETY: `base..base + fs` lies inside the mapping (checked above) and belongs to no
+        // other live slice: not to a frame of the batch (`batch`), not to an earlier spare
+        // (`taken`; a spare leaves `taken` only when its frame is given back by value), and not
+        // to the kernel (it came from the worker's free list, which only holds chunks taken
+        // back from the completion ring or never lent). The slice borrows the area for 'a,
+        // like the batch's frames.
+        let chunk = unsafe {
+            std::slice::from_raw_parts_mut(self.area.ptr.as_ptr().add(base as usize), fs)
+        };
+        let f = Frame::new(chunk, self.area.headroom.min(fs), fs)?;
+        Some((base, f))
+    }
+
+    /// UMEM offset of the chunk holding spare frame `f`.
+    pub fn base_of(&self, f: &Frame<&'a mut [u8]>) -> u64 {
+        let buf = (f.data().as_ptr() as usize).wrapping_sub(f.start());
+        buf.wrapping_sub(self.area.ptr.as_ptr() as usize) as u64
+    }
+
+    /// Puts an unused spare frame back on the free list.
+    pub fn give_back(&mut self, f: Frame<&'a mut [u8]>) {
+        let base = self.base_of(&f);
+        if let Some(i) = self.taken.iter().position(|&c| c == base) {
+            self.taken.swap_remove(i);
+            self.free.push(base);
+        }
+    }
+
+    /// The size of a chunk.
+    pub fn frame_size(&self) -> u64 {
+        self.area.frame_size
     }
 }
 
@@ -227,5 +344,38 @@ mod tests {
         u.frames_mut([(128u64, 60u32)].into_iter(), &mut out)
             .unwrap();
         assert_eq!(out.len(), 1);
+    }
+
+    #[test]
+    fn spares_skip_the_batch_and_never_repeat() {
+        let mut u = Umem::new(UmemConfig {
+            frames: 4,
+            frame_size: 2048,
+            headroom: 128,
+        })
+        .unwrap();
+        let mut out = ArrayVec::new();
+        let area = u
+            .frames_mut([(2048u64 + 128, 60u32)].into_iter(), &mut out)
+            .unwrap();
+        // A broken free list: a batch chunk, a duplicate, a chunk outside the area.
+        let mut free = vec![0u64, 3 * 2048, 3 * 2048, 4 * 2048, 2048];
+        let mut sp = area.spares(&mut free);
+        let (a, fa) = sp.take().unwrap();
+        let (b, fb) = sp.take().unwrap();
+        assert_eq!((a, b), (3 * 2048, 0));
+        assert!(
+            sp.take().is_none(),
+            "the rest is the batch, a repeat or outside"
+        );
+        assert_eq!((fa.headroom(), fa.len()), (128, 2048 - 128));
+        assert_eq!(sp.base_of(&fb), 0);
+        sp.give_back(fb);
+        assert_eq!(
+            sp.take().unwrap().0,
+            0,
+            "a given-back chunk can be taken again"
+        );
+        assert_eq!(fa.len() + out[0].len(), 2048 - 128 + 60);
     }
 }

@@ -185,3 +185,43 @@ pub fn two_sites_q(tag: &str, queues: u32) -> Namespaces {
     }
     ns
 }
+
+/// SHA-256 of `data`.
+pub fn sha256(data: &[u8]) -> Vec<u8> {
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data)
+        .as_ref()
+        .to_vec()
+}
+
+/// Sends one `len`-byte UDP datagram (IP total length) from hA to hB, without DF, a few times;
+/// returns the SHA-256 of the payload sent and of the first datagram that arrived.
+pub fn udp_datagram(ha: &str, hb: &str, len: usize) -> (Vec<u8>, Option<Vec<u8>>) {
+    let payload: Vec<u8> = (0..len - 28).map(|i| (i * 7 + 3) as u8).collect();
+    let sent = sha256(&payload);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let hb = hb.to_string();
+    let server = std::thread::spawn(move || {
+        enter(&hb);
+        let s = std::net::UdpSocket::bind("10.201.2.2:5002").unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        tx.send(()).unwrap();
+        let mut buf = vec![0u8; 65536];
+        s.recv(&mut buf).ok().map(|n| sha256(&buf[..n]))
+    });
+    rx.recv().unwrap();
+    let ha = ha.to_string();
+    let client = std::thread::spawn(move || {
+        enter(&ha);
+        // Larger than the 1500-byte link: the host sends it as fragments without DF (Linux
+        // clears DF on datagrams it fragments itself).
+        let s = std::net::UdpSocket::bind("10.201.1.2:0").unwrap();
+        for _ in 0..3 {
+            s.send_to(&payload, "10.201.2.2:5002").unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        }
+    });
+    let got = server.join().unwrap();
+    client.join().unwrap();
+    (sent, got)
+}
