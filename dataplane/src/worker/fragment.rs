@@ -11,10 +11,10 @@
 //! [`FramePool`] for. Nothing allocates.
 
 use super::Port;
-use std::net::IpAddr;
 use crate::frame::Frame;
 use crate::wire::checksum;
 use crate::wire::ipv4::MIN_HEADER_LEN;
+use std::net::IpAddr;
 
 /// Most pieces one packet is cut into. A 64 KiB datagram through a 1,400-byte tunnel needs 48;
 /// a smaller tunnel MTU drops larger datagrams as `frag_limit`.
