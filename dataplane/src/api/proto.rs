@@ -198,6 +198,9 @@ pub struct SaInfo {
     pub drops: BTreeMap<String, u64>,
     /// A hard lifetime limit was reached.
     pub expired: bool,
+    /// The owner tag the control plane gave the SA (absent for manual SAs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 /// Non-zero drop counters by reason name.
@@ -226,6 +229,7 @@ impl SaInfo {
             bytes: c.bytes,
             drops: drops_map(&c.drops),
             expired,
+            owner: cfg.owner.clone(),
         }
     }
 }
