@@ -219,6 +219,8 @@ pub struct IkeSa {
     /// The peer's IKE_AUTH carried INITIAL_CONTACT and authenticated: the endpoint removes the
     /// other IKE SAs between the same identities ([`IkeSa::take_initial_contact`]).
     initial_contact: bool,
+    /// Removed because the peer's INITIAL_CONTACT said it lost this IKE SA.
+    forgotten: bool,
 }
 
 fn nat_hash(spi_i: u64, spi_r: u64, a: SocketAddr) -> Vec<u8> {
@@ -385,6 +387,7 @@ impl IkeSa {
             collisions: Vec::new(),
             send_initial_contact: true,
             initial_contact: false,
+            forgotten: false,
         }
     }
 
@@ -544,6 +547,7 @@ impl IkeSa {
             outbound_spi: c.outbound_spi,
             local: self.local,
             remote: self.remote,
+            peer_lost: self.forgotten,
         });
     }
 
@@ -793,6 +797,7 @@ impl IkeSa {
     /// Forget this IKE SA and its children without a word to the peer (the peer said with
     /// INITIAL_CONTACT that it lost them): child-down events for every child, then IKE down.
     pub fn forget(&mut self, ctx: &mut Ctx<'_>, reason: &str) {
+        self.forgotten = true;
         self.die(ctx, reason.to_string());
     }
 
