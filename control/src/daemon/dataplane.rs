@@ -227,9 +227,7 @@ impl DataplaneLink {
     /// A child came up in this run: the SAs an earlier run installed for it go, the outbound
     /// one now (the new outbound SA is installed), the inbound one after `grace`.
     pub fn child_up(&mut self, conn: &str, child: &str, grace: Duration) {
-        let out = self
-            .reconciler
-            .replaced(Instant::now(), conn, child, grace);
+        let out = self.reconciler.replaced(Instant::now(), conn, child, grace);
         for f in out {
             self.log.push(format!(
                 "{conn}: child {child} re-established: removing the earlier run's SA {:08x} out",

@@ -219,8 +219,8 @@ impl Reconciler {
             if self.requested.contains(&(conn.clone(), child.clone())) {
                 continue;
             }
-            let go = established(&conn)
-                || (!has_ike_sa(&conn) && !out.iter().any(|(c, _)| *c == conn));
+            let go =
+                established(&conn) || (!has_ike_sa(&conn) && !out.iter().any(|(c, _)| *c == conn));
             if go {
                 self.requested.insert((conn.clone(), child.clone()));
                 out.push((conn, child));

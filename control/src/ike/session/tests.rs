@@ -1048,7 +1048,7 @@ fn initial_contact_from_a_restarted_peer_removes_the_stale_ike_sa_silently() {
     let down = p
         .ev_b
         .iter()
-        .position(|e| matches!(e, IkeEvent::ChildDown { inbound_spi, .. } if *inbound_spi == old_b))
+        .position(|e| matches!(e, IkeEvent::ChildDown { inbound_spi, peer_lost: true, .. } if *inbound_spi == old_b))
         .expect("the stale child is removed");
     assert!(up < down, "{:?}", (up, down));
     assert_eq!(
