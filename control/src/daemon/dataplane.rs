@@ -181,7 +181,7 @@ impl DataplaneLink {
         let review = self.reconciler.review(
             Instant::now(),
             &listing,
-            |spi, dir| installed.keys().any(|(s, d)| *s == spi && *d == dir),
+            |spi, dir| installed.contains_key(&(spi, dir)),
             |conn, child| configured.contains(&(conn.to_string(), child.to_string())),
         );
         if review.adopted > 0 {

@@ -170,7 +170,7 @@ impl Reconciler {
         &mut self,
         now: Instant,
         listing: &[SaInfo],
-        installed: impl Fn(u32, &str) -> bool,
+        installed: impl Fn(u32, &'static str) -> bool,
         configured: impl Fn(&str, &str) -> bool,
     ) -> Review {
         let mut r = Review::default();
