@@ -503,7 +503,8 @@ impl Daemon {
                 conn,
                 reason,
             } => {
-                let level = if reason.starts_with("deleted") || reason == "terminated" {
+                let replaced = reason == crate::ike::session::endpoint::REPLACED_BY_INITIAL_CONTACT;
+                let level = if reason.starts_with("deleted") || reason == "terminated" || replaced {
                     LogLevel::Info
                 } else {
                     LogLevel::Warn
@@ -517,6 +518,7 @@ impl Daemon {
                         && c.dpd_action == crate::config::DpdAction::Restart
                         && reason != "deleted"
                         && reason != "terminated"
+                        && !replaced
                 });
                 if restart {
                     self.restart_at

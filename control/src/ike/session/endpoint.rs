@@ -54,6 +54,10 @@ impl Default for EndpointSettings {
     }
 }
 
+/// The reason of the `IkeDown` event of an IKE SA removed because the peer's INITIAL_CONTACT
+/// said it lost it: its replacement is up, nothing is to be restarted.
+pub const REPLACED_BY_INITIAL_CONTACT: &str = "replaced: the peer sent INITIAL_CONTACT";
+
 /// All IKE SAs of one daemon.
 pub struct Endpoint {
     conns: Vec<Arc<ConnectionParams>>,
@@ -415,7 +419,7 @@ impl Endpoint {
             self.with_ctx(now, |ctx, sas| {
                 for k in &stale {
                     if let Some(s) = sas.get_mut(k) {
-                        s.forget(ctx, "replaced: the peer sent INITIAL_CONTACT");
+                        s.forget(ctx, REPLACED_BY_INITIAL_CONTACT);
                     }
                 }
             });

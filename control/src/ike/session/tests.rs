@@ -1053,7 +1053,7 @@ fn initial_contact_from_a_restarted_peer_removes_the_stale_ike_sa_silently() {
     assert!(up < down, "{:?}", (up, down));
     assert_eq!(
         down_reason(&p.ev_b).as_deref(),
-        Some("replaced: the peer sent INITIAL_CONTACT")
+        Some(super::endpoint::REPLACED_BY_INITIAL_CONTACT)
     );
     // The tunnel still works: a rekey from gwB over the new IKE SA.
     assert!(p.b.rekey_child(p.now, new_b));
