@@ -2,7 +2,8 @@
 //! restarted on gwA (the initiator), then on gwB (the responder); then esprit-dataplane on each
 //! side; and esprit-ike against a strongSwan peer. After each, the ping must get through again
 //! within a bounded number of lost echoes, then lose nothing over a window, and each side must
-//! be left with exactly one IKE SA with one child, and one SA pair in each dataplane.
+//! be left with exactly one IKE SA with one child, and one SA pair in each dataplane. Orphans
+//! (SAs of an earlier run) that nothing replaces go after `daemon.orphan_timeout`.
 //!
 //! The daemons run as processes of their own (`esprit-lab ike|dataplane`) so they can be
 //! killed as a crash would. Root only (the lab); the strongSwan case also needs strongSwan.
@@ -175,7 +176,7 @@ struct Sites {
 }
 
 impl Sites {
-    fn up(tag: &str) -> Option<Sites> {
+    fn up(tag: &str, b: IkeSite) -> Option<Sites> {
         if !is_root() {
             eprintln!("skipping: the lab needs root");
             return None;
@@ -195,7 +196,7 @@ impl Sites {
             ..IkeSite::default()
         };
         write_configs(&lab, Node::GwA, &dir.0, &a).unwrap();
-        write_configs(&lab, Node::GwB, &dir.0, &IkeSite::default()).unwrap();
+        write_configs(&lab, Node::GwB, &dir.0, &b).unwrap();
         let dp_a = Self::start_dataplane(&lab, &dir.0, Node::GwA);
         let dp_b = Self::start_dataplane(&lab, &dir.0, Node::GwB);
         let ike_b =
@@ -298,7 +299,7 @@ fn greet(lab: &Lab) {
 
 #[test]
 fn a_killed_esprit_ike_on_either_side_converges_without_loss() {
-    let Some(mut s) = Sites::up("i") else {
+    let Some(mut s) = Sites::up("i", IkeSite::default()) else {
         return;
     };
     let p = Pinger::start(&s.lab);
@@ -314,7 +315,7 @@ fn a_killed_esprit_ike_on_either_side_converges_without_loss() {
 
 #[test]
 fn a_killed_dataplane_on_either_side_converges() {
-    let Some(mut s) = Sites::up("d") else {
+    let Some(mut s) = Sites::up("d", IkeSite::default()) else {
         return;
     };
     let p = Pinger::start(&s.lab);
@@ -326,6 +327,36 @@ fn a_killed_dataplane_on_either_side_converges() {
         traffic_recovers(&p, what, before, DATAPLANE_GAP);
         s.converged(what);
     }
+}
+
+#[test]
+fn orphans_nobody_replaces_are_removed_after_the_orphan_timeout() {
+    let b = IkeSite {
+        extra_daemon: "orphan_timeout = \"3s\"".into(),
+        ..IkeSite::default()
+    };
+    let Some(mut s) = Sites::up("o", b) else {
+        return;
+    };
+    // gwA's esprit-ike is gone for good; gwB's restarts and cannot re-establish the child.
+    s.ike_a.kill();
+    s.restart_ike(false);
+    let p = Pinger::start(&s.lab);
+    // Meanwhile the orphans forward: the tunnel still works.
+    p.wait_past(5, "orphans forwarding");
+    converge(
+        "orphans removed",
+        || sa_count(&s.dp_b) == 0,
+        || format!("gwB dataplane: {:?}", s.dp_b.sa_list()),
+    );
+    // Fail closed: nothing crosses the tunnel any more.
+    let last = p.last();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        p.last() <= last + 1,
+        "traffic still crosses: {last} -> {}",
+        p.last()
+    );
 }
 
 #[test]
