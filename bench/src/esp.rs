@@ -185,6 +185,7 @@ fn sa(suite: Suite, dir: Direction) -> SaConfig {
         remote_ts: Selectors::new(vec![rts.parse().expect("literal prefix")]),
         lifetime: Default::default(),
         pad_align: 16,
+        owner: None,
     }
 }
 

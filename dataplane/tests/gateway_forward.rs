@@ -55,6 +55,7 @@ fn sa(spi: u32, dir: Direction, local: &str, remote: &str, lts: &[&str], rts: &[
         remote_ts: Selectors::new(rts.iter().map(|s| p(s)).collect()),
         lifetime: Default::default(),
         pad_align: 16,
+        owner: None,
     }
 }
 

@@ -34,6 +34,7 @@ fn sa(dir: Direction, mode: Mode, suite: Suite, local: &str, remote: &str) -> Sa
         remote_ts: Selectors::default(),
         lifetime: Default::default(),
         pad_align: 16,
+        owner: None,
     }
 }
 

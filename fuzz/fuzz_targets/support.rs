@@ -42,6 +42,7 @@ pub fn config(i: usize) -> SaConfig {
         remote_ts: Selectors::default(),
         lifetime: Default::default(),
         pad_align: 16,
+        owner: None,
     }
 }
 

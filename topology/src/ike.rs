@@ -346,3 +346,114 @@ impl Drop for DataplaneThread {
         let _ = self.finish();
     }
 }
+
+/// A daemon of the lab run as a process of its own (`esprit-lab ike|dataplane CONFIG` in a
+/// node's namespace), so a test can kill it with SIGKILL as a crash would. Its stderr goes to
+/// `<config>.log`.
+pub struct DaemonProcess {
+    child: Option<std::process::Child>,
+    /// The socket it answers on: esprit-ike's control socket or the dataplane's API socket.
+    pub socket: PathBuf,
+}
+
+impl DaemonProcess {
+    fn spawn(
+        lab: &Lab,
+        node: Node,
+        exe: &Path,
+        what: &str,
+        config: &Path,
+        socket: PathBuf,
+        up: impl Fn(&Path) -> bool,
+    ) -> Result<DaemonProcess, String> {
+        let log_path = config.with_extension("log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| format!("{}: {e}", log_path.display()))?;
+        let child = lab
+            .command(node, exe)
+            .arg(what)
+            .arg(config)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("{node}: starting {what}: {e}"))?;
+        let mut d = DaemonProcess {
+            child: Some(child),
+            socket,
+        };
+        let start = Instant::now();
+        while !up(&d.socket) {
+            let exited = d
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+                .is_some();
+            if exited || start.elapsed() > Duration::from_secs(20) {
+                d.kill();
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                return Err(format!("{node}: {what} did not start: {log}"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(d)
+    }
+
+    /// esprit-ike with `config` in `node`'s namespace, run by `exe` (the `esprit-lab` binary);
+    /// returns once its control socket answers.
+    pub fn ike(lab: &Lab, node: Node, exe: &Path, config: &Path) -> Result<DaemonProcess, String> {
+        let cfg = control::config::Config::load(config).map_err(|e| e.to_string())?;
+        let socket = cfg.daemon.socket.clone();
+        // A killed daemon leaves its socket file behind: only a fresh answer counts.
+        let _ = std::fs::remove_file(&socket);
+        Self::spawn(lab, node, exe, "ike", config, socket, |s| {
+            call(s, &ControlRequest::Stats).is_ok()
+        })
+    }
+
+    /// esprit-dataplane with `config` in `node`'s namespace; returns once its API answers.
+    pub fn dataplane(
+        lab: &Lab,
+        node: Node,
+        exe: &Path,
+        config: &Path,
+    ) -> Result<DaemonProcess, String> {
+        let cfg = DataplaneConfig::load(config).map_err(|e| e.to_string())?;
+        let socket = cfg.api_socket.clone();
+        let _ = std::fs::remove_file(&socket);
+        Self::spawn(lab, node, exe, "dataplane", config, socket, |s| {
+            dataplane::api::Client::connect(s)
+                .and_then(|mut c| c.call(dataplane::api::Request::Hello))
+                .is_ok()
+        })
+    }
+
+    /// `ike.list` (esprit-ike only).
+    pub fn list(&self) -> Result<Value, String> {
+        call(&self.socket, &ControlRequest::IkeList)
+    }
+
+    /// `sa.list` (the dataplane only).
+    pub fn sa_list(&self) -> Result<Value, String> {
+        dataplane::api::Client::connect(&self.socket)
+            .and_then(|mut c| c.call(dataplane::api::Request::SaList))
+            .map_err(|e| e.to_string())
+    }
+
+    /// SIGKILL, as a crash: nothing is cleaned up.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for DaemonProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

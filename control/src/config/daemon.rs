@@ -67,6 +67,9 @@ pub struct DaemonSettings {
     pub cookie_threshold: u32,
     /// How long a half-open IKE SA is kept (30 s).
     pub half_open_timeout: Duration,
+    /// How long SAs an earlier run of esprit-ike left in the dataplane keep forwarding when
+    /// nothing re-establishes their child (5 min).
+    pub orphan_timeout: Duration,
     /// Log verbosity (info).
     pub log_level: LogLevel,
     /// A directory where esprit-ike writes every IKE and ESP key it negotiates as a Wireshark
@@ -90,6 +93,7 @@ impl Default for DaemonSettings {
             retransmit_tries: 5,
             cookie_threshold: 10,
             half_open_timeout: Duration::from_secs(30),
+            orphan_timeout: Duration::from_secs(300),
             log_level: LogLevel::Info,
             wireshark_keys: None,
             user: None,
@@ -107,6 +111,7 @@ const KEYS: &[&str] = &[
     "retransmit_tries",
     "cookie_threshold",
     "half_open_timeout",
+    "orphan_timeout",
     "log_level",
     "wireshark_keys",
     "user",
@@ -191,6 +196,12 @@ pub(crate) fn parse_daemon(
     if let Some(v) = t.get("half_open_timeout") {
         d.half_open_timeout = duration(&v)?;
         if d.half_open_timeout.is_zero() {
+            return Err(v.err("expected a duration greater than zero"));
+        }
+    }
+    if let Some(v) = t.get("orphan_timeout") {
+        d.orphan_timeout = duration(&v)?;
+        if d.orphan_timeout.is_zero() {
             return Err(v.err("expected a duration greater than zero"));
         }
     }

@@ -281,6 +281,7 @@ retransmit_base = 2
 retransmit_tries = 3
 cookie_threshold = 0
 half_open_timeout = 60
+orphan_timeout = "90s"
 log_level = "debug"
 user = "esprit"
 
@@ -332,6 +333,7 @@ replay_window = 0x100
     assert_eq!(d.retransmit_tries, 3);
     assert_eq!(d.cookie_threshold, 0);
     assert_eq!(d.half_open_timeout, Duration::from_secs(60));
+    assert_eq!(d.orphan_timeout, Duration::from_secs(90));
     assert_eq!(d.log_level, LogLevel::Debug);
     assert_eq!(d.user.as_deref(), Some("esprit"));
     let k = &c.connections[0];
@@ -607,6 +609,12 @@ fn daemon_errors() {
         "[daemon]\nhalf_open_timeout = 0\n",
         2,
         "daemon.half_open_timeout",
+        "greater than zero",
+    );
+    assert_err(
+        "[daemon]\norphan_timeout = 0\n",
+        2,
+        "daemon.orphan_timeout",
         "greater than zero",
     );
     assert_err(

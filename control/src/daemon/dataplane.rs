@@ -1,13 +1,17 @@
 //! The IKE daemon's link to the dataplane's control API: installs and removes child SAs, keeps
 //! a copy of everything installed, and re-installs it all when the dataplane comes back after a
 //! restart (the dataplane keeps forwarding while the IKE daemon restarts; the IKE daemon restores
-//! the dataplane when the dataplane restarts).
+//! the dataplane when the dataplane restarts). Every SA it installs carries an owner tag; at each
+//! connection it lists the dataplane's SAs and reconciles those of earlier runs
+//! ([`super::reconcile`]).
 
 use super::params::range_to_prefixes;
+use super::reconcile::{owner_tag, Foreign, Reconciler};
+use crate::ike::rng::{RandomSource, SystemRandom};
 use crate::ike::session::{ChildMode, ChildSaInstall};
 use dataplane::api::{ApiError, Client, Request};
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
@@ -32,6 +36,11 @@ pub struct DataplaneLink {
     /// sequence numbers started again, so the daemon rekeys them.
     pub restored: bool,
     ever_connected: bool,
+    reconciler: Reconciler,
+    /// SAs to remove at a given time ([`DataplaneLink::remove_later`]).
+    later: Vec<(Instant, u32, &'static str)>,
+    /// The configured (connection, child) pairs: orphans of others are removed at once.
+    configured: BTreeSet<(String, String)>,
 }
 
 fn hex(b: &[u8]) -> Zeroizing<String> {
@@ -44,6 +53,14 @@ fn hex(b: &[u8]) -> Zeroizing<String> {
 
 /// The two SA objects (inbound, outbound) of the dataplane API for a child SA pair.
 pub fn sa_objects(c: &ChildSaInstall) -> [(u32, &'static str, Zeroizing<String>); 2] {
+    sa_objects_owned(c, None)
+}
+
+/// [`sa_objects`] with an owner tag on both SAs.
+pub fn sa_objects_owned(
+    c: &ChildSaInstall,
+    owner: Option<&str>,
+) -> [(u32, &'static str, Zeroizing<String>); 2] {
     let mode = match c.mode {
         ChildMode::Tunnel => "tunnel",
         ChildMode::Transport => "transport",
@@ -63,6 +80,9 @@ pub fn sa_objects(c: &ChildSaInstall) -> [(u32, &'static str, Zeroizing<String>)
             "remote_ts": remote_ts,
         });
         let o = v.as_object_mut().expect("an object");
+        if let Some(t) = owner {
+            o.insert("owner".into(), json!(t));
+        }
         if dir == "in" {
             o.insert("replay_window".into(), json!(c.limits.replay_window));
         }
@@ -108,9 +128,11 @@ pub fn sa_objects(c: &ChildSaInstall) -> [(u32, &'static str, Zeroizing<String>)
 }
 
 impl DataplaneLink {
-    /// A link to the API socket at `path` (connected lazily, retried every second).
-    pub fn new(path: PathBuf) -> Self {
+    /// A link to the API socket at `path` (connected lazily, retried every second). SAs of
+    /// earlier runs that no new child replaces within `orphan_timeout` are removed.
+    pub fn new(path: PathBuf, orphan_timeout: Duration) -> Self {
         let now = Instant::now();
+        let instance = format!("{:016x}", SystemRandom::new().next_u64());
         DataplaneLink {
             path,
             client: None,
@@ -122,6 +144,98 @@ impl DataplaneLink {
             log: Vec::new(),
             restored: false,
             ever_connected: false,
+            reconciler: Reconciler::new(instance, orphan_timeout),
+            later: Vec::new(),
+            configured: BTreeSet::new(),
+        }
+    }
+
+    /// This run's instance id, part of every owner tag.
+    pub fn instance(&self) -> &str {
+        self.reconciler.instance()
+    }
+
+    /// Declare the configured (connection, child) pairs (at start and on reload).
+    pub fn set_configured(&mut self, pairs: impl IntoIterator<Item = (String, String)>) {
+        self.configured = pairs.into_iter().collect();
+    }
+
+    /// List the dataplane's SAs and reconcile those this run did not install.
+    fn reconcile(&mut self) {
+        let listing = match self.call(Request::SaList) {
+            Ok(v) => v,
+            Err(e) => {
+                self.log.push(format!("listing the dataplane's SAs: {e}"));
+                return;
+            }
+        };
+        let listing: Vec<dataplane::api::proto::SaInfo> = match serde_json::from_value(listing) {
+            Ok(l) => l,
+            Err(e) => {
+                self.log.push(format!("listing the dataplane's SAs: {e}"));
+                return;
+            }
+        };
+        let installed = &self.installed;
+        let configured = &self.configured;
+        let review = self.reconciler.review(
+            Instant::now(),
+            &listing,
+            |spi, dir| installed.contains_key(&(spi, dir)),
+            |conn, child| configured.contains(&(conn.to_string(), child.to_string())),
+        );
+        if review.adopted > 0 {
+            self.log.push(format!(
+                "{} SAs of an earlier run of esprit-ike: kept until their children are \
+                 re-established",
+                review.adopted
+            ));
+        }
+        for f in review.remove {
+            self.log.push(format!(
+                "removing SA {:08x} {} of {}/{}: no longer owned",
+                f.spi, f.dir, f.owner.conn, f.owner.child
+            ));
+            self.delete_foreign(&f);
+        }
+    }
+
+    fn delete_foreign(&mut self, f: &Foreign) {
+        let r = self.call(Request::SaDelete {
+            spi: json!(format!("0x{:08x}", f.spi)),
+            direction: f.dir.into(),
+            address: Some(f.address),
+        });
+        if let Err(e) = r {
+            if !e.starts_with("not_found") {
+                self.log
+                    .push(format!("removing SA {:08x} {}: {e}", f.spi, f.dir));
+            }
+        }
+    }
+
+    /// Children of earlier runs to re-establish now, as (connection, child); see
+    /// [`Reconciler::wanted`].
+    pub fn wanted(
+        &mut self,
+        established: impl Fn(&str) -> bool,
+        has_ike_sa: impl Fn(&str) -> bool,
+    ) -> Vec<(String, String)> {
+        self.reconciler.wanted(established, has_ike_sa)
+    }
+
+    /// A child came up in this run: the SAs an earlier run installed for it go, the outbound
+    /// one now (the new outbound SA is installed), the inbound one after `grace`.
+    pub fn child_up(&mut self, conn: &str, child: &str, grace: Duration) {
+        let out = self.reconciler.replaced(Instant::now(), conn, child, grace);
+        for f in out {
+            self.log.push(format!(
+                "{conn}: child {child} re-established: removing the earlier run's SA {:08x} out",
+                f.spi
+            ));
+            if self.connect() {
+                self.delete_foreign(&f);
+            }
         }
     }
 
@@ -179,6 +293,9 @@ impl DataplaneLink {
             self.log
                 .push(format!("re-installed {restored} SAs in the dataplane"));
         }
+        if self.client.is_some() {
+            self.reconcile();
+        }
         self.client.is_some()
     }
 
@@ -210,7 +327,8 @@ impl DataplaneLink {
     /// Install (or replace) a child SA pair. It is remembered even when the dataplane is down,
     /// and installed when it comes up.
     pub fn install(&mut self, c: &ChildSaInstall) -> Result<(), String> {
-        for (spi, dir, sa) in sa_objects(c) {
+        let owner = owner_tag(self.reconciler.instance(), &c.conn, &c.child);
+        for (spi, dir, sa) in sa_objects_owned(c, Some(&owner)) {
             self.installed
                 .insert((spi, dir), Installed { sa: sa.clone() });
             if self.connect() {
@@ -257,9 +375,38 @@ impl DataplaneLink {
         Ok(())
     }
 
+    /// Remove one SA of ours at `at` (checked by [`DataplaneLink::tick`]).
+    pub fn remove_later(&mut self, spi: u32, dir: &'static str, at: Instant) {
+        self.later.push((at, spi, dir));
+    }
+
     /// Periodic work: reconnect and probe the dataplane (a restart shows as a broken socket).
     pub fn tick(&mut self) {
         let now = Instant::now();
+        let due: Vec<(u32, &'static str)> = self
+            .later
+            .iter()
+            .filter(|(t, _, _)| *t <= now)
+            .map(|(_, s, d)| (*s, *d))
+            .collect();
+        self.later.retain(|(t, _, _)| *t > now);
+        for (spi, dir) in due {
+            if let Err(e) = self.remove_one(spi, dir) {
+                self.log.push(format!("removing SA {spi:08x} {dir}: {e}"));
+            }
+        }
+        if self.client.is_some() {
+            let (drained, expired) = self.reconciler.due(now);
+            for f in &expired {
+                self.log.push(format!(
+                    "{}: child {} not re-established in time: removing the earlier run's SA {:08x} {}",
+                    f.owner.conn, f.owner.child, f.spi, f.dir
+                ));
+            }
+            for f in drained.iter().chain(expired.iter()) {
+                self.delete_foreign(f);
+            }
+        }
         if self.client.is_none() {
             self.connect();
             return;

@@ -5,4 +5,5 @@ pub mod control;
 pub mod dataplane;
 pub mod keylog;
 pub mod params;
+pub mod reconcile;
 pub mod run;

@@ -24,6 +24,9 @@ const FIRST_UDP: usize = 16;
 const FIRST_CONN: usize = 1 << 20;
 /// How long the inbound SA of a deleted or replaced child keeps decrypting.
 const DRAIN: Duration = Duration::from_secs(2);
+/// How long the outbound SA of a child the peer lost (INITIAL_CONTACT) keeps sending after the
+/// peer's new child is installed: longer than a round trip, shorter than [`DRAIN`].
+const SWITCH_DELAY: Duration = Duration::from_secs(1);
 /// Datagrams handled per socket before the loop looks at everything else again.
 const UDP_BATCH: usize = 64;
 /// Receive buffer asked for on the IKE sockets: a round of rekeys of thousands of tunnels
@@ -216,7 +219,11 @@ impl Daemon {
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)
             .map_err(io_err("register"))?;
-        let dataplane = DataplaneLink::new(config.daemon.dataplane_socket.clone());
+        let mut dataplane = DataplaneLink::new(
+            config.daemon.dataplane_socket.clone(),
+            config.daemon.orphan_timeout,
+        );
+        dataplane.set_configured(configured_children(&config));
         let waker = Arc::new(mio::Waker::new(poll.registry(), WAKER).map_err(io_err("waker"))?);
         LOG_LEVEL.store(config.daemon.log_level as u8, Ordering::Relaxed);
         let keylog = config
@@ -302,12 +309,33 @@ impl Daemon {
         r
     }
 
+    /// Re-establish the children an earlier run left in the dataplane (whatever their
+    /// `start_action`: they were up, and the peer may still have them), with INITIAL_CONTACT.
+    fn reestablish(&mut self) {
+        let endpoint = &self.endpoint;
+        let wanted = self.dataplane.wanted(
+            |conn| {
+                endpoint.sas().any(|s| {
+                    s.conn().name == conn && s.state() == crate::ike::session::State::Established
+                })
+            },
+            |conn| endpoint.sas().any(|s| s.conn().name == conn),
+        );
+        for (conn, child) in wanted {
+            log(&format!(
+                "{conn}: re-establishing child {child}, which an earlier run left in the dataplane"
+            ));
+            let _ = self.initiate(&conn, Some(&child));
+        }
+    }
+
     fn start_connections(&mut self) {
         let start: Vec<String> = self
             .config
             .connections
             .iter()
             .filter(|c| c.start_action == StartAction::Start && c.initiate_to().is_some())
+            .filter(|c| !self.endpoint.sas().any(|s| s.conn().name == c.name))
             .map(|c| c.name.clone())
             .collect();
         for c in start {
@@ -508,7 +536,8 @@ impl Daemon {
                 conn,
                 reason,
             } => {
-                let level = if reason.starts_with("deleted") || reason == "terminated" {
+                let replaced = reason == crate::ike::session::endpoint::REPLACED_BY_INITIAL_CONTACT;
+                let level = if reason.starts_with("deleted") || reason == "terminated" || replaced {
                     LogLevel::Info
                 } else {
                     LogLevel::Warn
@@ -522,6 +551,7 @@ impl Daemon {
                         && c.dpd_action == crate::config::DpdAction::Restart
                         && reason != "deleted"
                         && reason != "terminated"
+                        && !replaced
                 });
                 if restart {
                     self.restart_at
@@ -544,6 +574,7 @@ impl Daemon {
                         c.conn, c.child
                     ));
                 }
+                self.dataplane.child_up(&c.conn, &c.child, DRAIN);
                 // Make-before-break: the rekey's initiator switches to the new outbound SA at
                 // once, since the responder installed the new inbound SA before answering.
                 if let (Some(old_out), true) = (c.replaces_outbound, c.we_initiated) {
@@ -560,12 +591,20 @@ impl Daemon {
                 child,
                 inbound_spi,
                 outbound_spi,
+                peer_lost,
                 ..
             } => {
                 log(&format!(
                     "{conn}: child {child} down: SPIs in {inbound_spi:08x} out {outbound_spi:08x}"
                 ));
-                if let Err(e) = self.dataplane.remove_one(outbound_spi, "out") {
+                if peer_lost {
+                    // The peer's new child replaces it, but the peer installs that child's
+                    // inbound SA only when our answer arrives: keep sending on the old SA (the
+                    // first installed wins) a little longer; a peer that kept its old inbound
+                    // SA (an esprit whose dataplane survived) still decrypts it.
+                    self.dataplane
+                        .remove_later(outbound_spi, "out", Instant::now() + SWITCH_DELAY);
+                } else if let Err(e) = self.dataplane.remove_one(outbound_spi, "out") {
                     log(&format!(
                         "{conn}: removing child {child} from the dataplane: {e}"
                     ));
@@ -697,6 +736,7 @@ impl Daemon {
                     Ok(p) => {
                         let n = p.len();
                         self.endpoint.set_connections(p);
+                        self.dataplane.set_configured(configured_children(&cfg));
                         self.config = cfg;
                         log(&format!("configuration reloaded: {n} connections"));
                         ControlResponse::ok(json!({ "connections": n }))
@@ -832,6 +872,7 @@ impl Daemon {
             },
         );
         self.install_traps();
+        self.reestablish();
         self.start_connections();
         self.flush();
         let mut events = Events::with_capacity(64);
@@ -908,6 +949,7 @@ impl Daemon {
                 let _ = self.dataplane.remove_one(spi, "in");
             }
             self.dataplane.tick();
+            self.reestablish();
             if std::mem::take(&mut self.dataplane.restored) {
                 // The restarted dataplane sends from sequence number 1 again, which the peers'
                 // replay windows would drop: replace every child SA (make-before-break).
@@ -935,6 +977,19 @@ impl Daemon {
         let _ = std::fs::remove_file(&self.config.daemon.socket);
         Ok(())
     }
+}
+
+/// Every configured (connection, child) pair.
+fn configured_children(config: &Config) -> Vec<(String, String)> {
+    config
+        .connections
+        .iter()
+        .flat_map(|c| {
+            c.children
+                .iter()
+                .map(|ch| (c.name.clone(), ch.name.clone()))
+        })
+        .collect()
 }
 
 /// Writing a short answer to a non-blocking stream: retry briefly on WouldBlock.

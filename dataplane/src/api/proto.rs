@@ -198,6 +198,9 @@ pub struct SaInfo {
     pub drops: BTreeMap<String, u64>,
     /// A hard lifetime limit was reached.
     pub expired: bool,
+    /// The owner tag the control plane gave the SA (absent for manual SAs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 /// Non-zero drop counters by reason name.
@@ -226,6 +229,7 @@ impl SaInfo {
             bytes: c.bytes,
             drops: drops_map(&c.drops),
             expired,
+            owner: cfg.owner.clone(),
         }
     }
 }
@@ -513,6 +517,15 @@ mod tests {
         let e = sa_from_json(&short).unwrap_err();
         assert!(e.contains("sa.key") && !e.contains("0011"), "{e}");
         assert!(sa_from_json(&json!([1, 2])).is_err());
+        let mut owned = ok.clone();
+        owned["owner"] = json!("esprit-ike/00ff/site/net");
+        let c = sa_from_json(&owned).unwrap();
+        assert_eq!(c.owner.as_deref(), Some("esprit-ike/00ff/site/net"));
+        let info = SaInfo::new(&c, &SaCounters::default(), 0, false);
+        assert_eq!(info.owner, c.owner);
+        owned["owner"] = json!("with space");
+        let e = sa_from_json(&owned).unwrap_err();
+        assert!(e.contains("owner"), "{e}");
     }
 
     #[test]

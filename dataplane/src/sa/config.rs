@@ -95,6 +95,9 @@ pub const DEFAULT_PAD_ALIGN: u8 = 16;
 /// Default anti-replay window in packets.
 pub const DEFAULT_REPLAY_WINDOW: u32 = 1024;
 
+/// Longest owner tag an SA may carry.
+pub const MAX_OWNER_LEN: usize = 256;
+
 /// Everything needed to build an SA. `Debug` never shows the key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SaConfig {
@@ -130,6 +133,10 @@ pub struct SaConfig {
     /// RFC 4303 minimum) or 16 (whole AES blocks, the default: see
     /// `docs/decisions/0005-esp-padding.md`).
     pub pad_align: u8,
+    /// Who installed the SA, as the control plane tagged it (esprit-ike:
+    /// `esprit-ike/<instance>/<connection>/<child>`); `None` for manual SAs. Opaque to the
+    /// dataplane: returned by `sa.list` so a restarted control plane finds its SAs again.
+    pub owner: Option<String>,
 }
 
 impl SaConfig {
@@ -165,6 +172,13 @@ impl SaConfig {
             return Err(
                 "esn needs a replay window (RFC 4303 §3.3.3): set replay_window > 0".into(),
             );
+        }
+        if let Some(o) = &self.owner {
+            if o.is_empty() || o.len() > MAX_OWNER_LEN || !o.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(format!(
+                    "owner must be 1 to {MAX_OWNER_LEN} printable ASCII characters without spaces"
+                ));
+            }
         }
         if !matches!(self.pad_align, 4 | 16) {
             return Err(format!("pad_align must be 4 or 16, not {}", self.pad_align));

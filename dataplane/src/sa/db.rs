@@ -217,6 +217,14 @@ impl SaDb {
     /// Index of the first outbound SA whose selectors carry a packet from `src` to `dst`.
     /// Tunnel-mode SAs match on the inner addresses; transport-mode SAs also need the packet's
     /// addresses to be the SA's own endpoints.
+    ///
+    /// Among outbound SAs that match, the one installed first wins (`sa.update` re-installs,
+    /// so it moves an SA last). The control plane switches traffic to a new outbound SA by
+    /// removing the old one: the responder of a rekey installs the new pair before it answers
+    /// and keeps sending on the old SA until the initiator's Delete, so the initiator has the
+    /// new inbound SA before the first packet on it arrives (make-before-break); esprit-ike
+    /// removes every other outbound SA of a child (rekeyed, replaced after INITIAL_CONTACT, or
+    /// left by an earlier run) when it switches, so a stale SA never keeps the traffic.
     pub fn outbound_index(&self, src: IpAddr, dst: IpAddr) -> Option<usize> {
         self.outbound.iter().position(|sa| {
             let c = &sa.cfg;
@@ -328,4 +336,37 @@ fn flow_slot(src: IpAddr, dst: IpAddr) -> usize {
     let h = (fold(src).wrapping_mul(0xff51_afd7_ed55_8ccd) ^ fold(dst))
         .wrapping_mul(0x9e37_79b9_7f4a_7c15);
     (h >> 56) as usize % FLOW_SLOTS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn out_sa(spi: u32) -> SaConfig {
+        let text = format!(
+            "[[sa]]\nspi = {spi}\ndirection = \"out\"\nsuite = \"aes128gcm16\"\n\
+             key = \"000102030405060708090a0b0c0d0e0f10111213\"\nlocal = \"10.200.0.1\"\n\
+             remote = \"10.200.0.2\"\nlocal_ts = [\"10.201.1.0/24\"]\n\
+             remote_ts = [\"10.201.2.0/24\"]\n"
+        );
+        crate::sa::file::parse(&text, "test").unwrap().remove(0)
+    }
+
+    #[test]
+    fn the_first_installed_outbound_sa_wins_until_it_is_removed() {
+        let mut db = SaDb::new(Backend::default());
+        let (src, dst) = ("10.201.1.2".parse().unwrap(), "10.201.2.2".parse().unwrap());
+        let spi_of = |db: &mut SaDb| {
+            let i = db.outbound_lookup(src, dst).unwrap();
+            db.outbound_mut(i).unwrap().cfg.spi
+        };
+        db.insert(out_sa(1)).unwrap();
+        db.insert(out_sa(2)).unwrap();
+        assert_eq!(spi_of(&mut db), 1, "the old SA keeps the traffic");
+        assert_eq!(db.remove(1, Direction::Out, None), 1);
+        assert_eq!(spi_of(&mut db), 2, "removing it switches to the new one");
+        db.insert(out_sa(3)).unwrap();
+        db.replace(out_sa(2)).unwrap();
+        assert_eq!(spi_of(&mut db), 3, "a replaced SA goes last");
+    }
 }

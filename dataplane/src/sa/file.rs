@@ -81,6 +81,7 @@ struct RawSa {
     soft_packets: Option<Spanned<i64>>,
     hard_packets: Option<Spanned<i64>>,
     pad_align: Option<Spanned<i64>>,
+    owner: Option<String>,
 }
 
 /// Reads and validates an SA file.
@@ -401,6 +402,7 @@ impl Cx<'_> {
             remote_ts,
             lifetime,
             pad_align,
+            owner: r.owner.clone(),
         };
         cfg.validate().map_err(|m| self.err(span, "", m))?;
         Ok(cfg)

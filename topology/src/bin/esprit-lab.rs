@@ -127,6 +127,18 @@ enum Cmd {
         /// topology::many::SimOptions as JSON.
         options: String,
     },
+    /// esprit-ike as a process of its own, which the lab's restart tests kill (SIGKILL).
+    #[command(hide = true)]
+    Ike {
+        /// esprit-ike's configuration.
+        config: PathBuf,
+    },
+    /// esprit-dataplane as a process of its own, which the lab's restart tests kill.
+    #[command(hide = true)]
+    Dataplane {
+        /// esprit-dataplane's configuration.
+        config: PathBuf,
+    },
 }
 
 fn fail(e: impl std::fmt::Display) -> ExitCode {
@@ -316,6 +328,26 @@ fn main() -> ExitCode {
             },
             Err(e) => fail(format!("many-sim: options: {e}")),
         },
+        Cmd::Ike { config } => {
+            match control::daemon::run::Daemon::new(&config)
+                .and_then(control::daemon::run::Daemon::run)
+            {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(format!("esprit-ike: {e}")),
+            }
+        }
+        Cmd::Dataplane { config } => {
+            let cfg = match dataplane::daemon::config::DataplaneConfig::load(&config) {
+                Ok(c) => c,
+                Err(e) => return fail(format!("esprit-dataplane: {e}")),
+            };
+            // Runs until killed: the restart tests end it with a signal.
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            match dataplane::daemon::run::run(&cfg, stop, |m| eprintln!("esprit-dataplane: {m}")) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => fail(format!("esprit-dataplane: {e}")),
+            }
+        }
     }
 }
 

@@ -54,6 +54,10 @@ impl Default for EndpointSettings {
     }
 }
 
+/// The reason of the `IkeDown` event of an IKE SA removed because the peer's INITIAL_CONTACT
+/// said it lost it: its replacement is up, nothing is to be restarted.
+pub const REPLACED_BY_INITIAL_CONTACT: &str = "replaced: the peer sent INITIAL_CONTACT";
+
 /// All IKE SAs of one daemon.
 pub struct Endpoint {
     conns: Vec<Arc<ConnectionParams>>,
@@ -239,10 +243,16 @@ impl Endpoint {
             }
         }
         let spi = self.new_ike_spi();
+        // INITIAL_CONTACT says this is the only IKE SA with the peer: not when another exists.
+        let alone = !self
+            .sas
+            .values()
+            .any(|s| s.conn().name == conn && s.state() != State::Dead);
         let sa = self.with_ctx(now, |ctx, _| {
             IkeSa::initiate(ctx, c, child_params, spi, local, remote)
         })?;
         let mut sa = sa;
+        sa.set_initial_contact(alone);
         sa.set_ports(self.settings.port, self.settings.port_nat_t);
         self.sas.insert(spi, sa);
         Ok(spi)
@@ -373,7 +383,47 @@ impl Endpoint {
                 }
             }
         });
+        self.honour_initial_contact(now);
         self.reap();
+    }
+
+    /// RFC 7296 §2.4: an IKE SA that just authenticated with INITIAL_CONTACT is the only one
+    /// the peer has with us, so every other established IKE SA between the same identities is
+    /// stale (the peer restarted). They and their children go without a Delete; the children's
+    /// child-down events follow the new SA's child-up, so the daemon installs before it removes.
+    fn honour_initial_contact(&mut self, now: Instant) {
+        let fresh: Vec<u64> = self
+            .sas
+            .iter_mut()
+            .filter_map(|(k, s)| s.take_initial_contact().then_some(*k))
+            .collect();
+        for spi in fresh {
+            let Some(sa) = self.sas.get(&spi) else {
+                continue;
+            };
+            let (local_id, Some(remote_id)) = (sa.local_id().clone(), sa.remote_id().cloned())
+            else {
+                continue;
+            };
+            let stale: Vec<u64> = self
+                .sas
+                .iter()
+                .filter(|(k, s)| {
+                    **k != spi
+                        && matches!(s.state(), State::Established | State::Deleting)
+                        && s.remote_id() == Some(&remote_id)
+                        && *s.local_id() == local_id
+                })
+                .map(|(k, _)| *k)
+                .collect();
+            self.with_ctx(now, |ctx, sas| {
+                for k in &stale {
+                    if let Some(s) = sas.get_mut(k) {
+                        s.forget(ctx, REPLACED_BY_INITIAL_CONTACT);
+                    }
+                }
+            });
+        }
     }
 
     fn new_responder(

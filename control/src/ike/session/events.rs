@@ -143,6 +143,9 @@ pub enum IkeEvent {
         local: SocketAddr,
         /// The peer's outer address.
         remote: SocketAddr,
+        /// The peer said with INITIAL_CONTACT that it lost this child: it is gone without a
+        /// Delete, and the peer's new child (just installed) replaces it.
+        peer_lost: bool,
     },
     /// A child could not be negotiated (the IKE SA stays).
     ChildFailed {

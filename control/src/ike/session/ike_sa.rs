@@ -213,6 +213,14 @@ pub struct IkeSa {
     /// Rekeys of our children that the peer started while our own rekey of the same child was
     /// outstanding: (old inbound SPI, the peer exchange's Ni, its Nr).
     collisions: Vec<(u32, Vec<u8>, Vec<u8>)>,
+    /// Whether our IKE_AUTH request carries INITIAL_CONTACT (RFC 7296 §2.4): only when this is
+    /// the only IKE SA with the peer.
+    send_initial_contact: bool,
+    /// The peer's IKE_AUTH carried INITIAL_CONTACT and authenticated: the endpoint removes the
+    /// other IKE SAs between the same identities ([`IkeSa::take_initial_contact`]).
+    initial_contact: bool,
+    /// Removed because the peer's INITIAL_CONTACT said it lost this IKE SA.
+    forgotten: bool,
 }
 
 fn nat_hash(spi_i: u64, spi_r: u64, a: SocketAddr) -> Vec<u8> {
@@ -377,6 +385,9 @@ impl IkeSa {
             half_open_timeout: HALF_OPEN_TIMEOUT,
             ports: (500, NAT_T_PORT),
             collisions: Vec::new(),
+            send_initial_contact: true,
+            initial_contact: false,
+            forgotten: false,
         }
     }
 
@@ -536,6 +547,7 @@ impl IkeSa {
             outbound_spi: c.outbound_spi,
             local: self.local,
             remote: self.remote,
+            peer_lost: self.forgotten,
         });
     }
 
@@ -763,6 +775,30 @@ impl IkeSa {
     /// detection; the peer is assumed to use the same pair).
     pub fn set_ports(&mut self, ike: u16, nat_t: u16) {
         self.ports = (ike, nat_t);
+    }
+
+    /// Whether our IKE_AUTH request carries INITIAL_CONTACT (by default it does; the endpoint
+    /// turns it off when another IKE SA of the connection exists).
+    pub fn set_initial_contact(&mut self, send: bool) {
+        self.send_initial_contact = send;
+    }
+
+    /// True once after the peer's INITIAL_CONTACT arrived in an IKE_AUTH that authenticated: the
+    /// caller removes every other IKE SA between the same identities (RFC 7296 §2.4).
+    pub fn take_initial_contact(&mut self) -> bool {
+        std::mem::take(&mut self.initial_contact) && self.state == State::Established
+    }
+
+    /// Our identity on this IKE SA (the connection's).
+    pub fn local_id(&self) -> &Identity {
+        &self.conn.local_id
+    }
+
+    /// Forget this IKE SA and its children without a word to the peer (the peer said with
+    /// INITIAL_CONTACT that it lost them): child-down events for every child, then IKE down.
+    pub fn forget(&mut self, ctx: &mut Ctx<'_>, reason: &str) {
+        self.forgotten = true;
+        self.die(ctx, reason.to_string());
     }
 
     /// How long this SA may stay half-open (responder) before it is dropped.
@@ -1121,10 +1157,12 @@ impl IkeSa {
             });
         }
         p.push(Payload::Auth { method, data });
-        p.push(Payload::Notify(Notify::new(
-            nt::INITIAL_CONTACT,
-            Vec::new(),
-        )));
+        if self.send_initial_contact {
+            p.push(Payload::Notify(Notify::new(
+                nt::INITIAL_CONTACT,
+                Vec::new(),
+            )));
+        }
         let child = match self.first_child.take() {
             Some(c) => match self.pending_child(ctx, c, false, None) {
                 Ok(c) => Some(c),
@@ -1254,6 +1292,7 @@ impl IkeSa {
             return self.die(ctx, format!("authentication of the peer failed: {e}"));
         }
         self.remote_id = Some(id.clone());
+        self.initial_contact = m.notify(nt::INITIAL_CONTACT).is_some();
         self.established(ctx);
         if child.inbound_spi != 0 {
             self.finish_child(ctx, &m, child, None);
@@ -1614,6 +1653,7 @@ impl IkeSa {
         };
         self.conn = conn;
         self.remote_id = Some(peer);
+        self.initial_contact = m.notify(nt::INITIAL_CONTACT).is_some();
         let (lt, ld) = self.local_id_payload();
         let Some(keys) = &self.keys else { return };
         let my_octets =

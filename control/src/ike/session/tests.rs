@@ -1016,3 +1016,57 @@ fn simultaneous_child_rekeys_leave_exactly_one_pair() {
         assert_eq!((ai, ao), (bo, bi));
     }
 }
+
+#[test]
+fn initial_contact_from_a_restarted_peer_removes_the_stale_ike_sa_silently() {
+    let mut p = Pair::new(conn_a(), conn_b());
+    p.up();
+    let old_b = child_ups(&p.ev_b)[0].inbound_spi;
+    let old_ike_b = p.b.sas().next().unwrap().local_spi();
+    // gwA restarts: a new endpoint without state initiates again, with INITIAL_CONTACT.
+    p.a = Endpoint::new(
+        vec![Arc::new(conn_a())],
+        EndpointSettings::default(),
+        Box::new(SeededRandom::new(3)),
+    );
+    p.a.set_unix_time(1_800_000_000);
+    p.ev_a.clear();
+    p.ev_b.clear();
+    let (ab, ba) = (p.wire_ab.len(), p.wire_ba.len());
+    p.up();
+    // No Delete: the exchanges are IKE_SA_INIT and IKE_AUTH only, both ways.
+    assert_eq!((p.wire_ab.len() - ab, p.wire_ba.len() - ba), (2, 2));
+    assert_eq!(p.b.sas().count(), 1, "gwB keeps only the new IKE SA");
+    assert_ne!(p.b.sas().next().unwrap().local_spi(), old_ike_b);
+    let new_b = child_ups(&p.ev_b)[0].inbound_spi;
+    // The new child comes up before the old one goes, so the daemon installs before removing.
+    let up = p
+        .ev_b
+        .iter()
+        .position(|e| matches!(e, IkeEvent::ChildUp(c) if c.inbound_spi == new_b))
+        .unwrap();
+    let down = p
+        .ev_b
+        .iter()
+        .position(|e| matches!(e, IkeEvent::ChildDown { inbound_spi, peer_lost: true, .. } if *inbound_spi == old_b))
+        .expect("the stale child is removed");
+    assert!(up < down, "{:?}", (up, down));
+    assert_eq!(
+        down_reason(&p.ev_b).as_deref(),
+        Some(super::endpoint::REPLACED_BY_INITIAL_CONTACT)
+    );
+    // The tunnel still works: a rekey from gwB over the new IKE SA.
+    assert!(p.b.rekey_child(p.now, new_b));
+    p.pump();
+    assert_eq!(p.a.sas().next().unwrap().children().len(), 1);
+}
+
+#[test]
+fn a_second_ike_sa_without_initial_contact_leaves_the_first() {
+    let mut p = Pair::new(conn_a(), conn_b());
+    p.up();
+    // gwA did not restart: its second IKE SA must not claim to be the only one.
+    p.up();
+    assert_eq!((p.a.sas().count(), p.b.sas().count()), (2, 2));
+    assert_eq!(count(&p.ev_b, |e| matches!(e, IkeEvent::IkeDown { .. })), 0);
+}
