@@ -281,6 +281,9 @@ retransmit_base = 2
 retransmit_tries = 3
 cookie_threshold = 0
 half_open_timeout = 60
+half_open_limit = 200
+half_open_limit_per_source = 2
+cookie_secret_lifetime = "2m"
 log_level = "debug"
 
 [connections.c]
@@ -331,6 +334,8 @@ replay_window = 0x100
     assert_eq!(d.retransmit_tries, 3);
     assert_eq!(d.cookie_threshold, 0);
     assert_eq!(d.half_open_timeout, Duration::from_secs(60));
+    assert_eq!((d.half_open_limit, d.half_open_limit_per_source), (200, 2));
+    assert_eq!(d.cookie_secret_lifetime, Duration::from_secs(120));
     assert_eq!(d.log_level, LogLevel::Debug);
     let k = &c.connections[0];
     assert!(k.local_addrs.is_empty());
@@ -606,6 +611,30 @@ fn daemon_errors() {
         2,
         "daemon.half_open_timeout",
         "greater than zero",
+    );
+    assert_err(
+        "[daemon]\nhalf_open_timeout = \"10m\"\n",
+        2,
+        "daemon.half_open_timeout",
+        "at most 300s",
+    );
+    assert_err(
+        "[daemon]\nhalf_open_limit = 0\n",
+        2,
+        "daemon.half_open_limit",
+        "1..=1000000",
+    );
+    assert_err(
+        "[daemon]\nhalf_open_limit_per_source = 0\n",
+        2,
+        "daemon.half_open_limit_per_source",
+        "1..=1000000",
+    );
+    assert_err(
+        "[daemon]\ncookie_secret_lifetime = \"2h\"\n",
+        2,
+        "daemon.cookie_secret_lifetime",
+        "1s to 3600s",
     );
     assert_err(
         "[daemon]\nlog_level = \"loud\"\n",
