@@ -1016,3 +1016,5 @@ fn simultaneous_child_rekeys_leave_exactly_one_pair() {
         assert_eq!((ai, ao), (bo, bi));
     }
 }
+
+mod attack;
