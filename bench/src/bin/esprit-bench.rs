@@ -40,6 +40,9 @@ enum Cmd {
     /// IKE SA + first child SA setups per second on one core: initiator and responder in one
     /// thread over memory, PSK (x25519, ECP-256, MODP-2048) and ECDSA P-256 certificates.
     Ike(bench::ike::IkeArgs),
+    /// Cost of one datagram to the IKE endpoint (handle_datagram, handle_timeout,
+    /// poll_timeout) with 1 and with 10,000 IKE SAs: junk, unknown SPI, retransmission.
+    IkeCost(bench::ike_cost::IkeCostArgs),
 }
 
 #[derive(clap::Args)]
@@ -549,6 +552,7 @@ fn main() -> ExitCode {
         Cmd::Esp(a) => ("esp", run(a)),
         Cmd::Gateway(a) => ("gateway", run_gateway(a)),
         Cmd::Ike(a) => ("ike", bench::ike::run(a)),
+        Cmd::IkeCost(a) => ("ike-cost", bench::ike_cost::run(a)),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
