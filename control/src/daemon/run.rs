@@ -493,7 +493,10 @@ impl Daemon {
                 } else {
                     LogLevel::Warn
                 };
-                if let Some(held) = self.down_logs.admit(reason.clone(), Instant::now()) {
+                // Limited per kind of reason: the text before the first colon (what follows
+                // may come from the peer).
+                let kind = reason.split(':').next().unwrap_or_default().to_string();
+                if let Some(held) = self.down_logs.admit(kind, Instant::now()) {
                     let more = if held > 0 {
                         format!(" ({held} more IKE SAs down for this reason, not logged)")
                     } else {

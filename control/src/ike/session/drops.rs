@@ -127,12 +127,17 @@ impl DropCounters {
 
 /// A token bucket per kind of log line: the first `burst` lines of a kind pass, then one more
 /// each `interval`; the lines held back are counted and reported with the next one that passes
-/// ("N more suppressed").
+/// ("N more suppressed"). At most [`MAX_KINDS`] kinds are tracked (idle ones are forgotten
+/// first); lines of kinds beyond are held back and only counted ([`LogThrottle::untracked`]).
 pub struct LogThrottle<K> {
     burst: u32,
     interval: Duration,
     kinds: HashMap<K, Bucket>,
+    untracked: u64,
 }
+
+/// Kinds of log lines a [`LogThrottle`] tracks at most.
+pub const MAX_KINDS: usize = 256;
 
 struct Bucket {
     tokens: u32,
@@ -147,13 +152,30 @@ impl<K: std::hash::Hash + Eq> LogThrottle<K> {
             burst: burst.max(1),
             interval: interval.max(Duration::from_millis(1)),
             kinds: HashMap::new(),
+            untracked: 0,
         }
+    }
+
+    /// Lines held back because their kind could not be tracked.
+    pub fn untracked(&self) -> u64 {
+        self.untracked
     }
 
     /// Whether a line of `kind` may be written at `now`: `Some(n)` with the number of lines of
     /// that kind held back since the last one written, or `None` to hold this one back.
     pub fn admit(&mut self, kind: K, now: Instant) -> Option<u64> {
         let burst = self.burst;
+        if self.kinds.len() >= MAX_KINDS && !self.kinds.contains_key(&kind) {
+            // Forget the kinds whose bucket refilled and that hold nothing back.
+            let full = self.interval * burst;
+            self.kinds.retain(|_, b| {
+                b.suppressed > 0 || now.saturating_duration_since(b.refilled) < full
+            });
+            if self.kinds.len() >= MAX_KINDS {
+                self.untracked += 1;
+                return None;
+            }
+        }
         let b = self.kinds.entry(kind).or_insert(Bucket {
             tokens: burst,
             refilled: now,
@@ -222,5 +244,20 @@ mod tests {
         let s = t.take_suppressed();
         assert_eq!(s, vec![(&"a", 1)]);
         assert!(t.take_suppressed().is_empty());
+    }
+
+    #[test]
+    fn throttle_tracks_a_bounded_number_of_kinds() {
+        let t0 = Instant::now();
+        let mut t = LogThrottle::new(1, Duration::from_secs(1));
+        for k in 0..MAX_KINDS {
+            assert_eq!(t.admit(k, t0), Some(0));
+        }
+        // Full of busy kinds: a new kind is held back and counted.
+        assert_eq!(t.admit(MAX_KINDS, t0), None);
+        assert_eq!(t.untracked(), 1);
+        // Once the others are idle they are forgotten and the new kind is tracked.
+        assert_eq!(t.admit(MAX_KINDS, t0 + Duration::from_secs(1)), Some(0));
+        assert_eq!(t.kinds.len(), 1);
     }
 }

@@ -932,7 +932,7 @@ impl IkeSa {
         }
         if let Some(c) = m.notify(nt::COOKIE) {
             if self.cookie.is_some() && self.ke_retries > 4 {
-                return;
+                return ctx.drop_for(DropReason::Unexpected);
             }
             self.ke_retries += 1;
             self.cookie = Some(c.data.clone());
