@@ -200,7 +200,8 @@ fn half_open_limits_memory_and_a_legitimate_peer_under_a_cookie_answering_flood(
         TempDir(std::env::temp_dir().join(format!("esprit-ike-flood-{}", std::process::id())));
     let _ = std::fs::remove_dir_all(&dir.0);
     std::fs::create_dir_all(&dir.0).unwrap();
-    let port = 25_000 + (std::process::id() % 5_000) as u16;
+    // 10000-14999 and its NAT-T port 14000-18999: apart from esprit_ike.rs's 20000-28999.
+    let port = 10_000 + (std::process::id() % 5_000) as u16;
     let limits = format!(
         "cookie_threshold = 2\nhalf_open_limit = {TOTAL}\nhalf_open_limit_per_source = {PER_SOURCE}\nhalf_open_timeout = \"2s\""
     );
@@ -318,5 +319,50 @@ fn half_open_limits_memory_and_a_legitimate_peer_under_a_cookie_answering_flood(
         refused <= 10 && expired <= 10,
         "the log is not rate-limited\n{report}"
     );
+    // A forged request outside the window at the live IKE SA: counted for it, shown by
+    // `espctl ike list` in JSON and in the table.
+    let list = espctl_json(&sb, &["ike", "list", "--json"]);
+    let live = list
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["state"] == "established"))
+        .expect("the established IKE SA on gwB")
+        .clone();
+    let spi = |k: &str| u64::from_str_radix(live[k].as_str().unwrap(), 16).unwrap();
+    let forged = control::ike::message::encode_plain(
+        &Header::new(
+            spi("spi_i"),
+            spi("spi_r"),
+            exchange::INFORMATIONAL,
+            control::ike::message::consts::flags::INITIATOR,
+            1000,
+        ),
+        &[],
+    );
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.send_to(&forged, ("127.0.0.2", port)).unwrap();
+    let t1 = Instant::now();
+    loop {
+        let list = espctl_json(&sb, &["ike", "list", "--json"]);
+        let n = list
+            .as_array()
+            .and_then(|a| a.iter().find(|s| s["spi_r"] == live["spi_r"]))
+            .map(|s| s["dropped"]["message_id"].as_u64().unwrap());
+        if n == Some(1) {
+            break;
+        }
+        assert!(
+            t1.elapsed() < Duration::from_secs(3),
+            "not counted: {list:#}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_espctl"))
+        .arg("--ike-socket")
+        .arg(&sb)
+        .args(["ike", "list"])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("  dropped: message_id 1\n"), "{table}");
     drop(b);
 }

@@ -108,6 +108,9 @@ pub struct Daemon {
     udp_more: Vec<usize>,
     /// Rate limit of "IKE SA down" warnings, per reason (a flood of half-open expiries).
     down_logs: LogThrottle<String>,
+    /// Datagrams on the NAT-T port without the non-ESP marker that are not keepalives (ESP the
+    /// dataplane did not take, or junk): dropped here, before the IKE endpoint.
+    nat_t_not_ike: u64,
 }
 
 /// The configured verbosity (`daemon.log_level`), as a LogLevel discriminant.
@@ -250,6 +253,7 @@ impl Daemon {
             udp_more: Vec::new(),
             waker,
             down_logs: LogThrottle::new(5, Duration::from_secs(10)),
+            nat_t_not_ike: 0,
         })
     }
 
@@ -613,6 +617,9 @@ impl Daemon {
                 // RFC 3948: IKE behind the four-octet non-ESP marker; a lone 0xff is a keepalive;
                 // anything else is ESP the XDP program did not take.
                 if n < 4 || data[..4] != [0, 0, 0, 0] {
+                    if data != [0xff] {
+                        self.nat_t_not_ike += 1;
+                    }
                     continue;
                 }
                 &data[4..]
@@ -703,6 +710,7 @@ impl Daemon {
                     "cookie_rotations": s.cookie_rotations,
                     "dropped": super::control::drops_json(&s.drops),
                     "logs_suppressed": s.logs_suppressed,
+                    "nat_t_not_ike": self.nat_t_not_ike,
                     "dataplane_connected": self.dataplane.connected(),
                     "dataplane_workers": self.dataplane.workers(),
                     "sas_installed": self.dataplane.installed(),
