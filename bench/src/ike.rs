@@ -215,7 +215,7 @@ fn selector(s: &str) -> TsSpec {
 }
 
 /// One end's connection: `me` and `peer` are the ends' addresses, identities and networks.
-fn connection(
+pub(crate) fn connection(
     suite: Suite,
     creds: Option<&Credentials>,
     initiator: bool,

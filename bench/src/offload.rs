@@ -107,6 +107,7 @@ fn sa(dir: Direction, local: &str, remote: &str) -> SaConfig {
         remote_ts: Selectors::default(),
         lifetime: Default::default(),
         pad_align: 16,
+        owner: None,
     }
 }
 

@@ -41,6 +41,7 @@ fn sa(dir: Direction, mode: Mode, local: &str, remote: &str) -> SaConfig {
         remote_ts: Selectors::default(),
         lifetime: Default::default(),
         pad_align: 16,
+        owner: None,
     }
 }
 

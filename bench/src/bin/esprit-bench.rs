@@ -47,6 +47,9 @@ enum Cmd {
     /// for partial checksums, and for non-DF packets fragmented to fit the tunnel (one core,
     /// over memory).
     Offload(bench::offload::OffloadArgs),
+    /// Cost of one datagram to the IKE endpoint (handle_datagram, handle_timeout,
+    /// poll_timeout) with 1 and with 10,000 IKE SAs: junk, unknown SPI, retransmission.
+    IkeCost(bench::ike_cost::IkeCostArgs),
 }
 
 #[derive(clap::Args)]
@@ -557,6 +560,7 @@ fn main() -> ExitCode {
         Cmd::Gateway(a) => ("gateway", run_gateway(a)),
         Cmd::Ike(a) => ("ike", bench::ike::run(a)),
         Cmd::Offload(a) => ("offload", bench::offload::run(a)),
+        Cmd::IkeCost(a) => ("ike-cost", bench::ike_cost::run(a)),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

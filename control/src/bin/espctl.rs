@@ -241,6 +241,16 @@ fn ike_table(v: &serde_json::Value) -> String {
             },
             n(sa, "age_s"),
         );
+        if let Some(d) = sa.get("dropped").and_then(|d| d.as_object()) {
+            let nonzero: Vec<String> = d
+                .iter()
+                .filter(|(k, v)| k.as_str() != "total" && v.as_u64().unwrap_or(0) > 0)
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect();
+            if !nonzero.is_empty() {
+                let _ = writeln!(out, "  dropped: {}", nonzero.join(", "));
+            }
+        }
         for c in sa
             .get("children")
             .and_then(|c| c.as_array())

@@ -65,11 +65,20 @@ pub struct DaemonSettings {
     pub retransmit_tries: u32,
     /// Half-open IKE SAs before COOKIEs are demanded (10).
     pub cookie_threshold: u32,
-    /// How long a half-open IKE SA is kept (30 s).
+    /// How long a half-open IKE SA is kept (30 s, at most 300 s).
     pub half_open_timeout: Duration,
     /// How long SAs an earlier run of esprit-ike left in the dataplane keep forwarding when
     /// nothing re-establishes their child (5 min).
     pub orphan_timeout: Duration,
+    /// Half-open IKE SAs in total; IKE_SA_INIT requests beyond are dropped (1000; strongSwan's
+    /// `init_limit_half_open`).
+    pub half_open_limit: u32,
+    /// Half-open IKE SAs from one source address; requests beyond are dropped (5; strongSwan's
+    /// `block_threshold`).
+    pub half_open_limit_per_source: u32,
+    /// Age at which the COOKIE secret is replaced (300 s); cookies made with the previous
+    /// secret are accepted for 60 s more.
+    pub cookie_secret_lifetime: Duration,
     /// Log verbosity (info).
     pub log_level: LogLevel,
     /// A directory where esprit-ike writes every IKE and ESP key it negotiates as a Wireshark
@@ -94,6 +103,9 @@ impl Default for DaemonSettings {
             cookie_threshold: 10,
             half_open_timeout: Duration::from_secs(30),
             orphan_timeout: Duration::from_secs(300),
+            half_open_limit: 1000,
+            half_open_limit_per_source: 5,
+            cookie_secret_lifetime: Duration::from_secs(300),
             log_level: LogLevel::Info,
             wireshark_keys: None,
             user: None,
@@ -112,6 +124,9 @@ const KEYS: &[&str] = &[
     "cookie_threshold",
     "half_open_timeout",
     "orphan_timeout",
+    "half_open_limit",
+    "half_open_limit_per_source",
+    "cookie_secret_lifetime",
     "log_level",
     "wireshark_keys",
     "user",
@@ -195,8 +210,22 @@ pub(crate) fn parse_daemon(
     }
     if let Some(v) = t.get("half_open_timeout") {
         d.half_open_timeout = duration(&v)?;
-        if d.half_open_timeout.is_zero() {
-            return Err(v.err("expected a duration greater than zero"));
+        if d.half_open_timeout.is_zero() || d.half_open_timeout > Duration::from_secs(300) {
+            return Err(v.err("expected a duration greater than zero and at most 300s"));
+        }
+    }
+    if let Some(v) = t.get("half_open_limit") {
+        d.half_open_limit = v.u32_in(1, 1_000_000)?;
+    }
+    if let Some(v) = t.get("half_open_limit_per_source") {
+        d.half_open_limit_per_source = v.u32_in(1, 1_000_000)?;
+    }
+    if let Some(v) = t.get("cookie_secret_lifetime") {
+        d.cookie_secret_lifetime = duration(&v)?;
+        if d.cookie_secret_lifetime < Duration::from_secs(1)
+            || d.cookie_secret_lifetime > Duration::from_secs(3600)
+        {
+            return Err(v.err("expected a duration from 1s to 3600s"));
         }
     }
     if let Some(v) = t.get("orphan_timeout") {

@@ -282,6 +282,9 @@ retransmit_tries = 3
 cookie_threshold = 0
 half_open_timeout = 60
 orphan_timeout = "90s"
+half_open_limit = 200
+half_open_limit_per_source = 2
+cookie_secret_lifetime = "2m"
 log_level = "debug"
 user = "esprit"
 
@@ -334,6 +337,8 @@ replay_window = 0x100
     assert_eq!(d.cookie_threshold, 0);
     assert_eq!(d.half_open_timeout, Duration::from_secs(60));
     assert_eq!(d.orphan_timeout, Duration::from_secs(90));
+    assert_eq!((d.half_open_limit, d.half_open_limit_per_source), (200, 2));
+    assert_eq!(d.cookie_secret_lifetime, Duration::from_secs(120));
     assert_eq!(d.log_level, LogLevel::Debug);
     assert_eq!(d.user.as_deref(), Some("esprit"));
     let k = &c.connections[0];
@@ -616,6 +621,30 @@ fn daemon_errors() {
         2,
         "daemon.orphan_timeout",
         "greater than zero",
+    );
+    assert_err(
+        "[daemon]\nhalf_open_timeout = \"10m\"\n",
+        2,
+        "daemon.half_open_timeout",
+        "at most 300s",
+    );
+    assert_err(
+        "[daemon]\nhalf_open_limit = 0\n",
+        2,
+        "daemon.half_open_limit",
+        "1..=1000000",
+    );
+    assert_err(
+        "[daemon]\nhalf_open_limit_per_source = 0\n",
+        2,
+        "daemon.half_open_limit_per_source",
+        "1..=1000000",
+    );
+    assert_err(
+        "[daemon]\ncookie_secret_lifetime = \"2h\"\n",
+        2,
+        "daemon.cookie_secret_lifetime",
+        "1s to 3600s",
     );
     assert_err(
         "[daemon]\nlog_level = \"loud\"\n",

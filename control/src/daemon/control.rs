@@ -6,7 +6,7 @@
 //! `{"op": "stats"}`. Answer: `{"ok": true, "result": …}` or `{"ok": false, "error": "…"}`.
 
 use crate::ike::session::ts::display;
-use crate::ike::session::{ChildMode, Endpoint, IkeSa, Role, State};
+use crate::ike::session::{ChildMode, DropCounters, Endpoint, IkeSa, Role, State};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::time::Instant;
@@ -162,11 +162,29 @@ pub fn sa_json(sa: &IkeSa, now: Instant) -> Value {
     })
 }
 
-/// Every IKE SA, sorted by connection name then SPI.
+/// Every IKE SA, sorted by connection name then SPI, each with its drop counters.
 pub fn list_json(ep: &Endpoint, now: Instant) -> Value {
     let mut sas: Vec<&IkeSa> = ep.sas().collect();
     sas.sort_by_key(|s| (s.conn().name.clone(), s.spis()));
-    Value::Array(sas.iter().map(|s| sa_json(s, now)).collect())
+    Value::Array(
+        sas.iter()
+            .map(|s| {
+                let mut v = sa_json(s, now);
+                v["dropped"] = drops_json(&ep.sa_drops(s.local_spi()));
+                v
+            })
+            .collect(),
+    )
+}
+
+/// Drop counters as a JSON object: every reason with its count, and the total.
+pub fn drops_json(d: &DropCounters) -> Value {
+    let mut m = serde_json::Map::new();
+    for (r, n) in d.iter() {
+        m.insert(r.name().into(), n.into());
+    }
+    m.insert("total".into(), d.total().into());
+    Value::Object(m)
 }
 
 #[cfg(test)]

@@ -6,7 +6,9 @@ use super::dataplane::DataplaneLink;
 use super::params::connection_params;
 use crate::config::{Config, LogLevel, StartAction};
 use crate::ike::rng::SystemRandom;
-use crate::ike::session::{Endpoint, EndpointSettings, IkeEvent};
+use crate::ike::session::drops::LogThrottle;
+use crate::ike::session::endpoint::WARNING;
+use crate::ike::session::{CookiePolicy, Endpoint, EndpointSettings, HalfOpenLimits, IkeEvent};
 use mio::net::{UdpSocket, UnixListener, UnixStream};
 use mio::{Events, Interest, Poll, Token};
 use serde_json::json;
@@ -106,6 +108,11 @@ pub struct Daemon {
     keylog: Option<super::keylog::KeyLog>,
     /// UDP sockets to read again (readable, not yet drained).
     udp_more: Vec<usize>,
+    /// Rate limit of "IKE SA down" warnings, per reason (a flood of half-open expiries).
+    down_logs: LogThrottle<String>,
+    /// Datagrams on the NAT-T port without the non-ESP marker that are not keepalives (ESP the
+    /// dataplane did not take, or junk): dropped here, before the IKE endpoint.
+    nat_t_not_ike: u64,
 }
 
 /// The configured verbosity (`daemon.log_level`), as a LogLevel discriminant.
@@ -165,6 +172,14 @@ impl Daemon {
         let settings = EndpointSettings {
             cookie_threshold: config.daemon.cookie_threshold as usize,
             half_open_timeout: config.daemon.half_open_timeout,
+            half_open_limits: HalfOpenLimits {
+                total: config.daemon.half_open_limit as usize,
+                per_source: config.daemon.half_open_limit_per_source as usize,
+            },
+            cookie_policy: CookiePolicy {
+                lifetime: config.daemon.cookie_secret_lifetime,
+                ..CookiePolicy::default()
+            },
             port: config.daemon.port,
             port_nat_t: config.daemon.port_nat_t,
         };
@@ -249,6 +264,8 @@ impl Daemon {
             keylog,
             udp_more: Vec::new(),
             waker,
+            down_logs: LogThrottle::new(5, Duration::from_secs(10)),
+            nat_t_not_ike: 0,
         })
     }
 
@@ -542,10 +559,20 @@ impl Daemon {
                 } else {
                     LogLevel::Warn
                 };
-                log_at(
-                    level,
-                    &format!("{conn}: IKE SA {ike_sa:016x} down: {reason}"),
-                );
+                // Limited per kind of reason: the text before the first colon (what follows
+                // may come from the peer).
+                let kind = reason.split(':').next().unwrap_or_default().to_string();
+                if let Some(held) = self.down_logs.admit(kind, Instant::now()) {
+                    let more = if held > 0 {
+                        format!(" ({held} more IKE SAs down for this reason, not logged)")
+                    } else {
+                        String::new()
+                    };
+                    log_at(
+                        level,
+                        &format!("{conn}: IKE SA {ike_sa:016x} down: {reason}{more}"),
+                    );
+                }
                 let restart = self.config.connection(&conn).is_some_and(|c| {
                     c.start_action == StartAction::Start
                         && c.dpd_action == crate::config::DpdAction::Restart
@@ -620,6 +647,9 @@ impl Daemon {
                 "{conn}: IKE SA {old:016x} rekeyed, now {new:016x}"
             )),
             IkeEvent::Log(m) => {
+                if let Some(w) = m.strip_prefix(WARNING) {
+                    return warn(w);
+                }
                 let level = if m.contains("dropped") {
                     LogLevel::Debug
                 } else {
@@ -659,6 +689,9 @@ impl Daemon {
                 // RFC 3948: IKE behind the four-octet non-ESP marker; a lone 0xff is a keepalive;
                 // anything else is ESP the XDP program did not take.
                 if n < 4 || data[..4] != [0, 0, 0, 0] {
+                    if data != [0xff] {
+                        self.nat_t_not_ike += 1;
+                    }
                     continue;
                 }
                 &data[4..]
@@ -747,11 +780,13 @@ impl Daemon {
                 let s = self.endpoint.stats();
                 ControlResponse::ok(json!({
                     "ike_sas": self.endpoint.sas().count(),
-                    "malformed": s.malformed,
-                    "unknown_spi": s.unknown_spi,
+                    "half_open": self.endpoint.half_open(),
+                    "half_open_expired": s.half_open_expired,
                     "cookies_sent": s.cookies_sent,
-                    "bad_cookies": s.bad_cookies,
-                    "no_connection": s.no_connection,
+                    "cookie_rotations": s.cookie_rotations,
+                    "dropped": super::control::drops_json(&s.drops),
+                    "logs_suppressed": s.logs_suppressed,
+                    "nat_t_not_ike": self.nat_t_not_ike,
                     "dataplane_connected": self.dataplane.connected(),
                     "dataplane_workers": self.dataplane.workers(),
                     "sas_installed": self.dataplane.installed(),

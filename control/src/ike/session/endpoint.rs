@@ -2,32 +2,35 @@
 //! responders (with COOKIEs past a half-open threshold, RFC 7296 §2.6), and the commands the
 //! daemon and the CLI give.
 
+use super::cookie::{CookieJar, CookiePolicy};
+use super::drops::{DropCounters, DropReason, LogThrottle};
 use super::events::{IkeEvent, Transmit};
-use super::ike_sa::{Ctx, IkeSa, Role, State};
+use super::ike_sa::{Ctx, IkeSa, Role, State, HALF_OPEN_EXPIRED};
+use super::limits::{HalfOpen, HalfOpenLimits, OverLimit};
 use super::params::ConnectionParams;
+use super::timers::Timers;
 use crate::ike::message::consts::{exchange, flags, notify as nt};
 use crate::ike::message::{self, Header, Notify, Payload};
 use crate::ike::rng::RandomSource;
-use aws_lc_rs::constant_time;
-use aws_lc_rs::digest;
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-/// Counters of what the endpoint dropped or refused, by reason.
+/// Counters of the endpoint: every datagram it dropped or ignored, by reason (the sum of all
+/// IKE SAs' and the endpoint's own), and what it did against floods.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct EndpointStats {
-    /// Datagrams that did not decode.
-    pub malformed: u64,
-    /// Datagrams for an IKE SA we do not have.
-    pub unknown_spi: u64,
+    /// Datagrams dropped or ignored, by reason.
+    pub drops: DropCounters,
     /// IKE_SA_INIT requests answered with a COOKIE demand.
     pub cookies_sent: u64,
-    /// IKE_SA_INIT requests with a wrong cookie.
-    pub bad_cookies: u64,
-    /// IKE_SA_INIT requests no connection matched.
-    pub no_connection: u64,
+    /// Times the COOKIE secret was replaced.
+    pub cookie_rotations: u64,
+    /// Half-open IKE SAs removed because IKE_AUTH did not come in time.
+    pub half_open_expired: u64,
+    /// Log lines about drops held back by the rate limit.
+    pub logs_suppressed: u64,
 }
 
 /// Settings of the endpoint itself.
@@ -35,8 +38,12 @@ pub struct EndpointStats {
 pub struct EndpointSettings {
     /// Half-open IKE SAs before COOKIEs are demanded.
     pub cookie_threshold: usize,
+    /// Limits on half-open IKE SAs, in total and per source address.
+    pub half_open_limits: HalfOpenLimits,
     /// How long a responder keeps an IKE SA whose IKE_AUTH has not come.
     pub half_open_timeout: std::time::Duration,
+    /// When the COOKIE secret is replaced.
+    pub cookie_policy: CookiePolicy,
     /// The IKE port (500).
     pub port: u16,
     /// The NAT-T port (4500).
@@ -47,7 +54,9 @@ impl Default for EndpointSettings {
     fn default() -> Self {
         EndpointSettings {
             cookie_threshold: 10,
+            half_open_limits: HalfOpenLimits::default(),
             half_open_timeout: super::ike_sa::HALF_OPEN_TIMEOUT,
+            cookie_policy: CookiePolicy::default(),
             port: 500,
             port_nat_t: super::ike_sa::NAT_T_PORT,
         }
@@ -58,19 +67,29 @@ impl Default for EndpointSettings {
 /// said it lost it: its replacement is up, nothing is to be restarted.
 pub const REPLACED_BY_INITIAL_CONTACT: &str = "replaced: the peer sent INITIAL_CONTACT";
 
+/// Log lines of one kind of drop written at once before the rate limit holds them back.
+const LOG_BURST: u32 = 5;
+/// Then one line of a kind per this interval, and a summary of those held back.
+const LOG_INTERVAL: Duration = Duration::from_secs(10);
+
 /// All IKE SAs of one daemon.
 pub struct Endpoint {
     conns: Vec<Arc<ConnectionParams>>,
     settings: EndpointSettings,
     sas: HashMap<u64, IkeSa>,
-    half_open: HashMap<(u64, SocketAddr), u64>,
+    half_open: HalfOpen,
+    timers: Timers,
     rng: Box<dyn RandomSource + Send>,
-    cookie_secret: [u8; 32],
+    cookies: Option<CookieJar>,
     spis: HashSet<u32>,
     unix_time: i64,
     out: VecDeque<Transmit>,
     events: VecDeque<IkeEvent>,
     stats: EndpointStats,
+    sa_drops: HashMap<u64, DropCounters>,
+    throttle: LogThrottle<DropReason>,
+    /// When held-back log lines are next summarized, while some are.
+    summary_at: Option<Instant>,
 }
 
 impl Endpoint {
@@ -78,22 +97,24 @@ impl Endpoint {
     pub fn new(
         conns: Vec<Arc<ConnectionParams>>,
         settings: EndpointSettings,
-        mut rng: Box<dyn RandomSource + Send>,
+        rng: Box<dyn RandomSource + Send>,
     ) -> Self {
-        let mut cookie_secret = [0u8; 32];
-        rng.fill(&mut cookie_secret);
         Endpoint {
             conns,
             settings,
             sas: HashMap::new(),
-            half_open: HashMap::new(),
+            half_open: HalfOpen::default(),
+            timers: Timers::default(),
             rng,
-            cookie_secret,
+            cookies: None,
             spis: HashSet::new(),
             unix_time: 0,
             out: VecDeque::new(),
             events: VecDeque::new(),
             stats: EndpointStats::default(),
+            sa_drops: HashMap::new(),
+            throttle: LogThrottle::new(LOG_BURST, LOG_INTERVAL),
+            summary_at: None,
         }
     }
 
@@ -115,6 +136,16 @@ impl Endpoint {
     /// Drop and refusal counters.
     pub fn stats(&self) -> &EndpointStats {
         &self.stats
+    }
+
+    /// How many IKE SAs are half-open (responder, waiting for IKE_AUTH).
+    pub fn half_open(&self) -> usize {
+        self.half_open.len()
+    }
+
+    /// The datagrams one IKE SA dropped or ignored, by reason.
+    pub fn sa_drops(&self, spi: u64) -> DropCounters {
+        self.sa_drops.get(&spi).copied().unwrap_or_default()
     }
 
     /// The IKE SAs.
@@ -139,14 +170,19 @@ impl Endpoint {
 
     /// The earliest time [`Endpoint::handle_timeout`] must run.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.sas.values().filter_map(IkeSa::poll_timeout).min()
+        match (self.timers.next(), self.summary_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
+    /// Run `f` with a context; IKE SAs it spawned are adopted. Returns `f`'s result and the
+    /// reason the IKE SA gave for dropping the datagram, if it did.
     fn with_ctx<R>(
         &mut self,
         now: Instant,
         f: impl FnOnce(&mut Ctx<'_>, &mut HashMap<u64, IkeSa>) -> R,
-    ) -> R {
+    ) -> (R, Option<DropReason>) {
         let mut spawned = Vec::new();
         let mut ctx = Ctx {
             now,
@@ -156,36 +192,120 @@ impl Endpoint {
             out: &mut self.out,
             events: &mut self.events,
             spawned: &mut spawned,
+            dropped: None,
         };
         let r = f(&mut ctx, &mut self.sas);
+        let dropped = ctx.dropped;
         for sa in spawned {
-            self.sas.insert(sa.local_spi(), sa);
+            let spi = sa.local_spi();
+            self.sas.insert(spi, sa);
+            self.timers.register(spi);
+            self.settle(spi);
         }
-        r
+        (r, dropped)
+    }
+
+    /// Bring the indexes up to date after IKE SA `spi` was called: remove it if it died,
+    /// otherwise file its next deadline and whether it is still half-open. O(log n).
+    fn settle(&mut self, spi: u64) {
+        let Some(sa) = self.sas.get(&spi) else {
+            self.forget(spi);
+            return;
+        };
+        if sa.state() == State::Dead {
+            if self.half_open.remove(spi) && sa.dead_reason() == Some(HALF_OPEN_EXPIRED) {
+                self.stats.half_open_expired += 1;
+            }
+            self.sas.remove(&spi);
+            self.forget(spi);
+            return;
+        }
+        if !(sa.role() == Role::Responder && sa.state() == State::AuthPending) {
+            self.half_open.remove(spi);
+        }
+        self.timers.set(spi, sa.poll_timeout());
+    }
+
+    fn forget(&mut self, spi: u64) {
+        self.timers.remove(spi);
+        self.half_open.remove(spi);
+        self.sa_drops.remove(&spi);
+    }
+
+    fn adopt(&mut self, sa: IkeSa) {
+        let spi = sa.local_spi();
+        self.sas.insert(spi, sa);
+        self.timers.register(spi);
+        self.settle(spi);
+    }
+
+    /// Count a dropped datagram (for IKE SA `spi` if it has one) and log it, rate-limited.
+    fn count_drop(&mut self, now: Instant, r: DropReason, remote: SocketAddr, spi: Option<u64>) {
+        self.stats.drops.add(r);
+        if let Some(spi) = spi.filter(|s| self.sas.contains_key(s)) {
+            self.sa_drops.entry(spi).or_default().add(r);
+        }
+        if r == DropReason::Retransmit {
+            return;
+        }
+        match self.throttle.admit(r, now) {
+            None => {
+                self.stats.logs_suppressed += 1;
+                self.summary_at.get_or_insert(now + LOG_INTERVAL);
+            }
+            Some(held) => {
+                let sa = spi
+                    .map(|s| format!(" for IKE SA {s:016x}"))
+                    .unwrap_or_default();
+                let more = if held > 0 {
+                    format!(" ({held} more like it suppressed)")
+                } else {
+                    String::new()
+                };
+                let line = match r {
+                    DropReason::HalfOpenLimit
+                    | DropReason::HalfOpenLimitSource
+                    | DropReason::InvalidCookie => format!(
+                        "{WARNING}refused IKE_SA_INIT from {remote}: {r} (half-open IKE SAs: {} in total, {} from {}){more}",
+                        self.half_open.len(),
+                        self.half_open.from_source(remote.ip()),
+                        remote.ip()
+                    ),
+                    _ => format!("dropped a datagram from {remote}{sa}: {r}{more}"),
+                };
+                self.events.push_back(IkeEvent::Log(line));
+            }
+        }
+    }
+
+    /// Summarize the log lines held back, once per [`LOG_INTERVAL`] while there are some.
+    fn summarize(&mut self, now: Instant) {
+        if self.summary_at.is_none_or(|t| now < t) {
+            return;
+        }
+        self.summary_at = None;
+        let mut held: Vec<(DropReason, u64)> = self
+            .throttle
+            .take_suppressed()
+            .into_iter()
+            .map(|(r, n)| (*r, n))
+            .collect();
+        held.sort_unstable();
+        for (r, n) in held {
+            self.events.push_back(IkeEvent::Log(format!(
+                "{WARNING}dropped datagrams: {n} more {r} suppressed in the last {}s",
+                LOG_INTERVAL.as_secs()
+            )));
+        }
     }
 
     /// Rekey the IKE SA with our SPI `spi`. Returns whether it started.
     pub fn rekey_ike(&mut self, now: Instant, spi: u64) -> bool {
-        self.with_ctx(now, |ctx, sas| {
+        let (r, _) = self.with_ctx(now, |ctx, sas| {
             sas.get_mut(&spi).is_some_and(|sa| sa.rekey_ike(ctx))
-        })
-    }
-
-    fn reap(&mut self) {
-        let dead: Vec<u64> = self
-            .sas
-            .iter()
-            .filter(|(_, s)| s.state() == State::Dead)
-            .map(|(k, _)| *k)
-            .collect();
-        for k in dead {
-            self.sas.remove(&k);
-        }
-        let sas = &self.sas;
-        self.half_open.retain(|_, spi| {
-            sas.get(spi)
-                .is_some_and(|s| s.state() == State::AuthPending && s.role() == Role::Responder)
         });
+        self.settle(spi);
+        r
     }
 
     fn new_ike_spi(&mut self) -> u64 {
@@ -226,19 +346,20 @@ impl Endpoint {
             None => c.children.first().cloned(),
         };
         // An established IKE SA of this connection takes the child instead of a new IKE SA.
-        if let Some(n) = child {
+        if child.is_some() {
             let existing = self
                 .sas
                 .iter()
-                .find(|(_, s)| s.conn().name == conn && s.state() == State::Established)
-                .map(|(k, _)| *k);
+                .filter(|(_, s)| s.conn().name == conn && s.state() == State::Established)
+                .map(|(k, _)| *k)
+                .min();
             if let (Some(spi), Some(p)) = (existing, child_params.clone()) {
                 self.with_ctx(now, |ctx, sas| {
                     if let Some(sa) = sas.get_mut(&spi) {
                         sa.create_child(ctx, p);
                     }
                 });
-                let _ = n;
+                self.settle(spi);
                 return Ok(spi);
             }
         }
@@ -248,24 +369,25 @@ impl Endpoint {
             .sas
             .values()
             .any(|s| s.conn().name == conn && s.state() != State::Dead);
-        let sa = self.with_ctx(now, |ctx, _| {
+        let (sa, _) = self.with_ctx(now, |ctx, _| {
             IkeSa::initiate(ctx, c, child_params, spi, local, remote)
-        })?;
-        let mut sa = sa;
+        });
+        let mut sa = sa?;
         sa.set_initial_contact(alone);
         sa.set_ports(self.settings.port, self.settings.port_nat_t);
-        self.sas.insert(spi, sa);
+        self.adopt(sa);
         Ok(spi)
     }
 
     /// Delete every IKE SA of a connection (telling the peers). Returns how many.
     pub fn terminate(&mut self, now: Instant, conn: &str) -> usize {
-        let spis: Vec<u64> = self
+        let mut spis: Vec<u64> = self
             .sas
             .iter()
             .filter(|(_, s)| s.conn().name == conn)
             .map(|(k, _)| *k)
             .collect();
+        spis.sort_unstable();
         self.with_ctx(now, |ctx, sas| {
             for s in &spis {
                 if let Some(sa) = sas.get_mut(s) {
@@ -273,64 +395,58 @@ impl Endpoint {
                 }
             }
         });
-        self.reap();
+        for s in &spis {
+            self.settle(*s);
+        }
         spis.len()
+    }
+
+    fn sa_with_child(&self, inbound_spi: u32) -> Option<u64> {
+        self.sas
+            .iter()
+            .find(|(_, s)| s.children().iter().any(|c| c.inbound_spi == inbound_spi))
+            .map(|(k, _)| *k)
     }
 
     /// Rekey a child SA by its inbound SPI. Returns whether one was found.
     pub fn rekey_child(&mut self, now: Instant, inbound_spi: u32) -> bool {
-        let found = self
-            .sas
-            .iter()
-            .find(|(_, s)| s.children().iter().any(|c| c.inbound_spi == inbound_spi))
-            .map(|(k, _)| *k);
-        let Some(k) = found else { return false };
-        self.with_ctx(now, |ctx, sas| {
+        let Some(k) = self.sa_with_child(inbound_spi) else {
+            return false;
+        };
+        let (r, _) = self.with_ctx(now, |ctx, sas| {
             sas.get_mut(&k)
                 .is_some_and(|sa| sa.rekey_child(ctx, inbound_spi))
-        })
+        });
+        self.settle(k);
+        r
     }
 
     /// Delete one child SA by its inbound SPI.
     pub fn delete_child(&mut self, now: Instant, inbound_spi: u32) -> bool {
-        let found = self
-            .sas
-            .iter()
-            .find(|(_, s)| s.children().iter().any(|c| c.inbound_spi == inbound_spi))
-            .map(|(k, _)| *k);
-        let Some(k) = found else { return false };
+        let Some(k) = self.sa_with_child(inbound_spi) else {
+            return false;
+        };
         self.with_ctx(now, |ctx, sas| {
             if let Some(sa) = sas.get_mut(&k) {
                 sa.delete_children(ctx, vec![inbound_spi]);
             }
         });
+        self.settle(k);
         true
     }
 
-    /// Run timers.
+    /// Run the timers that are due: only the IKE SAs whose deadline passed are called,
+    /// earliest first, same instants in the order the IKE SAs were created.
     pub fn handle_timeout(&mut self, now: Instant) {
-        self.with_ctx(now, |ctx, sas| {
-            for sa in sas.values_mut() {
-                if sa.poll_timeout().is_some_and(|t| t <= now) {
+        for spi in self.timers.due(now) {
+            self.with_ctx(now, |ctx, sas| {
+                if let Some(sa) = sas.get_mut(&spi) {
                     sa.handle_timeout(ctx);
                 }
-            }
-        });
-        self.reap();
-    }
-
-    fn cookie_for(&self, ni: &[u8], remote: SocketAddr, spi_i: u64) -> Vec<u8> {
-        let mut ctx = digest::Context::new(&digest::SHA256);
-        ctx.update(ni);
-        match remote.ip() {
-            IpAddr::V4(a) => ctx.update(&a.octets()),
-            IpAddr::V6(a) => ctx.update(&a.octets()),
+            });
+            self.settle(spi);
         }
-        ctx.update(&spi_i.to_be_bytes());
-        ctx.update(&self.cookie_secret);
-        let mut c = vec![1u8];
-        c.extend_from_slice(&ctx.finish().as_ref()[..16]);
-        c
+        self.summarize(now);
     }
 
     fn candidates(&self, local: SocketAddr, remote: SocketAddr) -> Vec<Arc<ConnectionParams>> {
@@ -343,6 +459,7 @@ impl Endpoint {
     }
 
     /// Handle a datagram received on `local` from `remote` (non-ESP marker already removed).
+    /// A datagram that is not acted on raises exactly one drop counter.
     pub fn handle_datagram(
         &mut self,
         now: Instant,
@@ -350,61 +467,63 @@ impl Endpoint {
         remote: SocketAddr,
         data: &[u8],
     ) {
+        self.summarize(now);
         let h = match Header::parse(data) {
             Ok(h) => h,
-            Err(_) => {
-                self.stats.malformed += 1;
-                return;
-            }
+            Err(_) => return self.count_drop(now, DropReason::Malformed, remote, None),
         };
         if h.exchange == exchange::IKE_SA_INIT
             && !h.is_response()
             && h.spi_r == 0
             && h.message_id == 0
         {
-            self.new_responder(now, local, remote, data, h);
-            self.reap();
+            if let Some((r, spi)) = self.new_responder(now, local, remote, data, h) {
+                self.count_drop(now, r, remote, spi);
+            }
             return;
         }
         // The original initiator sets the I flag: then we are the responder and our SPI is SPIr.
         let ours = if h.from_initiator() { h.spi_r } else { h.spi_i };
-        if !self.sas.contains_key(&ours) {
-            self.stats.unknown_spi += 1;
-            return;
+        let Some(sa) = self.sas.get(&ours) else {
+            return self.count_drop(now, DropReason::UnknownSpi, remote, None);
+        };
+        let mine = match sa.role() {
+            Role::Initiator => !h.from_initiator(),
+            Role::Responder => h.from_initiator(),
+        };
+        if !mine {
+            return self.count_drop(now, DropReason::Unexpected, remote, Some(ours));
         }
-        self.with_ctx(now, |ctx, sas| {
+        let (_, dropped) = self.with_ctx(now, |ctx, sas| {
             if let Some(sa) = sas.get_mut(&ours) {
-                let mine = match sa.role() {
-                    Role::Initiator => !h.from_initiator(),
-                    Role::Responder => h.from_initiator(),
-                };
-                if mine {
-                    sa.handle(ctx, local, remote, data);
-                }
+                sa.handle(ctx, local, remote, data);
             }
         });
-        self.honour_initial_contact(now);
-        self.reap();
+        if let Some(r) = dropped {
+            self.count_drop(now, r, remote, Some(ours));
+        }
+        self.honour_initial_contact(now, ours);
+        self.settle(ours);
     }
 
     /// RFC 7296 §2.4: an IKE SA that just authenticated with INITIAL_CONTACT is the only one
     /// the peer has with us, so every other established IKE SA between the same identities is
     /// stale (the peer restarted). They and their children go without a Delete; the children's
     /// child-down events follow the new SA's child-up, so the daemon installs before it removes.
-    fn honour_initial_contact(&mut self, now: Instant) {
-        let fresh: Vec<u64> = self
-            .sas
-            .iter_mut()
-            .filter_map(|(k, s)| s.take_initial_contact().then_some(*k))
-            .collect();
-        for spi in fresh {
-            let Some(sa) = self.sas.get(&spi) else {
-                continue;
-            };
-            let (local_id, Some(remote_id)) = (sa.local_id().clone(), sa.remote_id().cloned())
-            else {
-                continue;
-            };
+    /// Only the IKE SA `spi` that just handled a datagram is looked at, so a datagram's cost
+    /// does not grow with the number of IKE SAs; the scan for stale ones runs once per
+    /// authenticated INITIAL_CONTACT.
+    fn honour_initial_contact(&mut self, now: Instant, spi: u64) {
+        let Some(sa) = self.sas.get_mut(&spi) else {
+            return;
+        };
+        if !sa.take_initial_contact() {
+            return;
+        }
+        let (local_id, Some(remote_id)) = (sa.local_id().clone(), sa.remote_id().cloned()) else {
+            return;
+        };
+        {
             let stale: Vec<u64> = self
                 .sas
                 .iter()
@@ -423,9 +542,23 @@ impl Endpoint {
                     }
                 }
             });
+            for k in stale {
+                self.settle(k);
+            }
         }
     }
 
+    fn plain_reply(&mut self, local: SocketAddr, remote: SocketAddr, spi_i: u64, n: Notify) {
+        let hh = Header::new(spi_i, 0, exchange::IKE_SA_INIT, flags::RESPONSE, 0);
+        self.out.push_back(Transmit {
+            local,
+            remote,
+            data: message::encode_plain(&hh, &[Payload::Notify(n)]),
+        });
+    }
+
+    /// An IKE_SA_INIT request: a retransmission, a COOKIE demand, a refusal, or a new
+    /// half-open IKE SA. Returns the drop reason (and the IKE SA it concerns) if it is dropped.
     fn new_responder(
         &mut self,
         now: Instant,
@@ -433,94 +566,81 @@ impl Endpoint {
         remote: SocketAddr,
         data: &[u8],
         h: Header,
-    ) {
-        if let Some(spi) = self.half_open.get(&(h.spi_i, remote)).copied() {
+    ) -> Option<(DropReason, Option<u64>)> {
+        if let Some(spi) = self.half_open.lookup(h.spi_i, remote) {
             // A retransmission of a request we answered: same answer.
             self.with_ctx(now, |ctx, sas| {
                 if let Some(sa) = sas.get(&spi) {
                     sa.resend_init_response(ctx);
                 }
             });
-            return;
+            return Some((DropReason::Retransmit, Some(spi)));
         }
         let m = match message::decode(data, None) {
             Ok(m) => m,
             Err(message::DecodeError::UnsupportedCritical(t)) => {
-                let hh = Header::new(h.spi_i, 0, exchange::IKE_SA_INIT, flags::RESPONSE, 0);
-                let p = [Payload::Notify(Notify::new(
-                    nt::UNSUPPORTED_CRITICAL_PAYLOAD,
-                    vec![t],
-                ))];
-                self.out.push_back(Transmit {
-                    local,
-                    remote,
-                    data: message::encode_plain(&hh, &p),
-                });
-                return;
+                let n = Notify::new(nt::UNSUPPORTED_CRITICAL_PAYLOAD, vec![t]);
+                self.plain_reply(local, remote, h.spi_i, n);
+                return Some((DropReason::InitRefused, None));
             }
-            Err(_) => {
-                self.stats.malformed += 1;
-                return;
-            }
+            Err(_) => return Some((DropReason::Malformed, None)),
         };
         let candidates = self.candidates(local, remote);
         if candidates.is_empty() {
-            self.stats.no_connection += 1;
-            let hh = Header::new(h.spi_i, 0, exchange::IKE_SA_INIT, flags::RESPONSE, 0);
-            let p = [Payload::Notify(Notify::new(
-                nt::NO_PROPOSAL_CHOSEN,
-                Vec::new(),
-            ))];
-            self.out.push_back(Transmit {
-                local,
-                remote,
-                data: message::encode_plain(&hh, &p),
-            });
-            return;
+            let n = Notify::new(nt::NO_PROPOSAL_CHOSEN, Vec::new());
+            self.plain_reply(local, remote, h.spi_i, n);
+            return Some((DropReason::NoConnection, None));
         }
         if self.half_open.len() >= self.settings.cookie_threshold {
-            let ni = m
-                .find(|p| {
-                    if let Payload::Nonce(n) = p {
-                        Some(n.clone())
-                    } else {
-                        None
-                    }
-                })
-                .unwrap_or_default();
-            let want = self.cookie_for(&ni, remote, h.spi_i);
+            let ni = m.nonce().cloned().unwrap_or_default();
             // RFC 7296 §2.6: the COOKIE must be the first payload.
             let got = match m.payloads.first() {
                 Some(Payload::Notify(n)) if n.ntype == nt::COOKIE => Some(n.data.clone()),
                 _ => None,
             };
+            let policy = self.settings.cookie_policy;
+            let rng = &mut *self.rng;
+            let jar = self
+                .cookies
+                .get_or_insert_with(|| CookieJar::new(policy, &mut *rng, now));
             let ok = got
                 .as_ref()
-                .is_some_and(|g| constant_time::verify_slices_are_equal(g, &want).is_ok());
-            if !ok {
+                .is_some_and(|g| jar.check(&mut *rng, now, g, &ni, remote.ip(), h.spi_i));
+            let want = (!ok).then(|| jar.make(&mut *rng, now, &ni, remote.ip(), h.spi_i));
+            self.stats.cookie_rotations = jar.rotations();
+            if let Some(want) = want {
+                self.plain_reply(local, remote, h.spi_i, Notify::new(nt::COOKIE, want));
                 if got.is_some() {
-                    self.stats.bad_cookies += 1;
+                    return Some((DropReason::InvalidCookie, None));
                 }
                 self.stats.cookies_sent += 1;
-                let hh = Header::new(h.spi_i, 0, exchange::IKE_SA_INIT, flags::RESPONSE, 0);
-                let p = [Payload::Notify(Notify::new(nt::COOKIE, want))];
-                self.out.push_back(Transmit {
-                    local,
-                    remote,
-                    data: message::encode_plain(&hh, &p),
-                });
-                return;
+                return None;
             }
         }
+        // Limits after the cookie: a source that does not answer COOKIEs cannot use up the
+        // limits of others by spoofing their addresses.
+        match self
+            .half_open
+            .check(&self.settings.half_open_limits, remote.ip())
+        {
+            Ok(()) => {}
+            Err(OverLimit::Total) => return Some((DropReason::HalfOpenLimit, None)),
+            Err(OverLimit::Source) => return Some((DropReason::HalfOpenLimitSource, None)),
+        }
         let spi_r = self.new_ike_spi();
-        let sa = self.with_ctx(now, |ctx, _| {
+        let (sa, _) = self.with_ctx(now, |ctx, _| {
             IkeSa::respond_init(ctx, candidates, &m, data, spi_r, local, remote)
         });
-        if let Some(mut sa) = sa {
-            sa.set_half_open_timeout(self.settings.half_open_timeout);
-            sa.set_ports(self.settings.port, self.settings.port_nat_t);
-            self.half_open.insert((h.spi_i, remote), spi_r);
-            self.sas.insert(spi_r, sa);
-        }
+        let Some(mut sa) = sa else {
+            return Some((DropReason::InitRefused, None));
+        };
+        sa.set_half_open_timeout(self.settings.half_open_timeout);
+        sa.set_ports(self.settings.port, self.settings.port_nat_t);
+        self.half_open.insert(h.spi_i, remote, spi_r);
+        self.adopt(sa);
+        None
     }
 }
+
+/// The prefix of log lines the daemon writes as warnings.
+pub const WARNING: &str = "warning: ";

@@ -2,6 +2,7 @@
 //! CREATE_CHILD_SA (new and rekeyed children), INFORMATIONAL (delete, liveness), message IDs
 //! with a window of one, retransmission, and a cache of the last response.
 
+use super::drops::DropReason;
 use super::events::{ChildLimits, ChildSaInstall, IkeEvent, Transmit};
 use super::params::{ChildMode, ChildParams, ConnectionParams, LocalCredential, RemoteCredential};
 use super::proposal::{self, EspSuite, IkeSuite};
@@ -69,9 +70,16 @@ pub struct Ctx<'a> {
     pub events: &'a mut VecDeque<IkeEvent>,
     /// IKE SAs created by rekeying, for the endpoint to adopt.
     pub spawned: &'a mut Vec<IkeSa>,
+    /// Why the datagram of this call was dropped or ignored, if it was (the first reason).
+    pub dropped: Option<DropReason>,
 }
 
 impl Ctx<'_> {
+    /// Note that the datagram being handled is dropped or ignored for `r`.
+    pub fn drop_for(&mut self, r: DropReason) {
+        self.dropped.get_or_insert(r);
+    }
+
     fn new_spi(&mut self) -> u32 {
         loop {
             let s = (self.rng.next_u64() as u32) | 0x100;
@@ -822,11 +830,11 @@ impl IkeSa {
     /// Handle a datagram for this SA (header already matched to it by SPI).
     pub fn handle(&mut self, ctx: &mut Ctx<'_>, local: SocketAddr, remote: SocketAddr, raw: &[u8]) {
         if self.state == State::Dead {
-            return;
+            return ctx.drop_for(DropReason::DeadSa);
         }
         let h = match Header::parse(raw) {
             Ok(h) => h,
-            Err(_) => return,
+            Err(_) => return ctx.drop_for(DropReason::Malformed),
         };
         if let Some((fh, _, _)) = fragment::fragment_info(raw) {
             // RFC 7383: reassemble, then handle the whole message. Only the request we expect
@@ -839,13 +847,13 @@ impl IkeSa {
                 fh.message_id == self.expected_id
             };
             let Some(sk) = self.sk_in.as_ref() else {
-                return;
+                return ctx.drop_for(DropReason::Fragment);
             };
             if !wanted || !self.peer_frag {
                 if !fh.is_response() && fh.message_id.wrapping_add(1) == self.expected_id {
                     return self.handle_request(ctx, local, remote, raw, h);
                 }
-                return;
+                return ctx.drop_for(DropReason::Fragment);
             }
             let same = matches!(&self.reassembly, Some((resp, r)) if *resp == fh.is_response() && r.message_id() == Some(fh.message_id));
             if !same {
@@ -853,7 +861,7 @@ impl IkeSa {
                     Some((fh.is_response(), Reassembly::new(FragmentLimits::default())));
             }
             let Some((_, r)) = self.reassembly.as_mut() else {
-                return;
+                return ctx.drop_for(DropReason::Fragment);
             };
             match r.add(raw, sk) {
                 Ok(Some(m)) => {
@@ -861,7 +869,10 @@ impl IkeSa {
                     self.pending_msg = Some(m);
                 }
                 Ok(None) => return,
-                Err(e) => return self.log(ctx, format!("dropped a fragment: {e}")),
+                Err(fragment::FragmentError::Decode(message::DecodeError::Integrity)) => {
+                    return ctx.drop_for(DropReason::Integrity)
+                }
+                Err(_) => return ctx.drop_for(DropReason::Fragment),
             }
         }
         if h.is_response() {
@@ -880,7 +891,7 @@ impl IkeSa {
         match message::decode(raw, sk) {
             Ok(m) => Some(m),
             Err(e) => {
-                self.log(ctx, format!("dropped a message: {e}"));
+                ctx.drop_for(DropReason::of_decode(&e));
                 None
             }
         }
@@ -894,17 +905,16 @@ impl IkeSa {
         raw: &[u8],
         h: Header,
     ) {
-        let Some(o) = &self.outstanding else { return };
+        let Some(o) = &self.outstanding else {
+            return ctx.drop_for(DropReason::MessageId);
+        };
         if o.id != h.message_id {
-            return;
+            return ctx.drop_for(DropReason::MessageId);
         }
         if h.exchange == exchange::IKE_SA_INIT {
             let m = match message::decode(raw, None) {
                 Ok(m) => m,
-                Err(e) => {
-                    self.log(ctx, format!("dropped IKE_SA_INIT response: {e}"));
-                    return;
-                }
+                Err(e) => return ctx.drop_for(DropReason::of_decode(&e)),
             };
             self.on_sa_init_response(ctx, m, raw);
             return;
@@ -913,7 +923,7 @@ impl IkeSa {
             return;
         };
         if !m.encrypted {
-            return;
+            return ctx.drop_for(DropReason::Unexpected);
         }
         self.last_inbound = ctx.now;
         if (local, remote) != (self.local, self.remote) && self.local.port() == self.ports.1 {
@@ -954,11 +964,11 @@ impl IkeSa {
 
     fn on_sa_init_response(&mut self, ctx: &mut Ctx<'_>, m: Message, raw: &[u8]) {
         if self.state != State::InitSent {
-            return;
+            return ctx.drop_for(DropReason::Unexpected);
         }
         if let Some(c) = m.notify(nt::COOKIE) {
             if self.cookie.is_some() && self.ke_retries > 4 {
-                return;
+                return ctx.drop_for(DropReason::Unexpected);
             }
             self.ke_retries += 1;
             self.cookie = Some(c.data.clone());
@@ -1515,9 +1525,11 @@ impl IkeSa {
     ) {
         if self.role == Role::Responder && h.exchange == exchange::IKE_SA_INIT && h.message_id == 0
         {
+            ctx.drop_for(DropReason::Retransmit);
             return self.resend_init_response(ctx);
         }
         if h.message_id.wrapping_add(1) == self.expected_id {
+            ctx.drop_for(DropReason::Retransmit);
             // A retransmitted request: answer from the cache, without processing it again.
             // For a fragmented request, only its first fragment triggers the resend (RFC 7383
             // §2.6.1).
@@ -1530,7 +1542,7 @@ impl IkeSa {
             return;
         }
         if h.message_id != self.expected_id {
-            return;
+            return ctx.drop_for(DropReason::MessageId);
         }
         let decoded = match self.pending_msg.take() {
             Some(m) => Ok(m),
@@ -1538,7 +1550,7 @@ impl IkeSa {
         };
         let m = match decoded {
             Ok(m) if m.encrypted => m,
-            Ok(_) => return,
+            Ok(_) => return ctx.drop_for(DropReason::Unexpected),
             Err(message::DecodeError::UnsupportedCritical(t)) => {
                 // Only answer if the message authenticates: decode again skipping nothing is not
                 // possible, so the SK payload was intact (criticality is checked after the ICV).
@@ -1555,10 +1567,7 @@ impl IkeSa {
                 );
                 return;
             }
-            Err(e) => {
-                self.log(ctx, format!("dropped request {}: {e}", h.message_id));
-                return;
-            }
+            Err(e) => return ctx.drop_for(DropReason::of_decode(&e)),
         };
         self.expected_id += 1;
         self.last_inbound = ctx.now;
@@ -1579,12 +1588,15 @@ impl IkeSa {
                 self.on_create_child_request(ctx, m)
             }
             exchange::INFORMATIONAL if self.keys.is_some() => self.on_informational(ctx, m),
-            _ => self.respond(
-                ctx,
-                h.exchange,
-                h.message_id,
-                &[Payload::Notify(Notify::new(nt::INVALID_SYNTAX, Vec::new()))],
-            ),
+            _ => {
+                ctx.drop_for(DropReason::Unexpected);
+                self.respond(
+                    ctx,
+                    h.exchange,
+                    h.message_id,
+                    &[Payload::Notify(Notify::new(nt::INVALID_SYNTAX, Vec::new()))],
+                );
+            }
         }
     }
 
@@ -2284,7 +2296,7 @@ impl IkeSa {
             && self.state == State::AuthPending
             && ctx.now >= self.created + self.half_open_timeout
         {
-            return self.die(ctx, "half-open IKE SA timed out".into());
+            return self.die(ctx, HALF_OPEN_EXPIRED.into());
         }
         if let Some(o) = &mut self.outstanding {
             if ctx.now >= o.deadline {
@@ -2354,6 +2366,9 @@ pub const KEEPALIVE: Duration = Duration::from_secs(20);
 /// How long a responder keeps an IKE SA whose IKE_AUTH never came, unless the endpoint's
 /// settings say otherwise.
 pub const HALF_OPEN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The reason a half-open IKE SA dies with when its IKE_AUTH did not come in time.
+pub const HALF_OPEN_EXPIRED: &str = "half-open IKE SA timed out";
 
 impl IkeSa {
     /// Rekey this IKE SA (CREATE_CHILD_SA with an IKE proposal, RFC 7296 §2.18): the new SA

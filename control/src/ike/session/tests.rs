@@ -340,7 +340,7 @@ fn cookie_when_half_open_threshold_reached() {
     payloads.extend(orig.payloads);
     let forged = crate::ike::message::encode_plain(&orig.header, &payloads);
     q.b.handle_datagram(q.now, addr(B), addr(A), &forged);
-    assert_eq!(q.b.stats().bad_cookies, 1);
+    assert_eq!(q.b.stats().drops.get(DropReason::InvalidCookie), 1);
     assert_eq!(q.b.sas().count(), 0);
 }
 
@@ -581,7 +581,7 @@ fn garbage_is_dropped_and_counted() {
     bad[n - 1] ^= 1;
     p.b.handle_datagram(p.now, addr(B), addr(A), &bad);
     p.pump();
-    assert!(p.b.stats().malformed > 0);
+    assert!(p.b.stats().drops.get(DropReason::Malformed) > 0);
     assert_eq!(p.a.sa(spi).unwrap().state(), State::Established);
     assert_eq!(p.b.sas().count(), 1);
 }
@@ -1070,3 +1070,5 @@ fn a_second_ike_sa_without_initial_contact_leaves_the_first() {
     assert_eq!((p.a.sas().count(), p.b.sas().count()), (2, 2));
     assert_eq!(count(&p.ev_b, |e| matches!(e, IkeEvent::IkeDown { .. })), 0);
 }
+
+mod attack;
