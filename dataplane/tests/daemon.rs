@@ -649,25 +649,6 @@ fn ping_and_capture(ns: &str, dst: &str, wan_ns: &str) -> (u32, Seen, String) {
     (replies, seen, text)
 }
 
-/// The world of a real gateway: default routes (each gateway's via the other's WAN address)
-/// and forwarding on, so the kernel would carry site traffic in clear text if it ever saw it.
-fn default_routes(gwa: &str, gwb: &str) {
-    for (ns, via4, via6) in [
-        (gwa, "10.200.0.2", "fd00:200::2"),
-        (gwb, "10.200.0.1", "fd00:200::1"),
-    ] {
-        common::ip(&["-n", ns, "route", "add", "default", "via", via4]);
-        common::ip(&["-n", ns, "-6", "route", "add", "default", "via", via6]);
-        for k in ["net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"] {
-            let st = Command::new("ip")
-                .args(["netns", "exec", ns, "sysctl", "-qw", k])
-                .status()
-                .unwrap();
-            assert!(st.success(), "sysctl {k} in {ns}");
-        }
-    }
-}
-
 fn wait_exit(d: &mut Daemon) -> std::process::ExitStatus {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -686,8 +667,9 @@ fn the_gateway_fails_closed_on_sigkill_and_sigterm_and_a_restart_recovers() {
         return;
     }
     let ns = two_sites("fc");
+    // two_sites gives the gateways default routes (via each other's WAN) and forwarding, so
+    // the kernel would carry site traffic in clear text if it ever saw it.
     let (ha, gwa, gwb) = (ns.name(0), ns.name(1), ns.name(2));
-    default_routes(gwa, gwb);
     let dir = tmpdir("fc");
     write_configs(&dir);
     let mut a = start(gwa, &dir, "gwA");

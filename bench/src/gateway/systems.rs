@@ -263,10 +263,12 @@ pub struct EspritDut {
 }
 
 /// The dataplane configuration of gwA: one worker on `core`, adaptive polling, native or
-/// generic XDP, the bypass route for the clear baseline, gwB as the WAN next hop for it.
+/// generic XDP, the bypass route for the clear baseline, gwB as the WAN next hop for it. It
+/// fails open: gwA switches to strongSwan and kernel forwarding after it, which a program left
+/// attached (fail closed) would starve.
 fn dataplane_config(dir: &Path, core: usize, generic: bool) -> String {
     format!(
-        "sa_file = \"{}\"\napi_socket = \"{}\"\n\n[lan]\ninterface = \"lan0\"\n\n[wan]\n\
+        "sa_file = \"{}\"\nfail_mode = \"open\"\napi_socket = \"{}\"\n\n[lan]\ninterface = \"lan0\"\n\n[wan]\n\
          interface = \"wan0\"\ngateway = \"{GW_B_WAN}\"\n\n[workers]\ncount = 1\ncores = [{core}]\n\
          poll = \"adaptive\"\nxdp = \"{}\"\n\n[[route]]\nprefix = \"{CLEAR_PREFIX}\"\naction = \"bypass\"\n",
         dir.join("gwA-sa.toml").display(),

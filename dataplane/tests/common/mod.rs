@@ -124,7 +124,7 @@ pub fn link_q(x: End, y: End, queues: u32) {
 }
 
 /// The two-site topology: hA — gwA ==== gwB — hB, IPv4 and IPv6, hosts routed via their
-/// gateway. Returns the namespaces (hA, gwA, gwB, hB).
+/// gateway, gateways forwarding with default routes via each other. Returns the namespaces (hA, gwA, gwB, hB).
 pub fn two_sites(tag: &str) -> Namespaces {
     two_sites_q(tag, 1)
 }
@@ -182,6 +182,23 @@ pub fn two_sites_q(tag: &str, queues: u32) -> Namespaces {
     ] {
         ip(&["-n", h, "route", "add", "default", "via", v4]);
         ip(&["-n", h, "-6", "route", "add", "default", "via", v6]);
+    }
+    // The gateways live in a real gateway's world: forwarding on and a default route (each
+    // other's WAN address), so a packet esprit let through to the kernel would leave the WAN in
+    // clear text.
+    for (gw, v4, v6) in [
+        (gwa, "10.200.0.2", "fd00:200::2"),
+        (gwb, "10.200.0.1", "fd00:200::1"),
+    ] {
+        ip(&["-n", gw, "route", "add", "default", "via", v4]);
+        ip(&["-n", gw, "-6", "route", "add", "default", "via", v6]);
+        for k in ["net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"] {
+            let st = Command::new("ip")
+                .args(["netns", "exec", gw, "sysctl", "-qw", k])
+                .status()
+                .expect("run sysctl");
+            assert!(st.success(), "sysctl {k} in {gw}");
+        }
     }
     ns
 }
