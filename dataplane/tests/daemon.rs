@@ -6,7 +6,7 @@
 //! exit, and `--detach` removes the programs. Needs root.
 
 mod common;
-use common::{enter, is_root, two_sites, two_sites_q, udp_datagram};
+use common::{enter, is_root, two_sites, two_sites_q, udp_datagram, write_secret};
 use dataplane::api::proto::EventLine;
 use dataplane::api::{ApiError, Client, Request};
 use std::io::{Read, Write};
@@ -120,19 +120,6 @@ fn ping(ns: &str, dst: &str) -> (bool, String) {
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
     )
-}
-
-/// Writes a file holding keys, mode 0600 (the daemon refuses one others can read).
-fn write_secret(path: &Path, text: &str) {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .unwrap();
-    f.write_all(text.as_bytes()).unwrap();
 }
 
 /// A field of /proc/PID/status.
@@ -409,12 +396,12 @@ fn two_daemons_carry_ping_and_tcp() {
         .unwrap();
     let pmtu6 = String::from_utf8_lossy(&pmtu6.stdout).to_string();
     exercise_api(&dir.join("gwA.sock"));
-    // Least privilege: once set up, no capability is left (fail closed needs none at run time;
-    // CAP_IPC_LOCK only where RLIMIT_MEMLOCK cannot be raised), not even in the bounding set,
-    // and no_new_privs is set; traffic flowed all the same.
+    // Least privilege: once set up, only CAP_NET_ADMIN (12) is left, for the neighbour
+    // requests (CAP_IPC_LOCK only where RLIMIT_MEMLOCK cannot be raised), in the bounding set
+    // too, and no_new_privs is set; traffic flowed all the same.
     for d in [&a, &b] {
         let pid = d.child.id();
-        let kept = format!("{:016x}", memlock_extra());
+        let kept = format!("{:016x}", (1 << 12) | memlock_extra());
         for k in ["CapPrm", "CapEff", "CapBnd"] {
             assert_eq!(status_field(pid, k), kept, "{k} of {}", d.ns);
         }
@@ -752,7 +739,7 @@ fn fail_mode_open_keeps_cap_net_admin_and_detaches_on_exit() {
     )
     .unwrap();
     let mut a = start(&gwa, &dir, "gwA");
-    // Detaching on exit is the one thing it still needs a capability for: CAP_NET_ADMIN (12).
+    // CAP_NET_ADMIN (12) for the neighbour requests and, here, for detaching on exit.
     let pid = a.child.id();
     let kept = format!("{:016x}", (1 << 12) | memlock_extra());
     for k in ["CapPrm", "CapEff", "CapBnd"] {

@@ -5,7 +5,7 @@
 //! which nothing may be lost. Needs root; run under `flock /tmp/esprit-netns.lock`.
 
 mod common;
-use common::{is_root, two_sites};
+use common::{is_root, two_sites, write_secret};
 use dataplane::api::{Client, Request};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -65,18 +65,16 @@ fn write_configs(dir: &Path) {
         )
     };
     let (a, b) = ("10.200.0.1", "10.200.0.2");
-    std::fs::write(
-        dir.join("gwA-sa.toml"),
-        sa("0xa0000001", "out", KEY_AB, a, b, a_ts, b_ts)
-            + &sa("0xb0000001", "in", KEY_BA, a, b, a_ts, b_ts),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("gwB-sa.toml"),
-        sa("0xb0000001", "out", KEY_BA, b, a, b_ts, a_ts)
-            + &sa("0xa0000001", "in", KEY_AB, b, a, b_ts, a_ts),
-    )
-    .unwrap();
+    write_secret(
+        &dir.join("gwA-sa.toml"),
+        &(sa("0xa0000001", "out", KEY_AB, a, b, a_ts, b_ts)
+            + &sa("0xb0000001", "in", KEY_BA, a, b, a_ts, b_ts)),
+    );
+    write_secret(
+        &dir.join("gwB-sa.toml"),
+        &(sa("0xb0000001", "out", KEY_BA, b, a, b_ts, a_ts)
+            + &sa("0xa0000001", "in", KEY_AB, b, a, b_ts, a_ts)),
+    );
     for name in ["gwA", "gwB"] {
         std::fs::write(
             dir.join(format!("{name}.toml")),

@@ -134,13 +134,12 @@ pub fn run(
     run_locked(cfg, stop, None, ready)
 }
 
-/// The capabilities the dataplane needs once it is set up: none when it fails closed (it
-/// leaves its programs attached), `CAP_NET_ADMIN` when it fails open (to detach them on exit).
-pub fn runtime_capabilities(cfg: &DataplaneConfig) -> Vec<u32> {
-    match cfg.fail_mode {
-        FailMode::Closed => vec![],
-        FailMode::Open => vec![crate::harden::CAP_NET_ADMIN],
-    }
+/// The capabilities the dataplane needs once it is set up: `CAP_NET_ADMIN`, for the
+/// neighbour requests that resolve next hops and keep used ones resolved (RTM_NEWNEIGH with
+/// NTF_USE, see `daemon/neigh.rs`) and, with `fail_mode = "open"`, to detach the classifiers
+/// on exit. Nothing else: no `bpf(2)` call, socket bind or attach happens after start-up.
+pub fn runtime_capabilities(_cfg: &DataplaneConfig) -> Vec<u32> {
+    vec![crate::harden::CAP_NET_ADMIN]
 }
 
 /// Like [`run`], and once everything that needs privileges is done (XDP attached, sockets

@@ -242,3 +242,16 @@ pub fn udp_datagram(ha: &str, hb: &str, len: usize) -> (Vec<u8>, Option<Vec<u8>>
     client.join().unwrap();
     (sent, got)
 }
+
+/// Writes a file holding keys, mode 0600 (the daemon refuses one others can read).
+pub fn write_secret(path: &std::path::Path, text: &str) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .unwrap();
+    std::io::Write::write_all(&mut f, text.as_bytes()).unwrap();
+}
