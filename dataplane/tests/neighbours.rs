@@ -2,7 +2,8 @@
 //! hosts whose neighbour entries (on gateways and hosts) are flushed, so the first packet in
 //! each direction has to wait for ARP / neighbour discovery; and a steady ping while the
 //! gateways' neighbour timers are short and their entries are deleted now and then, during
-//! which nothing may be lost. Needs root; run under `flock /tmp/esprit-netns.lock`.
+//! which nothing may be lost; and frames for a host that never answers, which are bounded and
+//! dropped. Needs root; run under `flock /tmp/esprit-netns.lock`.
 
 mod common;
 use common::{is_root, two_sites};
@@ -190,6 +191,54 @@ fn the_first_packet_waits_for_its_next_hop() {
         }
         drop((a, b));
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn frames_for_a_host_that_never_answers_are_bounded_and_dropped() {
+    if !is_root() {
+        eprintln!("skipping: needs root");
+        return;
+    }
+    let ns = two_sites("nf");
+    let (ha, gwa, gwb) = (ns.name(0), ns.name(1), ns.name(2));
+    let dir = tmpdir("nf");
+    write_configs(&dir);
+    let _a = start(gwa, &dir, "gwA");
+    let _b = start(gwb, &dir, "gwB");
+    // 50 pings in half a second to an address on gwB's LAN where nobody answers: gwB keeps
+    // the first PER_HOP waiting, drops the rest as the queue is full, and drops the waiting
+    // ones when the kernel gives up (FAILED after 3 solicitations a second apart).
+    let sent = 50;
+    let (ok, out) = ping(
+        ha,
+        &["-c", &sent.to_string(), "-i", "0.01", "-W", "1"],
+        "10.201.2.99",
+    );
+    assert!(!ok, "nobody answers:\n{out}");
+    let per_hop = dataplane::worker::neigh_queue::PER_HOP as u64;
+    let deadline = Instant::now() + Duration::from_secs(8);
+    let s = loop {
+        let s = stats(&dir.join("gwB.sock"));
+        if drops(&s, "neigh_failed") + drops(&s, "neigh_timeout") >= per_hop
+            || Instant::now() > deadline
+        {
+            break s;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(s["neigh_queued"].as_u64().unwrap(), per_hop, "{s}");
+    assert_eq!(s["neigh_released"].as_u64().unwrap(), 0, "{s}");
+    assert_eq!(drops(&s, "neigh_queue_full"), sent - per_hop, "{s}");
+    assert_eq!(
+        drops(&s, "neigh_failed"),
+        per_hop,
+        "the kernel said FAILED: {s}"
+    );
+    assert_eq!(drops(&s, "neigh_timeout"), 0, "{s}");
+    // gwB still forwards to the host that is there.
+    let (ok, out) = ping(ha, &["-c", "1", "-W", "3"], "10.201.2.2");
+    assert!(ok, "{out}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
