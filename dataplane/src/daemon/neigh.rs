@@ -110,7 +110,8 @@ impl NeighKeeper {
                 statics: statics.to_vec(),
                 kernel: dump(ifindex).unwrap_or_default(),
                 used: HashMap::new(),
-                dirty: false,
+                // The workers' tables date from before the subscription: send this one.
+                dirty: true,
             };
         let monitor = NeighMonitor::open()
             .map_err(|e| eprintln!("esprit-dataplane: no neighbour notifications ({e}); polling"))
