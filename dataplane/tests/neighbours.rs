@@ -2,7 +2,8 @@
 //! hosts whose neighbour entries (on gateways and hosts) are flushed, so the first packet in
 //! each direction has to wait for ARP / neighbour discovery; and a steady ping while the
 //! gateways' neighbour timers are short and their entries are deleted now and then, during
-//! which nothing may be lost. Needs root; run under `flock /tmp/esprit-netns.lock`.
+//! which nothing may be lost; and frames for a host that never answers, which are bounded and
+//! dropped. Needs root; run under `flock /tmp/esprit-netns.lock`.
 
 mod common;
 use common::{is_root, two_sites, write_secret};
@@ -192,6 +193,54 @@ fn the_first_packet_waits_for_its_next_hop() {
 }
 
 #[test]
+fn frames_for_a_host_that_never_answers_are_bounded_and_dropped() {
+    if !is_root() {
+        eprintln!("skipping: needs root");
+        return;
+    }
+    let ns = two_sites("nf");
+    let (ha, gwa, gwb) = (ns.name(0), ns.name(1), ns.name(2));
+    let dir = tmpdir("nf");
+    write_configs(&dir);
+    let _a = start(gwa, &dir, "gwA");
+    let _b = start(gwb, &dir, "gwB");
+    // 50 pings in half a second to an address on gwB's LAN where nobody answers: gwB keeps
+    // the first PER_HOP waiting, drops the rest as the queue is full, and drops the waiting
+    // ones when the kernel gives up (FAILED after 3 solicitations a second apart).
+    let sent = 50;
+    let (ok, out) = ping(
+        ha,
+        &["-c", &sent.to_string(), "-i", "0.01", "-W", "1"],
+        "10.201.2.99",
+    );
+    assert!(!ok, "nobody answers:\n{out}");
+    let per_hop = dataplane::worker::neigh_queue::PER_HOP as u64;
+    let deadline = Instant::now() + Duration::from_secs(8);
+    let s = loop {
+        let s = stats(&dir.join("gwB.sock"));
+        if drops(&s, "neigh_failed") + drops(&s, "neigh_timeout") >= per_hop
+            || Instant::now() > deadline
+        {
+            break s;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(s["neigh_queued"].as_u64().unwrap(), per_hop, "{s}");
+    assert_eq!(s["neigh_released"].as_u64().unwrap(), 0, "{s}");
+    assert_eq!(drops(&s, "neigh_queue_full"), sent - per_hop, "{s}");
+    assert_eq!(
+        drops(&s, "neigh_failed"),
+        per_hop,
+        "the kernel said FAILED: {s}"
+    );
+    assert_eq!(drops(&s, "neigh_timeout"), 0, "{s}");
+    // gwB still forwards to the host that is there.
+    let (ok, out) = ping(ha, &["-c", "1", "-W", "3"], "10.201.2.2");
+    assert!(ok, "{out}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn short_neighbour_timers_lose_nothing() {
     if !is_root() {
         eprintln!("skipping: needs root");
@@ -224,8 +273,9 @@ fn short_neighbour_timers_lose_nothing() {
         flush(n);
     }
     std::thread::sleep(Duration::from_millis(200));
-    // 30 s of pings in both families, while the gateways' entries age, get re-validated and,
-    // every few seconds, disappear (as when the garbage collector takes them).
+    // 30 s of pings in both families, while the gateways' entries age and get re-validated;
+    // in the first 12 s they also disappear every 4 s (as when the garbage collector takes
+    // them), in the last 15 s nothing disturbs them.
     let v4 = {
         let ha = ha.to_string();
         std::thread::spawn(move || ping(&ha, &["-c", "150", "-i", "0.2", "-W", "3"], "10.201.2.2"))
@@ -236,22 +286,44 @@ fn short_neighbour_timers_lose_nothing() {
             ping(&hb, &["-c", "150", "-i", "0.2", "-W", "3"], "fd00:201:1::2")
         })
     };
-    let deadline = Instant::now() + Duration::from_secs(28);
-    while Instant::now() < deadline {
+    for _ in 0..3 {
         std::thread::sleep(Duration::from_secs(4));
         for gw in [gwa, gwb] {
             flush(gw);
         }
     }
+    std::thread::sleep(Duration::from_secs(3));
+    let queued = |s: &serde_json::Value| s["neigh_queued"].as_u64().unwrap();
+    let before = [
+        queued(&stats(&dir.join("gwA.sock"))),
+        queued(&stats(&dir.join("gwB.sock"))),
+    ];
     let (v4, v6) = (v4.join().unwrap(), v6.join().unwrap());
     let (sa, sb) = (stats(&dir.join("gwA.sock")), stats(&dir.join("gwB.sock")));
+    // The kernel confirmed every next hop in use lately although it sent nothing to them:
+    // esprit's refresh made it re-validate the STALE entries (without it, the last
+    // confirmation would date from the last flush, 15 s ago or more).
+    for (gw, dev, hop) in [
+        (gwa, "lan0", "10.201.1.2"),
+        (gwa, "lan0", "fd00:201:1::2"),
+        (gwa, "wan0", "10.200.0.2"),
+        (gwb, "lan0", "10.201.2.2"),
+        (gwb, "lan0", "fd00:201:2::2"),
+        (gwb, "wan0", "10.200.0.1"),
+    ] {
+        let (state, confirmed) = confirmed_ago(gw, dev, hop);
+        assert!(
+            confirmed <= 6,
+            "{gw} {hop}: {state}, confirmed {confirmed} s ago"
+        );
+    }
     for (what, (ok, out)) in [("IPv4", &v4), ("IPv6", &v6)] {
         assert!(
             *ok && out.contains(" 0% packet loss"),
             "{what}: no ping lost:\n{out}\ngwA {sa}\ngwB {sb}"
         );
     }
-    for s in [&sa, &sb] {
+    for (s, before) in [(&sa, before[0]), (&sb, before[1])] {
         for r in [
             "no_neighbour",
             "neigh_failed",
@@ -260,6 +332,28 @@ fn short_neighbour_timers_lose_nothing() {
         ] {
             assert_eq!(drops(s, r), 0, "{r}: {s}");
         }
+        assert_eq!(
+            queued(s),
+            before,
+            "undisturbed, the next hops stayed resolved (nothing waited): {s}"
+        );
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The state of `hop`'s entry on `dev` in `ns`, and how many seconds ago the kernel last
+/// confirmed it (`ip -s neigh`: `used U/C/P`).
+fn confirmed_ago(ns: &str, dev: &str, hop: &str) -> (String, u64) {
+    let out = Command::new("ip")
+        .args(["-s", "-n", ns, "neigh", "show", hop, "dev", dev])
+        .output()
+        .unwrap();
+    let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let confirmed = line
+        .split("used ")
+        .nth(1)
+        .and_then(|u| u.split('/').nth(1))
+        .and_then(|c| c.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no entry for {hop} on {dev} in {ns}: {line:?}"));
+    (line, confirmed)
 }

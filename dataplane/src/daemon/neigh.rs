@@ -6,10 +6,12 @@
 
 use crate::daemon::router::Router;
 use crate::kernel::neigh::{dump, NeighEntry, NeighMonitor, NeighUser};
+use crate::worker::handoff::Waker;
 use crate::worker::xsk::WorkerUpdate;
 use crate::worker::{NeighRequest, Neighbours, Port, Side};
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How often used next hops are "used" in the kernel: well inside the shortest reachable time
@@ -86,16 +88,19 @@ pub(crate) struct NeighKeeper {
     sides: [SideNeighbours; 2],
     monitor: Option<NeighMonitor>,
     user: Option<NeighUser>,
+    /// Workers signal it when they ask for a resolution.
+    waker: Arc<Waker>,
     next_resync: Instant,
     next_refresh: Instant,
 }
 
 impl NeighKeeper {
     /// Starts following the kernel's table for both sides (`(side, its static neighbours,
-    /// ifindex)`, LAN first).
+    /// ifindex)`, LAN first); `waker` is what workers signal after a request.
     pub(crate) fn new(
         lan: (&Side, &[(IpAddr, [u8; 6])], u32),
         wan: (&Side, &[(IpAddr, [u8; 6])], u32),
+        waker: Arc<Waker>,
     ) -> Self {
         let make =
             |port, (side, statics, ifindex): (&Side, &[(IpAddr, [u8; 6])], u32)| SideNeighbours {
@@ -105,7 +110,8 @@ impl NeighKeeper {
                 statics: statics.to_vec(),
                 kernel: dump(ifindex).unwrap_or_default(),
                 used: HashMap::new(),
-                dirty: false,
+                // The workers' tables date from before the subscription: send this one.
+                dirty: true,
             };
         let monitor = NeighMonitor::open()
             .map_err(|e| eprintln!("esprit-dataplane: no neighbour notifications ({e}); polling"))
@@ -118,24 +124,31 @@ impl NeighKeeper {
             sides: [make(Port::Lan, lan), make(Port::Wan, wan)],
             monitor,
             user,
+            waker,
             next_resync: now + RESYNC,
             next_refresh: now + REFRESH,
         }
     }
 
-    /// Sleeps until a notification arrives or `timeout` passes.
+    /// Sleeps until a notification arrives, a worker signals a request, or `timeout` passes.
     pub(crate) fn wait(&self, timeout: Duration) {
-        let Some(m) = &self.monitor else {
-            std::thread::sleep(timeout);
-            return;
-        };
-        let mut fd = libc::pollfd {
-            fd: m.raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd entry for the duration of the call.
-        unsafe { libc::poll(&mut fd, 1, timeout.as_millis() as i32) };
+        let mut fds = [
+            libc::pollfd {
+                fd: self.waker.raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: self.monitor.as_ref().map_or(-1, |m| m.raw_fd()),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        self.waker.sleep_begin();
+        // SAFETY: two valid pollfd entries for the duration of the call (a negative fd is
+        // ignored).
+        unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout.as_millis() as i32) };
+        self.waker.sleep_end();
     }
 
     fn side(&mut self, port: Port) -> &mut SideNeighbours {

@@ -247,6 +247,7 @@ pub fn run_locked(
         .map(|_| handoff::Waker::new())
         .collect::<Result<Vec<_>, _>>()
         .map_err(DaemonError::Socket)?;
+    let control_waker = handoff::Waker::new().map_err(DaemonError::Socket)?;
     let mut workers = Vec::with_capacity(n);
     for (i, ((db, rx), (out, inbox))) in dbs
         .into_iter()
@@ -276,6 +277,7 @@ pub fn run_locked(
         w.pipeline = pipeline;
         w.connect(rx, mtx.clone(), etx.clone());
         w.set_waker(wakers[i].clone());
+        w.set_control_waker(control_waker.clone());
         if n > 1 {
             w.set_shard(Shard {
                 id: i,
@@ -319,6 +321,7 @@ pub fn run_locked(
     let mut keeper = NeighKeeper::new(
         (&lan_side, &cfg.lan.neighbours, lan_ifindex),
         (&wan_side, &cfg.wan.neighbours, wan_ifindex),
+        control_waker,
     );
     for hop in peer_hops {
         let _ = mtx.try_send(NeighRequest::Resolve(Port::Wan, hop));

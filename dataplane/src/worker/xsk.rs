@@ -159,6 +159,10 @@ pub struct Worker {
     epoch: Instant,
     now_ms: u64,
     next_used_report_ms: u64,
+    /// Wakes the control thread after a batch asked it to resolve a next hop.
+    control_waker: Option<Arc<handoff::Waker>>,
+    /// A resolution request went out during the last round.
+    asked_control: bool,
     events: Option<SyncSender<SaEvent>>,
     events_lost: u64,
     shard: Option<Shard>,
@@ -202,6 +206,8 @@ impl Worker {
             epoch: Instant::now(),
             now_ms: 0,
             next_used_report_ms: USED_REPORT_MS,
+            control_waker: None,
+            asked_control: false,
             events: None,
             events_lost: 0,
             shard: None,
@@ -246,6 +252,12 @@ impl Worker {
     /// other workers after handing it packets), so a worker asleep in poll(2) wakes at once.
     pub fn set_waker(&mut self, waker: Arc<handoff::Waker>) {
         self.waker = Some(waker);
+    }
+
+    /// The control thread's waker: signalled (once per round, not per packet) after frames
+    /// started waiting for a next hop, so resolution starts at once.
+    pub fn set_control_waker(&mut self, waker: Arc<handoff::Waker>) {
+        self.control_waker = Some(waker);
     }
 
     /// Joins a group of workers: from now on packets whose SA another worker owns are handed
@@ -451,6 +463,11 @@ impl Worker {
             self.forward_events();
             self.neighbour_chores();
             let n = self.poll_once()?;
+            if std::mem::take(&mut self.asked_control) {
+                if let Some(w) = &self.control_waker {
+                    w.wake_if_sleeping();
+                }
+            }
             if n > 0 {
                 self.idle = 0;
                 continue;
@@ -588,12 +605,14 @@ impl Worker {
             neigh,
             missing,
             now_ms,
+            asked_control,
             ..
         } = self;
         let mut waiting = Waiting {
             queue: neigh,
             requests: missing.as_ref(),
             now_ms: *now_ms,
+            asked: asked_control,
         };
         let rx = match port {
             Port::Lan => &mut *lan,
@@ -675,12 +694,14 @@ impl Worker {
             neigh,
             missing,
             now_ms,
+            asked_control,
             ..
         } = self;
         let mut waiting = Waiting {
             queue: neigh,
             requests: missing.as_ref(),
             now_ms: *now_ms,
+            asked: asked_control,
         };
         let Some(sh) = shard.as_mut().filter(|sh| sh.workers > 1) else {
             return 0;
@@ -765,6 +786,8 @@ struct Waiting<'a> {
     /// The control thread, asked to resolve a next hop when its first frame waits.
     requests: Option<&'a SyncSender<NeighRequest>>,
     now_ms: u64,
+    /// Set when a request was sent (the worker then wakes the control thread).
+    asked: &'a mut bool,
 }
 
 /// Runs a batch through the pipeline and queues the results for transmission (ICMP errors go
@@ -862,7 +885,7 @@ fn hold(h: Held, waiting: &mut Waiting, pipeline: &mut Pipeline, free: &mut Vec<
     match waiting.queue.push(h) {
         Ok(first) => {
             if let (true, Some(tx)) = (first, waiting.requests) {
-                let _ = tx.try_send(NeighRequest::Resolve(out, hop));
+                *waiting.asked |= tx.try_send(NeighRequest::Resolve(out, hop)).is_ok();
             }
         }
         Err(_) => {
