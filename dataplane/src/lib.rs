@@ -10,7 +10,8 @@ pub mod api;
 pub mod daemon;
 pub mod esp;
 pub mod frame;
-pub mod harden;
+/// Least privilege for the daemons (the `esprit-harden` crate).
+pub use esprit_harden as harden;
 pub mod kernel;
 pub mod pcap;
 pub mod sa;

@@ -264,11 +264,12 @@ fn exercise_api(sock: &Path) {
     assert!(sas.iter().all(|s| s["packets"].as_u64().unwrap() > 100));
     let stats = c.call(Request::Stats).unwrap();
     assert!(stats["lan_to_wan"].as_u64().unwrap() > 100, "{stats}");
-    let new_sa = serde_json::json!({
+    let new_sa: Box<esprit_api::SaSpec> = serde_json::from_value(serde_json::json!({
         "spi": "0xc0000001", "direction": "in", "suite": "aes128gcm16",
         "key": "000102030405060708090a0b0c0d0e0f10111213",
         "local": "10.200.0.1", "remote": "10.200.0.9"
-    });
+    }))
+    .unwrap();
     c.call(Request::SaAdd { sa: new_sa.clone() }).unwrap();
     match c.call(Request::SaAdd { sa: new_sa.clone() }) {
         Err(ApiError::Refused { code, .. }) => assert_eq!(code, "exists"),
@@ -280,8 +281,8 @@ fn exercise_api(sock: &Path) {
         3
     );
     let del = Request::SaDelete {
-        spi: serde_json::json!("0xc0000001"),
-        direction: "in".into(),
+        spi: esprit_api::Spi(0xc000_0001),
+        direction: esprit_api::Direction::In,
         address: None,
     };
     assert_eq!(c.call(del.clone()).unwrap()["removed"], 1);
@@ -289,9 +290,8 @@ fn exercise_api(sock: &Path) {
         Err(ApiError::Refused { code, .. }) => assert_eq!(code, "not_found"),
         other => panic!("second delete: {other:?}"),
     }
-    match c.call(Request::SaAdd {
-        sa: serde_json::json!({"spi": 1, "direction": "sideways"}),
-    }) {
+    let bad = serde_json::json!({"op": "sa.add", "sa": {"spi": 1, "direction": "sideways"}});
+    match c.call_json(bad.as_object().unwrap().clone()) {
         Err(ApiError::Refused { code, message }) => {
             assert_eq!(code, "invalid_sa");
             assert!(

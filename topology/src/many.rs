@@ -435,9 +435,8 @@ fn echo_reply(pkt: &[u8]) -> Option<(Ipv4Addr, Ipv4Addr, u16)> {
 
 /// The SAs of a probe site's children, as gwB's dataplane has them mirrored.
 fn insert_child(db: &mut SaDb, c: &ChildSaInstall) -> Result<(), String> {
-    for (_, _, json) in control::daemon::dataplane::sa_objects(c) {
-        let val: Value = serde_json::from_str(&json).map_err(|e| e.to_string())?;
-        let cfg = dataplane::api::proto::sa_from_json(&val)?;
+    for (_, _, sa) in control::daemon::dataplane::sa_objects(c) {
+        let cfg = dataplane::api::convert::sa_config(&sa).map_err(|e| e.to_string())?;
         db.insert(cfg).map_err(|e| e.to_string())?;
     }
     Ok(())

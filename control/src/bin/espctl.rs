@@ -2,8 +2,8 @@
 
 use clap::{Parser, Subcommand};
 use control::daemon::control::ControlRequest;
-use dataplane::api::client::DEFAULT_SOCKET;
-use dataplane::api::{Client, Request, SaInfo, Snapshot};
+use esprit_api::DEFAULT_SOCKET;
+use esprit_api::{Client, Direction, Request, SaInfo, SaSpec, Snapshot, Spi};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -387,11 +387,15 @@ fn run(args: Args) -> Result<(), String> {
                 return Err(format!("{}: no [[sa]] tables", file.display()));
             }
             for (i, entry) in entries.into_iter().enumerate() {
-                let json = serde_json::to_value(entry).map_err(|e| e.to_string())?;
+                let sa: Box<SaSpec> = Box::new(
+                    entry
+                        .try_into()
+                        .map_err(|e| format!("{} sa[{i}]: {e}", file.display()))?,
+                );
                 let req = if replace {
-                    Request::SaUpdate { sa: json }
+                    Request::SaUpdate { sa }
                 } else {
-                    Request::SaAdd { sa: json }
+                    Request::SaAdd { sa }
                 };
                 let v = c
                     .call(req)
@@ -407,9 +411,16 @@ fn run(args: Args) -> Result<(), String> {
                     address,
                 },
         } => {
+            let spi = Spi::parse(&spi)
+                .ok_or_else(|| format!("spi: expected a non-zero 32-bit SPI, got {spi:?}"))?;
+            let direction = match direction.as_str() {
+                "in" => Direction::In,
+                "out" => Direction::Out,
+                o => return Err(format!("direction: expected \"in\" or \"out\", got {o:?}")),
+            };
             let v = c
                 .call(Request::SaDelete {
-                    spi: serde_json::Value::String(spi),
+                    spi,
                     direction,
                     address,
                 })

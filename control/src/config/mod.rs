@@ -101,10 +101,10 @@ impl Config {
     /// accessible by its owner only (mode 0600 or 0400); the message names the file and the fix.
     pub fn check_secret_files(&self, config_path: &Path) -> Result<(), String> {
         if !self.secrets.ike.is_empty() {
-            dataplane::harden::check_private(config_path).map_err(|e| e.to_string())?;
+            esprit_harden::check_private(config_path).map_err(|e| e.to_string())?;
         }
         for key in self.connections.iter().filter_map(|c| c.local.key.as_ref()) {
-            dataplane::harden::check_private(key).map_err(|e| e.to_string())?;
+            esprit_harden::check_private(key).map_err(|e| e.to_string())?;
         }
         Ok(())
     }

@@ -9,16 +9,15 @@ use super::params::range_to_prefixes;
 use super::reconcile::{owner_tag, Foreign, Reconciler};
 use crate::ike::rng::{RandomSource, SystemRandom};
 use crate::ike::session::{ChildMode, ChildSaInstall};
-use dataplane::api::{ApiError, Client, Request};
-use serde_json::{json, Value};
+use esprit_api::{ApiError, Client, Direction, Encap, Mode, Request, SaInfo, SaKey, SaSpec, Spi};
+use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use zeroize::Zeroizing;
 
-/// One installed SA as sent to the dataplane (the JSON holds the key: wiped on drop).
+/// One installed SA as sent to the dataplane (its key is wiped on drop).
 struct Installed {
-    sa: Zeroizing<String>,
+    sa: SaSpec,
 }
 
 /// The link to esprit-dataplane.
@@ -43,16 +42,8 @@ pub struct DataplaneLink {
     configured: BTreeSet<(String, String)>,
 }
 
-fn hex(b: &[u8]) -> Zeroizing<String> {
-    let mut s = Zeroizing::new(String::with_capacity(b.len() * 2));
-    for x in b {
-        s.push_str(&format!("{x:02x}"));
-    }
-    s
-}
-
 /// The two SA objects (inbound, outbound) of the dataplane API for a child SA pair.
-pub fn sa_objects(c: &ChildSaInstall) -> [(u32, &'static str, Zeroizing<String>); 2] {
+pub fn sa_objects(c: &ChildSaInstall) -> [(u32, &'static str, SaSpec); 2] {
     sa_objects_owned(c, None)
 }
 
@@ -60,71 +51,66 @@ pub fn sa_objects(c: &ChildSaInstall) -> [(u32, &'static str, Zeroizing<String>)
 pub fn sa_objects_owned(
     c: &ChildSaInstall,
     owner: Option<&str>,
-) -> [(u32, &'static str, Zeroizing<String>); 2] {
+) -> [(u32, &'static str, SaSpec); 2] {
     let mode = match c.mode {
-        ChildMode::Tunnel => "tunnel",
-        ChildMode::Transport => "transport",
+        ChildMode::Tunnel => Mode::Tunnel,
+        ChildMode::Transport => Mode::Transport,
     };
     let local_ts: Vec<String> = c.local_ts.iter().flat_map(range_to_prefixes).collect();
     let remote_ts: Vec<String> = c.remote_ts.iter().flat_map(range_to_prefixes).collect();
-    let one = |dir: &str, spi: u32, key: &[u8]| -> Zeroizing<String> {
-        let mut v = json!({
-            "spi": format!("0x{spi:08x}"),
-            "direction": dir,
-            "mode": mode,
-            "suite": c.suite.encr.name(),
-            "local": c.local.ip().to_string(),
-            "remote": c.remote.ip().to_string(),
-            "esn": c.suite.esn,
-            "local_ts": local_ts,
-            "remote_ts": remote_ts,
-        });
-        let o = v.as_object_mut().expect("an object");
-        if let Some(t) = owner {
-            o.insert("owner".into(), json!(t));
-        }
-        if dir == "in" {
-            o.insert("replay_window".into(), json!(c.limits.replay_window));
+    let one = |dir: Direction, spi: u32, key: &[u8]| -> SaSpec {
+        let mut sa = SaSpec::new(
+            Spi(spi),
+            dir,
+            c.suite.encr.name(),
+            SaKey::from_bytes(key),
+            c.local.ip(),
+            c.remote.ip(),
+        );
+        sa.mode = Some(mode);
+        sa.esn = Some(c.suite.esn);
+        sa.local_ts = Some(local_ts.clone());
+        sa.remote_ts = Some(remote_ts.clone());
+        sa.owner = owner.map(str::to_string);
+        if dir == Direction::In {
+            sa.replay_window = Some(c.limits.replay_window);
         }
         if c.encap {
-            o.insert("encap".into(), json!("udp"));
-            let ports = if dir == "out" {
+            sa.encap = Some(Encap::Udp);
+            sa.encap_ports = Some(if dir == Direction::Out {
                 [c.local.port(), c.remote.port()]
             } else {
                 [c.remote.port(), c.local.port()]
-            };
-            o.insert("encap_ports".into(), json!(ports));
+            });
         }
-        for (k, val) in [
-            ("soft_bytes", c.limits.soft_bytes),
-            ("soft_packets", c.limits.soft_packets),
-            ("hard_bytes", c.limits.hard_bytes),
-            ("hard_packets", c.limits.hard_packets),
-        ] {
-            if val > 0 {
-                o.insert(k.into(), json!(val));
-            }
-        }
-        let hexkey = hex(key);
-        o.insert("key".into(), Value::String(hexkey.to_string()));
-        let s = Zeroizing::new(v.to_string());
-        if let Some(Value::String(k)) = v.get_mut("key") {
-            zeroize::Zeroize::zeroize(k);
-        }
-        s
+        let positive = |v: u64| (v > 0).then_some(v);
+        sa.soft_bytes = positive(c.limits.soft_bytes);
+        sa.soft_packets = positive(c.limits.soft_packets);
+        sa.hard_bytes = positive(c.limits.hard_bytes);
+        sa.hard_packets = positive(c.limits.hard_packets);
+        sa
     };
     [
         (
             c.inbound_spi,
             "in",
-            one("in", c.inbound_spi, &c.inbound_key),
+            one(Direction::In, c.inbound_spi, &c.inbound_key),
         ),
         (
             c.outbound_spi,
             "out",
-            one("out", c.outbound_spi, &c.outbound_key),
+            one(Direction::Out, c.outbound_spi, &c.outbound_key),
         ),
     ]
+}
+
+/// The API direction of `"in"` or `"out"` (how the link keys its SAs).
+fn direction(dir: &str) -> Direction {
+    if dir == "in" {
+        Direction::In
+    } else {
+        Direction::Out
+    }
 }
 
 impl DataplaneLink {
@@ -169,7 +155,7 @@ impl DataplaneLink {
                 return;
             }
         };
-        let listing: Vec<dataplane::api::proto::SaInfo> = match serde_json::from_value(listing) {
+        let listing: Vec<SaInfo> = match serde_json::from_value(listing) {
             Ok(l) => l,
             Err(e) => {
                 self.log.push(format!("listing the dataplane's SAs: {e}"));
@@ -202,8 +188,8 @@ impl DataplaneLink {
 
     fn delete_foreign(&mut self, f: &Foreign) {
         let r = self.call(Request::SaDelete {
-            spi: json!(format!("0x{:08x}", f.spi)),
-            direction: f.dir.into(),
+            spi: Spi(f.spi),
+            direction: direction(f.dir),
             address: Some(f.address),
         });
         if let Err(e) = r {
@@ -282,7 +268,7 @@ impl DataplaneLink {
             self.workers
         ));
         // A dataplane that restarted has lost our SAs: put every one back.
-        let all: Vec<Zeroizing<String>> = self.installed.values().map(|i| i.sa.clone()).collect();
+        let all: Vec<SaSpec> = self.installed.values().map(|i| i.sa.clone()).collect();
         let mut restored = 0;
         for sa in all {
             if self.call_sa(true, &sa).is_ok() {
@@ -314,12 +300,12 @@ impl DataplaneLink {
         }
     }
 
-    fn call_sa(&mut self, update: bool, sa: &str) -> Result<(), String> {
-        let v: Value = serde_json::from_str(sa).map_err(|e| e.to_string())?;
+    fn call_sa(&mut self, update: bool, sa: &SaSpec) -> Result<(), String> {
+        let sa = Box::new(sa.clone());
         let r = if update {
-            Request::SaUpdate { sa: v }
+            Request::SaUpdate { sa }
         } else {
-            Request::SaAdd { sa: v }
+            Request::SaAdd { sa }
         };
         self.call(r).map(|_| ())
     }
@@ -344,8 +330,8 @@ impl DataplaneLink {
         for (spi, dir) in [(inbound, "in"), (outbound, "out")] {
             if self.installed.remove(&(spi, dir)).is_some() && self.connect() {
                 let r = self.call(Request::SaDelete {
-                    spi: json!(format!("0x{spi:08x}")),
-                    direction: dir.into(),
+                    spi: Spi(spi),
+                    direction: direction(dir),
                     address: None,
                 });
                 if let Err(e) = r {
@@ -362,8 +348,8 @@ impl DataplaneLink {
     pub fn remove_one(&mut self, spi: u32, dir: &'static str) -> Result<(), String> {
         if self.installed.remove(&(spi, dir)).is_some() && self.connect() {
             let r = self.call(Request::SaDelete {
-                spi: json!(format!("0x{spi:08x}")),
-                direction: dir.into(),
+                spi: Spi(spi),
+                direction: direction(dir),
                 address: None,
             });
             if let Err(e) = r {
@@ -450,7 +436,7 @@ impl DataplaneLink {
 pub fn follow_events(
     path: PathBuf,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    tx: std::sync::mpsc::Sender<dataplane::api::proto::EventLine>,
+    tx: std::sync::mpsc::Sender<esprit_api::EventLine>,
     wake: impl Fn() + Send + 'static,
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {

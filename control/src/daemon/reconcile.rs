@@ -16,7 +16,7 @@
 //!   removed at once;
 //! - without a tag (manual SAs, `espctl sa add`): left alone.
 
-use dataplane::api::proto::{parse_spi, SaInfo};
+use esprit_api::{SaInfo, Spi};
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -111,7 +111,7 @@ pub struct Foreign {
 impl Foreign {
     fn from_info(sa: &SaInfo) -> Option<Foreign> {
         let owner = parse_owner(sa.owner.as_deref()?)?;
-        let spi = parse_spi(&serde_json::Value::String(sa.spi.clone()))?;
+        let spi = Spi::parse(&sa.spi)?.0;
         let (dir, address) = match sa.direction.as_str() {
             "in" => ("in", sa.local.parse().ok()?),
             "out" => ("out", sa.remote.parse().ok()?),

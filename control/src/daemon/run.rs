@@ -103,7 +103,7 @@ pub struct Daemon {
     /// packets the peer sent before switching still decrypt (make-before-break).
     draining: Vec<(Instant, u32)>,
     acquired: HashMap<String, Instant>,
-    events_rx: Option<std::sync::mpsc::Receiver<dataplane::api::proto::EventLine>>,
+    events_rx: Option<std::sync::mpsc::Receiver<esprit_api::EventLine>>,
     waker: Arc<mio::Waker>,
     keylog: Option<super::keylog::KeyLog>,
     /// UDP sockets to read again (readable, not yet drained).
@@ -225,7 +225,7 @@ impl Daemon {
         }
         let _ = std::fs::remove_file(sock_path);
         // Created with mode 0600 (no window with a wider one).
-        let std_listener = dataplane::harden::bind_unix(sock_path, 0o600, None)
+        let std_listener = esprit_harden::bind_unix(sock_path, 0o600, None)
             .map_err(io_err(format!("bind {}", sock_path.display())))?;
         std_listener
             .set_nonblocking(true)
@@ -278,7 +278,7 @@ impl Daemon {
         let user = match &self.config.daemon.user {
             None => None,
             Some(name) => {
-                let u = dataplane::harden::lookup_user(name)
+                let u = esprit_harden::lookup_user(name)
                     .map_err(io_err(format!("daemon.user {name:?}")))?;
                 let sock = &self.config.daemon.socket;
                 std::os::unix::fs::chown(sock, Some(u.uid), Some(u.gid))
@@ -286,9 +286,8 @@ impl Daemon {
                 Some(u)
             }
         };
-        let kept =
-            dataplane::harden::lock_down(&dataplane::harden::LockDown { user, keep: vec![] })
-                .map_err(io_err("dropping privileges"))?;
+        let kept = esprit_harden::lock_down(&esprit_harden::LockDown { user, keep: vec![] })
+            .map_err(io_err("dropping privileges"))?;
         log(&format!(
             "privileges dropped: uid {}, capabilities kept {kept:?}",
             // SAFETY: getuid cannot fail.
@@ -410,7 +409,7 @@ impl Daemon {
         }
     }
 
-    fn on_dataplane_event(&mut self, e: dataplane::api::proto::EventLine) {
+    fn on_dataplane_event(&mut self, e: esprit_api::EventLine) {
         let spi = u32::from_str_radix(e.spi.trim_start_matches("0x"), 16).unwrap_or(0);
         let now = Instant::now();
         match e.event.as_str() {

@@ -1,9 +1,10 @@
-//! The dataplane's control API: newline-delimited JSON over a Unix stream socket (root-only),
-//! versioned. The IKE daemon and `espctl` are its clients. Reference: `docs/api.md`.
+//! The dataplane's side of the control API. The messages, the envelope and the client live in
+//! the `esprit-api` crate (re-exported here); this module converts between them and the
+//! dataplane's types, and serves them.
 
-pub mod client;
-pub mod proto;
+pub mod convert;
 pub mod server;
 
-pub use client::{ApiError, Client};
-pub use proto::{Request, Response, SaInfo, Snapshot, VERSION};
+pub use esprit_api::client;
+pub use esprit_api::proto;
+pub use esprit_api::{ApiError, Client, Request, Response, SaInfo, Snapshot, VERSION};

@@ -2,10 +2,12 @@
 //! the worker through its update channel and answered between batches; events fanned out to
 //! subscribers.
 
-use super::proto::{parse_spi, sa_from_json, Envelope, EventLine, Request, Response, VERSION};
+use super::convert::{event_line, sa_config};
 use crate::daemon::router::{RouteError, Router};
 use crate::sa::spd::Trap;
 use crate::sa::{Direction, Prefix, RouteAction, SaDbError, SaEvent, Selectors};
+use esprit_api::{Envelope, Request, Response, SaSpec, VERSION};
+use serde::Deserialize;
 use serde_json::json;
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -190,13 +192,11 @@ fn serve_client(
         let env: Envelope = match serde_json::from_str(text.trim()) {
             Ok(e) => e,
             Err(e) => {
-                let id = serde_json::from_str::<serde_json::Value>(text.trim())
-                    .ok()
+                let v = serde_json::from_str::<serde_json::Value>(text.trim()).ok();
+                let id = v
+                    .as_ref()
                     .and_then(|v| v.get("id").and_then(|i| i.as_u64()));
-                write_line(
-                    &mut out,
-                    &Response::err(id, "bad_request", format!("not a valid request: {e}")),
-                )?;
+                write_line(&mut out, &refusal(id, v.as_ref(), e))?;
                 continue;
             }
         };
@@ -228,7 +228,7 @@ fn stream_events(mut out: UnixStream, hub: &EventHub, stop: &AtomicBool) -> io::
     let rx = hub.subscribe();
     while !stop.load(Ordering::Relaxed) {
         match rx.recv_timeout(Duration::from_millis(200)) {
-            Ok(e) => write_line(&mut out, &EventLine::from(&e))?,
+            Ok(e) => write_line(&mut out, &event_line(&e))?,
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
             Err(_) => return Ok(()),
         }
@@ -240,6 +240,18 @@ fn write_line<T: serde::Serialize>(out: &mut UnixStream, v: &T) -> io::Result<()
     let mut s = serde_json::to_string(v).map_err(io::Error::other)?;
     s.push('\n');
     out.write_all(s.as_bytes())
+}
+
+/// The answer to a line that is not a valid request: `invalid_sa` when it is an `sa.add` or
+/// `sa.update` whose SA does not fit the typed SA, `bad_request` otherwise.
+fn refusal(id: Option<u64>, v: Option<&serde_json::Value>, e: serde_json::Error) -> Response {
+    let op = v.and_then(|v| v.get("op")).and_then(|o| o.as_str());
+    if let (Some("sa.add" | "sa.update"), Some(sa)) = (op, v.and_then(|v| v.get("sa"))) {
+        if let Err(e) = SaSpec::deserialize(sa) {
+            return Response::err(id, "invalid_sa", format!("sa: {e}"));
+        }
+    }
+    Response::err(id, "bad_request", format!("not a valid request: {e}"))
 }
 
 fn handle(id: Option<u64>, req: Request, router: &Router) -> Response {
@@ -256,23 +268,10 @@ fn handle(id: Option<u64>, req: Request, router: &Router) -> Response {
             direction,
             address,
         } => {
-            let Some(spi) = parse_spi(&spi) else {
-                return Response::err(
-                    id,
-                    "bad_request",
-                    "spi: expected a non-zero 32-bit number or hex string",
-                );
-            };
-            let direction = match direction.as_str() {
-                "in" => Direction::In,
-                "out" => Direction::Out,
-                o => {
-                    return Response::err(
-                        id,
-                        "bad_request",
-                        format!("direction: expected \"in\" or \"out\", got {o:?}"),
-                    )
-                }
+            let spi = spi.0;
+            let direction = match direction {
+                esprit_api::Direction::In => Direction::In,
+                esprit_api::Direction::Out => Direction::Out,
             };
             match router.delete(spi, direction, address) {
                 Ok(0) => Response::err(
@@ -377,10 +376,10 @@ fn handle(id: Option<u64>, req: Request, router: &Router) -> Response {
     }
 }
 
-fn add(id: Option<u64>, sa: &serde_json::Value, replace: bool, router: &Router) -> Response {
-    let cfg = match sa_from_json(sa) {
+fn add(id: Option<u64>, sa: &SaSpec, replace: bool, router: &Router) -> Response {
+    let cfg = match sa_config(sa) {
         Ok(c) => c,
-        Err(e) => return Response::err(id, "invalid_sa", e),
+        Err(e) => return Response::err(id, "invalid_sa", e.to_string()),
     };
     let label = cfg.label();
     match router.add(cfg, replace) {

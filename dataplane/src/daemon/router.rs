@@ -1,11 +1,11 @@
 //! The control side's view of the workers: which worker owns an SA, how to ask every worker
 //! something and merge the answers. Used by start-up and by the API server.
 
-use crate::api::proto::{Snapshot, SocketStats};
 use crate::sa::spd::Trap;
 use crate::sa::{Direction, Prefix, RouteAction, RouteTable, SaConfig, SaDbError};
 use crate::worker::handoff::owner_of_spi;
 use crate::worker::xsk::WorkerUpdate;
+use esprit_api::{Snapshot, SocketStats};
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::mpsc::{sync_channel, SyncSender};

@@ -5,11 +5,12 @@ use super::{
     Header, PcapError, Reader, Record, Writer, LINKTYPE_ETHERNET, LINKTYPE_IPV4, LINKTYPE_IPV6,
     LINKTYPE_RAW,
 };
-use crate::api::proto::{drops_map, SaInfo};
+use crate::api::convert::{drops_map, sa_info};
 use crate::esp::{Backend, Verdict};
 use crate::frame::OwnedFrame;
 use crate::sa::{file, Direction, SaConfig, SaDb};
 use crate::wire::ethernet::{EtherType, EthernetFrame, EthernetRepr};
+use esprit_api::SaInfo;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::io::{BufReader, BufWriter, Seek, SeekFrom, Write};
@@ -317,10 +318,10 @@ pub fn run(o: &Options) -> Result<Summary, ToolError> {
     summary.sas = db
         .outbound()
         .iter()
-        .map(|s| SaInfo::new(&s.cfg, &s.counters, s.seq(), s.is_expired()))
+        .map(|s| sa_info(&s.cfg, &s.counters, s.seq(), s.is_expired()))
         .chain(
             db.inbound()
-                .map(|s| SaInfo::new(&s.cfg, &s.counters, s.replay.top(), s.is_expired())),
+                .map(|s| sa_info(&s.cfg, &s.counters, s.replay.top(), s.is_expired())),
         )
         .collect();
     summary.sas.sort_by(|a, b| a.label.cmp(&b.label));

@@ -8,7 +8,7 @@ use super::neigh::NeighRequest;
 use super::neigh_queue::{Held, NeighQueue};
 use super::pool::UmemPool;
 use super::{Out, Pipeline, Port};
-use crate::api::proto::{drops_map, SaInfo, Snapshot};
+use crate::api::convert::{drops_map, sa_info, socket_stats};
 use crate::esp::DropReason;
 use crate::frame::Frame;
 use crate::sa::spd::Policies;
@@ -17,6 +17,7 @@ use crate::xdp::ring::XdpDesc;
 use crate::xdp::socket::{BindMode, SocketConfig, XskSocket};
 use crate::xdp::umem::{BatchArea, Umem, UmemConfig, MAX_BATCH};
 use arrayvec::ArrayVec;
+use esprit_api::{SaInfo, Snapshot};
 use std::io;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -272,10 +273,10 @@ impl Worker {
         let mut sas: Vec<SaInfo> = db
             .outbound()
             .iter()
-            .map(|s| SaInfo::new(&s.cfg, &s.counters, s.seq(), s.is_expired()))
+            .map(|s| sa_info(&s.cfg, &s.counters, s.seq(), s.is_expired()))
             .chain(
                 db.inbound()
-                    .map(|s| SaInfo::new(&s.cfg, &s.counters, s.replay.top(), s.is_expired())),
+                    .map(|s| sa_info(&s.cfg, &s.counters, s.replay.top(), s.is_expired())),
             )
             .collect();
         sas.sort_by(|a, b| a.label.cmp(&b.label));
@@ -295,8 +296,8 @@ impl Worker {
             checksums_completed: self.pipeline.checksums_completed,
             fragmented: self.pipeline.fragmented,
             fragments: self.pipeline.fragments,
-            lan_socket: self.lan.statistics().unwrap_or_default().into(),
-            wan_socket: self.wan.statistics().unwrap_or_default().into(),
+            lan_socket: socket_stats(self.lan.statistics().unwrap_or_default()),
+            wan_socket: socket_stats(self.wan.statistics().unwrap_or_default()),
             events_lost: self.events_lost,
             neigh_queued: self.neigh.held,
             neigh_released: self.neigh.released,

@@ -1,6 +1,6 @@
 //! A blocking client of the dataplane API, for `espctl`, the IKE daemon and tests.
 
-use super::proto::{Envelope, EventLine, Request, Response, VERSION};
+use crate::proto::{Envelope, EventLine, Request, Response, VERSION};
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -72,12 +72,31 @@ impl Client {
     pub fn call(&mut self, request: Request) -> Result<serde_json::Value, ApiError> {
         let id = self.next_id;
         self.next_id += 1;
-        let mut line = serde_json::to_string(&Envelope {
+        let line = serde_json::to_string(&Envelope {
             version: VERSION,
             id: Some(id),
             request,
         })
         .map_err(|e| ApiError::Protocol(e.to_string()))?;
+        self.exchange(id, line)
+    }
+
+    /// Sends a request given as a JSON object (`op` and its arguments; the envelope's `version`
+    /// and `id` are added), for requests the typed [`Request`] cannot express: tests of the
+    /// server's own checks, or ops of a newer server.
+    pub fn call_json(
+        &mut self,
+        mut request: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<serde_json::Value, ApiError> {
+        let id = self.next_id;
+        self.next_id += 1;
+        request.insert("version".into(), VERSION.into());
+        request.insert("id".into(), id.into());
+        let line = serde_json::Value::Object(request).to_string();
+        self.exchange(id, line)
+    }
+
+    fn exchange(&mut self, id: u64, mut line: String) -> Result<serde_json::Value, ApiError> {
         line.push('\n');
         self.writer
             .write_all(line.as_bytes())

@@ -5,9 +5,7 @@
 //! `{"version": 1, "id": 7, "ok": false, "error": {"code": "…", "message": "…"}}`. After
 //! `{"op": "events"}` the server writes one event object per line until the client hangs up.
 
-use crate::esp::{DropCounters, SaCounters};
-use crate::sa::{SaConfig, SaEvent};
-use crate::xdp::socket::XdpStatistics;
+use crate::sa::{Direction, SaSpec, Spi};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -25,21 +23,21 @@ pub enum Request {
     #[serde(rename = "sa.add")]
     SaAdd {
         /// The SA, as in the SA file.
-        sa: serde_json::Value,
+        sa: Box<SaSpec>,
     },
     /// Replace an SA (same SPI, direction and addresses); its counters restart.
     #[serde(rename = "sa.update")]
     SaUpdate {
         /// The SA, as in the SA file.
-        sa: serde_json::Value,
+        sa: Box<SaSpec>,
     },
     /// Remove SAs by SPI and direction (and address, when given).
     #[serde(rename = "sa.delete")]
     SaDelete {
-        /// SPI as a number or hex string.
-        spi: serde_json::Value,
+        /// SPI (a number or hex string on the wire).
+        spi: Spi,
         /// "in" or "out".
-        direction: String,
+        direction: Direction,
         /// For "in": the local address; for "out": the remote address. Optional.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         address: Option<std::net::IpAddr>,
@@ -203,37 +201,6 @@ pub struct SaInfo {
     pub owner: Option<String>,
 }
 
-/// Non-zero drop counters by reason name.
-pub fn drops_map(d: &DropCounters) -> BTreeMap<String, u64> {
-    d.nonzero()
-        .map(|(r, n)| (r.name().to_string(), n))
-        .collect()
-}
-
-impl SaInfo {
-    /// Builds the view of an SA.
-    pub fn new(cfg: &SaConfig, c: &SaCounters, seq: u64, expired: bool) -> Self {
-        SaInfo {
-            label: cfg.label(),
-            spi: format!("0x{:08x}", cfg.spi),
-            direction: cfg.direction.to_string(),
-            mode: cfg.mode.to_string(),
-            suite: cfg.suite.to_string(),
-            local: cfg.local.to_string(),
-            remote: cfg.remote.to_string(),
-            encap: cfg.encap.map(|e| [e.src_port, e.dst_port]),
-            esn: cfg.esn,
-            seq,
-            replay_window: cfg.replay_window,
-            packets: c.packets,
-            bytes: c.bytes,
-            drops: drops_map(&c.drops),
-            expired,
-            owner: cfg.owner.clone(),
-        }
-    }
-}
-
 /// Kernel counters of one AF_XDP socket.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SocketStats {
@@ -245,17 +212,6 @@ pub struct SocketStats {
     pub rx_fill_ring_empty: u64,
     /// Invalid TX descriptors.
     pub tx_invalid: u64,
-}
-
-impl From<XdpStatistics> for SocketStats {
-    fn from(s: XdpStatistics) -> Self {
-        SocketStats {
-            rx_dropped: s.rx_dropped,
-            rx_ring_full: s.rx_ring_full,
-            rx_fill_ring_empty: s.rx_fill_ring_empty_descs,
-            tx_invalid: s.tx_invalid_descs,
-        }
-    }
 }
 
 /// The state of a worker at one moment.
@@ -395,146 +351,4 @@ pub struct EventLine {
     /// destination).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<u32>,
-}
-
-impl From<&SaEvent> for EventLine {
-    fn from(e: &SaEvent) -> Self {
-        EventLine {
-            version: VERSION,
-            event: e.kind.name().to_string(),
-            spi: format!("0x{:08x}", e.spi),
-            direction: e.direction.to_string(),
-            local: e.local.to_string(),
-            remote: e.remote.to_string(),
-            policy: e.policy,
-        }
-    }
-}
-
-/// Reads an SPI given as a number or a hex/decimal string.
-pub fn parse_spi(v: &serde_json::Value) -> Option<u32> {
-    match v {
-        serde_json::Value::Number(n) => n.as_u64().and_then(|x| u32::try_from(x).ok()),
-        serde_json::Value::String(s) => {
-            let s = s.trim();
-            match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
-                Some(h) => u32::from_str_radix(h, 16).ok(),
-                None => s.parse().ok(),
-            }
-        }
-        _ => None,
-    }
-    .filter(|&x| x != 0)
-}
-
-/// Converts an SA given as JSON (the keys of an SA file's `[[sa]]` table) through the SA file
-/// loader, so both paths share one set of rules and messages.
-pub fn sa_from_json(v: &serde_json::Value) -> Result<SaConfig, String> {
-    if !v.is_object() {
-        return Err("sa must be an object with the keys of an SA file's [[sa]] table".into());
-    }
-    let table: toml::Value = toml::Value::try_from(v).map_err(|e| format!("sa: {e}"))?;
-    let mut root = toml::map::Map::new();
-    root.insert("sa".into(), toml::Value::Array(vec![table]));
-    // The text holds the key: wipe it when done.
-    let text = zeroize::Zeroizing::new(
-        toml::to_string(&toml::Value::Table(root)).map_err(|e| format!("sa: {e}"))?,
-    );
-    let mut sas = crate::sa::file::parse(&text, "request").map_err(|e| {
-        let key = e
-            .key
-            .map(|k| k.replace("sa[0].", "sa."))
-            .unwrap_or_default();
-        if key.is_empty() {
-            e.message
-        } else {
-            format!("{key}: {}", e.message)
-        }
-    })?;
-    Ok(sas.remove(0))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn requests_roundtrip_through_json() {
-        let e: Envelope = serde_json::from_str(r#"{"version":1,"id":3,"op":"sa.list"}"#).unwrap();
-        assert_eq!(
-            (e.version, e.id, e.request.clone()),
-            (1, Some(3), Request::SaList)
-        );
-        let line = serde_json::to_string(&Envelope {
-            version: 1,
-            id: None,
-            request: Request::SaDelete {
-                spi: json!("0x10"),
-                direction: "in".into(),
-                address: None,
-            },
-        })
-        .unwrap();
-        assert_eq!(
-            line,
-            r#"{"version":1,"op":"sa.delete","spi":"0x10","direction":"in"}"#
-        );
-        assert!(serde_json::from_str::<Envelope>(r#"{"version":1,"op":"reboot"}"#).is_err());
-        // No request field may shadow the envelope's `id`.
-        let e = Envelope {
-            version: 1,
-            id: Some(42),
-            request: Request::PolicyAdd {
-                policy: 7,
-                local_ts: vec!["10.0.0.0/8".into()],
-                remote_ts: vec![],
-            },
-        };
-        let back: Envelope = serde_json::from_str(&serde_json::to_string(&e).unwrap()).unwrap();
-        assert_eq!(back, e);
-    }
-
-    #[test]
-    fn sa_json_goes_through_the_sa_file_rules() {
-        let ok = json!({
-            "spi": "0x1000", "direction": "in", "suite": "aes128gcm16",
-            "key": "000102030405060708090a0b0c0d0e0f10111213",
-            "local": "10.0.0.1", "remote": "10.0.0.2", "esn": true, "seq": 5,
-            "local_ts": ["10.1.0.0/16"], "hard_bytes": 1000
-        });
-        let c = sa_from_json(&ok).unwrap();
-        assert_eq!(
-            (c.spi, c.seq, c.lifetime.hard_bytes),
-            (0x1000, 5, Some(1000))
-        );
-        let mut bad = ok.clone();
-        bad["suite"] = json!("des");
-        let e = sa_from_json(&bad).unwrap_err();
-        assert!(e.starts_with("sa.suite: unknown suite"), "{e}");
-        let mut short = ok.clone();
-        short["key"] = json!("0011");
-        let e = sa_from_json(&short).unwrap_err();
-        assert!(e.contains("sa.key") && !e.contains("0011"), "{e}");
-        assert!(sa_from_json(&json!([1, 2])).is_err());
-        let mut owned = ok.clone();
-        owned["owner"] = json!("esprit-ike/00ff/site/net");
-        let c = sa_from_json(&owned).unwrap();
-        assert_eq!(c.owner.as_deref(), Some("esprit-ike/00ff/site/net"));
-        let info = SaInfo::new(&c, &SaCounters::default(), 0, false);
-        assert_eq!(info.owner, c.owner);
-        owned["owner"] = json!("with space");
-        let e = sa_from_json(&owned).unwrap_err();
-        assert!(e.contains("owner"), "{e}");
-    }
-
-    #[test]
-    fn spis() {
-        assert_eq!(parse_spi(&json!(5)), Some(5));
-        assert_eq!(parse_spi(&json!("0x8c77274a")), Some(0x8c77274a));
-        assert_eq!(parse_spi(&json!("12")), Some(12));
-        assert_eq!(parse_spi(&json!(0)), None);
-        assert_eq!(parse_spi(&json!(-1)), None);
-        assert_eq!(parse_spi(&json!(1u64 << 33)), None);
-    }
 }

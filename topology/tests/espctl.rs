@@ -1,8 +1,9 @@
 //! `espctl` against a real `esprit-dataplane` (run in-process inside a network namespace with
-//! its own veth interfaces). Needs root; skipped otherwise.
+//! its own veth interfaces). Needs root; skipped otherwise. It lives here, not in `control`,
+//! because `control` does not depend on the dataplane.
 
 use std::os::fd::AsRawFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -33,8 +34,24 @@ impl Drop for Ns {
     }
 }
 
+/// The `espctl` binary, built if needed (a test crate only gets its own package's binaries).
+fn espctl_bin() -> PathBuf {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(build_espctl).clone()
+}
+
+fn build_espctl() -> PathBuf {
+    let st = Command::new(env!("CARGO"))
+        .args(["build", "--quiet", "-p", "control", "--bin", "espctl"])
+        .status()
+        .expect("cargo build");
+    assert!(st.success(), "building espctl");
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().and_then(Path::parent).unwrap().join("espctl")
+}
+
 fn espctl(sock: &Path, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_espctl"))
+    let out = Command::new(espctl_bin())
         .arg("--socket")
         .arg(sock)
         .args(args)

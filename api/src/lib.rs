@@ -1,0 +1,14 @@
+//! The control API of `esprit-dataplane`: newline-delimited JSON over a Unix stream socket,
+//! versioned. This crate holds the typed messages ([`proto`], [`sa`]), the wire envelope and a
+//! blocking [`Client`]; it depends on neither daemon, so the IKE daemon and `espctl` use the
+//! API without linking the dataplane. Reference: `docs/api.md`.
+
+pub mod client;
+pub mod proto;
+pub mod sa;
+
+pub use client::{ApiError, Client, DEFAULT_SOCKET};
+pub use proto::{
+    Envelope, ErrorBody, EventLine, Request, Response, SaInfo, Snapshot, SocketStats, VERSION,
+};
+pub use sa::{Direction, Encap, Mode, SaKey, SaSpec, Spi};

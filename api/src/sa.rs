@@ -1,0 +1,271 @@
+//! The SA of `sa.add` and `sa.update`: the keys of an `[[sa]]` table of the SA file
+//! (`docs/sa-file.md`), typed. Values the wire can carry but the dataplane refuses (an unknown
+//! suite, a key of the wrong length, a window too large) are checked by the dataplane when it
+//! builds its SA, and answered with `invalid_sa`.
+
+use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
+use std::fmt;
+use std::net::IpAddr;
+use zeroize::Zeroizing;
+
+/// A non-zero SPI. On the wire: `"0x8c77274a"` (a number or a decimal string is accepted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Spi(pub u32);
+
+impl Spi {
+    /// Reads an SPI written as hex (`0x…`) or decimal; `None` for zero or out of range.
+    pub fn parse(s: &str) -> Option<Spi> {
+        parse_u64(s)
+            .and_then(|n| u32::try_from(n).ok())
+            .filter(|&n| n != 0)
+            .map(Spi)
+    }
+}
+
+impl fmt::Display for Spi {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "0x{:08x}", self.0)
+    }
+}
+
+impl Serialize for Spi {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Spi {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = IntOrHex::deserialize(d)?.0;
+        u32::try_from(n)
+            .ok()
+            .filter(|&n| n != 0)
+            .map(Spi)
+            .ok_or_else(|| de::Error::custom("expected a non-zero 32-bit SPI"))
+    }
+}
+
+fn parse_u64(s: &str) -> Option<u64> {
+    let s = s.trim();
+    match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(h) => u64::from_str_radix(h, 16).ok(),
+        None => s.parse().ok(),
+    }
+}
+
+/// An unsigned integer given as a number or as a hex (`0x…`) or decimal string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IntOrHex(pub u64);
+
+impl Serialize for IntOrHex {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for IntOrHex {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl de::Visitor<'_> for V {
+            type Value = IntOrHex;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an unsigned integer or a hex string such as \"0x10\"")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<IntOrHex, E> {
+                Ok(IntOrHex(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<IntOrHex, E> {
+                u64::try_from(v)
+                    .map(IntOrHex)
+                    .map_err(|_| E::custom("expected an unsigned integer"))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<IntOrHex, E> {
+                parse_u64(v)
+                    .map(IntOrHex)
+                    .ok_or_else(|| E::custom(format!("expected an integer, got {v:?}")))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Which way an SA carries traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// Inbound: the peer sends, this gateway decrypts.
+    In,
+    /// Outbound: this gateway encrypts.
+    Out,
+}
+
+impl fmt::Display for Direction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Direction::In => "in",
+            Direction::Out => "out",
+        })
+    }
+}
+
+/// ESP mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Whole IP packets inside ESP (the default).
+    #[default]
+    Tunnel,
+    /// The transport payload only, between the two outer addresses.
+    Transport,
+}
+
+/// Encapsulation of the ESP packets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Encap {
+    /// Plain ESP (IP protocol 50).
+    #[default]
+    None,
+    /// ESP in UDP (RFC 3948), ports in `encap_ports` or 4500.
+    Udp,
+}
+
+/// Key material in hex (cipher key then salt). Wiped on drop, never shown by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SaKey(Zeroizing<String>);
+
+impl Serialize for SaKey {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for SaKey {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(|s| SaKey(Zeroizing::new(s)))
+    }
+}
+
+impl SaKey {
+    /// Key material from bytes.
+    pub fn from_bytes(key: &[u8]) -> SaKey {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut s = Zeroizing::new(String::with_capacity(key.len() * 2));
+        for b in key {
+            s.push(char::from(HEX[usize::from(b >> 4)]));
+            s.push(char::from(HEX[usize::from(b & 15)]));
+        }
+        SaKey(s)
+    }
+
+    /// Key material already in hex.
+    pub fn from_hex(hex: Zeroizing<String>) -> SaKey {
+        SaKey(hex)
+    }
+
+    /// The hex text, for the dataplane to decode.
+    pub fn expose_hex(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SaKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SaKey(<redacted>)")
+    }
+}
+
+/// An SA to install: what `sa.add` and `sa.update` carry in `sa`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SaSpec {
+    /// Security parameter index.
+    pub spi: Spi,
+    /// Inbound or outbound.
+    pub direction: Direction,
+    /// Tunnel (default) or transport.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<Mode>,
+    /// Suite name, e.g. `aes128gcm16` (the dataplane knows which).
+    pub suite: String,
+    /// Key material.
+    pub key: SaKey,
+    /// Local outer address.
+    pub local: IpAddr,
+    /// Remote outer address.
+    pub remote: IpAddr,
+    /// Encapsulation (default none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encap: Option<Encap>,
+    /// `[source, destination]` UDP ports when `encap` is UDP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encap_ports: Option<[u16; 2]>,
+    /// Extended sequence numbers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub esn: Option<bool>,
+    /// Anti-replay window in packets (inbound; 0 disables).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_window: Option<u32>,
+    /// First sequence number (out: last sent; in: highest received).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<IntOrHex>,
+    /// Source prefixes of the traffic the SA carries (this side).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_ts: Option<Vec<String>>,
+    /// Destination prefixes (the peer's side).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_ts: Option<Vec<String>>,
+    /// Soft byte limit: `soft_expire` once reached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soft_bytes: Option<u64>,
+    /// Hard byte limit: the SA expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hard_bytes: Option<u64>,
+    /// Soft packet limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soft_packets: Option<u64>,
+    /// Hard packet limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hard_packets: Option<u64>,
+    /// ESP padding alignment: 4 or 16.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pad_align: Option<u32>,
+    /// Owner tag, opaque to the dataplane.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+}
+
+impl SaSpec {
+    /// An SA with the required fields and defaults for the rest.
+    pub fn new(
+        spi: Spi,
+        direction: Direction,
+        suite: impl Into<String>,
+        key: SaKey,
+        local: IpAddr,
+        remote: IpAddr,
+    ) -> SaSpec {
+        SaSpec {
+            spi,
+            direction,
+            mode: None,
+            suite: suite.into(),
+            key,
+            local,
+            remote,
+            encap: None,
+            encap_ports: None,
+            esn: None,
+            replay_window: None,
+            seq: None,
+            local_ts: None,
+            remote_ts: None,
+            soft_bytes: None,
+            hard_bytes: None,
+            soft_packets: None,
+            hard_packets: None,
+            pad_align: None,
+            owner: None,
+        }
+    }
+}
