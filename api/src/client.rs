@@ -145,3 +145,77 @@ impl Client {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::{Envelope, Response};
+    use crate::sa::{Direction, Spi};
+    use serde_json::json;
+    use std::os::unix::net::UnixListener;
+
+    /// A server that answers `hello`, refuses `sa.delete` and streams one event.
+    fn serve(listener: UnixListener) {
+        let (s, _) = listener.accept().unwrap();
+        let mut out = s.try_clone().unwrap();
+        for line in BufReader::new(s).lines() {
+            let env: Envelope = serde_json::from_str(&line.unwrap()).unwrap();
+            let answer = match env.request {
+                Request::Hello => Response::ok(env.id, json!({"daemon": "test", "workers": 2})),
+                Request::SaDelete { spi, .. } => {
+                    Response::err(env.id, "not_found", format!("no in SA with SPI {spi}"))
+                }
+                Request::Events => Response::ok(env.id, json!({"subscribed": true})),
+                _ => Response::err(env.id, "bad_request", "unexpected"),
+            };
+            let events = env.request == Request::Events;
+            writeln!(out, "{}", serde_json::to_string(&answer).unwrap()).unwrap();
+            if events {
+                writeln!(
+                    out,
+                    r#"{{"version":1,"event":"acquire","spi":"0x00000000","direction":"out","local":"10.1.0.1","remote":"10.2.0.1","policy":3}}"#
+                )
+                .unwrap();
+                return;
+            }
+        }
+    }
+
+    #[test]
+    fn client_against_a_server() {
+        let dir = std::env::temp_dir().join(format!("esprit-api-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("api.sock");
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path).unwrap();
+        let server = std::thread::spawn(move || {
+            serve(listener.try_clone().unwrap());
+            serve(listener);
+        });
+        let mut c = Client::connect(&path).unwrap();
+        assert_eq!(c.call(Request::Hello).unwrap()["workers"], 2);
+        match c.call(Request::SaDelete {
+            spi: Spi(0xc001),
+            direction: Direction::In,
+            address: None,
+        }) {
+            Err(ApiError::Refused { code, message }) => {
+                assert_eq!(code, "not_found");
+                assert_eq!(message, "no in SA with SPI 0x0000c001");
+            }
+            other => panic!("{other:?}"),
+        }
+        let raw = json!({"op": "route.list"});
+        match c.call_json(raw.as_object().unwrap().clone()) {
+            Err(ApiError::Refused { code, .. }) => assert_eq!(code, "bad_request"),
+            other => panic!("{other:?}"),
+        }
+        drop(c);
+        let events: Vec<_> = Client::connect(&path).unwrap().events().unwrap().collect();
+        assert_eq!(events.len(), 1);
+        let e = events[0].as_ref().unwrap();
+        assert_eq!((e.event.as_str(), e.policy), ("acquire", Some(3)));
+        server.join().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

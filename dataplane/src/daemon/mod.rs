@@ -1,6 +1,7 @@
 //! The dataplane daemon `esprit-dataplane`: configuration, start-up (SAs, interfaces, XDP,
 //! workers), the control thread that keeps next hops fresh, and a clean shutdown.
 
+pub mod api;
 pub mod config;
 mod neigh;
 pub mod router;

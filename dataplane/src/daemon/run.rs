@@ -1,7 +1,7 @@
 //! Start-up, the control thread and shutdown of the dataplane daemon.
 
+use super::api::{ApiListener, ApiServer, EventHub};
 use super::config::{DataplaneConfig, FailMode, SideConfig};
-use crate::api::server::{ApiListener, ApiServer, EventHub};
 use crate::api::Snapshot;
 use crate::daemon::neigh::NeighKeeper;
 use crate::daemon::router::Router;

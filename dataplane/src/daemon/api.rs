@@ -2,8 +2,8 @@
 //! the worker through its update channel and answered between batches; events fanned out to
 //! subscribers.
 
-use super::convert::{event_line, sa_config};
-use crate::daemon::router::{RouteError, Router};
+use super::router::{RouteError, Router};
+use crate::api::convert::{event_line, sa_config};
 use crate::sa::spd::Trap;
 use crate::sa::{Direction, Prefix, RouteAction, SaDbError, SaEvent, Selectors};
 use esprit_api::{Envelope, Request, Response, SaSpec, VERSION};
