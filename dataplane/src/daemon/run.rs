@@ -99,7 +99,7 @@ fn side(c: &SideConfig) -> Result<(Side, Vec<IpAddr>, u32), DaemonError> {
 
 /// The kernel's neighbours of `ifindex` with the static ones on top.
 fn merged_neighbours(c: &SideConfig, ifindex: u32) -> Neighbours {
-    let mut n = kernel::neigh::dump(ifindex).unwrap_or_default();
+    let mut n: Neighbours = kernel::neigh::dump(ifindex).unwrap_or_default();
     for (ip, mac) in &c.neighbours {
         n.insert(*ip, *mac);
     }

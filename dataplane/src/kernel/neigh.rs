@@ -1,7 +1,6 @@
 //! The kernel's neighbour table: read with an RTM_GETNEIGH dump, followed through RTNLGRP_NEIGH
 //! notifications, and kept resolved with RTM_NEWNEIGH NTF_USE requests.
 
-use crate::worker::Neighbours;
 use std::io;
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -40,8 +39,9 @@ struct Request {
     ndm_type: u8,
 }
 
-/// Usable neighbour entries on interface `ifindex`.
-pub fn dump(ifindex: u32) -> io::Result<Neighbours> {
+/// Usable neighbour entries on interface `ifindex`, as (address, MAC) pairs collected into any
+/// table (the workers' `Neighbours`, a map in tests): the kernel module knows no worker type.
+pub fn dump<T: Default + Extend<(IpAddr, [u8; 6])>>(ifindex: u32) -> io::Result<T> {
     let fd = netlink_socket(0)?;
     let req = Request {
         len: std::mem::size_of::<Request>() as u32,
@@ -68,7 +68,7 @@ pub fn dump(ifindex: u32) -> io::Result<Neighbours> {
     if r < 0 {
         return Err(io::Error::last_os_error());
     }
-    let mut table = Neighbours::new();
+    let mut table = T::default();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = match recv(&fd, &mut buf) {
@@ -176,11 +176,15 @@ pub(crate) fn parse_entries(mut b: &[u8], mut f: impl FnMut(NeighEntry)) -> io::
 
 /// Parses one netlink datagram of the dump into `table` (usable entries of `ifindex`); true
 /// when the dump is complete.
-pub(crate) fn parse(b: &[u8], ifindex: u32, table: &mut Neighbours) -> io::Result<bool> {
+pub(crate) fn parse(
+    b: &[u8],
+    ifindex: u32,
+    table: &mut impl Extend<(IpAddr, [u8; 6])>,
+) -> io::Result<bool> {
     parse_entries(b, |e| {
         if e.ifindex == ifindex && e.usable() {
             if let Some(mac) = e.mac {
-                table.insert(e.ip, mac);
+                table.extend([(e.ip, mac)]);
             }
         }
     })
@@ -372,12 +376,13 @@ impl NeighUser {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
 
     #[test]
     fn dump_runs() {
         // The dump of a real table completes (loopback may hold NOARP entries).
         let lo = crate::xdp::sys::ifindex("lo").unwrap();
-        dump(lo).unwrap();
+        dump::<Vec<_>>(lo).unwrap();
     }
 
     #[test]
@@ -397,15 +402,18 @@ mod tests {
         m.extend_from_slice(&10u16.to_ne_bytes());
         m.extend_from_slice(&NDA_LLADDR.to_ne_bytes());
         m.extend_from_slice(&[2, 0, 0, 0, 0, 9, 0, 0]);
-        let mut t = Neighbours::new();
+        let mut t = HashMap::new();
         assert!(!parse(&m, 7, &mut t).unwrap());
-        assert_eq!(t.get(IpAddr::from([10, 0, 0, 9])), Some([2, 0, 0, 0, 0, 9]));
-        let mut t = Neighbours::new();
+        assert_eq!(
+            t.get(&IpAddr::from([10, 0, 0, 9])),
+            Some(&[2, 0, 0, 0, 0, 9])
+        );
+        let mut t = HashMap::new();
         parse(&m, 8, &mut t).unwrap();
         assert!(t.is_empty(), "other interfaces are ignored");
         let mut broken = m.clone();
         broken[0] = 200;
-        assert!(parse(&broken, 7, &mut Neighbours::new()).is_err());
+        assert!(parse(&broken, 7, &mut HashMap::new()).is_err());
     }
 
     /// One RTM_NEWNEIGH / RTM_DELNEIGH message for an IPv6 neighbour.

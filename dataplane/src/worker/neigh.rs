@@ -11,6 +11,14 @@ use std::net::IpAddr;
 #[derive(Debug, Clone, Default)]
 pub struct Neighbours(FxHashMap<IpAddr, ([u8; 6], Cell<bool>)>);
 
+impl Extend<(IpAddr, [u8; 6])> for Neighbours {
+    fn extend<I: IntoIterator<Item = (IpAddr, [u8; 6])>>(&mut self, entries: I) {
+        for (ip, mac) in entries {
+            self.insert(ip, mac);
+        }
+    }
+}
+
 impl Neighbours {
     /// An empty table.
     pub fn new() -> Self {
