@@ -11,4 +11,4 @@ pub use client::{ApiError, Client, DEFAULT_SOCKET};
 pub use proto::{
     Envelope, ErrorBody, EventLine, Request, Response, SaInfo, Snapshot, SocketStats, VERSION,
 };
-pub use sa::{Direction, Encap, Mode, SaKey, SaSpec, Spi};
+pub use sa::{Direction, Encap, Mode, SaKey, SaShapeError, SaSpec, Spi};

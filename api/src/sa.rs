@@ -269,3 +269,61 @@ impl SaSpec {
         }
     }
 }
+
+/// Why a JSON value is not an [`SaSpec`], by key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("sa.{field}: {message}")]
+pub struct SaShapeError {
+    /// The offending key (empty when `sa` is not an object at all).
+    pub field: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+fn check<T: de::DeserializeOwned>(v: &serde_json::Value) -> Result<(), String> {
+    T::deserialize(v).map(drop).map_err(|e| e.to_string())
+}
+
+impl SaSpec {
+    /// Reads an SA from JSON, naming the key at fault when it does not fit (the server's
+    /// `invalid_sa` message). Key material is never part of the message.
+    pub fn from_json(v: &serde_json::Value) -> Result<SaSpec, SaShapeError> {
+        let shape = |field: &str, message: String| SaShapeError {
+            field: field.to_string(),
+            message,
+        };
+        let Some(o) = v.as_object() else {
+            return Err(shape(
+                "",
+                "expected an object with the keys of an SA file's [[sa]] table".into(),
+            ));
+        };
+        for (k, v) in o {
+            let r = match k.as_str() {
+                "spi" => check::<Spi>(v),
+                "direction" => check::<Direction>(v),
+                "mode" => check::<Mode>(v),
+                "suite" | "owner" => check::<String>(v),
+                "key" => check::<String>(v).map_err(|_| "expected a hex string".to_string()),
+                "local" | "remote" => check::<IpAddr>(v),
+                "encap" => check::<Encap>(v),
+                "encap_ports" => check::<[u16; 2]>(v),
+                "esn" => check::<bool>(v),
+                "replay_window" | "pad_align" => check::<u32>(v),
+                "seq" => check::<IntOrHex>(v),
+                "local_ts" | "remote_ts" => check::<Vec<String>>(v),
+                "soft_bytes" | "hard_bytes" | "soft_packets" | "hard_packets" => check::<u64>(v),
+                _ => Err("unknown key".to_string()),
+            };
+            r.map_err(|m| shape(k, m))?;
+        }
+        SaSpec::deserialize(v).map_err(|e| {
+            let m = e.to_string();
+            let field = m
+                .strip_prefix("missing field `")
+                .and_then(|r| r.split('`').next())
+                .unwrap_or("");
+            shape(field, m.clone())
+        })
+    }
+}

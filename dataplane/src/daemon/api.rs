@@ -7,7 +7,6 @@ use crate::api::convert::{event_line, sa_config};
 use crate::sa::spd::Trap;
 use crate::sa::{Direction, Prefix, RouteAction, SaDbError, SaEvent, Selectors};
 use esprit_api::{Envelope, Request, Response, SaSpec, VERSION};
-use serde::Deserialize;
 use serde_json::json;
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -247,8 +246,8 @@ fn write_line<T: serde::Serialize>(out: &mut UnixStream, v: &T) -> io::Result<()
 fn refusal(id: Option<u64>, v: Option<&serde_json::Value>, e: serde_json::Error) -> Response {
     let op = v.and_then(|v| v.get("op")).and_then(|o| o.as_str());
     if let (Some("sa.add" | "sa.update"), Some(sa)) = (op, v.and_then(|v| v.get("sa"))) {
-        if let Err(e) = SaSpec::deserialize(sa) {
-            return Response::err(id, "invalid_sa", format!("sa: {e}"));
+        if let Err(e) = SaSpec::from_json(sa) {
+            return Response::err(id, "invalid_sa", e.to_string());
         }
     }
     Response::err(id, "bad_request", format!("not a valid request: {e}"))
