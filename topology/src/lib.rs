@@ -18,6 +18,7 @@ pub mod many;
 pub mod netns;
 pub mod pki;
 pub mod plan;
+pub mod spec;
 pub mod strongswan;
 
 pub use lab::{IfaceInfo, Lab, LabError, LabGuard, LabInfo, LabSpec, Node, NodeInfo, UpOutcome};

@@ -13,7 +13,7 @@
 //!  fd00:200:1::1   fd00:200:1::254 fd00:200::254   fd00:200::2
 //! ```
 
-use crate::lab::{LabSpec, Node};
+use crate::spec::{LabSpec, Node};
 
 /// One end of a veth pair.
 #[derive(Debug, Clone, PartialEq, Eq)]
