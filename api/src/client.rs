@@ -1,6 +1,6 @@
 //! A blocking client of the dataplane API, for `espctl`, the IKE daemon and tests.
 
-use crate::proto::{Envelope, EventLine, Request, Response, VERSION};
+use crate::proto::{Envelope, EventLine, Hello, Request, Response, SaInfo, Snapshot, VERSION};
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -79,6 +79,30 @@ impl Client {
         })
         .map_err(|e| ApiError::Protocol(e.to_string()))?;
         self.exchange(id, line)
+    }
+
+    /// Sends a request and reads its result as `T`.
+    pub fn call_typed<T: serde::de::DeserializeOwned>(
+        &mut self,
+        request: Request,
+    ) -> Result<T, ApiError> {
+        let v = self.call(request)?;
+        serde_json::from_value(v).map_err(|e| ApiError::Protocol(e.to_string()))
+    }
+
+    /// `hello`: who is there.
+    pub fn hello(&mut self) -> Result<Hello, ApiError> {
+        self.call_typed(Request::Hello)
+    }
+
+    /// `sa.list`: every SA with its counters.
+    pub fn sa_list(&mut self) -> Result<Vec<SaInfo>, ApiError> {
+        self.call_typed(Request::SaList)
+    }
+
+    /// `stats`: the counters of the whole dataplane.
+    pub fn stats(&mut self) -> Result<Snapshot, ApiError> {
+        self.call_typed(Request::Stats)
     }
 
     /// Sends a request given as a JSON object (`op` and its arguments; the envelope's `version`
@@ -161,7 +185,10 @@ mod tests {
         for line in BufReader::new(s).lines() {
             let env: Envelope = serde_json::from_str(&line.unwrap()).unwrap();
             let answer = match env.request {
-                Request::Hello => Response::ok(env.id, json!({"daemon": "test", "workers": 2})),
+                Request::Hello => Response::ok(
+                    env.id,
+                    json!({"daemon": "test", "version": 1, "workers": 2}),
+                ),
                 Request::SaDelete { spi, .. } => {
                     Response::err(env.id, "not_found", format!("no in SA with SPI {spi}"))
                 }
@@ -194,6 +221,8 @@ mod tests {
         });
         let mut c = Client::connect(&path).unwrap();
         assert_eq!(c.call(Request::Hello).unwrap()["workers"], 2);
+        let hello = c.hello().unwrap();
+        assert_eq!((hello.daemon.as_str(), hello.workers), ("test", 2));
         match c.call(Request::SaDelete {
             spi: Spi(0xc001),
             direction: Direction::In,

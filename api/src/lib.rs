@@ -9,6 +9,7 @@ pub mod sa;
 
 pub use client::{ApiError, Client, DEFAULT_SOCKET};
 pub use proto::{
-    Envelope, ErrorBody, EventLine, Request, Response, SaInfo, Snapshot, SocketStats, VERSION,
+    Envelope, ErrorBody, EventLine, Hello, Request, Response, SaInfo, Snapshot, SocketStats,
+    VERSION,
 };
 pub use sa::{Direction, Encap, Mode, SaKey, SaShapeError, SaSpec, Spi};

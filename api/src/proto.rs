@@ -163,6 +163,17 @@ impl Response {
     }
 }
 
+/// The result of `hello`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// `esprit-dataplane`.
+    pub daemon: String,
+    /// The protocol version the server speaks.
+    pub version: u32,
+    /// Workers; an inbound SA belongs to worker `SPI mod workers`.
+    pub workers: u32,
+}
+
 /// An SA as the API shows it: configuration without the key, and counters.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SaInfo {

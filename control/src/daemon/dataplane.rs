@@ -148,14 +148,7 @@ impl DataplaneLink {
 
     /// List the dataplane's SAs and reconcile those this run did not install.
     fn reconcile(&mut self) {
-        let listing = match self.call(Request::SaList) {
-            Ok(v) => v,
-            Err(e) => {
-                self.log.push(format!("listing the dataplane's SAs: {e}"));
-                return;
-            }
-        };
-        let listing: Vec<SaInfo> = match serde_json::from_value(listing) {
+        let listing: Vec<SaInfo> = match self.call_typed(Request::SaList) {
             Ok(l) => l,
             Err(e) => {
                 self.log.push(format!("listing the dataplane's SAs: {e}"));
@@ -248,9 +241,9 @@ impl DataplaneLink {
             Ok(c) => c,
             Err(_) => return false,
         };
-        match c.call(Request::Hello) {
-            Ok(v) => {
-                self.workers = v.get("workers").and_then(Value::as_u64).unwrap_or(1).max(1) as u32;
+        match c.hello() {
+            Ok(h) => {
+                self.workers = h.workers.max(1);
             }
             Err(e) => {
                 self.log.push(format!("dataplane hello failed: {e}"));
@@ -298,6 +291,11 @@ impl DataplaneLink {
                 Err(e.to_string())
             }
         }
+    }
+
+    fn call_typed<T: serde::de::DeserializeOwned>(&mut self, r: Request) -> Result<T, String> {
+        let v = self.call(r)?;
+        serde_json::from_value(v).map_err(|e| format!("unexpected answer: {e}"))
     }
 
     fn call_sa(&mut self, update: bool, sa: &SaSpec) -> Result<(), String> {
