@@ -260,6 +260,24 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        #[test]
+        fn completion_is_correct_and_idempotent(
+            payload in proptest::collection::vec(proptest::num::u8::ANY, 0..1600),
+            family_v6 in proptest::bool::ANY,
+            protocol in proptest::sample::select(vec![proto::TCP, proto::UDP, proto::ICMPV6]),
+        ) {
+            let protocol = if protocol == proto::ICMPV6 && !family_v6 { proto::UDP } else { protocol };
+            let mut p = if family_v6 { v6(protocol, &payload) } else { v4(protocol, &payload) };
+            make_partial(&mut p);
+            proptest::prop_assert!(complete(&mut p));
+            proptest::prop_assert!(valid(&p));
+            let once = p.clone();
+            complete(&mut p);
+            proptest::prop_assert_eq!(p, once);
+        }
+    }
+
     #[test]
     fn skips_fragments_udp_without_checksum_and_other_protocols() {
         let mut frag = v4(proto::UDP, &[1, 2, 3, 4]);
