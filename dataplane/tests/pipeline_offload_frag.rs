@@ -452,3 +452,52 @@ fn transport_mode_does_not_fragment() {
     assert_eq!(out, Out::Drop(DropReason::TooBig));
     assert_eq!(pool.free, 8);
 }
+
+proptest::proptest! {
+    /// Oversized non-DF IPv4 with arbitrary options and payload: a counted drop or pieces
+    /// that decrypt and reassemble to the packet; never a panic.
+    #[test]
+    fn arbitrary_oversized_packets_fragment_or_drop(
+        ihl in 5usize..=15,
+        options in proptest::collection::vec(proptest::num::u8::ANY, 40),
+        payload_len in 1400usize..1900,
+        flags_offset in proptest::num::u16::ANY,
+        protocol in proptest::num::u8::ANY,
+        frames in 0usize..4,
+    ) {
+        let (mut gw, mut rx) = gateways(Mode::Tunnel, 1500);
+        let hl = ihl * 4;
+        let mut pkt = v4(protocol, &vec![0x5a; payload_len], false, 0x1234);
+        pkt.splice(20..20, options[..hl - 20].iter().copied());
+        pkt[0] = 0x40 | ihl as u8;
+        let total = pkt.len() as u16;
+        pkt[2..4].copy_from_slice(&total.to_be_bytes());
+        pkt[6..8].copy_from_slice(&(flags_offset & 0xbfff).to_be_bytes());
+        Ipv4Packet::new_checked(&mut pkt[..]).unwrap().fill_checksum();
+        let mut pool = VecPool::new(frames);
+        let (out, f) = through(&mut gw, &pkt, &mut pool);
+        match out {
+            Out::Tx(Port::Wan) => {
+                let mut pieces = vec![open(&mut rx, &f)];
+                for (_, g) in &pool.sent {
+                    pieces.push(open(&mut rx, g));
+                }
+                let mut data = vec![];
+                let base = usize::from(flags_offset & 0x1fff) * 8;
+                pieces.sort_by_key(|p| Ipv4Packet::new_checked(&p[..]).unwrap().frag_offset());
+                for p in &pieces {
+                    let ip = Ipv4Packet::new_checked(&p[..]).unwrap();
+                    proptest::prop_assert!(ip.verify_checksum());
+                    proptest::prop_assert_eq!(ip.frag_offset(), base + data.len());
+                    data.extend_from_slice(ip.payload());
+                }
+                proptest::prop_assert_eq!(&data[..], &pkt[hl..]);
+            }
+            Out::Drop(r) => {
+                proptest::prop_assert!(pool.sent.is_empty());
+                proptest::prop_assert_eq!(pool.free, frames, "{:?}: frames given back", r);
+            }
+            Out::Tx(Port::Lan) => proptest::prop_assert!(false, "no ICMP for non-DF"),
+        }
+    }
+}
