@@ -7,7 +7,7 @@ use dataplane::esp::aead::KeyMaterial;
 use dataplane::esp::decap::decap;
 use dataplane::esp::{Backend, DropReason, Suite};
 use dataplane::frame::{Frame, OwnedFrame, DEFAULT_HEADROOM};
-use dataplane::sa::{Direction, Mode, SaConfig, SaDb, Selectors};
+use dataplane::sa::{Direction, Mode, RouteAction, RouteTable, SaConfig, SaDb, Selectors};
 use dataplane::wire::checksum::{finish, fold, pseudo_header_sum, sum};
 use dataplane::wire::ipv4::Ipv4Repr;
 use dataplane::wire::ipv6::Ipv6Repr;
@@ -436,6 +436,44 @@ fn df_and_ipv6_still_get_too_big_errors() {
     assert_eq!(f.data()[14 + 40], 2, "packet too big");
     assert_eq!(gw.fragmented, 0);
     assert_eq!(gw.icmp_sent, 2);
+}
+
+#[test]
+fn bypass_routes_fragment_to_the_wan_mtu_and_answer_df() {
+    let (g, _) = gateways(Mode::Tunnel, 1500);
+    let (lan, mut wan) = (g.lan.clone(), g.wan.clone());
+    wan.neighbours.insert(a("10.2.0.2"), PEER_MAC);
+    let mut gw = Pipeline::new(SaDb::new(Backend::default()), lan, wan);
+    let mut routes = RouteTable::new();
+    routes.insert("10.2.0.0/16".parse().unwrap(), RouteAction::Bypass);
+    gw.set_routes(routes);
+    // A 1500-byte packet fits the WAN as it is; 1,600 bytes without DF leave as two fragments.
+    let fits = v4(proto::UDP, &udp(1472), false, 5);
+    let (out, _) = through(&mut gw, &fits, &mut VecPool::new(4));
+    assert_eq!(out, Out::Tx(Port::Wan));
+    let mut whole = v4(proto::UDP, &udp(1572), false, 6);
+    let mut pool = VecPool::new(4);
+    let (out, f) = through(&mut gw, &whole, &mut pool);
+    assert_eq!(out, Out::Tx(Port::Wan));
+    assert_eq!(pool.sent.len(), 1);
+    let pieces = vec![
+        f.data()[14..].to_vec(),
+        pool.sent[0].1.data()[14..].to_vec(),
+    ];
+    assert!(pieces.iter().all(|p| p.len() <= 1500));
+    whole[8] -= 1;
+    Ipv4Packet::new_checked(&mut whole[..])
+        .unwrap()
+        .fill_checksum();
+    assert_reassembles(&pieces, &whole);
+    assert_eq!(gw.bypassed, 3);
+    // With DF: fragmentation needed with the WAN's MTU.
+    let df = v4(proto::UDP, &udp(1572), true, 7);
+    let (out, f) = through(&mut gw, &df, &mut VecPool::new(4));
+    assert_eq!(out, Out::Tx(Port::Lan));
+    let icmp = &f.data()[14..];
+    assert_eq!((icmp[20], icmp[21]), (3, 4));
+    assert_eq!(u16::from_be_bytes([icmp[26], icmp[27]]), 1500);
 }
 
 #[test]
