@@ -1072,3 +1072,4 @@ fn a_second_ike_sa_without_initial_contact_leaves_the_first() {
 }
 
 mod attack;
+mod replay;
