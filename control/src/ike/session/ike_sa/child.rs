@@ -161,9 +161,10 @@ impl IkeSa {
         replaces: Option<u32>,
         we_initiated: bool,
     ) {
-        let (Some(keys), Some(ike)) = (&self.keys, self.suite) else {
+        let Some(k) = &self.keys else {
             return;
         };
+        let (keys, ike) = (&k.ike, k.suite);
         let ck = match keys::derive_child_keys(ike.prf, &keys.sk_d, shared, ni, nr, suite.encr) {
             Ok(k) => k,
             Err(e) => return self.log(ctx, format!("child key derivation failed: {e}")),
@@ -414,7 +415,7 @@ impl IkeSa {
                     // A rekey collision (RFC 7296 §2.8.1): our own rekey of this child is under
                     // way. Remember the peer's nonces to decide, when ours completes, which of
                     // the two new pairs is redundant; a rekey of ours still queued is dropped.
-                    let ours_outstanding = matches!(&self.outstanding, Some(Outstanding { kind: Request::CreateChild(pc), .. }) if pc.rekey_of == Some(old));
+                    let ours_outstanding = matches!(&self.window.outstanding, Some(Outstanding { kind: Request::CreateChild(pc), .. }) if pc.rekey_of == Some(old));
                     if ours_outstanding {
                         self.collisions.push((old, ni.clone(), nr.clone()));
                     }

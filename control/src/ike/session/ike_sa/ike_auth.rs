@@ -10,7 +10,7 @@ impl IkeSa {
     }
 
     pub(super) fn our_auth(&self, octets: &[u8]) -> Result<(u8, Vec<u8>), String> {
-        let prf = self.suite.ok_or("no suite")?.prf;
+        let prf = self.keys.as_ref().ok_or("no keys")?.suite.prf;
         match &self.conn.local_auth {
             LocalCredential::Psk(k) => {
                 Ok((auth::method::SHARED_KEY_MIC, auth::psk_auth(prf, k, octets)))
@@ -36,8 +36,8 @@ impl IkeSa {
 
     pub(super) fn send_auth(&mut self, ctx: &mut Ctx<'_>) {
         let (id_type, id_data) = self.local_id_payload();
-        let Some(keys) = &self.keys else { return };
-        let Some(suite) = self.suite else { return };
+        let Some(k) = &self.keys else { return };
+        let (keys, suite) = (&k.ike, k.suite);
         let octets = auth::signed_octets(
             suite.prf,
             &self.init_req,
@@ -132,7 +132,7 @@ impl IkeSa {
                 return Err(format!("peer identity {id} is not the configured {want}"));
             }
         }
-        let prf = self.suite.ok_or("no suite")?.prf;
+        let prf = self.keys.as_ref().ok_or("no keys")?.suite.prf;
         match &conn.remote_auth {
             RemoteCredential::Psk(k) => {
                 if method != auth::method::SHARED_KEY_MIC {
@@ -186,9 +186,10 @@ impl IkeSa {
             Ok(i) => i,
             Err(e) => return self.die(ctx, format!("bad IDr: {e}")),
         };
-        let (Some(keys), Some(suite)) = (&self.keys, self.suite) else {
+        let Some(k) = &self.keys else {
             return;
         };
+        let (keys, suite) = (&k.ike, k.suite);
         let octets = auth::signed_octets(
             suite.prf,
             &self.init_resp,
@@ -214,7 +215,7 @@ impl IkeSa {
         self.state = State::Established;
         self.established_at = Some(ctx.now);
         self.schedule(ctx);
-        let Some(suite) = self.suite else { return };
+        let Some(suite) = self.suite() else { return };
         ctx.events.push_back(IkeEvent::IkeUp {
             ike_sa: self.local_spi(),
             conn: self.conn.name.clone(),
@@ -250,9 +251,10 @@ impl IkeSa {
             Err(e) => return auth_failed(self, ctx, format!("bad IDi: {e}")),
         };
         let wanted_local = idr.and_then(|(t, d)| Identity::from_payload(t, &d).ok());
-        let (Some(keys), Some(suite)) = (&self.keys, self.suite) else {
+        let Some(k) = &self.keys else {
             return;
         };
+        let (keys, suite) = (&k.ike, k.suite);
         let octets = auth::signed_octets(
             suite.prf,
             &self.init_req,
@@ -293,7 +295,9 @@ impl IkeSa {
         self.remote_id = Some(peer);
         self.initial_contact = m.notify(nt::INITIAL_CONTACT).is_some();
         let (lt, ld) = self.local_id_payload();
-        let Some(keys) = &self.keys else { return };
+        let Some(keys) = self.keys.as_ref().map(|k| &k.ike) else {
+            return;
+        };
         let my_octets =
             auth::signed_octets(suite.prf, &self.init_resp, &self.ni, &keys.sk_pr, lt, &ld);
         let (method, adata) = match self.our_auth(&my_octets) {

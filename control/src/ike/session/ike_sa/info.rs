@@ -49,7 +49,7 @@ impl IkeSa {
     }
 
     pub(super) fn deleting_child(&self, inbound: u32) -> bool {
-        matches!(&self.outstanding, Some(Outstanding { kind: Request::DeleteChildren(s), .. }) if s.contains(&inbound))
+        matches!(&self.window.outstanding, Some(Outstanding { kind: Request::DeleteChildren(s), .. }) if s.contains(&inbound))
     }
 
     /// Delete children by inbound SPI.
@@ -64,7 +64,7 @@ impl IkeSa {
             return self.die(ctx, "terminated".into());
         }
         self.tasks.clear();
-        if self.outstanding.is_some() {
+        if self.window.outstanding.is_some() {
             self.tasks.push_back(Task::DeleteIke);
         } else {
             self.tasks.push_front(Task::DeleteIke);

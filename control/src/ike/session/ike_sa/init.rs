@@ -57,7 +57,7 @@ impl IkeSa {
         let h = Header::new(self.spi_i, 0, exchange::IKE_SA_INIT, flags::INITIATOR, 0);
         let data = message::encode_plain(&h, &p);
         self.init_req = data.clone();
-        self.next_id = 1;
+        self.window.next_id = 1;
         self.send_request(ctx, 0, vec![data], Request::SaInit);
     }
 
@@ -75,19 +75,13 @@ impl IkeSa {
         }
     }
 
-    pub(super) fn set_keys(&mut self, shared: &[u8]) -> Result<(), String> {
-        let suite = self.suite.ok_or("no suite")?;
+    /// Derive the IKE keys of the negotiated `suite` from the DH `shared` secret and the nonces.
+    pub(super) fn set_keys(&mut self, suite: IkeSuite, shared: &[u8]) -> Result<(), String> {
         let k = keys::derive_ike_keys(
             suite.prf, suite.encr, &self.ni, &self.nr, shared, self.spi_i, self.spi_r,
         )
         .map_err(|e| e.to_string())?;
-        let (out, inn) = match self.role {
-            Role::Initiator => (&k.sk_ei, &k.sk_er),
-            Role::Responder => (&k.sk_er, &k.sk_ei),
-        };
-        self.sk_out = Some(SkCipher::new(suite.encr, out).map_err(|e| e.to_string())?);
-        self.sk_in = Some(SkCipher::new(suite.encr, inn).map_err(|e| e.to_string())?);
-        self.keys = Some(k);
+        self.keys = Some(Keys::new(self.role, suite, k)?);
         Ok(())
     }
 
@@ -189,7 +183,6 @@ impl IkeSa {
             remote,
         );
         sa_state.candidates = candidates;
-        sa_state.suite = Some(suite);
         sa_state.ni = ni.clone();
         sa_state.nr = ctx.nonce();
         sa_state.init_req = raw.to_vec();
@@ -204,7 +197,7 @@ impl IkeSa {
                     .collect()
             })
             .unwrap_or_default();
-        if sa_state.set_keys(&shared).is_err() {
+        if sa_state.set_keys(suite, &shared).is_err() {
             return None;
         }
         let mut p = vec![
@@ -241,8 +234,8 @@ impl IkeSa {
         let hh = Header::new(h.spi_i, spi_r, exchange::IKE_SA_INIT, flags::RESPONSE, 0);
         let data = message::encode_plain(&hh, &p);
         sa_state.init_resp = data.clone();
-        sa_state.last_response = Some((0, vec![data.clone()]));
-        sa_state.expected_id = 1;
+        sa_state.window.last_response = Some((0, vec![data.clone()]));
+        sa_state.window.expected_id = 1;
         sa_state.state = State::AuthPending;
         ctx.out.push_back(Transmit {
             local,
@@ -254,7 +247,7 @@ impl IkeSa {
 
     /// Resend our cached IKE_SA_INIT response (a retransmitted request).
     pub fn resend_init_response(&self, ctx: &mut Ctx<'_>) {
-        if let Some((0, d)) = &self.last_response {
+        if let Some((0, d)) = &self.window.last_response {
             ctx.out.push_back(Transmit {
                 local: self.local,
                 remote: self.remote,
@@ -330,9 +323,8 @@ impl IkeSa {
             Ok(s) => s,
             Err(e) => return self.die(ctx, format!("bad KE payload: {e}")),
         };
-        self.outstanding = None;
+        self.window.outstanding = None;
         self.spi_r = m.header.spi_r;
-        self.suite = Some(suite);
         self.nr = nr.clone();
         self.init_resp = raw.to_vec();
         self.check_nat(&m, self.spi_r);
@@ -347,7 +339,7 @@ impl IkeSa {
                     .collect()
             })
             .unwrap_or_default();
-        if let Err(e) = self.set_keys(&shared) {
+        if let Err(e) = self.set_keys(suite, &shared) {
             return self.die(ctx, e);
         }
         if self.nat_local || self.nat_remote {

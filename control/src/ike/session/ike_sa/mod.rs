@@ -33,6 +33,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tasks::Task;
+use window::{Outstanding, Request, Window};
 
 mod child;
 mod ike_auth;
@@ -136,31 +137,6 @@ pub struct ChildSa {
     pub rekeying: bool,
 }
 
-/// A request of ours waiting for its response.
-struct Outstanding {
-    id: u32,
-    data: Vec<Vec<u8>>,
-    tries: u32,
-    deadline: Instant,
-    kind: Request,
-}
-
-/// What an outstanding request was.
-enum Request {
-    SaInit,
-    Auth(PendingChild),
-    CreateChild(PendingChild),
-    DeleteChildren(Vec<u32>),
-    DeleteIke,
-    Liveness,
-    RekeyIke {
-        ke: KeyExchange,
-        ni: Vec<u8>,
-        spi: u64,
-        offered: Vec<Proposal>,
-    },
-}
-
 /// A child being negotiated by us.
 struct PendingChild {
     params: ChildParams,
@@ -173,6 +149,37 @@ struct PendingChild {
     rekey_of: Option<u32>,
 }
 
+/// What IKE_SA_INIT (or an IKE rekey) yields: the negotiated algorithms, the derived SK_*
+/// values and the two ciphers made from them. One value, so a suite never exists without keys.
+struct Keys {
+    /// The negotiated algorithms.
+    suite: IkeSuite,
+    /// SK_d, SK_ai/ar, SK_ei/er, SK_pi/pr (never logged).
+    ike: IkeKeys,
+    /// Encrypts what we send.
+    sk_out: SkCipher,
+    /// Decrypts what we receive.
+    sk_in: SkCipher,
+}
+
+impl Keys {
+    /// The keys of `role` from the derived `ike` keys of `suite`.
+    fn new(role: Role, suite: IkeSuite, ike: IkeKeys) -> Result<Keys, String> {
+        let (out, inn) = match role {
+            Role::Initiator => (&ike.sk_ei, &ike.sk_er),
+            Role::Responder => (&ike.sk_er, &ike.sk_ei),
+        };
+        let sk_out = SkCipher::new(suite.encr, out).map_err(|e| e.to_string())?;
+        let sk_in = SkCipher::new(suite.encr, inn).map_err(|e| e.to_string())?;
+        Ok(Keys {
+            suite,
+            ike,
+            sk_out,
+            sk_in,
+        })
+    }
+}
+
 /// One IKE SA.
 pub struct IkeSa {
     role: Role,
@@ -183,16 +190,14 @@ pub struct IkeSa {
     spi_r: u64,
     local: SocketAddr,
     remote: SocketAddr,
-    suite: Option<IkeSuite>,
     ke: Option<KeyExchange>,
     ni: Vec<u8>,
     nr: Vec<u8>,
     init_req: Vec<u8>,
     init_resp: Vec<u8>,
     offered: Vec<Proposal>,
-    keys: Option<IkeKeys>,
-    sk_out: Option<SkCipher>,
-    sk_in: Option<SkCipher>,
+    /// The negotiated suite and the keys, once IKE_SA_INIT is done.
+    keys: Option<Keys>,
     iv: u64,
     nat_local: bool,
     nat_remote: bool,
@@ -200,10 +205,7 @@ pub struct IkeSa {
     peer_frag: bool,
     cookie: Option<Vec<u8>>,
     ke_retries: u32,
-    next_id: u32,
-    expected_id: u32,
-    outstanding: Option<Outstanding>,
-    last_response: Option<(u32, Vec<Vec<u8>>)>,
+    window: Window,
     reassembly: Option<(bool, Reassembly)>,
     pending_msg: Option<Message>,
     tasks: VecDeque<Task>,
@@ -265,7 +267,7 @@ impl IkeSa {
 
     /// Negotiated algorithms.
     pub fn suite(&self) -> Option<IkeSuite> {
-        self.suite
+        self.keys.as_ref().map(|k| k.suite)
     }
 
     /// Our and the peer's address.
@@ -295,7 +297,7 @@ impl IkeSa {
 
     /// The IKE keys, for debugging exports (never logged).
     pub fn keys(&self) -> Option<&IkeKeys> {
-        self.keys.as_ref()
+        self.keys.as_ref().map(|k| &k.ike)
     }
 
     /// Why it died, once dead.
@@ -346,7 +348,6 @@ impl IkeSa {
             spi_r,
             local,
             remote,
-            suite: None,
             ke: None,
             ni: Vec::new(),
             nr: Vec::new(),
@@ -354,8 +355,6 @@ impl IkeSa {
             init_resp: Vec::new(),
             offered: Vec::new(),
             keys: None,
-            sk_out: None,
-            sk_in: None,
             iv: 0,
             nat_local: false,
             nat_remote: false,
@@ -363,10 +362,7 @@ impl IkeSa {
             peer_frag: false,
             cookie: None,
             ke_retries: 0,
-            next_id: 0,
-            expected_id: 0,
-            outstanding: None,
-            last_response: None,
+            window: Window::default(),
             reassembly: None,
             pending_msg: None,
             tasks: VecDeque::new(),
@@ -398,7 +394,7 @@ impl IkeSa {
             self.child_down_event(ctx, &c);
         }
         self.state = State::Dead;
-        self.outstanding = None;
+        self.window.outstanding = None;
         self.tasks.clear();
         if self.superseded {
             self.dead_reason = Some(reason);
@@ -490,11 +486,11 @@ impl IkeSa {
 
     /// When [`IkeSa::handle_timeout`] wants to be called next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let mut t: Option<Instant> = self.outstanding.as_ref().map(|o| o.deadline);
+        let mut t: Option<Instant> = self.window.outstanding.as_ref().map(|o| o.deadline);
         let mut min = |x: Instant| t = Some(t.map_or(x, |y| y.min(x)));
         match self.state {
             State::Established => {
-                if let (Some(d), None) = (self.conn.dpd_delay, &self.outstanding) {
+                if let (Some(d), None) = (self.conn.dpd_delay, &self.window.outstanding) {
                     min(self.last_inbound + d);
                 }
                 for c in &self.children {
@@ -528,7 +524,7 @@ impl IkeSa {
         {
             return self.die(ctx, HALF_OPEN_EXPIRED.into());
         }
-        if let Some(o) = &mut self.outstanding {
+        if let Some(o) = &mut self.window.outstanding {
             if ctx.now >= o.deadline {
                 if o.tries >= self.conn.retransmit.tries {
                     let what = match o.kind {
@@ -573,7 +569,7 @@ impl IkeSa {
             self.keepalive_at = Some(ctx.now + KEEPALIVE);
         }
         if let Some(d) = self.conn.dpd_delay {
-            if self.outstanding.is_none()
+            if self.window.outstanding.is_none()
                 && self.tasks.is_empty()
                 && ctx.now >= self.last_inbound + d
             {

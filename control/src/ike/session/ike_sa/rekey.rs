@@ -28,8 +28,8 @@ impl IkeSa {
         nr: Vec<u8>,
         shared: &[u8],
     ) -> Result<IkeSa, String> {
-        let old = self.suite.ok_or("no suite")?;
-        let sk_d = &self.keys.as_ref().ok_or("no keys")?.sk_d;
+        let old_keys = self.keys.as_ref().ok_or("no keys")?;
+        let (old, sk_d) = (old_keys.suite, &old_keys.ike.sk_d);
         let k = keys::derive_rekeyed_ike_keys(
             old.prf, sk_d, suite.prf, suite.encr, shared, &ni, &nr, spi_i, spi_r,
         )
@@ -44,16 +44,9 @@ impl IkeSa {
             self.remote,
         );
         n.candidates = self.candidates.clone();
-        n.suite = Some(suite);
         n.ni = ni;
         n.nr = nr;
-        let (out, inn) = match role {
-            Role::Initiator => (&k.sk_ei, &k.sk_er),
-            Role::Responder => (&k.sk_er, &k.sk_ei),
-        };
-        n.sk_out = Some(SkCipher::new(suite.encr, out).map_err(|e| e.to_string())?);
-        n.sk_in = Some(SkCipher::new(suite.encr, inn).map_err(|e| e.to_string())?);
-        n.keys = Some(k);
+        n.keys = Some(Keys::new(role, suite, k)?);
         n.ports = self.ports;
         n.nat_local = self.nat_local;
         n.nat_remote = self.nat_remote;

@@ -17,7 +17,7 @@ pub(super) enum Task {
 impl IkeSa {
     /// Start the next queued task unless a request is outstanding or the SA is not established.
     pub(super) fn next_task(&mut self, ctx: &mut Ctx<'_>) {
-        if self.outstanding.is_some() || self.state != State::Established {
+        if self.window.outstanding.is_some() || self.state != State::Established {
             return;
         }
         let Some(task) = self.tasks.pop_front() else {
@@ -113,7 +113,7 @@ impl IkeSa {
             }
             Task::Liveness => self.request(ctx, exchange::INFORMATIONAL, &[], Request::Liveness),
             Task::RekeyIke => {
-                let group = self.suite.map(|s| s.dh).or_else(|| {
+                let group = self.suite().map(|s| s.dh).or_else(|| {
                     self.conn
                         .proposals
                         .first()

@@ -3,6 +3,46 @@
 
 use super::*;
 
+/// The message window of RFC 7296 §2.3 with a window of one, both ways: the IDs of our next
+/// request and of the peer's next request, our outstanding request (with what to retransmit)
+/// and the cached response to the peer's last request.
+#[derive(Default)]
+pub(super) struct Window {
+    /// The message ID of our next request.
+    pub(super) next_id: u32,
+    /// The message ID of the peer's next request.
+    pub(super) expected_id: u32,
+    /// Our request waiting for its response.
+    pub(super) outstanding: Option<Outstanding>,
+    /// Our last response (message ID, datagrams), resent when its request is retransmitted.
+    pub(super) last_response: Option<(u32, Vec<Vec<u8>>)>,
+}
+
+/// A request of ours waiting for its response.
+pub(super) struct Outstanding {
+    pub(super) id: u32,
+    pub(super) data: Vec<Vec<u8>>,
+    pub(super) tries: u32,
+    pub(super) deadline: Instant,
+    pub(super) kind: Request,
+}
+
+/// What an outstanding request was.
+pub(super) enum Request {
+    SaInit,
+    Auth(PendingChild),
+    CreateChild(PendingChild),
+    DeleteChildren(Vec<u32>),
+    DeleteIke,
+    Liveness,
+    RekeyIke {
+        ke: KeyExchange,
+        ni: Vec<u8>,
+        spi: u64,
+        offered: Vec<Proposal>,
+    },
+}
+
 impl IkeSa {
     pub(super) fn transmit_all(&self, ctx: &mut Ctx<'_>, data: &[Vec<u8>]) {
         for d in data {
@@ -23,7 +63,7 @@ impl IkeSa {
     ) {
         self.transmit_all(ctx, &data);
         let deadline = ctx.now + self.conn.retransmit.delay(0);
-        self.outstanding = Some(Outstanding {
+        self.window.outstanding = Some(Outstanding {
             id,
             data,
             tries: 0,
@@ -55,8 +95,9 @@ impl IkeSa {
     ) -> Vec<Vec<u8>> {
         let h = Header::new(self.spi_i, self.spi_r, exch, self.flags(response), id);
         let sk = self
-            .sk_out
+            .keys
             .as_ref()
+            .map(|k| &k.sk_out)
             .expect("keys exist once IKE_SA_INIT is done");
         if self.peer_frag {
             return fragment::encode_fragments(&h, payloads, sk, &mut self.iv, FRAGMENT_SIZE);
@@ -73,7 +114,7 @@ impl IkeSa {
     pub(super) fn respond(&mut self, ctx: &mut Ctx<'_>, exch: u8, id: u32, payloads: &[Payload]) {
         let data = self.encrypt(exch, id, true, payloads);
         self.transmit_all(ctx, &data);
-        self.last_response = Some((id, data));
+        self.window.last_response = Some((id, data));
     }
 
     pub(super) fn request(
@@ -83,8 +124,8 @@ impl IkeSa {
         payloads: &[Payload],
         kind: Request,
     ) {
-        let id = self.next_id;
-        self.next_id += 1;
+        let id = self.window.next_id;
+        self.window.next_id += 1;
         let data = self.encrypt(exch, id, false, payloads);
         self.send_request(ctx, id, data, kind);
     }
@@ -102,17 +143,18 @@ impl IkeSa {
             // RFC 7383: reassemble, then handle the whole message. Only the request we expect
             // next or the response to our outstanding request are worth the memory.
             let wanted = if fh.is_response() {
-                self.outstanding
+                self.window
+                    .outstanding
                     .as_ref()
                     .is_some_and(|o| o.id == fh.message_id)
             } else {
-                fh.message_id == self.expected_id
+                fh.message_id == self.window.expected_id
             };
-            let Some(sk) = self.sk_in.as_ref() else {
+            let Some(sk) = self.keys.as_ref().map(|k| &k.sk_in) else {
                 return ctx.drop_for(DropReason::Fragment);
             };
             if !wanted || !self.peer_frag {
-                if !fh.is_response() && fh.message_id.wrapping_add(1) == self.expected_id {
+                if !fh.is_response() && fh.message_id.wrapping_add(1) == self.window.expected_id {
                     return self.handle_request(ctx, local, remote, raw, h);
                 }
                 return ctx.drop_for(DropReason::Fragment);
@@ -149,7 +191,11 @@ impl IkeSa {
         if let Some(m) = self.pending_msg.take() {
             return Some(m);
         }
-        let sk = self.sk_in.as_ref().map(|s| s as &dyn message::SkAead);
+        let sk = self
+            .keys
+            .as_ref()
+            .map(|k| &k.sk_in)
+            .map(|s| s as &dyn message::SkAead);
         match message::decode(raw, sk) {
             Ok(m) => Some(m),
             Err(e) => {
@@ -167,7 +213,7 @@ impl IkeSa {
         raw: &[u8],
         h: Header,
     ) {
-        let Some(o) = &self.outstanding else {
+        let Some(o) = &self.window.outstanding else {
             return ctx.drop_for(DropReason::MessageId);
         };
         if o.id != h.message_id {
@@ -192,7 +238,7 @@ impl IkeSa {
             // The peer's NAT mapping changed: follow it (RFC 7296 §2.23).
             self.remote = remote;
         }
-        let Some(o) = self.outstanding.take() else {
+        let Some(o) = self.window.outstanding.take() else {
             return;
         };
         match o.kind {
@@ -237,25 +283,31 @@ impl IkeSa {
             ctx.drop_for(DropReason::Retransmit);
             return self.resend_init_response(ctx);
         }
-        if h.message_id.wrapping_add(1) == self.expected_id {
+        if h.message_id.wrapping_add(1) == self.window.expected_id {
             ctx.drop_for(DropReason::Retransmit);
             // A retransmitted request: answer from the cache, without processing it again.
             // For a fragmented request, only its first fragment triggers the resend (RFC 7383
             // §2.6.1).
             let first = fragment::fragment_info(raw).is_none_or(|(_, n, _)| n == 1);
-            if let (Some((id, data)), true) = (&self.last_response, first) {
+            if let (Some((id, data)), true) = (&self.window.last_response, first) {
                 if *id == h.message_id {
                     self.transmit_all(ctx, data);
                 }
             }
             return;
         }
-        if h.message_id != self.expected_id {
+        if h.message_id != self.window.expected_id {
             return ctx.drop_for(DropReason::MessageId);
         }
         let decoded = match self.pending_msg.take() {
             Some(m) => Ok(m),
-            None => message::decode(raw, self.sk_in.as_ref().map(|s| s as &dyn message::SkAead)),
+            None => message::decode(
+                raw,
+                self.keys
+                    .as_ref()
+                    .map(|k| &k.sk_in)
+                    .map(|s| s as &dyn message::SkAead),
+            ),
         };
         let m = match decoded {
             Ok(m) if m.encrypted => m,
@@ -263,7 +315,7 @@ impl IkeSa {
             Err(message::DecodeError::UnsupportedCritical(t)) => {
                 // Only answer if the message authenticates: decode again skipping nothing is not
                 // possible, so the SK payload was intact (criticality is checked after the ICV).
-                self.expected_id += 1;
+                self.window.expected_id += 1;
                 self.last_inbound = ctx.now;
                 self.respond(
                     ctx,
@@ -278,7 +330,7 @@ impl IkeSa {
             }
             Err(e) => return ctx.drop_for(DropReason::of_decode(&e)),
         };
-        self.expected_id += 1;
+        self.window.expected_id += 1;
         self.last_inbound = ctx.now;
         if (local, remote) != (self.local, self.remote)
             && (local.port() == self.ports.1 || self.local.port() == self.ports.1)
