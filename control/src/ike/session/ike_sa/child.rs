@@ -2,6 +2,75 @@
 //! the rekey collision rule, and the installation of a negotiated pair.
 
 use super::*;
+use zeroize::Zeroizing;
+
+/// A negotiated child SA ready to install: what [`IkeSa::install_child`] needs, from either
+/// role (the responder's answer is this value, installed once the response is queued).
+pub(super) struct NewChild {
+    /// The child's configuration.
+    pub(super) params: ChildParams,
+    /// Our inbound SPI.
+    pub(super) inbound_spi: u32,
+    /// The peer's inbound SPI.
+    pub(super) outbound_spi: u32,
+    /// The negotiated ESP algorithms.
+    pub(super) suite: EspSuite,
+    /// The DH secret of a PFS exchange.
+    pub(super) shared: Option<Zeroizing<Vec<u8>>>,
+    /// The initiator's nonce of the exchange that made the child.
+    pub(super) ni: Vec<u8>,
+    /// The responder's nonce.
+    pub(super) nr: Vec<u8>,
+    /// The initiator's traffic selectors.
+    pub(super) tsi: Vec<TrafficSelector>,
+    /// The responder's traffic selectors.
+    pub(super) tsr: Vec<TrafficSelector>,
+    /// Tunnel or transport.
+    pub(super) mode: ChildMode,
+    /// The inbound SPI of the child this one rekeys.
+    pub(super) replaces: Option<u32>,
+    /// Whether we started the exchange.
+    pub(super) we_initiated: bool,
+}
+
+/// Why we refuse a child the peer asked for; [`ChildError::notify`] is the notify we answer with.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum ChildError {
+    /// The request has no SA payload.
+    #[error("no SA")]
+    NoSa,
+    /// The request has no TSi payload.
+    #[error("no TSi")]
+    NoTsi,
+    /// The request has no TSr payload.
+    #[error("no TSr")]
+    NoTsr,
+    /// No configured child fits the traffic selectors.
+    #[error("traffic selectors unacceptable")]
+    TsUnacceptable,
+    /// No proposal of the named child is acceptable.
+    #[error("no acceptable ESP proposal for child {0}")]
+    NoProposal(String),
+    /// Our key exchange could not be made.
+    #[error("{0}")]
+    KeyExchange(String),
+    /// The peer's KE payload is not a valid public value.
+    #[error("{0}")]
+    BadKe(String),
+}
+
+impl ChildError {
+    /// The notify type that tells the peer.
+    pub(super) fn notify(&self) -> u16 {
+        match self {
+            ChildError::NoSa | ChildError::BadKe(_) => nt::INVALID_SYNTAX,
+            ChildError::NoTsi | ChildError::NoTsr | ChildError::TsUnacceptable => {
+                nt::TS_UNACCEPTABLE
+            }
+            ChildError::NoProposal(_) | ChildError::KeyExchange(_) => nt::NO_PROPOSAL_CHOSEN,
+        }
+    }
+}
 
 impl IkeSa {
     pub(super) fn pending_child(
@@ -129,38 +198,41 @@ impl IkeSa {
         };
         self.install_child(
             ctx,
-            &child.params,
-            child.inbound_spi,
-            out_spi,
-            suite,
-            shared.as_ref().map(|s| s.as_slice()),
-            &ni,
-            &nr,
-            tsi.clone(),
-            tsr.clone(),
-            mode,
-            child.rekey_of,
-            true,
+            NewChild {
+                params: child.params,
+                inbound_spi: child.inbound_spi,
+                outbound_spi: out_spi,
+                suite,
+                shared,
+                ni,
+                nr,
+                tsi: tsi.clone(),
+                tsr: tsr.clone(),
+                mode,
+                replaces: child.rekey_of,
+                we_initiated: true,
+            },
         );
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn install_child(
-        &mut self,
-        ctx: &mut Ctx<'_>,
-        params: &ChildParams,
-        inbound_spi: u32,
-        outbound_spi: u32,
-        suite: EspSuite,
-        shared: Option<&[u8]>,
-        ni: &[u8],
-        nr: &[u8],
-        tsi: Vec<TrafficSelector>,
-        tsr: Vec<TrafficSelector>,
-        mode: ChildMode,
-        replaces: Option<u32>,
-        we_initiated: bool,
-    ) {
+    /// Derive the keys of a negotiated child, keep it and report it ([`IkeEvent::ChildUp`]).
+    pub(super) fn install_child(&mut self, ctx: &mut Ctx<'_>, new: NewChild) {
+        let NewChild {
+            params,
+            inbound_spi,
+            outbound_spi,
+            suite,
+            shared,
+            ni,
+            nr,
+            tsi,
+            tsr,
+            mode,
+            replaces,
+            we_initiated,
+        } = new;
+        let shared = shared.as_ref().map(|s| s.as_slice());
+        let (ni, nr) = (ni.as_slice(), nr.as_slice());
         let Some(k) = &self.keys else {
             return;
         };
@@ -222,9 +294,8 @@ impl IkeSa {
     }
 
     /// Responder side of a child negotiation (IKE_AUTH or CREATE_CHILD_SA): choose the child
-    /// config, proposal and narrowed selectors. Returns the answer's payloads and a closure that
-    /// installs the child once the response is queued.
-    #[allow(clippy::type_complexity)]
+    /// config, proposal and narrowed selectors. Returns the answer's payloads and the child to
+    /// install once the response is queued.
     pub(super) fn answer_child(
         &mut self,
         ctx: &mut Ctx<'_>,
@@ -233,7 +304,7 @@ impl IkeSa {
         ni: &[u8],
         nr: &[u8],
         rekey_of: Option<u32>,
-    ) -> Result<(Vec<Payload>, Box<dyn FnOnce(&mut IkeSa, &mut Ctx<'_>)>), (u16, String)> {
+    ) -> Result<(Vec<Payload>, NewChild), ChildError> {
         let sa = m
             .find(|p| {
                 if let Payload::Sa(s) = p {
@@ -242,7 +313,7 @@ impl IkeSa {
                     None
                 }
             })
-            .ok_or((nt::INVALID_SYNTAX, "no SA".to_string()))?;
+            .ok_or(ChildError::NoSa)?;
         let tsi = m
             .find(|p| {
                 if let Payload::TsI(t) = p {
@@ -251,7 +322,7 @@ impl IkeSa {
                     None
                 }
             })
-            .ok_or((nt::TS_UNACCEPTABLE, "no TSi".to_string()))?;
+            .ok_or(ChildError::NoTsi)?;
         let tsr = m
             .find(|p| {
                 if let Payload::TsR(t) = p {
@@ -260,7 +331,7 @@ impl IkeSa {
                     None
                 }
             })
-            .ok_or((nt::TS_UNACCEPTABLE, "no TSr".to_string()))?;
+            .ok_or(ChildError::NoTsr)?;
         let old = rekey_of.and_then(|s| self.children.iter().find(|c| c.inbound_spi == s).cloned());
         let mut ts_ok = None;
         for c in &self.conn.children {
@@ -276,25 +347,19 @@ impl IkeSa {
                 break;
             }
         }
-        let (params, local_ts, remote_ts) = ts_ok.ok_or((
-            nt::TS_UNACCEPTABLE,
-            "traffic selectors unacceptable".to_string(),
-        ))?;
+        let (params, local_ts, remote_ts) = ts_ok.ok_or(ChildError::TsUnacceptable)?;
         let ke_group = ke.as_ref().map(|k| k.as_ref().map(|(g, _)| *g));
-        let (num, peer_spi, suite) =
-            proposal::choose_esp(&params.proposals, sa, ke_group).ok_or((
-                nt::NO_PROPOSAL_CHOSEN,
-                format!("no acceptable ESP proposal for child {}", params.name),
-            ))?;
+        let (num, peer_spi, suite) = proposal::choose_esp(&params.proposals, sa, ke_group)
+            .ok_or_else(|| ChildError::NoProposal(params.name.clone()))?;
         let mut p = Vec::new();
         let mut shared = None;
         let mut ke_payload = None;
         if let (Some(g), Some(Some((_, kedata)))) = (suite.dh, &ke) {
-            let k = KeyExchange::new(g, ctx.rng)
-                .map_err(|e| (nt::NO_PROPOSAL_CHOSEN, e.to_string()))?;
+            let k =
+                KeyExchange::new(g, ctx.rng).map_err(|e| ChildError::KeyExchange(e.to_string()))?;
             shared = Some(
                 k.shared_secret(kedata)
-                    .map_err(|e| (nt::INVALID_SYNTAX, e.to_string()))?,
+                    .map_err(|e| ChildError::BadKe(e.to_string()))?,
             );
             ke_payload = Some(Payload::Ke {
                 group: g.transform_id(),
@@ -329,23 +394,20 @@ impl IkeSa {
         } else {
             ChildMode::Tunnel
         };
-        let install = Box::new(move |this: &mut IkeSa, ctx: &mut Ctx<'_>| {
-            this.install_child(
-                ctx,
-                &params,
-                inbound_spi,
-                peer_spi,
-                suite,
-                shared.as_ref().map(|s| s.as_slice()),
-                &ni,
-                &nr,
-                remote_ts,
-                local_ts,
-                mode,
-                rekey_of,
-                false,
-            );
-        });
+        let install = NewChild {
+            params,
+            inbound_spi,
+            outbound_spi: peer_spi,
+            suite,
+            shared,
+            ni,
+            nr,
+            tsi: remote_ts,
+            tsr: local_ts,
+            mode,
+            replaces: rekey_of,
+            we_initiated: false,
+        };
         Ok((p, install))
     }
 
@@ -410,7 +472,7 @@ impl IkeSa {
         match self.answer_child(ctx, &m, ke.clone(), &ni, &nr, rekey_of) {
             Ok((p, install)) => {
                 self.respond(ctx, exchange::CREATE_CHILD_SA, id, &p);
-                install(self, ctx);
+                self.install_child(ctx, install);
                 if let Some(old) = rekey_of {
                     // A rekey collision (RFC 7296 §2.8.1): our own rekey of this child is under
                     // way. Remember the peer's nonces to decide, when ours completes, which of
@@ -429,7 +491,8 @@ impl IkeSa {
                     }
                 }
             }
-            Err((n, reason)) => {
+            Err(err) => {
+                let (n, reason) = (err.notify(), err.to_string());
                 // A KE of a group the chosen proposal does not use: say which one we want.
                 let payload = if n == nt::NO_PROPOSAL_CHOSEN && matches!(ke, Some(Some(_))) {
                     let want = self

@@ -328,7 +328,8 @@ impl IkeSa {
                     p.extend(payloads);
                     child_events.push(install);
                 }
-                Err((n, reason)) => {
+                Err(err) => {
+                    let (n, reason) = (err.notify(), err.to_string());
                     p.push(Payload::Notify(Notify::new(n, Vec::new())));
                     ctx.events.push_back(IkeEvent::ChildFailed {
                         conn: self.conn.name.clone(),
@@ -339,8 +340,8 @@ impl IkeSa {
             }
         }
         self.respond(ctx, exchange::IKE_AUTH, id, &p);
-        for f in child_events {
-            f(self, ctx);
+        for c in child_events {
+            self.install_child(ctx, c);
         }
     }
 }
