@@ -4,6 +4,31 @@
 use super::*;
 
 impl IkeSa {
+    /// The key exchange of our outstanding IKE_SA_INIT request.
+    fn sent_ke(&self) -> Option<&KeyExchange> {
+        match &self.window.outstanding {
+            Some(Outstanding {
+                kind: Request::SaInit(ke),
+                ..
+            }) => Some(ke),
+            _ => None,
+        }
+    }
+
+    /// Take the key exchange of our outstanding IKE_SA_INIT request, ending the request.
+    fn take_sent_ke(&mut self) -> Option<KeyExchange> {
+        match self.window.outstanding.take() {
+            Some(Outstanding {
+                kind: Request::SaInit(ke),
+                ..
+            }) => Some(ke),
+            other => {
+                self.window.outstanding = other;
+                None
+            }
+        }
+    }
+
     pub(super) fn nat_notifies(&self, spi_r: u64) -> [Payload; 2] {
         let mut src = nat_hash(self.spi_i, spi_r, self.local);
         if self.conn.force_encap {
@@ -39,8 +64,9 @@ impl IkeSa {
         v
     }
 
-    pub(super) fn send_sa_init(&mut self, ctx: &mut Ctx<'_>) {
-        let ke = self.ke.as_ref().expect("initiator has a key exchange");
+    /// Our IKE_SA_INIT request with key exchange `ke` (kept in the outstanding request until
+    /// the answer comes).
+    pub(super) fn send_sa_init(&mut self, ctx: &mut Ctx<'_>, ke: KeyExchange) {
         self.offered = proposal::ike_offer(&self.conn.proposals, &[], Some(ke.group()));
         let mut p = Vec::new();
         if let Some(c) = &self.cookie {
@@ -58,7 +84,7 @@ impl IkeSa {
         let data = message::encode_plain(&h, &p);
         self.init_req = data.clone();
         self.window.next_id = 1;
-        self.send_request(ctx, 0, vec![data], Request::SaInit);
+        self.send_request(ctx, 0, vec![data], Request::SaInit(ke));
     }
 
     pub(super) fn check_nat(&mut self, m: &Message, spi_r: u64) {
@@ -267,7 +293,10 @@ impl IkeSa {
             self.ke_retries += 1;
             self.cookie = Some(c.data.clone());
             self.log(ctx, "responder asked for a cookie; retrying");
-            self.send_sa_init(ctx);
+            let Some(ke) = self.take_sent_ke() else {
+                return;
+            };
+            self.send_sa_init(ctx, ke);
             return;
         }
         if let Some(n) = m.notify(nt::INVALID_KE_PAYLOAD) {
@@ -279,16 +308,15 @@ impl IkeSa {
             let acceptable = g.filter(|g| self.conn.proposals.iter().any(|p| p.dh.contains(g)));
             match acceptable {
                 Some(g)
-                    if self.ke_retries < 4
-                        && Some(g) != self.ke.as_ref().map(KeyExchange::group) =>
+                    if self.ke_retries < 4 && Some(g) != self.sent_ke().map(KeyExchange::group) =>
                 {
                     self.ke_retries += 1;
-                    match KeyExchange::new(g, ctx.rng) {
-                        Ok(ke) => self.ke = Some(ke),
+                    let ke = match KeyExchange::new(g, ctx.rng) {
+                        Ok(ke) => ke,
                         Err(e) => return self.die(ctx, e.to_string()),
-                    }
+                    };
                     self.log(ctx, format!("responder wants key exchange {g}; retrying"));
-                    self.send_sa_init(ctx);
+                    self.send_sa_init(ctx, ke);
                 }
                 _ => self.die(
                     ctx,
@@ -310,7 +338,7 @@ impl IkeSa {
         let Some(suite) = proposal::accept_ike_answer(&self.offered, sa) else {
             return self.die(ctx, "responder chose a proposal we did not offer".into());
         };
-        let Some(ke_state) = self.ke.take() else {
+        let Some(ke_state) = self.take_sent_ke() else {
             return;
         };
         if suite.dh != ke_state.group() || group != suite.dh.transform_id() || m.header.spi_r == 0 {

@@ -190,7 +190,6 @@ pub struct IkeSa {
     spi_r: u64,
     local: SocketAddr,
     remote: SocketAddr,
-    ke: Option<KeyExchange>,
     ni: Vec<u8>,
     nr: Vec<u8>,
     init_req: Vec<u8>,
@@ -322,11 +321,10 @@ impl IkeSa {
         let ke = KeyExchange::new(group, ctx.rng).map_err(|e| e.to_string())?;
         let ni = ctx.nonce();
         let mut sa = IkeSa::blank(Role::Initiator, conn, ctx.now, spi_i, 0, local, remote);
-        sa.ke = Some(ke);
         sa.ni = ni;
         sa.first_child = child;
         sa.state = State::InitSent;
-        sa.send_sa_init(ctx);
+        sa.send_sa_init(ctx, ke);
         Ok(sa)
     }
 
@@ -348,7 +346,6 @@ impl IkeSa {
             spi_r,
             local,
             remote,
-            ke: None,
             ni: Vec::new(),
             nr: Vec::new(),
             init_req: Vec::new(),

@@ -29,7 +29,7 @@ pub(super) struct Outstanding {
 
 /// What an outstanding request was.
 pub(super) enum Request {
-    SaInit,
+    SaInit(KeyExchange),
     Auth(PendingChild),
     CreateChild(PendingChild),
     DeleteChildren(Vec<u32>),
@@ -242,7 +242,7 @@ impl IkeSa {
             return;
         };
         match o.kind {
-            Request::SaInit => {}
+            Request::SaInit(_) => {}
             Request::Auth(child) => self.on_auth_response(ctx, m, child),
             Request::CreateChild(child) => self.on_create_child_response(ctx, m, child),
             Request::DeleteChildren(spis) => {
