@@ -627,19 +627,3 @@ impl IkeSa {
         true
     }
 }
-
-pub(super) fn placeholder_child() -> ChildParams {
-    ChildParams {
-        name: String::new(),
-        local_ts: Vec::new(),
-        remote_ts: Vec::new(),
-        proposals: Vec::new(),
-        mode: ChildMode::Tunnel,
-        rekey_time: None,
-        rekey_bytes: 0,
-        rekey_packets: 0,
-        life_bytes: 0,
-        life_packets: 0,
-        replay_window: 0,
-    }
-}

@@ -1,7 +1,6 @@
 //! IKE_AUTH (RFC 7296 §1.2): our AUTH payload and the check of the peer's, for both roles, with
 //! the first child SA riding along.
 
-use super::child::placeholder_child;
 use super::*;
 
 impl IkeSa {
@@ -96,16 +95,7 @@ impl IkeSa {
             p.push(Payload::TsI(c.local_ts.clone()));
             p.push(Payload::TsR(c.remote_ts.clone()));
         }
-        let kind = Request::Auth(child.unwrap_or(PendingChild {
-            params: placeholder_child(),
-            inbound_spi: 0,
-            offered: Vec::new(),
-            local_ts: Vec::new(),
-            remote_ts: Vec::new(),
-            nonce: Vec::new(),
-            ke: None,
-            rekey_of: None,
-        }));
+        let kind = Request::Auth(child);
         self.request(ctx, exchange::IKE_AUTH, &p, kind);
     }
 
@@ -167,7 +157,12 @@ impl IkeSa {
         }
     }
 
-    pub(super) fn on_auth_response(&mut self, ctx: &mut Ctx<'_>, m: Message, child: PendingChild) {
+    pub(super) fn on_auth_response(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        m: Message,
+        child: Option<PendingChild>,
+    ) {
         let idr = m.id_r().map(|(t, d)| (t, d.clone()));
         let has_auth = m.payloads.iter().any(|p| matches!(p, Payload::Auth { .. }));
         if !has_auth {
@@ -176,7 +171,9 @@ impl IkeSa {
                 .map_or("IKE_AUTH response without AUTH".to_string(), |e| {
                     format!("IKE_AUTH refused: {}", nt::name(e.ntype))
                 });
-            ctx.spis.remove(&child.inbound_spi);
+            if let Some(c) = &child {
+                ctx.spis.remove(&c.inbound_spi);
+            }
             return self.die(ctx, reason);
         }
         let Some((id_type, id_data)) = idr else {
@@ -200,13 +197,15 @@ impl IkeSa {
         );
         let conn = self.conn.clone();
         if let Err(e) = self.verify_peer(ctx, &conn, &m, &id, &octets) {
-            ctx.spis.remove(&child.inbound_spi);
+            if let Some(c) = &child {
+                ctx.spis.remove(&c.inbound_spi);
+            }
             return self.die(ctx, format!("authentication of the peer failed: {e}"));
         }
         self.remote_id = Some(id.clone());
         self.initial_contact = m.notify(nt::INITIAL_CONTACT).is_some();
         self.established(ctx);
-        if child.inbound_spi != 0 {
+        if let Some(child) = child {
             self.finish_child(ctx, &m, child, None);
         }
     }

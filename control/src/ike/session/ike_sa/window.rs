@@ -30,7 +30,7 @@ pub(super) struct Outstanding {
 /// What an outstanding request was.
 pub(super) enum Request {
     SaInit(KeyExchange),
-    Auth(PendingChild),
+    Auth(Option<PendingChild>),
     CreateChild(PendingChild),
     DeleteChildren(Vec<u32>),
     DeleteIke,
