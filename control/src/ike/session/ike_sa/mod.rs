@@ -28,6 +28,7 @@ use crate::ike::message::{
 use crate::ike::rng::RandomSource;
 use aws_lc_rs::constant_time;
 use aws_lc_rs::digest;
+use rekey::IkeRekey;
 use std::collections::{HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -216,8 +217,8 @@ pub struct IkeSa {
     last_inbound: Instant,
     dead_reason: Option<String>,
     rekey_at: Option<Instant>,
-    rekeying_ike: bool,
-    superseded: bool,
+    /// Where a rekey of this IKE SA stands.
+    ike_rekey: IkeRekey,
     keepalive_at: Option<Instant>,
     half_open_timeout: Duration,
     /// The IKE port and the NAT-T port (500 and 4500 unless configured otherwise).
@@ -371,8 +372,7 @@ impl IkeSa {
             last_inbound: now,
             dead_reason: None,
             rekey_at: None,
-            rekeying_ike: false,
-            superseded: false,
+            ike_rekey: IkeRekey::Idle,
             keepalive_at: None,
             half_open_timeout: HALF_OPEN_TIMEOUT,
             ports: (500, NAT_T_PORT),
@@ -393,7 +393,7 @@ impl IkeSa {
         self.state = State::Dead;
         self.window.outstanding = None;
         self.tasks.clear();
-        if self.superseded {
+        if self.ike_rekey == IkeRekey::Superseded {
             self.dead_reason = Some(reason);
             return;
         }
@@ -495,7 +495,7 @@ impl IkeSa {
                         min(r);
                     }
                 }
-                if let (Some(r), false) = (self.rekey_at, self.rekeying_ike || self.superseded) {
+                if let (Some(r), IkeRekey::Idle) = (self.rekey_at, self.ike_rekey) {
                     min(r);
                 }
                 if let Some(k) = self.keepalive_at {
@@ -553,7 +553,7 @@ impl IkeSa {
         for spi in due {
             self.rekey_child(ctx, spi);
         }
-        if !self.rekeying_ike && !self.superseded && self.rekey_at.is_some_and(|r| ctx.now >= r) {
+        if self.ike_rekey == IkeRekey::Idle && self.rekey_at.is_some_and(|r| ctx.now >= r) {
             self.rekey_ike(ctx);
         }
         if self.keepalive_at.is_some_and(|k| ctx.now >= k) {

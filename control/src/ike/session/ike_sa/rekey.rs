@@ -2,14 +2,25 @@
 
 use super::*;
 
+/// Where a rekey of the IKE SA stands (was two flags).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum IkeRekey {
+    /// None under way: the rekey timer may start one.
+    Idle,
+    /// Ours is queued or outstanding.
+    Running,
+    /// Done: a successor took the children; this SA only waits to be deleted.
+    Superseded,
+}
+
 impl IkeSa {
     /// Rekey this IKE SA (CREATE_CHILD_SA with an IKE proposal, RFC 7296 §2.18): the new SA
     /// takes over the children, then the old one is deleted.
     pub fn rekey_ike(&mut self, ctx: &mut Ctx<'_>) -> bool {
-        if self.state != State::Established || self.rekeying_ike || self.superseded {
+        if self.state != State::Established || self.ike_rekey != IkeRekey::Idle {
             return false;
         }
-        self.rekeying_ike = true;
+        self.ike_rekey = IkeRekey::Running;
         self.tasks.push_back(Task::RekeyIke);
         self.next_task(ctx);
         true
@@ -58,7 +69,7 @@ impl IkeSa {
         n.established_at = Some(ctx.now);
         n.last_inbound = ctx.now;
         n.schedule(ctx);
-        self.superseded = true;
+        self.ike_rekey = IkeRekey::Superseded;
         ctx.events.push_back(IkeEvent::IkeRekeyed {
             old: self.local_spi(),
             new: n.local_spi(),
@@ -72,7 +83,7 @@ impl IkeSa {
         let refuse = |this: &mut IkeSa, ctx: &mut Ctx<'_>, n: Notify| {
             this.respond(ctx, exchange::CREATE_CHILD_SA, id, &[Payload::Notify(n)]);
         };
-        if self.superseded || self.rekeying_ike {
+        if self.ike_rekey != IkeRekey::Idle {
             // A collision with our own rekey: ask the peer to try again later (RFC 7296 §2.25
             // TEMPORARY_FAILURE); our own exchange goes on.
             return refuse(self, ctx, Notify::new(nt::TEMPORARY_FAILURE, Vec::new()));
@@ -156,7 +167,9 @@ impl IkeSa {
         offered: Vec<Proposal>,
     ) {
         let retry_later = |this: &mut IkeSa, ctx: &mut Ctx<'_>, why: String| {
-            this.rekeying_ike = false;
+            if this.ike_rekey == IkeRekey::Running {
+                this.ike_rekey = IkeRekey::Idle;
+            }
             this.rekey_at = Some(
                 ctx.now
                     + Duration::from_secs(10)
