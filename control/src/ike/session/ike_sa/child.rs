@@ -33,6 +33,17 @@ pub(super) struct NewChild {
     pub(super) we_initiated: bool,
 }
 
+/// A rekey of one of our children that the peer started while our own rekey of it was
+/// outstanding (RFC 7296 §2.8.1): kept until ours completes, to decide which new pair goes.
+pub(super) struct Collision {
+    /// The inbound SPI of the child both sides rekeyed.
+    pub(super) old: u32,
+    /// The peer exchange's Ni.
+    pub(super) their_ni: Vec<u8>,
+    /// Our Nr in the peer's exchange.
+    pub(super) their_nr: Vec<u8>,
+}
+
 /// Why we refuse a child the peer asked for; [`ChildError::notify`] is the notify we answer with.
 #[derive(Debug, thiserror::Error)]
 pub(super) enum ChildError {
@@ -479,7 +490,11 @@ impl IkeSa {
                     // the two new pairs is redundant; a rekey of ours still queued is dropped.
                     let ours_outstanding = matches!(&self.window.outstanding, Some(Outstanding { kind: Request::CreateChild(pc), .. }) if pc.rekey_of == Some(old));
                     if ours_outstanding {
-                        self.collisions.push((old, ni.clone(), nr.clone()));
+                        self.collisions.push(Collision {
+                            old,
+                            their_ni: ni.clone(),
+                            their_nr: nr.clone(),
+                        });
                     }
                     self.tasks.retain(
                         |t| !matches!(t, Task::Child { rekey_of: Some(o), .. } if *o == old),
@@ -560,12 +575,14 @@ impl IkeSa {
                 if let (Some(old), true) = (old, self.children.len() > installed_before) {
                     // Make-before-break: the new pair is installed; now delete the old one.
                     let mut delete = vec![old];
-                    if let Some(pos) = self.collisions.iter().position(|c| c.0 == old) {
+                    if let Some(pos) = self.collisions.iter().position(|c| c.old == old) {
                         // Both sides rekeyed the child at once: the pair made with the lowest
                         // of the four nonces is redundant and its creator deletes it
                         // (RFC 7296 §2.8.1). If that is ours, delete it too; otherwise the
                         // peer deletes the one it made.
-                        let (_, their_ni, their_nr) = self.collisions.remove(pos);
+                        let Collision {
+                            their_ni, their_nr, ..
+                        } = self.collisions.remove(pos);
                         let lowest_theirs = their_ni.as_slice().min(their_nr.as_slice());
                         let lowest_ours = ours.0.as_slice().min(ours.1.as_slice());
                         if lowest_ours < lowest_theirs {

@@ -28,6 +28,7 @@ use crate::ike::message::{
 use crate::ike::rng::RandomSource;
 use aws_lc_rs::constant_time;
 use aws_lc_rs::digest;
+use child::Collision;
 use rekey::IkeRekey;
 use std::collections::{HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -224,8 +225,8 @@ pub struct IkeSa {
     /// The IKE port and the NAT-T port (500 and 4500 unless configured otherwise).
     ports: (u16, u16),
     /// Rekeys of our children that the peer started while our own rekey of the same child was
-    /// outstanding: (old inbound SPI, the peer exchange's Ni, its Nr).
-    collisions: Vec<(u32, Vec<u8>, Vec<u8>)>,
+    /// outstanding.
+    collisions: Vec<Collision>,
     /// Whether our IKE_AUTH request carries INITIAL_CONTACT (RFC 7296 §2.4): only when this is
     /// the only IKE SA with the peer.
     send_initial_contact: bool,
