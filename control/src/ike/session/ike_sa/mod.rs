@@ -162,6 +162,8 @@ struct Keys {
     sk_out: SkCipher,
     /// Decrypts what we receive.
     sk_in: SkCipher,
+    /// The IV counter of `sk_out` (each message uses the next value).
+    iv: u64,
 }
 
 impl Keys {
@@ -178,6 +180,7 @@ impl Keys {
             ike,
             sk_out,
             sk_in,
+            iv: 0,
         })
     }
 }
@@ -199,7 +202,6 @@ pub struct IkeSa {
     offered: Vec<Proposal>,
     /// The negotiated suite and the keys, once IKE_SA_INIT is done.
     keys: Option<Keys>,
-    iv: u64,
     nat_local: bool,
     nat_remote: bool,
     peer_hashes: Vec<u16>,
@@ -207,8 +209,6 @@ pub struct IkeSa {
     cookie: Option<Vec<u8>>,
     ke_retries: u32,
     window: Window,
-    reassembly: Option<(bool, Reassembly)>,
-    pending_msg: Option<Message>,
     tasks: VecDeque<Task>,
     children: Vec<ChildSa>,
     first_child: Option<ChildParams>,
@@ -354,7 +354,6 @@ impl IkeSa {
             init_resp: Vec::new(),
             offered: Vec::new(),
             keys: None,
-            iv: 0,
             nat_local: false,
             nat_remote: false,
             peer_hashes: Vec::new(),
@@ -362,8 +361,6 @@ impl IkeSa {
             cookie: None,
             ke_retries: 0,
             window: Window::default(),
-            reassembly: None,
-            pending_msg: None,
             tasks: VecDeque::new(),
             children: Vec::new(),
             first_child: None,

@@ -16,6 +16,10 @@ pub(super) struct Window {
     pub(super) outstanding: Option<Outstanding>,
     /// Our last response (message ID, datagrams), resent when its request is retransmitted.
     pub(super) last_response: Option<(u32, Vec<Vec<u8>>)>,
+    /// Fragments being reassembled (RFC 7383): whether they make a response, and the buffer.
+    pub(super) reassembly: Option<(bool, Reassembly)>,
+    /// A reassembled message, handed from [`IkeSa::handle`] to the request or response path.
+    pub(super) pending_msg: Option<Message>,
 }
 
 /// A request of ours waiting for its response.
@@ -94,20 +98,19 @@ impl IkeSa {
         payloads: &[Payload],
     ) -> Vec<Vec<u8>> {
         let h = Header::new(self.spi_i, self.spi_r, exch, self.flags(response), id);
-        let sk = self
+        let k = self
             .keys
-            .as_ref()
-            .map(|k| &k.sk_out)
+            .as_mut()
             .expect("keys exist once IKE_SA_INIT is done");
         if self.peer_frag {
-            return fragment::encode_fragments(&h, payloads, sk, &mut self.iv, FRAGMENT_SIZE);
+            return fragment::encode_fragments(&h, payloads, &k.sk_out, &mut k.iv, FRAGMENT_SIZE);
         }
-        self.iv += 1;
+        k.iv += 1;
         vec![message::encode_encrypted(
             &h,
             payloads,
-            sk,
-            self.iv.to_be_bytes(),
+            &k.sk_out,
+            k.iv.to_be_bytes(),
         )]
     }
 
@@ -159,18 +162,18 @@ impl IkeSa {
                 }
                 return ctx.drop_for(DropReason::Fragment);
             }
-            let same = matches!(&self.reassembly, Some((resp, r)) if *resp == fh.is_response() && r.message_id() == Some(fh.message_id));
+            let same = matches!(&self.window.reassembly, Some((resp, r)) if *resp == fh.is_response() && r.message_id() == Some(fh.message_id));
             if !same {
-                self.reassembly =
+                self.window.reassembly =
                     Some((fh.is_response(), Reassembly::new(FragmentLimits::default())));
             }
-            let Some((_, r)) = self.reassembly.as_mut() else {
+            let Some((_, r)) = self.window.reassembly.as_mut() else {
                 return ctx.drop_for(DropReason::Fragment);
             };
             match r.add(raw, sk) {
                 Ok(Some(m)) => {
-                    self.reassembly = None;
-                    self.pending_msg = Some(m);
+                    self.window.reassembly = None;
+                    self.window.pending_msg = Some(m);
                 }
                 Ok(None) => return,
                 Err(fragment::FragmentError::Decode(message::DecodeError::Integrity)) => {
@@ -184,11 +187,11 @@ impl IkeSa {
         } else {
             self.handle_request(ctx, local, remote, raw, h);
         }
-        self.pending_msg = None;
+        self.window.pending_msg = None;
     }
 
     pub(super) fn decode(&mut self, ctx: &mut Ctx<'_>, raw: &[u8]) -> Option<Message> {
-        if let Some(m) = self.pending_msg.take() {
+        if let Some(m) = self.window.pending_msg.take() {
             return Some(m);
         }
         let sk = self
@@ -299,7 +302,7 @@ impl IkeSa {
         if h.message_id != self.window.expected_id {
             return ctx.drop_for(DropReason::MessageId);
         }
-        let decoded = match self.pending_msg.take() {
+        let decoded = match self.window.pending_msg.take() {
             Some(m) => Ok(m),
             None => message::decode(
                 raw,
