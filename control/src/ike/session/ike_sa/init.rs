@@ -3,25 +3,49 @@
 
 use super::*;
 
+/// The initiator's IKE_SA_INIT while it is outstanding: gone once the exchange is done.
+pub(super) struct SaInitOffer {
+    /// Our key exchange.
+    pub(super) ke: KeyExchange,
+    /// The responder's COOKIE to return, once it asked for one.
+    pub(super) cookie: Option<Vec<u8>>,
+    /// How many times the request was restarted (COOKIE, INVALID_KE_PAYLOAD).
+    pub(super) retries: u32,
+    /// The proposals we offered.
+    pub(super) offered: Vec<Proposal>,
+}
+
+impl SaInitOffer {
+    /// A first request with key exchange `ke`.
+    pub(super) fn new(ke: KeyExchange) -> SaInitOffer {
+        SaInitOffer {
+            ke,
+            cookie: None,
+            retries: 0,
+            offered: Vec::new(),
+        }
+    }
+}
+
 impl IkeSa {
-    /// The key exchange of our outstanding IKE_SA_INIT request.
-    fn sent_ke(&self) -> Option<&KeyExchange> {
+    /// Our outstanding IKE_SA_INIT request.
+    fn sent_init(&self) -> Option<&SaInitOffer> {
         match &self.window.outstanding {
             Some(Outstanding {
-                kind: Request::SaInit(ke),
+                kind: Request::SaInit(init),
                 ..
-            }) => Some(ke),
+            }) => Some(init),
             _ => None,
         }
     }
 
-    /// Take the key exchange of our outstanding IKE_SA_INIT request, ending the request.
-    fn take_sent_ke(&mut self) -> Option<KeyExchange> {
+    /// Take our outstanding IKE_SA_INIT request, ending it.
+    fn take_sent_init(&mut self) -> Option<SaInitOffer> {
         match self.window.outstanding.take() {
             Some(Outstanding {
-                kind: Request::SaInit(ke),
+                kind: Request::SaInit(init),
                 ..
-            }) => Some(ke),
+            }) => Some(init),
             other => {
                 self.window.outstanding = other;
                 None
@@ -64,15 +88,15 @@ impl IkeSa {
         v
     }
 
-    /// Our IKE_SA_INIT request with key exchange `ke` (kept in the outstanding request until
-    /// the answer comes).
-    pub(super) fn send_sa_init(&mut self, ctx: &mut Ctx<'_>, ke: KeyExchange) {
-        self.offered = proposal::ike_offer(&self.conn.proposals, &[], Some(ke.group()));
+    /// Send our IKE_SA_INIT request (kept in the outstanding request until the answer comes).
+    pub(super) fn send_sa_init(&mut self, ctx: &mut Ctx<'_>, mut init: SaInitOffer) {
+        let ke = &init.ke;
+        init.offered = proposal::ike_offer(&self.conn.proposals, &[], Some(ke.group()));
         let mut p = Vec::new();
-        if let Some(c) = &self.cookie {
+        if let Some(c) = &init.cookie {
             p.push(Payload::Notify(Notify::new(nt::COOKIE, c.clone())));
         }
-        p.push(Payload::Sa(self.offered.clone()));
+        p.push(Payload::Sa(init.offered.clone()));
         p.push(Payload::Ke {
             group: ke.group().transform_id(),
             data: ke.public_value().to_vec(),
@@ -84,7 +108,7 @@ impl IkeSa {
         let data = message::encode_plain(&h, &p);
         self.init_req = data.clone();
         self.window.next_id = 1;
-        self.send_request(ctx, 0, vec![data], Request::SaInit(ke));
+        self.send_request(ctx, 0, vec![data], Request::SaInit(init));
     }
 
     pub(super) fn check_nat(&mut self, m: &Message, spi_r: u64) {
@@ -287,16 +311,19 @@ impl IkeSa {
             return ctx.drop_for(DropReason::Unexpected);
         }
         if let Some(c) = m.notify(nt::COOKIE) {
-            if self.cookie.is_some() && self.ke_retries > 4 {
+            if self
+                .sent_init()
+                .is_some_and(|i| i.cookie.is_some() && i.retries > 4)
+            {
                 return ctx.drop_for(DropReason::Unexpected);
             }
-            self.ke_retries += 1;
-            self.cookie = Some(c.data.clone());
-            self.log(ctx, "responder asked for a cookie; retrying");
-            let Some(ke) = self.take_sent_ke() else {
+            let Some(mut init) = self.take_sent_init() else {
                 return;
             };
-            self.send_sa_init(ctx, ke);
+            init.retries += 1;
+            init.cookie = Some(c.data.clone());
+            self.log(ctx, "responder asked for a cookie; retrying");
+            self.send_sa_init(ctx, init);
             return;
         }
         if let Some(n) = m.notify(nt::INVALID_KE_PAYLOAD) {
@@ -308,15 +335,20 @@ impl IkeSa {
             let acceptable = g.filter(|g| self.conn.proposals.iter().any(|p| p.dh.contains(g)));
             match acceptable {
                 Some(g)
-                    if self.ke_retries < 4 && Some(g) != self.sent_ke().map(KeyExchange::group) =>
+                    if self
+                        .sent_init()
+                        .is_some_and(|i| i.retries < 4 && g != i.ke.group()) =>
                 {
-                    self.ke_retries += 1;
-                    let ke = match KeyExchange::new(g, ctx.rng) {
+                    let Some(mut init) = self.take_sent_init() else {
+                        return;
+                    };
+                    init.retries += 1;
+                    init.ke = match KeyExchange::new(g, ctx.rng) {
                         Ok(ke) => ke,
                         Err(e) => return self.die(ctx, e.to_string()),
                     };
                     self.log(ctx, format!("responder wants key exchange {g}; retrying"));
-                    self.send_sa_init(ctx, ke);
+                    self.send_sa_init(ctx, init);
                 }
                 _ => self.die(
                     ctx,
@@ -335,10 +367,13 @@ impl IkeSa {
         let (Some(sa), Some((group, kedata)), Some(nr)) = (sa, ke, nonce) else {
             return self.die(ctx, "IKE_SA_INIT response lacks SA, KE or Nonce".into());
         };
-        let Some(suite) = proposal::accept_ike_answer(&self.offered, sa) else {
+        let suite = self
+            .sent_init()
+            .and_then(|i| proposal::accept_ike_answer(&i.offered, sa));
+        let Some(suite) = suite else {
             return self.die(ctx, "responder chose a proposal we did not offer".into());
         };
-        let Some(ke_state) = self.take_sent_ke() else {
+        let Some(SaInitOffer { ke: ke_state, .. }) = self.take_sent_init() else {
             return;
         };
         if suite.dh != ke_state.group() || group != suite.dh.transform_id() || m.header.spi_r == 0 {

@@ -29,6 +29,7 @@ use crate::ike::rng::RandomSource;
 use aws_lc_rs::constant_time;
 use aws_lc_rs::digest;
 use child::Collision;
+use init::SaInitOffer;
 use rekey::IkeRekey;
 use std::collections::{HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -199,15 +200,12 @@ pub struct IkeSa {
     nr: Vec<u8>,
     init_req: Vec<u8>,
     init_resp: Vec<u8>,
-    offered: Vec<Proposal>,
     /// The negotiated suite and the keys, once IKE_SA_INIT is done.
     keys: Option<Keys>,
     nat_local: bool,
     nat_remote: bool,
     peer_hashes: Vec<u16>,
     peer_frag: bool,
-    cookie: Option<Vec<u8>>,
-    ke_retries: u32,
     window: Window,
     tasks: VecDeque<Task>,
     children: Vec<ChildSa>,
@@ -326,7 +324,7 @@ impl IkeSa {
         sa.ni = ni;
         sa.first_child = child;
         sa.state = State::InitSent;
-        sa.send_sa_init(ctx, ke);
+        sa.send_sa_init(ctx, SaInitOffer::new(ke));
         Ok(sa)
     }
 
@@ -352,14 +350,11 @@ impl IkeSa {
             nr: Vec::new(),
             init_req: Vec::new(),
             init_resp: Vec::new(),
-            offered: Vec::new(),
             keys: None,
             nat_local: false,
             nat_remote: false,
             peer_hashes: Vec::new(),
             peer_frag: false,
-            cookie: None,
-            ke_retries: 0,
             window: Window::default(),
             tasks: VecDeque::new(),
             children: Vec::new(),

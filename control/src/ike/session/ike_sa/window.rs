@@ -33,7 +33,7 @@ pub(super) struct Outstanding {
 
 /// What an outstanding request was.
 pub(super) enum Request {
-    SaInit(KeyExchange),
+    SaInit(SaInitOffer),
     Auth(Option<PendingChild>),
     CreateChild(PendingChild),
     DeleteChildren(Vec<u32>),
