@@ -3,6 +3,43 @@
 
 use super::*;
 
+/// Why the peer's IKE_AUTH does not authenticate it (the reason an IKE SA dies with).
+#[derive(Debug, thiserror::Error)]
+pub(super) enum AuthError {
+    /// The message has no AUTH payload.
+    #[error("no AUTH payload")]
+    NoAuth,
+    /// The peer's identity is not the configured one.
+    #[error("peer identity {id} is not the configured {want}")]
+    Identity {
+        /// What the peer claimed.
+        id: Identity,
+        /// What the connection wants.
+        want: Identity,
+    },
+    /// IKE_SA_INIT did not yield keys.
+    #[error("no keys")]
+    NoKeys,
+    /// A PSK was configured but the peer used this method.
+    #[error("peer used auth method {0}, PSK expected")]
+    Method(u8),
+    /// The PSK AUTH value is wrong.
+    #[error("PSK authentication failed")]
+    Psk,
+    /// Public-key authentication without a certificate.
+    #[error("peer sent no certificate")]
+    NoCertificate,
+    /// The certificate chain does not lead to a trusted CA.
+    #[error("certificate not trusted: {0}")]
+    Untrusted(String),
+    /// The certificate is not the claimed identity's.
+    #[error("certificate does not match identity {0}")]
+    CertificateIdentity(Identity),
+    /// The signature does not verify.
+    #[error("signature check failed: {0}")]
+    Signature(String),
+}
+
 impl IkeSa {
     pub(super) fn local_id_payload(&self) -> (u8, Vec<u8>) {
         (self.conn.local_id.id_type(), self.conn.local_id.data())
@@ -107,7 +144,7 @@ impl IkeSa {
         m: &Message,
         id: &Identity,
         octets: &[u8],
-    ) -> Result<(), String> {
+    ) -> Result<(), AuthError> {
         let (method, data) = m
             .find(|p| {
                 if let Payload::Auth { method, data } = p {
@@ -116,21 +153,23 @@ impl IkeSa {
                     None
                 }
             })
-            .ok_or("no AUTH payload")?;
+            .ok_or(AuthError::NoAuth)?;
         if let Some(want) = &conn.remote_id {
             if !want.matches(id) {
-                return Err(format!("peer identity {id} is not the configured {want}"));
+                return Err(AuthError::Identity {
+                    id: id.clone(),
+                    want: want.clone(),
+                });
             }
         }
-        let prf = self.keys.as_ref().ok_or("no keys")?.suite.prf;
+        let prf = self.keys.as_ref().ok_or(AuthError::NoKeys)?.suite.prf;
         match &conn.remote_auth {
             RemoteCredential::Psk(k) => {
                 if method != auth::method::SHARED_KEY_MIC {
-                    return Err(format!("peer used auth method {method}, PSK expected"));
+                    return Err(AuthError::Method(method));
                 }
                 let expect = auth::psk_auth(prf, k, octets);
-                constant_time::verify_slices_are_equal(&expect, data)
-                    .map_err(|_| "PSK authentication failed".to_string())
+                constant_time::verify_slices_are_equal(&expect, data).map_err(|_| AuthError::Psk)
             }
             RemoteCredential::Pubkey { trust, .. } => {
                 let certs: Vec<Certificate> = m
@@ -144,15 +183,15 @@ impl IkeSa {
                         _ => None,
                     })
                     .collect();
-                let (ee, rest) = certs.split_first().ok_or("peer sent no certificate")?;
+                let (ee, rest) = certs.split_first().ok_or(AuthError::NoCertificate)?;
                 trust
                     .validate(ee, rest, ctx.unix_time)
-                    .map_err(|e| format!("certificate not trusted: {e}"))?;
+                    .map_err(|e| AuthError::Untrusted(e.to_string()))?;
                 if !ee.matches_identity(id) {
-                    return Err(format!("certificate does not match identity {id}"));
+                    return Err(AuthError::CertificateIdentity(id.clone()));
                 }
                 auth::verify(method, data, octets, ee)
-                    .map_err(|e| format!("signature check failed: {e}"))
+                    .map_err(|e| AuthError::Signature(e.to_string()))
             }
         }
     }
@@ -280,7 +319,7 @@ impl IkeSa {
                     chosen = Some(c);
                     break;
                 }
-                Err(e) => last_err = e,
+                Err(e) => last_err = e.to_string(),
             }
         }
         let Some(conn) = chosen else {
