@@ -137,7 +137,6 @@ impl IkeSa {
 
     /// Answer an IKE_SA_INIT request (the endpoint has checked cookies and chosen candidate
     /// connections). Returns the new SA, or None if the answer was an error notify.
-    #[allow(clippy::too_many_arguments)]
     pub fn respond_init(
         ctx: &mut Ctx<'_>,
         candidates: Vec<Arc<ConnectionParams>>,

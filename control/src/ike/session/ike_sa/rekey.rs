@@ -13,6 +13,24 @@ pub(super) enum IkeRekey {
     Superseded,
 }
 
+/// What an IKE rekey exchange yields, from which the successor SA is made.
+pub(super) struct Rekeyed<'a> {
+    /// Our role in the rekey exchange (and so in the new SA).
+    pub(super) role: Role,
+    /// The new SA's initiator SPI.
+    pub(super) spi_i: u64,
+    /// The new SA's responder SPI.
+    pub(super) spi_r: u64,
+    /// The negotiated algorithms.
+    pub(super) suite: IkeSuite,
+    /// The rekey exchange's Ni.
+    pub(super) ni: Vec<u8>,
+    /// Its Nr.
+    pub(super) nr: Vec<u8>,
+    /// Its DH shared secret.
+    pub(super) shared: &'a [u8],
+}
+
 impl IkeSa {
     /// Rekey this IKE SA (CREATE_CHILD_SA with an IKE proposal, RFC 7296 §2.18): the new SA
     /// takes over the children, then the old one is deleted.
@@ -27,18 +45,20 @@ impl IkeSa {
     }
 
     /// The IKE SA that replaces this one, built from a rekey exchange's results.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn successor(
         &mut self,
         ctx: &mut Ctx<'_>,
-        role: Role,
-        spi_i: u64,
-        spi_r: u64,
-        suite: IkeSuite,
-        ni: Vec<u8>,
-        nr: Vec<u8>,
-        shared: &[u8],
+        rekeyed: Rekeyed<'_>,
     ) -> Result<IkeSa, String> {
+        let Rekeyed {
+            role,
+            spi_i,
+            spi_r,
+            suite,
+            ni,
+            nr,
+            shared,
+        } = rekeyed;
         let old_keys = self.keys.as_ref().ok_or("no keys")?;
         let (old, sk_d) = (old_keys.suite, &old_keys.ike.sk_d);
         let k = keys::derive_rekeyed_ike_keys(
@@ -136,16 +156,16 @@ impl IkeSa {
                 data: ke_state.public_value().to_vec(),
             },
         ];
-        match self.successor(
-            ctx,
-            Role::Responder,
-            peer_spi,
-            our_spi,
+        let rekeyed = Rekeyed {
+            role: Role::Responder,
+            spi_i: peer_spi,
+            spi_r: our_spi,
             suite,
             ni,
             nr,
-            &shared,
-        ) {
+            shared: &shared,
+        };
+        match self.successor(ctx, rekeyed) {
             Ok(n) => {
                 self.respond(ctx, exchange::CREATE_CHILD_SA, id, &p);
                 ctx.spawned.push(n);
@@ -210,7 +230,16 @@ impl IkeSa {
             Ok(s) => s,
             Err(e) => return retry_later(self, ctx, e.to_string()),
         };
-        match self.successor(ctx, Role::Initiator, spi, peer_spi, suite, ni, nr, &shared) {
+        let rekeyed = Rekeyed {
+            role: Role::Initiator,
+            spi_i: spi,
+            spi_r: peer_spi,
+            suite,
+            ni,
+            nr,
+            shared: &shared,
+        };
+        match self.successor(ctx, rekeyed) {
             Ok(n) => {
                 ctx.spawned.push(n);
                 // The old IKE SA has handed over its children: delete it.
