@@ -85,7 +85,19 @@ secret = "loopback-flood-test-secret"
         b = if lid == "gwA" { 2 } else { 1 },
     );
     let p = dir.join(format!("{name}.toml"));
-    std::fs::write(&p, text).unwrap();
+    // Holds a PSK: esprit-ike refuses it unless only its owner can read it.
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&p)
+            .unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+    }
     p
 }
 

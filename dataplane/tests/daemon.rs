@@ -856,6 +856,8 @@ fn two_workers_share_the_tunnel_through_handoff() {
         ));
     }
     let (sent, got, n) = tcp_transfer(ha, hb, 8 << 20);
+    // Fragmented again inside the tunnel by whichever worker owns (or is handed) it.
+    let (udp_sent, udp_got) = udp_datagram(ha, hb, 3000);
     let stats: Vec<serde_json::Value> = ["gwA", "gwB"]
         .iter()
         .map(|g| {
@@ -874,6 +876,16 @@ fn two_workers_share_the_tunnel_through_handoff() {
         assert!(ok, "ping from each CPU crosses:\n{pings:#?}\n{stats:#?}");
     }
     assert_eq!((n, sent), (8 << 20, got), "TCP arrives intact");
+    assert_eq!(
+        udp_got.as_deref(),
+        Some(&udp_sent[..]),
+        "the 3,000-byte non-DF datagram arrives whole: {stats:?}"
+    );
+    let fragmented: u64 = stats
+        .iter()
+        .map(|s| s["fragmented"].as_u64().unwrap())
+        .sum();
+    assert!(fragmented >= 2, "{stats:?}");
     let handed: u64 = stats
         .iter()
         .map(|s| s["handoff_sent"].as_u64().unwrap())

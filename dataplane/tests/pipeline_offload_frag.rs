@@ -7,7 +7,7 @@ use dataplane::esp::aead::KeyMaterial;
 use dataplane::esp::decap::decap;
 use dataplane::esp::{Backend, DropReason, Suite};
 use dataplane::frame::{Frame, OwnedFrame, DEFAULT_HEADROOM};
-use dataplane::sa::{Direction, Mode, SaConfig, SaDb, Selectors};
+use dataplane::sa::{Direction, Mode, RouteAction, RouteTable, SaConfig, SaDb, Selectors};
 use dataplane::wire::checksum::{finish, fold, pseudo_header_sum, sum};
 use dataplane::wire::ipv4::Ipv4Repr;
 use dataplane::wire::ipv6::Ipv6Repr;
@@ -444,6 +444,44 @@ fn df_and_ipv6_still_get_too_big_errors() {
 }
 
 #[test]
+fn bypass_routes_fragment_to_the_wan_mtu_and_answer_df() {
+    let (g, _) = gateways(Mode::Tunnel, 1500);
+    let (lan, mut wan) = (g.lan.clone(), g.wan.clone());
+    wan.neighbours.insert(a("10.2.0.2"), PEER_MAC);
+    let mut gw = Pipeline::new(SaDb::new(Backend::default()), lan, wan);
+    let mut routes = RouteTable::new();
+    routes.insert("10.2.0.0/16".parse().unwrap(), RouteAction::Bypass);
+    gw.set_routes(routes);
+    // A 1500-byte packet fits the WAN as it is; 1,600 bytes without DF leave as two fragments.
+    let fits = v4(proto::UDP, &udp(1472), false, 5);
+    let (out, _) = through(&mut gw, &fits, &mut VecPool::new(4));
+    assert_eq!(out, Out::Tx(Port::Wan));
+    let mut whole = v4(proto::UDP, &udp(1572), false, 6);
+    let mut pool = VecPool::new(4);
+    let (out, f) = through(&mut gw, &whole, &mut pool);
+    assert_eq!(out, Out::Tx(Port::Wan));
+    assert_eq!(pool.sent.len(), 1);
+    let pieces = vec![
+        f.data()[14..].to_vec(),
+        pool.sent[0].1.data()[14..].to_vec(),
+    ];
+    assert!(pieces.iter().all(|p| p.len() <= 1500));
+    whole[8] -= 1;
+    Ipv4Packet::new_checked(&mut whole[..])
+        .unwrap()
+        .fill_checksum();
+    assert_reassembles(&pieces, &whole);
+    assert_eq!(gw.bypassed, 3);
+    // With DF: fragmentation needed with the WAN's MTU.
+    let df = v4(proto::UDP, &udp(1572), true, 7);
+    let (out, f) = through(&mut gw, &df, &mut VecPool::new(4));
+    assert_eq!(out, Out::Tx(Port::Lan));
+    let icmp = &f.data()[14..];
+    assert_eq!((icmp[20], icmp[21]), (3, 4));
+    assert_eq!(u16::from_be_bytes([icmp[26], icmp[27]]), 1500);
+}
+
+#[test]
 fn transport_mode_does_not_fragment() {
     let (mut gw, _) = gateways(Mode::Transport, 1500);
     let mut pkt = v4(proto::UDP, &udp(1600), false, 1);
@@ -456,4 +494,54 @@ fn transport_mode_does_not_fragment() {
     let (out, _) = through(&mut gw, &pkt, &mut pool);
     assert_eq!(out, Out::Drop(DropReason::TooBig));
     assert_eq!(pool.free, 8);
+}
+
+proptest::proptest! {
+    /// Oversized non-DF IPv4 with arbitrary options and payload: a counted drop or pieces
+    /// that decrypt and reassemble to the packet; never a panic.
+    #[test]
+    fn arbitrary_oversized_packets_fragment_or_drop(
+        ihl in 5usize..=15,
+        options in proptest::collection::vec(proptest::num::u8::ANY, 40),
+        payload_len in 1400usize..1900,
+        flags_offset in proptest::num::u16::ANY,
+        protocol in proptest::num::u8::ANY,
+        frames in 0usize..4,
+    ) {
+        let (mut gw, mut rx) = gateways(Mode::Tunnel, 1500);
+        let hl = ihl * 4;
+        let mut pkt = v4(protocol, &vec![0x5a; payload_len], false, 0x1234);
+        pkt.splice(20..20, options[..hl - 20].iter().copied());
+        pkt[0] = 0x40 | ihl as u8;
+        let total = pkt.len() as u16;
+        pkt[2..4].copy_from_slice(&total.to_be_bytes());
+        pkt[6..8].copy_from_slice(&(flags_offset & 0xbfff).to_be_bytes());
+        Ipv4Packet::new_checked(&mut pkt[..]).unwrap().fill_checksum();
+        let mut pool = VecPool::new(frames);
+        let (out, f) = through(&mut gw, &pkt, &mut pool);
+        match out {
+            Out::Tx(Port::Wan) => {
+                let mut pieces = vec![open(&mut rx, &f)];
+                for (_, g) in &pool.sent {
+                    pieces.push(open(&mut rx, g));
+                }
+                let mut data = vec![];
+                let base = usize::from(flags_offset & 0x1fff) * 8;
+                pieces.sort_by_key(|p| Ipv4Packet::new_checked(&p[..]).unwrap().frag_offset());
+                for p in &pieces {
+                    let ip = Ipv4Packet::new_checked(&p[..]).unwrap();
+                    proptest::prop_assert!(ip.verify_checksum());
+                    proptest::prop_assert_eq!(ip.frag_offset(), base + data.len());
+                    data.extend_from_slice(ip.payload());
+                }
+                proptest::prop_assert_eq!(&data[..], &pkt[hl..]);
+            }
+            Out::Drop(r) => {
+                proptest::prop_assert!(pool.sent.is_empty());
+                proptest::prop_assert_eq!(pool.free, frames, "{:?}: frames given back", r);
+            }
+            Out::Tx(Port::Lan) => proptest::prop_assert!(false, "no ICMP for non-DF"),
+            Out::Wait(_, hop) => proptest::prop_assert!(false, "{hop} is resolved"),
+        }
+    }
 }

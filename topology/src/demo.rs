@@ -392,17 +392,6 @@ pub fn run(o: &DemoOptions, mut say: impl FnMut(&str)) -> Result<DemoReport, Dem
             let text = String::from_utf8_lossy(&out.stdout).to_string();
             Ok((loss(&text), text))
         };
-        // Neighbour discovery first, as any first packet of a site would trigger it: the hosts
-        // greet their gateways, and the gateways' tables pick the answers up within 0.5 s.
-        for (h, gw4, gw6) in [
-            (Node::HostA, "10.201.1.1", "fd00:201:1::1"),
-            (Node::HostB, "10.201.2.1", "fd00:201:2::1"),
-        ] {
-            for gw in [gw4, gw6] {
-                lab.exec(h, &["ping", "-c", "1", "-W", "1", gw])?;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(700));
         say("ping hA -> hB over IPv4 and IPv6 (10 each)");
         let (l4, _) = ping("10.201.2.2")?;
         let (l6, _) = ping("fd00:201:2::2")?;

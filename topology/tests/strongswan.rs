@@ -300,13 +300,16 @@ fn a_wrong_psk_fails_clearly() {
     let e = a.initiate("net").unwrap_err().to_string();
     assert!(e.contains("initiating child net"), "{e}");
     assert!(b.log().contains("MAC mismatched"), "{}", logs(&a, &b));
-    let out = lab
-        .exec(Node::HostA, &["ping", "-c", "1", "-W", "1", HOST_B.0])
-        .unwrap();
-    assert!(
-        !out.status.success(),
-        "no tunnel, no route between the sites"
-    );
+    // No tunnel on either side. (Whether the sites then reach each other is up to the
+    // gateways' routing: with a default route, as here, charon's kernel forwards in the clear.)
+    for (name, c) in [("gwA", &a), ("gwB", &b)] {
+        let sas = c.list_sas().unwrap();
+        assert!(
+            sas.iter().all(|s| s.installed_child("net").is_none()),
+            "{name} has no child SA: {sas:?}\n{}",
+            logs(&a, &b)
+        );
+    }
 }
 
 /// The figure in docs/interop.md: iperf3 TCP from hA to hB through a strongSwan-to-strongSwan

@@ -20,11 +20,26 @@ use std::time::Duration;
 /// Longest request line accepted.
 const MAX_LINE: usize = 1 << 20;
 
-/// Subscribers to the event stream.
+/// Subscribers to the event stream, and the events raised while there were none.
 #[derive(Default)]
 pub struct EventHub {
-    subscribers: Mutex<Vec<SyncSender<SaEvent>>>,
+    inner: Mutex<HubState>,
 }
+
+#[derive(Default)]
+struct HubState {
+    subscribers: Vec<SyncSender<SaEvent>>,
+    /// Events raised while nobody listened (esprit-ike starting or restarting), oldest first,
+    /// at most [`BACKLOG`]: the next subscriber gets those younger than [`BACKLOG_AGE`]. An
+    /// acquire is raised once a second per trap, so losing the first one would hold a site's
+    /// first packets back for a second.
+    backlog: std::collections::VecDeque<(std::time::Instant, SaEvent)>,
+}
+
+/// Events kept for the next subscriber.
+const BACKLOG: usize = 256;
+/// Age beyond which a kept event is no longer delivered.
+const BACKLOG_AGE: Duration = Duration::from_secs(5);
 
 impl EventHub {
     /// Starts a thread that copies events from the worker to every subscriber (dropping for
@@ -35,24 +50,39 @@ impl EventHub {
             .name("esprit-events".into())
             .spawn(move || {
                 for e in from {
-                    let mut subs = hub.subscribers.lock().unwrap_or_else(|p| p.into_inner());
-                    subs.retain(|s| {
-                        !matches!(
-                            s.try_send(e),
-                            Err(std::sync::mpsc::TrySendError::Disconnected(_))
-                        )
-                    });
+                    hub.publish(e);
                 }
             })
             .expect("spawn event thread")
     }
 
+    /// Hands `e` to every subscriber, or keeps it for the next one when there is none.
+    fn publish(&self, e: SaEvent) {
+        let mut st = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        st.subscribers.retain(|s| {
+            !matches!(
+                s.try_send(e),
+                Err(std::sync::mpsc::TrySendError::Disconnected(_))
+            )
+        });
+        if st.subscribers.is_empty() {
+            if st.backlog.len() == BACKLOG {
+                st.backlog.pop_front();
+            }
+            st.backlog.push_back((std::time::Instant::now(), e));
+        }
+    }
+
+    /// A new subscription; it first receives the recent events nobody received.
     fn subscribe(&self) -> Receiver<SaEvent> {
         let (tx, rx) = sync_channel(1024);
-        self.subscribers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(tx);
+        let mut st = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        for (at, e) in st.backlog.drain(..) {
+            if at.elapsed() < BACKLOG_AGE {
+                let _ = tx.try_send(e);
+            }
+        }
+        st.subscribers.push(tx);
         rx
     }
 }
@@ -214,8 +244,10 @@ fn serve_client(
             continue;
         }
         if env.request == Request::Events {
+            // Subscribed before the answer, so every event after it reaches this client.
+            let rx = hub.subscribe();
             write_line(&mut out, &Response::ok(env.id, json!({"subscribed": true})))?;
-            return stream_events(out, hub, stop);
+            return stream_events(out, rx, stop);
         }
         let resp = handle(env.id, env.request, worker);
         write_line(&mut out, &resp)?;
@@ -223,8 +255,7 @@ fn serve_client(
     Ok(())
 }
 
-fn stream_events(mut out: UnixStream, hub: &EventHub, stop: &AtomicBool) -> io::Result<()> {
-    let rx = hub.subscribe();
+fn stream_events(mut out: UnixStream, rx: Receiver<SaEvent>, stop: &AtomicBool) -> io::Result<()> {
     while !stop.load(Ordering::Relaxed) {
         match rx.recv_timeout(Duration::from_millis(200)) {
             Ok(e) => write_line(&mut out, &event_line(&e))?,
@@ -390,5 +421,57 @@ fn add(id: Option<u64>, sa: &SaSpec, replace: bool, router: &Router) -> Response
         ),
         Err(RouteError::Sa(e)) => Response::err(id, "invalid_sa", e.to_string()),
         Err(RouteError::Unavailable) => Response::err(id, "unavailable", "a worker did not answer"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sa::SaEventKind;
+
+    fn acquire(policy: u32) -> SaEvent {
+        SaEvent {
+            kind: SaEventKind::Acquire,
+            spi: 0,
+            direction: Direction::Out,
+            local: "10.0.0.1".parse().unwrap(),
+            remote: "10.0.0.2".parse().unwrap(),
+            policy: Some(policy),
+        }
+    }
+
+    #[test]
+    fn events_raised_before_anyone_subscribes_reach_the_first_subscriber() {
+        let hub = EventHub::default();
+        hub.publish(acquire(1));
+        let rx = hub.subscribe();
+        hub.publish(acquire(2));
+        assert_eq!(rx.try_recv().unwrap().policy, Some(1));
+        assert_eq!(rx.try_recv().unwrap().policy, Some(2));
+        assert!(rx.try_recv().is_err());
+        // Delivered once: a second subscriber sees only what comes after it.
+        let rx2 = hub.subscribe();
+        assert!(rx2.try_recv().is_err());
+    }
+
+    #[test]
+    fn the_backlog_keeps_the_newest_events_only() {
+        let hub = EventHub::default();
+        for p in 0..(BACKLOG as u32 + 10) {
+            hub.publish(acquire(p));
+        }
+        let rx = hub.subscribe();
+        let got: Vec<_> = rx.try_iter().map(|e| e.policy.unwrap()).collect();
+        assert_eq!(got.len(), BACKLOG);
+        assert_eq!(got[0], 10);
+    }
+
+    #[test]
+    fn a_departed_subscriber_leaves_events_for_the_next() {
+        let hub = EventHub::default();
+        drop(hub.subscribe());
+        hub.publish(acquire(7));
+        let rx = hub.subscribe();
+        assert_eq!(rx.try_recv().unwrap().policy, Some(7));
     }
 }

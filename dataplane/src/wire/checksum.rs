@@ -4,27 +4,36 @@
 /// 16-bit big-endian words modulo 0xffff, which is all the fold and the checksum depend on).
 #[inline]
 pub fn sum(acc: u32, data: &[u8]) -> u32 {
-    // Eight bytes at a time: the one's-complement sum of 32-bit words folds to the same
-    // 16-bit result as that of 16-bit words (2^16 ≡ 1 modulo 0xffff). A u64 cannot overflow:
-    // each step adds less than 2^33, and packets are far shorter than 2^31 steps.
-    let mut wide = u64::from(acc);
-    let mut chunks = data.chunks_exact(8);
+    // Sixteen bytes a step, in native byte order, into two accumulators: the one's-complement
+    // sum of 32-bit words folds to the same 16 bits as that of 16-bit words (2^16 ≡ 1 modulo
+    // 0xffff), and summing byte-swapped words gives the byte-swapped sum (RFC 1071 §2(B)), so
+    // one swap at the end replaces one per word. A u64 cannot overflow: each step adds less
+    // than 2^33, and packets are far shorter than 2^30 steps.
+    let (mut a, mut b) = (0u64, 0u64);
+    let mut chunks = data.chunks_exact(16);
     for c in &mut chunks {
-        let w = u64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
-        wide += (w >> 32) + (w & 0xffff_ffff);
+        let (x, y) = c.split_at(8);
+        let x = u64::from_ne_bytes(x.try_into().unwrap_or([0; 8]));
+        let y = u64::from_ne_bytes(y.try_into().unwrap_or([0; 8]));
+        a += (x >> 32) + (x & 0xffff_ffff);
+        b += (y >> 32) + (y & 0xffff_ffff);
     }
+    let mut wide = a + b;
     let mut pairs = chunks.remainder().chunks_exact(2);
     for c in &mut pairs {
-        wide += u64::from(u16::from_be_bytes([c[0], c[1]]));
+        wide += u64::from(u16::from_ne_bytes([c[0], c[1]]));
     }
     if let [last] = pairs.remainder() {
-        wide += u64::from(*last) << 8;
+        wide += u64::from(u16::from_ne_bytes([*last, 0]));
     }
-    // Fold to at most 17 bits, so callers can keep adding small values to a u32.
     wide = (wide & 0xffff_ffff) + (wide >> 32);
     wide = (wide & 0xffff) + (wide >> 16);
     wide = (wide & 0xffff) + (wide >> 16);
-    wide as u32
+    wide = (wide & 0xffff) + (wide >> 16);
+    let native = wide as u16;
+    // Fold the running sum to at most 17 bits, so callers can keep adding small values.
+    let acc = (acc & 0xffff) + (acc >> 16);
+    acc + u32::from(u16::from_be(native))
 }
 
 /// Folds a running sum to 16 bits and complements it: the value to store in a header.

@@ -363,6 +363,36 @@ mod tests {
         assert_eq!(data, pkt[40..]);
     }
 
+    proptest::proptest! {
+        #[test]
+        // (Up to 9,000 bytes in pieces of at least 264: never more than 64 pieces.)
+        fn any_packet_reassembles_at_any_tunnel_mtu(
+            payload_len in 1usize..9000,
+            max in 300usize..1500,
+            security in proptest::bool::ANY,
+            offset_blocks in 0usize..100,
+            more in proptest::bool::ANY,
+        ) {
+            let opts: &[u8] = if security {
+                &[130, 11, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0]
+            } else {
+                &[]
+            };
+            let mut pkt = datagram(payload_len, opts);
+            // Maybe already a fragment of a larger datagram.
+            let w = (offset_blocks as u16) | if more { 0x2000 } else { 0 };
+            pkt[6..8].copy_from_slice(&w.to_be_bytes());
+            Ipv4Packet::new_checked(&mut pkt[..]).unwrap().fill_checksum();
+            let hl = 20 + opts.len();
+            proptest::prop_assume!(pkt.len() > max);
+            let pieces = split(&pkt, max);
+            let (off, data, mf) = reassemble(&pieces);
+            proptest::prop_assert_eq!(off, offset_blocks * 8);
+            proptest::prop_assert_eq!(mf, more);
+            proptest::prop_assert_eq!(&data[..], &pkt[hl..]);
+        }
+    }
+
     #[test]
     fn limits_and_garbage() {
         assert_eq!(plan(&[0x45, 0, 0], 1400), Err(FragError::Malformed));

@@ -25,6 +25,29 @@ fn checksum_at(protocol: u8, v6: bool) -> Option<(usize, usize)> {
     }
 }
 
+/// The offset and protocol of a TCP, UDP or ICMPv6 header after the IPv6 header `pkt` starts
+/// with, through hop-by-hop and destination options only: behind a routing header the
+/// pseudo-header holds the final destination, not the one in the header, and a fragment
+/// header means a fragment. `None` for anything else.
+#[inline]
+fn upper_v6(pkt: &[u8], first: u8) -> Option<(usize, u8)> {
+    let (mut nh, mut off) = (first, crate::wire::ipv6::HEADER_LEN);
+    for _ in 0..crate::wire::ipv6::MAX_EXT_HEADERS {
+        match nh {
+            proto::TCP | proto::UDP | proto::ICMPV6 => {
+                return (off <= pkt.len()).then_some((off, nh))
+            }
+            proto::HOPOPT | proto::IPV6_OPTS => {
+                let len = (usize::from(*pkt.get(off + 1)?) + 1) * 8;
+                nh = *pkt.get(off)?;
+                off += len;
+            }
+            _ => return None,
+        }
+    }
+    None
+}
+
 /// If the TCP, UDP or ICMPv6 checksum of the IP packet in `pkt` holds only the pseudo-header
 /// sum (a checksum-offloading sender), computes the full checksum in place and returns true.
 /// Fragments are left alone (a sender completes the checksum before it fragments, and a
@@ -51,17 +74,9 @@ pub fn complete(pkt: &mut [u8]) -> bool {
                 return false;
             };
             let end = p.total_len();
-            let (l4, protocol) = if checksum_at(p.next_header(), true).is_some() {
-                (crate::wire::ipv6::HEADER_LEN, p.next_header())
-            } else {
-                match p.upper_layer() {
-                    Ok(w) if !w.fragment => (w.offset, w.next_header),
-                    _ => return false,
-                }
-            };
-            if checksum_at(protocol, true).is_none() || l4 > end {
+            let Some((l4, protocol)) = upper_v6(&pkt[..end], p.next_header()) else {
                 return false;
-            }
+            };
             let s = pseudo_header_sum(&pkt[8..24], &pkt[24..40], protocol, end - l4);
             (l4, end, protocol, s)
         }
@@ -260,6 +275,43 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        #[test]
+        fn garbage_never_panics(
+            mut bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..200),
+            v6 in proptest::bool::ANY,
+        ) {
+            if let Some(b) = bytes.first_mut() {
+                *b = if v6 { 0x60 } else { 0x45 | (*b & 0x0f) };
+            }
+            if v6 && bytes.len() >= 40 {
+                // A payload length that fits, and a chain of options headers now and then.
+                let pl = (bytes.len() - 40) as u16;
+                bytes[4..6].copy_from_slice(&pl.to_be_bytes());
+            } else if bytes.len() >= 20 {
+                let tl = bytes.len() as u16;
+                bytes[2..4].copy_from_slice(&tl.to_be_bytes());
+            }
+            complete(&mut bytes);
+        }
+
+        #[test]
+        fn completion_is_correct_and_idempotent(
+            payload in proptest::collection::vec(proptest::num::u8::ANY, 0..1600),
+            family_v6 in proptest::bool::ANY,
+            protocol in proptest::sample::select(vec![proto::TCP, proto::UDP, proto::ICMPV6]),
+        ) {
+            let protocol = if protocol == proto::ICMPV6 && !family_v6 { proto::UDP } else { protocol };
+            let mut p = if family_v6 { v6(protocol, &payload) } else { v4(protocol, &payload) };
+            make_partial(&mut p);
+            proptest::prop_assert!(complete(&mut p));
+            proptest::prop_assert!(valid(&p));
+            let once = p.clone();
+            complete(&mut p);
+            proptest::prop_assert_eq!(p, once);
+        }
+    }
+
     #[test]
     fn skips_fragments_udp_without_checksum_and_other_protocols() {
         let mut frag = v4(proto::UDP, &[1, 2, 3, 4]);
@@ -284,6 +336,39 @@ mod tests {
 
         assert!(!complete(&mut [0x45, 0, 0]));
         assert!(!complete(&mut []));
+    }
+
+    #[test]
+    fn ipv6_behind_a_routing_or_fragment_header_is_left_alone() {
+        for (ext, hdr) in [
+            (proto::IPV6_ROUTE, [proto::UDP, 0, 0, 0, 0, 0, 0, 0]),
+            (proto::IPV6_FRAG, [proto::UDP, 0, 0, 0, 0, 0, 0, 1]),
+        ] {
+            let inner = v6(proto::UDP, b"hello, world");
+            let mut p = inner[..40].to_vec();
+            p.extend_from_slice(&hdr);
+            p.extend_from_slice(&inner[40..]);
+            p[6] = ext;
+            let pl = (p.len() - 40) as u16;
+            p[4..6].copy_from_slice(&pl.to_be_bytes());
+            make_partial(&mut p);
+            let before = p.clone();
+            assert!(!complete(&mut p), "after header {ext}");
+            assert_eq!(p, before);
+        }
+    }
+
+    #[test]
+    fn ipv6_extension_header_past_the_end() {
+        // Destination options claiming 16 bytes in a packet that has 8 after the header.
+        let mut p = v6(proto::UDP, &[]);
+        p[6] = proto::IPV6_OPTS;
+        p[40] = proto::UDP;
+        p[41] = 1;
+        assert!(!complete(&mut p));
+        p[41] = 0;
+        p[40] = proto::TCP;
+        assert!(!complete(&mut p), "TCP header right at the end: too short");
     }
 
     #[test]

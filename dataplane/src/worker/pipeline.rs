@@ -381,7 +381,19 @@ impl Pipeline {
                 },
                 Some(RouteAction::Bypass) => {
                     if info.len > self.wan.mtu {
-                        return Err(Drop::Here(DropReason::TooBig));
+                        // As for the tunnel, with the WAN's MTU: DF (and IPv6) learn it, the
+                        // rest is fragmented.
+                        if info.dont_frag() {
+                            let mtu = u16::try_from(self.wan.mtu).unwrap_or(u16::MAX);
+                            return self.icmp_back(
+                                f,
+                                IcmpError::TooBig { mtu },
+                                DropReason::TooBig,
+                            );
+                        }
+                        let n = self.fragment_out(None, f, self.wan.mtu, pool)?;
+                        self.bypassed += n;
+                        return Ok(Port::Wan);
                     }
                     let r = emit_l2(&self.wan, Port::Wan, f);
                     if matches!(r, Ok(()) | Err(Drop::Wait(..))) {
@@ -409,7 +421,9 @@ impl Pipeline {
                 return Err(Drop::Here(DropReason::TooBig));
             }
             self.clamp_mss(f, &info, max);
-            return self.fragment_out(idx, f, max, pool);
+            return self
+                .fragment_out(Some(idx), f, max, pool)
+                .map(|_| Port::Wan);
         }
         self.clamp_mss(f, &info, max);
         match self.sadb.encrypt_at(idx, f, &info) {
@@ -441,17 +455,19 @@ impl Pipeline {
     }
 
     /// Cuts the IPv4 packet in `f` into fragments of at most `max` bytes, encrypts each with
-    /// the outbound SA at `idx` and sends them out of the WAN: the first in `f` (the caller
-    /// transmits it), the others in frames from `pool`, handed back to it to send. Without
-    /// enough frames nothing is sent (`frag_no_frame`).
+    /// the outbound SA at `idx` (or none: bypass) and sends them out of the WAN: the first in
+    /// `f` (the caller transmits it), the others in frames from `pool`, handed back to it to
+    /// send, or to hold while the WAN's next hop resolves. Without enough frames nothing is
+    /// sent (`frag_no_frame`). Returns the number of fragments on their way, or
+    /// [`Drop::Wait`] when the first one waits for the next hop (the others wait with it).
     #[cold]
     fn fragment_out<B: AsRef<[u8]> + AsMut<[u8]>, P: FramePool<B>>(
         &mut self,
-        idx: usize,
+        idx: Option<usize>,
         f: &mut Frame<B>,
         max: usize,
         pool: &mut P,
-    ) -> Result<Port, Drop> {
+    ) -> Result<u64, Drop> {
         let plan = fragment::plan(f.data(), max).map_err(|e| {
             Drop::Here(match e {
                 FragError::Malformed => DropReason::Malformed,
@@ -492,15 +508,18 @@ impl Pipeline {
         }
         self.fragmented += 1;
         self.fragments += 1;
+        let mut sent = 1;
         for mut g in rest.drain(..) {
             match self.seal_piece(idx, &mut g) {
                 Ok(()) => {
                     self.fragments += 1;
                     self.forwarded[0] += 1;
+                    sent += 1;
                     pool.send(g, Port::Wan);
                 }
                 Err(Drop::Wait(port, hop)) => {
                     self.fragments += 1;
+                    sent += 1;
                     pool.wait(g, port, hop);
                 }
                 Err(d) => {
@@ -511,21 +530,23 @@ impl Pipeline {
                 }
             }
         }
-        first.map(|()| Port::Wan)
+        first.map(|()| sent)
     }
 
-    /// Encrypts one fragment with the outbound SA at `idx` and puts the WAN's Ethernet header
-    /// in front.
+    /// Encrypts one fragment with the outbound SA at `idx` (none: bypass) and puts the WAN's
+    /// Ethernet header in front.
     fn seal_piece<B: AsRef<[u8]> + AsMut<[u8]>>(
         &mut self,
-        idx: usize,
+        idx: Option<usize>,
         f: &mut Frame<B>,
     ) -> Result<(), Drop> {
-        let info = inner_info(f.data()).map_err(|_| Drop::Here(DropReason::Malformed))?;
-        match self.sadb.encrypt_at(idx, f, &info) {
-            Verdict::Pass => {}
-            Verdict::Drop(r) => return Err(Drop::Counted(r)),
-            _ => return Err(Drop::Here(DropReason::Malformed)),
+        if let Some(idx) = idx {
+            let info = inner_info(f.data()).map_err(|_| Drop::Here(DropReason::Malformed))?;
+            match self.sadb.encrypt_at(idx, f, &info) {
+                Verdict::Pass => {}
+                Verdict::Drop(r) => return Err(Drop::Counted(r)),
+                _ => return Err(Drop::Here(DropReason::Malformed)),
+            }
         }
         emit_l2(&self.wan, Port::Wan, f)
     }
