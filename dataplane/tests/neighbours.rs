@@ -43,8 +43,14 @@ fn start(ns: &str, dir: &Path, name: &str) -> Daemon {
         .spawn()
         .expect("spawn esprit-dataplane");
     let mut d = Daemon(child);
+    // Ready once the API answers: the classifiers are attached (failing closed) before the
+    // sockets are registered, the API opens after.
+    let sock = dir.join(format!("{name}.sock"));
     let deadline = Instant::now() + Duration::from_secs(15);
-    while !(xdp_attached(ns, "wan0") && xdp_attached(ns, "lan0")) {
+    while !(std::os::unix::net::UnixStream::connect(&sock).is_ok()
+        && xdp_attached(ns, "wan0")
+        && xdp_attached(ns, "lan0"))
+    {
         if let Some(st) = d.0.try_wait().unwrap() {
             let mut err = String::new();
             d.0.stderr.take().unwrap().read_to_string(&mut err).unwrap();
@@ -225,6 +231,16 @@ fn frames_for_a_host_that_never_answers_are_bounded_and_dropped() {
         }
         std::thread::sleep(Duration::from_millis(200));
     };
+    // What gwA forwarded, as gwB's inbound SA counted it.
+    let arrived = s["sas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|sa| sa["direction"] == "in")
+        .and_then(|sa| sa["packets"].as_u64())
+        .unwrap();
+    let sa = stats(&dir.join("gwA.sock"));
+    assert_eq!(arrived, sent, "gwA forwards every ping: {sa}");
     assert_eq!(s["neigh_queued"].as_u64().unwrap(), per_hop, "{s}");
     assert_eq!(s["neigh_released"].as_u64().unwrap(), 0, "{s}");
     assert_eq!(drops(&s, "neigh_queue_full"), sent - per_hop, "{s}");
