@@ -548,7 +548,9 @@ impl Pipeline {
                 r => Err(Drop::Here(r)),
             };
         }
-        if self.mss_clamp {
+        // Only SYNs are clamped: the outbound SA lookup (cold memory with many tunnels) is
+        // skipped for every other packet.
+        if self.mss_clamp && super::mss::is_syn(f.data()) {
             // The reply path uses the outbound SA towards the sender: clamp to its tunnel MTU.
             if let Ok(info) = inner_info(f.data()) {
                 if let Some(idx) = self.sadb.outbound_lookup(info.dst, info.src) {
