@@ -23,6 +23,7 @@ echo "ci: benchmark smoke (the tool runs; no figure is checked)"
 cargo run --release --locked -q -p bench --bin esprit-bench -- esp --quick > target/bench-smoke.txt
 tail -n 3 target/bench-smoke.txt
 cargo run --release --locked -q -p bench --bin esprit-bench -- ike --quick | tail -n 7
+cargo run --release --locked -q -p bench --bin esprit-bench -- pipeline --quick --json target/pipeline-smoke.json | tail -n 3
 echo "ci: fuzz smoke"
 ./ci/fuzz-smoke.sh
 echo "ci: all green"
