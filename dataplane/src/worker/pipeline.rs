@@ -15,6 +15,11 @@ use crate::wire::{Ipv4Packet, Ipv6Packet};
 use arrayvec::ArrayVec;
 use std::net::IpAddr;
 
+/// SAs from which a batch's SAs are looked up and their keys prefetched before it is processed
+/// ([`Pipeline::process_with`]): below this the tables stay in the cache and the extra pass
+/// would only cost time.
+pub const WARM_MIN_SAS: usize = 4096;
+
 /// An interface of the gateway.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Port {
@@ -246,6 +251,9 @@ impl Pipeline {
         out: &mut [Out],
         pool: &mut P,
     ) {
+        if self.sadb.len() >= WARM_MIN_SAS {
+            self.warm(from, frames);
+        }
         let mut cache = LookupCache::default();
         for (f, o) in frames.iter_mut().zip(out.iter_mut()) {
             let r = match from {
@@ -264,6 +272,35 @@ impl Pipeline {
                 Err(Drop::Counted(reason)) => Out::Drop(reason),
                 Err(Drop::Wait(port, hop)) => Out::Wait(port, hop),
             };
+        }
+    }
+
+    /// Looks up the SA of every frame of a batch (filling the flow cache) and starts loading
+    /// its key schedule before the batch is processed: with many tunnels the tables and keys
+    /// are cold, and a pass of lookups alone lets the CPU overlap the cache misses of
+    /// different packets instead of taking them one packet at a time. A wrong guess (a frame
+    /// the pipeline then drops) costs a lookup and nothing else.
+    #[inline]
+    fn warm<B: AsRef<[u8]> + AsMut<[u8]>>(&mut self, from: Port, frames: &[Frame<B>]) {
+        use crate::wire::peek;
+        for f in frames {
+            let d = f.data();
+            match from {
+                Port::Lan => {
+                    if let Some(i) =
+                        peek::ip_addrs(d).and_then(|(s, t)| self.sadb.outbound_lookup(s, t))
+                    {
+                        self.sadb.outbound()[i].prefetch();
+                    }
+                }
+                Port::Wan => {
+                    if let (Some(spi), Some((_, dst))) = (peek::esp_spi(d), peek::ip_addrs(d)) {
+                        if let Some(sa) = self.sadb.inbound_mut(spi, dst) {
+                            sa.prefetch();
+                        }
+                    }
+                }
+            }
         }
     }
 
