@@ -91,6 +91,10 @@ pub struct PipelineArgs {
     /// Packets per input cycle (the distinct packets fed round and round).
     #[arg(long, default_value_t = 32768)]
     pub cycle: usize,
+    /// Batches are warmed (SAs looked up and keys prefetched first) from this many SAs; a
+    /// huge value turns warming off, to measure what it gains.
+    #[arg(long)]
+    pub warm_min_sas: Option<usize>,
     /// Skip the two-worker handoff rows.
     #[arg(long)]
     pub no_handoff: bool,
@@ -754,6 +758,9 @@ pub fn measure(a: &PipelineArgs, say: &mut dyn FnMut(&str)) -> Result<Vec<Row>, 
         let before = heap_bytes();
         let t0 = Instant::now();
         let mut p = gateway(n, 1, 0)?;
+        if let Some(w) = a.warm_min_sas {
+            p.warm_min_sas = w;
+        }
         let bytes_per_tunnel = heap_bytes().saturating_sub(before) as f64 / n as f64;
         say(&format!(
             "{n} tunnels: tables built in {:.1} s, {:.0} bytes per tunnel",

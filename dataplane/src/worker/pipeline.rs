@@ -118,6 +118,9 @@ pub struct Pipeline {
     pub fragmented: u64,
     /// Fragments those packets became (each its own ESP packet).
     pub fragments: u64,
+    /// SAs from which batches are warmed ([`WARM_MIN_SAS`] by default; `usize::MAX` only to
+    /// measure what warming gains).
+    pub warm_min_sas: usize,
 }
 
 /// Decrements the TTL / hop limit of the IP packet in `pkt`; false if it would reach zero.
@@ -221,6 +224,7 @@ impl Pipeline {
             checksums_completed: 0,
             fragmented: 0,
             fragments: 0,
+            warm_min_sas: WARM_MIN_SAS,
         }
     }
 
@@ -251,7 +255,7 @@ impl Pipeline {
         out: &mut [Out],
         pool: &mut P,
     ) {
-        if self.sadb.len() >= WARM_MIN_SAS {
+        if self.sadb.len() >= self.warm_min_sas {
             self.warm(from, frames);
         }
         let mut cache = LookupCache::default();
