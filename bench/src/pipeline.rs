@@ -200,6 +200,10 @@ pub struct Row {
     /// Share of the packets that arrive on the worker not owning their SA (handoff rows).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub handoff_fraction: Option<f64>,
+    /// Packets dropped because the handoff ring was full, over the packets processed (handoff
+    /// rows; not counted in `mpps`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub handoff_dropped: Option<f64>,
     /// Every round's Mpps.
     pub rounds: Vec<f64>,
 }
@@ -814,6 +818,7 @@ pub fn measure(a: &PipelineArgs, say: &mut dyn FnMut(&str)) -> Result<Vec<Row>, 
                         bytes_per_tunnel,
                         workers: None,
                         handoff_fraction: None,
+                        handoff_dropped: None,
                         rounds: mpps,
                     };
                     let _ = ns_all;
@@ -829,8 +834,11 @@ pub fn measure(a: &PipelineArgs, say: &mut dyn FnMut(&str)) -> Result<Vec<Row>, 
                 for fraction in [0.0, 0.5, 1.0] {
                     let mut mpps = Vec::new();
                     let mut ratios = Vec::new();
+                    let (mut all, mut dropped) = (0u64, 0u64);
                     for _ in 0..rounds {
-                        let (pk, secs) = handoff_run(*size, op, fraction, dur, cycle)?;
+                        let (pk, lost, secs) = handoff_run(*size, op, fraction, dur, cycle)?;
+                        all += pk;
+                        dropped += lost;
                         let aead_ns = base.ns_per_packet(op, dur);
                         let m = pk as f64 / secs / 1e6;
                         mpps.push(m);
@@ -857,6 +865,7 @@ pub fn measure(a: &PipelineArgs, say: &mut dyn FnMut(&str)) -> Result<Vec<Row>, 
                         bytes_per_tunnel: f64::NAN,
                         workers: Some(2),
                         handoff_fraction: Some(fraction),
+                        handoff_dropped: Some(dropped as f64 / all.max(1) as f64),
                         rounds: mpps,
                     };
                     say(&line(&row));
@@ -870,18 +879,20 @@ pub fn measure(a: &PipelineArgs, say: &mut dyn FnMut(&str)) -> Result<Vec<Row>, 
 
 /// Two workers on two threads, one tunnel each (tunnel 0 on worker 0, 1 on worker 1); each
 /// receives its own traffic, of which `fraction` belongs to the other's tunnel and is handed
-/// over its SPSC ring. Returns the packets both processed and the seconds it took.
+/// over its SPSC ring. Returns the packets both processed, those dropped because a ring was
+/// full, and the seconds it took.
 fn handoff_run(
     size: Size,
     op: Op,
     fraction: f64,
     dur: Duration,
     cycle: usize,
-) -> Result<(u64, f64), String> {
+) -> Result<(u64, u64, f64), String> {
     let (p01, c01) = handoff::channel(1024);
     let (p10, c10) = handoff::channel(1024);
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
+    let lost = Arc::new(AtomicU64::new(0));
     let mut threads = Vec::new();
     for (me, out, inbox) in [(0usize, p01, c10), (1, p10, c01)] {
         let mut r = Rng(7 + me as u64);
@@ -899,6 +910,7 @@ fn handoff_run(
         }
         let stop = stop.clone();
         let done = done.clone();
+        let lost = lost.clone();
         threads.push(std::thread::spawn(move || -> Result<(), String> {
             let mut rig = Rig::new()?;
             let (mut out, mut inbox) = (out, inbox);
@@ -908,7 +920,7 @@ fn handoff_run(
                 Port::Wan
             };
             let input = if op == Op::Encrypt { &t.lan } else { &t.wan };
-            let mut count = 0u64;
+            let (mut count, mut dropped) = (0u64, 0u64);
             let mut k = 0;
             while !stop.load(Ordering::Relaxed) {
                 if k == 0 && op == Op::Decrypt {
@@ -919,16 +931,16 @@ fn handoff_run(
                     }
                 }
                 let end = (k + MAX_BATCH).min(input.len());
-                let mut pushed = 0u64;
+                let mut full = 0u64;
                 count += rig.batch(&mut p, port, copier(input, k..end), |f| {
                     let owner = steer(&policies, port, f);
                     if owner == me {
                         return true;
                     }
-                    pushed += u64::from(out.push(port, f));
+                    full += u64::from(!out.push(port, f));
                     false
                 }) as u64;
-                let _ = pushed;
+                dropped += full;
                 k = if end == input.len() { 0 } else { end };
                 // The other worker's packets, copied out of the ring into our chunks.
                 count += rig.batch(
@@ -940,6 +952,7 @@ fn handoff_run(
                 rig.complete();
             }
             done.fetch_add(count, Ordering::Relaxed);
+            lost.fetch_add(dropped, Ordering::Relaxed);
             Ok(())
         }));
     }
@@ -949,7 +962,11 @@ fn handoff_run(
     for t in threads {
         t.join().map_err(|_| "worker panicked".to_string())??;
     }
-    Ok((done.load(Ordering::Relaxed), t0.elapsed().as_secs_f64()))
+    Ok((
+        done.load(Ordering::Relaxed),
+        lost.load(Ordering::Relaxed),
+        t0.elapsed().as_secs_f64(),
+    ))
 }
 
 /// Which worker owns a frame's SA: by SPI on the WAN, by the policy table on the LAN.
@@ -965,7 +982,11 @@ fn steer(policies: &dataplane::sa::spd::Policies, port: Port, frame: &[u8]) -> u
 
 fn line(r: &Row) -> String {
     let extra = match (r.workers, r.handoff_fraction) {
-        (Some(w), Some(f)) => format!("  {w} workers, {:.0}% handed off", f * 100.0),
+        (Some(w), Some(f)) => format!(
+            "  {w} workers, {:.0}% handed off, ring full for {:.1}%",
+            f * 100.0,
+            r.handoff_dropped.unwrap_or(0.0) * 100.0
+        ),
         _ => String::new(),
     };
     format!(
