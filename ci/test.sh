@@ -24,6 +24,7 @@ cargo run --release --locked -q -p bench --bin esprit-bench -- esp --quick > tar
 tail -n 3 target/bench-smoke.txt
 cargo run --release --locked -q -p bench --bin esprit-bench -- ike --quick | tail -n 7
 cargo run --release --locked -q -p bench --bin esprit-bench -- offload --quick | tail -n 4
+cargo run --release --locked -q -p bench --bin esprit-bench -- pipeline --quick --json target/pipeline-smoke.json | tail -n 3
 echo "ci: fuzz smoke"
 ./ci/fuzz-smoke.sh
 echo "ci: all green"

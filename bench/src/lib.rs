@@ -11,5 +11,6 @@ pub mod gateway;
 pub mod ike;
 pub mod ike_cost;
 pub mod offload;
+pub mod pipeline;
 pub mod report;
 pub mod stats;

@@ -3,8 +3,9 @@
 
 use crate::esp::{Backend, DropCounters};
 use crate::sa::config::NAT_T_PORT;
+use crate::sa::index::SelectorIndex;
 use crate::sa::{Direction, InboundSa, Mode, OutboundSa, SaConfig, SaEvent};
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::net::IpAddr;
 
 /// Why an SA could not be added.
@@ -47,7 +48,8 @@ const EMPTY: FlowSlot = FlowSlot {
 
 /// Inbound SAs by SPI (the receiver picks its SPIs, so they are unique in practice; SAs that
 /// share an SPI with different local addresses wait in a short overflow list), and outbound SAs
-/// in selector order behind a direct-mapped flow cache. Counters for drops that no SA can be
+/// in selector order, indexed by their remote selectors and by peer, behind a direct-mapped
+/// flow cache. Counters for drops that no SA can be
 /// charged with (unknown SPI, malformed outer headers, no outbound SA) live in `drops`.
 #[derive(Default)]
 pub struct SaDb {
@@ -55,13 +57,17 @@ pub struct SaDb {
     inbound_overflow: Vec<InboundSa>,
     flow: Vec<FlowSlot>,
     outbound: Vec<OutboundSa>,
+    /// Positions in `outbound` by remote selectors (route-based SAs left out).
+    out_index: SelectorIndex,
+    /// Position of the first outbound SA towards each peer.
+    by_peer: FxHashMap<IpAddr, u32>,
     nat_t_ports: Vec<u16>,
     /// Drops not charged to an SA.
     pub drops: DropCounters,
     /// Events raised by SAs, for the control plane to collect (`take_events`).
     pub(crate) events: Vec<SaEvent>,
     /// Peers reached by routes: their outbound SAs are route-based, not matched by selectors.
-    route_peers: Vec<IpAddr>,
+    route_peers: FxHashSet<IpAddr>,
     /// Trap policies (traffic to protect, SA not negotiated yet).
     traps: Vec<crate::sa::spd::Trap>,
     backend: Option<Backend>,
@@ -117,6 +123,11 @@ impl SaDb {
             }
             Direction::Out => {
                 let sa = OutboundSa::new(cfg, backend).map_err(invalid)?;
+                let pos = self.outbound.len();
+                if !self.route_peers.contains(&sa.cfg.remote) {
+                    self.out_index.push(pos, &sa.cfg.remote_ts);
+                }
+                self.by_peer.entry(sa.cfg.remote).or_insert(pos as u32);
                 self.outbound.push(sa);
                 self.flush_flows();
             }
@@ -168,10 +179,38 @@ impl SaDb {
                 n
             }
             Direction::Out => {
-                let before = self.outbound.len();
+                let removed: Vec<u32> = (0..self.outbound.len() as u32)
+                    .filter(|&i| {
+                        let c = &self.outbound[i as usize].cfg;
+                        hit(c.spi, c.remote)
+                    })
+                    .collect();
+                if removed.is_empty() {
+                    return 0;
+                }
                 self.outbound.retain(|sa| !hit(sa.cfg.spi, sa.cfg.remote));
+                self.out_index.remove(&removed);
+                self.index_peers();
                 self.flush_flows();
-                before - self.outbound.len()
+                removed.len()
+            }
+        }
+    }
+
+    /// Rebuilds the index by peer.
+    fn index_peers(&mut self) {
+        self.by_peer.clear();
+        for (i, sa) in self.outbound.iter().enumerate() {
+            self.by_peer.entry(sa.cfg.remote).or_insert(i as u32);
+        }
+    }
+
+    /// Rebuilds the selector index (after the route-based peers changed).
+    fn index_selectors(&mut self) {
+        self.out_index.clear();
+        for (i, sa) in self.outbound.iter().enumerate() {
+            if !self.route_peers.contains(&sa.cfg.remote) {
+                self.out_index.push(i, &sa.cfg.remote_ts);
             }
         }
     }
@@ -225,9 +264,13 @@ impl SaDb {
     /// new inbound SA before the first packet on it arrives (make-before-break); esprit-ike
     /// removes every other outbound SA of a child (rekeyed, replaced after INITIAL_CONTACT, or
     /// left by an earlier run) when it switches, so a stale SA never keeps the traffic.
+    ///
+    /// The candidates come from an index by remote selectors, so the cost does not grow with
+    /// the number of SAs (one hash probe per distinct remote prefix length).
+    #[inline]
     pub fn outbound_index(&self, src: IpAddr, dst: IpAddr) -> Option<usize> {
-        self.outbound.iter().position(|sa| {
-            let c = &sa.cfg;
+        self.out_index.first(dst, |i| {
+            let c = &self.outbound[i].cfg;
             !self.route_peers.contains(&c.remote)
                 && c.local_ts.matches(src)
                 && c.remote_ts.matches(dst)
@@ -259,7 +302,11 @@ impl SaDb {
     /// Declares the peers reached by tunnel routes: their outbound SAs are then used only by
     /// routes, never by the selector lookup.
     pub fn set_route_peers(&mut self, peers: Vec<IpAddr>) {
-        self.route_peers = peers;
+        let peers: FxHashSet<IpAddr> = peers.into_iter().collect();
+        if peers != self.route_peers {
+            self.route_peers = peers;
+            self.index_selectors();
+        }
         self.flush_flows();
     }
 
@@ -290,8 +337,9 @@ impl SaDb {
 
     /// Index of the first outbound SA towards `peer` (its remote address): the SA a
     /// route-based tunnel uses.
+    #[inline]
     pub fn outbound_to(&self, peer: IpAddr) -> Option<usize> {
-        self.outbound.iter().position(|sa| sa.cfg.remote == peer)
+        self.by_peer.get(&peer).map(|&i| i as usize)
     }
 
     /// The outbound SA at `index`.

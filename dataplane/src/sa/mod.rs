@@ -5,6 +5,7 @@ pub mod config;
 pub mod db;
 pub mod event;
 pub mod file;
+pub mod index;
 pub mod route;
 pub mod selector;
 pub mod spd;

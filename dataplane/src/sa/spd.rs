@@ -2,7 +2,9 @@
 //! SA a LAN packet needs, so the packet can be handed to it. Entries mirror the outbound SAs in
 //! lookup order, without keys or state.
 
+use crate::sa::index::SelectorIndex;
 use crate::sa::{Mode, SaConfig, Selectors};
+use rustc_hash::FxHashSet;
 use std::net::IpAddr;
 
 #[derive(Debug, Clone)]
@@ -16,14 +18,24 @@ struct Entry {
     owner: usize,
 }
 
-/// Outbound policies with their owning workers.
+/// Outbound policies with their owning workers, indexed by remote selectors like the SA
+/// database's outbound SAs (so steering a packet does not scan every policy).
 #[derive(Debug, Clone, Default)]
-pub struct Policies(Vec<Entry>, Vec<IpAddr>);
+pub struct Policies {
+    entries: Vec<Entry>,
+    /// Route-based peers (skipped by `owner_of`).
+    route_peers: FxHashSet<IpAddr>,
+    /// Positions in `entries` by remote selectors, route-based peers left out.
+    index: SelectorIndex,
+}
 
 impl Policies {
     /// Appends the policy of an outbound SA owned by worker `owner`.
     pub fn add(&mut self, cfg: &SaConfig, owner: usize) {
-        self.0.push(Entry {
+        if !self.route_peers.contains(&cfg.remote) {
+            self.index.push(self.entries.len(), &cfg.remote_ts);
+        }
+        self.entries.push(Entry {
             spi: cfg.spi,
             local: cfg.local,
             remote: cfg.remote,
@@ -36,43 +48,59 @@ impl Policies {
 
     /// Removes the policies of outbound SAs with this SPI (and remote address, if given).
     pub fn remove(&mut self, spi: u32, remote: Option<IpAddr>) {
-        self.0
-            .retain(|e| !(e.spi == spi && remote.is_none_or(|r| r == e.remote)));
+        let hit = |e: &Entry| e.spi == spi && remote.is_none_or(|r| r == e.remote);
+        let removed: Vec<u32> = (0..self.entries.len() as u32)
+            .filter(|&i| hit(&self.entries[i as usize]))
+            .collect();
+        if removed.is_empty() {
+            return;
+        }
+        self.entries.retain(|e| !hit(e));
+        self.index.remove(&removed);
     }
 
     /// The worker owning the outbound SA for a packet from `src` to `dst` (the same first-match
     /// rule as `SaDb::outbound_index`).
     #[inline]
     pub fn owner_of(&self, src: IpAddr, dst: IpAddr) -> Option<usize> {
-        self.0
-            .iter()
-            .find(|e| {
-                !self.1.contains(&e.remote)
+        self.index
+            .first(dst, |i| {
+                let e = &self.entries[i];
+                !self.route_peers.contains(&e.remote)
                     && e.local_ts.matches(src)
                     && e.remote_ts.matches(dst)
                     && (!e.transport || (e.local == src && e.remote == dst))
             })
-            .map(|e| e.owner)
+            .map(|i| self.entries[i].owner)
     }
 
     /// Declares the route-based peers (skipped by `owner_of`, as by the SA lookup).
     pub fn set_route_peers(&mut self, peers: Vec<IpAddr>) {
-        self.1 = peers;
+        self.route_peers = peers.into_iter().collect();
+        self.index.clear();
+        for (i, e) in self.entries.iter().enumerate() {
+            if !self.route_peers.contains(&e.remote) {
+                self.index.push(i, &e.remote_ts);
+            }
+        }
     }
 
     /// The worker owning the first outbound SA towards `peer` (route-based tunnels).
     pub fn owner_of_peer(&self, peer: IpAddr) -> Option<usize> {
-        self.0.iter().find(|e| e.remote == peer).map(|e| e.owner)
+        self.entries
+            .iter()
+            .find(|e| e.remote == peer)
+            .map(|e| e.owner)
     }
 
     /// Number of policies.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.entries.len()
     }
 
     /// True if there is none.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.entries.is_empty()
     }
 }
 
@@ -117,5 +145,47 @@ impl Trap {
         }
         self.last_acquire = Some(now);
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn out(spi: u32, remote: &str, rts: &str) -> SaConfig {
+        let text = format!(
+            "[[sa]]\nspi = {spi}\ndirection = \"out\"\nsuite = \"aes128gcm16\"\n\
+             key = \"000102030405060708090a0b0c0d0e0f10111213\"\nlocal = \"10.200.0.1\"\n\
+             remote = \"{remote}\"\nlocal_ts = [\"10.201.1.0/24\"]\n\
+             remote_ts = [\"{rts}\"]\n"
+        );
+        crate::sa::file::parse(&text, "test").unwrap().remove(0)
+    }
+
+    #[test]
+    fn owner_follows_first_match_removal_and_route_peers() {
+        let mut p = Policies::default();
+        p.add(&out(1, "10.200.0.2", "10.202.0.0/16"), 0);
+        p.add(&out(2, "10.200.0.3", "10.202.3.0/24"), 1);
+        p.add(&out(3, "10.200.0.4", "10.202.3.0/24"), 2);
+        let src: IpAddr = "10.201.1.5".parse().unwrap();
+        let at = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(
+            p.owner_of(src, at("10.202.3.9")),
+            Some(0),
+            "first installed wins"
+        );
+        assert_eq!(p.owner_of(at("10.9.9.9"), at("10.202.3.9")), None);
+        p.remove(1, None);
+        assert_eq!(p.owner_of(src, at("10.202.3.9")), Some(1));
+        assert_eq!(p.owner_of(src, at("10.202.4.9")), None);
+        p.set_route_peers(vec![at("10.200.0.3")]);
+        assert_eq!(
+            p.owner_of(src, at("10.202.3.9")),
+            Some(2),
+            "route-based peers skipped"
+        );
+        assert_eq!(p.owner_of_peer(at("10.200.0.3")), Some(1));
+        assert_eq!(p.len(), 2);
     }
 }

@@ -5,29 +5,43 @@
 use crate::wire::checksum;
 use crate::wire::{proto, Ipv4Packet, Ipv6Packet};
 
-/// If `pkt` is a TCP SYN whose MSS option exceeds `max_mss`, lowers it (fixing the TCP
-/// checksum incrementally) and returns true.
-pub fn clamp(pkt: &mut [u8], max_mss: u16) -> bool {
+/// Where the TCP segment of `pkt` lies if `pkt` is an unfragmented TCP SYN.
+#[inline]
+fn syn_segment(pkt: &[u8]) -> Option<(usize, usize)> {
     let (l4, end) = match pkt.first().map(|b| b >> 4) {
-        Some(4) => match Ipv4Packet::new_checked(&*pkt) {
+        Some(4) => match Ipv4Packet::new_checked(pkt) {
             Ok(p) if p.protocol() == proto::TCP && p.frag_offset() == 0 => {
                 (p.header_len(), p.total_len())
             }
-            _ => return false,
+            _ => return None,
         },
-        Some(6) => match Ipv6Packet::new_checked(&*pkt) {
+        Some(6) => match Ipv6Packet::new_checked(pkt) {
             Ok(p) => match p.upper_layer() {
                 Ok(w) if w.next_header == proto::TCP && !w.fragment => (w.offset, p.total_len()),
-                _ => return false,
+                _ => return None,
             },
-            Err(_) => return false,
+            Err(_) => return None,
         },
-        _ => return false,
+        _ => return None,
+    };
+    let tcp = pkt.get(l4..end)?;
+    (tcp.len() >= 20 && tcp[13] & 0x02 != 0).then_some((l4, end))
+}
+
+/// True if `pkt` is an unfragmented TCP SYN (the only segments [`clamp`] may change): callers
+/// skip the work of finding the tunnel MTU for everything else.
+#[inline]
+pub fn is_syn(pkt: &[u8]) -> bool {
+    syn_segment(pkt).is_some()
+}
+
+/// If `pkt` is a TCP SYN whose MSS option exceeds `max_mss`, lowers it (fixing the TCP
+/// checksum incrementally) and returns true.
+pub fn clamp(pkt: &mut [u8], max_mss: u16) -> bool {
+    let Some((l4, end)) = syn_segment(pkt) else {
+        return false;
     };
     let tcp = &mut pkt[l4..end];
-    if tcp.len() < 20 || tcp[13] & 0x02 == 0 {
-        return false;
-    }
     let doff = usize::from(tcp[12] >> 4) * 4;
     if doff < 20 || doff > tcp.len() {
         return false;
