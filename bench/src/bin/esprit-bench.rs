@@ -55,7 +55,8 @@ enum Cmd {
 #[derive(clap::Args)]
 struct GatewayArgs {
     /// Systems, comma-separated: esprit (ESP-in-UDP), esprit-esp, esprit-nocrypto, kernel,
-    /// strongswan (default: all).
+    /// strongswan, dpdk (DPDK ipsec-secgw with both PMDs, or one of dpdk-af_xdp,
+    /// dpdk-af_packet; built from Debian's packages on first use) (default: all).
     #[arg(long, value_delimiter = ',')]
     systems: Option<Vec<String>>,
     /// Plaintext packet sizes, comma-separated (64..=1420 or "imix"; default
@@ -401,8 +402,9 @@ fn run_gateway(a: GatewayArgs) -> Result<(), String> {
     if let Some(s) = &a.systems {
         o.systems = s
             .iter()
-            .map(|x| System::parse(x))
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|x| System::parse_many(x))
+            .collect::<Result<Vec<_>, _>>()?
+            .concat();
     }
     if let Some(s) = a.sizes {
         o.sizes = s;
