@@ -513,6 +513,9 @@ fn run_gateway(a: GatewayArgs) -> Result<(), String> {
             f(&r.vs_strongswan)
         );
     }
+    for line in gwr::cost_goals(&out.rows) {
+        println!("{line}");
+    }
     println!("load: {load_end} (1, 5, 15 min) at end");
     if let Some(p) = &a.json {
         let doc = serde_json::json!({

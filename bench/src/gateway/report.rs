@@ -271,6 +271,46 @@ pub fn rows(all: &[Measurement], systems: &[System], sizes: &[FrameSize]) -> Vec
     out
 }
 
+/// The goals against DPDK and the kernel, one line per esprit ESP row: throughput × DPDK
+/// (goal ≥ 1.0, then 1.5), the gateway core's ns per packet against the better DPDK PMD's
+/// (goal: not more) and, at 1420 B, against the kernel's forwarding (goal ≤ 0.5 of it).
+pub fn cost_goals(rows: &[Row]) -> Vec<String> {
+    let ns = |r: &Row| r.gateway_ns_per_packet.map(|n| n.median);
+    let same = |r: &Row, key: &str| {
+        rows.iter()
+            .filter(|o| o.system == key && o.dir == r.dir && o.size == r.size)
+            .find_map(ns)
+    };
+    rows.iter()
+        .filter(|r| r.system == System::EspritEsp.key())
+        .map(|r| {
+            let dpdk = System::DPDK
+                .iter()
+                .filter_map(|d| same(r, d.key()))
+                .fold(None, |a: Option<f64>, b| Some(a.map_or(b, |a| a.min(b))));
+            let cell = |x: Option<f64>| x.map_or("n/a".to_string(), |x| format!("{x:.0}"));
+            let kernel = if r.size == serde_json::json!(1420) {
+                format!(
+                    ", kernel forwarding {} ns/pkt (goal <= 0.5 x)",
+                    cell(same(r, System::Kernel.key()))
+                )
+            } else {
+                String::new()
+            };
+            format!(
+                "goals, esprit ESP {} {:>4}: {} x DPDK (goal >= 1.0, then 1.5); gwA core {} ns/pkt, DPDK's best PMD {} (goal: not more){kernel}",
+                dir_label(&r.dir),
+                size_label(&r.size),
+                r.vs_dpdk
+                    .map(|x| format!("{:.2} ({:.2}-{:.2})", x.median, x.min, x.max))
+                    .unwrap_or_else(|| "n/a".into()),
+                cell(ns(r)),
+                cell(dpdk),
+            )
+        })
+        .collect()
+}
+
 fn size_label(v: &serde_json::Value) -> String {
     match v {
         serde_json::Value::String(s) => s.clone(),
@@ -517,5 +557,13 @@ mod tests {
         let d = r[1].vs_dpdk.unwrap();
         assert_eq!((d.min, d.max), (2.0, 2.0));
         assert!(r[2].vs_dpdk.is_none());
+        let goals = cost_goals(&r);
+        assert_eq!(goals.len(), 1);
+        assert!(goals[0].contains("2.00 (2.00-2.00) x DPDK"), "{}", goals[0]);
+        assert!(
+            goals[0].contains("ns/pkt, DPDK's best PMD 1500"),
+            "{}",
+            goals[0]
+        );
     }
 }
