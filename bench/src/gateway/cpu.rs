@@ -4,6 +4,12 @@
 //! fraction is taken over the CPU's own tick total, so no clock rate is needed. Ticks are
 //! USER_HZ (10 ms here): a 1 s trial resolves 1 % of the core, a 200 ms one 5 %. Whatever else
 //! ran on that core (the machine is shared) is counted too.
+//!
+//! This kernel samples CPU time at the tick (no IRQ time accounting) and stops the tick on an
+//! idle CPU: softirq work that wakes an idle core (the kernel's forwarding behind RPS) was
+//! never sampled, and read as free. So a [`Soaker`] keeps the gateway's core out of idle: a
+//! SCHED_IDLE thread pinned there that spins on whatever time nothing else wants. Its own
+//! ticks are taken off the busy count; the rest is the gateway's (and any neighbour's) work.
 
 /// One CPU's tick counters at one moment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,9 +41,14 @@ impl CpuTicks {
         })
     }
 
-    /// The counters of `cpu` now (`None` if `/proc/stat` cannot be read or has no such CPU).
-    pub fn now(cpu: usize) -> Option<CpuTicks> {
-        CpuTicks::parse(&std::fs::read_to_string("/proc/stat").ok()?, cpu)
+    /// The counters of `cpu` now, less the ticks of thread `soaker` (`None` if `/proc/stat`
+    /// cannot be read or has no such CPU).
+    pub fn now(cpu: usize, soaker: Option<u32>) -> Option<CpuTicks> {
+        let mut t = CpuTicks::parse(&std::fs::read_to_string("/proc/stat").ok()?, cpu)?;
+        if let Some(tid) = soaker {
+            t.busy = t.busy.saturating_sub(thread_ticks(tid)?);
+        }
+        Some(t)
     }
 
     /// The fraction of the time since `earlier` the CPU was busy (`None` if no tick passed).
@@ -45,6 +56,76 @@ impl CpuTicks {
         let total = self.total.checked_sub(earlier.total)?;
         let busy = self.busy.checked_sub(earlier.busy)?;
         (total > 0).then(|| busy as f64 / total as f64)
+    }
+}
+
+/// utime + stime of `stat` text (`/proc/<pid>/task/<tid>/stat`), ticks.
+fn parse_thread_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+/// CPU ticks (user and system) of thread `tid` of this process.
+pub fn thread_ticks(tid: u32) -> Option<u64> {
+    parse_thread_ticks(&std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?)
+}
+
+/// A SCHED_IDLE thread spinning on one core, so that the core never idles (see the module
+/// documentation). Stops when dropped.
+pub struct Soaker {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    handle: Option<std::thread::JoinHandle<()>>,
+    /// Its thread id.
+    pub tid: u32,
+}
+
+impl Soaker {
+    /// Starts it on `core`; `None` if it could not be pinned or made SCHED_IDLE.
+    pub fn start(core: usize) -> Option<Soaker> {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stop2 = stop.clone();
+        let handle = std::thread::Builder::new()
+            .name("gw-core-soaker".into())
+            .spawn(move || {
+                let pinned = core_affinity::set_for_current(core_affinity::CoreId { id: core });
+                let tid = super::placement::current_tid();
+                let idle = tid.is_some_and(|t| {
+                    std::process::Command::new("chrt")
+                        .args(["-i", "-p", "0", &t.to_string()])
+                        .output()
+                        .is_ok_and(|o| o.status.success())
+                });
+                let ok = pinned && idle;
+                let _ = tx.send(tid.filter(|_| ok));
+                while ok && !stop2.load(Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+            })
+            .ok()?;
+        let mut s = Soaker {
+            stop,
+            handle: Some(handle),
+            tid: 0,
+        };
+        match rx.recv().ok().flatten() {
+            Some(tid) => {
+                s.tid = tid;
+                Some(s)
+            }
+            None => None,
+        }
+    }
+}
+
+impl Drop for Soaker {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
     }
 }
 
@@ -78,6 +159,17 @@ mod tests {
             1 + 2 + 3 + 6 + 7 + 8
         );
         assert!(CpuTicks::parse(STAT, 2).is_none());
+    }
+
+    #[test]
+    fn thread_ticks_parse() {
+        let stat = "1234 (a (b) c) R 1 2 3 4 5 6 7 8 9 10 170 30 0 0 20 0";
+        assert_eq!(parse_thread_ticks(stat), Some(200));
+        assert!(thread_ticks(placement_tid()).is_some());
+    }
+
+    fn placement_tid() -> u32 {
+        super::super::placement::current_tid().unwrap()
     }
 
     #[test]

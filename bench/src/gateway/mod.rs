@@ -184,6 +184,8 @@ struct Bench<'a> {
     esprit: Option<EspritDut>,
     sswan: Option<SswanDut>,
     dpdk: Option<DpdkDut>,
+    /// The thread id of the gateway core's soaker ([`cpu::Soaker`]).
+    soaker: Option<u32>,
     /// ipsec-secgw's binary, or why it could not be built (built once, when first needed).
     dpdk_bin: Option<Result<PathBuf, String>>,
     notes: Vec<String>,
@@ -291,6 +293,7 @@ impl Bench<'_> {
             esprit,
             sswan,
             dpdk,
+            soaker,
             ..
         } = self;
         let peer: Option<&mut PeerSas> = match sys {
@@ -356,6 +359,7 @@ impl Bench<'_> {
                     rate,
                     duration,
                     gateway_core: Some(o.dut_core),
+                    soaker: *soaker,
                 },
             )?;
             esp_errors += t.esp_errors;
@@ -508,6 +512,17 @@ fn run_in(
         },
         o.dut_core
     ));
+    let soak = cpu::Soaker::start(o.dut_core);
+    say(&match &soak {
+        Some(s) => format!(
+            "gateway core {}: a SCHED_IDLE soaker (tid {}) keeps it out of idle, so that /proc/stat samples its softirq time; its own ticks are not counted",
+            o.dut_core, s.tid
+        ),
+        None => format!(
+            "gateway core {}: no soaker (could not pin or make it SCHED_IDLE); softirq time on an idle core goes unsampled",
+            o.dut_core
+        ),
+    });
     let mut b = Bench {
         lab,
         o,
@@ -519,6 +534,7 @@ fn run_in(
         esprit: None,
         sswan: None,
         dpdk: None,
+        soaker: soak.as_ref().map(|s| s.tid),
         dpdk_bin: None,
         notes: Vec::new(),
     };

@@ -96,6 +96,8 @@ pub struct TrialSpec {
     pub duration: Duration,
     /// The gateway's core, whose busy time over the window the trial records.
     pub gateway_core: Option<usize>,
+    /// The thread keeping that core out of idle, whose time is not the gateway's.
+    pub soaker: Option<u32>,
 }
 
 /// What one trial measured.
@@ -343,7 +345,9 @@ pub fn run_trial(
         None => BATCH,
     };
     let mut tokens = batch as f64;
-    let ticks_start = spec.gateway_core.and_then(CpuTicks::now);
+    let ticks_start = spec
+        .gateway_core
+        .and_then(|c| CpuTicks::now(c, spec.soaker));
     let start = Instant::now();
     let end = start + spec.duration;
     let mut last = start;
@@ -383,7 +387,11 @@ pub fn run_trial(
         while receive_batch(sink, rx, spec.trial, clock, true, &mut t)? == MAX_BATCH {}
     }
     t.secs = spec.duration.as_secs_f64();
-    t.gateway_busy = match (spec.gateway_core.and_then(CpuTicks::now), ticks_start) {
+    t.gateway_busy = match (
+        spec.gateway_core
+            .and_then(|c| CpuTicks::now(c, spec.soaker)),
+        ticks_start,
+    ) {
         (Some(b), Some(a)) => b.busy_since(&a),
         _ => None,
     };
