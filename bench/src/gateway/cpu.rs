@@ -9,7 +9,8 @@
 //! idle CPU: softirq work that wakes an idle core (the kernel's forwarding behind RPS) was
 //! never sampled, and read as free. So a [`Soaker`] keeps the gateway's core out of idle: a
 //! SCHED_IDLE thread pinned there that spins on whatever time nothing else wants. Its own
-//! ticks are taken off the busy count; the rest is the gateway's (and any neighbour's) work.
+//! user ticks are taken off the busy count; the rest is the gateway's (and any neighbour's)
+//! work.
 
 /// One CPU's tick counters at one moment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,14 +60,16 @@ impl CpuTicks {
     }
 }
 
-/// utime + stime of `stat` text (`/proc/<pid>/task/<tid>/stat`), ticks.
+/// utime of `stat` text (`/proc/<pid>/task/<tid>/stat`), ticks. Not stime: with tick
+/// accounting, a tick that lands in softirq while the soaker is current counts as softirq on
+/// the CPU *and* as the soaker's system time, and that softirq is the gateway's work.
 fn parse_thread_ticks(stat: &str) -> Option<u64> {
     let rest = &stat[stat.rfind(')')? + 1..];
     let f: Vec<&str> = rest.split_whitespace().collect();
-    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+    f.get(11)?.parse::<u64>().ok()
 }
 
-/// CPU ticks (user and system) of thread `tid` of this process.
+/// User-mode CPU ticks of thread `tid` of this process.
 pub fn thread_ticks(tid: u32) -> Option<u64> {
     parse_thread_ticks(&std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?)
 }
@@ -164,7 +167,7 @@ mod tests {
     #[test]
     fn thread_ticks_parse() {
         let stat = "1234 (a (b) c) R 1 2 3 4 5 6 7 8 9 10 170 30 0 0 20 0";
-        assert_eq!(parse_thread_ticks(stat), Some(200));
+        assert_eq!(parse_thread_ticks(stat), Some(170));
         assert!(thread_ticks(placement_tid()).is_some());
     }
 

@@ -515,7 +515,7 @@ fn run_in(
     let soak = cpu::Soaker::start(o.dut_core);
     say(&match &soak {
         Some(s) => format!(
-            "gateway core {}: a SCHED_IDLE soaker (tid {}) keeps it out of idle, so that /proc/stat samples its softirq time; its own ticks are not counted",
+            "gateway core {}: a SCHED_IDLE soaker (tid {}) keeps it out of idle, so that /proc/stat samples its softirq time; its own user ticks are not counted",
             o.dut_core, s.tid
         ),
         None => format!(
