@@ -252,7 +252,7 @@ pub fn rows(all: &[Measurement], systems: &[System], sizes: &[FrameSize]) -> Vec
                         .then(|| ratios_best(all, me, &dpdk, max_f))
                         .flatten(),
                     gateway_ns_per_packet: ns,
-                    gateway_core_mpps: ns.map(|n| Spread {
+                    gateway_core_mpps: ns.filter(|n| n.min > 0.0).map(|n| Spread {
                         median: 1e3 / n.median,
                         min: 1e3 / n.max,
                         max: 1e3 / n.min,
