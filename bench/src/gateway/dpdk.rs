@@ -181,6 +181,7 @@ pub struct DpdkDut {
     /// The bench's twins of its SAs.
     pub peer: PeerSas,
     log: PathBuf,
+    stopped: bool,
 }
 
 fn last_lines(path: &Path, n: usize) -> String {
@@ -272,6 +273,7 @@ impl DpdkDut {
                 pmd,
                 peer: PeerSas::from_text(&t.twin_text(), "DPDK twin SAs")?,
                 log: log.clone(),
+                stopped: false,
             };
             match dut.wait_ready() {
                 Ok(()) => {
@@ -319,8 +321,11 @@ impl DpdkDut {
         }
     }
 
-    /// Stops ipsec-secgw with SIGINT (SIGKILL after 5 s).
+    /// Stops ipsec-secgw with SIGINT (SIGKILL after 5 s), once.
     fn kill_child(&mut self) {
+        if std::mem::replace(&mut self.stopped, true) {
+            return;
+        }
         let pid = self.child.id().to_string();
         let _ = Command::new("kill").args(["-INT", &pid]).output();
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -346,6 +351,17 @@ impl DpdkDut {
             self.pmd.name(),
             last_lines(&self.log, 1)
         )
+    }
+}
+
+impl Drop for DpdkDut {
+    /// A bench that fails half-way still stops ipsec-secgw and gives gwA's kernel its traffic
+    /// back.
+    fn drop(&mut self) {
+        if !self.stopped {
+            self.kill_child();
+            remove_nft(&self.lab);
+        }
     }
 }
 
