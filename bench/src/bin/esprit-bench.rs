@@ -59,7 +59,8 @@ enum Cmd {
 #[derive(clap::Args)]
 struct GatewayArgs {
     /// Systems, comma-separated: esprit (ESP-in-UDP), esprit-esp, esprit-nocrypto, kernel,
-    /// strongswan (default: all).
+    /// strongswan, dpdk (DPDK ipsec-secgw with both PMDs, or one of dpdk-af_xdp,
+    /// dpdk-af_packet; built from Debian's packages on first use) (default: all).
     #[arg(long, value_delimiter = ',')]
     systems: Option<Vec<String>>,
     /// Plaintext packet sizes, comma-separated (64..=1420 or "imix"; default
@@ -405,8 +406,9 @@ fn run_gateway(a: GatewayArgs) -> Result<(), String> {
     if let Some(s) = &a.systems {
         o.systems = s
             .iter()
-            .map(|x| System::parse(x))
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|x| System::parse_many(x))
+            .collect::<Result<Vec<_>, _>>()?
+            .concat();
     }
     if let Some(s) = a.sizes {
         o.sizes = s;
@@ -514,6 +516,9 @@ fn run_gateway(a: GatewayArgs) -> Result<(), String> {
             f(&r.vs_nocrypto),
             f(&r.vs_strongswan)
         );
+    }
+    for line in gwr::cost_goals(&out.rows) {
+        println!("{line}");
     }
     println!("load: {load_end} (1, 5, 15 min) at end");
     if let Some(p) = &a.json {

@@ -20,6 +20,8 @@
 //! 0.5% loss, whose trial also gives the latency percentiles. Systems alternate round by round
 //! (A B C … then … C B A), and ratios are taken per round.
 
+pub mod cpu;
+pub mod dpdk;
 pub mod endpoint;
 pub mod packet;
 pub mod placement;
@@ -30,6 +32,7 @@ pub mod svg;
 pub mod systems;
 pub mod traffic;
 
+use dpdk::DpdkDut;
 use endpoint::Endpoint;
 use packet::{ethernet, ipv4_udp, parse_mac, FrameSize};
 use placement::Placement;
@@ -165,6 +168,7 @@ fn measurement_json(m: &Measurement) -> serde_json::Value {
         "latency_us": m.latency,
         "trials": m.trials,
         "esp_errors": m.esp_errors,
+        "gateway_ns_per_packet": m.gateway_ns_per_packet,
     })
 }
 
@@ -179,6 +183,11 @@ struct Bench<'a> {
     dir: PathBuf,
     esprit: Option<EspritDut>,
     sswan: Option<SswanDut>,
+    dpdk: Option<DpdkDut>,
+    /// The thread id of the gateway core's soaker ([`cpu::Soaker`]).
+    soaker: Option<u32>,
+    /// ipsec-secgw's binary, or why it could not be built (built once, when first needed).
+    dpdk_bin: Option<Result<PathBuf, String>>,
     notes: Vec<String>,
 }
 
@@ -202,8 +211,49 @@ impl Bench<'_> {
         }
     }
 
+    fn stop_dpdk(&mut self, say: &mut dyn FnMut(&str)) {
+        if let Some(d) = self.dpdk.take() {
+            let line = d.stop();
+            say(&format!("  {line}"));
+            self.notes.push(line);
+            if self.o.placement != Placement::Inline {
+                for dev in ["lan0", "wan0"] {
+                    if let Err(e) = placement::set_rps(self.lab, Node::GwA, dev, self.o.dut_core) {
+                        say(&format!("  {e}"));
+                    }
+                }
+            }
+        }
+    }
+
     /// Puts gwA into the state `sys` needs. `Err` is a reason to skip the system.
     fn switch_to(&mut self, sys: System, say: &mut dyn FnMut(&str)) -> Result<(), String> {
+        if let Some(pmd) = sys.dpdk_pmd() {
+            self.stop_esprit(say);
+            self.stop_sswan(say);
+            if self.dpdk.as_ref().is_some_and(|d| d.pmd != pmd) {
+                self.stop_dpdk(say);
+            }
+            if self.dpdk.is_none() {
+                let bin = self
+                    .dpdk_bin
+                    .get_or_insert_with(|| dpdk::build(say))
+                    .clone()?;
+                // In the NIC placement the ports' receive copy runs where the frames were
+                // sent from, as esprit's native XDP does: RPS would put the kernel's half of
+                // af_packet on the gateway's core, where softirq deferred to ksoftirqd starves
+                // behind the polling lcore.
+                if self.o.placement == Placement::Nic {
+                    for dev in ["lan0", "wan0"] {
+                        placement::clear_rps(self.lab, Node::GwA, dev)?;
+                    }
+                }
+                let d = DpdkDut::start(self.lab, &self.dir, &bin, pmd, self.o.dut_core, say)?;
+                self.dpdk = Some(d);
+            }
+            return Ok(());
+        }
+        self.stop_dpdk(say);
         if sys.is_esprit() {
             self.stop_sswan(say);
             if self.esprit.is_none() {
@@ -242,11 +292,14 @@ impl Bench<'_> {
             trial_id,
             esprit,
             sswan,
+            dpdk,
+            soaker,
             ..
         } = self;
         let peer: Option<&mut PeerSas> = match sys {
             System::Esprit | System::EspritEsp => esprit.as_mut().map(|d| &mut d.peer),
             System::StrongSwan => sswan.as_mut().map(|d| &mut d.peer),
+            System::DpdkAfXdp | System::DpdkAfPacket => dpdk.as_mut().map(|d| &mut d.peer),
             _ => None,
         };
         let (gen_db, sink_db) = match peer {
@@ -305,6 +358,8 @@ impl Bench<'_> {
                     trial: *trial_id,
                     rate,
                     duration,
+                    gateway_core: Some(o.dut_core),
+                    soaker: *soaker,
                 },
             )?;
             esp_errors += t.esp_errors;
@@ -312,7 +367,7 @@ impl Bench<'_> {
                 let st = gen.statistics();
                 let sk = sink.statistics();
                 println!(
-                    "    trial {}: target {} sent {} ({:.3} Mpps) received {} in window {} ({:.3} Mpps) loss {:.4} esp_err {} foreign {} p50 {} us; gen tx_invalid {} sink rx_dropped {} ring_full {} fill_empty {}",
+                    "    trial {}: target {} sent {} ({:.3} Mpps) received {} in window {} ({:.3} Mpps) loss {:.4} esp_err {} foreign {} p50 {} us; gwA core busy {}; gen tx_invalid {} sink rx_dropped {} ring_full {} fill_empty {}",
                     *trial_id,
                     rate.map(|r| format!("{:.3} Mpps", r / 1e6)).unwrap_or("overload".into()),
                     t.sent,
@@ -324,6 +379,7 @@ impl Bench<'_> {
                     t.esp_errors,
                     t.foreign,
                     t.latency.value_at_quantile(0.5) / 1000,
+                    t.gateway_busy.map(|b| format!("{:.0}%", b * 100.0)).unwrap_or("-".into()),
                     st.tx_invalid_descs,
                     sk.rx_dropped,
                     sk.rx_ring_full,
@@ -368,6 +424,7 @@ impl Bench<'_> {
             latency,
             trials,
             esp_errors,
+            gateway_ns_per_packet: s.best.as_ref().and_then(|b| b.gateway_ns_per_packet()),
         })
     }
 }
@@ -455,6 +512,17 @@ fn run_in(
         },
         o.dut_core
     ));
+    let soak = cpu::Soaker::start(o.dut_core);
+    say(&match &soak {
+        Some(s) => format!(
+            "gateway core {}: a SCHED_IDLE soaker (tid {}) keeps it out of idle, so that /proc/stat samples its softirq time; its own user ticks are not counted",
+            o.dut_core, s.tid
+        ),
+        None => format!(
+            "gateway core {}: no soaker (could not pin or make it SCHED_IDLE); softirq time on an idle core goes unsampled",
+            o.dut_core
+        ),
+    });
     let mut b = Bench {
         lab,
         o,
@@ -465,6 +533,9 @@ fn run_in(
         dir,
         esprit: None,
         sswan: None,
+        dpdk: None,
+        soaker: soak.as_ref().map(|s| s.tid),
+        dpdk_bin: None,
         notes: Vec::new(),
     };
     let mut all = Vec::new();
@@ -500,7 +571,7 @@ fn run_in(
                     match b.measure(sys, dir, size, round) {
                         Ok(m) => {
                             say(&format!(
-                                "  {:<20} {} {:>4}: max rx {:.3} Mpps (offered {:.3}), <=0.5% loss {:.3} Mpps{}, p50 {} p99 {} us [{} trials{}]",
+                                "  {:<20} {} {:>4}: max rx {:.3} Mpps (offered {:.3}), <=0.5% loss {:.3} Mpps{}, p50 {} p99 {} us, gwA core {} ns/pkt [{} trials{}]",
                                 sys.label(),
                                 dir.label(),
                                 size.label(),
@@ -510,6 +581,7 @@ fn run_in(
                                 if m.generator_limited { " (generator-limited)" } else { "" },
                                 m.latency.map(|l| format!("{:.0}", l.p50)).unwrap_or("-".into()),
                                 m.latency.map(|l| format!("{:.0}", l.p99)).unwrap_or("-".into()),
+                                m.gateway_ns_per_packet.map(|n| format!("{n:.0}")).unwrap_or("-".into()),
                                 m.trials,
                                 if m.esp_errors > 0 {
                                     format!(", {} ESP errors", m.esp_errors)
@@ -540,6 +612,7 @@ fn run_in(
         }
         b.stop_esprit(say);
         b.stop_sswan(say);
+        b.stop_dpdk(say);
     }
     let rows = report::rows(&all, &o.systems, &o.sizes);
     Ok(Outcome {

@@ -76,6 +76,16 @@ pub fn set_rps(lab: &Lab, node: Node, dev: &str, core: usize) -> Result<(), Stri
     )
 }
 
+/// Turns RPS off for `dev` (queue 0): its receive processing stays on the core that
+/// transmitted to it.
+pub fn clear_rps(lab: &Lab, node: Node, dev: &str) -> Result<(), String> {
+    sh(
+        lab,
+        node,
+        &format!("echo 0 > /sys/class/net/{dev}/queues/rx-0/rps_cpus"),
+    )
+}
+
 /// The kernel's NAPI threads: (pid, name).
 pub fn napi_threads() -> BTreeSet<(u32, String)> {
     let mut out = BTreeSet::new();

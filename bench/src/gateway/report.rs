@@ -49,6 +49,8 @@ pub struct Measurement {
     pub trials: usize,
     /// Packets the sink could not decrypt or verify, over all trials.
     pub esp_errors: u64,
+    /// CPU time of the gateway's core per packet at the 0.5%-loss rate, nanoseconds.
+    pub gateway_ns_per_packet: Option<f64>,
 }
 
 /// Median and range of a per-round figure.
@@ -114,9 +116,20 @@ pub struct Row {
     pub vs_strongswan: Option<Spread>,
     /// The same ratio on the overload receive rates.
     pub vs_strongswan_max_rx: Option<Spread>,
+    /// esprit ESP: per-round ratio of the 0.5%-loss rate to DPDK ipsec-secgw's, the better of
+    /// its two PMDs in that round, same direction and size.
+    pub vs_dpdk: Option<Spread>,
+    /// The same ratio on the overload receive rates.
+    pub vs_dpdk_max_rx: Option<Spread>,
     /// Per-round ratio of the 0.5%-loss rate to the kernel's forwarding, same direction and
     /// size.
     pub vs_kernel: Option<Spread>,
+    /// CPU time the gateway's core spent per forwarded packet at the 0.5%-loss rate,
+    /// nanoseconds (busy time of that core from `/proc/stat` over the trial's window divided
+    /// by the packets received in it).
+    pub gateway_ns_per_packet: Option<Spread>,
+    /// What that cost implies one core at 100 % could forward, Mpps (1000 / ns per packet).
+    pub gateway_core_mpps: Option<Spread>,
     /// Rounds measured.
     pub rounds: usize,
     /// Rounds in which no rate passed.
@@ -156,6 +169,29 @@ fn ratios(
     Spread::of(&v)
 }
 
+/// Per-round ratios `a / best of bs`: in each round, `a` against the best of the `bs` measured
+/// that round (rounds where none of them reached more than zero are left out).
+fn ratios_best(
+    all: &[Measurement],
+    a: (System, Dir, FrameSize),
+    bs: &[(System, Dir, FrameSize)],
+    f: fn(&Measurement) -> f64,
+) -> Option<Spread> {
+    let v: Vec<f64> = all
+        .iter()
+        .filter(|m| (m.system, m.dir, m.size) == a)
+        .filter_map(|m| {
+            let best = all
+                .iter()
+                .filter(|o| o.round == m.round && bs.contains(&(o.system, o.dir, o.size)))
+                .map(f)
+                .fold(0.0, f64::max);
+            (best > 0.0).then(|| f(m) / best)
+        })
+        .collect();
+    Spread::of(&v)
+}
+
 /// Summarises the measurements, in the order of `systems` × `sizes` × directions.
 pub fn rows(all: &[Measurement], systems: &[System], sizes: &[FrameSize]) -> Vec<Row> {
     let mut out = Vec::new();
@@ -188,6 +224,10 @@ pub fn rows(all: &[Measurement], systems: &[System], sizes: &[FrameSize]) -> Vec
                 let esprit = matches!(system, System::Esprit | System::EspritEsp);
                 let nocrypto = (System::EspritBypass, Dir::Encrypt, size);
                 let sswan = (System::StrongSwan, dir, size);
+                let dpdk = System::DPDK.map(|d| (d, dir, size));
+                let plain_esp = system == System::EspritEsp;
+                let ns: Vec<f64> = ms.iter().filter_map(|m| m.gateway_ns_per_packet).collect();
+                let ns = Spread::of(&ns);
                 let rfc_f: fn(&Measurement) -> f64 = |m| m.rfc_pps;
                 let max_f: fn(&Measurement) -> f64 = |m| m.max_rx_pps;
                 out.push(Row {
@@ -205,6 +245,18 @@ pub fn rows(all: &[Measurement], systems: &[System], sizes: &[FrameSize]) -> Vec
                     vs_nocrypto_max_rx: esprit.then(|| ratios(all, me, nocrypto, max_f)).flatten(),
                     vs_strongswan: esprit.then(|| ratios(all, me, sswan, rfc_f)).flatten(),
                     vs_strongswan_max_rx: esprit.then(|| ratios(all, me, sswan, max_f)).flatten(),
+                    vs_dpdk: plain_esp
+                        .then(|| ratios_best(all, me, &dpdk, rfc_f))
+                        .flatten(),
+                    vs_dpdk_max_rx: plain_esp
+                        .then(|| ratios_best(all, me, &dpdk, max_f))
+                        .flatten(),
+                    gateway_ns_per_packet: ns,
+                    gateway_core_mpps: ns.filter(|n| n.min > 0.0).map(|n| Spread {
+                        median: 1e3 / n.median,
+                        min: 1e3 / n.max,
+                        max: 1e3 / n.min,
+                    }),
                     vs_kernel: (system != System::Kernel)
                         .then(|| ratios(all, me, (System::Kernel, dir, size), rfc_f))
                         .flatten(),
@@ -217,6 +269,46 @@ pub fn rows(all: &[Measurement], systems: &[System], sizes: &[FrameSize]) -> Vec
         }
     }
     out
+}
+
+/// The goals against DPDK and the kernel, one line per esprit ESP row: throughput × DPDK
+/// (goal ≥ 1.0, then 1.5), the gateway core's ns per packet against the better DPDK PMD's
+/// (goal: not more) and, at 1420 B, against the kernel's forwarding (goal ≤ 0.5 of it).
+pub fn cost_goals(rows: &[Row]) -> Vec<String> {
+    let ns = |r: &Row| r.gateway_ns_per_packet.map(|n| n.median);
+    let same = |r: &Row, key: &str| {
+        rows.iter()
+            .filter(|o| o.system == key && o.dir == r.dir && o.size == r.size)
+            .find_map(ns)
+    };
+    rows.iter()
+        .filter(|r| r.system == System::EspritEsp.key())
+        .map(|r| {
+            let dpdk = System::DPDK
+                .iter()
+                .filter_map(|d| same(r, d.key()))
+                .fold(None, |a: Option<f64>, b| Some(a.map_or(b, |a| a.min(b))));
+            let cell = |x: Option<f64>| x.map_or("n/a".to_string(), |x| format!("{x:.0}"));
+            let kernel = if r.size == serde_json::json!(1420) {
+                format!(
+                    ", kernel forwarding {} ns/pkt (goal <= 0.5 x)",
+                    cell(same(r, System::Kernel.key()))
+                )
+            } else {
+                String::new()
+            };
+            format!(
+                "goals, esprit ESP {} {:>4}: {} x DPDK (goal >= 1.0, then 1.5); gwA core {} ns/pkt, DPDK's best PMD {} (goal: not more){kernel}",
+                dir_label(&r.dir),
+                size_label(&r.size),
+                r.vs_dpdk
+                    .map(|x| format!("{:.2} ({:.2}-{:.2})", x.median, x.min, x.max))
+                    .unwrap_or_else(|| "n/a".into()),
+                cell(ns(r)),
+                cell(dpdk),
+            )
+        })
+        .collect()
 }
 
 fn size_label(v: &serde_json::Value) -> String {
@@ -255,7 +347,7 @@ fn lat_cells(l: &Option<Latency>) -> [String; 5] {
 /// The table header (columns as in [`line`]).
 pub fn header() -> String {
     format!(
-        "{:<20} {:<7} {:>4} | {:>6} {:>11} {:>6} | {:>6} {:>11} {:>6} | {:>5} {:>5} {:>5} {:>6} {:>6} | {:>19} {:>19}",
+        "{:<20} {:<7} {:>4} | {:>6} {:>11} {:>6} | {:>6} {:>11} {:>6} | {:>5} {:>5} {:>5} {:>6} {:>6} | {:>6} {:>9} | {:>19} {:>19} {:>19}",
         "system",
         "dir",
         "size",
@@ -270,17 +362,29 @@ pub fn header() -> String {
         "p99",
         "p99.9",
         "max",
+        "ns/pkt",
+        "core Mpps",
         "x no-crypto",
-        "x strongSwan"
+        "x strongSwan",
+        "x DPDK"
     )
 }
 
+/// The gateway core's cost cells: ns per packet and the implied Mpps of one core (medians).
+fn cost_cells(r: &Row) -> [String; 2] {
+    match (r.gateway_ns_per_packet, r.gateway_core_mpps) {
+        (Some(n), Some(c)) => [format!("{:.0}", n.median), format!("{:.2}", c.median)],
+        _ => ["-".into(), "-".into()],
+    }
+}
+
 /// One line of the table: Mpps and Gbit/s under overload and at 0.5% loss (median, range),
-/// latency percentiles in µs at the 0.5%-loss rate, ratios.
+/// latency percentiles in µs at the 0.5%-loss rate, the gateway core's cost, ratios.
 pub fn line(r: &Row) -> String {
     let [p50, p90, p99, p999, pmax] = lat_cells(&r.latency_us);
+    let [ns, core] = cost_cells(r);
     format!(
-        "{:<20} {:<7} {:>4} | {:>6.3} {:>11} {:>6.2} | {:>6.3} {:>11} {:>6.2} | {:>5} {:>5} {:>5} {:>6} {:>6} | {:>19} {:>19}",
+        "{:<20} {:<7} {:>4} | {:>6.3} {:>11} {:>6.2} | {:>6.3} {:>11} {:>6.2} | {:>5} {:>5} {:>5} {:>6} {:>6} | {:>6} {:>9} | {:>19} {:>19} {:>19}",
         r.label,
         dir_label(&r.dir),
         size_label(&r.size),
@@ -295,16 +399,19 @@ pub fn line(r: &Row) -> String {
         p99,
         p999,
         pmax,
+        ns,
+        core,
         ratio_cell(&r.vs_nocrypto),
         ratio_cell(&r.vs_strongswan),
+        ratio_cell(&r.vs_dpdk),
     )
 }
 
 /// The rows as a Markdown table (for `docs/benchmarks.md`).
 pub fn markdown(rows: &[Row]) -> String {
     let mut s = String::from(
-        "| system | direction | size | max rx Mpps (min–max) | Gbit/s | ≤0.5% loss Mpps (min–max) | Gbit/s | p50 µs | p90 | p99 | p99.9 | max | × no-crypto (min–max) | × strongSwan (min–max) |\n\
-         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| system | direction | size | max rx Mpps (min–max) | Gbit/s | ≤0.5% loss Mpps (min–max) | Gbit/s | p50 µs | p90 | p99 | p99.9 | max | gwA core ns/pkt (min–max) | core Mpps | × no-crypto (min–max) | × strongSwan (min–max) | × DPDK (min–max) |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in rows {
         let [p50, p90, p99, p999, pmax] = lat_cells(&r.latency_us);
@@ -312,8 +419,15 @@ pub fn markdown(rows: &[Row]) -> String {
             Some(x) => format!("**{:.2}** ({:.2}–{:.2})", x.median, x.min, x.max),
             None => "".into(),
         };
+        let (ns, core) = match (r.gateway_ns_per_packet, r.gateway_core_mpps) {
+            (Some(n), Some(c)) => (
+                format!("{:.0} ({:.0}–{:.0})", n.median, n.min, n.max),
+                format!("{:.2}", c.median),
+            ),
+            _ => (String::new(), String::new()),
+        };
         s += &format!(
-            "| {} | {} | {} | {:.3} ({:.3}–{:.3}) | {:.2} | {:.3} ({:.3}–{:.3}) | {:.2} | {p50} | {p90} | {p99} | {p999} | {pmax} | {} | {} |\n",
+            "| {} | {} | {} | {:.3} ({:.3}–{:.3}) | {:.2} | {:.3} ({:.3}–{:.3}) | {:.2} | {p50} | {p90} | {p99} | {p999} | {pmax} | {ns} | {core} | {} | {} | {} |\n",
             r.label,
             dir_label(&r.dir),
             size_label(&r.size),
@@ -327,6 +441,7 @@ pub fn markdown(rows: &[Row]) -> String {
             r.rfc_gbps.median,
             ratio(&r.vs_nocrypto),
             ratio(&r.vs_strongswan),
+            ratio(&r.vs_dpdk),
         );
     }
     s
@@ -356,6 +471,7 @@ mod tests {
             }),
             trials: 7,
             esp_errors: 0,
+            gateway_ns_per_packet: Some(1000.0 + round as f64 * 1000.0),
         }
     }
 
@@ -407,5 +523,47 @@ mod tests {
             header()
         );
         assert_eq!(markdown(&r).lines().count(), 2 + r.len());
+        let ns = enc.gateway_ns_per_packet.unwrap();
+        assert_eq!((ns.median, ns.min, ns.max), (1500.0, 1000.0, 2000.0));
+        let core = enc.gateway_core_mpps.unwrap();
+        assert_eq!((core.min, core.max), (0.5, 1.0));
+    }
+
+    #[test]
+    fn dpdk_ratio_takes_the_better_pmd_per_round() {
+        let all = vec![
+            m(System::EspritEsp, Dir::Encrypt, 0, 60.0),
+            m(System::DpdkAfXdp, Dir::Encrypt, 0, 20.0),
+            m(System::DpdkAfPacket, Dir::Encrypt, 0, 30.0),
+            m(System::EspritEsp, Dir::Encrypt, 1, 80.0),
+            m(System::DpdkAfXdp, Dir::Encrypt, 1, 40.0),
+            m(System::DpdkAfPacket, Dir::Encrypt, 1, 10.0),
+            m(System::Esprit, Dir::Encrypt, 0, 60.0),
+        ];
+        let r = rows(
+            &all,
+            &[
+                System::Esprit,
+                System::EspritEsp,
+                System::DpdkAfXdp,
+                System::DpdkAfPacket,
+            ],
+            &[FrameSize::Fixed(1420)],
+        );
+        assert!(
+            r[0].vs_dpdk.is_none(),
+            "ESP-in-UDP is not compared with DPDK"
+        );
+        let d = r[1].vs_dpdk.unwrap();
+        assert_eq!((d.min, d.max), (2.0, 2.0));
+        assert!(r[2].vs_dpdk.is_none());
+        let goals = cost_goals(&r);
+        assert_eq!(goals.len(), 1);
+        assert!(goals[0].contains("2.00 (2.00-2.00) x DPDK"), "{}", goals[0]);
+        assert!(
+            goals[0].contains("ns/pkt, DPDK's best PMD 1500"),
+            "{}",
+            goals[0]
+        );
     }
 }

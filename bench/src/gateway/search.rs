@@ -137,6 +137,7 @@ mod tests {
                 esp_errors: 0,
                 foreign: 0,
                 gen_errors: 0,
+                gateway_busy: None,
             })
         }
     }

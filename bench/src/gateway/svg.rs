@@ -22,6 +22,8 @@ fn colour(s: &str) -> &'static str {
         "esprit-nocrypto" => "#2ca02c",
         "kernel" => "#7f7f7f",
         "strongswan" => "#d62728",
+        "dpdk-af_xdp" => "#ff7f0e",
+        "dpdk-af_packet" => "#fdae6b",
         _ => "#000000",
     }
 }
@@ -268,6 +270,7 @@ mod tests {
                         latency: None,
                         trials: 3,
                         esp_errors: 0,
+                        gateway_ns_per_packet: None,
                     });
                 }
             }

@@ -21,6 +21,8 @@ pub const HOST_A: Ipv4Addr = Ipv4Addr::new(10, 201, 1, 2);
 pub const SITE_B_HOST: Ipv4Addr = Ipv4Addr::new(10, 201, 2, 2);
 /// A far host reached through esprit's plain-ESP SA (its own selectors).
 pub const ESP_HOST: Ipv4Addr = Ipv4Addr::new(10, 204, 0, 2);
+/// The far prefix of esprit's plain-ESP SA (and of DPDK's).
+pub const ESP_PREFIX: &str = "10.204.0.0/24";
 /// A far host reached in the clear: esprit's bypass route, the kernel's static route.
 pub const CLEAR_HOST: Ipv4Addr = Ipv4Addr::new(10, 202, 0, 2);
 /// The prefix of [`CLEAR_HOST`].
@@ -70,17 +72,26 @@ pub enum System {
     Kernel,
     /// strongSwan's charon with kernel-libipsec (ESP in userspace, ESP-in-UDP).
     StrongSwan,
+    /// DPDK's ipsec-secgw example with the `net_af_xdp` PMD (plain ESP).
+    DpdkAfXdp,
+    /// DPDK's ipsec-secgw example with the `net_af_packet` PMD (plain ESP).
+    DpdkAfPacket,
 }
 
 impl System {
     /// Every system, in the order of a round.
-    pub const ALL: [System; 5] = [
+    pub const ALL: [System; 7] = [
         System::Esprit,
         System::EspritEsp,
         System::EspritBypass,
         System::Kernel,
         System::StrongSwan,
+        System::DpdkAfXdp,
+        System::DpdkAfPacket,
     ];
+
+    /// Both DPDK systems (`dpdk` on the command line).
+    pub const DPDK: [System; 2] = [System::DpdkAfXdp, System::DpdkAfPacket];
 
     /// Key for the command line and JSON.
     pub fn key(self) -> &'static str {
@@ -90,6 +101,8 @@ impl System {
             System::EspritBypass => "esprit-nocrypto",
             System::Kernel => "kernel",
             System::StrongSwan => "strongswan",
+            System::DpdkAfXdp => "dpdk-af_xdp",
+            System::DpdkAfPacket => "dpdk-af_packet",
         }
     }
 
@@ -101,6 +114,8 @@ impl System {
             System::EspritBypass => "esprit no crypto",
             System::Kernel => "kernel forwarding",
             System::StrongSwan => "strongSwan libipsec",
+            System::DpdkAfXdp => "DPDK secgw af_xdp",
+            System::DpdkAfPacket => "DPDK secgw af_packet",
         }
     }
 
@@ -111,10 +126,28 @@ impl System {
             .find(|x| x.key() == s.trim())
             .ok_or_else(|| {
                 format!(
-                    "{s:?}: expected one of {}",
+                    "{s:?}: expected dpdk or one of {}",
                     System::ALL.map(|x| x.key()).join(", ")
                 )
             })
+    }
+
+    /// Parses a key, or `dpdk` for both DPDK systems.
+    pub fn parse_many(s: &str) -> Result<Vec<System>, String> {
+        if s.trim() == "dpdk" {
+            Ok(System::DPDK.to_vec())
+        } else {
+            System::parse(s).map(|x| vec![x])
+        }
+    }
+
+    /// The DPDK PMD, for the DPDK systems.
+    pub fn dpdk_pmd(self) -> Option<super::dpdk::Pmd> {
+        match self {
+            System::DpdkAfXdp => Some(super::dpdk::Pmd::AfXdp),
+            System::DpdkAfPacket => Some(super::dpdk::Pmd::AfPacket),
+            _ => None,
+        }
     }
 
     /// The directions it is measured in. esprit forwards no plaintext from its WAN (the WAN
@@ -130,7 +163,7 @@ impl System {
     pub fn far_host(self) -> Ipv4Addr {
         match self {
             System::Esprit | System::StrongSwan => SITE_B_HOST,
-            System::EspritEsp => ESP_HOST,
+            System::EspritEsp | System::DpdkAfXdp | System::DpdkAfPacket => ESP_HOST,
             System::EspritBypass | System::Kernel => CLEAR_HOST,
         }
     }
@@ -139,7 +172,11 @@ impl System {
     pub fn encrypts(self) -> bool {
         matches!(
             self,
-            System::Esprit | System::EspritEsp | System::StrongSwan
+            System::Esprit
+                | System::EspritEsp
+                | System::StrongSwan
+                | System::DpdkAfXdp
+                | System::DpdkAfPacket
         )
     }
 
@@ -161,11 +198,13 @@ pub fn random_bytes(n: usize) -> Result<Vec<u8>, String> {
     Ok(b)
 }
 
-fn hex(b: &[u8]) -> String {
+/// Lower-case hex digits of `b`.
+pub fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-fn random_spi() -> Result<u32, String> {
+/// A random SPI (at least 0x100).
+pub fn random_spi() -> Result<u32, String> {
     let b = random_bytes(4)?;
     Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]).max(0x100))
 }
@@ -178,7 +217,7 @@ struct SaPlan {
 
 /// One tunnel's SA pair, written from gwA's side (`mirror` writes the peer's).
 #[allow(clippy::too_many_arguments)]
-fn sa_pair(
+pub fn sa_pair(
     out_spi: u32,
     in_spi: u32,
     out_key: &str,
@@ -217,7 +256,7 @@ fn sa_pair(
 fn sa_plan() -> Result<SaPlan, String> {
     let mut gw_a = String::new();
     let mut peer = String::new();
-    for (far, encap) in [("10.201.2.0/24", true), ("10.204.0.0/24", false)] {
+    for (far, encap) in [("10.201.2.0/24", true), (ESP_PREFIX, false)] {
         let (o, i) = (random_spi()?, random_spi()?);
         let (ko, ki) = (hex(&random_bytes(20)?), hex(&random_bytes(20)?));
         gw_a += &sa_pair(o, i, &ko, &ki, far, encap, false);
@@ -438,6 +477,9 @@ mod tests {
             assert_eq!(System::parse(s.key()), Ok(s));
         }
         assert!(System::parse("vpp").is_err());
+        assert_eq!(System::parse_many("dpdk").unwrap(), System::DPDK.to_vec());
+        assert_eq!(System::parse_many("kernel").unwrap(), vec![System::Kernel]);
+        assert_eq!(System::DpdkAfPacket.far_host(), ESP_HOST);
         assert_eq!(System::EspritBypass.dirs(), &[Dir::Encrypt]);
     }
 }

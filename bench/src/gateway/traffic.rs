@@ -13,6 +13,7 @@
 //! - **Latency** = receive time minus the send time stamped in the payload (one clock read per
 //!   batch on each side), nanoseconds, into an HDR histogram.
 
+use super::cpu::{self, CpuTicks};
 use super::endpoint::Endpoint;
 use super::packet::{read_stamp, stamp, ETH_LEN};
 use arrayvec::ArrayVec;
@@ -93,6 +94,10 @@ pub struct TrialSpec {
     pub rate: Option<f64>,
     /// Length of the sending window.
     pub duration: Duration,
+    /// The gateway's core, whose busy time over the window the trial records.
+    pub gateway_core: Option<usize>,
+    /// The thread keeping that core out of idle, whose time is not the gateway's.
+    pub soaker: Option<u32>,
 }
 
 /// What one trial measured.
@@ -118,6 +123,8 @@ pub struct Trial {
     pub foreign: u64,
     /// Packets the generator failed to build (ESP refused them).
     pub gen_errors: u64,
+    /// The fraction of the sending window the gateway's core was busy (see [`super::cpu`]).
+    pub gateway_busy: Option<f64>,
 }
 
 impl Trial {
@@ -133,6 +140,7 @@ impl Trial {
             esp_errors: 0,
             foreign: 0,
             gen_errors: 0,
+            gateway_busy: None,
         }
     }
 
@@ -144,6 +152,11 @@ impl Trial {
     /// Received packets per second within the window.
     pub fn rx_pps(&self) -> f64 {
         self.received_in_window as f64 / self.secs.max(1e-9)
+    }
+
+    /// CPU time of the gateway's core per packet received within the window, nanoseconds.
+    pub fn gateway_ns_per_packet(&self) -> Option<f64> {
+        cpu::ns_per_packet(self.gateway_busy?, self.secs, self.received_in_window)
     }
 
     /// Fraction of the sent packets that never arrived (0 when nothing was sent).
@@ -332,6 +345,9 @@ pub fn run_trial(
         None => BATCH,
     };
     let mut tokens = batch as f64;
+    let ticks_start = spec
+        .gateway_core
+        .and_then(|c| CpuTicks::now(c, spec.soaker));
     let start = Instant::now();
     let end = start + spec.duration;
     let mut last = start;
@@ -371,6 +387,14 @@ pub fn run_trial(
         while receive_batch(sink, rx, spec.trial, clock, true, &mut t)? == MAX_BATCH {}
     }
     t.secs = spec.duration.as_secs_f64();
+    t.gateway_busy = match (
+        spec.gateway_core
+            .and_then(|c| CpuTicks::now(c, spec.soaker)),
+        ticks_start,
+    ) {
+        (Some(b), Some(a)) => b.busy_since(&a),
+        _ => None,
+    };
     // Drain: let queued transmissions go and in-flight packets arrive.
     let drain_end = Instant::now() + DRAIN_MAX;
     let mut quiet_since = Instant::now();
