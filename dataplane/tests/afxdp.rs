@@ -1,9 +1,9 @@
 //! AF_XDP sockets on a real veth pair between two network namespaces: the classifier redirects
 //! transit packets to the socket, and frames the socket transmits reach the other side's stack.
-//! Needs root; skipped with a note otherwise. Namespaces are removed even when a test fails.
+//! Needs root (ignored by a plain `cargo test`, run by `./ci/test.sh`). Namespaces are removed even when a test fails.
 
 mod common;
-use common::{enter, ip, is_root};
+use common::{enter, ip};
 use dataplane::wire::ethernet::{EtherType, EthernetRepr};
 use dataplane::wire::ipv4::Ipv4Repr;
 use dataplane::wire::proto;
@@ -12,6 +12,7 @@ use dataplane::xdp::ring::XdpDesc;
 use dataplane::xdp::socket::{BindMode, SocketConfig, XskSocket};
 use dataplane::xdp::sys::action;
 use dataplane::xdp::umem::{Umem, UmemConfig};
+use esprit_testkit::require_root;
 use std::net::UdpSocket;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -94,11 +95,9 @@ fn lan_classifier() -> Classifier {
 }
 
 #[test]
+#[ignore = "needs root: ./ci/test.sh runs it as root"]
 fn receive_transit_packets_on_an_xsk() {
-    if !is_root() {
-        eprintln!("skipping: needs root");
-        return;
-    }
+    require_root();
     let pair = Pair::new("rx");
     let ns_b = pair.ns_b.clone();
     let ns_a = pair.ns_a.clone();
@@ -169,11 +168,9 @@ fn receive_transit_packets_on_an_xsk() {
 }
 
 #[test]
+#[ignore = "needs root: ./ci/test.sh runs it as root"]
 fn transmit_from_an_xsk_reaches_the_peer_stack() {
-    if !is_root() {
-        eprintln!("skipping: needs root");
-        return;
-    }
+    require_root();
     let pair = Pair::new("tx");
     let mac_a = pair.mac(&pair.ns_a, "xa");
     let mac_b = pair.mac(&pair.ns_b, "xb");

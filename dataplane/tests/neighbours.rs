@@ -6,10 +6,11 @@
 //! dropped. Needs root; run under `flock /tmp/esprit-netns.lock`.
 
 mod common;
-use common::{is_root, two_sites, write_secret};
+use common::{two_sites, write_secret};
 use dataplane::api::{Client, Request};
+use esprit_testkit::{require_root, tmpdir};
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -94,10 +95,6 @@ fn write_configs(dir: &Path) {
     }
 }
 
-fn tmpdir(tag: &str) -> PathBuf {
-    std::env::temp_dir().join(format!("esprit-test-{tag}-{}", std::process::id()))
-}
-
 /// Deletes every (non-permanent) neighbour entry in `ns`, both families.
 fn flush(ns: &str) {
     for fam in ["-4", "-6"] {
@@ -140,11 +137,9 @@ fn sysctl(ns: &str, kv: &str) {
 }
 
 #[test]
+#[ignore = "needs root: ./ci/test.sh runs it as root"]
 fn the_first_packet_waits_for_its_next_hop() {
-    if !is_root() {
-        eprintln!("skipping: needs root");
-        return;
-    }
+    require_root();
     let ns = two_sites("nq");
     let (ha, gwa, gwb, hb) = (ns.name(0), ns.name(1), ns.name(2), ns.name(3));
     let dir = tmpdir("nq");
@@ -199,11 +194,9 @@ fn the_first_packet_waits_for_its_next_hop() {
 }
 
 #[test]
+#[ignore = "needs root: ./ci/test.sh runs it as root"]
 fn frames_for_a_host_that_never_answers_are_bounded_and_dropped() {
-    if !is_root() {
-        eprintln!("skipping: needs root");
-        return;
-    }
+    require_root();
     let ns = two_sites("nf");
     let (ha, gwa, gwb) = (ns.name(0), ns.name(1), ns.name(2));
     let dir = tmpdir("nf");
@@ -257,11 +250,9 @@ fn frames_for_a_host_that_never_answers_are_bounded_and_dropped() {
 }
 
 #[test]
+#[ignore = "needs root: ./ci/test.sh runs it as root"]
 fn short_neighbour_timers_lose_nothing() {
-    if !is_root() {
-        eprintln!("skipping: needs root");
-        return;
-    }
+    require_root();
     let ns = two_sites("nt");
     let (ha, gwa, gwb, hb) = (ns.name(0), ns.name(1), ns.name(2), ns.name(3));
     // Entries go from REACHABLE to STALE within a second, a STALE entry is probed a second

@@ -246,15 +246,9 @@ fn esp_pcap_refuses_bad_input_with_clear_errors() {
 }
 
 #[test]
+#[ignore = "needs tshark: ./ci/test.sh installs it and runs it"]
 fn tshark_decrypts_esprit_output_with_the_exported_keys() {
-    if std::process::Command::new("tshark")
-        .arg("-v")
-        .output()
-        .is_err()
-    {
-        eprintln!("skipping: tshark is not installed (ci/install-deps.sh installs it)");
-        return;
-    }
+    esprit_testkit::require_tool("tshark", &["-v"]);
     let d = data().join("tunnel-6in4");
     let keys = tmp("ws-profile");
     let out = tmp("tshark-enc.pcap");

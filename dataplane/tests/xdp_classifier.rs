@@ -1,5 +1,5 @@
 //! The XDP classifiers, run by the kernel on crafted frames with BPF_PROG_TEST_RUN. Needs root
-//! (CAP_BPF); skipped with a note otherwise.
+//! (CAP_BPF): ignored by a plain `cargo test`, run by `./ci/test.sh` (as root).
 
 use dataplane::wire::ethernet::{EtherType, EthernetRepr};
 use dataplane::wire::ipv4::Ipv4Repr;
@@ -7,12 +7,13 @@ use dataplane::wire::ipv6::Ipv6Repr;
 use dataplane::wire::proto;
 use dataplane::xdp::program::{Classifier, ClassifierSpec, Role};
 use dataplane::xdp::sys::action;
+use esprit_testkit::require_root;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// Stands for "would redirect": the verdict the program returns when no socket is bound.
 const WOULD_REDIRECT: u32 = action::TX;
 
-fn classifier(role: Role) -> Option<Classifier> {
+fn classifier(role: Role) -> Classifier {
     let spec = ClassifierSpec {
         role,
         local_v4: vec![
@@ -26,23 +27,10 @@ fn classifier(role: Role) -> Option<Classifier> {
         nat_t_ports: vec![4500, 14500],
         no_socket_action: WOULD_REDIRECT,
     };
-    match Classifier::load(&spec, 4) {
-        Ok(c) => Some(c),
-        Err(e) if !is_root() => {
-            eprintln!("skipping: not root ({e})");
-            None
-        }
-        Err(e) => panic!("{e}"),
-    }
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .map(|s| {
-            s.lines()
-                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
+    Classifier::load(&spec, 4).unwrap_or_else(|e| {
+        require_root();
+        panic!("{e}")
+    })
 }
 
 fn eth(ethertype: u16, vlan: Option<u16>, payload: &[u8]) -> Vec<u8> {
@@ -110,10 +98,9 @@ const ESP: &[u8] = &[
 ];
 
 #[test]
+#[ignore = "needs root: ./ci/test.sh runs it as root"]
 fn wan_redirects_only_esp_for_the_gateway() {
-    let Some(c) = classifier(Role::Wan) else {
-        return;
-    };
+    let c = classifier(Role::Wan);
     let ike = {
         let mut p = vec![0, 0, 0, 0];
         p.extend_from_slice(&[0x11; 24]);
@@ -267,10 +254,9 @@ fn wan_redirects_only_esp_for_the_gateway() {
 }
 
 #[test]
+#[ignore = "needs root: ./ci/test.sh runs it as root"]
 fn lan_redirects_transit_traffic_only() {
-    let Some(c) = classifier(Role::Lan) else {
-        return;
-    };
+    let c = classifier(Role::Lan);
     let cases: Vec<(&str, Vec<u8>, u32)> = vec![
         (
             "transit v4",
@@ -355,10 +341,9 @@ fn lan_redirects_transit_traffic_only() {
 }
 
 #[test]
+#[ignore = "needs root: ./ci/test.sh runs it as root"]
 fn attaching_to_a_missing_interface_is_a_clear_error() {
-    let Some(c) = classifier(Role::Wan) else {
-        return;
-    };
+    let c = classifier(Role::Wan);
     let e = c
         .attach("esprit-nope0", false)
         .err()
@@ -367,10 +352,9 @@ fn attaching_to_a_missing_interface_is_a_clear_error() {
 }
 
 #[test]
+#[ignore = "needs root: ./ci/test.sh runs it as root"]
 fn every_shape_of_spec_passes_the_verifier() {
-    if !is_root() {
-        return;
-    }
+    require_root();
     let v4: Vec<Ipv4Addr> = vec!["10.200.0.2".parse().unwrap()];
     let v6: Vec<Ipv6Addr> = vec!["fd00:200::2".parse().unwrap()];
     for role in [Role::Wan, Role::Lan] {
