@@ -1,25 +1,24 @@
-//! The demo and the NAT capture: two esprit gateways across a lab. Needs root; skipped
-//! otherwise.
+//! The demo and the NAT capture: two esprit gateways across a lab. Needs root: ignored by a
+//! plain `cargo test`, run by `./ci/test.sh`.
 
+use esprit_testkit::require_root;
 use topology::demo::{run, DemoOptions};
-use topology::lab::is_root;
 use topology::{Lab, LabGuard, LabSpec, Node};
 
 #[test]
+#[ignore = "needs root: ./ci/test.sh runs it as root"]
 fn the_demo_runs_end_to_end_keyed_by_ikev2() {
     demo(false);
 }
 
 #[test]
+#[ignore = "needs root: ./ci/test.sh runs it as root"]
 fn the_demo_runs_end_to_end_with_manual_keys() {
     demo(true);
 }
 
 fn demo(manual_keys: bool) {
-    if !is_root() {
-        eprintln!("skipping: needs root");
-        return;
-    }
+    require_root();
     let o = DemoOptions {
         name: format!(
             "esprit-tdemo{}{}",
@@ -62,11 +61,9 @@ fn demo(manual_keys: bool) {
 }
 
 #[test]
+#[ignore = "needs root and tshark: ./ci/test.sh runs it as root"]
 fn through_a_nat_the_wan_capture_decrypts_in_tshark() {
-    if !is_root() {
-        eprintln!("skipping: needs root");
-        return;
-    }
+    require_root();
     assert!(
         std::process::Command::new("tshark")
             .arg("-v")

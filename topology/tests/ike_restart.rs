@@ -9,6 +9,7 @@
 //! killed as a crash would. Root only (the lab); the strongSwan case also needs strongSwan.
 //! Run under `flock /tmp/esprit-netns.lock`.
 
+use esprit_testkit::{require, require_root};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
@@ -17,7 +18,6 @@ use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use topology::ike::{write_configs, DaemonProcess, IkeSite};
-use topology::lab::is_root;
 use topology::strongswan::{ensure_installed, Charon, CharonSpec};
 use topology::{Lab, LabGuard, LabSpec, Node};
 
@@ -176,11 +176,8 @@ struct Sites {
 }
 
 impl Sites {
-    fn up(tag: &str, b: IkeSite) -> Option<Sites> {
-        if !is_root() {
-            eprintln!("skipping: the lab needs root");
-            return None;
-        }
+    fn up(tag: &str, b: IkeSite) -> Sites {
+        require_root();
         let pid = std::process::id();
         let lab = LabGuard::up(&LabSpec {
             name: format!("esprit-rs{tag}{pid}"),
@@ -212,7 +209,7 @@ impl Sites {
             lab,
         };
         s.converged("start");
-        Some(s)
+        s
     }
 
     /// Starts a dataplane; the previous instance's XDP link and sockets go away asynchronously
@@ -287,10 +284,9 @@ impl Sites {
 }
 
 #[test]
+#[ignore = "needs root: ./ci/test.sh runs it as root"]
 fn a_killed_esprit_ike_on_either_side_converges_without_loss() {
-    let Some(mut s) = Sites::up("i", IkeSite::default()) else {
-        return;
-    };
+    let mut s = Sites::up("i", IkeSite::default());
     let p = Pinger::start(&s.lab);
     p.wait_past(5, "warm-up");
     for (a, what) in [(true, "esprit-ike on gwA"), (false, "esprit-ike on gwB")] {
@@ -303,10 +299,9 @@ fn a_killed_esprit_ike_on_either_side_converges_without_loss() {
 }
 
 #[test]
+#[ignore = "needs root: ./ci/test.sh runs it as root"]
 fn a_killed_dataplane_on_either_side_converges() {
-    let Some(mut s) = Sites::up("d", IkeSite::default()) else {
-        return;
-    };
+    let mut s = Sites::up("d", IkeSite::default());
     let p = Pinger::start(&s.lab);
     p.wait_past(5, "warm-up");
     for (a, what) in [(true, "dataplane on gwA"), (false, "dataplane on gwB")] {
@@ -319,14 +314,13 @@ fn a_killed_dataplane_on_either_side_converges() {
 }
 
 #[test]
+#[ignore = "needs root: ./ci/test.sh runs it as root"]
 fn orphans_nobody_replaces_are_removed_after_the_orphan_timeout() {
     let b = IkeSite {
         extra_daemon: "orphan_timeout = \"3s\"".into(),
         ..IkeSite::default()
     };
-    let Some(mut s) = Sites::up("o", b) else {
-        return;
-    };
+    let mut s = Sites::up("o", b);
     // gwA's esprit-ike is gone for good; gwB's restarts and cannot re-establish the child.
     s.ike_a.kill();
     s.restart_ike(false);
@@ -349,15 +343,10 @@ fn orphans_nobody_replaces_are_removed_after_the_orphan_timeout() {
 }
 
 #[test]
+#[ignore = "needs root and strongSwan: ./ci/test.sh runs it as root"]
 fn a_killed_esprit_ike_facing_strongswan_converges() {
-    if !is_root() {
-        eprintln!("skipping: the lab needs root");
-        return;
-    }
-    if let Err(e) = ensure_installed() {
-        eprintln!("skipping: {e}");
-        return;
-    }
+    require_root();
+    require(ensure_installed(), "strongSwan");
     let pid = std::process::id();
     let lab = LabGuard::up(&LabSpec {
         name: format!("esprit-rss{pid}"),

@@ -1,19 +1,13 @@
 //! The lab builds, forwards, stays put when asked twice, repairs itself, masquerades behind
 //! the NAT and goes away cleanly; the `esprit-lab` binary does the same from the command line.
-//! Needs root (CI runs as root); skipped otherwise. Every test has its own lab name (with the
+//! Needs root: ignored by a plain `cargo test`, run by `./ci/test.sh` (as root). Every test has its own lab name (with the
 //! process id), so they run in parallel.
 
+use esprit_testkit::require_root;
 use std::process::Command;
-use topology::lab::{is_root, HOST_A, HOST_B, NAT_PUBLIC};
+use topology::lab::{HOST_A, HOST_B, NAT_PUBLIC};
 use topology::netns;
 use topology::{Lab, LabGuard, LabSpec, Node, UpOutcome};
-
-fn root() -> bool {
-    if !is_root() {
-        eprintln!("skipping: the lab needs root");
-    }
-    is_root()
-}
 
 fn spec(tag: &str) -> LabSpec {
     LabSpec {
@@ -75,10 +69,9 @@ fn counter(lab: &Lab, n: Node, name: &str) -> u64 {
 }
 
 #[test]
+#[ignore = "needs root: ./ci/test.sh runs it as root"]
 fn a_routed_lab_forwards_both_families_through_both_gateways() {
-    if !root() {
-        return;
-    }
+    require_root();
     let s = LabSpec {
         queues: 2,
         routed: true,
@@ -133,10 +126,9 @@ fn a_routed_lab_forwards_both_families_through_both_gateways() {
 }
 
 #[test]
+#[ignore = "needs root: ./ci/test.sh runs it as root"]
 fn without_esprit_the_default_routes_carry_site_traffic_in_clear() {
-    if !root() {
-        return;
-    }
+    require_root();
     let lab = LabGuard::up(&spec("un")).unwrap();
     // Neighbours reach each other: hosts their gateway, gateways each other, both families.
     ping(&lab, Node::HostA, "10.201.1.1");
@@ -151,10 +143,9 @@ fn without_esprit_the_default_routes_carry_site_traffic_in_clear() {
 }
 
 #[test]
+#[ignore = "needs root: ./ci/test.sh runs it as root"]
 fn up_twice_keeps_the_lab_and_a_damaged_lab_is_rebuilt() {
-    if !root() {
-        return;
-    }
+    require_root();
     let s = spec("id");
     let (lab, outcome) = Lab::up_report(&s).unwrap();
     let _guard = LabGuard(lab.clone());
@@ -221,10 +212,9 @@ fn up_twice_keeps_the_lab_and_a_damaged_lab_is_rebuilt() {
 }
 
 #[test]
+#[ignore = "needs root: ./ci/test.sh runs it as root"]
 fn the_nat_masquerades_site_a_and_routes_ipv6() {
-    if !root() {
-        return;
-    }
+    require_root();
     if Command::new("nft").arg("--version").output().is_err() {
         panic!("nft is missing: ci/install-deps.sh installs nftables");
     }
@@ -309,10 +299,9 @@ fn lab_bin(args: &[&str]) -> std::process::Output {
 }
 
 #[test]
+#[ignore = "needs root: ./ci/test.sh runs it as root"]
 fn the_command_line_builds_describes_runs_in_and_removes_a_lab() {
-    if !root() {
-        return;
-    }
+    require_root();
     let name = spec("cli").name;
     let _guard = LabGuard(Lab::new(LabSpec {
         name: name.clone(),

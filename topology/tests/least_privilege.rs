@@ -6,12 +6,13 @@
 //! `flock /tmp/esprit-netns.lock`.
 
 use control::daemon::control::{call, ControlRequest};
+use esprit_testkit::require_root;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use topology::ike::{write_configs, IkeSite};
-use topology::lab::{is_root, LabGuard, LabSpec, Node};
+use topology::lab::{LabGuard, LabSpec, Node};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -122,11 +123,9 @@ fn ping(lab: &topology::lab::Lab, count: &str) -> (bool, String) {
 }
 
 #[test]
+#[ignore = "needs root: ./ci/test.sh runs it as root"]
 fn daemons_run_with_least_privilege_and_still_forward_reload_and_reconnect() {
-    if !is_root() {
-        eprintln!("skipping: needs root");
-        return;
-    }
+    require_root();
     let (dp_bin, ike_bin) = (bin("esprit-dataplane"), bin("esprit-ike"));
     let lab = LabGuard::up(&LabSpec {
         name: format!("lp{}", std::process::id()),

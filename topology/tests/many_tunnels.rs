@@ -6,16 +6,14 @@
 //! after the rekeys. Correctness only: the figures are `esprit-lab many`'s and
 //! docs/benchmarks.md's. `ESPRIT_MANY_TUNNELS` lowers the number of tunnels.
 
+use esprit_testkit::require_root;
 use std::path::PathBuf;
-use topology::lab::is_root;
 use topology::many::{run, ManyOptions, MAX_TUNNELS};
 
 #[test]
+#[ignore = "needs root: ./ci/test.sh runs it as root"]
 fn one_gateway_holds_a_thousand_tunnels_that_rekey_on_schedule() {
-    if !is_root() {
-        eprintln!("skipping: the lab needs root");
-        return;
-    }
+    require_root();
     let tunnels = match std::env::var("ESPRIT_MANY_TUNNELS") {
         Ok(v) => v
             .parse::<usize>()

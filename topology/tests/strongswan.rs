@@ -2,13 +2,14 @@
 //! gateways run charon (kernel-libipsec), with a PSK and with ECDSA P-256 certificates; gwA
 //! initiates, hA pings hB through the tunnel, both sides list the child SA with traffic, and
 //! the ESP keys gwA logged are the ones gwB logged (inbound and outbound crossed). Needs root
-//! and strongSwan (`ci/install-deps.sh`); skipped with a note otherwise. Every test has its
+//! and strongSwan (`ci/install-deps.sh`): ignored by a plain `cargo test`, run by `./ci/test.sh`. Every test has its
 //! own lab (the process id in its name) and its own directories, removed even on failure.
 
+use esprit_testkit::{measure_enabled, require, require_root, require_tool};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
-use topology::lab::{is_root, HOST_B, NAT_PUBLIC};
+use topology::lab::{HOST_B, NAT_PUBLIC};
 use topology::strongswan::{
     ensure_installed, strongswan_version, Charon, CharonSpec, IkeSaInfo, PeerAuth,
 };
@@ -16,16 +17,10 @@ use topology::{Lab, LabGuard, LabSpec, Node};
 
 const WAIT: Duration = Duration::from_secs(15);
 
-fn ready() -> bool {
-    if !is_root() {
-        eprintln!("skipping: the lab needs root");
-        return false;
-    }
-    if let Err(e) = ensure_installed() {
-        eprintln!("skipping: {e}");
-        return false;
-    }
-    true
+/// Fails unless the lab can be built (root) and strongSwan is installed.
+fn require_ready() {
+    require_root();
+    require(ensure_installed(), "strongSwan");
 }
 
 fn lab(tag: &str) -> LabGuard {
@@ -184,10 +179,9 @@ fn stopped_cleanly(lab: &Lab, c: Charon, node: Node) {
 }
 
 #[test]
+#[ignore = "needs root and strongSwan: ./ci/test.sh runs it as root"]
 fn psk_tunnel_between_two_strongswans() {
-    if !ready() {
-        return;
-    }
+    require_ready();
     eprintln!("strongSwan {}", strongswan_version().unwrap());
     let lab = lab("p");
     let dir = TempDir::new("psk");
@@ -225,10 +219,9 @@ fn psk_tunnel_between_two_strongswans() {
 }
 
 #[test]
+#[ignore = "needs root and strongSwan: ./ci/test.sh runs it as root"]
 fn psk_tunnel_through_the_nat() {
-    if !ready() {
-        return;
-    }
+    require_ready();
     let lab = LabGuard::up(&LabSpec {
         name: format!("esprit-ssn{}", std::process::id()),
         nat: true,
@@ -249,10 +242,9 @@ fn psk_tunnel_through_the_nat() {
 }
 
 #[test]
+#[ignore = "needs root and strongSwan: ./ci/test.sh runs it as root"]
 fn ecdsa_certificate_tunnel_between_two_strongswans() {
-    if !ready() {
-        return;
-    }
+    require_ready();
     let lab = lab("c");
     let dir = TempDir::new("pubkey");
     let pki = dir.join("pki");
@@ -287,10 +279,9 @@ fn ecdsa_certificate_tunnel_between_two_strongswans() {
 }
 
 #[test]
+#[ignore = "needs root and strongSwan: ./ci/test.sh runs it as root"]
 fn a_wrong_psk_fails_clearly() {
-    if !ready() {
-        return;
-    }
+    require_ready();
     let lab = lab("w");
     let dir = TempDir::new("wrong");
     let spec_a = CharonSpec::lab_gw_a(&lab);
@@ -313,18 +304,17 @@ fn a_wrong_psk_fails_clearly() {
 }
 
 /// The figure in docs/interop.md: iperf3 TCP from hA to hB through a strongSwan-to-strongSwan
-/// tunnel, 5 s. Run alone:
-/// `cargo test --release -p topology --test strongswan -- --ignored --nocapture`.
+/// tunnel, 5 s. A measurement, not a correctness test: it returns at once unless
+/// `ESPRIT_MEASURE=1`. Run it alone, as root:
+/// `ESPRIT_MEASURE=1 cargo test --release -p topology --test strongswan -- --ignored throughput --nocapture`.
 #[test]
-#[ignore = "measurement; run explicitly"]
+#[ignore = "measurement, needs root, strongSwan and iperf3: ESPRIT_MEASURE=1 runs it"]
 fn throughput_between_two_strongswans() {
-    if !ready() {
+    if !measure_enabled("throughput_between_two_strongswans") {
         return;
     }
-    if Command::new("iperf3").arg("--version").output().is_err() {
-        eprintln!("skipping: iperf3 is not installed (Debian package iperf3)");
-        return;
-    }
+    require_ready();
+    require_tool("iperf3", &["--version"]);
     let lab = lab("t");
     let dir = TempDir::new("iperf");
     let (a, b) = start_pair(
