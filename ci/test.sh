@@ -18,7 +18,7 @@ cargo fmt --all -- --check
 echo "ci: cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "ci: cargo test"
-cargo test --workspace --locked
+cargo test --workspace --locked -- --include-ignored
 echo "ci: benchmark smoke (the tool runs; no figure is checked)"
 cargo run --release --locked -q -p bench --bin esprit-bench -- esp --quick > target/bench-smoke.txt
 tail -n 3 target/bench-smoke.txt
