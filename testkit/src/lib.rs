@@ -21,12 +21,14 @@ pub fn is_root() -> bool {
 }
 
 /// Panics unless the process runs as root.
+#[track_caller]
 pub fn require_root() {
     assert!(is_root(), "needs root: run ./ci/test.sh as root");
 }
 
 /// Returns the value of a prerequisite check, or panics saying which prerequisite is missing
 /// (`what`) and why.
+#[track_caller]
 pub fn require<T, E: Display>(check: Result<T, E>, what: &str) -> T {
     match check {
         Ok(v) => v,
@@ -35,6 +37,7 @@ pub fn require<T, E: Display>(check: Result<T, E>, what: &str) -> T {
 }
 
 /// Panics unless `program ARGS` can be started (a tool the test drives, e.g. tshark).
+#[track_caller]
 pub fn require_tool(program: &str, args: &[&str]) {
     require(
         Command::new(program).args(args).output().map(|_| ()),
