@@ -1,6 +1,7 @@
 //! AF_XDP sockets on a real veth pair between two network namespaces: the classifier redirects
 //! transit packets to the socket, and frames the socket transmits reach the other side's stack.
-//! Needs root (ignored by a plain `cargo test`, run by `./ci/test.sh`). Namespaces are removed even when a test fails.
+//! Needs root (ignored by a plain `cargo test`, run by `./ci/test.sh`). Namespaces are removed
+//! even when a test fails.
 
 mod common;
 use common::{enter, ip};

@@ -1,7 +1,7 @@
 //! The lab builds, forwards, stays put when asked twice, repairs itself, masquerades behind
 //! the NAT and goes away cleanly; the `esprit-lab` binary does the same from the command line.
-//! Needs root: ignored by a plain `cargo test`, run by `./ci/test.sh` (as root). Every test has its own lab name (with the
-//! process id), so they run in parallel.
+//! Needs root: ignored by a plain `cargo test`, run by `./ci/test.sh` (as root). Every test
+//! has its own lab name (with the process id), so they run in parallel.
 
 use esprit_testkit::require_root;
 use std::process::Command;

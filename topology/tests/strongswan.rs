@@ -2,8 +2,9 @@
 //! gateways run charon (kernel-libipsec), with a PSK and with ECDSA P-256 certificates; gwA
 //! initiates, hA pings hB through the tunnel, both sides list the child SA with traffic, and
 //! the ESP keys gwA logged are the ones gwB logged (inbound and outbound crossed). Needs root
-//! and strongSwan (`ci/install-deps.sh`): ignored by a plain `cargo test`, run by `./ci/test.sh`. Every test has its
-//! own lab (the process id in its name) and its own directories, removed even on failure.
+//! and strongSwan (`ci/install-deps.sh`): ignored by a plain `cargo test`, run by
+//! `./ci/test.sh`. Every test has its own lab (the process id in its name) and its own
+//! directories, removed even on failure.
 
 use esprit_testkit::{measure_enabled, require, require_root, require_tool};
 use std::path::{Path, PathBuf};
