@@ -1,9 +1,10 @@
 //! esprit-ike under an IKE_SA_INIT flood, end to end on loopback (no namespaces, but root: the
 //! daemons lock their memory with `mlockall`): a flood client in this test (real initiators
-//! from the control library, over UDP) sends IKE_SA_INIT requests from eight source addresses (127.0.0.10-17), answers every COOKIE
-//! demand and never sends IKE_AUTH. During the flood the responder's half-open IKE SAs (as
-//! `espctl ike stats` shows them) stay within its limits, its memory (VmRSS) stays bounded, its
-//! log stays short, and a legitimate peer (a second esprit-ike) still establishes.
+//! from the control library, over UDP) sends IKE_SA_INIT requests from eight source addresses
+//! (127.0.0.10-17), answers every COOKIE demand and never sends IKE_AUTH. During the flood the
+//! responder's half-open IKE SAs (as `espctl ike stats` shows them) stay within its limits,
+//! its memory (VmRSS) stays bounded, its log stays short, and a legitimate peer (a second
+//! esprit-ike) still establishes.
 
 use control::config::Config;
 use control::daemon::params::connection_params;
