@@ -116,6 +116,21 @@ fn dataplane_sas(s: &Sites, a: bool) -> usize {
         .len()
 }
 
+/// What gateway A's or B's dataplane dropped, and why (for failure messages).
+fn dataplane_drops(s: &Sites, a: bool) -> String {
+    let sock = s._dir.0.join(if a { "gwA-dp.sock" } else { "gwB-dp.sock" });
+    let mut c = dataplane::api::Client::connect(&sock).unwrap();
+    let st = c.call(dataplane::api::Request::Stats).unwrap();
+    format!(
+        "forwarding {} sadb {} per SA {:?}",
+        st["forwarding_drops"],
+        st["sadb_drops"],
+        st["sas"]
+            .as_array()
+            .map(|v| v.iter().map(|sa| sa["drops"].clone()).collect::<Vec<_>>())
+    )
+}
+
 #[test]
 #[ignore = "needs root: ./ci/test.sh runs it as root"]
 fn on_demand_tunnel_comes_up_with_the_first_packet() {
@@ -214,8 +229,11 @@ fn fifty_child_and_five_ike_rekeys_from_each_side_lose_no_packet() {
     // How many echoes fit in the run depends on the machine's load; a few hundred always do.
     assert!(nums.len() >= 2 && nums[0] >= 200, "{summary}");
     assert_eq!(
-        nums[0], nums[1],
-        "packets lost across 100 child and 10 IKE rekeys: {summary}"
+        nums[0],
+        nums[1],
+        "packets lost across 100 child and 10 IKE rekeys: {summary}\ngwA: {}\ngwB: {}",
+        dataplane_drops(&s, true),
+        dataplane_drops(&s, false)
     );
     for d in [&s.ike_a, &s.ike_b] {
         assert_eq!(d.list().unwrap().as_array().unwrap().len(), 1);
