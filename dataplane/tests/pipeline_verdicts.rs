@@ -331,7 +331,11 @@ fn drops(p: &Pipeline) -> DropCounters {
 }
 
 /// Runs one frame through `p` from `port` with `spares` pool frames.
-fn run(p: &mut Pipeline, port: Port, f: OwnedFrame, spares: usize) -> (Out, OwnedFrame, VecPool) {
+fn run(
+    p: &mut Pipeline,
+    (port, f): (Port, OwnedFrame),
+    spares: usize,
+) -> (Out, OwnedFrame, VecPool) {
     let mut pool = VecPool::new(spares);
     let mut frames = [f];
     let mut out = [Out::Drop(DropReason::Malformed)];
@@ -343,395 +347,246 @@ fn run(p: &mut Pipeline, port: Port, f: OwnedFrame, spares: usize) -> (Out, Owne
 /// One case: prepares gateway 1 (and may send frames ahead), then returns the frame under test.
 struct Case {
     name: &'static str,
-    prepare: fn(&mut Pipeline) -> (Port, OwnedFrame),
+    prepare: Prepare,
     spares: usize,
     out: Out,
     counted: Option<DropReason>,
 }
 
+impl Case {
+    fn spares(mut self, n: usize) -> Case {
+        self.spares = n;
+        self
+    }
+}
+
+type Prepare = fn(&mut Pipeline) -> (Port, OwnedFrame);
+
+/// A frame dropped for `r`, counted once.
+fn drop(name: &'static str, r: DropReason, prepare: Prepare) -> Case {
+    Case {
+        name,
+        prepare,
+        spares: 0,
+        out: Out::Drop(r),
+        counted: Some(r),
+    }
+}
+
+/// A frame that leaves (or waits) without any drop counted.
+fn pass(name: &'static str, out: Out, prepare: Prepare) -> Case {
+    Case {
+        name,
+        prepare,
+        spares: 0,
+        out,
+        counted: None,
+    }
+}
+
+/// A frame counted as dropped for `r` and answered by an ICMP error that leaves as `out`.
+fn icmp(name: &'static str, out: Out, r: DropReason, prepare: Prepare) -> Case {
+    Case {
+        name,
+        prepare,
+        spares: 0,
+        out,
+        counted: Some(r),
+    }
+}
+
+/// A frame for gateway 1's LAN port, from its host.
+fn lan(ip: &[u8]) -> (Port, OwnedFrame) {
+    (Port::Lan, from_lan(ip))
+}
+
+/// A frame for gateway 1's WAN port, from gateway 2.
+fn wan(ip: &[u8]) -> (Port, OwnedFrame) {
+    (Port::Wan, from_wan(ip))
+}
+
+/// From gateway 1's LAN host to `dst`.
+fn lan4(dst: &str, ttl: u8, n: usize, dont_frag: bool) -> (Port, OwnedFrame) {
+    lan(&v4("10.1.0.2", dst, ttl, n, dont_frag))
+}
+
+/// Gateway 2 to gateway 1 in transport mode, with TTL `ttl`.
+fn transport(ttl: u8) -> Vec<u8> {
+    let pkt = v4("10.200.0.2", "10.200.0.1", ttl, 100, true);
+    seal_with(transport_sa(2), &pkt)
+}
+
+fn route(p: &mut Pipeline, prefix: &str, action: RouteAction) {
+    let mut r = RouteTable::new();
+    r.insert(prefix.parse().unwrap(), action);
+    p.set_routes(r);
+}
+
 fn lan_ok(_: &mut Pipeline) -> (Port, OwnedFrame) {
-    (
-        Port::Lan,
-        from_lan(&v4("10.1.0.2", "10.2.0.2", 64, 100, true)),
-    )
+    lan4("10.2.0.2", 64, 100, true)
 }
 
 fn wan_ok(_: &mut Pipeline) -> (Port, OwnedFrame) {
     let inner = v4("10.2.0.2", "10.1.0.2", 64, 100, true);
-    (Port::Wan, from_wan(&esp_to_1(&inner, 1)))
+    wan(&esp_to_1(&inner, 1))
 }
 
 fn cases() -> Vec<Case> {
+    use DropReason as R;
+    const TX_WAN: Out = Out::Tx(Port::Wan);
+    const TX_LAN: Out = Out::Tx(Port::Lan);
     let wait_wan = Out::Wait(Port::Wan, a("10.200.0.2"));
     vec![
-        Case {
-            name: "lan ipv4 into the tunnel",
-            prepare: lan_ok,
-            spares: 0,
-            out: Out::Tx(Port::Wan),
-            counted: None,
-        },
-        Case {
-            name: "lan ipv6 into the tunnel",
-            prepare: |_| (Port::Lan, from_lan(&v6("fd01::2", "fd02::2", 64, 100))),
-            spares: 0,
-            out: Out::Tx(Port::Wan),
-            counted: None,
-        },
-        Case {
-            name: "wan esp out of the tunnel",
-            prepare: wan_ok,
-            spares: 0,
-            out: Out::Tx(Port::Lan),
-            counted: None,
-        },
-        Case {
-            name: "lan: not IP (ARP)",
-            prepare: |_| (Port::Lan, eth(mac(1, LAN), mac(1, HOST), 0x0806, &[0; 28])),
-            spares: 0,
-            out: Out::Drop(DropReason::Malformed),
-            counted: Some(DropReason::Malformed),
-        },
-        Case {
-            name: "lan: truncated IPv4",
-            prepare: |_| {
-                (
-                    Port::Lan,
-                    from_lan(&v4("10.1.0.2", "10.2.0.2", 64, 8, true)[..12]),
-                )
-            },
-            spares: 0,
-            out: Out::Drop(DropReason::Malformed),
-            counted: Some(DropReason::Malformed),
-        },
-        Case {
-            name: "wan: not ESP (UDP to a port that is not NAT-T)",
-            prepare: |_| {
-                (
-                    Port::Wan,
-                    from_wan(&v4("10.200.0.2", "10.200.0.1", 64, 40, true)),
-                )
-            },
-            spares: 0,
-            out: Out::Drop(DropReason::Malformed),
-            counted: Some(DropReason::Malformed),
-        },
-        Case {
-            name: "wan: ESP too short for IV and ICV",
-            prepare: |_| {
-                let pkt = v4_proto("10.200.0.2", "10.200.0.1", 64, 16, true, proto::ESP);
-                (Port::Wan, from_wan(&pkt))
-            },
-            spares: 0,
-            out: Out::Drop(DropReason::Malformed),
-            counted: Some(DropReason::Malformed),
-        },
-        Case {
-            name: "wan: unknown SPI",
-            prepare: |_| {
-                let mut c = tunnel_sa(2, 2, 1);
-                c.spi = 0xdead;
-                let inner = v4("10.2.0.2", "10.1.0.2", 64, 100, true);
-                (Port::Wan, from_wan(&seal_with(c, &inner)))
-            },
-            spares: 0,
-            out: Out::Drop(DropReason::UnknownSpi),
-            counted: Some(DropReason::UnknownSpi),
-        },
-        Case {
-            name: "wan: replayed",
-            prepare: |p| {
-                let (_, f) = wan_ok(p);
-                let again = OwnedFrame::from_packet(f.data(), DEFAULT_HEADROOM, 64);
-                assert_eq!(run(p, Port::Wan, f, 0).0, Out::Tx(Port::Lan));
-                (Port::Wan, again)
-            },
-            spares: 0,
-            out: Out::Drop(DropReason::Replayed),
-            counted: Some(DropReason::Replayed),
-        },
-        Case {
-            name: "wan: ICV does not verify",
-            prepare: |_| {
-                let mut pkt = esp_to_1(&v4("10.2.0.2", "10.1.0.2", 64, 100, true), 1);
-                *pkt.last_mut().unwrap() ^= 1;
-                (Port::Wan, from_wan(&pkt))
-            },
-            spares: 0,
-            out: Out::Drop(DropReason::AuthFailed),
-            counted: Some(DropReason::AuthFailed),
-        },
-        Case {
-            name: "wan: padding not 1, 2, 3, …",
-            prepare: |_| {
-                let inner = v4("10.2.0.2", "10.1.0.2", 64, 98, true);
-                (
-                    Port::Wan,
-                    from_wan(&hand_sealed(&inner, &[9, 9, 9, 9], proto::IPV4)),
-                )
-            },
-            spares: 0,
-            out: Out::Drop(DropReason::BadPadding),
-            counted: Some(DropReason::BadPadding),
-        },
-        Case {
-            name: "wan: inner packet outside the SA's selectors",
-            prepare: |_| {
+        pass("lan ipv4 into the tunnel", TX_WAN, lan_ok),
+        pass("lan ipv6 into the tunnel", TX_WAN, |_| {
+            lan(&v6("fd01::2", "fd02::2", 64, 100))
+        }),
+        pass("wan esp out of the tunnel", TX_LAN, wan_ok),
+        drop("lan: not IP (ARP)", R::Malformed, |_| {
+            (Port::Lan, eth(mac(1, LAN), mac(1, HOST), 0x0806, &[0; 28]))
+        }),
+        drop("lan: truncated IPv4", R::Malformed, |_| {
+            lan(&v4("10.1.0.2", "10.2.0.2", 64, 8, true)[..12])
+        }),
+        drop("wan: UDP, not to a NAT-T port", R::Malformed, |_| {
+            wan(&v4("10.200.0.2", "10.200.0.1", 64, 40, true))
+        }),
+        drop("wan: ESP too short for IV and ICV", R::Malformed, |_| {
+            let pkt = v4_proto("10.200.0.2", "10.200.0.1", 64, 16, true, proto::ESP);
+            wan(&pkt)
+        }),
+        drop("wan: unknown SPI", R::UnknownSpi, |_| {
+            let mut c = tunnel_sa(2, 2, 1);
+            c.spi = 0xdead;
+            let inner = v4("10.2.0.2", "10.1.0.2", 64, 100, true);
+            wan(&seal_with(c, &inner))
+        }),
+        drop("wan: replayed", R::Replayed, |p| {
+            let (_, f) = wan_ok(p);
+            let again = OwnedFrame::from_packet(f.data(), DEFAULT_HEADROOM, 64);
+            assert_eq!(run(p, (Port::Wan, f), 0).0, TX_LAN);
+            (Port::Wan, again)
+        }),
+        drop("wan: ICV does not verify", R::AuthFailed, |_| {
+            let mut pkt = esp_to_1(&v4("10.2.0.2", "10.1.0.2", 64, 100, true), 1);
+            *pkt.last_mut().unwrap() ^= 1;
+            wan(&pkt)
+        }),
+        drop("wan: padding not 1, 2, 3, …", R::BadPadding, |_| {
+            let inner = v4("10.2.0.2", "10.1.0.2", 64, 98, true);
+            wan(&hand_sealed(&inner, &[9, 9, 9, 9], proto::IPV4))
+        }),
+        drop(
+            "wan: inner outside the selectors",
+            R::SelectorMismatch,
+            |_| {
                 let inner = v4("10.5.0.2", "10.1.0.2", 64, 100, true);
-                (Port::Wan, from_wan(&esp_to_1(&inner, 1)))
+                wan(&esp_to_1(&inner, 1))
             },
-            spares: 0,
-            out: Out::Drop(DropReason::SelectorMismatch),
-            counted: Some(DropReason::SelectorMismatch),
-        },
-        Case {
-            name: "lan: outbound sequence numbers exhausted",
-            prepare: |p| {
-                let mut c = tunnel_sa(1, 1, 2);
-                c.seq = u64::from(u32::MAX);
-                p.sadb.replace(c).unwrap();
-                lan_ok(p)
-            },
-            spares: 0,
-            out: Out::Drop(DropReason::SeqExhausted),
-            counted: Some(DropReason::SeqExhausted),
-        },
-        Case {
-            name: "wan: outer IPv4 fragment",
-            prepare: |_| {
-                let pkt = esp_to_1(&v4("10.2.0.2", "10.1.0.2", 64, 100, true), 1);
-                let pkt = patch_v4(pkt, |b| b[6] = 0x20);
-                (Port::Wan, from_wan(&pkt))
-            },
-            spares: 0,
-            out: Out::Drop(DropReason::Fragment),
-            counted: Some(DropReason::Fragment),
-        },
-        Case {
-            name: "lan: DF packet past the tunnel MTU (ICMP fragmentation needed)",
-            prepare: |_| {
-                (
-                    Port::Lan,
-                    from_lan(&v4("10.1.0.2", "10.2.0.2", 64, 1460, true)),
-                )
-            },
-            spares: 0,
-            out: Out::Tx(Port::Lan),
-            counted: Some(DropReason::TooBig),
-        },
-        Case {
-            name: "wan: CE outside, not ECN-capable inside",
-            prepare: |_| {
-                let pkt = esp_to_1(&v4("10.2.0.2", "10.1.0.2", 64, 100, true), 1);
-                let pkt = patch_v4(pkt, |b| b[1] |= 3);
-                (Port::Wan, from_wan(&pkt))
-            },
-            spares: 0,
-            out: Out::Drop(DropReason::EcnDrop),
-            counted: Some(DropReason::EcnDrop),
-        },
-        Case {
-            name: "wan: dummy packet (next header 59)",
-            prepare: |_| {
-                let pkt = v4_proto("10.200.0.2", "10.200.0.1", 64, 40, true, 59);
-                (Port::Wan, from_wan(&seal_with(transport_sa(2), &pkt)))
-            },
-            spares: 0,
-            out: Out::Drop(DropReason::Dummy),
-            counted: Some(DropReason::Dummy),
-        },
-        Case {
-            name: "lan: no SA and no route",
-            prepare: |_| {
-                (
-                    Port::Lan,
-                    from_lan(&v4("10.1.0.2", "10.9.0.2", 64, 100, true)),
-                )
-            },
-            spares: 0,
-            out: Out::Drop(DropReason::NoPolicy),
-            counted: Some(DropReason::NoPolicy),
-        },
-        Case {
-            name: "lan: a drop route",
-            prepare: |p| {
-                let mut r = RouteTable::new();
-                r.insert("10.9.0.0/16".parse().unwrap(), RouteAction::Drop);
-                p.set_routes(r);
-                (
-                    Port::Lan,
-                    from_lan(&v4("10.1.0.2", "10.9.0.2", 64, 100, true)),
-                )
-            },
-            spares: 0,
-            out: Out::Drop(DropReason::NoPolicy),
-            counted: Some(DropReason::NoPolicy),
-        },
-        Case {
-            name: "lan: a tunnel route to a peer without SA",
-            prepare: |p| {
-                let mut r = RouteTable::new();
-                r.insert(
-                    "10.9.0.0/16".parse().unwrap(),
-                    RouteAction::Tunnel(a("10.200.0.7")),
-                );
-                p.set_routes(r);
-                (
-                    Port::Lan,
-                    from_lan(&v4("10.1.0.2", "10.9.0.2", 64, 100, true)),
-                )
-            },
-            spares: 0,
-            out: Out::Drop(DropReason::NoPolicy),
-            counted: Some(DropReason::NoPolicy),
-        },
-        Case {
-            name: "lan: a bypass route (in the clear)",
-            prepare: |p| {
-                let mut r = RouteTable::new();
-                r.insert("10.200.0.0/24".parse().unwrap(), RouteAction::Bypass);
-                p.set_routes(r);
-                (
-                    Port::Lan,
-                    from_lan(&v4("10.1.0.2", "10.200.0.2", 64, 100, true)),
-                )
-            },
-            spares: 0,
-            out: Out::Tx(Port::Wan),
-            counted: None,
-        },
-        Case {
-            name: "lan: TTL 1 (ICMP time exceeded back to the host)",
-            prepare: |_| {
-                (
-                    Port::Lan,
-                    from_lan(&v4("10.1.0.2", "10.2.0.2", 1, 100, true)),
-                )
-            },
-            spares: 0,
-            out: Out::Tx(Port::Lan),
-            counted: Some(DropReason::TtlExceeded),
-        },
-        Case {
-            name: "lan: hop limit 1 (ICMPv6 time exceeded back to the host)",
-            prepare: |_| (Port::Lan, from_lan(&v6("fd01::2", "fd02::2", 1, 100))),
-            spares: 0,
-            out: Out::Tx(Port::Lan),
-            counted: Some(DropReason::TtlExceeded),
-        },
-        Case {
-            name: "wan: inner TTL 1 (ICMP time exceeded back through the tunnel)",
-            prepare: |_| {
-                let inner = v4("10.2.0.2", "10.1.0.2", 1, 100, true);
-                (Port::Wan, from_wan(&esp_to_1(&inner, 1)))
-            },
-            spares: 0,
-            out: Out::Tx(Port::Wan),
-            counted: Some(DropReason::TtlExceeded),
-        },
-        Case {
-            name: "lan: outbound SA past its hard packet limit",
-            prepare: |p| {
-                let mut c = tunnel_sa(1, 1, 2);
-                c.lifetime.hard_packets = Some(1);
-                p.sadb.replace(c).unwrap();
-                let (_, f) = lan_ok(p);
-                assert_eq!(run(p, Port::Lan, f, 0).0, Out::Tx(Port::Wan));
-                lan_ok(p)
-            },
-            spares: 0,
-            out: Out::Drop(DropReason::Expired),
-            counted: Some(DropReason::Expired),
-        },
-        Case {
-            name: "wan: inbound SA past its hard packet limit",
-            prepare: |p| {
-                let mut c = tunnel_sa(1, 2, 1);
-                c.lifetime.hard_packets = Some(1);
-                p.sadb.replace(c).unwrap();
-                let (_, f) = wan_ok(p);
-                assert_eq!(run(p, Port::Wan, f, 0).0, Out::Tx(Port::Lan));
-                let inner = v4("10.2.0.2", "10.1.0.2", 64, 100, true);
-                (Port::Wan, from_wan(&esp_to_1(&inner, 2)))
-            },
-            spares: 0,
-            out: Out::Drop(DropReason::Expired),
-            counted: Some(DropReason::Expired),
-        },
-        Case {
-            name: "lan: a trap policy without SA (acquire)",
-            prepare: |p| {
-                p.sadb.set_traps(vec![Trap::new(
-                    7,
-                    sel(&["10.1.0.0/24"]),
-                    sel(&["10.3.0.0/24"]),
-                )]);
-                (
-                    Port::Lan,
-                    from_lan(&v4("10.1.0.2", "10.3.0.2", 64, 100, true)),
-                )
-            },
-            spares: 0,
-            out: Out::Drop(DropReason::Acquire),
-            counted: Some(DropReason::Acquire),
-        },
-        Case {
-            name: "lan: next hop unknown on the WAN (waits)",
-            prepare: |p| {
-                p.wan.neighbours.remove(a("10.200.0.2"));
-                lan_ok(p)
-            },
-            spares: 0,
-            out: wait_wan,
-            counted: None,
-        },
-        Case {
-            name: "wan: next hop unknown on the LAN (waits)",
-            prepare: |p| {
+        ),
+        drop("lan: sequence numbers exhausted", R::SeqExhausted, |p| {
+            let mut c = tunnel_sa(1, 1, 2);
+            c.seq = u64::from(u32::MAX);
+            p.sadb.replace(c).unwrap();
+            lan_ok(p)
+        }),
+        drop("wan: outer IPv4 fragment", R::Fragment, |_| {
+            let pkt = esp_to_1(&v4("10.2.0.2", "10.1.0.2", 64, 100, true), 1);
+            let pkt = patch_v4(pkt, |b| b[6] = 0x20);
+            wan(&pkt)
+        }),
+        icmp("lan: DF past the tunnel MTU", TX_LAN, R::TooBig, |_| {
+            lan4("10.2.0.2", 64, 1460, true)
+        }),
+        drop("wan: CE outside, not-ECT inside", R::EcnDrop, |_| {
+            let pkt = esp_to_1(&v4("10.2.0.2", "10.1.0.2", 64, 100, true), 1);
+            let pkt = patch_v4(pkt, |b| b[1] |= 3);
+            wan(&pkt)
+        }),
+        drop("wan: dummy packet (next header 59)", R::Dummy, |_| {
+            let pkt = v4_proto("10.200.0.2", "10.200.0.1", 64, 40, true, 59);
+            wan(&seal_with(transport_sa(2), &pkt))
+        }),
+        drop("lan: no SA and no route", R::NoPolicy, |_| {
+            lan4("10.9.0.2", 64, 100, true)
+        }),
+        drop("lan: a drop route", R::NoPolicy, |p| {
+            route(p, "10.9.0.0/16", RouteAction::Drop);
+            lan4("10.9.0.2", 64, 100, true)
+        }),
+        drop("lan: tunnel route, no SA", R::NoPolicy, |p| {
+            route(p, "10.9.0.0/16", RouteAction::Tunnel(a("10.200.0.7")));
+            lan4("10.9.0.2", 64, 100, true)
+        }),
+        pass("lan: bypass route", TX_WAN, |p| {
+            route(p, "10.200.0.0/24", RouteAction::Bypass);
+            lan4("10.200.0.2", 64, 100, true)
+        }),
+        icmp("lan: TTL 1", TX_LAN, R::TtlExceeded, |_| {
+            lan4("10.2.0.2", 1, 100, true)
+        }),
+        icmp("lan: hop limit 1", TX_LAN, R::TtlExceeded, |_| {
+            lan(&v6("fd01::2", "fd02::2", 1, 100))
+        }),
+        icmp("wan: TTL 1, ICMP back in", TX_WAN, R::TtlExceeded, |_| {
+            let inner = v4("10.2.0.2", "10.1.0.2", 1, 100, true);
+            wan(&esp_to_1(&inner, 1))
+        }),
+        drop("wan: TTL 1, no SA back", R::TtlExceeded, |_| {
+            wan(&transport(1))
+        }),
+        drop("wan: TTL 1, bypass back", R::TtlExceeded, |p| {
+            route(p, "10.200.0.0/24", RouteAction::Bypass);
+            wan(&transport(1))
+        }),
+        drop("lan: SA hard limit", R::Expired, |p| {
+            let mut c = tunnel_sa(1, 1, 2);
+            c.lifetime.hard_packets = Some(1);
+            p.sadb.replace(c).unwrap();
+            let (_, f) = lan_ok(p);
+            assert_eq!(run(p, (Port::Lan, f), 0).0, TX_WAN);
+            lan_ok(p)
+        }),
+        drop("wan: SA hard limit", R::Expired, |p| {
+            let mut c = tunnel_sa(1, 2, 1);
+            c.lifetime.hard_packets = Some(1);
+            p.sadb.replace(c).unwrap();
+            let (_, f) = wan_ok(p);
+            assert_eq!(run(p, (Port::Wan, f), 0).0, TX_LAN);
+            let inner = v4("10.2.0.2", "10.1.0.2", 64, 100, true);
+            wan(&esp_to_1(&inner, 2))
+        }),
+        drop("lan: a trap policy without SA (acquire)", R::Acquire, |p| {
+            p.sadb.set_traps(vec![Trap::new(
+                7,
+                sel(&["10.1.0.0/24"]),
+                sel(&["10.3.0.0/24"]),
+            )]);
+            lan4("10.3.0.2", 64, 100, true)
+        }),
+        pass("lan: WAN next hop unknown", wait_wan, |p| {
+            p.wan.neighbours.remove(a("10.200.0.2"));
+            lan_ok(p)
+        }),
+        pass(
+            "wan: LAN next hop unknown",
+            Out::Wait(Port::Lan, a("10.1.0.2")),
+            |p| {
                 p.lan.neighbours.remove(a("10.1.0.2"));
                 wan_ok(p)
             },
-            spares: 0,
-            out: Out::Wait(Port::Lan, a("10.1.0.2")),
-            counted: None,
-        },
-        Case {
-            name: "lan: non-DF past the tunnel MTU, fragmented",
-            prepare: |_| {
-                (
-                    Port::Lan,
-                    from_lan(&v4("10.1.0.2", "10.2.0.2", 64, 1460, false)),
-                )
-            },
-            spares: 1,
-            out: Out::Tx(Port::Wan),
-            counted: None,
-        },
-        Case {
-            name: "lan: non-DF past the tunnel MTU, no frame for a fragment",
-            prepare: |_| {
-                (
-                    Port::Lan,
-                    from_lan(&v4("10.1.0.2", "10.2.0.2", 64, 1460, false)),
-                )
-            },
-            spares: 0,
-            out: Out::Drop(DropReason::FragNoFrame),
-            counted: Some(DropReason::FragNoFrame),
-        },
-        Case {
-            name: "lan: non-DF needing more fragments than allowed",
-            prepare: |p| {
-                p.wan.mtu = 120;
-                (
-                    Port::Lan,
-                    from_lan(&v4("10.1.0.2", "10.2.0.2", 64, 4000, false)),
-                )
-            },
-            spares: 0,
-            out: Out::Drop(DropReason::FragLimit),
-            counted: Some(DropReason::FragLimit),
-        },
+        ),
+        pass("lan: non-DF, fragmented", TX_WAN, |_| {
+            lan4("10.2.0.2", 64, 1460, false)
+        })
+        .spares(1),
+        drop("lan: non-DF, no spare frame", R::FragNoFrame, |_| {
+            lan4("10.2.0.2", 64, 1460, false)
+        }),
+        drop("lan: non-DF, too many pieces", R::FragLimit, |p| {
+            p.wan.mtu = 120;
+            lan4("10.2.0.2", 64, 4000, false)
+        }),
     ]
 }
 
@@ -741,7 +596,7 @@ fn every_case_has_its_verdict_and_moves_exactly_its_counter() {
         let mut p = gateway(1);
         let (port, f) = (c.prepare)(&mut p);
         let before = drops(&p);
-        let (out, _, pool) = run(&mut p, port, f, c.spares);
+        let (out, _, pool) = run(&mut p, (port, f), c.spares);
         let after = drops(&p);
         assert_eq!(out, c.out, "{}: verdict", c.name);
         for r in DropReason::ALL {
@@ -797,11 +652,11 @@ fn through_the_tunnel_and_out_of_its_twin_the_packet_is_the_original() {
         v6("fd01::2", "fd02::2", 64, 333),
         v4("10.1.0.2", "10.2.0.2", 64, 0, false),
     ] {
-        let (out, f, _) = run(&mut g1, Port::Lan, from_lan(&inner), 0);
+        let (out, f, _) = run(&mut g1, lan(&inner), 0);
         assert_eq!(out, Out::Tx(Port::Wan));
         let esp = ip_of(&f, mac(2, WAN), mac(1, WAN));
         assert_ne!(esp, aged(&inner, 1), "encrypted");
-        let (out, f, _) = run(&mut g2, Port::Wan, f, 0);
+        let (out, f, _) = run(&mut g2, (Port::Wan, f), 0);
         assert_eq!(out, Out::Tx(Port::Lan));
         assert_eq!(ip_of(&f, mac(2, HOST), mac(2, LAN)), aged(&inner, 2));
     }
@@ -814,13 +669,13 @@ fn through_the_tunnel_and_out_of_its_twin_the_packet_is_the_original() {
 fn a_packet_too_big_for_the_tunnel_is_fragmented_and_every_piece_opens() {
     let (mut g1, mut g2) = (gateway(1), gateway(2));
     let inner = v4("10.1.0.2", "10.2.0.2", 64, 1460, false);
-    let (out, f, pool) = run(&mut g1, Port::Lan, from_lan(&inner), 2);
+    let (out, f, pool) = run(&mut g1, lan(&inner), 2);
     assert_eq!(out, Out::Tx(Port::Wan));
     assert_eq!(pool.sent.len(), 1);
     let mut payload = 0;
     for (port, f) in std::iter::once((Port::Wan, f)).chain(pool.sent) {
         assert_eq!(port, Port::Wan);
-        let (out, g, _) = run(&mut g2, Port::Wan, f, 0);
+        let (out, g, _) = run(&mut g2, (Port::Wan, f), 0);
         assert_eq!(out, Out::Tx(Port::Lan));
         let piece = ip_of(&g, mac(2, HOST), mac(2, LAN));
         assert_eq!(piece[8], 62, "TTL lowered once per gateway");
@@ -832,22 +687,12 @@ fn a_packet_too_big_for_the_tunnel_is_fragmented_and_every_piece_opens() {
 #[test]
 fn icmp_errors_go_back_to_the_sender_from_the_gateway() {
     let mut g1 = gateway(1);
-    let (out, f, _) = run(
-        &mut g1,
-        Port::Lan,
-        from_lan(&v4("10.1.0.2", "10.2.0.2", 1, 64, true)),
-        0,
-    );
+    let (out, f, _) = run(&mut g1, lan4("10.2.0.2", 1, 64, true), 0);
     assert_eq!(out, Out::Tx(Port::Lan));
     let icmp = ip_of(&f, mac(1, HOST), mac(1, LAN));
     assert_eq!((icmp[9], icmp[20]), (proto::ICMP, 11), "time exceeded");
     assert_eq!(&icmp[12..20], &[10, 1, 0, 1, 10, 1, 0, 2]);
-    let (out, f, _) = run(
-        &mut g1,
-        Port::Lan,
-        from_lan(&v4("10.1.0.2", "10.2.0.2", 64, 1460, true)),
-        0,
-    );
+    let (out, f, _) = run(&mut g1, lan4("10.2.0.2", 64, 1460, true), 0);
     assert_eq!(out, Out::Tx(Port::Lan));
     let icmp = ip_of(&f, mac(1, HOST), mac(1, LAN));
     assert_eq!((icmp[20], icmp[21]), (3, 4), "fragmentation needed");
@@ -860,9 +705,9 @@ fn icmp_errors_go_back_to_the_sender_from_the_gateway() {
 fn an_expired_packet_from_the_tunnel_is_answered_through_the_tunnel() {
     let (mut g1, mut g2) = (gateway(1), gateway(2));
     let inner = v4("10.2.0.2", "10.1.0.2", 1, 64, true);
-    let (out, f, _) = run(&mut g1, Port::Wan, from_wan(&esp_to_1(&inner, 1)), 0);
+    let (out, f, _) = run(&mut g1, wan(&esp_to_1(&inner, 1)), 0);
     assert_eq!(out, Out::Tx(Port::Wan));
-    let (out, f, _) = run(&mut g2, Port::Wan, f, 0);
+    let (out, f, _) = run(&mut g2, (Port::Wan, f), 0);
     assert_eq!(out, Out::Tx(Port::Lan));
     let icmp = ip_of(&f, mac(2, HOST), mac(2, LAN));
     assert_eq!((icmp[9], icmp[20]), (proto::ICMP, 11));
@@ -872,11 +717,9 @@ fn an_expired_packet_from_the_tunnel_is_answered_through_the_tunnel() {
 #[test]
 fn a_bypassed_packet_leaves_in_the_clear_with_the_next_hop_mac() {
     let mut g1 = gateway(1);
-    let mut r = RouteTable::new();
-    r.insert("10.200.0.0/24".parse().unwrap(), RouteAction::Bypass);
-    g1.set_routes(r);
+    route(&mut g1, "10.200.0.0/24", RouteAction::Bypass);
     let pkt = v4("10.1.0.2", "10.200.0.2", 64, 100, true);
-    let (out, f, _) = run(&mut g1, Port::Lan, from_lan(&pkt), 0);
+    let (out, f, _) = run(&mut g1, lan(&pkt), 0);
     assert_eq!(out, Out::Tx(Port::Wan));
     assert_eq!(ip_of(&f, mac(2, WAN), mac(1, WAN)), aged(&pkt, 1));
     assert_eq!(g1.bypassed, 1);
@@ -886,16 +729,69 @@ fn a_bypassed_packet_leaves_in_the_clear_with_the_next_hop_mac() {
 fn a_waiting_frame_is_complete_but_for_its_destination_mac() {
     let mut g1 = gateway(1);
     g1.wan.neighbours.remove(a("10.200.0.2"));
-    let (out, f, _) = run(
-        &mut g1,
-        Port::Lan,
-        from_lan(&v4("10.1.0.2", "10.2.0.2", 64, 100, true)),
-        0,
-    );
+    let (out, f, _) = run(&mut g1, lan4("10.2.0.2", 64, 100, true), 0);
     assert_eq!(out, Out::Wait(Port::Wan, a("10.200.0.2")));
     let esp = ip_of(&f, [0; 6], mac(1, WAN));
     assert_eq!(esp[9], proto::ESP);
     let mut g2 = gateway(2);
     let f = eth(mac(2, WAN), mac(1, WAN), 0x0800, &esp);
-    assert_eq!(run(&mut g2, Port::Wan, f, 0).0, Out::Tx(Port::Lan));
+    assert_eq!(run(&mut g2, (Port::Wan, f), 0).0, Out::Tx(Port::Lan));
+}
+
+/// A valid frame of kind `k` for gateway 1: LAN IPv4, LAN IPv6, WAN ESP over IPv4, WAN ESP in
+/// transport mode, with its inner TTL / hop limit `ttl`.
+fn base(k: u8, ttl: u8, len: usize) -> (Port, Vec<u8>) {
+    let f = match k % 4 {
+        0 => from_lan(&v4("10.1.0.2", "10.2.0.2", ttl, len, len % 2 == 0)),
+        1 => from_lan(&v6("fd01::2", "fd02::2", ttl, len)),
+        2 => from_wan(&esp_to_1(&v4("10.2.0.2", "10.1.0.2", ttl, len, true), 1)),
+        _ => {
+            let pkt = v4("10.200.0.2", "10.200.0.1", ttl, len, true);
+            from_wan(&seal_with(transport_sa(2), &pkt))
+        }
+    };
+    let port = if k % 4 < 2 { Port::Lan } else { Port::Wan };
+    (port, f.data().to_vec())
+}
+
+proptest::proptest! {
+    /// Frames with arbitrary bytes changed, or cut short: whatever the verdict, a
+    /// dropped frame moved exactly its own counter by one, a frame that leaves moved at most
+    /// one (the original answered by an ICMP error), and every spare frame comes back.
+    #[test]
+    fn every_drop_is_counted_exactly_once(
+        k in 0u8..4,
+        ttl in 0u8..4,
+        len in 0usize..1500,
+        edits in proptest::collection::vec((0usize..1600, proptest::num::u8::ANY), 0..4),
+        cut in proptest::option::of(0usize..1600),
+        spares in 0usize..3,
+    ) {
+        let mut p = gateway(1);
+        let (port, mut bytes) = base(k, ttl, len);
+        for (at, x) in edits {
+            let n = bytes.len();
+            bytes[at % n] ^= x;
+        }
+        if let Some(c) = cut {
+            bytes.truncate(c.min(bytes.len()));
+        }
+        let before = drops(&p);
+        let f = OwnedFrame::from_packet(&bytes, DEFAULT_HEADROOM, 256);
+        let (out, _, pool) = run(&mut p, (port, f), spares);
+        let after = drops(&p);
+        let moved: Vec<(DropReason, u64)> = DropReason::ALL
+            .iter()
+            .map(|&r| (r, after.get(r) - before.get(r)))
+            .filter(|&(_, n)| n != 0)
+            .collect();
+        match out {
+            Out::Drop(r) => proptest::prop_assert_eq!(moved, vec![(r, 1)]),
+            Out::Tx(_) | Out::Wait(..) => proptest::prop_assert!(
+                moved.len() <= 1 && moved.iter().all(|&(_, n)| n == 1),
+                "{:?} moved {:?}", out, moved
+            ),
+        }
+        proptest::prop_assert_eq!(pool.free + pool.sent.len() + pool.waiting.len(), spares);
+    }
 }
