@@ -44,7 +44,7 @@ fn sel(prefixes: &[&str]) -> Selectors {
     Selectors::new(prefixes.iter().map(|p| p.parse().unwrap()).collect())
 }
 
-/// MAC of gateway `g`'s interface (`0x1a` LAN, `0x0a` WAN), or of the host behind it (`h`).
+/// MAC of gateway `g`'s interface (`LAN`, `WAN`) or of the host behind it (`HOST`).
 fn mac(g: u8, what: u8) -> [u8; 6] {
     [2, 0, 0, g, what, 0]
 }
