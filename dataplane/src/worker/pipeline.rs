@@ -345,7 +345,11 @@ impl Pipeline {
         let Some(from) = self.lan.addr(v6) else {
             return Err(Drop::Counted(reason));
         };
-        if !self.icmp.allow() || build_error(f, IcmpError::TimeExceeded, from).is_err() {
+        // Only through a tunnel: not in the clear by a bypass route (the error quotes the
+        // protected packet), and no second drop counted (no policy, acquire) for a packet
+        // that was never received.
+        let back = inner_info(f.data()).is_ok_and(|i| self.tunnel_to(from, i.src));
+        if !back || !self.icmp.allow() || build_error(f, IcmpError::TimeExceeded, from).is_err() {
             return Err(Drop::Counted(reason));
         }
         let mut cache = LookupCache::default();
@@ -359,6 +363,18 @@ impl Pipeline {
                 Err(Drop::Wait(p, hop))
             }
             Err(_) => Err(Drop::Counted(reason)),
+        }
+    }
+
+    /// Whether an outbound SA carries packets from `src` to `dst`, by its selectors or by a
+    /// tunnel route; counts nothing.
+    fn tunnel_to(&mut self, src: IpAddr, dst: IpAddr) -> bool {
+        if self.sadb.outbound_lookup(src, dst).is_some() {
+            return true;
+        }
+        match self.routes.lookup(dst) {
+            Some(RouteAction::Tunnel(peer)) => self.sadb.outbound_to(peer).is_some(),
+            _ => false,
         }
     }
 

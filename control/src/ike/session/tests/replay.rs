@@ -98,6 +98,120 @@ fn two_hundred_sas_timing_out_at_once_replay_identically() {
     assert!(one == two, "the two runs differ");
 }
 
+/// A and B seeded with `seed` bring up `n` IKE SAs at one instant, A checking liveness every
+/// 10 s; then B vanishes. All of A's liveness checks start at the same instant, are
+/// retransmitted at the same instants and give up at the same instant. Returns the trace and
+/// how many of A's `IkeDown` events each timer instant produced.
+fn many_dead_peers(n: usize, start: Instant, seed: u64) -> (Trace, Vec<usize>) {
+    let mut conn = conn_a();
+    conn.dpd_delay = Some(Duration::from_secs(10));
+    let settings = EndpointSettings {
+        cookie_threshold: 10 * n,
+        half_open_limits: HalfOpenLimits {
+            total: 10 * n,
+            per_source: 10 * n,
+        },
+        ..EndpointSettings::default()
+    };
+    let mut a = Endpoint::new(
+        vec![Arc::new(conn)],
+        EndpointSettings::default(),
+        Box::new(SeededRandom::new(seed)),
+    );
+    let mut b = Endpoint::new(
+        vec![Arc::new(conn_b())],
+        settings,
+        Box::new(SeededRandom::new(seed ^ 0x5eed)),
+    );
+    a.set_unix_time(1_800_000_000);
+    b.set_unix_time(1_800_000_000);
+    let mut tr = Trace::default();
+    for _ in 0..n {
+        a.initiate(start, "site-b", None, addr(A)).unwrap();
+    }
+    loop {
+        let mut moved = false;
+        while let Some(t) = a.poll_transmit() {
+            moved = true;
+            b.handle_datagram(start, t.remote, t.local, &t.data);
+            tr.transmits.push(('a', t.local, t.remote, t.data));
+        }
+        while let Some(t) = b.poll_transmit() {
+            moved = true;
+            a.handle_datagram(start, t.remote, t.local, &t.data);
+            tr.transmits.push(('b', t.local, t.remote, t.data));
+        }
+        for (side, e) in [('a', &mut a), ('b', &mut b)] {
+            while let Some(ev) = e.poll_event() {
+                tr.events.push((side, format!("{ev:?}")));
+            }
+        }
+        if !moved {
+            break;
+        }
+    }
+    let ups = |tr: &Trace, side: char| {
+        tr.events
+            .iter()
+            .filter(|(s, e)| *s == side && e.starts_with("IkeUp"))
+            .count()
+    };
+    assert_eq!((ups(&tr, 'a'), ups(&tr, 'b')), (n, n));
+    // B is gone: nothing reaches it any more, and its timers never run.
+    let mut now = start;
+    let mut downs_per_instant = Vec::new();
+    while a.sas().count() > 0 {
+        let next = a.poll_timeout().expect("a timer while SAs remain");
+        assert!(next >= now, "timers do not go back in time");
+        now = next;
+        a.handle_timeout(now);
+        let before = tr.events.len();
+        tr.drain('a', &mut a);
+        downs_per_instant.push(
+            tr.events[before..]
+                .iter()
+                .filter(|(_, e)| e.starts_with("IkeDown"))
+                .count(),
+        );
+        assert!(downs_per_instant.len() < 100, "the SAs did not time out");
+    }
+    (tr, downs_per_instant)
+}
+
+#[test]
+fn two_hundred_dead_peers_detected_at_once_replay_identically() {
+    let start = Instant::now();
+    let (one, downs) = many_dead_peers(200, start, 7);
+    let (two, downs_two) = many_dead_peers(200, start, 7);
+    assert_eq!(
+        downs.iter().filter(|&&d| d > 0).collect::<Vec<_>>(),
+        vec![&200],
+        "every SA gives up at the same instant: {downs:?}"
+    );
+    assert_eq!(downs, downs_two);
+    let reasons: Vec<&String> = one
+        .events
+        .iter()
+        .filter(|(s, e)| *s == 'a' && e.starts_with("IkeDown"))
+        .map(|(_, e)| e)
+        .collect();
+    assert!(
+        reasons.iter().all(|e| e.contains("liveness")),
+        "{reasons:?}"
+    );
+    assert_eq!(one.transmits.len(), two.transmits.len());
+    assert_eq!(one.events.len(), two.events.len());
+    assert!(one == two, "the two runs differ");
+    // The seed is the only source of variation: another one changes the octets, not the shape.
+    let (other, downs_other) = many_dead_peers(200, start, 8);
+    assert_eq!(downs_other, downs);
+    assert_eq!(other.transmits.len(), one.transmits.len());
+    assert!(
+        other.transmits != one.transmits,
+        "the seed reaches the wire"
+    );
+}
+
 /// A SHA-256 over every datagram of a scenario: IKE_SA_INIT, IKE_AUTH, a child with PFS, child
 /// rekeys from both sides, an IKE rekey, a liveness check, a child delete, an IKE delete.
 fn scenario_digest() -> String {
