@@ -34,6 +34,12 @@ pub struct ReplayWindow {
 }
 
 impl ReplayWindow {
+    /// Starts loading the bitmap into the cache (it lives apart from the SA).
+    #[inline]
+    pub fn prefetch(&self) {
+        crate::sa::prefetch::value(&*self.bitmap);
+    }
+
     /// A window of `size` packets (0 disables replay checking) whose highest received number so
     /// far is `top` (numbers up to `top` inside the window count as received). With `esn`, `top`
     /// is the 64-bit number and received 32-bit numbers are widened per RFC 4303 Appendix A.

@@ -140,6 +140,23 @@ pub struct SaConfig {
 }
 
 impl SaConfig {
+    /// Starts loading the fields the fast path reads (see `OutboundSa::prefetch_hot`).
+    #[inline]
+    pub fn prefetch_hot(&self) {
+        crate::prefetch_fields!(
+            self.spi,
+            self.mode,
+            self.esn,
+            self.pad_align,
+            self.local,
+            self.remote,
+            self.encap,
+            self.local_ts,
+            self.remote_ts,
+            self.lifetime,
+        );
+    }
+
     /// A short human-readable name: `0x8c77274a in 10.200.0.1->10.200.0.2`.
     pub fn label(&self) -> String {
         let (s, d) = match self.direction {

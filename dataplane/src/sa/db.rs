@@ -3,6 +3,7 @@
 
 use crate::esp::{Backend, DropCounters};
 use crate::sa::config::NAT_T_PORT;
+use crate::sa::flat::FlatIndex;
 use crate::sa::index::SelectorIndex;
 use crate::sa::{Direction, InboundSa, Mode, OutboundSa, SaConfig, SaEvent};
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -25,6 +26,21 @@ pub enum SaDbError {
         /// Which SA.
         label: String,
     },
+}
+
+/// The passes with which a worker prefetches a batch's SAs before processing it, in this
+/// order, each over the whole batch: each pass reads what the one before loaded and starts
+/// loading the next step's data, so the cache misses of the batch's packets overlap instead
+/// of coming one after another (a lookup in a table of a million SAs is a chain of about four
+/// dependent misses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Warm {
+    /// The index slots the lookup starts from (by SPI, or by remote selector prefix).
+    Index,
+    /// The SA the index points at.
+    Sa,
+    /// What the SA points at: key schedule, replay bitmap, selectors.
+    Parts,
 }
 
 /// Slots of the outbound flow cache (direct-mapped by source and destination).
@@ -51,9 +67,11 @@ const EMPTY: FlowSlot = FlowSlot {
 /// in selector order, indexed by their remote selectors and by peer, behind a direct-mapped
 /// flow cache. Counters for drops that no SA can be
 /// charged with (unknown SPI, malformed outer headers, no outbound SA) live in `drops`.
-#[derive(Default)]
 pub struct SaDb {
-    inbound: FxHashMap<u32, InboundSa>,
+    /// Inbound SAs with distinct SPIs, in no particular order.
+    inbound: Vec<InboundSa>,
+    /// Position in `inbound` by SPI (prefetchable, for batches).
+    by_spi: FlatIndex<u32>,
     inbound_overflow: Vec<InboundSa>,
     flow: Vec<FlowSlot>,
     outbound: Vec<OutboundSa>,
@@ -83,7 +101,30 @@ impl SaDb {
             ..Default::default()
         }
     }
+}
 
+impl Default for SaDb {
+    /// An empty database without a flow cache, for the default backend.
+    fn default() -> Self {
+        SaDb {
+            inbound: Vec::new(),
+            by_spi: FlatIndex::new(0),
+            inbound_overflow: Vec::new(),
+            flow: Vec::new(),
+            outbound: Vec::new(),
+            out_index: SelectorIndex::default(),
+            by_peer: FxHashMap::default(),
+            nat_t_ports: Vec::new(),
+            drops: DropCounters::default(),
+            events: Vec::new(),
+            route_peers: FxHashSet::default(),
+            traps: Vec::new(),
+            backend: None,
+        }
+    }
+}
+
+impl SaDb {
     /// Adds an SA.
     pub fn insert(&mut self, cfg: SaConfig) -> Result<(), SaDbError> {
         let label = cfg.label();
@@ -95,9 +136,9 @@ impl SaDb {
         match cfg.direction {
             Direction::In => {
                 let exists = self
-                    .inbound
+                    .by_spi
                     .get(&cfg.spi)
-                    .is_some_and(|sa| sa.cfg.local == cfg.local)
+                    .is_some_and(|i| self.inbound[i as usize].cfg.local == cfg.local)
                     || self
                         .inbound_overflow
                         .iter()
@@ -112,13 +153,11 @@ impl SaDb {
                 }
                 let spi = cfg.spi;
                 let sa = InboundSa::new(cfg, backend).map_err(invalid)?;
-                match self.inbound.entry(spi) {
-                    std::collections::hash_map::Entry::Occupied(_) => {
-                        self.inbound_overflow.push(sa)
-                    }
-                    std::collections::hash_map::Entry::Vacant(v) => {
-                        v.insert(sa);
-                    }
+                if self.by_spi.get(&spi).is_some() {
+                    self.inbound_overflow.push(sa);
+                } else {
+                    self.by_spi.insert(spi, self.inbound.len() as u32);
+                    self.inbound.push(sa);
                 }
             }
             Direction::Out => {
@@ -153,27 +192,27 @@ impl SaDb {
         match direction {
             Direction::In => {
                 let mut n = 0;
-                if self
-                    .inbound
-                    .get(&spi)
-                    .is_some_and(|sa| hit(sa.cfg.spi, sa.cfg.local))
-                {
-                    self.inbound.remove(&spi);
-                    n += 1;
+                if let Some(i) = self.by_spi.get(&spi) {
+                    let sa = &self.inbound[i as usize];
+                    if hit(sa.cfg.spi, sa.cfg.local) {
+                        self.remove_inbound_at(i as usize);
+                        n += 1;
+                    }
                 }
                 let before = self.inbound_overflow.len();
                 self.inbound_overflow
                     .retain(|sa| !hit(sa.cfg.spi, sa.cfg.local));
                 n += before - self.inbound_overflow.len();
                 // An SA waiting in the overflow list takes the freed slot.
-                if !self.inbound.contains_key(&spi) {
+                if self.by_spi.get(&spi).is_none() {
                     if let Some(i) = self
                         .inbound_overflow
                         .iter()
                         .position(|sa| sa.cfg.spi == spi)
                     {
                         let sa = self.inbound_overflow.swap_remove(i);
-                        self.inbound.insert(spi, sa);
+                        self.by_spi.insert(spi, self.inbound.len() as u32);
+                        self.inbound.push(sa);
                     }
                 }
                 n
@@ -194,6 +233,15 @@ impl SaDb {
                 self.flush_flows();
                 removed.len()
             }
+        }
+    }
+
+    /// Removes the inbound SA at `i` of `inbound`: the last one takes its place.
+    fn remove_inbound_at(&mut self, i: usize) {
+        let gone = self.inbound.swap_remove(i);
+        self.by_spi.remove(&gone.cfg.spi);
+        if let Some(moved) = self.inbound.get(i) {
+            self.by_spi.insert(moved.cfg.spi, i as u32);
         }
     }
 
@@ -244,12 +292,50 @@ impl SaDb {
     /// The inbound SA for `spi` addressed to `dst`.
     #[inline]
     pub fn inbound_mut(&mut self, spi: u32, dst: IpAddr) -> Option<&mut InboundSa> {
-        match self.inbound.get_mut(&spi) {
-            Some(sa) if sa.cfg.local == dst => Some(sa),
+        match self.by_spi.get(&spi) {
+            Some(i) if self.inbound[i as usize].cfg.local == dst => {
+                Some(&mut self.inbound[i as usize])
+            }
             _ => self
                 .inbound_overflow
                 .iter_mut()
                 .find(|sa| sa.cfg.spi == spi && sa.cfg.local == dst),
+        }
+    }
+
+    /// One pass of a batch's prefetching for an outbound packet to `dst` (see [`Warm`]).
+    #[inline]
+    pub fn warm_outbound(&self, dst: IpAddr, stage: Warm) {
+        match stage {
+            Warm::Index => self.out_index.prefetch(dst),
+            Warm::Sa => {
+                if let Some(sa) = self.out_index.candidate(dst).map(|i| &self.outbound[i]) {
+                    sa.prefetch_hot();
+                }
+            }
+            Warm::Parts => {
+                if let Some(sa) = self.out_index.candidate(dst).map(|i| &self.outbound[i]) {
+                    sa.prefetch();
+                }
+            }
+        }
+    }
+
+    /// One pass of a batch's prefetching for an inbound packet with `spi` (see [`Warm`]).
+    #[inline]
+    pub fn warm_inbound(&self, spi: u32, stage: Warm) {
+        match stage {
+            Warm::Index => self.by_spi.prefetch(&spi),
+            Warm::Sa => {
+                if let Some(i) = self.by_spi.get(&spi) {
+                    self.inbound[i as usize].prefetch_hot();
+                }
+            }
+            Warm::Parts => {
+                if let Some(i) = self.by_spi.get(&spi) {
+                    self.inbound[i as usize].prefetch();
+                }
+            }
         }
     }
 
@@ -349,7 +435,7 @@ impl SaDb {
 
     /// Every inbound SA.
     pub fn inbound(&self) -> impl Iterator<Item = &InboundSa> {
-        self.inbound.values().chain(self.inbound_overflow.iter())
+        self.inbound.iter().chain(self.inbound_overflow.iter())
     }
 
     /// Every outbound SA, in lookup order.

@@ -5,14 +5,16 @@ pub mod config;
 pub mod db;
 pub mod event;
 pub mod file;
+pub mod flat;
 pub mod index;
+pub mod prefetch;
 pub mod route;
 pub mod selector;
 pub mod spd;
 pub mod state;
 
 pub use config::{Direction, Lifetime, Mode, SaConfig, UdpEncap};
-pub use db::{SaDb, SaDbError};
+pub use db::{SaDb, SaDbError, Warm};
 pub use event::{SaEvent, SaEventKind};
 pub use route::{RouteAction, RouteTable};
 pub use selector::{Prefix, Selectors};

@@ -85,28 +85,31 @@ pub struct OutboundSa {
     pub(crate) life: LifeState,
 }
 
-/// Asks the CPU to start loading the AES-GCM key schedule behind `aead` (the first cache lines
-/// of the backend's context), so that a batch's cold SAs load in parallel.
-#[inline]
-fn prefetch_key(aead: &dyn Aead) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use core::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        let p = aead as *const dyn Aead as *const u8;
-        for line in 0..8 {
-            // SAFETY: a prefetch is a hint that never faults, whatever the address.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(64 * line) as *const i8) };
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = aead;
-}
-
 impl OutboundSa {
-    /// Starts loading this SA's key schedule into the cache (see [`crate::worker::Pipeline`]).
+    /// Starts loading the fields of this SA the fast path reads (see
+    /// [`crate::worker::Pipeline`]), not the whole SA: the configuration's cold parts and
+    /// the drop counters stay out of the cache.
+    #[inline]
+    pub fn prefetch_hot(&self) {
+        self.cfg.prefetch_hot();
+        crate::prefetch_fields!(
+            self.aead,
+            self.salt,
+            self.seq,
+            self.exhausted,
+            self.life,
+            self.counters.packets,
+            self.counters.bytes,
+        );
+    }
+
+    /// Starts loading this SA's key schedule and its selectors into the cache (see
+    /// [`crate::worker::Pipeline`]); the SA itself must be loaded already.
     #[inline]
     pub fn prefetch(&self) {
-        prefetch_key(&*self.aead);
+        crate::sa::prefetch::value(&*self.aead);
+        self.cfg.local_ts.prefetch();
+        self.cfg.remote_ts.prefetch();
     }
 
     /// Expands the key. The configuration must have passed `SaConfig::validate`.
@@ -195,10 +198,29 @@ pub struct InboundSa {
 }
 
 impl InboundSa {
-    /// Starts loading this SA's key schedule into the cache (see [`crate::worker::Pipeline`]).
+    /// Starts loading the fields of this SA the fast path reads (see
+    /// [`crate::worker::Pipeline`]), not the whole SA.
+    #[inline]
+    pub fn prefetch_hot(&self) {
+        self.cfg.prefetch_hot();
+        crate::prefetch_fields!(
+            self.aead,
+            self.salt,
+            self.replay,
+            self.life,
+            self.counters.packets,
+            self.counters.bytes,
+        );
+    }
+
+    /// Starts loading this SA's key schedule, replay bitmap and selectors into the cache (see
+    /// [`crate::worker::Pipeline`]); the SA itself must be loaded already.
     #[inline]
     pub fn prefetch(&self) {
-        prefetch_key(&*self.aead);
+        crate::sa::prefetch::value(&*self.aead);
+        self.replay.prefetch();
+        self.cfg.remote_ts.prefetch();
+        self.cfg.local_ts.prefetch();
     }
 
     /// True once a hard lifetime limit is reached: the SA processes nothing more.

@@ -9,7 +9,7 @@ use crate::esp::encap::inner_info;
 use crate::esp::encap::LookupCache;
 use crate::esp::{DropCounters, DropReason, Verdict};
 use crate::frame::Frame;
-use crate::sa::{Mode, Prefix, RouteAction, RouteTable, SaDb};
+use crate::sa::{Mode, Prefix, RouteAction, RouteTable, SaDb, Warm};
 use crate::wire::ethernet::{EtherType, EthernetFrame, EthernetRepr, HEADER_LEN as ETH_LEN};
 use crate::wire::{Ipv4Packet, Ipv6Packet};
 use arrayvec::ArrayVec;
@@ -279,28 +279,38 @@ impl Pipeline {
         }
     }
 
-    /// Looks up the SA of every frame of a batch (filling the flow cache) and starts loading
-    /// its key schedule before the batch is processed: with many tunnels the tables and keys
-    /// are cold, and a pass of lookups alone lets the CPU overlap the cache misses of
-    /// different packets instead of taking them one packet at a time. A wrong guess (a frame
-    /// the pipeline then drops) costs a lookup and nothing else.
+    /// Prefetches the SA tables and key schedules a batch will need before it is processed:
+    /// with many tunnels they are cold, and a lookup in them is a chain of dependent cache
+    /// misses (index slot, SA, key schedule). The passes of [`Warm`] each go over the whole
+    /// batch, starting the loads of one step for every frame before any frame needs them, so
+    /// the misses of the batch's packets overlap. A wrong guess (a frame the pipeline then
+    /// drops, a packet whose SA is not the index's first candidate) costs a few prefetches.
     #[inline]
-    fn warm<B: AsRef<[u8]> + AsMut<[u8]>>(&mut self, from: Port, frames: &[Frame<B>]) {
+    fn warm<B: AsRef<[u8]> + AsMut<[u8]>>(&self, from: Port, frames: &[Frame<B>]) {
         use crate::wire::peek;
-        for f in frames {
-            let d = f.data();
+        const CHUNK: usize = 64;
+        const PASSES: [Warm; 3] = [Warm::Index, Warm::Sa, Warm::Parts];
+        for chunk in frames.chunks(CHUNK) {
             match from {
                 Port::Lan => {
-                    if let Some(i) =
-                        peek::ip_addrs(d).and_then(|(s, t)| self.sadb.outbound_lookup(s, t))
-                    {
-                        self.sadb.outbound()[i].prefetch();
+                    let mut dst = [None; CHUNK];
+                    for (k, f) in dst.iter_mut().zip(chunk) {
+                        *k = peek::ip_addrs(f.data()).map(|(_, d)| d);
+                    }
+                    for pass in PASSES {
+                        for &d in dst[..chunk.len()].iter().flatten() {
+                            self.sadb.warm_outbound(d, pass);
+                        }
                     }
                 }
                 Port::Wan => {
-                    if let (Some(spi), Some((_, dst))) = (peek::esp_spi(d), peek::ip_addrs(d)) {
-                        if let Some(sa) = self.sadb.inbound_mut(spi, dst) {
-                            sa.prefetch();
+                    let mut spi = [None; CHUNK];
+                    for (k, f) in spi.iter_mut().zip(chunk) {
+                        *k = peek::esp_spi(f.data());
+                    }
+                    for pass in PASSES {
+                        for &s in spi[..chunk.len()].iter().flatten() {
+                            self.sadb.warm_inbound(s, pass);
                         }
                     }
                 }
