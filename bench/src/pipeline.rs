@@ -940,6 +940,7 @@ fn handoff_run(
                     full += u64::from(!out.push(port, f));
                     false
                 }) as u64;
+                out.publish();
                 dropped += full;
                 k = if end == input.len() { 0 } else { end };
                 // The other worker's packets, copied out of the ring into our chunks.
@@ -949,6 +950,7 @@ fn handoff_run(
                     |chunk| inbox.pop_into(chunk).map(|(_, len)| len),
                     |_| true,
                 ) as u64;
+                inbox.release();
                 rig.complete();
             }
             done.fetch_add(count, Ordering::Relaxed);

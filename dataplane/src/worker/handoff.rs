@@ -1,7 +1,9 @@
 //! Handoff between workers: a packet that lands on a worker that does not own its SA is copied
 //! into a lock-free single-producer/single-consumer ring towards the owner. One ring per
 //! ordered pair of workers; each slot holds a whole frame, so neither side ever waits for the
-//! other (a full ring is a counted drop).
+//! other (a full ring is a counted drop). The two sides publish their progress once per
+//! batch ([`Producer::publish`], [`Consumer::release`]), not once per packet, so the ring's
+//! shared indices move between the cores once per batch.
 
 use super::Port;
 use std::cell::UnsafeCell;
@@ -13,6 +15,8 @@ use std::sync::Arc;
 /// Largest packet a slot holds.
 pub const SLOT: usize = 2048;
 
+/// Every slot starts on its own cache line, so that the two sides never write the same line.
+#[repr(C, align(64))]
 struct Slot {
     len: u16,
     port: u8,
@@ -35,10 +39,16 @@ unsafe impl Sync for Ring {}
 // SAFETY: as above; the slots are plain bytes.
 unsafe impl Send for Ring {}
 
+/// The most packets a side moves before it publishes its progress by itself, so that a
+/// caller's batch larger than this still flows.
+const PUBLISH_EVERY: usize = 32;
+
 /// The sending end (owned by one worker).
 pub struct Producer {
     ring: Arc<Ring>,
     head: usize,
+    /// The `head` the consumer can see.
+    published: usize,
     cached_tail: usize,
 }
 
@@ -46,6 +56,8 @@ pub struct Producer {
 pub struct Consumer {
     ring: Arc<Ring>,
     tail: usize,
+    /// The `tail` the producer can see.
+    released: usize,
     cached_head: usize,
 }
 
@@ -71,11 +83,13 @@ pub fn channel(capacity: usize) -> (Producer, Consumer) {
         Producer {
             ring: ring.clone(),
             head: 0,
+            published: 0,
             cached_tail: 0,
         },
         Consumer {
             ring,
             tail: 0,
+            released: 0,
             cached_head: 0,
         },
     )
@@ -83,7 +97,8 @@ pub fn channel(capacity: usize) -> (Producer, Consumer) {
 
 impl Producer {
     /// Copies a packet received on `port` into the ring; false if it is full or the packet is
-    /// too large (the caller counts the drop).
+    /// too large (the caller counts the drop). The consumer sees it after [`Self::publish`]
+    /// (or by itself after a few dozen pushes).
     pub fn push(&mut self, port: Port, pkt: &[u8]) -> bool {
         if pkt.len() > SLOT {
             return false;
@@ -103,14 +118,32 @@ impl Producer {
         slot.len = pkt.len() as u16;
         slot.port = port as u8;
         self.head += 1;
-        self.ring.head.store(self.head, Ordering::Release);
+        if self.head - self.published >= PUBLISH_EVERY {
+            self.publish();
+        }
         true
+    }
+
+    /// Makes the packets pushed so far visible to the consumer (once per batch).
+    #[inline]
+    pub fn publish(&mut self) {
+        if self.head != self.published {
+            self.ring.head.store(self.head, Ordering::Release);
+            self.published = self.head;
+        }
+    }
+}
+
+impl Drop for Producer {
+    fn drop(&mut self) {
+        self.publish();
     }
 }
 
 impl Consumer {
     /// Copies the oldest packet into `out` (which must hold `SLOT` bytes) and returns its
-    /// length and the port it arrived on.
+    /// length and the port it arrived on. Its slot returns to the producer at
+    /// [`Self::release`] (or by itself after a few dozen pops).
     pub fn pop_into(&mut self, out: &mut [u8]) -> Option<(Port, usize)> {
         if self.tail == self.cached_head {
             self.cached_head = self.ring.head.load(Ordering::Acquire);
@@ -130,13 +163,30 @@ impl Consumer {
             Port::Wan
         };
         self.tail += 1;
-        self.ring.tail.store(self.tail, Ordering::Release);
+        if self.tail - self.released >= PUBLISH_EVERY {
+            self.release();
+        }
         Some((port, len))
     }
 
-    /// True if nothing is waiting (may be stale by the time it returns).
+    /// Returns the slots of the packets popped so far to the producer (once per batch).
+    #[inline]
+    pub fn release(&mut self) {
+        if self.tail != self.released {
+            self.ring.tail.store(self.tail, Ordering::Release);
+            self.released = self.tail;
+        }
+    }
+
+    /// True if nothing published is waiting (may be stale by the time it returns).
     pub fn is_empty(&self) -> bool {
         self.tail == self.ring.head.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        self.release();
     }
 }
 
@@ -229,12 +279,17 @@ mod tests {
         }
         assert!(!p.push(Port::Wan, &[9; 10]), "full");
         assert!(!p.push(Port::Lan, &[0; SLOT + 1]), "too large");
+        assert!(c.pop_into(&mut out).is_none(), "not published yet");
+        p.publish();
         for i in 0..4u8 {
             let (port, n) = c.pop_into(&mut out).unwrap();
             assert_eq!((port, n, out[0]), (Port::Wan, 10, i));
         }
         assert!(c.is_empty());
+        assert!(!p.push(Port::Lan, &[7; 3]), "slots not released yet");
+        c.release();
         assert!(p.push(Port::Lan, &[7; 3]));
+        p.publish();
         assert_eq!(c.pop_into(&mut out), Some((Port::Lan, 3)));
     }
 
@@ -243,21 +298,32 @@ mod tests {
         let (mut p, mut c) = channel(64);
         let n = 200_000u32;
         let t = std::thread::spawn(move || {
+            // Batches of odd sizes, some larger than the ring, published after each.
             let mut i = 0u32;
+            let mut batch = 1;
             while i < n {
-                if p.push(Port::Lan, &i.to_le_bytes()) {
-                    i += 1;
+                for _ in 0..batch {
+                    if i < n && p.push(Port::Lan, &i.to_le_bytes()) {
+                        i += 1;
+                    }
                 }
+                p.publish();
+                batch = batch % 97 + 1;
             }
         });
         let mut out = [0u8; SLOT];
         let mut next = 0u32;
+        let mut batch = 1;
         while next < n {
-            if let Some((_, len)) = c.pop_into(&mut out) {
-                assert_eq!(len, 4);
-                assert_eq!(u32::from_le_bytes(out[..4].try_into().unwrap()), next);
-                next += 1;
+            for _ in 0..batch {
+                if let Some((_, len)) = c.pop_into(&mut out) {
+                    assert_eq!(len, 4);
+                    assert_eq!(u32::from_le_bytes(out[..4].try_into().unwrap()), next);
+                    next += 1;
+                }
             }
+            c.release();
+            batch = batch % 89 + 1;
         }
         t.join().unwrap();
     }

@@ -662,6 +662,9 @@ impl Worker {
             }
             frames = kept;
             bases = kept_bases;
+            for out in sh.out.iter_mut().flatten() {
+                out.publish();
+            }
             for (w, waker) in sh.wakers.iter().enumerate() {
                 if woken & (1u64 << (w % 64)) != 0 {
                     waker.wake_if_sleeping();
@@ -746,6 +749,7 @@ impl Worker {
                     None => unused.push(base),
                 }
             }
+            inbox.release();
             free.extend_from_slice(&unused);
             // Spare frames come from one port's batch at a time; the LAN's need them.
             let mut area = Some(area);
