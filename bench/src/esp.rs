@@ -20,7 +20,7 @@
 //! bytes.
 
 use crate::stats::{max, median, min};
-use dataplane::esp::aead::{new_aead, Aead, KeyMaterial};
+use dataplane::esp::aead::{new_aead, Aead, AeadKey, KeyMaterial};
 use dataplane::esp::{decrypt_batch, Backend, Suite, Verdict};
 use dataplane::frame::OwnedFrame;
 use dataplane::sa::{Direction, Mode, SaConfig, SaDb, Selectors};
@@ -244,7 +244,7 @@ fn aad(seq: u64) -> [u8; 12] {
 pub struct Fixture {
     op: Op,
     db: SaDb,
-    aead: Box<dyn Aead>,
+    aead: AeadKey,
     salt: [u8; 4],
     /// Inputs of the ESP loop: plaintext packets (encrypt) or ESP packets (decrypt).
     esp_inputs: Arena,

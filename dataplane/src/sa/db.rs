@@ -37,9 +37,9 @@ pub enum SaDbError {
 pub enum Warm {
     /// The index slots the lookup starts from (by SPI, or by remote selector prefix).
     Index,
-    /// The SA the index points at.
+    /// The SA the index points at, with its key schedule.
     Sa,
-    /// What the SA points at: key schedule, replay bitmap, selectors.
+    /// What the SA points at: replay bitmap, long selector lists.
     Parts,
 }
 
@@ -157,7 +157,7 @@ impl SaDb {
                     self.inbound_overflow.push(sa);
                 } else {
                     self.by_spi.insert(spi, self.inbound.len() as u32);
-                    self.inbound.push(sa);
+                    push_advised(&mut self.inbound, sa);
                 }
             }
             Direction::Out => {
@@ -167,7 +167,7 @@ impl SaDb {
                     self.out_index.push(pos, &sa.cfg.remote_ts);
                 }
                 self.by_peer.entry(sa.cfg.remote).or_insert(pos as u32);
-                self.outbound.push(sa);
+                push_advised(&mut self.outbound, sa);
                 self.flush_flows();
             }
         }
@@ -451,6 +451,15 @@ impl SaDb {
     /// True if there is no SA.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// Appends `x` to a table, asking for huge pages when its buffer grew.
+fn push_advised<T>(v: &mut Vec<T>, x: T) {
+    let cap = v.capacity();
+    v.push(x);
+    if v.capacity() != cap {
+        crate::sa::huge::advise(v);
     }
 }
 

@@ -111,14 +111,16 @@ impl<K: FlatKey> FlatIndex<K> {
 
     fn with_slots(filler: K, n: usize) -> Self {
         debug_assert!(n.is_power_of_two());
+        let slots = vec![
+            Slot {
+                key: filler,
+                val: EMPTY,
+            };
+            n
+        ];
+        crate::sa::huge::advise(&slots);
         FlatIndex {
-            slots: vec![
-                Slot {
-                    key: filler,
-                    val: EMPTY,
-                };
-                n
-            ],
+            slots,
             mask: n - 1,
             shift: 64 - n.trailing_zeros(),
             len: 0,

@@ -6,6 +6,7 @@ pub mod db;
 pub mod event;
 pub mod file;
 pub mod flat;
+pub mod huge;
 pub mod index;
 pub mod prefetch;
 pub mod route;

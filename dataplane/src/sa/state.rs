@@ -1,7 +1,7 @@
 //! The mutable state of an SA as one worker owns it: keys expanded, sequence numbers,
 //! replay window, counters.
 
-use crate::esp::aead::{new_aead, Aead, Backend};
+use crate::esp::aead::{new_aead, AeadKey, Backend};
 use crate::esp::replay::ReplayWindow;
 use crate::esp::{SaCounters, SALT_LEN};
 use crate::sa::event::{SaEvent, SaEventKind, EV_HARD, EV_SEQ, EV_SOFT};
@@ -76,7 +76,7 @@ pub(crate) fn nonce(salt: &[u8; SALT_LEN], iv: &[u8]) -> [u8; 12] {
 pub struct OutboundSa {
     /// The configuration it was built from.
     pub cfg: SaConfig,
-    pub(crate) aead: Box<dyn Aead>,
+    pub(crate) aead: AeadKey,
     pub(crate) salt: [u8; SALT_LEN],
     pub(crate) seq: u64,
     /// Packets, bytes and drops.
@@ -86,14 +86,14 @@ pub struct OutboundSa {
 }
 
 impl OutboundSa {
-    /// Starts loading the fields of this SA the fast path reads (see
-    /// [`crate::worker::Pipeline`]), not the whole SA: the configuration's cold parts and
-    /// the drop counters stay out of the cache.
+    /// Starts loading the fields of this SA the fast path reads, its key schedule included
+    /// (see [`crate::worker::Pipeline`]), not the whole SA: the configuration's cold parts
+    /// and the drop counters stay out of the cache.
     #[inline]
     pub fn prefetch_hot(&self) {
         self.cfg.prefetch_hot();
+        crate::sa::prefetch::value(&self.aead);
         crate::prefetch_fields!(
-            self.aead,
             self.salt,
             self.seq,
             self.exhausted,
@@ -103,11 +103,10 @@ impl OutboundSa {
         );
     }
 
-    /// Starts loading this SA's key schedule and its selectors into the cache (see
-    /// [`crate::worker::Pipeline`]); the SA itself must be loaded already.
+    /// Starts loading what this SA points at (selectors of more than two prefixes) into the
+    /// cache (see [`crate::worker::Pipeline`]); the SA itself must be loaded already.
     #[inline]
     pub fn prefetch(&self) {
-        crate::sa::prefetch::value(&*self.aead);
         self.cfg.local_ts.prefetch();
         self.cfg.remote_ts.prefetch();
     }
@@ -188,7 +187,7 @@ impl OutboundSa {
 pub struct InboundSa {
     /// The configuration it was built from.
     pub cfg: SaConfig,
-    pub(crate) aead: Box<dyn Aead>,
+    pub(crate) aead: AeadKey,
     pub(crate) salt: [u8; SALT_LEN],
     /// The anti-replay window.
     pub replay: ReplayWindow,
@@ -198,13 +197,13 @@ pub struct InboundSa {
 }
 
 impl InboundSa {
-    /// Starts loading the fields of this SA the fast path reads (see
-    /// [`crate::worker::Pipeline`]), not the whole SA.
+    /// Starts loading the fields of this SA the fast path reads, its key schedule included
+    /// (see [`crate::worker::Pipeline`]), not the whole SA.
     #[inline]
     pub fn prefetch_hot(&self) {
         self.cfg.prefetch_hot();
+        crate::sa::prefetch::value(&self.aead);
         crate::prefetch_fields!(
-            self.aead,
             self.salt,
             self.replay,
             self.life,
@@ -213,11 +212,11 @@ impl InboundSa {
         );
     }
 
-    /// Starts loading this SA's key schedule, replay bitmap and selectors into the cache (see
-    /// [`crate::worker::Pipeline`]); the SA itself must be loaded already.
+    /// Starts loading what this SA points at (replay bitmap, selectors of more than two
+    /// prefixes) into the cache (see [`crate::worker::Pipeline`]); the SA itself must be
+    /// loaded already.
     #[inline]
     pub fn prefetch(&self) {
-        crate::sa::prefetch::value(&*self.aead);
         self.replay.prefetch();
         self.cfg.remote_ts.prefetch();
         self.cfg.local_ts.prefetch();
