@@ -195,6 +195,22 @@ pub fn sa_info(cfg: &SaConfig, c: &SaCounters, seq: u64, expired: bool) -> SaInf
     }
 }
 
+/// Every SA of `db` as the API shows it, sorted by label (what a worker answers for `sa.list`,
+/// `stats` and a metrics scrape).
+pub fn sa_infos(db: &crate::sa::SaDb) -> Vec<SaInfo> {
+    let mut sas: Vec<SaInfo> = db
+        .outbound()
+        .iter()
+        .map(|s| sa_info(&s.cfg, &s.counters, s.seq(), s.is_expired()))
+        .chain(
+            db.inbound()
+                .map(|s| sa_info(&s.cfg, &s.counters, s.replay.top(), s.is_expired())),
+        )
+        .collect();
+    sas.sort_by(|a, b| a.label.cmp(&b.label));
+    sas
+}
+
 /// The API's view of an AF_XDP socket's kernel counters.
 pub fn socket_stats(s: XdpStatistics) -> SocketStats {
     SocketStats {
