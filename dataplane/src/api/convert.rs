@@ -195,20 +195,18 @@ pub fn sa_info(cfg: &SaConfig, c: &SaCounters, seq: u64, expired: bool) -> SaInf
     }
 }
 
-/// Every SA of `db` as the API shows it, sorted by label (what a worker answers for `sa.list`,
-/// `stats` and a metrics scrape).
+/// Every SA of `db` as the API shows it (what a worker answers for `sa.list`, `stats` and a
+/// metrics scrape), in no particular order: the worker answers between two batches, so the
+/// sorting is left to whoever merges the answers ([`crate::daemon::router::merge`]).
 pub fn sa_infos(db: &crate::sa::SaDb) -> Vec<SaInfo> {
-    let mut sas: Vec<SaInfo> = db
-        .outbound()
+    db.outbound()
         .iter()
         .map(|s| sa_info(&s.cfg, &s.counters, s.seq(), s.is_expired()))
         .chain(
             db.inbound()
                 .map(|s| sa_info(&s.cfg, &s.counters, s.replay.top(), s.is_expired())),
         )
-        .collect();
-    sas.sort_by(|a, b| a.label.cmp(&b.label));
-    sas
+        .collect()
 }
 
 /// The API's view of an AF_XDP socket's kernel counters.

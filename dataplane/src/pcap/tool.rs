@@ -316,6 +316,7 @@ pub fn run(o: &Options) -> Result<Summary, ToolError> {
     }
     file.flush().map_err(out_io)?;
     summary.sas = sa_infos(&db);
+    summary.sas.sort_by(|a, b| a.label.cmp(&b.label));
     summary.drops = drops_map(&db.drops);
     Ok(summary)
 }
