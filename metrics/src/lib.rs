@@ -94,6 +94,21 @@ pub fn server_series(enc: &mut DescriptorEncoder, s: &ServerStats) -> fmt::Resul
     )
 }
 
+/// Every family of an exposition is in `doc` (docs/operations.md), as its sample name in
+/// backquotes (`_total` for counters); returns the families missing.
+pub fn undocumented(exposition: &str, doc: &str) -> Vec<String> {
+    exposition
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_once(' '))
+        .map(|(name, kind)| match kind {
+            "counter" => format!("{name}_total"),
+            _ => name.to_string(),
+        })
+        .filter(|n| !doc.contains(&format!("`{n}`")))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,5 +160,15 @@ mod tests {
                 "a sample is a name with labels and one value: {line}"
             );
         }
+    }
+
+    #[test]
+    fn undocumented_families_are_found() {
+        let text = "# TYPE a counter\na_total 1\n# TYPE b gauge\nb 2\n# EOF\n";
+        assert_eq!(
+            undocumented(text, "| `a_total` | `b` |"),
+            Vec::<String>::new()
+        );
+        assert_eq!(undocumented(text, "| `a` | `b2` |"), vec!["a_total", "b"]);
     }
 }

@@ -285,5 +285,10 @@ mod tests {
             assert!(text.contains(want), "missing {want:?} in\n{text}");
         }
         assert!(text.ends_with("# EOF\n"));
+        let doc = include_str!("../../../docs/operations.md");
+        assert_eq!(
+            esprit_metrics::undocumented(&text, doc),
+            Vec::<String>::new()
+        );
     }
 }

@@ -307,6 +307,11 @@ mod tests {
             2 * DropReason::COUNT
         );
         assert!(!text.contains("key"), "no key material, not even the word");
+        let doc = include_str!("../../../docs/operations.md");
+        assert_eq!(
+            esprit_metrics::undocumented(&text, doc),
+            Vec::<String>::new()
+        );
         assert!(text.ends_with("# EOF\n"));
     }
 }
