@@ -39,6 +39,8 @@ pub enum MetricsError {
 pub struct ServerStats {
     /// `GET /metrics` answered.
     pub ok: u64,
+    /// `GET /metrics` answered 503: the daemon could not gather its counters.
+    pub unavailable: u64,
     /// Requests that are not HTTP/1.x, too large, not GET/HEAD, or cut short.
     pub bad_requests: u64,
     /// Requests for another path (answered 404).
@@ -107,17 +109,18 @@ impl MetricsServer {
     }
 
     /// Accepts new connections, reads requests, writes answers and closes what is done or
-    /// late. `render` makes the exposition (called at most once per call, and only when a
+    /// late. `render` makes the exposition, or None when the daemon cannot (answered 503);
+    /// it is called at most once per call, and only when a
     /// `GET /metrics` is complete); `log` receives one line per bad request (rate-limited).
     pub fn service(
         &mut self,
         now: Instant,
-        render: impl FnOnce(&ServerStats) -> String,
+        render: impl FnOnce(&ServerStats) -> Option<String>,
         mut log: impl FnMut(&str),
     ) {
         self.accept(now);
         let mut render = Some(render);
-        let mut body: Option<String> = None;
+        let mut body: Option<Option<String>> = None;
         let mut i = 0;
         while i < self.conns.len() {
             let done = self.step(i, now, &mut render, &mut body, &mut log);
@@ -161,8 +164,8 @@ impl MetricsServer {
         &mut self,
         i: usize,
         now: Instant,
-        render: &mut Option<impl FnOnce(&ServerStats) -> String>,
-        body: &mut Option<String>,
+        render: &mut Option<impl FnOnce(&ServerStats) -> Option<String>>,
+        body: &mut Option<Option<String>>,
         log: &mut impl FnMut(&str),
     ) -> bool {
         if self.conns[i].out.is_empty() {
@@ -194,13 +197,20 @@ impl MetricsServer {
                     let peer = self.conns[i].peer;
                     self.conns[i].out = match verdict {
                         Verdict::Metrics { head_only } => {
-                            self.stats.ok += 1;
                             if body.is_none() {
                                 let stats = self.stats;
                                 *body = render.take().map(|r| r(&stats));
                             }
-                            let text = body.as_deref().unwrap_or("# EOF\n");
-                            answer(200, "OK", Some((text, head_only)))
+                            match body.as_ref().and_then(|b| b.as_deref()) {
+                                Some(text) => {
+                                    self.stats.ok += 1;
+                                    answer(200, "OK", Some((text, head_only)))
+                                }
+                                None => {
+                                    self.stats.unavailable += 1;
+                                    answer(503, "Service Unavailable", None)
+                                }
+                            }
                         }
                         Verdict::NotFound => {
                             self.stats.not_found += 1;
@@ -384,7 +394,7 @@ mod tests {
         for _ in 0..2000 {
             s.service(
                 now,
-                |_| "x_total 1\n# EOF\n".to_string(),
+                |_| Some("x_total 1\n# EOF\n".to_string()),
                 |l| logs.push(l.to_string()),
             );
             let mut tmp = [0u8; 4096];
@@ -478,13 +488,26 @@ mod tests {
     }
 
     #[test]
+    fn a_daemon_that_cannot_gather_its_counters_answers_503() {
+        let mut s = server();
+        let mut c = TcpStream::connect(s.local_addr()).unwrap();
+        c.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        s.service(Instant::now(), |_| None, |_| {});
+        let mut a = String::new();
+        c.read_to_string(&mut a).unwrap();
+        assert!(a.starts_with("HTTP/1.1 503 "), "{a}");
+        assert_eq!((s.stats().ok, s.stats().unavailable), (0, 1));
+    }
+
+    #[test]
     fn connections_beyond_the_limit_are_refused() {
         let mut s = server();
         let idle: Vec<TcpStream> = (0..MAX_CONNECTIONS + 3)
             .map(|_| TcpStream::connect(s.local_addr()).unwrap())
             .collect();
         std::thread::sleep(Duration::from_millis(50));
-        s.service(Instant::now(), |_| String::new(), |_| {});
+        s.service(Instant::now(), |_| Some(String::new()), |_| {});
         assert_eq!(s.stats().refused, 3);
         assert!(s.busy());
         drop(idle);

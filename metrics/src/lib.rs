@@ -86,6 +86,7 @@ pub fn server_series(enc: &mut DescriptorEncoder, s: &ServerStats) -> fmt::Resul
         "HTTP requests to the metrics listener, by outcome",
         [
             ([("outcome", "ok")], s.ok),
+            ([("outcome", "unavailable")], s.unavailable),
             ([("outcome", "bad_request")], s.bad_requests),
             ([("outcome", "not_found")], s.not_found),
             ([("outcome", "timeout")], s.timeouts),

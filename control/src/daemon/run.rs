@@ -908,7 +908,7 @@ impl Daemon {
                 v.dataplane_connected = self.dataplane.connected();
                 v.sas_installed = self.dataplane.installed();
                 v.server = *server;
-                v.exposition()
+                Some(v.exposition())
             },
             warn,
         );

@@ -429,10 +429,12 @@ fn control_loop(
         if let Some(m) = metrics.as_deref_mut() {
             m.service(
                 now,
-                |server| match router.snapshots() {
-                    Some(workers) => exposition(workers, *server),
-                    // A worker did not answer: the responder's own series still tell.
-                    None => exposition(Vec::new(), *server),
+                // A worker that does not answer makes the scrape fail (503): Prometheus
+                // marks the target down rather than recording partial counters.
+                |server| {
+                    router
+                        .snapshots()
+                        .map(|workers| exposition(workers, *server))
                 },
                 |line| eprintln!("esprit-dataplane: {line}"),
             );
