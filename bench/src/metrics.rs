@@ -3,7 +3,7 @@
 //! esprit-ike with their connection and child). Per scrape: the worker's snapshot of its SAs
 //! (`sa_infos`, what the worker does between two batches when asked; the worker forwards
 //! nothing meanwhile) and the OpenMetrics text built from it on the control thread. Median of
-//! the rounds, and the size of the text.
+//! the rounds, and the size of the text. Then esprit-ike's scrape with N IKE SAs.
 
 use crate::pipeline::sa;
 use dataplane::api::convert::sa_infos;
@@ -20,6 +20,10 @@ pub struct MetricsArgs {
     /// Numbers of child SAs (tunnels: two dataplane SAs each), comma-separated.
     #[arg(long, value_delimiter = ',', default_values_t = vec![1_000usize, 100_000])]
     pub children: Vec<usize>,
+    /// Numbers of IKE SAs for esprit-ike's scrape (half-open, made by a real initiator),
+    /// comma-separated; empty to skip.
+    #[arg(long, value_delimiter = ',', default_values_t = vec![1_000usize, 10_000])]
+    pub ike_sas: Vec<usize>,
     /// Scrapes measured per size.
     #[arg(long, default_value_t = 5)]
     pub rounds: usize,
@@ -79,6 +83,21 @@ pub fn measure(children: usize, rounds: usize) -> Result<ScrapeCost, String> {
     })
 }
 
+/// Microseconds of one esprit-ike scrape (copying the IKE SAs out of the endpoint and writing
+/// the text; the IKE loop does nothing else meanwhile) with `n` IKE SAs (median), and the
+/// size of the text.
+pub fn measure_ike(n: usize, rounds: usize) -> Result<(f64, usize), String> {
+    let (ep, ..) = crate::ike_cost::responder(n.max(1))?;
+    let (mut us, mut bytes) = (Vec::new(), 0);
+    for _ in 0..rounds.max(1) {
+        let t = Instant::now();
+        let text = control::daemon::metrics::IkeMetrics::of(&ep, Instant::now()).exposition();
+        us.push(t.elapsed().as_secs_f64() * 1e6);
+        bytes = std::hint::black_box(text).len();
+    }
+    Ok((median(us), bytes))
+}
+
 /// `esprit-bench metrics`: measures and prints a table.
 pub fn run(a: MetricsArgs) -> Result<(), String> {
     println!(
@@ -101,6 +120,14 @@ pub fn run(a: MetricsArgs) -> Result<(), String> {
             c.bytes / c.children.max(1)
         );
     }
+    if !a.ike_sas.is_empty() {
+        println!("esprit-bench metrics: one scrape of esprit-ike's metrics (half-open IKE SAs), median of {} rounds", a.rounds);
+        println!("  {:>9}  {:>12}  {:>11}", "IKE SAs", "scrape µs", "bytes");
+        for &n in &a.ike_sas {
+            let (us, bytes) = measure_ike(n, a.rounds)?;
+            println!("  {n:>9}  {us:>12.0}  {bytes:>11}");
+        }
+    }
     Ok(())
 }
 
@@ -113,5 +140,7 @@ mod tests {
         let c = measure(10, 1).unwrap();
         assert_eq!(c.children, 10);
         assert!(c.bytes > 10 * 4 * 100, "{c:?}");
+        let (_, bytes) = measure_ike(3, 1).unwrap();
+        assert!(bytes > 1000, "{bytes}");
     }
 }
