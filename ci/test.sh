@@ -7,8 +7,9 @@ cd "$(dirname "$0")/.."
 # iproute2, ping, ethtool: the AF_XDP, gateway and lab tests build namespaces and veth pairs;
 # tshark checks that Wireshark decrypts esprit's ESP with the keys esp-pcap exports; nftables
 # gives the lab its NAT; strongSwan (charon, swanctl, plugins) is the interop peer and the
-# benchmark baseline; openssl makes the interop tests' certificates.
-./ci/install-deps.sh iproute2 iputils-ping ethtool procps tshark nftables strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-extra-plugins libstrongswan-standard-plugins iperf3 openssl
+# benchmark baseline; openssl makes the interop tests' certificates; prometheus scrapes a lab
+# gateway's metrics in topology/tests/metrics_prometheus.rs.
+./ci/install-deps.sh iproute2 iputils-ping ethtool procps tshark nftables strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-extra-plugins libstrongswan-standard-plugins iperf3 openssl prometheus
 for comp in rustfmt clippy; do
   rustup component list --installed 2>/dev/null | grep -q "^$comp" || rustup component add "$comp"
 done

@@ -4,6 +4,7 @@
 //! API without linking the dataplane. Reference: `docs/api.md`.
 
 pub mod client;
+pub mod owner;
 pub mod proto;
 pub mod sa;
 

@@ -33,7 +33,7 @@ pub struct IkeCostArgs {
 }
 
 /// A responder with `n` half-open IKE SAs, and one IKE_SA_INIT request it answered.
-fn responder(n: usize) -> Result<(Endpoint, Vec<u8>, SocketAddr, SocketAddr), String> {
+pub(crate) fn responder(n: usize) -> Result<(Endpoint, Vec<u8>, SocketAddr, SocketAddr), String> {
     let suite = Suite {
         auth: AuthKind::Psk,
         dh: DhGroup::X25519,

@@ -10,6 +10,7 @@ pub mod esp;
 pub mod gateway;
 pub mod ike;
 pub mod ike_cost;
+pub mod metrics;
 pub mod offload;
 pub mod pipeline;
 pub mod report;

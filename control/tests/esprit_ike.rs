@@ -113,6 +113,42 @@ fn start(cfg: &Path, log: &Path) -> Daemon {
     )
 }
 
+/// gwA's configuration (peer 127.0.0.2, IKE on `port`) in a fresh directory named by `tag`,
+/// removed when the returned guard drops.
+fn gw_a_config(tag: &str, port: u16, start: &str) -> (TempDir, PathBuf) {
+    let dir =
+        TempDir(std::env::temp_dir().join(format!("esprit-ike-{tag}-{}", std::process::id())));
+    let _ = std::fs::remove_dir_all(&dir.0);
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let p = config(&dir.0, "127.0.0.1", "127.0.0.2", port, start, "gwA", "gwB");
+    (dir, p)
+}
+
+/// Runs esprit-ike with `cfg`, which must fail to start; returns its standard error.
+fn start_fails(cfg: &Path) -> String {
+    let run = Command::new(env!("CARGO_BIN_EXE_esprit-ike"))
+        .arg("--config")
+        .arg(cfg)
+        .output()
+        .unwrap();
+    assert!(!run.status.success());
+    String::from_utf8_lossy(&run.stderr).into_owned()
+}
+
+/// `GET /metrics` from `addr`: the body of a 200 answer.
+fn scrape(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+    body.to_string()
+}
+
 fn list(sock: &Path) -> serde_json::Value {
     let (ok, out, err) = espctl(sock, &["ike", "list", "--json"]);
     assert!(ok, "{err}");
@@ -151,6 +187,9 @@ fn two_daemons_on_loopback_driven_by_espctl() {
         "gwB",
     );
     let cb = config(&dir.0, "127.0.0.2", "127.0.0.1", port, "none", "gwB", "gwA");
+    let metrics = format!("127.0.0.1:{}", port + 1000);
+    let text = std::fs::read_to_string(&ca).unwrap();
+    write_private(&ca, &format!("{text}\n[metrics]\nlisten = \"{metrics}\"\n"));
     let (la, lb) = (dir.0.join("a.log"), dir.0.join("b.log"));
     let (sa, sb) = (dir.0.join("gwA-ike.sock"), dir.0.join("gwB-ike.sock"));
     let _b = start(&cb, &lb);
@@ -179,6 +218,20 @@ fn two_daemons_on_loopback_driven_by_espctl() {
     );
     assert_eq!(a[0]["children"][0]["encr"], "aes256gcm16");
     assert_eq!(a[0]["children"][0]["local_ts"][0], "10.1.0.0/16");
+    // The metrics endpoint, served from the daemon's loop, shows the same IKE SA and child.
+    let text = scrape(&metrics);
+    let spi_in = a[0]["children"][0]["inbound_spi"].as_str().unwrap();
+    for want in [
+        "ipsec_ike_sas 1\n".to_string(),
+        "role=\"initiator\",state=\"established\"} 1\n".into(),
+        format!("ipsec_child_sa_state{{name=\"site\",child=\"net\",spi_in=\"0x{spi_in}\","),
+        "esprit_ike_dropped_total{reason=\"malformed\"} 0\n".into(),
+        "esprit_metrics_requests_total{outcome=\"ok\"} 0\n".into(),
+    ] {
+        assert!(text.contains(&want), "missing {want:?} in\n{text}");
+    }
+    assert!(text.ends_with("# EOF\n"), "{text}");
+    assert!(!text.contains("loopback-test-secret"));
     // The human table names the connection, the state and the child's selectors.
     let (ok, table, _) = espctl(&sa, &["ike", "list"]);
     assert!(
@@ -216,18 +269,7 @@ fn two_daemons_on_loopback_driven_by_espctl() {
 
 #[test]
 fn check_names_the_file_line_and_key() {
-    let dir = TempDir(std::env::temp_dir().join(format!("esprit-ike-chk-{}", std::process::id())));
-    let _ = std::fs::remove_dir_all(&dir.0);
-    std::fs::create_dir_all(&dir.0).unwrap();
-    let p = config(
-        &dir.0,
-        "127.0.0.1",
-        "127.0.0.2",
-        20_500,
-        "start",
-        "gwA",
-        "gwB",
-    );
+    let (_dir, p) = gw_a_config("chk", 20_500, "start");
     let ok = Command::new(env!("CARGO_BIN_EXE_esprit-ike"))
         .arg("--check")
         .arg("--config")
@@ -264,18 +306,7 @@ fn check_names_the_file_line_and_key() {
 #[test]
 fn a_psk_others_can_read_is_refused_by_check_and_at_start() {
     use std::os::unix::fs::PermissionsExt;
-    let dir = TempDir(std::env::temp_dir().join(format!("esprit-ike-mode-{}", std::process::id())));
-    let _ = std::fs::remove_dir_all(&dir.0);
-    std::fs::create_dir_all(&dir.0).unwrap();
-    let p = config(
-        &dir.0,
-        "127.0.0.1",
-        "127.0.0.2",
-        20_600,
-        "start",
-        "gwA",
-        "gwB",
-    );
+    let (_dir, p) = gw_a_config("mode", 20_600, "start");
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
     let want = format!(
         "{} holds secrets but is accessible by group or others (mode 0644): run `chmod 600 {}`",
@@ -291,12 +322,22 @@ fn a_psk_others_can_read_is_refused_by_check_and_at_start() {
     assert_eq!(check.status.code(), Some(2));
     let err = String::from_utf8_lossy(&check.stderr);
     assert!(err.contains(&want), "{err}");
-    let run = Command::new(env!("CARGO_BIN_EXE_esprit-ike"))
-        .arg("--config")
-        .arg(&p)
-        .output()
-        .unwrap();
-    assert!(!run.status.success());
-    let err = String::from_utf8_lossy(&run.stderr);
+    let err = start_fails(&p);
     assert!(err.contains(&want), "{err}");
+}
+
+#[test]
+fn a_metrics_listener_that_cannot_bind_is_a_start_up_error() {
+    let (_dir, p) = gw_a_config("mx", 20_700, "none");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let text = std::fs::read_to_string(&p).unwrap();
+    write_private(&p, &format!("{text}\n[metrics]\nlisten = \"{addr}\"\n"));
+    let err = start_fails(&p);
+    assert!(
+        err.contains(&format!(
+            "esprit-ike: metrics listener {addr}: cannot listen: "
+        )),
+        "{err}"
+    );
 }

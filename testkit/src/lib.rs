@@ -1,4 +1,5 @@
-//! Helpers shared by esprit's integration tests (a dev-dependency only).
+//! Helpers shared by esprit's tests (a dev-dependency only): prerequisite checks, temporary
+//! paths, fixtures.
 //!
 //! Tests that need root, a peer or an external tool are marked
 //! `#[ignore = "<reason>: ./ci/test.sh runs it as root"]`, so a plain `cargo test` lists them
@@ -59,6 +60,29 @@ pub fn measure_enabled(name: &str) -> bool {
 /// A per-process path in the system's temporary directory: `esprit-test-<tag>-<pid>`.
 pub fn tmpdir(tag: &str) -> PathBuf {
     std::env::temp_dir().join(format!("esprit-test-{tag}-{}", std::process::id()))
+}
+
+/// An SA as the dataplane API lists it (`sa.list`, `stats`), with zero counters: SPI
+/// `0x<spi>`, tunnel mode, AES-128-GCM, 10.200.0.1 ↔ 10.200.0.2; `owner` as given.
+pub fn sa_info(spi: u32, direction: &str, owner: Option<String>) -> esprit_api::SaInfo {
+    esprit_api::SaInfo {
+        label: format!("{direction} 0x{spi:08x}"),
+        spi: format!("0x{spi:08x}"),
+        direction: direction.into(),
+        mode: "tunnel".into(),
+        suite: "aes128gcm16".into(),
+        local: "10.200.0.1".into(),
+        remote: "10.200.0.2".into(),
+        encap: None,
+        esn: false,
+        seq: 0,
+        replay_window: 0,
+        packets: 0,
+        bytes: 0,
+        drops: Default::default(),
+        expired: false,
+        owner,
+    }
 }
 
 #[cfg(test)]

@@ -53,6 +53,8 @@ pub struct IkeSite {
     pub extra_conn: String,
     /// Extra lines for the `[daemon]` table.
     pub extra_daemon: String,
+    /// `[metrics] listen`: where esprit-ike serves its metrics (none by default).
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 impl Default for IkeSite {
@@ -68,6 +70,7 @@ impl Default for IkeSite {
             auth: IkeAuth::Psk,
             extra_conn: String::new(),
             extra_daemon: String::new(),
+            metrics: None,
         }
     }
 }
@@ -155,7 +158,7 @@ pub fn write_configs(
         "[daemon]\ndataplane_socket = \"{}\"\nsocket = \"{}\"\nretransmit_timeout = \"1s\"\n{}\n\
          [connections.site]\nlocal_addrs = [\"{me}\"]\nremote_addrs = [\"{peer}\"]\nproposals = {}\n\
          local = {local}\nremote = {remote}\nstart_action = \"{}\"\nencap = {}\n{}\n\
-         [connections.site.children.net]\nlocal_ts = {lts}\nremote_ts = {rts}\nesp_proposals = {}\n\n{secrets}",
+         [connections.site.children.net]\nlocal_ts = {lts}\nremote_ts = {rts}\nesp_proposals = {}\n\n{secrets}{}",
         sock.display(),
         ike_sock.display(),
         site.extra_daemon,
@@ -164,6 +167,10 @@ pub fn write_configs(
         site.encap,
         site.extra_conn,
         list(&site.esp_proposals),
+        match site.metrics {
+            Some(a) => format!("\n[metrics]\nlisten = \"{a}\"\n"),
+            None => String::new(),
+        },
     );
     let ike_path = dir.join(format!("{name}-ike.toml"));
     write_private(&ike_path, &ike)?;

@@ -11,6 +11,8 @@
 //!
 //! `esprit-bench offload` measures what completing offloaded checksums and fragmenting non-DF
 //! packets cost the LAN->WAN pipeline, in ns per packet on one core.
+//!
+//! `esprit-bench metrics` measures one scrape of the dataplane's metrics with many child SAs.
 
 use bench::esp::{run_group, AeadLen, Op, Options, Plan, Sides, Size, Versus, BATCH};
 use bench::gateway::packet::FrameSize;
@@ -54,6 +56,9 @@ enum Cmd {
     /// Cost of one datagram to the IKE endpoint (handle_datagram, handle_timeout,
     /// poll_timeout) with 1 and with 10,000 IKE SAs: junk, unknown SPI, retransmission.
     IkeCost(bench::ike_cost::IkeCostArgs),
+    /// Cost of one scrape of the dataplane's metrics with 1,000 and 100,000 child SAs: the
+    /// worker's snapshot of its SAs and the OpenMetrics text, in µs, and the text's size.
+    Metrics(bench::metrics::MetricsArgs),
 }
 
 #[derive(clap::Args)]
@@ -571,6 +576,7 @@ fn main() -> ExitCode {
         Cmd::Offload(a) => ("offload", bench::offload::run(a)),
         Cmd::Pipeline(a) => ("pipeline", bench::pipeline::run(a)),
         Cmd::IkeCost(a) => ("ike-cost", bench::ike_cost::run(a)),
+        Cmd::Metrics(a) => ("metrics", bench::metrics::run(a)),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -251,3 +251,21 @@ pub(crate) fn parse_daemon(
     }
     Ok(d)
 }
+
+/// Reads `[metrics]`: `listen`, the address and port of the OpenMetrics endpoint.
+pub(crate) fn parse_metrics(root: &Tbl<'_>) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+    let Some(v) = root.get("metrics") else {
+        return Ok(None);
+    };
+    let t = v.table()?;
+    t.check_keys(&["listen"])?;
+    let Some(v) = t.get("listen") else {
+        return Ok(None);
+    };
+    let s = v.str_for("an address and port")?;
+    s.parse().map(Some).map_err(|_| {
+        v.err(format!(
+            "expected an address and port like \"127.0.0.1:9662\" or \"[::1]:9662\", got {s:?}"
+        ))
+    })
+}

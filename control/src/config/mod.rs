@@ -60,9 +60,11 @@ pub struct Config {
     pub connections: Vec<Connection>,
     /// The `[secrets]` section.
     pub secrets: Secrets,
+    /// Where the OpenMetrics endpoint listens (`[metrics] listen`); None: no endpoint.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
-const TOP_KEYS: &[&str] = &["daemon", "connections", "secrets"];
+const TOP_KEYS: &[&str] = &["daemon", "connections", "secrets", "metrics"];
 
 impl Config {
     /// Reads and validates a configuration file. Relative paths in it are taken from the file's
@@ -124,6 +126,7 @@ fn build(cx: &Cx<'_>, root: &toml::Spanned<DeTable<'_>>) -> Result<Config, Confi
     let root = Tbl::root(cx, root);
     root.check_keys(TOP_KEYS)?;
     let daemon = daemon::parse_daemon(&root, |p| cx.resolve(p))?;
+    let metrics = daemon::parse_metrics(&root)?;
     let secrets = secrets::parse_secrets(&root)?;
     let connections = connection::parse_connections(cx, &root)?;
     check_psk(&root, &connections, &secrets)?;
@@ -131,6 +134,7 @@ fn build(cx: &Cx<'_>, root: &toml::Spanned<DeTable<'_>>) -> Result<Config, Confi
         daemon,
         connections,
         secrets,
+        metrics,
     })
 }
 

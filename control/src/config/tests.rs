@@ -186,6 +186,7 @@ fn example_parses_to_exactly_the_expected_structs() {
                 b"correct horse battery staple".to_vec(),
             )],
         },
+        metrics: None,
     };
     assert_eq!(c, expected);
     let conn = c.connection("site-b").unwrap();
@@ -1592,4 +1593,24 @@ proptest! {
             prop_assert_eq!(parse_duration(&format!("{}m", secs / 60)), Ok(Duration::from_secs(secs)));
         }
     }
+}
+
+#[test]
+fn metrics_listen_is_off_by_default_and_checked_at_load() {
+    assert_eq!(ok(&conn("", "")).metrics, None);
+    let c = ok("[metrics]\nlisten = \"127.0.0.1:9662\"\n");
+    assert_eq!(c.metrics, Some("127.0.0.1:9662".parse().unwrap()));
+    assert_err(
+        "[metrics]\nlisten = \"localhost\"\n",
+        2,
+        "metrics.listen",
+        "expected an address and port",
+    );
+    assert_err(
+        "[metrics]\nlisten = 9662\n",
+        2,
+        "metrics.listen",
+        "address and port",
+    );
+    assert_err("[metrics]\nport = 1\n", 2, "metrics.port", "unknown key");
 }

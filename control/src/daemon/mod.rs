@@ -4,6 +4,7 @@
 pub mod control;
 pub mod dataplane;
 pub mod keylog;
+pub mod metrics;
 pub mod params;
 pub mod reconcile;
 pub mod run;

@@ -15,6 +15,7 @@ use serde_json::json;
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -22,6 +23,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
+const METRICS: Token = Token(2);
+/// How soon the loop comes back to the metrics responder while it has connections open.
+const METRICS_TICK: Duration = Duration::from_millis(10);
 const FIRST_UDP: usize = 16;
 const FIRST_CONN: usize = 1 << 20;
 /// How long the inbound SA of a deleted or replaced child keeps decrypting.
@@ -67,6 +71,9 @@ pub enum RunError {
         /// The error.
         err: io::Error,
     },
+    /// The metrics listener could not be opened.
+    #[error("{0}")]
+    Metrics(#[from] esprit_metrics::MetricsError),
 }
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> RunError {
@@ -113,6 +120,8 @@ pub struct Daemon {
     /// Datagrams on the NAT-T port without the non-ESP marker that are not keepalives (ESP the
     /// dataplane did not take, or junk): dropped here, before the IKE endpoint.
     nat_t_not_ike: u64,
+    /// The OpenMetrics endpoint (`[metrics] listen`), served from this loop.
+    metrics: Option<esprit_metrics::MetricsServer>,
 }
 
 /// The configured verbosity (`daemon.log_level`), as a LogLevel discriminant.
@@ -240,6 +249,20 @@ impl Daemon {
         );
         dataplane.set_configured(configured_children(&config));
         let waker = Arc::new(mio::Waker::new(poll.registry(), WAKER).map_err(io_err("waker"))?);
+        let metrics = match config.metrics {
+            Some(addr) => {
+                let m = esprit_metrics::MetricsServer::bind(addr)?;
+                poll.registry()
+                    .register(
+                        &mut mio::unix::SourceFd(&m.as_raw_fd()),
+                        METRICS,
+                        Interest::READABLE,
+                    )
+                    .map_err(io_err("register"))?;
+                Some(m)
+            }
+            None => None,
+        };
         LOG_LEVEL.store(config.daemon.log_level as u8, Ordering::Relaxed);
         let keylog = config
             .daemon
@@ -266,6 +289,7 @@ impl Daemon {
             waker,
             down_logs: LogThrottle::new(5, Duration::from_secs(10)),
             nat_t_not_ike: 0,
+            metrics,
         })
     }
 
@@ -871,6 +895,26 @@ impl Daemon {
         }
     }
 
+    /// Serves the metrics listener: new connections, requests, answers.
+    fn serve_metrics(&mut self) {
+        let Some(mut m) = self.metrics.take() else {
+            return;
+        };
+        m.service(
+            Instant::now(),
+            |server| {
+                let mut v = super::metrics::IkeMetrics::of(&self.endpoint, Instant::now());
+                v.nat_t_not_ike = self.nat_t_not_ike;
+                v.dataplane_connected = self.dataplane.connected();
+                v.sas_installed = self.dataplane.installed();
+                v.server = *server;
+                Some(v.exposition())
+            },
+            warn,
+        );
+        self.metrics = Some(m);
+    }
+
     /// Run until SIGTERM or SIGINT. SAs stay in the dataplane (it keeps forwarding) when the
     /// daemon stops; `espctl terminate` deletes them.
     pub fn run(self) -> Result<(), RunError> {
@@ -884,14 +928,18 @@ impl Daemon {
     /// Run until `stop` is set (for running the daemon inside another program, as the lab does).
     pub fn run_until(mut self, stop: Arc<AtomicBool>) -> Result<(), RunError> {
         log(&format!(
-            "started: {} connections, sockets {}, control {}",
+            "started: {} connections, sockets {}, control {}{}",
             self.config.connections.len(),
             self.udp
                 .iter()
                 .map(|u| u.bound.to_string())
                 .collect::<Vec<_>>()
                 .join(" "),
-            self.config.daemon.socket.display()
+            self.config.daemon.socket.display(),
+            match &self.metrics {
+                Some(m) => format!(", metrics http://{}/metrics", m.local_addr()),
+                None => String::new(),
+            }
         ));
         self.dataplane.tick();
         let (tx, rx) = std::sync::mpsc::channel();
@@ -919,6 +967,9 @@ impl Daemon {
             if let Some(t) = self.endpoint.poll_timeout() {
                 timeout = timeout.min(t.saturating_duration_since(now));
             }
+            if self.metrics.as_ref().is_some_and(|m| m.busy()) {
+                timeout = timeout.min(METRICS_TICK);
+            }
             match self.poll.poll(&mut events, Some(timeout)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -933,6 +984,7 @@ impl Daemon {
             for t in tokens {
                 match t {
                     LISTENER => self.accept(),
+                    METRICS => self.serve_metrics(),
                     WAKER => {
                         let pending: Vec<_> = self
                             .events_rx
@@ -981,6 +1033,9 @@ impl Daemon {
             self.draining.retain(|(t, _)| *t > now);
             for spi in drained {
                 let _ = self.dataplane.remove_one(spi, "in");
+            }
+            if self.metrics.as_ref().is_some_and(|m| m.busy()) {
+                self.serve_metrics();
             }
             self.dataplane.tick();
             self.reestablish();

@@ -195,6 +195,20 @@ pub fn sa_info(cfg: &SaConfig, c: &SaCounters, seq: u64, expired: bool) -> SaInf
     }
 }
 
+/// Every SA of `db` as the API shows it (what a worker answers for `sa.list`, `stats` and a
+/// metrics scrape), in no particular order: the worker answers between two batches, so the
+/// sorting is left to whoever merges the answers ([`crate::daemon::router::merge`]).
+pub fn sa_infos(db: &crate::sa::SaDb) -> Vec<SaInfo> {
+    db.outbound()
+        .iter()
+        .map(|s| sa_info(&s.cfg, &s.counters, s.seq(), s.is_expired()))
+        .chain(
+            db.inbound()
+                .map(|s| sa_info(&s.cfg, &s.counters, s.replay.top(), s.is_expired())),
+        )
+        .collect()
+}
+
 /// The API's view of an AF_XDP socket's kernel counters.
 pub fn socket_stats(s: XdpStatistics) -> SocketStats {
     SocketStats {

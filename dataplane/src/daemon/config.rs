@@ -93,6 +93,8 @@ pub struct DataplaneConfig {
     /// The user the daemon switches to once set up (None: it stays uid 0, with only the
     /// capabilities it needs).
     pub user: Option<String>,
+    /// Where the OpenMetrics endpoint listens (`[metrics] listen`); None: no endpoint.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 #[derive(Deserialize)]
@@ -109,6 +111,13 @@ struct Raw {
     forwarding: Option<Spanned<RawForwarding>>,
     #[serde(default)]
     route: Vec<Spanned<RawRoute>>,
+    metrics: Option<Spanned<RawMetrics>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    listen: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -310,7 +319,24 @@ impl DataplaneConfig {
             fail_mode: FailMode::Closed,
             api_group: None,
             user: None,
+            metrics: None,
         };
+        if let Some(m) = raw
+            .metrics
+            .as_ref()
+            .and_then(|m| m.get_ref().listen.as_ref())
+        {
+            c.metrics = Some(m.get_ref().parse().map_err(|_| {
+                cx.err(
+                    m.span(),
+                    "metrics.listen",
+                    format!(
+                        "expected an address and port like \"127.0.0.1:9661\" or \"[::1]:9661\", got {:?}",
+                        m.get_ref()
+                    ),
+                )
+            })?);
+        }
         for (v, key, what) in [
             (&raw.api_group, "api_group", "a group name"),
             (&raw.user, "user", "a user name"),
@@ -570,6 +596,30 @@ backend = "aws-lc-rs"
         let c =
             DataplaneConfig::parse(&format!("user = \"esprit\"\n{EXAMPLE}"), "dp.toml").unwrap();
         assert_eq!(c.user.as_deref(), Some("esprit"));
+        assert_eq!(c.metrics, None);
+        let c = DataplaneConfig::parse(
+            &format!("{EXAMPLE}\n[metrics]\nlisten = \"[::1]:9661\"\n"),
+            "dp.toml",
+        )
+        .unwrap();
+        assert_eq!(c.metrics, Some("[::1]:9661".parse().unwrap()));
+    }
+
+    #[test]
+    fn a_metrics_address_without_a_port_is_refused_at_load() {
+        let e = DataplaneConfig::parse(
+            &format!("{EXAMPLE}\n[metrics]\nlisten = \"127.0.0.1\"\n"),
+            "dp.toml",
+        )
+        .unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("metrics.listen"));
+        assert!(
+            e.to_string().contains("expected an address and port"),
+            "{e}"
+        );
+        let e = DataplaneConfig::parse(&format!("{EXAMPLE}\n[metrics]\nport = 1\n"), "dp.toml")
+            .unwrap_err();
+        assert!(e.message.contains("port"), "{e}");
     }
 
     #[test]

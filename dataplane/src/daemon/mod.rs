@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod config;
+pub mod metrics;
 mod neigh;
 pub mod router;
 pub mod run;

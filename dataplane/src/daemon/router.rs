@@ -264,11 +264,14 @@ impl Router {
 
     /// Every worker's counters, merged.
     pub fn snapshot(&self) -> Option<Snapshot> {
-        let mut all = Vec::with_capacity(self.workers.len());
-        for w in 0..self.workers.len() {
-            all.push(self.ask(w, WorkerUpdate::Snapshot)?);
-        }
-        Some(merge(all))
+        self.snapshots().map(merge)
+    }
+
+    /// Every worker's counters, in worker order (the worker answers between batches).
+    pub fn snapshots(&self) -> Option<Vec<Snapshot>> {
+        (0..self.workers.len())
+            .map(|w| self.ask(w, WorkerUpdate::Snapshot))
+            .collect()
     }
 }
 

@@ -2,6 +2,7 @@
 
 use super::api::{ApiListener, ApiServer, EventHub};
 use super::config::{DataplaneConfig, FailMode, SideConfig};
+use super::metrics::exposition;
 use crate::api::Snapshot;
 use crate::daemon::neigh::NeighKeeper;
 use crate::daemon::router::Router;
@@ -15,6 +16,7 @@ use crate::worker::{NeighRequest, Neighbours, Pipeline, Port, Side};
 use crate::xdp::program::{Classifier, ClassifierSpec, Role};
 use crate::xdp::sys::action;
 use crate::xdp::umem::UmemConfig;
+use esprit_metrics::MetricsServer;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver};
@@ -50,6 +52,9 @@ pub enum DaemonError {
     /// Privileges could not be dropped.
     #[error("dropping privileges: {0}")]
     Privileges(std::io::Error),
+    /// The metrics listener could not be opened.
+    #[error("{0}")]
+    Metrics(#[from] esprit_metrics::MetricsError),
     /// The API socket could not be opened.
     #[error("API socket {path}: {err}")]
     Api {
@@ -311,6 +316,7 @@ pub fn run_locked(
         None => None,
     };
     let listener = ApiListener::bind(&cfg.api_socket, group).map_err(api_err)?;
+    let mut metrics = cfg.metrics.map(MetricsServer::bind).transpose()?;
     let kept = match lock {
         Some(l) => Some(crate::harden::lock_down(l).map_err(DaemonError::Privileges)?),
         None => None,
@@ -346,7 +352,7 @@ pub fn run_locked(
         );
     }
     ready(&format!(
-        "esprit-dataplane: {} SAs, lan {} wan {}, {} worker{}{}, {}, fail {}, backend {}, API {}{}",
+        "esprit-dataplane: {} SAs, lan {} wan {}, {} worker{}{}, {}, fail {}, backend {}, API {}{}{}",
         sas.len(),
         cfg.lan.interface,
         cfg.wan.interface,
@@ -365,12 +371,16 @@ pub fn run_locked(
         cfg.fail_mode.name(),
         cfg.backend.name(),
         cfg.api_socket.display(),
+        match &metrics {
+            Some(m) => format!(", metrics http://{}/metrics", m.local_addr()),
+            None => String::new(),
+        },
         match kept {
             None => String::new(),
             Some(k) => format!(", capabilities kept {k:?}"),
         }
     ));
-    control_loop(&stop, &router, &mrx, &mut keeper);
+    control_loop(&stop, &router, &mrx, &mut keeper, metrics.as_mut());
     stop.store(true, Ordering::Relaxed);
     drop(api);
     let mut parts = Vec::with_capacity(n);
@@ -401,12 +411,14 @@ fn bind_worker(wcfg: &WorkerConfig, empty: impl Fn() -> Pipeline) -> Result<Work
 const HANDOFF_SLOTS: usize = 2048;
 
 /// Keeps next hops current: handles the workers' requests (resolve, used) and the kernel's
-/// neighbour notifications as they come (see [`NeighKeeper`]).
+/// neighbour notifications as they come (see [`NeighKeeper`]); serves the metrics listener,
+/// if any, every round (at most 10 ms after a client connects).
 fn control_loop(
     stop: &AtomicBool,
     router: &Router,
     requests: &Receiver<NeighRequest>,
     keeper: &mut NeighKeeper,
+    mut metrics: Option<&mut MetricsServer>,
 ) {
     while !stop.load(Ordering::Relaxed) {
         let now = Instant::now();
@@ -414,6 +426,19 @@ fn control_loop(
             keeper.request(r, now);
         }
         keeper.tick(router, now);
+        if let Some(m) = metrics.as_deref_mut() {
+            m.service(
+                now,
+                // A worker that does not answer makes the scrape fail (503): Prometheus
+                // marks the target down rather than recording partial counters.
+                |server| {
+                    router
+                        .snapshots()
+                        .map(|workers| exposition(workers, *server))
+                },
+                |line| eprintln!("esprit-dataplane: {line}"),
+            );
+        }
         keeper.wait(Duration::from_millis(10));
     }
 }

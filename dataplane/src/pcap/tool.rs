@@ -5,7 +5,7 @@ use super::{
     Header, PcapError, Reader, Record, Writer, LINKTYPE_ETHERNET, LINKTYPE_IPV4, LINKTYPE_IPV6,
     LINKTYPE_RAW,
 };
-use crate::api::convert::{drops_map, sa_info};
+use crate::api::convert::{drops_map, sa_infos};
 use crate::esp::{Backend, Verdict};
 use crate::frame::OwnedFrame;
 use crate::sa::{file, Direction, SaConfig, SaDb};
@@ -315,15 +315,7 @@ pub fn run(o: &Options) -> Result<Summary, ToolError> {
         summary.output_linktype = LINKTYPE_RAW;
     }
     file.flush().map_err(out_io)?;
-    summary.sas = db
-        .outbound()
-        .iter()
-        .map(|s| sa_info(&s.cfg, &s.counters, s.seq(), s.is_expired()))
-        .chain(
-            db.inbound()
-                .map(|s| sa_info(&s.cfg, &s.counters, s.replay.top(), s.is_expired())),
-        )
-        .collect();
+    summary.sas = sa_infos(&db);
     summary.sas.sort_by(|a, b| a.label.cmp(&b.label));
     summary.drops = drops_map(&db.drops);
     Ok(summary)

@@ -8,7 +8,7 @@ use super::neigh::NeighRequest;
 use super::neigh_queue::{Held, NeighQueue};
 use super::pool::UmemPool;
 use super::{Out, Pipeline, Port};
-use crate::api::convert::{drops_map, sa_info, socket_stats};
+use crate::api::convert::{drops_map, sa_infos, socket_stats};
 use crate::esp::DropReason;
 use crate::frame::Frame;
 use crate::sa::spd::Policies;
@@ -17,7 +17,7 @@ use crate::xdp::ring::XdpDesc;
 use crate::xdp::socket::{BindMode, SocketConfig, XskSocket};
 use crate::xdp::umem::{BatchArea, Umem, UmemConfig, MAX_BATCH};
 use arrayvec::ArrayVec;
-use esprit_api::{SaInfo, Snapshot};
+use esprit_api::Snapshot;
 use std::io;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -270,18 +270,8 @@ impl Worker {
     /// The worker's state for the API.
     pub fn snapshot(&self) -> Snapshot {
         let db = &self.pipeline.sadb;
-        let mut sas: Vec<SaInfo> = db
-            .outbound()
-            .iter()
-            .map(|s| sa_info(&s.cfg, &s.counters, s.seq(), s.is_expired()))
-            .chain(
-                db.inbound()
-                    .map(|s| sa_info(&s.cfg, &s.counters, s.replay.top(), s.is_expired())),
-            )
-            .collect();
-        sas.sort_by(|a, b| a.label.cmp(&b.label));
         Snapshot {
-            sas,
+            sas: sa_infos(db),
             sadb_drops: drops_map(&db.drops),
             forwarding_drops: drops_map(&self.pipeline.drops),
             lan_to_wan: self.pipeline.forwarded[0],

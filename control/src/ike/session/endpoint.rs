@@ -31,6 +31,8 @@ pub struct EndpointStats {
     pub half_open_expired: u64,
     /// Log lines about drops held back by the rate limit.
     pub logs_suppressed: u64,
+    /// Requests of ours retransmitted because no answer came in time.
+    pub retransmissions: u64,
 }
 
 /// Settings of the endpoint itself.
@@ -193,9 +195,11 @@ impl Endpoint {
             events: &mut self.events,
             spawned: &mut spawned,
             dropped: None,
+            retransmitted: 0,
         };
         let r = f(&mut ctx, &mut self.sas);
         let dropped = ctx.dropped;
+        self.stats.retransmissions += ctx.retransmitted;
         for sa in spawned {
             let spi = sa.local_spi();
             self.sas.insert(spi, sa);

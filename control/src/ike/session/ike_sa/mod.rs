@@ -91,6 +91,8 @@ pub struct Ctx<'a> {
     pub spawned: &'a mut Vec<IkeSa>,
     /// Why the datagram of this call was dropped or ignored, if it was (the first reason).
     pub dropped: Option<DropReason>,
+    /// Requests retransmitted during this call (each message once, however many fragments).
+    pub retransmitted: u64,
 }
 
 impl Ctx<'_> {
@@ -525,6 +527,7 @@ impl IkeSa {
                 }
                 o.tries += 1;
                 o.deadline = ctx.now + self.conn.retransmit.delay(o.tries);
+                ctx.retransmitted += 1;
                 for d in &o.data {
                     ctx.out.push_back(Transmit {
                         local: self.local,
