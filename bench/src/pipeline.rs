@@ -19,7 +19,7 @@
 use crate::esp::{Fixture, Op as EspOp, Size};
 use crate::stats::median;
 use arrayvec::ArrayVec;
-use dataplane::esp::aead::KeyMaterial;
+use dataplane::crypto::aead::KeyMaterial;
 use dataplane::esp::encap::encrypt_batch;
 use dataplane::esp::{Backend, DropReason, Suite, Verdict};
 use dataplane::frame::OwnedFrame;

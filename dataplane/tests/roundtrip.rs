@@ -1,7 +1,7 @@
 //! esprit encrypts and esprit decrypts, in every mode, and every kind of bad packet is dropped
 //! under its reason. (Interop with an independent implementation is in `scapy_interop.rs`.)
 
-use dataplane::esp::aead::KeyMaterial;
+use dataplane::crypto::aead::KeyMaterial;
 use dataplane::esp::{decap::decap, encrypt_batch, Backend, DropReason, Suite, Verdict};
 use dataplane::frame::{OwnedFrame, DEFAULT_HEADROOM};
 use dataplane::sa::{Direction, Mode, SaConfig, SaDb, Selectors, UdpEncap};

@@ -1,8 +1,8 @@
 //! ESP decapsulation: outer header checks, SPI lookup, anti-replay, AES-GCM open, trailer and
 //! padding checks, traffic-selector check and ECN propagation, in place.
 
-use super::aead::Aead;
 use super::{DropReason, Verdict, ESP_PREFIX_LEN, ICV_LEN, IV_LEN};
+use crate::crypto::aead::Aead;
 use crate::frame::Frame;
 use crate::sa::state::nonce;
 use crate::sa::{Mode, SaDb};

@@ -1,8 +1,8 @@
 //! ESP encapsulation: tunnel mode (IPv4/IPv6 in IPv4/IPv6) and transport mode, optionally in
 //! UDP (RFC 3948), sealed with AES-GCM (RFC 4106) in place.
 
-use super::aead::Aead;
 use super::{DropReason, Verdict, ESP_PREFIX_LEN, ICV_LEN};
+use crate::crypto::aead::Aead;
 use crate::frame::Frame;
 use crate::sa::state::nonce;
 use crate::sa::{Mode, OutboundSa, SaDb};

@@ -1,7 +1,8 @@
 //! The SA database of one worker: inbound SAs by (SPI, destination), outbound SAs by traffic
 //! selectors.
 
-use crate::esp::{Backend, DropCounters};
+use crate::counters::DropCounters;
+use crate::crypto::Backend;
 use crate::sa::config::NAT_T_PORT;
 use crate::sa::flat::FlatIndex;
 use crate::sa::index::SelectorIndex;
@@ -417,7 +418,7 @@ impl SaDb {
                 policy: Some(t.id),
             });
         }
-        self.drops.add(crate::esp::DropReason::Acquire);
+        self.drops.add(crate::counters::DropReason::Acquire);
         true
     }
 

@@ -24,4 +24,4 @@ pub use params::{
 };
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

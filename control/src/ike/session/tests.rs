@@ -72,19 +72,19 @@ fn conn(name: &str, me: &str, peer: &str, local_ts: &str, remote_ts: &str) -> Co
     }
 }
 
-fn conn_a() -> ConnectionParams {
+pub(crate) fn conn_a() -> ConnectionParams {
     conn("site-b", A, B, "10.201.1.0/24", "10.201.2.0/24")
 }
 
-fn conn_b() -> ConnectionParams {
+pub(crate) fn conn_b() -> ConnectionParams {
     conn("site-a", B, A, "10.201.2.0/24", "10.201.1.0/24")
 }
 
 /// Two endpoints joined by a lossy wire under a fake clock.
-struct Pair {
-    a: Endpoint,
-    b: Endpoint,
-    now: Instant,
+pub(crate) struct Pair {
+    pub(crate) a: Endpoint,
+    pub(crate) b: Endpoint,
+    pub(crate) now: Instant,
     ev_a: Vec<IkeEvent>,
     ev_b: Vec<IkeEvent>,
     /// Datagrams delivered so far, per direction.
@@ -99,7 +99,7 @@ struct Pair {
 }
 
 impl Pair {
-    fn new(a: ConnectionParams, b: ConnectionParams) -> Pair {
+    pub(crate) fn new(a: ConnectionParams, b: ConnectionParams) -> Pair {
         Self::with(a, b, EndpointSettings::default())
     }
 
@@ -178,7 +178,7 @@ impl Pair {
         self.pump();
     }
 
-    fn up(&mut self) -> u64 {
+    pub(crate) fn up(&mut self) -> u64 {
         let spi = self.a.initiate(self.now, "site-b", None, addr(A)).unwrap();
         self.pump();
         spi
@@ -840,27 +840,3 @@ fn a_second_ike_sa_without_initial_contact_leaves_the_first() {
 mod attack;
 mod certs;
 mod replay;
-
-#[test]
-fn metrics_show_the_established_ike_sa_and_its_child() {
-    let mut p = Pair::new(conn_a(), conn_b());
-    p.up();
-    p.now += Duration::from_secs(3);
-    let c = &p.a.sas().next().unwrap().children()[0];
-    let (spi_in, spi_out) = (c.inbound_spi, c.outbound_spi);
-    let text = crate::daemon::metrics::IkeMetrics::of(&p.a, p.now).exposition();
-    let child = format!(
-        "name=\"site-b\",child=\"net\",spi_in=\"0x{spi_in:08x}\",spi_out=\"0x{spi_out:08x}\""
-    );
-    for want in [
-        "ipsec_ike_sas 1\n".to_string(),
-        "ipsec_child_sas 1\n".into(),
-        format!("ipsec_child_sa_state{{{child},state=\"installed\"}} 1\n"),
-        format!("ipsec_child_sa_installed_seconds{{{child}}} 3\n"),
-        "role=\"initiator\",state=\"established\"} 1\n".into(),
-        "local=\"10.200.0.1\",remote=\"10.200.0.2\"".into(),
-    ] {
-        assert!(text.contains(&want), "missing {want:?} in\n{text}");
-    }
-    assert!(text.contains("ipsec_ike_sa_established_seconds{name=\"site-b\",spi=\""));
-}

@@ -1,4 +1,5 @@
-//! Named drop reasons and per-SA counters.
+//! The one table of drop reasons (the ESP engine's and forwarding's, [`DropReason`]), the
+//! per-worker and per-SA counters. Below `esp`, `sa` and `worker`, which all count drops.
 
 use std::fmt;
 
