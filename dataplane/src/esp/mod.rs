@@ -7,7 +7,7 @@ pub mod decap;
 pub mod ecn;
 pub mod encap;
 
-pub use crate::counters::{DropCounters, DropReason, SaCounters};
+pub use crate::counters::{Counted, DropCounters, DropReason, SaCounters};
 pub use crate::crypto::{
     Aead, AeadError, Backend, Suite, ESP_PREFIX_LEN, ICV_LEN, IV_LEN, SALT_LEN,
 };
@@ -20,8 +20,9 @@ pub use encap::encrypt_batch;
 pub enum Verdict {
     /// Processed: the frame holds the result and goes on to the next stage.
     Pass,
-    /// Dropped and counted under this reason; the frame content is unspecified.
-    Drop(DropReason),
+    /// Dropped and counted (per SA when the SA is known, in the SA database otherwise); the
+    /// frame content is unspecified.
+    Drop(Counted),
     /// A UDP datagram on the NAT-T port that is IKE (non-ESP marker): hand it to the control
     /// plane untouched.
     Ike,
@@ -30,4 +31,14 @@ pub enum Verdict {
     /// Not ESP (another protocol, or UDP to a port that is not a NAT-T port): not for this
     /// stage, left untouched.
     NotEsp,
+}
+
+impl Verdict {
+    /// The reason a dropped packet was counted under; `None` for the other verdicts.
+    pub fn drop_reason(&self) -> Option<DropReason> {
+        match self {
+            Verdict::Drop(c) => Some(c.reason()),
+            _ => None,
+        }
+    }
 }
