@@ -84,7 +84,8 @@ enum Cmd {
         /// Write {ping_loss_pct, tcp_bytes, tcp_sha256_ok, gbps, …} here.
         #[arg(long)]
         json: Option<PathBuf>,
-        /// Leave the lab up afterwards.
+        /// Leave the lab and both gateways running afterwards (try espctl and the metrics;
+        /// `esprit-lab down --name NAME` stops them).
         #[arg(long)]
         keep: bool,
         /// Lab name.
@@ -275,6 +276,7 @@ fn main() -> ExitCode {
                 workers,
                 keep,
                 manual_keys,
+                exe: None,
             };
             match demo(&o, |m| println!("{m}")) {
                 Ok(r) => {
@@ -293,6 +295,34 @@ fn main() -> ExitCode {
                         if r.tcp_sha256_ok { "ok" } else { "MISMATCH" },
                         r.gbps
                     );
+                    if !r.kept.is_empty() {
+                        println!();
+                        println!(
+                            "left running (stop with `esprit-lab down --name {}`):",
+                            o.name
+                        );
+                        for k in &r.kept {
+                            let tool = if k.daemon == "esprit-ike" {
+                                format!("espctl --ike-socket {} ike list", k.socket.display())
+                            } else {
+                                format!("espctl --socket {} sa list", k.socket.display())
+                            };
+                            println!(
+                                "  {} {} (pid {}): esprit-lab exec --name {} {} -- {tool}",
+                                k.node, k.daemon, k.pid, o.name, k.node
+                            );
+                        }
+                        for (node, urls) in
+                            [("gwA", &r.metrics_urls.gw_a), ("gwB", &r.metrics_urls.gw_b)]
+                        {
+                            for u in urls {
+                                println!(
+                                    "  metrics: esprit-lab exec --name {} {node} -- curl -s {u}",
+                                    o.name
+                                );
+                            }
+                        }
+                    }
                     if let Some(p) = json {
                         let v = serde_json::to_string_pretty(&r).expect("report serialises");
                         if let Err(e) = std::fs::write(&p, v) {
