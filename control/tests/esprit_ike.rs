@@ -341,3 +341,78 @@ fn a_metrics_listener_that_cannot_bind_is_a_start_up_error() {
         "{err}"
     );
 }
+
+#[test]
+#[ignore = "needs root (esprit-ike locks its memory with mlockall): ./ci/test.sh runs it as root"]
+fn espctl_waits_for_the_exchanges_it_starts() {
+    esprit_testkit::require_root();
+    let dir = TempDir(std::env::temp_dir().join(format!("esprit-ike-wait-{}", std::process::id())));
+    let _ = std::fs::remove_dir_all(&dir.0);
+    std::fs::create_dir_all(&dir.0).unwrap();
+    // Not the ports of two_daemons_on_loopback_driven_by_espctl, which may run at the same time.
+    let port = 30_000 + (std::process::id() % 5_000) as u16;
+    let ca = config(&dir.0, "127.0.0.1", "127.0.0.2", port, "none", "gwA", "gwB");
+    let cb = config(&dir.0, "127.0.0.2", "127.0.0.1", port, "none", "gwB", "gwA");
+    let (la, lb) = (dir.0.join("a.log"), dir.0.join("b.log"));
+    let (sa, sb) = (dir.0.join("gwA-ike.sock"), dir.0.join("gwB-ike.sock"));
+    let b = start(&cb, &lb);
+    wait("gwB's control socket", &[&lb], || sb.exists());
+    let _a = start(&ca, &la);
+    wait("gwA's control socket", &[&la], || sa.exists());
+
+    // initiate --wait returns once the IKE SA and the child are up, with the SA's stable id.
+    let (ok, out, err) = espctl(&sa, &["initiate", "site", "--wait", "20s"]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("established, child net installed"), "{out}");
+    let v = list(&sa);
+    let id = v[0]["id"].as_str().unwrap().to_string();
+    assert!(out.contains(&id), "{out} does not name {id}");
+    let child = &v[0]["children"][0];
+    assert_eq!(child["state"], "installed");
+    assert_eq!(
+        child["id"],
+        format!("site/net/{}", child["inbound_spi"].as_str().unwrap())
+    );
+
+    // rekey --child: an unknown child is refused; the known one is replaced before it returns.
+    let (ok, _, err) = espctl(&sa, &["rekey", "site", "--child", "nope", "--wait"]);
+    assert!(!ok && err.contains("no child named 'nope'"), "{err}");
+    let old_child = child["id"].clone();
+    let (ok, out, err) = espctl(&sa, &["rekey", "site", "--child", "net", "--wait", "20s"]);
+    assert!(ok, "{out}{err}");
+    let v = list(&sa);
+    let children = v[0]["children"].as_array().unwrap();
+    assert_eq!(children.len(), 1, "{v}");
+    assert_ne!(children[0]["id"], old_child);
+    assert_eq!(children[0]["state"], "installed");
+
+    // rekey --ike --wait: a new IKE SA (new id) replaces the old one.
+    let (ok, out, err) = espctl(&sa, &["rekey", "site", "--ike", "--wait", "20s"]);
+    assert!(ok, "{out}{err}");
+    let v = list(&sa);
+    assert_eq!(v.as_array().unwrap().len(), 1, "{v}");
+    assert_ne!(v[0]["id"].as_str().unwrap(), id);
+
+    // terminate --wait returns once nothing is left.
+    let (ok, out, err) = espctl(&sa, &["terminate", "site", "--wait", "20s"]);
+    assert!(ok, "{out}{err}");
+    assert!(list(&sa).as_array().is_some_and(|a| a.is_empty()));
+
+    // A peer with another PSK: the exchange fails and --wait says so with a non-zero exit.
+    drop(b);
+    let text = std::fs::read_to_string(&cb)
+        .unwrap()
+        .replace("loopback-test-secret", "another-secret");
+    write_private(&cb, &text);
+    let _ = std::fs::remove_file(&sb);
+    let _b = start(&cb, &lb);
+    wait("gwB's control socket again", &[&lb], || sb.exists());
+    let (ok, out, err) = espctl(&sa, &["initiate", "site", "--wait", "20s"]);
+    assert!(!ok, "{out}{err}");
+    assert!(err.contains("failed"), "{err}");
+
+    // No peer at all: the wait runs out of time, also non-zero.
+    drop(_b);
+    let (ok, _, err) = espctl(&sa, &["initiate", "site", "--wait", "2s"]);
+    assert!(!ok && err.contains("not done after"), "{err}");
+}

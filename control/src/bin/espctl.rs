@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use control::daemon::control::ControlRequest;
+use control::daemon::wait::{self, Goal};
 use esprit_api::DEFAULT_SOCKET;
 use esprit_api::{Client, Direction, Request, SaInfo, SaSpec, Snapshot, Spi};
 use std::path::PathBuf;
@@ -58,11 +59,18 @@ enum Cmd {
         /// Child to negotiate (default: the connection's first).
         #[arg(long)]
         child: Option<String>,
+        /// Wait until the IKE SA and the child are up (exit 1 if the exchange fails or the
+        /// time runs out); TIMEOUT like "30s" or "2m", 30s if omitted.
+        #[arg(long, value_name = "TIMEOUT", num_args = 0..=1, default_missing_value = "30s")]
+        wait: Option<String>,
     },
     /// Delete a connection's IKE SAs and children, telling the peer (esprit-ike).
     Terminate {
         /// Connection name.
         conn: String,
+        /// Wait until no IKE SA of the connection is left (exit 1 on timeout).
+        #[arg(long, value_name = "TIMEOUT", num_args = 0..=1, default_missing_value = "30s")]
+        wait: Option<String>,
     },
     /// Make esprit-ike re-read its configuration file.
     Reload,
@@ -71,9 +79,23 @@ enum Cmd {
         /// Connection name.
         conn: String,
         /// Rekey the IKE SA instead.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "child")]
         ike: bool,
+        /// Rekey only the children of this name.
+        #[arg(long)]
+        child: Option<String>,
+        /// Wait until every rekeyed SA is replaced (exit 1 if the exchange fails or the time
+        /// runs out).
+        #[arg(long, value_name = "TIMEOUT", num_args = 0..=1, default_missing_value = "30s")]
+        wait: Option<String>,
     },
+}
+
+/// The `--wait` timeout, if asked for.
+fn wait_for(arg: &Option<String>) -> Result<Option<std::time::Duration>, String> {
+    arg.as_deref()
+        .map(|t| control::config::parse_duration(t).map_err(|e| format!("--wait: {e}")))
+        .transpose()
 }
 
 #[derive(Subcommand)]
@@ -314,34 +336,75 @@ fn run(args: Args) -> Result<(), String> {
             );
             return Ok(());
         }
-        Cmd::Initiate { conn, child } => {
+        Cmd::Initiate { conn, child, wait } => {
+            let timeout = wait_for(wait)?;
             let v = ike(ControlRequest::Initiate {
                 conn: conn.clone(),
                 child: child.clone(),
             })?;
-            println!(
-                "{conn}: initiating, IKE SA {}",
-                v.get("ike_sa").and_then(|x| x.as_str()).unwrap_or("?")
-            );
+            let id = v.get("ike_sa").and_then(|x| x.as_str()).unwrap_or("?");
+            println!("{conn}: initiating, IKE SA {id}");
+            if let Some(t) = timeout {
+                let goal = Goal::Up {
+                    ike_sa: id.to_string(),
+                    child: child.clone(),
+                };
+                println!("{conn}: {}", wait::wait(&args.ike_socket, &goal, t)?);
+            }
             return Ok(());
         }
-        Cmd::Terminate { conn } => {
+        Cmd::Terminate { conn, wait } => {
+            let timeout = wait_for(wait)?;
             let v = ike(ControlRequest::Terminate { conn: conn.clone() })?;
             println!(
                 "{conn}: {} IKE SAs terminated",
                 v.get("terminated").and_then(|x| x.as_u64()).unwrap_or(0)
             );
+            if let Some(t) = timeout {
+                let goal = Goal::Gone { conn: conn.clone() };
+                println!("{}", wait::wait(&args.ike_socket, &goal, t)?);
+            }
             return Ok(());
         }
-        Cmd::Rekey { conn, ike: whole } => {
+        Cmd::Rekey {
+            conn,
+            ike: whole,
+            child,
+            wait,
+        } => {
+            let timeout = wait_for(wait)?;
+            // What is replaced, read before the rekey starts.
+            let goal = match timeout {
+                None => None,
+                Some(_) => {
+                    let list = ike(ControlRequest::IkeList)?;
+                    Some(if *whole {
+                        Goal::IkeRekeyed {
+                            conn: conn.clone(),
+                            old: wait::ike_ids(&list, conn),
+                        }
+                    } else {
+                        Goal::ChildrenRekeyed {
+                            conn: conn.clone(),
+                            child: child.clone(),
+                            old: wait::child_ids(&list, conn, child.as_deref()),
+                        }
+                    })
+                }
+            };
             let v = ike(ControlRequest::Rekey {
                 conn: conn.clone(),
                 ike: *whole,
+                child: child.clone(),
             })?;
-            println!(
-                "{conn}: {} rekeys started",
-                v.get("rekeying").and_then(|x| x.as_u64()).unwrap_or(0)
-            );
+            let started = v.get("rekeying").and_then(|x| x.as_u64()).unwrap_or(0);
+            println!("{conn}: {started} rekeys started");
+            if let (Some(goal), Some(t)) = (goal, timeout) {
+                if started == 0 {
+                    return Err(format!("{conn}: nothing to rekey"));
+                }
+                println!("{}", wait::wait(&args.ike_socket, &goal, t)?);
+            }
             return Ok(());
         }
         Cmd::Reload => {

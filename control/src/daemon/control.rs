@@ -44,6 +44,9 @@ pub enum ControlRequest {
         /// Rekey the IKE SA instead of the children.
         #[serde(default)]
         ike: bool,
+        /// Rekey only the children of this name (all of the connection's by default).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        child: Option<String>,
     },
     /// Re-read the configuration file.
     #[serde(rename = "reload")]
@@ -120,7 +123,9 @@ pub fn sa_json(sa: &IkeSa, now: Instant) -> Value {
         .iter()
         .map(|c| {
             json!({
+                "id": child_id(&sa.conn().name, &c.name, c.inbound_spi),
                 "name": c.name,
+                "state": if c.rekeying { "rekeying" } else { "installed" },
                 "inbound_spi": format!("{:08x}", c.inbound_spi),
                 "outbound_spi": format!("{:08x}", c.outbound_spi),
                 "encr": c.suite.encr.name(),
@@ -135,6 +140,7 @@ pub fn sa_json(sa: &IkeSa, now: Instant) -> Value {
         })
         .collect();
     json!({
+        "id": ike_id(sa.local_spi()),
         "conn": sa.conn().name,
         "state": match sa.state() {
             State::InitSent => "connecting",
@@ -160,6 +166,18 @@ pub fn sa_json(sa: &IkeSa, now: Instant) -> Value {
         "established_s": est.map(|t| now.saturating_duration_since(t).as_secs()),
         "children": children,
     })
+}
+
+/// The stable id of an IKE SA in `ike.list`: our SPI, which it keeps for its whole life (an
+/// IKE SA rekey makes a new SA with a new id). `initiate` answers with it.
+pub fn ike_id(local_spi: u64) -> String {
+    format!("{local_spi:016x}")
+}
+
+/// The stable id of a child SA in `ike.list`: connection, child name and our inbound SPI,
+/// which a rekey replaces (the new child has a new id).
+pub fn child_id(conn: &str, child: &str, inbound_spi: u32) -> String {
+    format!("{conn}/{child}/{inbound_spi:08x}")
 }
 
 /// Every IKE SA, sorted by connection name then SPI, each with its drop counters.

@@ -8,3 +8,4 @@ pub mod metrics;
 pub mod params;
 pub mod reconcile;
 pub mod run;
+pub mod wait;

@@ -736,11 +736,24 @@ impl Daemon {
             }
             ControlRequest::Initiate { conn, child } => {
                 match self.initiate(&conn, child.as_deref()) {
-                    Ok(spi) => ControlResponse::ok(json!({ "ike_sa": format!("{spi:016x}") })),
+                    Ok(spi) => {
+                        ControlResponse::ok(json!({ "ike_sa": super::control::ike_id(spi) }))
+                    }
                     Err(e) => ControlResponse::err(e),
                 }
             }
-            ControlRequest::Rekey { conn, ike } => {
+            ControlRequest::Rekey { conn, ike, child } => {
+                if let Some(name) = &child {
+                    let known = self
+                        .config
+                        .connection(&conn)
+                        .is_some_and(|c| c.children.iter().any(|ch| ch.name == *name));
+                    if !known {
+                        return ControlResponse::err(format!(
+                            "connection '{conn}' has no child named '{name}'"
+                        ));
+                    }
+                }
                 let now = Instant::now();
                 let sas: Vec<(u64, Vec<u32>)> = self
                     .endpoint
@@ -755,6 +768,7 @@ impl Daemon {
                             s.children()
                                 .iter()
                                 .filter(|c| !c.rekeying)
+                                .filter(|c| child.as_ref().is_none_or(|n| *n == c.name))
                                 .map(|c| c.inbound_spi)
                                 .collect(),
                         )
