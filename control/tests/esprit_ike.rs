@@ -416,3 +416,210 @@ fn espctl_waits_for_the_exchanges_it_starts() {
     let (ok, _, err) = espctl(&sa, &["initiate", "site", "--wait", "2s"]);
     assert!(!ok && err.contains("not done after"), "{err}");
 }
+
+/// One side's configuration for the reload test: connections `(name, local id, remote id,
+/// proposal, child rekey_time, local_ts, remote_ts)` between 127.0.0.1 and 127.0.0.2.
+fn reload_config(
+    dir: &Path,
+    me: &str,
+    peer: &str,
+    port: u16,
+    tag: &str,
+    conns: &[(&str, &str, &str, &str, &str, &str, &str)],
+) -> String {
+    let mut text = format!(
+        "[daemon]\ndataplane_socket = \"{d}/{tag}-dp.sock\"\nsocket = \"{d}/{tag}-ike.sock\"\nport = {port}\nport_nat_t = {natt}\nretransmit_timeout = \"1s\"\n\n",
+        d = dir.display(),
+        natt = port + 4000,
+    );
+    for (name, lid, rid, proposal, rekey, lts, rts) in conns {
+        let start = if tag == "a" { "start" } else { "none" };
+        text += &format!(
+            "[connections.{name}]\nlocal_addrs = [\"{me}\"]\nremote_addrs = [\"{peer}\"]\nremote_port = {port}\n\
+             proposals = [\"{proposal}\"]\nlocal = {{ auth = \"psk\", id = \"{lid}\" }}\n\
+             remote = {{ auth = \"psk\", id = \"{rid}\" }}\nstart_action = \"{start}\"\n\
+             [connections.{name}.children.net]\nlocal_ts = [\"{lts}\"]\nremote_ts = [\"{rts}\"]\n\
+             esp_proposals = [\"aes256gcm16\"]\nrekey_time = \"{rekey}\"\n\n\
+             [[secrets.ike]]\nids = [\"{lid}\", \"{rid}\"]\nsecret = \"reload-{name}-secret\"\n\n"
+        );
+    }
+    text
+}
+
+#[test]
+#[ignore = "needs root (esprit-ike locks its memory with mlockall): ./ci/test.sh runs it as root"]
+fn reload_touches_only_what_changed() {
+    esprit_testkit::require_root();
+    let dir =
+        TempDir(std::env::temp_dir().join(format!("esprit-ike-reload-{}", std::process::id())));
+    let _ = std::fs::remove_dir_all(&dir.0);
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let port = 40_000 + (std::process::id() % 5_000) as u16;
+    let p1 = "aes128gcm16-prfsha256-x25519";
+    let p2 = "aes256gcm16-prfsha384-ecp256";
+    // gwB answers every connection gwA may ask for, with either proposal.
+    let both = format!("{p1}\", \"{p2}");
+    let b_conns = [
+        (
+            "keep",
+            "kB",
+            "kA",
+            both.as_str(),
+            "1h",
+            "10.2.0.0/16",
+            "10.1.0.0/16",
+        ),
+        (
+            "change",
+            "cB",
+            "cA",
+            both.as_str(),
+            "1h",
+            "10.4.0.0/16",
+            "10.3.0.0/16",
+        ),
+        (
+            "new",
+            "nB",
+            "nA",
+            both.as_str(),
+            "1h",
+            "10.6.0.0/16",
+            "10.5.0.0/16",
+        ),
+    ];
+    let cb = dir.0.join("b.toml");
+    write_private(
+        &cb,
+        &reload_config(&dir.0, "127.0.0.2", "127.0.0.1", port, "b", &b_conns),
+    );
+    let keep = ("keep", "kA", "kB", p1, "1h", "10.1.0.0/16", "10.2.0.0/16");
+    let change = ("change", "cA", "cB", p1, "1h", "10.3.0.0/16", "10.4.0.0/16");
+    let new = ("new", "nA", "nB", p1, "1h", "10.5.0.0/16", "10.6.0.0/16");
+    let ca = dir.0.join("a.toml");
+    let write_a = |conns: &[(&str, &str, &str, &str, &str, &str, &str)]| {
+        write_private(
+            &ca,
+            &reload_config(&dir.0, "127.0.0.1", "127.0.0.2", port, "a", conns),
+        );
+    };
+    write_a(&[keep, change]);
+    let (la, lb) = (dir.0.join("a.log"), dir.0.join("b.log"));
+    let (sa, sb) = (dir.0.join("a-ike.sock"), dir.0.join("b-ike.sock"));
+    let _b = start(&cb, &lb);
+    wait("gwB's control socket", &[&lb], || sb.exists());
+    let a = start(&ca, &la);
+    let logs = [la.as_path(), lb.as_path()];
+    let of = |v: &serde_json::Value, conn: &str| -> Option<serde_json::Value> {
+        v.as_array()?
+            .iter()
+            .find(|s| s["conn"] == conn && s["state"] == "established")
+            .cloned()
+    };
+    let ids = |conn: &str| -> Option<(String, String)> {
+        let s = of(&list(&sa), conn)?;
+        let c = s["children"]
+            .as_array()?
+            .iter()
+            .find(|c| c["state"] == "installed")?
+            .clone();
+        Some((s["id"].as_str()?.into(), c["id"].as_str()?.into()))
+    };
+    wait("keep and change up", &logs, || {
+        sa.exists() && ids("keep").is_some() && ids("change").is_some()
+    });
+    let keep0 = ids("keep").unwrap();
+    let change0 = ids("change").unwrap();
+
+    // A child setting changes: the IKE SA stays, the child is rekeyed; `keep` is untouched.
+    write_a(&[
+        keep,
+        ("change", "cA", "cB", p1, "2h", "10.3.0.0/16", "10.4.0.0/16"),
+    ]);
+    let (ok, out, err) = espctl(&sa, &["reload"]);
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("change: IKE SA kept") && out.contains("rekeyed [net]"),
+        "{out}"
+    );
+    assert!(out.contains("unchanged: keep"), "{out}");
+    wait("change's child rekeyed", &logs, || {
+        ids("change").is_some_and(|(ike, child)| ike == change0.0 && child != change0.1)
+    });
+    assert_eq!(
+        ids("keep").unwrap(),
+        keep0,
+        "an untouched connection keeps its SAs"
+    );
+
+    // A connection is added: it starts (start_action = start).
+    write_a(&[
+        keep,
+        ("change", "cA", "cB", p1, "2h", "10.3.0.0/16", "10.4.0.0/16"),
+        new,
+    ]);
+    let (ok, out, err) = espctl(&sa, &["reload"]);
+    assert!(ok && out.contains("added: new"), "{out}{err}");
+    wait("new up", &logs, || ids("new").is_some());
+
+    // It is removed again: deleted, and the peer is told.
+    write_a(&[
+        keep,
+        ("change", "cA", "cB", p1, "2h", "10.3.0.0/16", "10.4.0.0/16"),
+    ]);
+    let (ok, out, err) = espctl(&sa, &["reload"]);
+    assert!(ok && out.contains("removed (peer told): new"), "{out}{err}");
+    wait("new gone on both sides", &logs, || {
+        let gone = |s: &Path| {
+            !list(s)
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|x| x["conn"] == "new")
+        };
+        gone(&sa) && gone(&sb)
+    });
+
+    // An IKE setting changes (the proposal): re-established, with a new IKE SA.
+    let change_ike = ("change", "cA", "cB", p2, "2h", "10.3.0.0/16", "10.4.0.0/16");
+    write_a(&[keep, change_ike]);
+    let (ok, out, err) = espctl(&sa, &["reload"]);
+    assert!(ok && out.contains("re-established: change"), "{out}{err}");
+    wait("change re-established", &logs, || {
+        ids("change").is_some_and(|(ike, _)| ike != change0.0)
+    });
+    let suite = of(&list(&sa), "change").unwrap();
+    assert_eq!(suite["prf"], "prfsha384", "{suite}");
+    assert_eq!(ids("keep").unwrap(), keep0);
+
+    // A malformed file: refused with file and line, nothing changes.
+    let good = std::fs::read_to_string(&ca).unwrap();
+    write_private(
+        &ca,
+        &good.replace("start_action = \"start\"", "start_action = \"sometimes\""),
+    );
+    let (ok, _, err) = espctl(&sa, &["reload"]);
+    assert!(!ok, "a malformed reload must fail");
+    assert!(
+        err.contains("a.toml") && err.contains("start_action"),
+        "{err}"
+    );
+    assert_eq!(ids("keep").unwrap(), keep0);
+
+    // SIGHUP reloads as espctl does: `change` goes away.
+    write_a(&[keep]);
+    // SAFETY: kill(2) on our child's pid.
+    unsafe {
+        libc::kill(a.0.id() as i32, libc::SIGHUP);
+    }
+    wait("change deleted after SIGHUP", &logs, || {
+        !list(&sa)
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["conn"] == "change")
+    });
+    assert_eq!(ids("keep").unwrap(), keep0);
+    let log = std::fs::read_to_string(&la).unwrap();
+    assert!(log.contains("configuration reloaded"), "{log}");
+}

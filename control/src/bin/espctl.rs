@@ -413,6 +413,48 @@ fn run(args: Args) -> Result<(), String> {
                 "reloaded: {} connections",
                 v.get("connections").and_then(|x| x.as_u64()).unwrap_or(0)
             );
+            let names = |k: &str| -> Vec<String> {
+                v[k].as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|x| x.as_str().map(String::from))
+                    .collect()
+            };
+            for (k, what) in [
+                ("added", "added"),
+                ("removed", "removed (peer told)"),
+                ("reestablished", "re-established"),
+                ("unchanged", "unchanged"),
+            ] {
+                let n = names(k);
+                if !n.is_empty() {
+                    println!("  {what}: {}", n.join(", "));
+                }
+            }
+            for c in v["children_changed"].as_array().into_iter().flatten() {
+                let list = |k: &str| -> String {
+                    c[k].as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|x| x.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                println!(
+                    "  {}: IKE SA kept; children added [{}], removed [{}], rekeyed [{}]",
+                    c["conn"].as_str().unwrap_or("?"),
+                    list("added"),
+                    list("removed"),
+                    list("changed")
+                );
+            }
+            let restart = names("restart_needed");
+            if !restart.is_empty() {
+                println!(
+                    "  not applied, restart esprit-ike for: {}",
+                    restart.join(", ")
+                );
+            }
             return Ok(());
         }
         _ => {}

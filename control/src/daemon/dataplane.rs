@@ -423,6 +423,15 @@ impl DataplaneLink {
         Ok(())
     }
 
+    /// Remove a trap policy (and forget it for re-installation after a dataplane restart).
+    pub fn remove_policy(&mut self, policy: u32) -> Result<(), String> {
+        self.policies.remove(&policy);
+        if self.connect() {
+            self.call(Request::PolicyDelete { policy })?;
+        }
+        Ok(())
+    }
+
     /// How many SAs are installed (both directions).
     pub fn installed(&self) -> usize {
         self.installed.len()

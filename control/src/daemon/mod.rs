@@ -7,5 +7,6 @@ pub mod keylog;
 pub mod metrics;
 pub mod params;
 pub mod reconcile;
+pub mod reload;
 pub mod run;
 pub mod wait;

@@ -8,7 +8,9 @@ use crate::config::{Config, LogLevel, StartAction};
 use crate::ike::rng::SystemRandom;
 use crate::ike::session::drops::LogThrottle;
 use crate::ike::session::endpoint::WARNING;
-use crate::ike::session::{CookiePolicy, Endpoint, EndpointSettings, HalfOpenLimits, IkeEvent};
+use crate::ike::session::{
+    ConnectionParams, CookiePolicy, Endpoint, EndpointSettings, HalfOpenLimits, IkeEvent, State,
+};
 use mio::net::{UdpSocket, UnixListener, UnixStream};
 use mio::{Events, Interest, Poll, Token};
 use serde_json::json;
@@ -122,6 +124,11 @@ pub struct Daemon {
     nat_t_not_ike: u64,
     /// The OpenMetrics endpoint (`[metrics] listen`), served from this loop.
     metrics: Option<esprit_metrics::MetricsServer>,
+    /// The digest of each connection's credentials (PSK, certificate and key files) when the
+    /// running configuration was loaded: a reload compares with it.
+    creds: super::reload::Credentials,
+    /// Set by SIGHUP: reload the configuration at the next turn of the loop.
+    reload_requested: Arc<AtomicBool>,
 }
 
 /// The configured verbosity (`daemon.log_level`), as a LogLevel discriminant.
@@ -270,6 +277,8 @@ impl Daemon {
             .as_deref()
             .map(super::keylog::KeyLog::new);
         Ok(Daemon {
+            creds: super::reload::credentials(&config),
+            reload_requested: Arc::new(AtomicBool::new(false)),
             config_path: config_path.to_path_buf(),
             config,
             endpoint,
@@ -796,22 +805,9 @@ impl Daemon {
                 let n = self.endpoint.terminate(Instant::now(), &conn);
                 ControlResponse::ok(json!({ "terminated": n }))
             }
-            ControlRequest::Reload => match Config::load(&self.config_path)
-                .map_err(|e| e.to_string())
-                .and_then(|c| c.check_secret_files(&self.config_path).map(|()| c))
-            {
+            ControlRequest::Reload => match self.reload() {
+                Ok(v) => ControlResponse::ok(v),
                 Err(e) => ControlResponse::err(e),
-                Ok(cfg) => match connection_params(&cfg) {
-                    Err(e) => ControlResponse::err(e),
-                    Ok(p) => {
-                        let n = p.len();
-                        self.endpoint.set_connections(p);
-                        self.dataplane.set_configured(configured_children(&cfg));
-                        self.config = cfg;
-                        log(&format!("configuration reloaded: {n} connections"));
-                        ControlResponse::ok(json!({ "connections": n }))
-                    }
-                },
             },
             ControlRequest::Stats => {
                 let s = self.endpoint.stats();
@@ -830,6 +826,131 @@ impl Daemon {
                 }))
             }
         }
+    }
+
+    /// Re-reads the configuration file and applies what changed (see [`super::reload`]). A
+    /// file that does not load, or whose connections cannot be built (a missing key file, an
+    /// unreadable certificate), changes nothing and says why.
+    fn reload(&mut self) -> Result<serde_json::Value, String> {
+        use super::reload::{credentials, plan};
+        let mut cfg = Config::load(&self.config_path).map_err(|e| e.to_string())?;
+        cfg.check_secret_files(&self.config_path)?;
+        // Settings that take a restart stay as the daemon runs with them.
+        let new_daemon = std::mem::replace(&mut cfg.daemon, self.config.daemon.clone());
+        let new_metrics = std::mem::replace(&mut cfg.metrics, self.config.metrics);
+        let params = connection_params(&cfg)?;
+        let creds = credentials(&cfg);
+        let p = {
+            let wanted = Config {
+                daemon: new_daemon,
+                metrics: new_metrics,
+                ..cfg.clone()
+            };
+            plan(&self.config, &self.creds, &wanted, &creds)
+        };
+        let now = Instant::now();
+        // Gone, or re-established: their IKE SAs are deleted (the peer is told) while the old
+        // parameters are still in place.
+        for name in p.removed.iter().chain(&p.reestablished) {
+            let n = self.endpoint.terminate(now, name);
+            log(&format!("{name}: reload deletes its {n} IKE SAs"));
+        }
+        let by_name: HashMap<String, Arc<ConnectionParams>> =
+            params.iter().map(|c| (c.name.clone(), c.clone())).collect();
+        self.endpoint.set_connections(params);
+        // Kept IKE SAs see the new children's settings (a child rekey or a new child uses them).
+        for (name, _) in &p.children {
+            if let Some(c) = by_name.get(name) {
+                self.endpoint.update_conn(c.clone());
+            }
+        }
+        self.dataplane.set_configured(configured_children(&cfg));
+        for id in std::mem::take(&mut self.traps).into_keys() {
+            if let Err(e) = self.dataplane.remove_policy(id) {
+                warn(&format!("reload: removing trap policy {id}: {e}"));
+            }
+        }
+        self.config = cfg;
+        self.creds = creds;
+        self.install_traps();
+        for (name, ch) in &p.children {
+            let installed: Vec<(String, u32)> = self
+                .endpoint
+                .sas()
+                .filter(|s| s.conn().name == *name && s.state() == State::Established)
+                .flat_map(|s| s.children().iter())
+                .filter(|c| !c.rekeying)
+                .map(|c| (c.name.clone(), c.inbound_spi))
+                .collect();
+            for (child, spi) in &installed {
+                if ch.removed.contains(child) {
+                    self.endpoint.delete_child(now, *spi);
+                    log(&format!("{name}: reload deletes child {child}"));
+                } else if ch.changed.contains(child) {
+                    self.endpoint.rekey_child(now, *spi);
+                    log(&format!(
+                        "{name}: reload rekeys child {child} with its new settings"
+                    ));
+                }
+            }
+            let start = self.config.connection(name).is_some_and(|c| {
+                c.children.iter().any(|x| {
+                    ch.added.contains(&x.name) && c.start_action_of(x) == StartAction::Start
+                })
+            });
+            if start {
+                for child in &ch.added {
+                    if installed.iter().all(|(n, _)| n != child) {
+                        let _ = self.initiate(name, Some(child));
+                    }
+                }
+            }
+        }
+        let start: Vec<String> = p
+            .added
+            .iter()
+            .chain(&p.reestablished)
+            .filter(|n| {
+                self.config.connection(n).is_some_and(|c| {
+                    c.start_action == StartAction::Start && c.initiate_to().is_some()
+                })
+            })
+            .cloned()
+            .collect();
+        for name in start {
+            let _ = self.initiate(&name, None);
+        }
+        self.flush();
+        if !p.restart_needed.is_empty() {
+            warn(&format!(
+                "reload: {} changed; restart esprit-ike to apply (the running values stay)",
+                p.restart_needed.join(", ")
+            ));
+        }
+        log(&format!(
+            "configuration reloaded: {} connections ({} added, {} removed, {} re-established, \
+             {} with changed children, {} unchanged)",
+            self.config.connections.len(),
+            p.added.len(),
+            p.removed.len(),
+            p.reestablished.len(),
+            p.children.len(),
+            p.unchanged.len()
+        ));
+        Ok(json!({
+            "connections": self.config.connections.len(),
+            "added": p.added,
+            "removed": p.removed,
+            "reestablished": p.reestablished,
+            "children_changed": p.children.iter().map(|(n, c)| json!({
+                "conn": n,
+                "added": c.added,
+                "removed": c.removed,
+                "changed": c.changed,
+            })).collect::<Vec<_>>(),
+            "unchanged": p.unchanged,
+            "restart_needed": p.restart_needed,
+        }))
     }
 
     fn accept(&mut self) {
@@ -936,6 +1057,8 @@ impl Daemon {
         for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
             signal_hook::flag::register(sig, stop.clone()).map_err(io_err("signal handler"))?;
         }
+        signal_hook::flag::register(signal_hook::consts::SIGHUP, self.reload_requested.clone())
+            .map_err(io_err("signal handler"))?;
         self.run_until(stop)
     }
 
@@ -992,6 +1115,14 @@ impl Daemon {
                         what: "poll".into(),
                         err: e,
                     })
+                }
+            }
+            if self.reload_requested.swap(false, Ordering::Relaxed) {
+                match self.reload() {
+                    Ok(_) => {}
+                    Err(e) => warn(&format!(
+                        "reload (SIGHUP) refused, the running configuration stays: {e}"
+                    )),
                 }
             }
             let tokens: Vec<Token> = events.iter().map(|e| e.token()).collect();

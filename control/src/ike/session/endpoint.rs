@@ -125,6 +125,20 @@ impl Endpoint {
         self.conns = conns;
     }
 
+    /// Gives the IKE SAs of connection `conn.name` its new parameters, after a reload that
+    /// changed only its children: the IKE SAs stay, and children created or rekeyed from now on
+    /// use the new settings. Returns how many IKE SAs were updated.
+    pub fn update_conn(&mut self, conn: Arc<ConnectionParams>) -> usize {
+        let mut n = 0;
+        for sa in self.sas.values_mut() {
+            if sa.conn().name == conn.name {
+                sa.set_conn(conn.clone());
+                n += 1;
+            }
+        }
+        n
+    }
+
     /// The configured connections.
     pub fn connections(&self) -> &[Arc<ConnectionParams>] {
         &self.conns

@@ -631,11 +631,11 @@ impl IkeSa {
         else {
             return false;
         };
-        c.rekeying = true;
-        let name = c.name.clone();
-        let Some(params) = self.conn.child(&name).cloned() else {
+        let Some(params) = self.conn.child(&c.name).cloned() else {
+            // No longer configured (a reload removed it): nothing to rekey it with.
             return false;
         };
+        c.rekeying = true;
         self.tasks.push_back(Task::Child {
             params,
             rekey_of: Some(inbound_spi),

@@ -266,6 +266,13 @@ impl IkeSa {
         &self.conn
     }
 
+    /// Replaces the connection's parameters (a reload that kept its IKE settings: the name,
+    /// identities, authentication and proposals must be those this SA was made with). Children
+    /// created or rekeyed afterwards use the new child settings.
+    pub fn set_conn(&mut self, conn: Arc<ConnectionParams>) {
+        self.conn = conn;
+    }
+
     /// Negotiated algorithms.
     pub fn suite(&self) -> Option<IkeSuite> {
         self.keys.as_ref().map(|k| k.suite)
