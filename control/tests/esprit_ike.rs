@@ -336,7 +336,7 @@ fn a_metrics_listener_that_cannot_bind_is_a_start_up_error() {
     let err = start_fails(&p);
     assert!(
         err.contains(&format!(
-            "esprit-ike: metrics listener {addr}: cannot listen: "
+            "esprit-ike: error: metrics listener {addr}: cannot listen: "
         )),
         "{err}"
     );

@@ -108,19 +108,36 @@ pub struct Settings {
     pub level: LevelFilter,
     /// Text or JSON.
     pub format: Format,
-    /// Whether stderr is the journal: no timestamps, and text lines carry the syslog priority.
+    /// Whether stderr is the journal: text lines start with the syslog priority.
     pub journal: bool,
+    /// Whether lines carry a timestamp (not under the journal, which keeps its own, nor for
+    /// the command-line tools).
+    pub timestamps: bool,
 }
 
 impl Settings {
     /// Settings for `daemon` at `level` in `format`, with the journal detected from the
     /// environment ([`stderr_is_journal`]).
     pub fn new(daemon: &str, level: LevelFilter, format: Format) -> Settings {
+        let journal = stderr_is_journal();
         Settings {
             daemon: daemon.to_string(),
             level,
             format,
-            journal: stderr_is_journal(),
+            journal,
+            timestamps: !journal,
+        }
+    }
+
+    /// Settings for a command-line tool: text at info, no timestamps (a person reads them as
+    /// they come), `TOOL: LEVEL: MESSAGE`.
+    pub fn tool(name: &str) -> Settings {
+        Settings {
+            daemon: name.to_string(),
+            level: LevelFilter::INFO,
+            format: Format::Text,
+            journal: false,
+            timestamps: false,
         }
     }
 }
@@ -141,7 +158,11 @@ fn journal_stream_matches(value: &str, dev_ino: Option<(u64, u64)>) -> bool {
     let Some((dev, ino)) = value.split_once(':') else {
         return false;
     };
-    match (dev.trim().parse::<u64>(), ino.trim().parse::<u64>(), dev_ino) {
+    match (
+        dev.trim().parse::<u64>(),
+        ino.trim().parse::<u64>(),
+        dev_ino,
+    ) {
         (Ok(d), Ok(i), Some(have)) => (d, i) == have,
         _ => false,
     }
@@ -191,6 +212,7 @@ pub fn init_captured(daemon: &str, level: LevelFilter) {
         level,
         format: Format::Text,
         journal: false,
+        timestamps: true,
     };
     let _ = init_with(&settings, |line: &[u8]| {
         eprint!("{}", String::from_utf8_lossy(line))
@@ -219,6 +241,7 @@ pub struct LineLayer<W> {
     daemon: String,
     format: Format,
     journal: bool,
+    timestamps: bool,
     sink: W,
 }
 
@@ -230,6 +253,7 @@ impl<W: Fn(&[u8]) + Send + Sync + 'static> LineLayer<W> {
             daemon: settings.daemon.clone(),
             format: settings.format,
             journal: settings.journal,
+            timestamps: settings.timestamps,
             sink,
         }
     }
@@ -336,7 +360,7 @@ where
         fields.extend(own.fields);
         let meta = event.metadata();
         let line = Line {
-            time: (!self.journal).then(SystemTime::now),
+            time: self.timestamps.then(SystemTime::now),
             level: *meta.level(),
             daemon: &self.daemon,
             target: meta.target(),
@@ -410,8 +434,9 @@ impl Line<'_> {
             match v {
                 Value::Str(s)
                     if s.is_empty()
-                        || s.chars()
-                            .any(|c| c.is_whitespace() || c == '"' || c == '=' || c.is_control()) =>
+                        || s.chars().any(|c| {
+                            c.is_whitespace() || c == '"' || c == '=' || c.is_control()
+                        }) =>
                 {
                     let _ = write!(out, "{s:?}");
                 }

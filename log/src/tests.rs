@@ -22,6 +22,7 @@ fn settings(format: Format, journal: bool) -> Settings {
         level: LevelFilter::INFO,
         format,
         journal,
+        timestamps: !journal,
     }
 }
 
@@ -100,11 +101,22 @@ fn json_lines_are_one_object_each_with_the_fields() {
 #[test]
 fn text_from_a_peer_cannot_start_a_line() {
     let out = capture(&settings(Format::Text, true), || {
-        tracing::warn!(id = "x\nesprit-ike: info: forged", "refused: evil\r\nforged");
+        tracing::warn!(
+            id = "x\nesprit-ike: info: forged",
+            "refused: evil\r\nforged"
+        );
     });
     assert_eq!(out.lines().count(), 1, "{out}");
     assert!(out.contains("refused: evil\\r\\nforged"), "{out}");
     assert!(out.contains("id=\"x\\nesprit-ike: info: forged\""), "{out}");
+}
+
+#[test]
+fn tools_write_plain_lines() {
+    let out = capture(&Settings::tool("espctl"), || {
+        tracing::error!("no connection named 'nope'")
+    });
+    assert_eq!(out, "espctl: error: no connection named 'nope'\n");
 }
 
 #[test]
@@ -144,7 +156,10 @@ fn journal_stream_must_name_stderr() {
     assert!(!journal_stream_matches("", Some((0, 0))));
     // This process's real stderr matches its own device and inode.
     let (dev, ino) = stderr_dev_ino().unwrap();
-    assert!(journal_stream_matches(&format!("{dev}:{ino}"), Some((dev, ino))));
+    assert!(journal_stream_matches(
+        &format!("{dev}:{ino}"),
+        Some((dev, ino))
+    ));
 }
 
 #[test]

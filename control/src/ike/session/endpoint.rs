@@ -4,11 +4,12 @@
 
 use super::cookie::{CookieJar, CookiePolicy};
 use super::drops::{DropCounters, DropReason, LogThrottle};
-use super::events::{IkeEvent, Transmit};
+use super::events::{IkeEvent, LogLine, Transmit};
 use super::ike_sa::{Ctx, IkeSa, Role, State, HALF_OPEN_EXPIRED};
 use super::limits::{HalfOpen, HalfOpenLimits, OverLimit};
 use super::params::ConnectionParams;
 use super::timers::Timers;
+use crate::config::LogLevel;
 use crate::ike::message::consts::{exchange, flags, notify as nt};
 use crate::ike::message::{self, Header, Notify, Payload};
 use crate::ike::rng::RandomSource;
@@ -266,18 +267,28 @@ impl Endpoint {
                 } else {
                     String::new()
                 };
-                let line = match r {
+                let (level, message) = match r {
                     DropReason::HalfOpenLimit
                     | DropReason::HalfOpenLimitSource
-                    | DropReason::InvalidCookie => format!(
-                        "{WARNING}refused IKE_SA_INIT from {remote}: {r} (half-open IKE SAs: {} in total, {} from {}){more}",
+                    | DropReason::InvalidCookie => (LogLevel::Warn, format!(
+                        "refused IKE_SA_INIT from {remote}: {r} (half-open IKE SAs: {} in total, {} from {}){more}",
                         self.half_open.len(),
                         self.half_open.from_source(remote.ip()),
                         remote.ip()
+                    )),
+                    _ => (
+                        LogLevel::Debug,
+                        format!("dropped a datagram from {remote}{sa}: {r}{more}"),
                     ),
-                    _ => format!("dropped a datagram from {remote}{sa}: {r}{more}"),
                 };
-                self.events.push_back(IkeEvent::Log(line));
+                let known = spi.and_then(|s| self.sas.get(&s));
+                self.events.push_back(IkeEvent::Log(LogLine {
+                    conn: known.map(|sa| sa.conn().name.clone()),
+                    ike_spis: known.map(|sa| sa.spis()),
+                    remote: Some(remote),
+                    reason: Some(r.name()),
+                    ..LogLine::new(level, message)
+                }));
             }
         }
     }
@@ -296,10 +307,16 @@ impl Endpoint {
             .collect();
         held.sort_unstable();
         for (r, n) in held {
-            self.events.push_back(IkeEvent::Log(format!(
-                "{WARNING}dropped datagrams: {n} more {r} suppressed in the last {}s",
-                LOG_INTERVAL.as_secs()
-            )));
+            self.events.push_back(IkeEvent::Log(LogLine {
+                reason: Some(r.name()),
+                ..LogLine::new(
+                    LogLevel::Warn,
+                    format!(
+                        "dropped datagrams: {n} more {r} suppressed in the last {}s",
+                        LOG_INTERVAL.as_secs()
+                    ),
+                )
+            }));
         }
     }
 
@@ -645,6 +662,3 @@ impl Endpoint {
         None
     }
 }
-
-/// The prefix of log lines the daemon writes as warnings.
-pub const WARNING: &str = "warning: ";
