@@ -341,3 +341,206 @@ fn a_metrics_listener_that_cannot_bind_is_a_start_up_error() {
         "{err}"
     );
 }
+
+/// RFC 4648 base64 of `b`, with padding.
+fn base64(b: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut s = String::new();
+    for chunk in b.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, x)| n | u32::from(*x) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                s.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                s.push('=');
+            }
+        }
+    }
+    s
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len() / 2)
+        .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap())
+        .collect()
+}
+
+/// Every key esprit-ike exported to its Wireshark key directory (`daemon.wireshark_keys`):
+/// SK_ei and SK_er of each IKE SA and the key of each ESP SA, each with its salt.
+fn exported_keys(dir: &Path) -> Vec<Vec<u8>> {
+    let mut keys = Vec::new();
+    let ike = std::fs::read_to_string(dir.join("ikev2_decryption_table")).unwrap();
+    for l in ike.lines() {
+        let f: Vec<&str> = l.split(',').collect();
+        keys.push(unhex(f[2]));
+        keys.push(unhex(f[3]));
+    }
+    let esp = std::fs::read_to_string(dir.join("esp_sa")).unwrap();
+    for l in esp.lines() {
+        let f: Vec<&str> = l.split(',').map(|f| f.trim_matches('"')).collect();
+        keys.push(unhex(f[5].trim_start_matches("0x")));
+    }
+    keys
+}
+
+/// The ways a secret could appear in a log line: as text, in hex (either case) and in base64,
+/// whole and (for keys followed by a salt) without the salt.
+fn spellings(secret: &[u8]) -> Vec<String> {
+    let mut forms = Vec::new();
+    let parts: Vec<&[u8]> = if secret.len() > 8 {
+        vec![secret, &secret[..secret.len() - 4]]
+    } else {
+        vec![secret]
+    };
+    for p in parts {
+        let hex: String = p.iter().map(|b| format!("{b:02x}")).collect();
+        forms.push(hex.to_uppercase());
+        forms.push(hex);
+        forms.push(base64(p).trim_end_matches('=').to_string());
+        if let Ok(s) = std::str::from_utf8(p) {
+            forms.push(s.to_string());
+        }
+    }
+    forms
+}
+
+#[test]
+fn base64_matches_rfc4648() {
+    assert_eq!(base64(b""), "");
+    assert_eq!(base64(b"f"), "Zg==");
+    assert_eq!(base64(b"fo"), "Zm8=");
+    assert_eq!(base64(b"foo"), "Zm9v");
+    assert_eq!(base64(b"foobar"), "Zm9vYmFy");
+}
+
+#[test]
+#[ignore = "needs root (esprit-ike locks its memory with mlockall): ./ci/test.sh runs it as root"]
+fn no_log_line_holds_the_psk_or_a_negotiated_key() {
+    esprit_testkit::require_root();
+    let dir = TempDir(std::env::temp_dir().join(format!("esprit-ike-sec-{}", std::process::id())));
+    let _ = std::fs::remove_dir_all(&dir.0);
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let port = 25_000 + (std::process::id() % 5_000) as u16;
+    // Both at the most verbose level, exporting their keys; A writes text, B JSON.
+    let (ka, kb) = (dir.0.join("keys-a"), dir.0.join("keys-b"));
+    let with = |p: &Path, keys: &Path, format: &str| {
+        let text = std::fs::read_to_string(p).unwrap().replacen(
+            "[daemon]\n",
+            &format!(
+                "[daemon]\nlog_level = \"trace\"\nlog_format = \"{format}\"\nwireshark_keys = \"{}\"\n",
+                keys.display()
+            ),
+            1,
+        );
+        write_private(p, &text);
+    };
+    let ca = config(
+        &dir.0,
+        "127.0.0.1",
+        "127.0.0.2",
+        port,
+        "start",
+        "gwA",
+        "gwB",
+    );
+    let cb = config(&dir.0, "127.0.0.2", "127.0.0.1", port, "none", "gwB", "gwA");
+    with(&ca, &ka, "text");
+    with(&cb, &kb, "json");
+    let (la, lb) = (dir.0.join("a.log"), dir.0.join("b.log"));
+    let (sa, sb) = (dir.0.join("gwA-ike.sock"), dir.0.join("gwB-ike.sock"));
+    let _b = start(&cb, &lb);
+    wait("gwB's control socket", &[&lb], || sb.exists());
+    let _a = start(&ca, &la);
+    let logs = [la.as_path(), lb.as_path()];
+    let children = |s: &Path| -> Vec<String> {
+        list(s)
+            .as_array()
+            .and_then(|a| a.first())
+            .and_then(|sa| sa["children"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .map(|c| c["inbound_spi"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    wait("the IKE SA and its child", &logs, || {
+        sa.exists() && children(&sa).len() == 1 && children(&sb).len() == 1
+    });
+    // A child rekey, an IKE SA rekey, junk for the drop logs, then a terminate: every kind of
+    // line the daemons write while keys change hands.
+    let first = children(&sa);
+    let (ok, out, err) = espctl(&sb, &["rekey", "site"]);
+    assert!(ok, "{out}{err}");
+    wait("the rekeyed child", &logs, || {
+        let c = children(&sa);
+        c.len() == 1 && c != first
+    });
+    let ike_spi = |s: &Path| list(s)[0]["spi_i"].clone();
+    let before = ike_spi(&sa);
+    let (ok, out, err) = espctl(&sa, &["rekey", "site", "--ike"]);
+    assert!(ok, "{out}{err}");
+    wait("the rekeyed IKE SA", &logs, || {
+        list(&sa)
+            .as_array()
+            .is_some_and(|a| a.len() == 1 && a[0]["spi_i"] != before)
+    });
+    let junk = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for n in [8usize, 28, 60] {
+        junk.send_to(&vec![0x5a; n], ("127.0.0.2", port)).unwrap();
+    }
+    let (ok, out, err) = espctl(&sa, &["terminate", "site"]);
+    assert!(ok, "{out}{err}");
+    wait("both sides empty", &logs, || {
+        list(&sa).as_array().is_some_and(|a| a.is_empty())
+            && list(&sb).as_array().is_some_and(|a| a.is_empty())
+    });
+    // The secrets: the PSK and every key either side negotiated.
+    let mut secrets = vec![b"loopback-test-secret".to_vec()];
+    for k in [&ka, &kb] {
+        secrets.extend(exported_keys(k));
+    }
+    // Two IKE SAs (before and after the rekey) of two keys each, two children of two keys.
+    assert!(secrets.len() > 8, "{}", secrets.len());
+    let forms: Vec<String> = secrets.iter().flat_map(|s| spellings(s)).collect();
+    let (a, b) = (
+        std::fs::read_to_string(&la).unwrap(),
+        std::fs::read_to_string(&lb).unwrap(),
+    );
+    // The logs say what happened, with the SA's fields, in their formats.
+    assert!(
+        a.contains("established with gwB") && a.contains("ike_spi_i=") && a.contains("spi_in="),
+        "{a}"
+    );
+    assert!(
+        a.contains("child net up") && a.contains("rekeyed, now"),
+        "{a}"
+    );
+    let mut json_lines = 0;
+    for l in b.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: not JSON: {l}"));
+        assert!(
+            v["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')),
+            "{l}"
+        );
+        json_lines += 1;
+    }
+    assert!(
+        b.contains("\"ike_spi_r\":") && b.contains("dropped a datagram"),
+        "{b}"
+    );
+    assert!(json_lines > 5, "{b}");
+    for (name, text) in [("gwA", &a), ("gwB", &b)] {
+        for (n, line) in text.lines().enumerate() {
+            for f in &forms {
+                assert!(
+                    !line.contains(f.as_str()),
+                    "{name}'s log line {} holds a secret ({f}): {line}",
+                    n + 1
+                );
+            }
+        }
+    }
+}
