@@ -169,14 +169,25 @@ fn wait(what: &str, logs: &[&Path], mut f: impl FnMut() -> bool) {
     }
 }
 
-#[test]
-#[ignore = "needs root (esprit-ike locks its memory with mlockall): ./ci/test.sh runs it as root"]
-fn two_daemons_on_loopback_driven_by_espctl() {
-    esprit_testkit::require_root();
-    let dir = TempDir(std::env::temp_dir().join(format!("esprit-ike-lo-{}", std::process::id())));
+/// Two daemons on loopback: gwA (127.0.0.1, `start_action = "start"`) and gwB (127.0.0.2,
+/// responder), each configuration with extra `[daemon]` lines and extra text at its end; their
+/// stderr goes to `la` and `lb`. Fields drop in order: the daemons stop before the directory
+/// goes.
+struct Loopback {
+    _a: Daemon,
+    _b: Daemon,
+    la: PathBuf,
+    lb: PathBuf,
+    sa: PathBuf,
+    sb: PathBuf,
+    _dir: TempDir,
+}
+
+fn loopback(tag: &str, port: u16, a: (&str, &str), b: (&str, &str)) -> Loopback {
+    let dir =
+        TempDir(std::env::temp_dir().join(format!("esprit-ike-{tag}-{}", std::process::id())));
     let _ = std::fs::remove_dir_all(&dir.0);
     std::fs::create_dir_all(&dir.0).unwrap();
-    let port = 20_000 + (std::process::id() % 5_000) as u16;
     let ca = config(
         &dir.0,
         "127.0.0.1",
@@ -187,14 +198,40 @@ fn two_daemons_on_loopback_driven_by_espctl() {
         "gwB",
     );
     let cb = config(&dir.0, "127.0.0.2", "127.0.0.1", port, "none", "gwB", "gwA");
-    let metrics = format!("127.0.0.1:{}", port + 1000);
-    let text = std::fs::read_to_string(&ca).unwrap();
-    write_private(&ca, &format!("{text}\n[metrics]\nlisten = \"{metrics}\"\n"));
+    for (p, (daemon, end)) in [(&ca, a), (&cb, b)] {
+        let text = std::fs::read_to_string(p).unwrap();
+        let text = text.replacen("[daemon]\n", &format!("[daemon]\n{daemon}"), 1);
+        write_private(p, &format!("{text}{end}"));
+    }
     let (la, lb) = (dir.0.join("a.log"), dir.0.join("b.log"));
     let (sa, sb) = (dir.0.join("gwA-ike.sock"), dir.0.join("gwB-ike.sock"));
     let _b = start(&cb, &lb);
     wait("gwB's control socket", &[&lb], || sb.exists());
     let _a = start(&ca, &la);
+    Loopback {
+        _a,
+        _b,
+        la,
+        lb,
+        sa,
+        sb,
+        _dir: dir,
+    }
+}
+
+#[test]
+#[ignore = "needs root (esprit-ike locks its memory with mlockall): ./ci/test.sh runs it as root"]
+fn two_daemons_on_loopback_driven_by_espctl() {
+    esprit_testkit::require_root();
+    let port = 20_000 + (std::process::id() % 5_000) as u16;
+    let metrics = format!("127.0.0.1:{}", port + 1000);
+    let lo = loopback(
+        "lo",
+        port,
+        ("", &format!("\n[metrics]\nlisten = \"{metrics}\"\n")),
+        ("", ""),
+    );
+    let (la, lb, sa, sb) = (&lo.la, &lo.lb, &lo.sa, &lo.sb);
     let logs = [la.as_path(), lb.as_path()];
     let up = |s: &Path| {
         let v = list(s);
@@ -420,40 +457,27 @@ fn base64_matches_rfc4648() {
 #[ignore = "needs root (esprit-ike locks its memory with mlockall): ./ci/test.sh runs it as root"]
 fn no_log_line_holds_the_psk_or_a_negotiated_key() {
     esprit_testkit::require_root();
-    let dir = TempDir(std::env::temp_dir().join(format!("esprit-ike-sec-{}", std::process::id())));
-    let _ = std::fs::remove_dir_all(&dir.0);
-    std::fs::create_dir_all(&dir.0).unwrap();
     let port = 25_000 + (std::process::id() % 5_000) as u16;
     // Both at the most verbose level, exporting their keys; A writes text, B JSON.
-    let (ka, kb) = (dir.0.join("keys-a"), dir.0.join("keys-b"));
-    let with = |p: &Path, keys: &Path, format: &str| {
-        let text = std::fs::read_to_string(p).unwrap().replacen(
-            "[daemon]\n",
-            &format!(
-                "[daemon]\nlog_level = \"trace\"\nlog_format = \"{format}\"\nwireshark_keys = \"{}\"\n",
-                keys.display()
-            ),
-            1,
-        );
-        write_private(p, &text);
-    };
-    let ca = config(
-        &dir.0,
-        "127.0.0.1",
-        "127.0.0.2",
-        port,
-        "start",
-        "gwA",
-        "gwB",
+    let tag = format!("esprit-ike-keys-{}", std::process::id());
+    let (ka, kb) = (
+        std::env::temp_dir().join(format!("{tag}-a")),
+        std::env::temp_dir().join(format!("{tag}-b")),
     );
-    let cb = config(&dir.0, "127.0.0.2", "127.0.0.1", port, "none", "gwB", "gwA");
-    with(&ca, &ka, "text");
-    with(&cb, &kb, "json");
-    let (la, lb) = (dir.0.join("a.log"), dir.0.join("b.log"));
-    let (sa, sb) = (dir.0.join("gwA-ike.sock"), dir.0.join("gwB-ike.sock"));
-    let _b = start(&cb, &lb);
-    wait("gwB's control socket", &[&lb], || sb.exists());
-    let _a = start(&ca, &la);
+    let daemon = |keys: &Path, format: &str| {
+        format!(
+            "log_level = \"trace\"\nlog_format = \"{format}\"\nwireshark_keys = \"{}\"\n",
+            keys.display()
+        )
+    };
+    let _keys = (TempDir(ka.clone()), TempDir(kb.clone()));
+    let lo = loopback(
+        "sec",
+        port,
+        (&daemon(&ka, "text"), ""),
+        (&daemon(&kb, "json"), ""),
+    );
+    let (la, lb, sa, sb) = (&lo.la, &lo.lb, &lo.sa, &lo.sb);
     let logs = [la.as_path(), lb.as_path()];
     let children = |s: &Path| -> Vec<String> {
         list(s)
