@@ -242,9 +242,9 @@ fn two_daemons_on_loopback_driven_by_espctl() {
         })
     };
     wait("the IKE SA and its child", &logs, || {
-        sa.exists() && up(&sa) && up(&sb)
+        sa.exists() && up(sa) && up(sb)
     });
-    let (a, b) = (list(&sa), list(&sb));
+    let (a, b) = (list(sa), list(sb));
     assert_eq!(a[0]["role"], "initiator");
     assert_eq!(b[0]["role"], "responder");
     assert_eq!(a[0]["spi_i"], b[0]["spi_i"]);
@@ -270,7 +270,7 @@ fn two_daemons_on_loopback_driven_by_espctl() {
     assert!(text.ends_with("# EOF\n"), "{text}");
     assert!(!text.contains("loopback-test-secret"));
     // The human table names the connection, the state and the child's selectors.
-    let (ok, table, _) = espctl(&sa, &["ike", "list"]);
+    let (ok, table, _) = espctl(sa, &["ike", "list"]);
     assert!(
         ok && table.contains("site: established initiator")
             && table.contains("10.1.0.0/16 === 10.2.0.0/16"),
@@ -278,26 +278,26 @@ fn two_daemons_on_loopback_driven_by_espctl() {
     );
     // A child rekey from B: a new SPI on both sides, still one child.
     let old = a[0]["children"][0]["inbound_spi"].clone();
-    let (ok, out, err) = espctl(&sb, &["rekey", "site"]);
+    let (ok, out, err) = espctl(sb, &["rekey", "site"]);
     assert!(ok, "{out}{err}");
     wait("the rekeyed child", &logs, || {
-        let v = list(&sa);
+        let v = list(sa);
         v[0]["children"]
             .as_array()
             .is_some_and(|c| c.len() == 1 && c[0]["inbound_spi"] != old)
     });
     // Reload, then terminate from A: both sides empty.
-    let (ok, out, _) = espctl(&sa, &["reload"]);
+    let (ok, out, _) = espctl(sa, &["reload"]);
     assert!(ok && out.contains("1 connections"), "{out}");
-    let (ok, out, err) = espctl(&sa, &["terminate", "site"]);
+    let (ok, out, err) = espctl(sa, &["terminate", "site"]);
     assert!(ok, "{out}{err}");
     wait("both sides empty", &logs, || {
-        list(&sa).as_array().is_some_and(|a| a.is_empty())
-            && list(&sb).as_array().is_some_and(|a| a.is_empty())
+        list(sa).as_array().is_some_and(|a| a.is_empty())
+            && list(sb).as_array().is_some_and(|a| a.is_empty())
     });
-    let (ok, _, err) = espctl(&sa, &["terminate", "nope"]);
+    let (ok, _, err) = espctl(sa, &["terminate", "nope"]);
     assert!(!ok && err.contains("no connection named 'nope'"), "{err}");
-    let log = std::fs::read_to_string(&la).unwrap();
+    let log = std::fs::read_to_string(la).unwrap();
     assert!(
         log.contains("established with gwB") && !log.contains("loopback-test-secret"),
         "{log}"
@@ -490,23 +490,23 @@ fn no_log_line_holds_the_psk_or_a_negotiated_key() {
             .collect()
     };
     wait("the IKE SA and its child", &logs, || {
-        sa.exists() && children(&sa).len() == 1 && children(&sb).len() == 1
+        sa.exists() && children(sa).len() == 1 && children(sb).len() == 1
     });
     // A child rekey, an IKE SA rekey, junk for the drop logs, then a terminate: every kind of
     // line the daemons write while keys change hands.
-    let first = children(&sa);
-    let (ok, out, err) = espctl(&sb, &["rekey", "site"]);
+    let first = children(sa);
+    let (ok, out, err) = espctl(sb, &["rekey", "site"]);
     assert!(ok, "{out}{err}");
     wait("the rekeyed child", &logs, || {
-        let c = children(&sa);
+        let c = children(sa);
         c.len() == 1 && c != first
     });
     let ike_spi = |s: &Path| list(s)[0]["spi_i"].clone();
-    let before = ike_spi(&sa);
-    let (ok, out, err) = espctl(&sa, &["rekey", "site", "--ike"]);
+    let before = ike_spi(sa);
+    let (ok, out, err) = espctl(sa, &["rekey", "site", "--ike"]);
     assert!(ok, "{out}{err}");
     wait("the rekeyed IKE SA", &logs, || {
-        list(&sa)
+        list(sa)
             .as_array()
             .is_some_and(|a| a.len() == 1 && a[0]["spi_i"] != before)
     });
@@ -514,11 +514,11 @@ fn no_log_line_holds_the_psk_or_a_negotiated_key() {
     for n in [8usize, 28, 60] {
         junk.send_to(&vec![0x5a; n], ("127.0.0.2", port)).unwrap();
     }
-    let (ok, out, err) = espctl(&sa, &["terminate", "site"]);
+    let (ok, out, err) = espctl(sa, &["terminate", "site"]);
     assert!(ok, "{out}{err}");
     wait("both sides empty", &logs, || {
-        list(&sa).as_array().is_some_and(|a| a.is_empty())
-            && list(&sb).as_array().is_some_and(|a| a.is_empty())
+        list(sa).as_array().is_some_and(|a| a.is_empty())
+            && list(sb).as_array().is_some_and(|a| a.is_empty())
     });
     // The secrets: the PSK and every key either side negotiated.
     let mut secrets = vec![b"loopback-test-secret".to_vec()];
@@ -529,8 +529,8 @@ fn no_log_line_holds_the_psk_or_a_negotiated_key() {
     assert!(secrets.len() > 8, "{}", secrets.len());
     let forms: Vec<String> = secrets.iter().flat_map(|s| spellings(s)).collect();
     let (a, b) = (
-        std::fs::read_to_string(&la).unwrap(),
-        std::fs::read_to_string(&lb).unwrap(),
+        std::fs::read_to_string(la).unwrap(),
+        std::fs::read_to_string(lb).unwrap(),
     );
     // The logs say what happened, with the SA's fields, in their formats.
     assert!(

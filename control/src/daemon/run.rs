@@ -4,7 +4,7 @@
 use super::control::{list_json, ControlRequest, ControlResponse};
 use super::dataplane::DataplaneLink;
 use super::params::connection_params;
-use crate::config::{Config, LogLevel, StartAction};
+use crate::config::{Config, StartAction};
 use crate::ike::rng::SystemRandom;
 use crate::ike::session::drops::LogThrottle;
 use crate::ike::session::{
@@ -153,11 +153,11 @@ fn emit(l: &LogLine) {
         };
     }
     match l.level {
-        LogLevel::Error => at!(Level::ERROR),
-        LogLevel::Warn => at!(Level::WARN),
-        LogLevel::Info => at!(Level::INFO),
-        LogLevel::Debug => at!(Level::DEBUG),
-        LogLevel::Trace => at!(Level::TRACE),
+        Level::ERROR => at!(Level::ERROR),
+        Level::WARN => at!(Level::WARN),
+        Level::INFO => at!(Level::INFO),
+        Level::DEBUG => at!(Level::DEBUG),
+        _ => at!(Level::TRACE),
     }
 }
 
@@ -607,9 +607,9 @@ impl Daemon {
             } => {
                 let replaced = reason == crate::ike::session::endpoint::REPLACED_BY_INITIAL_CONTACT;
                 let level = if reason.starts_with("deleted") || reason == "terminated" || replaced {
-                    LogLevel::Info
+                    Level::INFO
                 } else {
-                    LogLevel::Warn
+                    Level::WARN
                 };
                 // Limited per kind of reason: the text before the first colon (what follows
                 // may come from the peer).

@@ -9,7 +9,6 @@ use super::ike_sa::{Ctx, IkeSa, Role, State, HALF_OPEN_EXPIRED};
 use super::limits::{HalfOpen, HalfOpenLimits, OverLimit};
 use super::params::ConnectionParams;
 use super::timers::Timers;
-use crate::config::LogLevel;
 use crate::ike::message::consts::{exchange, flags, notify as nt};
 use crate::ike::message::{self, Header, Notify, Payload};
 use crate::ike::rng::RandomSource;
@@ -17,6 +16,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tracing::Level;
 
 /// Counters of the endpoint: every datagram it dropped or ignored, by reason (the sum of all
 /// IKE SAs' and the endpoint's own), and what it did against floods.
@@ -270,14 +270,14 @@ impl Endpoint {
                 let (level, message) = match r {
                     DropReason::HalfOpenLimit
                     | DropReason::HalfOpenLimitSource
-                    | DropReason::InvalidCookie => (LogLevel::Warn, format!(
+                    | DropReason::InvalidCookie => (Level::WARN, format!(
                         "refused IKE_SA_INIT from {remote}: {r} (half-open IKE SAs: {} in total, {} from {}){more}",
                         self.half_open.len(),
                         self.half_open.from_source(remote.ip()),
                         remote.ip()
                     )),
                     _ => (
-                        LogLevel::Debug,
+                        Level::DEBUG,
                         format!("dropped a datagram from {remote}{sa}: {r}{more}"),
                     ),
                 };
@@ -310,7 +310,7 @@ impl Endpoint {
             self.events.push_back(IkeEvent::Log(LogLine {
                 reason: Some(r.name()),
                 ..LogLine::new(
-                    LogLevel::Warn,
+                    Level::WARN,
                     format!(
                         "dropped datagrams: {n} more {r} suppressed in the last {}s",
                         LOG_INTERVAL.as_secs()

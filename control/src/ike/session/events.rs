@@ -2,11 +2,11 @@
 
 use super::params::ChildMode;
 use super::proposal::{EspSuite, IkeSuite};
-use crate::config::LogLevel;
 use crate::ike::identity::Identity;
 use crate::ike::message::TrafficSelector;
 use std::fmt;
 use std::net::SocketAddr;
+use tracing::Level;
 use zeroize::Zeroizing;
 
 /// A datagram to send. Datagrams from or to port 4500 need the four-octet non-ESP marker in
@@ -177,8 +177,8 @@ pub enum IkeEvent {
 /// daemon writes these as the line's fields). Never holds key material.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LogLine {
-    /// Debug, info or warn.
-    pub level: LogLevel,
+    /// How much it matters (the core writes debug, info and warn lines).
+    pub level: Level,
     /// The text, complete in itself (it names the connection and IKE SA when it has them).
     pub message: String,
     /// The connection it concerns.
@@ -196,7 +196,7 @@ pub struct LogLine {
 
 impl LogLine {
     /// A line at `level` concerning nothing in particular.
-    pub fn new(level: LogLevel, message: impl Into<String>) -> LogLine {
+    pub fn new(level: Level, message: impl Into<String>) -> LogLine {
         LogLine {
             level,
             message: message.into(),

@@ -13,7 +13,6 @@ use super::events::{ChildLimits, ChildSaInstall, IkeEvent, LogLine, Transmit};
 use super::params::{ChildMode, ChildParams, ConnectionParams, LocalCredential, RemoteCredential};
 use super::proposal::{self, EspSuite, IkeSuite};
 use super::ts;
-use crate::config::LogLevel;
 use crate::ike::algorithms::DhGroup;
 use crate::ike::crypto::auth;
 use crate::ike::crypto::cert::Certificate;
@@ -37,6 +36,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tasks::Task;
+use tracing::Level;
 use window::{Outstanding, Request, Window};
 
 mod child;
@@ -428,10 +428,7 @@ impl IkeSa {
             conn: Some(self.conn.name.clone()),
             ike_spis: Some((self.spi_i, self.spi_r)),
             remote: Some(self.remote),
-            ..LogLine::new(
-                LogLevel::Info,
-                format!("{}: {}", self.conn.name, msg.into()),
-            )
+            ..LogLine::new(Level::INFO, format!("{}: {}", self.conn.name, msg.into()))
         }
     }
 

@@ -4,7 +4,6 @@
 //! deterministic order; rate-limited drop logs.
 
 use super::*;
-use crate::config::LogLevel;
 use crate::ike::message::consts::{exchange, flags};
 use crate::ike::message::{encode_plain, Header, Payload};
 use crate::ike::session::drops::DropReason;
@@ -12,6 +11,7 @@ use crate::ike::session::CookiePolicy;
 use crate::ike::session::LogLine;
 use std::collections::HashMap;
 use std::net::IpAddr;
+use tracing::Level;
 
 /// B answering anyone (no remote address), so attackers from any address reach IKE_SA_INIT.
 fn conn_b_any() -> ConnectionParams {
@@ -378,7 +378,7 @@ fn drop_logs_are_rate_limited_with_a_summary() {
         .collect();
     assert_eq!(logs.len(), 5, "{logs:?}");
     // Drops are debug lines with the sender and the reason as fields.
-    assert!(logs.iter().all(|l| l.level == LogLevel::Debug
+    assert!(logs.iter().all(|l| l.level == Level::DEBUG
         && l.reason == Some("malformed")
         && l.remote == Some(addr(A))
         && l.message
@@ -400,7 +400,7 @@ fn drop_logs_are_rate_limited_with_a_summary() {
         vec![LogLine {
             reason: Some("malformed"),
             ..LogLine::new(
-                LogLevel::Warn,
+                Level::WARN,
                 "dropped datagrams: 995 more malformed suppressed in the last 10s"
             )
         }]
