@@ -568,3 +568,45 @@ fn no_log_line_holds_the_psk_or_a_negotiated_key() {
         }
     }
 }
+
+/// Under systemd, whose `JOURNAL_STREAM` names the daemon's stderr, lines have no timestamp
+/// and start with their syslog priority; the same variable naming another file changes
+/// nothing.
+#[test]
+fn under_the_journal_lines_carry_a_priority_and_no_timestamp() {
+    use std::os::unix::fs::MetadataExt;
+    let (dir, p) = gw_a_config("journal", 20_800, "none");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let text = std::fs::read_to_string(&p).unwrap();
+    write_private(&p, &format!("{text}\n[metrics]\nlisten = \"{addr}\"\n"));
+    let run = |journal_of: Option<&Path>, log: &Path| -> String {
+        let err = std::fs::File::create(log).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_esprit-ike"));
+        cmd.arg("--config")
+            .arg(&p)
+            .stderr(err)
+            .env_remove("RUST_LOG");
+        if let Some(f) = journal_of {
+            let m = std::fs::metadata(f).unwrap();
+            cmd.env("JOURNAL_STREAM", format!("{}:{}", m.dev(), m.ino()));
+        }
+        assert!(!cmd.status().unwrap().success());
+        std::fs::read_to_string(log).unwrap()
+    };
+    let log = dir.0.join("journal.log");
+    let out = run(Some(&log), &log);
+    assert!(
+        out.starts_with(&format!(
+            "<3>esprit-ike: error: metrics listener {addr}: cannot listen: "
+        )),
+        "{out}"
+    );
+    let other = dir.0.join("other.log");
+    std::fs::write(&other, "").unwrap();
+    let out = run(Some(&other), &log);
+    assert!(
+        out.starts_with("20") && out.contains("Z esprit-ike: error: metrics listener"),
+        "{out}"
+    );
+}
