@@ -169,14 +169,25 @@ fn wait(what: &str, logs: &[&Path], mut f: impl FnMut() -> bool) {
     }
 }
 
-#[test]
-#[ignore = "needs root (esprit-ike locks its memory with mlockall): ./ci/test.sh runs it as root"]
-fn two_daemons_on_loopback_driven_by_espctl() {
-    esprit_testkit::require_root();
-    let dir = TempDir(std::env::temp_dir().join(format!("esprit-ike-lo-{}", std::process::id())));
+/// Two daemons on loopback: gwA (127.0.0.1, `start_action = "start"`) and gwB (127.0.0.2,
+/// responder), each configuration with extra `[daemon]` lines and extra text at its end; their
+/// stderr goes to `la` and `lb`. Fields drop in order: the daemons stop before the directory
+/// goes.
+struct Loopback {
+    _a: Daemon,
+    _b: Daemon,
+    la: PathBuf,
+    lb: PathBuf,
+    sa: PathBuf,
+    sb: PathBuf,
+    _dir: TempDir,
+}
+
+fn loopback(tag: &str, port: u16, a: (&str, &str), b: (&str, &str)) -> Loopback {
+    let dir =
+        TempDir(std::env::temp_dir().join(format!("esprit-ike-{tag}-{}", std::process::id())));
     let _ = std::fs::remove_dir_all(&dir.0);
     std::fs::create_dir_all(&dir.0).unwrap();
-    let port = 20_000 + (std::process::id() % 5_000) as u16;
     let ca = config(
         &dir.0,
         "127.0.0.1",
@@ -187,14 +198,40 @@ fn two_daemons_on_loopback_driven_by_espctl() {
         "gwB",
     );
     let cb = config(&dir.0, "127.0.0.2", "127.0.0.1", port, "none", "gwB", "gwA");
-    let metrics = format!("127.0.0.1:{}", port + 1000);
-    let text = std::fs::read_to_string(&ca).unwrap();
-    write_private(&ca, &format!("{text}\n[metrics]\nlisten = \"{metrics}\"\n"));
+    for (p, (daemon, end)) in [(&ca, a), (&cb, b)] {
+        let text = std::fs::read_to_string(p).unwrap();
+        let text = text.replacen("[daemon]\n", &format!("[daemon]\n{daemon}"), 1);
+        write_private(p, &format!("{text}{end}"));
+    }
     let (la, lb) = (dir.0.join("a.log"), dir.0.join("b.log"));
     let (sa, sb) = (dir.0.join("gwA-ike.sock"), dir.0.join("gwB-ike.sock"));
     let _b = start(&cb, &lb);
     wait("gwB's control socket", &[&lb], || sb.exists());
     let _a = start(&ca, &la);
+    Loopback {
+        _a,
+        _b,
+        la,
+        lb,
+        sa,
+        sb,
+        _dir: dir,
+    }
+}
+
+#[test]
+#[ignore = "needs root (esprit-ike locks its memory with mlockall): ./ci/test.sh runs it as root"]
+fn two_daemons_on_loopback_driven_by_espctl() {
+    esprit_testkit::require_root();
+    let port = 20_000 + (std::process::id() % 5_000) as u16;
+    let metrics = format!("127.0.0.1:{}", port + 1000);
+    let lo = loopback(
+        "lo",
+        port,
+        ("", &format!("\n[metrics]\nlisten = \"{metrics}\"\n")),
+        ("", ""),
+    );
+    let (la, lb, sa, sb) = (&lo.la, &lo.lb, &lo.sa, &lo.sb);
     let logs = [la.as_path(), lb.as_path()];
     let up = |s: &Path| {
         let v = list(s);
@@ -205,9 +242,9 @@ fn two_daemons_on_loopback_driven_by_espctl() {
         })
     };
     wait("the IKE SA and its child", &logs, || {
-        sa.exists() && up(&sa) && up(&sb)
+        sa.exists() && up(sa) && up(sb)
     });
-    let (a, b) = (list(&sa), list(&sb));
+    let (a, b) = (list(sa), list(sb));
     assert_eq!(a[0]["role"], "initiator");
     assert_eq!(b[0]["role"], "responder");
     assert_eq!(a[0]["spi_i"], b[0]["spi_i"]);
@@ -233,7 +270,7 @@ fn two_daemons_on_loopback_driven_by_espctl() {
     assert!(text.ends_with("# EOF\n"), "{text}");
     assert!(!text.contains("loopback-test-secret"));
     // The human table names the connection, the state and the child's selectors.
-    let (ok, table, _) = espctl(&sa, &["ike", "list"]);
+    let (ok, table, _) = espctl(sa, &["ike", "list"]);
     assert!(
         ok && table.contains("site: established initiator")
             && table.contains("10.1.0.0/16 === 10.2.0.0/16"),
@@ -241,26 +278,26 @@ fn two_daemons_on_loopback_driven_by_espctl() {
     );
     // A child rekey from B: a new SPI on both sides, still one child.
     let old = a[0]["children"][0]["inbound_spi"].clone();
-    let (ok, out, err) = espctl(&sb, &["rekey", "site"]);
+    let (ok, out, err) = espctl(sb, &["rekey", "site"]);
     assert!(ok, "{out}{err}");
     wait("the rekeyed child", &logs, || {
-        let v = list(&sa);
+        let v = list(sa);
         v[0]["children"]
             .as_array()
             .is_some_and(|c| c.len() == 1 && c[0]["inbound_spi"] != old)
     });
     // Reload, then terminate from A: both sides empty.
-    let (ok, out, _) = espctl(&sa, &["reload"]);
+    let (ok, out, _) = espctl(sa, &["reload"]);
     assert!(ok && out.contains("1 connections"), "{out}");
-    let (ok, out, err) = espctl(&sa, &["terminate", "site"]);
+    let (ok, out, err) = espctl(sa, &["terminate", "site"]);
     assert!(ok, "{out}{err}");
     wait("both sides empty", &logs, || {
-        list(&sa).as_array().is_some_and(|a| a.is_empty())
-            && list(&sb).as_array().is_some_and(|a| a.is_empty())
+        list(sa).as_array().is_some_and(|a| a.is_empty())
+            && list(sb).as_array().is_some_and(|a| a.is_empty())
     });
-    let (ok, _, err) = espctl(&sa, &["terminate", "nope"]);
+    let (ok, _, err) = espctl(sa, &["terminate", "nope"]);
     assert!(!ok && err.contains("no connection named 'nope'"), "{err}");
-    let log = std::fs::read_to_string(&la).unwrap();
+    let log = std::fs::read_to_string(la).unwrap();
     assert!(
         log.contains("established with gwB") && !log.contains("loopback-test-secret"),
         "{log}"
@@ -336,9 +373,241 @@ fn a_metrics_listener_that_cannot_bind_is_a_start_up_error() {
     let err = start_fails(&p);
     assert!(
         err.contains(&format!(
-            "esprit-ike: metrics listener {addr}: cannot listen: "
+            "esprit-ike: error: metrics listener {addr}: cannot listen: "
         )),
         "{err}"
+    );
+}
+
+/// RFC 4648 base64 of `b`, with padding.
+fn base64(b: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut s = String::new();
+    for chunk in b.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, x)| n | u32::from(*x) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                s.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                s.push('=');
+            }
+        }
+    }
+    s
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len() / 2)
+        .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap())
+        .collect()
+}
+
+/// Every key esprit-ike exported to its Wireshark key directory (`daemon.wireshark_keys`):
+/// SK_ei and SK_er of each IKE SA and the key of each ESP SA, each with its salt.
+fn exported_keys(dir: &Path) -> Vec<Vec<u8>> {
+    let mut keys = Vec::new();
+    let ike = std::fs::read_to_string(dir.join("ikev2_decryption_table")).unwrap();
+    for l in ike.lines() {
+        let f: Vec<&str> = l.split(',').collect();
+        keys.push(unhex(f[2]));
+        keys.push(unhex(f[3]));
+    }
+    let esp = std::fs::read_to_string(dir.join("esp_sa")).unwrap();
+    for l in esp.lines() {
+        let f: Vec<&str> = l.split(',').map(|f| f.trim_matches('"')).collect();
+        keys.push(unhex(f[5].trim_start_matches("0x")));
+    }
+    keys
+}
+
+/// The ways a secret could appear in a log line: as text, in hex (either case) and in base64,
+/// whole and (for keys followed by a salt) without the salt.
+fn spellings(secret: &[u8]) -> Vec<String> {
+    let mut forms = Vec::new();
+    let parts: Vec<&[u8]> = if secret.len() > 8 {
+        vec![secret, &secret[..secret.len() - 4]]
+    } else {
+        vec![secret]
+    };
+    for p in parts {
+        let hex: String = p.iter().map(|b| format!("{b:02x}")).collect();
+        forms.push(hex.to_uppercase());
+        forms.push(hex);
+        forms.push(base64(p).trim_end_matches('=').to_string());
+        if let Ok(s) = std::str::from_utf8(p) {
+            forms.push(s.to_string());
+        }
+    }
+    forms
+}
+
+#[test]
+fn base64_matches_rfc4648() {
+    assert_eq!(base64(b""), "");
+    assert_eq!(base64(b"f"), "Zg==");
+    assert_eq!(base64(b"fo"), "Zm8=");
+    assert_eq!(base64(b"foo"), "Zm9v");
+    assert_eq!(base64(b"foobar"), "Zm9vYmFy");
+}
+
+#[test]
+#[ignore = "needs root (esprit-ike locks its memory with mlockall): ./ci/test.sh runs it as root"]
+fn no_log_line_holds_the_psk_or_a_negotiated_key() {
+    esprit_testkit::require_root();
+    let port = 25_000 + (std::process::id() % 5_000) as u16;
+    // Both at the most verbose level, exporting their keys; A writes text, B JSON.
+    let tag = format!("esprit-ike-keys-{}", std::process::id());
+    let (ka, kb) = (
+        std::env::temp_dir().join(format!("{tag}-a")),
+        std::env::temp_dir().join(format!("{tag}-b")),
+    );
+    let daemon = |keys: &Path, format: &str| {
+        format!(
+            "log_level = \"trace\"\nlog_format = \"{format}\"\nwireshark_keys = \"{}\"\n",
+            keys.display()
+        )
+    };
+    let _keys = (TempDir(ka.clone()), TempDir(kb.clone()));
+    let lo = loopback(
+        "sec",
+        port,
+        (&daemon(&ka, "text"), ""),
+        (&daemon(&kb, "json"), ""),
+    );
+    let (la, lb, sa, sb) = (&lo.la, &lo.lb, &lo.sa, &lo.sb);
+    let logs = [la.as_path(), lb.as_path()];
+    let children = |s: &Path| -> Vec<String> {
+        list(s)
+            .as_array()
+            .and_then(|a| a.first())
+            .and_then(|sa| sa["children"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .map(|c| c["inbound_spi"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    wait("the IKE SA and its child", &logs, || {
+        sa.exists() && children(sa).len() == 1 && children(sb).len() == 1
+    });
+    // A child rekey, an IKE SA rekey, junk for the drop logs, then a terminate: every kind of
+    // line the daemons write while keys change hands.
+    let first = children(sa);
+    let (ok, out, err) = espctl(sb, &["rekey", "site"]);
+    assert!(ok, "{out}{err}");
+    wait("the rekeyed child", &logs, || {
+        let c = children(sa);
+        c.len() == 1 && c != first
+    });
+    let ike_spi = |s: &Path| list(s)[0]["spi_i"].clone();
+    let before = ike_spi(sa);
+    let (ok, out, err) = espctl(sa, &["rekey", "site", "--ike"]);
+    assert!(ok, "{out}{err}");
+    wait("the rekeyed IKE SA", &logs, || {
+        list(sa)
+            .as_array()
+            .is_some_and(|a| a.len() == 1 && a[0]["spi_i"] != before)
+    });
+    let junk = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for n in [8usize, 28, 60] {
+        junk.send_to(&vec![0x5a; n], ("127.0.0.2", port)).unwrap();
+    }
+    let (ok, out, err) = espctl(sa, &["terminate", "site"]);
+    assert!(ok, "{out}{err}");
+    wait("both sides empty", &logs, || {
+        list(sa).as_array().is_some_and(|a| a.is_empty())
+            && list(sb).as_array().is_some_and(|a| a.is_empty())
+    });
+    // The secrets: the PSK and every key either side negotiated.
+    let mut secrets = vec![b"loopback-test-secret".to_vec()];
+    for k in [&ka, &kb] {
+        secrets.extend(exported_keys(k));
+    }
+    // Two IKE SAs (before and after the rekey) of two keys each, two children of two keys.
+    assert!(secrets.len() > 8, "{}", secrets.len());
+    let forms: Vec<String> = secrets.iter().flat_map(|s| spellings(s)).collect();
+    let (a, b) = (
+        std::fs::read_to_string(la).unwrap(),
+        std::fs::read_to_string(lb).unwrap(),
+    );
+    // The logs say what happened, with the SA's fields, in their formats.
+    assert!(
+        a.contains("established with gwB") && a.contains("ike_spi_i=") && a.contains("spi_in="),
+        "{a}"
+    );
+    assert!(
+        a.contains("child net up") && a.contains("rekeyed, now"),
+        "{a}"
+    );
+    let mut json_lines = 0;
+    for l in b.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: not JSON: {l}"));
+        assert!(
+            v["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')),
+            "{l}"
+        );
+        json_lines += 1;
+    }
+    assert!(
+        b.contains("\"ike_spi_r\":") && b.contains("dropped a datagram"),
+        "{b}"
+    );
+    assert!(json_lines > 5, "{b}");
+    for (name, text) in [("gwA", &a), ("gwB", &b)] {
+        for (n, line) in text.lines().enumerate() {
+            for f in &forms {
+                assert!(
+                    !line.contains(f.as_str()),
+                    "{name}'s log line {} holds a secret ({f}): {line}",
+                    n + 1
+                );
+            }
+        }
+    }
+}
+
+/// Under systemd, whose `JOURNAL_STREAM` names the daemon's stderr, lines have no timestamp
+/// and start with their syslog priority; the same variable naming another file changes
+/// nothing.
+#[test]
+fn under_the_journal_lines_carry_a_priority_and_no_timestamp() {
+    use std::os::unix::fs::MetadataExt;
+    let (dir, p) = gw_a_config("journal", 20_800, "none");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let text = std::fs::read_to_string(&p).unwrap();
+    write_private(&p, &format!("{text}\n[metrics]\nlisten = \"{addr}\"\n"));
+    let run = |journal_of: Option<&Path>, log: &Path| -> String {
+        let err = std::fs::File::create(log).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_esprit-ike"));
+        cmd.arg("--config")
+            .arg(&p)
+            .stderr(err)
+            .env_remove("RUST_LOG");
+        if let Some(f) = journal_of {
+            let m = std::fs::metadata(f).unwrap();
+            cmd.env("JOURNAL_STREAM", format!("{}:{}", m.dev(), m.ino()));
+        }
+        assert!(!cmd.status().unwrap().success());
+        std::fs::read_to_string(log).unwrap()
+    };
+    let log = dir.0.join("journal.log");
+    let out = run(Some(&log), &log);
+    assert!(
+        out.starts_with(&format!(
+            "<3>esprit-ike: error: metrics listener {addr}: cannot listen: "
+        )),
+        "{out}"
+    );
+    let other = dir.0.join("other.log");
+    std::fs::write(&other, "").unwrap();
+    let out = run(Some(&other), &log);
+    assert!(
+        out.starts_with("20") && out.contains("Z esprit-ike: error: metrics listener"),
+        "{out}"
     );
 }
 

@@ -212,8 +212,10 @@ impl IkeDaemon {
         let socket = cfg.daemon.socket.clone();
         let stop = Arc::new(AtomicBool::new(false));
         let (lab, cfgp, st) = (lab.clone(), config.to_path_buf(), stop.clone());
+        esprit_log::init_captured("esprit-lab", cfg.daemon.log_level.into());
         let handle = std::thread::spawn(move || -> Result<(), String> {
             lab.enter(node).map_err(|e| e.to_string())?;
+            let _span = tracing::info_span!("esprit-ike", node = %node).entered();
             Daemon::new(&cfgp)
                 .and_then(|d| d.run_until(st))
                 .map_err(|e| format!("{node}: esprit-ike: {e}"))
@@ -301,8 +303,10 @@ impl DataplaneThread {
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, rx) = std::sync::mpsc::channel::<String>();
         let (lab, st) = (lab.clone(), stop.clone());
+        esprit_log::init_captured("esprit-lab", cfg.log_level);
         let handle = std::thread::spawn(move || {
             lab.enter(node).map_err(|e| e.to_string())?;
+            let _span = tracing::info_span!("esprit-dataplane", node = %node).entered();
             dataplane::daemon::run::run(&cfg, st, |m| {
                 let _ = tx.send(m.to_string());
             })

@@ -658,10 +658,12 @@ fn run(args: Args) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
-    match run(Args::parse()) {
+    let args = Args::parse();
+    let _ = esprit_log::init(&esprit_log::Settings::tool("espctl"));
+    match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("espctl: {e}");
+            tracing::error!("{e}");
             ExitCode::from(1)
         }
     }

@@ -4,12 +4,12 @@
 use super::control::{list_json, ControlRequest, ControlResponse};
 use super::dataplane::DataplaneLink;
 use super::params::connection_params;
-use crate::config::{Config, LogLevel, StartAction};
+use crate::config::{Config, StartAction};
 use crate::ike::rng::SystemRandom;
 use crate::ike::session::drops::LogThrottle;
-use crate::ike::session::endpoint::WARNING;
 use crate::ike::session::{
-    ConnectionParams, CookiePolicy, Endpoint, EndpointSettings, HalfOpenLimits, IkeEvent, State,
+    ConnectionParams, CookiePolicy, Endpoint, EndpointSettings, HalfOpenLimits, IkeEvent, LogLine,
+    State,
 };
 use mio::net::{UdpSocket, UnixListener, UnixStream};
 use mio::{Events, Interest, Poll, Token};
@@ -22,6 +22,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tracing::field::{display, DisplayValue};
+use tracing::{info, warn, Level};
 
 const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
@@ -131,31 +133,38 @@ pub struct Daemon {
     reload_requested: Arc<AtomicBool>,
 }
 
-/// The configured verbosity (`daemon.log_level`), as a LogLevel discriminant.
-static LOG_LEVEL: std::sync::atomic::AtomicU8 =
-    std::sync::atomic::AtomicU8::new(LogLevel::Info as u8);
+/// An IKE SPI as the log writes it (16 hex digits).
+fn ike_spi(spi: u64) -> DisplayValue<String> {
+    display(format!("{spi:016x}"))
+}
 
-fn log_at(level: LogLevel, msg: &str) {
-    if level as u8 > LOG_LEVEL.load(Ordering::Relaxed) {
-        return;
+/// An ESP SPI as the log writes it (8 hex digits).
+fn esp_spi(spi: u32) -> DisplayValue<String> {
+    display(format!("{spi:08x}"))
+}
+
+/// Writes a line of the IKE core with its fields.
+fn emit(l: &LogLine) {
+    let conn = l.conn.as_deref();
+    let ike_spi_i = l.ike_spis.map(|(i, _)| ike_spi(i));
+    let ike_spi_r = l.ike_spis.map(|(_, r)| ike_spi(r));
+    let spi_in = l.spi_in.map(esp_spi);
+    let remote = l.remote.map(display);
+    let reason = l.reason;
+    macro_rules! at {
+        ($level:expr) => {
+            tracing::event!(
+                $level, conn, ike_spi_i, ike_spi_r, spi_in, remote, reason, "{}", l.message
+            )
+        };
     }
-    let t = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    eprintln!(
-        "{}.{:03} esprit-ike: {}: {msg}",
-        t.as_secs(),
-        t.subsec_millis(),
-        level.name()
-    );
-}
-
-fn log(msg: &str) {
-    log_at(LogLevel::Info, msg);
-}
-
-fn warn(msg: &str) {
-    log_at(LogLevel::Warn, msg);
+    match l.level {
+        Level::ERROR => at!(Level::ERROR),
+        Level::WARN => at!(Level::WARN),
+        Level::INFO => at!(Level::INFO),
+        Level::DEBUG => at!(Level::DEBUG),
+        _ => at!(Level::TRACE),
+    }
 }
 
 fn unix_now() -> i64 {
@@ -270,7 +279,6 @@ impl Daemon {
             }
             None => None,
         };
-        LOG_LEVEL.store(config.daemon.log_level as u8, Ordering::Relaxed);
         let keylog = config
             .daemon
             .wireshark_keys
@@ -321,11 +329,11 @@ impl Daemon {
         };
         let kept = esprit_harden::lock_down(&esprit_harden::LockDown { user, keep: vec![] })
             .map_err(io_err("dropping privileges"))?;
-        log(&format!(
+        info!(
             "privileges dropped: uid {}, capabilities kept {kept:?}",
             // SAFETY: getuid cannot fail.
             unsafe { libc::getuid() }
-        ));
+        );
         Ok(())
     }
 
@@ -352,8 +360,12 @@ impl Daemon {
         let local = self.local_for(conn)?;
         let r = self.endpoint.initiate(Instant::now(), conn, child, local);
         match &r {
-            Ok(spi) => log(&format!("{conn}: initiating (IKE SA {spi:016x})")),
-            Err(e) => warn(&format!("{conn}: cannot initiate: {e}")),
+            Ok(spi) => info!(
+                conn,
+                ike_spi_i = ike_spi(*spi),
+                "{conn}: initiating (IKE SA {spi:016x})"
+            ),
+            Err(e) => warn!(conn, "{conn}: cannot initiate: {e}"),
         }
         r
     }
@@ -371,9 +383,11 @@ impl Daemon {
             |conn| endpoint.sas().any(|s| s.conn().name == conn),
         );
         for (conn, child) in wanted {
-            log(&format!(
+            info!(
+                conn,
+                child,
                 "{conn}: re-establishing child {child}, which an earlier run left in the dataplane"
-            ));
+            );
             let _ = self.initiate(&conn, Some(&child));
         }
     }
@@ -433,10 +447,18 @@ impl Daemon {
         }
         for (id, conn, child, l, r) in traps {
             match self.dataplane.add_policy(id, l, r) {
-                Ok(()) => log(&format!(
+                Ok(()) => info!(
+                    conn,
+                    child,
+                    policy = id,
                     "{conn}: child {child} trapped (policy {id}): the first packet brings it up"
-                )),
-                Err(e) => log(&format!("{conn}: trap policy for child {child}: {e}")),
+                ),
+                Err(e) => warn!(
+                    conn,
+                    child,
+                    policy = id,
+                    "{conn}: trap policy for child {child}: {e}"
+                ),
             }
             self.traps.insert(id, (conn, child));
         }
@@ -458,10 +480,10 @@ impl Daemon {
                     return;
                 }
                 self.acquired.insert(conn.clone(), now);
-                log(&format!(
-                    "{conn}: acquire for child {child} ({} -> {})",
-                    e.local, e.remote
-                ));
+                info!(
+                    conn,
+                    child, "{conn}: acquire for child {child} ({} -> {})", e.local, e.remote
+                );
                 let _ = self.initiate(&conn, Some(&child));
             }
             "soft_expire" | "hard_expire" | "seq_exhausted" => {
@@ -481,15 +503,16 @@ impl Daemon {
                     });
                 let Some(inbound) = inbound else { return };
                 if e.event == "hard_expire" {
-                    log(&format!(
+                    info!(
+                        spi_in = esp_spi(inbound),
                         "child SA {inbound:08x}: hard limit reached, deleting"
-                    ));
+                    );
                     self.endpoint.delete_child(now, inbound);
                 } else {
-                    log(&format!(
-                        "child SA {inbound:08x}: {} ({}), rekeying",
-                        e.event, e.direction
-                    ));
+                    info!(
+                        spi_in = esp_spi(inbound),
+                        "child SA {inbound:08x}: {} ({}), rekeying", e.event, e.direction
+                    );
                     self.endpoint.rekey_child(now, inbound);
                 }
             }
@@ -517,7 +540,7 @@ impl Daemon {
         }
         while let Some(t) = self.endpoint.poll_transmit() {
             let Some(u) = self.socket_for(t.local) else {
-                log(&format!("no socket for {}", t.local));
+                warn!("no socket for {}", t.local);
                 continue;
             };
             let r = if u.nat_t && t.data != [0xff] {
@@ -529,14 +552,11 @@ impl Daemon {
                 u.sock.send_to(&t.data, t.remote)
             };
             if let Err(e) = r {
-                warn(&format!("send to {} failed: {e}", t.remote));
+                warn!(remote = %t.remote, "send to {} failed: {e}", t.remote);
             }
         }
         while let Some(e) = self.endpoint.poll_event() {
             self.on_event(e);
-        }
-        for l in self.dataplane.log.drain(..) {
-            log(&l);
         }
     }
 
@@ -553,7 +573,7 @@ impl Daemon {
         };
         let (i, r) = sa.spis();
         if let Err(e) = kl.add_ike(super::keylog::KeyLog::ike_line(i, r, suite.encr, k)) {
-            log(&format!("wireshark_keys: {e}"));
+            warn!("wireshark_keys: {e}");
         }
     }
 
@@ -564,7 +584,7 @@ impl Daemon {
             IkeEvent::ChildUp(c) => {
                 if let Some(kl) = self.keylog.as_mut() {
                     if let Err(e) = kl.add_child(c) {
-                        log(&format!("wireshark_keys: {e}"));
+                        warn!("wireshark_keys: {e}");
                     }
                 }
             }
@@ -573,23 +593,31 @@ impl Daemon {
         match e {
             IkeEvent::IkeUp {
                 ike_sa,
+                ike_spis,
                 conn,
                 remote_id,
                 suite,
-            } => log(&format!(
+            } => info!(
+                conn,
+                ike_spi_i = ike_spi(ike_spis.0),
+                ike_spi_r = ike_spi(ike_spis.1),
+                remote_id = %remote_id,
                 "{conn}: IKE SA {ike_sa:016x} established with {remote_id} ({}-{}-{})",
-                suite.encr, suite.prf, suite.dh
-            )),
+                suite.encr,
+                suite.prf,
+                suite.dh
+            ),
             IkeEvent::IkeDown {
                 ike_sa,
+                ike_spis,
                 conn,
                 reason,
             } => {
                 let replaced = reason == crate::ike::session::endpoint::REPLACED_BY_INITIAL_CONTACT;
                 let level = if reason.starts_with("deleted") || reason == "terminated" || replaced {
-                    LogLevel::Info
+                    Level::INFO
                 } else {
-                    LogLevel::Warn
+                    Level::WARN
                 };
                 // Limited per kind of reason: the text before the first colon (what follows
                 // may come from the peer).
@@ -600,10 +628,14 @@ impl Daemon {
                     } else {
                         String::new()
                     };
-                    log_at(
-                        level,
-                        &format!("{conn}: IKE SA {ike_sa:016x} down: {reason}{more}"),
-                    );
+                    emit(&LogLine {
+                        conn: Some(conn.clone()),
+                        ike_spis: Some(ike_spis),
+                        ..LogLine::new(
+                            level,
+                            format!("{conn}: IKE SA {ike_sa:016x} down: {reason}{more}"),
+                        )
+                    });
                 }
                 let restart = self.config.connection(&conn).is_some_and(|c| {
                     c.start_action == StartAction::Start
@@ -618,7 +650,13 @@ impl Daemon {
                 }
             }
             IkeEvent::ChildUp(c) => {
-                log(&format!(
+                info!(
+                    conn = c.conn,
+                    child = c.child,
+                    ike_spi_i = ike_spi(c.ike_spis.0),
+                    ike_spi_r = ike_spi(c.ike_spis.1),
+                    spi_in = esp_spi(c.inbound_spi),
+                    spi_out = esp_spi(c.outbound_spi),
                     "{}: child {} up: SPIs in {:08x} out {:08x}, {}{}",
                     c.conn,
                     c.child,
@@ -626,26 +664,35 @@ impl Daemon {
                     c.outbound_spi,
                     c.suite.encr,
                     if c.encap { ", UDP-encapsulated" } else { "" }
-                ));
+                );
                 if let Err(e) = self.dataplane.install(&c) {
-                    warn(&format!(
+                    warn!(
+                        conn = c.conn,
+                        child = c.child,
+                        spi_in = esp_spi(c.inbound_spi),
+                        spi_out = esp_spi(c.outbound_spi),
                         "{}: dataplane refused child {}: {e}",
-                        c.conn, c.child
-                    ));
+                        c.conn,
+                        c.child
+                    );
                 }
                 self.dataplane.child_up(&c.conn, &c.child, DRAIN);
                 // Make-before-break: the rekey's initiator switches to the new outbound SA at
                 // once, since the responder installed the new inbound SA before answering.
                 if let (Some(old_out), true) = (c.replaces_outbound, c.we_initiated) {
                     if let Err(e) = self.dataplane.remove_one(old_out, "out") {
-                        log(&format!(
+                        info!(
+                            conn = c.conn,
+                            child = c.child,
+                            spi_out = esp_spi(old_out),
                             "{}: removing the replaced outbound SA {old_out:08x}: {e}",
                             c.conn
-                        ));
+                        );
                     }
                 }
             }
             IkeEvent::ChildDown {
+                ike_spis,
                 conn,
                 child,
                 inbound_spi,
@@ -653,9 +700,15 @@ impl Daemon {
                 peer_lost,
                 ..
             } => {
-                log(&format!(
+                info!(
+                    conn,
+                    child,
+                    ike_spi_i = ike_spi(ike_spis.0),
+                    ike_spi_r = ike_spi(ike_spis.1),
+                    spi_in = esp_spi(inbound_spi),
+                    spi_out = esp_spi(outbound_spi),
                     "{conn}: child {child} down: SPIs in {inbound_spi:08x} out {outbound_spi:08x}"
-                ));
+                );
                 if peer_lost {
                     // The peer's new child replaces it, but the peer installs that child's
                     // inbound SA only when our answer arrives: keep sending on the old SA (the
@@ -664,31 +717,39 @@ impl Daemon {
                     self.dataplane
                         .remove_later(outbound_spi, "out", Instant::now() + SWITCH_DELAY);
                 } else if let Err(e) = self.dataplane.remove_one(outbound_spi, "out") {
-                    log(&format!(
+                    info!(
+                        conn,
+                        child,
+                        spi_out = esp_spi(outbound_spi),
                         "{conn}: removing child {child} from the dataplane: {e}"
-                    ));
+                    );
                 }
                 self.draining.push((Instant::now() + DRAIN, inbound_spi));
             }
             IkeEvent::ChildFailed {
+                ike_spis,
                 conn,
                 child,
                 reason,
-            } => warn(&format!("{conn}: child {child} failed: {reason}")),
-            IkeEvent::IkeRekeyed { old, new, conn } => log(&format!(
+            } => warn!(
+                conn,
+                child,
+                ike_spi_i = ike_spi(ike_spis.0),
+                ike_spi_r = ike_spi(ike_spis.1),
+                "{conn}: child {child} failed: {reason}"
+            ),
+            IkeEvent::IkeRekeyed {
+                old,
+                new,
+                new_spis,
+                conn,
+            } => info!(
+                conn,
+                ike_spi_i = ike_spi(new_spis.0),
+                ike_spi_r = ike_spi(new_spis.1),
                 "{conn}: IKE SA {old:016x} rekeyed, now {new:016x}"
-            )),
-            IkeEvent::Log(m) => {
-                if let Some(w) = m.strip_prefix(WARNING) {
-                    return warn(w);
-                }
-                let level = if m.contains("dropped") {
-                    LogLevel::Debug
-                } else {
-                    LogLevel::Info
-                };
-                log_at(level, &m)
-            }
+            ),
+            IkeEvent::Log(l) => emit(&l),
         }
     }
 
@@ -705,7 +766,7 @@ impl Daemon {
                 Ok(x) => x,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(e) => {
-                    log(&format!("receive on {}: {e}", u.bound));
+                    warn!("receive on {}: {e}", u.bound);
                     return false;
                 }
             };
@@ -853,7 +914,7 @@ impl Daemon {
         // parameters are still in place.
         for name in p.removed.iter().chain(&p.reestablished) {
             let n = self.endpoint.terminate(now, name);
-            log(&format!("{name}: reload deletes its {n} IKE SAs"));
+            info!(conn = %name, "{name}: reload deletes its {n} IKE SAs");
         }
         let by_name: HashMap<String, Arc<ConnectionParams>> =
             params.iter().map(|c| (c.name.clone(), c.clone())).collect();
@@ -867,7 +928,7 @@ impl Daemon {
         self.dataplane.set_configured(configured_children(&cfg));
         for id in std::mem::take(&mut self.traps).into_keys() {
             if let Err(e) = self.dataplane.remove_policy(id) {
-                warn(&format!("reload: removing trap policy {id}: {e}"));
+                warn!("reload: removing trap policy {id}: {e}");
             }
         }
         self.config = cfg;
@@ -885,12 +946,14 @@ impl Daemon {
             for (child, spi) in &installed {
                 if ch.removed.contains(child) {
                     self.endpoint.delete_child(now, *spi);
-                    log(&format!("{name}: reload deletes child {child}"));
+                    info!(conn = %name, child = %child, "{name}: reload deletes child {child}");
                 } else if ch.changed.contains(child) {
                     self.endpoint.rekey_child(now, *spi);
-                    log(&format!(
+                    info!(
+                        conn = %name,
+                        child = %child,
                         "{name}: reload rekeys child {child} with its new settings"
-                    ));
+                    );
                 }
             }
             let start = self.config.connection(name).is_some_and(|c| {
@@ -922,12 +985,12 @@ impl Daemon {
         }
         self.flush();
         if !p.restart_needed.is_empty() {
-            warn(&format!(
+            warn!(
                 "reload: {} changed; restart esprit-ike to apply (the running values stay)",
                 p.restart_needed.join(", ")
-            ));
+            );
         }
-        log(&format!(
+        info!(
             "configuration reloaded: {} connections ({} added, {} removed, {} re-established, \
              {} with changed children, {} unchanged)",
             self.config.connections.len(),
@@ -936,7 +999,7 @@ impl Daemon {
             p.reestablished.len(),
             p.children.len(),
             p.unchanged.len()
-        ));
+        );
         Ok(json!({
             "connections": self.config.connections.len(),
             "added": p.added,
@@ -976,7 +1039,7 @@ impl Daemon {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) => {
-                    log(&format!("control socket: {e}"));
+                    warn!("control socket: {e}");
                     return;
                 }
             }
@@ -1045,7 +1108,7 @@ impl Daemon {
                 v.server = *server;
                 Some(v.exposition())
             },
-            warn,
+            |line| warn!("{line}"),
         );
         self.metrics = Some(m);
     }
@@ -1064,7 +1127,7 @@ impl Daemon {
 
     /// Run until `stop` is set (for running the daemon inside another program, as the lab does).
     pub fn run_until(mut self, stop: Arc<AtomicBool>) -> Result<(), RunError> {
-        log(&format!(
+        info!(
             "started: {} connections, sockets {}, control {}{}",
             self.config.connections.len(),
             self.udp
@@ -1077,7 +1140,7 @@ impl Daemon {
                 Some(m) => format!(", metrics http://{}/metrics", m.local_addr()),
                 None => String::new(),
             }
-        ));
+        );
         self.dataplane.tick();
         let (tx, rx) = std::sync::mpsc::channel();
         self.events_rx = Some(rx);
@@ -1120,9 +1183,9 @@ impl Daemon {
             if self.reload_requested.swap(false, Ordering::Relaxed) {
                 match self.reload() {
                     Ok(_) => {}
-                    Err(e) => warn(&format!(
-                        "reload (SIGHUP) refused, the running configuration stays: {e}"
-                    )),
+                    Err(e) => {
+                        warn!("reload (SIGHUP) refused, the running configuration stays: {e}")
+                    }
                 }
             }
             let tokens: Vec<Token> = events.iter().map(|e| e.token()).collect();
@@ -1193,10 +1256,7 @@ impl Daemon {
                     .flat_map(|s| s.children())
                     .map(|c| c.inbound_spi)
                     .collect();
-                log(&format!(
-                    "dataplane restarted: rekeying {} child SAs",
-                    children.len()
-                ));
+                info!("dataplane restarted: rekeying {} child SAs", children.len());
                 for c in children {
                     self.endpoint.rekey_child(Instant::now(), c);
                 }
@@ -1206,7 +1266,7 @@ impl Daemon {
         for (_, spi) in std::mem::take(&mut self.draining) {
             let _ = self.dataplane.remove_one(spi, "in");
         }
-        log("stopping; SAs stay in the dataplane");
+        info!("stopping; SAs stay in the dataplane");
         drop(events_thread);
         let _ = std::fs::remove_file(&self.config.daemon.socket);
         Ok(())

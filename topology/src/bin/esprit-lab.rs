@@ -166,8 +166,32 @@ fn print_info(info: &LabInfo, json: bool, header: Option<&str>) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// Installs the logger: a daemon's own (`ike`, `dataplane`: its name, its configuration's level
+/// and format), esprit-lab's otherwise (the demo's in-process daemons log through it).
+fn init_logging(cmd: &Cmd) {
+    use esprit_log::{Format, LevelFilter, Settings};
+    let settings = match cmd {
+        Cmd::Ike { config } => {
+            let (level, format) = control::config::Config::load(config)
+                .map(|c| (c.daemon.log_level.into(), c.daemon.log_format))
+                .unwrap_or((LevelFilter::INFO, Format::Text));
+            Settings::new("esprit-ike", level, format)
+        }
+        Cmd::Dataplane { config } => {
+            let (level, format) = dataplane::daemon::config::DataplaneConfig::load(config)
+                .map(|c| (c.log_level, c.log_format))
+                .unwrap_or((LevelFilter::INFO, Format::Text));
+            Settings::new("esprit-dataplane", level, format)
+        }
+        _ => Settings::new("esprit-lab", LevelFilter::INFO, Format::Text),
+    };
+    let _ = esprit_log::init(&settings);
+}
+
 fn main() -> ExitCode {
-    match Args::parse().cmd {
+    let args = Args::parse();
+    init_logging(&args.cmd);
+    match args.cmd {
         Cmd::Up {
             lab,
             queues,
@@ -373,7 +397,9 @@ fn main() -> ExitCode {
             };
             // Runs until killed: the restart tests end it with a signal.
             let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-            match dataplane::daemon::run::run(&cfg, stop, |m| eprintln!("esprit-dataplane: {m}")) {
+            let ready =
+                |m: &str| tracing::info!("{}", m.strip_prefix("esprit-dataplane: ").unwrap_or(m));
+            match dataplane::daemon::run::run(&cfg, stop, ready) {
                 Ok(_) => ExitCode::SUCCESS,
                 Err(e) => fail(format!("esprit-dataplane: {e}")),
             }
