@@ -892,3 +892,117 @@ fn reload_touches_only_what_changed() {
     let log = std::fs::read_to_string(&la).unwrap();
     assert!(log.contains("configuration reloaded"), "{log}");
 }
+
+#[test]
+#[ignore = "needs root (esprit-ike locks its memory with mlockall): ./ci/test.sh runs it as root"]
+fn espctl_lists_connections_algorithms_and_follows_events() {
+    use std::io::BufRead;
+    esprit_testkit::require_root();
+    let dir = TempDir(std::env::temp_dir().join(format!("esprit-ike-mon-{}", std::process::id())));
+    let _ = std::fs::remove_dir_all(&dir.0);
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let port = 35_000 + (std::process::id() % 5_000) as u16;
+    let ca = config(&dir.0, "127.0.0.1", "127.0.0.2", port, "none", "gwA", "gwB");
+    let cb = config(&dir.0, "127.0.0.2", "127.0.0.1", port, "none", "gwB", "gwA");
+    let (la, lb) = (dir.0.join("a.log"), dir.0.join("b.log"));
+    let (sa, sb) = (dir.0.join("gwA-ike.sock"), dir.0.join("gwB-ike.sock"));
+    let _b = start(&cb, &lb);
+    wait("gwB's control socket", &[&lb], || sb.exists());
+    let _a = start(&ca, &la);
+    wait("gwA's control socket", &[&la], || sa.exists());
+
+    // --run-dir (and ESPRIT_RUN_DIR) find ike.sock in the directory.
+    let run_dir = dir.0.join("run");
+    std::fs::create_dir_all(&run_dir).unwrap();
+    std::os::unix::fs::symlink(&sa, run_dir.join("ike.sock")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_espctl"))
+        .arg("--run-dir")
+        .arg(&run_dir)
+        .args(["ike", "list-conns"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("site: 127.0.0.1 -> 127.0.0.2")
+            && text.contains("proposals: aes128gcm16-prfsha256-x25519")
+            && text.contains("net: 10.1.0.0/16 === 10.2.0.0/16"),
+        "{text}"
+    );
+    assert!(!text.contains("loopback-test-secret"), "{text}");
+    let out = Command::new(env!("CARGO_BIN_EXE_espctl"))
+        .env("ESPRIT_RUN_DIR", &run_dir)
+        .args(["ike", "list-conns", "--json"])
+        .output()
+        .unwrap();
+    let conns: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(conns[0]["name"], "site");
+    assert_eq!(conns[0]["children"][0]["esp_proposals"][0], "aes256gcm16");
+    assert_eq!(conns[0]["ike_sas_established"], 0);
+
+    let (ok, algs, err) = espctl(&sa, &["ike", "list-algs"]);
+    assert!(
+        ok && algs.contains("x25519") && algs.contains("prfsha384"),
+        "{algs}{err}"
+    );
+    let (ok, certs, _) = espctl(&sa, &["ike", "list-certs"]);
+    assert!(ok && certs.contains("no certificates"), "{certs}");
+
+    // monitor: the events of an initiation, a rekey and a terminate, as they happen.
+    let mut mon = Command::new(env!("CARGO_BIN_EXE_espctl"))
+        .arg("--ike-socket")
+        .arg(&sa)
+        .args(["monitor", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = mon.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    // The monitor is registered before its first answer; give it that moment.
+    std::thread::sleep(Duration::from_millis(300));
+    let (ok, out, err) = espctl(&sa, &["initiate", "site", "--wait", "20s"]);
+    assert!(ok, "{out}{err}");
+    let (ok, out, err) = espctl(&sa, &["rekey", "site", "--wait", "20s"]);
+    assert!(ok, "{out}{err}");
+    let (ok, out, err) = espctl(&sa, &["terminate", "site", "--wait", "20s"]);
+    assert!(ok, "{out}{err}");
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(line) => {
+                let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+                assert!(v["time"].as_str().is_some_and(|t| t.ends_with('Z')), "{v}");
+                seen.push(v["event"].as_str().unwrap().to_string());
+                if seen.iter().any(|e| e == "ike_down") {
+                    break;
+                }
+            }
+            Err(_) => continue,
+        }
+    }
+    let _ = mon.kill();
+    let _ = mon.wait();
+    for want in [
+        "ike_up",
+        "child_up",
+        "child_rekeyed",
+        "child_down",
+        "ike_down",
+    ] {
+        assert!(seen.iter().any(|e| e == want), "{want} missing in {seen:?}");
+    }
+}

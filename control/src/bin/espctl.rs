@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use control::daemon::control::ControlRequest;
+use control::daemon::render;
 use control::daemon::wait::{self, Goal};
 use esprit_api::DEFAULT_SOCKET;
 use esprit_api::{Client, Direction, Request, SaInfo, SaSpec, Snapshot, Spi};
@@ -12,12 +13,16 @@ use std::process::ExitCode;
 #[derive(Parser)]
 #[command(version)]
 struct Args {
-    /// The dataplane's API socket.
-    #[arg(long, global = true, default_value = DEFAULT_SOCKET)]
-    socket: PathBuf,
-    /// esprit-ike's control socket.
-    #[arg(long, global = true, default_value = control::daemon::control::DEFAULT_SOCKET)]
-    ike_socket: PathBuf,
+    /// The directory holding both daemons' sockets (`dataplane.sock`, `ike.sock`); the
+    /// default is where the daemons put them, /run/esprit.
+    #[arg(long, global = true, env = "ESPRIT_RUN_DIR", value_name = "DIR")]
+    run_dir: Option<PathBuf>,
+    /// The dataplane's API socket [default: RUN_DIR/dataplane.sock, /run/esprit/dataplane.sock].
+    #[arg(long, global = true)]
+    socket: Option<PathBuf>,
+    /// esprit-ike's control socket [default: RUN_DIR/ike.sock, /run/esprit/ike.sock].
+    #[arg(long, global = true)]
+    ike_socket: Option<PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -74,6 +79,13 @@ enum Cmd {
     },
     /// Make esprit-ike re-read its configuration file.
     Reload,
+    /// Follow esprit-ike's events as they happen (IKE and child SAs up, down, rekeyed,
+    /// failed) until interrupted.
+    Monitor {
+        /// One JSON object per line instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Rekey a connection's child SAs now (make-before-break), or its IKE SA with --ike.
     Rekey {
         /// Connection name.
@@ -103,6 +115,24 @@ enum IkeCmd {
     /// IKE SAs with their children, algorithms, SPIs and ages.
     List {
         /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The configured connections: addresses, proposals, authentication, children, actions.
+    ListConns {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The certificates esprit-ike loaded: own, intermediates and CAs, with their validity.
+    ListCerts {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The algorithms esprit-ike implements and the proposal keywords for each.
+    ListAlgs {
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -311,9 +341,76 @@ fn ike_table(v: &serde_json::Value) -> String {
     out
 }
 
-fn run(args: Args) -> Result<(), String> {
-    let ike = |req: ControlRequest| ike_call(&args.ike_socket, &req);
+/// Follows esprit-ike's events (`monitor`) until the daemon closes the stream.
+fn monitor(path: &std::path::Path, json: bool) -> Result<(), String> {
+    use std::io::{BufRead, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(path)
+        .map_err(|e| format!("esprit-ike control socket {}: {e}", path.display()))?;
+    let mut req = serde_json::to_string(&ControlRequest::Monitor).map_err(|e| e.to_string())?;
+    req.push('\n');
+    s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
+    let mut lines = std::io::BufReader::new(s).lines();
+    let first = lines
+        .next()
+        .ok_or("esprit-ike closed the connection")?
+        .map_err(|e| e.to_string())?;
+    let answer: serde_json::Value = serde_json::from_str(&first).map_err(|e| e.to_string())?;
+    if answer["ok"] != true {
+        return Err(answer["error"].as_str().unwrap_or("refused").to_string());
+    }
+    eprintln!("espctl: following esprit-ike's events (interrupt to stop)");
+    for line in lines {
+        let line = line.map_err(|e| e.to_string())?;
+        if json {
+            println!("{line}");
+        } else {
+            match serde_json::from_str(&line) {
+                Ok(v) => println!("{}", render::event(&v)),
+                Err(_) => println!("{line}"),
+            }
+        }
+        let _ = std::io::stdout().flush();
+    }
+    Err("esprit-ike closed the event stream".into())
+}
+
+fn run(mut args: Args) -> Result<(), String> {
+    let run_dir = args.run_dir.clone();
+    let in_run_dir = |name: &str, default: &str| -> PathBuf {
+        run_dir
+            .as_ref()
+            .map_or_else(|| PathBuf::from(default), |d| d.join(name))
+    };
+    let ike_socket = args
+        .ike_socket
+        .take()
+        .unwrap_or_else(|| in_run_dir("ike.sock", control::daemon::control::DEFAULT_SOCKET));
+    let socket = args
+        .socket
+        .take()
+        .unwrap_or_else(|| in_run_dir("dataplane.sock", DEFAULT_SOCKET));
+    let ike = |req: ControlRequest| ike_call(&ike_socket, &req);
+    let print = |v: &serde_json::Value, json: bool, text: fn(&serde_json::Value) -> String| {
+        if json {
+            serde_json::to_string_pretty(v)
+                .map(|t| println!("{t}"))
+                .map_err(|e| e.to_string())
+        } else {
+            print!("{}", text(v));
+            Ok(())
+        }
+    };
     match &args.cmd {
+        Cmd::Ike {
+            cmd: IkeCmd::ListConns { json },
+        } => return print(&ike(ControlRequest::ConnsList)?, *json, render::conns),
+        Cmd::Ike {
+            cmd: IkeCmd::ListCerts { json },
+        } => return print(&ike(ControlRequest::CertsList)?, *json, render::certs),
+        Cmd::Ike {
+            cmd: IkeCmd::ListAlgs { json },
+        } => return print(&ike(ControlRequest::AlgsList)?, *json, render::algs),
+        Cmd::Monitor { json } => return monitor(&ike_socket, *json),
         Cmd::Ike {
             cmd: IkeCmd::List { json },
         } => {
@@ -349,7 +446,7 @@ fn run(args: Args) -> Result<(), String> {
                     ike_sa: id.to_string(),
                     child: child.clone(),
                 };
-                println!("{conn}: {}", wait::wait(&args.ike_socket, &goal, t)?);
+                println!("{conn}: {}", wait::wait(&ike_socket, &goal, t)?);
             }
             return Ok(());
         }
@@ -362,7 +459,7 @@ fn run(args: Args) -> Result<(), String> {
             );
             if let Some(t) = timeout {
                 let goal = Goal::Gone { conn: conn.clone() };
-                println!("{}", wait::wait(&args.ike_socket, &goal, t)?);
+                println!("{}", wait::wait(&ike_socket, &goal, t)?);
             }
             return Ok(());
         }
@@ -403,7 +500,7 @@ fn run(args: Args) -> Result<(), String> {
                 if started == 0 {
                     return Err(format!("{conn}: nothing to rekey"));
                 }
-                println!("{}", wait::wait(&args.ike_socket, &goal, t)?);
+                println!("{}", wait::wait(&ike_socket, &goal, t)?);
             }
             return Ok(());
         }
@@ -459,7 +556,7 @@ fn run(args: Args) -> Result<(), String> {
         }
         _ => {}
     }
-    let mut c = Client::connect(&args.socket).map_err(|e| e.to_string())?;
+    let mut c = Client::connect(&socket).map_err(|e| e.to_string())?;
     match args.cmd {
         Cmd::Sa {
             cmd: SaCmd::List { json },
@@ -652,6 +749,7 @@ fn run(args: Args) -> Result<(), String> {
         | Cmd::Initiate { .. }
         | Cmd::Terminate { .. }
         | Cmd::Reload
+        | Cmd::Monitor { .. }
         | Cmd::Rekey { .. } => {}
     }
     Ok(())

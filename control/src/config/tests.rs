@@ -1622,3 +1622,27 @@ fn metrics_listen_is_off_by_default_and_checked_at_load() {
     );
     assert_err("[metrics]\nport = 1\n", 2, "metrics.port", "unknown key");
 }
+
+#[test]
+fn every_listed_keyword_parses_where_it_is_allowed() {
+    use super::proposal_keywords;
+    let algs = proposal_keywords();
+    for kind in ["encryption", "prf", "key-exchange", "esn"] {
+        assert!(algs.iter().any(|a| a.kind == kind), "no {kind}");
+    }
+    for a in &algs {
+        for kw in &a.keywords {
+            let (ike, esp) = match a.kind {
+                "encryption" => (format!("{kw}-prfsha256-x25519"), kw.to_string()),
+                "prf" => (format!("aes128gcm16-{kw}-x25519"), String::new()),
+                "key-exchange" => (
+                    format!("aes128gcm16-prfsha256-{kw}"),
+                    format!("aes128gcm16-{kw}"),
+                ),
+                _ => (String::new(), format!("aes128gcm16-{kw}")),
+            };
+            assert_eq!(IkeProposal::parse(&ike).is_ok(), a.ike, "IKE {ike}");
+            assert_eq!(EspProposal::parse(&esp).is_ok(), a.esp, "ESP {esp}");
+        }
+    }
+}

@@ -51,6 +51,19 @@ pub enum ControlRequest {
     /// Re-read the configuration file.
     #[serde(rename = "reload")]
     Reload,
+    /// The configured connections.
+    #[serde(rename = "conns.list")]
+    ConnsList,
+    /// The certificates loaded for the connections.
+    #[serde(rename = "certs.list")]
+    CertsList,
+    /// The algorithms esprit-ike implements.
+    #[serde(rename = "algs.list")]
+    AlgsList,
+    /// Turn this connection into an event stream: after the answer, one JSON object per line
+    /// for each IKE and child SA event (see `daemon::introspect::event_json`).
+    #[serde(rename = "monitor")]
+    Monitor,
     /// Counters.
     #[serde(rename = "stats")]
     Stats,

@@ -95,6 +95,8 @@ struct Udp {
 struct ControlConn {
     stream: UnixStream,
     buf: Vec<u8>,
+    /// `espctl monitor`: events are written to it as they happen.
+    monitor: bool,
 }
 
 /// The running daemon.
@@ -577,7 +579,33 @@ impl Daemon {
         }
     }
 
+    /// Writes an event line to every `espctl monitor`. One that cannot take it at once (its
+    /// socket buffer full: it does not keep up) is disconnected rather than waited for.
+    fn broadcast(&mut self, e: &IkeEvent) {
+        if !self.conns.values().any(|c| c.monitor) {
+            return;
+        }
+        let Some(v) = super::introspect::event_json(e) else {
+            return;
+        };
+        let mut line = v.to_string().into_bytes();
+        line.push(b'\n');
+        let mut gone = Vec::new();
+        for (t, c) in self.conns.iter_mut().filter(|(_, c)| c.monitor) {
+            if !matches!(c.stream.write(&line), Ok(n) if n == line.len()) {
+                gone.push(*t);
+            }
+        }
+        for t in gone {
+            if let Some(mut c) = self.conns.remove(&t) {
+                let _ = self.poll.registry().deregister(&mut c.stream);
+                warn!("espctl monitor disconnected: it did not keep up with the events");
+            }
+        }
+    }
+
     fn on_event(&mut self, e: IkeEvent) {
+        self.broadcast(&e);
         match &e {
             IkeEvent::IkeUp { ike_sa, .. } => self.log_ike_keys(*ike_sa),
             IkeEvent::IkeRekeyed { new, .. } => self.log_ike_keys(*new),
@@ -866,6 +894,15 @@ impl Daemon {
                 let n = self.endpoint.terminate(Instant::now(), &conn);
                 ControlResponse::ok(json!({ "terminated": n }))
             }
+            ControlRequest::ConnsList => {
+                ControlResponse::ok(super::introspect::conns_json(&self.config, &self.endpoint))
+            }
+            ControlRequest::CertsList => {
+                ControlResponse::ok(super::introspect::certs_json(&self.endpoint))
+            }
+            ControlRequest::AlgsList => ControlResponse::ok(super::introspect::algs_json()),
+            // Marked as a monitor by `serve`, which knows the connection.
+            ControlRequest::Monitor => ControlResponse::ok(json!({ "monitoring": true })),
             ControlRequest::Reload => match self.reload() {
                 Ok(v) => ControlResponse::ok(v),
                 Err(e) => ControlResponse::err(e),
@@ -1033,6 +1070,7 @@ impl Daemon {
                             ControlConn {
                                 stream,
                                 buf: Vec::new(),
+                                monitor: false,
                             },
                         );
                     }
@@ -1076,6 +1114,12 @@ impl Daemon {
         }
         for line in lines {
             let resp = match serde_json::from_slice::<ControlRequest>(&line) {
+                Ok(ControlRequest::Monitor) => {
+                    if let Some(c) = self.conns.get_mut(&token) {
+                        c.monitor = true;
+                    }
+                    self.control(ControlRequest::Monitor)
+                }
                 Ok(r) => self.control(r),
                 Err(e) => ControlResponse::err(format!("bad request: {e}")),
             };
