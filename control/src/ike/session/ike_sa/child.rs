@@ -72,7 +72,7 @@ pub(super) enum ChildError {
 
 impl ChildError {
     /// The notify type that tells the peer.
-    pub(super) fn notify(&self) -> u16 {
+    pub(super) fn notify(&self) -> NotifyType {
         match self {
             ChildError::NoSa | ChildError::BadKe(_) => nt::INVALID_SYNTAX,
             ChildError::NoTsi | ChildError::NoTsr | ChildError::TsUnacceptable => {

@@ -23,7 +23,7 @@ use crate::ike::identity::Identity;
 use crate::ike::message::consts::{cert_encoding, exchange, flags, notify as nt, protocol};
 use crate::ike::message::fragment::{self, FragmentLimits, Reassembly};
 use crate::ike::message::{
-    self, Delete, Header, Message, Notify, Payload, Proposal, TrafficSelector,
+    self, Delete, Header, Message, Notify, NotifyType, Payload, Proposal, TrafficSelector,
 };
 use crate::ike::rng::RandomSource;
 use aws_lc_rs::constant_time;
