@@ -407,7 +407,7 @@ impl Endpoint {
         let (sa, _) = self.with_ctx(now, |ctx, _| {
             IkeSa::initiate(ctx, c, child_params, spi, local, remote)
         });
-        let mut sa = sa?;
+        let mut sa = sa.map_err(|e| e.to_string())?;
         sa.set_initial_contact(alone);
         sa.set_ports(self.settings.port, self.settings.port_nat_t);
         self.adopt(sa);

@@ -90,7 +90,7 @@ impl IkeSa {
         params: ChildParams,
         with_ke: bool,
         rekey_of: Option<u32>,
-    ) -> Result<PendingChild, String> {
+    ) -> Result<PendingChild, SetupError> {
         let inbound_spi = ctx.new_spi();
         let (lt, rt) =
             match rekey_of.and_then(|s| self.children.iter().find(|c| c.inbound_spi == s)) {
@@ -102,7 +102,7 @@ impl IkeSa {
             };
         let group = params.proposals.first().and_then(|p| p.dh.first().copied());
         let ke = match (with_ke, group) {
-            (true, Some(g)) => Some(KeyExchange::new(g, ctx.rng).map_err(|e| e.to_string())?),
+            (true, Some(g)) => Some(KeyExchange::new(g, ctx.rng).map_err(SetupError::KeyExchange)?),
             _ => None,
         };
         let offered = proposal::esp_offer(

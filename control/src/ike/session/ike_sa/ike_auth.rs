@@ -113,7 +113,7 @@ impl IkeSa {
         let child = match self.first_child.take() {
             Some(c) => match self.pending_child(ctx, c, false, None) {
                 Ok(c) => Some(c),
-                Err(e) => return self.die(ctx, e),
+                Err(e) => return self.die(ctx, e.to_string()),
             },
             None => None,
         };

@@ -19,6 +19,7 @@ use crate::ike::crypto::cert::Certificate;
 use crate::ike::crypto::dh::KeyExchange;
 use crate::ike::crypto::keys::{self, IkeKeys};
 use crate::ike::crypto::sk::SkCipher;
+use crate::ike::crypto::CryptoError;
 use crate::ike::identity::Identity;
 use crate::ike::message::consts::{cert_encoding, exchange, flags, notify as nt, protocol};
 use crate::ike::message::fragment::{self, FragmentLimits, Reassembly};
@@ -170,15 +171,33 @@ struct Keys {
     iv: u64,
 }
 
+/// Why this side could not set up an IKE SA or a child (a local failure, not the peer's
+/// refusal, which comes as a notify).
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// The connection has no IKE proposal to offer.
+    #[error("the connection has no IKE proposal")]
+    NoProposal,
+    /// A key exchange could not be made.
+    #[error("key exchange: {0}")]
+    KeyExchange(CryptoError),
+    /// The key schedule or the SK cipher could not be built.
+    #[error("IKE keys: {0}")]
+    Keys(CryptoError),
+    /// An IKE SA rekey completed on an SA that has no keys.
+    #[error("the IKE SA being rekeyed has no keys")]
+    NoKeys,
+}
+
 impl Keys {
     /// The keys of `role` from the derived `ike` keys of `suite`.
-    fn new(role: Role, suite: IkeSuite, ike: IkeKeys) -> Result<Keys, String> {
+    fn new(role: Role, suite: IkeSuite, ike: IkeKeys) -> Result<Keys, SetupError> {
         let (out, inn) = match role {
             Role::Initiator => (&ike.sk_ei, &ike.sk_er),
             Role::Responder => (&ike.sk_er, &ike.sk_ei),
         };
-        let sk_out = SkCipher::new(suite.encr, out).map_err(|e| e.to_string())?;
-        let sk_in = SkCipher::new(suite.encr, inn).map_err(|e| e.to_string())?;
+        let sk_out = SkCipher::new(suite.encr, out).map_err(SetupError::Keys)?;
+        let sk_in = SkCipher::new(suite.encr, inn).map_err(SetupError::Keys)?;
         Ok(Keys {
             suite,
             ike,
@@ -322,13 +341,13 @@ impl IkeSa {
         spi_i: u64,
         local: SocketAddr,
         remote: SocketAddr,
-    ) -> Result<IkeSa, String> {
+    ) -> Result<IkeSa, SetupError> {
         let group = conn
             .proposals
             .first()
             .and_then(|p| p.dh.first().copied())
-            .ok_or("the connection has no IKE proposal")?;
-        let ke = KeyExchange::new(group, ctx.rng).map_err(|e| e.to_string())?;
+            .ok_or(SetupError::NoProposal)?;
+        let ke = KeyExchange::new(group, ctx.rng).map_err(SetupError::KeyExchange)?;
         let ni = ctx.nonce();
         let mut sa = IkeSa::blank(Role::Initiator, conn, ctx.now, spi_i, 0, local, remote);
         sa.ni = ni;

@@ -34,7 +34,7 @@ impl IkeSa {
                             ike_spis: self.spis(),
                             conn: self.conn.name.clone(),
                             child: name,
-                            reason: e,
+                            reason: e.to_string(),
                         });
                         return self.next_task(ctx);
                     }
