@@ -1,7 +1,7 @@
 //! `esprit-dataplane`: the AF_XDP ESP gateway daemon.
 
 use clap::Parser;
-use dataplane::daemon::run::{run_locked, runtime_capabilities};
+use dataplane::daemon::run::{run_reloading, runtime_capabilities, ReloadOn};
 use dataplane::daemon::DataplaneConfig;
 use dataplane::harden::LockDown;
 use esprit_log::{Format, LevelFilter, Settings};
@@ -80,6 +80,11 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     }
+    let reload = Arc::new(AtomicBool::new(false));
+    if let Err(e) = signal_hook::flag::register(signal_hook::consts::SIGHUP, reload.clone()) {
+        error!("cannot handle SIGHUP: {e}");
+        return ExitCode::from(1);
+    }
     // Once set up, keep only what the dataplane still needs (see runtime_capabilities), as
     // `user` if configured.
     let user = match &cfg.user {
@@ -96,7 +101,11 @@ fn main() -> ExitCode {
         user,
         keep: runtime_capabilities(&cfg),
     };
-    let report = match run_locked(&cfg, stop, Some(&lock), |msg| {
+    let reload = ReloadOn {
+        path: args.config.clone(),
+        requested: reload,
+    };
+    let report = match run_reloading(&cfg, Some(reload), stop, Some(&lock), |msg| {
         info!("{}", msg.strip_prefix("esprit-dataplane: ").unwrap_or(msg))
     }) {
         Ok(r) => r,
