@@ -229,3 +229,47 @@ pub fn event_json(e: &IkeEvent) -> Option<Value> {
     v["time"] = time.into();
     Some(v)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ike::crypto::cert::TrustStore;
+    use crate::ike::rng::SeededRandom;
+    use crate::ike::session::tests::{certs::chain_pki, conn_a};
+    use crate::ike::session::EndpointSettings;
+    use std::sync::Arc;
+
+    #[test]
+    fn certificates_of_a_pubkey_connection_are_listed_by_role() {
+        let (ca, mut ends) = chain_pki(&["gwA.example"]);
+        let (key, certs) = ends.pop().unwrap();
+        let mut c = conn_a();
+        c.local_auth = LocalCredential::Pubkey {
+            key: Arc::new(key),
+            certs: certs.into_iter().map(Arc::new).collect(),
+        };
+        c.remote_auth = RemoteCredential::Pubkey {
+            trust: Arc::new(TrustStore::new(vec![ca.clone()]).unwrap()),
+            ca_hashes: vec![ca.spki_sha1()],
+        };
+        let ep = Endpoint::new(
+            vec![Arc::new(c)],
+            EndpointSettings::default(),
+            Box::new(SeededRandom::new(1)),
+        );
+        let listed = certs_json(&ep);
+        let roles: Vec<&str> = listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["role"].as_str().unwrap())
+            .collect();
+        assert_eq!(roles, ["local", "intermediate", "intermediate", "ca"]);
+        assert!(listed[0]["subject"]
+            .as_str()
+            .unwrap()
+            .contains("gwA.example"));
+        assert_eq!(listed[0]["alt_names"][0], "gwA.example");
+        assert_eq!(listed[3]["ca"], true);
+    }
+}

@@ -838,7 +838,7 @@ fn a_second_ike_sa_without_initial_contact_leaves_the_first() {
 }
 
 mod attack;
-mod certs;
+pub(crate) mod certs;
 mod replay;
 
 /// Every event of a negotiation, a child rekey and an IKE SA rekey, debug-formatted, and
