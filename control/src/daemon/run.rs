@@ -30,6 +30,8 @@ const FIRST_UDP: usize = 16;
 const FIRST_CONN: usize = 1 << 20;
 /// How long the inbound SA of a deleted or replaced child keeps decrypting.
 const DRAIN: Duration = Duration::from_secs(2);
+// The endpoint keeps a replaced child's inbound SPI from new children longer than it drains.
+const _: () = assert!(DRAIN.as_secs() < crate::ike::session::SPI_REUSE_HOLD.as_secs());
 /// How long the outbound SA of a child the peer lost (INITIAL_CONTACT) keeps sending after the
 /// peer's new child is installed: longer than a round trip, shorter than [`DRAIN`].
 const SWITCH_DELAY: Duration = Duration::from_secs(1);
