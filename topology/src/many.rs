@@ -1024,7 +1024,7 @@ fn simulate_inner(o: &SimOptions) -> Result<(), String> {
                     .iter()
                     .filter(|s| s.first_rekey.is_some() && s.old_deleted)
                     .count();
-                if done == n || now > setup_end + rekey + Duration::from_secs(30) {
+                if done == n || now > setup_end + rekey + rekey_slack(n) {
                     let ages: Vec<f64> = sites
                         .iter()
                         .filter_map(|s| s.first_rekey.map(|(a, _)| a))
@@ -1153,6 +1153,17 @@ fn simulate_inner(o: &SimOptions) -> Result<(), String> {
 }
 
 // ----- the driver -----
+
+/// How long after its rekey time the simulator waits for the last child's rekey: 30 s, plus
+/// 1 s per 2,000 tunnels (a gateway rekeys at a finite rate).
+fn rekey_slack(n: usize) -> Duration {
+    Duration::from_secs(30 + n as u64 / 2000)
+}
+
+/// The default setup timeout for `n` tunnels: 120 s, or 10 ms per tunnel if longer.
+pub fn setup_timeout_for(n: usize) -> Duration {
+    Duration::from_secs(120).max(Duration::from_millis(10 * n as u64))
+}
 
 /// Settings of a many-tunnel run.
 #[derive(Debug, Clone)]
@@ -1774,7 +1785,7 @@ pub fn run(o: &ManyOptions, mut say: impl FnMut(&str)) -> Result<ManyReport, Str
     ));
 
     // Pings, then the rekeys (each child rekey_time after it came up), then pings again.
-    let rekey_deadline = Instant::now() + o.rekey + Duration::from_secs(60);
+    let rekey_deadline = Instant::now() + o.rekey + rekey_slack(n) + Duration::from_secs(30);
     let mut pending: VecDeque<SimEvent> = early.into();
     let mut next = |what: &str| -> Result<SimEvent, String> {
         if let Some(e) = pending.pop_front() {

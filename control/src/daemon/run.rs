@@ -12,7 +12,7 @@ use crate::ike::session::{CookiePolicy, Endpoint, EndpointSettings, HalfOpenLimi
 use mio::net::{UdpSocket, UnixListener, UnixStream};
 use mio::{Events, Interest, Poll, Token};
 use serde_json::json;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::AsRawFd;
@@ -110,7 +110,7 @@ pub struct Daemon {
     traps: HashMap<u32, (String, String)>,
     /// Inbound SAs of deleted children, removed from the dataplane after a grace period so
     /// packets the peer sent before switching still decrypt (make-before-break).
-    draining: Vec<(Instant, u32)>,
+    draining: VecDeque<(Instant, u32, IpAddr)>,
     acquired: HashMap<String, Instant>,
     events_rx: Option<std::sync::mpsc::Receiver<esprit_api::EventLine>>,
     waker: Arc<mio::Waker>,
@@ -283,7 +283,7 @@ impl Daemon {
             next_conn: FIRST_CONN,
             restart_at: Vec::new(),
             traps: HashMap::new(),
-            draining: Vec::new(),
+            draining: VecDeque::new(),
             acquired: HashMap::new(),
             events_rx: None,
             keylog,
@@ -357,11 +357,11 @@ impl Daemon {
         let endpoint = &self.endpoint;
         let wanted = self.dataplane.wanted(
             |conn| {
-                endpoint.sas().any(|s| {
-                    s.conn().name == conn && s.state() == crate::ike::session::State::Established
-                })
+                endpoint
+                    .connection_sas(conn)
+                    .any(|s| s.state() == crate::ike::session::State::Established)
             },
-            |conn| endpoint.sas().any(|s| s.conn().name == conn),
+            |conn| endpoint.connection_sas(conn).next().is_some(),
         );
         for (conn, child) in wanted {
             log(&format!(
@@ -377,7 +377,7 @@ impl Daemon {
             .connections
             .iter()
             .filter(|c| c.start_action == StartAction::Start && c.initiate_to().is_some())
-            .filter(|c| !self.endpoint.sas().any(|s| s.conn().name == c.name))
+            .filter(|c| self.endpoint.connection_sas(&c.name).next().is_none())
             .map(|c| c.name.clone())
             .collect();
         for c in start {
@@ -630,7 +630,7 @@ impl Daemon {
                 // Make-before-break: the rekey's initiator switches to the new outbound SA at
                 // once, since the responder installed the new inbound SA before answering.
                 if let (Some(old_out), true) = (c.replaces_outbound, c.we_initiated) {
-                    if let Err(e) = self.dataplane.remove_one(old_out, "out") {
+                    if let Err(e) = self.dataplane.remove_one(old_out, "out", c.remote.ip()) {
                         log(&format!(
                             "{}: removing the replaced outbound SA {old_out:08x}: {e}",
                             c.conn
@@ -644,6 +644,8 @@ impl Daemon {
                 inbound_spi,
                 outbound_spi,
                 peer_lost,
+                local,
+                remote,
                 ..
             } => {
                 log(&format!(
@@ -654,14 +656,19 @@ impl Daemon {
                     // inbound SA only when our answer arrives: keep sending on the old SA (the
                     // first installed wins) a little longer; a peer that kept its old inbound
                     // SA (an esprit whose dataplane survived) still decrypts it.
-                    self.dataplane
-                        .remove_later(outbound_spi, "out", Instant::now() + SWITCH_DELAY);
-                } else if let Err(e) = self.dataplane.remove_one(outbound_spi, "out") {
+                    self.dataplane.remove_later(
+                        outbound_spi,
+                        "out",
+                        remote.ip(),
+                        Instant::now() + SWITCH_DELAY,
+                    );
+                } else if let Err(e) = self.dataplane.remove_one(outbound_spi, "out", remote.ip()) {
                     log(&format!(
                         "{conn}: removing child {child} from the dataplane: {e}"
                     ));
                 }
-                self.draining.push((Instant::now() + DRAIN, inbound_spi));
+                self.draining
+                    .push_back((Instant::now() + DRAIN, inbound_spi, local.ip()));
             }
             IkeEvent::ChildFailed {
                 conn,
@@ -1026,15 +1033,13 @@ impl Daemon {
                 let _ = self.initiate(&c, None);
             }
             let now = Instant::now();
-            let drained: Vec<u32> = self
-                .draining
-                .iter()
-                .filter(|(t, _)| *t <= now)
-                .map(|(_, s)| *s)
-                .collect();
-            self.draining.retain(|(t, _)| *t > now);
-            for spi in drained {
-                let _ = self.dataplane.remove_one(spi, "in");
+            // Oldest first: every entry drains for the same DRAIN.
+            while let Some(&(t, spi, addr)) = self.draining.front() {
+                if t > now {
+                    break;
+                }
+                self.draining.pop_front();
+                let _ = self.dataplane.remove_one(spi, "in", addr);
             }
             if self.metrics.as_ref().is_some_and(|m| m.busy()) {
                 self.serve_metrics();
@@ -1060,8 +1065,8 @@ impl Daemon {
             }
             self.flush();
         }
-        for (_, spi) in std::mem::take(&mut self.draining) {
-            let _ = self.dataplane.remove_one(spi, "in");
+        for (_, spi, addr) in std::mem::take(&mut self.draining) {
+            let _ = self.dataplane.remove_one(spi, "in", addr);
         }
         log("stopping; SAs stay in the dataplane");
         drop(events_thread);

@@ -372,6 +372,7 @@ fn many_cmd(
         probes,
         simulator,
         busy_poll,
+        setup_timeout: topology::many::setup_timeout_for(tunnels),
         ..Default::default()
     };
     let r = match topology::many::run(&o, |m| println!("{m}")) {

@@ -187,6 +187,11 @@ impl Endpoint {
         self.sas.get(&spi)
     }
 
+    /// The IKE SAs of connection `conn` (O(its IKE SAs), not of all).
+    pub fn connection_sas(&self, conn: &str) -> impl Iterator<Item = &IkeSa> {
+        self.sas_of(conn).map(|(_, s)| s)
+    }
+
     /// Whether a new child could not get `spi` as its inbound SPI now (a child has it, or
     /// had it less than [`SPI_REUSE_HOLD`] ago).
     pub fn inbound_spi_reserved(&self, spi: u32) -> bool {
