@@ -1570,6 +1570,13 @@ fn add_sites(lab: &Lab) -> Result<(), String> {
     )
 }
 
+/// gwB's esprit-ike's `udp_rcvbuf`: the default 4 MiB, or 640 bytes per tunnel (64 MiB for
+/// 100,000), so that a round of rekeys waits in the socket rather than being dropped.
+fn gw_b_rcvbuf(tunnels: usize) -> u32 {
+    let want = u32::try_from(tunnels.saturating_mul(640)).unwrap_or(u32::MAX);
+    want.clamp(control::config::DEFAULT_UDP_RCVBUF, 1 << 30)
+}
+
 /// gwB's esprit-ike and dataplane configurations: one responder connection for every site.
 fn write_gw_b_configs(
     lab: &Lab,
@@ -1580,7 +1587,9 @@ fn write_gw_b_configs(
     let ike = format!(
         "[daemon]\ndataplane_socket = \"{}\"\nsocket = \"{}\"\n\
          # Above the simulator's window: every initiation is answered without a COOKIE round.\n\
-         cookie_threshold = {}\n\n\
+         cookie_threshold = {}\n\
+         # Room for a round of rekeys of every tunnel at once.\n\
+         udp_rcvbuf = {}\n\n\
          [connections.sites]\nlocal_addrs = [\"{}\"]\nremote_addrs = [\"%any\"]\n\
          proposals = [\"{IKE_PROPOSAL}\"]\nlocal = {{ auth = \"psk\", id = \"gwB\" }}\n\
          remote = {{ auth = \"psk\" }}\n\n\
@@ -1590,6 +1599,7 @@ fn write_gw_b_configs(
         dp_sock.display(),
         dir.join("gwB-ike.sock").display(),
         (2 * o.window).max(10),
+        gw_b_rcvbuf(o.tunnels),
         lab.gw_b_wan(),
     );
     let ike_path = dir.join("gwB-ike.toml");

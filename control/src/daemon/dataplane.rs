@@ -332,14 +332,22 @@ impl DataplaneLink {
     }
 
     /// Install (or replace) a child SA pair. It is remembered even when the dataplane is down,
-    /// and installed when it comes up.
+    /// and installed when it comes up. A new SA (the usual case: a child's SPIs are fresh) is
+    /// added in one step (`sa.add`); one installed before, or one the dataplane has already
+    /// (an earlier run's inbound SA with the same SPI), is replaced (`sa.update`: a delete and
+    /// an add in the dataplane, twice the waits for its worker).
     pub fn install(&mut self, c: &ChildSaInstall) -> Result<(), String> {
         let owner = owner_tag(self.reconciler.instance(), &c.conn, &c.child);
         for (spi, dir, sa) in sa_objects_owned(c, Some(&owner)) {
-            self.installed
-                .insert((spi, dir, address_of(&sa)), Installed { sa: sa.clone() });
+            let known = self
+                .installed
+                .insert((spi, dir, address_of(&sa)), Installed { sa: sa.clone() })
+                .is_some();
             if self.connect() {
-                self.call_sa(true, &sa)?;
+                match self.call_sa(known, &sa) {
+                    Err(e) if !known && e.starts_with("exists") => self.call_sa(true, &sa)?,
+                    r => r?,
+                }
             }
         }
         Ok(())

@@ -37,22 +37,27 @@ const _: () = assert!(DRAIN.as_secs() < crate::ike::session::SPI_REUSE_HOLD.as_s
 const SWITCH_DELAY: Duration = Duration::from_secs(1);
 /// Datagrams handled per socket before the loop looks at everything else again.
 const UDP_BATCH: usize = 64;
-/// Receive buffer asked for on the IKE sockets: a round of rekeys of thousands of tunnels
-/// arrives faster than the kernel default (about 200 KiB) holds.
-const UDP_RCVBUF: libc::c_int = 4 << 20;
-
-/// Ask for a larger receive buffer (the kernel caps it at net.core.rmem_max; best effort).
-fn set_rcvbuf(s: &std::net::UdpSocket, bytes: libc::c_int) {
+/// Ask for a larger receive buffer (`[daemon] udp_rcvbuf`: a round of rekeys of thousands of
+/// tunnels arrives faster than the kernel default, about 200 KiB, holds): above
+/// net.core.rmem_max when the daemon may (CAP_NET_ADMIN, before it drops its capabilities),
+/// otherwise up to it. Best effort.
+fn set_rcvbuf(s: &std::net::UdpSocket, bytes: u32) {
     use std::os::fd::AsRawFd;
-    // SAFETY: setsockopt on a socket we own, with a pointer to a c_int and its size.
-    unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            (&bytes as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
+    let bytes = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    for opt in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
+        // SAFETY: setsockopt on a socket we own, with a pointer to a c_int and its size.
+        let r = unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                (&bytes as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r == 0 {
+            return;
+        }
     }
 }
 
@@ -221,7 +226,7 @@ impl Daemon {
                 std_sock
                     .set_nonblocking(true)
                     .map_err(io_err("nonblocking"))?;
-                set_rcvbuf(&std_sock, UDP_RCVBUF);
+                set_rcvbuf(&std_sock, config.daemon.udp_rcvbuf);
                 let mut sock = UdpSocket::from_std(std_sock);
                 let token = Token(FIRST_UDP + udp.len());
                 poll.registry()
