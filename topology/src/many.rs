@@ -1276,7 +1276,8 @@ pub struct ManyReport {
     pub gw_b_children_after_rekey: usize,
     /// Most children of one IKE SA on gwB after the rekeys.
     pub gw_b_max_children_per_sa: usize,
-    /// gwB's children after the rekeys whose inbound SPI is not one from the setup.
+    /// gwB's children after the rekeys whose inbound SPI is not one their IKE SA's child had
+    /// after the setup.
     pub gw_b_children_replaced: usize,
     /// SAs in gwB's dataplane after the rekeys (both directions).
     pub dataplane_sas: usize,
@@ -1617,11 +1618,14 @@ fn write_gw_b_configs(
     Ok((ike_path, cfg))
 }
 
-/// gwB's IKE SAs: (established, children, most children of one SA, inbound SPIs).
-fn gw_b_sas(ike: &IkeDaemon) -> Result<(usize, usize, usize, HashSet<String>), String> {
+/// gwB's IKE SAs: (established, children, most children of one SA, the inbound SPIs of each
+/// IKE SA's children by the IKE SA's SPIs).
+type GwBSas = (usize, usize, usize, HashMap<String, HashSet<String>>);
+
+fn gw_b_sas(ike: &IkeDaemon) -> Result<GwBSas, String> {
     let v = ike.list()?;
     let sas = v.as_array().ok_or("ike.list is not a list")?;
-    let mut spis = HashSet::new();
+    let mut spis: HashMap<String, HashSet<String>> = HashMap::new();
     let (mut est, mut children, mut most) = (0, 0, 0);
     for sa in sas {
         if sa["state"] == "established" {
@@ -1630,7 +1634,8 @@ fn gw_b_sas(ike: &IkeDaemon) -> Result<(usize, usize, usize, HashSet<String>), S
         let c = sa["children"].as_array().map(Vec::as_slice).unwrap_or(&[]);
         children += c.len();
         most = most.max(c.len());
-        spis.extend(
+        let ike_sa = format!("{}_{}", sa["spi_i"], sa["spi_r"]);
+        spis.entry(ike_sa).or_default().extend(
             c.iter()
                 .filter_map(|c| c["inbound_spi"].as_str().map(String::from)),
         );
@@ -1866,7 +1871,16 @@ pub fn run(o: &ManyOptions, mut say: impl FnMut(&str)) -> Result<ManyReport, Str
         r.gw_b_ike_sas_after_rekey = est;
         r.gw_b_children_after_rekey = children;
         r.gw_b_max_children_per_sa = most;
-        r.gw_b_children_replaced = spis.difference(&first_spis).count();
+        // Per IKE SA: a new child may reuse the SPI another tunnel's replaced child had.
+        r.gw_b_children_replaced = spis
+            .iter()
+            .map(|(k, now)| {
+                let before = first_spis.get(k);
+                now.iter()
+                    .filter(|s| before.is_none_or(|b| !b.contains(*s)))
+                    .count()
+            })
+            .sum();
         r.dataplane_sas = dp_sas;
         let settled = est == n && children == n && most == 1 && dp_sas == 2 * n;
         if settled || Instant::now() > end {
