@@ -198,10 +198,14 @@ pub enum SimEvent {
         /// [`REKEY_PUNCTUAL`] after that, or not started at all.
         off_schedule: usize,
         /// First rekey exchanges that took more than two seconds (a message was lost and
-        /// retransmitted).
+        /// retransmitted, or waited that long in a socket buffer).
         late: usize,
         /// IKE SAs lost after they were up.
         lost: usize,
+        /// Requests the sites retransmitted since they started (no answer in time: lost, or
+        /// still queued at gwB).
+        #[serde(default)]
+        retransmissions: u64,
     },
     /// The simulator gave up.
     Error {
@@ -1053,6 +1057,7 @@ fn simulate_inner(o: &SimOptions) -> Result<(), String> {
                             .filter(|ms| **ms > REKEY_PROMPT.as_secs_f64() * 1e3)
                             .count(),
                         lost,
+                        retransmissions: ep.stats().retransmissions,
                     });
                     phase = Phase::ProbeAfter;
                     round = Some(ProbeRound {
@@ -1266,8 +1271,10 @@ pub struct ManyReport {
     /// First rekeys not started on time by the child's timer (see [`REKEY_PUNCTUAL`]).
     pub rekeys_off_schedule: usize,
     /// First rekey exchanges that took more than two seconds: a request or its answer was
-    /// lost and retransmitted.
+    /// lost and retransmitted, or waited that long in gwB's socket buffer.
     pub rekeys_retransmitted: usize,
+    /// Requests the sites retransmitted from the start until the rekeys were done.
+    pub initiator_retransmissions: u64,
     /// IKE SAs lost after they were up.
     pub lost: usize,
     /// IKE SAs established on gwB after the rekeys.
@@ -1376,8 +1383,9 @@ impl ManyReport {
              per tunnel on gwB: {}; after rekeys {}: esprit-ike {}, dataplane {}\n\
              per tunnel on the initiator: {}\n\
              rekeys (rekey_time {:.0} s): {} sites rekeyed, {} rekeys, first at age {:.2}–{:.2} s \
-             (median {:.2}); exchange {:.0} ms median, {:.0} ms p99, {:.0} ms max, {} after a \
-             retransmission; {} not started on schedule; {} IKE SAs lost\n\
+             (median {:.2}); exchange {:.0} ms median, {:.0} ms p99, {:.0} ms max, {} over 2 s; \
+             {} requests retransmitted by the sites; {} not started on schedule; {} IKE SAs \
+             lost\n\
              gwB after rekeys: {} IKE SAs, {} children (at most {} per IKE SA), {} replaced; \
              dataplane {} SAs\n\
              UDP receive buffer overflows: gwB {}, gwA {}\n\
@@ -1420,6 +1428,7 @@ impl ManyReport {
             self.rekey_exchange_ms.p99,
             self.rekey_exchange_ms.max,
             self.rekeys_retransmitted,
+            self.initiator_retransmissions,
             self.rekeys_off_schedule,
             self.lost,
             self.gw_b_ike_sas_after_rekey,
@@ -1835,6 +1844,7 @@ pub fn run(o: &ManyOptions, mut say: impl FnMut(&str)) -> Result<ManyReport, Str
                 off_schedule,
                 late,
                 lost,
+                retransmissions,
                 ..
             } => {
                 rekeyed = true;
@@ -1844,6 +1854,7 @@ pub fn run(o: &ManyOptions, mut say: impl FnMut(&str)) -> Result<ManyReport, Str
                 r.rekey_exchange_ms = exchange_ms;
                 r.rekeys_off_schedule = off_schedule;
                 r.rekeys_retransmitted = late;
+                r.initiator_retransmissions = retransmissions;
                 r.lost = lost;
                 say(&format!(
                     "{sites} children rekeyed ({rekeys} rekeys), at age {:.2}–{:.2} s",
