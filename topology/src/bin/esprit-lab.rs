@@ -373,7 +373,6 @@ fn many_cmd(
         simulator,
         busy_poll,
         setup_timeout: topology::many::setup_timeout_for(tunnels),
-        ..Default::default()
     };
     let r = match topology::many::run(&o, |m| println!("{m}")) {
         Ok(r) => r,
