@@ -463,20 +463,17 @@ impl Daemon {
                 let _ = self.initiate(&conn, Some(&child));
             }
             "soft_expire" | "hard_expire" | "seq_exhausted" => {
-                // Find the child by its inbound SPI, or by the outbound one.
-                let inbound = self
-                    .endpoint
-                    .sas()
-                    .flat_map(|s| s.children())
-                    .find_map(|c| {
-                        if (e.direction == "in" && c.inbound_spi == spi)
-                            || (e.direction == "out" && c.outbound_spi == spi)
-                        {
-                            Some(c.inbound_spi)
-                        } else {
-                            None
-                        }
-                    });
+                // Find the child by its inbound SPI (indexed), or by the outbound one (a scan:
+                // the peer picks outbound SPIs, and the event does not say which peer).
+                let inbound = if e.direction == "in" {
+                    self.endpoint.sa_of_child(spi).map(|_| spi)
+                } else {
+                    self.endpoint
+                        .sas()
+                        .flat_map(|s| s.children())
+                        .find(|c| e.direction == "out" && c.outbound_spi == spi)
+                        .map(|c| c.inbound_spi)
+                };
                 let Some(inbound) = inbound else { return };
                 if e.event == "hard_expire" {
                     log(&format!(
