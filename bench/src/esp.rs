@@ -20,7 +20,7 @@
 //! bytes.
 
 use crate::stats::{max, median, min};
-use dataplane::esp::aead::{new_aead, Aead, AeadKey, KeyMaterial};
+use dataplane::crypto::aead::{new_aead, Aead, AeadKey, KeyMaterial};
 use dataplane::esp::{decrypt_batch, Backend, Suite, Verdict};
 use dataplane::frame::OwnedFrame;
 use dataplane::sa::{Direction, Mode, SaConfig, SaDb, Selectors};

@@ -5,7 +5,7 @@
 //! are interleaved round by round; the median of the rounds is reported.
 
 use crate::stats::median;
-use dataplane::esp::aead::KeyMaterial;
+use dataplane::crypto::aead::KeyMaterial;
 use dataplane::esp::{Backend, DropReason, Suite};
 use dataplane::frame::{Frame, OwnedFrame, DEFAULT_HEADROOM};
 use dataplane::sa::{Direction, Mode, SaConfig, SaDb, Selectors};

@@ -19,7 +19,7 @@
 use crate::esp::{Fixture, Op as EspOp, Size};
 use crate::stats::median;
 use arrayvec::ArrayVec;
-use dataplane::esp::aead::KeyMaterial;
+use dataplane::crypto::aead::KeyMaterial;
 use dataplane::esp::encap::encrypt_batch;
 use dataplane::esp::{Backend, DropReason, Suite, Verdict};
 use dataplane::frame::OwnedFrame;
@@ -985,14 +985,14 @@ fn steer(policies: &dataplane::sa::spd::Policies, port: Port, frame: &[u8]) -> u
 fn line(r: &Row) -> String {
     let extra = match (r.workers, r.handoff_fraction) {
         (Some(w), Some(f)) => format!(
-            "  {w} workers, {:.0}% handed off, ring full for {:.1}%",
+            "  {w} workers, {:.0}% handed off, ring-full refusals {:.2} per forwarded packet",
             f * 100.0,
-            r.handoff_dropped.unwrap_or(0.0) * 100.0
+            r.handoff_dropped.unwrap_or(0.0)
         ),
         _ => String::new(),
     };
     format!(
-        "{:>8} {:>5} {:<8} {:<8} {:>7.3} Mpps {:>7.2} Gbit/s {:>7.1} ns {:>7.0} cyc  aead x{:.2}  {:>6.0} B/tunnel{extra}",
+        "{:>8} {:>5} {:<8} {:<8} {:>7.3} Mpps {:>7.2} Gbit/s {:>7.1} ns {:>7} cyc  aead x{:.2}  {:>6} B/tunnel{extra}",
         r.tunnels,
         r.size.to_string().trim_matches('"'),
         r.op,
@@ -1000,10 +1000,20 @@ fn line(r: &Row) -> String {
         r.mpps,
         r.gbps,
         r.ns_per_packet,
-        r.cycles_per_packet,
+        figure(r.cycles_per_packet),
         r.aead_ratio,
-        r.bytes_per_tunnel,
+        figure(r.bytes_per_tunnel),
     )
+}
+
+/// A whole-number figure for the table, or "–" where the row has none (the handoff rows'
+/// cycles and bytes per tunnel).
+fn figure(v: f64) -> String {
+    if v.is_finite() {
+        format!("{v:.0}")
+    } else {
+        "–".to_string()
+    }
 }
 
 /// Runs `esprit-bench pipeline`: prints a line per row, writes the JSON if asked.

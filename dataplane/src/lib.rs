@@ -7,6 +7,8 @@
 #![deny(missing_docs)]
 
 pub mod api;
+pub mod counters;
+pub mod crypto;
 pub mod daemon;
 pub mod esp;
 pub mod frame;

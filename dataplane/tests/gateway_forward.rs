@@ -7,7 +7,7 @@
 
 mod common;
 use common::{enter, sha256, two_sites, udp_datagram, Namespaces};
-use dataplane::esp::aead::KeyMaterial;
+use dataplane::crypto::aead::KeyMaterial;
 use dataplane::esp::{Backend, DropReason, Suite};
 use dataplane::sa::{Direction, Mode, Prefix, SaConfig, SaDb, Selectors};
 use dataplane::worker::xsk::{PollMode, Worker, WorkerConfig};

@@ -3,7 +3,7 @@
 //! fragmented before encryption (each fragment its own ESP packet) and reassemble, after
 //! decryption, to the original; DF packets still get ICMP fragmentation needed.
 
-use dataplane::esp::aead::KeyMaterial;
+use dataplane::crypto::aead::KeyMaterial;
 use dataplane::esp::decap::decap;
 use dataplane::esp::{Backend, DropReason, Suite};
 use dataplane::frame::{Frame, OwnedFrame, DEFAULT_HEADROOM};

@@ -4,7 +4,7 @@
 //! the one drop counter it names moved (no drop uncounted, none counted twice). Root-free: no
 //! sockets, no namespaces, no kernel.
 
-use dataplane::esp::aead::{new_aead, Aead, KeyMaterial};
+use dataplane::crypto::aead::{new_aead, Aead, KeyMaterial};
 use dataplane::esp::encap::LookupCache;
 use dataplane::esp::{Backend, DropCounters, DropReason, Suite, Verdict};
 use dataplane::frame::{Frame, OwnedFrame, DEFAULT_HEADROOM};

@@ -4,7 +4,7 @@
 //! transport-mode header restoration — sees hostile input.
 #![no_main]
 
-use dataplane::esp::aead::{new_aead, Aead};
+use dataplane::crypto::aead::{new_aead, Aead};
 use dataplane::esp::decap::decap;
 use dataplane::frame::OwnedFrame;
 use dataplane::wire::ipv4::Ipv4Repr;

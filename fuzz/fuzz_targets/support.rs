@@ -1,7 +1,7 @@
 //! Shared fixtures of the ESP fuzz targets.
 #![allow(dead_code)]
 
-use dataplane::esp::aead::KeyMaterial;
+use dataplane::crypto::aead::KeyMaterial;
 use dataplane::esp::{Backend, Suite};
 use dataplane::sa::{Direction, Mode, SaConfig, SaDb, Selectors, UdpEncap};
 use dataplane::wire::{ipv4, ipv6};

@@ -33,6 +33,16 @@ pub enum Pmd {
 }
 
 impl Pmd {
+    /// The PMD a DPDK system runs with, `None` for the other systems.
+    pub fn of(system: super::systems::System) -> Option<Pmd> {
+        use super::systems::System;
+        match system {
+            System::DpdkAfXdp => Some(Pmd::AfXdp),
+            System::DpdkAfPacket => Some(Pmd::AfPacket),
+            _ => None,
+        }
+    }
+
     /// The `--vdev` argument for port `port` on `iface`.
     pub fn vdev(self, port: usize, iface: &str) -> String {
         match self {

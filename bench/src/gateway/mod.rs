@@ -228,7 +228,7 @@ impl Bench<'_> {
 
     /// Puts gwA into the state `sys` needs. `Err` is a reason to skip the system.
     fn switch_to(&mut self, sys: System, say: &mut dyn FnMut(&str)) -> Result<(), String> {
-        if let Some(pmd) = sys.dpdk_pmd() {
+        if let Some(pmd) = dpdk::Pmd::of(sys) {
             self.stop_esprit(say);
             self.stop_sswan(say);
             if self.dpdk.as_ref().is_some_and(|d| d.pmd != pmd) {

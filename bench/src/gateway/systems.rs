@@ -141,15 +141,6 @@ impl System {
         }
     }
 
-    /// The DPDK PMD, for the DPDK systems.
-    pub fn dpdk_pmd(self) -> Option<super::dpdk::Pmd> {
-        match self {
-            System::DpdkAfXdp => Some(super::dpdk::Pmd::AfXdp),
-            System::DpdkAfPacket => Some(super::dpdk::Pmd::AfPacket),
-            _ => None,
-        }
-    }
-
     /// The directions it is measured in. esprit forwards no plaintext from its WAN (the WAN
     /// classifier passes it to the kernel), so its no-crypto baseline is LAN to WAN only.
     pub fn dirs(self) -> &'static [Dir] {

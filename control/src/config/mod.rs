@@ -42,7 +42,7 @@ pub use daemon::{
     DaemonSettings, LogLevel, DEFAULT_DATAPLANE_SOCKET, DEFAULT_SOCKET, DEFAULT_UDP_RCVBUF,
 };
 pub use error::ConfigError;
-pub use proposal::{EspProposal, IkeProposal};
+pub use proposal::{proposal_keywords, AlgorithmKeywords, EspProposal, IkeProposal};
 pub use secrets::{decode_secret, IkeSecret, Secrets};
 pub use ts::{TsAddr, TsConfig, ANY_PORTS};
 pub use units::{parse_duration, parse_size};

@@ -258,6 +258,7 @@ impl Collector for IkeMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ike::session::tests::{conn_a, conn_b, Pair};
 
     #[test]
     fn series_of_an_idle_daemon() {
@@ -290,5 +291,29 @@ mod tests {
             esprit_metrics::undocumented(&text, doc),
             Vec::<String>::new()
         );
+    }
+
+    #[test]
+    fn metrics_show_the_established_ike_sa_and_its_child() {
+        let mut p = Pair::new(conn_a(), conn_b());
+        p.up();
+        p.now += std::time::Duration::from_secs(3);
+        let c = &p.a.sas().next().unwrap().children()[0];
+        let (spi_in, spi_out) = (c.inbound_spi, c.outbound_spi);
+        let text = IkeMetrics::of(&p.a, p.now).exposition();
+        let child = format!(
+            "name=\"site-b\",child=\"net\",spi_in=\"0x{spi_in:08x}\",spi_out=\"0x{spi_out:08x}\""
+        );
+        for want in [
+            "ipsec_ike_sas 1\n".to_string(),
+            "ipsec_child_sas 1\n".into(),
+            format!("ipsec_child_sa_state{{{child},state=\"installed\"}} 1\n"),
+            format!("ipsec_child_sa_installed_seconds{{{child}}} 3\n"),
+            "role=\"initiator\",state=\"established\"} 1\n".into(),
+            "local=\"10.200.0.1\",remote=\"10.200.0.2\"".into(),
+        ] {
+            assert!(text.contains(&want), "missing {want:?} in\n{text}");
+        }
+        assert!(text.contains("ipsec_ike_sa_established_seconds{name=\"site-b\",spi=\""));
     }
 }

@@ -3,8 +3,12 @@
 
 pub mod control;
 pub mod dataplane;
+pub mod introspect;
 pub mod keylog;
 pub mod metrics;
 pub mod params;
 pub mod reconcile;
+pub mod reload;
+pub mod render;
 pub mod run;
+pub mod wait;

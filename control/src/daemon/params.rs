@@ -115,7 +115,10 @@ fn one(cfg: &Config, c: &Connection, retransmit: Retransmit) -> Result<Connectio
             }
             let ca_hashes = cas.iter().map(Certificate::spki_sha1).collect();
             RemoteCredential::Pubkey {
-                trust: Arc::new(TrustStore::new(cas)),
+                trust: Arc::new(
+                    TrustStore::new(cas)
+                        .map_err(|e| format!("connections.{name}.remote.cacerts: {e}"))?,
+                ),
                 ca_hashes,
             }
         }

@@ -2,7 +2,7 @@
 //! the SA of `sa.add` becomes an [`SaConfig`] directly, with the SA file's rules; SAs, counters
 //! and events become their API views.
 
-use crate::esp::aead::KeyMaterial;
+use crate::crypto::aead::KeyMaterial;
 use crate::esp::{DropCounters, SaCounters, Suite};
 use crate::sa::config::{
     Direction, Lifetime, Mode, SaConfig, UdpEncap, DEFAULT_PAD_ALIGN, DEFAULT_REPLAY_WINDOW,
@@ -106,13 +106,13 @@ pub fn sa_config(s: &SaSpec) -> Result<SaConfig, SaSpecError> {
     let esn = s.esn.unwrap_or(false);
     let replay_window = match s.replay_window {
         None => DEFAULT_REPLAY_WINDOW,
-        Some(w) if w <= crate::esp::replay::MAX_WINDOW => w,
+        Some(w) if w <= crate::sa::replay::MAX_WINDOW => w,
         Some(_) => {
             return Err(bad(
                 "replay_window",
                 format!(
                     "expected a window size in packets, 0..={} (0 disables anti-replay)",
-                    crate::esp::replay::MAX_WINDOW
+                    crate::sa::replay::MAX_WINDOW
                 ),
             ))
         }

@@ -436,7 +436,7 @@ fn control_loop(
                         .snapshots()
                         .map(|workers| exposition(workers, *server))
                 },
-                |line| eprintln!("esprit-dataplane: {line}"),
+                |line| tracing::warn!("{line}"),
             );
         }
         keeper.wait(Duration::from_millis(10));

@@ -1,8 +1,8 @@
 //! ESP decapsulation: outer header checks, SPI lookup, anti-replay, AES-GCM open, trailer and
 //! padding checks, traffic-selector check and ECN propagation, in place.
 
-use super::aead::Aead;
 use super::{DropReason, Verdict, ESP_PREFIX_LEN, ICV_LEN, IV_LEN};
+use crate::crypto::aead::Aead;
 use crate::frame::Frame;
 use crate::sa::state::nonce;
 use crate::sa::{Mode, SaDb};
@@ -37,11 +37,20 @@ struct Outer {
     ecn: u8,
 }
 
-/// Classifies the outer headers. `Err(verdict)` for packets that are not ESP or are dropped
-/// before an SA is known.
+/// Why the outer headers end the packet's way through decryption.
+#[derive(Clone, Copy)]
+enum Stop {
+    /// Dropped before an SA is known, not yet counted.
+    Drop(DropReason),
+    /// Not for this stage (IKE, keepalive, not ESP): never [`Verdict::Drop`] or `Pass`.
+    Not(Verdict),
+}
+
+/// Classifies the outer headers. `Err` for packets that are not ESP or are dropped before an
+/// SA is known.
 #[inline]
-fn outer(db: &SaDb, pkt: &[u8]) -> Result<Outer, Verdict> {
-    let malformed = Verdict::Drop(DropReason::Malformed);
+fn outer(db: &SaDb, pkt: &[u8]) -> Result<Outer, Stop> {
+    let malformed = Stop::Drop(DropReason::Malformed);
     let (src, dst, v6, ip_end, hdr_len, nh_at, protocol, ecn) = match pkt.first().map(|b| b >> 4) {
         Some(4) => {
             let p = Ipv4Packet::new_checked(pkt).map_err(|_| malformed)?;
@@ -49,7 +58,7 @@ fn outer(db: &SaDb, pkt: &[u8]) -> Result<Outer, Verdict> {
                 return Err(malformed);
             }
             if p.is_fragment() && matches!(p.protocol(), proto::ESP | proto::UDP) {
-                return Err(Verdict::Drop(DropReason::Fragment));
+                return Err(Stop::Drop(DropReason::Fragment));
             }
             let src: IpAddr = p.src().into();
             (
@@ -67,7 +76,7 @@ fn outer(db: &SaDb, pkt: &[u8]) -> Result<Outer, Verdict> {
             let p = Ipv6Packet::new_checked(pkt).map_err(|_| malformed)?;
             let w = p.upper_layer().map_err(|_| malformed)?;
             if w.fragment && matches!(w.next_header, proto::ESP | proto::UDP) {
-                return Err(Verdict::Drop(DropReason::Fragment));
+                return Err(Stop::Drop(DropReason::Fragment));
             }
             let src: IpAddr = p.src().into();
             let (total, nhat, ecn) = (p.total_len(), w.next_header_at, p.ecn());
@@ -89,21 +98,21 @@ fn outer(db: &SaDb, pkt: &[u8]) -> Result<Outer, Verdict> {
         proto::UDP => {
             let u = UdpPacket::new_checked(&pkt[hdr_len..ip_end]).map_err(|_| malformed)?;
             if !db.is_nat_t_port(u.dst_port()) {
-                return Err(Verdict::NotEsp);
+                return Err(Stop::Not(Verdict::NotEsp));
             }
             let payload = u.payload();
             if payload == [0xff] {
-                return Err(Verdict::Keepalive);
+                return Err(Stop::Not(Verdict::Keepalive));
             }
             if payload.len() >= 4 && payload[..4] == [0, 0, 0, 0] {
-                return Err(Verdict::Ike);
+                return Err(Stop::Not(Verdict::Ike));
             }
             if hdr_len + u.len() != ip_end {
                 return Err(malformed);
             }
             hdr_len + UDP_LEN
         }
-        _ => return Err(Verdict::NotEsp),
+        _ => return Err(Stop::Not(Verdict::NotEsp)),
     };
     Ok(Outer {
         src,
@@ -141,31 +150,18 @@ pub fn decap<B: AsRef<[u8]> + AsMut<[u8]>>(
 ) -> Result<DecapOutcome, Verdict> {
     let o = match outer(db, f.data()) {
         Ok(o) => o,
-        Err(v) => {
-            if let Verdict::Drop(r) = v {
-                db.drops.add(r);
-            }
-            return Err(v);
-        }
+        Err(Stop::Drop(r)) => return Err(Verdict::Drop(db.drops.count(r))),
+        Err(Stop::Not(v)) => return Err(v),
     };
     let (spi, seq_lo) = match EspPacket::new_checked(&f.data()[o.esp_at..o.ip_end]) {
         Ok(e) if e.payload().len() >= IV_LEN + 2 + ICV_LEN => (e.spi(), e.seq()),
-        _ => {
-            db.drops.add(DropReason::Malformed);
-            return Err(Verdict::Drop(DropReason::Malformed));
-        }
+        _ => return Err(Verdict::Drop(db.drops.count(DropReason::Malformed))),
     };
     let Some(sa) = db.inbound_mut(spi, o.dst) else {
-        db.drops.add(DropReason::UnknownSpi);
-        return Err(Verdict::Drop(DropReason::UnknownSpi));
+        return Err(Verdict::Drop(db.drops.count(DropReason::UnknownSpi)));
     };
-    let r = match open_checked(sa, f, &o, spi, seq_lo) {
-        Ok(out) => Ok(out),
-        Err(r) => {
-            sa.counters.drops.add(r);
-            Err(Verdict::Drop(r))
-        }
-    };
+    let r =
+        open_checked(sa, f, &o, spi, seq_lo).map_err(|r| Verdict::Drop(sa.counters.drops.count(r)));
     if sa.life.pending != 0 {
         // Rare: `sa` borrows `db`, so collect through a local list, then hand the events over.
         let mut got = arrayvec::ArrayVec::<crate::sa::SaEvent, 3>::new();

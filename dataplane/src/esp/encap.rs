@@ -1,8 +1,8 @@
 //! ESP encapsulation: tunnel mode (IPv4/IPv6 in IPv4/IPv6) and transport mode, optionally in
 //! UDP (RFC 3948), sealed with AES-GCM (RFC 4106) in place.
 
-use super::aead::Aead;
 use super::{DropReason, Verdict, ESP_PREFIX_LEN, ICV_LEN};
+use crate::crypto::aead::Aead;
 use crate::frame::Frame;
 use crate::sa::state::nonce;
 use crate::sa::{Mode, OutboundSa, SaDb};
@@ -85,10 +85,7 @@ pub fn encrypt_batch<B: AsRef<[u8]> + AsMut<[u8]>>(
     for (f, v) in frames.iter_mut().zip(verdicts.iter_mut()) {
         *v = match encap(sa, f) {
             Ok(()) => Verdict::Pass,
-            Err(r) => {
-                sa.counters.drops.add(r);
-                Verdict::Drop(r)
-            }
+            Err(r) => Verdict::Drop(sa.counters.drops.count(r)),
         };
     }
 }
@@ -137,10 +134,7 @@ impl SaDb {
     ) -> Verdict {
         let info = match inner_info(f.data()) {
             Ok(i) => i,
-            Err(_) => {
-                self.drops.add(DropReason::Malformed);
-                return Verdict::Drop(DropReason::Malformed);
-            }
+            Err(_) => return Verdict::Drop(self.drops.count(DropReason::Malformed)),
         };
         let idx = match cache.0 {
             Some((s, d, idx)) if s == info.src && d == info.dst => idx,
@@ -152,10 +146,7 @@ impl SaDb {
         };
         match idx {
             Some(i) => self.encrypt_at(i, f, &info),
-            None => {
-                self.drops.add(DropReason::NoPolicy);
-                Verdict::Drop(DropReason::NoPolicy)
-            }
+            None => Verdict::Drop(self.drops.count(DropReason::NoPolicy)),
         }
     }
 
@@ -169,15 +160,11 @@ impl SaDb {
         info: &InnerInfo,
     ) -> Verdict {
         let Some(sa) = self.outbound_mut(index) else {
-            self.drops.add(DropReason::NoPolicy);
-            return Verdict::Drop(DropReason::NoPolicy);
+            return Verdict::Drop(self.drops.count(DropReason::NoPolicy));
         };
         let v = match encap_parsed(sa, f, info) {
             Ok(()) => Verdict::Pass,
-            Err(r) => {
-                sa.counters.drops.add(r);
-                Verdict::Drop(r)
-            }
+            Err(r) => Verdict::Drop(sa.counters.drops.count(r)),
         };
         if sa.life.pending != 0 {
             // Rare: collect through a local list, then hand the events over.

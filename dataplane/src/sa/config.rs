@@ -1,7 +1,7 @@
 //! The validated description of one SA, as manual keying or the IKE daemon gives it.
 
-use crate::esp::aead::KeyMaterial;
-use crate::esp::Suite;
+use crate::crypto::aead::KeyMaterial;
+use crate::crypto::Suite;
 use crate::sa::Selectors;
 use std::fmt;
 use std::net::IpAddr;
@@ -211,10 +211,10 @@ impl SaConfig {
                 }
             }
         }
-        if self.replay_window > crate::esp::replay::MAX_WINDOW {
+        if self.replay_window > crate::sa::replay::MAX_WINDOW {
             return Err(format!(
                 "replay_window must be at most {}",
-                crate::esp::replay::MAX_WINDOW
+                crate::sa::replay::MAX_WINDOW
             ));
         }
         Ok(())

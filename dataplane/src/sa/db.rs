@@ -1,7 +1,8 @@
 //! The SA database of one worker: inbound SAs by (SPI, destination), outbound SAs by traffic
 //! selectors.
 
-use crate::esp::{Backend, DropCounters};
+use crate::counters::DropCounters;
+use crate::crypto::Backend;
 use crate::sa::config::NAT_T_PORT;
 use crate::sa::flat::FlatIndex;
 use crate::sa::index::SelectorIndex;
@@ -473,11 +474,9 @@ impl SaDb {
     }
 
     /// If a trap policy covers a packet no SA carries, raises an acquire event (rate-limited)
-    /// and returns true: the packet is then dropped as `acquire`.
-    pub fn trap(&mut self, src: IpAddr, dst: IpAddr) -> bool {
-        let Some(t) = self.traps.iter_mut().find(|t| t.matches(src, dst)) else {
-            return false;
-        };
+    /// and counts the packet's drop as `acquire`.
+    pub fn trap(&mut self, src: IpAddr, dst: IpAddr) -> Option<crate::counters::Counted> {
+        let t = self.traps.iter_mut().find(|t| t.matches(src, dst))?;
         if t.due() {
             self.events.push(SaEvent {
                 kind: crate::sa::SaEventKind::Acquire,
@@ -488,8 +487,7 @@ impl SaDb {
                 policy: Some(t.id),
             });
         }
-        self.drops.add(crate::esp::DropReason::Acquire);
-        true
+        Some(self.drops.count(crate::counters::DropReason::Acquire))
     }
 
     /// Index of the first outbound SA towards `peer` (its remote address): the SA a

@@ -4,8 +4,8 @@
 //! Every error names the file, the line, the SA and the key, and says what was expected; key
 //! material never appears in an error.
 
-use crate::esp::aead::KeyMaterial;
-use crate::esp::Suite;
+use crate::crypto::aead::KeyMaterial;
+use crate::crypto::Suite;
 use crate::sa::config::{
     Direction, Lifetime, Mode, SaConfig, UdpEncap, DEFAULT_PAD_ALIGN, DEFAULT_REPLAY_WINDOW,
 };
@@ -327,14 +327,14 @@ impl Cx<'_> {
             None => DEFAULT_REPLAY_WINDOW,
             Some(w) => u32::try_from(*w.get_ref())
                 .ok()
-                .filter(|&n| n <= crate::esp::replay::MAX_WINDOW)
+                .filter(|&n| n <= crate::sa::replay::MAX_WINDOW)
                 .ok_or_else(|| {
                     self.err(
                         w.span(),
                         "replay_window",
                         format!(
                             "expected a window size in packets, 0..={} (0 disables anti-replay)",
-                            crate::esp::replay::MAX_WINDOW
+                            crate::sa::replay::MAX_WINDOW
                         ),
                     )
                 })?,

@@ -9,6 +9,7 @@ pub mod flat;
 pub mod huge;
 pub mod index;
 pub mod prefetch;
+pub mod replay;
 pub mod route;
 pub mod selector;
 pub mod spd;

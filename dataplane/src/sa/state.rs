@@ -1,10 +1,11 @@
 //! The mutable state of an SA as one worker owns it: keys expanded, sequence numbers,
 //! replay window, counters.
 
-use crate::esp::aead::{new_aead, AeadKey, Backend};
-use crate::esp::replay::ReplayWindow;
-use crate::esp::{SaCounters, SALT_LEN};
+use crate::counters::SaCounters;
+use crate::crypto::aead::{new_aead, AeadKey, Backend};
+use crate::crypto::SALT_LEN;
 use crate::sa::event::{SaEvent, SaEventKind, EV_HARD, EV_SEQ, EV_SOFT};
+use crate::sa::replay::ReplayWindow;
 use crate::sa::{Direction, Lifetime, SaConfig};
 
 /// Lifetime bookkeeping shared by both directions.
@@ -158,7 +159,7 @@ impl OutboundSa {
         let outer = if self.cfg.local.is_ipv6() { 40 } else { 20 };
         let udp = if self.cfg.encap.is_some() { 8 } else { 0 };
         let align = usize::from(self.cfg.pad_align.max(4));
-        let fixed = udp + crate::esp::ESP_PREFIX_LEN + crate::esp::ICV_LEN;
+        let fixed = udp + crate::crypto::ESP_PREFIX_LEN + crate::crypto::ICV_LEN;
         match self.cfg.mode {
             crate::sa::Mode::Tunnel => {
                 let avail = mtu.saturating_sub(outer + fixed);

@@ -7,7 +7,7 @@ use super::Neighbours;
 use crate::esp::decap::decap;
 use crate::esp::encap::inner_info;
 use crate::esp::encap::LookupCache;
-use crate::esp::{DropCounters, DropReason, Verdict};
+use crate::esp::{Counted, DropCounters, DropReason, Verdict};
 use crate::frame::Frame;
 use crate::sa::{Mode, Prefix, RouteAction, RouteTable, SaDb, Warm};
 use crate::wire::ethernet::{EtherType, EthernetFrame, EthernetRepr, HEADER_LEN as ETH_LEN};
@@ -42,11 +42,10 @@ pub enum Out {
     Wait(Port, IpAddr),
 }
 
-/// A drop, and whether the pipeline still has to count it (the ESP layer counts its own, per
-/// SA or in the SA database).
+/// Why a frame does not leave now: a drop, already counted (by the pipeline in `drops`, or by
+/// the ESP layer per SA or in the SA database), or a wait for the next hop.
 enum Drop {
-    Here(DropReason),
-    Counted(DropReason),
+    Counted(Counted),
     /// Not a drop: the frame waits for its next hop (see [`Out::Wait`]).
     Wait(Port, IpAddr),
 }
@@ -173,12 +172,15 @@ fn emit_l2<B: AsRef<[u8]> + AsMut<[u8]>>(
     side: &Side,
     port: Port,
     f: &mut Frame<B>,
+    drops: &mut DropCounters,
 ) -> Result<(), Drop> {
-    let (dst, ethertype) = dst_of(f.data()).ok_or(Drop::Here(DropReason::Malformed))?;
+    let Some((dst, ethertype)) = dst_of(f.data()) else {
+        return Err(Drop::Counted(drops.count(DropReason::Malformed)));
+    };
     let hop = side.next_hop(dst);
     let mac = side.neighbours.lookup(hop);
     if !f.push_front(ETH_LEN) {
-        return Err(Drop::Here(DropReason::TooBig));
+        return Err(Drop::Counted(drops.count(DropReason::TooBig)));
     }
     EthernetRepr {
         dst: mac.unwrap_or_default(),
@@ -269,11 +271,7 @@ impl Pipeline {
                     self.forwarded[(port == Port::Lan) as usize] += 1;
                     Out::Tx(port)
                 }
-                Err(Drop::Here(reason)) => {
-                    self.drops.add(reason);
-                    Out::Drop(reason)
-                }
-                Err(Drop::Counted(reason)) => Out::Drop(reason),
+                Err(Drop::Counted(c)) => Out::Drop(c.reason()),
                 Err(Drop::Wait(port, hop)) => Out::Wait(port, hop),
             };
         }
@@ -326,20 +324,27 @@ impl Pipeline {
         kind: IcmpError,
         reason: DropReason,
     ) -> Result<Port, Drop> {
-        self.drops.add(reason);
+        let dropped = Drop::Counted(self.drops.count(reason));
         let v6 = f.data().first().map(|b| b >> 4) == Some(6);
         let Some(from) = self.lan.addr(v6) else {
-            return Err(Drop::Counted(reason));
+            return Err(dropped);
         };
         if !self.icmp.allow() || build_error(f, kind, from).is_err() {
-            return Err(Drop::Counted(reason));
+            return Err(dropped);
         }
-        let r = emit_l2(&self.lan, Port::Lan, f);
-        if matches!(r, Ok(()) | Err(Drop::Wait(..))) {
-            self.icmp_sent += 1;
+        // The frame is counted once, under the original reason, even if the error it now
+        // holds cannot be sent.
+        match emit_l2(&self.lan, Port::Lan, f, &mut DropCounters::default()) {
+            Ok(()) => {
+                self.icmp_sent += 1;
+                Ok(Port::Lan)
+            }
+            Err(wait @ Drop::Wait(..)) => {
+                self.icmp_sent += 1;
+                Err(wait)
+            }
+            Err(Drop::Counted(_)) => Err(dropped),
         }
-        r?;
-        Ok(Port::Lan)
     }
 
     /// Answers a decrypted packet that expired here with ICMP time exceeded from this
@@ -350,17 +355,17 @@ impl Pipeline {
         f: &mut Frame<B>,
         reason: DropReason,
     ) -> Result<Port, Drop> {
-        self.drops.add(reason);
+        let counted = self.drops.count(reason);
         let v6 = f.data().first().map(|b| b >> 4) == Some(6);
         let Some(from) = self.lan.addr(v6) else {
-            return Err(Drop::Counted(reason));
+            return Err(Drop::Counted(counted));
         };
         // Only through a tunnel: not in the clear by a bypass route (the error quotes the
         // protected packet), and no second drop counted (no policy, acquire) for a packet
         // that was never received.
         let back = inner_info(f.data()).is_ok_and(|i| self.tunnel_to(from, i.src));
         if !back || !self.icmp.allow() || build_error(f, IcmpError::TimeExceeded, from).is_err() {
-            return Err(Drop::Counted(reason));
+            return Err(Drop::Counted(counted));
         }
         let mut cache = LookupCache::default();
         match self.protect(f, &mut cache, &mut NoFrames) {
@@ -372,8 +377,14 @@ impl Pipeline {
                 self.icmp_sent += 1;
                 Err(Drop::Wait(p, hop))
             }
-            Err(_) => Err(Drop::Counted(reason)),
+            Err(_) => Err(Drop::Counted(counted)),
         }
+    }
+
+    /// Counts a drop the pipeline itself decides on.
+    #[inline]
+    fn drop(&mut self, reason: DropReason) -> Drop {
+        Drop::Counted(self.drops.count(reason))
     }
 
     /// Whether an outbound SA carries packets from `src` to `dst`, by its selectors or by a
@@ -395,11 +406,11 @@ impl Pipeline {
         cache: &mut LookupCache,
         pool: &mut P,
     ) -> Result<Port, Drop> {
-        strip_l2(f).map_err(Drop::Here)?;
+        strip_l2(f).map_err(|r| self.drop(r))?;
         if let Err(r) = decrement_ttl(f.data_mut()) {
             return match r {
                 DropReason::TtlExceeded => self.icmp_back(f, IcmpError::TimeExceeded, r),
-                r => Err(Drop::Here(r)),
+                r => Err(self.drop(r)),
             };
         }
         self.protect(f, cache, pool)
@@ -416,7 +427,7 @@ impl Pipeline {
         cache: &mut LookupCache,
         pool: &mut P,
     ) -> Result<Port, Drop> {
-        let info = inner_info(f.data()).map_err(|_| Drop::Here(DropReason::Malformed))?;
+        let info = inner_info(f.data()).map_err(|_| self.drop(DropReason::Malformed))?;
         // Before anything reads or patches the transport checksum (MSS clamping updates it
         // incrementally, which would carry a partial sum along), and in both ESP modes and
         // bypass alike: AF_XDP transmits without offloads.
@@ -435,45 +446,45 @@ impl Pipeline {
         // bypass in the clear, or drop).
         let idx = match idx {
             Some(i) => i,
-            None if self.sadb.trap(info.src, info.dst) => {
-                return Err(Drop::Counted(DropReason::Acquire));
-            }
-            None => match self.routes.lookup(info.dst) {
-                Some(RouteAction::Tunnel(peer)) => match self.sadb.outbound_to(peer) {
-                    Some(i) => i,
-                    None => {
-                        self.sadb.drops.add(DropReason::NoPolicy);
-                        return Err(Drop::Counted(DropReason::NoPolicy));
-                    }
-                },
-                Some(RouteAction::Bypass) => {
-                    if info.len > self.wan.mtu {
-                        // As for the tunnel, with the WAN's MTU: DF (and IPv6) learn it, the
-                        // rest is fragmented.
-                        if info.dont_frag() {
-                            let mtu = u16::try_from(self.wan.mtu).unwrap_or(u16::MAX);
-                            return self.icmp_back(
-                                f,
-                                IcmpError::TooBig { mtu },
-                                DropReason::TooBig,
-                            );
+            None => {
+                if let Some(acquire) = self.sadb.trap(info.src, info.dst) {
+                    return Err(Drop::Counted(acquire));
+                }
+                match self.routes.lookup(info.dst) {
+                    Some(RouteAction::Tunnel(peer)) => match self.sadb.outbound_to(peer) {
+                        Some(i) => i,
+                        None => {
+                            return Err(Drop::Counted(self.sadb.drops.count(DropReason::NoPolicy)));
                         }
-                        let n = self.fragment_out(None, f, self.wan.mtu, pool)?;
-                        self.bypassed += n;
+                    },
+                    Some(RouteAction::Bypass) => {
+                        if info.len > self.wan.mtu {
+                            // As for the tunnel, with the WAN's MTU: DF (and IPv6) learn it, the
+                            // rest is fragmented.
+                            if info.dont_frag() {
+                                let mtu = u16::try_from(self.wan.mtu).unwrap_or(u16::MAX);
+                                return self.icmp_back(
+                                    f,
+                                    IcmpError::TooBig { mtu },
+                                    DropReason::TooBig,
+                                );
+                            }
+                            let n = self.fragment_out(None, f, self.wan.mtu, pool)?;
+                            self.bypassed += n;
+                            return Ok(Port::Wan);
+                        }
+                        let r = emit_l2(&self.wan, Port::Wan, f, &mut self.drops);
+                        if matches!(r, Ok(()) | Err(Drop::Wait(..))) {
+                            self.bypassed += 1;
+                        }
+                        r?;
                         return Ok(Port::Wan);
                     }
-                    let r = emit_l2(&self.wan, Port::Wan, f);
-                    if matches!(r, Ok(()) | Err(Drop::Wait(..))) {
-                        self.bypassed += 1;
+                    Some(RouteAction::Drop) | None => {
+                        return Err(Drop::Counted(self.sadb.drops.count(DropReason::NoPolicy)));
                     }
-                    r?;
-                    return Ok(Port::Wan);
                 }
-                Some(RouteAction::Drop) | None => {
-                    self.sadb.drops.add(DropReason::NoPolicy);
-                    return Err(Drop::Counted(DropReason::NoPolicy));
-                }
-            },
+            }
         };
         let max = self.sadb.outbound()[idx].max_inner_len(self.wan.mtu);
         if info.len > max {
@@ -485,7 +496,7 @@ impl Pipeline {
                 return self.icmp_back(f, IcmpError::TooBig { mtu }, DropReason::TooBig);
             }
             if self.sadb.outbound()[idx].cfg.mode != Mode::Tunnel {
-                return Err(Drop::Here(DropReason::TooBig));
+                return Err(self.drop(DropReason::TooBig));
             }
             self.clamp_mss(f, &info, max);
             return self
@@ -495,10 +506,10 @@ impl Pipeline {
         self.clamp_mss(f, &info, max);
         match self.sadb.encrypt_at(idx, f, &info) {
             Verdict::Pass => {}
-            Verdict::Drop(r) => return Err(Drop::Counted(r)),
-            _ => return Err(Drop::Here(DropReason::Malformed)),
+            Verdict::Drop(c) => return Err(Drop::Counted(c)),
+            _ => return Err(self.drop(DropReason::Malformed)),
         }
-        emit_l2(&self.wan, Port::Wan, f)?;
+        emit_l2(&self.wan, Port::Wan, f, &mut self.drops)?;
         Ok(Port::Wan)
     }
 
@@ -536,7 +547,7 @@ impl Pipeline {
         pool: &mut P,
     ) -> Result<u64, Drop> {
         let plan = fragment::plan(f.data(), max).map_err(|e| {
-            Drop::Here(match e {
+            self.drop(match e {
                 FragError::Malformed => DropReason::Malformed,
                 FragError::Limit => DropReason::FragLimit,
             })
@@ -559,7 +570,7 @@ impl Pipeline {
                     for g in rest.drain(..) {
                         pool.give_back(g);
                     }
-                    return Err(Drop::Here(DropReason::FragNoFrame));
+                    return Err(self.drop(DropReason::FragNoFrame));
                 }
             }
         }
@@ -567,7 +578,7 @@ impl Pipeline {
         f.set_len(n);
         // A first piece waiting for the WAN's next hop is not a failure: the others wait too.
         let first = self.seal_piece(idx, f);
-        if let Err(d @ (Drop::Here(_) | Drop::Counted(_))) = first {
+        if let Err(d @ Drop::Counted(_)) = first {
             for g in rest.drain(..) {
                 pool.give_back(g);
             }
@@ -589,12 +600,8 @@ impl Pipeline {
                     sent += 1;
                     pool.wait(g, port, hop);
                 }
-                Err(d) => {
-                    if let Drop::Here(r) = d {
-                        self.drops.add(r);
-                    }
-                    pool.give_back(g);
-                }
+                // Counted where it was dropped.
+                Err(Drop::Counted(_)) => pool.give_back(g),
             }
         }
         first.map(|()| sent)
@@ -608,32 +615,32 @@ impl Pipeline {
         f: &mut Frame<B>,
     ) -> Result<(), Drop> {
         if let Some(idx) = idx {
-            let info = inner_info(f.data()).map_err(|_| Drop::Here(DropReason::Malformed))?;
+            let info = inner_info(f.data()).map_err(|_| self.drop(DropReason::Malformed))?;
             match self.sadb.encrypt_at(idx, f, &info) {
                 Verdict::Pass => {}
-                Verdict::Drop(r) => return Err(Drop::Counted(r)),
-                _ => return Err(Drop::Here(DropReason::Malformed)),
+                Verdict::Drop(c) => return Err(Drop::Counted(c)),
+                _ => return Err(self.drop(DropReason::Malformed)),
             }
         }
-        emit_l2(&self.wan, Port::Wan, f)
+        emit_l2(&self.wan, Port::Wan, f, &mut self.drops)
     }
 
     #[inline]
     fn wan_to_lan<B: AsRef<[u8]> + AsMut<[u8]>>(&mut self, f: &mut Frame<B>) -> Result<Port, Drop> {
-        strip_l2(f).map_err(Drop::Here)?;
+        strip_l2(f).map_err(|r| self.drop(r))?;
         match decap(&mut self.sadb, f) {
             Ok(_) => {}
             // IKE, keepalives and non-ESP should never have been redirected here; the XDP
             // classifier leaves them to the kernel.
-            Err(Verdict::Drop(r)) => return Err(Drop::Counted(r)),
-            Err(_) => return Err(Drop::Here(DropReason::Malformed)),
+            Err(Verdict::Drop(c)) => return Err(Drop::Counted(c)),
+            Err(_) => return Err(self.drop(DropReason::Malformed)),
         }
         if let Err(r) = decrement_ttl(f.data_mut()) {
             return match r {
                 // The packet expired at this gateway after the tunnel: its sender is on the
                 // far side, so the ICMP time exceeded goes back through the tunnel.
                 DropReason::TtlExceeded => self.icmp_through_tunnel(f, r),
-                r => Err(Drop::Here(r)),
+                r => Err(self.drop(r)),
             };
         }
         // Only SYNs are clamped: the outbound SA lookup (cold memory with many tunnels) is
@@ -653,7 +660,7 @@ impl Pipeline {
                 }
             }
         }
-        emit_l2(&self.lan, Port::Lan, f)?;
+        emit_l2(&self.lan, Port::Lan, f, &mut self.drops)?;
         Ok(Port::Lan)
     }
 }

@@ -1,8 +1,17 @@
 //! X.509 certificates: parsing (x509-parser), identities they vouch for, the CERTREQ hash, and
-//! path validation to configured CAs with signatures checked by aws-lc.
+//! path validation to configured CAs by rustls-webpki (signatures checked by aws-lc), with the
+//! rules of RFC 4945 that a TLS validator does not know (extended key usage for IKE, the
+//! signing key usage of the end entity, validity and path length of the configured CAs).
 
 use std::fmt;
 use std::path::Path;
+use std::time::Duration;
+
+use rustls_pki_types::{CertificateDer, TrustAnchor, UnixTime};
+use webpki::{
+    EndEntityCert, ExtendedKeyUsageValidator, KeyPurposeId, KeyPurposeIdIter, KeyUsage,
+    RequiredEkuNotFoundContext, VerifiedPath,
+};
 
 use aws_lc_rs::digest;
 use x509_parser::certificate::X509Certificate;
@@ -15,25 +24,18 @@ use x509_parser::oid_registry::{
 use x509_parser::prelude::FromDer;
 use x509_parser::time::ASN1Time;
 
-use super::sig::{self, PublicKey, Scheme};
+use super::cert_pss::{self, PssAlgorithm};
+use super::sig::{self, PublicKey};
 use super::CryptoError;
 use crate::ike::identity::Identity;
-
-/// The longest chain [`TrustStore::validate`] builds: the end entity, intermediates and the CA.
-pub const MAX_PATH_DEPTH: usize = 8;
-
-/// The most signatures one [`TrustStore::validate`] checks. Honest chains need one per
-/// certificate; the limit stops a peer that sends many certificates with the same names, all
-/// signing one another, from making the search try every ordering of them.
-pub const MAX_SIGNATURE_CHECKS: usize = 32;
 
 /// A parsed X.509 certificate, owning its DER.
 #[derive(Clone)]
 pub struct Certificate {
     der: Vec<u8>,
-    tbs: Vec<u8>,
-    scheme: Result<Scheme, CryptoError>,
-    signature: Vec<u8>,
+    /// The signature algorithm to add to rustls-webpki's when this certificate is in a
+    /// chain: RSASSA-PSS with a salt longer than the hash (see `cert_pss`).
+    pss: Option<&'static PssAlgorithm>,
     subject: Vec<u8>,
     issuer: Vec<u8>,
     spki: Vec<u8>,
@@ -69,12 +71,10 @@ impl Certificate {
             return Err(bad("trailing octets after the certificate".into()));
         }
         let tbs = &x509.tbs_certificate;
-        let scheme = if tbs.signature != x509.signature_algorithm {
-            Err(CryptoError::Certificate(
-                "signature algorithms of the certificate and its TBS part differ".into(),
-            ))
-        } else {
-            sig::scheme_from_alg_id(&x509.signature_algorithm)
+        let pss = match sig::scheme_from_alg_id(&x509.signature_algorithm) {
+            Ok(scheme) => cert_pss::signature_alg_contents(&der)
+                .and_then(|id| cert_pss::algorithm_for(id, scheme)),
+            Err(_) => None,
         };
         let ext_err = |e| bad(format!("bad extension ({e})"));
         let basic_constraints = tbs
@@ -119,9 +119,7 @@ impl Certificate {
             .map(|e| e.oid.to_id_string());
         let spki = tbs.public_key();
         Ok(Certificate {
-            tbs: tbs.as_ref().to_vec(),
-            scheme,
-            signature: x509.signature_value.data.to_vec(),
+            pss,
             subject: tbs.subject().as_raw().to_vec(),
             issuer: tbs.issuer().as_raw().to_vec(),
             spki: spki.raw.to_vec(),
@@ -264,62 +262,26 @@ impl Certificate {
         }
     }
 
-    /// Whether this certificate may issue a certificate with `below` intermediate CAs under it.
-    fn check_issuer(&self, below: usize) -> Result<(), CryptoError> {
-        let not_ca = || CryptoError::NotCa(self.subject_name());
+    /// Whether this certificate may be a configured CA: basicConstraints with cA, and
+    /// keyCertSign when keyUsage is present.
+    fn check_ca(&self) -> Result<(), CryptoError> {
+        let is_ca = matches!(self.basic_constraints, Some((true, _)));
+        if !is_ca || matches!(self.key_usage, Some((_, false))) {
+            return Err(CryptoError::NotCa(self.subject_name()));
+        }
+        Ok(())
+    }
+
+    /// The pathLenConstraint of a CA certificate: how many intermediates may follow it.
+    fn path_len(&self) -> Option<usize> {
         match self.basic_constraints {
-            Some((true, path_len)) => {
-                if path_len.is_some_and(|n| usize::try_from(n).unwrap_or(usize::MAX) < below) {
-                    return Err(not_ca());
-                }
-            }
-            _ => return Err(not_ca()),
-        }
-        if matches!(self.key_usage, Some((_, false))) {
-            return Err(not_ca());
-        }
-        Ok(())
-    }
-
-    /// Whether this certificate's issuer name is `issuer`'s subject name.
-    fn issued_by_name(&self, issuer: &Certificate) -> bool {
-        Identity::Dn(self.issuer.clone()).matches(&Identity::Dn(issuer.subject.clone()))
-    }
-
-    /// Check this certificate's signature with `issuer`'s key.
-    fn check_signature(&self, issuer: &Certificate) -> Result<(), CryptoError> {
-        let scheme = self.scheme.clone()?;
-        match sig::verify(issuer.public_key()?, scheme, &self.tbs, &self.signature) {
-            Ok(()) => Ok(()),
-            Err(CryptoError::BadSignature) => Err(CryptoError::CertSignature(self.subject_name())),
-            Err(e) => Err(e),
+            Some((true, Some(n))) => Some(usize::try_from(n).unwrap_or(usize::MAX)),
+            _ => None,
         }
     }
-}
 
-/// The state of one path search.
-struct Search<'a> {
-    intermediates: &'a [Certificate],
-    now: i64,
-    used: Vec<usize>,
-    budget: usize,
-}
-
-impl Search<'_> {
-    /// Account for one signature check.
-    fn spend(&mut self) -> Result<(), CryptoError> {
-        self.budget = self
-            .budget
-            .checked_sub(1)
-            .ok_or(CryptoError::PathSearchLimit)?;
-        Ok(())
-    }
-}
-
-/// Remember the first reason a candidate issuer failed.
-fn keep(first: &mut Option<CryptoError>, e: CryptoError) {
-    if first.is_none() {
-        *first = Some(e);
+    fn is_valid_at(&self, now: i64) -> bool {
+        self.not_before <= now && now <= self.not_after
     }
 }
 
@@ -329,16 +291,77 @@ fn time_string(t: i64) -> String {
         .unwrap_or_else(|_| format!("@{t}"))
 }
 
+/// id-kp-ipsecIKE (RFC 4945 §5.1.3.12).
+const EKU_IPSEC_IKE: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x11];
+/// anyExtendedKeyUsage (RFC 5280 §4.2.1.12).
+const EKU_ANY: &[u8] = &[0x55, 0x1d, 0x25, 0x00];
+/// id-kp-serverAuth and id-kp-clientAuth (RFC 5280 §4.2.1.12).
+const EKU_SERVER_AUTH: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x01];
+const EKU_CLIENT_AUTH: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x02];
+/// iKEIntermediate (1.3.6.1.5.5.8.2.2), which strongSwan's `pki --flag ikeIntermediate` sets.
+const EKU_IKE_INTERMEDIATE: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x08, 0x02, 0x02];
+
+/// The extended key usage a certificate in an IKE path must allow: none at all (RFC 4945
+/// recommends none), or one that names IKE or any usage. serverAuth and clientAuth are
+/// accepted too: gateways' certificates commonly carry them (road-warrior clients require
+/// serverAuth), and refusing them would refuse peers every other IKE implementation accepts.
+struct IkeUsage;
+
+impl ExtendedKeyUsageValidator for IkeUsage {
+    fn validate(&self, iter: KeyPurposeIdIter<'_, '_>) -> Result<(), webpki::Error> {
+        let allowed = [
+            EKU_IPSEC_IKE,
+            EKU_ANY,
+            EKU_SERVER_AUTH,
+            EKU_CLIENT_AUTH,
+            EKU_IKE_INTERMEDIATE,
+        ]
+        .map(KeyPurposeId::new);
+        let mut present = Vec::new();
+        for id in iter {
+            let id = id?;
+            if allowed.contains(&id) {
+                return Ok(());
+            }
+            present.push(id.to_decoded_oid());
+        }
+        if present.is_empty() {
+            return Ok(());
+        }
+        Err(webpki::Error::RequiredEkuNotFoundContext(
+            RequiredEkuNotFoundContext {
+                required: KeyUsage::required_if_present(EKU_IPSEC_IKE),
+                present,
+            },
+        ))
+    }
+}
+
 /// The CA certificates a peer's certificate must chain to.
 #[derive(Clone, Debug, Default)]
 pub struct TrustStore {
     cas: Vec<Certificate>,
+    /// `cas[i]` as rustls-webpki's trust anchor.
+    anchors: Vec<TrustAnchor<'static>>,
 }
 
 impl TrustStore {
-    /// A store of trust anchors.
-    pub fn new(cas: Vec<Certificate>) -> Self {
-        TrustStore { cas }
+    /// A store of trust anchors. Every certificate must be a CA (basicConstraints cA, and
+    /// keyCertSign if it has keyUsage) that rustls-webpki can use as an anchor (X.509 v3).
+    pub fn new(cas: Vec<Certificate>) -> Result<Self, CryptoError> {
+        let mut anchors = Vec::with_capacity(cas.len());
+        for ca in &cas {
+            ca.check_ca()?;
+            let der = CertificateDer::from(ca.der());
+            let anchor = webpki::anchor_from_trusted_cert(&der).map_err(|e| {
+                CryptoError::Certificate(format!(
+                    "'{}' cannot be a trust anchor ({e:?})",
+                    ca.subject_name()
+                ))
+            })?;
+            anchors.push(anchor.to_owned());
+        }
+        Ok(TrustStore { cas, anchors })
     }
 
     /// The trust anchors.
@@ -353,11 +376,12 @@ impl TrustStore {
     }
 
     /// Check that `end_entity` chains to a configured CA through some of `intermediates` at
-    /// `now_unix`: every signature verifies, every certificate is within its validity period and
-    /// has no critical extension esprit ignores, every issuer is a CA (basicConstraints cA,
-    /// keyCertSign when keyUsage is present, pathLenConstraint respected), the end entity may sign
-    /// (keyUsage), no intermediate is used twice, and the path has at most [`MAX_PATH_DEPTH`]
-    /// certificates. The search gives up after [`MAX_SIGNATURE_CHECKS`] signature checks.
+    /// `now_unix`. rustls-webpki builds and checks the path (signatures, validity periods,
+    /// basicConstraints and keyUsage of the issuers, pathLenConstraint, name constraints,
+    /// unknown critical extensions, bounded search); esprit adds what IKE needs beyond TLS: the
+    /// end entity may sign (keyUsage digitalSignature or nonRepudiation, RFC 4945
+    /// §5.1.3.2), the extended key usage of every certificate allows IKE ([`IkeUsage`]), and
+    /// the configured CA is itself within its validity period and its pathLenConstraint.
     pub fn validate(
         &self,
         end_entity: &Certificate,
@@ -367,73 +391,117 @@ impl TrustStore {
         end_entity.check_time(now_unix)?;
         end_entity.check_critical()?;
         end_entity.check_signing_usage()?;
-        let mut search = Search {
-            intermediates,
-            now: now_unix,
-            used: Vec::new(),
-            budget: MAX_SIGNATURE_CHECKS,
+        let ee_der = CertificateDer::from(end_entity.der());
+        let ee = EndEntityCert::try_from(&ee_der).map_err(|e| path_error(end_entity, e))?;
+        let chain: Vec<CertificateDer<'_>> = intermediates
+            .iter()
+            .map(|c| CertificateDer::from(c.der()))
+            .collect();
+        // Only CAs valid now may anchor a path; remember the others to name them if that is
+        // why no path was found.
+        let (current, lapsed): (Vec<usize>, Vec<usize>) =
+            (0..self.cas.len()).partition(|&i| self.cas[i].is_valid_at(now_unix));
+        let anchors: Vec<TrustAnchor<'_>> =
+            current.iter().map(|&i| self.anchors[i].clone()).collect();
+        let path_len = |path: &VerifiedPath<'_>| -> Result<(), webpki::Error> {
+            let anchor = path.anchor();
+            let below = path.intermediate_certificates().count();
+            let limit = self
+                .cas
+                .iter()
+                .zip(&self.anchors)
+                .find(|(_, a)| {
+                    a.subject == anchor.subject
+                        && a.subject_public_key_info == anchor.subject_public_key_info
+                })
+                .and_then(|(ca, _)| ca.path_len());
+            match limit {
+                Some(n) if below > n => Err(webpki::Error::PathLenConstraintViolated),
+                _ => Ok(()),
+            }
         };
-        self.build(end_entity, &mut search)
-    }
-
-    /// Find an issuer of `cert` (`search.used` holds the intermediates already below it).
-    fn build(&self, cert: &Certificate, search: &mut Search<'_>) -> Result<(), CryptoError> {
-        let (intermediates, now) = (search.intermediates, search.now);
-        let below = search.used.len();
-        let mut first_error = None;
-        for ca in self.cas.iter().filter(|ca| cert.issued_by_name(ca)) {
-            let checked = ca
-                .check_time(now)
-                .and_then(|()| ca.check_critical())
-                .and_then(|()| ca.check_issuer(below))
-                .and_then(|()| search.spend())
-                .and_then(|()| cert.check_signature(ca));
-            match checked {
-                Ok(()) => return Ok(()),
-                Err(e @ CryptoError::PathSearchLimit) => return Err(e),
-                Err(e) => keep(&mut first_error, e),
+        let time =
+            UnixTime::since_unix_epoch(Duration::from_secs(u64::try_from(now_unix).unwrap_or(0)));
+        let mut algorithms = webpki::ALL_VERIFICATION_ALGS.to_vec();
+        for c in std::iter::once(end_entity).chain(intermediates) {
+            if let Some(a) = c.pss {
+                algorithms.push(a);
             }
         }
-        // The end entity, the intermediates so far, the next one and a CA must fit.
-        let room = below + 3 <= MAX_PATH_DEPTH;
-        for (i, im) in intermediates.iter().enumerate() {
-            if search.used.contains(&i) || !cert.issued_by_name(im) {
-                continue;
-            }
-            if !room {
-                keep(
-                    &mut first_error,
-                    CryptoError::PathTooLong(cert.subject_name()),
-                );
-                continue;
-            }
-            let checked = im
-                .check_time(now)
-                .and_then(|()| im.check_critical())
-                .and_then(|()| im.check_issuer(below))
-                .and_then(|()| search.spend())
-                .and_then(|()| cert.check_signature(im));
-            match checked {
-                Err(e @ CryptoError::PathSearchLimit) => return Err(e),
-                Err(e) => {
-                    keep(&mut first_error, e);
-                    continue;
+        let verified = ee.verify_for_usage(
+            &algorithms,
+            &anchors,
+            &chain,
+            time,
+            IkeUsage,
+            None,
+            Some(&path_len),
+        );
+        match verified {
+            Ok(_) => Ok(()),
+            Err(webpki::Error::UnknownIssuer) => {
+                // A lapsed CA that named itself issuer of the end entity or an intermediate
+                // is the likely reason: say so.
+                let issuers: Vec<&[u8]> = std::iter::once(end_entity)
+                    .chain(intermediates)
+                    .map(|c| c.issuer.as_slice())
+                    .collect();
+                if let Some(ca) = lapsed
+                    .iter()
+                    .map(|&i| &self.cas[i])
+                    .find(|ca| issuers.contains(&ca.subject.as_slice()))
+                {
+                    return ca.check_time(now_unix);
                 }
-                Ok(()) => {}
+                Err(CryptoError::UnknownIssuer {
+                    subject: end_entity.subject_name(),
+                    issuer: end_entity.issuer_name(),
+                })
             }
-            search.used.push(i);
-            let found = self.build(im, search);
-            search.used.pop();
-            match found {
-                Ok(()) => return Ok(()),
-                Err(e @ CryptoError::PathSearchLimit) => return Err(e),
-                Err(e) => keep(&mut first_error, e),
-            }
+            Err(e) => Err(path_error(end_entity, e)),
         }
-        Err(first_error.unwrap_or_else(|| CryptoError::UnknownIssuer {
-            subject: cert.subject_name(),
-            issuer: cert.issuer_name(),
-        }))
+    }
+}
+
+/// A path validation failure of `end_entity`'s chain, in words.
+fn path_error(end_entity: &Certificate, e: webpki::Error) -> CryptoError {
+    use webpki::Error as E;
+    let reason = match e {
+        E::CertExpired { .. } | E::CertNotValidYet { .. } | E::InvalidCertValidity => {
+            "an intermediate certificate is outside its validity period".to_string()
+        }
+        E::InvalidSignatureForPublicKey => {
+            "a certificate's signature does not verify with its issuer's key".to_string()
+        }
+        E::UnsupportedSignatureAlgorithmContext(_)
+        | E::UnsupportedSignatureAlgorithmForPublicKeyContext(_) => {
+            "a certificate is signed with an algorithm esprit does not accept (SHA-1 or \
+             unknown)"
+                .to_string()
+        }
+        E::CaUsedAsEndEntity => "the end entity is a CA certificate".to_string(),
+        E::EndEntityUsedAsCa => "an issuer in the chain is not a CA (basicConstraints)".to_string(),
+        E::PathLenConstraintViolated => {
+            "an issuer's pathLenConstraint does not allow this many intermediates".to_string()
+        }
+        E::RequiredEkuNotFoundContext(_) => {
+            "a certificate's extended key usage does not allow IKE (RFC 4945 §5.1.3.12)".to_string()
+        }
+        E::NameConstraintViolation => "a CA's name constraints exclude a name".to_string(),
+        E::UnsupportedCriticalExtension => {
+            "a certificate in the chain has a critical extension esprit does not process"
+                .to_string()
+        }
+        E::MaximumSignatureChecksExceeded
+        | E::MaximumPathBuildCallsExceeded
+        | E::MaximumPathDepthExceeded => {
+            "no path to a trusted CA within the search limits".to_string()
+        }
+        other => format!("{other:?}"),
+    };
+    CryptoError::CertPath {
+        subject: end_entity.subject_name(),
+        reason,
     }
 }
 
@@ -536,7 +604,7 @@ pub(crate) mod tests {
     fn valid_chains_for_every_key_type() {
         for alg in ALGS {
             let (ca, im, leaf) = chain(alg);
-            let store = TrustStore::new(vec![ca.cert.clone()]);
+            let store = TrustStore::new(vec![ca.cert.clone()]).unwrap();
             store
                 .validate(&leaf.cert, std::slice::from_ref(&im.cert), NOW)
                 .unwrap_or_else(|e| panic!("{alg:?}: {e}"));
@@ -562,6 +630,7 @@ pub(crate) mod tests {
         );
         let leaf = make("gw", false, &rcgen::PKCS_ED25519, Some(&im));
         TrustStore::new(vec![ca.cert.clone()])
+            .unwrap()
             .validate(&leaf.cert, std::slice::from_ref(&im.cert), NOW)
             .unwrap();
     }
@@ -572,21 +641,24 @@ pub(crate) mod tests {
         let (ca, im, leaf) = chain(alg);
         // Another CA with the same name but another key.
         let impostor = make("Root CA", true, alg, None);
-        assert_eq!(
-            TrustStore::new(vec![impostor.cert.clone()])
-                .validate(&leaf.cert, std::slice::from_ref(&im.cert), NOW)
-                .unwrap_err(),
-            CryptoError::CertSignature(im.cert.subject().to_string())
+        let err = TrustStore::new(vec![impostor.cert.clone()])
+            .unwrap()
+            .validate(&leaf.cert, std::slice::from_ref(&im.cert), NOW)
+            .unwrap_err();
+        assert!(
+            matches!(&err, CryptoError::CertPath { reason, .. } if reason.contains("signature")),
+            "{err}"
         );
         let other = make("Other CA", true, alg, None);
         assert!(matches!(
             TrustStore::new(vec![other.cert.clone()])
+                .unwrap()
                 .validate(&leaf.cert, std::slice::from_ref(&im.cert), NOW)
                 .unwrap_err(),
             CryptoError::UnknownIssuer { .. }
         ));
         // Missing intermediate.
-        let store = TrustStore::new(vec![ca.cert.clone()]);
+        let store = TrustStore::new(vec![ca.cert.clone()]).unwrap();
         let err = store.validate(&leaf.cert, &[], NOW).unwrap_err();
         assert_eq!(
             err,
@@ -607,7 +679,7 @@ pub(crate) mod tests {
         let alg = &rcgen::PKCS_ECDSA_P256_SHA256;
         let ca = make("Root CA", true, alg, None);
         let old = make_with(params("old", false, (2020, 2025)), alg, Some(&ca));
-        let store = TrustStore::new(vec![ca.cert.clone()]);
+        let store = TrustStore::new(vec![ca.cert.clone()]).unwrap();
         let err = store.validate(&old.cert, &[], NOW).unwrap_err();
         assert!(matches!(err, CryptoError::CertValidity { .. }), "{err}");
         assert!(err.to_string().contains("CN=old"), "{err}");
@@ -625,14 +697,19 @@ pub(crate) mod tests {
             Some(&ca),
         );
         let leaf = make("gw", false, alg, Some(&im));
-        assert!(matches!(
-            store.validate(&leaf.cert, std::slice::from_ref(&im.cert), NOW),
-            Err(CryptoError::CertValidity { .. })
-        ));
+        let err = store
+            .validate(&leaf.cert, std::slice::from_ref(&im.cert), NOW)
+            .unwrap_err();
+        assert!(
+            matches!(&err, CryptoError::CertPath { reason, .. } if reason.contains("validity")),
+            "{err}"
+        );
         let old_ca = make_with(params("Old CA", true, (2020, 2025)), alg, None);
         let leaf = make("gw", false, alg, Some(&old_ca));
         assert!(matches!(
-            TrustStore::new(vec![old_ca.cert.clone()]).validate(&leaf.cert, &[], NOW),
+            TrustStore::new(vec![old_ca.cert.clone()])
+                .unwrap()
+                .validate(&leaf.cert, &[], NOW),
             Err(CryptoError::CertValidity { .. })
         ));
     }
@@ -641,7 +718,7 @@ pub(crate) mod tests {
     fn tampered_signatures_are_rejected() {
         for alg in ALGS {
             let (ca, im, leaf) = chain(alg);
-            let store = TrustStore::new(vec![ca.cert.clone()]);
+            let store = TrustStore::new(vec![ca.cert.clone()]).unwrap();
             // Flip a bit in the last octet (the signature) and in the middle (the TBS part).
             for pos in [leaf.cert.der().len() - 1, leaf.cert.der().len() / 2] {
                 let mut der = leaf.cert.der().to_vec();
@@ -666,12 +743,13 @@ pub(crate) mod tests {
         let ca = make("Root CA", true, alg, None);
         let not_ca = make("Intermediate CA", false, alg, Some(&ca));
         let leaf = make("gw", false, alg, Some(&not_ca));
-        let store = TrustStore::new(vec![ca.cert.clone()]);
-        assert_eq!(
-            store
-                .validate(&leaf.cert, std::slice::from_ref(&not_ca.cert), NOW)
-                .unwrap_err(),
-            CryptoError::NotCa("C=CH, O=esprit, CN=Intermediate CA".into())
+        let store = TrustStore::new(vec![ca.cert.clone()]).unwrap();
+        let err = store
+            .validate(&leaf.cert, std::slice::from_ref(&not_ca.cert), NOW)
+            .unwrap_err();
+        assert!(
+            matches!(&err, CryptoError::CertPath { reason, .. } if reason.contains("not a CA")),
+            "{err}"
         );
         // pathLenConstraint 0 on the root forbids an intermediate below it.
         let mut p = params("Root CA", true, (2020, 2040));
@@ -679,20 +757,27 @@ pub(crate) mod tests {
         let strict = make_with(p, alg, None);
         let im = make("Intermediate CA", true, alg, Some(&strict));
         let leaf = make("gw", false, alg, Some(&im));
-        let store = TrustStore::new(vec![strict.cert.clone()]);
-        assert!(matches!(
-            store.validate(&leaf.cert, std::slice::from_ref(&im.cert), NOW),
-            Err(CryptoError::NotCa(_))
-        ));
+        let store = TrustStore::new(vec![strict.cert.clone()]).unwrap();
+        let err = store
+            .validate(&leaf.cert, std::slice::from_ref(&im.cert), NOW)
+            .unwrap_err();
+        assert!(
+            matches!(&err, CryptoError::CertPath { reason, .. } if reason.contains("pathLenConstraint")),
+            "{err}"
+        );
         let direct = make("direct", false, alg, Some(&strict));
         store.validate(&direct.cert, &[], NOW).unwrap();
-        // A CA whose keyUsage lacks keyCertSign.
+        // A configured CA whose keyUsage lacks keyCertSign, or that is no CA at all, is refused
+        // when the store is made (the configuration does not load).
         let mut p = params("Root CA", true, (2020, 2040));
         p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         let no_sign = make_with(p, alg, None);
-        let leaf = make("gw", false, alg, Some(&no_sign));
+        assert_eq!(
+            TrustStore::new(vec![no_sign.cert.clone()]).unwrap_err(),
+            CryptoError::NotCa("C=CH, O=esprit, CN=Root CA".into())
+        );
         assert!(matches!(
-            TrustStore::new(vec![no_sign.cert.clone()]).validate(&leaf.cert, &[], NOW),
+            TrustStore::new(vec![not_ca.cert.clone()]),
             Err(CryptoError::NotCa(_))
         ));
     }
@@ -701,7 +786,7 @@ pub(crate) mod tests {
     fn end_entity_key_usage_and_critical_extensions() {
         let alg = &rcgen::PKCS_ECDSA_P256_SHA256;
         let ca = make("Root CA", true, alg, None);
-        let store = TrustStore::new(vec![ca.cert.clone()]);
+        let store = TrustStore::new(vec![ca.cert.clone()]).unwrap();
         let mut p = params("enc", false, (2020, 2040));
         p.key_usages = vec![KeyUsagePurpose::KeyEncipherment];
         let enc = make_with(p, alg, Some(&ca));
@@ -722,6 +807,44 @@ pub(crate) mod tests {
                 oid: "1.3.6.1.4.1.99999.1".into()
             }
         );
+    }
+
+    #[test]
+    fn extended_key_usage_follows_rfc_4945() {
+        use rcgen::ExtendedKeyUsagePurpose as Eku;
+        let alg = &rcgen::PKCS_ECDSA_P256_SHA256;
+        let ca = make("Root CA", true, alg, None);
+        let store = TrustStore::new(vec![ca.cert.clone()]).unwrap();
+        let ipsec_ike = Eku::Other(vec![1, 3, 6, 1, 5, 5, 7, 3, 17]);
+        let ike_intermediate = Eku::Other(vec![1, 3, 6, 1, 5, 5, 8, 2, 2]);
+        for (ekus, ok) in [
+            (vec![], true),
+            (vec![ipsec_ike.clone()], true),
+            (vec![Eku::Any], true),
+            (vec![Eku::ServerAuth, ike_intermediate], true),
+            (vec![Eku::EmailProtection, Eku::ClientAuth], true),
+            (vec![Eku::CodeSigning], false),
+            (vec![Eku::EmailProtection, Eku::TimeStamping], false),
+        ] {
+            let mut p = params("gw", false, (2020, 2040));
+            p.extended_key_usages = ekus.clone();
+            let leaf = make_with(p, alg, Some(&ca));
+            match store.validate(&leaf.cert, &[], NOW) {
+                Ok(()) => assert!(ok, "{ekus:?} accepted"),
+                Err(e) => {
+                    assert!(!ok, "{ekus:?}: {e}");
+                    assert!(e.to_string().contains("extended key usage"), "{e}");
+                }
+            }
+        }
+        // An intermediate CA limited to code signing cannot vouch for an IKE peer.
+        let mut p = params("Intermediate CA", true, (2020, 2040));
+        p.extended_key_usages = vec![Eku::CodeSigning];
+        let im = make_with(p, alg, Some(&ca));
+        let leaf = make("gw", false, alg, Some(&im));
+        assert!(store
+            .validate(&leaf.cert, std::slice::from_ref(&im.cert), NOW)
+            .is_err());
     }
 
     #[test]
@@ -760,7 +883,9 @@ pub(crate) mod tests {
         .unwrap();
         let ca = make("Root CA", true, alg, None);
         assert!(matches!(
-            TrustStore::new(vec![ca.cert.clone()]).validate(&leaf, &[a, b], NOW),
+            TrustStore::new(vec![ca.cert.clone()])
+                .unwrap()
+                .validate(&leaf, &[a, b], NOW),
             Err(CryptoError::UnknownIssuer { .. })
         ));
 
@@ -776,13 +901,17 @@ pub(crate) mod tests {
             );
             ims.push(im);
         }
-        let store = TrustStore::new(vec![root.cert.clone()]);
+        let store = TrustStore::new(vec![root.cert.clone()]).unwrap();
         let certs: Vec<Certificate> = ims.iter().map(|m| m.cert.clone()).collect();
         let leaf = make("gw", false, alg, Some(&ims[6]));
-        assert!(matches!(
-            store.validate(&leaf.cert, &certs, NOW),
-            Err(CryptoError::PathTooLong(_))
-        ));
+        let err = store.validate(&leaf.cert, &certs, NOW).unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                CryptoError::CertPath { .. } | CryptoError::UnknownIssuer { .. }
+            ),
+            "{err}"
+        );
         let leaf = make("gw", false, alg, Some(&ims[5]));
         store.validate(&leaf.cert, &certs[..6], NOW).unwrap();
     }
@@ -806,9 +935,16 @@ pub(crate) mod tests {
         let leaf = Certificate::from_der(leaf.der().to_vec()).unwrap();
         let ca = make("Root CA", true, alg, None);
         let start = std::time::Instant::now();
-        assert_eq!(
-            TrustStore::new(vec![ca.cert.clone()]).validate(&leaf, &loops, NOW),
-            Err(CryptoError::PathSearchLimit)
+        let err = TrustStore::new(vec![ca.cert.clone()])
+            .unwrap()
+            .validate(&leaf, &loops, NOW)
+            .unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                CryptoError::CertPath { .. } | CryptoError::UnknownIssuer { .. }
+            ),
+            "{err}"
         );
         assert!(start.elapsed() < std::time::Duration::from_secs(5));
     }
@@ -834,7 +970,8 @@ pub(crate) mod tests {
         assert_eq!(c.spki_sha1().as_slice(), d.as_ref());
         // The SPKI of an Ed25519 key is 44 octets: SEQ { SEQ { OID }, BIT STRING (33) }.
         assert_eq!(c.spki().len(), 44);
-        let store = TrustStore::new(vec![c.clone(), c.clone()]);
+        let ca = make("Root CA", true, &rcgen::PKCS_ED25519, None).cert;
+        let store = TrustStore::new(vec![ca.clone(), ca.clone()]).unwrap();
         assert_eq!(store.certreq_data().len(), 40);
         assert_eq!(store.cas().len(), 2);
         assert!(format!("{c:?}").contains("CN=gw"));
@@ -884,12 +1021,22 @@ pub(crate) mod tests {
     fn openssl_rsa_pss_chain() {
         let ca = Certificate::from_pem(include_str!("testdata/pss_ca.pem")).unwrap();
         let leaf = Certificate::from_pem(include_str!("testdata/pss_leaf.pem")).unwrap();
-        let store = TrustStore::new(ca);
+        let store = TrustStore::new(ca).unwrap();
         store.validate(&leaf[0], &[], NOW).unwrap();
-        assert!(matches!(leaf[0].scheme, Ok(Scheme::RsaPss { .. })));
+        assert!(
+            leaf[0].pss.is_none(),
+            "salt of the hash length: webpki's own algorithm"
+        );
         // The same chain signed with the maximum salt length.
         let leaf_max =
             Certificate::from_pem(include_str!("testdata/pss_leaf_maxsalt.pem")).unwrap();
+        assert!(leaf_max[0].pss.is_some());
         store.validate(&leaf_max[0], &[], NOW).unwrap();
+        // Tampered, it fails like any other signature.
+        let mut der = leaf_max[0].der().to_vec();
+        let n = der.len();
+        der[n - 1] ^= 1;
+        let bad = Certificate::from_der(der).unwrap();
+        assert!(store.validate(&bad, &[], NOW).is_err());
     }
 }

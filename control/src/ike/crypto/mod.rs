@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod cert;
+mod cert_pss;
 pub mod dh;
 pub mod keys;
 pub mod prf;
@@ -130,18 +131,17 @@ pub enum CryptoError {
         /// The issuer it names.
         issuer: String,
     },
-    /// An issuer that may not sign certificates.
-    #[error("'{0}' issued a certificate but is not a CA (basicConstraints, keyUsage or pathLenConstraint)")]
+    /// A configured CA certificate that is not a CA.
+    #[error("'{0}' is not a CA certificate (it needs basicConstraints cA, and keyCertSign if it has keyUsage)")]
     NotCa(String),
-    /// A certificate signature that does not verify with the issuer's key.
-    #[error("the signature on certificate '{0}' does not verify with its issuer's key")]
-    CertSignature(String),
-    /// No path to a trust anchor within the depth limit.
-    #[error("no path from '{0}' to a trusted CA within {max} certificates", max = cert::MAX_PATH_DEPTH)]
-    PathTooLong(String),
-    /// Path building checked too many signatures without reaching a trusted CA.
-    #[error("gave up looking for a path to a trusted CA after {max} signature checks", max = cert::MAX_SIGNATURE_CHECKS)]
-    PathSearchLimit,
+    /// A certificate chain that does not validate to a configured CA.
+    #[error("certificate '{subject}' does not validate: {reason}")]
+    CertPath {
+        /// The end entity's subject.
+        subject: String,
+        /// Why the path failed.
+        reason: String,
+    },
     /// A critical extension esprit does not process.
     #[error("certificate '{subject}' has a critical extension esprit does not process ({oid})")]
     CriticalExtension {

@@ -9,7 +9,7 @@
 //! request, `window` message IDs, retransmission, the response cache and inbound dispatch.
 
 use super::drops::DropReason;
-use super::events::{ChildLimits, ChildSaInstall, IkeEvent, Transmit};
+use super::events::{ChildLimits, ChildSaInstall, IkeEvent, LogLine, Transmit};
 use super::params::{ChildMode, ChildParams, ConnectionParams, LocalCredential, RemoteCredential};
 use super::proposal::{self, EspSuite, IkeSuite};
 use super::ts;
@@ -23,7 +23,7 @@ use crate::ike::identity::Identity;
 use crate::ike::message::consts::{cert_encoding, exchange, flags, notify as nt, protocol};
 use crate::ike::message::fragment::{self, FragmentLimits, Reassembly};
 use crate::ike::message::{
-    self, Delete, Header, Message, Notify, Payload, Proposal, TrafficSelector,
+    self, Delete, Header, Message, Notify, NotifyType, Payload, Proposal, TrafficSelector,
 };
 use crate::ike::rng::RandomSource;
 use aws_lc_rs::constant_time;
@@ -36,6 +36,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tasks::Task;
+use tracing::Level;
 use window::{Outstanding, Request, Window};
 
 mod child;
@@ -270,6 +271,13 @@ impl IkeSa {
         &self.conn
     }
 
+    /// Replaces the connection's parameters (a reload that kept its IKE settings: the name,
+    /// identities, authentication and proposals must be those this SA was made with). Children
+    /// created or rekeyed afterwards use the new child settings.
+    pub fn set_conn(&mut self, conn: Arc<ConnectionParams>) {
+        self.conn = conn;
+    }
+
     /// Negotiated algorithms.
     pub fn suite(&self) -> Option<IkeSuite> {
         self.keys.as_ref().map(|k| k.suite)
@@ -398,6 +406,7 @@ impl IkeSa {
         }
         ctx.events.push_back(IkeEvent::IkeDown {
             ike_sa: self.local_spi(),
+            ike_spis: self.spis(),
             conn: self.conn.name.clone(),
             reason: reason.clone(),
         });
@@ -408,6 +417,7 @@ impl IkeSa {
         ctx.released.push(c.inbound_spi);
         ctx.events.push_back(IkeEvent::ChildDown {
             ike_sa: self.local_spi(),
+            ike_spis: self.spis(),
             conn: self.conn.name.clone(),
             child: c.name.clone(),
             inbound_spi: c.inbound_spi,
@@ -418,14 +428,19 @@ impl IkeSa {
         });
     }
 
+    /// An info line about this IKE SA, with its connection, SPIs and peer as fields.
     fn log(&self, ctx: &mut Ctx<'_>, msg: impl Into<String>) {
-        ctx.events.push_back(IkeEvent::Log(format!(
-            "{}[{:016x}_{:016x}]: {}",
-            self.conn.name,
-            self.spi_i,
-            self.spi_r,
-            msg.into()
-        )));
+        ctx.events.push_back(IkeEvent::Log(self.log_line(msg)));
+    }
+
+    /// An info line about this IKE SA (the caller may add fields).
+    fn log_line(&self, msg: impl Into<String>) -> LogLine {
+        LogLine {
+            conn: Some(self.conn.name.clone()),
+            ike_spis: Some((self.spi_i, self.spi_r)),
+            remote: Some(self.remote),
+            ..LogLine::new(Level::INFO, format!("{}: {}", self.conn.name, msg.into()))
+        }
     }
 
     /// Arm the IKE rekey timer (with up to 10% jitter so both ends rarely collide) and, behind

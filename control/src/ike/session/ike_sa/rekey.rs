@@ -93,6 +93,7 @@ impl IkeSa {
         ctx.events.push_back(IkeEvent::IkeRekeyed {
             old: self.local_spi(),
             new: n.local_spi(),
+            new_spis: n.spis(),
             conn: self.conn.name.clone(),
         });
         Ok(n)

@@ -31,6 +31,7 @@ impl IkeSa {
                     Ok(c) => c,
                     Err(e) => {
                         ctx.events.push_back(IkeEvent::ChildFailed {
+                            ike_spis: self.spis(),
                             conn: self.conn.name.clone(),
                             child: name,
                             reason: e,

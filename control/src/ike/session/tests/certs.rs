@@ -81,7 +81,7 @@ fn certificate_chains_are_fragmented_and_reassembled() {
     use crate::ike::crypto::cert::TrustStore;
     let (ca, mut ends) = chain_pki(&["gwA.example", "gwB.example"]);
     let hashes = vec![ca.spki_sha1()];
-    let trust = Arc::new(TrustStore::new(vec![ca]));
+    let trust = Arc::new(TrustStore::new(vec![ca]).unwrap());
     let (kb, cb) = ends.pop().unwrap();
     let (ka, ca_certs) = ends.pop().unwrap();
     let pk = |mut c: ConnectionParams,
@@ -107,6 +107,20 @@ fn certificate_chains_are_fragmented_and_reassembled() {
     p.up();
     assert_eq!(count(&p.ev_a, is_ike_up), 1, "{:?}", p.ev_a);
     assert_crossed(child_ups(&p.ev_a)[0], child_ups(&p.ev_b)[0]);
+    // `espctl ike list-certs`: the own certificate, its two intermediates and the CA.
+    let listed = crate::daemon::introspect::certs_json(&p.a);
+    let roles: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["local", "intermediate", "intermediate", "ca"]);
+    assert!(listed[0]["subject"]
+        .as_str()
+        .unwrap()
+        .contains("gwA.example"));
+    assert_eq!(listed[0]["alt_names"][0], "gwA.example");
     // IKE_AUTH carried three certificates each way: more than one fragment, none above 1280.
     assert!(
         p.wire_ab.len() >= 3 && p.wire_ba.len() >= 3,
@@ -178,7 +192,7 @@ fn pubkey_pair(alg: &'static rcgen::SignatureAlgorithm) -> Pair {
     use crate::ike::crypto::cert::TrustStore;
     let (ca, mut ends) = leaf_pki(alg, &["gwA.example", "gwB.example"]);
     let hashes = vec![ca.spki_sha1()];
-    let trust = Arc::new(TrustStore::new(vec![ca]));
+    let trust = Arc::new(TrustStore::new(vec![ca]).unwrap());
     let (kb, cb) = ends.pop().unwrap();
     let (ka, ca_cert) = ends.pop().unwrap();
     let set = |mut c: ConnectionParams, key, cert, me: &str, peer: &str| {
@@ -222,7 +236,7 @@ fn a_certificate_from_another_ca_is_refused() {
     let (other_ca, _) = leaf_pki(&rcgen::PKCS_ECDSA_P256_SHA256, &["x"]);
     let mut b = p.b.connections()[0].as_ref().clone();
     b.remote_auth = RemoteCredential::Pubkey {
-        trust: Arc::new(TrustStore::new(vec![other_ca])),
+        trust: Arc::new(TrustStore::new(vec![other_ca]).unwrap()),
         ca_hashes: vec![],
     };
     let a = p.a.connections()[0].as_ref().clone();

@@ -1,4 +1,5 @@
-//! Named drop reasons and per-SA counters.
+//! The one table of drop reasons (the ESP engine's and forwarding's, [`DropReason`]), the
+//! per-worker and per-SA counters. Below `esp`, `sa` and `worker`, which all count drops.
 
 use std::fmt;
 
@@ -123,15 +124,40 @@ impl fmt::Display for DropReason {
     }
 }
 
+/// A drop already counted under its reason. Only [`DropCounters::count`] makes one, so a path
+/// that drops a packet by returning a `Counted` (the ESP engine's [`Verdict::Drop`], the
+/// worker pipeline's results) cannot have forgotten to count it, and a caller that receives
+/// one has nothing left to count.
+///
+/// [`Verdict::Drop`]: crate::esp::Verdict::Drop
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counted(DropReason);
+
+impl Counted {
+    /// The reason the drop was counted under.
+    #[inline]
+    pub fn reason(self) -> DropReason {
+        self.0
+    }
+}
+
 /// One counter per [`DropReason`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DropCounters([u64; DropReason::COUNT]);
 
 impl DropCounters {
-    /// Counts one drop.
+    /// Counts one drop that the caller disposes of itself (frees the frame).
     #[inline]
     pub fn add(&mut self, r: DropReason) {
         self.0[r as usize] += 1;
+    }
+
+    /// Counts one drop and returns the proof, for a path that reports the drop to its caller.
+    #[inline]
+    #[must_use = "a counted drop is reported to the caller"]
+    pub fn count(&mut self, r: DropReason) -> Counted {
+        self.add(r);
+        Counted(r)
     }
 
     /// The count for one reason.
