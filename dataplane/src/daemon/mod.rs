@@ -7,5 +7,6 @@ pub mod metrics;
 mod neigh;
 pub mod router;
 pub mod run;
+pub mod runtime;
 
 pub use config::DataplaneConfig;
