@@ -70,3 +70,30 @@ pub struct WorkerRuntime {
     /// The CPUs the thread may run on now (`sched_getaffinity`).
     pub affinity: Vec<u32>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_of_docs_api_md_roundtrips() {
+        let line = r#"{"daemon": "esprit-dataplane", "xdp_requested": "native", "mode_requested": "copy", "poll": "adaptive",
+ "interfaces": [
+   {"role": "lan", "name": "lan0", "ifindex": 2, "xdp_attached": "native", "xdp_prog_id": 41,
+    "rx_queues": 1, "combined_channels": false, "served_queues": 1, "bind_modes": ["copy"]},
+   {"role": "wan", "name": "wan0", "ifindex": 3, "xdp_attached": "native", "xdp_prog_id": 40,
+    "rx_queues": 1, "combined_channels": false, "served_queues": 1, "bind_modes": ["copy"]}],
+ "workers": [{"queue": 0, "pinned_cpu": 1, "tid": 4242, "affinity": [1]}]}"#;
+        let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/api.md"))
+            .unwrap();
+        assert!(docs.contains(line), "docs/api.md shows this example");
+        let r: Runtime = serde_json::from_str(line).unwrap();
+        assert_eq!(r.workers[0].pinned_cpu, Some(1));
+        let again: serde_json::Value = serde_json::to_value(&r).unwrap();
+        let original: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(again, original);
+        let unpinned: WorkerRuntime =
+            serde_json::from_str(r#"{"queue": 1, "affinity": [0, 1]}"#).unwrap();
+        assert_eq!((unpinned.pinned_cpu, unpinned.tid), (None, None));
+    }
+}

@@ -47,7 +47,9 @@ fn find<'a>(checks: &'a [Value], name: &str, subject: &str) -> &'a Value {
     checks
         .iter()
         .find(|c| {
-            c["name"] == name && (c["interface"] == subject || c["worker"].to_string() == subject)
+            c["name"] == name
+                && (c["interface"] == subject
+                    || c["worker"].as_u64().map(|w| w.to_string()).as_deref() == Some(subject))
         })
         .unwrap_or_else(|| panic!("no {name} check for {subject}: {checks:#?}"))
 }
