@@ -1,25 +1,14 @@
 //! `espctl doctor` against a real `esprit-dataplane` in a lab gateway: the real `espctl
 //! doctor --json`, run in the gateway's namespace, reports native XDP and copy-mode AF_XDP
 //! on both veths, the queues served, the unpinned worker (WARN, exit 0), and, once the LAN
-//! classifier is detached behind the dataplane's back, a FAIL with its fix (exit 1).
+//! classifier is detached behind the dataplane's back, a FAIL with its fix (exit 1); then,
+//! with generic XDP and a pinned worker, the FAIL of GRO left on.
 
 use esprit_testkit::require_root;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use topology::ike::{write_configs, DataplaneThread, IkeSite};
 use topology::{Lab, LabGuard, LabSpec, Node};
-
-/// The `espctl` binary, built if needed (a test crate only gets its own package's binaries).
-fn espctl_bin() -> PathBuf {
-    let st = Command::new(env!("CARGO"))
-        .args(["build", "--quiet", "-p", "control", "--bin", "espctl"])
-        .status()
-        .expect("cargo build");
-    assert!(st.success(), "building espctl");
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().and_then(Path::parent).unwrap().join("espctl")
-}
 
 /// `espctl --socket SOCK doctor --json` in gateway A's namespace: exit status and checks.
 fn doctor(lab: &Lab, espctl: &Path, sock: &Path) -> (i32, Vec<Value>) {
@@ -66,7 +55,7 @@ impl Drop for TempDir {
 #[ignore = "needs root: ./ci/test.sh runs it as root"]
 fn doctor_reports_a_lab_gateway_and_a_detached_classifier() {
     require_root();
-    let espctl = espctl_bin();
+    let espctl = esprit_testkit::workspace_bin("control", "espctl");
     let lab = LabGuard::up(&LabSpec {
         name: format!("esprit-dr{}", std::process::id()),
         ..LabSpec::default()
@@ -174,6 +163,7 @@ fn doctor_reports_a_lab_gateway_and_a_detached_classifier() {
     run(&["ip", "link", "set", "dev", "wan0", "xdpdrv", "off"]);
     run(&["ethtool", "-K", "lan0", "gro", "on"]);
     cfg.generic_xdp = true;
+    cfg.cores = vec![0];
     let dp = DataplaneThread::start(&lab, Node::GwA, cfg).unwrap();
     let (code, checks) = doctor(&lab, &espctl, &sock);
     let x = find(&checks, "xdp_mode", "lan0");
@@ -182,6 +172,11 @@ fn doctor_reports_a_lab_gateway_and_a_detached_classifier() {
     assert_eq!(g["status"], "FAIL", "{g}");
     assert_eq!(g["fix"], "ethtool -K lan0 gro off", "{g}");
     assert_eq!(code, 1);
+    let pin = find(&checks, "pinning", "0");
+    assert_eq!(
+        pin["status"], "OK",
+        "pinned to CPU 0 and running there: {pin}"
+    );
     run(&["ethtool", "-K", "lan0", "gro", "off"]);
     let (_, checks) = doctor(&lab, &espctl, &sock);
     assert_eq!(

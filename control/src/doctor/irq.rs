@@ -64,22 +64,17 @@ pub fn irq_affinity(iface: &str, workers: &[WorkerRuntime], roots: &Roots) -> Ch
 
 #[cfg(test)]
 mod tests {
+    use super::super::fixtures;
     use super::*;
 
     fn worker(queue: u32, cpu: Option<u32>) -> WorkerRuntime {
-        WorkerRuntime {
-            queue,
-            pinned_cpu: cpu,
-            tid: Some(1),
-            affinity: cpu.into_iter().collect(),
-        }
+        fixtures::worker(queue, cpu, &Vec::from_iter(cpu))
     }
 
     #[test]
     fn affinities() {
-        let dir = std::env::temp_dir().join(format!("esprit-doctor-irq-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let roots = fixtures::roots("irq");
+        let dir = roots.sys.clone();
         std::fs::write(
             dir.join("interrupts"),
             "           CPU0 CPU1 CPU2 CPU3\n\
@@ -93,10 +88,6 @@ mod tests {
             std::fs::create_dir_all(&d).unwrap();
             std::fs::write(d.join("smp_affinity_list"), format!("{list}\n")).unwrap();
         }
-        let roots = Roots {
-            sys: dir.clone(),
-            proc: dir.clone(),
-        };
         let ok = irq_affinity("nic0", &[worker(0, Some(2))], &roots);
         assert_eq!(ok.status, Status::Ok, "{}", ok.detail);
         let bad = irq_affinity("nic0", &[worker(0, Some(2)), worker(1, Some(3))], &roots);

@@ -9,6 +9,8 @@
 
 pub mod check;
 pub mod ethtool;
+#[cfg(test)]
+mod fixtures;
 pub mod host;
 pub mod irq;
 pub mod numa;
@@ -143,20 +145,12 @@ pub fn render_json(checks: &[Check]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use esprit_api::{InterfaceRuntime, WorkerRuntime};
+    use esprit_api::InterfaceRuntime;
 
     fn runtime() -> Runtime {
         let iface = |role: &str, name: &str| InterfaceRuntime {
             role: role.into(),
-            name: name.into(),
-            ifindex: 2,
-            xdp_attached: Some("native".into()),
-            xdp_prog_id: Some(9),
-            rx_queues: Some(1),
-            combined_channels: false,
-            served_queues: 1,
-            bind_modes: vec!["copy".into()],
-            error: None,
+            ..fixtures::iface(name, Some("native"), &["copy"])
         };
         Runtime {
             daemon: "esprit-dataplane".into(),
@@ -164,24 +158,16 @@ mod tests {
             mode_requested: "copy".into(),
             poll: "adaptive".into(),
             interfaces: vec![iface("lan", "lan0"), iface("wan", "wan0")],
-            workers: vec![WorkerRuntime {
-                queue: 0,
-                pinned_cpu: Some(1),
-                tid: Some(77),
-                affinity: vec![1],
-            }],
+            workers: vec![fixtures::worker(0, Some(1), &[1])],
         }
     }
 
     #[test]
     fn a_healthy_veth_gateway_has_no_failure_and_the_json_has_the_documented_shape() {
-        let dir = std::env::temp_dir().join(format!("esprit-doctor-all-{}", std::process::id()));
+        let roots = fixtures::roots("all");
+        let dir = roots.sys.clone();
         std::fs::create_dir_all(dir.join("class/net/lan0")).unwrap();
         std::fs::create_dir_all(dir.join("class/net/wan0")).unwrap();
-        let roots = Roots {
-            sys: dir.clone(),
-            proc: dir.clone(),
-        };
         let checks = diagnose(&runtime(), &roots, |_| Ok(Features::new()));
         assert!(!failed(&checks), "{}", render_text(&checks));
         assert!(

@@ -75,20 +75,16 @@ pub fn numa(iface: &str, workers: &[WorkerRuntime], roots: &Roots) -> Check {
 
 #[cfg(test)]
 mod tests {
+    use super::super::fixtures;
     use super::*;
 
     fn worker(queue: u32, cpu: Option<u32>) -> WorkerRuntime {
-        WorkerRuntime {
-            queue,
-            pinned_cpu: cpu,
-            tid: Some(1),
-            affinity: cpu.into_iter().collect(),
-        }
+        fixtures::worker(queue, cpu, &Vec::from_iter(cpu))
     }
 
     fn tree(name: &str, nodes: &[(&str, &str)], ifaces: &[(&str, Option<&str>)]) -> Roots {
-        let dir = std::env::temp_dir().join(format!("esprit-doctor-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let roots = fixtures::roots(name);
+        let dir = roots.sys.clone();
         for (n, cpus) in nodes {
             let d = dir.join("devices/system/node").join(n);
             std::fs::create_dir_all(&d).unwrap();
@@ -102,10 +98,7 @@ mod tests {
                 std::fs::write(d.join("device/numa_node"), format!("{n}\n")).unwrap();
             }
         }
-        Roots {
-            sys: dir.clone(),
-            proc: dir,
-        }
+        roots
     }
 
     #[test]

@@ -112,29 +112,14 @@ pub fn pinning(w: &WorkerRuntime, others: &[WorkerRuntime]) -> Check {
 
 #[cfg(test)]
 mod tests {
+    use super::super::fixtures::{self, worker};
     use super::*;
 
     fn iface(rx: Option<u32>, served: u32, combined: bool) -> InterfaceRuntime {
         InterfaceRuntime {
-            role: "lan".into(),
-            name: "lan0".into(),
-            ifindex: 2,
-            xdp_attached: Some("native".into()),
-            xdp_prog_id: None,
             rx_queues: rx,
             combined_channels: combined,
-            served_queues: served,
-            bind_modes: vec!["copy".into(); served as usize],
-            error: None,
-        }
-    }
-
-    pub(crate) fn worker(queue: u32, pinned: Option<u32>, affinity: &[u32]) -> WorkerRuntime {
-        WorkerRuntime {
-            queue,
-            pinned_cpu: pinned,
-            tid: Some(100 + queue),
-            affinity: affinity.to_vec(),
+            ..fixtures::iface("lan0", Some("native"), &vec!["copy"; served as usize])
         }
     }
 

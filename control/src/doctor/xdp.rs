@@ -84,22 +84,8 @@ pub fn xsk_bind(i: &InterfaceRuntime, roots: &Roots) -> Check {
 
 #[cfg(test)]
 mod tests {
+    use super::super::fixtures::{self, iface};
     use super::*;
-
-    pub(crate) fn iface(name: &str, attached: Option<&str>, modes: &[&str]) -> InterfaceRuntime {
-        InterfaceRuntime {
-            role: "wan".into(),
-            name: name.into(),
-            ifindex: 3,
-            xdp_attached: attached.map(str::to_string),
-            xdp_prog_id: Some(7),
-            rx_queues: Some(modes.len() as u32),
-            combined_channels: true,
-            served_queues: modes.len() as u32,
-            bind_modes: modes.iter().map(|m| m.to_string()).collect(),
-            error: None,
-        }
-    }
 
     #[test]
     fn xdp_modes() {
@@ -125,13 +111,10 @@ mod tests {
 
     #[test]
     fn bind_modes() {
-        let dir = std::env::temp_dir().join(format!("esprit-doctor-xsk-{}", std::process::id()));
+        let roots = fixtures::roots("xsk");
+        let dir = roots.sys.clone();
         std::fs::create_dir_all(dir.join("class/net/nic0/device")).unwrap();
         std::fs::create_dir_all(dir.join("class/net/veth0")).unwrap();
-        let roots = Roots {
-            sys: dir.clone(),
-            proc: dir.clone(),
-        };
         let zc = xsk_bind(
             &iface("nic0", Some("native"), &["zerocopy", "zerocopy"]),
             &roots,

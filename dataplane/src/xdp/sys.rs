@@ -512,3 +512,16 @@ pub fn ifindex(name: &str) -> io::Result<u32> {
         Ok(i)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_has_no_xdp_and_a_missing_interface_is_an_error() {
+        let lo = ifindex("lo").unwrap();
+        assert_eq!(xdp_attached(lo).unwrap(), (XdpAttached::None, None));
+        let e = xdp_attached(u32::MAX >> 1).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENODEV), "{e}");
+    }
+}
