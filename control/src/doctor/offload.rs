@@ -30,20 +30,33 @@ pub fn offloads(iface: &str, xdp: Option<&str>, features: &Result<Features, Stri
     };
     let on = |name: &str| f.get(name).is_some_and(|x| x.active);
     let mut out = Vec::new();
-    for (check, feature, short, what) in [
-        ("offload_lro", "rx-lro", "lro", "LRO"),
-        ("offload_gro_hw", "rx-gro-hw", "rx-gro-hw", "hardware GRO"),
+    // (check, kernel name, `ethtool -K` name, what it is, as `ethtool -k` shows it)
+    for (check, feature, short, what, shown) in [
+        (
+            "offload_lro",
+            "rx-lro",
+            "lro",
+            "LRO",
+            "large-receive-offload",
+        ),
+        (
+            "offload_gro_hw",
+            "rx-gro-hw",
+            "rx-gro-hw",
+            "hardware GRO",
+            "rx-gro-hw",
+        ),
     ] {
         out.push(if on(feature) {
             Check::iface(
                 check,
                 iface,
                 Status::Fail,
-                format!("{what} ({feature}) is on: the NIC merges segments into frames XDP and AF_XDP cannot take"),
+                format!("{what} ({shown}) is on: the NIC merges segments into frames XDP and AF_XDP cannot take"),
             )
             .fix(format!("ethtool -K {iface} {short} off"))
         } else if f.contains_key(feature) {
-            Check::iface(check, iface, Status::Ok, format!("{feature} off"))
+            Check::iface(check, iface, Status::Ok, format!("{shown} off"))
         } else {
             Check::iface(
                 check,
