@@ -8,5 +8,6 @@ mod neigh;
 pub mod reload;
 pub mod router;
 pub mod run;
+pub mod runtime;
 
 pub use config::DataplaneConfig;
