@@ -357,6 +357,7 @@ pub fn gateway(n: usize, workers: usize, me: usize) -> Result<Pipeline, String> 
         neighbours: wan_n,
         mtu: WAN_MTU,
         addrs: vec![WAN_ADDR.into()],
+        ..Default::default()
     };
     let mut p = Pipeline::new(db, lan, wan);
     p.set_routes(routes);

@@ -176,6 +176,7 @@ fn start_sites(tag: &str) -> Sites {
             mac,
             onlink: onlink.iter().map(|s| p(s)).collect(),
             gateway: None,
+            routes: Vec::new(),
             neighbours: n,
             mtu: 1500,
             addrs: addrs.iter().map(|s| a(s)).collect(),

@@ -104,6 +104,7 @@ fn side(g: u8, what: u8, onlink: &[&str], addrs: &[&str], neighbours: &[(&str, [
         mac: mac(g, what),
         onlink: onlink.iter().map(|p| p.parse().unwrap()).collect(),
         gateway: None,
+        routes: Vec::new(),
         neighbours: n,
         mtu: 1500,
         addrs: addrs.iter().map(|x| a(x)).collect(),

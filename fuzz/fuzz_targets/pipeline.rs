@@ -22,6 +22,7 @@ fn side(mac: u8, onlink: &[&str], addrs: &[&str]) -> Side {
         mac: [2, 0, 0, 0, 1, mac],
         onlink: onlink.iter().map(|p| p.parse().unwrap()).collect(),
         gateway: Some("10.200.0.254".parse().unwrap()),
+        routes: Vec::new(),
         neighbours: n,
         mtu: 1500,
         addrs: addrs.iter().map(|a| a.parse().unwrap()).collect(),

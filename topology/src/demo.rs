@@ -165,15 +165,11 @@ pub fn configs(dir: &Path, lab: &Lab) -> Result<(DataplaneConfig, DataplaneConfi
     };
     write("gwA-sa.toml", &sa_a)?;
     write("gwB-sa.toml", &sa_b)?;
+    // No `gateway`: behind the NAT, gwA reaches gwB through its kernel default route, which
+    // the dataplane follows as any other program would.
     let cfg = |name: &str| {
-        // Behind the NAT, gwA reaches gwB through its default gateway.
-        let gw = if lab.spec.nat && name == "gwA" {
-            "gateway = \"10.200.1.254\"\n"
-        } else {
-            ""
-        };
         format!(
-            "sa_file = \"{name}-sa.toml\"\napi_socket = \"{}\"\n[lan]\ninterface = \"lan0\"\n[wan]\ninterface = \"wan0\"\n{gw}[workers]\ncount = {}\n[metrics]\nlisten = \"{DATAPLANE_METRICS}\"\n",
+            "sa_file = \"{name}-sa.toml\"\napi_socket = \"{}\"\n[lan]\ninterface = \"lan0\"\n[wan]\ninterface = \"wan0\"\n[workers]\ncount = {}\n[metrics]\nlisten = \"{DATAPLANE_METRICS}\"\n",
             dir.join(format!("{name}.sock")).display(),
             lab.spec.queues
         )

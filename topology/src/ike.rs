@@ -177,13 +177,10 @@ pub fn write_configs(
     );
     let ike_path = dir.join(format!("{name}-ike.toml"));
     write_private(&ike_path, &ike)?;
-    let gw = if lab.spec.nat && a {
-        "gateway = \"10.200.1.254\"\n"
-    } else {
-        ""
-    };
+    // No `gateway`: the dataplane follows the kernel's routes (behind the NAT, gwA's default
+    // route to 10.200.1.254).
     let dp = format!(
-        "api_socket = \"{}\"\n[lan]\ninterface = \"lan0\"\n[wan]\ninterface = \"wan0\"\n{gw}[workers]\ncount = {}\n{}",
+        "api_socket = \"{}\"\n[lan]\ninterface = \"lan0\"\n[wan]\ninterface = \"wan0\"\n[workers]\ncount = {}\n{}",
         sock.display(),
         lab.spec.queues,
         match site.dataplane_metrics {

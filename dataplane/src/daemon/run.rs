@@ -89,18 +89,19 @@ fn side(c: &SideConfig) -> Result<(Side, Vec<IpAddr>, u32), DaemonError> {
         Some(m) => m,
         None => kernel::iface::mtu(&c.interface).map_err(&e)?,
     };
-    Ok((
-        Side {
-            mac,
-            onlink,
-            gateway: c.gateway,
-            neighbours,
-            mtu,
-            addrs: addrs.iter().map(|a| a.addr).collect(),
-        },
-        addrs.iter().map(|a| a.addr).collect(),
-        ifindex,
-    ))
+    let mut side = Side {
+        mac,
+        onlink,
+        gateway: c.gateway,
+        routes: Vec::new(),
+        neighbours,
+        mtu,
+        addrs: addrs.iter().map(|a| a.addr).collect(),
+    };
+    // Without routes from the kernel (a failed dump) the side still has its links and its
+    // configured gateway; the control thread retries when routes change.
+    side.set_routes(kernel::route::through(ifindex).unwrap_or_default());
+    Ok((side, addrs.iter().map(|a| a.addr).collect(), ifindex))
 }
 
 /// The kernel's neighbours of `ifindex` with the static ones on top.

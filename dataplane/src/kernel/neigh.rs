@@ -190,7 +190,7 @@ pub(crate) fn parse(
     })
 }
 
-fn netlink_socket(flags: i32) -> io::Result<OwnedFd> {
+pub(super) fn netlink_socket(flags: i32) -> io::Result<OwnedFd> {
     // SAFETY: plain socket creation; checked below.
     let raw = unsafe {
         libc::socket(
@@ -207,7 +207,7 @@ fn netlink_socket(flags: i32) -> io::Result<OwnedFd> {
 }
 
 /// Receives one datagram into `buf`; `None` when nothing is waiting (non-blocking sockets).
-fn recv(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<Option<usize>> {
+pub(super) fn recv(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<Option<usize>> {
     // SAFETY: receives into a live buffer of the given length.
     let n = unsafe {
         libc::recv(

@@ -57,8 +57,13 @@ pub struct Side {
     pub mac: [u8; 6],
     /// Prefixes reachable directly on the link (the next hop is the destination itself).
     pub onlink: Vec<Prefix>,
-    /// Next hop for everything else, if any.
+    /// Next hop for everything else of its family, if configured (a default route that wins
+    /// over the kernel's default route).
     pub gateway: Option<IpAddr>,
+    /// The kernel's routes through this interface, longest prefix first (see
+    /// [`Side::set_routes`]): where what is neither on-link nor covered by a more specific
+    /// route goes.
+    pub routes: Vec<(Prefix, Option<IpAddr>)>,
     /// Next-hop link-layer addresses.
     pub neighbours: Neighbours,
     /// Link MTU (the WAN's bounds the tunnel MTU).
@@ -73,13 +78,33 @@ impl Side {
         self.addrs.iter().copied().find(|a| a.is_ipv6() == v6)
     }
 
-    /// The next hop towards `dst`.
+    /// The next hop towards `dst`: the destination itself when it is on the link; otherwise the
+    /// router of the longest kernel route that covers it, where the configured `gateway`
+    /// counts as a default route of its family that wins over the kernel's own; with no route,
+    /// the destination itself (the kernel's neighbour resolution then says whether it answers).
     #[inline]
     pub fn next_hop(&self, dst: IpAddr) -> IpAddr {
         if self.onlink.iter().any(|p| p.contains(dst)) {
             return dst;
         }
-        self.gateway.unwrap_or(dst)
+        let configured = self.gateway.filter(|g| g.is_ipv4() == dst.is_ipv4());
+        for (p, via) in &self.routes {
+            if p.is_empty() && configured.is_some() {
+                break;
+            }
+            if p.contains(dst) {
+                return via.unwrap_or(dst);
+            }
+        }
+        configured.unwrap_or(dst)
+    }
+
+    /// Sets the kernel's routes through this side's interface: ordered longest prefix first,
+    /// and among equal prefixes lowest metric first, so [`Side::next_hop`] takes the first
+    /// that covers a destination.
+    pub fn set_routes(&mut self, mut routes: Vec<(Prefix, Option<IpAddr>, u32)>) {
+        routes.sort_by_key(|(p, _, metric)| (std::cmp::Reverse(p.len()), *metric));
+        self.routes = routes.into_iter().map(|(p, via, _)| (p, via)).collect();
     }
 }
 
@@ -662,5 +687,49 @@ impl Pipeline {
         }
         emit_l2(&self.lan, Port::Lan, f, &mut self.drops)?;
         Ok(Port::Lan)
+    }
+}
+
+#[cfg(test)]
+mod next_hop_tests {
+    use super::*;
+
+    fn p(s: &str) -> Prefix {
+        s.parse().unwrap()
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn on_link_then_longest_route_then_the_configured_default() {
+        let mut s = Side {
+            onlink: vec![p("10.200.1.0/24")],
+            ..Side::default()
+        };
+        s.set_routes(vec![
+            (p("0.0.0.0/0"), Some(ip("10.200.1.254")), 100),
+            (p("10.9.0.0/16"), Some(ip("10.200.1.9")), 0),
+            (p("0.0.0.0/0"), Some(ip("10.200.1.253")), 50),
+            (p("::/0"), Some(ip("fd00::1")), 0),
+        ]);
+        assert_eq!(s.next_hop(ip("10.200.1.7")), ip("10.200.1.7"));
+        assert_eq!(s.next_hop(ip("10.9.3.3")), ip("10.200.1.9"));
+        // Among default routes the lowest metric wins.
+        assert_eq!(s.next_hop(ip("192.0.2.1")), ip("10.200.1.253"));
+        assert_eq!(s.next_hop(ip("2001:db8::1")), ip("fd00::1"));
+        // A configured gateway beats the kernel's default route of its family only.
+        s.gateway = Some(ip("10.200.1.1"));
+        assert_eq!(s.next_hop(ip("192.0.2.1")), ip("10.200.1.1"));
+        assert_eq!(s.next_hop(ip("10.9.3.3")), ip("10.200.1.9"));
+        assert_eq!(s.next_hop(ip("2001:db8::1")), ip("fd00::1"));
+        // No route at all: the destination itself (resolution then says if it answers).
+        s.set_routes(Vec::new());
+        s.gateway = None;
+        assert_eq!(s.next_hop(ip("192.0.2.1")), ip("192.0.2.1"));
+        // A gateway of the other family is not used.
+        s.gateway = Some(ip("10.200.1.1"));
+        assert_eq!(s.next_hop(ip("2001:db8::1")), ip("2001:db8::1"));
     }
 }

@@ -93,6 +93,8 @@ pub enum WorkerUpdate {
     },
     /// Replace the route table.
     Routes(crate::sa::RouteTable),
+    /// Replace the kernel's routes through one side's interface (its next hops beyond the link).
+    KernelRoutes(Port, Vec<(crate::sa::Prefix, Option<IpAddr>)>),
     /// Replace the trap policies.
     Traps(Vec<crate::sa::spd::Trap>),
     /// Remove the policies of outbound SAs with this SPI (and remote address, if given).
@@ -359,6 +361,10 @@ impl Worker {
                     }
                 }
                 Ok(WorkerUpdate::Traps(t)) => self.pipeline.sadb.set_traps(t),
+                Ok(WorkerUpdate::KernelRoutes(port, routes)) => match port {
+                    Port::Lan => self.pipeline.lan.routes = routes,
+                    Port::Wan => self.pipeline.wan.routes = routes,
+                },
                 Ok(WorkerUpdate::Routes(r)) => {
                     if let Some(sh) = &mut self.shard {
                         sh.policies.set_route_peers(r.peers());

@@ -1,0 +1,418 @@
+//! The kernel's routes: read with an RTM_GETROUTE dump (unicast routes of the main table) and
+//! followed through RTNLGRP_IPV4_ROUTE / RTNLGRP_IPV6_ROUTE notifications, so that the
+//! gateway reaches what is not on its links the way the kernel would: through the router the
+//! kernel's route names (a WAN default route, a LAN route to subnets behind an internal
+//! router), and keeps doing so when those routes change.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use super::neigh::{netlink_socket, recv};
+use crate::sa::Prefix;
+
+const RTM_NEWROUTE: u16 = 24;
+const RTM_DELROUTE: u16 = 25;
+const RTM_GETROUTE: u16 = 26;
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const NLM_F_REQUEST: u16 = 1;
+const NLM_F_DUMP: u16 = 0x300;
+const RTA_DST: u16 = 1;
+const RTA_OIF: u16 = 4;
+const RTA_GATEWAY: u16 = 5;
+const RTA_PRIORITY: u16 = 6;
+const RTA_MULTIPATH: u16 = 9;
+const RTA_TABLE: u16 = 15;
+const RTN_UNICAST: u8 = 1;
+const RT_TABLE_MAIN: u32 = 254;
+/// Multicast group bits of RTNLGRP_IPV4_ROUTE (7) and RTNLGRP_IPV6_ROUTE (11).
+const RTMGRP_ROUTES: u32 = (1 << (7 - 1)) | (1 << (11 - 1));
+
+/// One unicast route of the main table, through one interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KernelRoute {
+    /// The destination prefix.
+    pub prefix: Prefix,
+    /// The router to send through; None: the destination is on the link.
+    pub gateway: Option<IpAddr>,
+    /// The interface.
+    pub oif: u32,
+    /// The route's metric (lower wins among routes of one prefix).
+    pub metric: u32,
+}
+
+#[repr(C)]
+struct Request {
+    len: u32,
+    kind: u16,
+    flags: u16,
+    seq: u32,
+    pid: u32,
+    family: u8,
+    dst_len: u8,
+    src_len: u8,
+    tos: u8,
+    table: u8,
+    protocol: u8,
+    scope: u8,
+    rtype: u8,
+    rtm_flags: u32,
+}
+
+/// Every unicast route of the main table (IPv4 and IPv6), one entry per next hop of a
+/// multipath route.
+pub fn dump() -> io::Result<Vec<KernelRoute>> {
+    let fd = netlink_socket(0)?;
+    let req = Request {
+        len: std::mem::size_of::<Request>() as u32,
+        kind: RTM_GETROUTE,
+        flags: NLM_F_REQUEST | NLM_F_DUMP,
+        seq: 1,
+        pid: 0,
+        family: libc::AF_UNSPEC as u8,
+        dst_len: 0,
+        src_len: 0,
+        tos: 0,
+        table: 0,
+        protocol: 0,
+        scope: 0,
+        rtype: 0,
+        rtm_flags: 0,
+    };
+    // SAFETY: sends the bytes of a live repr(C) request to the kernel (pid 0).
+    let r = unsafe {
+        libc::send(
+            fd.as_raw_fd(),
+            &req as *const Request as *const libc::c_void,
+            req.len as usize,
+            0,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut routes = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match recv(&fd, &mut buf) {
+            Ok(Some(n)) => n,
+            Ok(None) => continue,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if parse(&buf[..n], |r| routes.push(r))? {
+            return Ok(routes);
+        }
+    }
+}
+
+/// The kernel's main-table unicast routes through interface `ifindex`, as
+/// (prefix, router, metric). Routes whose router is of the other address family are left out
+/// (esprit cannot send through them).
+pub fn through(ifindex: u32) -> io::Result<Vec<(Prefix, Option<IpAddr>, u32)>> {
+    Ok(dump()?
+        .into_iter()
+        .filter(|r| r.oif == ifindex)
+        .filter(|r| {
+            r.gateway
+                .is_none_or(|g| g.is_ipv4() == r.prefix.addr().is_ipv4())
+        })
+        .map(|r| (r.prefix, r.gateway, r.metric))
+        .collect())
+}
+
+fn ip(family: u8, b: &[u8]) -> Option<IpAddr> {
+    match (i32::from(family), b.len()) {
+        (libc::AF_INET, 4) => Some(IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]))),
+        (libc::AF_INET6, 16) => {
+            let a: [u8; 16] = b.try_into().ok()?;
+            Some(IpAddr::V6(Ipv6Addr::from(a)))
+        }
+        _ => None,
+    }
+}
+
+/// The attributes of a route message (or of a multipath next hop): (type, value) pairs.
+fn attrs(mut b: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    std::iter::from_fn(move || {
+        if b.len() < 4 {
+            return None;
+        }
+        let len = usize::from(u16::from_ne_bytes([b[0], b[1]]));
+        let kind = u16::from_ne_bytes([b[2], b[3]]) & 0x3fff;
+        if len < 4 || len > b.len() {
+            return None;
+        }
+        let value = &b[4..len];
+        b = &b[len.next_multiple_of(4).min(b.len())..];
+        Some((kind, value))
+    })
+}
+
+fn u32_of(v: &[u8]) -> Option<u32> {
+    Some(u32::from_ne_bytes(v.get(..4)?.try_into().ok()?))
+}
+
+/// Parses one netlink datagram of route messages, calling `f` for every main-table unicast
+/// route (RTM_NEWROUTE; RTM_DELROUTE only says something changed). True when the datagram
+/// ends a dump. Malformed messages are skipped, never trusted.
+pub(crate) fn parse(mut b: &[u8], mut f: impl FnMut(KernelRoute)) -> io::Result<bool> {
+    while b.len() >= 16 {
+        let len = u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as usize;
+        let kind = u16::from_ne_bytes([b[4], b[5]]);
+        if len < 16 || len > b.len() {
+            break;
+        }
+        let msg = &b[16..len];
+        match kind {
+            NLMSG_DONE => return Ok(true),
+            NLMSG_ERROR => {
+                let errno = msg
+                    .get(..4)
+                    .map(|e| i32::from_ne_bytes([e[0], e[1], e[2], e[3]]))
+                    .unwrap_or(0);
+                if errno != 0 {
+                    return Err(io::Error::from_raw_os_error(-errno));
+                }
+            }
+            RTM_NEWROUTE if msg.len() >= 12 => route(msg, &mut f),
+            _ => {}
+        }
+        b = &b[len.next_multiple_of(4).min(b.len())..];
+    }
+    Ok(false)
+}
+
+fn route(msg: &[u8], f: &mut impl FnMut(KernelRoute)) {
+    let (family, dst_len, table8, rtype) = (msg[0], msg[1], msg[4], msg[7]);
+    if rtype != RTN_UNICAST {
+        return;
+    }
+    let (mut dst, mut gateway, mut oif, mut metric, mut table) =
+        (None, None, None, 0u32, u32::from(table8));
+    let mut hops: Vec<(u32, Option<IpAddr>)> = Vec::new();
+    for (kind, v) in attrs(&msg[12..]) {
+        match kind {
+            RTA_DST => dst = ip(family, v),
+            RTA_GATEWAY => gateway = ip(family, v),
+            RTA_OIF => oif = u32_of(v),
+            RTA_PRIORITY => metric = u32_of(v).unwrap_or(0),
+            RTA_TABLE => table = u32_of(v).unwrap_or(table),
+            RTA_MULTIPATH => {
+                // struct rtnexthop { u16 len; u8 flags; u8 hops; i32 ifindex; } + attributes.
+                let mut m = v;
+                while m.len() >= 8 {
+                    let l = usize::from(u16::from_ne_bytes([m[0], m[1]]));
+                    if l < 8 || l > m.len() {
+                        break;
+                    }
+                    let ifindex = u32_of(&m[4..8]).unwrap_or(0);
+                    let gw = attrs(&m[8..l])
+                        .find(|(k, _)| *k == RTA_GATEWAY)
+                        .and_then(|(_, g)| ip(family, g));
+                    hops.push((ifindex, gw));
+                    m = &m[l.next_multiple_of(4).min(m.len())..];
+                }
+            }
+            _ => {}
+        }
+    }
+    if table != RT_TABLE_MAIN {
+        return;
+    }
+    let any = match i32::from(family) {
+        libc::AF_INET => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        libc::AF_INET6 => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        _ => return,
+    };
+    let Some(prefix) = Prefix::new(dst.unwrap_or(any), dst_len) else {
+        return;
+    };
+    if let Some(oif) = oif {
+        hops.insert(0, (oif, gateway));
+    }
+    for (oif, gateway) in hops {
+        f(KernelRoute {
+            prefix,
+            gateway,
+            oif,
+            metric,
+        });
+    }
+}
+
+/// A subscription to the kernel's route notifications: it says that routes changed (the
+/// caller dumps them again), not what they became.
+pub struct RouteMonitor {
+    fd: OwnedFd,
+    buf: Vec<u8>,
+}
+
+impl RouteMonitor {
+    /// Subscribes to IPv4 and IPv6 route changes (non-blocking socket).
+    pub fn open() -> io::Result<Self> {
+        let fd = netlink_socket(libc::SOCK_NONBLOCK)?;
+        // SAFETY: an all-zero sockaddr_nl is valid; the fields are set below.
+        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        addr.nl_family = libc::AF_NETLINK as u16;
+        addr.nl_groups = RTMGRP_ROUTES;
+        // SAFETY: binds to a live sockaddr_nl of the stated size.
+        let r = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                &addr as *const libc::sockaddr_nl as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(RouteMonitor {
+            fd,
+            buf: vec![0u8; 64 * 1024],
+        })
+    }
+
+    /// Reads every waiting notification without blocking; true if any route was added,
+    /// changed or removed (or notifications were lost: then too, dump again).
+    pub fn changed(&mut self) -> bool {
+        let mut changed = false;
+        loop {
+            match recv(&self.fd, &mut self.buf) {
+                Ok(Some(n)) => {
+                    let b = &self.buf[..n];
+                    if b.len() >= 6 {
+                        let kind = u16::from_ne_bytes([b[4], b[5]]);
+                        changed |= kind == RTM_NEWROUTE || kind == RTM_DELROUTE;
+                    }
+                }
+                Ok(None) => return changed,
+                // ENOBUFS: notifications were dropped.
+                Err(_) => return true,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attr(kind: u16, v: &[u8]) -> Vec<u8> {
+        let mut a = Vec::new();
+        a.extend_from_slice(&((4 + v.len()) as u16).to_ne_bytes());
+        a.extend_from_slice(&kind.to_ne_bytes());
+        a.extend_from_slice(v);
+        while a.len() % 4 != 0 {
+            a.push(0);
+        }
+        a
+    }
+
+    fn message(kind: u16, rtmsg: [u8; 12], attrs: &[Vec<u8>]) -> Vec<u8> {
+        let body: Vec<u8> = rtmsg.iter().copied().chain(attrs.concat()).collect();
+        let mut m = Vec::new();
+        m.extend_from_slice(&((16 + body.len()) as u32).to_ne_bytes());
+        m.extend_from_slice(&kind.to_ne_bytes());
+        m.extend_from_slice(&[0; 10]);
+        m.extend_from_slice(&body);
+        m
+    }
+
+    fn collect(b: &[u8]) -> (Vec<KernelRoute>, bool) {
+        let mut v = Vec::new();
+        let done = parse(b, |r| v.push(r)).unwrap();
+        (v, done)
+    }
+
+    #[test]
+    fn default_and_prefix_routes_with_gateways() {
+        let v4 = libc::AF_INET as u8;
+        let default = message(
+            RTM_NEWROUTE,
+            [v4, 0, 0, 0, 254, 3, 0, RTN_UNICAST, 0, 0, 0, 0],
+            &[
+                attr(RTA_GATEWAY, &[10, 200, 1, 254]),
+                attr(RTA_OIF, &7u32.to_ne_bytes()),
+                attr(RTA_PRIORITY, &100u32.to_ne_bytes()),
+            ],
+        );
+        let subnet = message(
+            RTM_NEWROUTE,
+            [v4, 24, 0, 0, 254, 2, 253, RTN_UNICAST, 0, 0, 0, 0],
+            &[
+                attr(RTA_DST, &[10, 200, 1, 0]),
+                attr(RTA_OIF, &7u32.to_ne_bytes()),
+            ],
+        );
+        let local = message(
+            RTM_NEWROUTE,
+            [v4, 32, 0, 0, 255, 2, 254, 2, 0, 0, 0, 0],
+            &[
+                attr(RTA_DST, &[10, 200, 1, 1]),
+                attr(RTA_OIF, &7u32.to_ne_bytes()),
+            ],
+        );
+        let done = message(NLMSG_DONE, [0; 12], &[]);
+        let all = [default, subnet, local, done].concat();
+        let (routes, finished) = collect(&all);
+        assert!(finished);
+        assert_eq!(
+            routes.len(),
+            2,
+            "the local-table route is not one: {routes:?}"
+        );
+        assert_eq!(
+            routes[0].prefix,
+            Prefix::new("0.0.0.0".parse().unwrap(), 0).unwrap()
+        );
+        assert_eq!(routes[0].gateway, Some("10.200.1.254".parse().unwrap()));
+        assert_eq!((routes[0].oif, routes[0].metric), (7, 100));
+        assert_eq!(routes[1].gateway, None);
+    }
+
+    #[test]
+    fn multipath_routes_give_one_entry_per_hop_and_garbage_is_skipped() {
+        let v6 = libc::AF_INET6 as u8;
+        let gw1: [u8; 16] = "fd00::1".parse::<Ipv6Addr>().unwrap().octets();
+        let gw2: [u8; 16] = "fd00::2".parse::<Ipv6Addr>().unwrap().octets();
+        let hop = |ifindex: i32, gw: &[u8; 16]| {
+            let a = attr(RTA_GATEWAY, gw);
+            let mut h = Vec::new();
+            h.extend_from_slice(&((8 + a.len()) as u16).to_ne_bytes());
+            h.extend_from_slice(&[0, 0]);
+            h.extend_from_slice(&ifindex.to_ne_bytes());
+            h.extend_from_slice(&a);
+            h
+        };
+        let mp = [hop(3, &gw1), hop(4, &gw2)].concat();
+        let m = message(
+            RTM_NEWROUTE,
+            [v6, 0, 0, 0, 254, 3, 0, RTN_UNICAST, 0, 0, 0, 0],
+            &[attr(RTA_MULTIPATH, &mp)],
+        );
+        let (routes, _) = collect(&m);
+        assert_eq!(routes.len(), 2);
+        assert_eq!((routes[0].oif, routes[1].oif), (3, 4));
+        assert_eq!(
+            routes[1].gateway,
+            Some(IpAddr::V6("fd00::2".parse().unwrap()))
+        );
+        // Truncated and lying lengths: nothing, and no panic.
+        for cut in 0..m.len() {
+            let _ = collect(&m[..cut]);
+        }
+        let mut bad = m.clone();
+        bad[16 + 12] = 0xff;
+        let _ = collect(&bad);
+    }
+
+    #[test]
+    fn the_kernel_dump_runs() {
+        // Every machine has routes; as root in a fresh namespace there may be none, so only
+        // the call is checked.
+        dump().unwrap();
+        RouteMonitor::open().unwrap();
+    }
+}
