@@ -6,5 +6,6 @@ pub mod dataplane;
 pub mod keylog;
 pub mod metrics;
 pub mod params;
+pub mod privileges;
 pub mod reconcile;
 pub mod run;

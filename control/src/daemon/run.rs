@@ -151,6 +151,13 @@ fn warn(msg: &str) {
     log_at(LogLevel::Warn, msg);
 }
 
+/// Logs a notification to systemd that could not be sent.
+fn notified(r: Result<bool, esprit_harden::notify::NotifyError>) {
+    if let Err(e) = r {
+        warn(&e.to_string());
+    }
+}
+
 fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -310,8 +317,11 @@ impl Daemon {
                 Some(u)
             }
         };
-        let kept = esprit_harden::lock_down(&esprit_harden::LockDown { user, keep: vec![] })
-            .map_err(io_err("dropping privileges"))?;
+        let kept = esprit_harden::lock_down(&esprit_harden::LockDown {
+            user,
+            keep: super::privileges::RUNTIME_CAPABILITIES.to_vec(),
+        })
+        .map_err(io_err("dropping privileges"))?;
         log(&format!(
             "privileges dropped: uid {}, capabilities kept {kept:?}",
             // SAFETY: getuid cannot fail.
@@ -848,6 +858,20 @@ impl Daemon {
         }
     }
 
+    /// [`Self::control`], telling systemd about a reload (`RELOADING=1`, then `READY=1`).
+    fn control_notified(&mut self, req: ControlRequest) -> ControlResponse {
+        let reload = matches!(req, ControlRequest::Reload);
+        if reload {
+            notified(esprit_harden::notify::reloading());
+        }
+        let resp = self.control(req);
+        if reload {
+            let n = self.config.connections.len();
+            notified(esprit_harden::notify::ready(&format!("{n} connections")));
+        }
+        resp
+    }
+
     fn serve(&mut self, token: Token) {
         let mut closed = false;
         let mut lines = Vec::new();
@@ -878,7 +902,7 @@ impl Daemon {
         }
         for line in lines {
             let resp = match serde_json::from_slice::<ControlRequest>(&line) {
-                Ok(r) => self.control(r),
+                Ok(r) => self.control_notified(r),
                 Err(e) => ControlResponse::err(format!("bad request: {e}")),
             };
             self.flush();

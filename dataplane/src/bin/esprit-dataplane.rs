@@ -3,7 +3,7 @@
 use clap::Parser;
 use dataplane::daemon::run::{run_locked, runtime_capabilities};
 use dataplane::daemon::DataplaneConfig;
-use dataplane::harden::LockDown;
+use dataplane::harden::{notify, LockDown};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
@@ -81,7 +81,14 @@ fn main() -> ExitCode {
         user,
         keep: runtime_capabilities(&cfg),
     };
-    let report = match run_locked(&cfg, stop, Some(&lock), |msg| eprintln!("{msg}")) {
+    // Workers running, API socket listening: tell systemd (Type=notify) it serves.
+    let ready = |msg: &str| {
+        eprintln!("{msg}");
+        notified(notify::ready(msg));
+    };
+    let ran = run_locked(&cfg, stop, Some(&lock), ready);
+    notified(notify::stopping());
+    let report = match ran {
         Ok(r) => r,
         Err(e) => {
             eprintln!("esprit-dataplane: {e}");
@@ -97,4 +104,11 @@ fn main() -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// Reports a notification to systemd that could not be sent.
+fn notified(r: Result<bool, notify::NotifyError>) {
+    if let Err(e) = r {
+        eprintln!("esprit-dataplane: {e}");
+    }
 }
