@@ -7,6 +7,8 @@
 //! `cargo test -- --include-ignored`), a missing prerequisite fails the test with a clear
 //! message through the `require_*` helpers here: nothing is skipped silently.
 
+pub mod systemd;
+
 use std::fmt::Display;
 use std::path::PathBuf;
 use std::process::Command;
