@@ -1,10 +1,12 @@
 //! The systemd units and the example configuration the package ships
 //! (`packaging/systemd`, `packaging/etc/esprit`).
 
-use esprit_testkit::systemd::{directive, packaging_dir, verify};
+use esprit_testkit::systemd::{confined, directive, packaging_dir, verify, NotifySocket};
+use esprit_testkit::{capabilities_of, require_root, require_tool, tmpdir};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 fn unit(name: &str) -> PathBuf {
     packaging_dir().join("systemd").join(name)
@@ -139,4 +141,109 @@ fn a_broken_unit_fails_verification() {
         assert!(r.is_err(), "{to}: verification passed");
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A network namespace removed on drop.
+struct Netns(String);
+
+impl Netns {
+    fn new(tag: &str) -> Self {
+        let name = format!("esprit-t{tag}-{}", std::process::id());
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        for args in [
+            vec!["netns", "add", &name],
+            vec!["-n", &name, "link", "set", "lo", "up"],
+        ] {
+            let st = Command::new("ip").args(&args).status().expect("run ip");
+            assert!(st.success(), "ip {args:?}");
+        }
+        Netns(name)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
+    }
+}
+
+#[test]
+#[ignore = "needs root (a network namespace) and setpriv: ./ci/test.sh runs it as root"]
+fn esprit_ike_starts_with_only_the_units_capabilities_notifies_and_reloads() {
+    require_root();
+    require_tool("setpriv", &["--version"]);
+    let ns = Netns::new("si");
+    let dir = tmpdir("si");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("esprit-ike.toml");
+    let sock = dir.join("ike.sock");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[daemon]\nsocket = \"{}\"\ndataplane_socket = \"{}\"\n",
+            sock.display(),
+            dir.join("dp.sock").display()
+        ),
+    )
+    .unwrap();
+    let notify = NotifySocket::new("ike");
+    let text = read(&unit("esprit-ike.service"));
+    let (mut cmd, ipc_lock) = confined(&text, Some(&ns.0), env!("CARGO_BIN_EXE_esprit-ike"));
+    let child = cmd
+        .arg("--config")
+        .arg(&cfg)
+        .env("NOTIFY_SOCKET", notify.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn esprit-ike under setpriv");
+    let pid = child.id();
+    let ready = notify.wait_for("READY=1", Duration::from_secs(20));
+    let caps: Vec<u64> = ["CapPrm", "CapEff", "CapBnd"]
+        .iter()
+        .map(|set| capabilities_of(pid, set))
+        .collect();
+    // The unit's ExecReload: espctl reload, which the daemon brackets with RELOADING=1 and
+    // READY=1.
+    let reload = Command::new(env!("CARGO_BIN_EXE_espctl"))
+        .arg("--ike-socket")
+        .arg(&sock)
+        .arg("reload")
+        .output()
+        .unwrap();
+    let reloading = notify.wait_for("RELOADING=1", Duration::from_secs(10));
+    let reloaded = notify.wait_for("READY=1", Duration::from_secs(10));
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let stopping = notify.wait_for("STOPPING=1", Duration::from_secs(20));
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ready.unwrap_or_else(|e| panic!("{e}; stderr: {stderr}"));
+    let kept: u64 = control::daemon::privileges::RUNTIME_CAPABILITIES
+        .iter()
+        .map(|c| 1u64 << c)
+        .sum::<u64>()
+        | if ipc_lock {
+            1 << esprit_harden::CAP_IPC_LOCK
+        } else {
+            0
+        };
+    assert_eq!(
+        caps, [kept; 3],
+        "CapPrm, CapEff, CapBnd once set up; stderr: {stderr}"
+    );
+    assert!(
+        reload.status.success(),
+        "espctl reload: {}",
+        String::from_utf8_lossy(&reload.stderr)
+    );
+    let reloading = reloading.unwrap_or_else(|e| panic!("{e}; stderr: {stderr}"));
+    assert!(reloading.contains("MONOTONIC_USEC="), "{reloading}");
+    reloaded.unwrap_or_else(|e| panic!("{e}; stderr: {stderr}"));
+    stopping.unwrap_or_else(|e| panic!("{e}; stderr: {stderr}"));
+    assert!(out.status.success(), "{}: {stderr}", out.status);
+    let _ = std::fs::remove_dir_all(&dir);
+    drop(ns);
 }

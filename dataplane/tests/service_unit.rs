@@ -1,9 +1,14 @@
 //! The systemd unit and the example configuration the package ships for esprit-dataplane
 //! (`packaging/systemd/esprit-dataplane.service`, `packaging/etc/esprit/dataplane.toml`).
 
+mod common;
+use common::{link, End, Namespaces};
 use dataplane::daemon::DataplaneConfig;
-use esprit_testkit::systemd::{directive, packaging_dir};
+use esprit_testkit::systemd::{confined, directive, packaging_dir, NotifySocket};
+use esprit_testkit::{capabilities_of, require_root, require_tool, tmpdir};
 use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 fn unit() -> String {
     let p = packaging_dir().join("systemd/esprit-dataplane.service");
@@ -64,4 +69,74 @@ fn the_unit_starts_the_shipped_configuration_which_loads() {
     let run = directive(&text, "Service", "RuntimeDirectory");
     assert_eq!(run, ["esprit"]);
     assert_eq!(cfg.api_socket.parent(), Some(Path::new("/run/esprit")));
+}
+
+#[test]
+#[ignore = "needs root (a network namespace, XDP, AF_XDP) and setpriv: ./ci/test.sh runs it as root"]
+fn the_daemon_starts_with_only_the_units_capabilities_and_notifies_readiness() {
+    require_root();
+    require_tool("setpriv", &["--version"]);
+    let ns = Namespaces::new("su", &["gw"]);
+    let gw = ns.name(0).to_string();
+    link(
+        End(&gw, "lan0", [2, 0, 0, 0, 0x1a, 1], &["10.201.1.1/24"]),
+        End(&gw, "lanp", [2, 0, 0, 0, 0x1a, 2], &[]),
+    );
+    link(
+        End(&gw, "wan0", [2, 0, 0, 0, 0x0a, 1], &["10.200.0.1/24"]),
+        End(&gw, "wanp", [2, 0, 0, 0, 0x0a, 2], &[]),
+    );
+    let dir = tmpdir("su");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("dp.toml");
+    let sock = dir.join("dp.sock");
+    std::fs::write(
+        &cfg,
+        format!(
+            "api_socket = \"{}\"\n[lan]\ninterface = \"lan0\"\n[wan]\ninterface = \"wan0\"\n\
+             [workers]\nring_size = 512\n",
+            sock.display()
+        ),
+    )
+    .unwrap();
+    let notify = NotifySocket::new("dp");
+    let (mut cmd, ipc_lock) = confined(&unit(), Some(&gw), env!("CARGO_BIN_EXE_esprit-dataplane"));
+    let child = cmd
+        .arg("--config")
+        .arg(&cfg)
+        .env("NOTIFY_SOCKET", notify.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn esprit-dataplane under setpriv");
+    let ready = notify.wait_for("READY=1", Duration::from_secs(20));
+    let pid = child.id();
+    let caps: Vec<u64> = ["CapPrm", "CapEff", "CapBnd"]
+        .iter()
+        .map(|set| capabilities_of(pid, set))
+        .collect();
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let stopping = notify.wait_for("STOPPING=1", Duration::from_secs(20));
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let ready = ready.unwrap_or_else(|e| panic!("{e}; stderr: {stderr}"));
+    assert!(ready.contains("STATUS=esprit-dataplane: "), "{ready}");
+    let mut kept: u64 = dataplane::daemon::privileges::RUNTIME_CAPABILITIES
+        .iter()
+        .map(|c| 1u64 << c)
+        .sum();
+    if ipc_lock {
+        kept |= 1 << dataplane::harden::CAP_IPC_LOCK;
+    }
+    assert_eq!(
+        caps, [kept; 3],
+        "CapPrm, CapEff, CapBnd once set up; stderr: {stderr}"
+    );
+    stopping.unwrap_or_else(|e| panic!("{e}; stderr: {stderr}"));
+    assert!(out.status.success(), "{}: {stderr}", out.status);
+    let _ = std::fs::remove_dir_all(&dir);
+    drop(ns);
 }

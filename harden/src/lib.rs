@@ -33,6 +33,10 @@ pub const CAP_NET_RAW: u32 = 13;
 pub const CAP_IPC_LOCK: u32 = 14;
 /// `CAP_SYS_ADMIN`: what `bpf(2)` required before Linux 5.8 split out `CAP_BPF`.
 pub const CAP_SYS_ADMIN: u32 = 21;
+/// `CAP_PERFMON`: lets the BPF verifier accept pointer arithmetic on packet pointers with a
+/// variable offset (the IPv4 header length); without it: "pointer arithmetic prohibited for
+/// !root".
+pub const CAP_PERFMON: u32 = 38;
 /// `CAP_BPF`: `bpf(2)`: create maps, load programs (Linux 5.8 and later).
 pub const CAP_BPF: u32 = 39;
 
@@ -49,6 +53,7 @@ pub fn cap_name(cap: u32) -> Option<&'static str> {
         CAP_NET_RAW => "CAP_NET_RAW",
         CAP_IPC_LOCK => "CAP_IPC_LOCK",
         CAP_SYS_ADMIN => "CAP_SYS_ADMIN",
+        CAP_PERFMON => "CAP_PERFMON",
         CAP_BPF => "CAP_BPF",
         _ => return None,
     })

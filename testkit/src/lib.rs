@@ -59,6 +59,19 @@ pub fn measure_enabled(name: &str) -> bool {
     on
 }
 
+/// A capability set of a process (`CapEff`, `CapPrm`, `CapBnd`, … of /proc/PID/status) as a
+/// bit mask; 0 when it cannot be read.
+pub fn capabilities_of(pid: u32, set: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix(&format!("{set}:")))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .unwrap_or(0)
+}
+
 /// A per-process path in the system's temporary directory: `esprit-test-<tag>-<pid>`.
 pub fn tmpdir(tag: &str) -> PathBuf {
     std::env::temp_dir().join(format!("esprit-test-{tag}-{}", std::process::id()))

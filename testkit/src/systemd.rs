@@ -113,6 +113,106 @@ fn placeholder(path: &Path) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
+/// A command that starts `program` with the privileges its unit (`unit_text`) grants, as far
+/// as capabilities go: as root with only the unit's `CapabilityBoundingSet`, nothing
+/// inheritable and no_new_privs (through `setpriv`), in network namespace `netns` if given.
+/// Where RLIMIT_MEMLOCK cannot be made unlimited as the unit's `LimitMEMLOCK=infinity` makes
+/// it (no `CAP_SYS_RESOURCE` here, as in some containers), `CAP_IPC_LOCK` is added: what the
+/// daemons' lock-down falls back on then. Returns the command and whether it added it.
+pub fn confined(unit_text: &str, netns: Option<&str>, program: &str) -> (Command, bool) {
+    let mut caps: Vec<String> = directive(unit_text, "Service", "CapabilityBoundingSet")
+        .iter()
+        .map(|c| format!("+{}", c.trim_start_matches("CAP_").to_lowercase()))
+        .collect();
+    let ipc_lock = !memlock_unlimited_possible();
+    if ipc_lock {
+        caps.push("+ipc_lock".into());
+    }
+    let mut cmd = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, "setpriv"]);
+            c
+        }
+        None => Command::new("setpriv"),
+    };
+    cmd.arg(format!("--bounding-set=-all,{}", caps.join(",")))
+        .args(["--inh-caps=-all", "--no-new-privs", "--", program]);
+    (cmd, ipc_lock)
+}
+
+/// True when this process could raise RLIMIT_MEMLOCK to unlimited: it already is, or the
+/// process has `CAP_SYS_RESOURCE`.
+fn memlock_unlimited_possible() -> bool {
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+    let unlimited = limits
+        .lines()
+        .find(|l| l.starts_with("Max locked memory"))
+        .is_some_and(|l| l.split_whitespace().nth(4) == Some("unlimited"));
+    unlimited || crate::capabilities_of(std::process::id(), "CapEff") & (1 << 24) != 0
+}
+
+/// The receiving end of a `NOTIFY_SOCKET`, as systemd holds it for a `Type=notify` service.
+pub struct NotifySocket {
+    sock: std::os::unix::net::UnixDatagram,
+    path: PathBuf,
+}
+
+impl NotifySocket {
+    /// Binds a datagram socket in a fresh temporary directory.
+    pub fn new(tag: &str) -> Self {
+        let dir = crate::tmpdir(&format!("notify-{tag}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("notify directory");
+        let path = dir.join("notify");
+        let sock = std::os::unix::net::UnixDatagram::bind(&path).expect("bind notify socket");
+        NotifySocket { sock, path }
+    }
+
+    /// The value for `NOTIFY_SOCKET`.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Waits up to `timeout` for a message with the line `line` (`READY=1`); returns it, or
+    /// every message seen when none had it.
+    pub fn wait_for(&self, line: &str, timeout: std::time::Duration) -> Result<String, String> {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Err(format!("no {line} within {timeout:?}; got {seen:?}"));
+            }
+            self.sock
+                .set_read_timeout(Some(left))
+                .map_err(|e| e.to_string())?;
+            match self.sock.recv(&mut buf) {
+                Ok(n) => {
+                    let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    if msg.lines().any(|l| l == line) {
+                        return Ok(msg);
+                    }
+                    seen.push(msg);
+                }
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    }
+}
+
+impl Drop for NotifySocket {
+    fn drop(&mut self) {
+        if let Some(dir) = self.path.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
