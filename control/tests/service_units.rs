@@ -39,6 +39,12 @@ fn esprit_ike_unit_grants_exactly_the_capabilities_the_daemon_declares() {
         "esprit-ike starts as root: no ambient capabilities"
     );
     assert_eq!(directive(&text, "Service", "LimitMEMLOCK"), ["infinity"]);
+    // The daemon starts as root and takes its capabilities from the bounding set: no User=,
+    // and no SecureBits=noroot, which would leave root without them.
+    assert!(directive(&text, "Service", "User").is_empty());
+    assert!(!directive(&text, "Service", "SecureBits")
+        .iter()
+        .any(|b| b.starts_with("noroot")));
 }
 
 #[test]

@@ -38,6 +38,12 @@ fn the_unit_grants_exactly_the_capabilities_the_daemon_declares() {
         assert!(dataplane::daemon::privileges::unit_capabilities().contains(c));
     }
     assert!(directive(&text, "Service", "AmbientCapabilities").is_empty());
+    // The daemon starts as root and takes its capabilities from the bounding set: no User=,
+    // and no SecureBits=noroot, which would leave root without them.
+    assert!(directive(&text, "Service", "User").is_empty());
+    assert!(!directive(&text, "Service", "SecureBits")
+        .iter()
+        .any(|b| b.starts_with("noroot")));
     assert_eq!(directive(&text, "Service", "LimitMEMLOCK"), ["infinity"]);
     assert_eq!(
         directive(&text, "Service", "RestrictAddressFamilies"),
