@@ -1,11 +1,11 @@
 //! The systemd units and the example configuration the package ships
 //! (`packaging/systemd`, `packaging/etc/esprit`).
 
-use esprit_testkit::systemd::{confined, directive, packaging_dir, verify, NotifySocket};
-use esprit_testkit::{capabilities_of, require_root, require_tool, tmpdir};
+use esprit_testkit::systemd::{directive, packaging_dir, verify, UnitDaemon};
+use esprit_testkit::{require_root, require_tool, tmpdir};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 fn unit(name: &str) -> PathBuf {
@@ -193,23 +193,17 @@ fn esprit_ike_starts_with_only_the_units_capabilities_notifies_and_reloads() {
         ),
     )
     .unwrap();
-    let notify = NotifySocket::new("ike");
     let text = read(&unit("esprit-ike.service"));
-    let (mut cmd, ipc_lock) = confined(&text, Some(&ns.0), env!("CARGO_BIN_EXE_esprit-ike"));
-    let child = cmd
-        .arg("--config")
-        .arg(&cfg)
-        .env("NOTIFY_SOCKET", notify.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn esprit-ike under setpriv");
-    let pid = child.id();
-    let ready = notify.wait_for("READY=1", Duration::from_secs(20));
-    let caps: Vec<u64> = ["CapPrm", "CapEff", "CapBnd"]
-        .iter()
-        .map(|set| capabilities_of(pid, set))
-        .collect();
+    let d = UnitDaemon::start(
+        "ike",
+        &text,
+        Some(&ns.0),
+        env!("CARGO_BIN_EXE_esprit-ike"),
+        &["--config".as_ref(), cfg.as_os_str()],
+    );
+    let ready = d.notify.wait_for("READY=1", Duration::from_secs(20));
+    let caps = d.capabilities();
+    let kept = d.expected(control::daemon::privileges::RUNTIME_CAPABILITIES);
     // The unit's ExecReload: espctl reload, which the daemon brackets with RELOADING=1 and
     // READY=1.
     let reload = Command::new(env!("CARGO_BIN_EXE_espctl"))
@@ -218,24 +212,10 @@ fn esprit_ike_starts_with_only_the_units_capabilities_notifies_and_reloads() {
         .arg("reload")
         .output()
         .unwrap();
-    let reloading = notify.wait_for("RELOADING=1", Duration::from_secs(10));
-    let reloaded = notify.wait_for("READY=1", Duration::from_secs(10));
-    let _ = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status();
-    let stopping = notify.wait_for("STOPPING=1", Duration::from_secs(20));
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let reloading = d.notify.wait_for("RELOADING=1", Duration::from_secs(10));
+    let reloaded = d.notify.wait_for("READY=1", Duration::from_secs(10));
+    let (stopping, status, stderr) = d.stop();
     ready.unwrap_or_else(|e| panic!("{e}; stderr: {stderr}"));
-    let kept: u64 = control::daemon::privileges::RUNTIME_CAPABILITIES
-        .iter()
-        .map(|c| 1u64 << c)
-        .sum::<u64>()
-        | if ipc_lock {
-            1 << esprit_harden::CAP_IPC_LOCK
-        } else {
-            0
-        };
     assert_eq!(
         caps, [kept; 3],
         "CapPrm, CapEff, CapBnd once set up; stderr: {stderr}"
@@ -249,7 +229,7 @@ fn esprit_ike_starts_with_only_the_units_capabilities_notifies_and_reloads() {
     assert!(reloading.contains("MONOTONIC_USEC="), "{reloading}");
     reloaded.unwrap_or_else(|e| panic!("{e}; stderr: {stderr}"));
     stopping.unwrap_or_else(|e| panic!("{e}; stderr: {stderr}"));
-    assert!(out.status.success(), "{}: {stderr}", out.status);
+    assert!(status.success(), "{status}: {stderr}");
     let _ = std::fs::remove_dir_all(&dir);
     drop(ns);
 }

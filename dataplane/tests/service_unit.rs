@@ -4,10 +4,9 @@
 mod common;
 use common::{link, End, Namespaces};
 use dataplane::daemon::DataplaneConfig;
-use esprit_testkit::systemd::{confined, directive, packaging_dir, NotifySocket};
-use esprit_testkit::{capabilities_of, require_root, require_tool, tmpdir};
+use esprit_testkit::systemd::{directive, packaging_dir, UnitDaemon};
+use esprit_testkit::{require_root, require_tool, tmpdir};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 fn unit() -> String {
@@ -106,43 +105,25 @@ fn the_daemon_starts_with_only_the_units_capabilities_and_notifies_readiness() {
         ),
     )
     .unwrap();
-    let notify = NotifySocket::new("dp");
-    let (mut cmd, ipc_lock) = confined(&unit(), Some(&gw), env!("CARGO_BIN_EXE_esprit-dataplane"));
-    let child = cmd
-        .arg("--config")
-        .arg(&cfg)
-        .env("NOTIFY_SOCKET", notify.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn esprit-dataplane under setpriv");
-    let ready = notify.wait_for("READY=1", Duration::from_secs(20));
-    let pid = child.id();
-    let caps: Vec<u64> = ["CapPrm", "CapEff", "CapBnd"]
-        .iter()
-        .map(|set| capabilities_of(pid, set))
-        .collect();
-    let _ = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status();
-    let stopping = notify.wait_for("STOPPING=1", Duration::from_secs(20));
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let d = UnitDaemon::start(
+        "dp",
+        &unit(),
+        Some(&gw),
+        env!("CARGO_BIN_EXE_esprit-dataplane"),
+        &["--config".as_ref(), cfg.as_os_str()],
+    );
+    let ready = d.notify.wait_for("READY=1", Duration::from_secs(20));
+    let caps = d.capabilities();
+    let kept = d.expected(dataplane::daemon::privileges::RUNTIME_CAPABILITIES);
+    let (stopping, status, stderr) = d.stop();
     let ready = ready.unwrap_or_else(|e| panic!("{e}; stderr: {stderr}"));
     assert!(ready.contains("STATUS=esprit-dataplane: "), "{ready}");
-    let mut kept: u64 = dataplane::daemon::privileges::RUNTIME_CAPABILITIES
-        .iter()
-        .map(|c| 1u64 << c)
-        .sum();
-    if ipc_lock {
-        kept |= 1 << dataplane::harden::CAP_IPC_LOCK;
-    }
     assert_eq!(
         caps, [kept; 3],
         "CapPrm, CapEff, CapBnd once set up; stderr: {stderr}"
     );
     stopping.unwrap_or_else(|e| panic!("{e}; stderr: {stderr}"));
-    assert!(out.status.success(), "{}: {stderr}", out.status);
+    assert!(status.success(), "{status}: {stderr}");
     let _ = std::fs::remove_dir_all(&dir);
     drop(ns);
 }

@@ -40,6 +40,15 @@ pub const CAP_PERFMON: u32 = 38;
 /// `CAP_BPF`: `bpf(2)`: create maps, load programs (Linux 5.8 and later).
 pub const CAP_BPF: u32 = 39;
 
+/// The capabilities of every part, sorted, each once: what a service unit grants a daemon
+/// (what it needs to start and what it keeps).
+pub fn capability_union(parts: &[&[u32]]) -> Vec<u32> {
+    let mut all: Vec<u32> = parts.iter().flat_map(|p| p.iter().copied()).collect();
+    all.sort_unstable();
+    all.dedup();
+    all
+}
+
 /// The name of a capability this crate names (`CAP_NET_ADMIN`), as systemd and capabilities(7)
 /// write it.
 pub fn cap_name(cap: u32) -> Option<&'static str> {
@@ -393,6 +402,14 @@ mod tests {
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         d
+    }
+
+    #[test]
+    fn capability_unions_are_sorted_and_named() {
+        let all = capability_union(&[&[CAP_NET_RAW, CAP_BPF, CAP_NET_ADMIN], &[CAP_NET_ADMIN]]);
+        assert_eq!(all, [CAP_NET_ADMIN, CAP_NET_RAW, CAP_BPF]);
+        assert_eq!(cap_name(CAP_PERFMON), Some("CAP_PERFMON"));
+        assert_eq!(cap_name(1), None);
     }
 
     #[test]

@@ -141,6 +141,93 @@ pub fn confined(unit_text: &str, netns: Option<&str>, program: &str) -> (Command
     (cmd, ipc_lock)
 }
 
+/// A daemon started the way its unit starts it, as far as capabilities go (see [`confined`]),
+/// with a notification socket in `NOTIFY_SOCKET`, its stderr kept for the test's messages.
+pub struct UnitDaemon {
+    child: Option<std::process::Child>,
+    /// Where the daemon's notifications arrive.
+    pub notify: NotifySocket,
+    ipc_lock: bool,
+}
+
+impl UnitDaemon {
+    /// Starts `program ARGS` under the unit `unit_text`, in network namespace `netns` if given.
+    pub fn start(
+        tag: &str,
+        unit_text: &str,
+        netns: Option<&str>,
+        program: &str,
+        args: &[&std::ffi::OsStr],
+    ) -> Self {
+        let notify = NotifySocket::new(tag);
+        let (mut cmd, ipc_lock) = confined(unit_text, netns, program);
+        let child = cmd
+            .args(args)
+            .env("NOTIFY_SOCKET", notify.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {program} under setpriv: {e}"));
+        UnitDaemon {
+            child: Some(child),
+            notify,
+            ipc_lock,
+        }
+    }
+
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, |c| c.id())
+    }
+
+    /// Its permitted, effective and bounding capability sets, as masks.
+    pub fn capabilities(&self) -> [u64; 3] {
+        ["CapPrm", "CapEff", "CapBnd"].map(|set| crate::capabilities_of(self.pid(), set))
+    }
+
+    /// The mask of what a daemon that declares it keeps `runtime` should hold once set up
+    /// here: `runtime`, plus `CAP_IPC_LOCK` when [`confined`] had to add it.
+    pub fn expected(&self, runtime: &[u32]) -> u64 {
+        let kept = runtime.iter().fold(0u64, |m, c| m | 1 << c);
+        if self.ipc_lock {
+            kept | 1 << 14
+        } else {
+            kept
+        }
+    }
+
+    /// Sends SIGTERM, waits for `STOPPING=1` and the exit; returns the wait's outcome, the
+    /// exit status and the daemon's stderr.
+    pub fn stop(mut self) -> (Result<String, String>, std::process::ExitStatus, String) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status();
+        let stopping = self
+            .notify
+            .wait_for("STOPPING=1", std::time::Duration::from_secs(20));
+        let out = self
+            .child
+            .take()
+            .expect("running")
+            .wait_with_output()
+            .expect("wait for the daemon");
+        (
+            stopping,
+            out.status,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+impl Drop for UnitDaemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 /// True when this process could raise RLIMIT_MEMLOCK to unlimited: it already is, or the
 /// process has `CAP_SYS_RESOURCE`.
 fn memlock_unlimited_possible() -> bool {

@@ -37,12 +37,5 @@ pub const STARTUP_CAPABILITIES: &[u32] = &[
 
 /// Every capability the daemon may use, sorted: what its service unit grants.
 pub fn unit_capabilities() -> Vec<u32> {
-    let mut all: Vec<u32> = STARTUP_CAPABILITIES
-        .iter()
-        .chain(RUNTIME_CAPABILITIES)
-        .copied()
-        .collect();
-    all.sort_unstable();
-    all.dedup();
-    all
+    crate::harden::capability_union(&[STARTUP_CAPABILITIES, RUNTIME_CAPABILITIES])
 }
