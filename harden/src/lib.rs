@@ -5,6 +5,9 @@
 //!
 //! Capabilities and no_new_privs belong to a thread: call [`lock_down`] before the daemon
 //! spawns its threads, which inherit the result.
+//!
+//! [`notify`] tells systemd (a `Type=notify` unit) when a daemon is ready, reloading or
+//! stopping.
 
 use std::ffi::CString;
 use std::io;
