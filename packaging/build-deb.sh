@@ -2,6 +2,7 @@
 # Builds the `esprit` Debian package (cargo-deb; metadata in packaging/Cargo.toml).
 #
 #   packaging/build-deb.sh            release binaries -> target/debian/esprit_<version>-1_<arch>.deb
+#                                     (stripped; their debug symbols in esprit-dbgsym_….ddeb)
 #   packaging/build-deb.sh --debug    the debug binaries a `cargo test` has already built, stripped,
 #                                     versioned <version>-0+debug -> target/debian-debug/: for the
 #                                     package test (ci/package-test.sh), not for installing on a
@@ -32,7 +33,8 @@ if [ "${1:-}" = "--debug" ]; then
 else
   cargo build --release --locked -p dataplane -p control --bins >&2
   mkdir -p target/debian
-  rm -f target/debian/esprit_*.deb
-  cargo deb -p esprit-package --no-build --locked -o target/debian/ >/dev/null
+  rm -f target/debian/esprit_*.deb target/debian/esprit-dbgsym_*.ddeb
+  # Stripped; the debug symbols go to a separate esprit-dbgsym .ddeb beside it.
+  cargo deb -p esprit-package --no-build --locked --dbgsym -o target/debian/ >/dev/null
   ls -t target/debian/esprit_"$version"-1_*.deb | head -n 1
 fi
