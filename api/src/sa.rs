@@ -327,3 +327,28 @@ impl SaSpec {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_of_an_sa_and_its_key_hides_the_key() {
+        let bytes: Vec<u8> = (0x10..0x34).collect();
+        let key = SaKey::from_bytes(&bytes);
+        let hex = key.expose_hex().to_string();
+        let sa = SaSpec::new(
+            Spi(0xc001),
+            Direction::In,
+            "aes256gcm16",
+            key.clone(),
+            "192.0.2.1".parse().unwrap(),
+            "192.0.2.2".parse().unwrap(),
+        );
+        for dbg in [format!("{key:?}"), format!("{sa:?}"), format!("{sa:#?}")] {
+            assert!(dbg.contains("<redacted>"), "{dbg}");
+            assert!(!dbg.contains(&hex[..16]), "{dbg}");
+            assert!(!dbg.contains("16, 17, 18"), "{dbg}");
+        }
+    }
+}

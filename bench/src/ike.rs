@@ -254,7 +254,10 @@ pub(crate) fn connection(
                     certs: vec![own.cert.clone()],
                 },
                 RemoteCredential::Pubkey {
-                    trust: Arc::new(TrustStore::new(vec![c.ca.clone()])),
+                    trust: Arc::new(
+                        TrustStore::new(vec![c.ca.clone()])
+                            .expect("the bench CA is a CA certificate"),
+                    ),
                     ca_hashes: vec![c.ca.spki_sha1()],
                 },
             )

@@ -1182,3 +1182,129 @@ fn trap_policy_raises_acquire_events() {
     let _ = std::fs::remove_dir_all(&dir);
     drop(ns);
 }
+
+/// The SAs a daemon has, as "spi/direction" strings.
+fn sa_ids(sock: &Path) -> Vec<String> {
+    let mut c = Client::connect(sock).unwrap();
+    let v = c.call(Request::SaList).unwrap();
+    let mut ids: Vec<String> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            format!(
+                "{}/{}",
+                s["spi"].as_str().unwrap(),
+                s["direction"].as_str().unwrap()
+            )
+        })
+        .collect();
+    ids.sort();
+    ids
+}
+
+fn routes(sock: &Path) -> Vec<String> {
+    let mut c = Client::connect(sock).unwrap();
+    let v = c.call(Request::RouteList).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["prefix"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+#[ignore = "needs root: ./ci/test.sh runs it as root"]
+fn sighup_reloads_the_sa_file_and_routes_and_refuses_a_bad_file() {
+    require_root();
+    let ns = two_sites("hup");
+    let (ha, gwa, gwb) = (ns.name(0), ns.name(1), ns.name(2));
+    let dir = tmpdir("hup");
+    write_configs(&dir);
+    let mut a = start(gwa, &dir, "gwA");
+    let b = start(gwb, &dir, "gwB");
+    let (sa, sb) = (dir.join("gwA.sock"), dir.join("gwB.sock"));
+    let (ok, out) = ping(ha, "10.201.2.2");
+    assert!(ok, "{out}");
+    assert_eq!(sa_ids(&sa), ["0xa0000001/out", "0xb0000001/in"]);
+
+    // A manual rekey: new SPIs and keys in both SA files, then SIGHUP to both daemons.
+    let a_ts = r#"["10.201.1.0/24", "fd00:201:1::/64"]"#;
+    let b_ts = r#"["10.201.2.0/24", "fd00:201:2::/64"]"#;
+    write_secret(
+        &dir.join("gwA-sa.toml"),
+        &sa_file(&Tunnel {
+            local: "10.200.0.1",
+            remote: "10.200.0.2",
+            out: ("0xa0000002", KEY_BA),
+            inb: ("0xb0000002", KEY_AB),
+            lts: a_ts,
+            rts: b_ts,
+        }),
+    );
+    write_secret(
+        &dir.join("gwB-sa.toml"),
+        &sa_file(&Tunnel {
+            local: "10.200.0.2",
+            remote: "10.200.0.1",
+            out: ("0xb0000002", KEY_AB),
+            inb: ("0xa0000002", KEY_BA),
+            lts: b_ts,
+            rts: a_ts,
+        }),
+    );
+    // A route, and a setting that takes a restart, in gwA's file.
+    let cfg_a = std::fs::read_to_string(dir.join("gwA.toml")).unwrap();
+    std::fs::write(
+        dir.join("gwA.toml"),
+        cfg_a.replace("ring_size = 512", "ring_size = 1024")
+            + "\n[[route]]\nprefix = \"192.0.2.0/24\"\naction = \"drop\"\n",
+    )
+    .unwrap();
+    signal(&a, "-HUP");
+    signal(&b, "-HUP");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while sa_ids(&sa) != ["0xa0000002/out", "0xb0000002/in"]
+        || sa_ids(&sb) != ["0xa0000002/in", "0xb0000002/out"]
+    {
+        assert!(
+            Instant::now() < deadline,
+            "{:?} {:?}",
+            sa_ids(&sa),
+            sa_ids(&sb)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(routes(&sa).contains(&"192.0.2.0/24".to_string()));
+    let (ok, out) = ping(ha, "10.201.2.2");
+    assert!(ok, "traffic over the reloaded SAs: {out}");
+
+    // A file that does not load: nothing changes.
+    std::fs::write(dir.join("gwA.toml"), "sa_file = 7\n").unwrap();
+    signal(&a, "-HUP");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(sa_ids(&sa), ["0xa0000002/out", "0xb0000002/in"]);
+    let (ok, out) = ping(ha, "10.201.2.2");
+    assert!(ok, "{out}");
+
+    // The log says what was reloaded, what takes a restart and what was refused.
+    signal(&a, "-TERM");
+    let st = wait_exit(&mut a);
+    assert!(st.success(), "{st}");
+    let mut err = String::new();
+    a.child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(
+        err.contains("configuration reloaded: SAs 2 added, 2 removed, 0 replaced; routes 1 set"),
+        "{err}"
+    );
+    assert!(
+        err.contains("ring_size changed; restart esprit-dataplane"),
+        "{err}"
+    );
+    assert!(err.contains("reload refused"), "{err}");
+}

@@ -62,8 +62,11 @@ fn the_unit_starts_the_shipped_configuration_which_loads() {
             "/etc/esprit/dataplane.toml"
         ]
     );
-    // No reload in the daemon: the unit must not pretend to have one.
-    assert!(directive(&text, "Service", "ExecReload").is_empty());
+    // The daemon reloads on SIGHUP.
+    assert_eq!(
+        directive(&text, "Service", "ExecReload"),
+        ["/bin/kill", "-HUP", "$MAINPID"]
+    );
     let shipped = packaging_dir().join("etc/esprit/dataplane.toml");
     let cfg = DataplaneConfig::load(&shipped).unwrap_or_else(|e| panic!("{e}"));
     assert!(
@@ -78,7 +81,7 @@ fn the_unit_starts_the_shipped_configuration_which_loads() {
 
 #[test]
 #[ignore = "needs root (a network namespace, XDP, AF_XDP) and setpriv: ./ci/test.sh runs it as root"]
-fn the_daemon_starts_with_only_the_units_capabilities_and_notifies_readiness() {
+fn the_daemon_starts_with_only_the_units_capabilities_notifies_and_reloads() {
     require_root();
     require_tool("setpriv", &["--version"]);
     let ns = Namespaces::new("su", &["gw"]);
@@ -115,6 +118,12 @@ fn the_daemon_starts_with_only_the_units_capabilities_and_notifies_readiness() {
     let ready = d.notify.wait_for("READY=1", Duration::from_secs(20));
     let caps = d.capabilities();
     let kept = d.expected(dataplane::daemon::privileges::RUNTIME_CAPABILITIES);
+    // The unit's ExecReload: SIGHUP, which the daemon brackets with RELOADING=1 and READY=1.
+    let _ = std::process::Command::new("kill")
+        .args(["-HUP", &d.pid().to_string()])
+        .status();
+    let reloading = d.notify.wait_for("RELOADING=1", Duration::from_secs(10));
+    let reloaded = d.notify.wait_for("READY=1", Duration::from_secs(10));
     let (stopping, status, stderr) = d.stop();
     let ready = ready.unwrap_or_else(|e| panic!("{e}; stderr: {stderr}"));
     assert!(ready.contains("STATUS=esprit-dataplane: "), "{ready}");
@@ -122,6 +131,8 @@ fn the_daemon_starts_with_only_the_units_capabilities_and_notifies_readiness() {
         caps, [kept; 3],
         "CapPrm, CapEff, CapBnd once set up; stderr: {stderr}"
     );
+    reloading.unwrap_or_else(|e| panic!("{e}; stderr: {stderr}"));
+    reloaded.unwrap_or_else(|e| panic!("{e}; stderr: {stderr}"));
     stopping.unwrap_or_else(|e| panic!("{e}; stderr: {stderr}"));
     assert!(status.success(), "{status}: {stderr}");
     let _ = std::fs::remove_dir_all(&dir);

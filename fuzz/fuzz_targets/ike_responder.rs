@@ -57,7 +57,7 @@ fn drain_events(e: &mut Endpoint) {
 /// What the first byte asks for the datagram to an SA.
 struct Shape {
     plain: bool,
-    exchange: u8,
+    exchange: control::ike::message::ExchangeType,
     next_id: bool,
     response: bool,
     twice: bool,
@@ -99,7 +99,7 @@ fn to_sa(
             f |= flags::RESPONSE;
         }
         let id = first_id + u32::from(shape.next_id);
-        let h = support::header(spi_i, spi_r, shape.exchange, f, id);
+        let h = support::header(spi_i, spi_r, shape.exchange.0, f, id);
         let mut iv = [0u8; 8];
         iv[4..].copy_from_slice(&id.to_be_bytes());
         let Some(w) = support::sealed(h, inner_next, plain, &sk, iv) else {

@@ -2,6 +2,7 @@
 //! TCP transfer checked by SHA-256 across the tunnel, the per-SA counters, a throughput figure.
 //! (IKEv2 keying replaces the manual SAs when the control plane lands.)
 
+use crate::ike::DaemonProcess;
 use crate::lab::{Lab, LabError, LabSpec, Node};
 use dataplane::api::{Client, Request, Snapshot};
 use dataplane::daemon::DataplaneConfig;
@@ -22,10 +23,14 @@ pub struct DemoOptions {
     pub bytes: usize,
     /// Workers per gateway (and queues per veth).
     pub workers: u32,
-    /// Leave the lab up afterwards.
+    /// Leave the lab and both gateways' daemons running afterwards (`esprit-lab down` stops
+    /// them): the daemons then run as processes of their own, with their files in
+    /// [`crate::kept::dir`].
     pub keep: bool,
     /// Key the tunnel by hand (random SAs written to SA files) instead of IKEv2.
     pub manual_keys: bool,
+    /// The `esprit-lab` executable that runs the kept daemons; `None`: this program.
+    pub exe: Option<PathBuf>,
 }
 
 impl Default for DemoOptions {
@@ -36,6 +41,7 @@ impl Default for DemoOptions {
             workers: 1,
             keep: false,
             manual_keys: false,
+            exe: None,
         }
     }
 }
@@ -59,6 +65,43 @@ pub struct DemoReport {
     pub gw_a: Snapshot,
     /// Counters of gateway B at the end.
     pub gw_b: Snapshot,
+    /// The OpenMetrics endpoints of each gateway (its dataplane's, and its esprit-ike's when
+    /// IKE keys the tunnel), to scrape from inside the gateway's namespace.
+    pub metrics_urls: MetricsUrls,
+    /// What `--keep` left running: each daemon's socket, for `espctl` inside its namespace.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub kept: Vec<KeptDaemon>,
+}
+
+/// The metrics endpoints of both gateways.
+#[derive(Debug, Clone, Serialize)]
+pub struct MetricsUrls {
+    /// Gateway A's.
+    pub gw_a: Vec<String>,
+    /// Gateway B's.
+    pub gw_b: Vec<String>,
+}
+
+/// A daemon the demo left running.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeptDaemon {
+    /// The lab node (namespace) it runs in: "gwA" or "gwB".
+    pub node: String,
+    /// "esprit-dataplane" or "esprit-ike".
+    pub daemon: String,
+    /// Its process id.
+    pub pid: u32,
+    /// Its API (dataplane) or control (esprit-ike) socket.
+    pub socket: PathBuf,
+}
+
+/// Where a demo gateway's dataplane serves metrics, inside the gateway's namespace.
+pub const DATAPLANE_METRICS: &str = "127.0.0.1:9101";
+/// Where a demo gateway's esprit-ike serves metrics, inside the gateway's namespace.
+pub const IKE_METRICS: &str = "127.0.0.1:9102";
+
+fn metrics_url(addr: &str) -> String {
+    format!("http://{addr}/metrics")
 }
 
 /// Why the demo failed.
@@ -130,7 +173,7 @@ pub fn configs(dir: &Path, lab: &Lab) -> Result<(DataplaneConfig, DataplaneConfi
             ""
         };
         format!(
-            "sa_file = \"{name}-sa.toml\"\napi_socket = \"{}\"\n[lan]\ninterface = \"lan0\"\n[wan]\ninterface = \"wan0\"\n{gw}[workers]\ncount = {}\n",
+            "sa_file = \"{name}-sa.toml\"\napi_socket = \"{}\"\n[lan]\ninterface = \"lan0\"\n[wan]\ninterface = \"wan0\"\n{gw}[workers]\ncount = {}\n[metrics]\nlisten = \"{DATAPLANE_METRICS}\"\n",
             dir.join(format!("{name}.sock")).display(),
             lab.spec.queues
         )
@@ -274,18 +317,22 @@ impl Gateways {
     }
 }
 
-/// The gateways of a demo: keyed by hand, or by esprit-ike.
+/// The gateways of a demo: keyed by hand, or by esprit-ike, in this process; or daemons of
+/// their own that outlive it (`--keep`).
 enum Running {
     Manual(Gateways),
     Ike {
         ike: Vec<crate::ike::IkeDaemon>,
         dataplanes: Vec<crate::ike::DataplaneThread>,
     },
+    Processes(Vec<(Node, &'static str, DaemonProcess)>),
 }
 
 impl Running {
-    fn stop(self) -> Vec<Result<Snapshot, String>> {
-        match self {
+    /// Stops the in-process gateways (their final counters, or why they failed), or leaves
+    /// the processes running and records them in the lab's state directory.
+    fn finish(self, lab_name: &str) -> Result<Vec<KeptDaemon>, DemoError> {
+        let results: Vec<Result<Snapshot, String>> = match self {
             Running::Manual(g) => g.stop(),
             Running::Ike { ike, dataplanes } => {
                 let mut out: Vec<Result<Snapshot, String>> = Vec::new();
@@ -301,36 +348,95 @@ impl Running {
                 );
                 out
             }
+            Running::Processes(procs) => {
+                let mut kept = Vec::new();
+                for (node, daemon, p) in procs {
+                    let socket = p.socket.clone();
+                    if let Some(pid) = p.detach() {
+                        crate::kept::record(lab_name, pid, &format!("{node} {daemon}"))
+                            .map_err(DemoError::Other)?;
+                        kept.push(KeptDaemon {
+                            node: node.to_string(),
+                            daemon: daemon.into(),
+                            pid,
+                            socket,
+                        });
+                    }
+                }
+                return Ok(kept);
+            }
+        };
+        for r in results {
+            r.map_err(DemoError::Other)?;
         }
+        Ok(Vec::new())
     }
 }
 
 /// Starts esprit-dataplane and esprit-ike on both gateways (gwA initiates, gwB responds) and
-/// waits until both have the child SA. Returns the gateways and the negotiated suite.
+/// waits until both have the child SA: in this process, or, given the `esprit-lab`
+/// executable `exe`, as processes of their own. Returns the gateways and the negotiated suite.
 fn start_ike(
     lab: &Lab,
     dir: &Path,
+    exe: Option<&Path>,
     say: &mut impl FnMut(&str),
 ) -> Result<(Running, String), DemoError> {
-    use crate::ike::{write_configs, DataplaneThread, IkeDaemon, IkeSite};
-    let site_a = IkeSite {
+    use crate::ike::{wait_child, write_configs, DataplaneThread, IkeDaemon, IkeSite};
+    let metrics = |site: IkeSite| IkeSite {
+        metrics: IKE_METRICS.parse().ok(),
+        dataplane_metrics: DATAPLANE_METRICS.parse().ok(),
+        ..site
+    };
+    let site_a = metrics(IkeSite {
         start_action: "start".into(),
         ..IkeSite::default()
-    };
-    let site_b = IkeSite::default();
+    });
+    let site_b = metrics(IkeSite::default());
     let (ike_a, dp_a) = write_configs(lab, Node::GwA, dir, &site_a).map_err(DemoError::Other)?;
     let (ike_b, dp_b) = write_configs(lab, Node::GwB, dir, &site_b).map_err(DemoError::Other)?;
     say("starting esprit-dataplane on gwA and gwB (no SAs yet)");
-    let dataplanes = vec![
-        DataplaneThread::start(lab, Node::GwA, dp_a).map_err(DemoError::Other)?,
-        DataplaneThread::start(lab, Node::GwB, dp_b).map_err(DemoError::Other)?,
-    ];
-    say("starting esprit-ike on gwB (responder) and gwA (initiator: start_action = start), PSK");
-    let b = IkeDaemon::start(lab, Node::GwB, &ike_b).map_err(DemoError::Other)?;
-    let a = IkeDaemon::start(lab, Node::GwA, &ike_a).map_err(DemoError::Other)?;
     let t = Duration::from_secs(20);
-    let sa = a.wait_child(t).map_err(DemoError::Other)?;
-    b.wait_child(t).map_err(DemoError::Other)?;
+    let (running, sa) = match exe {
+        Some(exe) => {
+            let dp = |node: Node, name: &str| {
+                DaemonProcess::dataplane(lab, node, exe, &dir.join(format!("{name}-dp.toml")))
+                    .map_err(DemoError::Other)
+            };
+            let dp_a = dp(Node::GwA, "gwA")?;
+            let dp_b = dp(Node::GwB, "gwB")?;
+            say("starting esprit-ike on gwB (responder) and gwA (initiator: start_action = start), PSK");
+            let b = DaemonProcess::ike(lab, Node::GwB, exe, &ike_b).map_err(DemoError::Other)?;
+            let a = DaemonProcess::ike(lab, Node::GwA, exe, &ike_a).map_err(DemoError::Other)?;
+            let sa = wait_child(&a.socket, t).map_err(DemoError::Other)?;
+            wait_child(&b.socket, t).map_err(DemoError::Other)?;
+            let procs = vec![
+                (Node::GwA, "esprit-dataplane", dp_a),
+                (Node::GwB, "esprit-dataplane", dp_b),
+                (Node::GwA, "esprit-ike", a),
+                (Node::GwB, "esprit-ike", b),
+            ];
+            (Running::Processes(procs), sa)
+        }
+        None => {
+            let dataplanes = vec![
+                DataplaneThread::start(lab, Node::GwA, dp_a).map_err(DemoError::Other)?,
+                DataplaneThread::start(lab, Node::GwB, dp_b).map_err(DemoError::Other)?,
+            ];
+            say("starting esprit-ike on gwB (responder) and gwA (initiator: start_action = start), PSK");
+            let b = IkeDaemon::start(lab, Node::GwB, &ike_b).map_err(DemoError::Other)?;
+            let a = IkeDaemon::start(lab, Node::GwA, &ike_a).map_err(DemoError::Other)?;
+            let sa = a.wait_child(t).map_err(DemoError::Other)?;
+            b.wait_child(t).map_err(DemoError::Other)?;
+            (
+                Running::Ike {
+                    ike: vec![a, b],
+                    dataplanes,
+                },
+                sa,
+            )
+        }
+    };
     let child = &sa["children"][0];
     let keying = format!(
         "ikev2 {}-{}-{}, child {} (SPIs {} / {})",
@@ -342,13 +448,7 @@ fn start_ike(
         child["outbound_spi"].as_str().unwrap_or("?"),
     );
     say(&format!("  IKE SA established, {keying}"));
-    Ok((
-        Running::Ike {
-            ike: vec![a, b],
-            dataplanes,
-        },
-        keying,
-    ))
+    Ok((running, keying))
 }
 
 /// Runs the demo; `say` receives progress lines.
@@ -362,22 +462,49 @@ pub fn run(o: &DemoOptions, mut say: impl FnMut(&str)) -> Result<DemoReport, Dem
         "building the lab {} (hA — gwA ==== gwB — hB, IPv4 and IPv6)",
         spec.name
     ));
+    // Daemons an earlier `--keep` left in a lab of this name would hold its sockets.
+    crate::kept::stop_all(&spec.name);
     let lab = Lab::up(&spec)?;
-    let dir: PathBuf = std::env::temp_dir().join(format!("{}-{}", o.name, std::process::id()));
+    let exe = if o.keep {
+        Some(match &o.exe {
+            Some(p) => p.clone(),
+            None => std::env::current_exe()
+                .map_err(|e| DemoError::Other(format!("finding esprit-lab: {e}")))?,
+        })
+    } else {
+        None
+    };
+    let dir: PathBuf = if o.keep {
+        crate::kept::dir(&spec.name)
+    } else {
+        std::env::temp_dir().join(format!("{}-{}", o.name, std::process::id()))
+    };
     std::fs::create_dir_all(&dir)
         .map_err(|e| DemoError::Other(format!("{}: {e}", dir.display())))?;
     let result = (|| {
         let (gws, keying, socks) = if o.manual_keys {
             let (cfg_a, cfg_b) = configs(&dir, &lab)?;
             say("starting esprit-dataplane on gwA and gwB with fresh AES-256-GCM SAs (random keys and SPIs)");
-            let g = Gateways::start(&lab, cfg_a, cfg_b, &mut say)?;
+            let g = match &exe {
+                Some(exe) => {
+                    let dp = |node: Node, file: &str| {
+                        DaemonProcess::dataplane(&lab, node, exe, &dir.join(file))
+                            .map_err(DemoError::Other)
+                    };
+                    Running::Processes(vec![
+                        (Node::GwA, "esprit-dataplane", dp(Node::GwA, "gwA.toml")?),
+                        (Node::GwB, "esprit-dataplane", dp(Node::GwB, "gwB.toml")?),
+                    ])
+                }
+                None => Running::Manual(Gateways::start(&lab, cfg_a, cfg_b, &mut say)?),
+            };
             (
-                Running::Manual(g),
+                g,
                 "manual".to_string(),
                 [dir.join("gwA.sock"), dir.join("gwB.sock")],
             )
         } else {
-            let (g, keying) = start_ike(&lab, &dir, &mut say)?;
+            let (g, keying) = start_ike(&lab, &dir, exe.as_deref(), &mut say)?;
             (
                 g,
                 keying,
@@ -403,11 +530,13 @@ pub fn run(o: &DemoOptions, mut say: impl FnMut(&str)) -> Result<DemoReport, Dem
         let tcp = tcp_transfer(&lab, o.bytes);
         let stats = |p: &PathBuf| Client::connect(p).and_then(|mut c| c.call(Request::Stats));
         let (sa, sb) = (stats(&socks[0]), stats(&socks[1]));
-        let results = gws.stop();
+        let kept = gws.finish(&o.name)?;
         let (n, ok, secs) = tcp?;
-        for r in results {
-            r.map_err(DemoError::Other)?;
-        }
+        let urls: Vec<String> = if o.manual_keys {
+            vec![metrics_url(DATAPLANE_METRICS)]
+        } else {
+            vec![metrics_url(DATAPLANE_METRICS), metrics_url(IKE_METRICS)]
+        };
         let snap = |v: Result<serde_json::Value, dataplane::api::ApiError>| -> Result<Snapshot, DemoError> {
             let v = v.map_err(|e| DemoError::Other(e.to_string()))?;
             serde_json::from_value(v).map_err(|e| DemoError::Other(e.to_string()))
@@ -421,10 +550,15 @@ pub fn run(o: &DemoOptions, mut say: impl FnMut(&str)) -> Result<DemoReport, Dem
             keying,
             gw_a: snap(sa)?,
             gw_b: snap(sb)?,
+            metrics_urls: MetricsUrls {
+                gw_a: urls.clone(),
+                gw_b: urls,
+            },
+            kept,
         })
     })();
-    let _ = std::fs::remove_dir_all(&dir);
     if !o.keep {
+        let _ = std::fs::remove_dir_all(&dir);
         lab.down()?;
     }
     result

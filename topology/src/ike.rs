@@ -55,6 +55,8 @@ pub struct IkeSite {
     pub extra_daemon: String,
     /// `[metrics] listen`: where esprit-ike serves its metrics (none by default).
     pub metrics: Option<std::net::SocketAddr>,
+    /// `[metrics] listen` of the gateway's dataplane (none by default).
+    pub dataplane_metrics: Option<std::net::SocketAddr>,
 }
 
 impl Default for IkeSite {
@@ -71,6 +73,7 @@ impl Default for IkeSite {
             extra_conn: String::new(),
             extra_daemon: String::new(),
             metrics: None,
+            dataplane_metrics: None,
         }
     }
 }
@@ -180,9 +183,13 @@ pub fn write_configs(
         ""
     };
     let dp = format!(
-        "api_socket = \"{}\"\n[lan]\ninterface = \"lan0\"\n[wan]\ninterface = \"wan0\"\n{gw}[workers]\ncount = {}\n",
+        "api_socket = \"{}\"\n[lan]\ninterface = \"lan0\"\n[wan]\ninterface = \"wan0\"\n{gw}[workers]\ncount = {}\n{}",
         sock.display(),
-        lab.spec.queues
+        lab.spec.queues,
+        match site.dataplane_metrics {
+            Some(a) => format!("[metrics]\nlisten = \"{a}\"\n"),
+            None => String::new(),
+        },
     );
     let dp_path = dir.join(format!("{name}-dp.toml"));
     std::fs::write(&dp_path, dp).map_err(|e| format!("{}: {e}", dp_path.display()))?;
@@ -205,8 +212,10 @@ impl IkeDaemon {
         let socket = cfg.daemon.socket.clone();
         let stop = Arc::new(AtomicBool::new(false));
         let (lab, cfgp, st) = (lab.clone(), config.to_path_buf(), stop.clone());
+        esprit_log::init_captured("esprit-lab", cfg.daemon.log_level.into());
         let handle = std::thread::spawn(move || -> Result<(), String> {
             lab.enter(node).map_err(|e| e.to_string())?;
+            let _span = tracing::info_span!("esprit-ike", node = %node).entered();
             Daemon::new(&cfgp)
                 .and_then(|d| d.run_until(st))
                 .map_err(|e| format!("{node}: esprit-ike: {e}"))
@@ -243,25 +252,7 @@ impl IkeDaemon {
 
     /// Wait until an IKE SA is established with at least one child; returns it.
     pub fn wait_child(&self, timeout: Duration) -> Result<Value, String> {
-        let start = Instant::now();
-        loop {
-            let v = self.list()?;
-            let up = v.as_array().and_then(|a| {
-                a.iter()
-                    .find(|s| {
-                        s["state"] == "established"
-                            && s["children"].as_array().is_some_and(|c| !c.is_empty())
-                    })
-                    .cloned()
-            });
-            if let Some(sa) = up {
-                return Ok(sa);
-            }
-            if start.elapsed() > timeout {
-                return Err(format!("no child SA after {timeout:?}: {v}"));
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_child(&self.socket, timeout)
     }
 
     /// Wait until no IKE SA is left.
@@ -312,8 +303,10 @@ impl DataplaneThread {
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, rx) = std::sync::mpsc::channel::<String>();
         let (lab, st) = (lab.clone(), stop.clone());
+        esprit_log::init_captured("esprit-lab", cfg.log_level);
         let handle = std::thread::spawn(move || {
             lab.enter(node).map_err(|e| e.to_string())?;
+            let _span = tracing::info_span!("esprit-dataplane", node = %node).entered();
             dataplane::daemon::run::run(&cfg, st, |m| {
                 let _ = tx.send(m.to_string());
             })
@@ -351,6 +344,30 @@ impl DataplaneThread {
 impl Drop for DataplaneThread {
     fn drop(&mut self) {
         let _ = self.finish();
+    }
+}
+
+/// Waits until the esprit-ike answering on `socket` has an established IKE SA with at least
+/// one child; returns that SA (as `ike.list` gives it).
+pub fn wait_child(socket: &Path, timeout: Duration) -> Result<Value, String> {
+    let start = Instant::now();
+    loop {
+        let v = call(socket, &ControlRequest::IkeList)?;
+        let up = v.as_array().and_then(|a| {
+            a.iter()
+                .find(|s| {
+                    s["state"] == "established"
+                        && s["children"].as_array().is_some_and(|c| !c.is_empty())
+                })
+                .cloned()
+        });
+        if let Some(sa) = up {
+            return Ok(sa);
+        }
+        if start.elapsed() > timeout {
+            return Err(format!("no child SA after {timeout:?}: {v}"));
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -448,6 +465,12 @@ impl DaemonProcess {
         dataplane::api::Client::connect(&self.socket)
             .and_then(|mut c| c.call(dataplane::api::Request::SaList))
             .map_err(|e| e.to_string())
+    }
+
+    /// Leaves the daemon running after this handle (and the program holding it) is gone;
+    /// returns its pid, for the caller to record ([`crate::kept`]).
+    pub fn detach(mut self) -> Option<u32> {
+        self.child.take().map(|c| c.id())
     }
 
     /// SIGKILL, as a crash: nothing is cleaned up.

@@ -549,9 +549,11 @@ impl Lab {
         })
     }
 
-    /// Removes every namespace of the lab (the NAT's too, whatever the specification says);
-    /// absent ones are fine, so this is idempotent.
+    /// Stops the daemons the lab kept running (`demo --keep`, see [`crate::kept`]) and removes
+    /// every namespace of the lab (the NAT's too, whatever the specification says); absent
+    /// ones are fine, so this is idempotent.
     pub fn down(&self) -> Result<(), LabError> {
+        crate::kept::stop_all(&self.spec.name);
         let existing = netns::list()?;
         for n in Node::ALL {
             let ns = self.ns(n);

@@ -13,6 +13,7 @@
 pub mod cmd;
 pub mod demo;
 pub mod ike;
+pub mod kept;
 pub mod lab;
 pub mod many;
 pub mod netns;

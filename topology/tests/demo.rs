@@ -30,6 +30,7 @@ fn demo(manual_keys: bool) {
         workers: 1,
         keep: false,
         manual_keys,
+        exe: None,
     };
     let r = run(&o, |m| eprintln!("{m}")).unwrap();
     assert_eq!(
@@ -48,6 +49,18 @@ fn demo(manual_keys: bool) {
     for k in ["ping_loss_pct", "tcp_bytes", "tcp_sha256_ok", "gbps"] {
         assert!(j.get(k).is_some(), "{k}");
     }
+    let urls = if manual_keys { 1 } else { 2 };
+    assert_eq!(
+        j["metrics_urls"]["gw_a"].as_array().map(Vec::len),
+        Some(urls),
+        "{j}"
+    );
+    assert_eq!(
+        j["metrics_urls"]["gw_b"].as_array().map(Vec::len),
+        Some(urls),
+        "{j}"
+    );
+    assert!(r.kept.is_empty());
     let lab = Lab {
         spec: LabSpec {
             name: o.name.clone(),
@@ -58,6 +71,106 @@ fn demo(manual_keys: bool) {
         lab.status().unwrap().iter().all(|(_, up)| !up),
         "the demo removes its lab"
     );
+}
+
+/// `GET path` from inside `node`'s namespace to `addr` there: the body, or why not.
+fn http_get_in(lab: &Lab, node: Node, addr: &str, path: &str) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let (lab, addr, path) = (lab.clone(), addr.to_string(), path.to_string());
+    std::thread::spawn(move || -> Result<String, String> {
+        lab.enter(node).map_err(|e| e.to_string())?;
+        let mut s = std::net::TcpStream::connect(&addr).map_err(|e| format!("{addr}: {e}"))?;
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .map_err(|e| e.to_string())?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )
+        .map_err(|e| e.to_string())?;
+        let mut text = String::new();
+        s.read_to_string(&mut text).map_err(|e| e.to_string())?;
+        Ok(text)
+    })
+    .join()
+    .unwrap_or_else(|_| Err("panicked".into()))
+}
+
+#[test]
+#[ignore = "needs root: ./ci/test.sh runs it as root"]
+fn with_keep_both_gateways_stay_up_until_the_lab_goes_down() {
+    require_root();
+    let name = format!("esprit-tkeep{}", std::process::id());
+    let o = DemoOptions {
+        name: name.clone(),
+        bytes: 4 << 20,
+        workers: 1,
+        keep: true,
+        manual_keys: false,
+        exe: Some(env!("CARGO_BIN_EXE_esprit-lab").into()),
+    };
+    let lab = Lab {
+        spec: LabSpec {
+            name: name.clone(),
+            ..Default::default()
+        },
+    };
+    let _guard = LabGuard(lab.clone());
+    let r = run(&o, |m| eprintln!("{m}")).unwrap();
+    assert!(r.tcp_sha256_ok, "{r:?}");
+    // Both daemons of both gateways outlived the demo.
+    assert_eq!(r.kept.len(), 4, "{:?}", r.kept);
+    for k in &r.kept {
+        assert!(
+            std::path::Path::new(&format!("/proc/{}", k.pid)).exists(),
+            "{} {} is gone",
+            k.node,
+            k.daemon
+        );
+    }
+    // The IKE SA is still up and traffic still crosses.
+    let ike_a = r
+        .kept
+        .iter()
+        .find(|k| k.node == "gwA" && k.daemon == "esprit-ike")
+        .unwrap();
+    topology::ike::wait_child(&ike_a.socket, std::time::Duration::from_secs(5)).unwrap();
+    let ping = lab
+        .exec(
+            Node::HostA,
+            &["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.201.2.2"],
+        )
+        .unwrap();
+    assert!(
+        ping.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ping.stdout)
+    );
+    // Each metrics URL of the report answers inside its gateway's namespace.
+    for (node, urls) in [
+        (Node::GwA, &r.metrics_urls.gw_a),
+        (Node::GwB, &r.metrics_urls.gw_b),
+    ] {
+        for u in urls {
+            let rest = u.strip_prefix("http://").unwrap();
+            let (addr, path) = rest.split_at(rest.find('/').unwrap());
+            let text = http_get_in(&lab, node, addr, path).unwrap();
+            assert!(text.starts_with("HTTP/1.1 200"), "{u}: {text}");
+            assert!(
+                text.contains("ipsec_child_sa") || text.contains("ipsec_ike_sas 1"),
+                "{u}: {text}"
+            );
+        }
+    }
+    // `down` stops them and removes the lab and its state.
+    lab.down().unwrap();
+    for k in &r.kept {
+        let alive = std::fs::read(format!("/proc/{}/cmdline", k.pid)).is_ok_and(|c| {
+            c.starts_with(b"esprit-lab") || c.windows(10).any(|w| w == b"esprit-lab")
+        });
+        assert!(!alive, "{} {} survived `down`", k.node, k.daemon);
+    }
+    assert!(!topology::kept::dir(&name).exists());
+    assert!(lab.status().unwrap().iter().all(|(_, up)| !up));
 }
 
 #[test]

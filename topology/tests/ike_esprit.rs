@@ -176,6 +176,7 @@ fn fifty_child_and_five_ike_rekeys_from_each_side_lose_no_packet() {
             if d.call(&ControlRequest::Rekey {
                 conn: conn.into(),
                 ike,
+                child: None,
             })
             .is_ok()
             {

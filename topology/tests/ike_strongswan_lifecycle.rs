@@ -237,6 +237,7 @@ impl Pair {
                     let r = self.ike.call(&ControlRequest::Rekey {
                         conn: CONN.into(),
                         ike,
+                        child: None,
                     });
                     match r {
                         Ok(v) if v["rekeying"].as_u64().unwrap_or(0) > 0 => break,

@@ -2,6 +2,8 @@
 
 use clap::{Parser, Subcommand};
 use control::daemon::control::ControlRequest;
+use control::daemon::render;
+use control::daemon::wait::{self, Goal};
 use esprit_api::DEFAULT_SOCKET;
 use esprit_api::{Client, Direction, Request, SaInfo, SaSpec, Snapshot, Spi};
 use std::path::PathBuf;
@@ -11,12 +13,16 @@ use std::process::ExitCode;
 #[derive(Parser)]
 #[command(version)]
 struct Args {
-    /// The dataplane's API socket.
-    #[arg(long, global = true, default_value = DEFAULT_SOCKET)]
-    socket: PathBuf,
-    /// esprit-ike's control socket.
-    #[arg(long, global = true, default_value = control::daemon::control::DEFAULT_SOCKET)]
-    ike_socket: PathBuf,
+    /// The directory holding both daemons' sockets (`dataplane.sock`, `ike.sock`); the
+    /// default is where the daemons put them, /run/esprit.
+    #[arg(long, global = true, env = "ESPRIT_RUN_DIR", value_name = "DIR")]
+    run_dir: Option<PathBuf>,
+    /// The dataplane's API socket [default: RUN_DIR/dataplane.sock, /run/esprit/dataplane.sock].
+    #[arg(long, global = true)]
+    socket: Option<PathBuf>,
+    /// esprit-ike's control socket [default: RUN_DIR/ike.sock, /run/esprit/ike.sock].
+    #[arg(long, global = true)]
+    ike_socket: Option<PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -58,22 +64,50 @@ enum Cmd {
         /// Child to negotiate (default: the connection's first).
         #[arg(long)]
         child: Option<String>,
+        /// Wait until the IKE SA and the child are up (exit 1 if the exchange fails or the
+        /// time runs out); TIMEOUT like "30s" or "2m", 30s if omitted.
+        #[arg(long, value_name = "TIMEOUT", num_args = 0..=1, default_missing_value = "30s")]
+        wait: Option<String>,
     },
     /// Delete a connection's IKE SAs and children, telling the peer (esprit-ike).
     Terminate {
         /// Connection name.
         conn: String,
+        /// Wait until no IKE SA of the connection is left (exit 1 on timeout).
+        #[arg(long, value_name = "TIMEOUT", num_args = 0..=1, default_missing_value = "30s")]
+        wait: Option<String>,
     },
     /// Make esprit-ike re-read its configuration file.
     Reload,
+    /// Follow esprit-ike's events as they happen (IKE and child SAs up, down, rekeyed,
+    /// failed) until interrupted.
+    Monitor {
+        /// One JSON object per line instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Rekey a connection's child SAs now (make-before-break), or its IKE SA with --ike.
     Rekey {
         /// Connection name.
         conn: String,
         /// Rekey the IKE SA instead.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "child")]
         ike: bool,
+        /// Rekey only the children of this name.
+        #[arg(long)]
+        child: Option<String>,
+        /// Wait until every rekeyed SA is replaced (exit 1 if the exchange fails or the time
+        /// runs out).
+        #[arg(long, value_name = "TIMEOUT", num_args = 0..=1, default_missing_value = "30s")]
+        wait: Option<String>,
     },
+}
+
+/// The `--wait` timeout, if asked for.
+fn wait_for(arg: &Option<String>) -> Result<Option<std::time::Duration>, String> {
+    arg.as_deref()
+        .map(|t| control::config::parse_duration(t).map_err(|e| format!("--wait: {e}")))
+        .transpose()
 }
 
 #[derive(Subcommand)]
@@ -81,6 +115,24 @@ enum IkeCmd {
     /// IKE SAs with their children, algorithms, SPIs and ages.
     List {
         /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The configured connections: addresses, proposals, authentication, children, actions.
+    ListConns {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The certificates esprit-ike loaded: own, intermediates and CAs, with their validity.
+    ListCerts {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The algorithms esprit-ike implements and the proposal keywords for each.
+    ListAlgs {
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -289,9 +341,76 @@ fn ike_table(v: &serde_json::Value) -> String {
     out
 }
 
-fn run(args: Args) -> Result<(), String> {
-    let ike = |req: ControlRequest| ike_call(&args.ike_socket, &req);
+/// Follows esprit-ike's events (`monitor`) until the daemon closes the stream.
+fn monitor(path: &std::path::Path, json: bool) -> Result<(), String> {
+    use std::io::{BufRead, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(path)
+        .map_err(|e| format!("esprit-ike control socket {}: {e}", path.display()))?;
+    let mut req = serde_json::to_string(&ControlRequest::Monitor).map_err(|e| e.to_string())?;
+    req.push('\n');
+    s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
+    let mut lines = std::io::BufReader::new(s).lines();
+    let first = lines
+        .next()
+        .ok_or("esprit-ike closed the connection")?
+        .map_err(|e| e.to_string())?;
+    let answer: serde_json::Value = serde_json::from_str(&first).map_err(|e| e.to_string())?;
+    if answer["ok"] != true {
+        return Err(answer["error"].as_str().unwrap_or("refused").to_string());
+    }
+    eprintln!("espctl: following esprit-ike's events (interrupt to stop)");
+    for line in lines {
+        let line = line.map_err(|e| e.to_string())?;
+        if json {
+            println!("{line}");
+        } else {
+            match serde_json::from_str(&line) {
+                Ok(v) => println!("{}", render::event(&v)),
+                Err(_) => println!("{line}"),
+            }
+        }
+        let _ = std::io::stdout().flush();
+    }
+    Err("esprit-ike closed the event stream".into())
+}
+
+fn run(mut args: Args) -> Result<(), String> {
+    let run_dir = args.run_dir.clone();
+    let in_run_dir = |name: &str, default: &str| -> PathBuf {
+        run_dir
+            .as_ref()
+            .map_or_else(|| PathBuf::from(default), |d| d.join(name))
+    };
+    let ike_socket = args
+        .ike_socket
+        .take()
+        .unwrap_or_else(|| in_run_dir("ike.sock", control::daemon::control::DEFAULT_SOCKET));
+    let socket = args
+        .socket
+        .take()
+        .unwrap_or_else(|| in_run_dir("dataplane.sock", DEFAULT_SOCKET));
+    let ike = |req: ControlRequest| ike_call(&ike_socket, &req);
+    let print = |v: &serde_json::Value, json: bool, text: fn(&serde_json::Value) -> String| {
+        if json {
+            serde_json::to_string_pretty(v)
+                .map(|t| println!("{t}"))
+                .map_err(|e| e.to_string())
+        } else {
+            print!("{}", text(v));
+            Ok(())
+        }
+    };
     match &args.cmd {
+        Cmd::Ike {
+            cmd: IkeCmd::ListConns { json },
+        } => return print(&ike(ControlRequest::ConnsList)?, *json, render::conns),
+        Cmd::Ike {
+            cmd: IkeCmd::ListCerts { json },
+        } => return print(&ike(ControlRequest::CertsList)?, *json, render::certs),
+        Cmd::Ike {
+            cmd: IkeCmd::ListAlgs { json },
+        } => return print(&ike(ControlRequest::AlgsList)?, *json, render::algs),
+        Cmd::Monitor { json } => return monitor(&ike_socket, *json),
         Cmd::Ike {
             cmd: IkeCmd::List { json },
         } => {
@@ -314,34 +433,75 @@ fn run(args: Args) -> Result<(), String> {
             );
             return Ok(());
         }
-        Cmd::Initiate { conn, child } => {
+        Cmd::Initiate { conn, child, wait } => {
+            let timeout = wait_for(wait)?;
             let v = ike(ControlRequest::Initiate {
                 conn: conn.clone(),
                 child: child.clone(),
             })?;
-            println!(
-                "{conn}: initiating, IKE SA {}",
-                v.get("ike_sa").and_then(|x| x.as_str()).unwrap_or("?")
-            );
+            let id = v.get("ike_sa").and_then(|x| x.as_str()).unwrap_or("?");
+            println!("{conn}: initiating, IKE SA {id}");
+            if let Some(t) = timeout {
+                let goal = Goal::Up {
+                    ike_sa: id.to_string(),
+                    child: child.clone(),
+                };
+                println!("{conn}: {}", wait::wait(&ike_socket, &goal, t)?);
+            }
             return Ok(());
         }
-        Cmd::Terminate { conn } => {
+        Cmd::Terminate { conn, wait } => {
+            let timeout = wait_for(wait)?;
             let v = ike(ControlRequest::Terminate { conn: conn.clone() })?;
             println!(
                 "{conn}: {} IKE SAs terminated",
                 v.get("terminated").and_then(|x| x.as_u64()).unwrap_or(0)
             );
+            if let Some(t) = timeout {
+                let goal = Goal::Gone { conn: conn.clone() };
+                println!("{}", wait::wait(&ike_socket, &goal, t)?);
+            }
             return Ok(());
         }
-        Cmd::Rekey { conn, ike: whole } => {
+        Cmd::Rekey {
+            conn,
+            ike: whole,
+            child,
+            wait,
+        } => {
+            let timeout = wait_for(wait)?;
+            // What is replaced, read before the rekey starts.
+            let goal = match timeout {
+                None => None,
+                Some(_) => {
+                    let list = ike(ControlRequest::IkeList)?;
+                    Some(if *whole {
+                        Goal::IkeRekeyed {
+                            conn: conn.clone(),
+                            old: wait::ike_ids(&list, conn),
+                        }
+                    } else {
+                        Goal::ChildrenRekeyed {
+                            conn: conn.clone(),
+                            child: child.clone(),
+                            old: wait::child_ids(&list, conn, child.as_deref()),
+                        }
+                    })
+                }
+            };
             let v = ike(ControlRequest::Rekey {
                 conn: conn.clone(),
                 ike: *whole,
+                child: child.clone(),
             })?;
-            println!(
-                "{conn}: {} rekeys started",
-                v.get("rekeying").and_then(|x| x.as_u64()).unwrap_or(0)
-            );
+            let started = v.get("rekeying").and_then(|x| x.as_u64()).unwrap_or(0);
+            println!("{conn}: {started} rekeys started");
+            if let (Some(goal), Some(t)) = (goal, timeout) {
+                if started == 0 {
+                    return Err(format!("{conn}: nothing to rekey"));
+                }
+                println!("{}", wait::wait(&ike_socket, &goal, t)?);
+            }
             return Ok(());
         }
         Cmd::Reload => {
@@ -350,11 +510,53 @@ fn run(args: Args) -> Result<(), String> {
                 "reloaded: {} connections",
                 v.get("connections").and_then(|x| x.as_u64()).unwrap_or(0)
             );
+            let names = |k: &str| -> Vec<String> {
+                v[k].as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|x| x.as_str().map(String::from))
+                    .collect()
+            };
+            for (k, what) in [
+                ("added", "added"),
+                ("removed", "removed (peer told)"),
+                ("reestablished", "re-established"),
+                ("unchanged", "unchanged"),
+            ] {
+                let n = names(k);
+                if !n.is_empty() {
+                    println!("  {what}: {}", n.join(", "));
+                }
+            }
+            for c in v["children_changed"].as_array().into_iter().flatten() {
+                let list = |k: &str| -> String {
+                    c[k].as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|x| x.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                println!(
+                    "  {}: IKE SA kept; children added [{}], removed [{}], rekeyed [{}]",
+                    c["conn"].as_str().unwrap_or("?"),
+                    list("added"),
+                    list("removed"),
+                    list("changed")
+                );
+            }
+            let restart = names("restart_needed");
+            if !restart.is_empty() {
+                println!(
+                    "  not applied, restart esprit-ike for: {}",
+                    restart.join(", ")
+                );
+            }
             return Ok(());
         }
         _ => {}
     }
-    let mut c = Client::connect(&args.socket).map_err(|e| e.to_string())?;
+    let mut c = Client::connect(&socket).map_err(|e| e.to_string())?;
     match args.cmd {
         Cmd::Sa {
             cmd: SaCmd::List { json },
@@ -547,16 +749,19 @@ fn run(args: Args) -> Result<(), String> {
         | Cmd::Initiate { .. }
         | Cmd::Terminate { .. }
         | Cmd::Reload
+        | Cmd::Monitor { .. }
         | Cmd::Rekey { .. } => {}
     }
     Ok(())
 }
 
 fn main() -> ExitCode {
-    match run(Args::parse()) {
+    let args = Args::parse();
+    let _ = esprit_log::init(&esprit_log::Settings::tool("espctl"));
+    match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("espctl: {e}");
+            tracing::error!("{e}");
             ExitCode::from(1)
         }
     }

@@ -40,6 +40,18 @@ impl LogLevel {
     }
 }
 
+impl From<LogLevel> for esprit_log::LevelFilter {
+    fn from(l: LogLevel) -> Self {
+        match l {
+            LogLevel::Error => esprit_log::LevelFilter::ERROR,
+            LogLevel::Warn => esprit_log::LevelFilter::WARN,
+            LogLevel::Info => esprit_log::LevelFilter::INFO,
+            LogLevel::Debug => esprit_log::LevelFilter::DEBUG,
+            LogLevel::Trace => esprit_log::LevelFilter::TRACE,
+        }
+    }
+}
+
 impl fmt::Display for LogLevel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
@@ -81,6 +93,8 @@ pub struct DaemonSettings {
     pub cookie_secret_lifetime: Duration,
     /// Log verbosity (info).
     pub log_level: LogLevel,
+    /// Log lines as text or JSON (text).
+    pub log_format: esprit_log::Format,
     /// A directory where esprit-ike writes every IKE and ESP key it negotiates as a Wireshark
     /// profile (`ikev2_decryption_table`, `esp_sa`, `preferences`; files mode 0600), for
     /// debugging with tshark. Off unless set: the files hold keys.
@@ -107,6 +121,7 @@ impl Default for DaemonSettings {
             half_open_limit_per_source: 5,
             cookie_secret_lifetime: Duration::from_secs(300),
             log_level: LogLevel::Info,
+            log_format: esprit_log::Format::Text,
             wireshark_keys: None,
             user: None,
         }
@@ -128,6 +143,7 @@ const KEYS: &[&str] = &[
     "half_open_limit_per_source",
     "cookie_secret_lifetime",
     "log_level",
+    "log_format",
     "wireshark_keys",
     "user",
 ];
@@ -248,6 +264,12 @@ pub(crate) fn parse_daemon(
                 )))
             }
         };
+    }
+    if let Some(v) = t.get("log_format") {
+        let s = v.str()?;
+        d.log_format = s
+            .parse()
+            .map_err(|_| v.err(format!("unknown log format '{s}' (expected text or json)")))?;
     }
     Ok(d)
 }

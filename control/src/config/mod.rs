@@ -40,7 +40,7 @@ pub use connection::{
 };
 pub use daemon::{DaemonSettings, LogLevel, DEFAULT_DATAPLANE_SOCKET, DEFAULT_SOCKET};
 pub use error::ConfigError;
-pub use proposal::{EspProposal, IkeProposal};
+pub use proposal::{proposal_keywords, AlgorithmKeywords, EspProposal, IkeProposal};
 pub use secrets::{decode_secret, IkeSecret, Secrets};
 pub use ts::{TsAddr, TsConfig, ANY_PORTS};
 pub use units::{parse_duration, parse_size};

@@ -71,6 +71,92 @@ const ENCR_LIST: &str = "aes128gcm16, aes256gcm16";
 const PRF_LIST: &str = "prfsha256, prfsha384, prfsha512";
 const KE_LIST: &str = "x25519, ecp256, ecp384, modp2048";
 
+/// One algorithm esprit implements, as `espctl ike list-algs` shows it: its transform type,
+/// its name, its IANA transform ID, the proposal keywords that select it (aliases included)
+/// and where it may appear.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlgorithmKeywords {
+    /// "encryption", "prf", "key-exchange" or "esn".
+    pub kind: &'static str,
+    /// The canonical keyword.
+    pub name: &'static str,
+    /// The IANA transform ID (ESN: 0 no, 1 yes).
+    pub iana_id: u16,
+    /// Every keyword a proposal may use for it.
+    pub keywords: Vec<&'static str>,
+    /// Allowed in IKE proposals.
+    pub ike: bool,
+    /// Allowed in ESP proposals.
+    pub esp: bool,
+}
+
+/// Every algorithm of the proposal keyword tables, grouped by algorithm (the parser's own
+/// tables: what this lists is exactly what a proposal accepts).
+pub fn proposal_keywords() -> Vec<AlgorithmKeywords> {
+    fn group<A: Copy + PartialEq>(
+        table: &[(&'static str, A)],
+        extra: &[(&'static str, A)],
+        kind: &'static str,
+        name: impl Fn(A) -> &'static str,
+        id: impl Fn(A) -> u16,
+        (ike, esp): (bool, bool),
+    ) -> Vec<AlgorithmKeywords> {
+        let mut out: Vec<(A, AlgorithmKeywords)> = Vec::new();
+        for &(kw, a) in table.iter().chain(extra) {
+            match out.iter_mut().find(|(x, _)| *x == a) {
+                Some((_, k)) => k.keywords.push(kw),
+                None => out.push((
+                    a,
+                    AlgorithmKeywords {
+                        kind,
+                        name: name(a),
+                        iana_id: id(a),
+                        keywords: vec![kw],
+                        ike,
+                        esp,
+                    },
+                )),
+            }
+        }
+        out.into_iter().map(|(_, k)| k).collect()
+    }
+    let mut v = group(
+        ENCR,
+        &[],
+        "encryption",
+        EncrAlg::name,
+        EncrAlg::transform_id,
+        (true, true),
+    );
+    v.extend(group(
+        PRF,
+        INTEG_AS_PRF,
+        "prf",
+        PrfAlg::name,
+        PrfAlg::transform_id,
+        (true, false),
+    ));
+    v.extend(group(
+        KE,
+        &[],
+        "key-exchange",
+        DhGroup::name,
+        DhGroup::transform_id,
+        (true, true),
+    ));
+    for (name, id) in [("noesn", 0), ("esn", 1)] {
+        v.push(AlgorithmKeywords {
+            kind: "esn",
+            name,
+            iana_id: id,
+            keywords: vec![name],
+            ike: false,
+            esp: true,
+        });
+    }
+    v
+}
+
 /// One IKE proposal: every combination of its algorithms is acceptable.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct IkeProposal {

@@ -287,6 +287,7 @@ half_open_limit = 200
 half_open_limit_per_source = 2
 cookie_secret_lifetime = "2m"
 log_level = "debug"
+log_format = "json"
 user = "esprit"
 
 [connections.c]
@@ -341,6 +342,7 @@ replay_window = 0x100
     assert_eq!((d.half_open_limit, d.half_open_limit_per_source), (200, 2));
     assert_eq!(d.cookie_secret_lifetime, Duration::from_secs(120));
     assert_eq!(d.log_level, LogLevel::Debug);
+    assert_eq!(d.log_format, esprit_log::Format::Json);
     assert_eq!(d.user.as_deref(), Some("esprit"));
     let k = &c.connections[0];
     assert!(k.local_addrs.is_empty());
@@ -652,6 +654,12 @@ fn daemon_errors() {
         2,
         "daemon.log_level",
         "unknown log level 'loud' (expected one of error, warn, info, debug, trace)",
+    );
+    assert_err(
+        "[daemon]\nlog_format = \"xml\"\n",
+        2,
+        "daemon.log_format",
+        "unknown log format 'xml' (expected text or json)",
     );
     assert_err("[daemon]\nsocket = \"\"\n", 2, "daemon.socket", "empty");
     assert_err(
@@ -1613,4 +1621,28 @@ fn metrics_listen_is_off_by_default_and_checked_at_load() {
         "address and port",
     );
     assert_err("[metrics]\nport = 1\n", 2, "metrics.port", "unknown key");
+}
+
+#[test]
+fn every_listed_keyword_parses_where_it_is_allowed() {
+    use super::proposal_keywords;
+    let algs = proposal_keywords();
+    for kind in ["encryption", "prf", "key-exchange", "esn"] {
+        assert!(algs.iter().any(|a| a.kind == kind), "no {kind}");
+    }
+    for a in &algs {
+        for kw in &a.keywords {
+            let (ike, esp) = match a.kind {
+                "encryption" => (format!("{kw}-prfsha256-x25519"), kw.to_string()),
+                "prf" => (format!("aes128gcm16-{kw}-x25519"), String::new()),
+                "key-exchange" => (
+                    format!("aes128gcm16-prfsha256-{kw}"),
+                    format!("aes128gcm16-{kw}"),
+                ),
+                _ => (String::new(), format!("aes128gcm16-{kw}")),
+            };
+            assert_eq!(IkeProposal::parse(&ike).is_ok(), a.ike, "IKE {ike}");
+            assert_eq!(EspProposal::parse(&esp).is_ok(), a.esp, "ESP {esp}");
+        }
+    }
 }

@@ -44,10 +44,26 @@ pub enum ControlRequest {
         /// Rekey the IKE SA instead of the children.
         #[serde(default)]
         ike: bool,
+        /// Rekey only the children of this name (all of the connection's by default).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        child: Option<String>,
     },
     /// Re-read the configuration file.
     #[serde(rename = "reload")]
     Reload,
+    /// The configured connections.
+    #[serde(rename = "conns.list")]
+    ConnsList,
+    /// The certificates loaded for the connections.
+    #[serde(rename = "certs.list")]
+    CertsList,
+    /// The algorithms esprit-ike implements.
+    #[serde(rename = "algs.list")]
+    AlgsList,
+    /// Turn this connection into an event stream: after the answer, one JSON object per line
+    /// for each IKE and child SA event (see `daemon::introspect::event_json`).
+    #[serde(rename = "monitor")]
+    Monitor,
     /// Counters.
     #[serde(rename = "stats")]
     Stats,
@@ -120,7 +136,9 @@ pub fn sa_json(sa: &IkeSa, now: Instant) -> Value {
         .iter()
         .map(|c| {
             json!({
+                "id": child_id(&sa.conn().name, &c.name, c.inbound_spi),
                 "name": c.name,
+                "state": if c.rekeying { "rekeying" } else { "installed" },
                 "inbound_spi": format!("{:08x}", c.inbound_spi),
                 "outbound_spi": format!("{:08x}", c.outbound_spi),
                 "encr": c.suite.encr.name(),
@@ -135,6 +153,7 @@ pub fn sa_json(sa: &IkeSa, now: Instant) -> Value {
         })
         .collect();
     json!({
+        "id": ike_id(sa.local_spi()),
         "conn": sa.conn().name,
         "state": match sa.state() {
             State::InitSent => "connecting",
@@ -160,6 +179,18 @@ pub fn sa_json(sa: &IkeSa, now: Instant) -> Value {
         "established_s": est.map(|t| now.saturating_duration_since(t).as_secs()),
         "children": children,
     })
+}
+
+/// The stable id of an IKE SA in `ike.list`: our SPI, which it keeps for its whole life (an
+/// IKE SA rekey makes a new SA with a new id). `initiate` answers with it.
+pub fn ike_id(local_spi: u64) -> String {
+    format!("{local_spi:016x}")
+}
+
+/// The stable id of a child SA in `ike.list`: connection, child name and our inbound SPI,
+/// which a rekey replaces (the new child has a new id).
+pub fn child_id(conn: &str, child: &str, inbound_spi: u32) -> String {
+    format!("{conn}/{child}/{inbound_spi:08x}")
 }
 
 /// Every IKE SA, sorted by connection name then SPI, each with its drop counters.

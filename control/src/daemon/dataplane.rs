@@ -29,8 +29,6 @@ pub struct DataplaneLink {
     policies: BTreeMap<u32, (Vec<String>, Vec<String>)>,
     next_attempt: Instant,
     last_probe: Instant,
-    /// Log lines for the daemon to print.
-    pub log: Vec<String>,
     /// Set when SAs were re-installed into a dataplane that had restarted: their outbound
     /// sequence numbers started again, so the daemon rekeys them.
     pub restored: bool,
@@ -127,7 +125,6 @@ impl DataplaneLink {
             policies: BTreeMap::new(),
             next_attempt: now,
             last_probe: now,
-            log: Vec::new(),
             restored: false,
             ever_connected: false,
             reconciler: Reconciler::new(instance, orphan_timeout),
@@ -151,7 +148,7 @@ impl DataplaneLink {
         let listing: Vec<SaInfo> = match self.call_typed(Request::SaList) {
             Ok(l) => l,
             Err(e) => {
-                self.log.push(format!("listing the dataplane's SAs: {e}"));
+                tracing::info!("listing the dataplane's SAs: {e}");
                 return;
             }
         };
@@ -164,17 +161,20 @@ impl DataplaneLink {
             |conn, child| configured.contains(&(conn.to_string(), child.to_string())),
         );
         if review.adopted > 0 {
-            self.log.push(format!(
+            tracing::info!(
                 "{} SAs of an earlier run of esprit-ike: kept until their children are \
                  re-established",
                 review.adopted
-            ));
+            );
         }
         for f in review.remove {
-            self.log.push(format!(
+            tracing::info!(
+                conn = %f.owner.conn,
+                child = %f.owner.child,
+                spi = %format_args!("{:08x}", f.spi),
                 "removing SA {:08x} {} of {}/{}: no longer owned",
                 f.spi, f.dir, f.owner.conn, f.owner.child
-            ));
+            );
             self.delete_foreign(&f);
         }
     }
@@ -187,8 +187,7 @@ impl DataplaneLink {
         });
         if let Err(e) = r {
             if !e.starts_with("not_found") {
-                self.log
-                    .push(format!("removing SA {:08x} {}: {e}", f.spi, f.dir));
+                tracing::info!("removing SA {:08x} {}: {e}", f.spi, f.dir);
             }
         }
     }
@@ -208,10 +207,13 @@ impl DataplaneLink {
     pub fn child_up(&mut self, conn: &str, child: &str, grace: Duration) {
         let out = self.reconciler.replaced(Instant::now(), conn, child, grace);
         for f in out {
-            self.log.push(format!(
+            tracing::info!(
+                conn,
+                child,
+                spi = %format_args!("{:08x}", f.spi),
                 "{conn}: child {child} re-established: removing the earlier run's SA {:08x} out",
                 f.spi
-            ));
+            );
             if self.connect() {
                 self.delete_foreign(&f);
             }
@@ -246,7 +248,7 @@ impl DataplaneLink {
                 self.workers = h.workers.max(1);
             }
             Err(e) => {
-                self.log.push(format!("dataplane hello failed: {e}"));
+                tracing::warn!("dataplane hello failed: {e}");
                 return false;
             }
         }
@@ -255,11 +257,11 @@ impl DataplaneLink {
             self.restored = true;
         }
         self.ever_connected = true;
-        self.log.push(format!(
+        tracing::info!(
             "connected to the dataplane at {} ({} workers)",
             self.path.display(),
             self.workers
-        ));
+        );
         // A dataplane that restarted has lost our SAs: put every one back.
         let all: Vec<SaSpec> = self.installed.values().map(|i| i.sa.clone()).collect();
         let mut restored = 0;
@@ -269,8 +271,7 @@ impl DataplaneLink {
             }
         }
         if restored > 0 {
-            self.log
-                .push(format!("re-installed {restored} SAs in the dataplane"));
+            tracing::info!("re-installed {restored} SAs in the dataplane");
         }
         if self.client.is_some() {
             self.reconcile();
@@ -287,7 +288,7 @@ impl DataplaneLink {
             Err(ApiError::Refused { code, message }) => Err(format!("{code}: {message}")),
             Err(e) => {
                 self.client = None;
-                self.log.push(format!("lost the dataplane: {e}"));
+                tracing::warn!("lost the dataplane: {e}");
                 Err(e.to_string())
             }
         }
@@ -376,16 +377,19 @@ impl DataplaneLink {
         self.later.retain(|(t, _, _)| *t > now);
         for (spi, dir) in due {
             if let Err(e) = self.remove_one(spi, dir) {
-                self.log.push(format!("removing SA {spi:08x} {dir}: {e}"));
+                tracing::info!("removing SA {spi:08x} {dir}: {e}");
             }
         }
         if self.client.is_some() {
             let (drained, expired) = self.reconciler.due(now);
             for f in &expired {
-                self.log.push(format!(
+                tracing::info!(
+                    conn = %f.owner.conn,
+                    child = %f.owner.child,
+                    spi = %format_args!("{:08x}", f.spi),
                     "{}: child {} not re-established in time: removing the earlier run's SA {:08x} {}",
                     f.owner.conn, f.owner.child, f.spi, f.dir
-                ));
+                );
             }
             for f in drained.iter().chain(expired.iter()) {
                 self.delete_foreign(f);
@@ -419,6 +423,15 @@ impl DataplaneLink {
                 local_ts,
                 remote_ts,
             })?;
+        }
+        Ok(())
+    }
+
+    /// Remove a trap policy (and forget it for re-installation after a dataplane restart).
+    pub fn remove_policy(&mut self, policy: u32) -> Result<(), String> {
+        self.policies.remove(&policy);
+        if self.connect() {
+            self.call(Request::PolicyDelete { policy })?;
         }
         Ok(())
     }

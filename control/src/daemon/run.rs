@@ -4,11 +4,13 @@
 use super::control::{list_json, ControlRequest, ControlResponse};
 use super::dataplane::DataplaneLink;
 use super::params::connection_params;
-use crate::config::{Config, LogLevel, StartAction};
+use crate::config::{Config, StartAction};
 use crate::ike::rng::SystemRandom;
 use crate::ike::session::drops::LogThrottle;
-use crate::ike::session::endpoint::WARNING;
-use crate::ike::session::{CookiePolicy, Endpoint, EndpointSettings, HalfOpenLimits, IkeEvent};
+use crate::ike::session::{
+    ConnectionParams, CookiePolicy, Endpoint, EndpointSettings, HalfOpenLimits, IkeEvent, LogLine,
+    State,
+};
 use mio::net::{UdpSocket, UnixListener, UnixStream};
 use mio::{Events, Interest, Poll, Token};
 use serde_json::json;
@@ -20,6 +22,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tracing::field::{display, DisplayValue};
+use tracing::{info, warn, Level};
 
 const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
@@ -91,6 +95,8 @@ struct Udp {
 struct ControlConn {
     stream: UnixStream,
     buf: Vec<u8>,
+    /// `espctl monitor`: events are written to it as they happen.
+    monitor: bool,
 }
 
 /// The running daemon.
@@ -122,39 +128,51 @@ pub struct Daemon {
     nat_t_not_ike: u64,
     /// The OpenMetrics endpoint (`[metrics] listen`), served from this loop.
     metrics: Option<esprit_metrics::MetricsServer>,
+    /// The digest of each connection's credentials (PSK, certificate and key files) when the
+    /// running configuration was loaded: a reload compares with it.
+    creds: super::reload::Credentials,
+    /// Set by SIGHUP: reload the configuration at the next turn of the loop.
+    reload_requested: Arc<AtomicBool>,
 }
 
-/// The configured verbosity (`daemon.log_level`), as a LogLevel discriminant.
-static LOG_LEVEL: std::sync::atomic::AtomicU8 =
-    std::sync::atomic::AtomicU8::new(LogLevel::Info as u8);
+/// An IKE SPI as the log writes it (16 hex digits).
+fn ike_spi(spi: u64) -> DisplayValue<String> {
+    display(format!("{spi:016x}"))
+}
 
-fn log_at(level: LogLevel, msg: &str) {
-    if level as u8 > LOG_LEVEL.load(Ordering::Relaxed) {
-        return;
+/// An ESP SPI as the log writes it (8 hex digits).
+fn esp_spi(spi: u32) -> DisplayValue<String> {
+    display(format!("{spi:08x}"))
+}
+
+/// Writes a line of the IKE core with its fields.
+fn emit(l: &LogLine) {
+    let conn = l.conn.as_deref();
+    let ike_spi_i = l.ike_spis.map(|(i, _)| ike_spi(i));
+    let ike_spi_r = l.ike_spis.map(|(_, r)| ike_spi(r));
+    let spi_in = l.spi_in.map(esp_spi);
+    let remote = l.remote.map(display);
+    let reason = l.reason;
+    macro_rules! at {
+        ($level:expr) => {
+            tracing::event!(
+                $level, conn, ike_spi_i, ike_spi_r, spi_in, remote, reason, "{}", l.message
+            )
+        };
     }
-    let t = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    eprintln!(
-        "{}.{:03} esprit-ike: {}: {msg}",
-        t.as_secs(),
-        t.subsec_millis(),
-        level.name()
-    );
-}
-
-fn log(msg: &str) {
-    log_at(LogLevel::Info, msg);
-}
-
-fn warn(msg: &str) {
-    log_at(LogLevel::Warn, msg);
+    match l.level {
+        Level::ERROR => at!(Level::ERROR),
+        Level::WARN => at!(Level::WARN),
+        Level::INFO => at!(Level::INFO),
+        Level::DEBUG => at!(Level::DEBUG),
+        _ => at!(Level::TRACE),
+    }
 }
 
 /// Logs a notification to systemd that could not be sent.
 fn notified(r: Result<bool, esprit_harden::notify::NotifyError>) {
     if let Err(e) = r {
-        warn(&e.to_string());
+        warn!("{e}");
     }
 }
 
@@ -270,13 +288,14 @@ impl Daemon {
             }
             None => None,
         };
-        LOG_LEVEL.store(config.daemon.log_level as u8, Ordering::Relaxed);
         let keylog = config
             .daemon
             .wireshark_keys
             .as_deref()
             .map(super::keylog::KeyLog::new);
         Ok(Daemon {
+            creds: super::reload::credentials(&config),
+            reload_requested: Arc::new(AtomicBool::new(false)),
             config_path: config_path.to_path_buf(),
             config,
             endpoint,
@@ -322,11 +341,11 @@ impl Daemon {
             keep: super::privileges::RUNTIME_CAPABILITIES.to_vec(),
         })
         .map_err(io_err("dropping privileges"))?;
-        log(&format!(
+        info!(
             "privileges dropped: uid {}, capabilities kept {kept:?}",
             // SAFETY: getuid cannot fail.
             unsafe { libc::getuid() }
-        ));
+        );
         Ok(())
     }
 
@@ -353,8 +372,12 @@ impl Daemon {
         let local = self.local_for(conn)?;
         let r = self.endpoint.initiate(Instant::now(), conn, child, local);
         match &r {
-            Ok(spi) => log(&format!("{conn}: initiating (IKE SA {spi:016x})")),
-            Err(e) => warn(&format!("{conn}: cannot initiate: {e}")),
+            Ok(spi) => info!(
+                conn,
+                ike_spi_i = ike_spi(*spi),
+                "{conn}: initiating (IKE SA {spi:016x})"
+            ),
+            Err(e) => warn!(conn, "{conn}: cannot initiate: {e}"),
         }
         r
     }
@@ -372,9 +395,11 @@ impl Daemon {
             |conn| endpoint.sas().any(|s| s.conn().name == conn),
         );
         for (conn, child) in wanted {
-            log(&format!(
+            info!(
+                conn,
+                child,
                 "{conn}: re-establishing child {child}, which an earlier run left in the dataplane"
-            ));
+            );
             let _ = self.initiate(&conn, Some(&child));
         }
     }
@@ -434,10 +459,18 @@ impl Daemon {
         }
         for (id, conn, child, l, r) in traps {
             match self.dataplane.add_policy(id, l, r) {
-                Ok(()) => log(&format!(
+                Ok(()) => info!(
+                    conn,
+                    child,
+                    policy = id,
                     "{conn}: child {child} trapped (policy {id}): the first packet brings it up"
-                )),
-                Err(e) => log(&format!("{conn}: trap policy for child {child}: {e}")),
+                ),
+                Err(e) => warn!(
+                    conn,
+                    child,
+                    policy = id,
+                    "{conn}: trap policy for child {child}: {e}"
+                ),
             }
             self.traps.insert(id, (conn, child));
         }
@@ -459,10 +492,10 @@ impl Daemon {
                     return;
                 }
                 self.acquired.insert(conn.clone(), now);
-                log(&format!(
-                    "{conn}: acquire for child {child} ({} -> {})",
-                    e.local, e.remote
-                ));
+                info!(
+                    conn,
+                    child, "{conn}: acquire for child {child} ({} -> {})", e.local, e.remote
+                );
                 let _ = self.initiate(&conn, Some(&child));
             }
             "soft_expire" | "hard_expire" | "seq_exhausted" => {
@@ -482,15 +515,16 @@ impl Daemon {
                     });
                 let Some(inbound) = inbound else { return };
                 if e.event == "hard_expire" {
-                    log(&format!(
+                    info!(
+                        spi_in = esp_spi(inbound),
                         "child SA {inbound:08x}: hard limit reached, deleting"
-                    ));
+                    );
                     self.endpoint.delete_child(now, inbound);
                 } else {
-                    log(&format!(
-                        "child SA {inbound:08x}: {} ({}), rekeying",
-                        e.event, e.direction
-                    ));
+                    info!(
+                        spi_in = esp_spi(inbound),
+                        "child SA {inbound:08x}: {} ({}), rekeying", e.event, e.direction
+                    );
                     self.endpoint.rekey_child(now, inbound);
                 }
             }
@@ -518,7 +552,7 @@ impl Daemon {
         }
         while let Some(t) = self.endpoint.poll_transmit() {
             let Some(u) = self.socket_for(t.local) else {
-                log(&format!("no socket for {}", t.local));
+                warn!("no socket for {}", t.local);
                 continue;
             };
             let r = if u.nat_t && t.data != [0xff] {
@@ -530,14 +564,11 @@ impl Daemon {
                 u.sock.send_to(&t.data, t.remote)
             };
             if let Err(e) = r {
-                warn(&format!("send to {} failed: {e}", t.remote));
+                warn!(remote = %t.remote, "send to {} failed: {e}", t.remote);
             }
         }
         while let Some(e) = self.endpoint.poll_event() {
             self.on_event(e);
-        }
-        for l in self.dataplane.log.drain(..) {
-            log(&l);
         }
     }
 
@@ -554,18 +585,44 @@ impl Daemon {
         };
         let (i, r) = sa.spis();
         if let Err(e) = kl.add_ike(super::keylog::KeyLog::ike_line(i, r, suite.encr, k)) {
-            log(&format!("wireshark_keys: {e}"));
+            warn!("wireshark_keys: {e}");
+        }
+    }
+
+    /// Writes an event line to every `espctl monitor`. One that cannot take it at once (its
+    /// socket buffer full: it does not keep up) is disconnected rather than waited for.
+    fn broadcast(&mut self, e: &IkeEvent) {
+        if !self.conns.values().any(|c| c.monitor) {
+            return;
+        }
+        let Some(v) = super::introspect::event_json(e) else {
+            return;
+        };
+        let mut line = v.to_string().into_bytes();
+        line.push(b'\n');
+        let mut gone = Vec::new();
+        for (t, c) in self.conns.iter_mut().filter(|(_, c)| c.monitor) {
+            if !matches!(c.stream.write(&line), Ok(n) if n == line.len()) {
+                gone.push(*t);
+            }
+        }
+        for t in gone {
+            if let Some(mut c) = self.conns.remove(&t) {
+                let _ = self.poll.registry().deregister(&mut c.stream);
+                warn!("espctl monitor disconnected: it did not keep up with the events");
+            }
         }
     }
 
     fn on_event(&mut self, e: IkeEvent) {
+        self.broadcast(&e);
         match &e {
             IkeEvent::IkeUp { ike_sa, .. } => self.log_ike_keys(*ike_sa),
             IkeEvent::IkeRekeyed { new, .. } => self.log_ike_keys(*new),
             IkeEvent::ChildUp(c) => {
                 if let Some(kl) = self.keylog.as_mut() {
                     if let Err(e) = kl.add_child(c) {
-                        log(&format!("wireshark_keys: {e}"));
+                        warn!("wireshark_keys: {e}");
                     }
                 }
             }
@@ -574,23 +631,31 @@ impl Daemon {
         match e {
             IkeEvent::IkeUp {
                 ike_sa,
+                ike_spis,
                 conn,
                 remote_id,
                 suite,
-            } => log(&format!(
+            } => info!(
+                conn,
+                ike_spi_i = ike_spi(ike_spis.0),
+                ike_spi_r = ike_spi(ike_spis.1),
+                remote_id = %remote_id,
                 "{conn}: IKE SA {ike_sa:016x} established with {remote_id} ({}-{}-{})",
-                suite.encr, suite.prf, suite.dh
-            )),
+                suite.encr,
+                suite.prf,
+                suite.dh
+            ),
             IkeEvent::IkeDown {
                 ike_sa,
+                ike_spis,
                 conn,
                 reason,
             } => {
                 let replaced = reason == crate::ike::session::endpoint::REPLACED_BY_INITIAL_CONTACT;
                 let level = if reason.starts_with("deleted") || reason == "terminated" || replaced {
-                    LogLevel::Info
+                    Level::INFO
                 } else {
-                    LogLevel::Warn
+                    Level::WARN
                 };
                 // Limited per kind of reason: the text before the first colon (what follows
                 // may come from the peer).
@@ -601,10 +666,14 @@ impl Daemon {
                     } else {
                         String::new()
                     };
-                    log_at(
-                        level,
-                        &format!("{conn}: IKE SA {ike_sa:016x} down: {reason}{more}"),
-                    );
+                    emit(&LogLine {
+                        conn: Some(conn.clone()),
+                        ike_spis: Some(ike_spis),
+                        ..LogLine::new(
+                            level,
+                            format!("{conn}: IKE SA {ike_sa:016x} down: {reason}{more}"),
+                        )
+                    });
                 }
                 let restart = self.config.connection(&conn).is_some_and(|c| {
                     c.start_action == StartAction::Start
@@ -619,7 +688,13 @@ impl Daemon {
                 }
             }
             IkeEvent::ChildUp(c) => {
-                log(&format!(
+                info!(
+                    conn = c.conn,
+                    child = c.child,
+                    ike_spi_i = ike_spi(c.ike_spis.0),
+                    ike_spi_r = ike_spi(c.ike_spis.1),
+                    spi_in = esp_spi(c.inbound_spi),
+                    spi_out = esp_spi(c.outbound_spi),
                     "{}: child {} up: SPIs in {:08x} out {:08x}, {}{}",
                     c.conn,
                     c.child,
@@ -627,26 +702,35 @@ impl Daemon {
                     c.outbound_spi,
                     c.suite.encr,
                     if c.encap { ", UDP-encapsulated" } else { "" }
-                ));
+                );
                 if let Err(e) = self.dataplane.install(&c) {
-                    warn(&format!(
+                    warn!(
+                        conn = c.conn,
+                        child = c.child,
+                        spi_in = esp_spi(c.inbound_spi),
+                        spi_out = esp_spi(c.outbound_spi),
                         "{}: dataplane refused child {}: {e}",
-                        c.conn, c.child
-                    ));
+                        c.conn,
+                        c.child
+                    );
                 }
                 self.dataplane.child_up(&c.conn, &c.child, DRAIN);
                 // Make-before-break: the rekey's initiator switches to the new outbound SA at
                 // once, since the responder installed the new inbound SA before answering.
                 if let (Some(old_out), true) = (c.replaces_outbound, c.we_initiated) {
                     if let Err(e) = self.dataplane.remove_one(old_out, "out") {
-                        log(&format!(
+                        info!(
+                            conn = c.conn,
+                            child = c.child,
+                            spi_out = esp_spi(old_out),
                             "{}: removing the replaced outbound SA {old_out:08x}: {e}",
                             c.conn
-                        ));
+                        );
                     }
                 }
             }
             IkeEvent::ChildDown {
+                ike_spis,
                 conn,
                 child,
                 inbound_spi,
@@ -654,9 +738,15 @@ impl Daemon {
                 peer_lost,
                 ..
             } => {
-                log(&format!(
+                info!(
+                    conn,
+                    child,
+                    ike_spi_i = ike_spi(ike_spis.0),
+                    ike_spi_r = ike_spi(ike_spis.1),
+                    spi_in = esp_spi(inbound_spi),
+                    spi_out = esp_spi(outbound_spi),
                     "{conn}: child {child} down: SPIs in {inbound_spi:08x} out {outbound_spi:08x}"
-                ));
+                );
                 if peer_lost {
                     // The peer's new child replaces it, but the peer installs that child's
                     // inbound SA only when our answer arrives: keep sending on the old SA (the
@@ -665,31 +755,39 @@ impl Daemon {
                     self.dataplane
                         .remove_later(outbound_spi, "out", Instant::now() + SWITCH_DELAY);
                 } else if let Err(e) = self.dataplane.remove_one(outbound_spi, "out") {
-                    log(&format!(
+                    info!(
+                        conn,
+                        child,
+                        spi_out = esp_spi(outbound_spi),
                         "{conn}: removing child {child} from the dataplane: {e}"
-                    ));
+                    );
                 }
                 self.draining.push((Instant::now() + DRAIN, inbound_spi));
             }
             IkeEvent::ChildFailed {
+                ike_spis,
                 conn,
                 child,
                 reason,
-            } => warn(&format!("{conn}: child {child} failed: {reason}")),
-            IkeEvent::IkeRekeyed { old, new, conn } => log(&format!(
+            } => warn!(
+                conn,
+                child,
+                ike_spi_i = ike_spi(ike_spis.0),
+                ike_spi_r = ike_spi(ike_spis.1),
+                "{conn}: child {child} failed: {reason}"
+            ),
+            IkeEvent::IkeRekeyed {
+                old,
+                new,
+                new_spis,
+                conn,
+            } => info!(
+                conn,
+                ike_spi_i = ike_spi(new_spis.0),
+                ike_spi_r = ike_spi(new_spis.1),
                 "{conn}: IKE SA {old:016x} rekeyed, now {new:016x}"
-            )),
-            IkeEvent::Log(m) => {
-                if let Some(w) = m.strip_prefix(WARNING) {
-                    return warn(w);
-                }
-                let level = if m.contains("dropped") {
-                    LogLevel::Debug
-                } else {
-                    LogLevel::Info
-                };
-                log_at(level, &m)
-            }
+            ),
+            IkeEvent::Log(l) => emit(&l),
         }
     }
 
@@ -706,7 +804,7 @@ impl Daemon {
                 Ok(x) => x,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(e) => {
-                    log(&format!("receive on {}: {e}", u.bound));
+                    warn!("receive on {}: {e}", u.bound);
                     return false;
                 }
             };
@@ -746,11 +844,24 @@ impl Daemon {
             }
             ControlRequest::Initiate { conn, child } => {
                 match self.initiate(&conn, child.as_deref()) {
-                    Ok(spi) => ControlResponse::ok(json!({ "ike_sa": format!("{spi:016x}") })),
+                    Ok(spi) => {
+                        ControlResponse::ok(json!({ "ike_sa": super::control::ike_id(spi) }))
+                    }
                     Err(e) => ControlResponse::err(e),
                 }
             }
-            ControlRequest::Rekey { conn, ike } => {
+            ControlRequest::Rekey { conn, ike, child } => {
+                if let Some(name) = &child {
+                    let known = self
+                        .config
+                        .connection(&conn)
+                        .is_some_and(|c| c.children.iter().any(|ch| ch.name == *name));
+                    if !known {
+                        return ControlResponse::err(format!(
+                            "connection '{conn}' has no child named '{name}'"
+                        ));
+                    }
+                }
                 let now = Instant::now();
                 let sas: Vec<(u64, Vec<u32>)> = self
                     .endpoint
@@ -765,6 +876,7 @@ impl Daemon {
                             s.children()
                                 .iter()
                                 .filter(|c| !c.rekeying)
+                                .filter(|c| child.as_ref().is_none_or(|n| *n == c.name))
                                 .map(|c| c.inbound_spi)
                                 .collect(),
                         )
@@ -792,22 +904,18 @@ impl Daemon {
                 let n = self.endpoint.terminate(Instant::now(), &conn);
                 ControlResponse::ok(json!({ "terminated": n }))
             }
-            ControlRequest::Reload => match Config::load(&self.config_path)
-                .map_err(|e| e.to_string())
-                .and_then(|c| c.check_secret_files(&self.config_path).map(|()| c))
-            {
+            ControlRequest::ConnsList => {
+                ControlResponse::ok(super::introspect::conns_json(&self.config, &self.endpoint))
+            }
+            ControlRequest::CertsList => {
+                ControlResponse::ok(super::introspect::certs_json(&self.endpoint))
+            }
+            ControlRequest::AlgsList => ControlResponse::ok(super::introspect::algs_json()),
+            // Marked as a monitor by `serve`, which knows the connection.
+            ControlRequest::Monitor => ControlResponse::ok(json!({ "monitoring": true })),
+            ControlRequest::Reload => match self.reload_notified() {
+                Ok(v) => ControlResponse::ok(v),
                 Err(e) => ControlResponse::err(e),
-                Ok(cfg) => match connection_params(&cfg) {
-                    Err(e) => ControlResponse::err(e),
-                    Ok(p) => {
-                        let n = p.len();
-                        self.endpoint.set_connections(p);
-                        self.dataplane.set_configured(configured_children(&cfg));
-                        self.config = cfg;
-                        log(&format!("configuration reloaded: {n} connections"));
-                        ControlResponse::ok(json!({ "connections": n }))
-                    }
-                },
             },
             ControlRequest::Stats => {
                 let s = self.endpoint.stats();
@@ -828,6 +936,133 @@ impl Daemon {
         }
     }
 
+    /// Re-reads the configuration file and applies what changed (see [`super::reload`]). A
+    /// file that does not load, or whose connections cannot be built (a missing key file, an
+    /// unreadable certificate), changes nothing and says why.
+    fn reload(&mut self) -> Result<serde_json::Value, String> {
+        use super::reload::{credentials, plan};
+        let mut cfg = Config::load(&self.config_path).map_err(|e| e.to_string())?;
+        cfg.check_secret_files(&self.config_path)?;
+        // Settings that take a restart stay as the daemon runs with them.
+        let new_daemon = std::mem::replace(&mut cfg.daemon, self.config.daemon.clone());
+        let new_metrics = std::mem::replace(&mut cfg.metrics, self.config.metrics);
+        let params = connection_params(&cfg)?;
+        let creds = credentials(&cfg);
+        let p = {
+            let wanted = Config {
+                daemon: new_daemon,
+                metrics: new_metrics,
+                ..cfg.clone()
+            };
+            plan(&self.config, &self.creds, &wanted, &creds)
+        };
+        let now = Instant::now();
+        // Gone, or re-established: their IKE SAs are deleted (the peer is told) while the old
+        // parameters are still in place.
+        for name in p.removed.iter().chain(&p.reestablished) {
+            let n = self.endpoint.terminate(now, name);
+            info!(conn = %name, "{name}: reload deletes its {n} IKE SAs");
+        }
+        let by_name: HashMap<String, Arc<ConnectionParams>> =
+            params.iter().map(|c| (c.name.clone(), c.clone())).collect();
+        self.endpoint.set_connections(params);
+        // Kept IKE SAs see the new children's settings (a child rekey or a new child uses them).
+        for (name, _) in &p.children {
+            if let Some(c) = by_name.get(name) {
+                self.endpoint.update_conn(c.clone());
+            }
+        }
+        self.dataplane.set_configured(configured_children(&cfg));
+        for id in std::mem::take(&mut self.traps).into_keys() {
+            if let Err(e) = self.dataplane.remove_policy(id) {
+                warn!("reload: removing trap policy {id}: {e}");
+            }
+        }
+        self.config = cfg;
+        self.creds = creds;
+        self.install_traps();
+        for (name, ch) in &p.children {
+            let installed: Vec<(String, u32)> = self
+                .endpoint
+                .sas()
+                .filter(|s| s.conn().name == *name && s.state() == State::Established)
+                .flat_map(|s| s.children().iter())
+                .filter(|c| !c.rekeying)
+                .map(|c| (c.name.clone(), c.inbound_spi))
+                .collect();
+            for (child, spi) in &installed {
+                if ch.removed.contains(child) {
+                    self.endpoint.delete_child(now, *spi);
+                    info!(conn = %name, child = %child, "{name}: reload deletes child {child}");
+                } else if ch.changed.contains(child) {
+                    self.endpoint.rekey_child(now, *spi);
+                    info!(
+                        conn = %name,
+                        child = %child,
+                        "{name}: reload rekeys child {child} with its new settings"
+                    );
+                }
+            }
+            let start = self.config.connection(name).is_some_and(|c| {
+                c.children.iter().any(|x| {
+                    ch.added.contains(&x.name) && c.start_action_of(x) == StartAction::Start
+                })
+            });
+            if start {
+                for child in &ch.added {
+                    if installed.iter().all(|(n, _)| n != child) {
+                        let _ = self.initiate(name, Some(child));
+                    }
+                }
+            }
+        }
+        let start: Vec<String> = p
+            .added
+            .iter()
+            .chain(&p.reestablished)
+            .filter(|n| {
+                self.config.connection(n).is_some_and(|c| {
+                    c.start_action == StartAction::Start && c.initiate_to().is_some()
+                })
+            })
+            .cloned()
+            .collect();
+        for name in start {
+            let _ = self.initiate(&name, None);
+        }
+        self.flush();
+        if !p.restart_needed.is_empty() {
+            warn!(
+                "reload: {} changed; restart esprit-ike to apply (the running values stay)",
+                p.restart_needed.join(", ")
+            );
+        }
+        info!(
+            "configuration reloaded: {} connections ({} added, {} removed, {} re-established, \
+             {} with changed children, {} unchanged)",
+            self.config.connections.len(),
+            p.added.len(),
+            p.removed.len(),
+            p.reestablished.len(),
+            p.children.len(),
+            p.unchanged.len()
+        );
+        Ok(json!({
+            "connections": self.config.connections.len(),
+            "added": p.added,
+            "removed": p.removed,
+            "reestablished": p.reestablished,
+            "children_changed": p.children.iter().map(|(n, c)| json!({
+                "conn": n,
+                "added": c.added,
+                "removed": c.removed,
+                "changed": c.changed,
+            })).collect::<Vec<_>>(),
+            "unchanged": p.unchanged,
+            "restart_needed": p.restart_needed,
+        }))
+    }
+
     fn accept(&mut self) {
         loop {
             match self.listener.accept() {
@@ -845,31 +1080,27 @@ impl Daemon {
                             ControlConn {
                                 stream,
                                 buf: Vec::new(),
+                                monitor: false,
                             },
                         );
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) => {
-                    log(&format!("control socket: {e}"));
+                    warn!("control socket: {e}");
                     return;
                 }
             }
         }
     }
 
-    /// [`Self::control`], telling systemd about a reload (`RELOADING=1`, then `READY=1`).
-    fn control_notified(&mut self, req: ControlRequest) -> ControlResponse {
-        let reload = matches!(req, ControlRequest::Reload);
-        if reload {
-            notified(esprit_harden::notify::reloading());
-        }
-        let resp = self.control(req);
-        if reload {
-            let n = self.config.connections.len();
-            notified(esprit_harden::notify::ready(&format!("{n} connections")));
-        }
-        resp
+    /// [`Self::reload`], telling systemd about it (`RELOADING=1`, then `READY=1`).
+    fn reload_notified(&mut self) -> Result<serde_json::Value, String> {
+        notified(esprit_harden::notify::reloading());
+        let r = self.reload();
+        let n = self.config.connections.len();
+        notified(esprit_harden::notify::ready(&format!("{n} connections")));
+        r
     }
 
     fn serve(&mut self, token: Token) {
@@ -902,7 +1133,13 @@ impl Daemon {
         }
         for line in lines {
             let resp = match serde_json::from_slice::<ControlRequest>(&line) {
-                Ok(r) => self.control_notified(r),
+                Ok(ControlRequest::Monitor) => {
+                    if let Some(c) = self.conns.get_mut(&token) {
+                        c.monitor = true;
+                    }
+                    self.control(ControlRequest::Monitor)
+                }
+                Ok(r) => self.control(r),
                 Err(e) => ControlResponse::err(format!("bad request: {e}")),
             };
             self.flush();
@@ -934,7 +1171,7 @@ impl Daemon {
                 v.server = *server;
                 Some(v.exposition())
             },
-            warn,
+            |line| warn!("{line}"),
         );
         self.metrics = Some(m);
     }
@@ -946,12 +1183,14 @@ impl Daemon {
         for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
             signal_hook::flag::register(sig, stop.clone()).map_err(io_err("signal handler"))?;
         }
+        signal_hook::flag::register(signal_hook::consts::SIGHUP, self.reload_requested.clone())
+            .map_err(io_err("signal handler"))?;
         self.run_until(stop)
     }
 
     /// Run until `stop` is set (for running the daemon inside another program, as the lab does).
     pub fn run_until(mut self, stop: Arc<AtomicBool>) -> Result<(), RunError> {
-        log(&format!(
+        info!(
             "started: {} connections, sockets {}, control {}{}",
             self.config.connections.len(),
             self.udp
@@ -964,7 +1203,7 @@ impl Daemon {
                 Some(m) => format!(", metrics http://{}/metrics", m.local_addr()),
                 None => String::new(),
             }
-        ));
+        );
         self.dataplane.tick();
         let (tx, rx) = std::sync::mpsc::channel();
         self.events_rx = Some(rx);
@@ -1002,6 +1241,14 @@ impl Daemon {
                         what: "poll".into(),
                         err: e,
                     })
+                }
+            }
+            if self.reload_requested.swap(false, Ordering::Relaxed) {
+                match self.reload_notified() {
+                    Ok(_) => {}
+                    Err(e) => {
+                        warn!("reload (SIGHUP) refused, the running configuration stays: {e}")
+                    }
                 }
             }
             let tokens: Vec<Token> = events.iter().map(|e| e.token()).collect();
@@ -1072,10 +1319,7 @@ impl Daemon {
                     .flat_map(|s| s.children())
                     .map(|c| c.inbound_spi)
                     .collect();
-                log(&format!(
-                    "dataplane restarted: rekeying {} child SAs",
-                    children.len()
-                ));
+                info!("dataplane restarted: rekeying {} child SAs", children.len());
                 for c in children {
                     self.endpoint.rekey_child(Instant::now(), c);
                 }
@@ -1085,7 +1329,7 @@ impl Daemon {
         for (_, spi) in std::mem::take(&mut self.draining) {
             let _ = self.dataplane.remove_one(spi, "in");
         }
-        log("stopping; SAs stay in the dataplane");
+        info!("stopping; SAs stay in the dataplane");
         drop(events_thread);
         let _ = std::fs::remove_file(&self.config.daemon.socket);
         Ok(())

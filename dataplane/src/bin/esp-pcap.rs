@@ -47,6 +47,7 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    let _ = esprit_log::init(&esprit_log::Settings::tool("esp-pcap"));
     let (op, c) = match args.cmd {
         Cmd::Encrypt(c) => (Op::Encrypt, c),
         Cmd::Decrypt(c) => (Op::Decrypt, c),
@@ -54,7 +55,7 @@ fn main() -> ExitCode {
     let backend: Backend = match c.backend.parse() {
         Ok(b) => b,
         Err(e) => {
-            eprintln!("esp-pcap: --backend: {e}");
+            tracing::error!("--backend: {e}");
             return ExitCode::from(2);
         }
     };
@@ -68,7 +69,7 @@ fn main() -> ExitCode {
     let summary = match run(&opts) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("esp-pcap: {e}");
+            tracing::error!("{e}");
             return ExitCode::from(1);
         }
     };
@@ -77,12 +78,12 @@ fn main() -> ExitCode {
             write_wireshark_keys(dir, &sas).map_err(|e| format!("{}: {e}", dir.display()))
         });
         match written {
-            Ok(()) => eprintln!(
-                "esp-pcap: wrote Wireshark keys to {} (esp_sa, preferences): these files hold secrets; use with WIRESHARK_CONFIG_DIR or copy into a profile, then delete them",
+            Ok(()) => tracing::warn!(
+                "wrote Wireshark keys to {} (esp_sa, preferences): these files hold secrets; use with WIRESHARK_CONFIG_DIR or copy into a profile, then delete them",
                 dir.display()
             ),
             Err(e) => {
-                eprintln!("esp-pcap: --wireshark-keys: {e}");
+                tracing::error!("--wireshark-keys: {e}");
                 return ExitCode::from(1);
             }
         }
@@ -91,7 +92,7 @@ fn main() -> ExitCode {
         match serde_json::to_string_pretty(&summary) {
             Ok(s) => println!("{s}"),
             Err(e) => {
-                eprintln!("esp-pcap: {e}");
+                tracing::error!("{e}");
                 return ExitCode::from(1);
             }
         }

@@ -1,13 +1,15 @@
 //! `esprit-dataplane`: the AF_XDP ESP gateway daemon.
 
 use clap::Parser;
-use dataplane::daemon::run::{run_locked, runtime_capabilities};
+use dataplane::daemon::run::{run_reloading, runtime_capabilities, ReloadOn};
 use dataplane::daemon::DataplaneConfig;
 use dataplane::harden::{notify, LockDown};
+use esprit_log::{Format, LevelFilter, Settings};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use tracing::{error, info};
 
 /// The esprit dataplane: AF_XDP workers that encrypt LAN traffic into ESP and decrypt ESP
 /// back, keyed by manual SAs (and later by esprit-ike).
@@ -24,14 +26,27 @@ struct Args {
     /// WAN interfaces (decommissioning: the kernel forwards between them again), then exit.
     #[arg(long)]
     detach: bool,
+    /// Log lines as `text` or `json` (overrides `log_format`).
+    #[arg(long)]
+    log_format: Option<Format>,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let cfg = match DataplaneConfig::load(&args.config) {
+    let loaded = DataplaneConfig::load(&args.config);
+    let (level, format) = loaded
+        .as_ref()
+        .map(|c| (c.log_level, c.log_format))
+        .unwrap_or((LevelFilter::INFO, Format::Text));
+    let settings = Settings::new("esprit-dataplane", level, args.log_format.unwrap_or(format));
+    if let Err(e) = esprit_log::init(&settings) {
+        eprintln!("esprit-dataplane: {e}");
+        return ExitCode::FAILURE;
+    }
+    let cfg = match loaded {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("esprit-dataplane: {e}");
+            error!("{e}");
             return ExitCode::from(1);
         }
     };
@@ -39,9 +54,9 @@ fn main() -> ExitCode {
         let mut ok = true;
         for iface in [&cfg.lan.interface, &cfg.wan.interface] {
             match dataplane::xdp::program::detach_all(iface) {
-                Ok(()) => eprintln!("esprit-dataplane: XDP detached from {iface}"),
+                Ok(()) => info!(interface = %iface, "XDP detached from {iface}"),
                 Err(e) => {
-                    eprintln!("esprit-dataplane: detaching XDP from {iface}: {e}");
+                    error!(interface = %iface, "detaching XDP from {iface}: {e}");
                     ok = false;
                 }
             }
@@ -54,16 +69,21 @@ fn main() -> ExitCode {
     }
     if let Some(f) = &cfg.sa_file {
         if let Err(e) = dataplane::harden::check_private(f) {
-            eprintln!("esprit-dataplane: {e}");
+            error!("{e}");
             return ExitCode::from(1);
         }
     }
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         if let Err(e) = signal_hook::flag::register(sig, stop.clone()) {
-            eprintln!("esprit-dataplane: cannot handle signal {sig}: {e}");
+            error!("cannot handle signal {sig}: {e}");
             return ExitCode::from(1);
         }
+    }
+    let reload = Arc::new(AtomicBool::new(false));
+    if let Err(e) = signal_hook::flag::register(signal_hook::consts::SIGHUP, reload.clone()) {
+        error!("cannot handle SIGHUP: {e}");
+        return ExitCode::from(1);
     }
     // Once set up, keep only what the dataplane still needs (see runtime_capabilities), as
     // `user` if configured.
@@ -72,7 +92,7 @@ fn main() -> ExitCode {
         Some(name) => match dataplane::harden::lookup_user(name) {
             Ok(u) => Some(u),
             Err(e) => {
-                eprintln!("esprit-dataplane: user {name:?}: {e}");
+                error!("user {name:?}: {e}");
                 return ExitCode::from(1);
             }
         },
@@ -81,17 +101,21 @@ fn main() -> ExitCode {
         user,
         keep: runtime_capabilities(&cfg),
     };
+    let reload = ReloadOn {
+        path: args.config.clone(),
+        requested: reload,
+    };
     // Workers running, API socket listening: tell systemd (Type=notify) it serves.
     let ready = |msg: &str| {
-        eprintln!("{msg}");
+        info!("{}", msg.strip_prefix("esprit-dataplane: ").unwrap_or(msg));
         notified(notify::ready(msg));
     };
-    let ran = run_locked(&cfg, stop, Some(&lock), ready);
+    let ran = run_reloading(&cfg, Some(reload), stop, Some(&lock), ready);
     notified(notify::stopping());
     let report = match ran {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("esprit-dataplane: {e}");
+            error!("{e}");
             return ExitCode::from(1);
         }
     };
@@ -99,7 +123,7 @@ fn main() -> ExitCode {
     if let Some(p) = args.json {
         let text = serde_json::to_string_pretty(&report).expect("report serialises");
         if let Err(e) = std::fs::write(&p, text) {
-            eprintln!("esprit-dataplane: writing {}: {e}", p.display());
+            error!("writing {}: {e}", p.display());
             return ExitCode::from(1);
         }
     }
@@ -109,6 +133,6 @@ fn main() -> ExitCode {
 /// Reports a notification to systemd that could not be sent.
 fn notified(r: Result<bool, notify::NotifyError>) {
     if let Err(e) = r {
-        eprintln!("esprit-dataplane: {e}");
+        error!("{e}");
     }
 }

@@ -95,6 +95,10 @@ pub struct DataplaneConfig {
     pub user: Option<String>,
     /// Where the OpenMetrics endpoint listens (`[metrics] listen`); None: no endpoint.
     pub metrics: Option<std::net::SocketAddr>,
+    /// The most verbose level logged (`log_level`, info).
+    pub log_level: esprit_log::LevelFilter,
+    /// Log lines as text or JSON (`log_format`, text).
+    pub log_format: esprit_log::Format,
 }
 
 #[derive(Deserialize)]
@@ -105,6 +109,8 @@ struct Raw {
     fail_mode: Option<Spanned<String>>,
     api_group: Option<Spanned<String>>,
     user: Option<Spanned<String>>,
+    log_level: Option<Spanned<String>>,
+    log_format: Option<Spanned<String>>,
     lan: Spanned<RawSide>,
     wan: Spanned<RawSide>,
     workers: Option<Spanned<RawWorkers>>,
@@ -320,7 +326,19 @@ impl DataplaneConfig {
             api_group: None,
             user: None,
             metrics: None,
+            log_level: esprit_log::LevelFilter::INFO,
+            log_format: esprit_log::Format::Text,
         };
+        if let Some(l) = &raw.log_level {
+            c.log_level = esprit_log::parse_level(l.get_ref())
+                .map_err(|e| cx.err(l.span(), "log_level", e.to_string()))?;
+        }
+        if let Some(f) = &raw.log_format {
+            c.log_format = f
+                .get_ref()
+                .parse()
+                .map_err(|e: esprit_log::LogError| cx.err(f.span(), "log_format", e.to_string()))?;
+        }
         if let Some(m) = raw
             .metrics
             .as_ref()
@@ -603,6 +621,19 @@ backend = "aws-lc-rs"
         )
         .unwrap();
         assert_eq!(c.metrics, Some("[::1]:9661".parse().unwrap()));
+        assert_eq!(
+            (c.log_level, c.log_format),
+            (esprit_log::LevelFilter::INFO, esprit_log::Format::Text)
+        );
+        let c = DataplaneConfig::parse(
+            &format!("log_level = \"debug\"\nlog_format = \"json\"\n{EXAMPLE}"),
+            "dp.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            (c.log_level, c.log_format),
+            (esprit_log::LevelFilter::DEBUG, esprit_log::Format::Json)
+        );
     }
 
     #[test]
@@ -674,5 +705,11 @@ backend = "aws-lc-rs"
         let e = DataplaneConfig::parse(&format!("api_group = \"a b\"\n{EXAMPLE}"), "dp.toml")
             .unwrap_err();
         assert_eq!(e.key.as_deref(), Some("api_group"));
+        let e = DataplaneConfig::parse(&format!("log_level = \"loud\"\n{EXAMPLE}"), "dp.toml")
+            .unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("log_level"));
+        let e = DataplaneConfig::parse(&format!("log_format = \"xml\"\n{EXAMPLE}"), "dp.toml")
+            .unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("log_format"));
     }
 }

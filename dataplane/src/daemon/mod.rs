@@ -6,6 +6,7 @@ pub mod config;
 pub mod metrics;
 mod neigh;
 pub mod privileges;
+pub mod reload;
 pub mod router;
 pub mod run;
 

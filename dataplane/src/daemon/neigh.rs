@@ -114,10 +114,10 @@ impl NeighKeeper {
                 dirty: true,
             };
         let monitor = NeighMonitor::open()
-            .map_err(|e| eprintln!("esprit-dataplane: no neighbour notifications ({e}); polling"))
+            .map_err(|e| tracing::warn!("no neighbour notifications ({e}); polling"))
             .ok();
         let user = NeighUser::open()
-            .map_err(|e| eprintln!("esprit-dataplane: cannot refresh neighbours: {e}"))
+            .map_err(|e| tracing::warn!("cannot refresh neighbours: {e}"))
             .ok();
         let now = Instant::now();
         NeighKeeper {

@@ -156,6 +156,27 @@ pub fn run_locked(
     lock: Option<&crate::harden::LockDown>,
     ready: impl FnOnce(&str),
 ) -> Result<Snapshot, DaemonError> {
+    run_reloading(cfg, None, stop, lock, ready)
+}
+
+/// Where a running dataplane reloads its configuration from, and the flag that asks it to
+/// (set by SIGHUP): see [`super::reload`].
+pub struct ReloadOn {
+    /// The configuration file the daemon was started with.
+    pub path: std::path::PathBuf,
+    /// Set to ask for a reload; the control loop clears it.
+    pub requested: Arc<AtomicBool>,
+}
+
+/// Like [`run_locked`], and reloads the configuration from `reload.path` whenever
+/// `reload.requested` is set.
+pub fn run_reloading(
+    cfg: &DataplaneConfig,
+    reload: Option<ReloadOn>,
+    stop: Arc<AtomicBool>,
+    lock: Option<&crate::harden::LockDown>,
+    ready: impl FnOnce(&str),
+) -> Result<Snapshot, DaemonError> {
     let n = cfg.workers.max(1) as usize;
     // Each SA goes to the worker that owns it: inbound by SPI, outbound with its inbound
     // partner (so a tunnel's two directions share a worker); every worker keeps every
@@ -380,7 +401,16 @@ pub fn run_locked(
             Some(k) => format!(", capabilities kept {k:?}"),
         }
     ));
-    control_loop(&stop, &router, &mrx, &mut keeper, metrics.as_mut());
+    let mut reloader =
+        reload.map(|r| super::reload::Reloader::new(r.path, cfg.clone(), sas.clone(), r.requested));
+    control_loop(
+        &stop,
+        &router,
+        &mrx,
+        &mut keeper,
+        metrics.as_mut(),
+        reloader.as_mut(),
+    );
     stop.store(true, Ordering::Relaxed);
     drop(api);
     let mut parts = Vec::with_capacity(n);
@@ -419,9 +449,30 @@ fn control_loop(
     requests: &Receiver<NeighRequest>,
     keeper: &mut NeighKeeper,
     mut metrics: Option<&mut MetricsServer>,
+    mut reloader: Option<&mut super::reload::Reloader>,
 ) {
     while !stop.load(Ordering::Relaxed) {
         let now = Instant::now();
+        match reloader.as_deref_mut().and_then(|r| r.poll(router)) {
+            None => {}
+            Some(Ok(r)) => {
+                tracing::info!(
+                    "configuration reloaded: SAs {} added, {} removed, {} replaced; routes {} set, {} removed",
+                    r.sas_added,
+                    r.sas_removed,
+                    r.sas_replaced,
+                    r.routes_set,
+                    r.routes_removed
+                );
+                if !r.restart_needed.is_empty() {
+                    tracing::warn!(
+                        "reload: {} changed; restart esprit-dataplane to apply (the running values stay)",
+                        r.restart_needed.join(", ")
+                    );
+                }
+            }
+            Some(Err(e)) => tracing::warn!("reload refused, the running configuration stays: {e}"),
+        }
         while let Ok(r) = requests.try_recv() {
             keeper.request(r, now);
         }
@@ -436,7 +487,7 @@ fn control_loop(
                         .snapshots()
                         .map(|workers| exposition(workers, *server))
                 },
-                |line| eprintln!("esprit-dataplane: {line}"),
+                |line| tracing::warn!("{line}"),
             );
         }
         keeper.wait(Duration::from_millis(10));

@@ -84,7 +84,8 @@ enum Cmd {
         /// Write {ping_loss_pct, tcp_bytes, tcp_sha256_ok, gbps, …} here.
         #[arg(long)]
         json: Option<PathBuf>,
-        /// Leave the lab up afterwards.
+        /// Leave the lab and both gateways running afterwards (try espctl and the metrics;
+        /// `esprit-lab down --name NAME` stops them).
         #[arg(long)]
         keep: bool,
         /// Lab name.
@@ -165,8 +166,32 @@ fn print_info(info: &LabInfo, json: bool, header: Option<&str>) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// Installs the logger: a daemon's own (`ike`, `dataplane`: its name, its configuration's level
+/// and format), esprit-lab's otherwise (the demo's in-process daemons log through it).
+fn init_logging(cmd: &Cmd) {
+    use esprit_log::{Format, LevelFilter, Settings};
+    let settings = match cmd {
+        Cmd::Ike { config } => {
+            let (level, format) = control::config::Config::load(config)
+                .map(|c| (c.daemon.log_level.into(), c.daemon.log_format))
+                .unwrap_or((LevelFilter::INFO, Format::Text));
+            Settings::new("esprit-ike", level, format)
+        }
+        Cmd::Dataplane { config } => {
+            let (level, format) = dataplane::daemon::config::DataplaneConfig::load(config)
+                .map(|c| (c.log_level, c.log_format))
+                .unwrap_or((LevelFilter::INFO, Format::Text));
+            Settings::new("esprit-dataplane", level, format)
+        }
+        _ => Settings::new("esprit-lab", LevelFilter::INFO, Format::Text),
+    };
+    let _ = esprit_log::init(&settings);
+}
+
 fn main() -> ExitCode {
-    match Args::parse().cmd {
+    let args = Args::parse();
+    init_logging(&args.cmd);
+    match args.cmd {
         Cmd::Up {
             lab,
             queues,
@@ -275,6 +300,7 @@ fn main() -> ExitCode {
                 workers,
                 keep,
                 manual_keys,
+                exe: None,
             };
             match demo(&o, |m| println!("{m}")) {
                 Ok(r) => {
@@ -293,6 +319,34 @@ fn main() -> ExitCode {
                         if r.tcp_sha256_ok { "ok" } else { "MISMATCH" },
                         r.gbps
                     );
+                    if !r.kept.is_empty() {
+                        println!();
+                        println!(
+                            "left running (stop with `esprit-lab down --name {}`):",
+                            o.name
+                        );
+                        for k in &r.kept {
+                            let tool = if k.daemon == "esprit-ike" {
+                                format!("espctl --ike-socket {} ike list", k.socket.display())
+                            } else {
+                                format!("espctl --socket {} sa list", k.socket.display())
+                            };
+                            println!(
+                                "  {} {} (pid {}): esprit-lab exec --name {} {} -- {tool}",
+                                k.node, k.daemon, k.pid, o.name, k.node
+                            );
+                        }
+                        for (node, urls) in
+                            [("gwA", &r.metrics_urls.gw_a), ("gwB", &r.metrics_urls.gw_b)]
+                        {
+                            for u in urls {
+                                println!(
+                                    "  metrics: esprit-lab exec --name {} {node} -- curl -s {u}",
+                                    o.name
+                                );
+                            }
+                        }
+                    }
                     if let Some(p) = json {
                         let v = serde_json::to_string_pretty(&r).expect("report serialises");
                         if let Err(e) = std::fs::write(&p, v) {
@@ -343,7 +397,9 @@ fn main() -> ExitCode {
             };
             // Runs until killed: the restart tests end it with a signal.
             let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-            match dataplane::daemon::run::run(&cfg, stop, |m| eprintln!("esprit-dataplane: {m}")) {
+            let ready =
+                |m: &str| tracing::info!("{}", m.strip_prefix("esprit-dataplane: ").unwrap_or(m));
+            match dataplane::daemon::run::run(&cfg, stop, ready) {
                 Ok(_) => ExitCode::SUCCESS,
                 Err(e) => fail(format!("esprit-dataplane: {e}")),
             }

@@ -1,15 +1,45 @@
 //! IKEv2 numbers from the IANA registries (RFC 7296 §3 and later RFCs).
 
+use std::fmt;
+
+/// An exchange type (RFC 7296 §3.1): the values are in [`exchange`]; any other value read off
+/// the wire is kept as it is (and refused where an exchange must be known).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ExchangeType(pub u8);
+
+impl ExchangeType {
+    /// The registry name, or "exchange N" for a value esprit does not know.
+    pub fn name(self) -> &'static str {
+        match self {
+            exchange::IKE_SA_INIT => "IKE_SA_INIT",
+            exchange::IKE_AUTH => "IKE_AUTH",
+            exchange::CREATE_CHILD_SA => "CREATE_CHILD_SA",
+            exchange::INFORMATIONAL => "INFORMATIONAL",
+            _ => "unknown exchange",
+        }
+    }
+}
+
+impl fmt::Display for ExchangeType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.name() {
+            "unknown exchange" => write!(f, "exchange {}", self.0),
+            n => f.write_str(n),
+        }
+    }
+}
+
 /// Exchange types.
 pub mod exchange {
+    use super::ExchangeType;
     /// IKE_SA_INIT.
-    pub const IKE_SA_INIT: u8 = 34;
+    pub const IKE_SA_INIT: ExchangeType = ExchangeType(34);
     /// IKE_AUTH.
-    pub const IKE_AUTH: u8 = 35;
+    pub const IKE_AUTH: ExchangeType = ExchangeType(35);
     /// CREATE_CHILD_SA.
-    pub const CREATE_CHILD_SA: u8 = 36;
+    pub const CREATE_CHILD_SA: ExchangeType = ExchangeType(36);
     /// INFORMATIONAL.
-    pub const INFORMATIONAL: u8 = 37;
+    pub const INFORMATIONAL: ExchangeType = ExchangeType(37);
 }
 
 /// Payload types.
@@ -89,75 +119,102 @@ pub mod transform_type {
 /// The Key Length transform attribute (TV format).
 pub const ATTR_KEY_LENGTH: u16 = 14;
 
+/// A notify message type (RFC 7296 §3.10.1): the values esprit knows are in [`notify`]; others
+/// read off the wire are kept as they are (errors below 16384, status from 16384).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NotifyType(pub u16);
+
+impl NotifyType {
+    /// Whether it reports an error (types below 16384).
+    pub fn is_error(self) -> bool {
+        self.0 < 16384
+    }
+
+    /// The registry name, or "error"/"status" for a value esprit does not know.
+    pub fn name(self) -> &'static str {
+        notify::name(self)
+    }
+}
+
+impl fmt::Display for NotifyType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.name() {
+            "error" | "status" => write!(f, "{} {}", self.name(), self.0),
+            n => f.write_str(n),
+        }
+    }
+}
+
 /// Notify message types: errors below 16384, status from 16384.
 pub mod notify {
+    use super::NotifyType;
     /// UNSUPPORTED_CRITICAL_PAYLOAD.
-    pub const UNSUPPORTED_CRITICAL_PAYLOAD: u16 = 1;
+    pub const UNSUPPORTED_CRITICAL_PAYLOAD: NotifyType = NotifyType(1);
     /// INVALID_IKE_SPI.
-    pub const INVALID_IKE_SPI: u16 = 4;
+    pub const INVALID_IKE_SPI: NotifyType = NotifyType(4);
     /// INVALID_MAJOR_VERSION.
-    pub const INVALID_MAJOR_VERSION: u16 = 5;
+    pub const INVALID_MAJOR_VERSION: NotifyType = NotifyType(5);
     /// INVALID_SYNTAX.
-    pub const INVALID_SYNTAX: u16 = 7;
+    pub const INVALID_SYNTAX: NotifyType = NotifyType(7);
     /// INVALID_MESSAGE_ID.
-    pub const INVALID_MESSAGE_ID: u16 = 9;
+    pub const INVALID_MESSAGE_ID: NotifyType = NotifyType(9);
     /// INVALID_SPI.
-    pub const INVALID_SPI: u16 = 11;
+    pub const INVALID_SPI: NotifyType = NotifyType(11);
     /// NO_PROPOSAL_CHOSEN.
-    pub const NO_PROPOSAL_CHOSEN: u16 = 14;
+    pub const NO_PROPOSAL_CHOSEN: NotifyType = NotifyType(14);
     /// INVALID_KE_PAYLOAD.
-    pub const INVALID_KE_PAYLOAD: u16 = 17;
+    pub const INVALID_KE_PAYLOAD: NotifyType = NotifyType(17);
     /// AUTHENTICATION_FAILED.
-    pub const AUTHENTICATION_FAILED: u16 = 24;
+    pub const AUTHENTICATION_FAILED: NotifyType = NotifyType(24);
     /// SINGLE_PAIR_REQUIRED.
-    pub const SINGLE_PAIR_REQUIRED: u16 = 34;
+    pub const SINGLE_PAIR_REQUIRED: NotifyType = NotifyType(34);
     /// NO_ADDITIONAL_SAS.
-    pub const NO_ADDITIONAL_SAS: u16 = 35;
+    pub const NO_ADDITIONAL_SAS: NotifyType = NotifyType(35);
     /// INTERNAL_ADDRESS_FAILURE.
-    pub const INTERNAL_ADDRESS_FAILURE: u16 = 36;
+    pub const INTERNAL_ADDRESS_FAILURE: NotifyType = NotifyType(36);
     /// FAILED_CP_REQUIRED.
-    pub const FAILED_CP_REQUIRED: u16 = 37;
+    pub const FAILED_CP_REQUIRED: NotifyType = NotifyType(37);
     /// TS_UNACCEPTABLE.
-    pub const TS_UNACCEPTABLE: u16 = 38;
+    pub const TS_UNACCEPTABLE: NotifyType = NotifyType(38);
     /// INVALID_SELECTORS.
-    pub const INVALID_SELECTORS: u16 = 39;
+    pub const INVALID_SELECTORS: NotifyType = NotifyType(39);
     /// TEMPORARY_FAILURE.
-    pub const TEMPORARY_FAILURE: u16 = 43;
+    pub const TEMPORARY_FAILURE: NotifyType = NotifyType(43);
     /// CHILD_SA_NOT_FOUND.
-    pub const CHILD_SA_NOT_FOUND: u16 = 44;
+    pub const CHILD_SA_NOT_FOUND: NotifyType = NotifyType(44);
     /// INITIAL_CONTACT.
-    pub const INITIAL_CONTACT: u16 = 16384;
+    pub const INITIAL_CONTACT: NotifyType = NotifyType(16384);
     /// SET_WINDOW_SIZE.
-    pub const SET_WINDOW_SIZE: u16 = 16385;
+    pub const SET_WINDOW_SIZE: NotifyType = NotifyType(16385);
     /// ADDITIONAL_TS_POSSIBLE.
-    pub const ADDITIONAL_TS_POSSIBLE: u16 = 16386;
+    pub const ADDITIONAL_TS_POSSIBLE: NotifyType = NotifyType(16386);
     /// IPCOMP_SUPPORTED.
-    pub const IPCOMP_SUPPORTED: u16 = 16387;
+    pub const IPCOMP_SUPPORTED: NotifyType = NotifyType(16387);
     /// NAT_DETECTION_SOURCE_IP.
-    pub const NAT_DETECTION_SOURCE_IP: u16 = 16388;
+    pub const NAT_DETECTION_SOURCE_IP: NotifyType = NotifyType(16388);
     /// NAT_DETECTION_DESTINATION_IP.
-    pub const NAT_DETECTION_DESTINATION_IP: u16 = 16389;
+    pub const NAT_DETECTION_DESTINATION_IP: NotifyType = NotifyType(16389);
     /// COOKIE.
-    pub const COOKIE: u16 = 16390;
+    pub const COOKIE: NotifyType = NotifyType(16390);
     /// USE_TRANSPORT_MODE.
-    pub const USE_TRANSPORT_MODE: u16 = 16391;
+    pub const USE_TRANSPORT_MODE: NotifyType = NotifyType(16391);
     /// REKEY_SA.
-    pub const REKEY_SA: u16 = 16393;
+    pub const REKEY_SA: NotifyType = NotifyType(16393);
     /// ESP_TFC_PADDING_NOT_SUPPORTED.
-    pub const ESP_TFC_PADDING_NOT_SUPPORTED: u16 = 16394;
+    pub const ESP_TFC_PADDING_NOT_SUPPORTED: NotifyType = NotifyType(16394);
     /// NON_FIRST_FRAGMENTS_ALSO.
-    pub const NON_FIRST_FRAGMENTS_ALSO: u16 = 16395;
+    pub const NON_FIRST_FRAGMENTS_ALSO: NotifyType = NotifyType(16395);
     /// MOBIKE_SUPPORTED.
-    pub const MOBIKE_SUPPORTED: u16 = 16396;
+    pub const MOBIKE_SUPPORTED: NotifyType = NotifyType(16396);
     /// MULTIPLE_AUTH_SUPPORTED (RFC 4739).
-    pub const MULTIPLE_AUTH_SUPPORTED: u16 = 16404;
+    pub const MULTIPLE_AUTH_SUPPORTED: NotifyType = NotifyType(16404);
     /// IKEV2_FRAGMENTATION_SUPPORTED (RFC 7383).
-    pub const IKEV2_FRAGMENTATION_SUPPORTED: u16 = 16430;
+    pub const IKEV2_FRAGMENTATION_SUPPORTED: NotifyType = NotifyType(16430);
     /// SIGNATURE_HASH_ALGORITHMS (RFC 7427).
-    pub const SIGNATURE_HASH_ALGORITHMS: u16 = 16431;
+    pub const SIGNATURE_HASH_ALGORITHMS: NotifyType = NotifyType(16431);
 
-    /// The name of a notify type, for logs.
-    pub fn name(t: u16) -> &'static str {
+    /// The name of a notify type, for logs ("error" or "status" for one esprit does not know).
+    pub fn name(t: NotifyType) -> &'static str {
         match t {
             UNSUPPORTED_CRITICAL_PAYLOAD => "UNSUPPORTED_CRITICAL_PAYLOAD",
             INVALID_IKE_SPI => "INVALID_IKE_SPI",
@@ -191,7 +248,7 @@ pub mod notify {
             MULTIPLE_AUTH_SUPPORTED => "MULTIPLE_AUTH_SUPPORTED",
             IKEV2_FRAGMENTATION_SUPPORTED => "IKEV2_FRAGMENTATION_SUPPORTED",
             SIGNATURE_HASH_ALGORITHMS => "SIGNATURE_HASH_ALGORITHMS",
-            t if t < 16384 => "error",
+            t if t.0 < 16384 => "error",
             _ => "status",
         }
     }

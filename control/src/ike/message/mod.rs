@@ -7,6 +7,7 @@ pub mod fragment;
 pub mod payload;
 
 use consts::payload_type as pt;
+pub use consts::{ExchangeType, NotifyType};
 pub use payload::{ConfigAttribute, Delete, Notify, Payload, Proposal, TrafficSelector, Transform};
 use zeroize::Zeroizing;
 
@@ -30,7 +31,7 @@ pub struct Header {
     /// Major version (2) in the high nibble, minor in the low.
     pub version: u8,
     /// Exchange type.
-    pub exchange: u8,
+    pub exchange: ExchangeType,
     /// Flags (initiator, version, response).
     pub flags: u8,
     /// Message ID.
@@ -41,7 +42,7 @@ pub struct Header {
 
 impl Header {
     /// A header for a new message of IKEv2.0.
-    pub fn new(spi_i: u64, spi_r: u64, exchange: u8, flags: u8, message_id: u32) -> Self {
+    pub fn new(spi_i: u64, spi_r: u64, exchange: ExchangeType, flags: u8, message_id: u32) -> Self {
         Header {
             spi_i,
             spi_r,
@@ -69,7 +70,7 @@ impl Header {
             spi_r: u64_at(8),
             next_payload: d[16],
             version: d[17],
-            exchange: d[18],
+            exchange: ExchangeType(d[18]),
             flags: d[19],
             message_id: u32::from_be_bytes([d[20], d[21], d[22], d[23]]),
             length: u32::from_be_bytes([d[24], d[25], d[26], d[27]]),
@@ -101,7 +102,7 @@ impl Header {
         out.extend_from_slice(&self.spi_r.to_be_bytes());
         out.push(self.next_payload);
         out.push(self.version);
-        out.push(self.exchange);
+        out.push(self.exchange.0);
         out.push(self.flags);
         out.extend_from_slice(&self.message_id.to_be_bytes());
         out.extend_from_slice(&self.length.to_be_bytes());
@@ -121,7 +122,7 @@ pub struct Message {
 
 impl Message {
     /// Notifies of a given type.
-    pub fn notifies(&self, ntype: u16) -> impl Iterator<Item = &Notify> {
+    pub fn notifies(&self, ntype: NotifyType) -> impl Iterator<Item = &Notify> {
         self.payloads.iter().filter_map(move |p| match p {
             Payload::Notify(n) if n.ntype == ntype => Some(n),
             _ => None,
@@ -129,14 +130,14 @@ impl Message {
     }
 
     /// The first notify of a given type.
-    pub fn notify(&self, ntype: u16) -> Option<&Notify> {
+    pub fn notify(&self, ntype: NotifyType) -> Option<&Notify> {
         self.notifies(ntype).next()
     }
 
     /// The first error notify (type below 16384), if any.
     pub fn error_notify(&self) -> Option<&Notify> {
         self.payloads.iter().find_map(|p| match p {
-            Payload::Notify(n) if n.ntype < 16384 => Some(n),
+            Payload::Notify(n) if n.ntype.is_error() => Some(n),
             _ => None,
         })
     }

@@ -1,6 +1,6 @@
 //! IKEv2 payloads (RFC 7296 §3.3–3.16) as values, with their body encoding and strict decoding.
 
-use super::consts::{payload_type as pt, ATTR_KEY_LENGTH};
+use super::consts::{payload_type as pt, NotifyType, ATTR_KEY_LENGTH};
 use super::DecodeError;
 use std::net::IpAddr;
 
@@ -36,14 +36,14 @@ pub struct Notify {
     /// SPI, if any.
     pub spi: Vec<u8>,
     /// Notify message type.
-    pub ntype: u16,
+    pub ntype: NotifyType,
     /// Notification data.
     pub data: Vec<u8>,
 }
 
 impl Notify {
     /// A notify about the IKE SA (no protocol, no SPI).
-    pub fn new(ntype: u16, data: Vec<u8>) -> Self {
+    pub fn new(ntype: NotifyType, data: Vec<u8>) -> Self {
         Notify {
             protocol: 0,
             spi: Vec::new(),
@@ -248,7 +248,7 @@ impl Payload {
             Payload::Notify(n) => {
                 out.push(n.protocol);
                 out.push(n.spi.len() as u8);
-                out.extend_from_slice(&n.ntype.to_be_bytes());
+                out.extend_from_slice(&n.ntype.0.to_be_bytes());
                 out.extend_from_slice(&n.spi);
                 out.extend_from_slice(&n.data);
             }
@@ -363,7 +363,7 @@ impl Payload {
                 Payload::Notify(Notify {
                     protocol: b[0],
                     spi: b[4..4 + spi_len].to_vec(),
-                    ntype: u16::from_be_bytes([b[2], b[3]]),
+                    ntype: NotifyType(u16::from_be_bytes([b[2], b[3]])),
                     data: b[4 + spi_len..].to_vec(),
                 })
             }

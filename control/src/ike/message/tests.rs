@@ -333,7 +333,7 @@ proptest! {
 
     #[test]
     fn decode_never_panics_on_valid_headers(body in proptest::collection::vec(any::<u8>(), 0..400), next in 0u8..60) {
-        let mut d = Header::new(1, 2, 34, 8, 0).spi_i.to_be_bytes().to_vec();
+        let mut d = Header::new(1, 2, exchange::IKE_SA_INIT, 8, 0).spi_i.to_be_bytes().to_vec();
         d.extend_from_slice(&2u64.to_be_bytes());
         d.extend_from_slice(&[next, 0x20, 34, 8, 0, 0, 0, 0]);
         d.extend_from_slice(&((HEADER_LEN + body.len()) as u32).to_be_bytes());

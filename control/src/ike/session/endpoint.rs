@@ -4,7 +4,7 @@
 
 use super::cookie::{CookieJar, CookiePolicy};
 use super::drops::{DropCounters, DropReason, LogThrottle};
-use super::events::{IkeEvent, Transmit};
+use super::events::{IkeEvent, LogLine, Transmit};
 use super::ike_sa::{Ctx, IkeSa, Role, State, HALF_OPEN_EXPIRED};
 use super::limits::{HalfOpen, HalfOpenLimits, OverLimit};
 use super::params::ConnectionParams;
@@ -16,6 +16,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tracing::Level;
 
 /// Counters of the endpoint: every datagram it dropped or ignored, by reason (the sum of all
 /// IKE SAs' and the endpoint's own), and what it did against floods.
@@ -123,6 +124,20 @@ impl Endpoint {
     /// Replace the connections (a reload). Existing IKE SAs keep theirs.
     pub fn set_connections(&mut self, conns: Vec<Arc<ConnectionParams>>) {
         self.conns = conns;
+    }
+
+    /// Gives the IKE SAs of connection `conn.name` its new parameters, after a reload that
+    /// changed only its children: the IKE SAs stay, and children created or rekeyed from now on
+    /// use the new settings. Returns how many IKE SAs were updated.
+    pub fn update_conn(&mut self, conn: Arc<ConnectionParams>) -> usize {
+        let mut n = 0;
+        for sa in self.sas.values_mut() {
+            if sa.conn().name == conn.name {
+                sa.set_conn(conn.clone());
+                n += 1;
+            }
+        }
+        n
     }
 
     /// The configured connections.
@@ -266,18 +281,28 @@ impl Endpoint {
                 } else {
                     String::new()
                 };
-                let line = match r {
+                let (level, message) = match r {
                     DropReason::HalfOpenLimit
                     | DropReason::HalfOpenLimitSource
-                    | DropReason::InvalidCookie => format!(
-                        "{WARNING}refused IKE_SA_INIT from {remote}: {r} (half-open IKE SAs: {} in total, {} from {}){more}",
+                    | DropReason::InvalidCookie => (Level::WARN, format!(
+                        "refused IKE_SA_INIT from {remote}: {r} (half-open IKE SAs: {} in total, {} from {}){more}",
                         self.half_open.len(),
                         self.half_open.from_source(remote.ip()),
                         remote.ip()
+                    )),
+                    _ => (
+                        Level::DEBUG,
+                        format!("dropped a datagram from {remote}{sa}: {r}{more}"),
                     ),
-                    _ => format!("dropped a datagram from {remote}{sa}: {r}{more}"),
                 };
-                self.events.push_back(IkeEvent::Log(line));
+                let known = spi.and_then(|s| self.sas.get(&s));
+                self.events.push_back(IkeEvent::Log(LogLine {
+                    conn: known.map(|sa| sa.conn().name.clone()),
+                    ike_spis: known.map(|sa| sa.spis()),
+                    remote: Some(remote),
+                    reason: Some(r.name()),
+                    ..LogLine::new(level, message)
+                }));
             }
         }
     }
@@ -296,10 +321,16 @@ impl Endpoint {
             .collect();
         held.sort_unstable();
         for (r, n) in held {
-            self.events.push_back(IkeEvent::Log(format!(
-                "{WARNING}dropped datagrams: {n} more {r} suppressed in the last {}s",
-                LOG_INTERVAL.as_secs()
-            )));
+            self.events.push_back(IkeEvent::Log(LogLine {
+                reason: Some(r.name()),
+                ..LogLine::new(
+                    Level::WARN,
+                    format!(
+                        "dropped datagrams: {n} more {r} suppressed in the last {}s",
+                        LOG_INTERVAL.as_secs()
+                    ),
+                )
+            }));
         }
     }
 
@@ -376,7 +407,7 @@ impl Endpoint {
         let (sa, _) = self.with_ctx(now, |ctx, _| {
             IkeSa::initiate(ctx, c, child_params, spi, local, remote)
         });
-        let mut sa = sa?;
+        let mut sa = sa.map_err(|e| e.to_string())?;
         sa.set_initial_contact(alone);
         sa.set_ports(self.settings.port, self.settings.port_nat_t);
         self.adopt(sa);
@@ -645,6 +676,3 @@ impl Endpoint {
         None
     }
 }
-
-/// The prefix of log lines the daemon writes as warnings.
-pub const WARNING: &str = "warning: ";

@@ -6,6 +6,7 @@ use crate::ike::identity::Identity;
 use crate::ike::message::TrafficSelector;
 use std::fmt;
 use std::net::SocketAddr;
+use tracing::Level;
 use zeroize::Zeroizing;
 
 /// A datagram to send. Datagrams from or to port 4500 need the four-octet non-ESP marker in
@@ -24,6 +25,8 @@ pub struct Transmit {
 pub struct ChildSaInstall {
     /// The IKE SA it belongs to (our SPI of it).
     pub ike_sa: u64,
+    /// The IKE SA's initiator and responder SPIs (for the log).
+    pub ike_spis: (u64, u64),
     /// Connection name.
     pub conn: String,
     /// Child name.
@@ -100,6 +103,8 @@ pub enum IkeEvent {
     IkeUp {
         /// Our SPI of the IKE SA.
         ike_sa: u64,
+        /// The IKE SA's initiator and responder SPIs (for the log).
+        ike_spis: (u64, u64),
         /// Connection name.
         conn: String,
         /// Peer's identity.
@@ -111,6 +116,8 @@ pub enum IkeEvent {
     IkeDown {
         /// Our SPI of the IKE SA.
         ike_sa: u64,
+        /// The IKE SA's initiator and responder SPIs (for the log).
+        ike_spis: (u64, u64),
         /// Connection name.
         conn: String,
         /// Why.
@@ -122,6 +129,8 @@ pub enum IkeEvent {
         old: u64,
         /// Our SPI of the new IKE SA.
         new: u64,
+        /// The new IKE SA's initiator and responder SPIs (for the log).
+        new_spis: (u64, u64),
         /// Connection name.
         conn: String,
     },
@@ -131,6 +140,8 @@ pub enum IkeEvent {
     ChildDown {
         /// Our SPI of the IKE SA.
         ike_sa: u64,
+        /// The IKE SA's initiator and responder SPIs (for the log).
+        ike_spis: (u64, u64),
         /// Connection name.
         conn: String,
         /// Child name.
@@ -149,6 +160,8 @@ pub enum IkeEvent {
     },
     /// A child could not be negotiated (the IKE SA stays).
     ChildFailed {
+        /// The IKE SA's initiator and responder SPIs (for the log).
+        ike_spis: (u64, u64),
         /// Connection name.
         conn: String,
         /// Child name.
@@ -157,5 +170,41 @@ pub enum IkeEvent {
         reason: String,
     },
     /// A notable occurrence for the log (never contains key material).
-    Log(String),
+    Log(LogLine),
+}
+
+/// A line for the daemon's log: how much it matters, the text, and what it concerns (the
+/// daemon writes these as the line's fields). Never holds key material.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogLine {
+    /// How much it matters (the core writes debug, info and warn lines).
+    pub level: Level,
+    /// The text, complete in itself (it names the connection and IKE SA when it has them).
+    pub message: String,
+    /// The connection it concerns.
+    pub conn: Option<String>,
+    /// The IKE SA it concerns: the initiator's and the responder's SPI (the responder's is 0
+    /// until IKE_SA_INIT's answer).
+    pub ike_spis: Option<(u64, u64)>,
+    /// The peer's address and port.
+    pub remote: Option<SocketAddr>,
+    /// The child SA it concerns: the SPI we receive with.
+    pub spi_in: Option<u32>,
+    /// A machine-readable reason (a drop counter's name).
+    pub reason: Option<&'static str>,
+}
+
+impl LogLine {
+    /// A line at `level` concerning nothing in particular.
+    pub fn new(level: Level, message: impl Into<String>) -> LogLine {
+        LogLine {
+            level,
+            message: message.into(),
+            conn: None,
+            ike_spis: None,
+            remote: None,
+            spi_in: None,
+            reason: None,
+        }
+    }
 }

@@ -15,7 +15,7 @@ pub mod ts;
 pub use cookie::CookiePolicy;
 pub use drops::{DropCounters, DropReason};
 pub use endpoint::{Endpoint, EndpointSettings, EndpointStats};
-pub use events::{ChildLimits, ChildSaInstall, IkeEvent, Transmit};
+pub use events::{ChildLimits, ChildSaInstall, IkeEvent, LogLine, Transmit};
 pub use ike_sa::{ChildSa, IkeSa, Role, State};
 pub use limits::HalfOpenLimits;
 pub use params::{

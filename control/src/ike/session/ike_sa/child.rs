@@ -72,7 +72,7 @@ pub(super) enum ChildError {
 
 impl ChildError {
     /// The notify type that tells the peer.
-    pub(super) fn notify(&self) -> u16 {
+    pub(super) fn notify(&self) -> NotifyType {
         match self {
             ChildError::NoSa | ChildError::BadKe(_) => nt::INVALID_SYNTAX,
             ChildError::NoTsi | ChildError::NoTsr | ChildError::TsUnacceptable => {
@@ -90,7 +90,7 @@ impl IkeSa {
         params: ChildParams,
         with_ke: bool,
         rekey_of: Option<u32>,
-    ) -> Result<PendingChild, String> {
+    ) -> Result<PendingChild, SetupError> {
         let inbound_spi = ctx.new_spi();
         let (lt, rt) =
             match rekey_of.and_then(|s| self.children.iter().find(|c| c.inbound_spi == s)) {
@@ -102,7 +102,7 @@ impl IkeSa {
             };
         let group = params.proposals.first().and_then(|p| p.dh.first().copied());
         let ke = match (with_ke, group) {
-            (true, Some(g)) => Some(KeyExchange::new(g, ctx.rng).map_err(|e| e.to_string())?),
+            (true, Some(g)) => Some(KeyExchange::new(g, ctx.rng).map_err(SetupError::KeyExchange)?),
             _ => None,
         };
         let offered = proposal::esp_offer(
@@ -144,6 +144,7 @@ impl IkeSa {
                 }
             }
             ctx.events.push_back(IkeEvent::ChildFailed {
+                ike_spis: this.spis(),
                 conn: this.conn.name.clone(),
                 child: child.params.name.clone(),
                 reason,
@@ -276,6 +277,7 @@ impl IkeSa {
         ctx.events
             .push_back(IkeEvent::ChildUp(Box::new(ChildSaInstall {
                 ike_sa: self.local_spi(),
+                ike_spis: self.spis(),
                 conn: self.conn.name.clone(),
                 child: params.name.clone(),
                 inbound_spi,
@@ -586,13 +588,14 @@ impl IkeSa {
                         let lowest_theirs = their_ni.as_slice().min(their_nr.as_slice());
                         let lowest_ours = ours.0.as_slice().min(ours.1.as_slice());
                         if lowest_ours < lowest_theirs {
-                            self.log(
-                                ctx,
-                                format!(
+                            let line = LogLine {
+                                spi_in: Some(ours.2),
+                                ..self.log_line(format!(
                                     "rekey collision: deleting our redundant child SA {:08x}",
                                     ours.2
-                                ),
-                            );
+                                ))
+                            };
+                            ctx.events.push_back(IkeEvent::Log(line));
                             delete.push(ours.2);
                         }
                     }
@@ -605,6 +608,7 @@ impl IkeSa {
                 });
                 ctx.spis.remove(&child.inbound_spi);
                 ctx.events.push_back(IkeEvent::ChildFailed {
+                    ike_spis: self.spis(),
                     conn: self.conn.name.clone(),
                     child: child.params.name.clone(),
                     reason,
@@ -631,11 +635,11 @@ impl IkeSa {
         else {
             return false;
         };
-        c.rekeying = true;
-        let name = c.name.clone();
-        let Some(params) = self.conn.child(&name).cloned() else {
+        let Some(params) = self.conn.child(&c.name).cloned() else {
+            // No longer configured (a reload removed it): nothing to rekey it with.
             return false;
         };
+        c.rekeying = true;
         self.tasks.push_back(Task::Child {
             params,
             rekey_of: Some(inbound_spi),

@@ -113,7 +113,7 @@ impl IkeSa {
         let child = match self.first_child.take() {
             Some(c) => match self.pending_child(ctx, c, false, None) {
                 Ok(c) => Some(c),
-                Err(e) => return self.die(ctx, e),
+                Err(e) => return self.die(ctx, e.to_string()),
             },
             None => None,
         };
@@ -256,6 +256,7 @@ impl IkeSa {
         let Some(suite) = self.suite() else { return };
         ctx.events.push_back(IkeEvent::IkeUp {
             ike_sa: self.local_spi(),
+            ike_spis: self.spis(),
             conn: self.conn.name.clone(),
             remote_id: self
                 .remote_id
@@ -370,6 +371,7 @@ impl IkeSa {
                     let (n, reason) = (err.notify(), err.to_string());
                     p.push(Payload::Notify(Notify::new(n, Vec::new())));
                     ctx.events.push_back(IkeEvent::ChildFailed {
+                        ike_spis: self.spis(),
                         conn: self.conn.name.clone(),
                         child: String::new(),
                         reason,

@@ -126,11 +126,11 @@ impl IkeSa {
     }
 
     /// Derive the IKE keys of the negotiated `suite` from the DH `shared` secret and the nonces.
-    pub(super) fn set_keys(&mut self, suite: IkeSuite, shared: &[u8]) -> Result<(), String> {
+    pub(super) fn set_keys(&mut self, suite: IkeSuite, shared: &[u8]) -> Result<(), SetupError> {
         let k = keys::derive_ike_keys(
             suite.prf, suite.encr, &self.ni, &self.nr, shared, self.spi_i, self.spi_r,
         )
-        .map_err(|e| e.to_string())?;
+        .map_err(SetupError::Keys)?;
         self.keys = Some(Keys::new(self.role, suite, k)?);
         Ok(())
     }
@@ -402,7 +402,7 @@ impl IkeSa {
             })
             .unwrap_or_default();
         if let Err(e) = self.set_keys(suite, &shared) {
-            return self.die(ctx, e);
+            return self.die(ctx, e.to_string());
         }
         if self.nat_local || self.nat_remote {
             self.local.set_port(self.ports.1);

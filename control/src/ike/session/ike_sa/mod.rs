@@ -9,7 +9,7 @@
 //! request, `window` message IDs, retransmission, the response cache and inbound dispatch.
 
 use super::drops::DropReason;
-use super::events::{ChildLimits, ChildSaInstall, IkeEvent, Transmit};
+use super::events::{ChildLimits, ChildSaInstall, IkeEvent, LogLine, Transmit};
 use super::params::{ChildMode, ChildParams, ConnectionParams, LocalCredential, RemoteCredential};
 use super::proposal::{self, EspSuite, IkeSuite};
 use super::ts;
@@ -19,11 +19,12 @@ use crate::ike::crypto::cert::Certificate;
 use crate::ike::crypto::dh::KeyExchange;
 use crate::ike::crypto::keys::{self, IkeKeys};
 use crate::ike::crypto::sk::SkCipher;
+use crate::ike::crypto::CryptoError;
 use crate::ike::identity::Identity;
 use crate::ike::message::consts::{cert_encoding, exchange, flags, notify as nt, protocol};
 use crate::ike::message::fragment::{self, FragmentLimits, Reassembly};
 use crate::ike::message::{
-    self, Delete, Header, Message, Notify, Payload, Proposal, TrafficSelector,
+    self, Delete, Header, Message, Notify, NotifyType, Payload, Proposal, TrafficSelector,
 };
 use crate::ike::rng::RandomSource;
 use aws_lc_rs::constant_time;
@@ -36,6 +37,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tasks::Task;
+use tracing::Level;
 use window::{Outstanding, Request, Window};
 
 mod child;
@@ -169,15 +171,33 @@ struct Keys {
     iv: u64,
 }
 
+/// Why this side could not set up an IKE SA or a child (a local failure, not the peer's
+/// refusal, which comes as a notify).
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// The connection has no IKE proposal to offer.
+    #[error("the connection has no IKE proposal")]
+    NoProposal,
+    /// A key exchange could not be made.
+    #[error("key exchange: {0}")]
+    KeyExchange(CryptoError),
+    /// The key schedule or the SK cipher could not be built.
+    #[error("IKE keys: {0}")]
+    Keys(CryptoError),
+    /// An IKE SA rekey completed on an SA that has no keys.
+    #[error("the IKE SA being rekeyed has no keys")]
+    NoKeys,
+}
+
 impl Keys {
     /// The keys of `role` from the derived `ike` keys of `suite`.
-    fn new(role: Role, suite: IkeSuite, ike: IkeKeys) -> Result<Keys, String> {
+    fn new(role: Role, suite: IkeSuite, ike: IkeKeys) -> Result<Keys, SetupError> {
         let (out, inn) = match role {
             Role::Initiator => (&ike.sk_ei, &ike.sk_er),
             Role::Responder => (&ike.sk_er, &ike.sk_ei),
         };
-        let sk_out = SkCipher::new(suite.encr, out).map_err(|e| e.to_string())?;
-        let sk_in = SkCipher::new(suite.encr, inn).map_err(|e| e.to_string())?;
+        let sk_out = SkCipher::new(suite.encr, out).map_err(SetupError::Keys)?;
+        let sk_in = SkCipher::new(suite.encr, inn).map_err(SetupError::Keys)?;
         Ok(Keys {
             suite,
             ike,
@@ -266,6 +286,13 @@ impl IkeSa {
         &self.conn
     }
 
+    /// Replaces the connection's parameters (a reload that kept its IKE settings: the name,
+    /// identities, authentication and proposals must be those this SA was made with). Children
+    /// created or rekeyed afterwards use the new child settings.
+    pub fn set_conn(&mut self, conn: Arc<ConnectionParams>) {
+        self.conn = conn;
+    }
+
     /// Negotiated algorithms.
     pub fn suite(&self) -> Option<IkeSuite> {
         self.keys.as_ref().map(|k| k.suite)
@@ -314,13 +341,13 @@ impl IkeSa {
         spi_i: u64,
         local: SocketAddr,
         remote: SocketAddr,
-    ) -> Result<IkeSa, String> {
+    ) -> Result<IkeSa, SetupError> {
         let group = conn
             .proposals
             .first()
             .and_then(|p| p.dh.first().copied())
-            .ok_or("the connection has no IKE proposal")?;
-        let ke = KeyExchange::new(group, ctx.rng).map_err(|e| e.to_string())?;
+            .ok_or(SetupError::NoProposal)?;
+        let ke = KeyExchange::new(group, ctx.rng).map_err(SetupError::KeyExchange)?;
         let ni = ctx.nonce();
         let mut sa = IkeSa::blank(Role::Initiator, conn, ctx.now, spi_i, 0, local, remote);
         sa.ni = ni;
@@ -394,6 +421,7 @@ impl IkeSa {
         }
         ctx.events.push_back(IkeEvent::IkeDown {
             ike_sa: self.local_spi(),
+            ike_spis: self.spis(),
             conn: self.conn.name.clone(),
             reason: reason.clone(),
         });
@@ -404,6 +432,7 @@ impl IkeSa {
         ctx.spis.remove(&c.inbound_spi);
         ctx.events.push_back(IkeEvent::ChildDown {
             ike_sa: self.local_spi(),
+            ike_spis: self.spis(),
             conn: self.conn.name.clone(),
             child: c.name.clone(),
             inbound_spi: c.inbound_spi,
@@ -414,14 +443,19 @@ impl IkeSa {
         });
     }
 
+    /// An info line about this IKE SA, with its connection, SPIs and peer as fields.
     fn log(&self, ctx: &mut Ctx<'_>, msg: impl Into<String>) {
-        ctx.events.push_back(IkeEvent::Log(format!(
-            "{}[{:016x}_{:016x}]: {}",
-            self.conn.name,
-            self.spi_i,
-            self.spi_r,
-            msg.into()
-        )));
+        ctx.events.push_back(IkeEvent::Log(self.log_line(msg)));
+    }
+
+    /// An info line about this IKE SA (the caller may add fields).
+    fn log_line(&self, msg: impl Into<String>) -> LogLine {
+        LogLine {
+            conn: Some(self.conn.name.clone()),
+            ike_spis: Some((self.spi_i, self.spi_r)),
+            remote: Some(self.remote),
+            ..LogLine::new(Level::INFO, format!("{}: {}", self.conn.name, msg.into()))
+        }
     }
 
     /// Arm the IKE rekey timer (with up to 10% jitter so both ends rarely collide) and, behind

@@ -49,7 +49,7 @@ impl IkeSa {
         &mut self,
         ctx: &mut Ctx<'_>,
         rekeyed: Rekeyed<'_>,
-    ) -> Result<IkeSa, String> {
+    ) -> Result<IkeSa, SetupError> {
         let Rekeyed {
             role,
             spi_i,
@@ -59,12 +59,12 @@ impl IkeSa {
             nr,
             shared,
         } = rekeyed;
-        let old_keys = self.keys.as_ref().ok_or("no keys")?;
+        let old_keys = self.keys.as_ref().ok_or(SetupError::NoKeys)?;
         let (old, sk_d) = (old_keys.suite, &old_keys.ike.sk_d);
         let k = keys::derive_rekeyed_ike_keys(
             old.prf, sk_d, suite.prf, suite.encr, shared, &ni, &nr, spi_i, spi_r,
         )
-        .map_err(|e| e.to_string())?;
+        .map_err(SetupError::Keys)?;
         let mut n = IkeSa::blank(
             role,
             self.conn.clone(),
@@ -93,6 +93,7 @@ impl IkeSa {
         ctx.events.push_back(IkeEvent::IkeRekeyed {
             old: self.local_spi(),
             new: n.local_spi(),
+            new_spis: n.spis(),
             conn: self.conn.name.clone(),
         });
         Ok(n)
@@ -245,7 +246,7 @@ impl IkeSa {
                 // The old IKE SA has handed over its children: delete it.
                 self.tasks.push_front(Task::DeleteIke);
             }
-            Err(e) => retry_later(self, ctx, e),
+            Err(e) => retry_later(self, ctx, e.to_string()),
         }
     }
 }

@@ -31,9 +31,10 @@ impl IkeSa {
                     Ok(c) => c,
                     Err(e) => {
                         ctx.events.push_back(IkeEvent::ChildFailed {
+                            ike_spis: self.spis(),
                             conn: self.conn.name.clone(),
                             child: name,
-                            reason: e,
+                            reason: e.to_string(),
                         });
                         return self.next_task(ctx);
                     }

@@ -2,6 +2,7 @@
 //! fragmentation, the response cache, and the dispatch of inbound datagrams by exchange.
 
 use super::*;
+use crate::ike::message::ExchangeType;
 
 /// The message window of RFC 7296 §2.3 with a window of one, both ways: the IDs of our next
 /// request and of the peer's next request, our outstanding request (with what to retransmit)
@@ -92,7 +93,7 @@ impl IkeSa {
     /// and it would not fit [`FRAGMENT_SIZE`].
     pub(super) fn encrypt(
         &mut self,
-        exch: u8,
+        exch: ExchangeType,
         id: u32,
         response: bool,
         payloads: &[Payload],
@@ -114,7 +115,13 @@ impl IkeSa {
         )]
     }
 
-    pub(super) fn respond(&mut self, ctx: &mut Ctx<'_>, exch: u8, id: u32, payloads: &[Payload]) {
+    pub(super) fn respond(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        exch: ExchangeType,
+        id: u32,
+        payloads: &[Payload],
+    ) {
         let data = self.encrypt(exch, id, true, payloads);
         self.transmit_all(ctx, &data);
         self.window.last_response = Some((id, data));
@@ -123,7 +130,7 @@ impl IkeSa {
     pub(super) fn request(
         &mut self,
         ctx: &mut Ctx<'_>,
-        exch: u8,
+        exch: ExchangeType,
         payloads: &[Payload],
         kind: Request,
     ) {

@@ -7,10 +7,11 @@ use super::*;
 use crate::ike::message::consts::{exchange, flags};
 use crate::ike::message::{encode_plain, Header, Payload};
 use crate::ike::session::drops::DropReason;
-use crate::ike::session::endpoint::WARNING;
 use crate::ike::session::CookiePolicy;
+use crate::ike::session::LogLine;
 use std::collections::HashMap;
 use std::net::IpAddr;
+use tracing::Level;
 
 /// B answering anyone (no remote address), so attackers from any address reach IKE_SA_INIT.
 fn conn_b_any() -> ConnectionParams {
@@ -369,20 +370,26 @@ fn drop_logs_are_rate_limited_with_a_summary() {
     for _ in 0..1000 {
         p.b.handle_datagram(p.now, addr(B), addr(A), &[1u8; 40]);
     }
-    let logs: Vec<String> = std::iter::from_fn(|| p.b.poll_event())
+    let logs: Vec<LogLine> = std::iter::from_fn(|| p.b.poll_event())
         .filter_map(|e| match e {
             IkeEvent::Log(m) => Some(m),
             _ => None,
         })
         .collect();
     assert_eq!(logs.len(), 5, "{logs:?}");
+    // Drops are debug lines with the sender and the reason as fields.
+    assert!(logs.iter().all(|l| l.level == Level::DEBUG
+        && l.reason == Some("malformed")
+        && l.remote == Some(addr(A))
+        && l.message
+            .starts_with(&format!("dropped a datagram from {}", addr(A)))));
     assert_eq!(p.b.stats().drops.get(DropReason::Malformed), 1000);
     assert_eq!(p.b.stats().logs_suppressed, 995);
     // Ten seconds later the timer writes one summary line.
     let t = p.b.poll_timeout().unwrap();
     assert!(t <= p.now + Duration::from_secs(10));
     p.b.handle_timeout(p.now + Duration::from_secs(10));
-    let logs: Vec<String> = std::iter::from_fn(|| p.b.poll_event())
+    let logs: Vec<LogLine> = std::iter::from_fn(|| p.b.poll_event())
         .filter_map(|e| match e {
             IkeEvent::Log(m) => Some(m),
             _ => None,
@@ -390,8 +397,12 @@ fn drop_logs_are_rate_limited_with_a_summary() {
         .collect();
     assert_eq!(
         logs,
-        vec![format!(
-            "{WARNING}dropped datagrams: 995 more malformed suppressed in the last 10s"
-        )]
+        vec![LogLine {
+            reason: Some("malformed"),
+            ..LogLine::new(
+                Level::WARN,
+                "dropped datagrams: 995 more malformed suppressed in the last 10s"
+            )
+        }]
     );
 }

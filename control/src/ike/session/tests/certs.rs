@@ -6,7 +6,7 @@ use super::*;
 /// A CA, two intermediates and a leaf per name (ECDSA P-256, SAN = the name): (trust store
 /// with the CA, per name (private key, [leaf, intermediate 2, intermediate 1])).
 #[allow(clippy::type_complexity)]
-fn chain_pki(
+pub(crate) fn chain_pki(
     names: &[&str],
 ) -> (
     crate::ike::crypto::cert::Certificate,

@@ -1,0 +1,107 @@
+//! Daemons a lab keeps running after the command that started them has exited
+//! (`esprit-lab demo --keep`): their configurations, sockets and logs live in the lab's state
+//! directory, `/run/esprit-lab/<lab>/`, with a `pids` file that `esprit-lab down` reads to
+//! stop them before it removes the namespaces.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// The state directory of lab `name`.
+pub fn dir(name: &str) -> PathBuf {
+    PathBuf::from("/run/esprit-lab").join(name)
+}
+
+fn pids_file(name: &str) -> PathBuf {
+    dir(name).join("pids")
+}
+
+/// Records that process `pid` (`what`, e.g. "gwA esprit-ike") belongs to lab `name`.
+pub fn record(name: &str, pid: u32, what: &str) -> Result<(), String> {
+    let path = pids_file(name);
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    writeln!(f, "{pid} {what}").map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The processes recorded for lab `name`: (pid, what).
+pub fn recorded(name: &str) -> Vec<(u32, String)> {
+    let Ok(text) = std::fs::read_to_string(pids_file(name)) else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter_map(|l| {
+            let (pid, what) = l.split_once(' ')?;
+            Some((pid.parse().ok()?, what.to_string()))
+        })
+        .collect()
+}
+
+/// Whether `pid` is still one of the lab's daemons: alive, and an `esprit-lab` process (a pid
+/// the kernel has given to something else since is left alone).
+fn is_ours(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| {
+            c.split(|&b| b == 0)
+                .next()
+                .is_some_and(|arg0| arg0.ends_with(b"esprit-lab"))
+        })
+        .unwrap_or(false)
+}
+
+fn signal(pid: u32, sig: i32) {
+    if let Ok(p) = libc::pid_t::try_from(pid) {
+        // SAFETY: kill(2) with a pid checked to be one of the lab's processes; no memory is
+        // involved.
+        unsafe {
+            libc::kill(p, sig);
+        }
+    }
+}
+
+/// Stops every daemon recorded for lab `name` (SIGTERM, then SIGKILL after 5 s) and removes
+/// its state directory. Returns what was stopped.
+pub fn stop_all(name: &str) -> Vec<String> {
+    let procs: Vec<(u32, String)> = recorded(name)
+        .into_iter()
+        .filter(|(pid, _)| is_ours(*pid))
+        .collect();
+    for (pid, _) in &procs {
+        signal(*pid, libc::SIGTERM);
+    }
+    let start = Instant::now();
+    while procs.iter().any(|(pid, _)| is_ours(*pid)) && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for (pid, _) in &procs {
+        if is_ours(*pid) {
+            signal(*pid, libc::SIGKILL);
+        }
+    }
+    let _ = std::fs::remove_dir_all(dir(name));
+    procs.into_iter().map(|(_, what)| what).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[ignore = "needs root (writes /run/esprit-lab): ./ci/test.sh runs it as root"]
+    fn records_survive_and_foreign_pids_are_left_alone() {
+        esprit_testkit::require_root();
+        let name = format!("kept-test-{}", std::process::id());
+        std::fs::create_dir_all(dir(&name)).unwrap();
+        record(&name, 1, "init, not ours").unwrap();
+        record(&name, std::process::id(), "this test").unwrap();
+        assert_eq!(recorded(&name).len(), 2);
+        // Neither pid 1 nor this test binary is an esprit-lab process.
+        assert!(!is_ours(1));
+        assert!(!is_ours(std::process::id()));
+        assert_eq!(stop_all(&name), Vec::<String>::new());
+        assert!(!dir(&name).exists());
+    }
+}
