@@ -1,6 +1,7 @@
 //! A blocking client of the dataplane API, for `espctl`, the IKE daemon and tests.
 
 use crate::proto::{Envelope, EventLine, Hello, Request, Response, SaInfo, Snapshot, VERSION};
+use crate::runtime::Runtime;
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -103,6 +104,11 @@ impl Client {
     /// `stats`: the counters of the whole dataplane.
     pub fn stats(&mut self) -> Result<Snapshot, ApiError> {
         self.call_typed(Request::Stats)
+    }
+
+    /// `runtime`: what the dataplane runs with (interfaces, queues, workers).
+    pub fn runtime(&mut self) -> Result<Runtime, ApiError> {
+        self.call_typed(Request::Runtime)
     }
 
     /// Sends a request given as a JSON object (`op` and its arguments; the envelope's `version`

@@ -6,6 +6,7 @@
 pub mod client;
 pub mod owner;
 pub mod proto;
+pub mod runtime;
 pub mod sa;
 
 pub use client::{ApiError, Client, DEFAULT_SOCKET};
@@ -13,4 +14,5 @@ pub use proto::{
     Envelope, ErrorBody, EventLine, Hello, Request, Response, SaInfo, Snapshot, SocketStats,
     VERSION,
 };
+pub use runtime::{InterfaceRuntime, Runtime, WorkerRuntime};
 pub use sa::{Direction, Encap, Mode, SaKey, SaShapeError, SaSpec, Spi};

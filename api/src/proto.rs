@@ -93,6 +93,11 @@ pub enum Request {
     /// Subscribe to events (expiry, sequence exhaustion); the connection becomes a stream.
     #[serde(rename = "events")]
     Events,
+    /// What the dataplane runs with: interfaces (XDP and AF_XDP modes, queues) and workers
+    /// (queue, pinning, affinity); see [`crate::Runtime`]. Added in version 1 without a
+    /// version change: an older daemon refuses it with `bad_request`.
+    #[serde(rename = "runtime")]
+    Runtime,
 }
 
 /// A request with its envelope.
@@ -412,6 +417,7 @@ mod tests {
             r#"{"version":1,"op":"policy.list"}"#,
             r#"{"version":1,"op":"stats"}"#,
             r#"{"version":1,"op":"events"}"#,
+            r#"{"version":1,"op":"runtime"}"#,
         ] {
             roundtrip::<Envelope>(line);
         }

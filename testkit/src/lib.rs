@@ -72,6 +72,22 @@ pub fn capabilities_of(pid: u32, set: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// The binary `bin` of workspace package `package`, built first if needed (a test crate only
+/// gets its own package's binaries), next to the calling test's executable.
+pub fn workspace_bin(package: &str, bin: &str) -> PathBuf {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let st = std::process::Command::new(cargo)
+        .args(["build", "--quiet", "-p", package, "--bin", bin])
+        .status()
+        .expect("cargo build");
+    assert!(st.success(), "building {bin}");
+    let exe = std::env::current_exe().expect("the test's executable");
+    exe.parent()
+        .and_then(std::path::Path::parent)
+        .expect("target/<profile>/deps")
+        .join(bin)
+}
+
 /// A per-process path in the system's temporary directory: `esprit-test-<tag>-<pid>`.
 pub fn tmpdir(tag: &str) -> PathBuf {
     std::env::temp_dir().join(format!("esprit-test-{tag}-{}", std::process::id()))

@@ -5,8 +5,10 @@
 //! ["%any"]`, any peer identity, one PSK). The sites are simulated in gwA's namespace by a
 //! separate process (`esprit-lab many-sim`, [`simulate`]): esprit's own sans-IO IKE
 //! [`Endpoint`] holding one initiator connection per site, each site with its own WAN address
-//! (10.210.0.0/16, added to gwA's wan0) and its own protected /24 (10.128.0.0/10), a UDP
-//! socket per site, initiations paced to a window, the timers driven, and every child rekeyed
+//! (in 10.208.0.0/14, which gwA's namespace treats as local through one `local` route on `lo`,
+//! so no address is added per site) and its own protected /27 (of 10.128.0.0/10), one UDP
+//! socket for every site (`IP_PKTINFO` says which site a datagram is for and sends from the
+//! site's address), initiations paced to a window, the timers driven, and every child rekeyed
 //! by its own `rekey_time`. For a few sites the simulator also speaks ESP itself (with the
 //! dataplane's ESP engine and the child's keys), so pings from those sites cross gwB to hB and
 //! back through their tunnels, before and after the rekeys.
@@ -38,7 +40,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{self, BufRead, Read};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Stdio};
@@ -47,12 +49,22 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Most sites a run can have: each has one /24 of 10.128.0.0/10.
-pub const MAX_TUNNELS: usize = 16_384;
-/// The sites' WAN addresses (site `i` has the `i + 1`-th address), added to gwA's wan0.
-pub const SITES_WAN: &str = "10.210.0.0/16";
-/// The sites' protected prefixes (site `i` has the `i`-th /24).
+/// Most sites a run can have: each has one /27 of 10.128.0.0/10.
+pub const MAX_TUNNELS: usize = 131_072;
+/// The sites' WAN addresses (site `i` has the `i + 1`-th address): local in gwA's namespace
+/// through a `local` route (AnyIP), routed there from gwB.
+pub const SITES_WAN: &str = "10.208.0.0/14";
+/// The first of them.
+const SITES_WAN_BASE: Ipv4Addr = Ipv4Addr::new(10, 208, 0, 0);
+/// The sites' protected prefixes (site `i` has the `i`-th /27).
 pub const SITES_LAN: &str = "10.128.0.0/10";
+/// The length of a site's protected prefix.
+pub const SITE_LAN_LEN: u8 = 27;
+/// The simulator's UDP receive buffer (`SO_RCVBUFFORCE`): every site's datagrams arrive on one
+/// socket.
+const SIM_RCVBUF: usize = 64 << 20;
+/// Datagrams the simulator reads per round of its loop at most.
+const SIM_RECV_BATCH: usize = 512;
 /// gwA's WAN address: gwB's route to the sites and its dataplane's next hop.
 const GW_A_WAN: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 1);
 /// The IKE proposal of every tunnel.
@@ -70,16 +82,16 @@ const REKEY_PROMPT: Duration = Duration::from_secs(2);
 
 /// The WAN address of site `i`.
 pub fn site_wan(i: usize) -> Ipv4Addr {
-    Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 210, 0, 0)) + i as u32 + 1)
+    Ipv4Addr::from(u32::from(SITES_WAN_BASE) + i as u32 + 1)
 }
 
-/// The protected /24 of site `i` (its network address).
+/// The protected /27 of site `i` (its network address).
 pub fn site_lan(i: usize) -> Ipv4Addr {
-    Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 128, 0, 0)) + ((i as u32) << 8))
+    Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 128, 0, 0)) + ((i as u32) << (32 - SITE_LAN_LEN)))
 }
 
 fn site_of_wan(a: Ipv4Addr) -> Option<usize> {
-    let i = u32::from(a).checked_sub(u32::from(Ipv4Addr::new(10, 210, 0, 1)))?;
+    let i = u32::from(a).checked_sub(u32::from(SITES_WAN_BASE) + 1)?;
     (i < MAX_TUNNELS as u32).then_some(i as usize)
 }
 
@@ -186,10 +198,14 @@ pub enum SimEvent {
         /// [`REKEY_PUNCTUAL`] after that, or not started at all.
         off_schedule: usize,
         /// First rekey exchanges that took more than two seconds (a message was lost and
-        /// retransmitted).
+        /// retransmitted, or waited that long in a socket buffer).
         late: usize,
         /// IKE SAs lost after they were up.
         lost: usize,
+        /// Requests the sites retransmitted since they started (no answer in time: lost, or
+        /// still queued at gwB).
+        #[serde(default)]
+        retransmissions: u64,
     },
     /// The simulator gave up.
     Error {
@@ -296,30 +312,6 @@ pub fn trimmed_rss_kib() -> u64 {
     rss_kib()
 }
 
-fn raise_fd_limit(need: u64) -> Result<(), String> {
-    let mut r = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes one rlimit into `r`, which is live and writable.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
-        return Err(format!("getrlimit: {}", io::Error::last_os_error()));
-    }
-    if r.rlim_cur >= need {
-        return Ok(());
-    }
-    r.rlim_cur = need;
-    r.rlim_max = r.rlim_max.max(need);
-    // SAFETY: setrlimit reads one rlimit from `r`, which is live.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &r) } != 0 {
-        return Err(format!(
-            "raising the open-file limit to {need}: {}",
-            io::Error::last_os_error()
-        ));
-    }
-    Ok(())
-}
-
 /// A raw IPv4 socket: with `IPPROTO_RAW` it sends whole IPv4 packets (header included), with
 /// `IPPROTO_ESP` it receives every ESP packet for this namespace, IPv4 header first.
 struct RawSock(OwnedFd);
@@ -374,6 +366,176 @@ impl RawSock {
             return Err(io::Error::last_os_error());
         }
         Ok(r as usize)
+    }
+}
+
+/// The one UDP socket of every site: bound to port 500 on every address, with `IP_PKTINFO`
+/// so that a datagram says which site's address it was sent to and an answer leaves from it
+/// (the sites' addresses are local through a `local` route, AnyIP).
+struct SitesSock(OwnedFd);
+
+/// Room for one `IP_PKTINFO` control message.
+const PKTINFO_SPACE: usize = 64;
+
+impl SitesSock {
+    fn open(port: u16, rcvbuf: usize) -> io::Result<SitesSock> {
+        // SAFETY: socket(2) takes no pointers; the result is checked before use.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_INET,
+                libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                0,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just opened and nothing else owns it.
+        let sock = SitesSock(unsafe { OwnedFd::from_raw_fd(fd) });
+        let on: libc::c_int = 1;
+        sock.setsockopt(libc::SOL_IP, libc::IP_PKTINFO, on)?;
+        // Above net.core.rmem_max: the simulator runs as root (CAP_NET_ADMIN).
+        let size = libc::c_int::try_from(rcvbuf).unwrap_or(libc::c_int::MAX);
+        if sock
+            .setsockopt(libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, size)
+            .is_err()
+        {
+            sock.setsockopt(libc::SOL_SOCKET, libc::SO_RCVBUF, size)?;
+        }
+        let sa = sockaddr_in(Ipv4Addr::UNSPECIFIED, port);
+        // SAFETY: `sa` is a live sockaddr_in and the length given is its size.
+        let r = unsafe {
+            libc::bind(
+                sock.0.as_raw_fd(),
+                (&sa as *const libc::sockaddr_in).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            )
+        };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(sock)
+    }
+
+    fn setsockopt(&self, level: i32, name: i32, v: libc::c_int) -> io::Result<()> {
+        // SAFETY: `v` is a live c_int and the length given is its size.
+        let r = unsafe {
+            libc::setsockopt(
+                self.0.as_raw_fd(),
+                level,
+                name,
+                (&v as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// One datagram: its length, its source, and the local address it was sent to.
+    fn recv(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, Ipv4Addr)> {
+        // SAFETY: all-zero is a valid sockaddr_in.
+        let mut from: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+        let mut control = [0u64; PKTINFO_SPACE / 8];
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        // SAFETY: all-zero is a valid msghdr (null pointers, zero lengths).
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_name = (&mut from as *mut libc::sockaddr_in).cast();
+        msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = PKTINFO_SPACE as _;
+        // SAFETY: `msg` points at `from`, `iov` (over `buf`) and `control`, all live and
+        // writable for the lengths it gives.
+        let n = unsafe { libc::recvmsg(self.0.as_raw_fd(), &mut msg, 0) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut dst = Ipv4Addr::UNSPECIFIED;
+        // SAFETY: the CMSG_* walk stays within `msg.msg_control`/`msg_controllen`, which the
+        // kernel filled; a pktinfo header's data is an in_pktinfo (read unaligned).
+        unsafe {
+            let mut c = libc::CMSG_FIRSTHDR(&msg);
+            while !c.is_null() {
+                if (*c).cmsg_level == libc::SOL_IP && (*c).cmsg_type == libc::IP_PKTINFO {
+                    let info: libc::in_pktinfo =
+                        std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
+                    dst = Ipv4Addr::from(u32::from_be(info.ipi_addr.s_addr));
+                }
+                c = libc::CMSG_NXTHDR(&msg, c);
+            }
+        }
+        let src = SocketAddr::new(
+            IpAddr::V4(Ipv4Addr::from(u32::from_be(from.sin_addr.s_addr))),
+            u16::from_be(from.sin_port),
+        );
+        Ok((n as usize, src, dst))
+    }
+
+    /// Send `data` from `src` to `dst`.
+    fn send(&self, data: &[u8], src: Ipv4Addr, dst: SocketAddr) -> io::Result<()> {
+        let IpAddr::V4(dst_ip) = dst.ip() else {
+            return Err(io::Error::from(io::ErrorKind::InvalidInput));
+        };
+        let to = sockaddr_in(dst_ip, dst.port());
+        let mut control = [0u64; PKTINFO_SPACE / 8];
+        let mut iov = libc::iovec {
+            iov_base: data.as_ptr() as *mut libc::c_void,
+            iov_len: data.len(),
+        };
+        // SAFETY: all-zero is a valid msghdr (null pointers, zero lengths).
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_name = (&to as *const libc::sockaddr_in as *mut libc::sockaddr_in).cast();
+        msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        // SAFETY: CMSG_SPACE only computes a size.
+        msg.msg_controllen =
+            unsafe { libc::CMSG_SPACE(std::mem::size_of::<libc::in_pktinfo>() as u32) } as _;
+        // SAFETY: `control` holds CMSG_SPACE(in_pktinfo) bytes (checked below), so the first
+        // header and its data are within it; the data is written unaligned.
+        unsafe {
+            debug_assert!(msg.msg_controllen as usize <= PKTINFO_SPACE);
+            let c = libc::CMSG_FIRSTHDR(&msg);
+            if c.is_null() {
+                return Err(io::Error::from(io::ErrorKind::InvalidInput));
+            }
+            (*c).cmsg_level = libc::SOL_IP;
+            (*c).cmsg_type = libc::IP_PKTINFO;
+            (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<libc::in_pktinfo>() as u32) as _;
+            let info = libc::in_pktinfo {
+                ipi_ifindex: 0,
+                ipi_spec_dst: libc::in_addr {
+                    s_addr: u32::from(src).to_be(),
+                },
+                ipi_addr: libc::in_addr { s_addr: 0 },
+            };
+            std::ptr::write_unaligned(libc::CMSG_DATA(c).cast(), info);
+        }
+        // SAFETY: `msg` points at `to`, `iov` (over `data`) and `control`, live for the call.
+        let r = unsafe { libc::sendmsg(self.0.as_raw_fd(), &msg, 0) };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+fn sockaddr_in(ip: Ipv4Addr, port: u16) -> libc::sockaddr_in {
+    libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(ip).to_be(),
+        },
+        sin_zero: [0; 8],
     }
 }
 
@@ -455,7 +617,6 @@ struct ProbeRound {
 // ----- the simulator -----
 
 struct Site {
-    sock: UdpSocket,
     tries: u32,
     started: Option<Instant>,
     pending: bool,
@@ -495,7 +656,10 @@ fn connection(i: usize, gw_b: Ipv4Addr, rekey: Duration) -> Result<ConnectionPar
     let id = |s: &str| Identity::parse(s).map_err(|e| format!("identity {s}: {e:?}"));
     let child = ChildParams {
         name: "net".into(),
-        local_ts: vec![TsSpec::Fixed(ts::prefix(IpAddr::V4(site_lan(i)), 24))],
+        local_ts: vec![TsSpec::Fixed(ts::prefix(
+            IpAddr::V4(site_lan(i)),
+            SITE_LAN_LEN,
+        ))],
         remote_ts: vec![TsSpec::Fixed(ts::prefix(
             IpAddr::V4(Ipv4Addr::new(10, 201, 2, 0)),
             24,
@@ -557,7 +721,6 @@ fn simulate_inner(o: &SimOptions) -> Result<(), String> {
         ));
     }
     let rekey = Duration::from_secs_f64(o.rekey_s);
-    raise_fd_limit(n as u64 + 64)?;
     let closed = Arc::new(AtomicBool::new(false));
     {
         let closed = closed.clone();
@@ -567,13 +730,10 @@ fn simulate_inner(o: &SimOptions) -> Result<(), String> {
             closed.store(true, Ordering::Relaxed);
         });
     }
+    let sock = SitesSock::open(500, SIM_RCVBUF).map_err(|e| format!("UDP port 500: {e}"))?;
     let mut sites = Vec::with_capacity(n);
-    for i in 0..n {
-        let sock = UdpSocket::bind((site_wan(i), 500))
-            .map_err(|e| format!("bind {}:500: {e}", site_wan(i)))?;
-        sock.set_nonblocking(true).map_err(|e| e.to_string())?;
+    for _ in 0..n {
         sites.push(Site {
-            sock,
             tries: 0,
             started: None,
             pending: false,
@@ -589,10 +749,8 @@ fn simulate_inner(o: &SimOptions) -> Result<(), String> {
     }
     let raw_out = RawSock::open(libc::IPPROTO_RAW).map_err(|e| format!("raw socket: {e}"))?;
     let esp_in = RawSock::open(libc::IPPROTO_ESP).map_err(|e| format!("ESP socket: {e}"))?;
-    let mut fds: Vec<libc::pollfd> = sites
-        .iter()
-        .map(|s| s.sock.as_raw_fd())
-        .chain(std::iter::once(esp_in.0.as_raw_fd()))
+    let mut fds: Vec<libc::pollfd> = [sock.0.as_raw_fd(), esp_in.0.as_raw_fd()]
+        .into_iter()
         .map(|fd| libc::pollfd {
             fd,
             events: libc::POLLIN,
@@ -697,8 +855,8 @@ fn simulate_inner(o: &SimOptions) -> Result<(), String> {
                 eprintln!("esprit-lab many-sim: no socket for {}", t.local);
                 continue;
             };
-            if let Some(i) = site_of_wan(a).filter(|i| *i < n) {
-                let _ = sites[i].sock.send_to(&t.data, t.remote);
+            if site_of_wan(a).is_some_and(|i| i < n) {
+                let _ = sock.send(&t.data, a, t.remote);
             }
         }
         // Events.
@@ -870,7 +1028,7 @@ fn simulate_inner(o: &SimOptions) -> Result<(), String> {
                     .iter()
                     .filter(|s| s.first_rekey.is_some() && s.old_deleted)
                     .count();
-                if done == n || now > setup_end + rekey + Duration::from_secs(30) {
+                if done == n || now > setup_end + rekey + rekey_slack(n) {
                     let ages: Vec<f64> = sites
                         .iter()
                         .filter_map(|s| s.first_rekey.map(|(a, _)| a))
@@ -899,6 +1057,7 @@ fn simulate_inner(o: &SimOptions) -> Result<(), String> {
                             .filter(|ms| **ms > REKEY_PROMPT.as_secs_f64() * 1e3)
                             .count(),
                         lost,
+                        retransmissions: ep.stats().retransmissions,
                     });
                     phase = Phase::ProbeAfter;
                     round = Some(ProbeRound {
@@ -935,7 +1094,7 @@ fn simulate_inner(o: &SimOptions) -> Result<(), String> {
             if f.revents == 0 {
                 continue;
             }
-            if i == n {
+            if i == 1 {
                 // ESP for a probe site: decrypt with its SAs, expect our echo reply.
                 while let Ok(len) = esp_in.recv(&mut buf) {
                     let pkt = &buf[..len];
@@ -961,9 +1120,15 @@ fn simulate_inner(o: &SimOptions) -> Result<(), String> {
                 }
                 continue;
             }
-            let local = SocketAddr::new(IpAddr::V4(site_wan(i)), 500);
-            while let Ok((len, from)) = sites[i].sock.recv_from(&mut buf) {
-                ep.handle_datagram(now, local, from, &buf[..len]);
+            // A batch per round, so that timers and sends are not starved under a flood.
+            for _ in 0..SIM_RECV_BATCH {
+                let Ok((len, from, dst)) = sock.recv(&mut buf) else {
+                    break;
+                };
+                if site_of_wan(dst).is_some_and(|i| i < n) {
+                    let local = SocketAddr::new(IpAddr::V4(dst), 500);
+                    ep.handle_datagram(now, local, from, &buf[..len]);
+                }
             }
         }
         let now = Instant::now();
@@ -993,6 +1158,17 @@ fn simulate_inner(o: &SimOptions) -> Result<(), String> {
 }
 
 // ----- the driver -----
+
+/// How long after its rekey time the simulator waits for the last child's rekey: 30 s, plus
+/// 1 s per 2,000 tunnels (a gateway rekeys at a finite rate).
+fn rekey_slack(n: usize) -> Duration {
+    Duration::from_secs(30 + n as u64 / 2000)
+}
+
+/// The default setup timeout for `n` tunnels: 120 s, or 10 ms per tunnel if longer.
+pub fn setup_timeout_for(n: usize) -> Duration {
+    Duration::from_secs(120).max(Duration::from_millis(10 * n as u64))
+}
 
 /// Settings of a many-tunnel run.
 #[derive(Debug, Clone)]
@@ -1095,8 +1271,10 @@ pub struct ManyReport {
     /// First rekeys not started on time by the child's timer (see [`REKEY_PUNCTUAL`]).
     pub rekeys_off_schedule: usize,
     /// First rekey exchanges that took more than two seconds: a request or its answer was
-    /// lost and retransmitted.
+    /// lost and retransmitted, or waited that long in gwB's socket buffer.
     pub rekeys_retransmitted: usize,
+    /// Requests the sites retransmitted from the start until the rekeys were done.
+    pub initiator_retransmissions: u64,
     /// IKE SAs lost after they were up.
     pub lost: usize,
     /// IKE SAs established on gwB after the rekeys.
@@ -1105,7 +1283,8 @@ pub struct ManyReport {
     pub gw_b_children_after_rekey: usize,
     /// Most children of one IKE SA on gwB after the rekeys.
     pub gw_b_max_children_per_sa: usize,
-    /// gwB's children after the rekeys whose inbound SPI is not one from the setup.
+    /// gwB's children after the rekeys whose inbound SPI is not one their IKE SA's child had
+    /// after the setup.
     pub gw_b_children_replaced: usize,
     /// SAs in gwB's dataplane after the rekeys (both directions).
     pub dataplane_sas: usize,
@@ -1204,8 +1383,9 @@ impl ManyReport {
              per tunnel on gwB: {}; after rekeys {}: esprit-ike {}, dataplane {}\n\
              per tunnel on the initiator: {}\n\
              rekeys (rekey_time {:.0} s): {} sites rekeyed, {} rekeys, first at age {:.2}–{:.2} s \
-             (median {:.2}); exchange {:.0} ms median, {:.0} ms p99, {:.0} ms max, {} after a \
-             retransmission; {} not started on schedule; {} IKE SAs lost\n\
+             (median {:.2}); exchange {:.0} ms median, {:.0} ms p99, {:.0} ms max, {} over 2 s; \
+             {} requests retransmitted by the sites; {} not started on schedule; {} IKE SAs \
+             lost\n\
              gwB after rekeys: {} IKE SAs, {} children (at most {} per IKE SA), {} replaced; \
              dataplane {} SAs\n\
              UDP receive buffer overflows: gwB {}, gwA {}\n\
@@ -1248,6 +1428,7 @@ impl ManyReport {
             self.rekey_exchange_ms.p99,
             self.rekey_exchange_ms.max,
             self.rekeys_retransmitted,
+            self.initiator_retransmissions,
             self.rekeys_off_schedule,
             self.lost,
             self.gw_b_ike_sas_after_rekey,
@@ -1381,18 +1562,13 @@ fn ok_status(what: &str, out: io::Result<std::process::Output>) -> Result<(), St
     Ok(())
 }
 
-/// Put the sites' addresses on gwA's wan0 and route them from gwB through gwA.
-fn add_sites(lab: &Lab, n: usize, dir: &Path) -> Result<(), String> {
-    let batch = dir.join("sites.ip");
-    let text: String = (0..n)
-        .map(|i| format!("address add {}/32 dev wan0\n", site_wan(i)))
-        .collect();
-    std::fs::write(&batch, text).map_err(|e| format!("{}: {e}", batch.display()))?;
+/// Make the sites' addresses local in gwA's namespace (one `local` route, AnyIP: whatever
+/// the number of sites) and route them from gwB through gwA.
+fn add_sites(lab: &Lab) -> Result<(), String> {
     ok_status(
-        "adding the sites' addresses on gwA",
+        "making the sites' addresses local on gwA",
         lab.command(Node::GwA, "ip")
-            .arg("-batch")
-            .arg(&batch)
+            .args(["route", "add", "local", SITES_WAN, "dev", "lo"])
             .output(),
     )?;
     ok_status(
@@ -1402,6 +1578,13 @@ fn add_sites(lab: &Lab, n: usize, dir: &Path) -> Result<(), String> {
             .arg(GW_A_WAN.to_string())
             .output(),
     )
+}
+
+/// gwB's esprit-ike's `udp_rcvbuf`: the default 4 MiB, or 640 bytes per tunnel (64 MiB for
+/// 100,000), so that a round of rekeys waits in the socket rather than being dropped.
+fn gw_b_rcvbuf(tunnels: usize) -> u32 {
+    let want = u32::try_from(tunnels.saturating_mul(640)).unwrap_or(u32::MAX);
+    want.clamp(control::config::DEFAULT_UDP_RCVBUF, 1 << 30)
 }
 
 /// gwB's esprit-ike and dataplane configurations: one responder connection for every site.
@@ -1414,7 +1597,9 @@ fn write_gw_b_configs(
     let ike = format!(
         "[daemon]\ndataplane_socket = \"{}\"\nsocket = \"{}\"\n\
          # Above the simulator's window: every initiation is answered without a COOKIE round.\n\
-         cookie_threshold = {}\n\n\
+         cookie_threshold = {}\n\
+         # Room for a round of rekeys of every tunnel at once.\n\
+         udp_rcvbuf = {}\n\n\
          [connections.sites]\nlocal_addrs = [\"{}\"]\nremote_addrs = [\"%any\"]\n\
          proposals = [\"{IKE_PROPOSAL}\"]\nlocal = {{ auth = \"psk\", id = \"gwB\" }}\n\
          remote = {{ auth = \"psk\" }}\n\n\
@@ -1424,6 +1609,7 @@ fn write_gw_b_configs(
         dp_sock.display(),
         dir.join("gwB-ike.sock").display(),
         (2 * o.window).max(10),
+        gw_b_rcvbuf(o.tunnels),
         lab.gw_b_wan(),
     );
     let ike_path = dir.join("gwB-ike.toml");
@@ -1441,11 +1627,14 @@ fn write_gw_b_configs(
     Ok((ike_path, cfg))
 }
 
-/// gwB's IKE SAs: (established, children, most children of one SA, inbound SPIs).
-fn gw_b_sas(ike: &IkeDaemon) -> Result<(usize, usize, usize, HashSet<String>), String> {
+/// gwB's IKE SAs: (established, children, most children of one SA, the inbound SPIs of each
+/// IKE SA's children by the IKE SA's SPIs).
+type GwBSas = (usize, usize, usize, HashMap<String, HashSet<String>>);
+
+fn gw_b_sas(ike: &IkeDaemon) -> Result<GwBSas, String> {
     let v = ike.list()?;
     let sas = v.as_array().ok_or("ike.list is not a list")?;
-    let mut spis = HashSet::new();
+    let mut spis: HashMap<String, HashSet<String>> = HashMap::new();
     let (mut est, mut children, mut most) = (0, 0, 0);
     for sa in sas {
         if sa["state"] == "established" {
@@ -1454,7 +1643,8 @@ fn gw_b_sas(ike: &IkeDaemon) -> Result<(usize, usize, usize, HashSet<String>), S
         let c = sa["children"].as_array().map(Vec::as_slice).unwrap_or(&[]);
         children += c.len();
         most = most.max(c.len());
-        spis.extend(
+        let ike_sa = format!("{}_{}", sa["spi_i"], sa["spi_r"]);
+        spis.entry(ike_sa).or_default().extend(
             c.iter()
                 .filter_map(|c| c["inbound_spi"].as_str().map(String::from)),
         );
@@ -1521,10 +1711,13 @@ pub fn run(o: &ManyOptions, mut say: impl FnMut(&str)) -> Result<ManyReport, Str
     let dir = TempDir(std::env::temp_dir().join(format!("{}-{}", o.name, std::process::id())));
     let _ = std::fs::remove_dir_all(&dir.0);
     std::fs::create_dir_all(&dir.0).map_err(|e| format!("{}: {e}", dir.0.display()))?;
-    add_sites(&lab, n, &dir.0)?;
+    add_sites(&lab)?;
     let (ike_cfg, dp_cfg) = write_gw_b_configs(&lab, &dir.0, o)?;
     let dp_sock = dp_cfg.api_socket.clone();
-    say(&format!("lab {} up, {n} site addresses on gwA", o.name));
+    say(&format!(
+        "lab {} up, {SITES_WAN} local on gwA for {n} sites",
+        o.name
+    ));
     let dp = DataplaneThread::start(&lab, Node::GwB, dp_cfg)?;
     let ike = IkeDaemon::start(&lab, Node::GwB, &ike_cfg)?;
     let start = Instant::now();
@@ -1616,7 +1809,7 @@ pub fn run(o: &ManyOptions, mut say: impl FnMut(&str)) -> Result<ManyReport, Str
     ));
 
     // Pings, then the rekeys (each child rekey_time after it came up), then pings again.
-    let rekey_deadline = Instant::now() + o.rekey + Duration::from_secs(60);
+    let rekey_deadline = Instant::now() + o.rekey + rekey_slack(n) + Duration::from_secs(30);
     let mut pending: VecDeque<SimEvent> = early.into();
     let mut next = |what: &str| -> Result<SimEvent, String> {
         if let Some(e) = pending.pop_front() {
@@ -1651,6 +1844,7 @@ pub fn run(o: &ManyOptions, mut say: impl FnMut(&str)) -> Result<ManyReport, Str
                 off_schedule,
                 late,
                 lost,
+                retransmissions,
                 ..
             } => {
                 rekeyed = true;
@@ -1660,6 +1854,7 @@ pub fn run(o: &ManyOptions, mut say: impl FnMut(&str)) -> Result<ManyReport, Str
                 r.rekey_exchange_ms = exchange_ms;
                 r.rekeys_off_schedule = off_schedule;
                 r.rekeys_retransmitted = late;
+                r.initiator_retransmissions = retransmissions;
                 r.lost = lost;
                 say(&format!(
                     "{sites} children rekeyed ({rekeys} rekeys), at age {:.2}–{:.2} s",
@@ -1687,7 +1882,16 @@ pub fn run(o: &ManyOptions, mut say: impl FnMut(&str)) -> Result<ManyReport, Str
         r.gw_b_ike_sas_after_rekey = est;
         r.gw_b_children_after_rekey = children;
         r.gw_b_max_children_per_sa = most;
-        r.gw_b_children_replaced = spis.difference(&first_spis).count();
+        // Per IKE SA: a new child may reuse the SPI another tunnel's replaced child had.
+        r.gw_b_children_replaced = spis
+            .iter()
+            .map(|(k, now)| {
+                let before = first_spis.get(k);
+                now.iter()
+                    .filter(|s| before.is_none_or(|b| !b.contains(*s)))
+                    .count()
+            })
+            .sum();
         r.dataplane_sas = dp_sas;
         let settled = est == n && children == n && most == 1 && dp_sas == 2 * n;
         if settled || Instant::now() > end {

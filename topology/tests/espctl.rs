@@ -29,17 +29,8 @@ impl Drop for Ns {
 /// The `espctl` binary, built if needed (a test crate only gets its own package's binaries).
 fn espctl_bin() -> PathBuf {
     static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BIN.get_or_init(build_espctl).clone()
-}
-
-fn build_espctl() -> PathBuf {
-    let st = Command::new(env!("CARGO"))
-        .args(["build", "--quiet", "-p", "control", "--bin", "espctl"])
-        .status()
-        .expect("cargo build");
-    assert!(st.success(), "building espctl");
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().and_then(Path::parent).unwrap().join("espctl")
+    BIN.get_or_init(|| esprit_testkit::workspace_bin("control", "espctl"))
+        .clone()
 }
 
 fn espctl(sock: &Path, args: &[&str]) -> (bool, String, String) {

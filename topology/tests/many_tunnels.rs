@@ -1,6 +1,6 @@
 //! One esprit gateway (gwB: esprit-ike + esprit-dataplane) holds 1,000 site-to-site tunnels
 //! against a simulator of 1,000 sites in gwA (esprit's own IKE initiator, one WAN address and
-//! one /24 per site): every IKE SA and child comes up on both sides, every child is rekeyed by
+//! one /27 per site): every IKE SA and child comes up on both sides, every child is rekeyed by
 //! its timer on schedule, gwB is left with exactly one child per tunnel (in esprit-ike and in
 //! the dataplane), and pings from a few sites cross their tunnels to hB and back, before and
 //! after the rekeys. Correctness only: the figures are `esprit-lab many`'s and

@@ -101,6 +101,13 @@ enum Cmd {
         #[arg(long, value_name = "TIMEOUT", num_args = 0..=1, default_missing_value = "30s")]
         wait: Option<String>,
     },
+    /// Check what the gateway needs (XDP and AF_XDP modes, queues, pinning, NUMA, IRQs,
+    /// offloads): OK, WARN or FAIL with what to fix; exit 1 on any FAIL.
+    Doctor {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// The `--wait` timeout, if asked for.
@@ -554,6 +561,7 @@ fn run(mut args: Args) -> Result<(), String> {
             }
             return Ok(());
         }
+        Cmd::Doctor { json } => return control::doctor::cli(&socket, *json),
         _ => {}
     }
     let mut c = Client::connect(&socket).map_err(|e| e.to_string())?;
@@ -750,7 +758,8 @@ fn run(mut args: Args) -> Result<(), String> {
         | Cmd::Terminate { .. }
         | Cmd::Reload
         | Cmd::Monitor { .. }
-        | Cmd::Rekey { .. } => {}
+        | Cmd::Rekey { .. }
+        | Cmd::Doctor { .. } => {}
     }
     Ok(())
 }

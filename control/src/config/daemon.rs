@@ -77,6 +77,9 @@ pub struct DaemonSettings {
     pub retransmit_tries: u32,
     /// Half-open IKE SAs before COOKIEs are demanded (10).
     pub cookie_threshold: u32,
+    /// Receive buffer of the IKE sockets, bytes (4 MiB): what arrives while the loop is busy
+    /// waits there instead of being dropped (a round of rekeys of many tunnels).
+    pub udp_rcvbuf: u32,
     /// How long a half-open IKE SA is kept (30 s, at most 300 s).
     pub half_open_timeout: Duration,
     /// How long SAs an earlier run of esprit-ike left in the dataplane keep forwarding when
@@ -104,6 +107,9 @@ pub struct DaemonSettings {
     pub user: Option<String>,
 }
 
+/// The IKE sockets' receive buffer unless `udp_rcvbuf` says otherwise: 4 MiB.
+pub const DEFAULT_UDP_RCVBUF: u32 = 4 << 20;
+
 impl Default for DaemonSettings {
     fn default() -> Self {
         DaemonSettings {
@@ -115,6 +121,7 @@ impl Default for DaemonSettings {
             retransmit_base: 1.8,
             retransmit_tries: 5,
             cookie_threshold: 10,
+            udp_rcvbuf: DEFAULT_UDP_RCVBUF,
             half_open_timeout: Duration::from_secs(30),
             orphan_timeout: Duration::from_secs(300),
             half_open_limit: 1000,
@@ -137,6 +144,7 @@ const KEYS: &[&str] = &[
     "retransmit_base",
     "retransmit_tries",
     "cookie_threshold",
+    "udp_rcvbuf",
     "half_open_timeout",
     "orphan_timeout",
     "half_open_limit",
@@ -223,6 +231,9 @@ pub(crate) fn parse_daemon(
     }
     if let Some(v) = t.get("cookie_threshold") {
         d.cookie_threshold = v.u32_in(0, u32::MAX)?;
+    }
+    if let Some(v) = t.get("udp_rcvbuf") {
+        d.udp_rcvbuf = v.u32_in(64 << 10, 1 << 30)?;
     }
     if let Some(v) = t.get("half_open_timeout") {
         d.half_open_timeout = duration(&v)?;

@@ -38,7 +38,9 @@ pub use connection::{
     AuthMethod, Child, CloseAction, Connection, DpdAction, LocalAuth, Mode, RemoteAddr, RemoteAuth,
     StartAction, DEFAULT_REPLAY_WINDOW, MAX_REPLAY_WINDOW,
 };
-pub use daemon::{DaemonSettings, LogLevel, DEFAULT_DATAPLANE_SOCKET, DEFAULT_SOCKET};
+pub use daemon::{
+    DaemonSettings, LogLevel, DEFAULT_DATAPLANE_SOCKET, DEFAULT_SOCKET, DEFAULT_UDP_RCVBUF,
+};
 pub use error::ConfigError;
 pub use proposal::{proposal_keywords, AlgorithmKeywords, EspProposal, IkeProposal};
 pub use secrets::{decode_secret, IkeSecret, Secrets};

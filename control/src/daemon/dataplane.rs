@@ -12,8 +12,29 @@ use crate::ike::session::{ChildMode, ChildSaInstall};
 use esprit_api::{ApiError, Client, Direction, Encap, Mode, Request, SaInfo, SaKey, SaSpec, Spi};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
+
+/// The address an installed SA is filed under: its local address if inbound, its peer's if
+/// outbound.
+fn address_of(sa: &SaSpec) -> IpAddr {
+    match sa.direction {
+        Direction::In => sa.local,
+        Direction::Out => sa.remote,
+    }
+}
+
+/// The keys of the installed SAs with this SPI and direction, whatever their address.
+fn any_key<'a>(
+    m: &'a BTreeMap<(u32, &'static str, IpAddr), Installed>,
+    spi: u32,
+    dir: &'static str,
+) -> impl Iterator<Item = (u32, &'static str, IpAddr)> + 'a {
+    let lo = (spi, dir, IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    let hi = (spi, dir, IpAddr::V6(Ipv6Addr::from(u128::MAX)));
+    m.range(lo..=hi).map(|(k, _)| *k)
+}
 
 /// One installed SA as sent to the dataplane (its key is wiped on drop).
 struct Installed {
@@ -25,7 +46,9 @@ pub struct DataplaneLink {
     path: PathBuf,
     client: Option<Client>,
     workers: u32,
-    installed: BTreeMap<(u32, &'static str), Installed>,
+    /// By (SPI, direction, address): the local address of an inbound SA, the peer's of an
+    /// outbound one (peers pick our outbound SPIs, so two peers may pick the same).
+    installed: BTreeMap<(u32, &'static str, IpAddr), Installed>,
     policies: BTreeMap<u32, (Vec<String>, Vec<String>)>,
     next_attempt: Instant,
     last_probe: Instant,
@@ -35,7 +58,7 @@ pub struct DataplaneLink {
     ever_connected: bool,
     reconciler: Reconciler,
     /// SAs to remove at a given time ([`DataplaneLink::remove_later`]).
-    later: Vec<(Instant, u32, &'static str)>,
+    later: Vec<(Instant, u32, &'static str, IpAddr)>,
     /// The configured (connection, child) pairs: orphans of others are removed at once.
     configured: BTreeSet<(String, String)>,
 }
@@ -157,7 +180,7 @@ impl DataplaneLink {
         let review = self.reconciler.review(
             Instant::now(),
             &listing,
-            |spi, dir| installed.contains_key(&(spi, dir)),
+            |spi, dir| any_key(installed, spi, dir).next().is_some(),
             |conn, child| configured.contains(&(conn.to_string(), child.to_string())),
         );
         if review.adopted > 0 {
@@ -310,46 +333,49 @@ impl DataplaneLink {
     }
 
     /// Install (or replace) a child SA pair. It is remembered even when the dataplane is down,
-    /// and installed when it comes up.
+    /// and installed when it comes up. A new SA (the usual case: a child's SPIs are fresh) is
+    /// added in one step (`sa.add`); one installed before, or one the dataplane has already
+    /// (an earlier run's inbound SA with the same SPI), is replaced (`sa.update`: a delete and
+    /// an add in the dataplane, twice the waits for its worker).
     pub fn install(&mut self, c: &ChildSaInstall) -> Result<(), String> {
         let owner = owner_tag(self.reconciler.instance(), &c.conn, &c.child);
         for (spi, dir, sa) in sa_objects_owned(c, Some(&owner)) {
-            self.installed
-                .insert((spi, dir), Installed { sa: sa.clone() });
+            let known = self
+                .installed
+                .insert((spi, dir, address_of(&sa)), Installed { sa: sa.clone() })
+                .is_some();
             if self.connect() {
-                self.call_sa(true, &sa)?;
+                match self.call_sa(known, &sa) {
+                    Err(e) if !known && e.starts_with("exists") => self.call_sa(true, &sa)?,
+                    r => r?,
+                }
             }
         }
         Ok(())
     }
 
-    /// Remove a child SA pair.
-    pub fn remove(&mut self, inbound: u32, outbound: u32) -> Result<(), String> {
-        let mut res = Ok(());
-        for (spi, dir) in [(inbound, "in"), (outbound, "out")] {
-            if self.installed.remove(&(spi, dir)).is_some() && self.connect() {
-                let r = self.call(Request::SaDelete {
-                    spi: Spi(spi),
-                    direction: direction(dir),
-                    address: None,
-                });
-                if let Err(e) = r {
-                    if !e.starts_with("not_found") {
-                        res = Err(e);
-                    }
-                }
+    /// Remove one SA (one direction of a child): the inbound SA `spi` to local address `addr`
+    /// or the outbound SA `spi` to peer `addr`. The delete names the address, so that another
+    /// peer's outbound SA with the same SPI stays.
+    pub fn remove_one(&mut self, spi: u32, dir: &'static str, addr: IpAddr) -> Result<(), String> {
+        let key = if self.installed.contains_key(&(spi, dir, addr)) {
+            Some((spi, dir, addr))
+        } else {
+            // The SA went in under another address (the peer moved): only if unambiguous.
+            let mut keys = any_key(&self.installed, spi, dir);
+            match (keys.next(), keys.next()) {
+                (Some(k), None) => Some(k),
+                _ => None,
             }
-        }
-        res
-    }
-
-    /// Remove one SA (one direction of a child).
-    pub fn remove_one(&mut self, spi: u32, dir: &'static str) -> Result<(), String> {
-        if self.installed.remove(&(spi, dir)).is_some() && self.connect() {
+        };
+        let Some(key) = key else {
+            return Ok(());
+        };
+        if self.installed.remove(&key).is_some() && self.connect() {
             let r = self.call(Request::SaDelete {
                 spi: Spi(spi),
                 direction: direction(dir),
-                address: None,
+                address: Some(key.2),
             });
             if let Err(e) = r {
                 if !e.starts_with("not_found") {
@@ -360,23 +386,24 @@ impl DataplaneLink {
         Ok(())
     }
 
-    /// Remove one SA of ours at `at` (checked by [`DataplaneLink::tick`]).
-    pub fn remove_later(&mut self, spi: u32, dir: &'static str, at: Instant) {
-        self.later.push((at, spi, dir));
+    /// Remove one SA of ours at `at` (checked by [`DataplaneLink::tick`]), as
+    /// [`DataplaneLink::remove_one`].
+    pub fn remove_later(&mut self, spi: u32, dir: &'static str, addr: IpAddr, at: Instant) {
+        self.later.push((at, spi, dir, addr));
     }
 
     /// Periodic work: reconnect and probe the dataplane (a restart shows as a broken socket).
     pub fn tick(&mut self) {
         let now = Instant::now();
-        let due: Vec<(u32, &'static str)> = self
+        let due: Vec<(u32, &'static str, IpAddr)> = self
             .later
             .iter()
-            .filter(|(t, _, _)| *t <= now)
-            .map(|(_, s, d)| (*s, *d))
+            .filter(|(t, _, _, _)| *t <= now)
+            .map(|(_, s, d, a)| (*s, *d, *a))
             .collect();
-        self.later.retain(|(t, _, _)| *t > now);
-        for (spi, dir) in due {
-            if let Err(e) = self.remove_one(spi, dir) {
+        self.later.retain(|(t, _, _, _)| *t > now);
+        for (spi, dir, addr) in due {
+            if let Err(e) = self.remove_one(spi, dir, addr) {
                 tracing::info!("removing SA {spi:08x} {dir}: {e}");
             }
         }

@@ -14,7 +14,7 @@ use crate::ike::session::{
 use mio::net::{UdpSocket, UnixListener, UnixStream};
 use mio::{Events, Interest, Poll, Token};
 use serde_json::json;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::AsRawFd;
@@ -34,27 +34,34 @@ const FIRST_UDP: usize = 16;
 const FIRST_CONN: usize = 1 << 20;
 /// How long the inbound SA of a deleted or replaced child keeps decrypting.
 const DRAIN: Duration = Duration::from_secs(2);
+// The endpoint keeps a replaced child's inbound SPI from new children longer than it drains.
+const _: () = assert!(DRAIN.as_secs() < crate::ike::session::SPI_REUSE_HOLD.as_secs());
 /// How long the outbound SA of a child the peer lost (INITIAL_CONTACT) keeps sending after the
 /// peer's new child is installed: longer than a round trip, shorter than [`DRAIN`].
 const SWITCH_DELAY: Duration = Duration::from_secs(1);
 /// Datagrams handled per socket before the loop looks at everything else again.
 const UDP_BATCH: usize = 64;
-/// Receive buffer asked for on the IKE sockets: a round of rekeys of thousands of tunnels
-/// arrives faster than the kernel default (about 200 KiB) holds.
-const UDP_RCVBUF: libc::c_int = 4 << 20;
-
-/// Ask for a larger receive buffer (the kernel caps it at net.core.rmem_max; best effort).
-fn set_rcvbuf(s: &std::net::UdpSocket, bytes: libc::c_int) {
+/// Ask for a larger receive buffer (`[daemon] udp_rcvbuf`: a round of rekeys of thousands of
+/// tunnels arrives faster than the kernel default, about 200 KiB, holds): above
+/// net.core.rmem_max when the daemon may (CAP_NET_ADMIN, before it drops its capabilities),
+/// otherwise up to it. Best effort.
+fn set_rcvbuf(s: &std::net::UdpSocket, bytes: u32) {
     use std::os::fd::AsRawFd;
-    // SAFETY: setsockopt on a socket we own, with a pointer to a c_int and its size.
-    unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            (&bytes as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
+    let bytes = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    for opt in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
+        // SAFETY: setsockopt on a socket we own, with a pointer to a c_int and its size.
+        let r = unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                (&bytes as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r == 0 {
+            return;
+        }
     }
 }
 
@@ -114,7 +121,7 @@ pub struct Daemon {
     traps: HashMap<u32, (String, String)>,
     /// Inbound SAs of deleted children, removed from the dataplane after a grace period so
     /// packets the peer sent before switching still decrypt (make-before-break).
-    draining: Vec<(Instant, u32)>,
+    draining: VecDeque<(Instant, u32, IpAddr)>,
     acquired: HashMap<String, Instant>,
     events_rx: Option<std::sync::mpsc::Receiver<esprit_api::EventLine>>,
     waker: Arc<mio::Waker>,
@@ -244,7 +251,7 @@ impl Daemon {
                 std_sock
                     .set_nonblocking(true)
                     .map_err(io_err("nonblocking"))?;
-                set_rcvbuf(&std_sock, UDP_RCVBUF);
+                set_rcvbuf(&std_sock, config.daemon.udp_rcvbuf);
                 let mut sock = UdpSocket::from_std(std_sock);
                 let token = Token(FIRST_UDP + udp.len());
                 poll.registry()
@@ -307,7 +314,7 @@ impl Daemon {
             next_conn: FIRST_CONN,
             restart_at: Vec::new(),
             traps: HashMap::new(),
-            draining: Vec::new(),
+            draining: VecDeque::new(),
             acquired: HashMap::new(),
             events_rx: None,
             keylog,
@@ -388,11 +395,11 @@ impl Daemon {
         let endpoint = &self.endpoint;
         let wanted = self.dataplane.wanted(
             |conn| {
-                endpoint.sas().any(|s| {
-                    s.conn().name == conn && s.state() == crate::ike::session::State::Established
-                })
+                endpoint
+                    .connection_sas(conn)
+                    .any(|s| s.state() == crate::ike::session::State::Established)
             },
-            |conn| endpoint.sas().any(|s| s.conn().name == conn),
+            |conn| endpoint.connection_sas(conn).next().is_some(),
         );
         for (conn, child) in wanted {
             info!(
@@ -410,7 +417,7 @@ impl Daemon {
             .connections
             .iter()
             .filter(|c| c.start_action == StartAction::Start && c.initiate_to().is_some())
-            .filter(|c| !self.endpoint.sas().any(|s| s.conn().name == c.name))
+            .filter(|c| self.endpoint.connection_sas(&c.name).next().is_none())
             .map(|c| c.name.clone())
             .collect();
         for c in start {
@@ -499,20 +506,17 @@ impl Daemon {
                 let _ = self.initiate(&conn, Some(&child));
             }
             "soft_expire" | "hard_expire" | "seq_exhausted" => {
-                // Find the child by its inbound SPI, or by the outbound one.
-                let inbound = self
-                    .endpoint
-                    .sas()
-                    .flat_map(|s| s.children())
-                    .find_map(|c| {
-                        if (e.direction == "in" && c.inbound_spi == spi)
-                            || (e.direction == "out" && c.outbound_spi == spi)
-                        {
-                            Some(c.inbound_spi)
-                        } else {
-                            None
-                        }
-                    });
+                // Find the child by its inbound SPI (indexed), or by the outbound one (a scan:
+                // the peer picks outbound SPIs, and the event does not say which peer).
+                let inbound = if e.direction == "in" {
+                    self.endpoint.sa_of_child(spi).map(|_| spi)
+                } else {
+                    self.endpoint
+                        .sas()
+                        .flat_map(|s| s.children())
+                        .find(|c| e.direction == "out" && c.outbound_spi == spi)
+                        .map(|c| c.inbound_spi)
+                };
                 let Some(inbound) = inbound else { return };
                 if e.event == "hard_expire" {
                     info!(
@@ -718,7 +722,7 @@ impl Daemon {
                 // Make-before-break: the rekey's initiator switches to the new outbound SA at
                 // once, since the responder installed the new inbound SA before answering.
                 if let (Some(old_out), true) = (c.replaces_outbound, c.we_initiated) {
-                    if let Err(e) = self.dataplane.remove_one(old_out, "out") {
+                    if let Err(e) = self.dataplane.remove_one(old_out, "out", c.remote.ip()) {
                         info!(
                             conn = c.conn,
                             child = c.child,
@@ -736,6 +740,8 @@ impl Daemon {
                 inbound_spi,
                 outbound_spi,
                 peer_lost,
+                local,
+                remote,
                 ..
             } => {
                 info!(
@@ -752,9 +758,13 @@ impl Daemon {
                     // inbound SA only when our answer arrives: keep sending on the old SA (the
                     // first installed wins) a little longer; a peer that kept its old inbound
                     // SA (an esprit whose dataplane survived) still decrypts it.
-                    self.dataplane
-                        .remove_later(outbound_spi, "out", Instant::now() + SWITCH_DELAY);
-                } else if let Err(e) = self.dataplane.remove_one(outbound_spi, "out") {
+                    self.dataplane.remove_later(
+                        outbound_spi,
+                        "out",
+                        remote.ip(),
+                        Instant::now() + SWITCH_DELAY,
+                    );
+                } else if let Err(e) = self.dataplane.remove_one(outbound_spi, "out", remote.ip()) {
                     info!(
                         conn,
                         child,
@@ -762,7 +772,8 @@ impl Daemon {
                         "{conn}: removing child {child} from the dataplane: {e}"
                     );
                 }
-                self.draining.push((Instant::now() + DRAIN, inbound_spi));
+                self.draining
+                    .push_back((Instant::now() + DRAIN, inbound_spi, local.ip()));
             }
             IkeEvent::ChildFailed {
                 ike_spis,
@@ -1295,15 +1306,13 @@ impl Daemon {
                 let _ = self.initiate(&c, None);
             }
             let now = Instant::now();
-            let drained: Vec<u32> = self
-                .draining
-                .iter()
-                .filter(|(t, _)| *t <= now)
-                .map(|(_, s)| *s)
-                .collect();
-            self.draining.retain(|(t, _)| *t > now);
-            for spi in drained {
-                let _ = self.dataplane.remove_one(spi, "in");
+            // Oldest first: every entry drains for the same DRAIN.
+            while let Some(&(t, spi, addr)) = self.draining.front() {
+                if t > now {
+                    break;
+                }
+                self.draining.pop_front();
+                let _ = self.dataplane.remove_one(spi, "in", addr);
             }
             if self.metrics.as_ref().is_some_and(|m| m.busy()) {
                 self.serve_metrics();
@@ -1326,8 +1335,8 @@ impl Daemon {
             }
             self.flush();
         }
-        for (_, spi) in std::mem::take(&mut self.draining) {
-            let _ = self.dataplane.remove_one(spi, "in");
+        for (_, spi, addr) in std::mem::take(&mut self.draining) {
+            let _ = self.dataplane.remove_one(spi, "in", addr);
         }
         info!("stopping; SAs stay in the dataplane");
         drop(events_thread);

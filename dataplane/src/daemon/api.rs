@@ -3,6 +3,7 @@
 //! subscribers.
 
 use super::router::{RouteError, Router};
+use super::runtime::RuntimeSetup;
 use crate::api::convert::{event_line, sa_config};
 use crate::sa::spd::Trap;
 use crate::sa::{Direction, Prefix, RouteAction, SaDbError, SaEvent, Selectors};
@@ -129,19 +130,29 @@ impl ApiListener {
 
 impl ApiServer {
     /// Listens on `path` with mode 0600 (see [`ApiListener::bind`]) and serves until dropped.
-    pub fn start(path: &Path, router: Arc<Router>, hub: Arc<EventHub>) -> io::Result<Self> {
-        Self::serve(ApiListener::bind(path, None)?, router, hub)
+    pub fn start(
+        path: &Path,
+        router: Arc<Router>,
+        hub: Arc<EventHub>,
+        runtime: Arc<RuntimeSetup>,
+    ) -> io::Result<Self> {
+        Self::serve(ApiListener::bind(path, None)?, router, hub, runtime)
     }
 
-    /// Serves a bound API socket until dropped.
-    pub fn serve(l: ApiListener, router: Arc<Router>, hub: Arc<EventHub>) -> io::Result<Self> {
+    /// Serves a bound API socket until dropped; `runtime` answers the `runtime` request.
+    pub fn serve(
+        l: ApiListener,
+        router: Arc<Router>,
+        hub: Arc<EventHub>,
+        runtime: Arc<RuntimeSetup>,
+    ) -> io::Result<Self> {
         let ApiListener { path, listener } = l;
         listener.set_nonblocking(true)?;
         let stop = Arc::new(AtomicBool::new(false));
         let s = stop.clone();
         let thread = std::thread::Builder::new()
             .name("esprit-api".into())
-            .spawn(move || accept_loop(listener, router, hub, s))
+            .spawn(move || accept_loop(listener, router, hub, runtime, s))
             .expect("spawn api thread");
         Ok(ApiServer {
             path,
@@ -161,15 +172,21 @@ impl Drop for ApiServer {
     }
 }
 
-fn accept_loop(l: UnixListener, router: Arc<Router>, hub: Arc<EventHub>, stop: Arc<AtomicBool>) {
+fn accept_loop(
+    l: UnixListener,
+    router: Arc<Router>,
+    hub: Arc<EventHub>,
+    runtime: Arc<RuntimeSetup>,
+    stop: Arc<AtomicBool>,
+) {
     while !stop.load(Ordering::Relaxed) {
         match l.accept() {
             Ok((conn, _)) => {
-                let (w, h, s) = (router.clone(), hub.clone(), stop.clone());
+                let (w, h, r, s) = (router.clone(), hub.clone(), runtime.clone(), stop.clone());
                 let _ = std::thread::Builder::new()
                     .name("esprit-api-client".into())
                     .spawn(move || {
-                        let _ = serve_client(conn, &w, &h, &s);
+                        let _ = serve_client(conn, &w, &h, &r, &s);
                     });
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -184,6 +201,7 @@ fn serve_client(
     conn: UnixStream,
     worker: &Router,
     hub: &EventHub,
+    runtime: &RuntimeSetup,
     stop: &AtomicBool,
 ) -> io::Result<()> {
     conn.set_nonblocking(false)?;
@@ -249,7 +267,14 @@ fn serve_client(
             write_line(&mut out, &Response::ok(env.id, json!({"subscribed": true})))?;
             return stream_events(out, rx, stop);
         }
-        let resp = handle(env.id, env.request, worker);
+        let resp = if env.request == Request::Runtime {
+            Response::ok(
+                env.id,
+                serde_json::to_value(runtime.report()).unwrap_or_default(),
+            )
+        } else {
+            handle(env.id, env.request, worker)
+        };
         write_line(&mut out, &resp)?;
     }
     Ok(())
@@ -402,7 +427,9 @@ fn handle(id: Option<u64>, req: Request, router: &Router) -> Response {
                 .collect();
             Response::ok(id, serde_json::Value::Array(list))
         }
-        Request::Events => Response::err(id, "bad_request", "events is handled by the connection"),
+        Request::Events | Request::Runtime => {
+            Response::err(id, "bad_request", "handled by the connection")
+        }
     }
 }
 

@@ -9,5 +9,6 @@ pub mod privileges;
 pub mod reload;
 pub mod router;
 pub mod run;
+pub mod runtime;
 
 pub use config::DataplaneConfig;

@@ -6,12 +6,13 @@ use super::metrics::exposition;
 use crate::api::Snapshot;
 use crate::daemon::neigh::NeighKeeper;
 use crate::daemon::router::Router;
+use crate::daemon::runtime::{bind_mode_name, InterfaceSetup, RuntimeSetup, WorkerSetup};
 use crate::esp::DropReason;
 use crate::kernel;
 use crate::sa::spd::Policies;
 use crate::sa::{file, Direction, SaDb};
 use crate::worker::handoff;
-use crate::worker::xsk::{Shard, Worker, WorkerConfig, WorkerUpdate};
+use crate::worker::xsk::{PollMode, Shard, Worker, WorkerConfig, WorkerUpdate};
 use crate::worker::{NeighRequest, Neighbours, Pipeline, Port, Side};
 use crate::xdp::program::{Classifier, ClassifierSpec, Role};
 use crate::xdp::sys::action;
@@ -320,6 +321,7 @@ pub fn run_reloading(
         wan_cls.register_socket(i as u32, w.wan_fd())?;
         lan_cls.register_socket(i as u32, w.lan_fd())?;
     }
+    let runtime = Arc::new(runtime_setup(cfg, &workers, (lan_ifindex, wan_ifindex)));
     for (p, a) in &cfg.routes {
         router.set_route(*p, *a);
     }
@@ -344,7 +346,7 @@ pub fn run_reloading(
     };
     let hub = Arc::new(EventHub::default());
     let _events = hub.spawn(erx);
-    let api = ApiServer::serve(listener, router.clone(), hub).map_err(api_err)?;
+    let api = ApiServer::serve(listener, router.clone(), hub, runtime.clone()).map_err(api_err)?;
     let mut keeper = NeighKeeper::new(
         (&lan_side, &cfg.lan.neighbours, lan_ifindex),
         (&wan_side, &cfg.wan.neighbours, wan_ifindex),
@@ -359,12 +361,16 @@ pub fn run_reloading(
     for (i, mut w) in workers.into_iter().enumerate() {
         let core = cfg.cores.get(i).copied();
         let wstop = stop.clone();
+        let rt = runtime.clone();
         handles.push(
             std::thread::Builder::new()
                 .name(format!("esprit-worker-{i}"))
                 .spawn(move || {
+                    rt.workers[i].record_current_thread();
                     if let Some(c) = core {
-                        core_affinity::set_for_current(core_affinity::CoreId { id: c });
+                        if !core_affinity::set_for_current(core_affinity::CoreId { id: c }) {
+                            tracing::warn!("worker {i}: cannot pin to CPU {c}");
+                        }
                     }
                     let r = w.run(&wstop);
                     (w, r)
@@ -420,6 +426,41 @@ pub fn run_reloading(
         parts.push(w.snapshot());
     }
     Ok(crate::daemon::router::merge(parts))
+}
+
+/// What the daemon runs with, for the `runtime` request: interfaces with the bind mode the
+/// kernel reports for each worker's sockets, workers with their pinning.
+fn runtime_setup(
+    cfg: &DataplaneConfig,
+    workers: &[Worker],
+    (lan_ifindex, wan_ifindex): (u32, u32),
+) -> RuntimeSetup {
+    let (lan_modes, wan_modes): (Vec<_>, Vec<_>) = workers.iter().map(|w| w.bind_modes()).unzip();
+    RuntimeSetup {
+        xdp_requested: if cfg.generic_xdp { "generic" } else { "native" },
+        mode_requested: bind_mode_name(cfg.mode),
+        poll: match cfg.poll {
+            PollMode::Adaptive => "adaptive",
+            PollMode::Busy => "busy",
+        },
+        interfaces: vec![
+            InterfaceSetup {
+                role: "lan",
+                name: cfg.lan.interface.clone(),
+                ifindex: lan_ifindex,
+                bind_modes: lan_modes,
+            },
+            InterfaceSetup {
+                role: "wan",
+                name: cfg.wan.interface.clone(),
+                ifindex: wan_ifindex,
+                bind_modes: wan_modes,
+            },
+        ],
+        workers: (0..workers.len())
+            .map(|i| WorkerSetup::new(i as u32, cfg.cores.get(i).map(|&c| c as u32)))
+            .collect(),
+    }
 }
 
 /// Creates a worker and binds its sockets. The kernel releases a dead predecessor's AF_XDP

@@ -7,6 +7,17 @@ use std::net::IpAddr;
 /// Runs an interface ioctl (`SIOCGIF*`) for `iface` on a throw-away socket of the calling
 /// thread's network namespace and returns the filled request.
 fn ifreq_ioctl(iface: &str, request: libc::c_ulong, what: &str) -> io::Result<libc::ifreq> {
+    ifreq_ioctl_with(iface, request, what, |_| {})
+}
+
+/// Like [`ifreq_ioctl`], with `prepare` filling the request's union first (the `SIOCETHTOOL`
+/// data pointer).
+fn ifreq_ioctl_with(
+    iface: &str,
+    request: libc::c_ulong,
+    what: &str,
+    prepare: impl FnOnce(&mut libc::ifreq),
+) -> io::Result<libc::ifreq> {
     if iface.is_empty() || iface.len() >= libc::IFNAMSIZ || iface.contains('\0') {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -25,13 +36,47 @@ fn ifreq_ioctl(iface: &str, request: libc::c_ulong, what: &str) -> io::Result<li
     for (d, s) in req.ifr_name.iter_mut().zip(iface.bytes()) {
         *d = s as libc::c_char;
     }
-    // SAFETY: the SIOCGIF* requests read ifr_name and write one member of ifr_ifru in `req`.
+    prepare(&mut req);
+    // SAFETY: the SIOCGIF* requests read ifr_name and write one member of ifr_ifru in `req`;
+    // SIOCETHTOOL reads and writes the buffer `prepare` pointed ifr_data at, which the caller
+    // keeps alive across this call.
     let r = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&fd), request, &mut req) };
     if r < 0 {
         let e = io::Error::last_os_error();
         return Err(io::Error::new(e.kind(), format!("{what} of {iface}: {e}")));
     }
     Ok(req)
+}
+
+/// `struct ethtool_channels`.
+#[repr(C)]
+#[derive(Default)]
+struct EthtoolChannels {
+    cmd: u32,
+    max_rx: u32,
+    max_tx: u32,
+    max_other: u32,
+    max_combined: u32,
+    rx_count: u32,
+    tx_count: u32,
+    other_count: u32,
+    combined_count: u32,
+}
+
+const ETHTOOL_GCHANNELS: u32 = 0x3c;
+
+/// The RX queues of `iface` (`ETHTOOL_GCHANNELS`: rx plus combined channels) and whether
+/// the driver counts them as combined channels, in the calling thread's network namespace.
+pub fn rx_queues(iface: &str) -> io::Result<(u32, bool)> {
+    let mut ch = EthtoolChannels {
+        cmd: ETHTOOL_GCHANNELS,
+        ..Default::default()
+    };
+    let data = &mut ch as *mut EthtoolChannels as *mut libc::c_char;
+    ifreq_ioctl_with(iface, libc::SIOCETHTOOL, "channels", |r| {
+        r.ifr_ifru.ifru_data = data;
+    })?;
+    Ok((ch.rx_count + ch.combined_count, ch.combined_count > 0))
 }
 
 /// The MAC address of `iface` (SIOCGIFHWADDR, so it answers for the calling thread's network

@@ -6,6 +6,7 @@ use crate::crypto::Backend;
 use crate::sa::config::NAT_T_PORT;
 use crate::sa::flat::FlatIndex;
 use crate::sa::index::SelectorIndex;
+use crate::sa::spd::{refile, unfile};
 use crate::sa::{Direction, InboundSa, Mode, OutboundSa, SaConfig, SaEvent};
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::net::IpAddr;
@@ -65,8 +66,9 @@ const EMPTY: FlowSlot = FlowSlot {
 
 /// Inbound SAs by SPI (the receiver picks its SPIs, so they are unique in practice; SAs that
 /// share an SPI with different local addresses wait in a short overflow list), and outbound SAs
-/// in selector order, indexed by their remote selectors and by peer, behind a direct-mapped
-/// flow cache. Counters for drops that no SA can be
+/// with their installation order, indexed by their remote selectors, by SPI and by peer, behind
+/// a direct-mapped flow cache. Both tables fill a removed SA's slot with the last SA, so that
+/// adding or removing an SA costs the same whatever their number. Counters for drops that no SA can be
 /// charged with (unknown SPI, malformed outer headers, no outbound SA) live in `drops`.
 pub struct SaDb {
     /// Inbound SAs with distinct SPIs, in no particular order.
@@ -75,10 +77,19 @@ pub struct SaDb {
     by_spi: FlatIndex<u32>,
     inbound_overflow: Vec<InboundSa>,
     flow: Vec<FlowSlot>,
+    /// Outbound SAs in slots (in no particular order).
     outbound: Vec<OutboundSa>,
-    /// Positions in `outbound` by remote selectors (route-based SAs left out).
+    /// Installation sequence number of the outbound SA in each slot: among SAs that match, the
+    /// first installed wins.
+    out_order: Vec<u64>,
+    next_order: u64,
+    /// Slots in `outbound` by remote selectors (route-based SAs left out).
     out_index: SelectorIndex,
-    /// Position of the first outbound SA towards each peer.
+    /// Slots in `outbound` by SPI.
+    out_by_spi: FxHashMap<u32, Vec<u32>>,
+    /// Slots in `outbound` towards each peer, in installation order.
+    peers: FxHashMap<IpAddr, Vec<u32>>,
+    /// Slot of the first-installed outbound SA towards each peer (the first of `peers`).
     by_peer: FxHashMap<IpAddr, u32>,
     nat_t_ports: Vec<u16>,
     /// Drops not charged to an SA.
@@ -113,7 +124,11 @@ impl Default for SaDb {
             inbound_overflow: Vec::new(),
             flow: Vec::new(),
             outbound: Vec::new(),
+            out_order: Vec::new(),
+            next_order: 0,
             out_index: SelectorIndex::default(),
+            out_by_spi: FxHashMap::default(),
+            peers: FxHashMap::default(),
             by_peer: FxHashMap::default(),
             nat_t_ports: Vec::new(),
             drops: DropCounters::default(),
@@ -163,12 +178,22 @@ impl SaDb {
             }
             Direction::Out => {
                 let sa = OutboundSa::new(cfg, backend).map_err(invalid)?;
-                let pos = self.outbound.len();
+                let slot = self.outbound.len();
                 if !self.route_peers.contains(&sa.cfg.remote) {
-                    self.out_index.push(pos, &sa.cfg.remote_ts);
+                    self.out_index.push(slot, &sa.cfg.remote_ts);
                 }
-                self.by_peer.entry(sa.cfg.remote).or_insert(pos as u32);
+                self.out_by_spi
+                    .entry(sa.cfg.spi)
+                    .or_default()
+                    .push(slot as u32);
+                self.peers
+                    .entry(sa.cfg.remote)
+                    .or_default()
+                    .push(slot as u32);
+                self.by_peer.entry(sa.cfg.remote).or_insert(slot as u32);
                 push_advised(&mut self.outbound, sa);
+                self.out_order.push(self.next_order);
+                self.next_order += 1;
                 self.flush_flows();
             }
         }
@@ -219,20 +244,58 @@ impl SaDb {
                 n
             }
             Direction::Out => {
-                let removed: Vec<u32> = (0..self.outbound.len() as u32)
-                    .filter(|&i| {
+                let mut n = 0;
+                while let Some(slot) = self.out_by_spi.get(&spi).and_then(|v| {
+                    v.iter().copied().find(|&i| {
                         let c = &self.outbound[i as usize].cfg;
                         hit(c.spi, c.remote)
                     })
-                    .collect();
-                if removed.is_empty() {
-                    return 0;
+                }) {
+                    self.remove_outbound_at(slot as usize);
+                    n += 1;
                 }
-                self.outbound.retain(|sa| !hit(sa.cfg.spi, sa.cfg.remote));
-                self.out_index.remove(&removed);
-                self.index_peers();
-                self.flush_flows();
-                removed.len()
+                if n > 0 {
+                    self.flush_flows();
+                }
+                n
+            }
+        }
+    }
+
+    /// Removes the outbound SA in `slot`: the last one takes its place. The cost of its own
+    /// index entries, whatever the number of SAs.
+    fn remove_outbound_at(&mut self, slot: usize) {
+        let gone = &self.outbound[slot].cfg;
+        let (spi, remote) = (gone.spi, gone.remote);
+        if !self.route_peers.contains(&remote) {
+            self.out_index.remove(slot, &gone.remote_ts);
+        }
+        unfile(&mut self.out_by_spi, spi, slot as u32);
+        unfile(&mut self.peers, remote, slot as u32);
+        self.first_to_peer(remote);
+        let last = self.outbound.len() - 1;
+        if slot != last {
+            let moved = &self.outbound[last].cfg;
+            let (spi, remote) = (moved.spi, moved.remote);
+            if !self.route_peers.contains(&remote) {
+                self.out_index.moved(last, slot, &moved.remote_ts);
+            }
+            refile(&mut self.out_by_spi, spi, last as u32, slot as u32);
+            refile(&mut self.peers, remote, last as u32, slot as u32);
+            self.first_to_peer(remote);
+        }
+        self.outbound.swap_remove(slot);
+        self.out_order.swap_remove(slot);
+    }
+
+    /// Files the first-installed outbound SA towards `peer` in `by_peer`.
+    fn first_to_peer(&mut self, peer: IpAddr) {
+        match self.peers.get(&peer).and_then(|v| v.first()) {
+            Some(&s) => {
+                self.by_peer.insert(peer, s);
+            }
+            None => {
+                self.by_peer.remove(&peer);
             }
         }
     }
@@ -246,18 +309,14 @@ impl SaDb {
         }
     }
 
-    /// Rebuilds the index by peer.
-    fn index_peers(&mut self) {
-        self.by_peer.clear();
-        for (i, sa) in self.outbound.iter().enumerate() {
-            self.by_peer.entry(sa.cfg.remote).or_insert(i as u32);
-        }
-    }
-
-    /// Rebuilds the selector index (after the route-based peers changed).
+    /// Rebuilds the selector index (after the route-based peers changed), in installation
+    /// order.
     fn index_selectors(&mut self) {
         self.out_index.clear();
-        for (i, sa) in self.outbound.iter().enumerate() {
+        let mut slots: Vec<usize> = (0..self.outbound.len()).collect();
+        slots.sort_unstable_by_key(|&i| self.out_order[i]);
+        for i in slots {
+            let sa = &self.outbound[i];
             if !self.route_peers.contains(&sa.cfg.remote) {
                 self.out_index.push(i, &sa.cfg.remote_ts);
             }
@@ -310,16 +369,21 @@ impl SaDb {
         match stage {
             Warm::Index => self.out_index.prefetch(dst),
             Warm::Sa => {
-                if let Some(sa) = self.out_index.candidate(dst).map(|i| &self.outbound[i]) {
+                if let Some(sa) = self.out_candidate(dst).map(|i| &self.outbound[i]) {
                     sa.prefetch_hot();
                 }
             }
             Warm::Parts => {
-                if let Some(sa) = self.out_index.candidate(dst).map(|i| &self.outbound[i]) {
+                if let Some(sa) = self.out_candidate(dst).map(|i| &self.outbound[i]) {
                     sa.prefetch();
                 }
             }
         }
+    }
+
+    #[inline]
+    fn out_candidate(&self, dst: IpAddr) -> Option<usize> {
+        self.out_index.candidate(dst, |i| self.out_order[i])
     }
 
     /// One pass of a batch's prefetching for an inbound packet with `spi` (see [`Warm`]).
@@ -354,15 +418,22 @@ impl SaDb {
     ///
     /// The candidates come from an index by remote selectors, so the cost does not grow with
     /// the number of SAs (one hash probe per distinct remote prefix length).
+    ///
+    /// The index is the SA's slot in [`outbound`](Self::outbound), valid until the next
+    /// change of the outbound SAs (removing one moves the last into its slot).
     #[inline]
     pub fn outbound_index(&self, src: IpAddr, dst: IpAddr) -> Option<usize> {
-        self.out_index.first(dst, |i| {
-            let c = &self.outbound[i].cfg;
-            !self.route_peers.contains(&c.remote)
-                && c.local_ts.matches(src)
-                && c.remote_ts.matches(dst)
-                && (c.mode == Mode::Tunnel || (c.local == src && c.remote == dst))
-        })
+        self.out_index.first(
+            dst,
+            |i| self.out_order[i],
+            |i| {
+                let c = &self.outbound[i].cfg;
+                !self.route_peers.contains(&c.remote)
+                    && c.local_ts.matches(src)
+                    && c.remote_ts.matches(dst)
+                    && (c.mode == Mode::Tunnel || (c.local == src && c.remote == dst))
+            },
+        )
     }
 
     /// Like [`outbound_index`](Self::outbound_index), remembered per (source, destination) in
@@ -436,7 +507,7 @@ impl SaDb {
         self.inbound.iter().chain(self.inbound_overflow.iter())
     }
 
-    /// Every outbound SA, in lookup order.
+    /// Every outbound SA, in slots (not in installation order once SAs were removed).
     pub fn outbound(&self) -> &[OutboundSa] {
         &self.outbound
     }
@@ -491,6 +562,58 @@ mod tests {
              remote_ts = [\"10.201.2.0/24\"]\n"
         );
         crate::sa::file::parse(&text, "test").unwrap().remove(0)
+    }
+
+    fn out_sa_to(spi: u32, peer: u8, remote_ts: &str) -> SaConfig {
+        let text = format!(
+            "[[sa]]\nspi = {spi}\ndirection = \"out\"\nsuite = \"aes128gcm16\"\n\
+             key = \"000102030405060708090a0b0c0d0e0f10111213\"\nlocal = \"10.200.0.1\"\n\
+             remote = \"10.200.0.{peer}\"\nlocal_ts = [\"10.201.1.0/24\"]\n\
+             remote_ts = [\"{remote_ts}\"]\n"
+        );
+        crate::sa::file::parse(&text, "test").unwrap().remove(0)
+    }
+
+    proptest::proptest! {
+        /// Outbound SAs installed and removed in any order (each removal moves the last SA
+        /// into the freed slot): the lookup by selectors and the lookup by peer answer what a
+        /// scan of the SAs in installation order answers (the first installed that matches).
+        #[test]
+        fn outbound_lookups_match_a_scan_in_installation_order(
+            ops in proptest::collection::vec((0u8..3, 0usize..4, 2u8..4, 0usize..64), 1..40),
+        ) {
+            const REMOTE: [&str; 4] = ["10.201.2.0/24", "10.201.0.0/16", "10.201.2.128/25", "0.0.0.0/0"];
+            let mut db = SaDb::new(Backend::default());
+            // (SPI, peer, remote selector) in installation order.
+            let mut model: Vec<(u32, u8, usize)> = Vec::new();
+            let mut next_spi = 1u32;
+            for (kind, ts, peer, pick) in ops {
+                if kind < 2 || model.is_empty() {
+                    db.insert(out_sa_to(next_spi, peer, REMOTE[ts])).unwrap();
+                    model.push((next_spi, peer, ts));
+                    next_spi += 1;
+                } else {
+                    let (spi, _, _) = model.remove(pick % model.len());
+                    proptest::prop_assert_eq!(db.remove(spi, Direction::Out, None), 1);
+                }
+                proptest::prop_assert_eq!(db.outbound().len(), model.len());
+                let src: IpAddr = "10.201.1.7".parse().unwrap();
+                for dst in ["10.201.2.9", "10.201.2.200", "10.201.3.1", "8.8.8.8"] {
+                    let dst: IpAddr = dst.parse().unwrap();
+                    let want = model.iter().find(|(_, _, ts)| {
+                        REMOTE[*ts].parse::<crate::sa::Prefix>().unwrap().contains(dst)
+                    }).map(|m| m.0);
+                    let got = db.outbound_lookup(src, dst).map(|i| db.outbound()[i].cfg.spi);
+                    proptest::prop_assert_eq!(got, want);
+                }
+                for peer in 2u8..4 {
+                    let addr = IpAddr::from([10, 200, 0, peer]);
+                    let want = model.iter().find(|m| m.1 == peer).map(|m| m.0);
+                    let got = db.outbound_to(addr).map(|i| db.outbound()[i].cfg.spi);
+                    proptest::prop_assert_eq!(got, want);
+                }
+            }
+        }
     }
 
     #[test]

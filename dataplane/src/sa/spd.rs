@@ -1,10 +1,10 @@
 //! The policy table every worker keeps when there are several: which worker owns the outbound
-//! SA a LAN packet needs, so the packet can be handed to it. Entries mirror the outbound SAs in
-//! lookup order, without keys or state.
+//! SA a LAN packet needs, so the packet can be handed to it. Entries mirror the outbound SAs
+//! (with their installation order), without keys or state.
 
 use crate::sa::index::SelectorIndex;
 use crate::sa::{Mode, SaConfig, Selectors};
-use rustc_hash::FxHashSet;
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::net::IpAddr;
 
 #[derive(Debug, Clone)]
@@ -16,25 +16,34 @@ struct Entry {
     local_ts: Selectors,
     remote_ts: Selectors,
     owner: usize,
+    /// Installation sequence number: the first installed wins.
+    seq: u64,
 }
 
 /// Outbound policies with their owning workers, indexed by remote selectors like the SA
 /// database's outbound SAs (so steering a packet does not scan every policy).
 #[derive(Debug, Clone, Default)]
 pub struct Policies {
+    /// In slots: a removed entry's slot takes the last entry.
     entries: Vec<Entry>,
     /// Route-based peers (skipped by `owner_of`).
     route_peers: FxHashSet<IpAddr>,
-    /// Positions in `entries` by remote selectors, route-based peers left out.
+    /// Slots in `entries` by remote selectors, route-based peers left out.
     index: SelectorIndex,
+    /// Slots in `entries` by SPI.
+    by_spi: FxHashMap<u32, Vec<u32>>,
+    next_seq: u64,
 }
 
 impl Policies {
     /// Appends the policy of an outbound SA owned by worker `owner`.
     pub fn add(&mut self, cfg: &SaConfig, owner: usize) {
+        let slot = self.entries.len();
         if !self.route_peers.contains(&cfg.remote) {
-            self.index.push(self.entries.len(), &cfg.remote_ts);
+            self.index.push(slot, &cfg.remote_ts);
         }
+        self.by_spi.entry(cfg.spi).or_default().push(slot as u32);
+        self.next_seq += 1;
         self.entries.push(Entry {
             spi: cfg.spi,
             local: cfg.local,
@@ -43,20 +52,40 @@ impl Policies {
             local_ts: cfg.local_ts.clone(),
             remote_ts: cfg.remote_ts.clone(),
             owner,
+            seq: self.next_seq,
         });
     }
 
-    /// Removes the policies of outbound SAs with this SPI (and remote address, if given).
+    /// Removes the policies of outbound SAs with this SPI (and remote address, if given): the
+    /// cost of those policies, not of the table.
     pub fn remove(&mut self, spi: u32, remote: Option<IpAddr>) {
-        let hit = |e: &Entry| e.spi == spi && remote.is_none_or(|r| r == e.remote);
-        let removed: Vec<u32> = (0..self.entries.len() as u32)
-            .filter(|&i| hit(&self.entries[i as usize]))
-            .collect();
-        if removed.is_empty() {
-            return;
+        loop {
+            let Some(slot) = self.by_spi.get(&spi).and_then(|v| {
+                v.iter()
+                    .copied()
+                    .find(|&i| remote.is_none_or(|r| r == self.entries[i as usize].remote))
+            }) else {
+                return;
+            };
+            self.remove_slot(slot as usize);
         }
-        self.entries.retain(|e| !hit(e));
-        self.index.remove(&removed);
+    }
+
+    fn remove_slot(&mut self, slot: usize) {
+        let gone = &self.entries[slot];
+        if !self.route_peers.contains(&gone.remote) {
+            self.index.remove(slot, &gone.remote_ts);
+        }
+        unfile(&mut self.by_spi, gone.spi, slot as u32);
+        let last = self.entries.len() - 1;
+        if slot != last {
+            let moved = &self.entries[last];
+            if !self.route_peers.contains(&moved.remote) {
+                self.index.moved(last, slot, &moved.remote_ts);
+            }
+            refile(&mut self.by_spi, moved.spi, last as u32, slot as u32);
+        }
+        self.entries.swap_remove(slot);
     }
 
     /// The worker owning the outbound SA for a packet from `src` to `dst` (the same first-match
@@ -64,13 +93,17 @@ impl Policies {
     #[inline]
     pub fn owner_of(&self, src: IpAddr, dst: IpAddr) -> Option<usize> {
         self.index
-            .first(dst, |i| {
-                let e = &self.entries[i];
-                !self.route_peers.contains(&e.remote)
-                    && e.local_ts.matches(src)
-                    && e.remote_ts.matches(dst)
-                    && (!e.transport || (e.local == src && e.remote == dst))
-            })
+            .first(
+                dst,
+                |i| self.entries[i].seq,
+                |i| {
+                    let e = &self.entries[i];
+                    !self.route_peers.contains(&e.remote)
+                        && e.local_ts.matches(src)
+                        && e.remote_ts.matches(dst)
+                        && (!e.transport || (e.local == src && e.remote == dst))
+                },
+            )
             .map(|i| self.entries[i].owner)
     }
 
@@ -78,7 +111,10 @@ impl Policies {
     pub fn set_route_peers(&mut self, peers: Vec<IpAddr>) {
         self.route_peers = peers.into_iter().collect();
         self.index.clear();
-        for (i, e) in self.entries.iter().enumerate() {
+        let mut order: Vec<usize> = (0..self.entries.len()).collect();
+        order.sort_unstable_by_key(|&i| self.entries[i].seq);
+        for i in order {
+            let e = &self.entries[i];
             if !self.route_peers.contains(&e.remote) {
                 self.index.push(i, &e.remote_ts);
             }
@@ -89,7 +125,8 @@ impl Policies {
     pub fn owner_of_peer(&self, peer: IpAddr) -> Option<usize> {
         self.entries
             .iter()
-            .find(|e| e.remote == peer)
+            .filter(|e| e.remote == peer)
+            .min_by_key(|e| e.seq)
             .map(|e| e.owner)
     }
 
@@ -101,6 +138,33 @@ impl Policies {
     /// True if there is none.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+}
+
+/// Forgets `slot` in the list of slots of `key`.
+pub(crate) fn unfile<K: std::hash::Hash + Eq>(m: &mut FxHashMap<K, Vec<u32>>, key: K, slot: u32) {
+    if let Some(v) = m.get_mut(&key) {
+        if let Some(i) = v.iter().position(|&s| s == slot) {
+            v.remove(i);
+        }
+        if v.is_empty() {
+            m.remove(&key);
+        }
+    }
+}
+
+/// Replaces `from` by `to` in the list of slots of `key` (its place in the list kept).
+pub(crate) fn refile<K: std::hash::Hash + Eq>(
+    m: &mut FxHashMap<K, Vec<u32>>,
+    key: K,
+    from: u32,
+    to: u32,
+) {
+    if let Some(s) = m
+        .get_mut(&key)
+        .and_then(|v| v.iter_mut().find(|s| **s == from))
+    {
+        *s = to;
     }
 }
 

@@ -229,6 +229,11 @@ impl Worker {
         self.lan.raw_fd()
     }
 
+    /// The kernel's bind mode of the LAN socket and of the WAN socket (`XDP_OPTIONS`).
+    pub fn bind_modes(&self) -> (io::Result<BindMode>, io::Result<BindMode>) {
+        (self.lan.bind_mode(), self.wan.bind_mode())
+    }
+
     /// Frames currently owned by the worker (not lent to the kernel).
     pub fn free_frames(&self) -> usize {
         self.free.len()

@@ -15,6 +15,8 @@ const XDP_UMEM_REG: libc::c_int = 4;
 const XDP_UMEM_FILL_RING: libc::c_int = 5;
 const XDP_UMEM_COMPLETION_RING: libc::c_int = 6;
 const XDP_STATISTICS: libc::c_int = 7;
+const XDP_OPTIONS: libc::c_int = 8;
+const XDP_OPTIONS_ZEROCOPY: u32 = 1 << 0;
 
 const XDP_SHARED_UMEM: u16 = 1 << 0;
 const XDP_COPY: u16 = 1 << 1;
@@ -300,6 +302,17 @@ impl XskSocket {
             return Err(e);
         }
         Ok(r > 0 && p.revents & libc::POLLIN != 0)
+    }
+
+    /// How the kernel moves this socket's packets (`XDP_OPTIONS`): zero-copy or copy. A
+    /// socket sharing another's UMEM on another interface has its own answer.
+    pub fn bind_mode(&self) -> io::Result<BindMode> {
+        let flags: u32 = getsockopt(&self.fd, XDP_OPTIONS)?;
+        Ok(if flags & XDP_OPTIONS_ZEROCOPY != 0 {
+            BindMode::ZeroCopy
+        } else {
+            BindMode::Copy
+        })
     }
 
     /// The kernel's counters for this socket.

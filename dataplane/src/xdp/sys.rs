@@ -257,13 +257,39 @@ fn setlink_xdp(ifindex: u32, attrs: &[(u16, i32)]) -> io::Result<()> {
     body.extend_from_slice(&0u32.to_ne_bytes());
     body.extend_from_slice(&0u32.to_ne_bytes());
     nla(&mut body, IFLA_XDP | NLA_F_NESTED, &xdp);
+    let sock = rtnl_send(
+        libc::RTM_SETLINK,
+        (libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16,
+        &body,
+    )?;
+    let mut reply = [0u8; 4096];
+    loop {
+        let n = rtnl_recv(&sock, &mut reply)?;
+        // NLMSG_ERROR (type 2): nlmsghdr, then the error code (0 is the acknowledgement).
+        if n >= 20 && u16::from_ne_bytes([reply[4], reply[5]]) == libc::NLMSG_ERROR as u16 {
+            let code = i32::from_ne_bytes([reply[16], reply[17], reply[18], reply[19]]);
+            return if code == 0 {
+                Ok(())
+            } else {
+                Err(io::Error::from_raw_os_error(-code))
+            };
+        }
+        if n == 0 {
+            return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
+        }
+    }
+}
+
+/// Opens a route netlink socket in the calling thread's network namespace and sends one
+/// message of type `kind` with `flags` and `body` to the kernel.
+fn rtnl_send(kind: u16, flags: u16, body: &[u8]) -> io::Result<OwnedFd> {
     let mut msg = Vec::with_capacity(16 + body.len());
     msg.extend_from_slice(&((16 + body.len()) as u32).to_ne_bytes());
-    msg.extend_from_slice(&libc::RTM_SETLINK.to_ne_bytes());
-    msg.extend_from_slice(&((libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16).to_ne_bytes());
+    msg.extend_from_slice(&kind.to_ne_bytes());
+    msg.extend_from_slice(&flags.to_ne_bytes());
     msg.extend_from_slice(&1u32.to_ne_bytes());
     msg.extend_from_slice(&0u32.to_ne_bytes());
-    msg.extend_from_slice(&body);
+    msg.extend_from_slice(body);
     // SAFETY: plain socket(2) call; the result is checked and owned below.
     let fd = unsafe {
         libc::socket(
@@ -294,7 +320,11 @@ fn setlink_xdp(ifindex: u32, attrs: &[(u16, i32)]) -> io::Result<()> {
     if sent < 0 {
         return Err(io::Error::last_os_error());
     }
-    let mut reply = [0u8; 4096];
+    Ok(sock)
+}
+
+/// Receives one datagram of netlink messages into `reply`; returns its length.
+fn rtnl_recv(sock: &OwnedFd, reply: &mut [u8]) -> io::Result<usize> {
     loop {
         // SAFETY: `reply` is a writable buffer of the length given.
         let n = unsafe {
@@ -305,27 +335,118 @@ fn setlink_xdp(ifindex: u32, attrs: &[(u16, i32)]) -> io::Result<()> {
                 0,
             )
         };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
             return Err(e);
         }
-        let n = n as usize;
-        // NLMSG_ERROR (type 2): nlmsghdr, then the error code (0 is the acknowledgement).
-        if n >= 20 && u16::from_ne_bytes([reply[4], reply[5]]) == libc::NLMSG_ERROR as u16 {
-            let code = i32::from_ne_bytes([reply[16], reply[17], reply[18], reply[19]]);
-            return if code == 0 {
-                Ok(())
-            } else {
-                Err(io::Error::from_raw_os_error(-code))
-            };
-        }
-        if n == 0 {
-            return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
+    }
+}
+
+const IFLA_XDP_ATTACHED: u16 = 2;
+const IFLA_XDP_PROG_ID: u16 = 4;
+
+/// How an XDP program is attached to an interface, as the kernel reports it
+/// (`IFLA_XDP_ATTACHED`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XdpAttached {
+    /// Nothing attached.
+    None,
+    /// In the driver (native mode).
+    Native,
+    /// In the generic (skb) path.
+    Generic,
+    /// Offloaded to the NIC.
+    Offload,
+    /// Several programs in different modes.
+    Multi,
+}
+
+impl XdpAttached {
+    /// `none`, `native`, `generic`, `offload` or `multi`.
+    pub fn name(self) -> &'static str {
+        match self {
+            XdpAttached::None => "none",
+            XdpAttached::Native => "native",
+            XdpAttached::Generic => "generic",
+            XdpAttached::Offload => "offload",
+            XdpAttached::Multi => "multi",
         }
     }
+}
+
+/// The XDP attachment of `ifindex` (`RTM_GETLINK`): its mode and the program's id.
+pub fn xdp_attached(ifindex: u32) -> io::Result<(XdpAttached, Option<u32>)> {
+    let mut body = Vec::with_capacity(16);
+    body.extend_from_slice(&[libc::AF_UNSPEC as u8, 0, 0, 0]);
+    body.extend_from_slice(&(ifindex as i32).to_ne_bytes());
+    body.extend_from_slice(&0u32.to_ne_bytes());
+    body.extend_from_slice(&0u32.to_ne_bytes());
+    let sock = rtnl_send(libc::RTM_GETLINK, libc::NLM_F_REQUEST as u16, &body)?;
+    let mut reply = vec![0u8; 64 * 1024];
+    let n = rtnl_recv(&sock, &mut reply)?;
+    parse_xdp_attached(&reply[..n])
+}
+
+/// The attributes in `b`, as (type without flags, payload).
+fn nl_attrs(mut b: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    std::iter::from_fn(move || {
+        if b.len() < 4 {
+            return None;
+        }
+        let len = u16::from_ne_bytes([b[0], b[1]]) as usize;
+        let kind = u16::from_ne_bytes([b[2], b[3]]) & 0x3fff;
+        if len < 4 || len > b.len() {
+            return None;
+        }
+        let payload = &b[4..len];
+        b = &b[len.next_multiple_of(4).min(b.len())..];
+        Some((kind, payload))
+    })
+}
+
+/// The XDP attachment in an `RTM_NEWLINK` answer (or the error the kernel sent instead).
+fn parse_xdp_attached(m: &[u8]) -> io::Result<(XdpAttached, Option<u32>)> {
+    let bad = || io::Error::new(io::ErrorKind::InvalidData, "short RTM_GETLINK answer");
+    if m.len() < 16 {
+        return Err(bad());
+    }
+    let kind = u16::from_ne_bytes([m[4], m[5]]);
+    if kind == libc::NLMSG_ERROR as u16 && m.len() >= 20 {
+        let code = i32::from_ne_bytes([m[16], m[17], m[18], m[19]]);
+        return Err(io::Error::from_raw_os_error(-code));
+    }
+    if kind != libc::RTM_NEWLINK || m.len() < 32 {
+        return Err(bad());
+    }
+    let len = (u32::from_ne_bytes([m[0], m[1], m[2], m[3]]) as usize).min(m.len());
+    let mut mode = XdpAttached::None;
+    let mut prog = None;
+    for (t, p) in nl_attrs(&m[32..len]) {
+        if t != IFLA_XDP {
+            continue;
+        }
+        for (t, p) in nl_attrs(p) {
+            match (t, p) {
+                (IFLA_XDP_ATTACHED, [a, ..]) => {
+                    mode = match a {
+                        1 => XdpAttached::Native,
+                        2 => XdpAttached::Generic,
+                        3 => XdpAttached::Offload,
+                        4 => XdpAttached::Multi,
+                        _ => XdpAttached::None,
+                    }
+                }
+                (IFLA_XDP_PROG_ID, [a, b, c, d, ..]) => {
+                    prog = Some(u32::from_ne_bytes([*a, *b, *c, *d]));
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok((mode, prog))
 }
 
 /// Attaches an XDP program to an interface through rtnetlink. Unlike a bpf link, this
@@ -389,5 +510,18 @@ pub fn ifindex(name: &str) -> io::Result<u32> {
         Err(io::Error::last_os_error())
     } else {
         Ok(i)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_has_no_xdp_and_a_missing_interface_is_an_error() {
+        let lo = ifindex("lo").unwrap();
+        assert_eq!(xdp_attached(lo).unwrap(), (XdpAttached::None, None));
+        let e = xdp_attached(u32::MAX >> 1).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENODEV), "{e}");
     }
 }

@@ -428,7 +428,7 @@ fn many_cmd(
         probes,
         simulator,
         busy_poll,
-        ..Default::default()
+        setup_timeout: topology::many::setup_timeout_for(tunnels),
     };
     let r = match topology::many::run(&o, |m| println!("{m}")) {
         Ok(r) => r,

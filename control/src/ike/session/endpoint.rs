@@ -9,10 +9,11 @@ use super::ike_sa::{Ctx, IkeSa, Role, State, HALF_OPEN_EXPIRED};
 use super::limits::{HalfOpen, HalfOpenLimits, OverLimit};
 use super::params::ConnectionParams;
 use super::timers::Timers;
+use crate::ike::identity::Identity;
 use crate::ike::message::consts::{exchange, flags, notify as nt};
 use crate::ike::message::{self, Header, Notify, Payload};
 use crate::ike::rng::RandomSource;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -70,6 +71,12 @@ impl Default for EndpointSettings {
 /// said it lost it: its replacement is up, nothing is to be restarted.
 pub const REPLACED_BY_INITIAL_CONTACT: &str = "replaced: the peer sent INITIAL_CONTACT";
 
+/// How long the inbound SPI of a child that went down (deleted, or replaced by a rekey) stays
+/// reserved before a new child may get it: the daemon keeps a replaced child's inbound SA in
+/// the dataplane while packets sent on it drain (2 s) and then removes it by SPI, which must
+/// not hit a new child that reused the SPI meanwhile.
+pub const SPI_REUSE_HOLD: Duration = Duration::from_secs(10);
+
 /// Log lines of one kind of drop written at once before the rate limit holds them back.
 const LOG_BURST: u32 = 5;
 /// Then one line of a kind per this interval, and a summary of those held back.
@@ -78,13 +85,26 @@ const LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// All IKE SAs of one daemon.
 pub struct Endpoint {
     conns: Vec<Arc<ConnectionParams>>,
+    /// Position in `conns` of the first connection of each name.
+    conn_by_name: HashMap<String, usize>,
     settings: EndpointSettings,
     sas: HashMap<u64, IkeSa>,
+    /// The IKE SAs of each connection, by name (see [`Endpoint::settle`]).
+    by_conn: HashMap<String, BTreeSet<u64>>,
+    /// The authenticated IKE SAs by (local, remote) identity, for INITIAL_CONTACT.
+    by_peer: HashMap<(Identity, Identity), BTreeSet<u64>>,
+    /// What each IKE SA is filed under in `by_conn` and `by_peer`, and its children's inbound
+    /// SPIs in `child_sa`.
+    filed: HashMap<u64, Filed>,
+    /// The IKE SA holding each child, by the child's inbound SPI.
+    child_sa: HashMap<u32, u64>,
     half_open: HalfOpen,
     timers: Timers,
     rng: Box<dyn RandomSource + Send>,
     cookies: Option<CookieJar>,
     spis: HashSet<u32>,
+    /// Inbound SPIs of children that went down, with when they may be reused (oldest first).
+    spi_hold: VecDeque<(Instant, u32)>,
     unix_time: i64,
     out: VecDeque<Transmit>,
     events: VecDeque<IkeEvent>,
@@ -103,14 +123,20 @@ impl Endpoint {
         rng: Box<dyn RandomSource + Send>,
     ) -> Self {
         Endpoint {
+            conn_by_name: name_index(&conns),
             conns,
             settings,
             sas: HashMap::new(),
+            by_conn: HashMap::new(),
+            by_peer: HashMap::new(),
+            filed: HashMap::new(),
+            child_sa: HashMap::new(),
             half_open: HalfOpen::default(),
             timers: Timers::default(),
             rng,
             cookies: None,
             spis: HashSet::new(),
+            spi_hold: VecDeque::new(),
             unix_time: 0,
             out: VecDeque::new(),
             events: VecDeque::new(),
@@ -123,6 +149,7 @@ impl Endpoint {
 
     /// Replace the connections (a reload). Existing IKE SAs keep theirs.
     pub fn set_connections(&mut self, conns: Vec<Arc<ConnectionParams>>) {
+        self.conn_by_name = name_index(&conns);
         self.conns = conns;
     }
 
@@ -175,6 +202,22 @@ impl Endpoint {
         self.sas.get(&spi)
     }
 
+    /// The IKE SAs of connection `conn` (O(its IKE SAs), not of all).
+    pub fn connection_sas(&self, conn: &str) -> impl Iterator<Item = &IkeSa> {
+        self.sas_of(conn).map(|(_, s)| s)
+    }
+
+    /// Whether a new child could not get `spi` as its inbound SPI now (a child has it, or
+    /// had it less than [`SPI_REUSE_HOLD`] ago).
+    pub fn inbound_spi_reserved(&self, spi: u32) -> bool {
+        self.spis.contains(&spi)
+    }
+
+    /// The IKE SA (our SPI) holding the child with this inbound SPI.
+    pub fn sa_of_child(&self, inbound_spi: u32) -> Option<u64> {
+        self.sa_with_child(inbound_spi)
+    }
+
     /// The next datagram to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.out.pop_front()
@@ -200,12 +243,21 @@ impl Endpoint {
         now: Instant,
         f: impl FnOnce(&mut Ctx<'_>, &mut HashMap<u64, IkeSa>) -> R,
     ) -> (R, Option<DropReason>) {
+        while let Some(&(at, spi)) = self.spi_hold.front() {
+            if at > now {
+                break;
+            }
+            self.spi_hold.pop_front();
+            self.spis.remove(&spi);
+        }
         let mut spawned = Vec::new();
+        let mut released = Vec::new();
         let mut ctx = Ctx {
             now,
             unix_time: self.unix_time,
             rng: &mut *self.rng,
             spis: &mut self.spis,
+            released: &mut released,
             out: &mut self.out,
             events: &mut self.events,
             spawned: &mut spawned,
@@ -215,6 +267,9 @@ impl Endpoint {
         let r = f(&mut ctx, &mut self.sas);
         let dropped = ctx.dropped;
         self.stats.retransmissions += ctx.retransmitted;
+        let reuse = now + SPI_REUSE_HOLD;
+        self.spi_hold
+            .extend(released.into_iter().map(|spi| (reuse, spi)));
         for sa in spawned {
             let spi = sa.local_spi();
             self.sas.insert(spi, sa);
@@ -225,7 +280,8 @@ impl Endpoint {
     }
 
     /// Bring the indexes up to date after IKE SA `spi` was called: remove it if it died,
-    /// otherwise file its next deadline and whether it is still half-open. O(log n).
+    /// otherwise file its next deadline, whether it is still half-open, its connection, its
+    /// identities once authenticated and its children. O(log n + its children).
     fn settle(&mut self, spi: u64) {
         let Some(sa) = self.sas.get(&spi) else {
             self.forget(spi);
@@ -243,12 +299,84 @@ impl Endpoint {
             self.half_open.remove(spi);
         }
         self.timers.set(spi, sa.poll_timeout());
+        let f = self.filed.entry(spi).or_default();
+        // A responder's connection may change when IKE_AUTH names the peer.
+        if f.conn.as_deref() != Some(sa.conn().name.as_str()) {
+            if let Some(old) = f.conn.take() {
+                if let Some(set) = self.by_conn.get_mut(&old) {
+                    set.remove(&spi);
+                    if set.is_empty() {
+                        self.by_conn.remove(&old);
+                    }
+                }
+            }
+            let name = sa.conn().name.clone();
+            self.by_conn.entry(name.clone()).or_default().insert(spi);
+            f.conn = Some(name);
+        }
+        if f.peer.is_none() {
+            if let Some(remote) = sa.remote_id() {
+                let key = (sa.local_id().clone(), remote.clone());
+                self.by_peer.entry(key.clone()).or_default().insert(spi);
+                f.peer = Some(key);
+            }
+        }
+        let children = sa.children();
+        let same = children.len() == f.children.len()
+            && children
+                .iter()
+                .zip(&f.children)
+                .all(|(c, s)| c.inbound_spi == *s);
+        if !same {
+            for s in std::mem::take(&mut f.children) {
+                if self.child_sa.get(&s) == Some(&spi) {
+                    self.child_sa.remove(&s);
+                }
+            }
+            f.children = children.iter().map(|c| c.inbound_spi).collect();
+            for c in children {
+                self.child_sa.insert(c.inbound_spi, spi);
+            }
+        }
     }
 
     fn forget(&mut self, spi: u64) {
         self.timers.remove(spi);
         self.half_open.remove(spi);
         self.sa_drops.remove(&spi);
+        let Some(f) = self.filed.remove(&spi) else {
+            return;
+        };
+        if let Some(name) = f.conn {
+            if let Some(set) = self.by_conn.get_mut(&name) {
+                set.remove(&spi);
+                if set.is_empty() {
+                    self.by_conn.remove(&name);
+                }
+            }
+        }
+        if let Some(key) = f.peer {
+            if let Some(set) = self.by_peer.get_mut(&key) {
+                set.remove(&spi);
+                if set.is_empty() {
+                    self.by_peer.remove(&key);
+                }
+            }
+        }
+        for s in f.children {
+            if self.child_sa.get(&s) == Some(&spi) {
+                self.child_sa.remove(&s);
+            }
+        }
+    }
+
+    /// The IKE SAs of connection `conn`, by SPI.
+    fn sas_of(&self, conn: &str) -> impl Iterator<Item = (u64, &IkeSa)> {
+        self.by_conn
+            .get(conn)
+            .into_iter()
+            .flatten()
+            .filter_map(|k| self.sas.get(k).map(|s| (*k, s)))
     }
 
     fn adopt(&mut self, sa: IkeSa) {
@@ -362,9 +490,9 @@ impl Endpoint {
         local: SocketAddr,
     ) -> Result<u64, String> {
         let c = self
-            .conns
-            .iter()
-            .find(|c| c.name == conn)
+            .conn_by_name
+            .get(conn)
+            .and_then(|&i| self.conns.get(i))
             .cloned()
             .ok_or_else(|| format!("no connection named '{conn}'"))?;
         let remote_ip = *c
@@ -383,10 +511,9 @@ impl Endpoint {
         // An established IKE SA of this connection takes the child instead of a new IKE SA.
         if child.is_some() {
             let existing = self
-                .sas
-                .iter()
-                .filter(|(_, s)| s.conn().name == conn && s.state() == State::Established)
-                .map(|(k, _)| *k)
+                .sas_of(conn)
+                .filter(|(_, s)| s.state() == State::Established)
+                .map(|(k, _)| k)
                 .min();
             if let (Some(spi), Some(p)) = (existing, child_params.clone()) {
                 self.with_ctx(now, |ctx, sas| {
@@ -400,10 +527,7 @@ impl Endpoint {
         }
         let spi = self.new_ike_spi();
         // INITIAL_CONTACT says this is the only IKE SA with the peer: not when another exists.
-        let alone = !self
-            .sas
-            .values()
-            .any(|s| s.conn().name == conn && s.state() != State::Dead);
+        let alone = !self.sas_of(conn).any(|(_, s)| s.state() != State::Dead);
         let (sa, _) = self.with_ctx(now, |ctx, _| {
             IkeSa::initiate(ctx, c, child_params, spi, local, remote)
         });
@@ -416,13 +540,7 @@ impl Endpoint {
 
     /// Delete every IKE SA of a connection (telling the peers). Returns how many.
     pub fn terminate(&mut self, now: Instant, conn: &str) -> usize {
-        let mut spis: Vec<u64> = self
-            .sas
-            .iter()
-            .filter(|(_, s)| s.conn().name == conn)
-            .map(|(k, _)| *k)
-            .collect();
-        spis.sort_unstable();
+        let spis: Vec<u64> = self.sas_of(conn).map(|(k, _)| k).collect();
         self.with_ctx(now, |ctx, sas| {
             for s in &spis {
                 if let Some(sa) = sas.get_mut(s) {
@@ -437,10 +555,10 @@ impl Endpoint {
     }
 
     fn sa_with_child(&self, inbound_spi: u32) -> Option<u64> {
-        self.sas
-            .iter()
-            .find(|(_, s)| s.children().iter().any(|c| c.inbound_spi == inbound_spi))
-            .map(|(k, _)| *k)
+        self.child_sa
+            .get(&inbound_spi)
+            .copied()
+            .filter(|k| self.sas.contains_key(k))
     }
 
     /// Rekey a child SA by its inbound SPI. Returns whether one was found.
@@ -560,15 +678,17 @@ impl Endpoint {
         };
         {
             let stale: Vec<u64> = self
-                .sas
-                .iter()
-                .filter(|(k, s)| {
+                .by_peer
+                .get(&(local_id, remote_id))
+                .into_iter()
+                .flatten()
+                .filter(|k| {
                     **k != spi
-                        && matches!(s.state(), State::Established | State::Deleting)
-                        && s.remote_id() == Some(&remote_id)
-                        && *s.local_id() == local_id
+                        && self.sas.get(k).is_some_and(|s| {
+                            matches!(s.state(), State::Established | State::Deleting)
+                        })
                 })
-                .map(|(k, _)| *k)
+                .copied()
                 .collect();
             self.with_ctx(now, |ctx, sas| {
                 for k in &stale {
@@ -675,4 +795,24 @@ impl Endpoint {
         self.adopt(sa);
         None
     }
+}
+
+/// Where an IKE SA is filed in the endpoint's indexes.
+#[derive(Default)]
+struct Filed {
+    /// Its connection's name (in `by_conn`).
+    conn: Option<String>,
+    /// Its (local, remote) identities, once authenticated (in `by_peer`).
+    peer: Option<(Identity, Identity)>,
+    /// Its children's inbound SPIs (in `child_sa`), in its order.
+    children: Vec<u32>,
+}
+
+/// Position of the first connection of each name.
+fn name_index(conns: &[Arc<ConnectionParams>]) -> HashMap<String, usize> {
+    let mut m = HashMap::with_capacity(conns.len());
+    for (i, c) in conns.iter().enumerate() {
+        m.entry(c.name.clone()).or_insert(i);
+    }
+    m
 }

@@ -14,7 +14,7 @@ pub mod ts;
 
 pub use cookie::CookiePolicy;
 pub use drops::{DropCounters, DropReason};
-pub use endpoint::{Endpoint, EndpointSettings, EndpointStats};
+pub use endpoint::{Endpoint, EndpointSettings, EndpointStats, SPI_REUSE_HOLD};
 pub use events::{ChildLimits, ChildSaInstall, IkeEvent, LogLine, Transmit};
 pub use ike_sa::{ChildSa, IkeSa, Role, State};
 pub use limits::HalfOpenLimits;

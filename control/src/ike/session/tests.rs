@@ -505,6 +505,44 @@ fn create_child_with_pfs_rekey_and_delete() {
 }
 
 #[test]
+fn a_replaced_childs_inbound_spi_stays_reserved_while_it_drains() {
+    let mut p = Pair::new(conn_a(), conn_b());
+    let spi = p.up();
+    let (old_a, old_b) = (
+        child_ups(&p.ev_a)[0].inbound_spi,
+        child_ups(&p.ev_b)[0].inbound_spi,
+    );
+    assert_eq!(p.a.sa_of_child(old_a), Some(spi));
+    assert!(p.a.rekey_child(p.now, old_a));
+    p.pump();
+    let (new_a, new_b) = (
+        child_ups(&p.ev_a)[1].inbound_spi,
+        child_ups(&p.ev_b)[1].inbound_spi,
+    );
+    assert_eq!(p.a.sa_of_child(new_a), Some(spi));
+    assert_eq!(p.a.sa_of_child(old_a), None, "the old child is gone");
+    // Both daemons keep the old inbound SA installed while it drains, then remove it by SPI:
+    // no new child may take the SPI meanwhile.
+    for (ep, old, new) in [(&p.a, old_a, new_a), (&p.b, old_b, new_b)] {
+        assert!(ep.inbound_spi_reserved(old));
+        assert!(ep.inbound_spi_reserved(new));
+    }
+    p.now += SPI_REUSE_HOLD - Duration::from_millis(1);
+    p.a.handle_timeout(p.now);
+    p.b.handle_timeout(p.now);
+    assert!(p.a.inbound_spi_reserved(old_a) && p.b.inbound_spi_reserved(old_b));
+    // Once the hold is over, the next call into the endpoint frees it.
+    p.now += Duration::from_millis(1);
+    assert!(p.a.rekey_child(p.now, new_a));
+    p.pump();
+    assert!(!p.a.inbound_spi_reserved(old_a) && !p.b.inbound_spi_reserved(old_b));
+    assert!(
+        p.a.inbound_spi_reserved(new_a),
+        "the child replaced now is held"
+    );
+}
+
+#[test]
 fn delete_from_either_side_removes_everything() {
     for from_b in [false, true] {
         let mut p = Pair::new(conn_a(), conn_b());

@@ -85,6 +85,10 @@ pub struct Ctx<'a> {
     pub rng: &'a mut dyn RandomSource,
     /// Inbound ESP SPIs in use, so new ones are unique.
     pub spis: &'a mut HashSet<u32>,
+    /// Inbound SPIs of children that went down: they stay in `spis` until the endpoint frees
+    /// them [`SPI_REUSE_HOLD`](super::endpoint::SPI_REUSE_HOLD) later, since the daemon keeps
+    /// a replaced child's inbound SA installed while it drains.
+    pub released: &'a mut Vec<u32>,
     /// Output datagrams.
     pub out: &'a mut VecDeque<Transmit>,
     /// Output events.
@@ -429,7 +433,7 @@ impl IkeSa {
     }
 
     fn child_down_event(&self, ctx: &mut Ctx<'_>, c: &ChildSa) {
-        ctx.spis.remove(&c.inbound_spi);
+        ctx.released.push(c.inbound_spi);
         ctx.events.push_back(IkeEvent::ChildDown {
             ike_sa: self.local_spi(),
             ike_spis: self.spis(),
