@@ -8,8 +8,10 @@ cd "$(dirname "$0")/.."
 # tshark checks that Wireshark decrypts esprit's ESP with the keys esp-pcap exports; nftables
 # gives the lab its NAT; strongSwan (charon, swanctl, plugins) is the interop peer and the
 # benchmark baseline; openssl makes the interop tests' certificates; prometheus scrapes a lab
-# gateway's metrics in topology/tests/metrics_prometheus.rs.
-./ci/install-deps.sh iproute2 iputils-ping ethtool procps tshark nftables strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-extra-plugins libstrongswan-standard-plugins iperf3 openssl prometheus
+# gateway's metrics in topology/tests/metrics_prometheus.rs; systemd gives systemd-analyze,
+# which verifies the service units (control/tests/service_units.rs); dpkg-dev gives
+# dpkg-shlibdeps, with which cargo-deb computes the package's dependencies (ci/package-test.sh).
+./ci/install-deps.sh iproute2 iputils-ping ethtool procps tshark nftables strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-extra-plugins libstrongswan-standard-plugins iperf3 openssl prometheus systemd dpkg-dev
 for comp in rustfmt clippy; do
   rustup component list --installed 2>/dev/null | grep -q "^$comp" || rustup component add "$comp"
 done
@@ -20,6 +22,8 @@ echo "ci: cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "ci: cargo test"
 cargo test --workspace --locked -- --include-ignored
+echo "ci: Debian package (built from the debug binaries above, installed into a scratch root)"
+./ci/package-test.sh
 echo "ci: benchmark smoke (the tool runs; no figure is checked)"
 cargo run --release --locked -q -p bench --bin esprit-bench -- esp --quick > target/bench-smoke.txt
 tail -n 3 target/bench-smoke.txt

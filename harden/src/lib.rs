@@ -5,6 +5,9 @@
 //!
 //! Capabilities and no_new_privs belong to a thread: call [`lock_down`] before the daemon
 //! spawns its threads, which inherit the result.
+//!
+//! [`notify`] tells systemd (a `Type=notify` unit) when a daemon is ready, reloading or
+//! stopping.
 
 use std::ffi::CString;
 use std::io;
@@ -13,10 +16,60 @@ use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixListener;
 use std::path::Path;
 
+pub mod notify;
+
+/// `CAP_CHOWN`: change a file's owner (esprit-ike's control socket, for `daemon.user`).
+pub const CAP_CHOWN: u32 = 0;
+/// `CAP_SETGID`: set group ids and supplementary groups (switching to a configured user).
+pub const CAP_SETGID: u32 = 6;
+/// `CAP_SETUID`: set user ids (switching to a configured user).
+pub const CAP_SETUID: u32 = 7;
+/// `CAP_SETPCAP`: remove capabilities from the bounding set ([`lock_down`] does).
+pub const CAP_SETPCAP: u32 = 8;
+/// `CAP_NET_BIND_SERVICE`: bind ports below 1024 (IKE's 500 and 4500).
+pub const CAP_NET_BIND_SERVICE: u32 = 10;
 /// `CAP_NET_ADMIN`: netlink link changes (XDP attach and detach).
 pub const CAP_NET_ADMIN: u32 = 12;
+/// `CAP_NET_RAW`: create AF_XDP sockets.
+pub const CAP_NET_RAW: u32 = 13;
 /// `CAP_IPC_LOCK`: lock memory beyond RLIMIT_MEMLOCK.
 pub const CAP_IPC_LOCK: u32 = 14;
+/// `CAP_SYS_ADMIN`: what `bpf(2)` required before Linux 5.8 split out `CAP_BPF`.
+pub const CAP_SYS_ADMIN: u32 = 21;
+/// `CAP_PERFMON`: lets the BPF verifier accept pointer arithmetic on packet pointers with a
+/// variable offset (the IPv4 header length); without it: "pointer arithmetic prohibited for
+/// !root".
+pub const CAP_PERFMON: u32 = 38;
+/// `CAP_BPF`: `bpf(2)`: create maps, load programs (Linux 5.8 and later).
+pub const CAP_BPF: u32 = 39;
+
+/// The capabilities of every part, sorted, each once: what a service unit grants a daemon
+/// (what it needs to start and what it keeps).
+pub fn capability_union(parts: &[&[u32]]) -> Vec<u32> {
+    let mut all: Vec<u32> = parts.iter().flat_map(|p| p.iter().copied()).collect();
+    all.sort_unstable();
+    all.dedup();
+    all
+}
+
+/// The name of a capability this crate names (`CAP_NET_ADMIN`), as systemd and capabilities(7)
+/// write it.
+pub fn cap_name(cap: u32) -> Option<&'static str> {
+    Some(match cap {
+        CAP_CHOWN => "CAP_CHOWN",
+        CAP_SETGID => "CAP_SETGID",
+        CAP_SETUID => "CAP_SETUID",
+        CAP_SETPCAP => "CAP_SETPCAP",
+        CAP_NET_BIND_SERVICE => "CAP_NET_BIND_SERVICE",
+        CAP_NET_ADMIN => "CAP_NET_ADMIN",
+        CAP_NET_RAW => "CAP_NET_RAW",
+        CAP_IPC_LOCK => "CAP_IPC_LOCK",
+        CAP_SYS_ADMIN => "CAP_SYS_ADMIN",
+        CAP_PERFMON => "CAP_PERFMON",
+        CAP_BPF => "CAP_BPF",
+        _ => return None,
+    })
+}
 
 /// Why a file with secrets is refused.
 #[derive(Debug, thiserror::Error)]
@@ -352,6 +405,14 @@ mod tests {
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         d
+    }
+
+    #[test]
+    fn capability_unions_are_sorted_and_named() {
+        let all = capability_union(&[&[CAP_NET_RAW, CAP_BPF, CAP_NET_ADMIN], &[CAP_NET_ADMIN]]);
+        assert_eq!(all, [CAP_NET_ADMIN, CAP_NET_RAW, CAP_BPF]);
+        assert_eq!(cap_name(CAP_PERFMON), Some("CAP_PERFMON"));
+        assert_eq!(cap_name(1), None);
     }
 
     #[test]

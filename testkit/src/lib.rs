@@ -7,6 +7,8 @@
 //! `cargo test -- --include-ignored`), a missing prerequisite fails the test with a clear
 //! message through the `require_*` helpers here: nothing is skipped silently.
 
+pub mod systemd;
+
 use std::fmt::Display;
 use std::path::PathBuf;
 use std::process::Command;
@@ -55,6 +57,19 @@ pub fn measure_enabled(name: &str) -> bool {
         eprintln!("{name}: a measurement; set ESPRIT_MEASURE=1 to run it");
     }
     on
+}
+
+/// A capability set of a process (`CapEff`, `CapPrm`, `CapBnd`, … of /proc/PID/status) as a
+/// bit mask; 0 when it cannot be read.
+pub fn capabilities_of(pid: u32, set: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix(&format!("{set}:")))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .unwrap_or(0)
 }
 
 /// The binary `bin` of workspace package `package`, built first if needed (a test crate only

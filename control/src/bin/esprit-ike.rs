@@ -53,11 +53,25 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     let started = Daemon::new(&args.config).and_then(|d| d.drop_privileges().map(|()| d));
-    match started.and_then(Daemon::run) {
+    // Sockets bound, control socket listening: tell systemd (Type=notify) it serves.
+    if started.is_ok() {
+        let status = "IKE sockets bound, control socket listening";
+        notified(esprit_harden::notify::ready(status));
+    }
+    let ran = started.and_then(Daemon::run);
+    notified(esprit_harden::notify::stopping());
+    match ran {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Reports a notification to systemd that could not be sent.
+fn notified(r: Result<bool, esprit_harden::notify::NotifyError>) {
+    if let Err(e) = r {
+        tracing::error!("{e}");
     }
 }

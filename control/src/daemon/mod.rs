@@ -7,6 +7,7 @@ pub mod introspect;
 pub mod keylog;
 pub mod metrics;
 pub mod params;
+pub mod privileges;
 pub mod reconcile;
 pub mod reload;
 pub mod render;

@@ -176,6 +176,13 @@ fn emit(l: &LogLine) {
     }
 }
 
+/// Logs a notification to systemd that could not be sent.
+fn notified(r: Result<bool, esprit_harden::notify::NotifyError>) {
+    if let Err(e) = r {
+        warn!("{e}");
+    }
+}
+
 fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -336,8 +343,11 @@ impl Daemon {
                 Some(u)
             }
         };
-        let kept = esprit_harden::lock_down(&esprit_harden::LockDown { user, keep: vec![] })
-            .map_err(io_err("dropping privileges"))?;
+        let kept = esprit_harden::lock_down(&esprit_harden::LockDown {
+            user,
+            keep: super::privileges::RUNTIME_CAPABILITIES.to_vec(),
+        })
+        .map_err(io_err("dropping privileges"))?;
         info!(
             "privileges dropped: uid {}, capabilities kept {kept:?}",
             // SAFETY: getuid cannot fail.
@@ -914,7 +924,7 @@ impl Daemon {
             ControlRequest::AlgsList => ControlResponse::ok(super::introspect::algs_json()),
             // Marked as a monitor by `serve`, which knows the connection.
             ControlRequest::Monitor => ControlResponse::ok(json!({ "monitoring": true })),
-            ControlRequest::Reload => match self.reload() {
+            ControlRequest::Reload => match self.reload_notified() {
                 Ok(v) => ControlResponse::ok(v),
                 Err(e) => ControlResponse::err(e),
             },
@@ -1095,6 +1105,15 @@ impl Daemon {
         }
     }
 
+    /// [`Self::reload`], telling systemd about it (`RELOADING=1`, then `READY=1`).
+    fn reload_notified(&mut self) -> Result<serde_json::Value, String> {
+        notified(esprit_harden::notify::reloading());
+        let r = self.reload();
+        let n = self.config.connections.len();
+        notified(esprit_harden::notify::ready(&format!("{n} connections")));
+        r
+    }
+
     fn serve(&mut self, token: Token) {
         let mut closed = false;
         let mut lines = Vec::new();
@@ -1236,7 +1255,7 @@ impl Daemon {
                 }
             }
             if self.reload_requested.swap(false, Ordering::Relaxed) {
-                match self.reload() {
+                match self.reload_notified() {
                     Ok(_) => {}
                     Err(e) => {
                         warn!("reload (SIGHUP) refused, the running configuration stays: {e}")

@@ -3,7 +3,7 @@
 use clap::Parser;
 use dataplane::daemon::run::{run_reloading, runtime_capabilities, ReloadOn};
 use dataplane::daemon::DataplaneConfig;
-use dataplane::harden::LockDown;
+use dataplane::harden::{notify, LockDown};
 use esprit_log::{Format, LevelFilter, Settings};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -105,9 +105,14 @@ fn main() -> ExitCode {
         path: args.config.clone(),
         requested: reload,
     };
-    let report = match run_reloading(&cfg, Some(reload), stop, Some(&lock), |msg| {
-        info!("{}", msg.strip_prefix("esprit-dataplane: ").unwrap_or(msg))
-    }) {
+    // Workers running, API socket listening: tell systemd (Type=notify) it serves.
+    let ready = |msg: &str| {
+        info!("{}", msg.strip_prefix("esprit-dataplane: ").unwrap_or(msg));
+        notified(notify::ready(msg));
+    };
+    let ran = run_reloading(&cfg, Some(reload), stop, Some(&lock), ready);
+    notified(notify::stopping());
+    let report = match ran {
         Ok(r) => r,
         Err(e) => {
             error!("{e}");
@@ -123,4 +128,11 @@ fn main() -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// Reports a notification to systemd that could not be sent.
+fn notified(r: Result<bool, notify::NotifyError>) {
+    if let Err(e) = r {
+        error!("{e}");
+    }
 }

@@ -5,6 +5,7 @@ pub mod api;
 pub mod config;
 pub mod metrics;
 mod neigh;
+pub mod privileges;
 pub mod reload;
 pub mod router;
 pub mod run;

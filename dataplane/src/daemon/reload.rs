@@ -38,6 +38,13 @@ pub struct ReloadReport {
 
 /// The identity of an SA for the dataplane: its SPI, direction and the address that tells SAs
 /// with one SPI apart (the local one inbound, the peer outbound).
+/// Logs a notification to systemd that could not be sent.
+fn notified(r: Result<bool, crate::harden::notify::NotifyError>) {
+    if let Err(e) = r {
+        tracing::warn!("{e}");
+    }
+}
+
 fn key(sa: &SaConfig) -> (u32, Direction, std::net::IpAddr) {
     let addr = match sa.direction {
         Direction::In => sa.local,
@@ -71,11 +78,15 @@ impl Reloader {
         }
     }
 
-    /// Reloads if asked to since the last call.
+    /// Reloads if asked to since the last call, telling systemd (`RELOADING=1`, then
+    /// `READY=1`).
     pub fn poll(&mut self, router: &Router) -> Option<Result<ReloadReport, String>> {
-        self.requested
-            .swap(false, Ordering::Relaxed)
-            .then(|| self.reload(router))
+        self.requested.swap(false, Ordering::Relaxed).then(|| {
+            notified(crate::harden::notify::reloading());
+            let r = self.reload(router);
+            notified(crate::harden::notify::ready("configuration reloaded"));
+            r
+        })
     }
 
     /// Reads the file again and applies what changed.

@@ -146,7 +146,7 @@ pub fn run(
 /// NTF_USE, see `daemon/neigh.rs`) and, with `fail_mode = "open"`, to detach the classifiers
 /// on exit. Nothing else: no `bpf(2)` call, socket bind or attach happens after start-up.
 pub fn runtime_capabilities(_cfg: &DataplaneConfig) -> Vec<u32> {
-    vec![crate::harden::CAP_NET_ADMIN]
+    super::privileges::RUNTIME_CAPABILITIES.to_vec()
 }
 
 /// Like [`run`], and once everything that needs privileges is done (XDP attached, sockets
