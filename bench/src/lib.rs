@@ -13,5 +13,6 @@ pub mod ike_cost;
 pub mod metrics;
 pub mod offload;
 pub mod pipeline;
+pub mod pipeline_svg;
 pub mod report;
 pub mod stats;

@@ -104,6 +104,15 @@ pub struct PipelineArgs {
     /// Write `{"rows": [...]}` to FILE.
     #[arg(long, value_name = "FILE")]
     pub json: Option<std::path::PathBuf>,
+    /// Draw the rows as an SVG plot (Mpps by tunnel count, per size, encrypt and decrypt).
+    #[arg(long, value_name = "FILE")]
+    pub svg: Option<std::path::PathBuf>,
+    /// Measure nothing: draw `--svg` from the rows of an earlier `--json` FILE.
+    #[arg(long, value_name = "FILE", requires = "svg")]
+    pub replot: Option<std::path::PathBuf>,
+    /// The plot's subtitle (the run's date, machine and commit).
+    #[arg(long, default_value = "")]
+    pub subtitle: String,
 }
 
 /// What the pipeline does with the traffic.
@@ -1019,14 +1028,36 @@ fn figure(v: f64) -> String {
 
 /// Runs `esprit-bench pipeline`: prints a line per row, writes the JSON if asked.
 pub fn run(a: PipelineArgs) -> Result<(), String> {
-    println!(
-        "worker pipeline over memory, one core per worker, batches of {MAX_BATCH}, AES-128-GCM tunnels"
-    );
-    let rows = measure(&a, &mut |s| println!("{s}"))?;
-    if let Some(path) = &a.json {
-        let j = serde_json::to_vec_pretty(&serde_json::json!({ "rows": rows }))
-            .map_err(|e| e.to_string())?;
-        std::fs::write(path, j).map_err(|e| format!("{}: {e}", path.display()))?;
+    let rows: Vec<serde_json::Value> = match &a.replot {
+        Some(from) => {
+            let text =
+                std::fs::read_to_string(from).map_err(|e| format!("{}: {e}", from.display()))?;
+            let v: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| format!("{}: {e}", from.display()))?;
+            v["rows"]
+                .as_array()
+                .cloned()
+                .ok_or_else(|| format!("{}: no \"rows\" array", from.display()))?
+        }
+        None => {
+            println!(
+                "worker pipeline over memory, one core per worker, batches of {MAX_BATCH}, AES-128-GCM tunnels"
+            );
+            let rows = measure(&a, &mut |s| println!("{s}"))?;
+            if let Some(path) = &a.json {
+                let j = serde_json::to_vec_pretty(&serde_json::json!({ "rows": rows }))
+                    .map_err(|e| e.to_string())?;
+                std::fs::write(path, j).map_err(|e| format!("{}: {e}", path.display()))?;
+            }
+            rows.iter()
+                .map(serde_json::to_value)
+                .collect::<Result<_, _>>()
+                .map_err(|e| e.to_string())?
+        }
+    };
+    if let Some(path) = &a.svg {
+        std::fs::write(path, crate::pipeline_svg::plot(&rows, &a.subtitle))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
     }
     Ok(())
 }
