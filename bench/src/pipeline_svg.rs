@@ -198,8 +198,10 @@ mod tests {
                 }
             }
         }
-        rows.push(json!({"tunnels": 2, "size": 64, "op": "encrypt", "spread": "uniform",
-            "mpps": 9.0, "workers": 2}));
+        rows.push(
+            json!({"tunnels": 2, "size": 64, "op": "encrypt", "spread": "uniform",
+            "mpps": 9.0, "workers": 2}),
+        );
         let svg = plot(&rows, "test & <run>");
         assert!(svg.starts_with("<svg") && svg.ends_with("</svg>\n"));
         assert_eq!(svg.matches("<polyline").count(), 4, "{svg}");
