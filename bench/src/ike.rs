@@ -402,7 +402,8 @@ impl Fixture {
         let start = Instant::now();
         let spi = self
             .initiator
-            .initiate(start, CONN, None, addr(INITIATOR))?;
+            .initiate(start, CONN, None, addr(INITIATOR))
+            .map_err(|e| e.to_string())?;
         t.initiator += start.elapsed();
         self.pump(start, &mut t)?;
         t.total = start.elapsed();

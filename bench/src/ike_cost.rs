@@ -60,7 +60,8 @@ pub(crate) fn responder(n: usize) -> Result<(Endpoint, Vec<u8>, SocketAddr, Sock
     let now = Instant::now();
     let mut kept = None;
     for _ in 0..n {
-        i.initiate(now, "bench", None, local)?;
+        i.initiate(now, "bench", None, local)
+            .map_err(|e| e.to_string())?;
         while let Some(t) = i.poll_transmit() {
             let h = Header::parse(&t.data).map_err(|e| e.to_string())?;
             if h.exchange == exchange::IKE_SA_INIT {

@@ -817,7 +817,8 @@ fn simulate_inner(o: &SimOptions) -> Result<(), String> {
         while phase == Phase::Setup && inflight < o.window {
             let Some(i) = queue.pop_front() else { break };
             let local = SocketAddr::new(IpAddr::V4(site_wan(i)), 500);
-            ep.initiate(now, &site_name(i), None, local)?;
+            ep.initiate(now, &site_name(i), None, local)
+                .map_err(|e| e.to_string())?;
             let s = &mut sites[i];
             s.tries += 1;
             s.started.get_or_insert(now);

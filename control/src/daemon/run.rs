@@ -377,7 +377,10 @@ impl Daemon {
 
     fn initiate(&mut self, conn: &str, child: Option<&str>) -> Result<u64, String> {
         let local = self.local_for(conn)?;
-        let r = self.endpoint.initiate(Instant::now(), conn, child, local);
+        let r = self
+            .endpoint
+            .initiate(Instant::now(), conn, child, local)
+            .map_err(|e| e.to_string());
         match &r {
             Ok(spi) => info!(
                 conn,

@@ -19,6 +19,28 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::Level;
 
+/// Why [`Endpoint::initiate`] could not start an exchange.
+#[derive(Debug, thiserror::Error)]
+pub enum InitiateError {
+    /// No connection of that name is configured.
+    #[error("no connection named '{0}'")]
+    NoConnection(String),
+    /// The connection only responds (its remote addresses are all `%any`).
+    #[error("connection '{0}' has no remote address to initiate to")]
+    NoRemoteAddress(String),
+    /// The connection has no child of that name.
+    #[error("connection '{conn}' has no child '{child}'")]
+    NoChild {
+        /// The connection.
+        conn: String,
+        /// The child asked for.
+        child: String,
+    },
+    /// This side could not set the IKE SA up.
+    #[error(transparent)]
+    Setup(#[from] super::ike_sa::SetupError),
+}
+
 /// Counters of the endpoint: every datagram it dropped or ignored, by reason (the sum of all
 /// IKE SAs' and the endpoint's own), and what it did against floods.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -488,24 +510,23 @@ impl Endpoint {
         conn: &str,
         child: Option<&str>,
         local: SocketAddr,
-    ) -> Result<u64, String> {
+    ) -> Result<u64, InitiateError> {
         let c = self
             .conn_by_name
             .get(conn)
             .and_then(|&i| self.conns.get(i))
             .cloned()
-            .ok_or_else(|| format!("no connection named '{conn}'"))?;
+            .ok_or_else(|| InitiateError::NoConnection(conn.to_string()))?;
         let remote_ip = *c
             .remote_addrs
             .first()
-            .ok_or_else(|| format!("connection '{conn}' has no remote address to initiate to"))?;
+            .ok_or_else(|| InitiateError::NoRemoteAddress(conn.to_string()))?;
         let remote = SocketAddr::new(remote_ip, c.remote_port);
         let child_params = match child {
-            Some(n) => Some(
-                c.child(n)
-                    .cloned()
-                    .ok_or_else(|| format!("connection '{conn}' has no child '{n}'"))?,
-            ),
+            Some(n) => Some(c.child(n).cloned().ok_or_else(|| InitiateError::NoChild {
+                conn: conn.to_string(),
+                child: n.to_string(),
+            })?),
             None => c.children.first().cloned(),
         };
         // An established IKE SA of this connection takes the child instead of a new IKE SA.
@@ -531,7 +552,7 @@ impl Endpoint {
         let (sa, _) = self.with_ctx(now, |ctx, _| {
             IkeSa::initiate(ctx, c, child_params, spi, local, remote)
         });
-        let mut sa = sa.map_err(|e| e.to_string())?;
+        let mut sa = sa?;
         sa.set_initial_contact(alone);
         sa.set_ports(self.settings.port, self.settings.port_nat_t);
         self.adopt(sa);

@@ -14,9 +14,9 @@ pub mod ts;
 
 pub use cookie::CookiePolicy;
 pub use drops::{DropCounters, DropReason};
-pub use endpoint::{Endpoint, EndpointSettings, EndpointStats, SPI_REUSE_HOLD};
+pub use endpoint::{Endpoint, EndpointSettings, EndpointStats, InitiateError, SPI_REUSE_HOLD};
 pub use events::{ChildLimits, ChildSaInstall, IkeEvent, LogLine, Transmit};
-pub use ike_sa::{ChildSa, IkeSa, Role, State};
+pub use ike_sa::{ChildSa, IkeSa, Role, SetupError, State};
 pub use limits::HalfOpenLimits;
 pub use params::{
     ChildMode, ChildParams, ConnectionParams, EspProposalSpec, IkeProposalSpec, LocalCredential,
