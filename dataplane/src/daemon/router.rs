@@ -127,6 +127,9 @@ impl Router {
             self.delete(sa.spi, sa.direction, Some(addr))?;
         }
         let owner = self.owner(&sa);
+        // The SA's identity for the log, never its key.
+        let (spi, dir, local, remote, suite) =
+            (sa.spi, sa.direction, sa.local, sa.remote, sa.suite.name());
         let policy = (sa.direction == Direction::Out && self.workers.len() > 1).then(|| sa.clone());
         let sa_out_remote = (sa.direction == Direction::Out).then_some(sa.remote);
         let inbound = (sa.direction == Direction::In).then(|| sa.clone());
@@ -138,6 +141,9 @@ impl Router {
             })
             .ok_or(RouteError::Unavailable)?;
         r?;
+        tracing::debug!(
+            "SA 0x{spi:08x} {dir} {local} -> {remote} ({suite}) installed on worker {owner}"
+        );
         if let Some(sa) = inbound {
             self.note_inbound(&sa, owner);
         }
@@ -187,6 +193,7 @@ impl Router {
                 self.wake(w);
             }
         }
+        tracing::debug!("SA 0x{spi:08x} {direction} removed ({n} found)");
         Ok(n)
     }
 
