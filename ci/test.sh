@@ -30,6 +30,9 @@ tail -n 3 target/bench-smoke.txt
 cargo run --release --locked -q -p bench --bin esprit-bench -- ike --quick | tail -n 7
 cargo run --release --locked -q -p bench --bin esprit-bench -- offload --quick | tail -n 4
 cargo run --release --locked -q -p bench --bin esprit-bench -- pipeline --quick --json target/pipeline-smoke.json | tail -n 3
+# The gateway bench's quick mode on the systems that need nothing beyond the lab (about 10 s;
+# strongSwan and DPDK ipsec-secgw are the full run's, see docs/benchmarks.md).
+cargo run --release --locked -q -p bench --bin esprit-bench -- gateway --quick --systems esprit,esprit-nocrypto,kernel --json target/gateway-smoke.json | tail -n 5
 echo "ci: fuzz smoke"
 ./ci/fuzz-smoke.sh
 echo "ci: all green"
