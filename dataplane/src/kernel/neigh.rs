@@ -42,7 +42,6 @@ struct Request {
 /// Usable neighbour entries on interface `ifindex`, as (address, MAC) pairs collected into any
 /// table (the workers' `Neighbours`, a map in tests): the kernel module knows no worker type.
 pub fn dump<T: Default + Extend<(IpAddr, [u8; 6])>>(ifindex: u32) -> io::Result<T> {
-    let fd = netlink_socket(0)?;
     let req = Request {
         len: std::mem::size_of::<Request>() as u32,
         kind: RTM_GETNEIGH,
@@ -56,19 +55,31 @@ pub fn dump<T: Default + Extend<(IpAddr, [u8; 6])>>(ifindex: u32) -> io::Result<
         ndm_flags: 0,
         ndm_type: 0,
     };
-    // SAFETY: sends the bytes of a live repr(C) request to the kernel (pid 0).
+    let mut table = T::default();
+    dump_with(&req, |b| parse(b, ifindex, &mut table))?;
+    Ok(table)
+}
+
+/// Sends the netlink dump request `req` (a live `repr(C)` message whose first field is its
+/// length) on a fresh socket and feeds every datagram of the answer to `parse` until it says
+/// the dump is complete.
+pub(super) fn dump_with<R>(
+    req: &R,
+    mut parse: impl FnMut(&[u8]) -> io::Result<bool>,
+) -> io::Result<()> {
+    let fd = netlink_socket(0)?;
+    // SAFETY: sends the bytes of a live request of exactly its size to the kernel (pid 0).
     let r = unsafe {
         libc::send(
             fd.as_raw_fd(),
-            &req as *const Request as *const libc::c_void,
-            req.len as usize,
+            req as *const R as *const libc::c_void,
+            std::mem::size_of::<R>(),
             0,
         )
     };
     if r < 0 {
         return Err(io::Error::last_os_error());
     }
-    let mut table = T::default();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = match recv(&fd, &mut buf) {
@@ -77,8 +88,8 @@ pub fn dump<T: Default + Extend<(IpAddr, [u8; 6])>>(ifindex: u32) -> io::Result<
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
-        if parse(&buf[..n], ifindex, &mut table)? {
-            return Ok(table);
+        if parse(&buf[..n])? {
+            return Ok(());
         }
     }
 }

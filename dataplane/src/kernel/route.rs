@@ -8,7 +8,7 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, OwnedFd};
 
-use super::neigh::{netlink_socket, recv};
+use super::neigh::{dump_with, netlink_socket, recv};
 use crate::sa::Prefix;
 
 const RTM_NEWROUTE: u16 = 24;
@@ -63,7 +63,6 @@ struct Request {
 /// Every unicast route of the main table (IPv4 and IPv6), one entry per next hop of a
 /// multipath route.
 pub fn dump() -> io::Result<Vec<KernelRoute>> {
-    let fd = netlink_socket(0)?;
     let req = Request {
         len: std::mem::size_of::<Request>() as u32,
         kind: RTM_GETROUTE,
@@ -80,31 +79,9 @@ pub fn dump() -> io::Result<Vec<KernelRoute>> {
         rtype: 0,
         rtm_flags: 0,
     };
-    // SAFETY: sends the bytes of a live repr(C) request to the kernel (pid 0).
-    let r = unsafe {
-        libc::send(
-            fd.as_raw_fd(),
-            &req as *const Request as *const libc::c_void,
-            req.len as usize,
-            0,
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
     let mut routes = Vec::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = match recv(&fd, &mut buf) {
-            Ok(Some(n)) => n,
-            Ok(None) => continue,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        if parse(&buf[..n], |r| routes.push(r))? {
-            return Ok(routes);
-        }
-    }
+    dump_with(&req, |b| parse(b, |r| routes.push(r)))?;
+    Ok(routes)
 }
 
 /// The kernel's main-table unicast routes through interface `ifindex`, as
