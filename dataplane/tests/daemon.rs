@@ -155,8 +155,6 @@ fn write_configs(dir: &Path) {
 
 fn write_configs_n(dir: &Path, workers: u32) {
     std::fs::create_dir_all(dir).unwrap();
-    let a_ts = r#"["10.201.1.0/24", "fd00:201:1::/64"]"#;
-    let b_ts = r#"["10.201.2.0/24", "fd00:201:2::/64"]"#;
     let cfg = |name: &str| {
         format!(
             "sa_file = \"{name}-sa.toml\"\napi_socket = \"{}\"\n[lan]\ninterface = \"lan0\"\n[wan]\ninterface = \"wan0\"\n[workers]\nring_size = 512\ncount = {workers}\n",
@@ -165,13 +163,21 @@ fn write_configs_n(dir: &Path, workers: u32) {
     };
     std::fs::write(dir.join("gwA.toml"), cfg("gwA")).unwrap();
     std::fs::write(dir.join("gwB.toml"), cfg("gwB")).unwrap();
+    write_sa_files(dir, ("0xa0000001", KEY_AB), ("0xb0000001", KEY_BA));
+}
+
+/// Both gateways' SA files for one tunnel: gwA sends with `ab` (SPI, key) and receives with
+/// `ba`, gwB the other way round.
+fn write_sa_files(dir: &Path, ab: (&str, &str), ba: (&str, &str)) {
+    let a_ts = r#"["10.201.1.0/24", "fd00:201:1::/64"]"#;
+    let b_ts = r#"["10.201.2.0/24", "fd00:201:2::/64"]"#;
     write_secret(
         &dir.join("gwA-sa.toml"),
         &sa_file(&Tunnel {
             local: "10.200.0.1",
             remote: "10.200.0.2",
-            out: ("0xa0000001", KEY_AB),
-            inb: ("0xb0000001", KEY_BA),
+            out: ab,
+            inb: ba,
             lts: a_ts,
             rts: b_ts,
         }),
@@ -181,8 +187,8 @@ fn write_configs_n(dir: &Path, workers: u32) {
         &sa_file(&Tunnel {
             local: "10.200.0.2",
             remote: "10.200.0.1",
-            out: ("0xb0000001", KEY_BA),
-            inb: ("0xa0000001", KEY_AB),
+            out: ba,
+            inb: ab,
             lts: b_ts,
             rts: a_ts,
         }),
@@ -1229,30 +1235,7 @@ fn sighup_reloads_the_sa_file_and_routes_and_refuses_a_bad_file() {
     assert_eq!(sa_ids(&sa), ["0xa0000001/out", "0xb0000001/in"]);
 
     // A manual rekey: new SPIs and keys in both SA files, then SIGHUP to both daemons.
-    let a_ts = r#"["10.201.1.0/24", "fd00:201:1::/64"]"#;
-    let b_ts = r#"["10.201.2.0/24", "fd00:201:2::/64"]"#;
-    write_secret(
-        &dir.join("gwA-sa.toml"),
-        &sa_file(&Tunnel {
-            local: "10.200.0.1",
-            remote: "10.200.0.2",
-            out: ("0xa0000002", KEY_BA),
-            inb: ("0xb0000002", KEY_AB),
-            lts: a_ts,
-            rts: b_ts,
-        }),
-    );
-    write_secret(
-        &dir.join("gwB-sa.toml"),
-        &sa_file(&Tunnel {
-            local: "10.200.0.2",
-            remote: "10.200.0.1",
-            out: ("0xb0000002", KEY_AB),
-            inb: ("0xa0000002", KEY_BA),
-            lts: b_ts,
-            rts: a_ts,
-        }),
-    );
+    write_sa_files(&dir, ("0xa0000002", KEY_BA), ("0xb0000002", KEY_AB));
     // A route, and a setting that takes a restart, in gwA's file.
     let cfg_a = std::fs::read_to_string(dir.join("gwA.toml")).unwrap();
     std::fs::write(
