@@ -191,6 +191,21 @@ pub fn loss(out: &str) -> f64 {
         .unwrap_or(100.0)
 }
 
+/// Packets transmitted and received from ping's summary line, and the line itself (zeros and
+/// an empty line when there is none).
+pub fn ping_counts(out: &str) -> (u32, u32, String) {
+    let summary = out
+        .lines()
+        .find(|l| l.contains("packets transmitted"))
+        .unwrap_or("")
+        .to_string();
+    let mut nums = summary
+        .split(',')
+        .filter_map(|p| p.split_whitespace().next()?.parse::<u32>().ok());
+    let (sent, got) = (nums.next().unwrap_or(0), nums.next().unwrap_or(0));
+    (sent, got, summary)
+}
+
 /// Sends `len` pseudo-random bytes from hA to hB; returns (bytes received, digests equal,
 /// seconds).
 pub fn tcp_transfer(lab: &Lab, len: usize) -> Result<(u64, bool, f64), DemoError> {
@@ -575,5 +590,11 @@ mod tests {
             40.0
         );
         assert_eq!(loss("garbage"), 100.0);
+        assert_eq!(
+            ping_counts("x\n7 packets transmitted, 5 received, 28% packet loss\n").0,
+            7
+        );
+        assert_eq!(ping_counts("5 packets transmitted, 3 received").1, 3);
+        assert_eq!(ping_counts("garbage"), (0, 0, String::new()));
     }
 }

@@ -172,19 +172,10 @@ fn reloads_leave_the_untouched_tunnel_and_its_traffic_alone() {
     // SAFETY: kill(2) on the child's pid, a process we own.
     unsafe { libc::kill(pinger.id() as i32, libc::SIGINT) };
     let out = pinger.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let summary = text
-        .lines()
-        .find(|l| l.contains("packets transmitted"))
-        .unwrap_or("")
-        .to_string();
-    let nums: Vec<u32> = summary
-        .split(',')
-        .filter_map(|p| p.split_whitespace().next()?.parse().ok())
-        .collect();
-    assert!(nums.len() >= 2 && nums[0] >= 50, "{summary}");
+    let (sent, got, summary) = topology::demo::ping_counts(&String::from_utf8_lossy(&out.stdout));
+    assert!(sent >= 50, "{summary}");
     assert_eq!(
-        nums[0], nums[1],
+        sent, got,
         "packets lost through the untouched tunnel: {summary}"
     );
     assert_eq!(
