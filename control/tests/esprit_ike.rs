@@ -891,6 +891,42 @@ fn reload_touches_only_what_changed() {
     assert_eq!(ids("keep").unwrap(), keep0);
     let log = std::fs::read_to_string(&la).unwrap();
     assert!(log.contains("configuration reloaded"), "{log}");
+
+    // Two children added to `keep`: the IKE SA stays, the one with start_action = "start" is
+    // negotiated in it, the one with "none" waits for the peer.
+    let child = |name: &str, third: u8, action: &str| {
+        format!(
+            "\n[connections.keep.children.{name}]\nlocal_ts = [\"10.1.{third}.0/24\"]\n\
+             remote_ts = [\"10.2.{third}.0/24\"]\nesp_proposals = [\"aes256gcm16\"]\n\
+             start_action = \"{action}\"\n"
+        )
+    };
+    let base = std::fs::read_to_string(&ca).unwrap();
+    write_private(
+        &ca,
+        &(base + &child("data", 1, "start") + &child("idle", 2, "none")),
+    );
+    let (ok, out, err) = espctl(&sa, &["reload"]);
+    assert!(
+        ok && out.contains("keep: IKE SA kept; children added [data, idle]"),
+        "{out}{err}"
+    );
+    let children_of_keep = || -> Vec<String> {
+        let v = list(&sa);
+        v.as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["conn"] == "keep")
+            .flat_map(|s| s["children"].as_array().unwrap().clone())
+            .map(|c| c["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    wait("the started child", &logs, || {
+        children_of_keep().contains(&"data".to_string())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!children_of_keep().contains(&"idle".to_string()));
+    assert_eq!(ids("keep").unwrap().0, keep0.0, "the IKE SA stays");
 }
 
 #[test]

@@ -1017,17 +1017,22 @@ impl Daemon {
                     );
                 }
             }
-            let start = self.config.connection(name).is_some_and(|c| {
-                c.children.iter().any(|x| {
-                    ch.added.contains(&x.name) && c.start_action_of(x) == StartAction::Start
+            // Added children start as their own start_action says (trap ones were trapped by
+            // install_traps above, none ones wait for the peer).
+            let start: Vec<String> = self
+                .config
+                .connection(name)
+                .map(|c| {
+                    c.children
+                        .iter()
+                        .filter(|x| ch.added.contains(&x.name))
+                        .filter(|x| c.start_action_of(x) == StartAction::Start)
+                        .map(|x| x.name.clone())
+                        .collect()
                 })
-            });
-            if start {
-                for child in &ch.added {
-                    if installed.iter().all(|(n, _)| n != child) {
-                        let _ = self.initiate(name, Some(child));
-                    }
-                }
+                .unwrap_or_default();
+            for child in start {
+                let _ = self.initiate(name, Some(&child));
             }
         }
         let start: Vec<String> = p
