@@ -4,6 +4,7 @@
 //! exporters name them (`ipsec_child_sa_bytes_in`, …) with the connection and child from the
 //! SA's owner tag; esprit-ike exposes the IKE and child SA state (decision 0018).
 
+use super::tunnels::TunnelCounters;
 use crate::esp::DropReason;
 use esprit_api::owner::parse_owner;
 use esprit_api::{SaInfo, Snapshot, SocketStats};
@@ -18,11 +19,21 @@ pub struct DataplaneMetrics {
     pub workers: Vec<Snapshot>,
     /// The metrics responder's counters.
     pub server: ServerStats,
+    /// The tunnel interfaces' counters, if any are configured.
+    pub tunnels: Option<TunnelCounters>,
 }
 
-/// The OpenMetrics text of `workers`' counters.
-pub fn exposition(workers: Vec<Snapshot>, server: ServerStats) -> String {
-    esprit_metrics::render(DataplaneMetrics { workers, server })
+/// The OpenMetrics text of `workers`' counters (and of the tunnel interfaces', if any).
+pub fn exposition(
+    workers: Vec<Snapshot>,
+    server: ServerStats,
+    tunnels: Option<TunnelCounters>,
+) -> String {
+    esprit_metrics::render(DataplaneMetrics {
+        workers,
+        server,
+        tunnels,
+    })
 }
 
 const NO_LABELS: [(&str, &str); 0] = [];
@@ -244,6 +255,39 @@ impl Collector for DataplaneMetrics {
                 of_dir().map(|l| (l.labels(), l.sa.packets)),
             )?;
         }
+        if let Some(t) = &self.tunnels {
+            counter(
+                &mut enc,
+                "esprit_dataplane_tunnel_interface_packets",
+                "Packets between the gateway's own stack and the tunnels, through tunnel interfaces, by direction",
+                [
+                    ([("direction", "from_stack")], t.read),
+                    ([("direction", "to_stack")], t.written),
+                ],
+            )?;
+            counter(
+                &mut enc,
+                "esprit_dataplane_tunnel_interface_drops",
+                "Packets between the stack and the tunnels dropped, by reason (no_sa: no SA towards the interface's peer)",
+                [
+                    ([("reason", "no_sa")], t.no_sa),
+                    ([("reason", "ring_full")], t.ring_full),
+                    ([("reason", "write_error")], t.write_errors),
+                ],
+            )?;
+            gauge(
+                &mut enc,
+                "esprit_dataplane_tunnel_routes",
+                "Routes through tunnel interfaces the workers use",
+                [(NO_LABELS, t.routes as i64)],
+            )?;
+            gauge(
+                &mut enc,
+                "esprit_dataplane_tunnel_routes_over_limit",
+                "Routes through tunnel interfaces left out because of routing.max_routes",
+                [(NO_LABELS, t.routes_over_limit as i64)],
+            )?;
+        }
         server_series(&mut enc, &self.server)
     }
 }
@@ -282,6 +326,11 @@ mod tests {
                 worker(vec![]),
             ],
             ServerStats::default(),
+            Some(TunnelCounters {
+                read: 12,
+                routes: 300,
+                ..TunnelCounters::default()
+            }),
         );
         for want in [
             "esprit_dataplane_workers 2\n",
@@ -295,6 +344,9 @@ mod tests {
             "esprit_dataplane_xsk_rx_ring_full_total{worker=\"0\",interface=\"wan\"} 4\n",
             "esprit_dataplane_events_lost_total{worker=\"0\"} 0\n",
             "esprit_dataplane_sas{direction=\"in\"} 1\n",
+            "esprit_dataplane_tunnel_interface_packets_total{direction=\"from_stack\"} 12\n",
+            "esprit_dataplane_tunnel_interface_drops_total{reason=\"no_sa\"} 0\n",
+            "esprit_dataplane_tunnel_routes 300\n",
             "ipsec_child_sa_bytes_in_total{name=\"site b\",child=\"net\",spi=\"0x0000c001\",local=\"10.200.0.1\",remote=\"10.200.0.2\"} 1500\n",
             "ipsec_child_sa_packets_in_total{name=\"site b\",child=\"net\",spi=\"0x0000c001\",local=\"10.200.0.1\",remote=\"10.200.0.2\"} 3\n",
             "ipsec_child_sa_bytes_out_total{name=\"\",child=\"\",spi=\"0x0000c002\",local=\"10.200.0.1\",remote=\"10.200.0.2\"} 99\n",

@@ -7,7 +7,7 @@ use crate::api::Snapshot;
 use crate::daemon::neigh::NeighKeeper;
 use crate::daemon::router::Router;
 use crate::daemon::runtime::{bind_mode_name, InterfaceSetup, RuntimeSetup, WorkerSetup};
-use crate::daemon::tunnels::{RouteFollower, SideRoutes, Tunnels};
+use crate::daemon::tunnels::{RouteFollower, SideRoutes, TunnelStats, Tunnels};
 use crate::esp::DropReason;
 use crate::kernel;
 use crate::sa::spd::Policies;
@@ -389,6 +389,7 @@ pub fn run_reloading(
             .map(|t| t.stats.clone())
             .unwrap_or_default(),
     };
+    let tunnel_stats = tunnels.as_ref().map(|t| t.stats.clone());
     let mut helpers = Vec::new();
     {
         let (router, stop, waker) = (router.clone(), stop.clone(), control_waker.clone());
@@ -466,7 +467,7 @@ pub fn run_reloading(
         &mrx,
         &side_rx,
         &mut keeper,
-        metrics.as_mut(),
+        metrics.as_mut().map(|m| (m, tunnel_stats.as_deref())),
         reloader.as_mut(),
     );
     stop.store(true, Ordering::Relaxed);
@@ -545,7 +546,7 @@ fn control_loop(
     requests: &Receiver<NeighRequest>,
     side_routes: &Receiver<(Port, SideRoutes)>,
     keeper: &mut NeighKeeper,
-    mut metrics: Option<&mut MetricsServer>,
+    mut metrics: Option<(&mut MetricsServer, Option<&TunnelStats>)>,
     mut reloader: Option<&mut super::reload::Reloader>,
 ) {
     while !stop.load(Ordering::Relaxed) {
@@ -577,7 +578,7 @@ fn control_loop(
             keeper.set_side_routes(port, r, router);
         }
         keeper.tick(router, now);
-        if let Some(m) = metrics.as_deref_mut() {
+        if let Some((m, tunnels)) = metrics.as_mut() {
             m.service(
                 now,
                 // A worker that does not answer makes the scrape fail (503): Prometheus
@@ -585,7 +586,7 @@ fn control_loop(
                 |server| {
                     router
                         .snapshots()
-                        .map(|workers| exposition(workers, *server))
+                        .map(|workers| exposition(workers, *server, tunnels.map(|t| t.counters())))
                 },
                 |line| tracing::warn!("{line}"),
             );

@@ -46,6 +46,41 @@ pub struct TunnelStats {
     pub routes: AtomicU64,
 }
 
+impl TunnelStats {
+    /// The counters now.
+    pub fn counters(&self) -> TunnelCounters {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        TunnelCounters {
+            read: get(&self.read),
+            written: get(&self.written),
+            no_sa: get(&self.no_sa),
+            ring_full: get(&self.ring_full),
+            write_errors: get(&self.write_errors),
+            routes: get(&self.routes),
+            routes_over_limit: get(&self.routes_over_limit),
+        }
+    }
+}
+
+/// A reading of [`TunnelStats`] (same fields).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TunnelCounters {
+    /// Packets read from the interfaces.
+    pub read: u64,
+    /// Packets written to the interfaces.
+    pub written: u64,
+    /// Packets read while no SA towards the interface's peer existed.
+    pub no_sa: u64,
+    /// Packets dropped because a ring to a worker was full.
+    pub ring_full: u64,
+    /// Writes the kernel refused.
+    pub write_errors: u64,
+    /// Routes through tunnel interfaces the workers use.
+    pub routes: u64,
+    /// Routes through tunnel interfaces left out because of `routing.max_routes`.
+    pub routes_over_limit: u64,
+}
+
 /// The tunnel interfaces, created and configured, with the worker-side ends of their rings.
 pub struct Tunnels {
     devs: Vec<TunDevice>,
