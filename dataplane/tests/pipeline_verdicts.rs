@@ -16,6 +16,7 @@ use dataplane::wire::ipv4::Ipv4Repr;
 use dataplane::wire::ipv6::Ipv6Repr;
 use dataplane::wire::{proto, Ipv4Packet};
 use dataplane::worker::fragment::FramePool;
+use dataplane::worker::pipeline::TunnelPort;
 use dataplane::worker::{Neighbours, Out, Pipeline, Port, Side};
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -25,15 +26,17 @@ const FRAME: usize = 2048;
 ///
 /// - `no_neighbour`: no longer counted; a frame without a next-hop MAC leaves as `Out::Wait`
 ///   (covered below).
-/// - `tx_full`, `neigh_queue_full`, `neigh_failed`, `neigh_timeout`: counted by the worker
-///   around the pipeline (its TX ring and its `NeighQueue`, after an `Out::Wait`), never by
-///   the `Pipeline` itself.
-const NOT_FROM_PIPELINE: [DropReason; 5] = [
+/// - `tx_full`, `neigh_queue_full`, `neigh_failed`, `neigh_timeout`, `host_queue_full`:
+///   counted by the worker around the pipeline (its TX ring, its `NeighQueue` after an
+///   `Out::Wait`, its ring to the tunnel interfaces after an `Out::Host`), never by the
+///   `Pipeline` itself.
+const NOT_FROM_PIPELINE: [DropReason; 6] = [
     DropReason::NoNeighbour,
     DropReason::TxFull,
     DropReason::NeighQueueFull,
     DropReason::NeighFailed,
     DropReason::NeighTimeout,
+    DropReason::HostQueueFull,
 ];
 
 fn a(s: &str) -> IpAddr {
@@ -794,5 +797,132 @@ proptest::proptest! {
             ),
         }
         proptest::prop_assert_eq!(pool.free + pool.sent.len() + pool.waiting.len(), spares);
+    }
+}
+
+/// Gateway `me` of two joined by a route-based tunnel: any-to-any SAs, a tunnel interface for
+/// the peer with address 169.254.30.`me`.
+fn route_based(me: u8) -> Pipeline {
+    let peer = 3 - me;
+    let any = sel(&["0.0.0.0/0", "::/0"]);
+    let mut db = SaDb::new(Backend::default());
+    for mut c in [tunnel_sa(me, me, peer), tunnel_sa(me, peer, me)] {
+        c.local_ts = any.clone();
+        c.remote_ts = any.clone();
+        db.insert(c).unwrap();
+    }
+    let mut p = gateway(me);
+    p.sadb = db;
+    let mut t = RouteTable::new();
+    t.pin_peer(a(&format!("10.200.0.{peer}")));
+    p.set_routes(std::sync::Arc::new(t));
+    p.tunnels = vec![TunnelPort {
+        peer: a(&format!("10.200.0.{peer}")),
+        addrs: vec![a(&format!("169.254.30.{me}"))],
+    }];
+    p
+}
+
+/// Runs bare IP packets the stack wrote into tunnel interface `tunnel` through `p`.
+fn from_stack(p: &mut Pipeline, tunnel: u16, ip: &[u8]) -> (Out, OwnedFrame) {
+    let mut frames = [OwnedFrame::from_packet(ip, DEFAULT_HEADROOM, 256)];
+    let mut out = [Out::Drop(DropReason::Malformed)];
+    p.process_host(tunnel, &mut frames, &mut out, &mut VecPool::new(0));
+    let [f] = frames;
+    (out[0], f)
+}
+
+#[test]
+fn the_gateways_own_traffic_crosses_tunnel_interfaces_and_transit_needs_a_route() {
+    let (mut g1, mut g2) = (route_based(1), route_based(2));
+    // The stack at gateway 1 pings gateway 2's tunnel address: sealed with the peer's SA
+    // whatever the destination, and handed to gateway 2's stack, not its LAN.
+    let ping = v4("169.254.30.1", "169.254.30.2", 64, 56, true);
+    let (out, f) = from_stack(&mut g1, 0, &ping);
+    assert_eq!(out, Out::Tx(Port::Wan));
+    let (out, f, _) = run(&mut g2, (Port::Wan, f), 0);
+    assert_eq!(out, Out::Host(0));
+    assert_eq!(f.data(), &ping[..], "the stack gets the packet as sent");
+    // IPv6 link-local (BGP over link-local, OSPFv3) goes to the stack too.
+    let ll = v6("fe80::1", "fe80::2", 64, 40);
+    let (out, f) = from_stack(&mut g1, 0, &ll);
+    assert_eq!(out, Out::Tx(Port::Wan));
+    assert_eq!(run(&mut g2, (Port::Wan, f), 0).0, Out::Host(0));
+    assert_eq!((g1.from_host, g2.to_host), (2, 2));
+    // Transit traffic: the any-to-any SA claims nothing without a route...
+    let transit = v4("10.1.0.2", "10.2.0.2", 64, 100, true);
+    let before = drops(&g1).get(DropReason::NoPolicy);
+    assert_eq!(
+        run(&mut g1, lan(&transit), 0).0,
+        Out::Drop(DropReason::NoPolicy)
+    );
+    assert_eq!(drops(&g1).get(DropReason::NoPolicy), before + 1);
+    // ...and takes the tunnel with one, out of the far gateway's LAN.
+    let mut t = RouteTable::new();
+    t.pin_peer(a("10.200.0.2"));
+    t.insert(
+        "10.2.0.0/24".parse().unwrap(),
+        RouteAction::Tunnel(a("10.200.0.2")),
+    );
+    g1.set_routes(std::sync::Arc::new(t));
+    let (out, f, _) = run(&mut g1, lan(&transit), 0);
+    assert_eq!(out, Out::Tx(Port::Wan));
+    assert_eq!(run(&mut g2, (Port::Wan, f), 0).0, Out::Tx(Port::Lan));
+    // Without the peer's SA the stack's packets are dropped and counted.
+    let out_spi = spi(1, 2);
+    assert_eq!(g1.sadb.remove(out_spi, Direction::Out, None), 1);
+    assert_eq!(
+        from_stack(&mut g1, 0, &ping).0,
+        Out::Drop(DropReason::NoPolicy)
+    );
+    // An index past the interfaces is malformed, never a panic.
+    assert_eq!(
+        from_stack(&mut g1, 9, &ping).0,
+        Out::Drop(DropReason::Malformed)
+    );
+}
+
+#[test]
+fn equal_cost_tunnels_share_flows_and_a_dead_member_s_flows_move() {
+    let mut g1 = gateway(1);
+    // A second peer, 10.200.0.3, with its own SA pair and MAC.
+    g1.sadb.insert(tunnel_sa(1, 1, 3)).unwrap();
+    g1.sadb.insert(tunnel_sa(1, 3, 1)).unwrap();
+    g1.wan.neighbours.insert(a("10.200.0.3"), mac(3, WAN));
+    let peers = [a("10.200.0.2"), a("10.200.0.3")];
+    let mut t = RouteTable::new();
+    t.insert_multipath("10.9.0.0/16".parse().unwrap(), &peers);
+    g1.set_routes(std::sync::Arc::new(t));
+    // 64 flows (UDP source ports); each flow's packets all take one tunnel.
+    let flow = |port: u16| {
+        let mut p = v4("10.1.0.2", "10.9.1.1", 64, 100, true);
+        p[20..22].copy_from_slice(&port.to_be_bytes());
+        p
+    };
+    let tunnel_of = |g: &mut Pipeline, port: u16| {
+        let (out, f, _) = run(g, lan(&flow(port)), 0);
+        assert_eq!(out, Out::Tx(Port::Wan));
+        f.data()[0..6].to_vec()
+    };
+    let mut first = Vec::new();
+    for port in 0..64 {
+        first.push(tunnel_of(&mut g1, 1000 + port));
+    }
+    for port in 0..64 {
+        assert_eq!(
+            tunnel_of(&mut g1, 1000 + port),
+            first[port as usize],
+            "flow {port} stays"
+        );
+    }
+    let to_3 = first.iter().filter(|m| m[..] == mac(3, WAN)).count();
+    assert!(
+        (8..=56).contains(&to_3),
+        "flows spread over both tunnels: {to_3} of 64 to .3"
+    );
+    // The tunnel to .3 loses its SA: its flows move to .2, the others stay.
+    assert_eq!(g1.sadb.remove(spi(1, 3), Direction::Out, None), 1);
+    for port in 0..64 {
+        assert_eq!(tunnel_of(&mut g1, 1000 + port), mac(2, WAN).to_vec());
     }
 }
