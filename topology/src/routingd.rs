@@ -297,6 +297,20 @@ impl RoutingInstance {
                 let conf = write("frr.conf", &frr_conf(p, &log))?;
                 let empty = write("empty.conf", "")?;
                 inst.ctl = base.clone();
+                // The daemons drop to the `frr` user (whose group `frrvty` owns the vty
+                // sockets; running them as root fails on that group): it writes here.
+                let out = std::process::Command::new("chown")
+                    .args(["-R", "frr:frr"])
+                    .arg(&base)
+                    .output()
+                    .map_err(|e| format!("chown frr {}: {e}", base.display()))?;
+                if !out.status.success() {
+                    return Err(format!(
+                        "chown frr {}: {} (is frr installed?)",
+                        base.display(),
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    ));
+                }
                 let zsock = base.join("zserv.api");
                 for d in FRR_DAEMONS {
                     let mut args = vec![
@@ -307,10 +321,6 @@ impl RoutingInstance {
                         "-z".into(),
                         zsock.display().to_string(),
                         format!("--vty_socket={}", base.display()),
-                        "-u".into(),
-                        "root".into(),
-                        "-g".into(),
-                        "root".into(),
                         "-P".into(),
                         "0".into(),
                         format!("--log=file:{}", log.display()),
