@@ -332,7 +332,8 @@ fn route_tunnels(r: &Value) -> Vec<&str> {
     devs.into_iter().filter(|d| TUNNELS.contains(d)).collect()
 }
 
-/// A gateway's IPv4 kernel routes through its tunnel interfaces: (destination, tunnels).
+/// A gateway's IPv4 kernel routes through its tunnel interfaces, the interfaces' own link
+/// routes left out: (destination, tunnels).
 pub fn tunnel_routes(lab: &Lab, node: Node) -> Result<Vec<(String, Vec<String>)>, String> {
     let text = ip(lab, node, &["-j", "-4", "route", "show"])?;
     let v: Value =
@@ -340,6 +341,7 @@ pub fn tunnel_routes(lab: &Lab, node: Node) -> Result<Vec<(String, Vec<String>)>
     Ok(v.as_array()
         .into_iter()
         .flatten()
+        .filter(|r| r["protocol"] != "kernel")
         .filter_map(|r| {
             let t = route_tunnels(r);
             let dst = r["dst"].as_str()?;

@@ -323,7 +323,6 @@ impl RoutingInstance {
                         format!("--vty_socket={}", base.display()),
                         "-P".into(),
                         "0".into(),
-                        format!("--log=file:{}", log.display()),
                     ];
                     if d == "bfdd" {
                         args.push(format!("--bfdctl={}", base.join("bfdd.sock").display()));
