@@ -369,7 +369,7 @@ pub fn gateway(n: usize, workers: usize, me: usize) -> Result<Pipeline, String> 
         ..Default::default()
     };
     let mut p = Pipeline::new(db, lan, wan);
-    p.set_routes(routes);
+    p.set_routes(std::sync::Arc::new(routes));
     Ok(p)
 }
 
@@ -602,7 +602,7 @@ impl Rig {
             };
             match outs[i] {
                 Out::Tx(to) => tx[to as usize].push(d),
-                Out::Drop(_) | Out::Wait(..) => {
+                Out::Drop(_) | Out::Wait(..) | Out::Host(_) => {
                     free.push(base);
                     self.dropped += 1;
                 }

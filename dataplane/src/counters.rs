@@ -57,11 +57,14 @@ pub enum DropReason {
     /// Outbound: an IPv4 packet without DF would need more fragments than the gateway makes
     /// for one packet, or its header leaves no room for fragment data in the tunnel MTU.
     FragLimit,
+    /// A packet between a tunnel interface (the gateway's own stack) and the workers found
+    /// the ring between them full.
+    HostQueueFull,
 }
 
 impl DropReason {
     /// Number of reasons (the length of a [`DropCounters`] array).
-    pub const COUNT: usize = 22;
+    pub const COUNT: usize = 23;
 
     /// Every reason, in counter order.
     pub const ALL: [DropReason; Self::COUNT] = [
@@ -87,6 +90,7 @@ impl DropReason {
         DropReason::NeighTimeout,
         DropReason::FragNoFrame,
         DropReason::FragLimit,
+        DropReason::HostQueueFull,
     ];
 
     /// Stable snake_case name used in CLI output, JSON and metrics.
@@ -114,6 +118,7 @@ impl DropReason {
             DropReason::NeighTimeout => "neigh_timeout",
             DropReason::FragNoFrame => "frag_no_frame",
             DropReason::FragLimit => "frag_limit",
+            DropReason::HostQueueFull => "host_queue_full",
         }
     }
 }

@@ -119,7 +119,7 @@ fn ping(ns: &str, dst: &str) -> (bool, String) {
         .expect("ping");
     (
         out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
     )
 }
 
@@ -164,6 +164,14 @@ fn write_configs_n(dir: &Path, workers: u32) {
     std::fs::write(dir.join("gwA.toml"), cfg("gwA")).unwrap();
     std::fs::write(dir.join("gwB.toml"), cfg("gwB")).unwrap();
     write_sa_files(dir, ("0xa0000001", KEY_AB), ("0xb0000001", KEY_BA));
+}
+
+/// One gateway's configuration (one worker) with `extra` appended (routes, tunnels).
+fn gateway_config(dir: &Path, name: &str, extra: &str) -> String {
+    format!(
+        "sa_file = \"{name}-sa.toml\"\napi_socket = \"{}\"\n[lan]\ninterface = \"lan0\"\n[wan]\ninterface = \"wan0\"\n[workers]\nring_size = 512\n{extra}",
+        dir.join(format!("{name}.sock")).display()
+    )
 }
 
 /// Both gateways' SA files for one tunnel: gwA sends with `ab` (SPI, key) and receives with
@@ -818,6 +826,14 @@ fn two_workers_share_the_tunnel_through_handoff() {
     let (ha, gwa, gwb, hb) = (ns.name(0), ns.name(1), ns.name(2), ns.name(3));
     let dir = tmpdir("d2");
     write_configs_n(&dir, 2);
+    // Each CPU transmits on its own queue (XPS), so senders pinned to each CPU reach both
+    // workers whatever the flow hashes say.
+    let xps = Command::new("ip")
+        .args(["netns", "exec", ha, "sh", "-c"])
+        .arg("echo 1 > /sys/class/net/eth0/queues/tx-0/xps_cpus && echo 2 > /sys/class/net/eth0/queues/tx-1/xps_cpus")
+        .status()
+        .unwrap();
+    assert!(xps.success(), "XPS on hA's eth0");
     let a = start(gwa, &dir, "gwA");
     let b = start(gwb, &dir, "gwB");
     // Senders pinned to each CPU use each TX queue, so packets reach both workers; the SAs
@@ -964,12 +980,7 @@ fn route_based_tunnel_bypass_and_drop() {
     });
     write_secret(&dir.join("gwA-sa.toml"), &sa_a);
     write_secret(&dir.join("gwB-sa.toml"), &sa_b);
-    let cfg = |name: &str, routes: &str| {
-        format!(
-            "sa_file = \"{name}-sa.toml\"\napi_socket = \"{}\"\n[lan]\ninterface = \"lan0\"\n[wan]\ninterface = \"wan0\"\n[workers]\nring_size = 512\n{routes}",
-            dir.join(format!("{name}.sock")).display()
-        )
-    };
+    let cfg = |name: &str, extra: &str| gateway_config(&dir, name, extra);
     std::fs::write(
         dir.join("gwA.toml"),
         cfg("gwA", "[[route]]\nprefix = \"10.201.2.0/24\"\ntunnel = \"10.200.0.2\"\n[[route]]\nprefix = \"fd00:201:2::/64\"\ntunnel = \"10.200.0.2\"\n[[route]]\nprefix = \"10.200.0.2/32\"\naction = \"bypass\"\n"),
@@ -1290,4 +1301,139 @@ fn sighup_reloads_the_sa_file_and_routes_and_refuses_a_bad_file() {
         "{err}"
     );
     assert!(err.contains("reload refused"), "{err}");
+}
+
+/// Waits (up to 5 s) until `dev` in `ns` shows `want` in `ip link` (a carrier state).
+fn wait_link(ns: &str, dev: &str, want: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let out = Command::new("ip")
+            .args(["-n", ns, "link", "show", dev])
+            .output()
+            .unwrap();
+        let s = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        if s.contains(want) || Instant::now() > deadline {
+            return s;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+#[ignore = "needs root: ./ci/test.sh runs it as root"]
+fn tunnel_interfaces_carry_the_gateways_own_traffic_and_follow_kernel_routes() {
+    require_root();
+    let ns = two_sites("ti");
+    let (ha, gwa, gwb, _hb) = (ns.name(0), ns.name(1), ns.name(2), ns.name(3));
+    let dir = tmpdir("ti");
+    std::fs::create_dir_all(&dir).unwrap();
+    // Route-based children as peers negotiate them: any to any. The tunnel interfaces make
+    // their peers route-based, so these SAs claim no traffic by their selectors.
+    let any = r#"["0.0.0.0/0", "::/0"]"#;
+    let sa = |local, remote, out, inb| Tunnel {
+        local,
+        remote,
+        out,
+        inb,
+        lts: any,
+        rts: any,
+    };
+    let (ab, ba) = (("0xa0000009", KEY_AB), ("0xb0000009", KEY_BA));
+    write_secret(
+        &dir.join("gwA-sa.toml"),
+        &sa_file(&sa("10.200.0.1", "10.200.0.2", ab, ba)),
+    );
+    write_secret(
+        &dir.join("gwB-sa.toml"),
+        &sa_file(&sa("10.200.0.2", "10.200.0.1", ba, ab)),
+    );
+    let cfg = |name: &str, extra: &str| gateway_config(&dir, name, extra);
+    std::fs::write(
+        dir.join("gwA.toml"),
+        cfg("gwA", "[[tunnel]]\nname = \"esp-b\"\npeer = \"10.200.0.2\"\naddresses = [\"169.254.30.1/30\", \"fd00:a9fe::1/64\"]\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("gwB.toml"),
+        cfg("gwB", "[[tunnel]]\nname = \"esp-a\"\npeer = \"10.200.0.1\"\naddresses = [\"169.254.30.2/30\", \"fd00:a9fe::2/64\"]\n"),
+    )
+    .unwrap();
+    let a = start(gwa, &dir, "gwA");
+    let b = start(gwb, &dir, "gwB");
+    // The SAs came from the files: both carriers go on.
+    let link_a = wait_link(gwa, "esp-b", "LOWER_UP");
+    let link_b = wait_link(gwb, "esp-a", "LOWER_UP");
+    // The gateways' own stacks talk through the tunnel interfaces.
+    let own_v4 = ping(gwa, "169.254.30.2");
+    let own_v6 = ping(gwa, "fd00:a9fe::2");
+    // Transit traffic has no route yet: the any-to-any SAs do not claim it.
+    let before = ping(ha, "10.201.2.2");
+    // Kernel routes through the tunnel interfaces (as a routing daemon would install them)
+    // send transit traffic into the tunnel, inside the dataplane.
+    common::ip(&["-n", gwa, "route", "add", "10.201.2.0/24", "dev", "esp-b"]);
+    common::ip(&["-n", gwb, "route", "add", "10.201.1.0/24", "dev", "esp-a"]);
+    common::ip(&["-n", gwa, "route", "add", "fd00:201:2::/64", "dev", "esp-b"]);
+    common::ip(&["-n", gwb, "route", "add", "fd00:201:1::/64", "dev", "esp-a"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let routed_v4 = ping(ha, "10.201.2.2");
+    let routed_v6 = ping(ha, "fd00:201:2::2");
+    let mut c = Client::connect(&dir.join("gwA.sock")).unwrap();
+    let routes = c.call(Request::RouteList).unwrap();
+    // Withdrawn: the traffic stops.
+    common::ip(&["-n", gwa, "route", "del", "10.201.2.0/24", "dev", "esp-b"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let withdrawn = ping(ha, "10.201.2.2");
+    let stats = c.call(Request::Stats).unwrap();
+    drop(c);
+    for d in [a, b] {
+        signal(&d, "-TERM");
+        let mut d = d;
+        assert!(d.child.wait().unwrap().success());
+    }
+    // The interfaces live as long as the dataplane.
+    let gone = wait_link(gwa, "esp-b", "does not exist");
+    let _ = std::fs::remove_dir_all(&dir);
+    drop(ns);
+    assert!(link_a.contains("LOWER_UP"), "{link_a}");
+    assert!(link_b.contains("LOWER_UP"), "{link_b}");
+    assert!(
+        own_v4.0,
+        "gateway to gateway over esp-b, IPv4:\n{}\n{stats}",
+        own_v4.1
+    );
+    assert!(
+        own_v6.0,
+        "gateway to gateway over esp-b, IPv6:\n{}\n{stats}",
+        own_v6.1
+    );
+    assert!(!before.0, "no route yet: {}", before.1);
+    assert!(
+        routed_v4.0,
+        "kernel route into the tunnel, IPv4:\n{}\n{stats}",
+        routed_v4.1
+    );
+    assert!(
+        routed_v6.0,
+        "kernel route into the tunnel, IPv6:\n{}\n{stats}",
+        routed_v6.1
+    );
+    assert!(!withdrawn.0, "route withdrawn: {}", withdrawn.1);
+    let kernel: Vec<&serde_json::Value> = routes
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["source"] == "kernel")
+        .collect();
+    assert!(
+        kernel
+            .iter()
+            .any(|r| r["prefix"] == "10.201.2.0/24" && r["tunnel"] == "10.200.0.2"),
+        "{routes}"
+    );
+    assert!(
+        stats["sadb_drops"]["no_policy"].as_u64().unwrap() >= 5,
+        "{stats}"
+    );
+    assert!(gone.contains("does not exist"), "{gone}");
 }

@@ -55,7 +55,7 @@ fn a_frame_to_an_unresolved_next_hop_waits_with_its_header_built() {
     let mut p = Pipeline::new(SaDb::new(Backend::default()), lan, wan);
     let mut routes = dataplane::sa::RouteTable::new();
     routes.insert(prefix("0.0.0.0/0"), RouteAction::Bypass);
-    p.set_routes(routes);
+    p.set_routes(std::sync::Arc::new(routes));
     let hop: IpAddr = "10.200.0.254".parse().unwrap();
 
     let mut frames = [lan_frame([192, 0, 2, 7])];

@@ -453,7 +453,7 @@ fn bypass_routes_fragment_to_the_wan_mtu_and_answer_df() {
     let mut gw = Pipeline::new(SaDb::new(Backend::default()), lan, wan);
     let mut routes = RouteTable::new();
     routes.insert("10.2.0.0/16".parse().unwrap(), RouteAction::Bypass);
-    gw.set_routes(routes);
+    gw.set_routes(std::sync::Arc::new(routes));
     // A 1500-byte packet fits the WAN as it is; 1,600 bytes without DF leave as two fragments.
     let fits = v4(proto::UDP, &udp(1472), false, 5);
     let (out, _) = through(&mut gw, &fits, &mut VecPool::new(4));
@@ -544,6 +544,7 @@ proptest::proptest! {
             }
             Out::Tx(Port::Lan) => proptest::prop_assert!(false, "no ICMP for non-DF"),
             Out::Wait(_, hop) => proptest::prop_assert!(false, "{hop} is resolved"),
+            Out::Host(t) => proptest::prop_assert!(false, "no tunnel interface {t}"),
         }
     }
 }

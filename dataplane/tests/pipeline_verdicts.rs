@@ -420,7 +420,7 @@ fn transport(ttl: u8) -> Vec<u8> {
 fn route(p: &mut Pipeline, prefix: &str, action: RouteAction) {
     let mut r = RouteTable::new();
     r.insert(prefix.parse().unwrap(), action);
-    p.set_routes(r);
+    p.set_routes(std::sync::Arc::new(r));
 }
 
 fn lan_ok(_: &mut Pipeline) -> (Port, OwnedFrame) {
@@ -788,7 +788,7 @@ proptest::proptest! {
             .collect();
         match out {
             Out::Drop(r) => proptest::prop_assert_eq!(moved, vec![(r, 1)]),
-            Out::Tx(_) | Out::Wait(..) => proptest::prop_assert!(
+            Out::Tx(_) | Out::Wait(..) | Out::Host(_) => proptest::prop_assert!(
                 moved.len() <= 1 && moved.iter().all(|&(_, n)| n == 1),
                 "{:?} moved {:?}", out, moved
             ),

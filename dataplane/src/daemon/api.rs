@@ -379,10 +379,15 @@ fn handle(id: Option<u64>, req: Request, router: &Router) -> Response {
             let list: Vec<serde_json::Value> = router
                 .routes()
                 .into_iter()
-                .map(|(p, a)| match a {
-                    RouteAction::Tunnel(peer) => json!({"prefix": p.to_string(), "action": "tunnel", "tunnel": peer.to_string()}),
-                    RouteAction::Bypass => json!({"prefix": p.to_string(), "action": "bypass"}),
-                    RouteAction::Drop => json!({"prefix": p.to_string(), "action": "drop"}),
+                .map(|r| {
+                    let source = if r.kernel { "kernel" } else { "config" };
+                    let p = r.prefix.to_string();
+                    match r.action {
+                        RouteAction::Tunnel(peer) => json!({"prefix": p, "action": "tunnel", "tunnel": peer.to_string(), "source": source}),
+                        RouteAction::Ecmp(_) => json!({"prefix": p, "action": "tunnel", "tunnel": r.peers.first().map(|x| x.to_string()), "tunnels": r.peers.iter().map(|x| x.to_string()).collect::<Vec<_>>(), "source": source}),
+                        RouteAction::Bypass => json!({"prefix": p, "action": "bypass", "source": source}),
+                        RouteAction::Drop => json!({"prefix": p, "action": "drop", "source": source}),
+                    }
                 })
                 .collect();
             Response::ok(id, serde_json::Value::Array(list))

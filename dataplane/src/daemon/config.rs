@@ -29,6 +29,27 @@ pub struct SideConfig {
     pub mtu: Option<usize>,
 }
 
+/// A tunnel interface (`[[tunnel]]`): a TUN device the dataplane creates, whose traffic goes
+/// through the route-based SAs towards `peer`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TunnelConfig {
+    /// Interface name.
+    pub name: String,
+    /// The remote address of the tunnel's SAs (one tunnel interface per peer).
+    pub peer: IpAddr,
+    /// Inner addresses set on the interface, with their prefix lengths.
+    pub addresses: Vec<(IpAddr, u8)>,
+    /// Interface MTU (default: the WAN's MTU less the ESP-in-UDP overhead, [`TUNNEL_OVERHEAD`]).
+    pub mtu: Option<usize>,
+}
+
+/// What a tunnel interface's default MTU leaves for ESP in UDP over IPv6 with AES-GCM
+/// (40 + 8 + 8 + 8 + 16 + up to 3 bytes of padding + 2 of trailer, rounded up).
+pub const TUNNEL_OVERHEAD: usize = 88;
+
+/// Routes followed from the kernel through tunnel interfaces at most, by default.
+pub const DEFAULT_MAX_ROUTES: usize = 2_000_000;
+
 /// What the gateway does with transit traffic while no dataplane forwards it (the daemon is
 /// starting, stopped or dead).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -99,6 +120,11 @@ pub struct DataplaneConfig {
     pub log_level: esprit_log::LevelFilter,
     /// Log lines as text or JSON (`log_format`, text).
     pub log_format: esprit_log::Format,
+    /// Tunnel interfaces (`[[tunnel]]`).
+    pub tunnels: Vec<TunnelConfig>,
+    /// Most routes followed from the kernel through tunnel interfaces (`routing.max_routes`);
+    /// the rest are counted and left out.
+    pub max_routes: usize,
 }
 
 #[derive(Deserialize)]
@@ -118,6 +144,25 @@ struct Raw {
     #[serde(default)]
     route: Vec<Spanned<RawRoute>>,
     metrics: Option<Spanned<RawMetrics>>,
+    #[serde(default)]
+    tunnel: Vec<Spanned<RawTunnel>>,
+    routing: Option<Spanned<RawRouting>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTunnel {
+    name: Spanned<String>,
+    peer: Spanned<String>,
+    #[serde(default)]
+    addresses: Vec<Spanned<String>>,
+    mtu: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRouting {
+    max_routes: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -263,6 +308,85 @@ impl Cx<'_> {
     }
 }
 
+impl Cx<'_> {
+    fn tunnel(
+        &self,
+        t: &RawTunnel,
+        i: usize,
+        c: &DataplaneConfig,
+    ) -> Result<TunnelConfig, SaFileError> {
+        let key = |k: &str| format!("tunnel[{i}].{k}");
+        let name = t.name.get_ref().clone();
+        if name.is_empty()
+            || name.len() > 15
+            || name.contains('/')
+            || name.contains(char::is_whitespace)
+        {
+            return Err(self.err(
+                t.name.span(),
+                &key("name"),
+                "expected an interface name (1–15 characters, no '/' or spaces)",
+            ));
+        }
+        if name == c.lan.interface
+            || name == c.wan.interface
+            || c.tunnels.iter().any(|o| o.name == name)
+        {
+            return Err(self.err(
+                t.name.span(),
+                &key("name"),
+                format!("interface {name:?} is already in use"),
+            ));
+        }
+        let peer: IpAddr = t.peer.get_ref().parse().map_err(|_| {
+            self.err(
+                t.peer.span(),
+                &key("peer"),
+                format!(
+                    "expected the peer's WAN address, got {:?}",
+                    t.peer.get_ref()
+                ),
+            )
+        })?;
+        if c.tunnels.iter().any(|o| o.peer == peer) {
+            return Err(self.err(
+                t.peer.span(),
+                &key("peer"),
+                format!("{peer} already has a tunnel interface (one per peer)"),
+            ));
+        }
+        let mut addresses = Vec::new();
+        for a in &t.addresses {
+            let (ip, len) = a
+                .get_ref()
+                .split_once('/')
+                .and_then(|(ip, len)| Some((ip.parse::<IpAddr>().ok()?, len.parse::<u8>().ok()?)))
+                .filter(|(ip, len)| *len <= if ip.is_ipv4() { 32 } else { 128 })
+                .ok_or_else(|| {
+                    self.err(a.span(), &key("addresses"), format!("expected an address with its prefix length like \"169.254.21.1/30\", got {:?}", a.get_ref()))
+                })?;
+            addresses.push((ip, len));
+        }
+        let mtu = match &t.mtu {
+            None => None,
+            Some(m) => Some(
+                usize::try_from(*m.get_ref())
+                    .ok()
+                    .filter(|n| (576..=9000).contains(n))
+                    .ok_or_else(|| {
+                        self.err(m.span(), &key("mtu"), "expected an MTU in 576..=9000")
+                    })?,
+            ),
+        };
+        Ok(TunnelConfig {
+            name,
+            peer,
+            addresses,
+            mtu,
+        })
+    }
+}
+
 impl DataplaneConfig {
     /// Reads and validates a configuration file; a relative `sa_file` is resolved against the
     /// file's directory.
@@ -328,6 +452,8 @@ impl DataplaneConfig {
             metrics: None,
             log_level: esprit_log::LevelFilter::INFO,
             log_format: esprit_log::Format::Text,
+            tunnels: Vec::new(),
+            max_routes: DEFAULT_MAX_ROUTES,
         };
         if let Some(l) = &raw.log_level {
             c.log_level = esprit_log::parse_level(l.get_ref())
@@ -424,6 +550,19 @@ impl DataplaneConfig {
                 ));
             }
             c.routes.push((prefix, action));
+        }
+        for (i, t) in raw.tunnel.iter().enumerate() {
+            c.tunnels.push(cx.tunnel(t.get_ref(), i, &c)?);
+        }
+        if let Some(r) = raw.routing {
+            if let Some(m) = r.into_inner().max_routes {
+                c.max_routes = usize::try_from(*m.get_ref())
+                    .ok()
+                    .filter(|&n| n >= 1)
+                    .ok_or_else(|| {
+                        cx.err(m.span(), "routing.max_routes", "expected a count ≥ 1")
+                    })?;
+            }
         }
         if let Some(f) = raw.forwarding {
             let f = f.into_inner();

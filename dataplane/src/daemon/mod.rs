@@ -10,5 +10,6 @@ pub mod reload;
 pub mod router;
 pub mod run;
 pub mod runtime;
+pub mod tunnels;
 
 pub use config::DataplaneConfig;

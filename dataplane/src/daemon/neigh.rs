@@ -4,9 +4,9 @@
 //! workers use resolved by "using" them in the kernel (RTM_NEWNEIGH with NTF_USE), since the
 //! kernel never sees the frames esprit sends.
 
+use super::tunnels::SideRoutes;
 use crate::daemon::router::Router;
 use crate::kernel::neigh::{dump, NeighEntry, NeighMonitor, NeighUser};
-use crate::kernel::route::{self, RouteMonitor};
 use crate::worker::handoff::Waker;
 use crate::worker::xsk::WorkerUpdate;
 use crate::worker::{NeighRequest, Neighbours, Port, Side};
@@ -88,8 +88,6 @@ impl SideNeighbours {
 pub(crate) struct NeighKeeper {
     sides: [SideNeighbours; 2],
     monitor: Option<NeighMonitor>,
-    /// The kernel's route notifications: the sides' routes are read again when they come.
-    routes: Option<RouteMonitor>,
     user: Option<NeighUser>,
     /// Workers signal it when they ask for a resolution.
     waker: Arc<Waker>,
@@ -122,14 +120,10 @@ impl NeighKeeper {
         let user = NeighUser::open()
             .map_err(|e| tracing::warn!("cannot refresh neighbours: {e}"))
             .ok();
-        let routes = RouteMonitor::open()
-            .map_err(|e| tracing::warn!("no route notifications ({e}); routes read every 5 s"))
-            .ok();
         let now = Instant::now();
         NeighKeeper {
             sides: [make(Port::Lan, lan), make(Port::Wan, wan)],
             monitor,
-            routes,
             user,
             waker,
             next_resync: now + RESYNC,
@@ -160,6 +154,23 @@ impl NeighKeeper {
 
     fn side(&mut self, port: Port) -> &mut SideNeighbours {
         &mut self.sides[port as usize]
+    }
+
+    /// Takes the kernel's routes through one side's interface (from the route follower) and
+    /// gives the workers the next hops they make, if they changed.
+    pub(crate) fn set_side_routes(&mut self, port: Port, fresh: SideRoutes, router: &Router) {
+        let s = self.side(port);
+        let before = s.side.routes.clone();
+        s.side.set_routes(fresh);
+        if s.side.routes != before {
+            let routes = s.side.routes.clone();
+            tracing::info!(
+                "{} routes changed: {} through the interface",
+                if port == Port::Lan { "LAN" } else { "WAN" },
+                routes.len()
+            );
+            router.broadcast(|| WorkerUpdate::KernelRoutes(port, routes.clone()));
+        }
     }
 
     /// Handles a worker's request.
@@ -220,26 +231,6 @@ impl NeighKeeper {
                 } else {
                     RESYNC_POLLING
                 };
-        }
-        // Routes: read again when the kernel says they changed, and with every resync.
-        let routes_changed = self.routes.as_mut().is_some_and(|m| m.changed());
-        if routes_changed || resync {
-            for s in &mut self.sides {
-                let Ok(fresh) = route::through(s.ifindex) else {
-                    continue;
-                };
-                let before = s.side.routes.clone();
-                s.side.set_routes(fresh);
-                if s.side.routes != before {
-                    let (port, routes) = (s.port, s.side.routes.clone());
-                    tracing::info!(
-                        "{} routes changed: {} through the interface",
-                        if port == Port::Lan { "LAN" } else { "WAN" },
-                        routes.len()
-                    );
-                    router.broadcast(|| WorkerUpdate::KernelRoutes(port, routes.clone()));
-                }
-            }
         }
         if now >= self.next_refresh {
             self.refresh(now);

@@ -197,5 +197,7 @@ pub fn restart_needed(old: &DataplaneConfig, new: &DataplaneConfig) -> Vec<Strin
     check("metrics", old.metrics != new.metrics);
     check("log_level", old.log_level != new.log_level);
     check("log_format", old.log_format != new.log_format);
+    check("tunnel", old.tunnels != new.tunnels);
+    check("routing", old.max_routes != new.max_routes);
     v
 }

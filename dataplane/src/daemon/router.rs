@@ -21,8 +21,9 @@ pub struct Router {
     /// (local, remote) of inbound SAs → owning worker: an outbound SA goes where its inbound
     /// partner lives, so both directions of a tunnel share a worker.
     partners: Mutex<HashMap<(IpAddr, IpAddr), usize>>,
-    /// The canonical route table (every worker has a copy).
-    routes: Mutex<RouteTable>,
+    /// The routes every worker shares: configured, and learned from the kernel through
+    /// tunnel interfaces.
+    routes: Mutex<RouteState>,
     /// The trap policies (every worker has a copy).
     traps: Mutex<Vec<Trap>>,
     /// Each worker's waker: an update wakes a worker sleeping in poll(2), so it applies the
@@ -30,6 +31,49 @@ pub struct Router {
     wakers: std::sync::OnceLock<Vec<std::sync::Arc<crate::worker::handoff::Waker>>>,
     /// Where to ask for a next hop's link-layer address (the control loop probes it).
     probe: std::sync::OnceLock<SyncSender<crate::worker::NeighRequest>>,
+}
+
+/// Where the workers' route table comes from.
+#[derive(Default)]
+struct RouteState {
+    /// Configured routes (the file's `[[route]]`s and the API's).
+    configured: RouteTable,
+    /// The kernel's routes through tunnel interfaces, as (prefix, the interfaces' peers).
+    kernel: Vec<(Prefix, Vec<IpAddr>)>,
+    /// The tunnel interfaces' peers (route-based whether routes name them or not).
+    pinned: Vec<IpAddr>,
+}
+
+impl RouteState {
+    /// The table the workers use: the kernel's routes, overridden by configured routes of the
+    /// same prefix.
+    fn build(&self) -> RouteTable {
+        let mut t = RouteTable::new();
+        for (p, peers) in &self.kernel {
+            t.insert_multipath(*p, peers);
+        }
+        for (p, a) in self.configured.entries() {
+            t.insert(p, a);
+        }
+        for &p in &self.pinned {
+            t.pin_peer(p);
+        }
+        t
+    }
+}
+
+/// One route as listed by the API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedRoute {
+    /// Destination.
+    pub prefix: Prefix,
+    /// What it does (for an equal-cost route, [`RouteAction::Ecmp`]).
+    pub action: RouteAction,
+    /// The tunnel peers it sends to (one, several for an equal-cost route, none for bypass
+    /// and drop).
+    pub peers: Vec<IpAddr>,
+    /// Learned from the kernel through a tunnel interface (else configured).
+    pub kernel: bool,
 }
 
 /// Why a change did not happen.
@@ -49,7 +93,7 @@ impl Router {
         Router {
             workers,
             partners: Mutex::new(HashMap::new()),
-            routes: Mutex::new(RouteTable::new()),
+            routes: Mutex::new(RouteState::default()),
             traps: Mutex::new(Vec::new()),
             wakers: std::sync::OnceLock::new(),
             probe: std::sync::OnceLock::new(),
@@ -205,32 +249,65 @@ impl Router {
         self.wake_all();
     }
 
-    /// Adds or replaces a route and gives every worker the new table.
+    /// Adds or replaces a configured route and gives every worker the new table.
     pub fn set_route(&self, prefix: Prefix, action: RouteAction) {
         let mut t = self.routes.lock().unwrap_or_else(|p| p.into_inner());
-        t.insert(prefix, action);
+        t.configured.insert(prefix, action);
         self.push_routes(&t);
     }
 
-    /// Removes a route; false if there was none.
+    /// Removes a configured route; false if there was none.
     pub fn remove_route(&self, prefix: Prefix) -> bool {
         let mut t = self.routes.lock().unwrap_or_else(|p| p.into_inner());
-        let found = t.remove(prefix);
+        let found = t.configured.remove(prefix);
         if found {
             self.push_routes(&t);
         }
         found
     }
 
-    /// The routes, sorted.
-    pub fn routes(&self) -> Vec<(Prefix, RouteAction)> {
-        self.routes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entries()
+    /// Makes the tunnel interfaces' peers route-based for good (at start).
+    pub fn pin_peers(&self, peers: &[IpAddr]) {
+        let mut t = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+        t.pinned = peers.to_vec();
+        self.push_routes(&t);
     }
 
-    fn push_routes(&self, t: &RouteTable) {
+    /// Replaces the routes learned from the kernel through tunnel interfaces, as (prefix,
+    /// peers) sorted by prefix, and gives every worker the new table if they changed; true if
+    /// they did.
+    pub fn set_kernel_routes(&self, routes: Vec<(Prefix, Vec<IpAddr>)>) -> bool {
+        let mut t = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+        if t.kernel == routes {
+            return false;
+        }
+        t.kernel = routes;
+        self.push_routes(&t);
+        true
+    }
+
+    /// Every route the workers use (configured ones and those learned from the kernel),
+    /// sorted.
+    pub fn routes(&self) -> Vec<ListedRoute> {
+        let st = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+        let t = st.build();
+        t.entries()
+            .into_iter()
+            .map(|(prefix, action)| ListedRoute {
+                prefix,
+                action,
+                peers: match action {
+                    RouteAction::Tunnel(p) => vec![p],
+                    RouteAction::Ecmp(g) => t.group(g).to_vec(),
+                    RouteAction::Bypass | RouteAction::Drop => Vec::new(),
+                },
+                kernel: st.configured.lookup_exact(prefix).is_none(),
+            })
+            .collect()
+    }
+
+    fn push_routes(&self, st: &RouteState) {
+        let t = std::sync::Arc::new(st.build());
         for w in &self.workers {
             let _ = w.send(WorkerUpdate::Routes(t.clone()));
         }

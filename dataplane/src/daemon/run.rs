@@ -7,6 +7,7 @@ use crate::api::Snapshot;
 use crate::daemon::neigh::NeighKeeper;
 use crate::daemon::router::Router;
 use crate::daemon::runtime::{bind_mode_name, InterfaceSetup, RuntimeSetup, WorkerSetup};
+use crate::daemon::tunnels::{RouteFollower, SideRoutes, Tunnels};
 use crate::esp::DropReason;
 use crate::kernel;
 use crate::sa::spd::Policies;
@@ -47,6 +48,9 @@ pub enum DaemonError {
     /// AF_XDP sockets could not be set up.
     #[error("AF_XDP: {0}")]
     Socket(std::io::Error),
+    /// A tunnel interface could not be set up.
+    #[error("{0}")]
+    Tunnel(#[from] super::tunnels::TunnelError),
     /// The worker failed while running.
     #[error("worker: {0}")]
     Worker(std::io::Error),
@@ -268,6 +272,10 @@ pub fn run_reloading(
     for (p, a) in &cfg.routes {
         routes.insert(*p, *a);
     }
+    let tunnel_peers: Vec<IpAddr> = cfg.tunnels.iter().map(|t| t.peer).collect();
+    for &p in &tunnel_peers {
+        routes.pin_peer(p);
+    }
     policies.set_route_peers(routes.peers());
     let (mtx, mrx) = sync_channel::<NeighRequest>(1024);
     let (etx, erx) = sync_channel(4096);
@@ -276,6 +284,14 @@ pub fn run_reloading(
         .collect::<Result<Vec<_>, _>>()
         .map_err(DaemonError::Socket)?;
     let control_waker = handoff::Waker::new().map_err(DaemonError::Socket)?;
+    let (tunnels, mut host_links) = if cfg.tunnels.is_empty() {
+        (None, Vec::new())
+    } else {
+        let (t, links) = Tunnels::open(&cfg.tunnels, wan_side.mtu, wakers.clone())?;
+        (Some(t), links)
+    };
+    host_links.reverse();
+    let routes = Arc::new(routes);
     let mut workers = Vec::with_capacity(n);
     for (i, ((db, rx), (out, inbox))) in dbs
         .into_iter()
@@ -287,6 +303,7 @@ pub fn run_reloading(
         pipeline.mss_clamp = cfg.mss_clamp;
         pipeline.icmp = crate::worker::icmp::IcmpLimiter::new(cfg.icmp_rate);
         pipeline.set_routes(routes.clone());
+        pipeline.tunnels = Tunnels::ports(&cfg.tunnels);
         let wcfg = WorkerConfig {
             lan: cfg.lan.interface.clone(),
             wan: cfg.wan.interface.clone(),
@@ -306,6 +323,9 @@ pub fn run_reloading(
         w.connect(rx, mtx.clone(), etx.clone());
         w.set_waker(wakers[i].clone());
         w.set_control_waker(control_waker.clone());
+        if let Some(link) = host_links.pop() {
+            w.set_host(link);
+        }
         if n > 1 {
             w.set_shard(Shard {
                 id: i,
@@ -323,6 +343,7 @@ pub fn run_reloading(
         lan_cls.register_socket(i as u32, w.lan_fd())?;
     }
     let runtime = Arc::new(runtime_setup(cfg, &workers, (lan_ifindex, wan_ifindex)));
+    router.pin_peers(&tunnel_peers);
     for (p, a) in &cfg.routes {
         router.set_route(*p, *a);
     }
@@ -351,13 +372,42 @@ pub fn run_reloading(
     let mut keeper = NeighKeeper::new(
         (&lan_side, &cfg.lan.neighbours, lan_ifindex),
         (&wan_side, &cfg.wan.neighbours, wan_ifindex),
-        control_waker,
+        control_waker.clone(),
     );
     for hop in peer_hops {
         let _ = mtx.try_send(NeighRequest::Resolve(Port::Wan, hop));
     }
     router.set_wakers(wakers.clone());
     router.set_probe(mtx.clone());
+    let (side_tx, side_rx) = sync_channel(16);
+    let follower = RouteFollower {
+        sides: [(Port::Lan, lan_ifindex), (Port::Wan, wan_ifindex)],
+        tunnels: tunnels.as_ref().map(|t| t.ifindexes()).unwrap_or_default(),
+        max_routes: cfg.max_routes,
+        stats: tunnels
+            .as_ref()
+            .map(|t| t.stats.clone())
+            .unwrap_or_default(),
+    };
+    let mut helpers = Vec::new();
+    {
+        let (router, stop, waker) = (router.clone(), stop.clone(), control_waker.clone());
+        helpers.push(
+            std::thread::Builder::new()
+                .name("esprit-routes".into())
+                .spawn(move || follower.run(&router, &side_tx, &waker, &stop))
+                .expect("spawn route thread"),
+        );
+    }
+    if let Some(t) = tunnels {
+        let stop = stop.clone();
+        helpers.push(
+            std::thread::Builder::new()
+                .name("esprit-tunnels".into())
+                .spawn(move || t.run(&stop))
+                .expect("spawn tunnel interface thread"),
+        );
+    }
     let mut handles = Vec::with_capacity(n);
     for (i, mut w) in workers.into_iter().enumerate() {
         let core = cfg.cores.get(i).copied();
@@ -414,12 +464,16 @@ pub fn run_reloading(
         &stop,
         &router,
         &mrx,
+        &side_rx,
         &mut keeper,
         metrics.as_mut(),
         reloader.as_mut(),
     );
     stop.store(true, Ordering::Relaxed);
     drop(api);
+    for h in helpers {
+        let _ = h.join();
+    }
     let mut parts = Vec::with_capacity(n);
     for h in handles {
         let (w, r) = h.join().expect("worker thread panicked");
@@ -489,6 +543,7 @@ fn control_loop(
     stop: &AtomicBool,
     router: &Router,
     requests: &Receiver<NeighRequest>,
+    side_routes: &Receiver<(Port, SideRoutes)>,
     keeper: &mut NeighKeeper,
     mut metrics: Option<&mut MetricsServer>,
     mut reloader: Option<&mut super::reload::Reloader>,
@@ -517,6 +572,9 @@ fn control_loop(
         }
         while let Ok(r) = requests.try_recv() {
             keeper.request(r, now);
+        }
+        while let Ok((port, r)) = side_routes.try_recv() {
+            keeper.set_side_routes(port, r, router);
         }
         keeper.tick(router, now);
         if let Some(m) = metrics.as_deref_mut() {

@@ -18,6 +18,8 @@ pub struct DecapOutcome {
     pub spi: u32,
     /// The 64-bit sequence number.
     pub seq: u64,
+    /// The SA's peer (its configured remote address).
+    pub peer: IpAddr,
 }
 
 /// Where the outer headers put things, relative to the packet start.
@@ -250,7 +252,11 @@ fn open_checked<B: AsRef<[u8]> + AsMut<[u8]>>(
     if sa.cfg.lifetime.is_limited() {
         sa.life.check(&sa.cfg.lifetime, &sa.counters);
     }
-    Ok(DecapOutcome { spi, seq })
+    Ok(DecapOutcome {
+        spi,
+        seq,
+        peer: sa.cfg.remote,
+    })
 }
 
 /// Checks the inner packet of a tunnel-mode SA and applies RFC 6040 ECN decapsulation.

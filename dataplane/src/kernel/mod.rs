@@ -4,3 +4,4 @@
 pub mod iface;
 pub mod neigh;
 pub mod route;
+pub mod tun;

@@ -88,15 +88,19 @@ pub fn dump() -> io::Result<Vec<KernelRoute>> {
 /// (prefix, router, metric). Routes whose router is of the other address family are left out
 /// (esprit cannot send through them).
 pub fn through(ifindex: u32) -> io::Result<Vec<(Prefix, Option<IpAddr>, u32)>> {
-    Ok(dump()?
-        .into_iter()
+    Ok(through_of(&dump()?, ifindex))
+}
+
+/// [`through`] from routes already read with [`dump`].
+pub fn through_of(all: &[KernelRoute], ifindex: u32) -> Vec<(Prefix, Option<IpAddr>, u32)> {
+    all.iter()
         .filter(|r| r.oif == ifindex)
         .filter(|r| {
             r.gateway
                 .is_none_or(|g| g.is_ipv4() == r.prefix.addr().is_ipv4())
         })
         .map(|r| (r.prefix, r.gateway, r.metric))
-        .collect())
+        .collect()
 }
 
 fn ip(family: u8, b: &[u8]) -> Option<IpAddr> {
@@ -249,6 +253,17 @@ impl RouteMonitor {
             fd,
             buf: vec![0u8; 64 * 1024],
         })
+    }
+
+    /// Sleeps until a notification arrives or `timeout` passes.
+    pub fn wait(&self, timeout: std::time::Duration) {
+        let mut fd = libc::pollfd {
+            fd: self.fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd for the duration of the call.
+        unsafe { libc::poll(&mut fd, 1, timeout.as_millis() as i32) };
     }
 
     /// Reads every waiting notification without blocking; true if any route was added,

@@ -18,6 +18,9 @@ pub enum RouteAction {
     Bypass,
     /// Drop (counted as `no_policy`).
     Drop,
+    /// Encrypt towards one of the peers of this equal-cost group ([`RouteTable::group`]),
+    /// chosen per flow ([`RouteTable::pick`]).
+    Ecmp(u32),
 }
 
 /// Longest-prefix-match routes for IPv4 and IPv6.
@@ -27,6 +30,13 @@ pub struct RouteTable {
     v4_lens: Vec<u8>,
     v6: FxHashMap<(u8, u128), RouteAction>,
     v6_lens: Vec<u8>,
+    /// Equal-cost groups by [`RouteAction::Ecmp`] index: two or more distinct peers, sorted.
+    groups: Vec<Box<[IpAddr]>>,
+    group_ids: FxHashMap<Box<[IpAddr]>, u32>,
+    /// Peers whose SAs are route-based whether or not a route names them now (the peers of
+    /// tunnel interfaces: their 0.0.0.0/0 SAs must never claim traffic by selectors, even
+    /// while their routes are withdrawn).
+    pinned: Vec<IpAddr>,
 }
 
 fn insert_len(lens: &mut Vec<u8>, len: u8) {
@@ -56,6 +66,71 @@ impl RouteTable {
         }
     }
 
+    /// Adds or replaces the route for `prefix` through any of `peers` (an equal-cost multipath
+    /// route: one peer makes a plain [`RouteAction::Tunnel`]). No peer: nothing happens.
+    pub fn insert_multipath(&mut self, prefix: Prefix, peers: &[IpAddr]) {
+        let mut v: Vec<IpAddr> = peers.to_vec();
+        v.sort();
+        v.dedup();
+        let action = match v.len() {
+            0 => return,
+            1 => RouteAction::Tunnel(v[0]),
+            _ => {
+                let key: Box<[IpAddr]> = v.into_boxed_slice();
+                let id = match self.group_ids.get(&key) {
+                    Some(&id) => id,
+                    None => {
+                        let id = self.groups.len() as u32;
+                        self.groups.push(key.clone());
+                        self.group_ids.insert(key, id);
+                        id
+                    }
+                };
+                RouteAction::Ecmp(id)
+            }
+        };
+        self.insert(prefix, action);
+    }
+
+    /// The peers of equal-cost group `id` (empty for an unknown id).
+    pub fn group(&self, id: u32) -> &[IpAddr] {
+        self.groups.get(id as usize).map_or(&[], |g| g)
+    }
+
+    /// The tunnel peer a route's action sends a flow with hash `hash` to: the peer of a
+    /// [`RouteAction::Tunnel`]; for a [`RouteAction::Ecmp`] group, the member the hash selects,
+    /// or the next one `usable` accepts when it does not (a peer without an SA), so a dead
+    /// member's flows spread over the others while the rest stay where they are. `None` for
+    /// bypass, drop, or a group with no usable member.
+    #[inline]
+    pub fn pick(
+        &self,
+        action: RouteAction,
+        hash: u32,
+        usable: impl Fn(IpAddr) -> bool,
+    ) -> Option<IpAddr> {
+        match action {
+            RouteAction::Tunnel(p) => Some(p),
+            RouteAction::Ecmp(id) => {
+                let g = self.group(id);
+                let n = g.len();
+                if n == 0 {
+                    return None;
+                }
+                let first = hash as usize % n;
+                (0..n).map(|k| g[(first + k) % n]).find(|&p| usable(p))
+            }
+            RouteAction::Bypass | RouteAction::Drop => None,
+        }
+    }
+
+    /// Marks `peer` route-based for good (see [`RouteTable::peers`]).
+    pub fn pin_peer(&mut self, peer: IpAddr) {
+        if !self.pinned.contains(&peer) {
+            self.pinned.push(peer);
+        }
+    }
+
     /// Removes the route for `prefix`; true if there was one.
     pub fn remove(&mut self, prefix: Prefix) -> bool {
         match prefix.addr() {
@@ -64,8 +139,8 @@ impl RouteTable {
         }
     }
 
-    /// The peers of the tunnel routes (their outbound SAs are route-based: the selector lookup
-    /// skips them).
+    /// The peers of the tunnel routes and equal-cost groups, and the pinned peers (their
+    /// outbound SAs are route-based: the selector lookup skips them).
     pub fn peers(&self) -> Vec<IpAddr> {
         let mut v: Vec<IpAddr> = self
             .v4
@@ -75,6 +150,8 @@ impl RouteTable {
                 RouteAction::Tunnel(p) => Some(*p),
                 _ => None,
             })
+            .chain(self.groups.iter().flat_map(|g| g.iter().copied()))
+            .chain(self.pinned.iter().copied())
             .collect();
         v.sort();
         v.dedup();
@@ -111,6 +188,14 @@ impl RouteTable {
     /// True if there is none.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The action of the route for exactly `prefix`, if there is one.
+    pub fn lookup_exact(&self, prefix: Prefix) -> Option<RouteAction> {
+        match prefix.addr() {
+            IpAddr::V4(a) => self.v4.get(&(prefix.len(), u32::from(a))).copied(),
+            IpAddr::V6(a) => self.v6.get(&(prefix.len(), u128::from(a))).copied(),
+        }
     }
 
     /// The action of the longest prefix containing `dst`.

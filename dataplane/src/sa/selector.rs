@@ -6,7 +6,7 @@ use std::str::FromStr;
 
 /// An IPv4 or IPv6 prefix such as `10.201.1.0/24` or `2001:db8:1::/48`. Invariant: the host
 /// bits below the prefix length are zero.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Prefix {
     addr: IpAddr,
     len: u8,

@@ -46,6 +46,8 @@ pub mod proto {
     pub const IPV6_NONXT: u8 = 59;
     /// IPv6 destination options.
     pub const IPV6_OPTS: u8 = 60;
+    /// SCTP.
+    pub const SCTP: u8 = 132;
     /// Mobility header (an IPv6 extension header).
     pub const MOBILITY: u8 = 135;
     /// Host Identity Protocol (an IPv6 extension header).

@@ -1,6 +1,7 @@
 //! Cheap looks into an Ethernet frame, for steering a packet to the worker that owns its SA
-//! before any processing: the ESP SPI of a WAN frame, the addresses of a LAN frame. `None`
-//! whenever the frame is not what is expected (the full parsers then decide).
+//! before any processing: the ESP SPI of a WAN frame, the addresses of a LAN frame, the flow
+//! hash that spreads flows over equal-cost tunnels. `None` whenever the frame is not what is
+//! expected (the full parsers then decide).
 
 use super::{be32, proto, EtherType, EthernetFrame, Ipv4Packet, Ipv6Packet, UdpPacket};
 use std::net::IpAddr;
@@ -54,6 +55,54 @@ pub fn ip_addrs(frame: &[u8]) -> Option<(IpAddr, IpAddr)> {
         }
         _ => None,
     }
+}
+
+/// The flow hash of the IP packet in an Ethernet frame ([`flow_hash_ip`]); 0 for anything else.
+pub fn flow_hash(frame: &[u8]) -> u32 {
+    l3(frame).map_or(0, flow_hash_ip)
+}
+
+/// A hash of the flow of the bare IP packet `pkt`, so every packet of a flow (and of a
+/// fragmented datagram) takes the same one of several equal-cost tunnels: for IPv4 its
+/// addresses, protocol and, for TCP, UDP and SCTP packets that are not fragments, its ports;
+/// for IPv6 its addresses and flow label. 0 for anything that is not IP.
+pub fn flow_hash_ip(pkt: &[u8]) -> u32 {
+    let mut h: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut mix = |chunk: &[u8]| {
+        for c in chunk.chunks(8) {
+            let mut w = [0u8; 8];
+            w[..c.len()].copy_from_slice(c);
+            h = (h ^ u64::from_le_bytes(w)).wrapping_mul(0xff51_afd7_ed55_8ccd);
+            h ^= h >> 29;
+        }
+    };
+    match pkt.first().map(|b| b >> 4) {
+        Some(4) => {
+            let Ok(p) = Ipv4Packet::new_checked(pkt) else {
+                return 0;
+            };
+            mix(&pkt[12..20]);
+            mix(&[p.protocol()]);
+            let fragment = u16::from_be_bytes([pkt[6], pkt[7]]) & 0x3fff != 0;
+            let l4 = matches!(p.protocol(), proto::TCP | proto::UDP | proto::SCTP);
+            if l4 && !fragment {
+                if let Some(ports) = pkt.get(p.header_len()..p.header_len() + 4) {
+                    mix(ports);
+                }
+            }
+        }
+        Some(6) => {
+            if Ipv6Packet::new_checked(pkt).is_err() {
+                return 0;
+            }
+            // The flow label stands for the ports (RFC 6438): every packet of a flow carries
+            // the same, fragments included, and no extension header needs walking.
+            mix(&pkt[8..40]);
+            mix(&[pkt[1] & 0x0f, pkt[2], pkt[3]]);
+        }
+        _ => return 0,
+    }
+    (h ^ (h >> 32)) as u32
 }
 
 #[cfg(test)]

@@ -3,7 +3,8 @@
 //! ordered pair of workers; each slot holds a whole frame, so neither side ever waits for the
 //! other (a full ring is a counted drop). The two sides publish their progress once per
 //! batch ([`Producer::publish`], [`Consumer::release`]), not once per packet, so the ring's
-//! shared indices move between the cores once per batch.
+//! shared indices move between the cores once per batch. The same rings carry packets
+//! between the workers and the tunnel-interface thread, tagged with the interface's index.
 
 use super::Port;
 use std::cell::UnsafeCell;
@@ -19,7 +20,9 @@ pub const SLOT: usize = 2048;
 #[repr(C, align(64))]
 struct Slot {
     len: u16,
-    port: u8,
+    /// The port a packet arrived on, or (between a worker and the tunnel-interface thread)
+    /// the index of its tunnel interface.
+    tag: u16,
     data: [u8; SLOT],
 }
 
@@ -68,7 +71,7 @@ pub fn channel(capacity: usize) -> (Producer, Consumer) {
         .map(|_| {
             UnsafeCell::new(Slot {
                 len: 0,
-                port: 0,
+                tag: 0,
                 data: [0; SLOT],
             })
         })
@@ -100,6 +103,11 @@ impl Producer {
     /// too large (the caller counts the drop). The consumer sees it after [`Self::publish`]
     /// (or by itself after a few dozen pushes).
     pub fn push(&mut self, port: Port, pkt: &[u8]) -> bool {
+        self.push_tagged(port as u16, pkt)
+    }
+
+    /// [`Self::push`] with a tag of the caller's choosing instead of a port.
+    pub fn push_tagged(&mut self, tag: u16, pkt: &[u8]) -> bool {
         if pkt.len() > SLOT {
             return false;
         }
@@ -116,7 +124,7 @@ impl Producer {
         let slot = unsafe { &mut *cell.get() };
         slot.data[..pkt.len()].copy_from_slice(pkt);
         slot.len = pkt.len() as u16;
-        slot.port = port as u8;
+        slot.tag = tag;
         self.head += 1;
         if self.head - self.published >= PUBLISH_EVERY {
             self.publish();
@@ -145,6 +153,17 @@ impl Consumer {
     /// length and the port it arrived on. Its slot returns to the producer at
     /// [`Self::release`] (or by itself after a few dozen pops).
     pub fn pop_into(&mut self, out: &mut [u8]) -> Option<(Port, usize)> {
+        let (tag, len) = self.pop_tagged_into(out)?;
+        let port = if tag == Port::Lan as u16 {
+            Port::Lan
+        } else {
+            Port::Wan
+        };
+        Some((port, len))
+    }
+
+    /// [`Self::pop_into`] for rings whose packets carry a tag ([`Producer::push_tagged`]).
+    pub fn pop_tagged_into(&mut self, out: &mut [u8]) -> Option<(u16, usize)> {
         if self.tail == self.cached_head {
             self.cached_head = self.ring.head.load(Ordering::Acquire);
             if self.tail == self.cached_head {
@@ -157,16 +176,12 @@ impl Consumer {
         let slot = unsafe { &*cell.get() };
         let len = usize::from(slot.len).min(out.len());
         out[..len].copy_from_slice(&slot.data[..len]);
-        let port = if slot.port == Port::Lan as u8 {
-            Port::Lan
-        } else {
-            Port::Wan
-        };
+        let tag = slot.tag;
         self.tail += 1;
         if self.tail - self.released >= PUBLISH_EVERY {
             self.release();
         }
-        Some((port, len))
+        Some((tag, len))
     }
 
     /// Returns the slots of the packets popped so far to the producer (once per batch).

@@ -3,6 +3,7 @@
 
 pub mod fragment;
 pub mod handoff;
+pub mod host;
 pub mod icmp;
 pub mod mss;
 pub mod neigh;

@@ -11,9 +11,11 @@ use crate::esp::{Counted, DropCounters, DropReason, Verdict};
 use crate::frame::Frame;
 use crate::sa::{Mode, Prefix, RouteAction, RouteTable, SaDb, Warm};
 use crate::wire::ethernet::{EtherType, EthernetFrame, EthernetRepr, HEADER_LEN as ETH_LEN};
+use crate::wire::peek::flow_hash_ip;
 use crate::wire::{Ipv4Packet, Ipv6Packet};
 use arrayvec::ArrayVec;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 /// SAs from which a batch's SAs are looked up and their keys prefetched before it is processed
 /// ([`Pipeline::process_with`]): below this the tables stay in the cache and the extra pass
@@ -40,6 +42,9 @@ pub enum Out {
     /// frame holds a complete Ethernet frame whose destination MAC is still zero (the worker
     /// queues it, see [`super::neigh_queue`]).
     Wait(Port, IpAddr),
+    /// For the gateway's own stack: the frame holds a decrypted IP packet (no Ethernet
+    /// header) to write to the tunnel interface with this index in [`Pipeline::tunnels`].
+    Host(u16),
 }
 
 /// Why a frame does not leave now: a drop, already counted (by the pipeline in `drops`, or by
@@ -48,6 +53,34 @@ enum Drop {
     Counted(Counted),
     /// Not a drop: the frame waits for its next hop (see [`Out::Wait`]).
     Wait(Port, IpAddr),
+    /// Not a drop: the frame goes to the gateway's own stack (see [`Out::Host`]).
+    Host(u16),
+}
+
+/// A tunnel interface as the pipeline sees it: which peer's SAs carry it and which inner
+/// addresses are the gateway's own on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TunnelPort {
+    /// The remote address of the tunnel's SAs.
+    pub peer: IpAddr,
+    /// The interface's addresses: decrypted packets from `peer` to one of these (or to an
+    /// IPv6 link-local or any multicast address) go to the gateway's own stack.
+    pub addrs: Vec<IpAddr>,
+}
+
+impl TunnelPort {
+    /// Whether a packet from this tunnel to `dst` is for the gateway itself.
+    #[inline]
+    fn takes(&self, dst: IpAddr) -> bool {
+        match dst {
+            IpAddr::V4(a) => a.is_multicast() || self.addrs.contains(&dst),
+            IpAddr::V6(a) => {
+                a.is_multicast()
+                    || (a.segments()[0] & 0xffc0) == 0xfe80
+                    || self.addrs.contains(&dst)
+            }
+        }
+    }
 }
 
 /// What the pipeline knows about one side.
@@ -128,8 +161,15 @@ pub struct Pipeline {
     pub icmp_sent: u64,
     /// TCP SYNs whose MSS was lowered.
     pub mss_clamped: u64,
-    /// Routes for traffic no SA's selectors claim: route-based tunnels, bypass, drop.
-    pub routes: RouteTable,
+    /// Routes for traffic no SA's selectors claim: route-based tunnels, bypass, drop. Shared
+    /// by the workers (replaced whole, never changed in place).
+    pub routes: Arc<RouteTable>,
+    /// Tunnel interfaces, by index ([`Out::Host`]).
+    pub tunnels: Vec<TunnelPort>,
+    /// Decrypted packets handed to the gateway's own stack through a tunnel interface.
+    pub to_host: u64,
+    /// Packets from the gateway's own stack sent into a tunnel.
+    pub from_host: u64,
     /// Packets forwarded in the clear by a bypass route.
     pub bypassed: u64,
     /// Complete TCP/UDP/ICMPv6 checksums that LAN hosts left to their NIC (on by default; off
@@ -245,7 +285,10 @@ impl Pipeline {
             icmp: IcmpLimiter::new(100),
             icmp_sent: 0,
             mss_clamped: 0,
-            routes: RouteTable::new(),
+            routes: Arc::new(RouteTable::new()),
+            tunnels: Vec::new(),
+            to_host: 0,
+            from_host: 0,
             bypassed: 0,
             complete_checksums: true,
             checksums_completed: 0,
@@ -256,7 +299,7 @@ impl Pipeline {
     }
 
     /// Replaces the route table (and tells the SA database which peers are route-based).
-    pub fn set_routes(&mut self, routes: RouteTable) {
+    pub fn set_routes(&mut self, routes: Arc<RouteTable>) {
         self.sadb.set_route_peers(routes.peers());
         self.routes = routes;
     }
@@ -298,8 +341,60 @@ impl Pipeline {
                 }
                 Err(Drop::Counted(c)) => Out::Drop(c.reason()),
                 Err(Drop::Wait(port, hop)) => Out::Wait(port, hop),
+                Err(Drop::Host(t)) => {
+                    self.to_host += 1;
+                    Out::Host(t)
+                }
             };
         }
+    }
+
+    /// Processes packets the gateway's own stack sent into tunnel interface `tunnel`: each
+    /// frame holds a bare IP packet, encrypted with the outbound SA towards the interface's
+    /// peer whatever its destination (the kernel's routes chose the interface). `out[i]`
+    /// says where `frames[i]` goes, as for [`Pipeline::process`].
+    pub fn process_host<B: AsRef<[u8]> + AsMut<[u8]>, P: FramePool<B>>(
+        &mut self,
+        tunnel: u16,
+        frames: &mut [Frame<B>],
+        out: &mut [Out],
+        pool: &mut P,
+    ) {
+        for (f, o) in frames.iter_mut().zip(out.iter_mut()) {
+            *o = match self.host_into_tunnel(tunnel, f, pool) {
+                Ok(port) => {
+                    self.from_host += 1;
+                    Out::Tx(port)
+                }
+                Err(Drop::Counted(c)) => Out::Drop(c.reason()),
+                Err(Drop::Wait(port, hop)) => {
+                    self.from_host += 1;
+                    Out::Wait(port, hop)
+                }
+                Err(Drop::Host(t)) => Out::Host(t),
+            };
+        }
+    }
+
+    fn host_into_tunnel<B: AsRef<[u8]> + AsMut<[u8]>, P: FramePool<B>>(
+        &mut self,
+        tunnel: u16,
+        f: &mut Frame<B>,
+        pool: &mut P,
+    ) -> Result<Port, Drop> {
+        let Some(peer) = self.tunnels.get(usize::from(tunnel)).map(|t| t.peer) else {
+            return Err(self.drop(DropReason::Malformed));
+        };
+        let info = inner_info(f.data()).map_err(|_| self.drop(DropReason::Malformed))?;
+        let Some(idx) = self.sadb.outbound_to(peer) else {
+            return Err(Drop::Counted(self.sadb.drops.count(DropReason::NoPolicy)));
+        };
+        // The interface's MTU keeps the stack's packets within the tunnel; one that is not
+        // (an MTU set by hand) is dropped rather than answered with an ICMP error on the LAN.
+        if info.len > self.sadb.outbound()[idx].max_inner_len(self.wan.mtu) && info.dont_frag() {
+            return Err(self.drop(DropReason::TooBig));
+        }
+        self.seal(idx, f, &info, pool)
     }
 
     /// Prefetches the SA tables and key schedules a batch will need before it is processed:
@@ -368,7 +463,7 @@ impl Pipeline {
                 self.icmp_sent += 1;
                 Err(wait)
             }
-            Err(Drop::Counted(_)) => Err(dropped),
+            Err(Drop::Counted(_) | Drop::Host(_)) => Err(dropped),
         }
     }
 
@@ -418,10 +513,25 @@ impl Pipeline {
         if self.sadb.outbound_lookup(src, dst).is_some() {
             return true;
         }
-        match self.routes.lookup(dst) {
-            Some(RouteAction::Tunnel(peer)) => self.sadb.outbound_to(peer).is_some(),
-            _ => false,
-        }
+        let sadb = &self.sadb;
+        self.routes
+            .lookup(dst)
+            .and_then(|a| self.routes.pick(a, 0, |p| sadb.outbound_to(p).is_some()))
+            .is_some_and(|p| sadb.outbound_to(p).is_some())
+    }
+
+    /// The outbound SA a route's action sends the bare IP packet `pkt` through (for an
+    /// equal-cost group, the member its flow hash picks among those with an SA).
+    #[inline]
+    fn route_sa(&self, action: RouteAction, pkt: &[u8]) -> Option<usize> {
+        let hash = match action {
+            RouteAction::Ecmp(_) => flow_hash_ip(pkt),
+            _ => 0,
+        };
+        let sadb = &self.sadb;
+        self.routes
+            .pick(action, hash, |p| sadb.outbound_to(p).is_some())
+            .and_then(|p| sadb.outbound_to(p))
     }
 
     #[inline]
@@ -476,12 +586,16 @@ impl Pipeline {
                     return Err(Drop::Counted(acquire));
                 }
                 match self.routes.lookup(info.dst) {
-                    Some(RouteAction::Tunnel(peer)) => match self.sadb.outbound_to(peer) {
-                        Some(i) => i,
-                        None => {
-                            return Err(Drop::Counted(self.sadb.drops.count(DropReason::NoPolicy)));
+                    Some(a @ (RouteAction::Tunnel(_) | RouteAction::Ecmp(_))) => {
+                        match self.route_sa(a, f.data()) {
+                            Some(i) => i,
+                            None => {
+                                return Err(Drop::Counted(
+                                    self.sadb.drops.count(DropReason::NoPolicy),
+                                ));
+                            }
                         }
-                    },
+                    }
                     Some(RouteAction::Bypass) => {
                         if info.len > self.wan.mtu {
                             // As for the tunnel, with the WAN's MTU: DF (and IPv6) learn it, the
@@ -511,6 +625,19 @@ impl Pipeline {
                 }
             }
         };
+        self.seal(idx, f, &info, pool)
+    }
+
+    /// Sends the plaintext IP packet in `f` through the outbound SA at `idx`: tunnel MTU
+    /// (ICMP errors or fragments), MSS clamping, ESP and the WAN's Ethernet header.
+    #[inline]
+    fn seal<B: AsRef<[u8]> + AsMut<[u8]>, P: FramePool<B>>(
+        &mut self,
+        idx: usize,
+        f: &mut Frame<B>,
+        info: &crate::esp::encap::InnerInfo,
+        pool: &mut P,
+    ) -> Result<Port, Drop> {
         let max = self.sadb.outbound()[idx].max_inner_len(self.wan.mtu);
         if info.len > max {
             // DF set (always for IPv6): tell the sender the tunnel MTU. Otherwise cut the
@@ -523,13 +650,13 @@ impl Pipeline {
             if self.sadb.outbound()[idx].cfg.mode != Mode::Tunnel {
                 return Err(self.drop(DropReason::TooBig));
             }
-            self.clamp_mss(f, &info, max);
+            self.clamp_mss(f, info, max);
             return self
                 .fragment_out(Some(idx), f, max, pool)
                 .map(|_| Port::Wan);
         }
-        self.clamp_mss(f, &info, max);
-        match self.sadb.encrypt_at(idx, f, &info) {
+        self.clamp_mss(f, info, max);
+        match self.sadb.encrypt_at(idx, f, info) {
             Verdict::Pass => {}
             Verdict::Drop(c) => return Err(Drop::Counted(c)),
             _ => return Err(self.drop(DropReason::Malformed)),
@@ -625,8 +752,8 @@ impl Pipeline {
                     sent += 1;
                     pool.wait(g, port, hop);
                 }
-                // Counted where it was dropped.
-                Err(Drop::Counted(_)) => pool.give_back(g),
+                // Counted where it was dropped (a fragment never goes to the host).
+                Err(Drop::Counted(_) | Drop::Host(_)) => pool.give_back(g),
             }
         }
         first.map(|()| sent)
@@ -650,11 +777,29 @@ impl Pipeline {
         emit_l2(&self.wan, Port::Wan, f, &mut self.drops)
     }
 
+    /// The tunnel interface of `peer`, if the decrypted packet `pkt` is for the gateway's own
+    /// stack on it.
+    #[inline]
+    fn host_tunnel(&self, peer: IpAddr, pkt: &[u8]) -> Option<u16> {
+        let (dst, _) = dst_of(pkt)?;
+        let i = self
+            .tunnels
+            .iter()
+            .position(|t| t.peer == peer && t.takes(dst))?;
+        u16::try_from(i).ok()
+    }
+
     #[inline]
     fn wan_to_lan<B: AsRef<[u8]> + AsMut<[u8]>>(&mut self, f: &mut Frame<B>) -> Result<Port, Drop> {
         strip_l2(f).map_err(|r| self.drop(r))?;
         match decap(&mut self.sadb, f) {
-            Ok(_) => {}
+            Ok(o) => {
+                if !self.tunnels.is_empty() {
+                    if let Some(t) = self.host_tunnel(o.peer, f.data()) {
+                        return Err(Drop::Host(t));
+                    }
+                }
+            }
             // IKE, keepalives and non-ESP should never have been redirected here; the XDP
             // classifier leaves them to the kernel.
             Err(Verdict::Drop(c)) => return Err(Drop::Counted(c)),

@@ -4,6 +4,7 @@
 //! `sendto` per batch).
 
 use super::handoff;
+use super::host::HostLink;
 use super::neigh::NeighRequest;
 use super::neigh_queue::{Held, NeighQueue};
 use super::pool::UmemPool;
@@ -91,8 +92,8 @@ pub enum WorkerUpdate {
         /// The owning worker.
         owner: usize,
     },
-    /// Replace the route table.
-    Routes(crate::sa::RouteTable),
+    /// Replace the route table (shared by every worker).
+    Routes(Arc<crate::sa::RouteTable>),
     /// Replace the kernel's routes through one side's interface (its next hops beyond the link).
     KernelRoutes(Port, Vec<(crate::sa::Prefix, Option<IpAddr>)>),
     /// Replace the trap policies.
@@ -174,6 +175,8 @@ pub struct Worker {
     waker: Option<Arc<handoff::Waker>>,
     /// Handoff counters.
     pub handoff: HandoffStats,
+    /// The link to the tunnel interfaces, if there are any.
+    host: Option<HostLink>,
 }
 
 impl Worker {
@@ -216,6 +219,7 @@ impl Worker {
             shard: None,
             waker: None,
             handoff: HandoffStats::default(),
+            host: None,
         };
         w.refill();
         Ok(w)
@@ -266,6 +270,23 @@ impl Worker {
     /// started waiting for a next hop, so resolution starts at once.
     pub fn set_control_waker(&mut self, waker: Arc<handoff::Waker>) {
         self.control_waker = Some(waker);
+    }
+
+    /// Links the worker to the tunnel-interface thread.
+    pub fn set_host(&mut self, link: HostLink) {
+        self.host = Some(link);
+        self.report_tunnels();
+    }
+
+    /// Tells the tunnel-interface thread which tunnel peers this worker holds an outbound SA
+    /// for (after every SA change).
+    fn report_tunnels(&self) {
+        let Some(h) = &self.host else { return };
+        let me = self.cfg.queue as usize;
+        for (i, t) in self.pipeline.tunnels.iter().enumerate() {
+            h.status
+                .set(i, me, self.pipeline.sadb.outbound_to(t.peer).is_some());
+        }
     }
 
     /// Joins a group of workers: from now on packets whose SA another worker owns are handed
@@ -342,6 +363,7 @@ impl Worker {
                     } else {
                         self.pipeline.sadb.insert(*sa)
                     };
+                    self.report_tunnels();
                     let _ = reply.try_send(r);
                 }
                 Ok(WorkerUpdate::DeleteSa {
@@ -350,7 +372,9 @@ impl Worker {
                     address,
                     reply,
                 }) => {
-                    let _ = reply.try_send(self.pipeline.sadb.remove(spi, direction, address));
+                    let n = self.pipeline.sadb.remove(spi, direction, address);
+                    self.report_tunnels();
+                    let _ = reply.try_send(n);
                 }
                 Ok(WorkerUpdate::Snapshot(reply)) => {
                     let _ = reply.try_send(self.snapshot());
@@ -516,7 +540,8 @@ impl Worker {
         });
         if let Some(w) = waker {
             w.sleep_begin();
-            if inbox.is_some_and(|i| i.iter().any(|c| !c.is_empty())) {
+            let host_waiting = self.host.as_ref().is_some_and(|h| !h.from_host.is_empty());
+            if host_waiting || inbox.is_some_and(|i| i.iter().any(|c| !c.is_empty())) {
                 w.sleep_end();
                 return Ok(());
             }
@@ -543,7 +568,7 @@ impl Worker {
         self.refill();
         let a = self.rx_batch(Port::Lan)?;
         let b = self.rx_batch(Port::Wan)?;
-        let c = self.drain_inbox();
+        let c = self.drain_inbox() + self.drain_host();
         for s in [&self.wan, &self.lan] {
             // A copy-mode kick sends at most 32 frames (the kernel's TX budget) while a round
             // queues up to 64 per side: kick until the ring drains (a few times at most, and
@@ -608,6 +633,7 @@ impl Worker {
             missing,
             now_ms,
             asked_control,
+            host,
             ..
         } = self;
         let mut waiting = Waiting {
@@ -615,6 +641,7 @@ impl Worker {
             requests: missing.as_ref(),
             now_ms: *now_ms,
             asked: asked_control,
+            host: host.as_mut(),
         };
         let rx = match port {
             Port::Lan => &mut *lan,
@@ -673,7 +700,7 @@ impl Worker {
             }
         }
         process_and_send(
-            port,
+            From::Port(port),
             &mut frames,
             &bases,
             area,
@@ -700,6 +727,7 @@ impl Worker {
             missing,
             now_ms,
             asked_control,
+            host,
             ..
         } = self;
         let mut waiting = Waiting {
@@ -707,30 +735,17 @@ impl Worker {
             requests: missing.as_ref(),
             now_ms: *now_ms,
             asked: asked_control,
+            host: host.as_mut(),
         };
         let Some(sh) = shard.as_mut().filter(|sh| sh.workers > 1) else {
             return 0;
         };
-        let fs = umem.config().frame_size as usize;
-        let headroom = umem.config().headroom as usize;
         let mut total = 0;
         for inbox in sh.inbox.iter_mut() {
             if inbox.is_empty() {
                 continue;
             }
-            let take = free.len().min(MAX_BATCH);
-            if take == 0 {
-                break;
-            }
-            let addrs: ArrayVec<u64, MAX_BATCH> = free.drain(free.len() - take..).collect();
-            let mut frames: ArrayVec<Frame<&mut [u8]>, MAX_BATCH> = ArrayVec::new();
-            let Ok(area) = umem.frames_mut(
-                addrs
-                    .iter()
-                    .map(|&a| (a + headroom as u64, (fs - headroom) as u32)),
-                &mut frames,
-            ) else {
-                free.extend_from_slice(&addrs);
+            let Some((addrs, frames, area)) = take_spares(umem, free) else {
                 break;
             };
             // One batch per port the packets came from.
@@ -759,12 +774,128 @@ impl Worker {
                 if !got[i].is_empty() {
                     let a = area.take().unwrap_or_else(BatchArea::empty);
                     let (fr, bs) = (&mut got[i], &got_bases[i]);
-                    process_and_send(port, fr, bs, a, pipeline, lan, wan, free, &mut waiting);
+                    let from = From::Port(port);
+                    process_and_send(from, fr, bs, a, pipeline, lan, wan, free, &mut waiting);
                 }
             }
         }
         total
     }
+}
+
+impl Worker {
+    /// Encrypts what the gateway's own stack sent into tunnel interfaces, in frames of our
+    /// own UMEM (one batch per run of packets for one interface).
+    fn drain_host(&mut self) -> usize {
+        if self.host.as_ref().is_none_or(|h| h.from_host.is_empty()) {
+            return 0;
+        }
+        let Worker {
+            umem,
+            wan,
+            lan,
+            free,
+            pipeline,
+            neigh,
+            missing,
+            now_ms,
+            asked_control,
+            host,
+            ..
+        } = self;
+        let Some(link) = host.as_mut() else {
+            return 0;
+        };
+        let Some((addrs, frames, area)) = take_spares(umem, free) else {
+            return 0;
+        };
+        let mut got: ArrayVec<(u16, Frame<&mut [u8]>, u64), MAX_BATCH> = ArrayVec::new();
+        for (mut f, base) in frames.into_iter().zip(addrs) {
+            match link.from_host.pop_tagged_into(f.data_mut()) {
+                Some((tag, len)) => {
+                    f.set_len(len);
+                    got.push((tag, f, base));
+                }
+                None => free.push(base),
+            }
+        }
+        link.from_host.release();
+        let total = got.len();
+        let mut waiting = Waiting {
+            queue: neigh,
+            requests: missing.as_ref(),
+            now_ms: *now_ms,
+            asked: asked_control,
+            host: host.as_mut(),
+        };
+        let mut area = Some(area);
+        let mut rest = got.into_iter().peekable();
+        while let Some((tag, f, base)) = rest.next() {
+            let mut run: ArrayVec<Frame<&mut [u8]>, MAX_BATCH> = ArrayVec::new();
+            let mut bases: ArrayVec<u64, MAX_BATCH> = ArrayVec::new();
+            run.push(f);
+            bases.push(base);
+            while let Some((_, f, base)) = rest.next_if(|(t, _, _)| *t == tag) {
+                run.push(f);
+                bases.push(base);
+            }
+            let a = area.take().unwrap_or_else(BatchArea::empty);
+            let from = From::Tunnel(tag);
+            process_and_send(
+                from,
+                &mut run,
+                &bases,
+                a,
+                pipeline,
+                lan,
+                wan,
+                free,
+                &mut waiting,
+            );
+        }
+        total
+    }
+}
+
+/// Takes up to a batch of free frames and opens them for whole packets (after the headroom),
+/// for packets that arrive by ring rather than by socket; `None`, with nothing taken, when no
+/// frame is free.
+#[allow(clippy::type_complexity)]
+fn take_spares<'a>(
+    umem: &'a mut Umem,
+    free: &mut Vec<u64>,
+) -> Option<(
+    ArrayVec<u64, MAX_BATCH>,
+    ArrayVec<Frame<&'a mut [u8]>, MAX_BATCH>,
+    BatchArea<'a>,
+)> {
+    let take = free.len().min(MAX_BATCH);
+    if take == 0 {
+        return None;
+    }
+    let fs = umem.config().frame_size as usize;
+    let headroom = umem.config().headroom as usize;
+    let addrs: ArrayVec<u64, MAX_BATCH> = free.drain(free.len() - take..).collect();
+    let mut frames = ArrayVec::new();
+    let spans = addrs
+        .iter()
+        .map(|&a| (a + headroom as u64, (fs - headroom) as u32));
+    match umem.frames_mut(spans, &mut frames) {
+        Ok(area) => Some((addrs, frames, area)),
+        Err(_) => {
+            free.extend_from_slice(&addrs);
+            None
+        }
+    }
+}
+
+/// Where a batch comes from.
+#[derive(Clone, Copy)]
+enum From {
+    /// Received on a port (or handed over by a worker that received it there).
+    Port(Port),
+    /// Sent by the gateway's own stack into the tunnel interface with this index.
+    Tunnel(u16),
 }
 
 /// Which worker owns the SA of a frame received on `port` (ours when it cannot tell: the
@@ -775,12 +906,17 @@ fn steer(sh: &Shard, routes: &crate::sa::RouteTable, port: Port, frame: &[u8]) -
             crate::wire::peek::esp_spi(frame).map(|spi| handoff::owner_of_spi(spi, sh.workers))
         }
         Port::Lan => crate::wire::peek::ip_addrs(frame).and_then(|(s, d)| {
-            sh.policies
-                .owner_of(s, d)
-                .or_else(|| match routes.lookup(d) {
-                    Some(crate::sa::RouteAction::Tunnel(peer)) => sh.policies.owner_of_peer(peer),
-                    _ => None,
-                })
+            sh.policies.owner_of(s, d).or_else(|| {
+                // The member of an equal-cost group the pipeline will pick: the same hash,
+                // and peers with a policy standing for peers with an SA.
+                let action = routes.lookup(d)?;
+                let hash = match action {
+                    crate::sa::RouteAction::Ecmp(_) => crate::wire::peek::flow_hash(frame),
+                    _ => 0,
+                };
+                let peer = routes.pick(action, hash, |p| sh.policies.owner_of_peer(p).is_some())?;
+                sh.policies.owner_of_peer(peer)
+            })
         }),
     };
     owner.filter(|&o| o < sh.workers).unwrap_or(sh.id)
@@ -794,6 +930,8 @@ struct Waiting<'a> {
     now_ms: u64,
     /// Set when a request was sent (the worker then wakes the control thread).
     asked: &'a mut bool,
+    /// Where packets for the gateway's own stack go.
+    host: Option<&'a mut HostLink>,
 }
 
 /// Runs a batch through the pipeline and queues the results for transmission (ICMP errors go
@@ -802,7 +940,7 @@ struct Waiting<'a> {
 /// free list.
 #[allow(clippy::too_many_arguments)]
 fn process_and_send<'a>(
-    port: Port,
+    from: From,
     frames: &mut [Frame<&'a mut [u8]>],
     bases: &[u64],
     area: BatchArea<'a>,
@@ -818,7 +956,10 @@ fn process_and_send<'a>(
     }
     let mut outs = [Out::Drop(DropReason::Malformed); MAX_BATCH];
     let mut pool = UmemPool::new(area.spares(free));
-    pipeline.process_with(port, frames, &mut outs[..n], &mut pool);
+    match from {
+        From::Port(port) => pipeline.process_with(port, frames, &mut outs[..n], &mut pool),
+        From::Tunnel(t) => pipeline.process_host(t, frames, &mut outs[..n], &mut pool),
+    }
     let mask = !(pool.frame_size() - 1);
     let (extra, extra_waits) = pool.into_parts();
     // (descriptor, chunk) per port, so frames the TX ring cannot take go back to the free list.
@@ -826,6 +967,7 @@ fn process_and_send<'a>(
     let mut to_wan: ArrayVec<XdpDesc, MAX_BATCH> = ArrayVec::new();
     let mut lan_bases: ArrayVec<u64, MAX_BATCH> = ArrayVec::new();
     let mut wan_bases: ArrayVec<u64, MAX_BATCH> = ArrayVec::new();
+    let mut to_host = 0;
     for (i, f) in frames.iter().enumerate() {
         let d = XdpDesc {
             addr: bases[i] + f.start() as u64,
@@ -842,6 +984,18 @@ fn process_and_send<'a>(
                 wan_bases.push(bases[i]);
             }
             Out::Drop(_) => free.push(bases[i]),
+            Out::Host(t) => {
+                let pushed = waiting
+                    .host
+                    .as_deref_mut()
+                    .is_some_and(|h| h.to_host.push_tagged(t, f.data()));
+                if pushed {
+                    to_host += 1;
+                } else {
+                    pipeline.drops.add(DropReason::HostQueueFull);
+                }
+                free.push(bases[i]);
+            }
             Out::Wait(out, hop) => {
                 let h = Held {
                     port: out,
@@ -853,6 +1007,12 @@ fn process_and_send<'a>(
                 };
                 hold(h, waiting, pipeline, free);
             }
+        }
+    }
+    if to_host > 0 {
+        if let Some(h) = waiting.host.as_deref_mut() {
+            h.to_host.publish();
+            h.waker.wake_if_sleeping();
         }
     }
     for (sock, tx, tx_bases) in [
