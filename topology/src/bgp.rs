@@ -211,12 +211,11 @@ pub fn dataplane_tunnels(node: Node) -> String {
 /// one route-based child (`0.0.0.0/0 === 0.0.0.0/0`); gwA initiates.
 pub fn ike_toml(node: Node, dp_socket: &Path, socket: &Path) -> String {
     let (i, wan, peer) = side(node);
-    let (lid, rid) = if i == 0 {
+    let (me, other) = if i == 0 {
         ("gwA", "gwB")
     } else {
         ("gwB", "gwA")
     };
-    let (local, remote, secrets) = psk_auth(lid, rid);
     let site = IkeSite::default();
     let start = if i == 0 { "start" } else { "none" };
     let mut s = format!(
@@ -224,8 +223,14 @@ pub fn ike_toml(node: Node, dp_socket: &Path, socket: &Path) -> String {
         dp_socket.display(),
         socket.display()
     );
+    let mut secrets = String::new();
     for p in 0..2 {
         let c = format!("path{}", p + 1);
+        // An identity per path: a peer's INITIAL_CONTACT replaces every IKE SA with the same
+        // identity (RFC 7296 2.4), so with one identity for both, setting up the second tunnel
+        // would tear down the first.
+        let (local, remote, secret) = psk_auth(&format!("{me}-{c}"), &format!("{other}-{c}"));
+        secrets.push_str(&secret);
         s.push_str(&format!(
             "[connections.{c}]\nlocal_addrs = [\"{}\"]\nremote_addrs = [\"{}\"]\nproposals = {}\n\
              local = {local}\nremote = {remote}\nstart_action = \"{start}\"\n\n\
@@ -526,11 +531,18 @@ pub fn run(o: &BgpOptions, mut say: impl FnMut(&str)) -> Result<BgpReport, Strin
     let lab = build(&o.name)?;
     let dir = crate::kept::run_dir(&o.name, o.keep)?;
     let result = run_in(o, &lab, &dir, &mut say);
-    if !o.keep || result.is_err() {
+    if !o.keep {
         let _ = std::fs::remove_dir_all(&dir);
         lab.down().map_err(|e| e.to_string())?;
     }
-    result
+    // With `keep`, a failed run leaves the lab and the daemons' logs in `dir` to look at.
+    result.map_err(|e| {
+        if o.keep {
+            format!("{e} (logs in {})", dir.display())
+        } else {
+            e
+        }
+    })
 }
 
 fn run_in(

@@ -1,7 +1,9 @@
 //! A capture of clear text on a lab's WAN: `tcpdump` in a node's namespace, on all of its
 //! interfaces, keeping only what is *not* expected on a WAN between two IPsec gateways. ESP,
-//! IKE and NAT-T (UDP 500 and 4500), ARP and ICMPv6 neighbour discovery (types 133–137) are
-//! expected; anything else the capture keeps, and a tunnel that leaked would show here.
+//! IKE and NAT-T (UDP 500 and 4500), ARP, ICMPv6 neighbour discovery (types 133–137) and
+//! multicast listener discovery (MLD: types 130–132 and 143, behind a hop-by-hop header, sent
+//! from link-local addresses when an interface joins a group) are expected; anything else the
+//! capture keeps, and a tunnel that leaked would show here.
 
 use crate::lab::{Lab, Node};
 use std::io::{BufRead, BufReader};
@@ -11,7 +13,9 @@ use std::time::Duration;
 
 /// The packets expected on the WAN (a pcap filter); the capture keeps the others.
 pub const EXPECTED_ON_WAN: &str = "esp or udp port 500 or udp port 4500 or arp or \
-     (icmp6 and ip6[40] >= 133 and ip6[40] <= 137)";
+     (icmp6 and ip6[40] >= 133 and ip6[40] <= 137) or \
+     (ip6 proto 0 and ip6[40] == 58 and ip6[41] == 0 and \
+     (ip6[48] == 143 or (ip6[48] >= 130 and ip6[48] <= 132)))";
 /// At most this many of the kept packets are shown in a report.
 const SAMPLES: usize = 10;
 
