@@ -10,8 +10,10 @@ cd "$(dirname "$0")/.."
 # benchmark baseline; openssl makes the interop tests' certificates; prometheus scrapes a lab
 # gateway's metrics in topology/tests/metrics_prometheus.rs; systemd gives systemd-analyze,
 # which verifies the service units (control/tests/service_units.rs); dpkg-dev gives
-# dpkg-shlibdeps, with which cargo-deb computes the package's dependencies (ci/package-test.sh).
-./ci/install-deps.sh iproute2 iputils-ping ethtool procps tshark nftables strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-extra-plugins libstrongswan-standard-plugins iperf3 openssl prometheus systemd dpkg-dev
+# dpkg-shlibdeps, with which cargo-deb computes the package's dependencies (ci/package-test.sh);
+# bird2 and frr are the routing daemons of the BGP lab (topology/tests/bgp.rs), and tcpdump its
+# capture of clear text on the WAN.
+./ci/install-deps.sh iproute2 iputils-ping ethtool procps tshark nftables strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-extra-plugins libstrongswan-standard-plugins iperf3 openssl prometheus systemd dpkg-dev bird2 frr tcpdump
 for comp in rustfmt clippy; do
   rustup component list --installed 2>/dev/null | grep -q "^$comp" || rustup component add "$comp"
 done

@@ -485,13 +485,7 @@ pub fn run(o: &DemoOptions, mut say: impl FnMut(&str)) -> Result<DemoReport, Dem
     } else {
         None
     };
-    let dir: PathBuf = if o.keep {
-        crate::kept::dir(&spec.name)
-    } else {
-        std::env::temp_dir().join(format!("{}-{}", o.name, std::process::id()))
-    };
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| DemoError::Other(format!("{}: {e}", dir.display())))?;
+    let dir = crate::kept::run_dir(&spec.name, o.keep).map_err(DemoError::Other)?;
     let result = (|| {
         let (gws, keying, socks) = if o.manual_keys {
             let (cfg_a, cfg_b) = configs(&dir, &lab)?;

@@ -78,7 +78,8 @@ impl Default for IkeSite {
     }
 }
 
-fn list(v: &[String]) -> String {
+/// A TOML array of strings.
+pub(crate) fn list(v: &[String]) -> String {
     format!(
         "[{}]",
         v.iter()
@@ -101,6 +102,25 @@ pub fn write_private(path: &Path, text: &str) -> Result<(), String> {
         .open(path)
         .and_then(|mut f| f.write_all(text.as_bytes()))
         .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The `local`, `remote` and `[[secrets.ike]]` of a connection authenticated with the lab's
+/// PSK, between identities `lid` (ours) and `rid` (the peer's).
+pub(crate) fn psk_auth(lid: &str, rid: &str) -> (String, String, String) {
+    (
+        format!("{{ auth = \"psk\", id = \"{lid}\" }}"),
+        format!("{{ auth = \"psk\", id = \"{rid}\" }}"),
+        format!("[[secrets.ike]]\nids = [\"{lid}\", \"{rid}\"]\nsecret = \"{LAB_PSK}\"\n"),
+    )
+}
+
+/// A lab gateway's dataplane configuration without SAs (esprit-ike installs them): API socket,
+/// `lan0`/`wan0`, `workers` workers, then `extra` (more tables).
+pub(crate) fn dataplane_toml(socket: &Path, workers: u32, extra: &str) -> String {
+    format!(
+        "api_socket = \"{}\"\n[lan]\ninterface = \"lan0\"\n[wan]\ninterface = \"wan0\"\n[workers]\ncount = {workers}\n{extra}",
+        socket.display(),
+    )
 }
 
 /// Write `<node>-ike.toml` and `<node>-dp.toml` for gateway `node` (GwA or GwB) into `dir`.
@@ -133,11 +153,7 @@ pub fn write_configs(
     let sock = dir.join(format!("{name}-dp.sock"));
     let ike_sock = dir.join(format!("{name}-ike.sock"));
     let (local, remote, secrets) = match &site.auth {
-        IkeAuth::Psk => (
-            format!("{{ auth = \"psk\", id = \"{lid}\" }}"),
-            format!("{{ auth = \"psk\", id = \"{rid}\" }}"),
-            format!("[[secrets.ike]]\nids = [\"{lid}\", \"{rid}\"]\nsecret = \"{LAB_PSK}\"\n"),
-        ),
+        IkeAuth::Psk => psk_auth(lid, rid),
         IkeAuth::Pubkey {
             cert,
             key,
@@ -179,11 +195,10 @@ pub fn write_configs(
     write_private(&ike_path, &ike)?;
     // No `gateway`: the dataplane follows the kernel's routes (behind the NAT, gwA's default
     // route to 10.200.1.254).
-    let dp = format!(
-        "api_socket = \"{}\"\n[lan]\ninterface = \"lan0\"\n[wan]\ninterface = \"wan0\"\n[workers]\ncount = {}\n{}",
-        sock.display(),
+    let dp = dataplane_toml(
+        &sock,
         lab.spec.queues,
-        match site.dataplane_metrics {
+        &match site.dataplane_metrics {
             Some(a) => format!("[metrics]\nlisten = \"{a}\"\n"),
             None => String::new(),
         },

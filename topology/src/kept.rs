@@ -12,6 +12,19 @@ pub fn dir(name: &str) -> PathBuf {
     PathBuf::from("/run/esprit-lab").join(name)
 }
 
+/// Where a run on lab `name` keeps its configurations, sockets and logs, created: the lab's
+/// state directory when its daemons are to outlive the run, a fresh temporary directory (the
+/// caller removes it) otherwise.
+pub fn run_dir(name: &str, keep: bool) -> Result<PathBuf, String> {
+    let dir = if keep {
+        dir(name)
+    } else {
+        std::env::temp_dir().join(format!("{name}-{}", std::process::id()))
+    };
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    Ok(dir)
+}
+
 fn pids_file(name: &str) -> PathBuf {
     dir(name).join("pids")
 }
@@ -40,22 +53,27 @@ pub fn recorded(name: &str) -> Vec<(u32, String)> {
         .collect()
 }
 
-/// Whether `pid` is still one of the lab's daemons: alive, and an `esprit-lab` process (a pid
+/// The programs a lab keeps running: its own daemons (`esprit-lab ike|dataplane`) and the
+/// BGP lab's routing daemons (BIRD; FRR's zebra, bgpd and bfdd).
+const KEPT_PROGRAMS: [&[u8]; 5] = [b"esprit-lab", b"bird", b"zebra", b"bgpd", b"bfdd"];
+
+/// Whether `pid` is still one of the lab's daemons: alive, and one of [`KEPT_PROGRAMS`] (a pid
 /// the kernel has given to something else since is left alone).
 fn is_ours(pid: u32) -> bool {
     std::fs::read(format!("/proc/{pid}/cmdline"))
         .map(|c| {
             c.split(|&b| b == 0)
                 .next()
-                .is_some_and(|arg0| arg0.ends_with(b"esprit-lab"))
+                .is_some_and(|arg0| KEPT_PROGRAMS.iter().any(|p| arg0.ends_with(p)))
         })
         .unwrap_or(false)
 }
 
-fn signal(pid: u32, sig: i32) {
+/// Sends signal `sig` to process `pid`.
+pub(crate) fn signal(pid: u32, sig: i32) {
     if let Ok(p) = libc::pid_t::try_from(pid) {
-        // SAFETY: kill(2) with a pid checked to be one of the lab's processes; no memory is
-        // involved.
+        // SAFETY: kill(2) with a pid the caller started or checked to be one of the lab's
+        // processes; no memory is involved.
         unsafe {
             libc::kill(p, sig);
         }

@@ -10,6 +10,8 @@
 //! WAN: gwA's WAN is the private 10.200.1.0/24 behind an nftables masquerade to 10.200.0.0/24.
 //! See `docs/lab.md` and [`plan`] for the exact addressing.
 
+pub mod bgp;
+pub mod capture;
 pub mod cmd;
 pub mod demo;
 pub mod ike;
@@ -19,7 +21,9 @@ pub mod many;
 pub mod netns;
 pub mod pki;
 pub mod plan;
+pub mod routingd;
 pub mod spec;
+pub mod stream;
 pub mod strongswan;
 
 pub use lab::{IfaceInfo, Lab, LabError, LabGuard, LabInfo, LabSpec, Node, NodeInfo, UpOutcome};
