@@ -17,6 +17,7 @@ pub mod demo;
 pub mod ike;
 pub mod kept;
 pub mod lab;
+pub mod libreswan;
 pub mod many;
 pub mod netns;
 pub mod pki;
