@@ -57,6 +57,10 @@ pub struct IkeSite {
     pub metrics: Option<std::net::SocketAddr>,
     /// `[metrics] listen` of the gateway's dataplane (none by default).
     pub dataplane_metrics: Option<std::net::SocketAddr>,
+    /// A route-based child (`0.0.0.0/0 === 0.0.0.0/0`) instead of the sites' prefixes.
+    pub route_based: bool,
+    /// Extra tables for the gateway's dataplane configuration (`[[tunnel]]`, …).
+    pub dataplane_extra: String,
 }
 
 impl Default for IkeSite {
@@ -74,6 +78,8 @@ impl Default for IkeSite {
             extra_daemon: String::new(),
             metrics: None,
             dataplane_metrics: None,
+            route_based: false,
+            dataplane_extra: String::new(),
         }
     }
 }
@@ -137,7 +143,9 @@ pub fn write_configs(
     } else {
         (lab.gw_b_wan(), lab.gw_a_seen_by_b())
     };
-    let (lts, rts) = if a {
+    let (lts, rts) = if site.route_based {
+        (r#"["0.0.0.0/0"]"#, r#"["0.0.0.0/0"]"#)
+    } else if a {
         (
             r#"["10.201.1.0/24", "fd00:201:1::/64"]"#,
             r#"["10.201.2.0/24", "fd00:201:2::/64"]"#,
@@ -198,10 +206,10 @@ pub fn write_configs(
     let dp = dataplane_toml(
         &sock,
         lab.spec.queues,
-        &match site.dataplane_metrics {
+        &(match site.dataplane_metrics {
             Some(a) => format!("[metrics]\nlisten = \"{a}\"\n"),
             None => String::new(),
-        },
+        } + &site.dataplane_extra),
     );
     let dp_path = dir.join(format!("{name}-dp.toml"));
     std::fs::write(&dp_path, dp).map_err(|e| format!("{}: {e}", dp_path.display()))?;

@@ -1,6 +1,7 @@
 //! Libreswan as a peer: Debian's `pluto` run in a node of a [`Lab`] with its own directory
-//! (`ipsec.conf`, `ipsec.secrets`, an NSS database, the control socket), driven with
-//! `ipsec whack`. Its IKEv2 is complete; its ESP is the kernel's (XFRM), which this kernel
+//! (`ipsec.conf`, `ipsec.secrets`, an NSS database, the control socket), driven with `whack`.
+//! Debian's `libreswan` package conflicts with strongSwan's, so `ci/install-libreswan.sh`
+//! unpacks it into a directory of its own ([`root`]) instead of installing it. Its IKEv2 is complete; its ESP is the kernel's (XFRM), which this kernel
 //! does not have: pluto establishes IKE SAs, derives the child keys (logged with
 //! `plutodebug="all private"`) and then fails to install the child (`Add SA …: Function not
 //! implemented`). What that leaves to check is in `docs/interop.md`.
@@ -10,10 +11,33 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-/// The pluto daemon Debian installs.
-pub const PLUTO: &str = "/usr/libexec/ipsec/pluto";
-/// The Debian package.
-pub const PACKAGES: &str = "libreswan";
+/// Where `ci/install-libreswan.sh` unpacks Libreswan by default.
+pub const DEFAULT_ROOT: &str = "/opt/esprit-libreswan";
+
+/// Where Libreswan is unpacked: `$ESPRIT_LIBRESWAN_ROOT`, else [`DEFAULT_ROOT`].
+pub fn root() -> PathBuf {
+    std::env::var_os("ESPRIT_LIBRESWAN_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_ROOT))
+}
+
+/// The pluto daemon.
+pub fn pluto_path() -> PathBuf {
+    root().join("usr/libexec/ipsec/pluto")
+}
+
+/// Fails unless pluto is unpacked, saying how to get it.
+pub fn ensure_installed() -> Result<(), String> {
+    let p = pluto_path();
+    if p.exists() {
+        Ok(())
+    } else {
+        Err(format!(
+            "Libreswan is not unpacked ({} missing): run ./ci/install-libreswan.sh",
+            p.display()
+        ))
+    }
+}
 
 /// One side's Libreswan connection (`conn peer`), PSK-authenticated with FQDN identities.
 #[derive(Debug, Clone)]
@@ -105,11 +129,7 @@ impl Pluto {
     /// `node`'s namespace; returns once its control socket answers.
     pub fn start(lab: &Lab, node: Node, dir: &Path, spec: &PlutoSpec) -> Result<Pluto, String> {
         spec.check()?;
-        if !Path::new(PLUTO).exists() {
-            return Err(format!(
-                "Libreswan is not installed ({PLUTO} missing): ./ci/install-deps.sh {PACKAGES}"
-            ));
-        }
+        ensure_installed()?;
         let _ = std::fs::remove_dir_all(dir);
         for d in ["nss", "run"] {
             std::fs::create_dir_all(dir.join(d)).map_err(io_err(format!("creating {d}")))?;
@@ -121,21 +141,33 @@ impl Pluto {
             .map_err(io_err("writing ipsec.conf"))?;
         crate::ike::write_private(&dir.join("ipsec.secrets"), &spec.secrets())?;
         let nss = dir.join("nss");
-        let init = std::process::Command::new("ipsec")
-            .args(["initnss", "--nssdir"])
-            .arg(&nss)
+        // What `ipsec initnss` does: an empty NSS database without a password.
+        let init = std::process::Command::new("certutil")
+            .args(["-N", "--empty-password", "-d"])
+            .arg(format!("sql:{}", nss.display()))
             .output()
-            .map_err(io_err("ipsec initnss"))?;
+            .map_err(io_err("certutil (libnss3-tools)"))?;
         if !init.status.success() {
             return Err(format!(
-                "ipsec initnss: {}",
+                "certutil -N: {}",
                 String::from_utf8_lossy(&init.stderr)
             ));
         }
         let log = std::fs::File::create(dir.join("pluto.log")).map_err(io_err("pluto.log"))?;
         let err = log.try_clone().map_err(io_err("pluto.log"))?;
-        let mut cmd = lab.command(node, PLUTO);
-        cmd.args(["--nofork", "--stderrlog", "--config"])
+        // pluto runs its helpers (addconn) from the compiled-in /usr/libexec/ipsec: in a mount
+        // namespace of its own, the unpacked tree is bound there (`ip netns exec`, `unshare`
+        // and `sh` all exec, so the child is pluto itself).
+        let libexec = root().join("usr/libexec");
+        let mut cmd = lab.command(node, "unshare");
+        cmd.args(["-m", "--propagation", "private", "sh", "-c"])
+            .arg(format!(
+                "mount --bind '{}' /usr/libexec && exec '{}' \"$@\"",
+                libexec.display(),
+                pluto_path().display()
+            ))
+            .arg("pluto")
+            .args(["--nofork", "--stderrlog", "--config"])
             .arg(dir.join("ipsec.conf"))
             .arg("--rundir")
             .arg(dir.join("run"))
@@ -178,10 +210,14 @@ impl Pluto {
         self.dir.join("run").join("pluto.ctl")
     }
 
-    /// Runs `ipsec whack --ctlsocket … ARGS` in pluto's namespace; its output.
+    /// Runs `whack --ctlsocket … ARGS` in pluto's namespace; its output.
     pub fn whack(&self, lab: &Lab, args: &[&str]) -> Result<String, String> {
-        let ctl = self.ctl();
-        let mut all = vec!["ipsec", "whack", "--ctlsocket", ctl.to_str().unwrap_or("")];
+        let (ctl, whack) = (self.ctl(), root().join("usr/libexec/ipsec/whack"));
+        let mut all = vec![
+            whack.to_str().unwrap_or(""),
+            "--ctlsocket",
+            ctl.to_str().unwrap_or(""),
+        ];
         all.extend_from_slice(args);
         let out = lab.exec(self.node, &all).map_err(|e| e.to_string())?;
         Ok(String::from_utf8_lossy(&out.stdout).into_owned()

@@ -237,6 +237,10 @@ pub struct CharonSpec {
     pub log_keys: bool,
     /// IKE fragmentation (`fragmentation = yes|no`); `None`: strongSwan's default (yes).
     pub fragmentation: Option<bool>,
+    /// charon installs routes for its children's selectors (into `ipsec0`, table 220); off for
+    /// a route-based setup where a routing daemon owns the routes (`install_routes = no` and,
+    /// because kernel-libipsec installs its routes regardless, `routing_table = 0`).
+    pub install_routes: bool,
 }
 
 impl CharonSpec {
@@ -268,6 +272,7 @@ impl CharonSpec {
             extra_charon: String::new(),
             log_keys: false,
             fragmentation: None,
+            install_routes: true,
         }
     }
 
@@ -339,13 +344,18 @@ impl CharonSpec {
         };
         format!(
             "# Written by topology::strongswan.\n\
-             charon {{\n  load = {PLUGINS}\n  install_routes = yes\n  \
+             charon {{\n  load = {PLUGINS}\n  install_routes = {routes}\n  \
              filelog {{\n    log {{\n      path = \"{d}/charon.log\"\n      {levels}\n      \
              flush_line = yes\n      ike_name = yes\n      append = no\n    }}\n  }}\n  \
              plugins {{\n    vici {{\n      socket = \"unix://{d}/charon.vici\"\n    }}\n  }}\n\
              {extra}\n}}\n\
              swanctl {{\n  socket = \"unix://{d}/charon.vici\"\n}}\n",
             extra = self.extra_charon,
+            routes = if self.install_routes {
+                "yes"
+            } else {
+                "no\n  routing_table = 0"
+            },
         )
     }
 

@@ -9,7 +9,7 @@
 use esprit_testkit::{require, require_root};
 use std::time::Duration;
 use topology::ike::{write_configs, DataplaneThread, IkeDaemon, IkeSite};
-use topology::libreswan::{Pluto, PlutoSpec, PLUTO};
+use topology::libreswan::{ensure_installed, Pluto, PlutoSpec};
 use topology::strongswan::LAB_PSK;
 use topology::{Lab, LabGuard, LabSpec, Node};
 
@@ -35,13 +35,7 @@ fn setup(
     (esp, esp_ls): (&str, &str),
 ) -> (LabGuard, TempDir, Pluto, DataplaneThread, IkeDaemon) {
     require_root();
-    require(
-        std::path::Path::new(PLUTO)
-            .exists()
-            .then_some(())
-            .ok_or("pluto missing"),
-        "Libreswan",
-    );
+    require(ensure_installed(), "Libreswan");
     let lab = LabGuard::up(&LabSpec {
         name: format!("esprit-ls{tag}{}", std::process::id()),
         ..LabSpec::default()

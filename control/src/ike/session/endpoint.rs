@@ -547,8 +547,19 @@ impl Endpoint {
             }
         }
         let spi = self.new_ike_spi();
-        // INITIAL_CONTACT says this is the only IKE SA with the peer: not when another exists.
-        let alone = !self.sas_of(conn).any(|(_, s)| s.state() != State::Dead);
+        // INITIAL_CONTACT says this is the only IKE SA between the two identities (RFC 7296
+        // §2.4): not when another exists, of this connection or of another one between the
+        // same identities (two tunnels to one peer).
+        let same_peer = |s: &IkeSa| {
+            s.conn().name == c.name
+                || (s.local_id() == &c.local_id
+                    && c.remote_id.is_some()
+                    && s.remote_id().or(s.conn().remote_id.as_ref()) == c.remote_id.as_ref())
+        };
+        let alone = !self
+            .sas
+            .values()
+            .any(|s| s.state() != State::Dead && same_peer(s));
         let (sa, _) = self.with_ctx(now, |ctx, _| {
             IkeSa::initiate(ctx, c, child_params, spi, local, remote)
         });

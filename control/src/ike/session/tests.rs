@@ -104,8 +104,13 @@ impl Pair {
     }
 
     fn with(a: ConnectionParams, b: ConnectionParams, sb: EndpointSettings) -> Pair {
+        Self::with_conns(vec![a], b, sb)
+    }
+
+    /// A pair whose gwA has several connections.
+    fn with_conns(a: Vec<ConnectionParams>, b: ConnectionParams, sb: EndpointSettings) -> Pair {
         let mut ea = Endpoint::new(
-            vec![Arc::new(a)],
+            a.into_iter().map(Arc::new).collect(),
             EndpointSettings::default(),
             Box::new(SeededRandom::new(1)),
         );
@@ -871,6 +876,25 @@ fn a_second_ike_sa_without_initial_contact_leaves_the_first() {
     p.up();
     // gwA did not restart: its second IKE SA must not claim to be the only one.
     p.up();
+    assert_eq!((p.a.sas().count(), p.b.sas().count()), (2, 2));
+    assert_eq!(count(&p.ev_b, |e| matches!(e, IkeEvent::IkeDown { .. })), 0);
+}
+
+#[test]
+fn a_second_connection_between_the_same_identities_sends_no_initial_contact() {
+    // Two connections (two tunnels over two paths, say) between the same identities: the
+    // second IKE SA is not the only one between them, so it must not say so (RFC 7296 §2.4),
+    // or the peer would delete the first.
+    let mut second = conn_a();
+    second.name = "site-b-2".into();
+    let mut p = Pair::with_conns(
+        vec![conn_a(), second],
+        conn_b(),
+        EndpointSettings::default(),
+    );
+    p.up();
+    p.a.initiate(p.now, "site-b-2", None, addr(A)).unwrap();
+    p.pump();
     assert_eq!((p.a.sas().count(), p.b.sas().count()), (2, 2));
     assert_eq!(count(&p.ev_b, |e| matches!(e, IkeEvent::IkeDown { .. })), 0);
 }
