@@ -181,6 +181,21 @@ pub fn configs(dir: &Path, lab: &Lab) -> Result<(DataplaneConfig, DataplaneConfi
     Ok((load("gwA.toml")?, load("gwB.toml")?))
 }
 
+/// Pings each site's host from the other site's (5 pings, 0.2 s apart): (from, to, ping's
+/// output) both ways.
+pub fn ping_across(lab: &Lab) -> Result<Vec<(Node, &'static str, String)>, LabError> {
+    [
+        (Node::HostA, crate::lab::HOST_B.0),
+        (Node::HostB, "10.201.1.2"),
+    ]
+    .into_iter()
+    .map(|(node, dst)| {
+        let out = lab.exec(node, &["ping", "-c", "5", "-i", "0.2", "-W", "2", dst])?;
+        Ok((node, dst, String::from_utf8_lossy(&out.stdout).into_owned()))
+    })
+    .collect()
+}
+
 /// Loss percentage from ping's summary line.
 pub fn loss(out: &str) -> f64 {
     out.lines()

@@ -10,7 +10,6 @@ use esprit_testkit::{require, require_root};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 use topology::ike::{write_configs, DataplaneThread, IkeDaemon, IkeSite};
-use topology::lab::HOST_B;
 use topology::routingd::{BfdTimers, Peering, RoutingDaemon, RoutingInstance, TunnelSession};
 use topology::strongswan::{ensure_installed, Charon, CharonSpec};
 use topology::{Lab, LabGuard, LabSpec, Node};
@@ -188,11 +187,7 @@ fn route_based_esprit_and_strongswan_carry_bgp_and_traffic() {
         .count();
     assert!(learned > EXTRA, "dataplane routes: {dp_routes}");
     // Traffic between the sites follows them, both ways.
-    for (node, dst) in [(Node::HostA, HOST_B.0), (Node::HostB, "10.201.1.2")] {
-        let out = lab
-            .exec(node, &["ping", "-c", "5", "-i", "0.2", "-W", "2", dst])
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
+    for (node, dst, text) in topology::demo::ping_across(&lab).unwrap() {
         assert!(
             topology::demo::loss(&text) <= 20.0,
             "{node} -> {dst}:\n{text}\n{}",

@@ -8,7 +8,6 @@ use esprit_testkit::{require, require_root};
 use std::path::PathBuf;
 use std::time::Duration;
 use topology::ike::{write_configs, DataplaneThread, IkeAuth, IkeDaemon, IkeSite};
-use topology::lab::HOST_B;
 use topology::strongswan::{ensure_installed, Charon, CharonSpec, PeerAuth};
 use topology::{LabGuard, LabSpec, Node};
 
@@ -127,11 +126,7 @@ fn run(c: &Case) {
     keys_match_strongswans(&dir.0.join("keys"), &charon);
 
     // Traffic both ways: ping from each site, then 4 MB over TCP with its SHA-256 checked.
-    for (node, dst) in [(Node::HostA, HOST_B.0), (Node::HostB, "10.201.1.2")] {
-        let out = lab
-            .exec(node, &["ping", "-c", "5", "-i", "0.2", "-W", "2", dst])
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
+    for (node, dst, text) in topology::demo::ping_across(&lab).unwrap() {
         assert!(
             topology::demo::loss(&text) <= 20.0,
             "{node} -> {dst}:\n{text}\n--- charon ---\n{}",
