@@ -1386,6 +1386,23 @@ fn tunnel_interfaces_carry_the_gateways_own_traffic_and_follow_kernel_routes() {
     let withdrawn = ping(ha, "10.201.2.2");
     let stats = c.call(Request::Stats).unwrap();
     drop(c);
+    // A dataplane that dies takes its interface and the routes through it along (a routing
+    // daemon sees the link go and withdraws what it learned over it); restarted, it makes
+    // the interface again, addressed, its carrier on with the SAs.
+    let mut a = a;
+    let _ = a.child.kill();
+    let _ = a.child.wait();
+    let killed = wait_link(gwa, "esp-b", "does not exist");
+    let v6_routes = Command::new("ip")
+        .args(["-n", gwa, "-6", "route", "show", "fd00:201:2::/64"])
+        .output()
+        .unwrap();
+    let a = start(gwa, &dir, "gwA");
+    let relinked = wait_link(gwa, "esp-b", "LOWER_UP");
+    let readdressed = Command::new("ip")
+        .args(["-n", gwa, "addr", "show", "dev", "esp-b"])
+        .output()
+        .unwrap();
     for d in [a, b] {
         signal(&d, "-TERM");
         let mut d = d;
@@ -1436,4 +1453,14 @@ fn tunnel_interfaces_carry_the_gateways_own_traffic_and_follow_kernel_routes() {
         "{stats}"
     );
     assert!(gone.contains("does not exist"), "{gone}");
+    assert!(killed.contains("does not exist"), "{killed}");
+    assert!(
+        v6_routes.stdout.is_empty(),
+        "routes through esp-b went with it"
+    );
+    assert!(relinked.contains("LOWER_UP"), "{relinked}");
+    assert!(
+        String::from_utf8_lossy(&readdressed.stdout).contains("169.254.30.1/30"),
+        "{readdressed:?}"
+    );
 }
