@@ -1,4 +1,4 @@
-//! The BGP lab with BIRD (`esprit-lab bgp`): two sites joined by two route-based esprit tunnels
+//! The BGP lab (`esprit-lab bgp`), with BIRD and with FRR: two sites joined by two route-based esprit tunnels
 //! over two WAN paths, eBGP and BFD (100 ms × 3) over each. Each side learns the other's
 //! prefixes (its own and 300 extra /24s) into kernel ECMP routes over both tunnels, a TCP
 //! transfer arrives whole, and when WAN path 1 is cut in the router the stream hB → hA moves to
@@ -13,19 +13,30 @@ use std::time::Duration;
 use topology::bgp::{run, BgpOptions, BFD};
 use topology::routingd::RoutingDaemon;
 
-/// Time on top of BFD's detection for BIRD to withdraw the routes, the kernel to replace its
+/// Time on top of BFD's detection for the routing daemon to withdraw the routes, the kernel to replace its
 /// ECMP route and the dataplane to follow it (generous: the machine is shared).
 const CONVERGENCE: Duration = Duration::from_millis(1500);
 
 #[test]
 #[ignore = "needs root, bird2 and tcpdump: ./ci/test.sh runs it as root"]
 fn bgp_over_two_tunnels_fails_over_within_the_bfd_timers() {
-    require_root();
     require_tool("bird", &["--version"]);
+    fails_over(RoutingDaemon::Bird, "b");
+}
+
+#[test]
+#[ignore = "needs root, frr and tcpdump: ./ci/test.sh runs it as root"]
+fn frr_over_two_tunnels_fails_over_within_the_bfd_timers() {
+    require_tool("/usr/lib/frr/zebra", &["--version"]);
+    fails_over(RoutingDaemon::Frr, "f");
+}
+
+fn fails_over(daemon: RoutingDaemon, tag: &str) {
+    require_root();
     require_tool("tcpdump", &["--version"]);
     let o = BgpOptions {
-        name: format!("esprit-bgp{}", std::process::id()),
-        daemon: RoutingDaemon::Bird,
+        name: format!("esprit-bgp{tag}{}", std::process::id()),
+        daemon,
         exe: PathBuf::from(env!("CARGO_BIN_EXE_esprit-lab")),
         tcp_bytes: 8 << 20,
         ..BgpOptions::default()
