@@ -175,6 +175,7 @@ fn sa(suite: Suite, dir: Direction) -> SaConfig {
         mode: Mode::Tunnel,
         suite,
         key: KeyMaterial::new((0..suite.keymat_len() as u8).collect()),
+        integ_key: None,
         local: local.parse().expect("literal address"),
         remote: remote.parse().expect("literal address"),
         encap: None,

@@ -31,6 +31,7 @@ fn sa(dir: Direction, mode: Mode, suite: Suite, local: &str, remote: &str) -> Sa
         mode,
         suite,
         key: KeyMaterial::new(key),
+        integ_key: None,
         local: ip(local),
         remote: ip(remote),
         encap: None,

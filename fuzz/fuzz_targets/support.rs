@@ -32,6 +32,7 @@ pub fn config(i: usize) -> SaConfig {
         },
         suite,
         key: KeyMaterial::new(vec![i as u8 + 1; suite.keymat_len()]),
+        integ_key: None,
         local: a.parse().unwrap(),
         remote: b.parse().unwrap(),
         encap: (i == 4).then(UdpEncap::default),

@@ -2,10 +2,10 @@
 //! the SA of `sa.add` becomes an [`SaConfig`] directly, with the SA file's rules; SAs, counters
 //! and events become their API views.
 
-use crate::crypto::aead::KeyMaterial;
 use crate::esp::{DropCounters, SaCounters, Suite};
 use crate::sa::config::{
-    Direction, Lifetime, Mode, SaConfig, UdpEncap, DEFAULT_PAD_ALIGN, DEFAULT_REPLAY_WINDOW,
+    parse_keys, Direction, Lifetime, Mode, SaConfig, UdpEncap, DEFAULT_PAD_ALIGN,
+    DEFAULT_REPLAY_WINDOW,
 };
 use crate::sa::{Prefix, SaEvent, Selectors};
 use crate::xdp::socket::XdpStatistics;
@@ -65,25 +65,12 @@ pub fn sa_config(s: &SaSpec) -> Result<SaConfig, SaSpecError> {
         esprit_api::Mode::Transport => Mode::Transport,
     };
     let suite: Suite = s.suite.parse().map_err(|e: String| bad("suite", e))?;
-    let key = KeyMaterial::from_hex(s.key.expose_hex()).map_err(|e| {
-        bad(
-            "key",
-            format!(
-                "expected {} bytes of hex (AES key || 4-byte salt): {e}",
-                suite.keymat_len()
-            ),
-        )
-    })?;
-    if key.len() != suite.keymat_len() {
-        return Err(bad(
-            "key",
-            format!(
-                "{suite} needs {} bytes (AES key || 4-byte salt), got {}",
-                suite.keymat_len(),
-                key.len()
-            ),
-        ));
-    }
+    let (key, integ_key) = parse_keys(
+        suite,
+        s.key.expose_hex(),
+        s.integ_key.as_ref().map(|k| k.expose_hex()),
+    )
+    .map_err(|e| bad(e.field, e.message))?;
     if s.local.is_ipv4() != s.remote.is_ipv4() {
         return Err(bad("remote", "expected the same address family as local"));
     }
@@ -150,6 +137,7 @@ pub fn sa_config(s: &SaSpec) -> Result<SaConfig, SaSpecError> {
         mode,
         suite,
         key,
+        integ_key,
         local: s.local,
         remote: s.remote,
         encap,

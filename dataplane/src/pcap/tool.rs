@@ -6,7 +6,8 @@ use super::{
     LINKTYPE_RAW,
 };
 use crate::api::convert::{drops_map, sa_infos};
-use crate::esp::{Backend, Verdict};
+use crate::crypto::cbc::Integ;
+use crate::esp::{Backend, Suite, Verdict};
 use crate::frame::OwnedFrame;
 use crate::sa::{file, Direction, SaConfig, SaDb};
 use crate::wire::ethernet::{EtherType, EthernetFrame, EthernetRepr};
@@ -341,16 +342,39 @@ pub fn write_wireshark_keys(dir: &Path, sas: &[SaConfig]) -> std::io::Result<()>
             Direction::In => (sa.remote, sa.local),
         };
         let fam = if src.is_ipv4() { "IPv4" } else { "IPv6" };
+        let (encr, integ) = wireshark_algorithms(sa.suite);
+        let integ_key = sa
+            .integ_key
+            .as_ref()
+            .map(|k| zeroize::Zeroizing::new(format!("0x{}", &*k.expose_hex())))
+            .unwrap_or_default();
         let line = zeroize::Zeroizing::new(format!(
-            "\"{fam}\",\"{src}\",\"{dst}\",\"0x{:08x}\",\"AES-GCM with 16 octet ICV [RFC4106]\",\"0x{}\",\"NULL\",\"\"\n",
+            "\"{fam}\",\"{src}\",\"{dst}\",\"0x{:08x}\",\"{encr}\",\"0x{}\",\"{integ}\",\"{}\"\n",
             sa.spi,
-            &*sa.key.expose_hex()
+            &*sa.key.expose_hex(),
+            &*integ_key
         ));
         t.write_all(line.as_bytes())?;
     }
     let mut p = open("preferences")?;
     p.write_all(b"# written by esp-pcap --wireshark-keys\nesp.enable_encryption_decode: TRUE\nesp.enable_authentication_check: TRUE\n")?;
     Ok(())
+}
+
+/// Wireshark's names (`esp_sa` table) of a suite's encryption and integrity algorithms.
+pub fn wireshark_algorithms(suite: Suite) -> (&'static str, &'static str) {
+    let encr = match suite {
+        Suite::Aes128Gcm16 | Suite::Aes256Gcm16 => "AES-GCM with 16 octet ICV [RFC4106]",
+        Suite::ChaCha20Poly1305 => "ChaCha20 with Poly1305 [RFC7634]",
+        _ => "AES-CBC [RFC3602]",
+    };
+    let integ = match suite.integ() {
+        None => "NULL",
+        Some(Integ::Sha256) => "HMAC-SHA-256-128 [RFC4868]",
+        Some(Integ::Sha384) => "HMAC-SHA-384-192 [RFC4868]",
+        Some(Integ::Sha512) => "HMAC-SHA-512-256 [RFC4868]",
+    };
+    (encr, integ)
 }
 
 /// The SAs of a file (for the key export).

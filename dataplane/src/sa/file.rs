@@ -4,10 +4,10 @@
 //! Every error names the file, the line, the SA and the key, and says what was expected; key
 //! material never appears in an error.
 
-use crate::crypto::aead::KeyMaterial;
 use crate::crypto::Suite;
 use crate::sa::config::{
-    Direction, Lifetime, Mode, SaConfig, UdpEncap, DEFAULT_PAD_ALIGN, DEFAULT_REPLAY_WINDOW,
+    parse_keys, Direction, Lifetime, Mode, SaConfig, UdpEncap, DEFAULT_PAD_ALIGN,
+    DEFAULT_REPLAY_WINDOW,
 };
 use crate::sa::{Prefix, Selectors};
 use serde::Deserialize;
@@ -67,6 +67,7 @@ struct RawSa {
     mode: Option<Spanned<String>>,
     suite: Spanned<String>,
     key: Spanned<String>,
+    integ_key: Option<Spanned<String>>,
     local: Spanned<String>,
     remote: Spanned<String>,
     encap: Option<Spanned<String>>,
@@ -253,27 +254,19 @@ impl Cx<'_> {
             .get_ref()
             .parse()
             .map_err(|e: String| self.err(r.suite.span(), "suite", e))?;
-        let key = KeyMaterial::from_hex(r.key.get_ref()).map_err(|e| {
-            self.err(
-                r.key.span(),
-                "key",
-                format!(
-                    "expected {} bytes of hex (AES key || 4-byte salt): {e}",
-                    suite.keymat_len()
-                ),
-            )
+        let (key, integ_key) = parse_keys(
+            suite,
+            r.key.get_ref(),
+            r.integ_key.as_ref().map(|k| k.get_ref().as_str()),
+        )
+        .map_err(|e| {
+            let sp = match (e.field, &r.integ_key) {
+                ("integ_key", Some(k)) => k.span(),
+                ("integ_key", None) => span.clone(),
+                _ => r.key.span(),
+            };
+            self.err(sp, e.field, e.message)
         })?;
-        if key.len() != suite.keymat_len() {
-            return Err(self.err(
-                r.key.span(),
-                "key",
-                format!(
-                    "{suite} needs {} bytes (AES key || 4-byte salt), got {}",
-                    suite.keymat_len(),
-                    key.len()
-                ),
-            ));
-        }
         let local = self.addr(&r.local, "local")?;
         let remote = self.addr(&r.remote, "remote")?;
         if local.is_ipv4() != remote.is_ipv4() {
@@ -392,6 +385,7 @@ impl Cx<'_> {
             mode,
             suite,
             key,
+            integ_key,
             local,
             remote,
             encap,
