@@ -310,4 +310,36 @@ mod tests {
         // The CBC keys are boxed: the enum of the SA's keys is the AEAD key plus at most a tag.
         assert!(std::mem::size_of::<EspKey>() <= std::mem::size_of::<AeadKey>() + 8);
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+
+        /// Any suite, payload length, sequence number and ESN setting: what one side seals the
+        /// other opens; any one flipped bit or any other byte string is refused, never a panic.
+        #[test]
+        fn seal_open_and_tamper(
+            s in 0usize..Suite::ALL.len(),
+            blocks in 1usize..40,
+            seq in proptest::prelude::any::<u64>(),
+            esn in proptest::prelude::any::<bool>(),
+            flip in proptest::prelude::any::<(usize, u8)>(),
+            junk in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+        ) {
+            let suite = Suite::ALL[s];
+            let k = key(suite, Backend::ALL[s % 2]);
+            let plain = packet(suite, blocks * 16, seq);
+            let mut p = plain.clone();
+            k.seal(&[1, 2, 3, 4], &mut p, seq, esn).unwrap();
+            let mut q = p.clone();
+            proptest::prop_assert!(k.open(&[1, 2, 3, 4], &mut q, seq, esn).is_ok());
+            let body = HEADER_LEN + suite.iv_len();
+            proptest::prop_assert_eq!(&q[body..q.len() - suite.icv_len()], &plain[body..plain.len() - suite.icv_len()]);
+            let mut bad = p.clone();
+            let at = flip.0 % bad.len();
+            bad[at] ^= flip.1.max(1);
+            proptest::prop_assert!(k.open(&[1, 2, 3, 4], &mut bad, seq, esn).is_err());
+            let mut junk = junk;
+            proptest::prop_assert!(k.open(&[1, 2, 3, 4], &mut junk, seq, esn).is_err());
+        }
+    }
 }
