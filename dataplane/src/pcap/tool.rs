@@ -389,3 +389,39 @@ pub fn supported_linktype(l: u32) -> bool {
         LINKTYPE_ETHERNET | LINKTYPE_RAW | LINKTYPE_IPV4 | LINKTYPE_IPV6
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wireshark_keys_name_every_suite_and_carry_the_integ_key() {
+        let d = std::env::temp_dir().join(format!("esprit-ws-keys-{}", std::process::id()));
+        let text = "[[sa]]\nspi = 7\ndirection = \"in\"\nsuite = \"aes256cbc-sha512\"\n\
+            key = \"000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\"\n\
+            integ_key = \""
+            .to_string()
+            + &"5a".repeat(64)
+            + "\"\nlocal = \"10.0.0.2\"\nremote = \"10.0.0.1\"\n";
+        let sas = file::parse(&text, "t").unwrap();
+        write_wireshark_keys(&d, &sas).unwrap();
+        let t = std::fs::read_to_string(d.join("esp_sa")).unwrap();
+        assert!(
+            t.contains("\"AES-CBC [RFC3602]\",\"0x000102")
+                && t.contains(&format!(
+                    "\"HMAC-SHA-512-256 [RFC4868]\",\"0x{}\"",
+                    "5a".repeat(64)
+                )),
+            "{t}"
+        );
+        assert_eq!(
+            wireshark_algorithms(Suite::ChaCha20Poly1305),
+            ("ChaCha20 with Poly1305 [RFC7634]", "NULL")
+        );
+        assert_eq!(
+            wireshark_algorithms(Suite::Aes128CbcSha256).1,
+            "HMAC-SHA-256-128 [RFC4868]"
+        );
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}
