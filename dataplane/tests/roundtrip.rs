@@ -592,3 +592,26 @@ fn cbc_ciphertext_of_the_wrong_length_is_malformed() {
         assert_eq!(sa.counters.drops.get(DropReason::AuthFailed), 1, "{suite}");
     }
 }
+
+#[test]
+fn tunnel_mtu_follows_the_suite() {
+    for (suite, want) in [
+        (Suite::Aes128Gcm16, 1438),
+        (Suite::ChaCha20Poly1305, 1438),
+        (Suite::Aes128CbcSha256, 1438),
+        (Suite::Aes256CbcSha384, 1422),
+        (Suite::Aes256CbcSha512, 1422),
+    ] {
+        let (mut tx, mut rx) = pair(a_to_b(suite), Backend::Ring);
+        let max = tx.outbound()[0].max_inner_len(1500);
+        assert_eq!(max, want, "{suite}");
+        for (len, fits) in [(max, true), (max + 1, false)] {
+            let pkt = v4_packet("10.201.1.2", "10.201.2.2", &vec![0x33; len - 20], 0);
+            let mut f = vec![OwnedFrame::from_packet(&pkt, 128, 128)];
+            tx.encrypt_batch(&mut f, &mut [Verdict::Pass]);
+            assert_eq!(f[0].data().len() <= 1500, fits, "{suite} {len}");
+            decap(&mut rx, &mut f[0]).unwrap();
+            assert_eq!(f[0].data(), &pkt[..]);
+        }
+    }
+}
