@@ -109,7 +109,7 @@ impl EspKey {
     /// sequence number are already written, to the end of the ICV; between them the IV
     /// (`suite.iv_len()` bytes, written here), the payload with padding and trailer, and
     /// room for the ICV (`suite.icv_len()` bytes).
-    #[inline]
+    #[inline(always)]
     pub fn seal(
         &self,
         salt: &[u8; SALT_LEN],
@@ -131,22 +131,7 @@ impl EspKey {
                     &mut esp[HEADER_LEN + iv.len()..],
                 )
             }
-            EspKey::Cbc(c) => {
-                let ct_end = esp
-                    .len()
-                    .checked_sub(c.icv_len())
-                    .filter(|&e| e >= HEADER_LEN + BLOCK_LEN)
-                    .ok_or(AeadError::Length)?;
-                let block = cbc_iv_block(seq, &esp[..4]);
-                esp[HEADER_LEN..HEADER_LEN + BLOCK_LEN].copy_from_slice(&block);
-                // Chained from a zero IV, the IV block encrypts to E_K(block): the IV, in front
-                // of the payload it then chains into.
-                c.encrypt([0; BLOCK_LEN], &mut esp[HEADER_LEN..ct_end])?;
-                let (signed, icv) = esp.split_at_mut(ct_end);
-                let (tail, n) = esn_tail(seq, esn);
-                c.sign(&[signed, &tail[..n]], icv);
-                Ok(())
-            }
+            EspKey::Cbc(c) => seal_cbc(c, esp, seq, esn),
         }
     }
 
@@ -154,7 +139,7 @@ impl EspKey {
     /// `seq` is the full (inferred) sequence number. On success the plaintext (payload,
     /// padding, trailer) lies between the IV and the ICV. For CBC the ICV is verified before
     /// anything is decrypted; a ciphertext that is not a whole number of blocks is `Length`.
-    #[inline]
+    #[inline(always)]
     pub fn open(
         &self,
         salt: &[u8; SALT_LEN],
@@ -172,22 +157,45 @@ impl EspKey {
                 let (a, len) = aad(esp, seq, esn);
                 k.open(&n, &a[..len], &mut esp[body_at..])
             }
-            EspKey::Cbc(c) => {
-                let body_at = HEADER_LEN + BLOCK_LEN;
-                let ct_end = esp
-                    .len()
-                    .checked_sub(c.icv_len())
-                    .filter(|&e| e >= body_at + BLOCK_LEN && (e - body_at) % BLOCK_LEN == 0)
-                    .ok_or(AeadError::Length)?;
-                let (signed, icv) = esp.split_at_mut(ct_end);
-                let (tail, n) = esn_tail(seq, esn);
-                c.verify(&[signed, &tail[..n]], icv)?;
-                let mut iv = [0u8; BLOCK_LEN];
-                iv.copy_from_slice(&signed[HEADER_LEN..body_at]);
-                c.decrypt(iv, &mut signed[body_at..])
-            }
+            EspKey::Cbc(c) => open_cbc(c, esp, seq, esn),
         }
     }
+}
+
+/// [`EspKey::seal`] for CBC: out of line, so that the AEAD path inlines into the packet loop.
+#[inline(never)]
+fn seal_cbc(c: &CbcHmac, esp: &mut [u8], seq: u64, esn: bool) -> Result<(), AeadError> {
+    let ct_end = esp
+        .len()
+        .checked_sub(c.icv_len())
+        .filter(|&e| e >= HEADER_LEN + BLOCK_LEN)
+        .ok_or(AeadError::Length)?;
+    let block = cbc_iv_block(seq, &esp[..4]);
+    esp[HEADER_LEN..HEADER_LEN + BLOCK_LEN].copy_from_slice(&block);
+    // Chained from a zero IV, the IV block encrypts to E_K(block): the IV, in front of the
+    // payload it then chains into.
+    c.encrypt([0; BLOCK_LEN], &mut esp[HEADER_LEN..ct_end])?;
+    let (signed, icv) = esp.split_at_mut(ct_end);
+    let (tail, n) = esn_tail(seq, esn);
+    c.sign(&[signed, &tail[..n]], icv);
+    Ok(())
+}
+
+/// [`EspKey::open`] for CBC: the length, then the ICV in constant time, then decryption.
+#[inline(never)]
+fn open_cbc(c: &CbcHmac, esp: &mut [u8], seq: u64, esn: bool) -> Result<(), AeadError> {
+    let body_at = HEADER_LEN + BLOCK_LEN;
+    let ct_end = esp
+        .len()
+        .checked_sub(c.icv_len())
+        .filter(|&e| e >= body_at + BLOCK_LEN && (e - body_at) % BLOCK_LEN == 0)
+        .ok_or(AeadError::Length)?;
+    let (signed, icv) = esp.split_at_mut(ct_end);
+    let (tail, n) = esn_tail(seq, esn);
+    c.verify(&[signed, &tail[..n]], icv)?;
+    let mut iv = [0u8; BLOCK_LEN];
+    iv.copy_from_slice(&signed[HEADER_LEN..body_at]);
+    c.decrypt(iv, &mut signed[body_at..])
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use super::{DropReason, Verdict, ICV_LEN, IV_LEN};
 use crate::crypto::AeadError;
 use crate::frame::Frame;
 use crate::sa::{Mode, SaDb};
-use crate::wire::esp::{parse_trailer, TrailerError, HEADER_LEN as ESP_HEADER_LEN};
+use crate::wire::esp::{parse_trailer, TrailerError};
 use crate::wire::udp::HEADER_LEN as UDP_LEN;
 use crate::wire::{proto, EspPacket, Ipv4Packet, Ipv6Packet, UdpPacket};
 use std::net::IpAddr;
@@ -196,8 +196,8 @@ fn open_checked<B: AsRef<[u8]> + AsMut<[u8]>>(
         })?;
     // Authentic: the window moves now, whatever the payload turns out to hold.
     sa.replay.update(seq).map_err(|_| DropReason::Replayed)?;
-    let plain_at = esp_at + ESP_HEADER_LEN + sa.cfg.suite.iv_len();
-    let plain_end = ip_end - sa.cfg.suite.icv_len();
+    let plain_at = esp_at + usize::from(sa.framing.prefix);
+    let plain_end = ip_end - usize::from(sa.framing.icv);
     let t = parse_trailer(&buf[plain_at..plain_end]).map_err(|e| match e {
         TrailerError::BadPadding => DropReason::BadPadding,
         TrailerError::Truncated => DropReason::Malformed,

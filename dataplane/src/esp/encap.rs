@@ -4,7 +4,7 @@
 use super::{DropReason, Verdict};
 use crate::frame::Frame;
 use crate::sa::{Mode, OutboundSa, SaDb};
-use crate::wire::esp::{emit_trailer, pad_len, HEADER_LEN as ESP_HEADER_LEN, TRAILER_LEN};
+use crate::wire::esp::{emit_trailer, pad_len, TRAILER_LEN};
 use crate::wire::ipv4::{Ipv4Repr, MIN_HEADER_LEN as IPV4_LEN};
 use crate::wire::ipv6::{Ipv6Repr, HEADER_LEN as IPV6_LEN};
 use crate::wire::udp::{UdpRepr, HEADER_LEN as UDP_LEN};
@@ -221,10 +221,7 @@ fn encap_parsed<B: AsRef<[u8]> + AsMut<[u8]>>(
 /// suite.
 #[inline]
 fn framing(sa: &OutboundSa) -> (usize, usize) {
-    (
-        ESP_HEADER_LEN + sa.cfg.suite.iv_len(),
-        sa.cfg.suite.icv_len(),
-    )
+    (usize::from(sa.framing.prefix), usize::from(sa.framing.icv))
 }
 
 /// Writes SPI and sequence number at `esp_at`, the trailer at `ct_end - trailer`, and seals

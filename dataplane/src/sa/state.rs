@@ -56,6 +56,25 @@ pub(crate) fn drain_events(cfg: &SaConfig, pending: &mut u8, out: &mut impl FnMu
     *pending = 0;
 }
 
+/// The bytes ESP adds around the payload with an SA's suite, kept with the SA's hot fields so
+/// the packet path reads two bytes instead of deriving them from the suite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Framing {
+    /// ESP header and IV.
+    pub prefix: u8,
+    /// ICV.
+    pub icv: u8,
+}
+
+impl Framing {
+    fn of(suite: crate::crypto::Suite) -> Framing {
+        Framing {
+            prefix: (crate::wire::esp::HEADER_LEN + suite.iv_len()) as u8,
+            icv: suite.icv_len() as u8,
+        }
+    }
+}
+
 /// Expands the SA's keys; returns them with the salt of the AEAD suites (zero for CBC).
 fn expand_keys(cfg: &SaConfig, backend: Backend) -> Result<(EspKey, [u8; SALT_LEN]), String> {
     let k = cfg.key.expose_secret();
@@ -73,6 +92,7 @@ pub struct OutboundSa {
     pub cfg: SaConfig,
     pub(crate) cipher: EspKey,
     pub(crate) salt: [u8; SALT_LEN],
+    pub(crate) framing: Framing,
     pub(crate) seq: u64,
     /// Packets, bytes and drops.
     pub counters: SaCounters,
@@ -90,6 +110,7 @@ impl OutboundSa {
         crate::sa::prefetch::value(&self.cipher);
         crate::prefetch_fields!(
             self.salt,
+            self.framing,
             self.seq,
             self.exhausted,
             self.life,
@@ -114,11 +135,13 @@ impl OutboundSa {
             return Err("not an outbound SA".into());
         }
         let (cipher, salt) = expand_keys(&cfg, backend)?;
+        let suite = cfg.suite;
         Ok(OutboundSa {
             seq: cfg.seq,
             cfg,
             cipher,
             salt,
+            framing: Framing::of(suite),
             counters: SaCounters::default(),
             exhausted: false,
             life: LifeState::default(),
@@ -185,6 +208,7 @@ pub struct InboundSa {
     pub cfg: SaConfig,
     pub(crate) cipher: EspKey,
     pub(crate) salt: [u8; SALT_LEN],
+    pub(crate) framing: Framing,
     /// The anti-replay window.
     pub replay: ReplayWindow,
     /// Packets, bytes and drops.
@@ -201,6 +225,7 @@ impl InboundSa {
         crate::sa::prefetch::value(&self.cipher);
         crate::prefetch_fields!(
             self.salt,
+            self.framing,
             self.replay,
             self.life,
             self.counters.packets,
@@ -236,11 +261,13 @@ impl InboundSa {
             return Err("not an inbound SA".into());
         }
         let (cipher, salt) = expand_keys(&cfg, backend)?;
+        let suite = cfg.suite;
         Ok(InboundSa {
             replay: ReplayWindow::new(cfg.replay_window, cfg.seq, cfg.esn),
             cfg,
             cipher,
             salt,
+            framing: Framing::of(suite),
             counters: SaCounters::default(),
             life: LifeState::default(),
         })
