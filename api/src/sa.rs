@@ -130,7 +130,8 @@ pub enum Encap {
     Udp,
 }
 
-/// Key material in hex (cipher key then salt). Wiped on drop, never shown by `Debug`.
+/// Key material in hex (a cipher key then its salt, or an HMAC key). Wiped on drop, never
+/// shown by `Debug`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SaKey(Zeroizing<String>);
 
@@ -186,10 +187,14 @@ pub struct SaSpec {
     /// Tunnel (default) or transport.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<Mode>,
-    /// Suite name, e.g. `aes128gcm16` (the dataplane knows which).
+    /// Suite name, e.g. `aes128gcm16` or `aes256cbc-sha256` (the dataplane knows which).
     pub suite: String,
-    /// Key material.
+    /// Encryption key material: the cipher key, followed by the 4-byte salt for the AEAD
+    /// suites (AES-GCM, ChaCha20-Poly1305).
     pub key: SaKey,
+    /// The HMAC key of the CBC suites (`aes*cbc-sha*`); absent for the AEAD suites.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub integ_key: Option<SaKey>,
     /// Local outer address.
     pub local: IpAddr,
     /// Remote outer address.
@@ -251,6 +256,7 @@ impl SaSpec {
             mode: None,
             suite: suite.into(),
             key,
+            integ_key: None,
             local,
             remote,
             encap: None,
@@ -304,7 +310,9 @@ impl SaSpec {
                 "direction" => check::<Direction>(v),
                 "mode" => check::<Mode>(v),
                 "suite" | "owner" => check::<String>(v),
-                "key" => check::<String>(v).map_err(|_| "expected a hex string".to_string()),
+                "key" | "integ_key" => {
+                    check::<String>(v).map_err(|_| "expected a hex string".to_string())
+                }
                 "local" | "remote" => check::<IpAddr>(v),
                 "encap" => check::<Encap>(v),
                 "encap_ports" => check::<[u16; 2]>(v),
@@ -345,10 +353,39 @@ mod tests {
             "192.0.2.1".parse().unwrap(),
             "192.0.2.2".parse().unwrap(),
         );
+        let mut sa = sa;
+        sa.integ_key = Some(SaKey::from_bytes(&[0x7e; 32]));
         for dbg in [format!("{key:?}"), format!("{sa:?}"), format!("{sa:#?}")] {
+            assert!(!dbg.contains("7e7e"), "{dbg}");
             assert!(dbg.contains("<redacted>"), "{dbg}");
             assert!(!dbg.contains(&hex[..16]), "{dbg}");
             assert!(!dbg.contains("16, 17, 18"), "{dbg}");
         }
+    }
+
+    #[test]
+    fn integ_key_round_trips_and_is_optional() {
+        let mut sa = SaSpec::new(
+            Spi(0xc002),
+            Direction::Out,
+            "aes256cbc-sha512",
+            SaKey::from_bytes(&[1; 32]),
+            "192.0.2.1".parse().unwrap(),
+            "192.0.2.2".parse().unwrap(),
+        );
+        let plain = serde_json::to_value(&sa).unwrap();
+        assert!(
+            plain.get("integ_key").is_none(),
+            "absent unless set: {plain}"
+        );
+        sa.integ_key = Some(SaKey::from_bytes(&[0xab; 64]));
+        let v = serde_json::to_value(&sa).unwrap();
+        assert_eq!(v["integ_key"], "ab".repeat(64));
+        assert_eq!(SaSpec::from_json(&v).unwrap(), sa);
+        let mut bad = v;
+        bad["integ_key"] = serde_json::json!(7);
+        let e = SaSpec::from_json(&bad).unwrap_err();
+        assert_eq!(e.field, "integ_key");
+        assert!(!e.to_string().contains("abab"), "{e}");
     }
 }

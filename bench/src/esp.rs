@@ -6,21 +6,28 @@
 //! - **ESP decrypt** is [`decrypt_batch`]: outer header checks (IPv4 checksum), SPI lookup,
 //!   anti-replay check and update (window 1024, ESN), AES-GCM open, trailer and padding checks,
 //!   inner header parse and traffic-selector check, ECN.
-//! - **Bare AEAD** is [`Aead::seal`] / [`Aead::open`] in place over the same plaintext lengths
-//!   (plus the 16-byte tag), with the RFC 4106 nonce (salt || 8-byte counter) and the 12-byte
-//!   ESN AAD built per packet.
+//! - **Bare AEAD** (the AEAD suites) is [`Aead::seal`] / [`Aead::open`] in place over the same
+//!   plaintext lengths (plus the 16-byte tag), with the RFC 4106 nonce (salt || 8-byte counter)
+//!   and the 12-byte ESN AAD built per packet.
+//! - **Bare cipher + MAC** (the CBC suites) is [`CbcHmac::encrypt`] then [`CbcHmac::sign`]
+//!   (or [`CbcHmac::verify`] then [`CbcHmac::decrypt`]) in place over the plaintext rounded up
+//!   to whole AES blocks, a 16-byte IV taken from a counter, and the MAC over the 8-byte ESP
+//!   header, IV, ciphertext and the ESN high half, as ESP computes it. ESP spends one more AES
+//!   block per packet on top of this to derive its IV.
 //!
 //! Each loop first copies every packet of the batch into its frame with
 //! [`OwnedFrame::refill`] (what a receive path does when a NIC or a ring hands it a packet, and
 //! what in-place processing needs to start again from the same input); the copy is measured
 //! alone too ([`Fixture::copy_cycle`]) so its share can be read off.
 //!
-//! Main case: tunnel mode, IPv4-in-IPv4, AES-GCM with a 16-byte ICV, ESN on. The size is the
+//! Main case: tunnel mode, IPv4-in-IPv4, AES-GCM with a 16-byte ICV, ESN on; every other suite
+//! the same way. The size is the
 //! plaintext IP packet (an IPv4/UDP packet of exactly that length), and Gbit/s count plaintext
 //! bytes.
 
 use crate::stats::{max, median, min};
 use dataplane::crypto::aead::{new_aead, Aead, AeadKey, KeyMaterial};
+use dataplane::crypto::cbc::{CbcHmac, BLOCK_LEN};
 use dataplane::esp::{decrypt_batch, Backend, Suite, Verdict};
 use dataplane::frame::OwnedFrame;
 use dataplane::sa::{Direction, Mode, SaConfig, SaDb, Selectors};
@@ -175,6 +182,8 @@ fn sa(suite: Suite, dir: Direction) -> SaConfig {
         mode: Mode::Tunnel,
         suite,
         key: KeyMaterial::new((0..suite.keymat_len() as u8).collect()),
+        integ_key: (!suite.is_aead())
+            .then(|| KeyMaterial::new((0..suite.integ_key_len() as u8).rev().collect())),
         local: local.parse().expect("literal address"),
         remote: remote.parse().expect("literal address"),
         encap: None,
@@ -189,9 +198,11 @@ fn sa(suite: Suite, dir: Direction) -> SaConfig {
     }
 }
 
-/// Outer IPv4 header, ESP header and IV, and ICV: what an ESP packet adds around the ESP
-/// payload (inner packet, padding, trailer) in tunnel mode over IPv4 without UDP.
-const ESP_OVERHEAD: usize = 20 + 16 + 16;
+/// Outer IPv4 header, ESP header and IV, and ICV: what an ESP packet of `suite` adds around
+/// the ESP payload (inner packet, padding, trailer) in tunnel mode over IPv4 without UDP.
+fn esp_overhead(suite: Suite) -> usize {
+    20 + 8 + suite.iv_len() + suite.icv_len()
+}
 
 /// How long the bare AEAD's buffers are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -239,13 +250,84 @@ fn aad(seq: u64) -> [u8; 12] {
     a
 }
 
+/// The bare primitives the ESP path is compared with: the suite's AEAD, or AES-CBC + HMAC,
+/// with the SA's keys.
+// The AEAD key inline, as the SA holds it (decision 0020).
+#[allow(clippy::large_enum_variant)]
+enum Bare {
+    Aead(AeadKey, [u8; 4]),
+    Cbc(Box<CbcHmac>),
+}
+
+impl Bare {
+    fn new(backend: Backend, cfg: &SaConfig) -> Result<Bare, String> {
+        let suite = cfg.suite;
+        let k = cfg.key.expose_secret();
+        let n = suite.key_len();
+        let fail = |e: dataplane::crypto::AeadError| format!("{} {suite}: {e}", backend.name());
+        match (suite.integ(), &cfg.integ_key) {
+            (Some(integ), Some(ik)) => Ok(Bare::Cbc(Box::new(
+                CbcHmac::new(backend, integ, &k[..n], ik.expose_secret()).map_err(fail)?,
+            ))),
+            _ => {
+                let mut salt = [0u8; 4];
+                salt.copy_from_slice(&k[n..n + 4]);
+                Ok(Bare::Aead(
+                    new_aead(backend, suite, &k[..n]).map_err(fail)?,
+                    salt,
+                ))
+            }
+        }
+    }
+
+    /// Length of a bare buffer for `len` bytes of plaintext: whole blocks for CBC, then the tag.
+    fn buffer_len(&self, len: usize) -> usize {
+        match self {
+            Bare::Aead(..) => len + 16,
+            Bare::Cbc(c) => len.div_ceil(BLOCK_LEN) * BLOCK_LEN + c.icv_len(),
+        }
+    }
+
+    /// Seals (`open` false) or opens `buf` as packet `seq`.
+    #[inline]
+    fn apply(&self, open: bool, seq: u64, buf: &mut [u8]) -> bool {
+        match self {
+            Bare::Aead(a, salt) => {
+                let n = nonce(salt, seq);
+                if open {
+                    a.open(&n, &aad(seq), buf).is_ok()
+                } else {
+                    a.seal(&n, &aad(seq), buf).is_ok()
+                }
+            }
+            Bare::Cbc(c) => {
+                let a = aad(seq);
+                let (hdr, hi) = ([&a[..4], &a[8..]].concat(), &a[4..8]);
+                let mut iv = [0u8; BLOCK_LEN];
+                iv[8..].copy_from_slice(&seq.to_be_bytes());
+                let Some(split) = buf.len().checked_sub(c.icv_len()) else {
+                    return false;
+                };
+                let (data, icv) = buf.split_at_mut(split);
+                if open {
+                    c.verify(&[&hdr, &iv, data, hi], icv).is_ok() && c.decrypt(iv, data).is_ok()
+                } else {
+                    let ok = c.encrypt(iv, data).is_ok();
+                    c.sign(&[&hdr, &iv, data, hi], icv);
+                    ok
+                }
+            }
+        }
+    }
+}
+
 /// Everything one (backend, suite, size, op) measurement needs, prepared once: the SA
-/// database, a bare AEAD with the same key, the input packets and 32 frames.
+/// database, the bare AEAD (or cipher and MAC) with the same keys, the input packets and 32
+/// frames.
 pub struct Fixture {
     op: Op,
     db: SaDb,
-    aead: AeadKey,
-    salt: [u8; 4],
+    bare: Bare,
     /// Inputs of the ESP loop: plaintext packets (encrypt) or ESP packets (decrypt).
     esp_inputs: Arena,
     /// Inputs of the bare AEAD loop: plaintext || room for the tag (seal), or ciphertext ||
@@ -286,12 +368,7 @@ impl Fixture {
             c.pad_align = opts.pad_align;
             c
         };
-        let keymat = sa(Direction::Out).key;
-        let k = keymat.expose_secret();
-        let aead = new_aead(backend, suite, &k[..suite.key_len()])
-            .map_err(|e| format!("{} {suite}: {e}", backend.name()))?;
-        let mut salt = [0u8; 4];
-        salt.copy_from_slice(&k[suite.key_len()..]);
+        let bare = Bare::new(backend, &sa(Direction::Out))?;
         // The ESP packets of the plaintexts, sequence numbers 1..=n: the decrypt loop's input,
         // and where the ESP payload lengths come from.
         let mut tx = SaDb::new(backend);
@@ -309,18 +386,18 @@ impl Fixture {
             }
             esp.extend(f.iter().map(|f| f.data().to_vec()));
         }
-        // Bare AEAD buffers: the plaintext (or the ESP payload length: plaintext, padding and
-        // trailer), then room for the tag.
+        // Bare buffers: the plaintext (or the ESP payload length: plaintext, padding and
+        // trailer; whole blocks for CBC), then room for the tag.
         let aead_plain: Vec<Vec<u8>> = plain
             .iter()
             .zip(&esp)
             .map(|(p, e)| {
                 let len = match opts.aead_len {
                     AeadLen::Plain => p.len(),
-                    AeadLen::Esp => e.len() - ESP_OVERHEAD,
+                    AeadLen::Esp => e.len() - esp_overhead(suite),
                 };
                 let mut v = p.clone();
-                v.resize(len + 16, 0);
+                v.resize(bare.buffer_len(len), 0);
                 v
             })
             .collect();
@@ -334,9 +411,9 @@ impl Fixture {
                 db.insert(sa(Direction::In)).map_err(|e| e.to_string())?;
                 let mut sealed = aead_plain;
                 for (i, v) in sealed.iter_mut().enumerate() {
-                    let seq = i as u64 + 1;
-                    aead.seal(&nonce(&salt, seq), &aad(seq), v)
-                        .map_err(|e| format!("preparing ciphertexts: {e}"))?;
+                    if !bare.apply(false, i as u64 + 1, v) {
+                        return Err("preparing ciphertexts failed".into());
+                    }
                 }
                 (esp, sealed)
             }
@@ -344,8 +421,7 @@ impl Fixture {
         Ok(Fixture {
             op,
             db,
-            aead,
-            salt,
+            bare,
             esp_inputs: Arena::new(&esp_inputs)?,
             aead_inputs: Arena::new(&aead_inputs)?,
             frames: (0..BATCH)
@@ -393,8 +469,9 @@ impl Fixture {
         ok
     }
 
-    /// One cycle through bare AES-GCM, a batch of 32 at a time, in place, nonce and AAD built
-    /// per packet. Returns false if any seal or open failed.
+    /// One cycle through the bare AEAD (or cipher and MAC), a batch of 32 at a time, in place,
+    /// nonce and AAD (or IV and MAC input) built per packet. Returns false if any seal or open
+    /// failed.
     #[inline]
     pub fn aead_cycle(&mut self) -> bool {
         let mut ok = true;
@@ -404,17 +481,9 @@ impl Fixture {
                 ok &= match self.op {
                     Op::Encrypt => {
                         self.counter += 1;
-                        let seq = self.counter;
-                        self.aead
-                            .seal(&nonce(&self.salt, seq), &aad(seq), f.data_mut())
-                            .is_ok()
+                        self.bare.apply(false, self.counter, f.data_mut())
                     }
-                    Op::Decrypt => {
-                        let seq = (base + i) as u64 + 1;
-                        self.aead
-                            .open(&nonce(&self.salt, seq), &aad(seq), f.data_mut())
-                            .is_ok()
-                    }
+                    Op::Decrypt => self.bare.apply(true, (base + i) as u64 + 1, f.data_mut()),
                 };
             }
         }
@@ -773,19 +842,39 @@ mod tests {
     }
 
     #[test]
-    fn fixtures_pass_every_packet_both_backends() {
+    fn fixtures_pass_every_packet_both_backends_every_suite() {
         for backend in Backend::ALL {
-            for op in Op::ALL {
-                for size in [Size::Fixed(64), Size::Imix] {
-                    let mut f = Fixture::new(backend, Suite::Aes256Gcm16, size, op).unwrap();
-                    for _ in 0..3 {
-                        assert!(f.esp_cycle(), "{backend:?} {op:?} {size}");
-                        assert!(f.aead_cycle(), "{backend:?} {op:?} {size}");
-                        assert!(f.copy_cycle());
+            for suite in Suite::ALL {
+                for op in Op::ALL {
+                    for size in [Size::Fixed(64), Size::Imix] {
+                        let mut f = Fixture::new(backend, suite, size, op).unwrap();
+                        for _ in 0..3 {
+                            assert!(f.esp_cycle(), "{backend:?} {suite} {op:?} {size}");
+                            assert!(f.aead_cycle(), "{backend:?} {suite} {op:?} {size}");
+                            assert!(f.copy_cycle());
+                        }
                     }
                 }
             }
         }
+    }
+
+    #[test]
+    fn cbc_bare_buffers_are_whole_blocks_and_their_tags_are_checked() {
+        let f = Fixture::new(
+            Backend::AwsLc,
+            Suite::Aes256CbcSha384,
+            Size::Fixed(100),
+            Op::Decrypt,
+        )
+        .unwrap();
+        // 100 bytes round up to 112, then the 24-byte ICV.
+        let mut buf = f.aead_inputs.get(0).to_vec();
+        assert_eq!(buf.len(), 112 + 24);
+        assert!(f.bare.apply(true, 1, &mut buf.clone()));
+        let last = buf.len() - 1;
+        buf[last] ^= 1;
+        assert!(!f.bare.apply(true, 1, &mut buf), "a bad ICV fails");
     }
 
     #[test]

@@ -97,6 +97,7 @@ fn sa(dir: Direction, local: &str, remote: &str) -> SaConfig {
         mode: Mode::Tunnel,
         suite: Suite::Aes128Gcm16,
         key: KeyMaterial::new((0..20u8).collect()),
+        integ_key: None,
         local: local.parse().unwrap(),
         remote: remote.parse().unwrap(),
         encap: None,

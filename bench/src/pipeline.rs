@@ -316,6 +316,7 @@ pub fn sa(i: usize, dir: Direction, twin: bool) -> SaConfig {
         mode: Mode::Tunnel,
         suite: Suite::Aes128Gcm16,
         key: k,
+        integ_key: None,
         local,
         remote,
         encap: None,

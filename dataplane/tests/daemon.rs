@@ -3,7 +3,9 @@
 //! counters; the gateway fails closed: with default routes and forwarding on, neither SIGKILL
 //! nor SIGTERM lets site traffic leave the WAN in clear text (the XDP programs stay and drop),
 //! a restart replaces the programs and carries traffic again, fail_mode = "open" detaches on
-//! exit, and `--detach` removes the programs. Needs root.
+//! exit, and `--detach` removes the programs; the same tunnel rekeyed through the API to
+//! AES-256-CBC/HMAC-SHA-512 one way and ChaCha20-Poly1305 the other carries ping and TCP. Needs
+//! root.
 
 mod common;
 use common::{enter, two_sites, two_sites_q, udp_datagram, write_secret};
@@ -176,9 +178,13 @@ fn gateway_config(dir: &Path, name: &str, extra: &str) -> String {
 
 /// Both gateways' SA files for one tunnel: gwA sends with `ab` (SPI, key) and receives with
 /// `ba`, gwB the other way round.
+/// Site A's prefixes, as an SA file writes selectors.
+const A_TS: &str = r#"["10.201.1.0/24", "fd00:201:1::/64"]"#;
+/// Site B's prefixes.
+const B_TS: &str = r#"["10.201.2.0/24", "fd00:201:2::/64"]"#;
+
 fn write_sa_files(dir: &Path, ab: (&str, &str), ba: (&str, &str)) {
-    let a_ts = r#"["10.201.1.0/24", "fd00:201:1::/64"]"#;
-    let b_ts = r#"["10.201.2.0/24", "fd00:201:2::/64"]"#;
+    let (a_ts, b_ts) = (A_TS, B_TS);
     write_secret(
         &dir.join("gwA-sa.toml"),
         &sa_file(&Tunnel {
@@ -334,6 +340,87 @@ fn exercise_api(sock: &Path) {
     assert_eq!(
         std::fs::metadata(sock).unwrap().permissions().mode() & 0o777,
         0o600
+    );
+}
+
+/// Two sites and both gateways' daemons started with the default configuration and SA files
+/// (as root): the namespaces, the configuration directory, gwA's and gwB's daemons.
+fn two_gateways(tag: &str) -> (common::Namespaces, std::path::PathBuf, Daemon, Daemon) {
+    require_root();
+    let ns = two_sites(tag);
+    let dir = tmpdir(tag);
+    write_configs(&dir);
+    let a = start(ns.name(1), &dir, "gwA");
+    let b = start(ns.name(2), &dir, "gwB");
+    (ns, dir, a, b)
+}
+
+/// Replaces, through the API, the tunnel's two SAs on gateway `me` ("A" or "B"): A to B with
+/// AES-256-CBC and HMAC-SHA-512-256, B to A with ChaCha20-Poly1305, both with ESN.
+fn rekey_to_cbc_and_chacha(sock: &Path, me: &str) {
+    let (local, remote, lts, rts) = if me == "A" {
+        ("10.200.0.1", "10.200.0.2", A_TS, B_TS)
+    } else {
+        ("10.200.0.2", "10.200.0.1", B_TS, A_TS)
+    };
+    let ts = |t: &str| serde_json::from_str::<serde_json::Value>(t).unwrap();
+    let sa = |spi: &str, from_a: bool| {
+        let dir = if from_a == (me == "A") { "out" } else { "in" };
+        let mut v = serde_json::json!({
+            "spi": spi, "direction": dir, "local": local, "remote": remote, "esn": true,
+            "local_ts": ts(lts), "remote_ts": ts(rts)
+        });
+        if from_a {
+            v["suite"] = "aes256cbc-sha512".into();
+            v["key"] = KEY_AB[2..66].into();
+            v["integ_key"] = "5c".repeat(64).into();
+        } else {
+            v["suite"] = "chacha20poly1305".into();
+            v["key"] = KEY_BA.into();
+        }
+        Box::new(serde_json::from_value::<esprit_api::SaSpec>(v).unwrap())
+    };
+    let mut c = Client::connect(sock).unwrap();
+    for (spi, from_a) in [("0xa0000001", true), ("0xb0000001", false)] {
+        c.call(Request::SaUpdate {
+            sa: sa(spi, from_a),
+        })
+        .unwrap_or_else(|e| panic!("gw{me} {spi}: {e:?}"));
+    }
+}
+
+#[test]
+#[ignore = "needs root: ./ci/test.sh runs it as root"]
+fn two_daemons_carry_the_cbc_and_chacha_suites() {
+    let (ns, dir, a, b) = two_gateways("ds");
+    let (ha, hb) = (ns.name(0), ns.name(3));
+    rekey_to_cbc_and_chacha(&dir.join("gwA.sock"), "A");
+    rekey_to_cbc_and_chacha(&dir.join("gwB.sock"), "B");
+    let v4 = ping(ha, "10.201.2.2");
+    let v6 = ping(ha, "fd00:201:2::2");
+    let (sent, got, n) = tcp_transfer(ha, hb, 4 << 20);
+    let list = Client::connect(&dir.join("gwA.sock"))
+        .unwrap()
+        .call(Request::SaList)
+        .unwrap();
+    for d in [a, b] {
+        signal(&d, "-TERM");
+        let mut d = d;
+        assert!(d.child.wait().unwrap().success());
+    }
+    assert!(v4.0 && v6.0, "ping crosses: {v4:?} {v6:?}\n{list:#}");
+    assert_eq!((n, sent), (4 << 20, got), "TCP arrives intact: {list:#}");
+    let sas = list.as_array().unwrap();
+    let mut suites: Vec<&str> = sas.iter().map(|s| s["suite"].as_str().unwrap()).collect();
+    suites.sort();
+    assert_eq!(suites, ["aes256cbc-sha512", "chacha20poly1305"], "{list:#}");
+    for s in sas {
+        assert!(s["packets"].as_u64().unwrap() > 100, "{s}");
+        assert_eq!(s["drops"], serde_json::json!({}), "no drop at all: {s}");
+    }
+    assert!(
+        !list.to_string().contains("5c5c5c"),
+        "keys never leave the daemon"
     );
 }
 

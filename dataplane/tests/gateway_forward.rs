@@ -46,6 +46,7 @@ fn sa(spi: u32, dir: Direction, local: &str, remote: &str, lts: &[&str], rts: &[
         mode: Mode::Tunnel,
         suite: Suite::Aes256Gcm16,
         key: KeyMaterial::new((0..36u8).map(|i| i ^ (spi as u8)).collect()),
+        integ_key: None,
         local: a(local),
         remote: a(remote),
         encap: None,

@@ -31,6 +31,7 @@ fn sa(dir: Direction, mode: Mode, local: &str, remote: &str) -> SaConfig {
         mode,
         suite: Suite::Aes256Gcm16,
         key: KeyMaterial::new((0..36u8).collect()),
+        integ_key: None,
         local: a(local),
         remote: a(remote),
         encap: None,

@@ -74,6 +74,7 @@ fn tunnel_sa(me: u8, from: u8, to: u8) -> SaConfig {
         mode: Mode::Tunnel,
         suite: Suite::Aes256Gcm16,
         key: KeyMaterial::new(vec![s as u8; 36]),
+        integ_key: None,
         local: a(&format!("10.200.0.{me}")),
         remote: a(&format!("10.200.0.{peer}")),
         encap: None,

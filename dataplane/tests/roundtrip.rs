@@ -31,6 +31,9 @@ fn sa(dir: Direction, mode: Mode, suite: Suite, local: &str, remote: &str) -> Sa
         mode,
         suite,
         key: KeyMaterial::new(key),
+        integ_key: (!suite.is_aead()).then(|| {
+            KeyMaterial::new((0..suite.integ_key_len() as u8).map(|i| i ^ 0x5c).collect())
+        }),
         local: ip(local),
         remote: ip(remote),
         encap: None,
@@ -43,6 +46,17 @@ fn sa(dir: Direction, mode: Mode, suite: Suite, local: &str, remote: &str) -> Sa
         pad_align: 16,
         owner: None,
     }
+}
+
+/// The outbound tunnel-mode SA from gateway A (10.200.0.1) to B (10.200.0.2).
+fn a_to_b(suite: Suite) -> SaConfig {
+    sa(
+        Direction::Out,
+        Mode::Tunnel,
+        suite,
+        "10.200.0.1",
+        "10.200.0.2",
+    )
 }
 
 /// A pair of databases: `tx` encrypts from A to B, `rx` decrypts at B.
@@ -120,7 +134,7 @@ fn roundtrip(cfg: SaConfig, packet: &[u8]) -> Vec<u8> {
 }
 
 #[test]
-fn tunnel_all_four_families_and_both_suites() {
+fn tunnel_all_four_families_and_every_suite() {
     for suite in Suite::ALL {
         for (outer_l, outer_r) in [("10.200.0.1", "10.200.0.2"), ("2001:db8::1", "2001:db8::2")] {
             for inner in [
@@ -156,13 +170,7 @@ fn tunnel_all_four_families_and_both_suites() {
 
 #[test]
 fn outer_header_copies_dscp_and_ecn() {
-    let cfg = sa(
-        Direction::Out,
-        Mode::Tunnel,
-        Suite::Aes128Gcm16,
-        "10.200.0.1",
-        "10.200.0.2",
-    );
+    let cfg = a_to_b(Suite::Aes128Gcm16);
     let wire = roundtrip(cfg, &v4_packet("10.201.1.2", "10.201.2.2", b"x", 1));
     let outer = Ipv4Packet::new_checked(&wire[..]).unwrap();
     assert_eq!((outer.dscp(), outer.ecn(), outer.ttl()), (10, 1, 64));
@@ -183,8 +191,11 @@ fn transport_and_nat_t() {
             v6_packet("fd00:1::2", "fd00:2::2", b"transport six"),
         ),
     ] {
-        for encap in [None, Some(UdpEncap::default())] {
-            let mut cfg = sa(Direction::Out, Mode::Transport, Suite::Aes256Gcm16, l, r);
+        for (encap, suite) in [None, Some(UdpEncap::default())]
+            .into_iter()
+            .flat_map(|e| Suite::ALL.map(|s| (e, s)))
+        {
+            let mut cfg = sa(Direction::Out, Mode::Transport, suite, l, r);
             cfg.encap = encap;
             let wire = roundtrip(cfg, &pkt);
             let v6 = l.contains(':');
@@ -207,13 +218,7 @@ fn transport_and_nat_t() {
 
 #[test]
 fn nat_t_tunnel_and_ike_and_keepalive_classification() {
-    let mut cfg = sa(
-        Direction::Out,
-        Mode::Tunnel,
-        Suite::Aes128Gcm16,
-        "10.200.0.1",
-        "10.200.0.2",
-    );
+    let mut cfg = a_to_b(Suite::Aes128Gcm16);
     cfg.encap = Some(UdpEncap::default());
     roundtrip(
         cfg.clone(),
@@ -235,37 +240,38 @@ fn nat_t_tunnel_and_ike_and_keepalive_classification() {
 
 #[test]
 fn esn_crosses_the_boundary() {
-    let mut cfg = sa(
-        Direction::Out,
-        Mode::Tunnel,
-        Suite::Aes128Gcm16,
-        "10.200.0.1",
-        "10.200.0.2",
-    );
-    cfg.esn = true;
-    cfg.seq = u64::from(u32::MAX) - 2;
-    let (mut tx, mut rx) = pair(cfg, Backend::Ring);
-    let pkt = v4_packet("10.201.1.2", "10.201.2.2", b"esn", 0);
-    for expect in u64::from(u32::MAX) - 1..u64::from(u32::MAX) + 4 {
-        let mut f = vec![OwnedFrame::from_packet(&pkt, 128, 64)];
-        let mut v = [Verdict::Pass];
-        tx.encrypt_batch(&mut f, &mut v);
-        assert_eq!(v[0], Verdict::Pass);
-        // Only the low half is on the wire.
-        assert_eq!(&f[0].data()[24..28], &(expect as u32).to_be_bytes());
-        assert_eq!(decap(&mut rx, &mut f[0]).unwrap().seq, expect);
+    for suite in Suite::ALL {
+        let mut cfg = a_to_b(suite);
+        cfg.esn = true;
+        cfg.seq = u64::from(u32::MAX) - 2;
+        let (mut tx, mut rx) = pair(cfg, Backend::AwsLc);
+        let pkt = v4_packet("10.201.1.2", "10.201.2.2", b"esn", 0);
+        let mut sent = Vec::new();
+        for expect in u64::from(u32::MAX) - 1..u64::from(u32::MAX) + 4 {
+            let mut f = vec![OwnedFrame::from_packet(&pkt, 128, 64)];
+            let mut v = [Verdict::Pass];
+            tx.encrypt_batch(&mut f, &mut v);
+            assert_eq!(v[0], Verdict::Pass);
+            // Only the low half is on the wire.
+            assert_eq!(&f[0].data()[24..28], &(expect as u32).to_be_bytes());
+            sent.push(f[0].data().to_vec());
+            assert_eq!(decap(&mut rx, &mut f[0]).unwrap().seq, expect, "{suite}");
+        }
+        // Every one of them again: replays, whichever side of the boundary.
+        for w in &sent {
+            let mut f = OwnedFrame::from_packet(w, 64, 0);
+            assert_eq!(
+                decap(&mut rx, &mut f),
+                Err(dropped(DropReason::Replayed)),
+                "{suite}"
+            );
+        }
     }
 }
 
 #[test]
 fn outbound_never_wraps() {
-    let mut cfg = sa(
-        Direction::Out,
-        Mode::Tunnel,
-        Suite::Aes128Gcm16,
-        "10.200.0.1",
-        "10.200.0.2",
-    );
+    let mut cfg = a_to_b(Suite::Aes128Gcm16);
     cfg.seq = u64::from(u32::MAX) - 1;
     let (mut tx, _) = pair(cfg, Backend::Ring);
     let pkt = v4_packet("10.201.1.2", "10.201.2.2", b"last", 0);
@@ -290,13 +296,13 @@ fn outbound_never_wraps() {
 
 #[test]
 fn bad_packets_are_dropped_and_counted() {
-    let cfg = sa(
-        Direction::Out,
-        Mode::Tunnel,
-        Suite::Aes128Gcm16,
-        "10.200.0.1",
-        "10.200.0.2",
-    );
+    for suite in Suite::ALL {
+        bad_packets(suite);
+    }
+}
+
+fn bad_packets(suite: Suite) {
+    let cfg = a_to_b(suite);
     let (mut tx, mut rx) = pair(cfg, Backend::Ring);
     let pkt = v4_packet("10.201.1.2", "10.201.2.2", b"payload", 0);
     let mut f: Vec<_> = (0..3)
@@ -346,13 +352,7 @@ fn bad_packets_are_dropped_and_counted() {
 
 #[test]
 fn selectors_are_enforced_both_ways() {
-    let mut cfg = sa(
-        Direction::Out,
-        Mode::Tunnel,
-        Suite::Aes128Gcm16,
-        "10.200.0.1",
-        "10.200.0.2",
-    );
+    let mut cfg = a_to_b(Suite::Aes128Gcm16);
     cfg.local_ts = Selectors::new(vec!["10.201.1.0/24".parse().unwrap()]);
     cfg.remote_ts = Selectors::new(vec!["10.201.2.0/24".parse().unwrap()]);
     let (mut tx, mut rx) = pair(cfg.clone(), Backend::Ring);
@@ -383,13 +383,7 @@ fn selectors_are_enforced_both_ways() {
 
 #[test]
 fn ecn_ce_on_not_ect_inner_is_dropped() {
-    let cfg = sa(
-        Direction::Out,
-        Mode::Tunnel,
-        Suite::Aes128Gcm16,
-        "10.200.0.1",
-        "10.200.0.2",
-    );
+    let cfg = a_to_b(Suite::Aes128Gcm16);
     let (mut tx, mut rx) = pair(cfg, Backend::Ring);
     for (inner, expect) in [(0u8, None), (2, Some(3))] {
         let mut f = vec![OwnedFrame::from_packet(
@@ -417,13 +411,7 @@ fn ecn_ce_on_not_ect_inner_is_dropped() {
 
 #[test]
 fn batch_encrypt_with_one_sa() {
-    let cfg = sa(
-        Direction::Out,
-        Mode::Tunnel,
-        Suite::Aes128Gcm16,
-        "10.200.0.1",
-        "10.200.0.2",
-    );
+    let cfg = a_to_b(Suite::Aes128Gcm16);
     let (mut tx, mut rx) = pair(cfg, Backend::Ring);
     let pkt = v4_packet("10.201.1.2", "10.201.2.2", &[7; 1000], 0);
     let mut frames: Vec<_> = (0..64)
@@ -440,13 +428,7 @@ fn batch_encrypt_with_one_sa() {
 #[test]
 fn lifetimes_raise_events_and_hard_limits_stop_the_sa() {
     use dataplane::sa::{Lifetime, SaEventKind};
-    let mut cfg = sa(
-        Direction::Out,
-        Mode::Tunnel,
-        Suite::Aes128Gcm16,
-        "10.200.0.1",
-        "10.200.0.2",
-    );
+    let mut cfg = a_to_b(Suite::Aes128Gcm16);
     cfg.lifetime = Lifetime {
         soft_packets: Some(2),
         hard_packets: Some(4),
@@ -483,13 +465,7 @@ fn lifetimes_raise_events_and_hard_limits_stop_the_sa() {
 
 #[test]
 fn sequence_exhaustion_is_reported_once() {
-    let mut cfg = sa(
-        Direction::Out,
-        Mode::Tunnel,
-        Suite::Aes128Gcm16,
-        "10.200.0.1",
-        "10.200.0.2",
-    );
+    let mut cfg = a_to_b(Suite::Aes128Gcm16);
     cfg.seq = u64::from(u32::MAX);
     let (mut tx, _) = pair(cfg, Backend::Ring);
     let pkt = v4_packet("10.201.1.2", "10.201.2.2", b"x", 0);
@@ -502,4 +478,140 @@ fn sequence_exhaustion_is_reported_once() {
     assert_eq!(ev.len(), 1);
     assert_eq!(ev[0].kind, dataplane::sa::SaEventKind::SeqExhausted);
     assert_eq!(ev[0].spi, 0x1234_5678);
+}
+
+/// An ESP packet from 10.200.0.1 to 10.200.0.2 whose encrypted part is `plain` (payload,
+/// padding and trailer as given, however wrong), sealed with `cfg`'s keys: the ICV is valid.
+fn forge(cfg: &SaConfig, seq: u64, plain: &[u8]) -> Vec<u8> {
+    let suite = cfg.suite;
+    let k = cfg.key.expose_secret();
+    let mut salt = [0u8; 4];
+    salt[..suite.salt_len()].copy_from_slice(&k[suite.key_len()..]);
+    let key = dataplane::crypto::EspKey::new(
+        Backend::Ring,
+        suite,
+        &k[..suite.key_len()],
+        cfg.integ_key.as_ref().map(|k| k.expose_secret()),
+    )
+    .unwrap();
+    let mut esp = cfg.spi.to_be_bytes().to_vec();
+    esp.extend_from_slice(&(seq as u32).to_be_bytes());
+    esp.extend(std::iter::repeat_n(0, suite.iv_len()));
+    esp.extend_from_slice(plain);
+    esp.extend(std::iter::repeat_n(0, suite.icv_len()));
+    key.seal(&salt, &mut esp, seq, cfg.esn).unwrap();
+    let mut p = v4_packet("10.200.0.1", "10.200.0.2", &esp, 0);
+    p[9] = proto::ESP;
+    Ipv4Packet::new_checked(&mut p[..]).unwrap().fill_checksum();
+    p
+}
+
+#[test]
+fn bad_padding_behind_a_valid_icv_is_counted_not_an_oracle() {
+    let inner = v4_packet("10.201.1.2", "10.201.2.2", b"0123456789", 0);
+    assert_eq!(inner.len(), 30);
+    for suite in Suite::ALL {
+        let cfg = a_to_b(suite);
+        let (_, mut rx) = pair(cfg.clone(), Backend::AwsLc);
+        // 30 + 2 padding + 2 trailer + 12 more padding = 46: pad 14 to 48.
+        let mut good = inner.clone();
+        good.extend(1..=16u8);
+        good.extend([16, proto::IPV4]);
+        let mut bad = inner.clone();
+        bad.extend(1..=16u8);
+        bad[30 + 9] = 0x42;
+        bad.extend([16, proto::IPV4]);
+        assert_eq!(good.len() % 16, 0);
+        let mut f = OwnedFrame::from_packet(&forge(&cfg, 1, &bad), 64, 0);
+        assert_eq!(
+            decap(&mut rx, &mut f),
+            Err(dropped(DropReason::BadPadding)),
+            "{suite}"
+        );
+        let mut f = OwnedFrame::from_packet(&forge(&cfg, 2, &good), 64, 0);
+        decap(&mut rx, &mut f).unwrap();
+        assert_eq!(f.data(), &inner[..], "{suite}");
+        // A pad length beyond the payload: the trailer does not fit.
+        let mut long = inner.clone();
+        long.extend([0; 16]);
+        long.extend([200, proto::IPV4]);
+        let mut f = OwnedFrame::from_packet(&forge(&cfg, 3, &long), 64, 0);
+        assert!(decap(&mut rx, &mut f).is_err(), "{suite}");
+        let sa = rx.inbound().next().unwrap();
+        assert_eq!(sa.counters.drops.get(DropReason::BadPadding), 1, "{suite}");
+        assert_eq!(sa.counters.drops.get(DropReason::AuthFailed), 0, "{suite}");
+        assert_eq!(sa.counters.packets, 1);
+    }
+}
+
+/// `wire` (an IPv4 ESP packet) without the `n` bytes in front of its ICV, lengths fixed.
+fn cut_before_icv(wire: &[u8], icv: usize, n: usize) -> Vec<u8> {
+    let mut w = wire.to_vec();
+    let at = w.len() - icv - n;
+    w.drain(at..at + n);
+    let len = w.len() as u16;
+    w[2..4].copy_from_slice(&len.to_be_bytes());
+    Ipv4Packet::new_checked(&mut w[..]).unwrap().fill_checksum();
+    w
+}
+
+#[test]
+fn cbc_ciphertext_of_the_wrong_length_is_malformed() {
+    for suite in Suite::ALL.into_iter().filter(|s| !s.is_aead()) {
+        let cfg = a_to_b(suite);
+        let (mut tx, mut rx) = pair(cfg, Backend::Ring);
+        let mut f = vec![OwnedFrame::from_packet(
+            &v4_packet("10.201.1.2", "10.201.2.2", b"cbc", 0),
+            128,
+            64,
+        )];
+        tx.encrypt_batch(&mut f, &mut [Verdict::Pass]);
+        let wire = f[0].data().to_vec();
+        let icv = suite.icv_len();
+        let ct_len = wire.len() - 20 - 8 - 16 - icv;
+        // Ciphertext lengths off by 1..15 bytes from whole blocks, or no ciphertext block at
+        // all: malformed, before any MAC is computed. One whole block fewer has the right
+        // shape, so the ICV decides.
+        for (cut, reason) in [
+            (1usize, DropReason::Malformed),
+            (7, DropReason::Malformed),
+            (15, DropReason::Malformed),
+            (ct_len, DropReason::Malformed),
+            (16, DropReason::AuthFailed),
+        ] {
+            let w = cut_before_icv(&wire, icv, cut);
+            let mut fr = OwnedFrame::from_packet(&w, 64, 0);
+            assert_eq!(
+                decap(&mut rx, &mut fr),
+                Err(dropped(reason)),
+                "{suite} minus {cut}"
+            );
+        }
+        let sa = rx.inbound().next().unwrap();
+        assert_eq!(sa.counters.drops.get(DropReason::Malformed), 4, "{suite}");
+        assert_eq!(sa.counters.drops.get(DropReason::AuthFailed), 1, "{suite}");
+    }
+}
+
+#[test]
+fn tunnel_mtu_follows_the_suite() {
+    for (suite, want) in [
+        (Suite::Aes128Gcm16, 1438),
+        (Suite::ChaCha20Poly1305, 1438),
+        (Suite::Aes128CbcSha256, 1438),
+        (Suite::Aes256CbcSha384, 1422),
+        (Suite::Aes256CbcSha512, 1422),
+    ] {
+        let (mut tx, mut rx) = pair(a_to_b(suite), Backend::Ring);
+        let max = tx.outbound()[0].max_inner_len(1500);
+        assert_eq!(max, want, "{suite}");
+        for (len, fits) in [(max, true), (max + 1, false)] {
+            let pkt = v4_packet("10.201.1.2", "10.201.2.2", &vec![0x33; len - 20], 0);
+            let mut f = vec![OwnedFrame::from_packet(&pkt, 128, 128)];
+            tx.encrypt_batch(&mut f, &mut [Verdict::Pass]);
+            assert_eq!(f[0].data().len() <= 1500, fits, "{suite} {len}");
+            decap(&mut rx, &mut f[0]).unwrap();
+            assert_eq!(f[0].data(), &pkt[..]);
+        }
+    }
 }

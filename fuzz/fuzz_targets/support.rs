@@ -6,8 +6,10 @@ use dataplane::esp::{Backend, Suite};
 use dataplane::sa::{Direction, Mode, SaConfig, SaDb, Selectors, UdpEncap};
 use dataplane::wire::{ipv4, ipv6};
 
-/// SPIs of the inbound SAs: tunnel v4, tunnel v6, transport v4, transport v6, NAT-T, ESN.
-pub const SPIS: [u32; 6] = [0x100, 0x101, 0x102, 0x103, 0x104, 0x105];
+/// SPIs of the inbound SAs: tunnel v4, tunnel v6, transport v4, transport v6, NAT-T, ESN (all
+/// AES-GCM), then tunnel v4 with AES-128-CBC/HMAC-SHA-256, AES-256-CBC/HMAC-SHA-512 with ESN,
+/// and ChaCha20-Poly1305.
+pub const SPIS: [u32; 9] = [0x100, 0x101, 0x102, 0x103, 0x104, 0x105, 0x106, 0x107, 0x108];
 
 /// The SA configuration behind `SPIS[i]`, as the sender sees it (direction out).
 pub fn config(i: usize) -> SaConfig {
@@ -17,11 +19,14 @@ pub fn config(i: usize) -> SaConfig {
     } else {
         ("10.200.0.1", "10.200.0.2")
     };
-    let suite = if i % 3 == 0 {
-        Suite::Aes256Gcm16
-    } else {
-        Suite::Aes128Gcm16
+    let suite = match i {
+        6 => Suite::Aes128CbcSha256,
+        7 => Suite::Aes256CbcSha512,
+        8 => Suite::ChaCha20Poly1305,
+        _ if i % 3 == 0 => Suite::Aes256Gcm16,
+        _ => Suite::Aes128Gcm16,
     };
+    let esn = i == 5 || i == 7;
     SaConfig {
         spi: SPIS[i],
         direction: Direction::Out,
@@ -32,12 +37,14 @@ pub fn config(i: usize) -> SaConfig {
         },
         suite,
         key: KeyMaterial::new(vec![i as u8 + 1; suite.keymat_len()]),
+        integ_key: (!suite.is_aead())
+            .then(|| KeyMaterial::new(vec![i as u8 + 0x41; suite.integ_key_len()])),
         local: a.parse().unwrap(),
         remote: b.parse().unwrap(),
         encap: (i == 4).then(UdpEncap::default),
-        esn: i == 5,
+        esn,
         replay_window: 64,
-        seq: if i == 5 { 0xffff_fff0 } else { 0 },
+        seq: if esn { 0xffff_fff0 } else { 0 },
         local_ts: Selectors::default(),
         remote_ts: Selectors::default(),
         lifetime: Default::default(),

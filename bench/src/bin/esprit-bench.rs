@@ -132,12 +132,13 @@ enum NapiArg {
 
 #[derive(clap::Args)]
 struct EspArgs {
-    /// AES-GCM library: both (default, so one run compares them), ring or aws-lc-rs.
+    /// AEAD (and HMAC) library: both (default, so one run compares them), ring or aws-lc-rs.
     #[arg(long, value_enum, default_value_t = BackendArg::Both)]
     backend: BackendArg,
-    /// Suites: both (default), aes128gcm16 or aes256gcm16.
-    #[arg(long, value_enum, default_value_t = SuiteArg::Both)]
-    suite: SuiteArg,
+    /// Suites, comma-separated: all (default), gcm (both AES-GCM suites), or suite names
+    /// (aes128gcm16, aes256cbc-sha256, chacha20poly1305, ...).
+    #[arg(long, value_delimiter = ',', default_value = "all", value_parser = parse_suites)]
+    suite: Vec<Vec<Suite>>,
     /// Operations: both (default), encrypt or decrypt.
     #[arg(long, value_enum, default_value_t = OpArg::Both)]
     op: OpArg,
@@ -183,11 +184,13 @@ enum BackendArg {
     AwsLcRs,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum SuiteArg {
-    Both,
-    Aes128gcm16,
-    Aes256gcm16,
+/// One `--suite` word: `all`, `gcm` (also `both`, the AES-GCM pair as before) or a suite name.
+fn parse_suites(s: &str) -> Result<Vec<Suite>, String> {
+    match s {
+        "all" => Ok(Suite::ALL.to_vec()),
+        "gcm" | "both" => Ok(Suite::GCM.to_vec()),
+        name => name.parse().map(|s| vec![s]),
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -238,11 +241,12 @@ fn run(a: EspArgs) -> Result<(), String> {
         BackendArg::Ring => vec![Backend::Ring],
         BackendArg::AwsLcRs => vec![Backend::AwsLc],
     };
-    let suites = match a.suite {
-        SuiteArg::Both => Suite::ALL.to_vec(),
-        SuiteArg::Aes128gcm16 => vec![Suite::Aes128Gcm16],
-        SuiteArg::Aes256gcm16 => vec![Suite::Aes256Gcm16],
-    };
+    let mut suites: Vec<Suite> = Vec::new();
+    for s in a.suite.concat() {
+        if !suites.contains(&s) {
+            suites.push(s);
+        }
+    }
     let ops = match a.op {
         OpArg::Both => Op::ALL.to_vec(),
         OpArg::Encrypt => vec![Op::Encrypt],
@@ -279,9 +283,10 @@ fn run(a: EspArgs) -> Result<(), String> {
     println!("  load:   {} (1, 5, 15 min) at start", load_average());
     println!(
         "  method: tunnel IPv4-in-IPv4, ESN, replay window 1024, batches of {BATCH}, sizes are \
-         plaintext IP packets, ESP padded to {} bytes, bare AEAD over the {}; {rounds} rounds \
-         x {} ms per loop, ESP and AEAD alternating first, backends interleaved; Gbit/s of \
-         plaintext; ratio = median of per-round ESP/AEAD; copy = refill alone",
+         plaintext IP packets, ESP padded to {} bytes, bare AEAD (CBC suites: AES-CBC + HMAC, \
+         whole blocks) over the {}; {rounds} rounds x {} ms per loop, ESP and bare alternating \
+         first, backends interleaved; Gbit/s of plaintext; ratio = median of per-round \
+         ESP/bare; copy = refill alone",
         opts.pad_align,
         match opts.aead_len {
             AeadLen::Plain => "plaintext length",
@@ -316,12 +321,12 @@ fn run(a: EspArgs) -> Result<(), String> {
             backends[0].name()
         );
         println!(
-            "{:<11} {:>4} {:<7} {:>6} {:>11} {:>6} {:>11}",
-            "suite", "size", "op", "AEAD", "range", "ESP", "range"
+            "{:<16} {:>4} {:<7} {:>6} {:>11} {:>6} {:>11}",
+            "suite", "size", "op", "bare", "range", "ESP", "range"
         );
         for (suite, size, op, v) in &versus {
             println!(
-                "{:<11} {:>4} {:<7} {:>6.3} {:>11} {:>6.3} {:>11}",
+                "{:<16} {:>4} {:<7} {:>6.3} {:>11} {:>6.3} {:>11}",
                 suite.name(),
                 size.label(),
                 op.label(),

@@ -2,10 +2,10 @@
 //! the SA of `sa.add` becomes an [`SaConfig`] directly, with the SA file's rules; SAs, counters
 //! and events become their API views.
 
-use crate::crypto::aead::KeyMaterial;
 use crate::esp::{DropCounters, SaCounters, Suite};
 use crate::sa::config::{
-    Direction, Lifetime, Mode, SaConfig, UdpEncap, DEFAULT_PAD_ALIGN, DEFAULT_REPLAY_WINDOW,
+    parse_keys, Direction, Lifetime, Mode, SaConfig, UdpEncap, DEFAULT_PAD_ALIGN,
+    DEFAULT_REPLAY_WINDOW,
 };
 use crate::sa::{Prefix, SaEvent, Selectors};
 use crate::xdp::socket::XdpStatistics;
@@ -65,25 +65,12 @@ pub fn sa_config(s: &SaSpec) -> Result<SaConfig, SaSpecError> {
         esprit_api::Mode::Transport => Mode::Transport,
     };
     let suite: Suite = s.suite.parse().map_err(|e: String| bad("suite", e))?;
-    let key = KeyMaterial::from_hex(s.key.expose_hex()).map_err(|e| {
-        bad(
-            "key",
-            format!(
-                "expected {} bytes of hex (AES key || 4-byte salt): {e}",
-                suite.keymat_len()
-            ),
-        )
-    })?;
-    if key.len() != suite.keymat_len() {
-        return Err(bad(
-            "key",
-            format!(
-                "{suite} needs {} bytes (AES key || 4-byte salt), got {}",
-                suite.keymat_len(),
-                key.len()
-            ),
-        ));
-    }
+    let (key, integ_key) = parse_keys(
+        suite,
+        s.key.expose_hex(),
+        s.integ_key.as_ref().map(|k| k.expose_hex()),
+    )
+    .map_err(|e| bad(e.field, e.message))?;
     if s.local.is_ipv4() != s.remote.is_ipv4() {
         return Err(bad("remote", "expected the same address family as local"));
     }
@@ -150,6 +137,7 @@ pub fn sa_config(s: &SaSpec) -> Result<SaConfig, SaSpecError> {
         mode,
         suite,
         key,
+        integ_key,
         local: s.local,
         remote: s.remote,
         encap,
@@ -309,5 +297,44 @@ pad_align = 16
         })))
         .unwrap();
         assert_eq!(from_file, from_api);
+    }
+
+    #[test]
+    fn typed_sa_carries_the_cbc_integ_key() {
+        let ok = json!({
+            "spi": "0x2000", "direction": "out", "suite": "aes128cbc-sha256",
+            "key": "000102030405060708090a0b0c0d0e0f",
+            "integ_key": "202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f",
+            "local": "10.0.0.1", "remote": "10.0.0.2"
+        });
+        let c = sa_config(&spec(ok.clone())).unwrap();
+        assert_eq!(c.suite, Suite::Aes128CbcSha256);
+        assert_eq!(
+            c.integ_key.as_ref().map(|k| k.expose_secret()[0]),
+            Some(0x20)
+        );
+        let text = "[[sa]]\nspi = \"0x2000\"\ndirection = \"out\"\nsuite = \"aes128cbc-sha256\"\n\
+            key = \"000102030405060708090a0b0c0d0e0f\"\n\
+            integ_key = \"202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f\"\n\
+            local = \"10.0.0.1\"\nremote = \"10.0.0.2\"\n";
+        assert_eq!(crate::sa::file::parse(text, "t").unwrap().remove(0), c);
+        let mut missing = ok.clone();
+        missing.as_object_mut().unwrap().remove("integ_key");
+        let e = sa_config(&spec(missing)).unwrap_err();
+        assert_eq!(e.field, "integ_key");
+        let mut short = ok.clone();
+        short["integ_key"] = json!("2021");
+        let e = sa_config(&spec(short)).unwrap_err();
+        assert!(e.field == "integ_key" && !e.message.contains("2021"), "{e}");
+        let mut aead = ok;
+        aead["suite"] = json!("chacha20poly1305");
+        aead["key"] = json!("00".repeat(36));
+        let e = sa_config(&spec(aead.clone())).unwrap_err();
+        assert_eq!(e.field, "integ_key", "superfluous for an AEAD");
+        aead.as_object_mut().unwrap().remove("integ_key");
+        assert_eq!(
+            sa_config(&spec(aead)).unwrap().suite,
+            Suite::ChaCha20Poly1305
+        );
     }
 }

@@ -1,47 +1,152 @@
-//! The AEAD behind ESP: AES-GCM with a 16-byte ICV, through a small trait with two backends.
+//! The ESP suites, and the AEADs behind them: AES-GCM and ChaCha20-Poly1305 with a 16-byte ICV,
+//! through a small trait with two backends.
 //!
-//! Both `ring` and `aws-lc-rs` ship AES-NI/VAES + PCLMULQDQ assembly for AES-GCM. The trait
+//! Both `ring` and `aws-lc-rs` ship AES-NI/VAES + PCLMULQDQ assembly for AES-GCM, and
+//! vectorised ChaCha20-Poly1305. The trait
 //! lets the benchmark compare them on the same buffers; `Backend::default()` is the one the
 //! measurement picked (see `docs/decisions/0002-aead-backend.md`).
 
-use super::{ICV_LEN, SALT_LEN};
+use super::cbc::{Integ, BLOCK_LEN};
+use super::{ICV_LEN, IV_LEN, SALT_LEN};
 use std::fmt;
 use std::str::FromStr;
 use zeroize::Zeroizing;
 
-/// An ESP encryption suite (IKEv2 transform names as strongSwan spells them).
+/// An ESP suite (IKEv2 transform names as strongSwan spells them): an AEAD, or AES-CBC with an
+/// HMAC-SHA2 integrity algorithm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Suite {
     /// AES-128-GCM with a 16-byte ICV (`aes128gcm16`, ENCR_AES_GCM_16 with 128-bit key).
     Aes128Gcm16,
     /// AES-256-GCM with a 16-byte ICV (`aes256gcm16`).
     Aes256Gcm16,
+    /// AES-128-CBC with HMAC-SHA-256-128 (`aes128cbc-sha256`, RFC 3602 and RFC 4868).
+    Aes128CbcSha256,
+    /// AES-256-CBC with HMAC-SHA-256-128 (`aes256cbc-sha256`).
+    Aes256CbcSha256,
+    /// AES-256-CBC with HMAC-SHA-384-192 (`aes256cbc-sha384`).
+    Aes256CbcSha384,
+    /// AES-256-CBC with HMAC-SHA-512-256 (`aes256cbc-sha512`).
+    Aes256CbcSha512,
+    /// ChaCha20-Poly1305 (`chacha20poly1305`, RFC 7634).
+    ChaCha20Poly1305,
 }
 
 impl Suite {
-    /// AES key length in bytes (without the salt).
-    pub fn key_len(self) -> usize {
+    /// Cipher key length in bytes (without the salt).
+    pub const fn key_len(self) -> usize {
         match self {
-            Suite::Aes128Gcm16 => 16,
-            Suite::Aes256Gcm16 => 32,
+            Suite::Aes128Gcm16 | Suite::Aes128CbcSha256 => 16,
+            Suite::Aes256Gcm16
+            | Suite::Aes256CbcSha256
+            | Suite::Aes256CbcSha384
+            | Suite::Aes256CbcSha512
+            | Suite::ChaCha20Poly1305 => 32,
         }
     }
 
-    /// Key material length: AES key followed by the 4-byte salt.
-    pub fn keymat_len(self) -> usize {
-        self.key_len() + SALT_LEN
+    /// The HMAC of a CBC suite; `None` for the AEADs.
+    pub const fn integ(self) -> Option<Integ> {
+        match self {
+            Suite::Aes128CbcSha256 | Suite::Aes256CbcSha256 => Some(Integ::Sha256),
+            Suite::Aes256CbcSha384 => Some(Integ::Sha384),
+            Suite::Aes256CbcSha512 => Some(Integ::Sha512),
+            Suite::Aes128Gcm16 | Suite::Aes256Gcm16 | Suite::ChaCha20Poly1305 => None,
+        }
+    }
+
+    /// True for the AEADs (AES-GCM, ChaCha20-Poly1305): salt, 8-byte IV, AAD.
+    pub const fn is_aead(self) -> bool {
+        self.integ().is_none()
+    }
+
+    /// Salt length at the end of the key material: 4 for the AEADs (RFC 4106 §8.1, RFC 7634
+    /// §4), none for CBC.
+    pub const fn salt_len(self) -> usize {
+        if self.is_aead() {
+            SALT_LEN
+        } else {
+            0
+        }
+    }
+
+    /// Key material length: cipher key followed by the salt, if any.
+    pub const fn keymat_len(self) -> usize {
+        self.key_len() + self.salt_len()
+    }
+
+    /// Length of the HMAC key (`integ_key`), 0 for the AEADs.
+    pub const fn integ_key_len(self) -> usize {
+        match self.integ() {
+            Some(i) => i.key_len(),
+            None => 0,
+        }
+    }
+
+    /// Length of the explicit IV in the ESP packet: 8 for the AEADs, one AES block for CBC.
+    #[inline]
+    pub const fn iv_len(self) -> usize {
+        if self.is_aead() {
+            IV_LEN
+        } else {
+            BLOCK_LEN
+        }
+    }
+
+    /// Length of the ICV.
+    #[inline]
+    pub const fn icv_len(self) -> usize {
+        match self.integ() {
+            Some(i) => i.icv_len(),
+            None => ICV_LEN,
+        }
+    }
+
+    /// What the ESP payload, padding and trailer must be a multiple of for the cipher: one
+    /// AES block for CBC (RFC 3602 §2.4), 4 bytes (RFC 4303's minimum) for the AEADs.
+    pub const fn block_len(self) -> usize {
+        if self.is_aead() {
+            4
+        } else {
+            BLOCK_LEN
+        }
+    }
+
+    /// What `key` holds, for messages: "AES key || 4-byte salt" and the like.
+    pub const fn key_layout(self) -> &'static str {
+        match self {
+            Suite::Aes128Gcm16 | Suite::Aes256Gcm16 => "AES key || 4-byte salt",
+            Suite::ChaCha20Poly1305 => "ChaCha20 key || 4-byte salt",
+            _ => "AES key",
+        }
     }
 
     /// The configuration name.
-    pub fn name(self) -> &'static str {
+    pub const fn name(self) -> &'static str {
         match self {
             Suite::Aes128Gcm16 => "aes128gcm16",
             Suite::Aes256Gcm16 => "aes256gcm16",
+            Suite::Aes128CbcSha256 => "aes128cbc-sha256",
+            Suite::Aes256CbcSha256 => "aes256cbc-sha256",
+            Suite::Aes256CbcSha384 => "aes256cbc-sha384",
+            Suite::Aes256CbcSha512 => "aes256cbc-sha512",
+            Suite::ChaCha20Poly1305 => "chacha20poly1305",
         }
     }
 
+    /// The AES-GCM suites.
+    pub const GCM: [Suite; 2] = [Suite::Aes128Gcm16, Suite::Aes256Gcm16];
+
     /// Every suite, for benchmarks and tests.
-    pub const ALL: [Suite; 2] = [Suite::Aes128Gcm16, Suite::Aes256Gcm16];
+    pub const ALL: [Suite; 7] = [
+        Suite::Aes128Gcm16,
+        Suite::Aes256Gcm16,
+        Suite::Aes128CbcSha256,
+        Suite::Aes256CbcSha256,
+        Suite::Aes256CbcSha384,
+        Suite::Aes256CbcSha512,
+        Suite::ChaCha20Poly1305,
+    ];
 }
 
 impl fmt::Display for Suite {
@@ -53,13 +158,16 @@ impl fmt::Display for Suite {
 impl FromStr for Suite {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "aes128gcm16" => Ok(Suite::Aes128Gcm16),
-            "aes256gcm16" => Ok(Suite::Aes256Gcm16),
-            _ => Err(format!(
-                "unknown suite {s:?}: expected \"aes128gcm16\" or \"aes256gcm16\""
-            )),
-        }
+        Suite::ALL
+            .into_iter()
+            .find(|x| x.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<String> = Suite::ALL
+                    .iter()
+                    .map(|x| format!("{:?}", x.name()))
+                    .collect();
+                format!("unknown suite {s:?}: expected one of {}", names.join(", "))
+            })
     }
 }
 
@@ -117,9 +225,12 @@ pub enum AeadError {
     /// The library refused to seal (input too long for GCM).
     #[error("seal failed")]
     Seal,
+    /// A CBC ciphertext that is not a whole number of blocks, or too short for the suite.
+    #[error("wrong ciphertext length")]
+    Length,
 }
 
-/// AES-GCM with a 16-byte tag over in-place buffers.
+/// An AEAD with a 12-byte nonce and a 16-byte tag over in-place buffers.
 pub trait Aead: Send + Sync {
     /// Encrypts `in_out[..len - 16]` in place and writes the tag into the last 16 bytes.
     fn seal(&self, nonce: &[u8; 12], aad: &[u8], in_out: &mut [u8]) -> Result<(), AeadError>;
@@ -129,9 +240,9 @@ pub trait Aead: Send + Sync {
     fn backend(&self) -> Backend;
 }
 
-/// Builds an AEAD for `suite` from the AES key (without the salt).
+/// Builds an AEAD for `suite` (an AEAD suite) from the cipher key (without the salt).
 pub fn new_aead(backend: Backend, suite: Suite, key: &[u8]) -> Result<AeadKey, AeadError> {
-    if key.len() != suite.key_len() {
+    if key.len() != suite.key_len() || !suite.is_aead() {
         return Err(AeadError::KeyLength);
     }
     Ok(match backend {
@@ -145,9 +256,9 @@ pub fn new_aead(backend: Backend, suite: Suite, key: &[u8]) -> Result<AeadKey, A
 // The ring key schedule is inline on purpose: boxing it is the extra cache miss this avoids.
 #[allow(clippy::large_enum_variant)]
 pub enum AeadKey {
-    /// `ring`'s AES-GCM.
+    /// `ring`'s AES-GCM or ChaCha20-Poly1305.
     Ring(RingAead),
-    /// `aws-lc-rs`'s AES-GCM.
+    /// `aws-lc-rs`'s AES-GCM or ChaCha20-Poly1305.
     AwsLc(AwsLcAead),
 }
 
@@ -176,7 +287,7 @@ impl Aead for AeadKey {
     }
 }
 
-/// AES-GCM from `ring`.
+/// AES-GCM or ChaCha20-Poly1305 from `ring`.
 pub struct RingAead(ring::aead::LessSafeKey);
 
 impl RingAead {
@@ -185,6 +296,8 @@ impl RingAead {
         let alg = match suite {
             Suite::Aes128Gcm16 => &ring::aead::AES_128_GCM,
             Suite::Aes256Gcm16 => &ring::aead::AES_256_GCM,
+            Suite::ChaCha20Poly1305 => &ring::aead::CHACHA20_POLY1305,
+            _ => return Err(AeadError::KeyLength),
         };
         let k = ring::aead::UnboundKey::new(alg, key).map_err(|_| AeadError::KeyLength)?;
         Ok(RingAead(ring::aead::LessSafeKey::new(k)))
@@ -225,7 +338,7 @@ impl Aead for RingAead {
     }
 }
 
-/// AES-GCM from `aws-lc-rs`.
+/// AES-GCM or ChaCha20-Poly1305 from `aws-lc-rs`.
 pub struct AwsLcAead(aws_lc_rs::aead::LessSafeKey);
 
 impl AwsLcAead {
@@ -234,6 +347,8 @@ impl AwsLcAead {
         let alg = match suite {
             Suite::Aes128Gcm16 => &aws_lc_rs::aead::AES_128_GCM,
             Suite::Aes256Gcm16 => &aws_lc_rs::aead::AES_256_GCM,
+            Suite::ChaCha20Poly1305 => &aws_lc_rs::aead::CHACHA20_POLY1305,
+            _ => return Err(AeadError::KeyLength),
         };
         let k = aws_lc_rs::aead::UnboundKey::new(alg, key).map_err(|_| AeadError::KeyLength)?;
         Ok(AwsLcAead(aws_lc_rs::aead::LessSafeKey::new(k)))
@@ -442,6 +557,49 @@ mod tests {
                 assert_eq!(a.open(&nonce, &aad, &mut bad), Err(AeadError::Auth));
             }
         }
+    }
+
+    /// RFC 8439 §2.8.2: ChaCha20-Poly1305 (the AEAD of RFC 7634) with a 4-byte constant and an
+    /// 8-byte IV in the nonce, the shape ESP uses (salt || IV).
+    #[test]
+    fn chacha20_poly1305_rfc8439_both_backends() {
+        let key: Vec<u8> = (0x80..0xa0).collect();
+        let nonce: [u8; 12] = unhex("070000004041424344454647").try_into().unwrap();
+        let aad = unhex("50515253c0c1c2c3c4c5c6c7");
+        let pt = b"Ladies and Gentlemen of the class of '99: If I could offer you only one tip for the future, sunscreen would be it.";
+        let ct = unhex(concat!(
+            "d31a8d34648e60db7b86afbc53ef7ec2a4aded51296e08fea9e2b5a736ee62d63dbea45e8ca9671282fafb",
+            "69da92728b1a71de0a9e060b2905d6a5b67ecd3b3692ddbd7f2d778b8c9803aee328091b58fab324e4fad6",
+            "75945585808b4831d7bc3ff4def08e4b7a9de576d26586cec64b6116",
+            "1ae10b594f09e26a7e902ecbd0600691"
+        ));
+        for backend in Backend::ALL {
+            let a = new_aead(backend, Suite::ChaCha20Poly1305, &key).unwrap();
+            let mut buf = pt.to_vec();
+            buf.extend_from_slice(&[0; 16]);
+            a.seal(&nonce, &aad, &mut buf).unwrap();
+            assert_eq!(buf, ct, "{backend:?} seal");
+            a.open(&nonce, &aad, &mut buf).unwrap();
+            assert_eq!(&buf[..pt.len()], &pt[..], "{backend:?} open");
+            let mut bad = ct.clone();
+            bad[3] ^= 1;
+            assert_eq!(a.open(&nonce, &aad, &mut bad), Err(AeadError::Auth));
+        }
+    }
+
+    #[test]
+    fn suite_names_round_trip() {
+        for s in Suite::ALL {
+            assert_eq!(s.name().parse::<Suite>(), Ok(s));
+            assert_eq!(s.keymat_len(), s.key_len() + s.salt_len());
+            assert_eq!(s.is_aead(), s.integ_key_len() == 0);
+        }
+        let e = "aes128cbc".parse::<Suite>().unwrap_err();
+        assert!(
+            e.contains("aes256cbc-sha512") && e.contains("chacha20poly1305"),
+            "{e}"
+        );
+        assert!(new_aead(Backend::Ring, Suite::Aes128CbcSha256, &[0; 16]).is_err());
     }
 
     #[test]

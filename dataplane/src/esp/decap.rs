@@ -1,12 +1,12 @@
-//! ESP decapsulation: outer header checks, SPI lookup, anti-replay, AES-GCM open, trailer and
-//! padding checks, traffic-selector check and ECN propagation, in place.
+//! ESP decapsulation: outer header checks, SPI lookup, anti-replay, ICV check and decryption
+//! with the SA's suite, trailer and padding checks (only once the ICV verified: no padding
+//! oracle), traffic-selector check and ECN propagation, in place.
 
-use super::{DropReason, Verdict, ESP_PREFIX_LEN, ICV_LEN, IV_LEN};
-use crate::crypto::aead::Aead;
+use super::{DropReason, Verdict, ICV_LEN, IV_LEN};
+use crate::crypto::AeadError;
 use crate::frame::Frame;
-use crate::sa::state::nonce;
 use crate::sa::{Mode, SaDb};
-use crate::wire::esp::{parse_trailer, TrailerError, HEADER_LEN as ESP_HEADER_LEN};
+use crate::wire::esp::{parse_trailer, TrailerError};
 use crate::wire::udp::HEADER_LEN as UDP_LEN;
 use crate::wire::{proto, EspPacket, Ipv4Packet, Ipv6Packet, UdpPacket};
 use std::net::IpAddr;
@@ -156,6 +156,7 @@ pub fn decap<B: AsRef<[u8]> + AsMut<[u8]>>(
         Err(Stop::Not(v)) => return Err(v),
     };
     let (spi, seq_lo) = match EspPacket::new_checked(&f.data()[o.esp_at..o.ip_end]) {
+        // The shortest packet of any suite (the AEADs'); the SA's suite checks its own.
         Ok(e) if e.payload().len() >= IV_LEN + 2 + ICV_LEN => (e.spi(), e.seq()),
         _ => return Err(Verdict::Drop(db.drops.count(DropReason::Malformed))),
     };
@@ -189,27 +190,17 @@ fn open_checked<B: AsRef<[u8]> + AsMut<[u8]>>(
     let (buf, start, _) = f.raw_mut();
     let esp_at = start + o.esp_at;
     let ip_end = start + o.ip_end;
-    let n = nonce(
-        &sa.salt,
-        &buf[esp_at + ESP_HEADER_LEN..esp_at + ESP_PREFIX_LEN],
-    );
-    let mut aad = [0u8; 12];
-    aad[..4].copy_from_slice(&spi.to_be_bytes());
-    let aad = if sa.cfg.esn {
-        aad[4..8].copy_from_slice(&((seq >> 32) as u32).to_be_bytes());
-        aad[8..].copy_from_slice(&seq_lo.to_be_bytes());
-        &aad[..]
-    } else {
-        aad[4..8].copy_from_slice(&seq_lo.to_be_bytes());
-        &aad[..8]
-    };
-    sa.aead
-        .open(&n, aad, &mut buf[esp_at + ESP_PREFIX_LEN..ip_end])
-        .map_err(|_| DropReason::AuthFailed)?;
+    sa.cipher
+        .open(&sa.salt, &mut buf[esp_at..ip_end], seq, sa.cfg.esn)
+        .map_err(|e| match e {
+            AeadError::Length => DropReason::Malformed,
+            _ => DropReason::AuthFailed,
+        })?;
     // Authentic: the window moves now, whatever the payload turns out to hold.
     sa.replay.update(seq).map_err(|_| DropReason::Replayed)?;
-    let plain_at = esp_at + ESP_PREFIX_LEN;
-    let t = parse_trailer(&buf[plain_at..ip_end - ICV_LEN]).map_err(|e| match e {
+    let plain_at = esp_at + usize::from(sa.framing.prefix);
+    let plain_end = ip_end - usize::from(sa.framing.icv);
+    let t = parse_trailer(&buf[plain_at..plain_end]).map_err(|e| match e {
         TrailerError::BadPadding => DropReason::BadPadding,
         TrailerError::Truncated => DropReason::Malformed,
     })?;

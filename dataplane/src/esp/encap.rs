@@ -1,10 +1,8 @@
 //! ESP encapsulation: tunnel mode (IPv4/IPv6 in IPv4/IPv6) and transport mode, optionally in
-//! UDP (RFC 3948), sealed with AES-GCM (RFC 4106) in place.
+//! UDP (RFC 3948), sealed in place with the SA's suite ([`crate::crypto::transform`]).
 
-use super::{DropReason, Verdict, ESP_PREFIX_LEN, ICV_LEN};
-use crate::crypto::aead::Aead;
+use super::{DropReason, Verdict};
 use crate::frame::Frame;
-use crate::sa::state::nonce;
 use crate::sa::{Mode, OutboundSa, SaDb};
 use crate::wire::esp::{emit_trailer, pad_len, TRAILER_LEN};
 use crate::wire::ipv4::{Ipv4Repr, MIN_HEADER_LEN as IPV4_LEN};
@@ -219,39 +217,32 @@ fn encap_parsed<B: AsRef<[u8]> + AsMut<[u8]>>(
     Ok(())
 }
 
-/// Writes SPI, sequence number and IV at `esp_at`, the trailer at `ct_end - trailer`, and seals
-/// `buf[esp_at + 16 .. ct_end + 16]`.
+/// The bytes ESP adds in front of the payload (header and IV) and behind it (ICV) with `sa`'s
+/// suite.
 #[inline]
+fn framing(sa: &OutboundSa) -> (usize, usize) {
+    (usize::from(sa.framing.prefix), usize::from(sa.framing.icv))
+}
+
+/// Writes SPI and sequence number at `esp_at`, the trailer at `ct_end - trailer`, and seals
+/// `buf[esp_at..ct_end + icv]` (IV and ICV written by the suite).
+#[inline]
+#[allow(clippy::too_many_arguments)]
 fn seal(
     sa: &OutboundSa,
     buf: &mut [u8],
     esp_at: usize,
     ct_end: usize,
+    icv: usize,
     trailer: usize,
     next_header: u8,
     seq: u64,
 ) -> Result<(), DropReason> {
     emit_trailer(&mut buf[ct_end - trailer..ct_end], next_header);
-    let spi = sa.cfg.spi.to_be_bytes();
-    let seq_lo = (seq as u32).to_be_bytes();
-    let iv = seq.to_be_bytes();
-    buf[esp_at..esp_at + 4].copy_from_slice(&spi);
-    buf[esp_at + 4..esp_at + 8].copy_from_slice(&seq_lo);
-    buf[esp_at + 8..esp_at + 16].copy_from_slice(&iv);
-    let n = nonce(&sa.salt, &iv);
-    let mut aad = [0u8; 12];
-    let aad = if sa.cfg.esn {
-        aad[..4].copy_from_slice(&spi);
-        aad[4..8].copy_from_slice(&((seq >> 32) as u32).to_be_bytes());
-        aad[8..].copy_from_slice(&seq_lo);
-        &aad[..]
-    } else {
-        aad[..4].copy_from_slice(&spi);
-        aad[4..8].copy_from_slice(&seq_lo);
-        &aad[..8]
-    };
-    sa.aead
-        .seal(&n, aad, &mut buf[esp_at + ESP_PREFIX_LEN..ct_end + ICV_LEN])
+    buf[esp_at..esp_at + 4].copy_from_slice(&sa.cfg.spi.to_be_bytes());
+    buf[esp_at + 4..esp_at + 8].copy_from_slice(&(seq as u32).to_be_bytes());
+    sa.cipher
+        .seal(&sa.salt, &mut buf[esp_at..ct_end + icv], seq, sa.cfg.esn)
         .map_err(|_| DropReason::TooBig)
 }
 
@@ -263,24 +254,25 @@ fn tunnel<B: AsRef<[u8]> + AsMut<[u8]>>(
     seq: u64,
 ) -> Result<usize, DropReason> {
     let inner_len = info.len;
+    let (prefix, icv) = framing(sa);
     let trailer = pad_len(inner_len, usize::from(sa.cfg.pad_align)) + TRAILER_LEN;
     let outer_v6 = sa.cfg.local.is_ipv6();
     let ip_len = if outer_v6 { IPV6_LEN } else { IPV4_LEN };
     let udp_len = if sa.cfg.encap.is_some() { UDP_LEN } else { 0 };
-    let front = ip_len + udp_len + ESP_PREFIX_LEN;
-    let esp_len = ESP_PREFIX_LEN + inner_len + trailer + ICV_LEN;
+    let front = ip_len + udp_len + prefix;
+    let esp_len = prefix + inner_len + trailer + icv;
     let ip_payload = udp_len + esp_len;
     if f.headroom() < front
-        || f.tailroom() < trailer + ICV_LEN
+        || f.tailroom() < trailer + icv
         || ip_payload + if outer_v6 { 0 } else { IPV4_LEN } > usize::from(u16::MAX)
     {
         return Err(DropReason::TooBig);
     }
     let (buf, start, end) = f.raw_mut();
-    let esp_at = start - ESP_PREFIX_LEN;
+    let esp_at = start - prefix;
     let ct_end = end + trailer;
     let nh = if info.v6 { proto::IPV6 } else { proto::IPV4 };
-    seal(sa, buf, esp_at, ct_end, trailer, nh, seq)?;
+    seal(sa, buf, esp_at, ct_end, icv, trailer, nh, seq)?;
     let ip_at = start - front;
     let outer_proto = if udp_len != 0 { proto::UDP } else { proto::ESP };
     if let Some(e) = sa.cfg.encap {
@@ -289,7 +281,7 @@ fn tunnel<B: AsRef<[u8]> + AsMut<[u8]>>(
             dst_port: e.dst_port,
         }
         .emit(
-            &mut buf[ip_at + ip_len..ct_end + ICV_LEN],
+            &mut buf[ip_at + ip_len..ct_end + icv],
             esp_len,
             sa.cfg.local,
             sa.cfg.remote,
@@ -297,7 +289,7 @@ fn tunnel<B: AsRef<[u8]> + AsMut<[u8]>>(
         );
     }
     emit_outer(sa, &mut buf[ip_at..], outer_proto, ip_payload, info, seq);
-    f.set_range(ip_at, ct_end + ICV_LEN);
+    f.set_range(ip_at, ct_end + icv);
     Ok(inner_len)
 }
 
@@ -359,18 +351,18 @@ fn transport<B: AsRef<[u8]> + AsMut<[u8]>>(
         (p.header_len(), p.protocol(), 9)
     };
     let payload_len = info.len - hdr_len;
+    let (prefix, icv) = framing(sa);
     let trailer = pad_len(payload_len, usize::from(sa.cfg.pad_align)) + TRAILER_LEN;
     let udp_len = if sa.cfg.encap.is_some() { UDP_LEN } else { 0 };
-    let front = udp_len + ESP_PREFIX_LEN;
-    let esp_len = ESP_PREFIX_LEN + payload_len + trailer + ICV_LEN;
+    let front = udp_len + prefix;
+    let esp_len = prefix + payload_len + trailer + icv;
     let new_total = hdr_len + udp_len + esp_len;
     let len_field = if info.v6 {
         new_total - IPV6_LEN
     } else {
         new_total
     };
-    if f.headroom() < front || f.tailroom() < trailer + ICV_LEN || len_field > usize::from(u16::MAX)
-    {
+    if f.headroom() < front || f.tailroom() < trailer + icv || len_field > usize::from(u16::MAX) {
         return Err(DropReason::TooBig);
     }
     let (buf, start, end) = f.raw_mut();
@@ -378,15 +370,15 @@ fn transport<B: AsRef<[u8]> + AsMut<[u8]>>(
     buf.copy_within(start..start + hdr_len, new_start);
     let esp_at = new_start + hdr_len + udp_len;
     let ct_end = end + trailer;
-    seal(sa, buf, esp_at, ct_end, trailer, nh, seq)?;
+    seal(sa, buf, esp_at, ct_end, icv, trailer, nh, seq)?;
     let outer_proto = if udp_len != 0 { proto::UDP } else { proto::ESP };
     buf[new_start + nh_at] = outer_proto;
     if info.v6 {
-        let mut p = Ipv6Packet::new_checked(&mut buf[new_start..ct_end + ICV_LEN])
+        let mut p = Ipv6Packet::new_checked(&mut buf[new_start..ct_end + icv])
             .map_err(|_| DropReason::Malformed)?;
         p.set_payload_len(len_field as u16);
     } else {
-        let mut p = Ipv4Packet::new_checked(&mut buf[new_start..ct_end + ICV_LEN])
+        let mut p = Ipv4Packet::new_checked(&mut buf[new_start..ct_end + icv])
             .map_err(|_| DropReason::Malformed)?;
         p.set_total_len(len_field as u16);
         p.fill_checksum();
@@ -397,13 +389,13 @@ fn transport<B: AsRef<[u8]> + AsMut<[u8]>>(
             dst_port: e.dst_port,
         }
         .emit(
-            &mut buf[new_start + hdr_len..ct_end + ICV_LEN],
+            &mut buf[new_start + hdr_len..ct_end + icv],
             esp_len,
             info.src,
             info.dst,
             info.v6,
         );
     }
-    f.set_range(new_start, ct_end + ICV_LEN);
+    f.set_range(new_start, ct_end + icv);
     Ok(payload_len)
 }

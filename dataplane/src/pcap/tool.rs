@@ -6,7 +6,8 @@ use super::{
     LINKTYPE_RAW,
 };
 use crate::api::convert::{drops_map, sa_infos};
-use crate::esp::{Backend, Verdict};
+use crate::crypto::cbc::Integ;
+use crate::esp::{Backend, Suite, Verdict};
 use crate::frame::OwnedFrame;
 use crate::sa::{file, Direction, SaConfig, SaDb};
 use crate::wire::ethernet::{EtherType, EthernetFrame, EthernetRepr};
@@ -341,16 +342,39 @@ pub fn write_wireshark_keys(dir: &Path, sas: &[SaConfig]) -> std::io::Result<()>
             Direction::In => (sa.remote, sa.local),
         };
         let fam = if src.is_ipv4() { "IPv4" } else { "IPv6" };
+        let (encr, integ) = wireshark_algorithms(sa.suite);
+        let integ_key = sa
+            .integ_key
+            .as_ref()
+            .map(|k| zeroize::Zeroizing::new(format!("0x{}", &*k.expose_hex())))
+            .unwrap_or_default();
         let line = zeroize::Zeroizing::new(format!(
-            "\"{fam}\",\"{src}\",\"{dst}\",\"0x{:08x}\",\"AES-GCM with 16 octet ICV [RFC4106]\",\"0x{}\",\"NULL\",\"\"\n",
+            "\"{fam}\",\"{src}\",\"{dst}\",\"0x{:08x}\",\"{encr}\",\"0x{}\",\"{integ}\",\"{}\"\n",
             sa.spi,
-            &*sa.key.expose_hex()
+            &*sa.key.expose_hex(),
+            &*integ_key
         ));
         t.write_all(line.as_bytes())?;
     }
     let mut p = open("preferences")?;
     p.write_all(b"# written by esp-pcap --wireshark-keys\nesp.enable_encryption_decode: TRUE\nesp.enable_authentication_check: TRUE\n")?;
     Ok(())
+}
+
+/// Wireshark's names (`esp_sa` table) of a suite's encryption and integrity algorithms.
+pub fn wireshark_algorithms(suite: Suite) -> (&'static str, &'static str) {
+    let encr = match suite {
+        Suite::Aes128Gcm16 | Suite::Aes256Gcm16 => "AES-GCM with 16 octet ICV [RFC4106]",
+        Suite::ChaCha20Poly1305 => "ChaCha20 with Poly1305 [RFC7634]",
+        _ => "AES-CBC [RFC3602]",
+    };
+    let integ = match suite.integ() {
+        None => "NULL",
+        Some(Integ::Sha256) => "HMAC-SHA-256-128 [RFC4868]",
+        Some(Integ::Sha384) => "HMAC-SHA-384-192 [RFC4868]",
+        Some(Integ::Sha512) => "HMAC-SHA-512-256 [RFC4868]",
+    };
+    (encr, integ)
 }
 
 /// The SAs of a file (for the key export).
@@ -364,4 +388,40 @@ pub fn supported_linktype(l: u32) -> bool {
         l,
         LINKTYPE_ETHERNET | LINKTYPE_RAW | LINKTYPE_IPV4 | LINKTYPE_IPV6
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wireshark_keys_name_every_suite_and_carry_the_integ_key() {
+        let d = std::env::temp_dir().join(format!("esprit-ws-keys-{}", std::process::id()));
+        let text = "[[sa]]\nspi = 7\ndirection = \"in\"\nsuite = \"aes256cbc-sha512\"\n\
+            key = \"000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\"\n\
+            integ_key = \""
+            .to_string()
+            + &"5a".repeat(64)
+            + "\"\nlocal = \"10.0.0.2\"\nremote = \"10.0.0.1\"\n";
+        let sas = file::parse(&text, "t").unwrap();
+        write_wireshark_keys(&d, &sas).unwrap();
+        let t = std::fs::read_to_string(d.join("esp_sa")).unwrap();
+        assert!(
+            t.contains("\"AES-CBC [RFC3602]\",\"0x000102")
+                && t.contains(&format!(
+                    "\"HMAC-SHA-512-256 [RFC4868]\",\"0x{}\"",
+                    "5a".repeat(64)
+                )),
+            "{t}"
+        );
+        assert_eq!(
+            wireshark_algorithms(Suite::ChaCha20Poly1305),
+            ("ChaCha20 with Poly1305 [RFC7634]", "NULL")
+        );
+        assert_eq!(
+            wireshark_algorithms(Suite::Aes128CbcSha256).1,
+            "HMAC-SHA-256-128 [RFC4868]"
+        );
+        std::fs::remove_dir_all(&d).unwrap();
+    }
 }

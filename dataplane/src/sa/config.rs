@@ -109,8 +109,11 @@ pub struct SaConfig {
     pub mode: Mode,
     /// Encryption suite.
     pub suite: Suite,
-    /// AES key followed by the 4-byte salt; its length matches `suite.keymat_len()`.
+    /// Cipher key, followed by the 4-byte salt for the AEAD suites; its length matches
+    /// `suite.keymat_len()`.
     pub key: KeyMaterial,
+    /// HMAC key of the CBC suites (`suite.integ_key_len()` bytes); `None` for the AEADs.
+    pub integ_key: Option<KeyMaterial>,
     /// This gateway's outer address.
     pub local: IpAddr,
     /// The peer's outer address.
@@ -146,6 +149,7 @@ impl SaConfig {
         crate::prefetch_fields!(
             self.spi,
             self.mode,
+            self.suite,
             self.esn,
             self.pad_align,
             self.local,
@@ -171,14 +175,7 @@ impl SaConfig {
         if self.spi == 0 {
             return Err("spi 0 is reserved (RFC 4303 §2.1)".into());
         }
-        if self.key.len() != self.suite.keymat_len() {
-            return Err(format!(
-                "{} needs {} bytes of key material (key || 4-byte salt), got {}",
-                self.suite,
-                self.suite.keymat_len(),
-                self.key.len()
-            ));
-        }
+        check_key_lengths(self.suite, &self.key, self.integ_key.as_ref()).map_err(|e| e.message)?;
         if self.local.is_ipv4() != self.remote.is_ipv4() {
             return Err("local and remote must both be IPv4 or both IPv6".into());
         }
@@ -200,6 +197,12 @@ impl SaConfig {
         if !matches!(self.pad_align, 4 | 16) {
             return Err(format!("pad_align must be 4 or 16, not {}", self.pad_align));
         }
+        if usize::from(self.pad_align) < self.suite.block_len() {
+            return Err(format!(
+                "{} pads to whole AES blocks: pad_align must be 16, not {}",
+                self.suite, self.pad_align
+            ));
+        }
         let l = &self.lifetime;
         for (soft, hard, what) in [
             (l.soft_bytes, l.hard_bytes, "bytes"),
@@ -218,5 +221,159 @@ impl SaConfig {
             ));
         }
         Ok(())
+    }
+}
+
+/// A key of an SA that does not fit its suite: which one (`key` or `integ_key`) and why. The
+/// message never holds key material.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyError {
+    /// `"key"` or `"integ_key"`.
+    pub field: &'static str,
+    /// What was expected.
+    pub message: String,
+}
+
+fn key_error(field: &'static str, message: String) -> KeyError {
+    KeyError { field, message }
+}
+
+/// Checks the lengths of `key` and `integ_key` against `suite`: the cipher key (and salt), and
+/// an HMAC key exactly for the CBC suites.
+pub fn check_key_lengths(
+    suite: Suite,
+    key: &KeyMaterial,
+    integ_key: Option<&KeyMaterial>,
+) -> Result<(), KeyError> {
+    if key.len() != suite.keymat_len() {
+        return Err(key_error(
+            "key",
+            format!(
+                "{suite} needs {} bytes ({}), got {}",
+                suite.keymat_len(),
+                suite.key_layout(),
+                key.len()
+            ),
+        ));
+    }
+    match (suite.integ(), integ_key) {
+        (None, None) => Ok(()),
+        (None, Some(_)) => Err(key_error(
+            "integ_key",
+            format!("{suite} is an AEAD: its key authenticates too, so it takes no integ_key"),
+        )),
+        (Some(i), None) => Err(key_error(
+            "integ_key",
+            format!(
+                "{suite} needs integ_key: {} bytes of {} key",
+                i.key_len(),
+                i.name()
+            ),
+        )),
+        (Some(i), Some(k)) if k.len() != i.key_len() => Err(key_error(
+            "integ_key",
+            format!(
+                "{suite} needs {} bytes of {} key in integ_key, got {}",
+                i.key_len(),
+                i.name(),
+                k.len()
+            ),
+        )),
+        (Some(_), Some(_)) => Ok(()),
+    }
+}
+
+/// Reads the hex `key` and `integ_key` of an SA (SA file or API) and checks them against
+/// `suite`.
+pub fn parse_keys(
+    suite: Suite,
+    key: &str,
+    integ_key: Option<&str>,
+) -> Result<(KeyMaterial, Option<KeyMaterial>), KeyError> {
+    let key = KeyMaterial::from_hex(key).map_err(|e| {
+        key_error(
+            "key",
+            format!(
+                "expected {} bytes of hex ({}): {e}",
+                suite.keymat_len(),
+                suite.key_layout()
+            ),
+        )
+    })?;
+    let integ_key = integ_key
+        .map(|k| {
+            KeyMaterial::from_hex(k).map_err(|e| {
+                key_error(
+                    "integ_key",
+                    format!(
+                        "expected {} bytes of hex (HMAC key): {e}",
+                        suite.integ_key_len()
+                    ),
+                )
+            })
+        })
+        .transpose()?;
+    check_key_lengths(suite, &key, integ_key.as_ref())?;
+    Ok((key, integ_key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn km(n: usize) -> KeyMaterial {
+        KeyMaterial::new(vec![0x5a; n])
+    }
+
+    #[test]
+    fn key_lengths_per_suite() {
+        for suite in Suite::ALL {
+            let ik = (!suite.is_aead()).then(|| km(suite.integ_key_len()));
+            check_key_lengths(suite, &km(suite.keymat_len()), ik.as_ref()).unwrap();
+            let e = check_key_lengths(suite, &km(suite.keymat_len() + 1), ik.as_ref()).unwrap_err();
+            assert_eq!(e.field, "key", "{suite}");
+            if suite.is_aead() {
+                let e =
+                    check_key_lengths(suite, &km(suite.keymat_len()), Some(&km(32))).unwrap_err();
+                assert_eq!(e.field, "integ_key");
+                assert!(e.message.contains("takes no integ_key"), "{}", e.message);
+            } else {
+                let e = check_key_lengths(suite, &km(suite.keymat_len()), None).unwrap_err();
+                assert!(e.message.contains("needs integ_key"), "{}", e.message);
+                let e = check_key_lengths(
+                    suite,
+                    &km(suite.keymat_len()),
+                    Some(&km(suite.integ_key_len() - 1)),
+                )
+                .unwrap_err();
+                assert_eq!(e.field, "integ_key");
+            }
+        }
+        assert_eq!(
+            (
+                Suite::Aes128CbcSha256.keymat_len(),
+                Suite::Aes256CbcSha512.integ_key_len()
+            ),
+            (16, 64)
+        );
+        assert_eq!(Suite::ChaCha20Poly1305.keymat_len(), 36);
+    }
+
+    #[test]
+    fn hex_errors_never_echo_keys() {
+        let e = parse_keys(Suite::Aes256CbcSha384, &"11".repeat(32), Some("zz99")).unwrap_err();
+        assert_eq!(e.field, "integ_key");
+        assert!(
+            !e.message.contains("zz99") && e.message.contains("48 bytes"),
+            "{}",
+            e.message
+        );
+        let (k, ik) = parse_keys(
+            Suite::Aes256CbcSha384,
+            &"11".repeat(32),
+            Some(&"22".repeat(48)),
+        )
+        .unwrap();
+        assert_eq!((k.len(), ik.map(|k| k.len())), (32, Some(48)));
     }
 }

@@ -4,10 +4,10 @@
 //! Every error names the file, the line, the SA and the key, and says what was expected; key
 //! material never appears in an error.
 
-use crate::crypto::aead::KeyMaterial;
 use crate::crypto::Suite;
 use crate::sa::config::{
-    Direction, Lifetime, Mode, SaConfig, UdpEncap, DEFAULT_PAD_ALIGN, DEFAULT_REPLAY_WINDOW,
+    parse_keys, Direction, Lifetime, Mode, SaConfig, UdpEncap, DEFAULT_PAD_ALIGN,
+    DEFAULT_REPLAY_WINDOW,
 };
 use crate::sa::{Prefix, Selectors};
 use serde::Deserialize;
@@ -67,6 +67,7 @@ struct RawSa {
     mode: Option<Spanned<String>>,
     suite: Spanned<String>,
     key: Spanned<String>,
+    integ_key: Option<Spanned<String>>,
     local: Spanned<String>,
     remote: Spanned<String>,
     encap: Option<Spanned<String>>,
@@ -253,27 +254,19 @@ impl Cx<'_> {
             .get_ref()
             .parse()
             .map_err(|e: String| self.err(r.suite.span(), "suite", e))?;
-        let key = KeyMaterial::from_hex(r.key.get_ref()).map_err(|e| {
-            self.err(
-                r.key.span(),
-                "key",
-                format!(
-                    "expected {} bytes of hex (AES key || 4-byte salt): {e}",
-                    suite.keymat_len()
-                ),
-            )
+        let (key, integ_key) = parse_keys(
+            suite,
+            r.key.get_ref(),
+            r.integ_key.as_ref().map(|k| k.get_ref().as_str()),
+        )
+        .map_err(|e| {
+            let sp = match (e.field, &r.integ_key) {
+                ("integ_key", Some(k)) => k.span(),
+                ("integ_key", None) => span.clone(),
+                _ => r.key.span(),
+            };
+            self.err(sp, e.field, e.message)
         })?;
-        if key.len() != suite.keymat_len() {
-            return Err(self.err(
-                r.key.span(),
-                "key",
-                format!(
-                    "{suite} needs {} bytes (AES key || 4-byte salt), got {}",
-                    suite.keymat_len(),
-                    key.len()
-                ),
-            ));
-        }
         let local = self.addr(&r.local, "local")?;
         let remote = self.addr(&r.remote, "remote")?;
         if local.is_ipv4() != remote.is_ipv4() {
@@ -392,6 +385,7 @@ impl Cx<'_> {
             mode,
             suite,
             key,
+            integ_key,
             local,
             remote,
             encap,
@@ -418,7 +412,7 @@ mod tests {
 spi = "0x8c77274a"        # hex string or integer
 direction = "in"          # "in" | "out"
 mode = "tunnel"           # "tunnel" | "transport"
-suite = "aes128gcm16"     # "aes128gcm16" | "aes256gcm16"
+suite = "aes128gcm16"     # see docs/configuration.md for every suite
 key = "00112233445566778899aabbccddeeff01020304"
 local = "10.200.0.2"      # this gateway's outer address (IPv4 or IPv6)
 remote = "10.200.0.1"     # the peer's outer address
@@ -529,6 +523,89 @@ hard_packets = 5000
 
         let e = error_for("replay_window = 1024", "replay_window = -1");
         assert_eq!(e.key.as_deref(), Some("sa[0].replay_window"));
+    }
+
+    const CBC: &str = r#"
+[[sa]]
+spi = "0x1001"
+direction = "in"
+suite = "aes256cbc-sha384"
+key = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
+integ_key = "404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f606162636465666768696a6b6c6d6e6f"
+local = "10.200.0.2"
+remote = "10.200.0.1"
+esn = true
+
+[[sa]]
+spi = "0x1002"
+direction = "out"
+suite = "chacha20poly1305"
+key = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f a0a1a2a3"
+local = "10.200.0.1"
+remote = "10.200.0.2"
+pad_align = 4
+"#;
+
+    fn cbc_error(replace: &str, with: &str) -> SaFileError {
+        parse(&CBC.replacen(replace, with, 1), "cbc.toml").unwrap_err()
+    }
+
+    #[test]
+    fn cbc_and_chacha_suites_and_their_keys() {
+        let sas = parse(CBC, "cbc.toml").unwrap();
+        assert_eq!(sas[0].suite, Suite::Aes256CbcSha384);
+        assert_eq!(sas[0].key.len(), 32);
+        assert_eq!(sas[0].integ_key.as_ref().map(|k| k.len()), Some(48));
+        assert_eq!(
+            (sas[1].suite, sas[1].key.len()),
+            (Suite::ChaCha20Poly1305, 36)
+        );
+        assert!(sas[1].integ_key.is_none());
+        let shown = format!("{:?}", sas[0]);
+        assert!(
+            shown.contains("redacted") && !shown.contains("404142"),
+            "{shown}"
+        );
+
+        let e = cbc_error("integ_key = \"4041", "# integ_key = \"4041");
+        assert_eq!(e.key.as_deref(), Some("sa[0].integ_key"));
+        assert!(e.message.contains("needs integ_key: 48 bytes"), "{e}");
+
+        let e = cbc_error("5d5e5f606162636465666768696a6b6c6d6e6f\"", "5d5e5f\"");
+        assert_eq!(
+            (e.key.as_deref(), e.line),
+            (Some("sa[0].integ_key"), Some(7))
+        );
+        assert!(e.message.contains("48 bytes"), "{e}");
+        assert!(
+            !e.to_string().contains("404142"),
+            "never echoes key material: {e}"
+        );
+
+        let e = cbc_error("a0a1a2a3\"", "a0a1a2a3\"\ninteg_key = \"00\"");
+        assert_eq!(e.key.as_deref(), Some("sa[1].integ_key"));
+        assert!(e.message.contains("takes no integ_key"), "{e}");
+
+        let e = cbc_error(" a0a1a2a3", "");
+        assert_eq!(e.key.as_deref(), Some("sa[1].key"));
+        assert!(
+            e.message.contains("36 bytes (ChaCha20 key || 4-byte salt)"),
+            "{e}"
+        );
+
+        let e = cbc_error("1c1d1e1f\"\ninteg", "1c1d1e1f00010203\"\ninteg");
+        assert!(
+            e.message
+                .contains("aes256cbc-sha384 needs 32 bytes (AES key)"),
+            "{e}"
+        );
+
+        let e = cbc_error("esn = true", "pad_align = 4");
+        assert!(e.message.contains("pad_align must be 16"), "{e}");
+
+        let e = cbc_error("aes256cbc-sha384", "aes256cbc-sha1");
+        assert_eq!(e.key.as_deref(), Some("sa[0].suite"));
+        assert!(e.message.contains("aes128cbc-sha256"), "{e}");
     }
 
     #[test]

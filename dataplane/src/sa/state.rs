@@ -2,8 +2,8 @@
 //! replay window, counters.
 
 use crate::counters::SaCounters;
-use crate::crypto::aead::{new_aead, AeadKey, Backend};
-use crate::crypto::SALT_LEN;
+use crate::crypto::aead::Backend;
+use crate::crypto::{EspKey, SALT_LEN};
 use crate::sa::event::{SaEvent, SaEventKind, EV_HARD, EV_SEQ, EV_SOFT};
 use crate::sa::replay::ReplayWindow;
 use crate::sa::{Direction, Lifetime, SaConfig};
@@ -56,29 +56,43 @@ pub(crate) fn drain_events(cfg: &SaConfig, pending: &mut u8, out: &mut impl FnMu
     *pending = 0;
 }
 
-fn split_key(cfg: &SaConfig) -> (&[u8], [u8; SALT_LEN]) {
+/// The bytes ESP adds around the payload with an SA's suite, kept with the SA's hot fields so
+/// the packet path reads two bytes instead of deriving them from the suite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Framing {
+    /// ESP header and IV.
+    pub prefix: u8,
+    /// ICV.
+    pub icv: u8,
+}
+
+impl Framing {
+    fn of(suite: crate::crypto::Suite) -> Framing {
+        Framing {
+            prefix: (crate::wire::esp::HEADER_LEN + suite.iv_len()) as u8,
+            icv: suite.icv_len() as u8,
+        }
+    }
+}
+
+/// Expands the SA's keys; returns them with the salt of the AEAD suites (zero for CBC).
+fn expand_keys(cfg: &SaConfig, backend: Backend) -> Result<(EspKey, [u8; SALT_LEN]), String> {
     let k = cfg.key.expose_secret();
     let n = cfg.suite.key_len();
     let mut salt = [0u8; SALT_LEN];
-    salt.copy_from_slice(&k[n..n + SALT_LEN]);
-    (&k[..n], salt)
-}
-
-/// Builds the RFC 4106 nonce: salt || explicit IV.
-#[inline]
-pub(crate) fn nonce(salt: &[u8; SALT_LEN], iv: &[u8]) -> [u8; 12] {
-    let mut n = [0u8; 12];
-    n[..4].copy_from_slice(salt);
-    n[4..].copy_from_slice(&iv[..8]);
-    n
+    salt[..cfg.suite.salt_len()].copy_from_slice(&k[n..n + cfg.suite.salt_len()]);
+    let integ = cfg.integ_key.as_ref().map(|k| k.expose_secret());
+    let key = EspKey::new(backend, cfg.suite, &k[..n], integ).map_err(|e| e.to_string())?;
+    Ok((key, salt))
 }
 
 /// An outbound SA. Invariant: `seq` is the last number sent; it never wraps.
 pub struct OutboundSa {
     /// The configuration it was built from.
     pub cfg: SaConfig,
-    pub(crate) aead: AeadKey,
+    pub(crate) cipher: EspKey,
     pub(crate) salt: [u8; SALT_LEN],
+    pub(crate) framing: Framing,
     pub(crate) seq: u64,
     /// Packets, bytes and drops.
     pub counters: SaCounters,
@@ -93,9 +107,10 @@ impl OutboundSa {
     #[inline]
     pub fn prefetch_hot(&self) {
         self.cfg.prefetch_hot();
-        crate::sa::prefetch::value(&self.aead);
+        crate::sa::prefetch::value(&self.cipher);
         crate::prefetch_fields!(
             self.salt,
+            self.framing,
             self.seq,
             self.exhausted,
             self.life,
@@ -108,6 +123,7 @@ impl OutboundSa {
     /// cache (see [`crate::worker::Pipeline`]); the SA itself must be loaded already.
     #[inline]
     pub fn prefetch(&self) {
+        self.cipher.prefetch();
         self.cfg.local_ts.prefetch();
         self.cfg.remote_ts.prefetch();
     }
@@ -118,13 +134,14 @@ impl OutboundSa {
         if cfg.direction != Direction::Out {
             return Err("not an outbound SA".into());
         }
-        let (key, salt) = split_key(&cfg);
-        let aead = new_aead(backend, cfg.suite, key).map_err(|e| e.to_string())?;
+        let (cipher, salt) = expand_keys(&cfg, backend)?;
+        let suite = cfg.suite;
         Ok(OutboundSa {
             seq: cfg.seq,
             cfg,
-            aead,
+            cipher,
             salt,
+            framing: Framing::of(suite),
             counters: SaCounters::default(),
             exhausted: false,
             life: LifeState::default(),
@@ -158,8 +175,9 @@ impl OutboundSa {
     pub fn max_inner_len(&self, mtu: usize) -> usize {
         let outer = if self.cfg.local.is_ipv6() { 40 } else { 20 };
         let udp = if self.cfg.encap.is_some() { 8 } else { 0 };
-        let align = usize::from(self.cfg.pad_align.max(4));
-        let fixed = udp + crate::crypto::ESP_PREFIX_LEN + crate::crypto::ICV_LEN;
+        let align = usize::from(self.cfg.pad_align).max(self.cfg.suite.block_len());
+        let fixed =
+            udp + crate::wire::esp::HEADER_LEN + self.cfg.suite.iv_len() + self.cfg.suite.icv_len();
         match self.cfg.mode {
             crate::sa::Mode::Tunnel => {
                 let avail = mtu.saturating_sub(outer + fixed);
@@ -188,8 +206,9 @@ impl OutboundSa {
 pub struct InboundSa {
     /// The configuration it was built from.
     pub cfg: SaConfig,
-    pub(crate) aead: AeadKey,
+    pub(crate) cipher: EspKey,
     pub(crate) salt: [u8; SALT_LEN],
+    pub(crate) framing: Framing,
     /// The anti-replay window.
     pub replay: ReplayWindow,
     /// Packets, bytes and drops.
@@ -203,9 +222,10 @@ impl InboundSa {
     #[inline]
     pub fn prefetch_hot(&self) {
         self.cfg.prefetch_hot();
-        crate::sa::prefetch::value(&self.aead);
+        crate::sa::prefetch::value(&self.cipher);
         crate::prefetch_fields!(
             self.salt,
+            self.framing,
             self.replay,
             self.life,
             self.counters.packets,
@@ -218,6 +238,7 @@ impl InboundSa {
     /// loaded already.
     #[inline]
     pub fn prefetch(&self) {
+        self.cipher.prefetch();
         self.replay.prefetch();
         self.cfg.remote_ts.prefetch();
         self.cfg.local_ts.prefetch();
@@ -239,13 +260,14 @@ impl InboundSa {
         if cfg.direction != Direction::In {
             return Err("not an inbound SA".into());
         }
-        let (key, salt) = split_key(&cfg);
-        let aead = new_aead(backend, cfg.suite, key).map_err(|e| e.to_string())?;
+        let (cipher, salt) = expand_keys(&cfg, backend)?;
+        let suite = cfg.suite;
         Ok(InboundSa {
             replay: ReplayWindow::new(cfg.replay_window, cfg.seq, cfg.esn),
             cfg,
-            aead,
+            cipher,
             salt,
+            framing: Framing::of(suite),
             counters: SaCounters::default(),
             life: LifeState::default(),
         })

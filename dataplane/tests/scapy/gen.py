@@ -44,7 +44,50 @@ CASES = [
     dict(name="natt-transport-4", mode="transport", outer=4, inner=4, keylen=32, natt=True, esn=None, link="ipv4"),
     dict(name="esn-4in4-aes256", mode="tunnel", outer=4, inner=4, keylen=32, natt=False, esn=0xFFFFFFF8, link="raw"),
     dict(name="esn-natt-6in4-aes128", mode="tunnel", outer=4, inner=6, keylen=16, natt=True, esn=0x1FFFFFFFA, link="ether"),
+    # The CBC + HMAC-SHA2 and ChaCha20-Poly1305 suites (keylen: the cipher key without salt).
+    dict(name="cbc128-sha256-tunnel-4in4", suite="aes128cbc-sha256", mode="tunnel", outer=4, inner=4, keylen=16, natt=False, esn=None, link="raw"),
+    dict(name="cbc256-sha256-transport-6", suite="aes256cbc-sha256", mode="transport", outer=6, inner=6, keylen=32, natt=False, esn=None, link="ether"),
+    dict(name="cbc256-sha384-natt-6in4", suite="aes256cbc-sha384", mode="tunnel", outer=4, inner=6, keylen=32, natt=True, esn=None, link="ether"),
+    dict(name="cbc256-sha512-esn-4in6", suite="aes256cbc-sha512", mode="tunnel", outer=6, inner=4, keylen=32, natt=False, esn=0xFFFFFFF9, link="raw"),
+    dict(name="chacha-tunnel-6in6", suite="chacha20poly1305", mode="tunnel", outer=6, inner=6, keylen=32, natt=False, esn=None, link="raw", pad4=True),
+    dict(name="chacha-esn-natt-4in4", suite="chacha20poly1305", mode="tunnel", outer=4, inner=4, keylen=32, natt=True, esn=0x1FFFFFFFA, link="ether"),
 ]
+
+# esprit's suite name -> scapy's (crypt_algo, auth_algo, salt bytes at the end of the key,
+# HMAC key length).
+SUITES = {
+    "gcm": ("AES-GCM", "NULL", 4, 0),
+    "aes128cbc-sha256": ("AES-CBC", "SHA2-256-128", 0, 32),
+    "aes256cbc-sha256": ("AES-CBC", "SHA2-256-128", 0, 32),
+    "aes256cbc-sha384": ("AES-CBC", "SHA2-384-192", 0, 48),
+    "aes256cbc-sha512": ("AES-CBC", "SHA2-512-256", 0, 64),
+    "chacha20poly1305": ("CHACHA20-POLY1305", "NULL", 4, 0),
+}
+
+
+def suite_of(case):
+    return case.get("suite", f'aes{case["keylen"] * 8}gcm16')
+
+
+def algos(case):
+    return SUITES[case.get("suite", "gcm")]
+
+
+def keys(case, rnd):
+    """(encryption key material, HMAC key or None) of one direction, drawn from `rnd`."""
+    _, _, salt, integ = algos(case)
+    key = bytes(rnd.randrange(256) for _ in range(case["keylen"] + salt))
+    ikey = bytes(rnd.randrange(256) for _ in range(integ)) if integ else None
+    return key, ikey
+
+
+def case_keys(case, rnd):
+    """The inbound and outbound keys and SPIs of a case, in a fixed order of draws (for the
+    AES-GCM cases the order their committed fixtures were made with)."""
+    key, key_out = keys(case, rnd), keys(case, rnd)
+    spi_in = rnd.randrange(0x1000, 0xFFFFFFFF)
+    spi_out = rnd.randrange(0x1000, 0xFFFFFFFF)
+    return key, key_out, spi_in, spi_out
 
 ADDR = {
     4: dict(gw_a="10.200.0.1", gw_b="10.200.0.2", h_a="10.201.1.2", h_b="10.201.2.2", net_a="10.201.1.0/24", net_b="10.201.2.0/24"),
@@ -81,7 +124,8 @@ def plaintexts(case, rnd):
     return pkts
 
 
-def sa_toml(case, spi, key, direction):
+def sa_toml(case, spi, keypair, direction):
+    key, ikey = keypair
     a = ADDR[case["outer"]]
     inner = ADDR[case["inner"]]
     # esprit is gateway B: scapy (gateway A) sends to it; esprit's outbound goes the same way
@@ -99,11 +143,13 @@ def sa_toml(case, spi, key, direction):
         f'spi = "0x{spi:08x}"',
         f'direction = "{direction}"',
         f'mode = "{case["mode"]}"',
-        f'suite = "aes{case["keylen"] * 8}gcm16"',
+        f'suite = "{suite_of(case)}"',
         f'key = "{key.hex()}"',
         f'local = "{local}"',
         f'remote = "{remote}"',
     ]
+    if ikey is not None:
+        lines.append(f'integ_key = "{ikey.hex()}"')
     if case["natt"]:
         lines.append('encap = "udp"')
     if case["esn"] is not None:
@@ -118,14 +164,17 @@ def sa_toml(case, spi, key, direction):
     return "\n".join(lines) + "\n"
 
 
-def scapy_sa(case, spi, key):
+def scapy_sa(case, spi, keypair):
+    key, ikey = keypair
+    crypt, auth, _, _ = algos(case)
     a = ADDR[case["outer"]]
     tunnel = None
     if case["mode"] == "tunnel":
         tunnel = IP(src=a["gw_a"], dst=a["gw_b"]) if case["outer"] == 4 else IPv6(src=a["gw_a"], dst=a["gw_b"])
     natt = UDP(sport=4500, dport=4500) if case["natt"] else None
-    return SecurityAssociation(ESP, spi=spi, crypt_algo="AES-GCM", crypt_key=key, auth_algo="NULL",
-                               tunnel_header=tunnel, nat_t_header=natt, esn_en=case["esn"] is not None)
+    return SecurityAssociation(ESP, spi=spi, crypt_algo=crypt, crypt_key=key, auth_algo=auth,
+                               auth_key=ikey, tunnel_header=tunnel, nat_t_header=natt,
+                               esn_en=case["esn"] is not None)
 
 
 def seq_of(case, i):
@@ -162,10 +211,7 @@ def inputs():
         rnd = random.Random(1000 + idx)
         d = os.path.join(OUT, case["name"])
         os.makedirs(d, exist_ok=True)
-        key = bytes(rnd.randrange(256) for _ in range(case["keylen"] + 4))
-        key_out = bytes(rnd.randrange(256) for _ in range(case["keylen"] + 4))
-        spi_in = rnd.randrange(0x1000, 0xFFFFFFFF)
-        spi_out = rnd.randrange(0x1000, 0xFFFFFFFF)
+        key, key_out, spi_in, spi_out = case_keys(case, rnd)
         with open(os.path.join(d, "sa-in.toml"), "w") as f:
             f.write(sa_toml(case, spi_in, key, "in"))
         with open(os.path.join(d, "sa-out.toml"), "w") as f:
@@ -218,10 +264,7 @@ def verify():
     for idx, case in enumerate(CASES):
         rnd = random.Random(1000 + idx)
         d = os.path.join(OUT, case["name"])
-        key = bytes(rnd.randrange(256) for _ in range(case["keylen"] + 4))
-        key_out = bytes(rnd.randrange(256) for _ in range(case["keylen"] + 4))
-        spi_in = rnd.randrange(0x1000, 0xFFFFFFFF)
-        spi_out = rnd.randrange(0x1000, 0xFFFFFFFF)
+        key, key_out, spi_in, spi_out = case_keys(case, rnd)
         sa = scapy_sa(case, spi_out, key_out)
         plain = [raw(p) for p in rdpcap(os.path.join(d, "plain.pcap"))]
         esp = list(rdpcap(os.path.join(d, "esprit-esp.pcap")))
