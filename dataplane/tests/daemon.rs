@@ -578,7 +578,14 @@ fn two_daemons_carry_ping_and_tcp() {
             );
         }
         for sa in sas {
-            assert!(sa["packets"].as_u64().unwrap() > 1000, "{name}: {sa}");
+            // The SA carrying the 20 MiB (hA → hB: SPI 0xa0000001) sees at least one packet per
+            // 1500 bytes; the other carries the ACKs, as few as the receiver's GRO makes them.
+            let least = if sa["spi"] == "0xa0000001" {
+                (20 << 20) / 1500
+            } else {
+                100
+            };
+            assert!(sa["packets"].as_u64().unwrap() > least, "{name}: {sa}");
             assert!(
                 sa["drops"]
                     .as_object()
