@@ -38,6 +38,9 @@ cargo run --release --locked -q -p bench --bin esprit-bench -- pipeline --quick 
 # The gateway bench's quick mode on the systems that need nothing beyond the lab (about 10 s;
 # strongSwan and DPDK ipsec-secgw are the full run's, see docs/benchmarks.md).
 cargo run --release --locked -q -p bench --bin esprit-bench -- gateway --quick --systems esprit,esprit-nocrypto,kernel --json target/gateway-smoke.json | tail -n 5
+# The route table at Internet scale, quick mode (100k IPv4 + 20k IPv6 prefixes, convergence
+# through the kernel in a namespace of its own under /tmp/esprit-netns.lock; about 10 s).
+cargo run --release --locked -q -p bench --bin esprit-bench -- routes --quick --json target/routes-smoke.json | tail -n 4
 echo "ci: fuzz smoke"
 ./ci/fuzz-smoke.sh
 echo "ci: all green"

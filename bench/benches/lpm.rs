@@ -1,8 +1,9 @@
-//! Longest-prefix match for route-based tunnels (decision 0006): esprit's table (one hash map
-//! per prefix length) against a binary trie and a DIR-24-8 table, both written here as
-//! references, on site-to-site route sets of 100, 1 000 and 10 000 IPv4 prefixes over /16, /20,
-//! /24 and /28 plus a default route. Each iteration looks up the same 4 096 destinations (about
-//! 90% covered by a site prefix, the rest by the default).
+//! Longest-prefix match for route-based tunnels (decisions 0006 and 0025): esprit's table
+//! (DIR-24-8 since 0025; one hash map per prefix length before) against a binary trie and a
+//! minimal DIR-24-8 table, both written here as references, on site-to-site route sets of 100,
+//! 1 000 and 10 000 IPv4 prefixes over /16, /20, /24 and /28 plus a default route. Each
+//! iteration looks up the same 4 096 destinations (about 90% covered by a site prefix, the rest
+//! by the default). The full-table figures are `esprit-bench routes`'.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use dataplane::sa::route::{RouteAction, RouteTable};

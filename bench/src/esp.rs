@@ -27,7 +27,8 @@
 
 use crate::stats::{max, median, min};
 use dataplane::crypto::aead::{new_aead, Aead, AeadKey, KeyMaterial};
-use dataplane::crypto::cbc::{CbcHmac, BLOCK_LEN};
+use dataplane::crypto::cbc::CbcHmac;
+use dataplane::crypto::suite::BLOCK_LEN;
 use dataplane::esp::{decrypt_batch, Backend, Suite, Verdict};
 use dataplane::frame::OwnedFrame;
 use dataplane::sa::{Direction, Mode, SaConfig, SaDb, Selectors};

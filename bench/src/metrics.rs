@@ -71,7 +71,7 @@ pub fn measure(children: usize, rounds: usize) -> Result<ScrapeCost, String> {
         worker.workers = 1;
         worker.sas = sas;
         let t = Instant::now();
-        let text = exposition(vec![worker], ServerStats::default(), None);
+        let text = exposition(vec![worker], ServerStats::default(), None, None);
         render.push(t.elapsed().as_secs_f64() * 1e6);
         bytes = std::hint::black_box(text).len();
     }

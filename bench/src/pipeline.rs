@@ -232,7 +232,7 @@ fn tsc() -> u64 {
 }
 
 /// Heap bytes in use (glibc's mallinfo2: arena and mmapped chunks).
-fn heap_bytes() -> u64 {
+pub fn heap_bytes() -> u64 {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         // SAFETY: mallinfo2 only reads the allocator's statistics.
@@ -246,10 +246,10 @@ fn heap_bytes() -> u64 {
 }
 
 /// xorshift64*: the same traffic in every run.
-struct Rng(u64);
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -346,6 +346,14 @@ pub fn gateway(n: usize, workers: usize, me: usize) -> Result<Pipeline, String> 
             RouteAction::Drop,
         );
     }
+    let (lan, wan) = sides();
+    let mut p = Pipeline::new(db, lan, wan);
+    p.set_routes(std::sync::Arc::new(routes));
+    Ok(p)
+}
+
+/// The LAN and WAN sides of a bench gateway: LAN hosts and the WAN gateway resolved.
+pub fn sides() -> (Side, Side) {
     let mut lan_n = Neighbours::new();
     for k in 0..LAN_HOSTS {
         lan_n.insert(lan_host(k).into(), [2, 0, 0, 1, 0, k as u8]);
@@ -369,9 +377,12 @@ pub fn gateway(n: usize, workers: usize, me: usize) -> Result<Pipeline, String> 
         addrs: vec![WAN_ADDR.into()],
         ..Default::default()
     };
-    let mut p = Pipeline::new(db, lan, wan);
-    p.set_routes(std::sync::Arc::new(routes));
-    Ok(p)
+    (lan, wan)
+}
+
+/// A LAN host's Ethernet frame carrying an IPv4/UDP packet of `len` bytes to `dst`.
+pub fn lan_frame(src: Ipv4Addr, dst: Ipv4Addr, len: usize, ident: u16) -> Vec<u8> {
+    ethernet(LAN_MAC, [2, 0, 0, 1, 0, 1], &udp(src, dst, len, ident))
 }
 
 /// An IPv4/UDP packet of `len` bytes (at least 28) from `src` to `dst`, DF set.
@@ -416,7 +427,8 @@ pub struct Arena {
 }
 
 impl Arena {
-    fn push(&mut self, p: &[u8]) {
+    /// Appends a packet.
+    pub fn push(&mut self, p: &[u8]) {
         self.at.push((self.bytes.len() as u32, p.len() as u32));
         self.bytes.extend_from_slice(p);
     }

@@ -16,6 +16,7 @@ pub mod frame;
 pub use esprit_harden as harden;
 pub mod kernel;
 pub mod pcap;
+pub mod prefetch;
 pub mod sa;
 pub mod wire;
 pub mod worker;

@@ -59,6 +59,10 @@ enum Cmd {
     /// Cost of one scrape of the dataplane's metrics with 1,000 and 100,000 child SAs: the
     /// worker's snapshot of its SAs and the OpenMetrics text, in µs, and the text's size.
     Metrics(bench::metrics::MetricsArgs),
+    /// The route table with a full Internet table (1M IPv4, 200k IPv6 prefixes): build time,
+    /// memory and lookups against the former hash-per-length table, convergence through the
+    /// kernel (root), forwarding with the full table against an empty one.
+    Routes(bench::routes::RoutesArgs),
 }
 
 #[derive(clap::Args)]
@@ -582,6 +586,7 @@ fn main() -> ExitCode {
         Cmd::Pipeline(a) => ("pipeline", bench::pipeline::run(a)),
         Cmd::IkeCost(a) => ("ike-cost", bench::ike_cost::run(a)),
         Cmd::Metrics(a) => ("metrics", bench::metrics::run(a)),
+        Cmd::Routes(a) => ("routes", bench::routes::run(a)),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

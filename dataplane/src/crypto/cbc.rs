@@ -5,53 +5,16 @@
 //! [`Backend`] says (see `docs/decisions/0024-esp-suites.md`). The ICV is the HMAC truncated
 //! to half the hash length (RFC 4868 §2.3) and is always checked in constant time.
 
-use super::aead::{AeadError, Backend};
+use super::aead::AeadError;
+use super::suite::{Backend, Integ, BLOCK_LEN};
 use aws_lc_rs::cipher::{
     DecryptingKey, DecryptionContext, EncryptingKey, EncryptionContext, UnboundCipherKey, AES_128,
     AES_256,
 };
 use aws_lc_rs::iv::FixedLength;
 
-/// AES block length, and the length of the CBC IV in ESP (RFC 3602 §3).
-pub const BLOCK_LEN: usize = 16;
 /// The longest HMAC output (SHA-512).
 pub const MAX_TAG_LEN: usize = 64;
-
-/// Which HMAC-SHA2 of RFC 4868.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Integ {
-    /// HMAC-SHA-256-128: 32-byte key, 16-byte ICV.
-    Sha256,
-    /// HMAC-SHA-384-192: 48-byte key, 24-byte ICV.
-    Sha384,
-    /// HMAC-SHA-512-256: 64-byte key, 32-byte ICV.
-    Sha512,
-}
-
-impl Integ {
-    /// Key length in bytes: the hash's output length (RFC 4868 §2.1.1).
-    pub const fn key_len(self) -> usize {
-        match self {
-            Integ::Sha256 => 32,
-            Integ::Sha384 => 48,
-            Integ::Sha512 => 64,
-        }
-    }
-
-    /// ICV length in bytes: half the hash's output (RFC 4868 §2.3).
-    pub const fn icv_len(self) -> usize {
-        self.key_len() / 2
-    }
-
-    /// The algorithm's name, as in messages.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Integ::Sha256 => "HMAC-SHA-256-128",
-            Integ::Sha384 => "HMAC-SHA-384-192",
-            Integ::Sha512 => "HMAC-SHA-512-256",
-        }
-    }
-}
 
 /// An HMAC key of either backend, with its inner and outer pads already hashed.
 // Inline in the (boxed) CbcHmac: one allocation per SA, read in one pass.

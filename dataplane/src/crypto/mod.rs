@@ -4,9 +4,11 @@
 
 pub mod aead;
 pub mod cbc;
+pub mod suite;
 pub mod transform;
 
-pub use aead::{Aead, AeadError, AeadKey, Backend, KeyMaterial, Suite};
+pub use aead::{Aead, AeadError, AeadKey, KeyMaterial};
+pub use suite::{Backend, Integ, Suite};
 pub use transform::EspKey;
 
 /// Length of the explicit IV in ESP with the AEAD suites (RFC 4106 §3.1, RFC 7634 §2).

@@ -11,8 +11,9 @@
 //!   SPI | seq | IV | ciphertext, followed by the high half of the sequence number with ESN
 //!   (RFC 4303 §3.3.2.1), and is checked in constant time before anything is decrypted.
 
-use super::aead::{new_aead, Aead, AeadError, AeadKey, Backend, Suite};
-use super::cbc::{CbcHmac, BLOCK_LEN};
+use super::aead::{new_aead, Aead, AeadError, AeadKey};
+use super::cbc::CbcHmac;
+use super::suite::{Backend, Suite, BLOCK_LEN};
 use super::SALT_LEN;
 use crate::wire::esp::HEADER_LEN;
 
@@ -101,7 +102,7 @@ impl EspKey {
     #[inline]
     pub fn prefetch(&self) {
         if let EspKey::Cbc(c) = self {
-            crate::sa::prefetch::value(&**c);
+            crate::prefetch::value(&**c);
         }
     }
 

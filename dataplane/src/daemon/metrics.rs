@@ -4,7 +4,7 @@
 //! exporters name them (`ipsec_child_sa_bytes_in`, …) with the connection and child from the
 //! SA's owner tag; esprit-ike exposes the IKE and child SA state (decision 0018).
 
-use super::tunnels::TunnelCounters;
+use super::tunnels::{RouteCounters, TunnelCounters};
 use crate::esp::DropReason;
 use esprit_api::owner::parse_owner;
 use esprit_api::{SaInfo, Snapshot, SocketStats};
@@ -21,18 +21,23 @@ pub struct DataplaneMetrics {
     pub server: ServerStats,
     /// The tunnel interfaces' counters, if any are configured.
     pub tunnels: Option<TunnelCounters>,
+    /// The route thread's counters, when there are tunnel interfaces.
+    pub routes: Option<RouteCounters>,
 }
 
-/// The OpenMetrics text of `workers`' counters (and of the tunnel interfaces', if any).
+/// The OpenMetrics text of `workers`' counters (and the tunnel interfaces' and the route
+/// thread's, if given).
 pub fn exposition(
     workers: Vec<Snapshot>,
     server: ServerStats,
     tunnels: Option<TunnelCounters>,
+    routes: Option<RouteCounters>,
 ) -> String {
     esprit_metrics::render(DataplaneMetrics {
         workers,
         server,
         tunnels,
+        routes,
     })
 }
 
@@ -275,17 +280,35 @@ impl Collector for DataplaneMetrics {
                     ([("reason", "write_error")], t.write_errors),
                 ],
             )?;
+        }
+        if let Some(r) = &self.routes {
+            let g = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
             gauge(
                 &mut enc,
-                "esprit_dataplane_tunnel_routes",
-                "Routes through tunnel interfaces the workers use",
-                [(NO_LABELS, t.routes as i64)],
+                "esprit_dataplane_kernel_routes",
+                "Kernel routes through tunnel interfaces in the workers' table",
+                [(NO_LABELS, g(r.routes))],
             )?;
             gauge(
                 &mut enc,
-                "esprit_dataplane_tunnel_routes_over_limit",
-                "Routes through tunnel interfaces left out because of routing.max_routes",
-                [(NO_LABELS, t.routes_over_limit as i64)],
+                "esprit_dataplane_kernel_routes_over_limit",
+                "Kernel routes through tunnel interfaces left out (routing.max_routes)",
+                [(NO_LABELS, g(r.over_limit))],
+            )?;
+            counter(
+                &mut enc,
+                "esprit_dataplane_route_messages",
+                "Kernel route notifications, by outcome (read, or malformed and skipped)",
+                [
+                    ([("outcome", "read")], r.messages),
+                    ([("outcome", "malformed")], r.malformed),
+                ],
+            )?;
+            counter(
+                &mut enc,
+                "esprit_dataplane_route_table_reads",
+                "Full reads of the kernel's route table, by cause (all, and after lost notifications)",
+                [([("cause", "any")], r.dumps), ([("cause", "lost")], r.lost)],
             )?;
         }
         server_series(&mut enc, &self.server)
@@ -328,9 +351,21 @@ mod tests {
             ServerStats::default(),
             Some(TunnelCounters {
                 read: 12,
-                routes: 300,
                 ..TunnelCounters::default()
             }),
+            Some(RouteCounters {
+                routes: 7,
+                over_limit: 2,
+                ..Default::default()
+            }),
+        );
+        assert!(
+            text.contains("esprit_dataplane_kernel_routes 7\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("esprit_dataplane_kernel_routes_over_limit 2\n"),
+            "{text}"
         );
         for want in [
             "esprit_dataplane_workers 2\n",
@@ -346,7 +381,6 @@ mod tests {
             "esprit_dataplane_sas{direction=\"in\"} 1\n",
             "esprit_dataplane_tunnel_interface_packets_total{direction=\"from_stack\"} 12\n",
             "esprit_dataplane_tunnel_interface_drops_total{reason=\"no_sa\"} 0\n",
-            "esprit_dataplane_tunnel_routes 300\n",
             "ipsec_child_sa_bytes_in_total{name=\"site b\",child=\"net\",spi=\"0x0000c001\",local=\"10.200.0.1\",remote=\"10.200.0.2\"} 1500\n",
             "ipsec_child_sa_packets_in_total{name=\"site b\",child=\"net\",spi=\"0x0000c001\",local=\"10.200.0.1\",remote=\"10.200.0.2\"} 3\n",
             "ipsec_child_sa_bytes_out_total{name=\"\",child=\"\",spi=\"0x0000c002\",local=\"10.200.0.1\",remote=\"10.200.0.2\"} 99\n",

@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod config;
+pub mod follower;
 pub mod metrics;
 mod neigh;
 pub mod privileges;

@@ -4,7 +4,7 @@
 //! workers use resolved by "using" them in the kernel (RTM_NEWNEIGH with NTF_USE), since the
 //! kernel never sees the frames esprit sends.
 
-use super::tunnels::SideRoutes;
+use super::follower::SideRoutes;
 use crate::daemon::router::Router;
 use crate::kernel::neigh::{dump, NeighEntry, NeighMonitor, NeighUser};
 use crate::worker::handoff::Waker;

@@ -6,9 +6,11 @@ use crate::sa::{Direction, Prefix, RouteAction, RouteTable, SaConfig, SaDbError}
 use crate::worker::handoff::owner_of_spi;
 use crate::worker::xsk::WorkerUpdate;
 use esprit_api::{Snapshot, SocketStats};
+use rustc_hash::FxHashMap;
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -31,34 +33,54 @@ pub struct Router {
     wakers: std::sync::OnceLock<Vec<std::sync::Arc<crate::worker::handoff::Waker>>>,
     /// Where to ask for a next hop's link-layer address (the control loop probes it).
     probe: std::sync::OnceLock<SyncSender<crate::worker::NeighRequest>>,
+    /// The route thread's counters (with tunnel interfaces), for the metrics.
+    route_stats: std::sync::OnceLock<Arc<super::tunnels::TunnelStats>>,
 }
 
-/// Where the workers' route table comes from.
+/// Where the workers' route table comes from, and the table itself: kept here and changed in
+/// place route by route; the workers get a copy ([`Router::publish_routes`]) — decision 0025.
 #[derive(Default)]
 struct RouteState {
     /// Configured routes (the file's `[[route]]`s and the API's).
     configured: RouteTable,
-    /// The kernel's routes through tunnel interfaces, as (prefix, the interfaces' peers).
-    kernel: Vec<(Prefix, Vec<IpAddr>)>,
-    /// The tunnel interfaces' peers (route-based whether routes name them or not).
-    pinned: Vec<IpAddr>,
+    /// The kernel's routes through tunnel interfaces, as (prefix → action in `table`).
+    kernel: FxHashMap<Prefix, RouteAction>,
+    /// Kernel routes left out because of the limit (prefix → peers).
+    refused: FxHashMap<Prefix, Vec<IpAddr>>,
+    /// The table the workers use: the kernel's routes, overridden by configured routes of the
+    /// same prefix, and the pinned peers.
+    table: RouteTable,
+    /// `table` changed since the workers' copy was made.
+    dirty: bool,
 }
 
 impl RouteState {
-    /// The table the workers use: the kernel's routes, overridden by configured routes of the
-    /// same prefix.
-    fn build(&self) -> RouteTable {
-        let mut t = RouteTable::new();
-        for (p, peers) in &self.kernel {
-            t.insert_multipath(*p, peers);
+    /// Sets (or with `None` removes) the kernel's route for `prefix`, within `max` kernel
+    /// routes; true if the table changed.
+    fn set_kernel(&mut self, prefix: Prefix, peers: Option<Vec<IpAddr>>, max: usize) -> bool {
+        let action = peers.as_deref().and_then(|p| self.table.multipath(p));
+        let Some(action) = action else {
+            self.refused.remove(&prefix);
+            if self.kernel.remove(&prefix).is_none() {
+                return false;
+            }
+            if self.configured.lookup_exact(prefix).is_none() {
+                self.table.remove(prefix);
+            }
+            return true;
+        };
+        if !self.kernel.contains_key(&prefix) && self.kernel.len() >= max {
+            self.refused.insert(prefix, peers.unwrap_or_default());
+            return false;
         }
-        for (p, a) in self.configured.entries() {
-            t.insert(p, a);
+        self.refused.remove(&prefix);
+        if self.kernel.insert(prefix, action) == Some(action) {
+            return false;
         }
-        for &p in &self.pinned {
-            t.pin_peer(p);
+        if self.configured.lookup_exact(prefix).is_none() {
+            self.table.insert(prefix, action);
         }
-        t
+        true
     }
 }
 
@@ -97,6 +119,7 @@ impl Router {
             traps: Mutex::new(Vec::new()),
             wakers: std::sync::OnceLock::new(),
             probe: std::sync::OnceLock::new(),
+            route_stats: std::sync::OnceLock::new(),
         }
     }
 
@@ -108,6 +131,16 @@ impl Router {
     /// Gives the router the channel to the neighbour prober (once, at start).
     pub fn set_probe(&self, probe: SyncSender<crate::worker::NeighRequest>) {
         let _ = self.probe.set(probe);
+    }
+
+    /// Gives the router the route thread's counters (once, at start, with tunnel interfaces).
+    pub fn set_route_stats(&self, stats: Arc<super::tunnels::TunnelStats>) {
+        let _ = self.route_stats.set(stats);
+    }
+
+    /// The route thread's counters, if there is one following tunnel routes.
+    pub fn route_counters(&self) -> Option<super::tunnels::RouteCounters> {
+        Some(self.route_stats.get()?.route_counters())
     }
 
     fn wake(&self, w: usize) {
@@ -253,15 +286,25 @@ impl Router {
     pub fn set_route(&self, prefix: Prefix, action: RouteAction) {
         let mut t = self.routes.lock().unwrap_or_else(|p| p.into_inner());
         t.configured.insert(prefix, action);
-        self.push_routes(&t);
+        t.table.insert(prefix, action);
+        t.dirty = true;
+        self.push_routes(&mut t);
     }
 
-    /// Removes a configured route; false if there was none.
+    /// Removes a configured route (uncovering the kernel's route of the same prefix, if any);
+    /// false if there was none.
     pub fn remove_route(&self, prefix: Prefix) -> bool {
         let mut t = self.routes.lock().unwrap_or_else(|p| p.into_inner());
         let found = t.configured.remove(prefix);
         if found {
-            self.push_routes(&t);
+            match t.kernel.get(&prefix).copied() {
+                Some(a) => t.table.insert(prefix, a),
+                None => {
+                    t.table.remove(prefix);
+                }
+            }
+            t.dirty = true;
+            self.push_routes(&mut t);
         }
         found
     }
@@ -269,28 +312,79 @@ impl Router {
     /// Makes the tunnel interfaces' peers route-based for good (at start).
     pub fn pin_peers(&self, peers: &[IpAddr]) {
         let mut t = self.routes.lock().unwrap_or_else(|p| p.into_inner());
-        t.pinned = peers.to_vec();
-        self.push_routes(&t);
+        for &p in peers {
+            t.table.pin_peer(p);
+        }
+        t.dirty = true;
+        self.push_routes(&mut t);
+    }
+
+    /// Applies changes to the routes learned from the kernel through tunnel interfaces: per
+    /// prefix, its peers (`None`: withdrawn). At most `max` kernel routes are taken; a new
+    /// prefix beyond it is refused (counted, see [`Router::kernel_routes`]) until room frees
+    /// and it is announced again. The workers get the table at the next
+    /// [`Router::publish_routes`]. Returns how many routes changed.
+    pub fn apply_kernel_routes(
+        &self,
+        changes: impl IntoIterator<Item = (Prefix, Option<Vec<IpAddr>>)>,
+        max: usize,
+    ) -> usize {
+        let mut t = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+        let n = changes
+            .into_iter()
+            .filter(|(p, peers)| t.set_kernel(*p, peers.clone(), max))
+            .count();
+        t.dirty |= n > 0;
+        n
     }
 
     /// Replaces the routes learned from the kernel through tunnel interfaces, as (prefix,
-    /// peers) sorted by prefix, and gives every worker the new table if they changed; true if
-    /// they did.
-    pub fn set_kernel_routes(&self, routes: Vec<(Prefix, Vec<IpAddr>)>) -> bool {
+    /// peers): at most `max` of them, the shortest prefixes first (so a flood of specifics
+    /// cannot push out the aggregates), the rest refused; gives every worker the new table if
+    /// it changed. True if it did.
+    pub fn set_kernel_routes(&self, mut routes: Vec<(Prefix, Vec<IpAddr>)>, max: usize) -> bool {
+        routes.sort_by_key(|(p, _)| (p.len(), *p));
+        let rest = routes.split_off(max.min(routes.len()));
         let mut t = self.routes.lock().unwrap_or_else(|p| p.into_inner());
-        if t.kernel == routes {
-            return false;
+        let keep: rustc_hash::FxHashSet<Prefix> = routes.iter().map(|r| r.0).collect();
+        let gone: Vec<Prefix> = t
+            .kernel
+            .keys()
+            .filter(|p| !keep.contains(p))
+            .copied()
+            .collect();
+        let mut n = 0;
+        for p in gone {
+            n += usize::from(t.set_kernel(p, None, max));
         }
-        t.kernel = routes;
-        self.push_routes(&t);
-        true
+        for (p, peers) in routes {
+            n += usize::from(t.set_kernel(p, Some(peers), usize::MAX));
+        }
+        t.refused = rest.into_iter().collect();
+        t.dirty |= n > 0;
+        drop(t);
+        self.publish_routes();
+        n > 0
+    }
+
+    /// (kernel routes in the table, kernel routes refused by the limit).
+    pub fn kernel_routes(&self) -> (usize, usize) {
+        let t = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+        (t.kernel.len(), t.refused.len())
+    }
+
+    /// Gives every worker a copy of the table if it changed since the last one; returns how
+    /// long the copy took (`None`: nothing to publish).
+    pub fn publish_routes(&self) -> Option<std::time::Duration> {
+        let mut t = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+        t.dirty.then(|| self.push_routes(&mut t))
     }
 
     /// Every route the workers use (configured ones and those learned from the kernel),
     /// sorted.
     pub fn routes(&self) -> Vec<ListedRoute> {
         let st = self.routes.lock().unwrap_or_else(|p| p.into_inner());
-        let t = st.build();
+        let t = &st.table;
         t.entries()
             .into_iter()
             .map(|(prefix, action)| ListedRoute {
@@ -306,12 +400,17 @@ impl Router {
             .collect()
     }
 
-    fn push_routes(&self, st: &RouteState) {
-        let t = std::sync::Arc::new(st.build());
+    /// Sends every worker a copy of the table; returns how long the copy took.
+    fn push_routes(&self, st: &mut RouteState) -> std::time::Duration {
+        let t0 = std::time::Instant::now();
+        let t = Arc::new(st.table.clone());
+        let took = t0.elapsed();
+        st.dirty = false;
         for w in &self.workers {
             let _ = w.send(WorkerUpdate::Routes(t.clone()));
         }
         self.wake_all();
+        took
     }
 
     /// Adds or replaces a trap policy and gives every worker the new list.
@@ -423,4 +522,57 @@ pub fn merge(parts: Vec<Snapshot>) -> Snapshot {
     }
     s.sas.sort_by(|a, b| a.label.cmp(&b.label));
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(rx: &std::sync::mpsc::Receiver<WorkerUpdate>) -> Arc<RouteTable> {
+        let mut last = None;
+        while let Ok(u) = rx.try_recv() {
+            if let WorkerUpdate::Routes(t) = u {
+                last = Some(t);
+            }
+        }
+        last.expect("a table was published")
+    }
+
+    #[test]
+    fn configured_routes_override_kernel_ones_and_uncover_them_when_removed() {
+        let (tx, rx) = sync_channel(64);
+        let r = Router::new(vec![tx]);
+        let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+        let p: Prefix = "10.1.0.0/16".parse().unwrap();
+        let q: Prefix = "10.2.0.0/16".parse().unwrap();
+        let dst: IpAddr = "10.1.2.3".parse().unwrap();
+        assert_eq!(
+            r.apply_kernel_routes([(p, Some(vec![a, b])), (q, Some(vec![a]))], 10),
+            2
+        );
+        // Nothing reaches the workers before a publish.
+        assert!(rx.try_recv().is_err());
+        assert!(r.publish_routes().is_some());
+        assert!(r.publish_routes().is_none(), "nothing new to publish");
+        let t = table(&rx);
+        assert_eq!(t.lookup(dst), Some(RouteAction::Ecmp(0)));
+        assert_eq!(t.peers(), vec![a, b]);
+        // A configured route of the same prefix wins, and a kernel change under it is kept
+        // aside.
+        r.set_route(p, RouteAction::Drop);
+        r.apply_kernel_routes([(p, Some(vec![b]))], 10);
+        r.publish_routes();
+        assert_eq!(table(&rx).lookup(dst), Some(RouteAction::Drop));
+        let listed = r.routes();
+        assert!(listed.iter().any(|l| l.prefix == p && !l.kernel));
+        assert!(listed.iter().any(|l| l.prefix == q && l.kernel));
+        // Removing it uncovers the kernel's route as it is now.
+        assert!(r.remove_route(p));
+        assert_eq!(table(&rx).lookup(dst), Some(RouteAction::Tunnel(b)));
+        // A withdrawal of the kernel's route removes it.
+        r.apply_kernel_routes([(p, None)], 10);
+        r.publish_routes();
+        assert_eq!(table(&rx).lookup(dst), None);
+        assert_eq!(r.kernel_routes(), (1, 0));
+    }
 }

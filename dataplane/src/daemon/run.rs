@@ -4,10 +4,11 @@ use super::api::{ApiListener, ApiServer, EventHub};
 use super::config::{DataplaneConfig, FailMode, SideConfig};
 use super::metrics::exposition;
 use crate::api::Snapshot;
+use crate::daemon::follower::{RouteFollower, SideRoutes};
 use crate::daemon::neigh::NeighKeeper;
 use crate::daemon::router::Router;
 use crate::daemon::runtime::{bind_mode_name, InterfaceSetup, RuntimeSetup, WorkerSetup};
-use crate::daemon::tunnels::{RouteFollower, SideRoutes, TunnelStats, Tunnels};
+use crate::daemon::tunnels::{TunnelStats, Tunnels};
 use crate::esp::DropReason;
 use crate::kernel;
 use crate::sa::spd::Policies;
@@ -390,6 +391,9 @@ pub fn run_reloading(
             .unwrap_or_default(),
     };
     let tunnel_stats = tunnels.as_ref().map(|t| t.stats.clone());
+    if tunnels.is_some() {
+        router.set_route_stats(follower.stats.clone());
+    }
     let mut helpers = Vec::new();
     {
         let (router, stop, waker) = (router.clone(), stop.clone(), control_waker.clone());
@@ -584,9 +588,10 @@ fn control_loop(
                 // A worker that does not answer makes the scrape fail (503): Prometheus
                 // marks the target down rather than recording partial counters.
                 |server| {
-                    router
-                        .snapshots()
-                        .map(|workers| exposition(workers, *server, tunnels.map(|t| t.counters())))
+                    router.snapshots().map(|workers| {
+                        let t = tunnels.map(|t| t.counters());
+                        exposition(workers, *server, t, router.route_counters())
+                    })
                 },
                 |line| tracing::warn!("{line}"),
             );

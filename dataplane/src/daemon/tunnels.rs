@@ -1,22 +1,15 @@
 //! Tunnel interfaces at run time: the thread that moves the gateway's own packets between the
-//! TUN devices and the workers and switches each device's carrier with its SAs, and the thread
-//! that follows the kernel's routes (through tunnel interfaces into the workers' route table,
-//! through the LAN and WAN interfaces into their next hops).
+//! TUN devices and the workers and switches each device's carrier with its SAs. The routes
+//! through them are followed by [`super::follower`].
 
 use super::config::{TunnelConfig, TUNNEL_OVERHEAD};
-use super::router::Router;
-use crate::kernel::route::{self, KernelRoute, RouteMonitor};
 use crate::kernel::tun::TunDevice;
-use crate::sa::Prefix;
 use crate::worker::handoff::{self, Waker, SLOT};
 use crate::worker::host::{HostLink, TunnelStatus};
 use crate::worker::pipeline::TunnelPort;
-use crate::worker::Port;
-use std::collections::BTreeMap;
 use std::io;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -44,9 +37,29 @@ pub struct TunnelStats {
     pub routes_over_limit: AtomicU64,
     /// Routes through tunnel interfaces the workers use now.
     pub routes: AtomicU64,
+    /// Route notifications read from the kernel.
+    pub route_messages: AtomicU64,
+    /// Malformed route messages skipped.
+    pub route_malformed: AtomicU64,
+    /// Full reads of the kernel's table (at start, after lost notifications, periodic).
+    pub route_dumps: AtomicU64,
+    /// Times notifications were lost (ENOBUFS) and the table was read again.
+    pub route_lost: AtomicU64,
 }
 
 impl TunnelStats {
+    /// The route thread's counters, read now.
+    pub fn route_counters(&self) -> RouteCounters {
+        RouteCounters {
+            routes: self.routes.load(Ordering::Relaxed),
+            over_limit: self.routes_over_limit.load(Ordering::Relaxed),
+            messages: self.route_messages.load(Ordering::Relaxed),
+            malformed: self.route_malformed.load(Ordering::Relaxed),
+            dumps: self.route_dumps.load(Ordering::Relaxed),
+            lost: self.route_lost.load(Ordering::Relaxed),
+        }
+    }
+
     /// The counters now.
     pub fn counters(&self) -> TunnelCounters {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -56,10 +69,26 @@ impl TunnelStats {
             no_sa: get(&self.no_sa),
             ring_full: get(&self.ring_full),
             write_errors: get(&self.write_errors),
-            routes: get(&self.routes),
-            routes_over_limit: get(&self.routes_over_limit),
         }
     }
+}
+
+/// The counters of the thread following the kernel's routes through tunnel interfaces
+/// (decision 0025).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RouteCounters {
+    /// Kernel routes in the workers' table.
+    pub routes: u64,
+    /// Kernel routes left out because of `routing.max_routes`.
+    pub over_limit: u64,
+    /// Route notifications read.
+    pub messages: u64,
+    /// Malformed route messages skipped.
+    pub malformed: u64,
+    /// Full reads of the kernel's table.
+    pub dumps: u64,
+    /// Times notifications were lost (ENOBUFS).
+    pub lost: u64,
 }
 
 /// A reading of [`TunnelStats`] (same fields).
@@ -75,10 +104,6 @@ pub struct TunnelCounters {
     pub ring_full: u64,
     /// Writes the kernel refused.
     pub write_errors: u64,
-    /// Routes through tunnel interfaces the workers use.
-    pub routes: u64,
-    /// Routes through tunnel interfaces left out because of `routing.max_routes`.
-    pub routes_over_limit: u64,
 }
 
 /// The tunnel interfaces, created and configured, with the worker-side ends of their rings.
@@ -310,194 +335,5 @@ impl Tunnels {
         // SAFETY: a live array of pollfd entries of the stated length.
         unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
         self.waker.sleep_end();
-    }
-}
-
-/// The routes of one side's interface, as the workers' next hops take them.
-pub(crate) type SideRoutes = Vec<(Prefix, Option<IpAddr>, u32)>;
-
-/// Follows the kernel's main table: on every change (coalesced for `HOLD` after the first
-/// notification, so a burst of BGP updates costs one read) and every [`RESYNC`], reads it once
-/// and sends the LAN's and WAN's routes to `sides` (the control thread keeps the next hops)
-/// and the routes through tunnel interfaces to the workers through `router`.
-pub(crate) struct RouteFollower {
-    /// (port, ifindex) of the LAN and WAN interfaces.
-    pub sides: [(Port, u32); 2],
-    /// (ifindex, peer) of the tunnel interfaces.
-    pub tunnels: Vec<(u32, IpAddr)>,
-    /// Most routes through tunnel interfaces taken.
-    pub max_routes: usize,
-    /// Counters.
-    pub stats: Arc<TunnelStats>,
-}
-
-/// Time given to a burst of route notifications before the table is read.
-const HOLD: Duration = Duration::from_millis(20);
-/// Full re-reads without notifications.
-const RESYNC: Duration = Duration::from_secs(5);
-
-impl RouteFollower {
-    /// Runs until `stop` is set.
-    pub(crate) fn run(
-        self,
-        router: &Router,
-        sides: &SyncSender<(Port, SideRoutes)>,
-        wake_control: &Waker,
-        stop: &AtomicBool,
-    ) {
-        let mut monitor = RouteMonitor::open()
-            .map_err(|e| tracing::warn!("no route notifications ({e}); routes read every 5 s"))
-            .ok();
-        let mut last_sides: [Option<SideRoutes>; 2] = [None, None];
-        let mut next_resync = Instant::now();
-        while !stop.load(Ordering::Relaxed) {
-            let now = Instant::now();
-            let changed = monitor.as_mut().is_some_and(|m| m.changed());
-            if !changed && now < next_resync {
-                match &monitor {
-                    Some(m) => m.wait(Duration::from_millis(100)),
-                    None => std::thread::sleep(Duration::from_millis(100)),
-                }
-                continue;
-            }
-            if changed {
-                // Let a burst finish, then read once.
-                std::thread::sleep(HOLD);
-                if let Some(m) = monitor.as_mut() {
-                    m.changed();
-                }
-            }
-            next_resync = Instant::now() + RESYNC;
-            let started = Instant::now();
-            let all = match route::dump() {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::warn!("reading the kernel's routes: {e}");
-                    continue;
-                }
-            };
-            for (k, &(port, ifindex)) in self.sides.iter().enumerate() {
-                let mine = route::through_of(&all, ifindex);
-                if last_sides[k].as_ref() != Some(&mine) {
-                    last_sides[k] = Some(mine.clone());
-                    if sides.try_send((port, mine)).is_ok() {
-                        wake_control.wake_if_sleeping();
-                    } else {
-                        // The control thread is behind: send it again next time.
-                        last_sides[k] = None;
-                    }
-                }
-            }
-            if self.tunnels.is_empty() {
-                continue;
-            }
-            let (routes, over) = tunnel_routes(&all, &self.tunnels, self.max_routes);
-            let n = routes.len();
-            let prev_over = self.stats.routes_over_limit.swap(over, Ordering::Relaxed);
-            if over > 0 && over != prev_over {
-                tracing::warn!(
-                    "{over} routes through tunnel interfaces left out: more than routing.max_routes = {}",
-                    self.max_routes
-                );
-            }
-            if router.set_kernel_routes(routes) {
-                self.stats.routes.store(n as u64, Ordering::Relaxed);
-                tracing::info!(
-                    "routes through tunnel interfaces: {n} (read and built in {} ms)",
-                    started.elapsed().as_millis()
-                );
-            }
-        }
-    }
-}
-
-/// The routes through tunnel interfaces in a dump of the main table, as (prefix, peers) sorted
-/// by prefix: per prefix, the lowest metric's next hops, several of them (a multipath route,
-/// or IPv6 routes of one prefix and metric through several interfaces) making an equal-cost
-/// route. At most `max` prefixes are taken (the shortest prefixes first, so a flood of
-/// specifics cannot push out the aggregates); the second value is how many were left out.
-pub(crate) fn tunnel_routes(
-    all: &[KernelRoute],
-    tunnels: &[(u32, IpAddr)],
-    max: usize,
-) -> (Vec<(Prefix, Vec<IpAddr>)>, u64) {
-    let mut best: BTreeMap<Prefix, (u32, Vec<IpAddr>)> = BTreeMap::new();
-    for r in all {
-        let Some(&(_, peer)) = tunnels.iter().find(|(ifx, _)| *ifx == r.oif) else {
-            continue;
-        };
-        let e = best.entry(r.prefix).or_insert((r.metric, Vec::new()));
-        if r.metric < e.0 {
-            *e = (r.metric, Vec::new());
-        }
-        if r.metric == e.0 && !e.1.contains(&peer) {
-            e.1.push(peer);
-        }
-    }
-    let mut v: Vec<(Prefix, Vec<IpAddr>)> = best
-        .into_iter()
-        .map(|(p, (_, mut peers))| {
-            peers.sort();
-            (p, peers)
-        })
-        .collect();
-    let over = v.len().saturating_sub(max) as u64;
-    if over > 0 {
-        v.sort_by_key(|(p, _)| (p.len(), *p));
-        v.truncate(max);
-        v.sort_by_key(|(p, _)| *p);
-    }
-    (v, over)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn r(prefix: &str, oif: u32, metric: u32) -> KernelRoute {
-        KernelRoute {
-            prefix: prefix.parse().unwrap(),
-            gateway: None,
-            oif,
-            metric,
-        }
-    }
-
-    #[test]
-    fn tunnel_routes_take_the_best_metric_and_make_ecmp_groups() {
-        let a: IpAddr = "192.0.2.1".parse().unwrap();
-        let b: IpAddr = "192.0.2.2".parse().unwrap();
-        let tunnels = [(10, a), (11, b)];
-        let all = [
-            r("10.1.0.0/24", 10, 0),
-            r("10.1.0.0/24", 11, 0),
-            r("10.2.0.0/24", 10, 100),
-            r("10.2.0.0/24", 11, 50),
-            r("10.3.0.0/24", 3, 0),
-            r("fd00:1::/64", 11, 1024),
-        ];
-        let (v, over) = tunnel_routes(&all, &tunnels, 100);
-        assert_eq!(over, 0);
-        assert_eq!(
-            v,
-            vec![
-                ("10.1.0.0/24".parse().unwrap(), vec![a, b]),
-                ("10.2.0.0/24".parse().unwrap(), vec![b]),
-                ("fd00:1::/64".parse().unwrap(), vec![b]),
-            ]
-        );
-    }
-
-    #[test]
-    fn a_flood_keeps_the_shortest_prefixes_and_counts_the_rest() {
-        let a: IpAddr = "192.0.2.1".parse().unwrap();
-        let mut all = vec![r("10.0.0.0/8", 10, 0)];
-        for i in 0..10u32 {
-            all.push(r(&format!("10.9.{i}.0/24"), 10, 0));
-        }
-        let (v, over) = tunnel_routes(&all, &[(10, a)], 4);
-        assert_eq!(over, 7);
-        assert_eq!(v.len(), 4);
-        assert!(v.iter().any(|(p, _)| p.len() == 8));
     }
 }

@@ -1,8 +1,8 @@
 //! The kernel's routes: read with an RTM_GETROUTE dump (unicast routes of the main table) and
-//! followed through RTNLGRP_IPV4_ROUTE / RTNLGRP_IPV6_ROUTE notifications, so that the
-//! gateway reaches what is not on its links the way the kernel would: through the router the
-//! kernel's route names (a WAN default route, a LAN route to subnets behind an internal
-//! router), and keeps doing so when those routes change.
+//! followed through RTNLGRP_IPV4_ROUTE / RTNLGRP_IPV6_ROUTE notifications, parsed into what
+//! changed ([`RouteMsg`]: a route added, replaced or deleted), so that the gateway reaches
+//! what is not on its links the way the kernel would (through the router the kernel's route
+//! names) and follows the routes through its tunnel interfaces without re-reading the table.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -18,6 +18,8 @@ const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 const NLM_F_REQUEST: u16 = 1;
 const NLM_F_DUMP: u16 = 0x300;
+const NLM_F_REPLACE: u16 = 0x100;
+const NLM_F_APPEND: u16 = 0x800;
 const RTA_DST: u16 = 1;
 const RTA_OIF: u16 = 4;
 const RTA_GATEWAY: u16 = 5;
@@ -28,6 +30,28 @@ const RTN_UNICAST: u8 = 1;
 const RT_TABLE_MAIN: u32 = 254;
 /// Multicast group bits of RTNLGRP_IPV4_ROUTE (7) and RTNLGRP_IPV6_ROUTE (11).
 const RTMGRP_ROUTES: u32 = (1 << (7 - 1)) | (1 << (11 - 1));
+/// Receive buffer asked for the notification socket: a full table's worth of notifications
+/// arrives in a burst when a BGP session comes up (SO_RCVBUFFORCE as root, else capped by
+/// net.core.rmem_max).
+const MONITOR_RCVBUF: i32 = 256 << 20;
+
+/// One route message: a main-table unicast route added, replaced or deleted, with its next
+/// hops (one, or several for a multipath route).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteMsg {
+    /// RTM_DELROUTE: the route (IPv4: all its hops; IPv6: the hops listed) is gone.
+    pub delete: bool,
+    /// The message gives every hop of (prefix, metric): the hops known before are replaced
+    /// (IPv4 without NLM_F_APPEND, IPv6 with NLM_F_REPLACE). Otherwise the hops are added
+    /// (an IPv6 equal-cost route arrives as one message per next hop).
+    pub replace: bool,
+    /// The destination prefix.
+    pub prefix: Prefix,
+    /// The route's metric.
+    pub metric: u32,
+    /// (interface, router) of each next hop.
+    pub hops: Vec<(u32, Option<IpAddr>)>,
+}
 
 /// One unicast route of the main table, through one interface.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,18 +160,40 @@ fn u32_of(v: &[u8]) -> Option<u32> {
 }
 
 /// Parses one netlink datagram of route messages, calling `f` for every main-table unicast
-/// route (RTM_NEWROUTE; RTM_DELROUTE only says something changed). True when the datagram
-/// ends a dump. Malformed messages are skipped, never trusted.
-pub(crate) fn parse(mut b: &[u8], mut f: impl FnMut(KernelRoute)) -> io::Result<bool> {
+/// route of an RTM_NEWROUTE. True when the datagram ends a dump. Malformed messages are
+/// skipped, never trusted.
+pub(crate) fn parse(b: &[u8], mut f: impl FnMut(KernelRoute)) -> io::Result<bool> {
+    let (done, _) = parse_msgs(b, |m| {
+        if !m.delete {
+            for &(oif, gateway) in &m.hops {
+                f(KernelRoute {
+                    prefix: m.prefix,
+                    gateway,
+                    oif,
+                    metric: m.metric,
+                });
+            }
+        }
+    })?;
+    Ok(done)
+}
+
+/// Parses one netlink datagram of route messages, calling `f` for every main-table unicast
+/// route added or deleted. Returns whether the datagram ends a dump, and how many messages
+/// were malformed (skipped, never trusted).
+pub(crate) fn parse_msgs(mut b: &[u8], mut f: impl FnMut(RouteMsg)) -> io::Result<(bool, u64)> {
+    let mut malformed = 0;
     while b.len() >= 16 {
         let len = u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as usize;
         let kind = u16::from_ne_bytes([b[4], b[5]]);
+        let flags = u16::from_ne_bytes([b[6], b[7]]);
         if len < 16 || len > b.len() {
+            malformed += 1;
             break;
         }
         let msg = &b[16..len];
         match kind {
-            NLMSG_DONE => return Ok(true),
+            NLMSG_DONE => return Ok((true, malformed)),
             NLMSG_ERROR => {
                 let errno = msg
                     .get(..4)
@@ -157,25 +203,39 @@ pub(crate) fn parse(mut b: &[u8], mut f: impl FnMut(KernelRoute)) -> io::Result<
                     return Err(io::Error::from_raw_os_error(-errno));
                 }
             }
-            RTM_NEWROUTE if msg.len() >= 12 => route(msg, &mut f),
+            RTM_NEWROUTE | RTM_DELROUTE => match route(msg, kind == RTM_DELROUTE, flags) {
+                Ok(Some(m)) => f(m),
+                Ok(None) => {}
+                Err(Malformed) => malformed += 1,
+            },
             _ => {}
         }
         b = &b[len.next_multiple_of(4).min(b.len())..];
     }
-    Ok(false)
+    if !b.is_empty() {
+        malformed += 1;
+    }
+    Ok((false, malformed))
 }
 
-fn route(msg: &[u8], f: &mut impl FnMut(KernelRoute)) {
+/// A route message that does not parse.
+struct Malformed;
+
+/// The route of one message; `None` for routes that are not main-table unicast ones.
+fn route(msg: &[u8], delete: bool, flags: u16) -> Result<Option<RouteMsg>, Malformed> {
+    if msg.len() < 12 {
+        return Err(Malformed);
+    }
     let (family, dst_len, table8, rtype) = (msg[0], msg[1], msg[4], msg[7]);
     if rtype != RTN_UNICAST {
-        return;
+        return Ok(None);
     }
     let (mut dst, mut gateway, mut oif, mut metric, mut table) =
         (None, None, None, 0u32, u32::from(table8));
     let mut hops: Vec<(u32, Option<IpAddr>)> = Vec::new();
     for (kind, v) in attrs(&msg[12..]) {
         match kind {
-            RTA_DST => dst = ip(family, v),
+            RTA_DST => dst = Some(ip(family, v).ok_or(Malformed)?),
             RTA_GATEWAY => gateway = ip(family, v),
             RTA_OIF => oif = u32_of(v),
             RTA_PRIORITY => metric = u32_of(v).unwrap_or(0),
@@ -186,7 +246,7 @@ fn route(msg: &[u8], f: &mut impl FnMut(KernelRoute)) {
                 while m.len() >= 8 {
                     let l = usize::from(u16::from_ne_bytes([m[0], m[1]]));
                     if l < 8 || l > m.len() {
-                        break;
+                        return Err(Malformed);
                     }
                     let ifindex = u32_of(&m[4..8]).unwrap_or(0);
                     let gw = attrs(&m[8..l])
@@ -200,31 +260,43 @@ fn route(msg: &[u8], f: &mut impl FnMut(KernelRoute)) {
         }
     }
     if table != RT_TABLE_MAIN {
-        return;
+        return Ok(None);
     }
     let any = match i32::from(family) {
         libc::AF_INET => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         libc::AF_INET6 => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-        _ => return,
+        _ => return Err(Malformed),
     };
-    let Some(prefix) = Prefix::new(dst.unwrap_or(any), dst_len) else {
-        return;
-    };
+    let prefix = Prefix::new(dst.unwrap_or(any), dst_len).ok_or(Malformed)?;
     if let Some(oif) = oif {
         hops.insert(0, (oif, gateway));
     }
-    for (oif, gateway) in hops {
-        f(KernelRoute {
-            prefix,
-            gateway,
-            oif,
-            metric,
-        });
-    }
+    let replace = if any.is_ipv4() {
+        flags & NLM_F_APPEND == 0
+    } else {
+        flags & NLM_F_REPLACE != 0
+    };
+    Ok(Some(RouteMsg {
+        delete,
+        replace,
+        prefix,
+        metric,
+        hops,
+    }))
 }
 
-/// A subscription to the kernel's route notifications: it says that routes changed (the
-/// caller dumps them again), not what they became.
+/// What [`RouteMonitor::drain`] read.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Drained {
+    /// Route messages passed on.
+    pub messages: u64,
+    /// Malformed messages skipped.
+    pub malformed: u64,
+    /// Notifications were lost (ENOBUFS): the caller must read the whole table again.
+    pub lost: bool,
+}
+
+/// A subscription to the kernel's route notifications.
 pub struct RouteMonitor {
     fd: OwnedFd,
     buf: Vec<u8>,
@@ -249,6 +321,21 @@ impl RouteMonitor {
         if r < 0 {
             return Err(io::Error::last_os_error());
         }
+        for opt in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
+            // SAFETY: sets an int socket option from a live int of the stated size.
+            let r = unsafe {
+                libc::setsockopt(
+                    fd.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    opt,
+                    &MONITOR_RCVBUF as *const i32 as *const libc::c_void,
+                    std::mem::size_of::<i32>() as libc::socklen_t,
+                )
+            };
+            if r == 0 {
+                break;
+            }
+        }
         Ok(RouteMonitor {
             fd,
             buf: vec![0u8; 64 * 1024],
@@ -266,24 +353,29 @@ impl RouteMonitor {
         unsafe { libc::poll(&mut fd, 1, timeout.as_millis() as i32) };
     }
 
-    /// Reads every waiting notification without blocking; true if any route was added,
-    /// changed or removed (or notifications were lost: then too, dump again).
-    pub fn changed(&mut self) -> bool {
-        let mut changed = false;
-        loop {
+    /// Reads every waiting notification without blocking, passing each route message to `f`
+    /// (at most `budget` datagrams, so a flood does not starve the caller).
+    pub fn drain(&mut self, budget: usize, mut f: impl FnMut(RouteMsg)) -> Drained {
+        let mut d = Drained::default();
+        for _ in 0..budget {
             match recv(&self.fd, &mut self.buf) {
-                Ok(Some(n)) => {
-                    let b = &self.buf[..n];
-                    if b.len() >= 6 {
-                        let kind = u16::from_ne_bytes([b[4], b[5]]);
-                        changed |= kind == RTM_NEWROUTE || kind == RTM_DELROUTE;
-                    }
-                }
-                Ok(None) => return changed,
+                Ok(Some(n)) => match parse_msgs(&self.buf[..n], |m| {
+                    d.messages += 1;
+                    f(m)
+                }) {
+                    Ok((_, bad)) => d.malformed += bad,
+                    Err(_) => d.malformed += 1,
+                },
+                Ok(None) => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 // ENOBUFS: notifications were dropped.
-                Err(_) => return true,
+                Err(_) => {
+                    d.lost = true;
+                    break;
+                }
             }
         }
+        d
     }
 }
 
@@ -398,6 +490,62 @@ mod tests {
         let mut bad = m.clone();
         bad[16 + 12] = 0xff;
         let _ = collect(&bad);
+    }
+
+    #[test]
+    fn deletes_and_flags_say_how_hops_combine() {
+        let v4 = libc::AF_INET as u8;
+        let v6 = libc::AF_INET6 as u8;
+        let with_flags = |mut m: Vec<u8>, flags: u16| {
+            m[6..8].copy_from_slice(&flags.to_ne_bytes());
+            m
+        };
+        let gw6: [u8; 16] = "fd00::1".parse::<Ipv6Addr>().unwrap().octets();
+        let del6 = message(
+            RTM_DELROUTE,
+            [v6, 48, 0, 0, 254, 3, 0, RTN_UNICAST, 0, 0, 0, 0],
+            &[
+                attr(RTA_DST, &gw6),
+                attr(RTA_OIF, &9u32.to_ne_bytes()),
+                attr(RTA_PRIORITY, &1024u32.to_ne_bytes()),
+            ],
+        );
+        let append4 = with_flags(
+            message(
+                RTM_NEWROUTE,
+                [v4, 16, 0, 0, 254, 3, 0, RTN_UNICAST, 0, 0, 0, 0],
+                &[
+                    attr(RTA_DST, &[10, 9, 0, 0]),
+                    attr(RTA_OIF, &9u32.to_ne_bytes()),
+                ],
+            ),
+            NLM_F_APPEND,
+        );
+        let replace6 = with_flags(del6.clone(), NLM_F_REPLACE);
+        let mut replace6 = replace6;
+        replace6[4..6].copy_from_slice(&RTM_NEWROUTE.to_ne_bytes());
+        let mut got = Vec::new();
+        let (done, bad) = parse_msgs(&[del6, append4, replace6].concat(), |m| got.push(m)).unwrap();
+        assert_eq!((done, bad), (false, 0));
+        assert_eq!(got.len(), 3);
+        assert!(got[0].delete && !got[0].replace);
+        assert_eq!(
+            (got[0].prefix.len(), got[0].metric, got[0].hops[0].0),
+            (48, 1024, 9)
+        );
+        assert!(!got[1].delete && !got[1].replace, "IPv4 append adds a hop");
+        assert!(
+            !got[2].delete && got[2].replace,
+            "IPv6 replace takes all hops"
+        );
+        // A destination of the wrong length is malformed: skipped and counted.
+        let bad = message(
+            RTM_NEWROUTE,
+            [v4, 24, 0, 0, 254, 3, 0, RTN_UNICAST, 0, 0, 0, 0],
+            &[attr(RTA_DST, &[10, 9, 0])],
+        );
+        let (_, n) = parse_msgs(&bad, |_| panic!("not a route")).unwrap();
+        assert_eq!(n, 1);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use super::{
     LINKTYPE_RAW,
 };
 use crate::api::convert::{drops_map, sa_infos};
-use crate::crypto::cbc::Integ;
+use crate::crypto::Integ;
 use crate::esp::{Backend, Suite, Verdict};
 use crate::frame::OwnedFrame;
 use crate::sa::{file, Direction, SaConfig, SaDb};

@@ -147,7 +147,7 @@ impl<K: FlatKey> FlatIndex<K> {
     #[inline]
     pub fn prefetch(&self, k: &K) {
         let p = self.slots.as_ptr().wrapping_add(self.home(k));
-        crate::sa::prefetch::line(p as *const u8);
+        crate::prefetch::line(p as *const u8);
     }
 
     /// The value stored for `k`.

@@ -8,7 +8,7 @@ pub mod file;
 pub mod flat;
 pub mod huge;
 pub mod index;
-pub mod prefetch;
+pub(crate) mod lpm;
 pub mod replay;
 pub mod route;
 pub mod selector;

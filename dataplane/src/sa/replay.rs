@@ -37,7 +37,7 @@ impl ReplayWindow {
     /// Starts loading the bitmap into the cache (it lives apart from the SA).
     #[inline]
     pub fn prefetch(&self) {
-        crate::sa::prefetch::value(&*self.bitmap);
+        crate::prefetch::value(&*self.bitmap);
     }
 
     /// A window of `size` packets (0 disables replay checking) whose highest received number so

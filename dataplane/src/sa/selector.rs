@@ -165,7 +165,7 @@ impl Selectors {
     #[inline]
     pub fn prefetch(&self) {
         if let Set::Heap(v) = &self.0 {
-            crate::sa::prefetch::lines(v.as_ptr() as *const u8, std::mem::size_of_val(&**v));
+            crate::prefetch::lines(v.as_ptr() as *const u8, std::mem::size_of_val(&**v));
         }
     }
 

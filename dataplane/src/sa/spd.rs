@@ -107,9 +107,14 @@ impl Policies {
             .map(|i| self.entries[i].owner)
     }
 
-    /// Declares the route-based peers (skipped by `owner_of`, as by the SA lookup).
+    /// Declares the route-based peers (skipped by `owner_of`, as by the SA lookup); the
+    /// index is rebuilt only when they changed (a route update rarely changes them).
     pub fn set_route_peers(&mut self, peers: Vec<IpAddr>) {
-        self.route_peers = peers.into_iter().collect();
+        let peers: FxHashSet<IpAddr> = peers.into_iter().collect();
+        if peers == self.route_peers {
+            return;
+        }
+        self.route_peers = peers;
         self.index.clear();
         let mut order: Vec<usize> = (0..self.entries.len()).collect();
         order.sort_unstable_by_key(|&i| self.entries[i].seq);

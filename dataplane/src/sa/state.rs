@@ -2,7 +2,7 @@
 //! replay window, counters.
 
 use crate::counters::SaCounters;
-use crate::crypto::aead::Backend;
+use crate::crypto::Backend;
 use crate::crypto::{EspKey, SALT_LEN};
 use crate::sa::event::{SaEvent, SaEventKind, EV_HARD, EV_SEQ, EV_SOFT};
 use crate::sa::replay::ReplayWindow;
@@ -107,7 +107,7 @@ impl OutboundSa {
     #[inline]
     pub fn prefetch_hot(&self) {
         self.cfg.prefetch_hot();
-        crate::sa::prefetch::value(&self.cipher);
+        crate::prefetch::value(&self.cipher);
         crate::prefetch_fields!(
             self.salt,
             self.framing,
@@ -222,7 +222,7 @@ impl InboundSa {
     #[inline]
     pub fn prefetch_hot(&self) {
         self.cfg.prefetch_hot();
-        crate::sa::prefetch::value(&self.cipher);
+        crate::prefetch::value(&self.cipher);
         crate::prefetch_fields!(
             self.salt,
             self.framing,

@@ -37,6 +37,6 @@ pub fn value<T: ?Sized>(v: &T) {
 #[macro_export]
 macro_rules! prefetch_fields {
     ($($f:expr),+ $(,)?) => {
-        $( $crate::sa::prefetch::line(std::ptr::addr_of!($f) as *const u8); )+
+        $( $crate::prefetch::line(std::ptr::addr_of!($f) as *const u8); )+
     };
 }
