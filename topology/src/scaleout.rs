@@ -159,11 +159,11 @@ pub struct ScaleoutReport {
     pub kill_reverse: Loss,
     /// From the SIGKILL until neither rA's route to site B nor gwB's to site A used gwA1, ms.
     pub kill_routes_moved_ms: f64,
-    /// A stream each way once failed over: what it lost.
-    pub survivor_lost_packets: usize,
-    /// Datagrams that stream sent (both ways).
-    pub survivor_sent: usize,
-    /// ESP packets of gwA2 during that stream (it carried every datagram of it).
+    /// A stream hA → hB once failed over.
+    pub survivor_forward: Loss,
+    /// A stream hB → hA at the same time.
+    pub survivor_reverse: Loss,
+    /// ESP packets of gwA2 during those streams (it carried every datagram of them).
     pub survivor_esp: EspPackets,
     /// The stream hA → hB across the rejoin.
     pub rejoin_forward: Loss,
@@ -448,7 +448,7 @@ fn build_in(lab: &Lab) -> Result<(), String> {
         ])?;
         for (ns, i, addr) in [(&nsa, ia, &addr_a), (&nsb, ib, &addr_b)] {
             run(&["ip", "-n", ns, "addr", "add", addr, "dev", i])?;
-            run(&["ip", "-n", ns, "link", "set", i, "up"])?;
+            run(&["ip", "-n", ns, "link", "set", "dev", i, "up"])?;
         }
     }
     let gw_default = [
@@ -786,8 +786,14 @@ fn streams(lab: &Lab, o: &ScaleoutOptions) -> Result<[Stream; 2], String> {
     Ok([fwd, rev])
 }
 
+/// Stops both streams at the same moment and returns what each lost.
 fn finish([fwd, rev]: [Stream; 2]) -> Result<(Loss, Loss), String> {
-    Ok((fwd.finish()?, rev.finish()?))
+    std::thread::scope(|sc| {
+        let rev = sc.spawn(|| rev.finish());
+        let fwd = fwd.finish()?;
+        let rev = rev.join().map_err(|_| "the stream hB -> hA panicked")??;
+        Ok((fwd, rev))
+    })
 }
 
 /// Runs the scale-out lab; `say` receives progress lines. The lab is removed at the end unless
@@ -897,9 +903,11 @@ fn run_in(
     let (sv_fwd, sv_rev) = finish(s)?;
     let survivor_esp = delta(r.esp(Node::GwA2), before);
     say(&format!(
-        "  on the survivor alone: {} of {} datagrams lost; gwA2 sent {} and received {} ESP packets",
-        sv_fwd.lost + sv_rev.lost,
-        sv_fwd.sent + sv_rev.sent,
+        "  on the survivor alone: lost {} of {} (hA -> hB) and {} of {} (hB -> hA); gwA2 sent {} and received {} ESP packets",
+        sv_fwd.lost,
+        sv_fwd.sent,
+        sv_rev.lost,
+        sv_rev.sent,
         survivor_esp.sent,
         survivor_esp.received
     ));
@@ -963,8 +971,8 @@ fn run_in(
         kill_forward: kill_fwd,
         kill_reverse: kill_rev,
         kill_routes_moved_ms: ms(moved),
-        survivor_lost_packets: sv_fwd.lost + sv_rev.lost,
-        survivor_sent: sv_fwd.sent + sv_rev.sent,
+        survivor_forward: sv_fwd,
+        survivor_reverse: sv_rev,
         survivor_esp,
         rejoin_forward: rj_fwd,
         rejoin_reverse: rj_rev,

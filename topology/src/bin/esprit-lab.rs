@@ -720,7 +720,7 @@ fn scaleout_cmd(
     let ok = r.cleartext_packets == 0
         && r.kill_forward.recovered
         && r.kill_reverse.recovered
-        && r.survivor_lost_packets == 0
+        && r.survivor_forward.lost + r.survivor_reverse.lost == 0
         && r.flows_per_gateway.iter().all(|&n| n > 0)
         && r.flows_per_gateway_after_rejoin.iter().all(|&n| n > 0);
     if ok {
