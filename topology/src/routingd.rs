@@ -311,7 +311,7 @@ impl RoutingInstance {
                 ];
                 let child = spawn_logged(lab, node, "bird", &args, &stderr)?;
                 inst.children.push(("bird", child));
-                inst.wait_answering(&stderr)?;
+                inst.wait_answering(&stderr, None)?;
             }
             RoutingDaemon::Frr => {
                 let conf = write("frr.conf", &frr_conf(p, &log))?;
@@ -349,7 +349,7 @@ impl RoutingInstance {
                     }
                     let child = spawn_logged(lab, node, &format!("{FRR_DIR}/{d}"), &args, &stderr)?;
                     inst.children.push((d, child));
-                    inst.wait_answering(&stderr)?;
+                    inst.wait_answering(&stderr, Some(d))?;
                 }
                 // The whole configuration through vtysh, which hands each daemon its part.
                 let out = inst.ctl_output(&["-f".to_string(), conf.display().to_string()])?;
@@ -361,14 +361,22 @@ impl RoutingInstance {
         Ok(inst)
     }
 
-    fn wait_answering(&mut self, stderr: &Path) -> Result<(), String> {
+    /// Waits until the daemon answers on its control socket; with FRR, until `frr_daemon`
+    /// answers on its own vty socket. (A plain `vtysh -c "show version"` is answered by zebra
+    /// alone, so it returned before bgpd listened, and the `vtysh -f` that followed then
+    /// configured the daemons that were there and silently left bgpd without a configuration;
+    /// with four instances starting at once, one in a few runs.)
+    fn wait_answering(&mut self, stderr: &Path, frr_daemon: Option<&str>) -> Result<(), String> {
         let start = Instant::now();
-        let probe = match self.daemon {
-            RoutingDaemon::Bird => "show status",
-            RoutingDaemon::Frr => "show version",
+        let probe: Vec<String> = match (self.daemon, frr_daemon) {
+            (RoutingDaemon::Frr, Some(d)) => {
+                vec!["-d".into(), d.into(), "-c".into(), "show version".into()]
+            }
+            (RoutingDaemon::Frr, None) => vec!["-c".into(), "show version".into()],
+            (RoutingDaemon::Bird, _) => vec!["show".into(), "status".into()],
         };
         loop {
-            if matches!(self.cmd(probe), Ok(t) if !t.is_empty()) {
+            if matches!(self.ctl_output(&probe), Ok((true, t)) if !t.is_empty()) {
                 return Ok(());
             }
             let exited = self.children.iter_mut().find_map(|(n, c)| {

@@ -62,6 +62,9 @@ pub const TUNNEL_NETS: [Ipv4Addr; 2] = [
     Ipv4Addr::new(169, 254, 31, 0),
     Ipv4Addr::new(169, 254, 32, 0),
 ];
+/// Unreachable on every gateway: the tunnels' link networks are inside it, so a packet of the
+/// gateway's own for a tunnel whose interface is gone is refused instead of routed to the WAN.
+pub const TUNNEL_LINKS: &str = "169.254.0.0/16";
 /// The tunnel interfaces' MTU.
 pub const TUNNEL_MTU: u32 = 1400;
 /// The site router's AS.
@@ -468,6 +471,20 @@ fn build_in(lab: &Lab) -> Result<(), String> {
             "default",
             "via",
             &via,
+        ])?;
+    }
+    // Once a tunnel interface is gone (its dataplane dead), the gateway's own packets to the
+    // tunnel's far end (BGP, BFD) would take the default route to the WAN in clear text: FRR
+    // does not bind its sessions to the interface, and its BGP FIN did, before this route.
+    for n in [Node::GwA1, Node::GwA2, Node::GwB] {
+        run(&[
+            "ip",
+            "-n",
+            &lab.ns(n),
+            "route",
+            "add",
+            "unreachable",
+            TUNNEL_LINKS,
         ])?;
     }
     Ok(())
