@@ -178,6 +178,9 @@ pub struct ScaleoutReport {
     pub flows_per_gateway_after_rejoin: [usize; 2],
     /// ESP packets per gateway after the rejoin.
     pub esp_after_rejoin: [EspPackets; 2],
+    /// Each site A gateway's dataplane drops at the end (`forwarding_drops` and `sadb_drops`
+    /// of `stats`; gwA1's since its restart).
+    pub drops_at_end: [Value; 2],
     /// The BFD timers.
     pub bfd: BfdTimers,
     /// The first clear-text packets, if any.
@@ -567,11 +570,16 @@ fn flows_per_gateway(lab: &Lab, flows: u16) -> Result<[usize; 2], String> {
     Ok(n)
 }
 
+/// `stats` of the dataplane answering on `socket` (null if it does not).
+fn stats(socket: &Path) -> Value {
+    dataplane::api::Client::connect(socket)
+        .and_then(|mut c| c.call(dataplane::api::Request::Stats))
+        .unwrap_or_default()
+}
+
 /// The ESP packet counters of the dataplane answering on `socket` (zero if it does not).
 fn esp_packets(socket: &Path) -> EspPackets {
-    let v = dataplane::api::Client::connect(socket)
-        .and_then(|mut c| c.call(dataplane::api::Request::Stats))
-        .unwrap_or_default();
+    let v = stats(socket);
     let mut n = EspPackets::default();
     for sa in v["sas"].as_array().into_iter().flatten() {
         let p = sa["packets"].as_u64().unwrap_or(0);
@@ -948,6 +956,15 @@ fn run_in(
     let esp_after_rejoin = [0, 1].map(|i| delta(r.esp(GATEWAYS[i]), before[i]));
     let (rj_fwd, rj_rev) = finish(s)?;
     let flows_after = flows_per_gateway(lab, o.flows)?;
+    let drops_at_end = GATEWAYS.map(|g| {
+        let v = r
+            .esprit
+            .iter()
+            .find(|e| e.node == g)
+            .map(|e| stats(&e.dp_socket()))
+            .unwrap_or_default();
+        serde_json::json!({"forwarding": v["forwarding_drops"], "sadb": v["sadb_drops"]})
+    });
     say(&format!(
         "  rejoined after {:.0} ms; lost {} of {} (hA -> hB) and {} of {} (hB -> hA); rA hashes {} flow(s) to gwA1, {} to gwA2; \
          ESP packets over {SPREAD_WINDOW:?}: gwA1 {} / {}, gwA2 {} / {}",
@@ -996,6 +1013,7 @@ fn run_in(
         rejoin_ms: ms(rejoin),
         flows_per_gateway_after_rejoin: flows_after,
         esp_after_rejoin,
+        drops_at_end,
         bfd: BFD,
         cleartext_samples: clear.samples,
         kept,
