@@ -63,7 +63,8 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Run a command in a node (hA, gwA, nat, gwB or hB); exits with the command's code.
+    /// Run a command in a node (hA, gwA, nat, gwB or hB; the scale-out lab also rA, gwA1, gwA2,
+    /// inet); exits with the command's code.
     Exec {
         #[command(flatten)]
         lab: LabArgs,
