@@ -133,6 +133,28 @@ pub fn stop_all(name: &str) -> Vec<String> {
 mod tests {
     use super::*;
 
+    fn cloexec(fd: i32) -> bool {
+        // SAFETY: F_GETFD on a descriptor this test owns; no memory is involved.
+        unsafe { libc::fcntl(fd, libc::F_GETFD) & libc::FD_CLOEXEC != 0 }
+    }
+
+    #[test]
+    fn inherited_descriptors_become_close_on_exec() {
+        use std::os::fd::AsRawFd;
+        let f = std::fs::File::open("/dev/null").unwrap();
+        // A duplicate without FD_CLOEXEC, as `flock FILE cmd` hands its lock down.
+        // SAFETY: dup(2) of an open descriptor; the new one is closed below.
+        let fd = unsafe { libc::dup(f.as_raw_fd()) };
+        assert!(fd > 2);
+        assert!(!cloexec(fd));
+        cloexec_inherited();
+        let after = cloexec(fd);
+        // SAFETY: closing the descriptor dup(2) returned, used by nothing else.
+        unsafe { libc::close(fd) };
+        assert!(after);
+        assert!(cloexec(f.as_raw_fd()));
+    }
+
     #[test]
     #[ignore = "needs root (writes /run/esprit-lab): ./ci/test.sh runs it as root"]
     fn records_survive_and_foreign_pids_are_left_alone() {
