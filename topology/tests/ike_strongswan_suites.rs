@@ -343,3 +343,79 @@ fn esprit_initiates_aes128_sha384_ecp256_esp_aes256_sha256() {
         },
     });
 }
+
+#[test]
+#[ignore = "needs root and strongSwan: ./ci/test.sh runs it as root"]
+fn esprit_initiates_aes256_sha384_ecp521_esp_aes256gcm16() {
+    run(&Case {
+        tag: "g",
+        initiator: Who::Esprit,
+        ike: "aes256-sha384-ecp521",
+        esp: "aes256gcm16",
+        want: Want {
+            ike_encr: ("AES_CBC", 256),
+            ike_integ: Some("HMAC_SHA2_384_192"),
+            prf: "PRF_HMAC_SHA2_384",
+            dh: "ECP_521",
+            esp_encr: ("AES_GCM_16", 256),
+            esp_integ: None,
+        },
+    });
+}
+
+#[test]
+#[ignore = "needs root and strongSwan: ./ci/test.sh runs it as root"]
+fn strongswan_initiates_aes128gcm16_modp3072_esp_aes128_sha256() {
+    run(&Case {
+        tag: "h",
+        initiator: Who::StrongSwan,
+        ike: "aes128gcm16-prfsha256-modp3072",
+        esp: "aes128-sha256",
+        want: Want {
+            ike_encr: ("AES_GCM_16", 128),
+            ike_integ: None,
+            prf: "PRF_HMAC_SHA2_256",
+            dh: "MODP_3072",
+            esp_encr: ("AES_CBC", 128),
+            esp_integ: Some("HMAC_SHA2_256_128"),
+        },
+    });
+}
+
+#[test]
+#[ignore = "needs root and strongSwan: ./ci/test.sh runs it as root"]
+fn esprit_initiates_chacha20poly1305_modp4096_esp_aes256_sha512() {
+    run(&Case {
+        tag: "i",
+        initiator: Who::Esprit,
+        ike: "chacha20poly1305-prfsha384-modp4096",
+        esp: "aes256-sha512",
+        want: Want {
+            ike_encr: ("CHACHA20_POLY1305", 0),
+            ike_integ: None,
+            prf: "PRF_HMAC_SHA2_384",
+            dh: "MODP_4096",
+            esp_encr: ("AES_CBC", 256),
+            esp_integ: Some("HMAC_SHA2_512_256"),
+        },
+    });
+}
+
+#[test]
+#[ignore = "needs root and strongSwan: ./ci/test.sh runs it as root"]
+fn strongswan_initiates_aes256_sha256_ecp521_esp_chacha20poly1305() {
+    run(&Case {
+        tag: "j",
+        initiator: Who::StrongSwan,
+        ike: "aes256-sha256-ecp521",
+        esp: "chacha20poly1305",
+        want: Want {
+            ike_encr: ("AES_CBC", 256),
+            ike_integ: Some("HMAC_SHA2_256_128"),
+            prf: "PRF_HMAC_SHA2_256",
+            dh: "ECP_521",
+            esp_encr: ("CHACHA20_POLY1305", 0),
+            esp_integ: None,
+        },
+    });
+}

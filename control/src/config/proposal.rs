@@ -60,7 +60,10 @@ const KE: &[(&str, DhGroup)] = &[
     ("curve25519", DhGroup::X25519),
     ("ecp256", DhGroup::Ecp256),
     ("ecp384", DhGroup::Ecp384),
+    ("ecp521", DhGroup::Ecp521),
     ("modp2048", DhGroup::Modp2048),
+    ("modp3072", DhGroup::Modp3072),
+    ("modp4096", DhGroup::Modp4096),
 ];
 
 /// Key exchange methods strongSwan knows that esprit does not implement.
@@ -68,8 +71,6 @@ const UNSUPPORTED_KE: &[&str] = &[
     "modp768",
     "modp1024",
     "modp1536",
-    "modp3072",
-    "modp4096",
     "modp6144",
     "modp8192",
     "modp1024s160",
@@ -77,7 +78,6 @@ const UNSUPPORTED_KE: &[&str] = &[
     "modp2048s256",
     "ecp192",
     "ecp224",
-    "ecp521",
     "ecp224bp",
     "ecp256bp",
     "ecp384bp",
@@ -92,7 +92,7 @@ const UNSUPPORTED_KE: &[&str] = &[
 const ENCR_LIST: &str = "aes128gcm16, aes256gcm16, aes128, aes256, chacha20poly1305";
 const INTEG_LIST: &str = "sha256, sha384, sha512";
 const PRF_LIST: &str = "prfsha256, prfsha384, prfsha512";
-const KE_LIST: &str = "x25519, ecp256, ecp384, modp2048";
+const KE_LIST: &str = "x25519, ecp256, ecp384, ecp521, modp2048, modp3072, modp4096";
 
 /// One algorithm esprit implements, as `espctl ike list-algs` shows it: its transform type,
 /// its name, its IANA transform ID, the proposal keywords that select it (aliases included)

@@ -442,7 +442,7 @@ fn the_documented_error_reads_as_documented() {
     assert_eq!(
         err(&text).to_string(),
         "esprit-ike.toml:6: connections.site-b.proposals[1]: unknown key exchange 'ecp999' \
-         (expected one of x25519, ecp256, ecp384, modp2048)"
+         (expected one of x25519, ecp256, ecp384, ecp521, modp2048, modp3072, modp4096)"
     );
 }
 
@@ -1461,11 +1461,12 @@ fn proposals_and_aliases() {
         ("aes128gcm16--x25519", "empty algorithm name"),
         (
             "aes128gcm16-prfsha256-ecp999",
-            "unknown key exchange 'ecp999' (expected one of x25519, ecp256, ecp384, modp2048)",
+            "unknown key exchange 'ecp999' (expected one of x25519, ecp256, ecp384, ecp521, \
+             modp2048, modp3072, modp4096)",
         ),
         (
-            "aes128gcm16-prfsha256-modp3072",
-            "unsupported key exchange 'modp3072'",
+            "aes128gcm16-prfsha256-modp6144",
+            "unsupported key exchange 'modp6144'",
         ),
         ("aes128gcm16-prfsha256-x25519-ke1_mlkem768", "RFC 9370"),
         (
@@ -1512,7 +1513,7 @@ fn proposals_and_aliases() {
         ("aes128", "has AES-CBC (aes128) but no integrity algorithm"),
         ("aes128-sha512", "pairs aes128 only with sha256"),
         ("aes256-md5", "unsupported integrity algorithm 'md5'"),
-        ("aes128gcm16-ecp521", "unsupported key exchange 'ecp521'"),
+        ("aes128gcm16-ecp224", "unsupported key exchange 'ecp224'"),
         ("aes128gcm16-bar", "unknown algorithm 'bar'"),
     ] {
         let e = EspProposal::parse(s).unwrap_err();

@@ -253,21 +253,41 @@ impl PrfAlg {
 pub enum DhGroup {
     /// 2048-bit MODP group (14, RFC 3526).
     Modp2048,
+    /// 3072-bit MODP group (15, RFC 3526).
+    Modp3072,
+    /// 4096-bit MODP group (16, RFC 3526).
+    Modp4096,
     /// 256-bit random ECP group (19, RFC 5903).
     Ecp256,
     /// 384-bit random ECP group (20, RFC 5903).
     Ecp384,
+    /// 521-bit random ECP group (21, RFC 5903).
+    Ecp521,
     /// Curve25519 (31, RFC 8031).
     X25519,
 }
 
 impl DhGroup {
+    /// Every key exchange method esprit implements.
+    pub const ALL: [DhGroup; 7] = [
+        DhGroup::Modp2048,
+        DhGroup::Modp3072,
+        DhGroup::Modp4096,
+        DhGroup::Ecp256,
+        DhGroup::Ecp384,
+        DhGroup::Ecp521,
+        DhGroup::X25519,
+    ];
+
     /// The IANA transform ID (the DH Group # of the KE payload).
     pub fn transform_id(self) -> u16 {
         match self {
             DhGroup::Modp2048 => 14,
+            DhGroup::Modp3072 => 15,
+            DhGroup::Modp4096 => 16,
             DhGroup::Ecp256 => 19,
             DhGroup::Ecp384 => 20,
+            DhGroup::Ecp521 => 21,
             DhGroup::X25519 => 31,
         }
     }
@@ -276,8 +296,11 @@ impl DhGroup {
     pub fn from_transform(id: u16) -> Option<Self> {
         match id {
             14 => Some(DhGroup::Modp2048),
+            15 => Some(DhGroup::Modp3072),
+            16 => Some(DhGroup::Modp4096),
             19 => Some(DhGroup::Ecp256),
             20 => Some(DhGroup::Ecp384),
+            21 => Some(DhGroup::Ecp521),
             31 => Some(DhGroup::X25519),
             _ => None,
         }
@@ -287,8 +310,11 @@ impl DhGroup {
     pub fn public_len(self) -> usize {
         match self {
             DhGroup::Modp2048 => 256,
+            DhGroup::Modp3072 => 384,
+            DhGroup::Modp4096 => 512,
             DhGroup::Ecp256 => 64,
             DhGroup::Ecp384 => 96,
+            DhGroup::Ecp521 => 132,
             DhGroup::X25519 => 32,
         }
     }
@@ -297,8 +323,11 @@ impl DhGroup {
     pub fn name(self) -> &'static str {
         match self {
             DhGroup::Modp2048 => "modp2048",
+            DhGroup::Modp3072 => "modp3072",
+            DhGroup::Modp4096 => "modp4096",
             DhGroup::Ecp256 => "ecp256",
             DhGroup::Ecp384 => "ecp384",
+            DhGroup::Ecp521 => "ecp521",
             DhGroup::X25519 => "x25519",
         }
     }
@@ -334,12 +363,7 @@ mod tests {
 
     #[test]
     fn ids_round_trip() {
-        for g in [
-            DhGroup::Modp2048,
-            DhGroup::Ecp256,
-            DhGroup::Ecp384,
-            DhGroup::X25519,
-        ] {
+        for g in DhGroup::ALL {
             assert_eq!(DhGroup::from_transform(g.transform_id()), Some(g));
         }
         for p in [PrfAlg::HmacSha256, PrfAlg::HmacSha384, PrfAlg::HmacSha512] {

@@ -1003,6 +1003,24 @@ fn every_ike_and_esp_suite_end_to_end() {
             PrfAlg::HmacSha384,
             DhGroup::Ecp384,
         ),
+        (
+            EncrAlg::AesCbc256,
+            Some(I::HmacSha512_256),
+            PrfAlg::HmacSha512,
+            DhGroup::Ecp521,
+        ),
+        (
+            EncrAlg::ChaCha20Poly1305,
+            None,
+            PrfAlg::HmacSha384,
+            DhGroup::Modp3072,
+        ),
+        (
+            EncrAlg::AesGcm16_128,
+            None,
+            PrfAlg::HmacSha256,
+            DhGroup::Modp4096,
+        ),
     ];
     let esp_suites = [
         (EncrAlg::AesCbc128, Some(I::HmacSha256_128)),
