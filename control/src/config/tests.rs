@@ -1675,3 +1675,83 @@ fn every_listed_keyword_parses_where_it_is_allowed() {
         }
     }
 }
+
+#[test]
+fn cbc_and_chacha_proposals() {
+    use crate::ike::algorithms::IntegAlg as I;
+    let ike = |s: &str| IkeProposal::parse(s).unwrap_or_else(|e| panic!("{s}: {e}"));
+    let esp = |s: &str| EspProposal::parse(s).unwrap_or_else(|e| panic!("{s}: {e}"));
+    // strongSwan's reading: the integrity keyword is also the PRF when none is written.
+    assert_eq!(
+        ike("aes256-sha256-modp2048"),
+        IkeProposal {
+            encr: vec![EncrAlg::AesCbc256],
+            integ: vec![I::HmacSha256_128],
+            prf: vec![PrfAlg::HmacSha256],
+            dh: vec![DhGroup::Modp2048],
+        }
+    );
+    // An explicit PRF is the PRF; the integrity keywords stay integrity only.
+    assert_eq!(
+        ike("aes128-aes256cbc-sha512-sha2_384-prfsha256-ecp521-x25519"),
+        IkeProposal {
+            encr: vec![EncrAlg::AesCbc128, EncrAlg::AesCbc256],
+            integ: vec![I::HmacSha512_256, I::HmacSha384_192],
+            prf: vec![PrfAlg::HmacSha256],
+            dh: vec![DhGroup::Ecp521, DhGroup::X25519],
+        }
+    );
+    // AEAD and AES-CBC in one proposal: the integrity keyword serves both.
+    assert_eq!(
+        ike("chacha20poly1305-aes256-sha384-modp3072"),
+        IkeProposal {
+            encr: vec![EncrAlg::ChaCha20Poly1305, EncrAlg::AesCbc256],
+            integ: vec![I::HmacSha384_192],
+            prf: vec![PrfAlg::HmacSha384],
+            dh: vec![DhGroup::Modp3072],
+        }
+    );
+    assert_eq!(
+        ike("chacha20poly1305-prfsha256-modp4096").integ,
+        Vec::<I>::new()
+    );
+    for s in [
+        "aes256-sha256-prfsha256-modp2048",
+        "chacha20poly1305-prfsha512-ecp521",
+        "aes128-aes256-sha256-sha512-prfsha384-x25519-modp3072",
+    ] {
+        assert_eq!(ike(s).to_string(), s);
+        assert_eq!(ike(&ike(s).to_string()), ike(s));
+    }
+    assert_eq!(ike("aes-sha256-x25519").encr, vec![EncrAlg::AesCbc128]);
+
+    assert_eq!(
+        esp("aes256-sha512-sha256-esn"),
+        EspProposal {
+            encr: vec![EncrAlg::AesCbc256],
+            integ: vec![I::HmacSha512_256, I::HmacSha256_128],
+            dh: vec![],
+            esn: vec![true],
+        }
+    );
+    assert_eq!(
+        esp("aes128-aes256-sha256").encr,
+        vec![EncrAlg::AesCbc128, EncrAlg::AesCbc256]
+    );
+    assert_eq!(
+        esp("chacha20poly1305-ecp521"),
+        EspProposal {
+            encr: vec![EncrAlg::ChaCha20Poly1305],
+            integ: vec![],
+            dh: vec![DhGroup::Ecp521],
+            esn: vec![false],
+        }
+    );
+    for s in [
+        "aes256-sha384",
+        "chacha20poly1305",
+        "aes128-sha256-modp3072-esn",
+    ] {
+        assert_eq!(esp(s).to_string(), s);
+    }
+}

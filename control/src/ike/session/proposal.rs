@@ -605,4 +605,190 @@ mod tests {
         let offered = esp_offer(&ours, 1, false, None);
         assert_eq!(accept_esp_answer(&offered, &[ans]), Some((0x1234, suite)));
     }
+
+    fn t(ttype: u8, id: u16, key_len: Option<u16>) -> Transform {
+        Transform { ttype, id, key_len }
+    }
+
+    /// A spec with AEADs and AES-CBC becomes two proposals, the AEAD one without integrity;
+    /// ESP keeps to the dataplane's pairs (aes128 only with sha256).
+    #[test]
+    fn mixed_specs_are_split() {
+        use IntegAlg as I;
+        let spec = IkeProposalSpec {
+            encr: vec![
+                EncrAlg::AesCbc128,
+                EncrAlg::ChaCha20Poly1305,
+                EncrAlg::AesCbc256,
+            ],
+            integ: vec![I::HmacSha512_256],
+            prf: vec![PrfAlg::HmacSha256],
+            dh: vec![DhGroup::Ecp521],
+        };
+        let offer = ike_offer(&[spec], &[], None);
+        assert_eq!(offer.len(), 2);
+        assert_eq!(
+            offer[0].transforms,
+            vec![
+                t(tt::ENCR, 28, None),
+                t(tt::PRF, 5, None),
+                t(tt::KE, 21, None)
+            ]
+        );
+        assert_eq!(
+            offer[1].transforms,
+            vec![
+                t(tt::ENCR, 12, Some(128)),
+                t(tt::ENCR, 12, Some(256)),
+                t(tt::INTEG, 14, None),
+                t(tt::PRF, 5, None),
+                t(tt::KE, 21, None)
+            ]
+        );
+        assert_eq!((offer[0].num, offer[1].num), (1, 2));
+
+        let esp = EspProposalSpec {
+            encr: vec![
+                EncrAlg::AesCbc128,
+                EncrAlg::AesCbc256,
+                EncrAlg::AesGcm16_128,
+            ],
+            integ: vec![I::HmacSha512_256, I::HmacSha256_128],
+            dh: vec![],
+            esn: vec![],
+        };
+        let offer = esp_offer(std::slice::from_ref(&esp), 7, false, None);
+        assert_eq!(offer.len(), 3);
+        // aes128 goes only with sha256; aes256 with both.
+        assert_eq!(
+            offer[1].transforms[..2],
+            [t(tt::ENCR, 12, Some(128)), t(tt::INTEG, 12, None)]
+        );
+        assert_eq!(
+            offer[2].transforms[..3],
+            [
+                t(tt::ENCR, 12, Some(256)),
+                t(tt::INTEG, 14, None),
+                t(tt::INTEG, 12, None)
+            ]
+        );
+        // Chosen by a responder with the same spec: the first proposal, AES-GCM.
+        let (num, _, suite) = choose_esp(std::slice::from_ref(&esp), &offer, None).unwrap();
+        assert_eq!(
+            (num, suite.encr, suite.integ),
+            (1, EncrAlg::AesGcm16_128, None)
+        );
+        // By one that takes AES-CBC only: the AES-128-CBC proposal with SHA-256, answered and
+        // accepted.
+        let cbc_only = EspProposalSpec {
+            encr: vec![EncrAlg::AesCbc128, EncrAlg::AesCbc256],
+            ..esp.clone()
+        };
+        let (num, spi, suite) = choose_esp(&[cbc_only], &offer, None).unwrap();
+        assert_eq!((num, spi), (2, 7));
+        assert_eq!(
+            (suite.encr, suite.integ),
+            (EncrAlg::AesCbc128, Some(I::HmacSha256_128))
+        );
+        assert_eq!(suite.dataplane_name(), Some("aes128cbc-sha256"));
+        let ans = esp_answer(num, suite, 9);
+        assert_eq!(accept_esp_answer(&offer, &[ans]), Some((9, suite)));
+    }
+
+    #[test]
+    fn integrity_pairing_is_enforced_both_ways() {
+        use IntegAlg as I;
+        let ours = vec![IkeProposalSpec {
+            encr: vec![EncrAlg::AesGcm16_128, EncrAlg::AesCbc256],
+            integ: vec![I::HmacSha256_128],
+            prf: vec![PrfAlg::HmacSha256],
+            dh: vec![DhGroup::X25519],
+        }];
+        // A peer proposal mixing GCM with a real integrity transform: GCM is not taken from
+        // it, AES-CBC with the integrity algorithm is.
+        let theirs = vec![Proposal {
+            num: 1,
+            protocol: protocol::IKE,
+            spi: vec![],
+            transforms: vec![
+                t(tt::ENCR, 20, Some(128)),
+                t(tt::ENCR, 12, Some(256)),
+                t(tt::INTEG, 12, None),
+                t(tt::PRF, 5, None),
+                t(tt::KE, 31, None),
+            ],
+        }];
+        let (_, s) = choose_ike(&ours, &theirs).unwrap();
+        assert_eq!(
+            (s.encr, s.integ),
+            (EncrAlg::AesCbc256, Some(I::HmacSha256_128))
+        );
+        // AES-CBC without an integrity transform is not acceptable.
+        let mut no_integ = theirs.clone();
+        no_integ[0].transforms.remove(2);
+        no_integ[0].transforms.remove(0);
+        assert_eq!(choose_ike(&ours, &no_integ), None);
+        // INTEG NONE next to an AEAD is tolerated.
+        let mut none = theirs.clone();
+        none[0].transforms[2] = t(tt::INTEG, 0, None);
+        let (_, s) = choose_ike(&ours, &none).unwrap();
+        assert_eq!((s.encr, s.integ), (EncrAlg::AesGcm16_128, None));
+
+        // Answers: AES-CBC must come with exactly one integrity transform, an AEAD with none.
+        let offer = ike_offer(&ours, &[], None);
+        let good = ike_answer(2, s_cbc(), &[]);
+        assert_eq!(accept_ike_answer(&offer, &[good.clone()]), Some(s_cbc()));
+        let mut bare = good.clone();
+        bare.transforms.retain(|x| x.ttype != tt::INTEG);
+        assert_eq!(accept_ike_answer(&offer, &[bare]), None);
+        let mut aead_integ = ike_answer(1, s_gcm(), &[]);
+        aead_integ.transforms.insert(1, t(tt::INTEG, 12, None));
+        assert_eq!(accept_ike_answer(&offer, &[aead_integ]), None);
+        let mut two = good;
+        two.transforms.insert(1, t(tt::INTEG, 12, None));
+        assert_eq!(accept_ike_answer(&offer, &[two]), None);
+        assert_eq!(
+            accept_ike_answer(&offer, &[ike_answer(1, s_gcm(), &[])]),
+            Some(s_gcm())
+        );
+        assert_eq!(s_cbc().name(), "aes256-sha256-prfsha256-x25519");
+        assert_eq!(s_gcm().name(), "aes128gcm16-prfsha256-x25519");
+    }
+
+    fn s_cbc() -> IkeSuite {
+        IkeSuite {
+            encr: EncrAlg::AesCbc256,
+            integ: Some(IntegAlg::HmacSha256_128),
+            prf: PrfAlg::HmacSha256,
+            dh: DhGroup::X25519,
+        }
+    }
+
+    fn s_gcm() -> IkeSuite {
+        IkeSuite {
+            encr: EncrAlg::AesGcm16_128,
+            integ: None,
+            prf: PrfAlg::HmacSha256,
+            dh: DhGroup::X25519,
+        }
+    }
+
+    /// An ESP answer with a pair the dataplane lacks (AES-128-CBC with SHA-512) is refused even
+    /// if it was offered.
+    #[test]
+    fn esp_answer_outside_the_dataplane_is_refused() {
+        let offered = vec![Proposal {
+            num: 1,
+            protocol: protocol::ESP,
+            spi: vec![0, 0, 0, 1],
+            transforms: vec![
+                t(tt::ENCR, 12, Some(128)),
+                t(tt::INTEG, 14, None),
+                t(tt::ESN, 0, None),
+            ],
+        }];
+        let mut ans = offered[0].clone();
+        ans.spi = vec![0, 0, 0, 2];
+        assert_eq!(accept_esp_answer(&offered, &[ans]), None);
+    }
 }
