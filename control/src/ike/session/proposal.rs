@@ -737,7 +737,10 @@ mod tests {
         // Answers: AES-CBC must come with exactly one integrity transform, an AEAD with none.
         let offer = ike_offer(&ours, &[], None);
         let good = ike_answer(2, s_cbc(), &[]);
-        assert_eq!(accept_ike_answer(&offer, &[good.clone()]), Some(s_cbc()));
+        assert_eq!(
+            accept_ike_answer(&offer, std::slice::from_ref(&good)),
+            Some(s_cbc())
+        );
         let mut bare = good.clone();
         bare.transforms.retain(|x| x.ttype != tt::INTEG);
         assert_eq!(accept_ike_answer(&offer, &[bare]), None);
