@@ -7,15 +7,16 @@
 //! `swanctl --list-sas`: encryption, key size, integrity, PRF, group), that the keys esprit
 //! exported (`daemon.wireshark_keys`) are the ones charon logged (SK_ei/er and SK_ai/ar of the
 //! IKE SA, encryption and integrity key of each ESP SA), that ping crosses the tunnel both ways,
-//! and that a delete from esprit leaves both sides and the dataplane empty. Bounded: one lab per
-//! case, about ten seconds each.
+//! that an IKE rekey by esprit and then a child rekey by strongSwan (under the rekeyed IKE SA)
+//! complete with the same suites and traffic still passes, and that a delete from esprit leaves
+//! both sides and the dataplane empty. Bounded: one lab per case, a few seconds each.
 
 use esprit_testkit::{require, require_root};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use topology::ike::{write_configs, DataplaneThread, IkeDaemon, IkeSite};
-use topology::strongswan::{ensure_installed, Charon, CharonSpec};
+use topology::strongswan::{ensure_installed, Charon, CharonSpec, IkeSaInfo};
 use topology::{LabGuard, LabSpec, Node};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -122,6 +123,15 @@ fn run(c: &Case) {
         "{ss_child:?}"
     );
 
+    rekeys(&ike, &charon, &sa, &ss);
+    for (node, dst, text) in topology::demo::ping_across(&lab).unwrap() {
+        assert!(
+            topology::demo::loss(&text) <= 20.0,
+            "after the rekeys, {node} -> {dst}:\n{text}\n--- charon ---\n{}",
+            charon.log()
+        );
+    }
+
     ike.call(&control::daemon::control::ControlRequest::Terminate {
         conn: "site".into(),
     })
@@ -142,8 +152,116 @@ fn run(c: &Case) {
     charon.stop();
 }
 
+/// esprit's only established IKE SA, once `ok` accepts it and charon lists exactly one IKE SA
+/// with the same SPIs whose installed child's SPIs cross those of esprit's only child.
+fn wait_agreed(
+    ike: &IkeDaemon,
+    charon: &Charon,
+    what: &str,
+    ok: impl Fn(&Value) -> bool,
+) -> (Value, topology::strongswan::IkeSaInfo) {
+    let start = Instant::now();
+    loop {
+        let list = ike.list().unwrap();
+        let ours: Vec<&Value> = list
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|s| s["state"] == "established")
+            .collect();
+        let theirs = charon.list_sas().unwrap();
+        if let ([sa], [ss]) = (ours.as_slice(), theirs.as_slice()) {
+            let spis = (
+                format!("{:016x}", ss.initiator_spi),
+                format!("{:016x}", ss.responder_spi),
+            );
+            let child = &sa["children"][0];
+            // charon keeps a replaced child's inbound SA a few seconds (delete_rekeyed_delay),
+            // listed but not installed: only the installed one counts.
+            let crossed = ss.installed_child("net").is_some_and(|c| {
+                sa["children"].as_array().is_some_and(|a| a.len() == 1)
+                    && format!("{:08x}", c.spi_in) == child["outbound_spi"].as_str().unwrap_or("")
+                    && format!("{:08x}", c.spi_out) == child["inbound_spi"].as_str().unwrap_or("")
+            });
+            if ok(sa)
+                && crossed
+                && sa["spi_i"].as_str() == Some(&spis.0)
+                && sa["spi_r"].as_str() == Some(&spis.1)
+            {
+                return ((*sa).clone(), ss.clone());
+            }
+        }
+        assert!(
+            start.elapsed() < WAIT,
+            "{what}: not agreed after {WAIT:?}\nesprit: {list}\ncharon: {theirs:#?}\n{}",
+            charon.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// esprit rekeys the IKE SA (SKEYSEED from the old SK_d, the new SA's keys with its integrity
+/// keys), then strongSwan rekeys the child under the new IKE SA (a CREATE_CHILD_SA in SK
+/// payloads of the rekeyed keys): both end with one IKE SA and one installed child, new SPIs
+/// and the same suites.
+fn rekeys(ike: &IkeDaemon, charon: &Charon, before: &Value, ss_before: &IkeSaInfo) {
+    use control::daemon::control::ControlRequest;
+    let old_spi_i = before["spi_i"].as_str().unwrap().to_string();
+    let start = Instant::now();
+    loop {
+        let r = ike.call(&ControlRequest::Rekey {
+            conn: "site".into(),
+            ike: true,
+            child: None,
+        });
+        match r {
+            Ok(v) if v["rekeying"].as_u64().unwrap_or(0) > 0 => break,
+            other => assert!(
+                start.elapsed() < WAIT,
+                "esprit did not start the IKE rekey: {other:?}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (after_ike, ss) = wait_agreed(ike, charon, "IKE rekey by esprit", |sa| {
+        sa["spi_i"].as_str() != Some(&old_spi_i)
+    });
+    assert_eq!(
+        (
+            &ss.encr_alg,
+            ss.encr_keysize,
+            &ss.integ_alg,
+            &ss.prf_alg,
+            &ss.dh_group
+        ),
+        (
+            &ss_before.encr_alg,
+            ss_before.encr_keysize,
+            &ss_before.integ_alg,
+            &ss_before.prf_alg,
+            &ss_before.dh_group
+        )
+    );
+    let old_child = after_ike["children"][0]["inbound_spi"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    charon.rekey_child().unwrap();
+    let (_, ss) = wait_agreed(ike, charon, "child rekey by strongSwan", |sa| {
+        sa["children"][0]["inbound_spi"].as_str() != Some(&old_child)
+    });
+    let (c, c0) = (
+        ss.installed_child("net").unwrap(),
+        ss_before.installed_child("net").unwrap(),
+    );
+    assert_eq!(
+        (&c.encr_alg, c.encr_keysize, &c.integ_alg),
+        (&c0.encr_alg, c0.encr_keysize, &c0.integ_alg)
+    );
+}
+
 /// esprit's `ike.list` and strongSwan's `--list-sas` name the same suites, the ones wanted.
-fn check_suites(c: &Case, sa: &Value, ss: &topology::strongswan::IkeSaInfo) {
+fn check_suites(c: &Case, sa: &Value, ss: &IkeSaInfo) {
     let w = &c.want;
     assert_eq!(
         (ss.encr_alg.as_str(), ss.encr_keysize.unwrap_or(0)),
