@@ -52,6 +52,9 @@ struct Case {
     ike: &'static str,
     esp: &'static str,
     want: Want,
+    /// Capture gwB's side and have tshark decrypt it with the keys esprit exported: the
+    /// Wireshark algorithm names esprit writes must be ones Wireshark knows.
+    tshark: bool,
 }
 
 fn run(c: &Case) {
@@ -83,6 +86,9 @@ fn run(c: &Case) {
     spec.log_keys = true;
     spec.proposals = vec![c.ike.into()];
     spec.esp_proposals = vec![c.esp.into()];
+    let capture = c
+        .tshark
+        .then(|| Capture::start(&lab, &dir.0.join("wan.pcap")));
     let charon = Charon::start(&lab, Node::GwB, &dir.0.join("gwB"), &spec).unwrap();
     let (ike_cfg, dp_cfg) = write_configs(&lab, Node::GwA, &dir.0, &site).unwrap();
     let dp = DataplaneThread::start(&lab, Node::GwA, dp_cfg).unwrap();
@@ -113,6 +119,9 @@ fn run(c: &Case) {
             "{node} -> {dst}:\n{text}\n--- charon ---\n{}",
             charon.log()
         );
+    }
+    if let Some(cap) = capture {
+        tshark_decrypts(&cap.stop(), &dir.0.join("keys"), c);
     }
     // Both of strongSwan's ESP SAs carried the pings: its libipsec decrypted and verified what
     // esprit's dataplane sealed, and the other way round.
@@ -348,6 +357,102 @@ fn keys_match_strongswans(dir: &Path, charon: &Charon, ike_integ: bool) {
     }
 }
 
+/// tcpdump on gwB (charon's side, where the kernel sees IKE and the UDP-encapsulated ESP, unlike
+/// gwA, whose dataplane takes ESP off the wire before any capture).
+struct Capture {
+    child: std::process::Child,
+    file: PathBuf,
+}
+
+impl Capture {
+    fn start(lab: &topology::Lab, file: &Path) -> Capture {
+        let mut child = std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &lab.ns(Node::GwB),
+                "tcpdump",
+                "-i",
+                "any",
+                "-n",
+                "-U",
+            ])
+            .arg("-w")
+            .arg(file)
+            .arg("udp port 500 or udp port 4500")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("tcpdump (ci/install-deps.sh installs it)");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if line.contains("listening on") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        rx.recv_timeout(WAIT).expect("tcpdump started capturing");
+        Capture {
+            child,
+            file: file.to_path_buf(),
+        }
+    }
+
+    /// Stops the capture (SIGINT makes tcpdump finish the file); returns the file.
+    fn stop(mut self) -> PathBuf {
+        std::thread::sleep(Duration::from_millis(500));
+        // SAFETY: kill(2) on our own child's pid (`ip netns exec` became tcpdump by exec).
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let _ = self.child.wait();
+        self.file.clone()
+    }
+}
+
+/// tshark, given the profile directory esprit wrote (`daemon.wireshark_keys`), decrypts the
+/// IKE_AUTH exchange and verifies its ICVs with the suite's algorithm, and decrypts and
+/// verifies every ESP packet of the pings.
+fn tshark_decrypts(pcap: &Path, keys: &Path, c: &Case) {
+    let out = std::process::Command::new("tshark")
+        .env("WIRESHARK_CONFIG_DIR", keys)
+        .arg("-r")
+        .arg(pcap)
+        .args(["-V", "-o", "esp.enable_encryption_decode:TRUE"])
+        .args(["-o", "esp.enable_authentication_check:TRUE"])
+        .output()
+        .expect("tshark (ci/install-deps.sh installs it)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let ike_icv = text
+        .lines()
+        .filter(|l| l.contains("Integrity Checksum Data") && l.contains("[correct]"))
+        .count();
+    assert!(
+        ike_icv >= 2 && !text.contains("[incorrect]"),
+        "{}: tshark verified {ike_icv} IKE ICVs",
+        c.ike
+    );
+    assert!(
+        text.contains("Payload: Identification - Initiator"),
+        "{}",
+        c.ike
+    );
+    let esp_icv = text
+        .lines()
+        .filter(|l| l.contains("ESP ICV") && l.contains("[correct]"))
+        .count();
+    assert!(
+        esp_icv >= 8,
+        "{}: tshark verified {esp_icv} ESP ICVs",
+        c.esp
+    );
+    assert!(text.contains("Echo (ping) request"), "{}", c.esp);
+}
+
 #[test]
 #[ignore = "needs root and strongSwan: ./ci/test.sh runs it as root"]
 fn esprit_initiates_aes256_sha256_modp2048_esp_aes256_sha512() {
@@ -364,6 +469,7 @@ fn esprit_initiates_aes256_sha256_modp2048_esp_aes256_sha512() {
             esp_encr: ("AES_CBC", 256),
             esp_integ: Some("HMAC_SHA2_512_256"),
         },
+        tshark: true,
     });
 }
 
@@ -383,6 +489,7 @@ fn strongswan_initiates_aes128_sha256_x25519_esp_aes128_sha256() {
             esp_encr: ("AES_CBC", 128),
             esp_integ: Some("HMAC_SHA2_256_128"),
         },
+        tshark: true,
     });
 }
 
@@ -402,6 +509,7 @@ fn esprit_initiates_chacha20poly1305_x25519_esp_chacha20poly1305() {
             esp_encr: ("CHACHA20_POLY1305", 0),
             esp_integ: None,
         },
+        tshark: false,
     });
 }
 
@@ -421,6 +529,7 @@ fn strongswan_initiates_chacha20poly1305_ecp256_esp_aes256_sha384() {
             esp_encr: ("AES_CBC", 256),
             esp_integ: Some("HMAC_SHA2_384_192"),
         },
+        tshark: false,
     });
 }
 
@@ -440,6 +549,7 @@ fn strongswan_initiates_aes256_sha512_ecp384_esp_chacha20poly1305() {
             esp_encr: ("CHACHA20_POLY1305", 0),
             esp_integ: None,
         },
+        tshark: false,
     });
 }
 
@@ -459,6 +569,7 @@ fn esprit_initiates_aes128_sha384_ecp256_esp_aes256_sha256() {
             esp_encr: ("AES_CBC", 256),
             esp_integ: Some("HMAC_SHA2_256_128"),
         },
+        tshark: true,
     });
 }
 
@@ -478,6 +589,7 @@ fn esprit_initiates_aes256_sha384_ecp521_esp_aes256gcm16() {
             esp_encr: ("AES_GCM_16", 256),
             esp_integ: None,
         },
+        tshark: false,
     });
 }
 
@@ -497,6 +609,7 @@ fn strongswan_initiates_aes128gcm16_modp3072_esp_aes128_sha256() {
             esp_encr: ("AES_CBC", 128),
             esp_integ: Some("HMAC_SHA2_256_128"),
         },
+        tshark: false,
     });
 }
 
@@ -516,6 +629,7 @@ fn esprit_initiates_chacha20poly1305_modp4096_esp_aes256_sha512() {
             esp_encr: ("AES_CBC", 256),
             esp_integ: Some("HMAC_SHA2_512_256"),
         },
+        tshark: false,
     });
 }
 
@@ -535,5 +649,6 @@ fn strongswan_initiates_aes256_sha256_ecp521_esp_chacha20poly1305() {
             esp_encr: ("CHACHA20_POLY1305", 0),
             esp_integ: None,
         },
+        tshark: false,
     });
 }
