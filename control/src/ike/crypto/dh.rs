@@ -533,6 +533,44 @@ mod tests {
         }
     }
 
+    /// ECP-521 against an independent implementation: fixed scalars, their public values and
+    /// the shared x coordinate as Python's `cryptography` (OpenSSL) computes them. RFC 5903
+    /// §8.3's vector was not at hand; this pins the encoding (x | y of 66 octets each, the
+    /// secret as 66 octets) and the arithmetic to another library's.
+    #[test]
+    fn ecp521_matches_an_independent_implementation() {
+        let d1 = unhex(
+            "01030a11181f262d343b424950575e656c737a81888f969da4abb2b9c0c7ced5dce3eaf1f8ff060d14\
+             1b222930373e454c535a61686f767d848b9299a0a7aeb5bcc3",
+        );
+        let d2 = unhex(
+            "0005121f2c394653606d7a8794a1aebbc8d5e2effc091623303d4a5764717e8b98a5b2bfccd9e6f300\
+             0d1a2734414e5b6875828f9ca9b6c3d0ddeaf704111e2b3845",
+        );
+        let g1 = unhex(
+            "01522bb8c669d036963bdae18a64b9ba5acccee70b9bda84fb9a3b16e597e32eba46e1a9c2f9d8e031\
+             12a617e2bd19723d60ad07cf83ffbb030c78b925d065865984019d2e78b880db785cd54805b419f007\
+             64f19c8bfd9d3b71edfc9c54e31ebce834fab57998ecddba2198f201d3df46a164b2a53d2a8abe17d3\
+             a59e1f52791659e60c",
+        );
+        let g2 = unhex(
+            "01bba8729f63ca0fedafb53aa77ce7365efb91d15600efabedb09f4ef620dabd309ee9b12166b31c5d\
+             b5aed33d3a26e0f7513f12e53fe42b3778e411e27f46decde100c76eadaa1aab9a976b16ac16f935eb\
+             3706e9bde5262e4ee9d732b85c23a6c73fb14d87c653c5b2c7041626eed5ff9216f1fe48eb13c60e8f\
+             640e80d6b2e94481cc",
+        );
+        let shared = unhex(
+            "00c2b17e7d7f78ac27a0c945f73a91f6080953aeb286dae1e0538ea0173c4f40927709467d841c9505\
+             fa7b8c75999ebdff47cd9d154caec4a78bbb1d0981446d3102",
+        );
+        let a = KeyExchange::new(DhGroup::Ecp521, &mut Fixed(d1)).unwrap();
+        let b = KeyExchange::new(DhGroup::Ecp521, &mut Fixed(d2)).unwrap();
+        assert_eq!(a.public_value(), g1.as_slice());
+        assert_eq!(b.public_value(), g2.as_slice());
+        assert_eq!(*a.shared_secret(&g2).unwrap(), shared);
+        assert_eq!(*b.shared_secret(&g1).unwrap(), shared);
+    }
+
     /// The P-521 scalar's top octet is masked to the order's one bit, so a source of random
     /// octets gives a key at once almost always (and a scalar of all ones never).
     #[test]
