@@ -271,6 +271,7 @@ pub(crate) fn connection(
         remote_port: 500,
         proposals: vec![IkeProposalSpec {
             encr: vec![IKE_ENCR],
+            integ: vec![],
             prf: vec![IKE_PRF],
             dh: vec![suite.dh],
         }],
@@ -284,6 +285,7 @@ pub(crate) fn connection(
             remote_ts: vec![selector(peer.2)],
             proposals: vec![EspProposalSpec {
                 encr: vec![ESP_ENCR],
+                integ: vec![],
                 dh: vec![],
                 esn: vec![true],
             }],

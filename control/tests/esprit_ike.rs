@@ -982,7 +982,11 @@ fn espctl_lists_connections_algorithms_and_follows_events() {
 
     let (ok, algs, err) = espctl(&sa, &["ike", "list-algs"]);
     assert!(
-        ok && algs.contains("x25519") && algs.contains("prfsha384"),
+        ok && algs.contains("x25519")
+            && algs.contains("prfsha384")
+            && algs.contains("integrity:\n  sha256")
+            && algs.contains("chacha20poly1305")
+            && algs.contains("modp4096"),
         "{algs}{err}"
     );
     let (ok, certs, _) = espctl(&sa, &["ike", "list-certs"]);

@@ -14,7 +14,9 @@
 //! payload chain of an SK payload sealed with the SA's real keys, so the fuzzer reaches the
 //! exchanges' payload handling: bits 3-4 pick the exchange (IKE_AUTH, CREATE_CHILD_SA,
 //! INFORMATIONAL), bit 5 the next message ID, bit 6 the Response flag, bit 7 sends it twice.
-//! Afterwards both endpoints exchange what they have to say and their timers run.
+//! Afterwards both endpoints exchange what they have to say and their timers run. The input's
+//! length modulo 3 picks the suites the endpoints prefer (AES-GCM, ChaCha20-Poly1305 or
+//! AES-CBC with HMAC-SHA2), so the SK payloads of every cipher are fuzzed.
 #![no_main]
 
 use control::ike::message::consts::{exchange, flags};
@@ -30,9 +32,9 @@ mod support;
 
 use support::{addr, A, B};
 
-fn endpoint(initiator: bool) -> Endpoint {
+fn endpoint(initiator: bool, prefer: usize) -> Endpoint {
     let mut e = Endpoint::new(
-        vec![Arc::new(support::conn(initiator))],
+        vec![Arc::new(support::conn_preferring(initiator, prefer))],
         EndpointSettings::default(),
         Box::new(SeededRandom::new(if initiator { 1 } else { 2 })),
     );
@@ -89,11 +91,14 @@ fn to_sa(
         let Some((&inner_next, plain)) = input.split_first() else {
             return;
         };
-        let sk = support::cipher(if we_initiated {
-            &keys.sk_er
+        let Some(suite) = sa.suite() else {
+            return;
+        };
+        let sk = if we_initiated {
+            support::cipher_of(suite, &keys.sk_er, &keys.sk_ar)
         } else {
-            &keys.sk_ei
-        });
+            support::cipher_of(suite, &keys.sk_ei, &keys.sk_ai)
+        };
         let mut f = if we_initiated { 0 } else { flags::INITIATOR };
         if shape.response {
             f |= flags::RESPONSE;
@@ -102,6 +107,8 @@ fn to_sa(
         let h = support::header(spi_i, spi_r, shape.exchange.0, f, id);
         let mut iv = [0u8; 8];
         iv[4..].copy_from_slice(&id.to_be_bytes());
+        // Counter values of the fuzzer's messages stay clear of the real ones.
+        iv[0] = 0x80;
         let Some(w) = support::sealed(h, inner_next, plain, &sk, iv) else {
             return;
         };
@@ -119,8 +126,8 @@ fuzz_target!(|data: &[u8]| {
     };
     let now = Instant::now();
     let (a, b) = (addr(A), addr(B));
-    let mut init = endpoint(true);
-    let mut resp = endpoint(false);
+    let mut init = endpoint(true, data.len());
+    let mut resp = endpoint(false, data.len());
     let shape = Shape {
         plain: sel & 0x04 != 0,
         exchange: [

@@ -2,11 +2,12 @@
 //! connections that match each other.
 #![allow(dead_code)]
 
-use control::ike::algorithms::{DhGroup, EncrAlg, PrfAlg};
+use control::ike::algorithms::{DhGroup, EncrAlg, IntegAlg, PrfAlg};
 use control::ike::crypto::sk::SkCipher;
 use control::ike::identity::Identity;
 use control::ike::message::consts::payload_type;
 use control::ike::message::HEADER_LEN;
+use control::ike::session::proposal::IkeSuite;
 use control::ike::session::{
     ts, ChildMode, ChildParams, ConnectionParams, EspProposalSpec, IkeProposalSpec,
     LocalCredential, RemoteCredential, Retransmit, TsSpec,
@@ -25,27 +26,45 @@ pub fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
 }
 
-/// An SK cipher from key material of either length (20 octets: AES-128-GCM, 36: AES-256-GCM).
-pub fn cipher(key: &[u8]) -> SkCipher {
-    let alg = if key.len() == EncrAlg::AesGcm16_256.keymat_len() {
-        EncrAlg::AesGcm16_256
-    } else {
-        EncrAlg::AesGcm16_128
-    };
-    SkCipher::new(alg, key).unwrap()
+/// The SK suites the fuzz targets choose among: every cipher, AES-CBC with two of the HMACs.
+pub const SUITES: [(EncrAlg, Option<IntegAlg>); 6] = [
+    (EncrAlg::AesGcm16_128, None),
+    (EncrAlg::AesGcm16_256, None),
+    (EncrAlg::ChaCha20Poly1305, None),
+    (EncrAlg::AesCbc128, Some(IntegAlg::HmacSha256_128)),
+    (EncrAlg::AesCbc256, Some(IntegAlg::HmacSha384_192)),
+    (EncrAlg::AesCbc256, Some(IntegAlg::HmacSha512_256)),
+];
+
+/// An SK cipher of suite `SUITES[n % SUITES.len()]` with fixed keys.
+pub fn cipher(n: usize) -> SkCipher {
+    let (encr, integ) = SUITES[n % SUITES.len()];
+    let ek: Vec<u8> = (1..=encr.keymat_len() as u8).collect();
+    let ak: Vec<u8> = (0..integ.map_or(0, IntegAlg::key_len) as u8).collect();
+    SkCipher::with_integ(encr, integ, &ek, &ak).unwrap()
+}
+
+/// The SK cipher of a negotiated IKE suite from one direction's keys.
+pub fn cipher_of(suite: IkeSuite, encr_key: &[u8], integ_key: &[u8]) -> SkCipher {
+    SkCipher::with_integ(suite.encr, suite.integ, encr_key, integ_key).unwrap()
 }
 
 /// A message whose only payload is an SK payload sealing `plain` as it is (the payload chain
 /// starting with type `inner_next`, then padding and the Pad Length octet, all up to the
-/// caller), under `sk` with explicit IV `iv`. None if it would exceed an IKE message.
+/// caller; zeros are appended to fill a cipher block), under `sk` with the IV of `counter`.
+/// None if it would exceed an IKE message.
 pub fn sealed(
     header: [u8; HEADER_LEN],
     inner_next: u8,
     plain: &[u8],
     sk: &SkCipher,
-    iv: [u8; 8],
+    counter: [u8; 8],
 ) -> Option<Vec<u8>> {
-    let total = HEADER_LEN + 4 + 8 + plain.len() + 16;
+    let mut plain = plain.to_vec();
+    let block = sk.block_len();
+    plain.resize(plain.len().div_ceil(block).max(1) * block, 0);
+    let iv = sk.iv(counter);
+    let total = HEADER_LEN + 4 + iv.len() + plain.len() + sk.icv_len();
     let total32 = u32::try_from(total).ok()?;
     let sk_len = u16::try_from(total - HEADER_LEN).ok()?;
     let mut out = header.to_vec();
@@ -54,7 +73,7 @@ pub fn sealed(
     out.push(inner_next);
     out.push(0);
     out.extend_from_slice(&sk_len.to_be_bytes());
-    let ct = sk.seal(iv, &out, plain);
+    let ct = sk.seal(&iv, &out, &plain);
     out.extend_from_slice(&iv);
     out.extend_from_slice(&ct);
     Some(out)
@@ -85,6 +104,49 @@ fn prefix(s: &str) -> TsSpec {
     TsSpec::Fixed(ts::prefix(a.parse().unwrap(), l.parse().unwrap()))
 }
 
+/// The PSK connection of one end: the initiator at [`A`] or the responder at [`B`]. Both accept
+/// AES-GCM, ChaCha20-Poly1305 and AES-CBC; `prefer` rotates the order of the proposals, so the
+/// responder's choice (its own preference first) can be any of them.
+pub fn conn_preferring(initiator: bool, prefer: usize) -> ConnectionParams {
+    let mut c = conn(initiator);
+    let mut ike = vec![
+        c.proposals[0].clone(),
+        IkeProposalSpec {
+            encr: vec![EncrAlg::ChaCha20Poly1305],
+            integ: vec![],
+            prf: vec![PrfAlg::HmacSha512],
+            dh: vec![DhGroup::X25519],
+        },
+        IkeProposalSpec {
+            encr: vec![EncrAlg::AesCbc128, EncrAlg::AesCbc256],
+            integ: vec![IntegAlg::HmacSha256_128, IntegAlg::HmacSha512_256],
+            prf: vec![PrfAlg::HmacSha256],
+            dh: vec![DhGroup::Ecp256],
+        },
+    ];
+    ike.rotate_left(prefer % 3);
+    c.proposals = ike;
+    let esp = &mut c.children[0].proposals;
+    let mut more = vec![
+        esp[0].clone(),
+        EspProposalSpec {
+            encr: vec![EncrAlg::ChaCha20Poly1305],
+            integ: vec![],
+            dh: vec![DhGroup::Ecp256],
+            esn: vec![false],
+        },
+        EspProposalSpec {
+            encr: vec![EncrAlg::AesCbc256],
+            integ: vec![IntegAlg::HmacSha384_192],
+            dh: vec![DhGroup::Ecp256],
+            esn: vec![true, false],
+        },
+    ];
+    more.rotate_left(prefer % 3);
+    *esp = more;
+    c
+}
+
 /// The PSK connection of one end: the initiator at [`A`] or the responder at [`B`].
 pub fn conn(initiator: bool) -> ConnectionParams {
     let (me, peer, me_id, peer_id, lts, rts) = if initiator {
@@ -100,6 +162,7 @@ pub fn conn(initiator: bool) -> ConnectionParams {
         remote_port: 500,
         proposals: vec![IkeProposalSpec {
             encr: vec![EncrAlg::AesGcm16_128, EncrAlg::AesGcm16_256],
+            integ: vec![],
             prf: vec![PrfAlg::HmacSha256, PrfAlg::HmacSha384],
             dh: vec![DhGroup::X25519, DhGroup::Ecp256, DhGroup::Modp2048],
         }],
@@ -113,6 +176,7 @@ pub fn conn(initiator: bool) -> ConnectionParams {
             remote_ts: vec![prefix(rts), TsSpec::Dynamic],
             proposals: vec![EspProposalSpec {
                 encr: vec![EncrAlg::AesGcm16_128, EncrAlg::AesGcm16_256],
+                integ: vec![],
                 dh: vec![DhGroup::Ecp256],
                 esn: vec![true, false],
             }],

@@ -666,6 +666,7 @@ fn connection(i: usize, gw_b: Ipv4Addr, rekey: Duration) -> Result<ConnectionPar
         ))],
         proposals: vec![EspProposalSpec {
             encr: vec![EncrAlg::AesGcm16_128],
+            integ: vec![],
             dh: vec![],
             esn: vec![false],
         }],
@@ -684,6 +685,7 @@ fn connection(i: usize, gw_b: Ipv4Addr, rekey: Duration) -> Result<ConnectionPar
         remote_port: 500,
         proposals: vec![IkeProposalSpec {
             encr: vec![EncrAlg::AesGcm16_128],
+            integ: vec![],
             prf: vec![PrfAlg::HmacSha256],
             dh: vec![DhGroup::X25519],
         }],

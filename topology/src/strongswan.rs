@@ -35,9 +35,11 @@ pub const CHARON: &str = "/usr/lib/ipsec/charon";
 /// The Debian packages the harness needs.
 pub const PACKAGES: &str = "strongswan-charon strongswan-swanctl libcharon-extra-plugins \
                             libstrongswan-extra-plugins libstrongswan-standard-plugins";
-/// The plugins charon loads: enough for PSK and ECDSA/RSA certificates, AES-GCM/CBC, SHA-1/2,
+/// The plugins charon loads: enough for PSK and ECDSA/RSA certificates, AES-GCM/CBC,
+/// ChaCha20-Poly1305 (`chapoly`; openssl has it too), SHA-1/2, the MODP groups,
 /// X25519 and the NIST curves, ESP in userspace (`kernel-libipsec`) and the vici socket.
-pub const PLUGINS: &str = "random nonce openssl aes sha1 sha2 gcm hmac kdf curve25519 pem pkcs1 \
+pub const PLUGINS: &str =
+    "random nonce openssl aes sha1 sha2 gcm chapoly hmac kdf curve25519 pem pkcs1 \
                            pkcs8 x509 pubkey constraints kernel-libipsec kernel-netlink \
                            socket-default vici updown";
 /// The pre-shared key of the lab convenience specifications.
@@ -502,6 +504,8 @@ pub struct IkeSaInfo {
     pub encr_alg: String,
     /// Encryption key size in bits.
     pub encr_keysize: Option<u32>,
+    /// Integrity algorithm, for non-AEAD suites (`HMAC_SHA2_256_128`).
+    pub integ_alg: Option<String>,
     /// PRF (`PRF_HMAC_SHA2_256`).
     pub prf_alg: String,
     /// Key exchange group (`CURVE_25519`).
@@ -663,6 +667,7 @@ pub fn parse_list_sas(text: &str) -> Result<Vec<IkeSaInfo>> {
         }
         for (name, ike) in msg.entries() {
             let established = ike.num("established");
+            let ike_integ = ike.str("integ-alg");
             let mut info = IkeSaInfo {
                 name: name.clone(),
                 unique_id: ike.num("uniqueid").unwrap_or(0) as u32,
@@ -676,6 +681,7 @@ pub fn parse_list_sas(text: &str) -> Result<Vec<IkeSaInfo>> {
                 remote_id: ike.str("remote-id"),
                 encr_alg: ike.str("encr-alg"),
                 encr_keysize: ike.num("encr-keysize").map(|k| k as u32),
+                integ_alg: (!ike_integ.is_empty()).then_some(ike_integ),
                 prf_alg: ike.str("prf-alg"),
                 dh_group: ike.str("dh-group"),
                 established,

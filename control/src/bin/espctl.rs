@@ -277,10 +277,17 @@ fn ike_table(v: &serde_json::Value) -> String {
         x.get(k).and_then(|v| v.as_str()).unwrap_or("-").to_string()
     };
     let n = |x: &serde_json::Value, k: &str| x.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+    // An optional algorithm (integrity of AES-CBC, PFS group) as `-name`, or nothing.
+    let dash = |x: &serde_json::Value, k: &str| {
+        x.get(k)
+            .and_then(|v| v.as_str())
+            .map(|p| format!("-{p}"))
+            .unwrap_or_default()
+    };
     for sa in &sas {
         let _ = writeln!(
             out,
-            "{}: {} {}, {} {} -> {} {}, IKE[{}_{}] {}-{}-{}{}, {}s",
+            "{}: {} {}, {} {} -> {} {}, IKE[{}_{}] {}{}-{}-{}{}, {}s",
             s(sa, "conn"),
             s(sa, "state"),
             s(sa, "role"),
@@ -291,6 +298,7 @@ fn ike_table(v: &serde_json::Value) -> String {
             s(sa, "spi_i"),
             s(sa, "spi_r"),
             s(sa, "encr"),
+            dash(sa, "integ"),
             s(sa, "prf"),
             s(sa, "dh"),
             if sa.get("encap").and_then(|v| v.as_bool()).unwrap_or(false) {
@@ -329,16 +337,14 @@ fn ike_table(v: &serde_json::Value) -> String {
             };
             let _ = writeln!(
                 out,
-                "  {}: {} SPIs in {} out {}, {}{}, {} === {}, {}s",
+                "  {}: {} SPIs in {} out {}, {}{}{}, {} === {}, {}s",
                 s(&c, "name"),
                 s(&c, "mode"),
                 s(&c, "inbound_spi"),
                 s(&c, "outbound_spi"),
                 s(&c, "encr"),
-                c.get("pfs")
-                    .and_then(|v| v.as_str())
-                    .map(|p| format!("-{p}"))
-                    .unwrap_or_default(),
+                dash(&c, "integ"),
+                dash(&c, "pfs"),
                 list("local_ts"),
                 list("remote_ts"),
                 n(&c, "age_s"),
@@ -773,5 +779,43 @@ fn main() -> ExitCode {
             tracing::error!("{e}");
             ExitCode::from(1)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ike_table;
+    use serde_json::json;
+
+    /// The integrity algorithm of an AES-CBC suite appears after its cipher, for the IKE SA and
+    /// the child; an AEAD suite reads as before.
+    #[test]
+    fn ike_table_names_integrity_algorithms() {
+        let sa = |encr: &str, integ: Option<&str>, child_integ: Option<&str>| {
+            json!([{
+                "conn": "site", "state": "established", "role": "initiator",
+                "local_id": "gwA", "local": "10.200.0.1", "remote_id": "gwB",
+                "remote": "10.200.0.2", "spi_i": "01", "spi_r": "02", "encr": encr,
+                "integ": integ, "prf": "prfsha256", "dh": "modp2048", "age_s": 3,
+                "children": [{
+                    "name": "net", "mode": "tunnel", "inbound_spi": "c1",
+                    "outbound_spi": "c2", "encr": "aes256", "integ": child_integ,
+                    "pfs": "ecp521", "local_ts": ["10.1.0.0/16"],
+                    "remote_ts": ["10.2.0.0/16"], "age_s": 3
+                }]
+            }])
+        };
+        let t = ike_table(&sa("aes256", Some("sha256"), Some("sha512")));
+        assert!(
+            t.contains("IKE[01_02] aes256-sha256-prfsha256-modp2048,"),
+            "{t}"
+        );
+        assert!(t.contains(", aes256-sha512-ecp521, "), "{t}");
+        let t = ike_table(&sa("aes128gcm16", None, None));
+        assert!(
+            t.contains("IKE[01_02] aes128gcm16-prfsha256-modp2048,"),
+            "{t}"
+        );
+        assert!(t.contains(", aes256-ecp521, "), "{t}");
     }
 }

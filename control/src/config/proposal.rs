@@ -1,7 +1,12 @@
 //! Proposal strings as strongSwan writes them: algorithm keywords joined by `-`, such as
-//! `aes128gcm16-prfsha256-x25519` (IKE) or `aes256gcm16-x25519-esn` (ESP).
+//! `aes128gcm16-prfsha256-x25519`, `aes256-sha256-modp2048` (IKE) or `aes256gcm16-x25519-esn`,
+//! `aes256-sha512` (ESP).
+//!
+//! As in strongSwan, `sha256`, `sha384` and `sha512` name the integrity algorithm of AES-CBC
+//! (HMAC-SHA2-256-128, -384-192, -512-256) and, in an IKE proposal without a `prf…` keyword,
+//! the PRF too; next to an AEAD alone they name only the PRF.
 
-use crate::ike::algorithms::{DhGroup, EncrAlg, PrfAlg};
+use crate::ike::algorithms::{esp_suite_name, DhGroup, EncrAlg, IntegAlg, PrfAlg};
 use std::fmt;
 use std::str::FromStr;
 
@@ -13,6 +18,22 @@ const ENCR: &[(&str, EncrAlg)] = &[
     ("aes256gcm16", EncrAlg::AesGcm16_256),
     ("aes256gcm128", EncrAlg::AesGcm16_256),
     ("aes256gcm", EncrAlg::AesGcm16_256),
+    ("aes128", EncrAlg::AesCbc128),
+    ("aes128cbc", EncrAlg::AesCbc128),
+    ("aes", EncrAlg::AesCbc128),
+    ("aes256", EncrAlg::AesCbc256),
+    ("aes256cbc", EncrAlg::AesCbc256),
+    ("chacha20poly1305", EncrAlg::ChaCha20Poly1305),
+];
+
+/// Integrity keywords (HMAC-SHA2 truncated to half the hash, RFC 4868).
+const INTEG: &[(&str, IntegAlg)] = &[
+    ("sha256", IntegAlg::HmacSha256_128),
+    ("sha2_256", IntegAlg::HmacSha256_128),
+    ("sha384", IntegAlg::HmacSha384_192),
+    ("sha2_384", IntegAlg::HmacSha384_192),
+    ("sha512", IntegAlg::HmacSha512_256),
+    ("sha2_512", IntegAlg::HmacSha512_256),
 ];
 
 /// PRF keywords.
@@ -22,7 +43,8 @@ const PRF: &[(&str, PrfAlg)] = &[
     ("prfsha512", PrfAlg::HmacSha512),
 ];
 
-/// Integrity keywords that, in an IKE proposal with an AEAD, name the PRF (as in strongSwan).
+/// Integrity keywords that, in an IKE proposal without a `prf…` keyword, name the PRF too (as in
+/// strongSwan); next to an AEAD alone they name only the PRF.
 const INTEG_AS_PRF: &[(&str, PrfAlg)] = &[
     ("sha256", PrfAlg::HmacSha256),
     ("sha2_256", PrfAlg::HmacSha256),
@@ -38,7 +60,10 @@ const KE: &[(&str, DhGroup)] = &[
     ("curve25519", DhGroup::X25519),
     ("ecp256", DhGroup::Ecp256),
     ("ecp384", DhGroup::Ecp384),
+    ("ecp521", DhGroup::Ecp521),
     ("modp2048", DhGroup::Modp2048),
+    ("modp3072", DhGroup::Modp3072),
+    ("modp4096", DhGroup::Modp4096),
 ];
 
 /// Key exchange methods strongSwan knows that esprit does not implement.
@@ -46,8 +71,6 @@ const UNSUPPORTED_KE: &[&str] = &[
     "modp768",
     "modp1024",
     "modp1536",
-    "modp3072",
-    "modp4096",
     "modp6144",
     "modp8192",
     "modp1024s160",
@@ -55,7 +78,6 @@ const UNSUPPORTED_KE: &[&str] = &[
     "modp2048s256",
     "ecp192",
     "ecp224",
-    "ecp521",
     "ecp224bp",
     "ecp256bp",
     "ecp384bp",
@@ -67,16 +89,17 @@ const UNSUPPORTED_KE: &[&str] = &[
     "mlkem1024",
 ];
 
-const ENCR_LIST: &str = "aes128gcm16, aes256gcm16";
+const ENCR_LIST: &str = "aes128gcm16, aes256gcm16, aes128, aes256, chacha20poly1305";
+const INTEG_LIST: &str = "sha256, sha384, sha512";
 const PRF_LIST: &str = "prfsha256, prfsha384, prfsha512";
-const KE_LIST: &str = "x25519, ecp256, ecp384, modp2048";
+const KE_LIST: &str = "x25519, ecp256, ecp384, ecp521, modp2048, modp3072, modp4096";
 
 /// One algorithm esprit implements, as `espctl ike list-algs` shows it: its transform type,
 /// its name, its IANA transform ID, the proposal keywords that select it (aliases included)
 /// and where it may appear.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AlgorithmKeywords {
-    /// "encryption", "prf", "key-exchange" or "esn".
+    /// "encryption", "integrity", "prf", "key-exchange" or "esn".
     pub kind: &'static str,
     /// The canonical keyword.
     pub name: &'static str,
@@ -129,6 +152,14 @@ pub fn proposal_keywords() -> Vec<AlgorithmKeywords> {
         (true, true),
     );
     v.extend(group(
+        INTEG,
+        &[],
+        "integrity",
+        IntegAlg::name,
+        IntegAlg::transform_id,
+        (true, true),
+    ));
+    v.extend(group(
         PRF,
         INTEG_AS_PRF,
         "prf",
@@ -160,8 +191,11 @@ pub fn proposal_keywords() -> Vec<AlgorithmKeywords> {
 /// One IKE proposal: every combination of its algorithms is acceptable.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct IkeProposal {
-    /// Encryption (AEAD) algorithms, in order of preference; never empty.
+    /// Encryption algorithms, in order of preference; never empty.
     pub encr: Vec<EncrAlg>,
+    /// Integrity algorithms of the AES-CBC ciphers, in order of preference; empty when every
+    /// cipher is an AEAD, never empty otherwise.
+    pub integ: Vec<IntegAlg>,
     /// Pseudo-random functions, in order of preference; never empty.
     pub prf: Vec<PrfAlg>,
     /// Key exchange methods, in order of preference; never empty.
@@ -171,8 +205,11 @@ pub struct IkeProposal {
 /// One ESP proposal: every combination of its algorithms is acceptable.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct EspProposal {
-    /// Encryption (AEAD) algorithms, in order of preference; never empty.
+    /// Encryption algorithms, in order of preference; never empty.
     pub encr: Vec<EncrAlg>,
+    /// Integrity algorithms of the AES-CBC ciphers, in order of preference; empty when every
+    /// cipher is an AEAD, never empty otherwise.
+    pub integ: Vec<IntegAlg>,
     /// Key exchange methods for PFS, in order of preference; empty: no PFS.
     pub dh: Vec<DhGroup>,
     /// Extended sequence numbers offered, in order of preference; never empty (`[false]` unless
@@ -190,6 +227,7 @@ enum Kind {
 /// What a keyword means.
 enum Keyword {
     Encr(EncrAlg),
+    Integ(IntegAlg),
     Prf(PrfAlg),
     Ke(DhGroup),
     Esn(bool),
@@ -208,8 +246,11 @@ fn keyword(word: &str, kind: Kind) -> Result<Keyword, String> {
     if let Some(g) = lookup(KE, w) {
         return Ok(Keyword::Ke(g));
     }
+    if let Some(i) = lookup(INTEG, w) {
+        return Ok(Keyword::Integ(i));
+    }
     if kind == Kind::Ike {
-        if let Some(p) = lookup(PRF, w).or_else(|| lookup(INTEG_AS_PRF, w)) {
+        if let Some(p) = lookup(PRF, w) {
             return Ok(Keyword::Prf(p));
         }
     }
@@ -261,21 +302,15 @@ fn unknown(word: &str, w: &str, kind: Kind) -> String {
         .iter()
         .any(|p| w.starts_with(p))
     {
-        return match kind {
-            Kind::Ike => format!(
-                "unsupported integrity algorithm '{word}': esprit supports only AES-GCM-16 \
-                 ({ENCR_LIST}), which needs none; name the PRF with one of {PRF_LIST}"
-            ),
-            Kind::Esp => format!(
-                "integrity algorithm '{word}' cannot be used: esprit supports only AES-GCM-16 \
-                 ({ENCR_LIST}), which needs none"
-            ),
-        };
+        return format!(
+            "unsupported integrity algorithm '{word}' (expected one of {INTEG_LIST}, for \
+             AES-CBC; the AEADs need none)"
+        );
     }
     if w.starts_with("aes") && (w.contains("gcm") || w.contains("gmac")) {
         return format!(
-            "unsupported encryption algorithm '{word}': esprit supports only AES-GCM with a \
-             16-octet ICV and a 128- or 256-bit key ({ENCR_LIST})"
+            "unsupported encryption algorithm '{word}': esprit supports AES-GCM only with a \
+             16-octet ICV and a 128- or 256-bit key (expected one of {ENCR_LIST})"
         );
     }
     if [
@@ -285,19 +320,16 @@ fn unknown(word: &str, w: &str, kind: Kind) -> String {
     .iter()
     .any(|p| w.starts_with(p))
     {
-        return format!(
-            "unsupported encryption algorithm '{word}': esprit supports only AES-GCM-16 \
-             ({ENCR_LIST})"
-        );
+        return format!("unsupported encryption algorithm '{word}' (expected one of {ENCR_LIST})");
     }
     match kind {
         Kind::Ike => format!(
-            "unknown algorithm '{word}' (expected encryption {ENCR_LIST}; PRF {PRF_LIST}; \
-             key exchange {KE_LIST})"
+            "unknown algorithm '{word}' (expected encryption {ENCR_LIST}; integrity \
+             {INTEG_LIST}; PRF {PRF_LIST}; key exchange {KE_LIST})"
         ),
         Kind::Esp => format!(
-            "unknown algorithm '{word}' (expected encryption {ENCR_LIST}; optional key \
-             exchange {KE_LIST}; esn or noesn)"
+            "unknown algorithm '{word}' (expected encryption {ENCR_LIST}; integrity \
+             {INTEG_LIST} with AES-CBC; optional key exchange {KE_LIST}; esn or noesn)"
         ),
     }
 }
@@ -321,12 +353,22 @@ fn words(s: &str) -> Result<Vec<&str>, String> {
     Ok(words)
 }
 
+/// The AES-CBC ciphers of a proposal, by name, for messages.
+fn cbc_names(encr: &[EncrAlg]) -> String {
+    encr.iter()
+        .filter(|e| !e.is_aead())
+        .map(|e| e.name())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 impl IkeProposal {
     /// esprit's default IKE proposal (what `default` stands for): AES-GCM-16 with 128- or 256-bit
     /// keys, any of the three PRFs, and x25519, ECP-256, ECP-384 or MODP-2048.
     pub fn defaults() -> Self {
         IkeProposal {
             encr: vec![EncrAlg::AesGcm16_128, EncrAlg::AesGcm16_256],
+            integ: Vec::new(),
             prf: vec![PrfAlg::HmacSha256, PrfAlg::HmacSha384, PrfAlg::HmacSha512],
             dh: vec![
                 DhGroup::X25519,
@@ -337,21 +379,33 @@ impl IkeProposal {
         }
     }
 
-    /// Parses one proposal string (`aes128gcm16-prfsha256-x25519`, or `default`). `sha256`,
-    /// `sha384` and `sha512` name the PRF, as strongSwan reads them next to an AEAD.
+    /// Parses one proposal string (`aes128gcm16-prfsha256-x25519`, `aes256-sha256-modp2048`,
+    /// or `default`). `sha256`, `sha384` and `sha512` are the integrity algorithms of AES-CBC
+    /// and, when no `prf…` keyword is written, the PRFs too; with AEADs alone they name only
+    /// the PRF (as strongSwan reads them).
     pub fn parse(s: &str) -> Result<Self, String> {
         if s.trim().eq_ignore_ascii_case("default") {
             return Ok(Self::defaults());
         }
         let mut p = IkeProposal {
             encr: Vec::new(),
+            integ: Vec::new(),
             prf: Vec::new(),
             dh: Vec::new(),
         };
+        // The PRFs as read next to AEADs alone: `prf…` and integrity keywords alike, in order.
+        let mut aead_prf = Vec::new();
         for w in words(s)? {
             match keyword(w, Kind::Ike)? {
                 Keyword::Encr(e) => push_unique(&mut p.encr, e),
-                Keyword::Prf(f) => push_unique(&mut p.prf, f),
+                Keyword::Integ(i) => {
+                    push_unique(&mut p.integ, i);
+                    push_unique(&mut aead_prf, i.prf());
+                }
+                Keyword::Prf(f) => {
+                    push_unique(&mut p.prf, f);
+                    push_unique(&mut aead_prf, f);
+                }
                 Keyword::Ke(g) => push_unique(&mut p.dh, g),
                 Keyword::Esn(_) => return Err(format!("'{w}' applies only to ESP proposals")),
             }
@@ -360,6 +414,19 @@ impl IkeProposal {
         if p.encr.is_empty() {
             return Err(format!(
                 "IKE proposal '{t}' has no encryption algorithm (add one of {ENCR_LIST})"
+            ));
+        }
+        if p.encr.iter().all(|e| e.is_aead()) {
+            p.integ.clear();
+            p.prf = aead_prf;
+        } else if p.prf.is_empty() {
+            p.prf = aead_prf;
+        }
+        if p.integ.is_empty() && !p.encr.iter().all(|e| e.is_aead()) {
+            return Err(format!(
+                "IKE proposal '{t}' has AES-CBC ({}) but no integrity algorithm (add one of \
+                 {INTEG_LIST})",
+                cbc_names(&p.encr)
             ));
         }
         if p.prf.is_empty() {
@@ -382,26 +449,31 @@ impl EspProposal {
     pub fn defaults() -> Self {
         EspProposal {
             encr: vec![EncrAlg::AesGcm16_128, EncrAlg::AesGcm16_256],
+            integ: Vec::new(),
             dh: Vec::new(),
             esn: vec![false],
         }
     }
 
-    /// Parses one proposal string (`aes128gcm16`, `aes256gcm16-x25519-esn`, or `default`). A key
-    /// exchange method asks for PFS; `esn` and `noesn` in the order written give the ESN
-    /// choices (`noesn` when neither is written).
+    /// Parses one proposal string (`aes128gcm16`, `aes256gcm16-x25519-esn`, `aes256-sha512`,
+    /// `chacha20poly1305`, or `default`). AES-CBC needs an integrity algorithm the dataplane
+    /// pairs it with (`aes128` with `sha256`; `aes256` with `sha256`, `sha384` or `sha512`); the
+    /// AEADs take none. A key exchange method asks for PFS; `esn` and `noesn` in the order
+    /// written give the ESN choices (`noesn` when neither is written).
     pub fn parse(s: &str) -> Result<Self, String> {
         if s.trim().eq_ignore_ascii_case("default") {
             return Ok(Self::defaults());
         }
         let mut p = EspProposal {
             encr: Vec::new(),
+            integ: Vec::new(),
             dh: Vec::new(),
             esn: Vec::new(),
         };
         for w in words(s)? {
             match keyword(w, Kind::Esp)? {
                 Keyword::Encr(e) => push_unique(&mut p.encr, e),
+                Keyword::Integ(i) => push_unique(&mut p.integ, i),
                 Keyword::Ke(g) => push_unique(&mut p.dh, g),
                 Keyword::Esn(b) => push_unique(&mut p.esn, b),
                 Keyword::Prf(_) => {
@@ -409,11 +481,42 @@ impl EspProposal {
                 }
             }
         }
+        let t = s.trim();
         if p.encr.is_empty() {
             return Err(format!(
-                "ESP proposal '{}' has no encryption algorithm (add one of {ENCR_LIST})",
-                s.trim()
+                "ESP proposal '{t}' has no encryption algorithm (add one of {ENCR_LIST})"
             ));
+        }
+        if p.encr.iter().all(|e| e.is_aead()) {
+            if !p.integ.is_empty() {
+                return Err(format!(
+                    "ESP proposal '{t}' names an integrity algorithm but only AEAD ciphers, \
+                     which need none (integrity goes with aes128 or aes256)"
+                ));
+            }
+        } else if p.integ.is_empty() {
+            return Err(format!(
+                "ESP proposal '{t}' has AES-CBC ({}) but no integrity algorithm (add one of \
+                 {INTEG_LIST})",
+                cbc_names(&p.encr)
+            ));
+        }
+        for e in p.encr.iter().filter(|e| !e.is_aead()) {
+            if !p
+                .integ
+                .iter()
+                .any(|i| esp_suite_name(*e, Some(*i)).is_some())
+            {
+                return Err(format!(
+                    "ESP proposal '{t}': the dataplane pairs {e} only with {}",
+                    INTEG
+                        .iter()
+                        .filter(|(n, i)| !n.contains('_') && esp_suite_name(*e, Some(*i)).is_some())
+                        .map(|(n, _)| *n)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
         }
         if p.esn.is_empty() {
             p.esn.push(false);
@@ -447,7 +550,7 @@ fn join(f: &mut fmt::Formatter<'_>, names: impl Iterator<Item = &'static str>) -
     Ok(())
 }
 
-/// strongSwan's syntax: `aes128gcm16-prfsha256-x25519`.
+/// strongSwan's syntax: `aes128gcm16-prfsha256-x25519`, `aes256-sha256-prfsha256-modp2048`.
 impl fmt::Display for IkeProposal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         join(
@@ -455,13 +558,14 @@ impl fmt::Display for IkeProposal {
             self.encr
                 .iter()
                 .map(|e| e.name())
+                .chain(self.integ.iter().map(|i| i.name()))
                 .chain(self.prf.iter().map(|p| p.name()))
                 .chain(self.dh.iter().map(|g| g.name())),
         )
     }
 }
 
-/// strongSwan's syntax: `aes256gcm16-x25519-esn`.
+/// strongSwan's syntax: `aes256gcm16-x25519-esn`, `aes256-sha512`.
 impl fmt::Display for EspProposal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let esn_words: Vec<&'static str> = if self.esn == [false] {
@@ -477,6 +581,7 @@ impl fmt::Display for EspProposal {
             self.encr
                 .iter()
                 .map(|e| e.name())
+                .chain(self.integ.iter().map(|i| i.name()))
                 .chain(self.dh.iter().map(|g| g.name()))
                 .chain(esn_words),
         )

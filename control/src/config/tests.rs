@@ -110,11 +110,13 @@ fn example_parses_to_exactly_the_expected_structs() {
             proposals: vec![
                 IkeProposal {
                     encr: vec![EncrAlg::AesGcm16_128],
+                    integ: vec![],
                     prf: vec![PrfAlg::HmacSha256],
                     dh: vec![DhGroup::X25519],
                 },
                 IkeProposal {
                     encr: vec![EncrAlg::AesGcm16_256],
+                    integ: vec![],
                     prf: vec![PrfAlg::HmacSha384],
                     dh: vec![DhGroup::Ecp384],
                 },
@@ -155,11 +157,13 @@ fn example_parses_to_exactly_the_expected_structs() {
                 esp_proposals: vec![
                     EspProposal {
                         encr: vec![EncrAlg::AesGcm16_128],
+                        integ: vec![],
                         dh: vec![],
                         esn: vec![false],
                     },
                     EspProposal {
                         encr: vec![EncrAlg::AesGcm16_256],
+                        integ: vec![],
                         dh: vec![DhGroup::X25519],
                         esn: vec![false],
                     },
@@ -356,6 +360,7 @@ replay_window = 0x100
         vec![
             IkeProposal {
                 encr: vec![EncrAlg::AesGcm16_256, EncrAlg::AesGcm16_128],
+                integ: vec![],
                 prf: vec![PrfAlg::HmacSha384, PrfAlg::HmacSha512],
                 dh: vec![DhGroup::X25519, DhGroup::Modp2048],
             },
@@ -384,6 +389,7 @@ replay_window = 0x100
         w.esp_proposals,
         vec![EspProposal {
             encr: vec![EncrAlg::AesGcm16_256],
+            integ: vec![],
             dh: vec![DhGroup::Ecp256],
             esn: vec![true, false],
         }]
@@ -436,7 +442,7 @@ fn the_documented_error_reads_as_documented() {
     assert_eq!(
         err(&text).to_string(),
         "esprit-ike.toml:6: connections.site-b.proposals[1]: unknown key exchange 'ecp999' \
-         (expected one of x25519, ecp256, ecp384, modp2048)"
+         (expected one of x25519, ecp256, ecp384, ecp521, modp2048, modp3072, modp4096)"
     );
 }
 
@@ -727,10 +733,10 @@ fn connection_errors() {
         "has no encryption algorithm",
     );
     assert_err(
-        &conn("proposals = [\"aes128-sha256-modp2048\"]\n", ""),
+        &conn("proposals = [\"aes192-sha256-modp2048\"]\n", ""),
         5,
         "connections.c.proposals[0]",
-        "esprit supports only AES-GCM-16",
+        "unsupported encryption algorithm 'aes192'",
     );
     assert_err(
         &conn("start_action = \"go\"\n", ""),
@@ -921,7 +927,7 @@ fn child_errors() {
         ),
         6,
         "connections.c.children.net.esp_proposals[1]",
-        "integrity algorithm 'sha256' cannot be used",
+        "names an integrity algorithm but only AEAD ciphers",
     );
     assert_err(
         &conn("", "esp_proposals = [\"aes128gcm16-prfsha256\"]\n"),
@@ -1408,6 +1414,7 @@ fn proposals_and_aliases() {
         ike("aes256gcm128-aes128gcm16-sha2_512-sha384-prfsha384-modp2048-ecp256-ecp256"),
         IkeProposal {
             encr: vec![EncrAlg::AesGcm16_256, EncrAlg::AesGcm16_128],
+            integ: vec![],
             prf: vec![PrfAlg::HmacSha512, PrfAlg::HmacSha384],
             dh: vec![DhGroup::Modp2048, DhGroup::Ecp256],
         }
@@ -1429,6 +1436,7 @@ fn proposals_and_aliases() {
         esp("aes128gcm16"),
         EspProposal {
             encr: vec![EncrAlg::AesGcm16_128],
+            integ: vec![],
             dh: vec![],
             esn: vec![false],
         }
@@ -1453,11 +1461,12 @@ fn proposals_and_aliases() {
         ("aes128gcm16--x25519", "empty algorithm name"),
         (
             "aes128gcm16-prfsha256-ecp999",
-            "unknown key exchange 'ecp999' (expected one of x25519, ecp256, ecp384, modp2048)",
+            "unknown key exchange 'ecp999' (expected one of x25519, ecp256, ecp384, ecp521, \
+             modp2048, modp3072, modp4096)",
         ),
         (
-            "aes128gcm16-prfsha256-modp3072",
-            "unsupported key exchange 'modp3072'",
+            "aes128gcm16-prfsha256-modp6144",
+            "unsupported key exchange 'modp6144'",
         ),
         ("aes128gcm16-prfsha256-x25519-ke1_mlkem768", "RFC 9370"),
         (
@@ -1467,12 +1476,22 @@ fn proposals_and_aliases() {
         ("aes128gcm16-sha1-x25519", "integrity algorithm 'sha1'"),
         ("aes128gcm8-prfsha256-x25519", "16-octet ICV"),
         ("aes192gcm16-prfsha256-x25519", "128- or 256-bit key"),
-        ("aes128-sha256-x25519", "esprit supports only AES-GCM-16"),
+        (
+            "aes128-prfsha256-x25519",
+            "has AES-CBC (aes128) but no integrity algorithm",
+        ),
+        (
+            "aes192-sha256-x25519",
+            "unsupported encryption algorithm 'aes192'",
+        ),
         (
             "3des-prfsha256-x25519",
             "unsupported encryption algorithm '3des'",
         ),
-        ("chacha20poly1305-prfsha256-x25519", "only AES-GCM-16"),
+        (
+            "chacha20-prfsha256-x25519",
+            "unsupported encryption algorithm 'chacha20'",
+        ),
         ("aes128gcm16-prfsha256-x25519-esn", "only to ESP"),
         ("aes128gcm16-default", "must stand alone"),
         (
@@ -1488,11 +1507,13 @@ fn proposals_and_aliases() {
         ("esn", "has no encryption algorithm"),
         (
             "aes128gcm16-sha256",
-            "integrity algorithm 'sha256' cannot be used",
+            "names an integrity algorithm but only AEAD ciphers",
         ),
         ("aes128gcm16-prfsha256", "ESP proposals have no PRF"),
-        ("aes128", "only AES-GCM-16"),
-        ("aes128gcm16-ecp521", "unsupported key exchange 'ecp521'"),
+        ("aes128", "has AES-CBC (aes128) but no integrity algorithm"),
+        ("aes128-sha512", "pairs aes128 only with sha256"),
+        ("aes256-md5", "unsupported integrity algorithm 'md5'"),
+        ("aes128gcm16-ecp224", "unsupported key exchange 'ecp224'"),
         ("aes128gcm16-bar", "unknown algorithm 'bar'"),
     ] {
         let e = EspProposal::parse(s).unwrap_err();
@@ -1627,13 +1648,21 @@ fn metrics_listen_is_off_by_default_and_checked_at_load() {
 fn every_listed_keyword_parses_where_it_is_allowed() {
     use super::proposal_keywords;
     let algs = proposal_keywords();
-    for kind in ["encryption", "prf", "key-exchange", "esn"] {
+    for kind in ["encryption", "integrity", "prf", "key-exchange", "esn"] {
         assert!(algs.iter().any(|a| a.kind == kind), "no {kind}");
     }
     for a in &algs {
         for kw in &a.keywords {
             let (ike, esp) = match a.kind {
+                "encryption" if a.name == "aes128" || a.name == "aes256" => (
+                    format!("{kw}-sha256-prfsha256-x25519"),
+                    format!("{kw}-sha256"),
+                ),
                 "encryption" => (format!("{kw}-prfsha256-x25519"), kw.to_string()),
+                "integrity" => (
+                    format!("aes256-{kw}-prfsha256-x25519"),
+                    format!("aes256-{kw}"),
+                ),
                 "prf" => (format!("aes128gcm16-{kw}-x25519"), String::new()),
                 "key-exchange" => (
                     format!("aes128gcm16-prfsha256-{kw}"),
@@ -1644,5 +1673,85 @@ fn every_listed_keyword_parses_where_it_is_allowed() {
             assert_eq!(IkeProposal::parse(&ike).is_ok(), a.ike, "IKE {ike}");
             assert_eq!(EspProposal::parse(&esp).is_ok(), a.esp, "ESP {esp}");
         }
+    }
+}
+
+#[test]
+fn cbc_and_chacha_proposals() {
+    use crate::ike::algorithms::IntegAlg as I;
+    let ike = |s: &str| IkeProposal::parse(s).unwrap_or_else(|e| panic!("{s}: {e}"));
+    let esp = |s: &str| EspProposal::parse(s).unwrap_or_else(|e| panic!("{s}: {e}"));
+    // strongSwan's reading: the integrity keyword is also the PRF when none is written.
+    assert_eq!(
+        ike("aes256-sha256-modp2048"),
+        IkeProposal {
+            encr: vec![EncrAlg::AesCbc256],
+            integ: vec![I::HmacSha256_128],
+            prf: vec![PrfAlg::HmacSha256],
+            dh: vec![DhGroup::Modp2048],
+        }
+    );
+    // An explicit PRF is the PRF; the integrity keywords stay integrity only.
+    assert_eq!(
+        ike("aes128-aes256cbc-sha512-sha2_384-prfsha256-ecp521-x25519"),
+        IkeProposal {
+            encr: vec![EncrAlg::AesCbc128, EncrAlg::AesCbc256],
+            integ: vec![I::HmacSha512_256, I::HmacSha384_192],
+            prf: vec![PrfAlg::HmacSha256],
+            dh: vec![DhGroup::Ecp521, DhGroup::X25519],
+        }
+    );
+    // AEAD and AES-CBC in one proposal: the integrity keyword serves both.
+    assert_eq!(
+        ike("chacha20poly1305-aes256-sha384-modp3072"),
+        IkeProposal {
+            encr: vec![EncrAlg::ChaCha20Poly1305, EncrAlg::AesCbc256],
+            integ: vec![I::HmacSha384_192],
+            prf: vec![PrfAlg::HmacSha384],
+            dh: vec![DhGroup::Modp3072],
+        }
+    );
+    assert_eq!(
+        ike("chacha20poly1305-prfsha256-modp4096").integ,
+        Vec::<I>::new()
+    );
+    for s in [
+        "aes256-sha256-prfsha256-modp2048",
+        "chacha20poly1305-prfsha512-ecp521",
+        "aes128-aes256-sha256-sha512-prfsha384-x25519-modp3072",
+    ] {
+        assert_eq!(ike(s).to_string(), s);
+        assert_eq!(ike(&ike(s).to_string()), ike(s));
+    }
+    assert_eq!(ike("aes-sha256-x25519").encr, vec![EncrAlg::AesCbc128]);
+
+    assert_eq!(
+        esp("aes256-sha512-sha256-esn"),
+        EspProposal {
+            encr: vec![EncrAlg::AesCbc256],
+            integ: vec![I::HmacSha512_256, I::HmacSha256_128],
+            dh: vec![],
+            esn: vec![true],
+        }
+    );
+    assert_eq!(
+        esp("aes128-aes256-sha256").encr,
+        vec![EncrAlg::AesCbc128, EncrAlg::AesCbc256]
+    );
+    assert_eq!(
+        esp("chacha20poly1305-ecp521"),
+        EspProposal {
+            encr: vec![EncrAlg::ChaCha20Poly1305],
+            integ: vec![],
+            dh: vec![DhGroup::Ecp521],
+            esn: vec![false],
+        }
+    );
+    for s in [
+        "aes256-sha384",
+        "chacha20poly1305",
+        "aes128-sha256-modp3072-esn",
+    ] {
+        assert_eq!(esp(s).to_string(), s);
     }
 }

@@ -79,15 +79,23 @@ pub fn sa_objects_owned(
     };
     let local_ts: Vec<String> = c.local_ts.iter().flat_map(range_to_prefixes).collect();
     let remote_ts: Vec<String> = c.remote_ts.iter().flat_map(range_to_prefixes).collect();
-    let one = |dir: Direction, spi: u32, key: &[u8]| -> SaSpec {
+    // Negotiation only agrees on suites the dataplane has; the encryption name is a fallback
+    // the dataplane would refuse rather than misread.
+    let suite = c.suite.dataplane_name().unwrap_or(c.suite.encr.name());
+    let one = |dir: Direction, spi: u32, key: &[u8], integ_key: &[u8]| -> SaSpec {
         let mut sa = SaSpec::new(
             Spi(spi),
             dir,
-            c.suite.encr.name(),
+            suite,
             SaKey::from_bytes(key),
             c.local.ip(),
             c.remote.ip(),
         );
+        if c.suite.integ.is_some() {
+            sa.integ_key = Some(SaKey::from_bytes(integ_key));
+            // AES-CBC: the padded payload fills whole cipher blocks (RFC 3602 §2.4).
+            sa.pad_align = Some(16);
+        }
         sa.mode = Some(mode);
         sa.esn = Some(c.suite.esn);
         sa.local_ts = Some(local_ts.clone());
@@ -115,12 +123,22 @@ pub fn sa_objects_owned(
         (
             c.inbound_spi,
             "in",
-            one(Direction::In, c.inbound_spi, &c.inbound_key),
+            one(
+                Direction::In,
+                c.inbound_spi,
+                &c.inbound_key,
+                &c.inbound_integ_key,
+            ),
         ),
         (
             c.outbound_spi,
             "out",
-            one(Direction::Out, c.outbound_spi, &c.outbound_key),
+            one(
+                Direction::Out,
+                c.outbound_spi,
+                &c.outbound_key,
+                &c.outbound_integ_key,
+            ),
         ),
     ]
 }

@@ -178,7 +178,7 @@ pub fn event_json(e: &IkeEvent) -> Option<Value> {
         } => json!({
             "event": "ike_up", "conn": conn, "ike_sa": ike_sa(*spi),
             "remote_id": remote_id.to_string(),
-            "suite": format!("{}-{}-{}", suite.encr.name(), suite.prf.name(), suite.dh.name()),
+            "suite": suite.name(),
         }),
         IkeEvent::IkeDown {
             ike_sa: spi,
@@ -199,6 +199,7 @@ pub fn event_json(e: &IkeEvent) -> Option<Value> {
             "outbound_spi": format!("{:08x}", c.outbound_spi),
             "replaces": c.replaces.map(|s| format!("{s:08x}")),
             "encr": c.suite.encr.name(),
+            "integ": c.suite.integ.map(|i| i.name()),
             "local_ts": c.local_ts.iter().map(display).collect::<Vec<_>>(),
             "remote_ts": c.remote_ts.iter().map(display).collect::<Vec<_>>(),
         }),

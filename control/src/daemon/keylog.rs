@@ -3,7 +3,7 @@
 //! and ESP. For debugging only: the files hold keys (mode 0600), and nothing is written unless
 //! the setting is present.
 
-use crate::ike::algorithms::EncrAlg;
+use crate::ike::algorithms::{EncrAlg, IntegAlg};
 use crate::ike::crypto::keys::IkeKeys;
 use crate::ike::session::ChildSaInstall;
 use std::io::Write;
@@ -39,31 +39,65 @@ impl KeyLog {
     }
 
     /// The `ikev2_decryption_table` line of an IKE SA.
-    pub fn ike_line(spi_i: u64, spi_r: u64, encr: EncrAlg, k: &IkeKeys) -> Zeroizing<String> {
+    pub fn ike_line(
+        spi_i: u64,
+        spi_r: u64,
+        encr: EncrAlg,
+        integ: Option<IntegAlg>,
+        k: &IkeKeys,
+    ) -> Zeroizing<String> {
         let alg = match encr {
             EncrAlg::AesGcm16_128 => "AES-GCM-128 with 16 octet ICV [RFC5282]",
             EncrAlg::AesGcm16_256 => "AES-GCM-256 with 16 octet ICV [RFC5282]",
+            EncrAlg::AesCbc128 => "AES-CBC-128 [RFC3602]",
+            EncrAlg::AesCbc256 => "AES-CBC-256 [RFC3602]",
+            EncrAlg::ChaCha20Poly1305 => "ChaCha20-Poly1305 [RFC7634]",
+        };
+        let integ = match integ {
+            None => "NONE [RFC4306]",
+            Some(IntegAlg::HmacSha256_128) => "HMAC_SHA2_256_128 [RFC4868]",
+            Some(IntegAlg::HmacSha384_192) => "HMAC_SHA2_384_192 [RFC4868]",
+            Some(IntegAlg::HmacSha512_256) => "HMAC_SHA2_512_256 [RFC4868]",
         };
         Zeroizing::new(format!(
-            "{spi_i:016x},{spi_r:016x},{},{},\"{alg}\",,,\"NONE [RFC4306]\"\n",
+            "{spi_i:016x},{spi_r:016x},{},{},\"{alg}\",{},{},\"{integ}\"\n",
             &*hex(&k.sk_ei),
-            &*hex(&k.sk_er)
+            &*hex(&k.sk_er),
+            &*hex(&k.sk_ai),
+            &*hex(&k.sk_ar)
         ))
     }
 
     /// The two `esp_sa` lines of a child SA pair.
     pub fn esp_lines(c: &ChildSaInstall) -> [Zeroizing<String>; 2] {
-        let line = |src: IpAddr, dst: IpAddr, spi: u32, key: &[u8]| {
+        let encr = match c.suite.encr {
+            EncrAlg::AesGcm16_128 | EncrAlg::AesGcm16_256 => "AES-GCM with 16 octet ICV [RFC4106]",
+            EncrAlg::AesCbc128 | EncrAlg::AesCbc256 => "AES-CBC [RFC3602]",
+            EncrAlg::ChaCha20Poly1305 => "ChaCha20 with Poly1305 [RFC7634]",
+        };
+        let integ = match c.suite.integ {
+            None => "NULL",
+            Some(IntegAlg::HmacSha256_128) => "HMAC-SHA-256-128 [RFC4868]",
+            Some(IntegAlg::HmacSha384_192) => "HMAC-SHA-384-192 [RFC4868]",
+            Some(IntegAlg::HmacSha512_256) => "HMAC-SHA-512-256 [RFC4868]",
+        };
+        let line = |src: IpAddr, dst: IpAddr, spi: u32, key: &[u8], ikey: &[u8]| {
             let fam = if src.is_ipv4() { "IPv4" } else { "IPv6" };
+            let ikey = if ikey.is_empty() {
+                Zeroizing::new(String::new())
+            } else {
+                Zeroizing::new(format!("0x{}", &*hex(ikey)))
+            };
             Zeroizing::new(format!(
-                "\"{fam}\",\"{src}\",\"{dst}\",\"0x{spi:08x}\",\"AES-GCM with 16 octet ICV [RFC4106]\",\"0x{}\",\"NULL\",\"\"\n",
-                &*hex(key)
+                "\"{fam}\",\"{src}\",\"{dst}\",\"0x{spi:08x}\",\"{encr}\",\"0x{}\",\"{integ}\",\"{}\"\n",
+                &*hex(key),
+                &*ikey
             ))
         };
         let (l, r) = (c.local.ip(), c.remote.ip());
         [
-            line(r, l, c.inbound_spi, &c.inbound_key),
-            line(l, r, c.outbound_spi, &c.outbound_key),
+            line(r, l, c.inbound_spi, &c.inbound_key, &c.inbound_integ_key),
+            line(l, r, c.outbound_spi, &c.outbound_key, &c.outbound_integ_key),
         ]
     }
 

@@ -277,6 +277,7 @@ mod tests {
             "# TYPE ipsec_child_sa_installed_seconds gauge\n",
             "esprit_ike_dropped_total{reason=\"malformed\"} 0\n",
             "esprit_ike_dropped_total{reason=\"init_refused\"} 0\n",
+            "esprit_ike_dropped_total{reason=\"bad_padding\"} 0\n",
             "esprit_ike_retransmissions_total 0\n",
             "esprit_ike_cookies_sent_total 0\n",
             "esprit_ike_dataplane_connected 1\n",

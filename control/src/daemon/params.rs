@@ -135,6 +135,7 @@ fn one(cfg: &Config, c: &Connection, retransmit: Retransmit) -> Result<Connectio
                 .iter()
                 .map(|p| EspProposalSpec {
                     encr: p.encr.clone(),
+                    integ: p.integ.clone(),
                     dh: p.dh.clone(),
                     esn: p.esn.clone(),
                 })
@@ -168,6 +169,7 @@ fn one(cfg: &Config, c: &Connection, retransmit: Retransmit) -> Result<Connectio
             .iter()
             .map(|p| IkeProposalSpec {
                 encr: p.encr.clone(),
+                integ: p.integ.clone(),
                 prf: p.prf.clone(),
                 dh: p.dh.clone(),
             })

@@ -102,7 +102,7 @@ pub fn certs(v: &Value) -> String {
 /// `ike list-algs` as text, grouped by transform type.
 pub fn algs(v: &Value) -> String {
     let mut out = String::new();
-    for kind in ["encryption", "prf", "key-exchange", "esn"] {
+    for kind in ["encryption", "integrity", "prf", "key-exchange", "esn"] {
         out += &format!("{kind}:\n");
         for a in v
             .as_array()
@@ -116,7 +116,7 @@ pub fn algs(v: &Value) -> String {
                 _ => "ESP",
             };
             out += &format!(
-                "  {:<12} (IANA {:>2}) {:<9} keywords: {}\n",
+                "  {:<16} (IANA {:>2}) {:<9} keywords: {}\n",
                 s(&a["name"]),
                 a["iana_id"],
                 used,

@@ -591,7 +591,13 @@ impl Daemon {
             return;
         };
         let (i, r) = sa.spis();
-        if let Err(e) = kl.add_ike(super::keylog::KeyLog::ike_line(i, r, suite.encr, k)) {
+        if let Err(e) = kl.add_ike(super::keylog::KeyLog::ike_line(
+            i,
+            r,
+            suite.encr,
+            suite.integ,
+            k,
+        )) {
             warn!("wireshark_keys: {e}");
         }
     }
@@ -647,10 +653,8 @@ impl Daemon {
                 ike_spi_i = ike_spi(ike_spis.0),
                 ike_spi_r = ike_spi(ike_spis.1),
                 remote_id = %remote_id,
-                "{conn}: IKE SA {ike_sa:016x} established with {remote_id} ({}-{}-{})",
-                suite.encr,
-                suite.prf,
-                suite.dh
+                "{conn}: IKE SA {ike_sa:016x} established with {remote_id} ({})",
+                suite.name()
             ),
             IkeEvent::IkeDown {
                 ike_sa,
@@ -707,7 +711,7 @@ impl Daemon {
                     c.child,
                     c.inbound_spi,
                     c.outbound_spi,
-                    c.suite.encr,
+                    c.suite.name(),
                     if c.encap { ", UDP-encapsulated" } else { "" }
                 );
                 if let Err(e) = self.dataplane.install(&c) {

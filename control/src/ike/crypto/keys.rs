@@ -1,8 +1,10 @@
 //! The IKEv2 key schedule: SKEYSEED and the IKE SA keys (RFC 7296 §2.14), their rekeyed form
 //! (§2.18), and child SA keying material (§2.17).
 //!
-//! Only AEAD ciphers are negotiated, so no integrity keys are taken (SK_ai and SK_ar are empty)
-//! and each encryption key carries its 4-octet salt (RFC 5282 §7.1, RFC 4106 §8.1).
+//! With an AEAD no integrity keys are taken (SK_ai and SK_ar are empty) and each encryption key
+//! carries its 4-octet salt (RFC 5282 §7.1, RFC 4106 §8.1, RFC 7634 §2); with AES-CBC the
+//! integrity keys are as long as the HMAC's hash (RFC 4868 §2.1.1) and the encryption keys have
+//! no salt.
 
 use std::fmt;
 
@@ -11,19 +13,19 @@ use zeroize::Zeroizing;
 
 use super::prf::{hmac_alg, prf_plus_with, prf_secret};
 use super::CryptoError;
-use crate::ike::algorithms::{EncrAlg, PrfAlg};
+use crate::ike::algorithms::{EncrAlg, IntegAlg, PrfAlg};
 
 /// The keys of an IKE SA.
 pub struct IkeKeys {
     /// SK_d: the key child SA (and rekeyed IKE SA) keys are derived from.
     pub sk_d: Zeroizing<Vec<u8>>,
-    /// SK_ai: initiator integrity key (empty with AEAD ciphers).
+    /// SK_ai: initiator integrity key (empty with an AEAD).
     pub sk_ai: Zeroizing<Vec<u8>>,
-    /// SK_ar: responder integrity key (empty with AEAD ciphers).
+    /// SK_ar: responder integrity key (empty with an AEAD).
     pub sk_ar: Zeroizing<Vec<u8>>,
-    /// SK_ei: initiator encryption key followed by its 4-octet salt.
+    /// SK_ei: initiator encryption key (followed by its 4-octet salt with an AEAD).
     pub sk_ei: Zeroizing<Vec<u8>>,
-    /// SK_er: responder encryption key followed by its 4-octet salt.
+    /// SK_er: responder encryption key (followed by its 4-octet salt with an AEAD).
     pub sk_er: Zeroizing<Vec<u8>>,
     /// SK_pi: the key of the initiator's AUTH computation.
     pub sk_pi: Zeroizing<Vec<u8>>,
@@ -41,12 +43,17 @@ impl fmt::Debug for IkeKeys {
     }
 }
 
-/// The keys of a child SA (ESP with an AEAD cipher: key and salt in each direction).
+/// The keys of a child SA: per direction the encryption key (with its salt for an AEAD) and
+/// the integrity key (empty for an AEAD).
 pub struct ChildKeys {
-    /// Initiator-to-responder key and salt.
+    /// Initiator-to-responder encryption key (and salt).
     pub encr_i: Zeroizing<Vec<u8>>,
-    /// Responder-to-initiator key and salt.
+    /// Initiator-to-responder integrity key (empty for an AEAD).
+    pub integ_i: Zeroizing<Vec<u8>>,
+    /// Responder-to-initiator encryption key (and salt).
     pub encr_r: Zeroizing<Vec<u8>>,
+    /// Responder-to-initiator integrity key (empty for an AEAD).
+    pub integ_r: Zeroizing<Vec<u8>>,
 }
 
 impl fmt::Debug for ChildKeys {
@@ -63,7 +70,7 @@ impl fmt::Debug for ChildKeys {
 /// initiator's first), whichever side computes. HMAC takes the whole of Ni | Nr as its key.
 pub fn derive_ike_keys(
     prf: PrfAlg,
-    encr: EncrAlg,
+    (encr, integ): (EncrAlg, Option<IntegAlg>),
     ni: &[u8],
     nr: &[u8],
     shared: &[u8],
@@ -71,7 +78,7 @@ pub fn derive_ike_keys(
     spi_r: u64,
 ) -> Result<IkeKeys, CryptoError> {
     let skeyseed = skeyseed(hmac_alg(prf), ni, nr, shared);
-    ike_keys_from_seed(prf, encr, &skeyseed, ni, nr, spi_i, spi_r)
+    ike_keys_from_seed(prf, (encr, integ), &skeyseed, ni, nr, spi_i, spi_r)
 }
 
 /// The keys of an IKE SA that replaces another (CREATE_CHILD_SA rekey, RFC 7296 §2.18):
@@ -83,7 +90,7 @@ pub fn derive_rekeyed_ike_keys(
     prf_old: PrfAlg,
     sk_d_old: &[u8],
     prf_new: PrfAlg,
-    encr: EncrAlg,
+    (encr, integ): (EncrAlg, Option<IntegAlg>),
     shared: &[u8],
     ni: &[u8],
     nr: &[u8],
@@ -91,12 +98,13 @@ pub fn derive_rekeyed_ike_keys(
     spi_r: u64,
 ) -> Result<IkeKeys, CryptoError> {
     let skeyseed = rekey_skeyseed(hmac_alg(prf_old), sk_d_old, shared, ni, nr);
-    ike_keys_from_seed(prf_new, encr, &skeyseed, ni, nr, spi_i, spi_r)
+    ike_keys_from_seed(prf_new, (encr, integ), &skeyseed, ni, nr, spi_i, spi_r)
 }
 
 /// The keys of a child SA (RFC 7296 §2.17): KEYMAT = prf+(SK_d, Ni | Nr), or
 /// prf+(SK_d, g^ir (new) | Ni | Nr) when the exchange carried KE payloads (PFS). The
-/// initiator-to-responder key and salt come first, then the responder-to-initiator ones.
+/// initiator-to-responder keys come first, then the responder-to-initiator ones; in each
+/// direction the encryption key (and salt) first, then the integrity key.
 pub fn derive_child_keys(
     prf: PrfAlg,
     sk_d: &[u8],
@@ -104,18 +112,24 @@ pub fn derive_child_keys(
     ni: &[u8],
     nr: &[u8],
     encr: EncrAlg,
+    integ: Option<IntegAlg>,
 ) -> Result<ChildKeys, CryptoError> {
-    let len = encr.keymat_len();
-    let keymat = child_keymat(hmac_alg(prf), sk_d, shared, ni, nr, 2 * len).ok_or(
+    let e = encr.keymat_len();
+    let a = integ.map_or(0, IntegAlg::key_len);
+    let len = 2 * (e + a);
+    let keymat = child_keymat(hmac_alg(prf), sk_d, shared, ni, nr, len).ok_or(
         CryptoError::PrfPlusTooLong {
             prf,
-            requested: 2 * len,
+            requested: len,
             max: 255 * prf.output_len(),
         },
     )?;
+    let part = |from: usize, n: usize| Zeroizing::new(keymat[from..from + n].to_vec());
     Ok(ChildKeys {
-        encr_i: Zeroizing::new(keymat[..len].to_vec()),
-        encr_r: Zeroizing::new(keymat[len..].to_vec()),
+        encr_i: part(0, e),
+        integ_i: part(e, a),
+        encr_r: part(e + a, e),
+        integ_r: part(2 * e + a, a),
     })
 }
 
@@ -161,7 +175,7 @@ fn child_keymat(
 
 fn ike_keys_from_seed(
     prf: PrfAlg,
-    encr: EncrAlg,
+    (encr, integ): (EncrAlg, Option<IntegAlg>),
     skeyseed: &[u8],
     ni: &[u8],
     nr: &[u8],
@@ -170,7 +184,8 @@ fn ike_keys_from_seed(
 ) -> Result<IkeKeys, CryptoError> {
     let p = prf.output_len();
     let e = encr.keymat_len();
-    let lens = [p, 0, 0, e, e, p, p];
+    let a = integ.map_or(0, IntegAlg::key_len);
+    let lens = [p, a, a, e, e, p, p];
     let total = lens.iter().sum();
     let keymat = ike_keymat(hmac_alg(prf), skeyseed, ni, nr, spi_i, spi_r, total).ok_or(
         CryptoError::PrfPlusTooLong {
@@ -290,7 +305,8 @@ mod tests {
             (PrfAlg::HmacSha512, hmac::HMAC_SHA512),
         ] {
             for encr in [EncrAlg::AesGcm16_128, EncrAlg::AesGcm16_256] {
-                let keys = derive_ike_keys(prf, encr, &ni, &nr, &shared, spi_i, spi_r).unwrap();
+                let keys =
+                    derive_ike_keys(prf, (encr, None), &ni, &nr, &shared, spi_i, spi_r).unwrap();
                 let seed = hmac(alg, &[ni.as_slice(), &nr].concat(), &[&shared]);
                 let s = [
                     ni.as_slice(),
@@ -311,7 +327,8 @@ mod tests {
                 // Child SA keys, with and without PFS.
                 let g = [0x44u8; 32];
                 for pfs in [None, Some(g.as_slice())] {
-                    let child = derive_child_keys(prf, &keys.sk_d, pfs, &ni, &nr, encr).unwrap();
+                    let child =
+                        derive_child_keys(prf, &keys.sk_d, pfs, &ni, &nr, encr, None).unwrap();
                     let s = [pfs.unwrap_or_default(), &ni, &nr].concat();
                     let km = reference_prf_plus(alg, &keys.sk_d, &s, 2 * e);
                     assert_eq!(*child.encr_i, km[..e]);
@@ -322,7 +339,15 @@ mod tests {
                 let (new_i, new_r) = (0xa1a2a3a4a5a6a7a8u64, 0xb1b2b3b4b5b6b7b8u64);
                 let prf_new = PrfAlg::HmacSha512;
                 let rekeyed = derive_rekeyed_ike_keys(
-                    prf, &keys.sk_d, prf_new, encr, &g, &ni, &nr, new_i, new_r,
+                    prf,
+                    &keys.sk_d,
+                    prf_new,
+                    (encr, None),
+                    &g,
+                    &ni,
+                    &nr,
+                    new_i,
+                    new_r,
                 )
                 .unwrap();
                 let seed = hmac(alg, &keys.sk_d, &[&g, &ni, &nr]);
@@ -340,11 +365,65 @@ mod tests {
         }
     }
 
+    /// With AES-CBC the integrity keys are taken too: SK_d | SK_ai | SK_ar | SK_ei | SK_er |
+    /// SK_pi | SK_pr for the IKE SA, and Ei | Ai | Er | Ar for a child (RFC 7296 §2.14, §2.17).
+    #[test]
+    fn integrity_keys_sit_where_the_rfc_puts_them() {
+        let (ni, nr, shared) = ([1u8; 32], [2u8; 32], [3u8; 64]);
+        let (prf, alg) = (PrfAlg::HmacSha384, hmac::HMAC_SHA384);
+        for integ in IntegAlg::ALL {
+            for encr in [EncrAlg::AesCbc128, EncrAlg::AesCbc256] {
+                let k = derive_ike_keys(prf, (encr, Some(integ)), &ni, &nr, &shared, 7, 9).unwrap();
+                let seed = hmac(alg, &[ni.as_slice(), &nr].concat(), &[&shared]);
+                let s = [ni.as_slice(), &nr, &7u64.to_be_bytes(), &9u64.to_be_bytes()].concat();
+                let (p, a, e) = (48, integ.key_len(), encr.key_len());
+                let km = reference_prf_plus(alg, &seed, &s, 3 * p + 2 * a + 2 * e);
+                assert_eq!(*k.sk_d, km[..p]);
+                assert_eq!(*k.sk_ai, km[p..p + a]);
+                assert_eq!(*k.sk_ar, km[p + a..p + 2 * a]);
+                assert_eq!(*k.sk_ei, km[p + 2 * a..p + 2 * a + e]);
+                assert_eq!(*k.sk_er, km[p + 2 * a + e..p + 2 * a + 2 * e]);
+                assert_eq!(*k.sk_pr, km[2 * p + 2 * a + 2 * e..]);
+
+                let c = derive_child_keys(prf, &k.sk_d, None, &ni, &nr, encr, Some(integ)).unwrap();
+                let km = reference_prf_plus(alg, &k.sk_d, &[ni, nr].concat(), 2 * (e + a));
+                assert_eq!(*c.encr_i, km[..e]);
+                assert_eq!(*c.integ_i, km[e..e + a]);
+                assert_eq!(*c.encr_r, km[e + a..2 * e + a]);
+                assert_eq!(*c.integ_r, km[2 * e + a..]);
+            }
+        }
+        // ChaCha20-Poly1305: key and salt, no integrity key.
+        let k = derive_ike_keys(
+            prf,
+            (EncrAlg::ChaCha20Poly1305, None),
+            &ni,
+            &nr,
+            &shared,
+            1,
+            2,
+        )
+        .unwrap();
+        assert_eq!(k.sk_ei.len(), 36);
+        assert!(k.sk_ai.is_empty());
+        let c = derive_child_keys(
+            prf,
+            &k.sk_d,
+            None,
+            &ni,
+            &nr,
+            EncrAlg::ChaCha20Poly1305,
+            None,
+        )
+        .unwrap();
+        assert_eq!((c.encr_i.len(), c.integ_i.len()), (36, 0));
+    }
+
     #[test]
     fn debug_output_hides_keys() {
         let keys = derive_ike_keys(
             PrfAlg::HmacSha256,
-            EncrAlg::AesGcm16_128,
+            (EncrAlg::AesGcm16_128, None),
             b"ni",
             b"nr",
             b"g",
@@ -362,6 +441,7 @@ mod tests {
             b"a",
             b"b",
             EncrAlg::AesGcm16_256,
+            None,
         )
         .unwrap();
         assert!(!format!("{child:?}").contains('['));
@@ -378,7 +458,7 @@ mod tests {
             spi_i in any::<u64>(),
             spi_r in any::<u64>(),
         ) {
-            let k = derive_ike_keys(prf, encr, &ni, &nr, &shared, spi_i, spi_r).unwrap();
+            let k = derive_ike_keys(prf, (encr, None), &ni, &nr, &shared, spi_i, spi_r).unwrap();
             for key in [&k.sk_d, &k.sk_pi, &k.sk_pr] {
                 prop_assert_eq!(key.len(), prf.output_len());
             }
@@ -386,7 +466,7 @@ mod tests {
             prop_assert_eq!(k.sk_er.len(), encr.keymat_len());
             prop_assert!(k.sk_ai.is_empty() && k.sk_ar.is_empty());
             prop_assert_ne!(&*k.sk_ei, &*k.sk_er);
-            let c = derive_child_keys(prf, &k.sk_d, Some(&shared), &ni, &nr, encr).unwrap();
+            let c = derive_child_keys(prf, &k.sk_d, Some(&shared), &ni, &nr, encr, None).unwrap();
             prop_assert_eq!(c.encr_i.len(), encr.keymat_len());
             prop_assert_eq!(c.encr_r.len(), encr.keymat_len());
             prop_assert_ne!(&*c.encr_i, &*c.encr_r);

@@ -1,7 +1,7 @@
 //! IKEv2 cryptography: PRF and prf+, key exchange, the key schedule, the SK payload cipher, authentication and certificates.
 //!
-//! Everything here is a plain function or a small struct over aws-lc-rs (HMAC, AES-GCM, ECDH,
-//! X25519, signatures) and crypto-bigint (MODP-2048): no I/O, no clock, and randomness only
+//! Everything here is a plain function or a small struct over aws-lc-rs (HMAC, AES-GCM, AES-CBC,
+//! ChaCha20-Poly1305, ECDH, X25519, signatures) and crypto-bigint (MODP-2048): no I/O, no clock, and randomness only
 //! through [`crate::ike::rng::RandomSource`], so the sans-IO core stays deterministic in tests.
 //! Secrets live in [`zeroize::Zeroizing`] buffers and never appear in `Debug` output or errors.
 
@@ -24,7 +24,7 @@ pub use keys::{derive_child_keys, derive_ike_keys, derive_rekeyed_ike_keys, Chil
 pub use prf::{prf, prf_plus};
 pub use sk::SkCipher;
 
-use crate::ike::algorithms::{DhGroup, EncrAlg, PrfAlg};
+use crate::ike::algorithms::{DhGroup, EncrAlg, IntegAlg, PrfAlg};
 
 /// Why a cryptographic operation failed. Messages name algorithms, lengths and certificate
 /// subjects, never key material.
@@ -67,9 +67,32 @@ pub enum CryptoError {
         /// key length plus the 4-octet salt.
         expected: usize,
     },
+    /// Integrity key material of the wrong length.
+    #[error("{alg} needs a {expected}-octet key, got {len}")]
+    IntegKeyLength {
+        /// The integrity algorithm.
+        alg: IntegAlg,
+        /// The length given.
+        len: usize,
+        /// The hash length.
+        expected: usize,
+    },
+    /// An AEAD given an integrity algorithm, or AES-CBC without one.
+    #[error("{alg} {}", if *.aead { "takes no integrity algorithm" } else { "needs an integrity algorithm" })]
+    IntegMismatch {
+        /// The cipher.
+        alg: EncrAlg,
+        /// Whether it is an AEAD.
+        aead: bool,
+        /// The integrity algorithm given.
+        integ: Option<IntegAlg>,
+    },
     /// Encrypted data too short to hold the integrity check value.
-    #[error("encrypted data of {0} octets is shorter than the 16-octet ICV")]
+    #[error("encrypted data of {0} octets is shorter than the ICV")]
     Truncated(usize),
+    /// AES-CBC ciphertext with a good ICV that is not a whole number of blocks.
+    #[error("encrypted data with a valid ICV is not a whole number of cipher blocks")]
+    Padding,
     /// The AEAD integrity check failed: wrong key, or the message was altered.
     #[error("integrity check of the encrypted payload failed")]
     IntegrityCheck,

@@ -17,28 +17,32 @@ use zeroize::Zeroizing;
 
 use super::consts::payload_type as pt;
 use super::{
-    chain, encode_encrypted, walk, DecodeError, Header, Message, Payload, SkAead, HEADER_LEN,
-    MAX_MESSAGE,
+    chain, encode_encrypted, pad_plaintext, padding_len, unpad, walk, DecodeError, Header, Message,
+    Payload, SkAead, HEADER_LEN, MAX_MESSAGE,
 };
 
 /// Octets of the SKF payload before its IV: the generic payload header, Fragment Number and
 /// Total Fragments.
 pub const SKF_HEADER_LEN: usize = 8;
-/// Octets of the explicit IV in SK and SKF payloads.
-const IV_LEN: usize = 8;
 /// Octets of the SK payload before its IV (the generic payload header).
 const SK_HEADER_LEN: usize = 4;
 
 /// Octets of a fragment message that are not inner content: the IKE header, the SKF header, the
-/// IV, the Pad Length octet and the ICV.
-fn fragment_overhead(icv_len: usize) -> usize {
-    HEADER_LEN + SKF_HEADER_LEN + IV_LEN + 1 + icv_len
+/// IV, the most padding the cipher may need, the Pad Length octet and the ICV.
+fn fragment_overhead(sk: &dyn SkAead) -> usize {
+    HEADER_LEN + SKF_HEADER_LEN + sk.iv_len() + sk.block_len() - 1 + 1 + sk.icv_len()
 }
 
 /// Length of the message that carries `content_len` octets of inner payloads in one SK payload
-/// without padding (what [`encode_encrypted`] produces).
-fn sk_message_len(content_len: usize, icv_len: usize) -> usize {
-    HEADER_LEN + SK_HEADER_LEN + IV_LEN + content_len + 1 + icv_len
+/// (what [`encode_encrypted`] produces).
+fn sk_message_len(content_len: usize, sk: &dyn SkAead) -> usize {
+    HEADER_LEN
+        + SK_HEADER_LEN
+        + sk.iv_len()
+        + content_len
+        + padding_len(content_len, sk.block_len())
+        + 1
+        + sk.icv_len()
 }
 
 /// Encode `payloads` encrypted, fragmented as RFC 7383 says when one message would not fit.
@@ -49,8 +53,8 @@ fn sk_message_len(content_len: usize, icv_len: usize) -> usize {
 /// [`encode_encrypted`] would build. Otherwise the inner payload chain is split into N pieces of
 /// nearly equal size, each sealed into its own SKF message of at most `max_datagram` octets.
 ///
-/// Every sealed message takes a fresh IV: `*next_iv` is incremented before each one and its
-/// big-endian octets are the IV, so the counter must never repeat under one key. When
+/// Every sealed message takes a fresh IV: `*next_iv` is incremented before each one and the IV
+/// is [`SkAead::iv`] of its big-endian octets, so the counter must never repeat under one key. When
 /// `max_datagram` cannot hold even one octet of content per fragment, each fragment carries one
 /// octet (and exceeds it); the number of fragments never exceeds 65535.
 pub fn encode_fragments(
@@ -63,7 +67,7 @@ pub fn encode_fragments(
     let mut inner = Zeroizing::new(Vec::new());
     let first = chain(payloads, &mut inner);
     let icv_len = sk.icv_len();
-    if sk_message_len(inner.len(), icv_len) <= max_datagram {
+    if sk_message_len(inner.len(), sk) <= max_datagram {
         *next_iv += 1;
         return vec![encode_encrypted(
             header,
@@ -72,7 +76,7 @@ pub fn encode_fragments(
             next_iv.to_be_bytes(),
         )];
     }
-    let overhead = fragment_overhead(icv_len);
+    let overhead = fragment_overhead(sk);
     let capacity = max_datagram
         .min(MAX_MESSAGE)
         .saturating_sub(overhead)
@@ -88,7 +92,10 @@ pub fn encode_fragments(
     for i in 0..total {
         let piece = &inner[start..start + base + usize::from(i < extra)];
         start += piece.len();
-        let skf_len = SKF_HEADER_LEN + IV_LEN + piece.len() + 1 + icv_len;
+        let plain = pad_plaintext(piece, sk.block_len());
+        *next_iv += 1;
+        let iv = sk.iv(next_iv.to_be_bytes());
+        let skf_len = SKF_HEADER_LEN + iv.len() + plain.len() + icv_len;
         let mut h = *header;
         h.next_payload = pt::SKF;
         h.length = u32::try_from(HEADER_LEN + skf_len).unwrap_or(u32::MAX);
@@ -100,12 +107,7 @@ pub fn encode_fragments(
         // `total` is clamped to u16::MAX, so both numbers fit.
         msg.extend_from_slice(&u16::try_from(i + 1).unwrap_or(u16::MAX).to_be_bytes());
         msg.extend_from_slice(&u16::try_from(total).unwrap_or(u16::MAX).to_be_bytes());
-        let mut plain = Zeroizing::new(Vec::with_capacity(piece.len() + 1));
-        plain.extend_from_slice(piece);
-        plain.push(0); // Pad Length: AES-GCM needs no padding.
-        *next_iv += 1;
-        let iv = next_iv.to_be_bytes();
-        let sealed = sk.seal(iv, &msg, &plain);
+        let sealed = sk.seal(&iv, &msg, &plain);
         msg.extend_from_slice(&iv);
         msg.extend_from_slice(&sealed);
         out.push(msg);
@@ -191,9 +193,9 @@ struct Skf<'a> {
     next: u8,
     number: u16,
     total: u16,
-    iv: [u8; IV_LEN],
     aad: &'a [u8],
-    sealed: &'a [u8],
+    /// The IV and the sealed piece (how much is IV depends on the cipher).
+    body: &'a [u8],
 }
 
 /// Parse a fragment message whose only payload is SKF; checks lengths and numbering.
@@ -210,7 +212,7 @@ fn parse(d: &[u8]) -> Result<Skf<'_>, FragmentError> {
         return Err(FragmentError::NotFragment);
     }
     let p = &d[HEADER_LEN..];
-    if p.len() < SKF_HEADER_LEN + IV_LEN {
+    if p.len() < SKF_HEADER_LEN {
         return Err(DecodeError::Truncated.into());
     }
     if usize::from(u16::from_be_bytes([p[2], p[3]])) != p.len() {
@@ -225,16 +227,13 @@ fn parse(d: &[u8]) -> Result<Skf<'_>, FragmentError> {
     if number == 0 || total == 0 || number > total {
         return Err(FragmentError::BadNumber { number, total });
     }
-    let mut iv = [0u8; IV_LEN];
-    iv.copy_from_slice(&p[SKF_HEADER_LEN..SKF_HEADER_LEN + IV_LEN]);
     Ok(Skf {
         header,
         next: p[0],
         number,
         total,
-        iv,
         aad: &d[..HEADER_LEN + SKF_HEADER_LEN],
-        sealed: &p[SKF_HEADER_LEN + IV_LEN..],
+        body: &p[SKF_HEADER_LEN..],
     })
 }
 
@@ -350,21 +349,16 @@ impl Reassembly {
             return Ok(None);
         }
 
-        if f.sealed.len() < sk.icv_len() + 1 {
+        let iv_len = sk.iv_len();
+        if f.body.len() < iv_len + sk.icv_len() + 1 {
             return Err(DecodeError::Malformed {
                 ptype: pt::SKF,
                 what: "shorter than IV, padding length and ICV",
             }
             .into());
         }
-        let mut content = sk
-            .open(f.iv, f.aad, f.sealed)
-            .ok_or(DecodeError::Integrity)?;
-        let pad = usize::from(*content.last().ok_or(DecodeError::BadPadding)?);
-        if pad + 1 > content.len() {
-            return Err(DecodeError::BadPadding.into());
-        }
-        let content_len = content.len() - 1 - pad;
+        let mut content = sk.open(&f.body[..iv_len], f.aad, &f.body[iv_len..])?;
+        let content_len = unpad(&content)?.len();
         let octets = if restart { 0 } else { self.octets }.saturating_add(content_len);
         if octets > self.limits.max_octets {
             return Err(FragmentError::TooLarge {
@@ -393,11 +387,11 @@ impl Reassembly {
             return Ok(None);
         }
         self.complete = true;
-        self.assemble(ident, sk.icv_len()).map(Some)
+        self.assemble(ident, sk).map(Some)
     }
 
     /// Decode the concatenated content once every fragment is in, releasing the pieces.
-    fn assemble(&mut self, ident: Header, icv_len: usize) -> Result<Message, FragmentError> {
+    fn assemble(&mut self, ident: Header, sk: &dyn SkAead) -> Result<Message, FragmentError> {
         let mut inner = Zeroizing::new(Vec::with_capacity(self.octets));
         for part in self.parts.drain(..).flatten() {
             inner.extend_from_slice(&part);
@@ -412,7 +406,7 @@ impl Reassembly {
         }
         let header = Header {
             next_payload: pt::SK,
-            length: u32::try_from(sk_message_len(inner.len(), icv_len)).unwrap_or(u32::MAX),
+            length: u32::try_from(sk_message_len(inner.len(), sk)).unwrap_or(u32::MAX),
             ..ident
         };
         Ok(Message {
@@ -531,8 +525,8 @@ mod tests {
             let s = sk();
             let aad = &f[..HEADER_LEN + SKF_HEADER_LEN];
             let iv: [u8; 8] = f[36..44].try_into().unwrap();
-            assert!(s.open(iv, aad, &f[44..]).is_ok());
-            assert!(s.open(iv, &f[..HEADER_LEN + 4], &f[44..]).is_err());
+            assert!(s.open(&iv, aad, &f[44..]).is_ok());
+            assert!(s.open(&iv, &f[..HEADER_LEN + 4], &f[44..]).is_err());
         }
     }
 
@@ -562,6 +556,41 @@ mod tests {
         assert_eq!(frags.len(), 2);
         assert_eq!(iv, 3);
         check_shape(&frags, whole - 1, pt::IDI);
+    }
+
+    /// Every SK suite fragments and reassembles: each fragment within the size, each SKF
+    /// plaintext padded to the cipher's block, a flipped octet in any fragment refused as an
+    /// integrity failure, and the message the same as sent unfragmented.
+    #[test]
+    fn every_suite_fragments_and_reassembles() {
+        use crate::ike::crypto::sk::tests::every_suite;
+        let h = header(1);
+        let p = auth_request(4, 700);
+        for s in every_suite() {
+            let mut iv = 0;
+            let frags = encode_fragments(&h, &p, &s, &mut iv, 1280);
+            assert!(frags.len() >= 3, "{s:?}");
+            for f in &frags {
+                assert!(f.len() <= 1280, "{s:?}: {}", f.len());
+                let ct = f.len() - HEADER_LEN - SKF_HEADER_LEN - s.iv_len() - s.icv_len();
+                assert_eq!(ct % s.block_len(), 0, "{s:?}");
+            }
+            let mut bad = frags[1].clone();
+            let n = bad.len();
+            bad[n - 20] ^= 1;
+            let mut r = Reassembly::new(FragmentLimits::default());
+            assert_eq!(
+                r.add(&bad, &s),
+                Err(FragmentError::Decode(DecodeError::Integrity))
+            );
+            let (last, rest) = frags.split_last().unwrap();
+            for f in rest {
+                assert_eq!(r.add(f, &s).unwrap(), None);
+            }
+            let m = r.add(last, &s).unwrap().expect("complete");
+            let whole = decode(&encode_encrypted(&h, &p, &s, [9; 8]), Some(&s)).unwrap();
+            assert_eq!(m, whole, "{s:?}");
+        }
     }
 
     #[test]
@@ -688,7 +717,7 @@ mod tests {
         let content = |n: usize| -> usize {
             frags[..n]
                 .iter()
-                .map(|f| f.len() - fragment_overhead(16))
+                .map(|f| f.len() - fragment_overhead(&s))
                 .sum()
         };
         let mut small = Reassembly::new(FragmentLimits {
@@ -710,9 +739,9 @@ mod tests {
         assert!(!small.is_complete());
 
         // 65535 tiny fragments would be within u16 but far beyond the default limit.
-        let tiny = encode_fragments(&h, &p, &s, &mut 0, fragment_overhead(16) + 1);
+        let tiny = encode_fragments(&h, &p, &s, &mut 0, fragment_overhead(&s) + 1);
         assert!(tiny.len() > 64);
-        assert!(tiny.iter().all(|f| f.len() == fragment_overhead(16) + 1));
+        assert!(tiny.iter().all(|f| f.len() == fragment_overhead(&s) + 1));
         let mut r = Reassembly::new(FragmentLimits::default());
         assert!(matches!(
             r.add(&tiny[0], &s),
@@ -796,7 +825,7 @@ mod tests {
         let mut h = header(1);
         h.next_payload = pt::SKF;
         let body = [0xffu8; 10];
-        h.length = (fragment_overhead(16) + body.len()) as u32;
+        h.length = (fragment_overhead(&s) + body.len()) as u32;
         let mut msg = Vec::new();
         h.write(&mut msg);
         msg.extend_from_slice(&[pt::NOTIFY, 0]);
@@ -804,7 +833,7 @@ mod tests {
         msg.extend_from_slice(&[0, 1, 0, 1]);
         let mut plain = body.to_vec();
         plain.push(0);
-        let sealed = s.seal([5; 8], &msg, &plain);
+        let sealed = s.seal(&[5; 8], &msg, &plain);
         msg.extend_from_slice(&[5; 8]);
         msg.extend_from_slice(&sealed);
         let mut r = Reassembly::new(FragmentLimits::default());

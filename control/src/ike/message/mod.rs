@@ -97,7 +97,7 @@ impl Header {
         self.flags & consts::flags::INITIATOR != 0
     }
 
-    fn write(&self, out: &mut Vec<u8>) {
+    pub(crate) fn write(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.spi_i.to_be_bytes());
         out.extend_from_slice(&self.spi_r.to_be_bytes());
         out.push(self.next_payload);
@@ -273,30 +273,91 @@ pub enum DecodeError {
     Fragment,
 }
 
-/// The SK payload's AEAD (RFC 5282): the crypto module's cipher implements it.
+/// The SK payload's cipher (RFC 7296 §3.14): an AEAD (RFC 5282, RFC 7634) or AES-CBC with
+/// HMAC-SHA2 (RFC 3602, RFC 4868). The crypto module's cipher implements it.
 pub trait SkAead {
+    /// Octets of the IV at the start of the payload.
+    fn iv_len(&self) -> usize {
+        8
+    }
     /// Octets of the integrity check value.
     fn icv_len(&self) -> usize {
         16
     }
-    /// Encrypt `plaintext`, returning ciphertext and ICV.
-    fn seal(&self, iv: [u8; 8], aad: &[u8], plaintext: &[u8]) -> Vec<u8>;
-    /// Decrypt and verify ciphertext and ICV; None if the ICV does not verify.
+    /// What the plaintext with its padding and Pad Length octet must be a multiple of.
+    fn block_len(&self) -> usize {
+        1
+    }
+    /// The IV ([`SkAead::iv_len`] octets) of the message numbered `counter`, a per-SA counter
+    /// that never repeats under one key.
+    fn iv(&self, counter: [u8; 8]) -> Vec<u8> {
+        counter.to_vec()
+    }
+    /// Encrypt `plaintext` (padded to [`SkAead::block_len`]), returning ciphertext and ICV.
+    fn seal(&self, iv: &[u8], aad: &[u8], plaintext: &[u8]) -> Vec<u8>;
+    /// Verify the ICV, then decrypt: [`DecodeError::Integrity`] if the ICV does not verify,
+    /// [`DecodeError::BadPadding`] if a good ICV covers a ciphertext that cannot be decrypted
+    /// (not a whole number of blocks).
     fn open(
         &self,
-        iv: [u8; 8],
+        iv: &[u8],
         aad: &[u8],
         ciphertext_and_icv: &[u8],
-    ) -> Option<Zeroizing<Vec<u8>>>;
+    ) -> Result<Zeroizing<Vec<u8>>, DecodeError>;
 }
 
 impl SkAead for crate::ike::crypto::sk::SkCipher {
-    fn seal(&self, iv: [u8; 8], aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
+    fn iv_len(&self) -> usize {
+        crate::ike::crypto::sk::SkCipher::iv_len(self)
+    }
+    fn icv_len(&self) -> usize {
+        crate::ike::crypto::sk::SkCipher::icv_len(self)
+    }
+    fn block_len(&self) -> usize {
+        crate::ike::crypto::sk::SkCipher::block_len(self)
+    }
+    fn iv(&self, counter: [u8; 8]) -> Vec<u8> {
+        crate::ike::crypto::sk::SkCipher::iv(self, counter)
+    }
+    fn seal(&self, iv: &[u8], aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
         crate::ike::crypto::sk::SkCipher::seal(self, iv, aad, plaintext)
     }
-    fn open(&self, iv: [u8; 8], aad: &[u8], ct: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
-        crate::ike::crypto::sk::SkCipher::open(self, iv, aad, ct).ok()
+    fn open(&self, iv: &[u8], aad: &[u8], ct: &[u8]) -> Result<Zeroizing<Vec<u8>>, DecodeError> {
+        use crate::ike::crypto::CryptoError;
+        crate::ike::crypto::sk::SkCipher::open(self, iv, aad, ct).map_err(|e| match e {
+            CryptoError::Padding => DecodeError::BadPadding,
+            _ => DecodeError::Integrity,
+        })
     }
+}
+
+/// The padded plaintext of an SK or SKF payload: `content`, zero padding to make the whole a
+/// multiple of `block`, and the Pad Length octet.
+pub(crate) fn pad_plaintext(content: &[u8], block: usize) -> Zeroizing<Vec<u8>> {
+    let pad = padding_len(content.len(), block);
+    let mut plain = Zeroizing::new(Vec::with_capacity(content.len() + pad + 1));
+    plain.extend_from_slice(content);
+    plain.resize(content.len() + pad, 0);
+    // `block` is at most 16, so the padding fits one octet.
+    plain.push(u8::try_from(pad).unwrap_or(0));
+    plain
+}
+
+/// Octets of padding after `content_len` octets so that content, padding and Pad Length fill
+/// whole blocks.
+pub(crate) fn padding_len(content_len: usize, block: usize) -> usize {
+    let block = block.max(1);
+    (block - (content_len + 1) % block) % block
+}
+
+/// Split decrypted SK content from its padding: the Pad Length octet must leave room for itself
+/// and the padding it announces.
+pub(crate) fn unpad(plain: &[u8]) -> Result<&[u8], DecodeError> {
+    let pad = usize::from(*plain.last().ok_or(DecodeError::BadPadding)?);
+    if pad + 1 > plain.len() {
+        return Err(DecodeError::BadPadding);
+    }
+    Ok(&plain[..plain.len() - 1 - pad])
 }
 
 /// Walk a payload chain starting with type `next` over `d`, appending decoded payloads.
@@ -370,22 +431,15 @@ pub fn decode(d: &[u8], sk: Option<&dyn SkAead>) -> Result<Message, DecodeError>
     let sk = sk.ok_or(DecodeError::NoKeys)?;
     let inner_next = d[off];
     let body = &d[off + 4..];
-    if body.len() < 8 + sk.icv_len() + 1 {
+    let iv_len = sk.iv_len();
+    if body.len() < iv_len + sk.icv_len() + 1 {
         return Err(DecodeError::Malformed {
             ptype: pt::SK,
             what: "shorter than IV, padding length and ICV",
         });
     }
-    let mut iv = [0u8; 8];
-    iv.copy_from_slice(&body[..8]);
-    let plain = sk
-        .open(iv, &d[..off + 4], &body[8..])
-        .ok_or(DecodeError::Integrity)?;
-    let pad = usize::from(*plain.last().ok_or(DecodeError::BadPadding)?);
-    if pad + 1 > plain.len() {
-        return Err(DecodeError::BadPadding);
-    }
-    let inner = &plain[..plain.len() - 1 - pad];
+    let plain = sk.open(&body[..iv_len], &d[..off + 4], &body[iv_len..])?;
+    let inner = unpad(&plain)?;
     walk(inner_next, inner, 0, &mut payloads).and_then(|r| match r {
         None => Ok(()),
         Some(_) => Err(DecodeError::Malformed {
@@ -430,18 +484,19 @@ pub fn encode_plain(header: &Header, payloads: &[Payload]) -> Vec<u8> {
     out
 }
 
-/// Encode a message whose payloads all travel inside one SK payload. `iv` must never repeat
-/// under the same key (the caller uses a per-SA counter).
+/// Encode a message whose payloads all travel inside one SK payload. `counter` must never
+/// repeat under the same key (the caller uses a per-SA counter); the IV is [`SkAead::iv`] of it.
 pub fn encode_encrypted(
     header: &Header,
     payloads: &[Payload],
     sk: &dyn SkAead,
-    iv: [u8; 8],
+    counter: [u8; 8],
 ) -> Vec<u8> {
-    let mut plain = Zeroizing::new(Vec::new());
-    let first = chain(payloads, &mut plain);
-    plain.push(0); // Pad Length: AES-GCM needs no padding.
-    let sk_len = 4 + 8 + plain.len() + sk.icv_len();
+    let mut content = Zeroizing::new(Vec::new());
+    let first = chain(payloads, &mut content);
+    let plain = pad_plaintext(&content, sk.block_len());
+    let iv = sk.iv(counter);
+    let sk_len = 4 + iv.len() + plain.len() + sk.icv_len();
     let mut h = *header;
     h.next_payload = pt::SK;
     h.length = (HEADER_LEN + sk_len) as u32;
@@ -450,7 +505,7 @@ pub fn encode_encrypted(
     out.push(first);
     out.push(0);
     out.extend_from_slice(&(sk_len as u16).to_be_bytes());
-    let sealed = sk.seal(iv, &out, &plain);
+    let sealed = sk.seal(&iv, &out, &plain);
     out.extend_from_slice(&iv);
     out.extend_from_slice(&sealed);
     out

@@ -15,6 +15,11 @@ pub enum DropReason {
     UnknownSpi,
     /// The SK or SKF payload's ICV did not verify.
     Integrity,
+    /// The SK or SKF payload's ICV verified but its padding did not (a Pad Length beyond the
+    /// plaintext, or an AES-CBC ciphertext that is not whole blocks): only a peer holding the
+    /// keys can send one. Counted and dropped like any bad message, with no notify of its own,
+    /// so it offers no padding oracle.
+    BadPadding,
     /// A request whose message ID is outside the window, or a response to no request of ours.
     MessageId,
     /// A fragment that was not negotiated, not wanted, out of range, or does not reassemble.
@@ -42,10 +47,11 @@ pub enum DropReason {
 
 impl DropReason {
     /// Every reason, in the order reports show them.
-    pub const ALL: [DropReason; 13] = [
+    pub const ALL: [DropReason; 14] = [
         DropReason::Malformed,
         DropReason::UnknownSpi,
         DropReason::Integrity,
+        DropReason::BadPadding,
         DropReason::MessageId,
         DropReason::Fragment,
         DropReason::Unexpected,
@@ -64,6 +70,7 @@ impl DropReason {
             DropReason::Malformed => "malformed",
             DropReason::UnknownSpi => "unknown_spi",
             DropReason::Integrity => "integrity",
+            DropReason::BadPadding => "bad_padding",
             DropReason::MessageId => "message_id",
             DropReason::Fragment => "fragment",
             DropReason::Unexpected => "unexpected",
@@ -78,11 +85,13 @@ impl DropReason {
     }
 
     /// The reason for a message that does not decode: an ICV that does not verify is an
-    /// integrity failure, a fragment where none is expected a fragment drop, the rest malformed.
+    /// integrity failure, bad padding under a good ICV a padding drop, a fragment where none is
+    /// expected a fragment drop, the rest malformed.
     pub fn of_decode(e: &crate::ike::message::DecodeError) -> DropReason {
         use crate::ike::message::DecodeError as E;
         match e {
             E::Integrity => DropReason::Integrity,
+            E::BadPadding => DropReason::BadPadding,
             E::Fragment => DropReason::Fragment,
             _ => DropReason::Malformed,
         }
@@ -224,8 +233,8 @@ mod tests {
             }
         }
         assert_eq!(c.get(DropReason::Malformed), 1);
-        assert_eq!(c.get(DropReason::InitRefused), 13);
-        assert_eq!(c.total(), (1..=13).sum::<u64>());
+        assert_eq!(c.get(DropReason::InitRefused), 14);
+        assert_eq!(c.total(), (1..=14).sum::<u64>());
     }
 
     #[test]

@@ -37,10 +37,14 @@ pub struct ChildSaInstall {
     pub outbound_spi: u32,
     /// Algorithms.
     pub suite: EspSuite,
-    /// Inbound key and salt.
+    /// Inbound encryption key (and salt for an AEAD).
     pub inbound_key: Zeroizing<Vec<u8>>,
-    /// Outbound key and salt.
+    /// Inbound integrity key (empty for an AEAD).
+    pub inbound_integ_key: Zeroizing<Vec<u8>>,
+    /// Outbound encryption key (and salt for an AEAD).
     pub outbound_key: Zeroizing<Vec<u8>>,
+    /// Outbound integrity key (empty for an AEAD).
+    pub outbound_integ_key: Zeroizing<Vec<u8>>,
     /// Selectors on our side.
     pub local_ts: Vec<TrafficSelector>,
     /// Selectors on the peer's side.

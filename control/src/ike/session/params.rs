@@ -2,7 +2,7 @@
 //! children and timers. The daemon builds these from the configuration file; tests build them
 //! directly.
 
-use crate::ike::algorithms::{DhGroup, EncrAlg, PrfAlg};
+use crate::ike::algorithms::{DhGroup, EncrAlg, IntegAlg, PrfAlg};
 use crate::ike::crypto::auth::PrivateKey;
 use crate::ike::crypto::cert::{Certificate, TrustStore};
 use crate::ike::identity::Identity;
@@ -16,6 +16,8 @@ use zeroize::Zeroizing;
 pub struct IkeProposalSpec {
     /// Encryption algorithms, most preferred first.
     pub encr: Vec<EncrAlg>,
+    /// Integrity algorithms for the non-AEAD ciphers (AES-CBC), most preferred first.
+    pub integ: Vec<IntegAlg>,
     /// PRFs.
     pub prf: Vec<PrfAlg>,
     /// Key exchange methods; the first is the group of the initiator's KE payload.
@@ -27,6 +29,8 @@ pub struct IkeProposalSpec {
 pub struct EspProposalSpec {
     /// Encryption algorithms.
     pub encr: Vec<EncrAlg>,
+    /// Integrity algorithms for the non-AEAD ciphers (AES-CBC).
+    pub integ: Vec<IntegAlg>,
     /// Key exchange methods for PFS in CREATE_CHILD_SA (empty: no PFS).
     pub dh: Vec<DhGroup>,
     /// Extended sequence numbers offered or accepted (true = ESN).

@@ -1,16 +1,23 @@
 //! Building SA payloads from proposal specs, choosing among a peer's proposals (responder), and
 //! checking a responder's choice (initiator), per RFC 7296 §2.7 and §3.3.
+//!
+//! A proposal never mixes an AEAD with an integrity algorithm (RFC 7296 §3.3): a spec with both
+//! AEAD and AES-CBC ciphers is offered as two proposals, the AEADs without an integrity
+//! transform and AES-CBC with its integrity algorithms. ESP offers and choices keep to the
+//! combinations the dataplane implements ([`esp_suite_name`]).
 
 use super::params::{EspProposalSpec, IkeProposalSpec};
-use crate::ike::algorithms::{DhGroup, EncrAlg, PrfAlg};
+use crate::ike::algorithms::{esp_suite_name, DhGroup, EncrAlg, IntegAlg, PrfAlg};
 use crate::ike::message::consts::{protocol, transform_type as tt};
 use crate::ike::message::{Proposal, Transform};
 
 /// The algorithms agreed for an IKE SA.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct IkeSuite {
-    /// Encryption (AEAD).
+    /// Encryption.
     pub encr: EncrAlg,
+    /// Integrity (AES-CBC only; None with an AEAD).
+    pub integ: Option<IntegAlg>,
     /// PRF.
     pub prf: PrfAlg,
     /// Key exchange method.
@@ -20,19 +27,60 @@ pub struct IkeSuite {
 /// The algorithms agreed for a child SA.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EspSuite {
-    /// Encryption (AEAD).
+    /// Encryption.
     pub encr: EncrAlg,
+    /// Integrity (AES-CBC only; None with an AEAD).
+    pub integ: Option<IntegAlg>,
     /// PFS group, if a key exchange is part of this exchange.
     pub dh: Option<DhGroup>,
     /// Extended sequence numbers.
     pub esn: bool,
 }
 
+impl EspSuite {
+    /// The dataplane's suite name (`aes128gcm16`, `aes256cbc-sha512`, `chacha20poly1305`).
+    /// Negotiation only ever agrees on suites the dataplane has, so this is always Some for a
+    /// negotiated suite.
+    pub fn dataplane_name(&self) -> Option<&'static str> {
+        esp_suite_name(self.encr, self.integ)
+    }
+
+    /// The suite as a proposal keyword string (`aes256-sha512`, `aes128gcm16`).
+    pub fn name(&self) -> String {
+        match self.integ {
+            Some(i) => format!("{}-{}", self.encr.name(), i.name()),
+            None => self.encr.name().to_string(),
+        }
+    }
+}
+
+impl IkeSuite {
+    /// The suite as a proposal keyword string (`aes128gcm16-prfsha256-x25519`,
+    /// `aes256-sha256-prfsha256-modp2048`).
+    pub fn name(&self) -> String {
+        match self.integ {
+            Some(i) => format!(
+                "{}-{}-{}-{}",
+                self.encr.name(),
+                i.name(),
+                self.prf.name(),
+                self.dh.name()
+            ),
+            None => format!(
+                "{}-{}-{}",
+                self.encr.name(),
+                self.prf.name(),
+                self.dh.name()
+            ),
+        }
+    }
+}
+
 fn encr_transform(e: EncrAlg) -> Transform {
     Transform {
         ttype: tt::ENCR,
         id: e.transform_id(),
-        key_len: Some(e.key_bits()),
+        key_len: e.key_attr(),
     }
 }
 
@@ -44,6 +92,46 @@ fn plain(ttype: u8, id: u16) -> Transform {
     }
 }
 
+/// `dh` with `first` moved to the front, if it is there.
+fn dh_first(dh: &[DhGroup], first: Option<DhGroup>) -> Vec<DhGroup> {
+    let mut dh = dh.to_vec();
+    if let Some(g) = first {
+        if let Some(pos) = dh.iter().position(|d| *d == g) {
+            dh.remove(pos);
+            dh.insert(0, g);
+        }
+    }
+    dh
+}
+
+/// The (cipher, integrity) groups a spec is offered as: the AEADs together without integrity,
+/// then the AES-CBC ciphers with `integ_for` of each (one group per distinct integrity list).
+fn cipher_groups(
+    encr: &[EncrAlg],
+    integ: &[IntegAlg],
+    integ_for: impl Fn(EncrAlg, &[IntegAlg]) -> Vec<IntegAlg>,
+) -> Vec<(Vec<EncrAlg>, Vec<IntegAlg>)> {
+    let mut groups: Vec<(Vec<EncrAlg>, Vec<IntegAlg>)> = Vec::new();
+    let aead: Vec<EncrAlg> = encr.iter().copied().filter(|e| e.is_aead()).collect();
+    if !aead.is_empty() {
+        groups.push((aead, Vec::new()));
+    }
+    for e in encr.iter().copied().filter(|e| !e.is_aead()) {
+        let i = integ_for(e, integ);
+        if i.is_empty() {
+            continue;
+        }
+        match groups
+            .iter_mut()
+            .find(|(g, gi)| !g[0].is_aead() && *gi == i)
+        {
+            Some((g, _)) => g.push(e),
+            None => groups.push((vec![e], i)),
+        }
+    }
+    groups
+}
+
 /// The SA payload's proposals for IKE (`spi` empty in IKE_SA_INIT, 8 octets when rekeying).
 /// `first_dh` moves a group to the front of every proposal that has it (after INVALID_KE).
 pub fn ike_offer(
@@ -51,27 +139,31 @@ pub fn ike_offer(
     spi: &[u8],
     first_dh: Option<DhGroup>,
 ) -> Vec<Proposal> {
-    specs
-        .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            let mut t: Vec<Transform> = s.encr.iter().map(|e| encr_transform(*e)).collect();
+    let mut out = Vec::new();
+    for s in specs {
+        for (encr, integ) in cipher_groups(&s.encr, &s.integ, |_, i| i.to_vec()) {
+            let mut t: Vec<Transform> = encr.iter().map(|e| encr_transform(*e)).collect();
+            t.extend(integ.iter().map(|i| plain(tt::INTEG, i.transform_id())));
             t.extend(s.prf.iter().map(|p| plain(tt::PRF, p.transform_id())));
-            let mut dh = s.dh.clone();
-            if let Some(g) = first_dh {
-                if let Some(pos) = dh.iter().position(|d| *d == g) {
-                    dh.remove(pos);
-                    dh.insert(0, g);
-                }
-            }
+            let dh = dh_first(&s.dh, first_dh);
             t.extend(dh.iter().map(|d| plain(tt::KE, d.transform_id())));
-            Proposal {
-                num: (i + 1) as u8,
+            out.push(Proposal {
+                num: u8::try_from(out.len() + 1).unwrap_or(u8::MAX),
                 protocol: protocol::IKE,
                 spi: spi.to_vec(),
                 transforms: t,
-            }
-        })
+            });
+        }
+    }
+    out
+}
+
+/// The integrity algorithms of `integ` the dataplane pairs with the AES-CBC cipher `e`.
+fn esp_integ_for(e: EncrAlg, integ: &[IntegAlg]) -> Vec<IntegAlg> {
+    integ
+        .iter()
+        .copied()
+        .filter(|i| esp_suite_name(e, Some(*i)).is_some())
         .collect()
 }
 
@@ -83,31 +175,26 @@ pub fn esp_offer(
     with_ke: bool,
     first_dh: Option<DhGroup>,
 ) -> Vec<Proposal> {
-    specs
-        .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            let mut t: Vec<Transform> = s.encr.iter().map(|e| encr_transform(*e)).collect();
+    let mut out = Vec::new();
+    for s in specs {
+        for (encr, integ) in cipher_groups(&s.encr, &s.integ, esp_integ_for) {
+            let mut t: Vec<Transform> = encr.iter().map(|e| encr_transform(*e)).collect();
+            t.extend(integ.iter().map(|i| plain(tt::INTEG, i.transform_id())));
             if with_ke {
-                let mut dh = s.dh.clone();
-                if let Some(g) = first_dh {
-                    if let Some(pos) = dh.iter().position(|d| *d == g) {
-                        dh.remove(pos);
-                        dh.insert(0, g);
-                    }
-                }
+                let dh = dh_first(&s.dh, first_dh);
                 t.extend(dh.iter().map(|d| plain(tt::KE, d.transform_id())));
             }
             let esn: &[bool] = if s.esn.is_empty() { &[false] } else { &s.esn };
             t.extend(esn.iter().map(|e| plain(tt::ESN, u16::from(*e))));
-            Proposal {
-                num: (i + 1) as u8,
+            out.push(Proposal {
+                num: u8::try_from(out.len() + 1).unwrap_or(u8::MAX),
                 protocol: protocol::ESP,
                 spi: spi.to_be_bytes().to_vec(),
                 transforms: t,
-            }
-        })
-        .collect()
+            });
+        }
+    }
+    out
 }
 
 /// Whether every transform type in a peer's proposal is one esprit understands.
@@ -131,6 +218,38 @@ fn their_ids(p: &Proposal, ttype: u8) -> impl Iterator<Item = u16> + '_ {
         .map(|t| t.id)
 }
 
+/// The first of our ciphers (with an integrity algorithm for AES-CBC) that proposal `p` offers
+/// too and `usable` accepts. An AEAD is only taken from a proposal without a real integrity
+/// transform (NONE is allowed), AES-CBC only with one of ours.
+fn choose_cipher(
+    encr: &[EncrAlg],
+    integ: &[IntegAlg],
+    p: &Proposal,
+    usable: impl Fn(EncrAlg, Option<IntegAlg>) -> bool,
+) -> Option<(EncrAlg, Option<IntegAlg>)> {
+    let their_integ: Vec<u16> = their_ids(p, tt::INTEG).filter(|i| *i != 0).collect();
+    for e in encr
+        .iter()
+        .copied()
+        .filter(|e| their_encr(p).any(|x| x == *e))
+    {
+        if e.is_aead() {
+            if their_integ.is_empty() && usable(e, None) {
+                return Some((e, None));
+            }
+            continue;
+        }
+        if let Some(i) = integ
+            .iter()
+            .copied()
+            .find(|i| their_integ.contains(&i.transform_id()) && usable(e, Some(*i)))
+        {
+            return Some((e, Some(i)));
+        }
+    }
+    None
+}
+
 /// The responder's choice among IKE proposals: our order of preference first (like strongSwan's
 /// default), then theirs. Returns their proposal number and the suite.
 pub fn choose_ike(ours: &[IkeProposalSpec], theirs: &[Proposal]) -> Option<(u8, IkeSuite)> {
@@ -139,14 +258,10 @@ pub fn choose_ike(ours: &[IkeProposalSpec], theirs: &[Proposal]) -> Option<(u8, 
             .iter()
             .filter(|p| p.protocol == protocol::IKE && p.spi.is_empty())
         {
-            if !known_types(p, &[tt::ENCR, tt::PRF, tt::KE]) {
+            if !known_types(p, &[tt::ENCR, tt::INTEG, tt::PRF, tt::KE]) {
                 continue;
             }
-            let encr = o
-                .encr
-                .iter()
-                .copied()
-                .find(|e| their_encr(p).any(|x| x == *e));
+            let cipher = choose_cipher(&o.encr, &o.integ, p, |_, _| true);
             let prf = o
                 .prf
                 .iter()
@@ -156,8 +271,16 @@ pub fn choose_ike(ours: &[IkeProposalSpec], theirs: &[Proposal]) -> Option<(u8, 
                 o.dh.iter()
                     .copied()
                     .find(|d| their_ids(p, tt::KE).any(|x| x == d.transform_id()));
-            if let (Some(encr), Some(prf), Some(dh)) = (encr, prf, dh) {
-                return Some((p.num, IkeSuite { encr, prf, dh }));
+            if let (Some((encr, integ)), Some(prf), Some(dh)) = (cipher, prf, dh) {
+                return Some((
+                    p.num,
+                    IkeSuite {
+                        encr,
+                        integ,
+                        prf,
+                        dh,
+                    },
+                ));
             }
         }
     }
@@ -199,14 +322,11 @@ pub fn choose_esp(
             .iter()
             .filter(|p| p.protocol == protocol::ESP && p.spi.len() == 4)
         {
-            if !known_types(p, &[tt::ENCR, tt::KE, tt::ESN]) {
+            if !known_types(p, &[tt::ENCR, tt::INTEG, tt::KE, tt::ESN]) {
                 continue;
             }
-            let Some(encr) = o
-                .encr
-                .iter()
-                .copied()
-                .find(|e| their_encr(p).any(|x| x == *e))
+            let Some((encr, integ)) =
+                choose_cipher(&o.encr, &o.integ, p, |e, i| esp_suite_name(e, i).is_some())
             else {
                 continue;
             };
@@ -238,7 +358,16 @@ pub fn choose_esp(
                 }
             };
             let spi = u32::from_be_bytes(p.spi.clone().try_into().ok()?);
-            return Some((p.num, spi, EspSuite { encr, dh, esn }));
+            return Some((
+                p.num,
+                spi,
+                EspSuite {
+                    encr,
+                    integ,
+                    dh,
+                    esn,
+                },
+            ));
         }
     }
     None
@@ -246,21 +375,26 @@ pub fn choose_esp(
 
 /// The single proposal a responder returns for an IKE suite.
 pub fn ike_answer(num: u8, s: IkeSuite, spi: &[u8]) -> Proposal {
+    let mut transforms = vec![encr_transform(s.encr)];
+    if let Some(i) = s.integ {
+        transforms.push(plain(tt::INTEG, i.transform_id()));
+    }
+    transforms.push(plain(tt::PRF, s.prf.transform_id()));
+    transforms.push(plain(tt::KE, s.dh.transform_id()));
     Proposal {
         num,
         protocol: protocol::IKE,
         spi: spi.to_vec(),
-        transforms: vec![
-            encr_transform(s.encr),
-            plain(tt::PRF, s.prf.transform_id()),
-            plain(tt::KE, s.dh.transform_id()),
-        ],
+        transforms,
     }
 }
 
 /// The single proposal a responder returns for an ESP suite with its inbound SPI.
 pub fn esp_answer(num: u8, s: EspSuite, spi: u32) -> Proposal {
     let mut transforms = vec![encr_transform(s.encr)];
+    if let Some(i) = s.integ {
+        transforms.push(plain(tt::INTEG, i.transform_id()));
+    }
     if let Some(g) = s.dh {
         transforms.push(plain(tt::KE, g.transform_id()));
     }
@@ -273,6 +407,21 @@ pub fn esp_answer(num: u8, s: EspSuite, spi: u32) -> Proposal {
     }
 }
 
+/// The cipher and integrity algorithm of an answer: one encryption transform, and one real
+/// integrity transform exactly when the cipher is not an AEAD (NONE is tolerated with an AEAD).
+fn answer_cipher(a: &Proposal) -> Option<(EncrAlg, Option<IntegAlg>)> {
+    let count = |ty| a.transforms.iter().filter(|t| t.ttype == ty).count();
+    if count(tt::ENCR) != 1 || count(tt::INTEG) > 1 {
+        return None;
+    }
+    let encr = their_encr(a).next()?;
+    let integ = match their_ids(a, tt::INTEG).next() {
+        None | Some(0) => None,
+        Some(id) => Some(IntegAlg::from_transform(id)?),
+    };
+    (encr.is_aead() == integ.is_none()).then_some((encr, integ))
+}
+
 /// Check a responder's IKE answer against what we offered: exactly one proposal, one transform
 /// of each type, all from the offered proposal of that number.
 pub fn accept_ike_answer(offered: &[Proposal], answer: &[Proposal]) -> Option<IkeSuite> {
@@ -280,13 +429,21 @@ pub fn accept_ike_answer(offered: &[Proposal], answer: &[Proposal]) -> Option<Ik
     let o = offered
         .iter()
         .find(|o| o.num == a.num && o.protocol == a.protocol)?;
-    if a.transforms.len() != 3 || !a.transforms.iter().all(|t| o.transforms.contains(t)) {
+    if !a.transforms.iter().all(|t| o.transforms.contains(t)) {
         return None;
     }
-    let encr = their_encr(a).next()?;
+    let (encr, integ) = answer_cipher(a)?;
+    if a.transforms.len() != 3 + usize::from(integ.is_some()) {
+        return None;
+    }
     let prf = PrfAlg::from_transform(their_ids(a, tt::PRF).next()?)?;
     let dh = DhGroup::from_transform(their_ids(a, tt::KE).next()?)?;
-    Some(IkeSuite { encr, prf, dh })
+    Some(IkeSuite {
+        encr,
+        integ,
+        prf,
+        dh,
+    })
 }
 
 /// Check a responder's ESP answer; returns the responder's SPI and the suite.
@@ -295,25 +452,32 @@ pub fn accept_esp_answer(offered: &[Proposal], answer: &[Proposal]) -> Option<(u
     let o = offered
         .iter()
         .find(|o| o.num == a.num && o.protocol == a.protocol)?;
-    if !a
-        .transforms
-        .iter()
-        .all(|t| o.transforms.contains(t) || (t.ttype == tt::KE && t.id == 0))
-    {
+    if !a.transforms.iter().all(|t| {
+        o.transforms.contains(t) || ((t.ttype == tt::KE || t.ttype == tt::INTEG) && t.id == 0)
+    }) {
         return None;
     }
     let count = |ty| a.transforms.iter().filter(|t| t.ttype == ty).count();
-    if count(tt::ENCR) != 1 || count(tt::ESN) > 1 || count(tt::KE) > 1 {
+    if count(tt::ESN) > 1 || count(tt::KE) > 1 {
         return None;
     }
-    let encr = their_encr(a).next()?;
+    let (encr, integ) = answer_cipher(a)?;
+    esp_suite_name(encr, integ)?;
     let esn = their_ids(a, tt::ESN).next().unwrap_or(0) == 1;
     let dh = match their_ids(a, tt::KE).next() {
         Some(0) | None => None,
         Some(id) => Some(DhGroup::from_transform(id)?),
     };
     let spi = u32::from_be_bytes(a.spi.clone().try_into().ok()?);
-    Some((spi, EspSuite { encr, dh, esn }))
+    Some((
+        spi,
+        EspSuite {
+            encr,
+            integ,
+            dh,
+            esn,
+        },
+    ))
 }
 
 #[cfg(test)]
@@ -324,11 +488,13 @@ mod tests {
         vec![
             IkeProposalSpec {
                 encr: vec![EncrAlg::AesGcm16_128],
+                integ: vec![],
                 prf: vec![PrfAlg::HmacSha256],
                 dh: vec![DhGroup::X25519],
             },
             IkeProposalSpec {
                 encr: vec![EncrAlg::AesGcm16_256],
+                integ: vec![],
                 prf: vec![PrfAlg::HmacSha384],
                 dh: vec![DhGroup::Ecp384, DhGroup::Ecp256],
             },
@@ -340,6 +506,7 @@ mod tests {
         let offer = ike_offer(&specs(), &[], None);
         let ours = vec![IkeProposalSpec {
             encr: vec![EncrAlg::AesGcm16_256],
+            integ: vec![],
             prf: vec![PrfAlg::HmacSha384],
             dh: vec![DhGroup::Ecp256],
         }];
@@ -349,6 +516,7 @@ mod tests {
             suite,
             IkeSuite {
                 encr: EncrAlg::AesGcm16_256,
+                integ: None,
                 prf: PrfAlg::HmacSha384,
                 dh: DhGroup::Ecp256
             }
@@ -364,6 +532,7 @@ mod tests {
         assert_eq!(accept_ike_answer(&offer, &[forged]), None);
         let none = vec![IkeProposalSpec {
             encr: vec![EncrAlg::AesGcm16_128],
+            integ: vec![],
             prf: vec![PrfAlg::HmacSha512],
             dh: vec![DhGroup::X25519],
         }];
@@ -389,12 +558,14 @@ mod tests {
     fn esp_choice() {
         let ours = vec![EspProposalSpec {
             encr: vec![EncrAlg::AesGcm16_128],
+            integ: vec![],
             dh: vec![],
             esn: vec![false],
         }];
         let theirs = esp_offer(
             &[EspProposalSpec {
                 encr: vec![EncrAlg::AesGcm16_256, EncrAlg::AesGcm16_128],
+                integ: vec![],
                 dh: vec![DhGroup::X25519],
                 esn: vec![true, false],
             }],
@@ -409,6 +580,7 @@ mod tests {
             suite,
             EspSuite {
                 encr: EncrAlg::AesGcm16_128,
+                integ: None,
                 dh: None,
                 esn: false
             }
@@ -417,6 +589,7 @@ mod tests {
         assert!(choose_esp(&ours, &theirs, Some(None)).is_some());
         let pfs = vec![EspProposalSpec {
             encr: vec![EncrAlg::AesGcm16_128],
+            integ: vec![],
             dh: vec![DhGroup::X25519],
             esn: vec![],
         }];
@@ -431,5 +604,194 @@ mod tests {
         let ans = esp_answer(num, suite, 0x1234);
         let offered = esp_offer(&ours, 1, false, None);
         assert_eq!(accept_esp_answer(&offered, &[ans]), Some((0x1234, suite)));
+    }
+
+    fn t(ttype: u8, id: u16, key_len: Option<u16>) -> Transform {
+        Transform { ttype, id, key_len }
+    }
+
+    /// A spec with AEADs and AES-CBC becomes two proposals, the AEAD one without integrity;
+    /// ESP keeps to the dataplane's pairs (aes128 only with sha256).
+    #[test]
+    fn mixed_specs_are_split() {
+        use IntegAlg as I;
+        let spec = IkeProposalSpec {
+            encr: vec![
+                EncrAlg::AesCbc128,
+                EncrAlg::ChaCha20Poly1305,
+                EncrAlg::AesCbc256,
+            ],
+            integ: vec![I::HmacSha512_256],
+            prf: vec![PrfAlg::HmacSha256],
+            dh: vec![DhGroup::Ecp521],
+        };
+        let offer = ike_offer(&[spec], &[], None);
+        assert_eq!(offer.len(), 2);
+        assert_eq!(
+            offer[0].transforms,
+            vec![
+                t(tt::ENCR, 28, None),
+                t(tt::PRF, 5, None),
+                t(tt::KE, 21, None)
+            ]
+        );
+        assert_eq!(
+            offer[1].transforms,
+            vec![
+                t(tt::ENCR, 12, Some(128)),
+                t(tt::ENCR, 12, Some(256)),
+                t(tt::INTEG, 14, None),
+                t(tt::PRF, 5, None),
+                t(tt::KE, 21, None)
+            ]
+        );
+        assert_eq!((offer[0].num, offer[1].num), (1, 2));
+
+        let esp = EspProposalSpec {
+            encr: vec![
+                EncrAlg::AesCbc128,
+                EncrAlg::AesCbc256,
+                EncrAlg::AesGcm16_128,
+            ],
+            integ: vec![I::HmacSha512_256, I::HmacSha256_128],
+            dh: vec![],
+            esn: vec![],
+        };
+        let offer = esp_offer(std::slice::from_ref(&esp), 7, false, None);
+        assert_eq!(offer.len(), 3);
+        // aes128 goes only with sha256; aes256 with both.
+        assert_eq!(
+            offer[1].transforms[..2],
+            [t(tt::ENCR, 12, Some(128)), t(tt::INTEG, 12, None)]
+        );
+        assert_eq!(
+            offer[2].transforms[..3],
+            [
+                t(tt::ENCR, 12, Some(256)),
+                t(tt::INTEG, 14, None),
+                t(tt::INTEG, 12, None)
+            ]
+        );
+        // Chosen by a responder with the same spec: the first proposal, AES-GCM.
+        let (num, _, suite) = choose_esp(std::slice::from_ref(&esp), &offer, None).unwrap();
+        assert_eq!(
+            (num, suite.encr, suite.integ),
+            (1, EncrAlg::AesGcm16_128, None)
+        );
+        // By one that takes AES-CBC only: the AES-128-CBC proposal with SHA-256, answered and
+        // accepted.
+        let cbc_only = EspProposalSpec {
+            encr: vec![EncrAlg::AesCbc128, EncrAlg::AesCbc256],
+            ..esp.clone()
+        };
+        let (num, spi, suite) = choose_esp(&[cbc_only], &offer, None).unwrap();
+        assert_eq!((num, spi), (2, 7));
+        assert_eq!(
+            (suite.encr, suite.integ),
+            (EncrAlg::AesCbc128, Some(I::HmacSha256_128))
+        );
+        assert_eq!(suite.dataplane_name(), Some("aes128cbc-sha256"));
+        let ans = esp_answer(num, suite, 9);
+        assert_eq!(accept_esp_answer(&offer, &[ans]), Some((9, suite)));
+    }
+
+    #[test]
+    fn integrity_pairing_is_enforced_both_ways() {
+        use IntegAlg as I;
+        let ours = vec![IkeProposalSpec {
+            encr: vec![EncrAlg::AesGcm16_128, EncrAlg::AesCbc256],
+            integ: vec![I::HmacSha256_128],
+            prf: vec![PrfAlg::HmacSha256],
+            dh: vec![DhGroup::X25519],
+        }];
+        // A peer proposal mixing GCM with a real integrity transform: GCM is not taken from
+        // it, AES-CBC with the integrity algorithm is.
+        let theirs = vec![Proposal {
+            num: 1,
+            protocol: protocol::IKE,
+            spi: vec![],
+            transforms: vec![
+                t(tt::ENCR, 20, Some(128)),
+                t(tt::ENCR, 12, Some(256)),
+                t(tt::INTEG, 12, None),
+                t(tt::PRF, 5, None),
+                t(tt::KE, 31, None),
+            ],
+        }];
+        let (_, s) = choose_ike(&ours, &theirs).unwrap();
+        assert_eq!(
+            (s.encr, s.integ),
+            (EncrAlg::AesCbc256, Some(I::HmacSha256_128))
+        );
+        // AES-CBC without an integrity transform is not acceptable.
+        let mut no_integ = theirs.clone();
+        no_integ[0].transforms.remove(2);
+        no_integ[0].transforms.remove(0);
+        assert_eq!(choose_ike(&ours, &no_integ), None);
+        // INTEG NONE next to an AEAD is tolerated.
+        let mut none = theirs.clone();
+        none[0].transforms[2] = t(tt::INTEG, 0, None);
+        let (_, s) = choose_ike(&ours, &none).unwrap();
+        assert_eq!((s.encr, s.integ), (EncrAlg::AesGcm16_128, None));
+
+        // Answers: AES-CBC must come with exactly one integrity transform, an AEAD with none.
+        let offer = ike_offer(&ours, &[], None);
+        let good = ike_answer(2, s_cbc(), &[]);
+        assert_eq!(
+            accept_ike_answer(&offer, std::slice::from_ref(&good)),
+            Some(s_cbc())
+        );
+        let mut bare = good.clone();
+        bare.transforms.retain(|x| x.ttype != tt::INTEG);
+        assert_eq!(accept_ike_answer(&offer, &[bare]), None);
+        let mut aead_integ = ike_answer(1, s_gcm(), &[]);
+        aead_integ.transforms.insert(1, t(tt::INTEG, 12, None));
+        assert_eq!(accept_ike_answer(&offer, &[aead_integ]), None);
+        let mut two = good;
+        two.transforms.insert(1, t(tt::INTEG, 12, None));
+        assert_eq!(accept_ike_answer(&offer, &[two]), None);
+        assert_eq!(
+            accept_ike_answer(&offer, &[ike_answer(1, s_gcm(), &[])]),
+            Some(s_gcm())
+        );
+        assert_eq!(s_cbc().name(), "aes256-sha256-prfsha256-x25519");
+        assert_eq!(s_gcm().name(), "aes128gcm16-prfsha256-x25519");
+    }
+
+    fn s_cbc() -> IkeSuite {
+        IkeSuite {
+            encr: EncrAlg::AesCbc256,
+            integ: Some(IntegAlg::HmacSha256_128),
+            prf: PrfAlg::HmacSha256,
+            dh: DhGroup::X25519,
+        }
+    }
+
+    fn s_gcm() -> IkeSuite {
+        IkeSuite {
+            encr: EncrAlg::AesGcm16_128,
+            integ: None,
+            prf: PrfAlg::HmacSha256,
+            dh: DhGroup::X25519,
+        }
+    }
+
+    /// An ESP answer with a pair the dataplane lacks (AES-128-CBC with SHA-512) is refused even
+    /// if it was offered.
+    #[test]
+    fn esp_answer_outside_the_dataplane_is_refused() {
+        let offered = vec![Proposal {
+            num: 1,
+            protocol: protocol::ESP,
+            spi: vec![0, 0, 0, 1],
+            transforms: vec![
+                t(tt::ENCR, 12, Some(128)),
+                t(tt::INTEG, 14, None),
+                t(tt::ESN, 0, None),
+            ],
+        }];
+        let mut ans = offered[0].clone();
+        ans.spi = vec![0, 0, 0, 2];
+        assert_eq!(accept_esp_answer(&offered, &[ans]), None);
     }
 }

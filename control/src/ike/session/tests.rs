@@ -29,6 +29,7 @@ fn child(local: &str, remote: &str, dh: Vec<DhGroup>) -> ChildParams {
         remote_ts: vec![parse(remote)],
         proposals: vec![EspProposalSpec {
             encr: vec![EncrAlg::AesGcm16_128, EncrAlg::AesGcm16_256],
+            integ: vec![],
             dh,
             esn: vec![false],
         }],
@@ -56,6 +57,7 @@ fn conn(name: &str, me: &str, peer: &str, local_ts: &str, remote_ts: &str) -> Co
         remote_port: 500,
         proposals: vec![IkeProposalSpec {
             encr: vec![EncrAlg::AesGcm16_128],
+            integ: vec![],
             prf: vec![PrfAlg::HmacSha256],
             dh: vec![DhGroup::X25519, DhGroup::Ecp256],
         }],
@@ -944,4 +946,248 @@ fn events_and_log_lines_never_show_key_bytes() {
             assert!(!msg.contains(f.as_str()), "{f} in {msg}");
         }
     }
+}
+
+/// esprit against esprit with each IKE suite and each ESP suite: IKE_SA_INIT, IKE_AUTH with the
+/// first child, a child rekey and an IKE rekey over the negotiated SK cipher, then a delete.
+/// Both ends agree on the suite and on every key, and the key lengths are the suite's.
+#[test]
+fn every_ike_and_esp_suite_end_to_end() {
+    use crate::ike::algorithms::IntegAlg as I;
+    let ike_suites = [
+        (
+            EncrAlg::AesCbc128,
+            Some(I::HmacSha256_128),
+            PrfAlg::HmacSha256,
+            DhGroup::X25519,
+        ),
+        (
+            EncrAlg::AesCbc256,
+            Some(I::HmacSha256_128),
+            PrfAlg::HmacSha256,
+            DhGroup::Modp2048,
+        ),
+        (
+            EncrAlg::AesCbc256,
+            Some(I::HmacSha384_192),
+            PrfAlg::HmacSha384,
+            DhGroup::Ecp384,
+        ),
+        (
+            EncrAlg::AesCbc256,
+            Some(I::HmacSha512_256),
+            PrfAlg::HmacSha512,
+            DhGroup::Ecp256,
+        ),
+        (
+            EncrAlg::AesCbc128,
+            Some(I::HmacSha512_256),
+            PrfAlg::HmacSha256,
+            DhGroup::X25519,
+        ),
+        (
+            EncrAlg::ChaCha20Poly1305,
+            None,
+            PrfAlg::HmacSha256,
+            DhGroup::X25519,
+        ),
+        (
+            EncrAlg::ChaCha20Poly1305,
+            None,
+            PrfAlg::HmacSha512,
+            DhGroup::Ecp256,
+        ),
+        (
+            EncrAlg::AesGcm16_256,
+            None,
+            PrfAlg::HmacSha384,
+            DhGroup::Ecp384,
+        ),
+        (
+            EncrAlg::AesCbc256,
+            Some(I::HmacSha512_256),
+            PrfAlg::HmacSha512,
+            DhGroup::Ecp521,
+        ),
+        (
+            EncrAlg::ChaCha20Poly1305,
+            None,
+            PrfAlg::HmacSha384,
+            DhGroup::Modp3072,
+        ),
+        (
+            EncrAlg::AesGcm16_128,
+            None,
+            PrfAlg::HmacSha256,
+            DhGroup::Modp4096,
+        ),
+    ];
+    let esp_suites = [
+        (EncrAlg::AesCbc128, Some(I::HmacSha256_128)),
+        (EncrAlg::AesCbc256, Some(I::HmacSha256_128)),
+        (EncrAlg::AesCbc256, Some(I::HmacSha384_192)),
+        (EncrAlg::AesCbc256, Some(I::HmacSha512_256)),
+        (EncrAlg::ChaCha20Poly1305, None),
+        (EncrAlg::AesGcm16_128, None),
+        (EncrAlg::AesGcm16_256, None),
+    ];
+    for (i, (encr, integ, prf, dh)) in ike_suites.into_iter().enumerate() {
+        // Every ESP suite once, spread over the IKE suites.
+        let (esp_encr, esp_integ) = esp_suites[i % esp_suites.len()];
+        let set = |c: &mut ConnectionParams| {
+            c.proposals = vec![IkeProposalSpec {
+                encr: vec![encr],
+                integ: integ.into_iter().collect(),
+                prf: vec![prf],
+                dh: vec![dh],
+            }];
+            c.children[0].proposals[0].encr = vec![esp_encr];
+            c.children[0].proposals[0].integ = esp_integ.into_iter().collect();
+        };
+        let (mut a, mut b) = (conn_a(), conn_b());
+        set(&mut a);
+        set(&mut b);
+        let mut p = Pair::new(a, b);
+        let old_a = p.up();
+        let want = crate::ike::session::proposal::IkeSuite {
+            encr,
+            integ,
+            prf,
+            dh,
+        };
+        assert_eq!(p.a.sas().next().unwrap().suite(), Some(want));
+        assert_eq!(p.b.sas().next().unwrap().suite(), Some(want));
+        let (ca, cb) = (child_ups(&p.ev_a), child_ups(&p.ev_b));
+        assert_eq!((ca.len(), cb.len()), (1, 1), "{}", want.name());
+        assert_crossed(ca[0], cb[0]);
+        assert_eq!((ca[0].suite.encr, ca[0].suite.integ), (esp_encr, esp_integ));
+        assert!(ca[0].suite.dataplane_name().is_some());
+        assert_eq!(ca[0].inbound_key.len(), esp_encr.keymat_len());
+        let integ_len = esp_integ.map_or(0, I::key_len);
+        assert_eq!(ca[0].inbound_integ_key.len(), integ_len);
+        assert_eq!(*ca[0].inbound_integ_key, *cb[0].outbound_integ_key);
+        assert_eq!(*ca[0].outbound_integ_key, *cb[0].inbound_integ_key);
+        if integ_len > 0 {
+            assert_ne!(*ca[0].inbound_integ_key, *ca[0].outbound_integ_key);
+        }
+        let child_a = ca[0].inbound_spi;
+        assert!(p.a.rekey_child(p.now, child_a));
+        p.pump();
+        assert_crossed(child_ups(&p.ev_a)[1], child_ups(&p.ev_b)[1]);
+        let old_b = p.b.sas().next().unwrap().local_spi();
+        assert!(p.b.rekey_ike(p.now, old_b));
+        p.pump();
+        let na = p.a.sas().next().unwrap();
+        assert_ne!(na.local_spi(), old_a);
+        assert_eq!(na.suite(), Some(want));
+        assert_eq!(na.state(), State::Established);
+        assert_eq!(p.a.terminate(p.now, "site-b"), 1);
+        p.pump();
+        assert_eq!(
+            (p.a.sas().count(), p.b.sas().count()),
+            (0, 0),
+            "{}",
+            want.name()
+        );
+        assert_eq!(p.a.stats().drops.get(DropReason::Integrity), 0);
+        assert_eq!(p.b.stats().drops.get(DropReason::Integrity), 0);
+    }
+}
+
+/// A spec that mixes an AEAD with AES-CBC is offered as two proposals (RFC 7296 §3.3: no
+/// integrity transform next to an AEAD); a responder that only takes AES-CBC picks the second.
+#[test]
+fn mixed_aead_and_cbc_spec_is_split_and_either_half_is_chosen() {
+    use crate::ike::algorithms::IntegAlg as I;
+    let mut a = conn_a();
+    a.proposals = vec![IkeProposalSpec {
+        encr: vec![EncrAlg::ChaCha20Poly1305, EncrAlg::AesCbc256],
+        integ: vec![I::HmacSha384_192],
+        prf: vec![PrfAlg::HmacSha384],
+        dh: vec![DhGroup::X25519],
+    }];
+    a.children[0].proposals[0].encr = vec![EncrAlg::AesGcm16_128, EncrAlg::AesCbc256];
+    a.children[0].proposals[0].integ = vec![I::HmacSha512_256];
+    let mut b = conn_b();
+    b.proposals = vec![IkeProposalSpec {
+        encr: vec![EncrAlg::AesCbc256],
+        integ: vec![I::HmacSha256_128, I::HmacSha384_192],
+        prf: vec![PrfAlg::HmacSha384],
+        dh: vec![DhGroup::X25519],
+    }];
+    b.children[0].proposals[0].encr = vec![EncrAlg::AesCbc256];
+    b.children[0].proposals[0].integ = vec![I::HmacSha512_256];
+    let mut p = Pair::new(a, b);
+    p.up();
+    let s = p.a.sas().next().unwrap().suite().unwrap();
+    assert_eq!(
+        (s.encr, s.integ),
+        (EncrAlg::AesCbc256, Some(I::HmacSha384_192))
+    );
+    let c = child_ups(&p.ev_a)[0];
+    assert_eq!(c.suite.dataplane_name(), Some("aes256cbc-sha512"));
+}
+
+/// An SK payload whose ICV is good but whose padding is not (made here with the initiator's
+/// keys, as only a key holder could) is dropped and counted as `bad_padding` by the responder:
+/// no answer, no notify, the IKE SA stays up. Forged ICVs stay `integrity` drops.
+#[test]
+fn bad_padding_under_a_good_icv_is_a_counted_drop_without_an_answer() {
+    use crate::ike::algorithms::IntegAlg as I;
+    use crate::ike::crypto::sk::SkCipher;
+    use crate::ike::message::consts::{exchange, flags, payload_type as pt};
+    use crate::ike::message::{Header, HEADER_LEN};
+    let cbc = |c: &mut ConnectionParams| {
+        c.proposals[0].encr = vec![EncrAlg::AesCbc256];
+        c.proposals[0].integ = vec![I::HmacSha256_128];
+    };
+    let (mut a, mut b) = (conn_a(), conn_b());
+    cbc(&mut a);
+    cbc(&mut b);
+    let mut p = Pair::new(a, b);
+    let spi = p.up();
+    let sa = p.a.sa(spi).unwrap();
+    let k = sa.keys().unwrap();
+    let sk = SkCipher::with_integ(
+        EncrAlg::AesCbc256,
+        Some(I::HmacSha256_128),
+        &k.sk_ei,
+        &k.sk_ai,
+    )
+    .unwrap();
+    let (spi_i, spi_r) = sa.spis();
+    let datagram = |pad_len: u8, icv_ok: bool| {
+        let mut h = Header::new(spi_i, spi_r, exchange::INFORMATIONAL, flags::INITIATOR, 2);
+        // One block: 15 octets of content or padding, then the Pad Length.
+        let mut plain = vec![0u8; 15];
+        plain.push(pad_len);
+        let iv = sk.iv([0, 0, 0, 0, 0, 0, 1, 0]);
+        let sk_len = 4 + iv.len() + plain.len() + sk.icv_len();
+        h.next_payload = pt::SK;
+        h.length = (HEADER_LEN + sk_len) as u32;
+        let mut out = Vec::new();
+        h.write(&mut out);
+        out.extend_from_slice(&[pt::NONE, 0]);
+        out.extend_from_slice(&(sk_len as u16).to_be_bytes());
+        let sealed = sk.seal(&iv, &out, &plain);
+        out.extend_from_slice(&iv);
+        out.extend_from_slice(&sealed);
+        if !icv_ok {
+            *out.last_mut().unwrap() ^= 1;
+        }
+        out
+    };
+    let sent_before = p.sent_ba;
+    p.b.handle_datagram(p.now, addr(B), addr(A), &datagram(200, true));
+    p.b.handle_datagram(p.now, addr(B), addr(A), &datagram(200, false));
+    p.pump();
+    let drops = p.b.stats().drops;
+    assert_eq!(drops.get(DropReason::BadPadding), 1);
+    assert_eq!(drops.get(DropReason::Integrity), 1);
+    assert_eq!(p.sent_ba, sent_before, "no answer to either");
+    assert_eq!(p.b.sas().next().unwrap().state(), State::Established);
+    // The same message with a Pad Length that fits is an ordinary empty INFORMATIONAL.
+    p.b.handle_datagram(p.now, addr(B), addr(A), &datagram(15, true));
+    p.pump();
+    assert_eq!(p.sent_ba, sent_before + 1, "answered");
 }

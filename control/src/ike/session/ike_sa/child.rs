@@ -249,13 +249,26 @@ impl IkeSa {
             return;
         };
         let (keys, ike) = (&k.ike, k.suite);
-        let ck = match keys::derive_child_keys(ike.prf, &keys.sk_d, shared, ni, nr, suite.encr) {
+        let ck = match keys::derive_child_keys(
+            ike.prf,
+            &keys.sk_d,
+            shared,
+            ni,
+            nr,
+            suite.encr,
+            suite.integ,
+        ) {
             Ok(k) => k,
             Err(e) => return self.log(ctx, format!("child key derivation failed: {e}")),
         };
-        let (inbound_key, outbound_key, local_ts, remote_ts) = match we_initiated {
-            true => (ck.encr_r.clone(), ck.encr_i.clone(), tsi, tsr),
-            false => (ck.encr_i.clone(), ck.encr_r.clone(), tsr, tsi),
+        let (inbound_key, inbound_integ_key, outbound_key, outbound_integ_key) = match we_initiated
+        {
+            true => (ck.encr_r, ck.integ_r, ck.encr_i, ck.integ_i),
+            false => (ck.encr_i, ck.integ_i, ck.encr_r, ck.integ_r),
+        };
+        let (local_ts, remote_ts) = match we_initiated {
+            true => (tsi, tsr),
+            false => (tsr, tsi),
         };
         let jitter = params.rekey_time.map(|t| {
             let span = (t.as_millis() as u64 / 10).max(1);
@@ -284,7 +297,9 @@ impl IkeSa {
                 outbound_spi,
                 suite,
                 inbound_key,
+                inbound_integ_key,
                 outbound_key,
+                outbound_integ_key,
                 local_ts,
                 remote_ts,
                 local: self.local,

@@ -128,7 +128,13 @@ impl IkeSa {
     /// Derive the IKE keys of the negotiated `suite` from the DH `shared` secret and the nonces.
     pub(super) fn set_keys(&mut self, suite: IkeSuite, shared: &[u8]) -> Result<(), SetupError> {
         let k = keys::derive_ike_keys(
-            suite.prf, suite.encr, &self.ni, &self.nr, shared, self.spi_i, self.spi_r,
+            suite.prf,
+            (suite.encr, suite.integ),
+            &self.ni,
+            &self.nr,
+            shared,
+            self.spi_i,
+            self.spi_r,
         )
         .map_err(SetupError::Keys)?;
         self.keys = Some(Keys::new(self.role, suite, k)?);

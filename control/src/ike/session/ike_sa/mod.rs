@@ -196,12 +196,14 @@ pub enum SetupError {
 impl Keys {
     /// The keys of `role` from the derived `ike` keys of `suite`.
     fn new(role: Role, suite: IkeSuite, ike: IkeKeys) -> Result<Keys, SetupError> {
-        let (out, inn) = match role {
-            Role::Initiator => (&ike.sk_ei, &ike.sk_er),
-            Role::Responder => (&ike.sk_er, &ike.sk_ei),
+        let (out, out_a, inn, inn_a) = match role {
+            Role::Initiator => (&ike.sk_ei, &ike.sk_ai, &ike.sk_er, &ike.sk_ar),
+            Role::Responder => (&ike.sk_er, &ike.sk_ar, &ike.sk_ei, &ike.sk_ai),
         };
-        let sk_out = SkCipher::new(suite.encr, out).map_err(SetupError::Keys)?;
-        let sk_in = SkCipher::new(suite.encr, inn).map_err(SetupError::Keys)?;
+        let sk_out =
+            SkCipher::with_integ(suite.encr, suite.integ, out, out_a).map_err(SetupError::Keys)?;
+        let sk_in =
+            SkCipher::with_integ(suite.encr, suite.integ, inn, inn_a).map_err(SetupError::Keys)?;
         Ok(Keys {
             suite,
             ike,

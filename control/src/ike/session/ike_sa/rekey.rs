@@ -62,7 +62,15 @@ impl IkeSa {
         let old_keys = self.keys.as_ref().ok_or(SetupError::NoKeys)?;
         let (old, sk_d) = (old_keys.suite, &old_keys.ike.sk_d);
         let k = keys::derive_rekeyed_ike_keys(
-            old.prf, sk_d, suite.prf, suite.encr, shared, &ni, &nr, spi_i, spi_r,
+            old.prf,
+            sk_d,
+            suite.prf,
+            (suite.encr, suite.integ),
+            shared,
+            &ni,
+            &nr,
+            spi_i,
+            spi_r,
         )
         .map_err(SetupError::Keys)?;
         let mut n = IkeSa::blank(

@@ -186,6 +186,9 @@ impl IkeSa {
                 Err(fragment::FragmentError::Decode(message::DecodeError::Integrity)) => {
                     return ctx.drop_for(DropReason::Integrity)
                 }
+                Err(fragment::FragmentError::Decode(message::DecodeError::BadPadding)) => {
+                    return ctx.drop_for(DropReason::BadPadding)
+                }
                 Err(_) => return ctx.drop_for(DropReason::Fragment),
             }
         }
