@@ -25,7 +25,11 @@ fuzz_target!(|data: &[u8]| {
     if plain.len() > 9000 {
         return;
     }
-    let seq: u64 = if c.esn { 0x1_0000_0002 } else { 1 + u64::from(sel >> 4) };
+    let seq: u64 = if c.esn {
+        0x1_0000_0002
+    } else {
+        1 + u64::from(sel >> 4)
+    };
     // CBC encrypts whole blocks only.
     let plain = &plain[..plain.len() / c.suite.block_len() * c.suite.block_len()];
     let udp = usize::from(c.encap.is_some()) * 8;
@@ -62,7 +66,16 @@ fuzz_target!(|data: &[u8]| {
     }
     if udp != 0 {
         let l = (8 + esp_len) as u16;
-        pkt[ip_len..ip_len + 8].copy_from_slice(&[0x11, 0x94, 0x11, 0x94, (l >> 8) as u8, l as u8, 0, 0]);
+        pkt[ip_len..ip_len + 8].copy_from_slice(&[
+            0x11,
+            0x94,
+            0x11,
+            0x94,
+            (l >> 8) as u8,
+            l as u8,
+            0,
+            0,
+        ]);
     }
     let esp = ip_len + udp;
     pkt[esp..esp + 4].copy_from_slice(&c.spi.to_be_bytes());

@@ -23,7 +23,9 @@ fuzz_target!(|data: &[u8]| {
     if v[0] != Verdict::Pass {
         return;
     }
-    let info_len = dataplane::esp::encap::inner_info(pkt).map(|i| i.len).unwrap();
+    let info_len = dataplane::esp::encap::inner_info(pkt)
+        .map(|i| i.len)
+        .unwrap();
     let r = decap(&mut rx, &mut frames[0]);
     match r {
         Ok(_) => assert_eq!(frames[0].data(), &pkt[..info_len]),

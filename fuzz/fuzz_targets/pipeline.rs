@@ -15,7 +15,14 @@ mod support;
 
 fn side(mac: u8, onlink: &[&str], addrs: &[&str]) -> Side {
     let mut n = Neighbours::new();
-    for a in ["10.200.0.2", "10.200.0.1", "2001:db8::1", "2001:db8::2", "10.201.1.2", "10.201.2.2"] {
+    for a in [
+        "10.200.0.2",
+        "10.200.0.1",
+        "2001:db8::1",
+        "2001:db8::2",
+        "10.201.1.2",
+        "10.201.2.2",
+    ] {
         n.insert(a.parse().unwrap(), [2, 0, 0, 0, 0, mac]);
     }
     Side {
@@ -70,7 +77,11 @@ fuzz_target!(|data: &[u8]| {
     let mut p = Pipeline::new(
         db,
         side(1, &["10.201.1.0/24"], &["10.201.1.1", "fd00::1"]),
-        side(2, &["10.200.0.0/24", "2001:db8::/64"], &["10.200.0.1", "2001:db8::1"]),
+        side(
+            2,
+            &["10.200.0.0/24", "2001:db8::/64"],
+            &["10.200.0.1", "2001:db8::1"],
+        ),
     );
     p.mss_clamp = sel & 1 != 0;
     let port = if sel & 2 != 0 { Port::Lan } else { Port::Wan };

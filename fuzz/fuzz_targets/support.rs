@@ -9,7 +9,9 @@ use dataplane::wire::{ipv4, ipv6};
 /// SPIs of the inbound SAs: tunnel v4, tunnel v6, transport v4, transport v6, NAT-T, ESN (all
 /// AES-GCM), then tunnel v4 with AES-128-CBC/HMAC-SHA-256, AES-256-CBC/HMAC-SHA-512 with ESN,
 /// and ChaCha20-Poly1305.
-pub const SPIS: [u32; 9] = [0x100, 0x101, 0x102, 0x103, 0x104, 0x105, 0x106, 0x107, 0x108];
+pub const SPIS: [u32; 9] = [
+    0x100, 0x101, 0x102, 0x103, 0x104, 0x105, 0x106, 0x107, 0x108,
+];
 
 /// The SA configuration behind `SPIS[i]`, as the sender sees it (direction out).
 pub fn config(i: usize) -> SaConfig {

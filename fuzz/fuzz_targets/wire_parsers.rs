@@ -8,14 +8,26 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(e) = EthernetFrame::new_checked(data) {
-        let _ = (e.dst(), e.src(), e.vlan_tci(), e.ethertype(), e.payload().len());
+        let _ = (
+            e.dst(),
+            e.src(),
+            e.vlan_tci(),
+            e.ethertype(),
+            e.payload().len(),
+        );
     }
     if let Ok(p) = Ipv4Packet::new_checked(data) {
         let _ = (p.src(), p.dst(), p.ttl(), p.protocol(), p.dscp(), p.ecn());
         let _ = (p.verify_checksum(), p.is_fragment(), p.payload().len());
     }
     if let Ok(p) = Ipv6Packet::new_checked(data) {
-        let _ = (p.src(), p.dst(), p.hop_limit(), p.flow_label(), p.payload().len());
+        let _ = (
+            p.src(),
+            p.dst(),
+            p.hop_limit(),
+            p.flow_label(),
+            p.payload().len(),
+        );
         let _ = p.upper_layer();
         let _ = p.esp_transport_point();
     }
