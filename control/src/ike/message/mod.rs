@@ -271,6 +271,11 @@ pub enum DecodeError {
     /// An SKF (fragment) payload: the caller reassembles.
     #[error("IKE fragment")]
     Fragment,
+    /// The payloads inside an SK payload whose ICV verified break their format (the error
+    /// inside; e.g. an SA payload without proposals, RFC 7296 §3.3): the peer sent them, so a
+    /// request is answered with INVALID_SYNTAX (§3.10.1).
+    #[error("inside the SK payload: {0}")]
+    InvalidInSk(Box<DecodeError>),
 }
 
 /// The SK payload's cipher (RFC 7296 §3.14): an AEAD (RFC 5282, RFC 7634) or AES-CBC with
@@ -440,13 +445,18 @@ pub fn decode(d: &[u8], sk: Option<&dyn SkAead>) -> Result<Message, DecodeError>
     }
     let plain = sk.open(&body[..iv_len], &d[..off + 4], &body[iv_len..])?;
     let inner = unpad(&plain)?;
-    walk(inner_next, inner, 0, &mut payloads).and_then(|r| match r {
-        None => Ok(()),
-        Some(_) => Err(DecodeError::Malformed {
-            ptype: pt::SK,
-            what: "SK inside SK",
-        }),
-    })?;
+    walk(inner_next, inner, 0, &mut payloads)
+        .and_then(|r| match r {
+            None => Ok(()),
+            Some(_) => Err(DecodeError::Malformed {
+                ptype: pt::SK,
+                what: "SK inside SK",
+            }),
+        })
+        .map_err(|e| match e {
+            DecodeError::UnsupportedCritical(_) => e,
+            e => DecodeError::InvalidInSk(Box::new(e)),
+        })?;
     Ok(Message {
         header,
         payloads,

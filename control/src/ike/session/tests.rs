@@ -1191,3 +1191,111 @@ fn bad_padding_under_a_good_icv_is_a_counted_drop_without_an_answer() {
     p.pump();
     assert_eq!(p.sent_ba, sent_before + 1, "answered");
 }
+
+/// An SA payload without proposals (RFC 7296 §3.3 asks for one or more) under a good ICV, as
+/// OpenIKED 7.2 sends in IKE_AUTH when none of its child proposals is usable: the responder
+/// answers INVALID_SYNTAX (§3.10.1) instead of dropping it unanswered, and creates no IKE SA
+/// from an IKE_AUTH request it cannot read (§2.21.2). On an established IKE SA, the same
+/// payload in an INFORMATIONAL request is answered the same way and the IKE SA stays.
+#[test]
+fn sa_payload_without_proposals_is_invalid_syntax() {
+    use crate::ike::algorithms::IntegAlg as I;
+    use crate::ike::crypto::sk::SkCipher;
+    use crate::ike::message::consts::{exchange, flags, payload_type as pt};
+    use crate::ike::message::{decode, Header, Payload, HEADER_LEN};
+    let cbc = |c: &mut ConnectionParams| {
+        c.proposals[0].encr = vec![EncrAlg::AesCbc256];
+        c.proposals[0].integ = vec![I::HmacSha256_128];
+    };
+    let (mut a, mut b) = (conn_a(), conn_b());
+    cbc(&mut a);
+    cbc(&mut b);
+    // (the SA's SPIs, the initiator's SK_e/SK_a, the responder's) → a request with an empty
+    // SA payload as its only payload.
+    let request = |spis: (u64, u64),
+                   exch: crate::ike::message::consts::ExchangeType,
+                   id: u32,
+                   sk: &SkCipher| {
+        let mut h = Header::new(spis.0, spis.1, exch, flags::INITIATOR, id);
+        // The SA payload's generic header alone (length 4), padding to one block.
+        let mut plain = vec![pt::NONE, 0, 0, 4];
+        plain.extend_from_slice(&[0u8; 11]);
+        plain.push(11);
+        let iv = sk.iv([0, 0, 0, 0, 0, 0, 2, 0]);
+        let sk_len = 4 + iv.len() + plain.len() + sk.icv_len();
+        h.next_payload = pt::SK;
+        h.length = (HEADER_LEN + sk_len) as u32;
+        let mut out = Vec::new();
+        h.write(&mut out);
+        out.extend_from_slice(&[pt::SA, 0]);
+        out.extend_from_slice(&(sk_len as u16).to_be_bytes());
+        let sealed = sk.seal(&iv, &out, &plain);
+        out.extend_from_slice(&iv);
+        out.extend_from_slice(&sealed);
+        out
+    };
+    let invalid_syntax = |raw: &[u8], sk: &SkCipher| {
+        let m = decode(raw, Some(sk)).unwrap();
+        m.payloads
+            .iter()
+            .any(|p| matches!(p, Payload::Notify(n) if n.ntype == nt::INVALID_SYNTAX))
+    };
+    let ciphers = |k: &crate::ike::crypto::keys::IkeKeys| {
+        (
+            SkCipher::with_integ(
+                EncrAlg::AesCbc256,
+                Some(I::HmacSha256_128),
+                &k.sk_ei,
+                &k.sk_ai,
+            )
+            .unwrap(),
+            SkCipher::with_integ(
+                EncrAlg::AesCbc256,
+                Some(I::HmacSha256_128),
+                &k.sk_er,
+                &k.sk_ar,
+            )
+            .unwrap(),
+        )
+    };
+
+    // IKE_AUTH: gwA's own request is lost, the forged one takes its place.
+    let mut p = Pair::new(a.clone(), b.clone());
+    p.drop_ab = vec![1];
+    let spi = p.a.initiate(p.now, "site-b", None, addr(A)).unwrap();
+    p.pump();
+    let sa = p.a.sa(spi).unwrap();
+    let (ski, skr) = ciphers(sa.keys().unwrap());
+    let spis = sa.spis();
+    assert_eq!(p.b.sas().count(), 1, "gwB waits for IKE_AUTH");
+    p.b.handle_datagram(
+        p.now,
+        addr(B),
+        addr(A),
+        &request(spis, exchange::IKE_AUTH, 1, &ski),
+    );
+    let answer = p.b.poll_transmit().expect("an answer");
+    assert!(invalid_syntax(&answer.data, &skr));
+    assert_eq!(p.b.stats().drops.get(DropReason::Malformed), 1);
+    assert_eq!(
+        p.b.sas().count(),
+        0,
+        "no IKE SA from an unreadable IKE_AUTH"
+    );
+
+    // INFORMATIONAL on an established IKE SA.
+    let mut p = Pair::new(a, b);
+    let spi = p.up();
+    let sa = p.a.sa(spi).unwrap();
+    let (ski, skr) = ciphers(sa.keys().unwrap());
+    let spis = sa.spis();
+    p.b.handle_datagram(
+        p.now,
+        addr(B),
+        addr(A),
+        &request(spis, exchange::INFORMATIONAL, 2, &ski),
+    );
+    let answer = p.b.poll_transmit().expect("an answer");
+    assert!(invalid_syntax(&answer.data, &skr));
+    assert_eq!(p.b.sas().next().unwrap().state(), State::Established);
+}

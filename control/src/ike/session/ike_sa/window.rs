@@ -341,6 +341,26 @@ impl IkeSa {
                 );
                 return;
             }
+            Err(message::DecodeError::InvalidInSk(e)) => {
+                // RFC 7296 §3.10.1: the ICV verified, so the peer sent it: INVALID_SYNTAX. An
+                // IKE_AUTH request that cannot be read cannot authenticate: no IKE SA (§2.21.2).
+                ctx.drop_for(DropReason::Malformed);
+                self.window.expected_id += 1;
+                self.last_inbound = ctx.now;
+                self.respond(
+                    ctx,
+                    h.exchange,
+                    h.message_id,
+                    &[Payload::Notify(Notify::new(nt::INVALID_SYNTAX, Vec::new()))],
+                );
+                if h.exchange == exchange::IKE_AUTH
+                    && self.role == Role::Responder
+                    && self.state == State::AuthPending
+                {
+                    self.die(ctx, format!("IKE_AUTH request: {e}"));
+                }
+                return;
+            }
             Err(e) => return ctx.drop_for(DropReason::of_decode(&e)),
         };
         self.window.expected_id += 1;
