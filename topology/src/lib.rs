@@ -20,6 +20,7 @@ pub mod lab;
 pub mod libreswan;
 pub mod many;
 pub mod netns;
+pub mod openiked;
 pub mod pki;
 pub mod plan;
 pub mod routingd;
