@@ -3,8 +3,10 @@
 //! (`topology/src/iked_pfkey_shim.c`) that accepts every SA and logs it with its keys. What is
 //! checked: IKE_SA_INIT and IKE_AUTH both ways (PSK, FQDN identities), the child SA keys iked
 //! handed to its "kernel" against the ones esprit installed in its dataplane (same SPIs, same
-//! keys, both directions), a child rekey and an IKE SA rekey started by esprit, and a delete
-//! from either side leaving esprit empty. See docs/interop.md.
+//! keys, both directions), the IKE SA's keys, a child rekey and an IKE SA rekey started by
+//! esprit (new keys compared again, the old child deleted from iked's "kernel"), a delete from
+//! either side leaving both empty, and iked's SA payload without proposals answered with
+//! INVALID_SYNTAX. See docs/interop.md.
 
 use control::daemon::control::ControlRequest;
 use esprit_testkit::{require, require_root};
@@ -230,7 +232,8 @@ fn esprit_rekeys(ike: &IkeDaemon, iked: &Iked, keys: &Path, sa: &Value, c: &Case
     ike_keys_match(keys, &sa, iked, c.integ);
 }
 
-/// One case: up (the initiator per `c`), keys, esprit's rekeys, esprit's delete.
+/// One case: up (the initiator per `c`), keys, esprit's rekeys, a delete by the side that
+/// did not initiate.
 fn run(c: &Case) {
     let (_lab, dir, iked, dp, ike) = setup(c);
     let keys = dir.0.join("keys");
@@ -256,12 +259,18 @@ fn run(c: &Case) {
     child_keys_match(&keys, &sa["children"][0], &iked, c.pfkey);
     esprit_rekeys(&ike, &iked, &keys, &sa, c);
     let sas = iked.sas().len();
-    ike.call(&ControlRequest::Terminate {
-        conn: "site".into(),
-    })
-    .unwrap();
-    ike.wait_empty(WAIT).unwrap();
-    // iked took the delete: its last child's SAs leave its "kernel".
+    if c.esprit_starts {
+        ike.call(&ControlRequest::Terminate {
+            conn: "site".into(),
+        })
+        .unwrap();
+    } else {
+        // The IKE SAs whose peer is gwA: iked sends the Delete.
+        iked.ikectl(&["reset", "id", "FQDN/gwA"]).unwrap();
+    }
+    ike.wait_empty(WAIT)
+        .unwrap_or_else(|e| panic!("{e}\n{}", iked.tail(40)));
+    // Either way, the last child's SAs leave iked's "kernel".
     let last: Vec<u32> = iked.sas().iter().rev().take(2).map(|s| s.spi).collect();
     let start = Instant::now();
     while !last.iter().all(|s| iked.deleted_spis().contains(s)) {
