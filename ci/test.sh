@@ -12,8 +12,11 @@ cd "$(dirname "$0")/.."
 # which verifies the service units (control/tests/service_units.rs); dpkg-dev gives
 # dpkg-shlibdeps, with which cargo-deb computes the package's dependencies (ci/package-test.sh);
 # bird2 and frr are the routing daemons of the BGP lab (topology/tests/bgp.rs), and tcpdump its
-# capture of clear text on the WAN.
-./ci/install-deps.sh iproute2 iputils-ping ethtool procps tshark nftables strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-extra-plugins libstrongswan-standard-plugins iperf3 openssl prometheus systemd dpkg-dev bird2 frr tcpdump
+# capture of clear text on the WAN; openiked is the third independent IKEv2 peer
+# (topology/tests/ike_openiked.rs: iked runs with a PF_KEY stand-in compiled with the system cc,
+# as this kernel has no PF_KEY; the package installs beside strongSwan, and its service cannot
+# start on this kernel for the same reason).
+./ci/install-deps.sh iproute2 iputils-ping ethtool procps tshark nftables strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-extra-plugins libstrongswan-standard-plugins iperf3 openssl prometheus systemd dpkg-dev bird2 frr tcpdump openiked
 # Libreswan, the second independent IKEv2 peer (topology/tests/ike_libreswan.rs), unpacked
 # beside strongSwan (their Debian packages conflict).
 ./ci/install-libreswan.sh

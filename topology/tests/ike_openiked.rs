@@ -249,6 +249,7 @@ fn run(c: &Case) {
         }
     );
     assert_eq!(sa["remote_id"], "gwB");
+    iked.wait_log("-> ESTABLISHED", 1, false, WAIT).unwrap();
     assert_eq!(sa["encr"], c.ike.split('-').next().unwrap(), "{sa}");
     assert_eq!(
         sa["children"][0]["encr"],
