@@ -191,7 +191,7 @@ static void add_supported(uint8_t *out, size_t *olen)
 	append(out, olen, enc, sizeof(enc));
 }
 
-/* The reply to one request of `len` bytes, in `out`; its length. */
+/* The reply to one request of `len` bytes, in `out`; its length. Called with `lock` held. */
 static size_t answer(uint8_t *msg, size_t len, uint8_t *out)
 {
 	struct sadb_msg *h = (struct sadb_msg *)msg;
@@ -200,7 +200,6 @@ static size_t answer(uint8_t *msg, size_t len, uint8_t *out)
 	memcpy(out, h, sizeof(*h));
 	struct sadb_msg *r = (struct sadb_msg *)out;
 	r->sadb_msg_errno = 0;
-	pthread_mutex_lock(&lock);
 	switch (h->sadb_msg_type) {
 	case SADB_REGISTER:
 		add_supported(out, &olen);
@@ -252,7 +251,6 @@ static size_t answer(uint8_t *msg, size_t len, uint8_t *out)
 			off += elen;
 		}
 	}
-	pthread_mutex_unlock(&lock);
 	r->sadb_msg_len = olen / 8;
 	if (r->sadb_msg_errno)
 		fprintf(logf, "%s-REPLY errno=%u\n", type_name(h->sadb_msg_type), r->sadb_msg_errno);
@@ -281,8 +279,10 @@ static void *serve(void *arg)
 		}
 		if ((size_t)n < sizeof(struct sadb_msg))
 			continue;
+		pthread_mutex_lock(&lock);
 		log_msg(in, (size_t)n);
 		size_t olen = answer(in, (size_t)n, out);
+		pthread_mutex_unlock(&lock);
 		if (send(fd, out, olen, 0) < 0)
 			fprintf(logf, "send: %s\n", strerror(errno));
 	}

@@ -204,13 +204,13 @@ impl Iked {
         let dir = dir
             .canonicalize()
             .map_err(io_err("resolving the directory"))?;
+        // `flock … cargo test` hands its lock down: neither cc nor iked may hold it.
+        crate::kept::cloexec_inherited();
         let shim = build_shim(&dir)?;
         let conf = dir.join("iked.conf");
         crate::ike::write_private(&conf, &spec.iked_conf())?;
         let log = std::fs::File::create(dir.join("iked.log")).map_err(io_err("iked.log"))?;
         let err = log.try_clone().map_err(io_err("iked.log"))?;
-        // `flock … cargo test` hands its lock down: iked must not hold it.
-        crate::kept::cloexec_inherited();
         let mut cmd = lab.command(node, IKED);
         cmd.args(["-d", "-vvv", "-f"])
             .arg(&conf)
