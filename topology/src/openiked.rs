@@ -264,6 +264,12 @@ impl Iked {
         }
     }
 
+    /// The IKE SAs `ikectl show sa` lists, as (initiator SPI, responder SPI, state), e.g.
+    /// `(0x1cfa…, 0x0911…, "ESTABLISHED")`.
+    pub fn ike_sas(&self) -> Result<Vec<(u64, u64, String)>, String> {
+        Ok(parse_show_sa(&self.ikectl(&["show", "sa"])?))
+    }
+
     /// iked's log (stderr, `-vvv`).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("iked.log")).unwrap_or_default()
@@ -427,6 +433,23 @@ pub fn parse_ike_keys(log: &str) -> Vec<IkedIkeKeys> {
     out
 }
 
+/// See [`Iked::ike_sas`]: the `iked_sas:` lines (`… rspi 0x… ispi 0x… a->b<id>[] STATE …`).
+pub fn parse_show_sa(text: &str) -> Vec<(u64, u64, String)> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("iked_sas: "))
+        .filter_map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            let at = |k: &str| {
+                let i = w.iter().position(|x| *x == k)?;
+                u64::from_str_radix(w.get(i + 1)?.trim_start_matches("0x"), 16).ok()
+            };
+            let (r, i) = (at("rspi")?, at("ispi")?);
+            let state = w.get(w.iter().position(|x| *x == "ispi")? + 3)?;
+            Some((i, r, state.to_string()))
+        })
+        .collect()
+}
+
 /// See [`Iked::sas`]: the `ADD`/`UPDATE` lines of the stand-in's log.
 pub fn parse_pfkey_log(log: &str) -> Vec<PfkeySa> {
     let mut out = Vec::new();
@@ -524,6 +547,23 @@ ikev2_sa_keys: SKEYSEED with 4 bytes
         assert_eq!(k[0].sk_er, vec![0x97, 0x5b, 0xd2, 0x28]);
         assert!(k[0].sk_ai.is_empty());
         assert_eq!(k[1].skeyseed, vec![0, 0, 0, 1]);
+    }
+
+    #[test]
+    fn ike_sas_are_read_from_show_sa() {
+        let text = "\
+iked_sas: 0x556ff5646620 rspi 0x091124503811f316 ispi 0x1cfaf1384e21a6a9 10.200.0.2:500->10.200.0.1:500<FQDN/gwA>[] ESTABLISHED i nexti (nil) pol 0x556ff5648280
+  sa_childsas: 0x556ff5660ed0 ESP 0xcea54d64 out 10.200.0.2:500 -> 10.200.0.1:500 (L) B=(nil) P=0x556ff5660f80 @0x556ff5646620
+iked_dstid_sas: 0x556ff5646620 rspi 0x091124503811f316 ispi 0x1cfaf1384e21a6a9 10.200.0.2:500->10.200.0.1:500<FQDN/gwA>[] ESTABLISHED i nexti (nil) pol 0x556ff5648280
+";
+        assert_eq!(
+            parse_show_sa(text),
+            vec![(
+                0x1cfaf1384e21a6a9,
+                0x091124503811f316,
+                "ESTABLISHED".to_string()
+            )]
+        );
     }
 
     #[test]
