@@ -136,8 +136,12 @@ pub struct PfkeySa {
     pub enckey: Vec<u8>,
     /// The authentication key (empty with AES-GCM).
     pub authkey: Vec<u8>,
-    /// UDP encapsulation type (`SADB_X_EXT_NAT_T_TYPE`), if any.
+    /// UDP encapsulation type (`SADB_X_EXT_NAT_T_TYPE`: 2 is ESP in UDP), if any.
     pub encap: Option<u8>,
+    /// UDP encapsulation source port (`SADB_X_EXT_NAT_T_SPORT`), if any.
+    pub sport: Option<u16>,
+    /// UDP encapsulation destination port (`SADB_X_EXT_NAT_T_DPORT`), if any.
+    pub dport: Option<u16>,
 }
 
 /// The keys of one IKE SA as iked logs them at `-vvv` (`ikev2_sa_keys: SK_ei with 36 bytes`
@@ -469,6 +473,8 @@ pub fn parse_pfkey_log(log: &str) -> Vec<PfkeySa> {
             enckey: Vec::new(),
             authkey: Vec::new(),
             encap: None,
+            sport: None,
+            dport: None,
         };
         for w in words {
             let Some((k, v)) = w.split_once('=') else {
@@ -484,6 +490,8 @@ pub fn parse_pfkey_log(log: &str) -> Vec<PfkeySa> {
                 "enckey" => sa.enckey = hex_bytes(v),
                 "authkey" => sa.authkey = hex_bytes(v),
                 "encap" => sa.encap = v.parse().ok(),
+                "sport" => sa.sport = v.parse().ok(),
+                "dport" => sa.dport = v.parse().ok(),
                 _ => {}
             }
         }
@@ -503,7 +511,7 @@ SOCKET pid=4968
 FLUSH satype=0 seq=1
 GETSPI satype=3 seq=9 src=10.200.0.1/32 dst=10.200.0.2/32
 GETSPI-REPLY satype=3 spi=0xc0ffee01
-UPDATE satype=3 seq=10 spi=0xc0ffee01 encr=12 auth=5 src=10.200.0.1/32 dst=10.200.0.2/32 encap=2 enckey=00112233 authkey=aabb
+UPDATE satype=3 seq=10 spi=0xc0ffee01 encr=12 auth=5 src=10.200.0.1/32 dst=10.200.0.2/32 encap=2 sport=4500 dport=31000 enckey=00112233 authkey=aabb
 ADD satype=3 seq=11 spi=0x01020304 encr=20 auth=0 src=10.200.0.2/32 dst=10.200.0.1/32 enckey=ff
 ";
         let sas = parse_pfkey_log(log);
@@ -514,6 +522,8 @@ ADD satype=3 seq=11 spi=0x01020304 encr=20 auth=0 src=10.200.0.2/32 dst=10.200.0
         assert_eq!(sas[0].encr, 12);
         assert_eq!(sas[0].auth, 5);
         assert_eq!(sas[0].encap, Some(2));
+        assert_eq!((sas[0].sport, sas[0].dport), (Some(4500), Some(31000)));
+        assert_eq!(sas[1].encap, None);
         assert_eq!(sas[0].enckey, vec![0, 0x11, 0x22, 0x33]);
         assert_eq!(sas[0].authkey, vec![0xaa, 0xbb]);
         assert_eq!(sas[1].spi, 0x01020304);

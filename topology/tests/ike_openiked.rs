@@ -3,7 +3,7 @@
 //! (`topology/src/iked_pfkey_shim.c`) that accepts every SA and logs it with its keys. What is
 //! checked: IKE_SA_INIT and IKE_AUTH both ways (PSK, FQDN identities), the child SA keys iked
 //! handed to its "kernel" against the ones esprit installed in its dataplane (same SPIs, same
-//! keys, both directions), the IKE SA's keys, a child rekey and an IKE SA rekey started by
+//! keys, both directions, also through the NAT), the IKE SA's keys, a child rekey and an IKE SA rekey started by
 //! esprit (new keys compared again, the old child deleted from iked's "kernel"), a delete from
 //! either side leaving both empty, and iked's SA payload without proposals answered with
 //! INVALID_SYNTAX. See docs/interop.md.
@@ -45,6 +45,8 @@ struct Case {
     integ: bool,
     /// The PF_KEY (encryption, authentication) algorithm numbers iked must hand the kernel.
     pfkey: (u8, u8),
+    /// gwA behind the lab's NAT.
+    nat: bool,
 }
 
 /// A lab with esprit on gwA and iked on gwB (`active` when esprit does not start).
@@ -53,6 +55,7 @@ fn setup(c: &Case) -> (LabGuard, TempDir, Iked, DataplaneThread, IkeDaemon) {
     require(ensure_installed(), "OpenIKED");
     let lab = LabGuard::up(&LabSpec {
         name: format!("esprit-oi{}{}", c.tag, std::process::id()),
+        nat: c.nat,
         ..LabSpec::default()
     })
     .unwrap();
@@ -115,7 +118,10 @@ fn hex(b: &[u8]) -> String {
 /// The child esprit lists: iked handed the kernel both of its SAs (esprit's inbound SPI is
 /// iked's outbound one and the other way round, addresses to match), with the PF_KEY algorithm
 /// numbers `(encr, auth)` and the keys esprit exported for the same SPIs.
-fn child_keys_match(keys: &Path, child: &Value, iked: &Iked, (encr, auth): (u8, u8)) {
+fn child_keys_match(keys: &Path, child: &Value, iked: &Iked, c: &Case) {
+    let (encr, auth) = c.pfkey;
+    // gwA as iked sees it: the NAT's public address behind the NAT.
+    let gw_a = if c.nat { "10.200.0.254" } else { "10.200.0.1" };
     let (inb, outb) = (spi(&child["inbound_spi"]), spi(&child["outbound_spi"]));
     let start = Instant::now();
     let find = |s: u32| -> Option<PfkeySa> { iked.sas().into_iter().rev().find(|sa| sa.spi == s) };
@@ -133,12 +139,20 @@ fn child_keys_match(keys: &Path, child: &Value, iked: &Iked, (encr, auth): (u8, 
         assert_eq!((sa.encr, sa.auth), (encr, auth), "{sa:?}");
         // esprit's inbound SA is iked's outbound: gwB → gwA.
         let (src, dst) = if s == inb {
-            ("10.200.0.2", "10.200.0.1")
+            ("10.200.0.2", gw_a)
         } else {
-            ("10.200.0.1", "10.200.0.2")
+            (gw_a, "10.200.0.2")
         };
         assert_eq!((sa.src.as_str(), sa.dst.as_str()), (src, dst), "{sa:?}");
-        assert_eq!(sa.encap, None, "no NAT, no UDP encapsulation: {sa:?}");
+        if c.nat {
+            // ESP in UDP (UDP_ENCAP_ESPINUDP), from and to gwB's port 4500.
+            assert_eq!(sa.encap, Some(2), "{sa:?}");
+            let ours = if s == inb { sa.sport } else { sa.dport };
+            assert_eq!(ours, Some(4500), "{sa:?}");
+            assert!(sa.sport.is_some() && sa.dport.is_some(), "{sa:?}");
+        } else {
+            assert_eq!(sa.encap, None, "no NAT, no UDP encapsulation: {sa:?}");
+        }
         let line = esp
             .lines()
             .find(|l| l.contains(&format!("\"0x{s:08x}\"")))
@@ -217,7 +231,7 @@ fn esprit_rekeys(ike: &IkeDaemon, iked: &Iked, keys: &Path, sa: &Value, c: &Case
                 .as_array()
                 .is_some_and(|c| c.len() == 1 && c[0]["inbound_spi"] != old_child["inbound_spi"])
     });
-    child_keys_match(keys, &sa["children"][0], iked, c.pfkey);
+    child_keys_match(keys, &sa["children"][0], iked, c);
     // iked deletes both of the replaced child's SAs.
     let old = [
         spi(&old_child["inbound_spi"]),
@@ -271,6 +285,10 @@ fn run(c: &Case) {
         }
     );
     assert_eq!(sa["remote_id"], "gwB");
+    assert_eq!(
+        sa["encap"], c.nat,
+        "UDP encapsulation exactly behind the NAT: {sa}"
+    );
     iked_lists(&iked, &sa);
     assert_eq!(sa["encr"], c.ike.split('-').next().unwrap(), "{sa}");
     assert_eq!(
@@ -279,7 +297,7 @@ fn run(c: &Case) {
         "{sa}"
     );
     ike_keys_match(&keys, &sa, &iked, c.integ);
-    child_keys_match(&keys, &sa["children"][0], &iked, c.pfkey);
+    child_keys_match(&keys, &sa["children"][0], &iked, c);
     esprit_rekeys(&ike, &iked, &keys, &sa, c);
     let sas = iked.sas().len();
     if c.esprit_starts {
@@ -327,6 +345,7 @@ fn openiked_initiates_aes_gcm_x25519() {
         childsa: "enc aes-256 auth hmac-sha2-512",
         integ: false,
         pfkey: CBC_SHA512,
+        nat: false,
     });
 }
 
@@ -342,6 +361,7 @@ fn esprit_initiates_aes_gcm_x25519() {
         childsa: "enc aes-256 auth hmac-sha2-384",
         integ: false,
         pfkey: CBC_SHA384,
+        nat: false,
     });
 }
 
@@ -357,6 +377,7 @@ fn openiked_initiates_aes_cbc_modp2048() {
         childsa: "enc aes-256 auth hmac-sha2-384",
         integ: true,
         pfkey: CBC_SHA384,
+        nat: false,
     });
 }
 
@@ -372,6 +393,23 @@ fn esprit_initiates_aes_cbc_ecp256() {
         childsa: "enc aes-256 auth hmac-sha2-512",
         integ: true,
         pfkey: CBC_SHA512,
+        nat: false,
+    });
+}
+
+#[test]
+#[ignore = "needs root and OpenIKED: ./ci/test.sh runs it as root"]
+fn esprit_initiates_through_the_nat() {
+    run(&Case {
+        tag: "f",
+        esprit_starts: true,
+        ike: "aes256gcm16-prfsha256-x25519",
+        esp: "aes256-sha512",
+        ikesa: "enc aes-256-gcm prf hmac-sha2-256 group curve25519",
+        childsa: "enc aes-256 auth hmac-sha2-512",
+        integ: false,
+        pfkey: CBC_SHA512,
+        nat: true,
     });
 }
 
@@ -390,6 +428,7 @@ fn openiked_with_only_aes_gcm_esp_gets_invalid_syntax() {
         childsa: "enc aes-256-gcm",
         integ: false,
         pfkey: (20, 0),
+        nat: false,
     };
     let (_lab, _dir, iked, dp, ike) = setup(&c);
     iked.wait_log("INVALID_SYNTAX", 1, false, WAIT).unwrap();
