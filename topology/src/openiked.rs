@@ -198,8 +198,9 @@ pub fn build_shim(dir: &Path) -> Result<PathBuf, String> {
 
 impl Iked {
     /// Writes the configuration under `dir`, builds the PF_KEY stand-in and starts iked
-    /// (`-d -vvv`, foreground: every payload and the IKE keys logged) in `node`'s namespace with it preloaded; returns once iked has
-    /// registered with the stand-in and its control socket exists.
+    /// (`-d -vvv`, foreground: every payload and the IKE keys logged) in `node`'s namespace
+    /// with it preloaded; returns once iked has registered with the stand-in and its control
+    /// socket exists.
     pub fn start(lab: &Lab, node: Node, dir: &Path, spec: &IkedSpec) -> Result<Iked, String> {
         spec.check()?;
         ensure_installed()?;
