@@ -12,8 +12,8 @@
  *
  * iked also asks, with setsockopt(IP_IPSEC_POLICY / IPV6_IPSEC_POLICY) in PF_KEY's policy
  * format, that its IKE sockets bypass IPsec, and gives up a socket when that fails
- * (EOPNOTSUPP: the kernel's only key manager, XFRM netlink, reads another format). With no SA
- * and no policy in any kernel database, everything bypasses IPsec anyway: the call succeeds.
+ * (EOPNOTSUPP: without PF_KEY, nothing in the kernel reads that format). With no SA and no
+ * policy in any kernel database, everything bypasses IPsec anyway: the call succeeds.
  *
  * Every message is written, one line each, to the file named by $IKED_PFKEY_SHIM_LOG, with
  * the SPI, addresses, algorithms, UDP encapsulation and keys (hex) of SAs, so a test can
