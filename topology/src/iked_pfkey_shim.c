@@ -15,6 +15,13 @@
  * (EOPNOTSUPP: without PF_KEY, nothing in the kernel reads that format). With no SA and no
  * policy in any kernel database, everything bypasses IPsec anyway: the call succeeds.
  *
+ * The kernel queues a PF_KEY reply before the write that asked for it returns, and iked
+ * relies on that: it polls for the reply for 1 ms only ("pfkey_reply: no reply from PF_KEY").
+ * The thread is not that fast on a loaded machine, so write(), writev() and sendmsg() on a
+ * stand-in socket wait until the reply is there. iked's parent opens the socket and passes it
+ * to its ikev2 process (forked earlier, so this code is loaded there too): the sockets' inode
+ * numbers are kept in a page mapped shared at load time, before iked forks.
+ *
  * Every message is written, one line each, to the file named by $IKED_PFKEY_SHIM_LOG, with
  * the SPI, addresses, algorithms, UDP encapsulation and keys (hex) of SAs, so a test can
  * compare the keys iked derived with its peer's.
@@ -35,8 +42,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
+#include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #define MAX_SAS 256
@@ -49,6 +60,13 @@ struct sa {
 	int used;
 };
 
+/* The stand-in sockets (iked's end), in every process of iked. */
+struct shared {
+	int n;
+	ino_t ino[8];
+};
+
+static struct shared *shared;
 static struct sa sas[MAX_SAS];
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static FILE *logf;
@@ -288,6 +306,67 @@ static void *serve(void *arg)
 	}
 }
 
+__attribute__((constructor)) static void shim_init(void)
+{
+	void *p = mmap(NULL, sizeof(struct shared), PROT_READ | PROT_WRITE,
+		       MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	shared = p == MAP_FAILED ? NULL : p;
+}
+
+static int is_stand_in(int fd)
+{
+	struct stat st;
+	if (!shared || !__atomic_load_n(&shared->n, __ATOMIC_ACQUIRE) || fstat(fd, &st) < 0 ||
+	    !S_ISSOCK(st.st_mode))
+		return 0;
+	for (int i = 0; i < shared->n && i < 8; i++)
+		if (shared->ino[i] == st.st_ino)
+			return 1;
+	return 0;
+}
+
+/* After a request to the stand-in: wait (5 s at most) until its reply is queued. */
+static void await_reply(int fd)
+{
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+	while (poll(&p, 1, 5000) < 0 && errno == EINTR)
+		;
+}
+
+ssize_t write(int fd, const void *buf, size_t len)
+{
+	static ssize_t (*real_write)(int, const void *, size_t);
+	if (!real_write)
+		real_write = (ssize_t(*)(int, const void *, size_t))dlsym(RTLD_NEXT, "write");
+	ssize_t r = real_write(fd, buf, len);
+	if (r > 0 && is_stand_in(fd))
+		await_reply(fd);
+	return r;
+}
+
+ssize_t writev(int fd, const struct iovec *iov, int n)
+{
+	static ssize_t (*real_writev)(int, const struct iovec *, int);
+	if (!real_writev)
+		real_writev = (ssize_t(*)(int, const struct iovec *, int))dlsym(RTLD_NEXT, "writev");
+	ssize_t r = real_writev(fd, iov, n);
+	if (r > 0 && is_stand_in(fd))
+		await_reply(fd);
+	return r;
+}
+
+ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
+{
+	static ssize_t (*real_sendmsg)(int, const struct msghdr *, int);
+	if (!real_sendmsg)
+		real_sendmsg =
+			(ssize_t(*)(int, const struct msghdr *, int))dlsym(RTLD_NEXT, "sendmsg");
+	ssize_t r = real_sendmsg(fd, msg, flags);
+	if (r > 0 && is_stand_in(fd))
+		await_reply(fd);
+	return r;
+}
+
 int setsockopt(int fd, int level, int name, const void *val, socklen_t len)
 {
 	static int (*real_setsockopt)(int, int, int, const void *, socklen_t);
@@ -330,6 +409,11 @@ int socket(int domain, int type, int protocol)
 		return -1;
 	}
 	pthread_detach(t);
+	struct stat st;
+	if (shared && fstat(sv[0], &st) == 0 && shared->n < 8) {
+		shared->ino[shared->n] = st.st_ino;
+		__atomic_store_n(&shared->n, shared->n + 1, __ATOMIC_RELEASE);
+	}
 	fprintf(logf, "SOCKET pid=%d\n", getpid());
 	fflush(logf);
 	return sv[0];

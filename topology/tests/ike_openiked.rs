@@ -268,8 +268,7 @@ fn esprit_rekeys(ike: &IkeDaemon, iked: &Iked, keys: &Path, sa: &Value, c: &Case
     iked_lists(iked, &sa);
 }
 
-/// One case: up (the initiator per `c`), keys, esprit's rekeys, a delete by the side that
-/// did not initiate.
+/// One case: up (the initiator per `c`), keys, esprit's rekeys, a delete by the initiator.
 fn run(c: &Case) {
     let (_lab, dir, iked, dp, ike) = setup(c);
     let keys = dir.0.join("keys");
@@ -323,6 +322,15 @@ fn run(c: &Case) {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(iked.sas().len(), sas, "nothing new after the delete");
+    let start = Instant::now();
+    while !iked.ike_sas().unwrap().is_empty() {
+        assert!(
+            start.elapsed() < WAIT,
+            "iked still lists {:?}",
+            iked.ike_sas()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     ike.stop().unwrap();
     dp.stop().unwrap();
     iked.stop();
