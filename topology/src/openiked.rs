@@ -69,6 +69,8 @@ pub struct IkedSpec {
     pub psk: String,
     /// `active` (iked initiates at start) or `passive` (it waits for the peer).
     pub active: bool,
+    /// `ikelifetime`: iked rekeys its IKE SAs after this many seconds (none by default).
+    pub ikelifetime: Option<u32>,
 }
 
 impl IkedSpec {
@@ -102,9 +104,13 @@ impl IkedSpec {
             .iter()
             .map(|(l, r)| format!(" from {l} to {r}"))
             .collect();
+        let lifetime = self
+            .ikelifetime
+            .map(|t| format!(" ikelifetime {t}"))
+            .unwrap_or_default();
         format!(
             "ikev2 \"peer\" {} esp{flows} local {} peer {} ikesa {} childsa {} srcid \"{}\" \
-             dstid \"{}\" psk \"{}\"\n",
+             dstid \"{}\"{lifetime} psk \"{}\"\n",
             if self.active { "active" } else { "passive" },
             self.local,
             self.remote,
@@ -589,6 +595,7 @@ iked_dstid_sas: 0x556ff5646620 rspi 0x091124503811f316 ispi 0x1cfaf1384e21a6a9 1
             childsa: "enc aes-256-gcm".into(),
             psk: "secret".into(),
             active: false,
+            ikelifetime: None,
         };
         assert!(spec.check().is_ok());
         assert_eq!(
@@ -597,6 +604,13 @@ iked_dstid_sas: 0x556ff5646620 rspi 0x091124503811f316 ispi 0x1cfaf1384e21a6a9 1
              peer 10.200.0.1 ikesa enc aes-256-gcm prf hmac-sha2-256 group curve25519 childsa \
              enc aes-256-gcm srcid \"gwB\" dstid \"gwA\" psk \"secret\"\n"
         );
+        let rekeying = IkedSpec {
+            ikelifetime: Some(4),
+            ..spec.clone()
+        };
+        assert!(rekeying
+            .iked_conf()
+            .ends_with("dstid \"gwA\" ikelifetime 4 psk \"secret\"\n"));
         let bad = IkedSpec {
             psk: "a\"b".into(),
             ..spec
