@@ -230,10 +230,10 @@ static size_t answer(uint8_t *msg, size_t len, uint8_t *out)
 		do {
 			if (getrandom(&spi, sizeof(spi), 0) != sizeof(spi))
 				spi = (uint32_t)random();
-			if (hi > lo)
-				spi = lo + spi % (hi - lo + 1);
-			else
+			if (hi <= lo)
 				spi = lo;
+			else if (hi - lo < UINT32_MAX)
+				spi = lo + spi % (hi - lo + 1);
 		} while (lookup(htonl(spi), h->sadb_msg_satype) && hi > lo);
 		remember(htonl(spi), h->sadb_msg_satype);
 		struct sadb_sa s = { 0 };
