@@ -242,6 +242,12 @@ static size_t answer(uint8_t *msg, size_t len, uint8_t *out)
 		s.sadb_sa_spi = htonl(spi);
 		s.sadb_sa_state = SADB_SASTATE_LARVAL;
 		append(out, &olen, &s, sizeof(s));
+		/* RFC 2367 §3.1.1: <base, SA, address(SD)>. */
+		for (uint16_t t = SADB_EXT_ADDRESS_SRC; t <= SADB_EXT_ADDRESS_DST; t++) {
+			struct sadb_ext *e = find_ext(msg, len, t);
+			if (e)
+				append(out, &olen, e, (size_t)e->sadb_ext_len * 8);
+		}
 		fprintf(logf, "GETSPI-REPLY satype=%u spi=0x%08x\n", h->sadb_msg_satype, spi);
 		break;
 	}
