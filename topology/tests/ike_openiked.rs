@@ -5,8 +5,9 @@
 //! handed to its "kernel" against the ones esprit installed in its dataplane (same SPIs, same
 //! keys, both directions, also through the NAT), the IKE SA's keys, a child rekey and an IKE
 //! SA rekey started by esprit (new keys compared again, the old child deleted from iked's
-//! "kernel"), a delete from either side leaving both empty, and iked's SA payload without
-//! proposals answered with INVALID_SYNTAX. See docs/interop.md.
+//! "kernel"), an IKE SA rekey started by iked, a delete from either side leaving both empty,
+//! and iked's SA payload without proposals answered with INVALID_SYNTAX. See
+//! docs/interop.md.
 
 use control::daemon::control::ControlRequest;
 use esprit_testkit::{require, require_root};
