@@ -1478,6 +1478,19 @@ fn tunnel_interfaces_carry_the_gateways_own_traffic_and_follow_kernel_routes() {
     common::ip(&["-n", gwa, "route", "del", "10.201.2.0/24", "dev", "esp-b"]);
     std::thread::sleep(Duration::from_millis(300));
     let withdrawn = ping(ha, "10.201.2.2");
+    // Set down, the interface loses its IPv4 routes in the kernel without a route
+    // notification: the link's tells the dataplane, which stops at once (its full resync is
+    // seconds away). Up again with the route back, the traffic flows again.
+    common::ip(&["-n", gwa, "route", "add", "10.201.2.0/24", "dev", "esp-b"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let rerouted = ping(ha, "10.201.2.2");
+    common::ip(&["-n", gwa, "link", "set", "esp-b", "down"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let set_down = ping(ha, "10.201.2.2");
+    common::ip(&["-n", gwa, "link", "set", "esp-b", "up"]);
+    common::ip(&["-n", gwa, "route", "add", "10.201.2.0/24", "dev", "esp-b"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let set_up = ping(ha, "10.201.2.2");
     let stats = c.call(Request::Stats).unwrap();
     drop(c);
     // A dataplane that dies takes its interface and the routes through it along (a routing
@@ -1530,6 +1543,9 @@ fn tunnel_interfaces_carry_the_gateways_own_traffic_and_follow_kernel_routes() {
         routed_v6.1
     );
     assert!(!withdrawn.0, "route withdrawn: {}", withdrawn.1);
+    assert!(rerouted.0, "route added again: {}\n{stats}", rerouted.1);
+    assert!(!set_down.0, "esp-b set down: {}", set_down.1);
+    assert!(set_up.0, "esp-b up, route back: {}\n{stats}", set_up.1);
     let kernel: Vec<&serde_json::Value> = routes
         .as_array()
         .unwrap()

@@ -181,11 +181,13 @@ pub fn peering(node: Node, extra: usize) -> Peering {
                 interface: TUNNELS[t].into(),
                 local: tunnel_addr(node, t),
                 neighbor: tunnel_addr(if i == 0 { Node::GwB } else { Node::GwA }, t),
+                remote_as: None,
             })
             .collect(),
-        site: if i == 0 { SITE_A } else { SITE_B }.into(),
+        site: Some(if i == 0 { SITE_A } else { SITE_B }.into()),
         lan: "lan0".into(),
         extra: extra_prefixes(node, extra),
+        transit: false,
         bfd: BFD,
         keepalive_secs: BGP_TIMERS.0,
         hold_secs: BGP_TIMERS.1,
@@ -246,7 +248,7 @@ pub fn ike_toml(node: Node, dp_socket: &Path, socket: &Path) -> String {
     s
 }
 
-fn ip(lab: &Lab, node: Node, args: &[&str]) -> Result<String, String> {
+pub(crate) fn ip(lab: &Lab, node: Node, args: &[&str]) -> Result<String, String> {
     let mut full = vec!["ip"];
     full.extend_from_slice(args);
     let out = lab.exec(node, &full).map_err(|e| e.to_string())?;
@@ -356,7 +358,7 @@ pub fn tunnel_routes(lab: &Lab, node: Node) -> Result<Vec<(String, Vec<String>)>
 }
 
 /// Polls `check` every 100 ms until it gives a value or `timeout` passes.
-fn wait_for<T>(
+pub(crate) fn wait_for<T>(
     what: &str,
     timeout: Duration,
     mut check: impl FnMut() -> Result<Option<T>, String>,
@@ -523,6 +525,7 @@ fn stream(lab: &Lab, o: &BgpOptions) -> Result<Stream, String> {
 /// Runs the BGP lab; `say` receives progress lines. The lab is removed at the end unless
 /// `keep`.
 pub fn run(o: &BgpOptions, mut say: impl FnMut(&str)) -> Result<BgpReport, String> {
+    crate::kept::cloexec_inherited();
     crate::kept::stop_all(&o.name);
     say(&format!(
         "building the lab {}: hA — gwA ═ inet ═ gwB — hB, two WAN addresses per gateway",

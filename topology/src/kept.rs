@@ -80,6 +80,32 @@ pub(crate) fn signal(pid: u32, sig: i32) {
     }
 }
 
+/// Marks every descriptor this process inherited (beyond stdin, stdout and stderr) close-on-exec,
+/// so the daemons a lab starts do not inherit them. The one that matters: `flock
+/// /tmp/esprit-netns.lock cargo test` hands its lock's descriptor down to the tests, and a
+/// routing daemon or esprit process that outlived its test (`--keep`, or a crash) would hold the
+/// lock, and block every later netns test, for as long as it ran. Rust opens its own descriptors
+/// close-on-exec already, so only inherited ones change.
+pub fn cloexec_inherited() {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let fds: Vec<i32> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|&fd| fd > 2)
+        .collect();
+    for fd in fds {
+        // SAFETY: fcntl(2) reading and setting the descriptor flags of a descriptor number; a
+        // number that is not (or no longer) open fails with EBADF, and no memory is involved.
+        unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags >= 0 && flags & libc::FD_CLOEXEC == 0 {
+                libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+            }
+        }
+    }
+}
+
 /// Stops every daemon recorded for lab `name` (SIGTERM, then SIGKILL after 5 s) and removes
 /// its state directory. Returns what was stopped.
 pub fn stop_all(name: &str) -> Vec<String> {
@@ -106,6 +132,28 @@ pub fn stop_all(name: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn cloexec(fd: i32) -> bool {
+        // SAFETY: F_GETFD on a descriptor this test owns; no memory is involved.
+        unsafe { libc::fcntl(fd, libc::F_GETFD) & libc::FD_CLOEXEC != 0 }
+    }
+
+    #[test]
+    fn inherited_descriptors_become_close_on_exec() {
+        use std::os::fd::AsRawFd;
+        let f = std::fs::File::open("/dev/null").unwrap();
+        // A duplicate without FD_CLOEXEC, as `flock FILE cmd` hands its lock down.
+        // SAFETY: dup(2) of an open descriptor; the new one is closed below.
+        let fd = unsafe { libc::dup(f.as_raw_fd()) };
+        assert!(fd > 2);
+        assert!(!cloexec(fd));
+        cloexec_inherited();
+        let after = cloexec(fd);
+        // SAFETY: closing the descriptor dup(2) returned, used by nothing else.
+        unsafe { libc::close(fd) };
+        assert!(after);
+        assert!(cloexec(f.as_raw_fd()));
+    }
 
     #[test]
     #[ignore = "needs root (writes /run/esprit-lab): ./ci/test.sh runs it as root"]

@@ -23,6 +23,7 @@ pub mod netns;
 pub mod pki;
 pub mod plan;
 pub mod routingd;
+pub mod scaleout;
 pub mod spec;
 pub mod stream;
 pub mod strongswan;

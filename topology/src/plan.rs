@@ -72,11 +72,18 @@ pub fn mac(node: Node, ifname: &str) -> String {
         Node::Nat => 3,
         Node::GwB => 4,
         Node::HostB => 5,
+        Node::RouterA => 6,
+        Node::GwA1 => 7,
+        Node::GwA2 => 8,
+        Node::Inet => 9,
     };
     let i = match ifname {
         "eth0" => 0,
         "lan0" | "in0" => 1,
         "wan0" | "out0" => 2,
+        "gw1" | "a1" => 3,
+        "gw2" | "a2" => 4,
+        "b" => 5,
         _ => 0xff,
     };
     format!("02:e5:00:00:{n:02x}:{i:02x}")

@@ -52,15 +52,25 @@ const FRR_DAEMONS: [&str; 3] = ["zebra", "bfdd", "bgpd"];
 /// How long a routing daemon may take to answer on its control socket.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// One eBGP session over a tunnel interface.
+/// One eBGP session over an interface: a tunnel interface (the dataplane's TUN device), or in
+/// the scale-out lab ([`crate::scaleout`]) also the link between a gateway and its site router.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TunnelSession {
-    /// The tunnel interface (the dataplane's TUN device).
+    /// The interface.
     pub interface: String,
     /// Our address on it.
     pub local: Ipv4Addr,
     /// The other side's address on it: the BGP neighbour.
     pub neighbor: Ipv4Addr,
+    /// The neighbour's AS when it is not [`Peering::remote_as`].
+    pub remote_as: Option<u32>,
+}
+
+impl TunnelSession {
+    /// The neighbour's AS in `p`.
+    pub fn peer_as(&self, p: &Peering) -> u32 {
+        self.remote_as.unwrap_or(p.remote_as)
+    }
 }
 
 /// BFD timers: a session is declared down after `multiplier` intervals without a packet.
@@ -92,12 +102,16 @@ pub struct Peering {
     pub remote_as: u32,
     /// One session per tunnel.
     pub sessions: Vec<TunnelSession>,
-    /// The site's prefix (reached through `lan`), announced.
-    pub site: String,
+    /// The site's prefix (reached through `lan`), announced; `None` where a site router
+    /// announces it instead (the scale-out lab's site A gateways).
+    pub site: Option<String>,
     /// The site's LAN interface.
     pub lan: String,
     /// Further prefixes announced (as if other networks sat behind the site).
     pub extra: Vec<String>,
+    /// Pass learned routes on to the other neighbours (a gateway between its site router and
+    /// the remote site); otherwise only the announced prefixes are exported.
+    pub transit: bool,
     /// BFD on every session.
     pub bfd: BfdTimers,
     /// BGP keepalive and hold times, seconds: the fallback when BFD is not there.
@@ -109,7 +123,7 @@ pub struct Peering {
 impl Peering {
     /// Every prefix announced: the site's and the extra ones.
     pub fn announced(&self) -> usize {
-        1 + self.extra.len()
+        usize::from(self.site.is_some()) + self.extra.len()
     }
 }
 
@@ -124,12 +138,13 @@ pub fn bird_conf(p: &Peering, log: &Path) -> String {
     let _ = writeln!(c, "router id {};", p.router_id);
     let _ = writeln!(c, "log \"{}\" all;", log.display());
     c.push_str("protocol device { scan time 2; }\n\n");
-    let _ = writeln!(
-        c,
+    c.push_str(
         "# Announced: the site and the extra prefixes (the extra ones lead nowhere here).\n\
-         protocol static announced {{\n  ipv4;\n  route {} via \"{}\";",
-        p.site, p.lan
+         protocol static announced {\n  ipv4;\n",
     );
+    if let Some(site) = &p.site {
+        let _ = writeln!(c, "  route {site} via \"{}\";", p.lan);
+    }
     for x in &p.extra {
         let _ = writeln!(c, "  route {x} blackhole;");
     }
@@ -153,11 +168,16 @@ pub fn bird_conf(p: &Peering, log: &Path) -> String {
         ms = p.bfd.interval_ms,
         m = p.bfd.multiplier
     );
+    let export = if p.transit {
+        "proto = \"announced\" || source = RTS_BGP"
+    } else {
+        "proto = \"announced\""
+    };
     let _ = writeln!(
         c,
         "template bgp tunnel {{\n  local as {};\n  direct;\n  bfd on;\n  hold time {};\n  \
          keepalive time {};\n  connect delay time 1;\n  connect retry time 2;\n  \
-         error wait time 1, 5;\n  ipv4 {{ import all; export where proto = \"announced\"; }};\n}}\n",
+         error wait time 1, 5;\n  ipv4 {{ import all; export where {export}; }};\n}}\n",
         p.local_as, p.hold_secs, p.keepalive_secs
     );
     for (i, s) in p.sessions.iter().enumerate() {
@@ -169,7 +189,7 @@ pub fn bird_conf(p: &Peering, log: &Path) -> String {
             s.interface,
             s.local,
             s.neighbor,
-            p.remote_as
+            s.peer_as(p)
         );
     }
     c
@@ -199,7 +219,7 @@ pub fn frr_conf(p: &Peering, log: &Path) -> String {
     c.push_str(" no bgp ebgp-requires-policy\n no bgp network import-check\n");
     for s in &p.sessions {
         let n = s.neighbor;
-        let _ = writeln!(c, " neighbor {n} remote-as {}", p.remote_as);
+        let _ = writeln!(c, " neighbor {n} remote-as {}", s.peer_as(p));
         let _ = writeln!(c, " neighbor {n} update-source {}", s.local);
         let _ = writeln!(
             c,
@@ -210,7 +230,7 @@ pub fn frr_conf(p: &Peering, log: &Path) -> String {
         let _ = writeln!(c, " neighbor {n} bfd profile tunnel");
     }
     c.push_str(" address-family ipv4 unicast\n");
-    for x in std::iter::once(&p.site).chain(&p.extra) {
+    for x in p.site.iter().chain(&p.extra) {
         let _ = writeln!(c, "  network {x}");
     }
     let _ = writeln!(c, "  maximum-paths {}", p.sessions.len().max(1));
@@ -291,7 +311,7 @@ impl RoutingInstance {
                 ];
                 let child = spawn_logged(lab, node, "bird", &args, &stderr)?;
                 inst.children.push(("bird", child));
-                inst.wait_answering(&stderr)?;
+                inst.wait_answering(&stderr, None)?;
             }
             RoutingDaemon::Frr => {
                 let conf = write("frr.conf", &frr_conf(p, &log))?;
@@ -329,7 +349,7 @@ impl RoutingInstance {
                     }
                     let child = spawn_logged(lab, node, &format!("{FRR_DIR}/{d}"), &args, &stderr)?;
                     inst.children.push((d, child));
-                    inst.wait_answering(&stderr)?;
+                    inst.wait_answering(&stderr, Some(d))?;
                 }
                 // The whole configuration through vtysh, which hands each daemon its part.
                 let out = inst.ctl_output(&["-f".to_string(), conf.display().to_string()])?;
@@ -341,14 +361,22 @@ impl RoutingInstance {
         Ok(inst)
     }
 
-    fn wait_answering(&mut self, stderr: &Path) -> Result<(), String> {
+    /// Waits until the daemon answers on its control socket; with FRR, until `frr_daemon`
+    /// answers on its own vty socket. (A plain `vtysh -c "show version"` is answered by zebra
+    /// alone, so it returned before bgpd listened, and the `vtysh -f` that followed then
+    /// configured the daemons that were there and silently left bgpd without a configuration;
+    /// with four instances starting at once, one in a few runs.)
+    fn wait_answering(&mut self, stderr: &Path, frr_daemon: Option<&str>) -> Result<(), String> {
         let start = Instant::now();
-        let probe = match self.daemon {
-            RoutingDaemon::Bird => "show status",
-            RoutingDaemon::Frr => "show version",
+        let probe: Vec<String> = match (self.daemon, frr_daemon) {
+            (RoutingDaemon::Frr, Some(d)) => {
+                vec!["-d".into(), d.into(), "-c".into(), "show version".into()]
+            }
+            (RoutingDaemon::Frr, None) => vec!["-c".into(), "show version".into()],
+            (RoutingDaemon::Bird, _) => vec!["show".into(), "status".into()],
         };
         loop {
-            if matches!(self.cmd(probe), Ok(t) if !t.is_empty()) {
+            if matches!(self.ctl_output(&probe), Ok((true, t)) if !t.is_empty()) {
                 return Ok(());
             }
             let exited = self.children.iter_mut().find_map(|(n, c)| {
@@ -479,16 +507,19 @@ mod tests {
                     interface: "esp-t1".into(),
                     local: Ipv4Addr::new(169, 254, 21, 1),
                     neighbor: Ipv4Addr::new(169, 254, 21, 2),
+                    remote_as: None,
                 },
                 TunnelSession {
                     interface: "esp-t2".into(),
                     local: Ipv4Addr::new(169, 254, 22, 1),
                     neighbor: Ipv4Addr::new(169, 254, 22, 2),
+                    remote_as: None,
                 },
             ],
-            site: "10.201.1.0/24".into(),
+            site: Some("10.201.1.0/24".into()),
             lan: "lan0".into(),
             extra: vec!["10.210.0.0/24".into(), "10.210.1.0/24".into()],
+            transit: false,
             bfd: BfdTimers {
                 interval_ms: 100,
                 multiplier: 3,

@@ -18,11 +18,29 @@ pub enum Node {
     GwB,
     /// Host on site B.
     HostB,
+    /// The site router of site A in the scale-out lab ([`crate::scaleout`]).
+    RouterA,
+    /// The first of site A's two gateways in the scale-out lab.
+    GwA1,
+    /// The second of site A's two gateways in the scale-out lab.
+    GwA2,
+    /// The router between the WANs (the "internet") in the scale-out lab.
+    Inet,
 }
 
 impl Node {
-    /// Every node a lab can have, from site A to site B.
-    pub const ALL: [Node; 5] = [Node::HostA, Node::GwA, Node::Nat, Node::GwB, Node::HostB];
+    /// Every node a lab can have, from site A to site B, then the scale-out lab's own.
+    pub const ALL: [Node; 9] = [
+        Node::HostA,
+        Node::GwA,
+        Node::Nat,
+        Node::GwB,
+        Node::HostB,
+        Node::RouterA,
+        Node::GwA1,
+        Node::GwA2,
+        Node::Inet,
+    ];
 
     /// Short name used on the command line and in namespace names.
     pub fn name(self) -> &'static str {
@@ -32,6 +50,10 @@ impl Node {
             Node::Nat => "nat",
             Node::GwB => "gwB",
             Node::HostB => "hB",
+            Node::RouterA => "rA",
+            Node::GwA1 => "gwA1",
+            Node::GwA2 => "gwA2",
+            Node::Inet => "inet",
         }
     }
 

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 /// How long the receiver keeps listening after the last datagram was sent.
 const DRAIN: Duration = Duration::from_millis(500);
 /// The first of the senders' source ports (flow `i` uses `SRC_PORT_BASE + i`).
-const SRC_PORT_BASE: u16 = 40_000;
+pub const SRC_PORT_BASE: u16 = 40_000;
 
 /// One datagram sent: its sequence number, flow and when it left (since the stream began).
 #[derive(Debug, Clone, Copy, PartialEq)]

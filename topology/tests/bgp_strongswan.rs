@@ -44,8 +44,9 @@ fn peering(a: bool, interface: &str) -> Peering {
             interface: interface.into(),
             local: LINK[i],
             neighbor: LINK[1 - i],
+            remote_as: None,
         }],
-        site: if a { "10.201.1.0/24" } else { "10.201.2.0/24" }.into(),
+        site: Some(if a { "10.201.1.0/24" } else { "10.201.2.0/24" }.into()),
         lan: "lan0".into(),
         extra: (0..EXTRA as u32)
             .map(|k| {
@@ -55,6 +56,7 @@ fn peering(a: bool, interface: &str) -> Peering {
                 )
             })
             .collect(),
+        transit: false,
         bfd: BfdTimers {
             interval_ms: 200,
             multiplier: 3,

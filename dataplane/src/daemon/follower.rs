@@ -6,10 +6,15 @@
 //! takes; in between, each route notification is applied to [`KernelState`] and only the
 //! prefixes it touched are passed on. The router changes its master table in place and the
 //! workers get a copy at most every few copy-times during a burst.
+//!
+//! An interface set down loses its routes in the kernel without a route notification (IPv4
+//! flushes them, a multipath route marks that hop dead): the link notification drops every
+//! hop through it at once, and its coming back up (which revives the multipath hops, again
+//! silently) has the table read whole.
 
 use super::router::Router;
 use super::tunnels::TunnelStats;
-use crate::kernel::route::{self, KernelRoute, RouteMonitor, RouteMsg};
+use crate::kernel::route::{self, KernelRoute, LinkMsg, Notice, RouteMonitor, RouteMsg};
 use crate::sa::Prefix;
 use crate::worker::handoff::Waker;
 use crate::worker::Port;
@@ -59,6 +64,8 @@ pub struct KernelState {
     changed: FxHashSet<Prefix>,
     /// A LAN or WAN route changed since [`KernelState::take_sides_changed`].
     sides_changed: bool,
+    /// The interfaces of `tunnels` and `sides` last seen administratively down.
+    down: FxHashSet<u32>,
 }
 
 impl KernelState {
@@ -140,6 +147,35 @@ impl KernelState {
                 self.touch(tunnel, m.prefix);
             }
         }
+    }
+
+    /// Applies one link message. Down (or deleted): every hop through the interface goes, as
+    /// the kernel stops using them. Returns true when a watched interface came back up: the
+    /// kernel revived its multipath hops without a word, so the table must be read again.
+    pub fn link(&mut self, l: LinkMsg) -> bool {
+        if !self.is_tunnel(l.ifindex) && !self.sides.contains(&l.ifindex) {
+            return false;
+        }
+        if l.up {
+            return self.down.remove(&l.ifindex);
+        }
+        if self.down.insert(l.ifindex) {
+            for tunnel in [true, false] {
+                let set = if tunnel {
+                    &mut self.tunnel_hops
+                } else {
+                    &mut self.side_hops
+                };
+                let gone: Vec<Hop> = set.iter().filter(|h| h.2 == l.ifindex).copied().collect();
+                for h in &gone {
+                    set.remove(h);
+                }
+                for h in &gone {
+                    self.touch(tunnel, h.0);
+                }
+            }
+        }
+        false
     }
 
     /// Replaces everything with a dump of the main table, noting what differs.
@@ -269,7 +305,15 @@ impl RouteFollower {
         while !stop.load(Ordering::Relaxed) {
             let mut lost = false;
             if let Some(m) = monitor.as_mut() {
-                let d = m.drain(DRAIN_BUDGET, |msg| st.apply(&msg));
+                let mut relinked = false;
+                let d = m.drain(DRAIN_BUDGET, |n| match n {
+                    Notice::Route(msg) => st.apply(&msg),
+                    Notice::Link(l) => relinked |= st.link(l),
+                });
+                if relinked {
+                    tracing::info!("a tunnel, LAN or WAN interface came back up: reading the kernel's routes again");
+                    resync_at = Instant::now();
+                }
                 let s = &self.stats;
                 s.route_messages.fetch_add(d.messages, Ordering::Relaxed);
                 s.route_malformed.fetch_add(d.malformed, Ordering::Relaxed);
@@ -480,5 +524,40 @@ mod tests {
         st.apply(&msg(true, true, "10.9.0.0/24", 0, &[10]));
         router.apply_kernel_routes(st.take_changes(), 4);
         assert_eq!(router.kernel_routes().0, 3);
+    }
+
+    #[test]
+    fn a_link_set_down_drops_its_hops_and_its_return_asks_for_a_dump() {
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let mut st = KernelState::new(&[(10, a), (11, b)], [3, 4]);
+        let p4: Prefix = "10.1.0.0/24".parse().unwrap();
+        let p6: Prefix = "2001:db8::/48".parse().unwrap();
+        st.apply(&msg(false, true, "10.1.0.0/24", 0, &[10, 11]));
+        st.apply(&msg(false, true, "2001:db8::/48", 1024, &[10]));
+        st.apply(&msg(false, true, "0.0.0.0/0", 0, &[4]));
+        st.take_changes();
+        assert!(st.take_sides_changed());
+        let link = |ifindex, up| LinkMsg { ifindex, up };
+        // Up messages of an interface never seen down (carrier changes) change nothing.
+        assert!(!st.link(link(10, true)));
+        assert!(st.take_changes().is_empty());
+        // Tunnel 10 set down: the ECMP route keeps tunnel 11 only, the IPv6 route goes.
+        assert!(!st.link(link(10, false)));
+        let mut changes = st.take_changes();
+        changes.sort();
+        assert_eq!(changes, vec![(p4, Some(vec![b])), (p6, None)]);
+        // Said again: nothing more.
+        assert!(!st.link(link(10, false)));
+        assert!(st.take_changes().is_empty());
+        // Back up: the table must be read again (the kernel revives dead hops silently).
+        assert!(st.link(link(10, true)));
+        assert!(!st.link(link(10, true)));
+        // The WAN set down: its routes go too; interfaces esprit does not use are ignored.
+        assert!(!st.link(link(99, false)));
+        assert!(!st.take_sides_changed());
+        assert!(!st.link(link(4, false)));
+        assert!(st.take_sides_changed());
+        assert!(st.side_routes(4).is_empty());
     }
 }

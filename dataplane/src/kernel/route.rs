@@ -3,6 +3,11 @@
 //! changed ([`RouteMsg`]: a route added, replaced or deleted), so that the gateway reaches
 //! what is not on its links the way the kernel would (through the router the kernel's route
 //! names) and follows the routes through its tunnel interfaces without re-reading the table.
+//!
+//! Links are followed too (RTNLGRP_LINK, [`LinkMsg`]): when an interface is set down the kernel
+//! drops the IPv4 routes through it, and marks that hop of a multipath route dead, without a
+//! route notification; the follower learns it from the link's. Dead hops (RTNH_F_DEAD) are
+//! left out of everything parsed here.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -11,6 +16,8 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use super::neigh::{dump_with, netlink_socket, recv};
 use crate::sa::Prefix;
 
+const RTM_NEWLINK: u16 = 16;
+const RTM_DELLINK: u16 = 17;
 const RTM_NEWROUTE: u16 = 24;
 const RTM_DELROUTE: u16 = 25;
 const RTM_GETROUTE: u16 = 26;
@@ -28,8 +35,11 @@ const RTA_MULTIPATH: u16 = 9;
 const RTA_TABLE: u16 = 15;
 const RTN_UNICAST: u8 = 1;
 const RT_TABLE_MAIN: u32 = 254;
-/// Multicast group bits of RTNLGRP_IPV4_ROUTE (7) and RTNLGRP_IPV6_ROUTE (11).
-const RTMGRP_ROUTES: u32 = (1 << (7 - 1)) | (1 << (11 - 1));
+/// A next hop the kernel no longer uses (its interface is down), in `rtm_flags` or in a
+/// `struct rtnexthop`.
+const RTNH_F_DEAD: u32 = 1;
+/// Multicast group bits of RTNLGRP_LINK (1), RTNLGRP_IPV4_ROUTE (7) and RTNLGRP_IPV6_ROUTE (11).
+const RTMGRP_LINKS_AND_ROUTES: u32 = 1 | (1 << (7 - 1)) | (1 << (11 - 1));
 /// Receive buffer asked for the notification socket: a full table's worth of notifications
 /// arrives in a burst when a BGP session comes up (SO_RCVBUFFORCE as root, else capped by
 /// net.core.rmem_max).
@@ -51,6 +61,24 @@ pub struct RouteMsg {
     pub metric: u32,
     /// (interface, router) of each next hop.
     pub hops: Vec<(u32, Option<IpAddr>)>,
+}
+
+/// One link message: an interface changed (RTM_NEWLINK) or is gone (RTM_DELLINK).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkMsg {
+    /// The interface.
+    pub ifindex: u32,
+    /// Administratively up (IFF_UP) and not deleted.
+    pub up: bool,
+}
+
+/// One notification: a route or a link changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// A route was added, replaced or deleted.
+    Route(RouteMsg),
+    /// An interface changed or went away.
+    Link(LinkMsg),
 }
 
 /// One unicast route of the main table, through one interface.
@@ -163,7 +191,10 @@ fn u32_of(v: &[u8]) -> Option<u32> {
 /// route of an RTM_NEWROUTE. True when the datagram ends a dump. Malformed messages are
 /// skipped, never trusted.
 pub(crate) fn parse(b: &[u8], mut f: impl FnMut(KernelRoute)) -> io::Result<bool> {
-    let (done, _) = parse_msgs(b, |m| {
+    let (done, _) = parse_msgs(b, |n| {
+        let Notice::Route(m) = n else {
+            return;
+        };
         if !m.delete {
             for &(oif, gateway) in &m.hops {
                 f(KernelRoute {
@@ -178,10 +209,10 @@ pub(crate) fn parse(b: &[u8], mut f: impl FnMut(KernelRoute)) -> io::Result<bool
     Ok(done)
 }
 
-/// Parses one netlink datagram of route messages, calling `f` for every main-table unicast
-/// route added or deleted. Returns whether the datagram ends a dump, and how many messages
-/// were malformed (skipped, never trusted).
-pub(crate) fn parse_msgs(mut b: &[u8], mut f: impl FnMut(RouteMsg)) -> io::Result<(bool, u64)> {
+/// Parses one netlink datagram of route and link messages, calling `f` for every main-table
+/// unicast route added or deleted and every link message. Returns whether the datagram ends a
+/// dump, and how many messages were malformed (skipped, never trusted).
+pub(crate) fn parse_msgs(mut b: &[u8], mut f: impl FnMut(Notice)) -> io::Result<(bool, u64)> {
     let mut malformed = 0;
     while b.len() >= 16 {
         let len = u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as usize;
@@ -204,9 +235,13 @@ pub(crate) fn parse_msgs(mut b: &[u8], mut f: impl FnMut(RouteMsg)) -> io::Resul
                 }
             }
             RTM_NEWROUTE | RTM_DELROUTE => match route(msg, kind == RTM_DELROUTE, flags) {
-                Ok(Some(m)) => f(m),
+                Ok(Some(m)) => f(Notice::Route(m)),
                 Ok(None) => {}
                 Err(Malformed) => malformed += 1,
+            },
+            RTM_NEWLINK | RTM_DELLINK => match link(msg, kind == RTM_DELLINK) {
+                Some(l) => f(Notice::Link(l)),
+                None => malformed += 1,
             },
             _ => {}
         }
@@ -221,12 +256,24 @@ pub(crate) fn parse_msgs(mut b: &[u8], mut f: impl FnMut(RouteMsg)) -> io::Resul
 /// A route message that does not parse.
 struct Malformed;
 
+/// The link of one message (`struct ifinfomsg { u8 family; u8 pad; u16 type; i32 index;
+/// u32 flags; u32 change; }`); `None` when it is too short.
+fn link(msg: &[u8], deleted: bool) -> Option<LinkMsg> {
+    let ifindex = u32_of(msg.get(4..8)?)?;
+    let flags = u32_of(msg.get(8..12)?)?;
+    Some(LinkMsg {
+        ifindex,
+        up: !deleted && flags & libc::IFF_UP as u32 != 0,
+    })
+}
+
 /// The route of one message; `None` for routes that are not main-table unicast ones.
 fn route(msg: &[u8], delete: bool, flags: u16) -> Result<Option<RouteMsg>, Malformed> {
     if msg.len() < 12 {
         return Err(Malformed);
     }
     let (family, dst_len, table8, rtype) = (msg[0], msg[1], msg[4], msg[7]);
+    let dead = u32_of(&msg[8..12]).unwrap_or(0) & RTNH_F_DEAD != 0;
     if rtype != RTN_UNICAST {
         return Ok(None);
     }
@@ -252,7 +299,9 @@ fn route(msg: &[u8], delete: bool, flags: u16) -> Result<Option<RouteMsg>, Malfo
                     let gw = attrs(&m[8..l])
                         .find(|(k, _)| *k == RTA_GATEWAY)
                         .and_then(|(_, g)| ip(family, g));
-                    hops.push((ifindex, gw));
+                    if u32::from(m[2]) & RTNH_F_DEAD == 0 {
+                        hops.push((ifindex, gw));
+                    }
                     m = &m[l.next_multiple_of(4).min(m.len())..];
                 }
             }
@@ -268,7 +317,7 @@ fn route(msg: &[u8], delete: bool, flags: u16) -> Result<Option<RouteMsg>, Malfo
         _ => return Err(Malformed),
     };
     let prefix = Prefix::new(dst.unwrap_or(any), dst_len).ok_or(Malformed)?;
-    if let Some(oif) = oif {
+    if let Some(oif) = oif.filter(|_| !dead) {
         hops.insert(0, (oif, gateway));
     }
     let replace = if any.is_ipv4() {
@@ -309,7 +358,7 @@ impl RouteMonitor {
         // SAFETY: an all-zero sockaddr_nl is valid; the fields are set below.
         let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
         addr.nl_family = libc::AF_NETLINK as u16;
-        addr.nl_groups = RTMGRP_ROUTES;
+        addr.nl_groups = RTMGRP_LINKS_AND_ROUTES;
         // SAFETY: binds to a live sockaddr_nl of the stated size.
         let r = unsafe {
             libc::bind(
@@ -353,9 +402,9 @@ impl RouteMonitor {
         unsafe { libc::poll(&mut fd, 1, timeout.as_millis() as i32) };
     }
 
-    /// Reads every waiting notification without blocking, passing each route message to `f`
-    /// (at most `budget` datagrams, so a flood does not starve the caller).
-    pub fn drain(&mut self, budget: usize, mut f: impl FnMut(RouteMsg)) -> Drained {
+    /// Reads every waiting notification without blocking, passing each route and link message
+    /// to `f` (at most `budget` datagrams, so a flood does not starve the caller).
+    pub fn drain(&mut self, budget: usize, mut f: impl FnMut(Notice)) -> Drained {
         let mut d = Drained::default();
         for _ in 0..budget {
             match recv(&self.fd, &mut self.buf) {
@@ -525,7 +574,12 @@ mod tests {
         let mut replace6 = replace6;
         replace6[4..6].copy_from_slice(&RTM_NEWROUTE.to_ne_bytes());
         let mut got = Vec::new();
-        let (done, bad) = parse_msgs(&[del6, append4, replace6].concat(), |m| got.push(m)).unwrap();
+        let (done, bad) = parse_msgs(&[del6, append4, replace6].concat(), |n| {
+            if let Notice::Route(m) = n {
+                got.push(m)
+            }
+        })
+        .unwrap();
         assert_eq!((done, bad), (false, 0));
         assert_eq!(got.len(), 3);
         assert!(got[0].delete && !got[0].replace);
@@ -546,6 +600,84 @@ mod tests {
         );
         let (_, n) = parse_msgs(&bad, |_| panic!("not a route")).unwrap();
         assert_eq!(n, 1);
+    }
+
+    #[test]
+    fn dead_hops_are_left_out_and_links_are_read() {
+        let v4 = libc::AF_INET as u8;
+        let hop = |flags: u8, ifindex: i32| {
+            let mut h = Vec::new();
+            h.extend_from_slice(&8u16.to_ne_bytes());
+            h.extend_from_slice(&[flags, 0]);
+            h.extend_from_slice(&ifindex.to_ne_bytes());
+            h
+        };
+        // A multipath route whose hop through interface 5 is dead (its link went down).
+        let mp = [hop(RTNH_F_DEAD as u8, 5), hop(0, 6)].concat();
+        let multipath = message(
+            RTM_NEWROUTE,
+            [v4, 24, 0, 0, 254, 3, 0, RTN_UNICAST, 0, 0, 0, 0],
+            &[attr(RTA_DST, &[10, 9, 9, 0]), attr(RTA_MULTIPATH, &mp)],
+        );
+        let (routes, _) = collect(&multipath);
+        assert_eq!(routes.iter().map(|r| r.oif).collect::<Vec<_>>(), [6]);
+        // A single-hop route flagged dead in rtm_flags gives no hop at all.
+        let flags = RTNH_F_DEAD.to_ne_bytes();
+        let single = message(
+            RTM_NEWROUTE,
+            [
+                v4,
+                24,
+                0,
+                0,
+                254,
+                3,
+                0,
+                RTN_UNICAST,
+                flags[0],
+                flags[1],
+                flags[2],
+                flags[3],
+            ],
+            &[
+                attr(RTA_DST, &[10, 9, 8, 0]),
+                attr(RTA_OIF, &7u32.to_ne_bytes()),
+            ],
+        );
+        assert!(collect(&single).0.is_empty());
+        // Links: up, down (IFF_UP clear), deleted; a truncated one is counted as malformed.
+        let ifinfo = |kind: u16, index: i32, flags: u32| {
+            let mut body = vec![0u8, 0, 0, 0];
+            body.extend_from_slice(&index.to_ne_bytes());
+            body.extend_from_slice(&flags.to_ne_bytes());
+            body.extend_from_slice(&u32::MAX.to_ne_bytes());
+            let mut m = Vec::new();
+            m.extend_from_slice(&((16 + body.len()) as u32).to_ne_bytes());
+            m.extend_from_slice(&kind.to_ne_bytes());
+            m.extend_from_slice(&[0; 10]);
+            m.extend_from_slice(&body);
+            m
+        };
+        let up = libc::IFF_UP as u32 | libc::IFF_RUNNING as u32;
+        let mut truncated = ifinfo(RTM_NEWLINK, 9, up);
+        truncated.truncate(16 + 6);
+        truncated[0..4].copy_from_slice(&22u32.to_ne_bytes());
+        let datagram = [
+            ifinfo(RTM_NEWLINK, 7, up),
+            ifinfo(RTM_NEWLINK, 7, libc::IFF_RUNNING as u32),
+            ifinfo(RTM_DELLINK, 8, up),
+            truncated,
+        ]
+        .concat();
+        let mut links = Vec::new();
+        let (_, bad) = parse_msgs(&datagram, |n| {
+            if let Notice::Link(l) = n {
+                links.push((l.ifindex, l.up))
+            }
+        })
+        .unwrap();
+        assert_eq!(links, [(7, true), (7, false), (8, false)]);
+        assert_eq!(bad, 1);
     }
 
     #[test]

@@ -63,7 +63,8 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Run a command in a node (hA, gwA, nat, gwB or hB); exits with the command's code.
+    /// Run a command in a node (hA, gwA, nat, gwB or hB; the scale-out lab also rA, gwA1, gwA2,
+    /// inet); exits with the command's code.
     Exec {
         #[command(flatten)]
         lab: LabArgs,
@@ -155,6 +156,42 @@ enum Cmd {
         daemon: RoutingDaemon,
         /// Extra /24s announced.
         #[arg(long, default_value_t = 3)]
+        prefixes: usize,
+    },
+    /// Two esprit gateways at site A (gwA1, gwA2) behind a site router (rA), each with its own
+    /// WAN path and tunnel to gwB, all speaking eBGP with BFD: rA spreads flows over both
+    /// (ECMP), one gateway's esprit is SIGKILLed mid-stream and started again, and the packets
+    /// lost, the failover time and clear text on the WANs are measured; the lab is removed
+    /// afterwards.
+    Scaleout {
+        /// Write {daemon, gateways, flows_per_gateway, kill_lost_packets, kill_failover_ms, …}
+        /// here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// The routing daemon: bird (BIRD 2) or frr (zebra, bgpd, bfdd).
+        #[arg(long, default_value = "bird")]
+        daemon: RoutingDaemon,
+        /// Extra /24s each site announces besides its own prefix.
+        #[arg(long, default_value_t = 50)]
+        prefixes: usize,
+        /// Leave the lab and every daemon running afterwards (`esprit-lab down --name NAME`
+        /// stops them).
+        #[arg(long)]
+        keep: bool,
+        /// Lab name.
+        #[arg(long, default_value = "esprit-scaleout")]
+        name: String,
+    },
+    /// Print the configurations `scaleout` gives a node: the routing daemon's for rA, gwA1,
+    /// gwA2 and gwB, and esprit-dataplane's tunnels and esprit-ike's for the gateways.
+    ScaleoutConfig {
+        /// The node: rA, gwA1, gwA2 or gwB.
+        node: String,
+        /// The routing daemon: bird or frr.
+        #[arg(long, default_value = "bird")]
+        daemon: RoutingDaemon,
+        /// Extra /24s announced.
+        #[arg(long, default_value_t = 0)]
         prefixes: usize,
     },
     /// The site simulator of `many`, which runs it in gwA's namespace (options as JSON).
@@ -297,7 +334,7 @@ fn main() -> ExitCode {
         }
         Cmd::Exec { lab, node, cmd } => {
             let Some(n) = Node::parse(&node) else {
-                eprintln!("esprit-lab: unknown node {node:?}: expected hA, gwA, nat, gwB or hB");
+                eprintln!("esprit-lab: unknown node {node:?}: expected hA, gwA, nat, gwB or hB (scaleout: rA, gwA1, gwA2, inet)");
                 return ExitCode::from(2);
             };
             let l = Lab::new(LabSpec {
@@ -445,6 +482,18 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
+        Cmd::Scaleout {
+            json,
+            daemon,
+            prefixes,
+            keep,
+            name,
+        } => scaleout_cmd(json, daemon, prefixes, keep, name),
+        Cmd::ScaleoutConfig {
+            node,
+            daemon,
+            prefixes,
+        } => scaleout_config(&node, daemon, prefixes),
         Cmd::ManySim { options } => match serde_json::from_str(&options) {
             Ok(o) => match topology::many::simulate(&o) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -578,6 +627,103 @@ fn bgp_cmd(
         && r.prefixes_learned_b >= r.prefixes_announced
         && r.failover.recovered
         && r.ecmp_restored;
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+fn scaleout_config(node: &str, daemon: RoutingDaemon, prefixes: usize) -> ExitCode {
+    use topology::routingd::{bird_conf, frr_conf};
+    use topology::scaleout::{dataplane_tunnels, ike_toml, peering};
+    let n = match Node::parse(node) {
+        Some(n @ (Node::RouterA | Node::GwA1 | Node::GwA2 | Node::GwB)) => n,
+        _ => {
+            return fail(format!(
+                "scaleout-config: {node:?}: expected rA, gwA1, gwA2 or gwB"
+            ))
+        }
+    };
+    let run = std::path::Path::new("/run/esprit");
+    let p = match peering(n, prefixes) {
+        Ok(p) => p,
+        Err(e) => return fail(format!("scaleout-config: {e}")),
+    };
+    if n != Node::RouterA {
+        let (tunnels, ike) = match (
+            dataplane_tunnels(n),
+            ike_toml(n, &run.join("dataplane.sock"), &run.join("ike.sock")),
+        ) {
+            (Ok(t), Ok(i)) => (t, i),
+            (Err(e), _) | (_, Err(e)) => return fail(format!("scaleout-config: {e}")),
+        };
+        println!("# esprit-dataplane (besides [lan], [wan], [workers])\n{tunnels}");
+        println!("# esprit-ike\n{ike}");
+    }
+    let log = run.join(format!("{daemon}.log"));
+    match daemon {
+        RoutingDaemon::Bird => println!("# bird.conf\n{}", bird_conf(&p, &log)),
+        RoutingDaemon::Frr => println!("! frr.conf\n{}", frr_conf(&p, &log)),
+    }
+    ExitCode::SUCCESS
+}
+
+fn scaleout_cmd(
+    json: Option<PathBuf>,
+    daemon: RoutingDaemon,
+    prefixes: usize,
+    keep: bool,
+    name: String,
+) -> ExitCode {
+    let exe = match std::env::current_exe() {
+        Ok(p) => p,
+        Err(e) => return fail(format!("scaleout: own executable: {e}")),
+    };
+    let o = topology::scaleout::ScaleoutOptions {
+        name: name.clone(),
+        daemon,
+        extra_prefixes: prefixes,
+        keep,
+        exe,
+        ..Default::default()
+    };
+    let r = match topology::scaleout::run(&o, |m| println!("{m}")) {
+        Ok(r) => r,
+        Err(e) => return fail(format!("scaleout: {e}")),
+    };
+    println!();
+    println!(
+        "result: {}, {} gateways, flows per gateway {:?} (after the rejoin {:?}); kill: {} datagram(s) \
+         lost, {:.0} ms; rejoin: {} lost; {} prefixes learned; clear text on the WANs: {}",
+        r.daemon,
+        r.gateways,
+        r.flows_per_gateway,
+        r.flows_per_gateway_after_rejoin,
+        r.kill_lost_packets,
+        r.kill_failover_ms,
+        r.rejoin_lost_packets,
+        r.prefixes_learned,
+        r.cleartext_packets
+    );
+    if !r.kept.is_empty() {
+        println!("left running (stop with `esprit-lab down --name {name}`):");
+        for (node, what, pid) in &r.kept {
+            println!("  {node} {what} (pid {pid})");
+        }
+    }
+    if let Some(p) = json {
+        let v = serde_json::to_string_pretty(&r).expect("report serialises");
+        if let Err(e) = std::fs::write(&p, v) {
+            return fail(format!("{}: {e}", p.display()));
+        }
+    }
+    let ok = r.cleartext_packets == 0
+        && r.kill_forward.recovered
+        && r.kill_reverse.recovered
+        && r.survivor_forward.lost + r.survivor_reverse.lost == 0
+        && r.flows_per_gateway.iter().all(|&n| n > 0)
+        && r.flows_per_gateway_after_rejoin.iter().all(|&n| n > 0);
     if ok {
         ExitCode::SUCCESS
     } else {

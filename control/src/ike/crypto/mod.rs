@@ -10,6 +10,7 @@ pub mod cert;
 mod cert_pss;
 pub mod dh;
 pub mod keys;
+pub mod mlkem;
 pub mod prf;
 mod sig;
 pub mod sk;
