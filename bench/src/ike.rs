@@ -274,6 +274,7 @@ pub(crate) fn connection(
             integ: vec![],
             prf: vec![IKE_PRF],
             dh: vec![suite.dh],
+            addke: Default::default(),
         }],
         local_id: id(me.1)?,
         remote_id: Some(id(peer.1)?),

@@ -116,12 +116,14 @@ pub fn conn_preferring(initiator: bool, prefer: usize) -> ConnectionParams {
             integ: vec![],
             prf: vec![PrfAlg::HmacSha512],
             dh: vec![DhGroup::X25519],
+            addke: Default::default(),
         },
         IkeProposalSpec {
             encr: vec![EncrAlg::AesCbc128, EncrAlg::AesCbc256],
             integ: vec![IntegAlg::HmacSha256_128, IntegAlg::HmacSha512_256],
             prf: vec![PrfAlg::HmacSha256],
             dh: vec![DhGroup::Ecp256],
+            addke: Default::default(),
         },
     ];
     ike.rotate_left(prefer % 3);
@@ -165,6 +167,7 @@ pub fn conn(initiator: bool) -> ConnectionParams {
             integ: vec![],
             prf: vec![PrfAlg::HmacSha256, PrfAlg::HmacSha384],
             dh: vec![DhGroup::X25519, DhGroup::Ecp256, DhGroup::Modp2048],
+            addke: Default::default(),
         }],
         local_id: Identity::parse(me_id).unwrap(),
         remote_id: Some(Identity::parse(peer_id).unwrap()),

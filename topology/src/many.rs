@@ -688,6 +688,7 @@ fn connection(i: usize, gw_b: Ipv4Addr, rekey: Duration) -> Result<ConnectionPar
             integ: vec![],
             prf: vec![PrfAlg::HmacSha256],
             dh: vec![DhGroup::X25519],
+            addke: Default::default(),
         }],
         local_id: id(&format!("site{i}.esprit.test"))?,
         remote_id: Some(id("gwB")?),

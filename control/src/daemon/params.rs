@@ -172,6 +172,7 @@ fn one(cfg: &Config, c: &Connection, retransmit: Retransmit) -> Result<Connectio
                 integ: p.integ.clone(),
                 prf: p.prf.clone(),
                 dh: p.dh.clone(),
+                addke: p.addke.clone(),
             })
             .collect(),
         local_id: lid,

@@ -5,6 +5,7 @@
 use crate::ike::algorithms::{DhGroup, EncrAlg, IntegAlg, PrfAlg};
 use crate::ike::crypto::auth::PrivateKey;
 use crate::ike::crypto::cert::{Certificate, TrustStore};
+use crate::ike::crypto::mlkem::AddKeSlots;
 use crate::ike::identity::Identity;
 use crate::ike::message::TrafficSelector;
 use std::sync::Arc;
@@ -22,6 +23,19 @@ pub struct IkeProposalSpec {
     pub prf: Vec<PrfAlg>,
     /// Key exchange methods; the first is the group of the initiator's KE payload.
     pub dh: Vec<DhGroup>,
+    /// Additional key exchanges (RFC 9370), ADDKE1 to ADDKE7; all empty for a classical-only
+    /// proposal.
+    pub addke: AddKeSlots,
+}
+
+impl IkeProposalSpec {
+    /// Whether the proposal requires an additional key exchange (some ADDKE type offered
+    /// without NONE).
+    pub fn requires_addke(&self) -> bool {
+        self.addke
+            .iter()
+            .any(|s| !s.is_empty() && !s.contains(&None))
+    }
 }
 
 /// One ESP proposal.

@@ -8,6 +8,7 @@
 
 use super::params::{EspProposalSpec, IkeProposalSpec};
 use crate::ike::algorithms::{esp_suite_name, DhGroup, EncrAlg, IntegAlg, PrfAlg};
+use crate::ike::crypto::mlkem::{addke_name, AddKeChoice, MlKem};
 use crate::ike::message::consts::{protocol, transform_type as tt};
 use crate::ike::message::{Proposal, Transform};
 
@@ -22,6 +23,8 @@ pub struct IkeSuite {
     pub prf: PrfAlg,
     /// Key exchange method.
     pub dh: DhGroup,
+    /// Additional key exchanges (RFC 9370), ADDKE1 to ADDKE7; all None for a classical suite.
+    pub addke: AddKeChoice,
 }
 
 /// The algorithms agreed for a child SA.
@@ -58,6 +61,26 @@ impl IkeSuite {
     /// The suite as a proposal keyword string (`aes128gcm16-prfsha256-x25519`,
     /// `aes256-sha256-prfsha256-modp2048`).
     pub fn name(&self) -> String {
+        let classical = self.classical_name();
+        let add = addke_name(&self.addke);
+        if add.is_empty() {
+            classical
+        } else {
+            format!("{classical}-{add}")
+        }
+    }
+
+    /// The additional key exchanges to run in IKE_INTERMEDIATE, in order: (ADDKE number 1 to
+    /// 7, method).
+    pub fn rounds(&self) -> Vec<(usize, MlKem)> {
+        self.addke
+            .iter()
+            .enumerate()
+            .filter_map(|(i, m)| m.map(|m| (i + 1, m)))
+            .collect()
+    }
+
+    fn classical_name(&self) -> String {
         match self.integ {
             Some(i) => format!(
                 "{}-{}-{}-{}",
@@ -147,6 +170,12 @@ pub fn ike_offer(
             t.extend(s.prf.iter().map(|p| plain(tt::PRF, p.transform_id())));
             let dh = dh_first(&s.dh, first_dh);
             t.extend(dh.iter().map(|d| plain(tt::KE, d.transform_id())));
+            for (i, slot) in s.addke.iter().enumerate() {
+                t.extend(
+                    slot.iter()
+                        .map(|m| plain(tt::addke(i + 1), m.map_or(0, MlKem::transform_id))),
+                );
+            }
             out.push(Proposal {
                 num: u8::try_from(out.len() + 1).unwrap_or(u8::MAX),
                 protocol: protocol::IKE,
@@ -195,6 +224,47 @@ pub fn esp_offer(
         }
     }
     out
+}
+
+/// Our specs without additional key exchanges (an IKE SA rekey, where esprit does not run
+/// IKE_FOLLOWUP_KE: the rekeyed SA's SKEYSEED still comes from the old SK_d, which the ML-KEM
+/// exchange protected), duplicates removed.
+pub fn classical_only(specs: &[IkeProposalSpec]) -> Vec<IkeProposalSpec> {
+    let mut out: Vec<IkeProposalSpec> = Vec::new();
+    for s in specs {
+        let c = IkeProposalSpec {
+            addke: Default::default(),
+            ..s.clone()
+        };
+        if !out.contains(&c) {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The responder's choice of additional key exchanges in proposal `p` for our `spec`: for each
+/// ADDKE type, the first of our methods they offer, where a type they do not offer counts as
+/// NONE and a type we do not list accepts only NONE (RFC 9370 §2.2.1). None if some type has no
+/// common value, or two rounds would use the same method.
+fn choose_addke(spec: &IkeProposalSpec, p: &Proposal) -> Option<AddKeChoice> {
+    let mut out: AddKeChoice = [None; 7];
+    for (i, ours) in spec.addke.iter().enumerate() {
+        let t = tt::addke(i + 1);
+        let mut theirs: Vec<u16> = their_ids(p, t).collect();
+        if theirs.is_empty() {
+            theirs.push(0);
+        }
+        let ours: &[Option<MlKem>] = if ours.is_empty() { &[None] } else { ours };
+        let pick = ours
+            .iter()
+            .find(|m| theirs.contains(&m.map_or(0, MlKem::transform_id)))?;
+        if pick.is_some() && out.contains(pick) {
+            return None;
+        }
+        out[i] = *pick;
+    }
+    Some(out)
 }
 
 /// Whether every transform type in a peer's proposal is one esprit understands.
@@ -258,7 +328,10 @@ pub fn choose_ike(ours: &[IkeProposalSpec], theirs: &[Proposal]) -> Option<(u8, 
             .iter()
             .filter(|p| p.protocol == protocol::IKE && p.spi.is_empty())
         {
-            if !known_types(p, &[tt::ENCR, tt::INTEG, tt::PRF, tt::KE]) {
+            if !known_types(
+                p,
+                &[tt::ENCR, tt::INTEG, tt::PRF, tt::KE, 6, 7, 8, 9, 10, 11, 12],
+            ) {
                 continue;
             }
             let cipher = choose_cipher(&o.encr, &o.integ, p, |_, _| true);
@@ -271,7 +344,10 @@ pub fn choose_ike(ours: &[IkeProposalSpec], theirs: &[Proposal]) -> Option<(u8, 
                 o.dh.iter()
                     .copied()
                     .find(|d| their_ids(p, tt::KE).any(|x| x == d.transform_id()));
-            if let (Some((encr, integ)), Some(prf), Some(dh)) = (cipher, prf, dh) {
+            let addke = choose_addke(o, p);
+            if let (Some((encr, integ)), Some(prf), Some(dh), Some(addke)) =
+                (cipher, prf, dh, addke)
+            {
                 return Some((
                     p.num,
                     IkeSuite {
@@ -279,6 +355,7 @@ pub fn choose_ike(ours: &[IkeProposalSpec], theirs: &[Proposal]) -> Option<(u8, 
                         integ,
                         prf,
                         dh,
+                        addke,
                     },
                 ));
             }
@@ -373,14 +450,22 @@ pub fn choose_esp(
     None
 }
 
-/// The single proposal a responder returns for an IKE suite.
-pub fn ike_answer(num: u8, s: IkeSuite, spi: &[u8]) -> Proposal {
+/// The single proposal a responder returns for an IKE suite, chosen from their proposal
+/// `theirs`: one transform for each ADDKE type it offered (NONE where none was agreed).
+pub fn ike_answer(num: u8, s: IkeSuite, spi: &[u8], theirs: Option<&Proposal>) -> Proposal {
     let mut transforms = vec![encr_transform(s.encr)];
     if let Some(i) = s.integ {
         transforms.push(plain(tt::INTEG, i.transform_id()));
     }
     transforms.push(plain(tt::PRF, s.prf.transform_id()));
     transforms.push(plain(tt::KE, s.dh.transform_id()));
+    for (i, m) in s.addke.iter().enumerate() {
+        let t = tt::addke(i + 1);
+        let offered = theirs.is_some_and(|p| p.transforms.iter().any(|x| x.ttype == t));
+        if m.is_some() || offered {
+            transforms.push(plain(t, m.map_or(0, MlKem::transform_id)));
+        }
+    }
     Proposal {
         num,
         protocol: protocol::IKE,
@@ -433,16 +518,39 @@ pub fn accept_ike_answer(offered: &[Proposal], answer: &[Proposal]) -> Option<Ik
         return None;
     }
     let (encr, integ) = answer_cipher(a)?;
-    if a.transforms.len() != 3 + usize::from(integ.is_some()) {
+    let addke_count = a
+        .transforms
+        .iter()
+        .filter(|t| tt::is_addke(t.ttype))
+        .count();
+    if a.transforms.len() != 3 + usize::from(integ.is_some()) + addke_count {
         return None;
     }
     let prf = PrfAlg::from_transform(their_ids(a, tt::PRF).next()?)?;
     let dh = DhGroup::from_transform(their_ids(a, tt::KE).next()?)?;
+    let mut addke: AddKeChoice = [None; 7];
+    for (i, slot) in addke.iter_mut().enumerate() {
+        let t = tt::addke(i + 1);
+        let chosen: Vec<u16> = their_ids(a, t).collect();
+        let offered: Vec<u16> = their_ids(o, t).collect();
+        *slot = match chosen[..] {
+            // A type we offered must be answered, unless NONE was acceptable.
+            [] if offered.is_empty() || offered.contains(&0) => None,
+            [0] => None,
+            [id] => Some(MlKem::from_transform_id(id)?),
+            _ => return None,
+        };
+    }
+    let methods: Vec<MlKem> = addke.iter().flatten().copied().collect();
+    if (1..methods.len()).any(|i| methods[..i].contains(&methods[i])) {
+        return None;
+    }
     Some(IkeSuite {
         encr,
         integ,
         prf,
         dh,
+        addke,
     })
 }
 
@@ -491,12 +599,14 @@ mod tests {
                 integ: vec![],
                 prf: vec![PrfAlg::HmacSha256],
                 dh: vec![DhGroup::X25519],
+                addke: Default::default(),
             },
             IkeProposalSpec {
                 encr: vec![EncrAlg::AesGcm16_256],
                 integ: vec![],
                 prf: vec![PrfAlg::HmacSha384],
                 dh: vec![DhGroup::Ecp384, DhGroup::Ecp256],
+                addke: Default::default(),
             },
         ]
     }
@@ -509,6 +619,7 @@ mod tests {
             integ: vec![],
             prf: vec![PrfAlg::HmacSha384],
             dh: vec![DhGroup::Ecp256],
+            addke: Default::default(),
         }];
         let (num, suite) = choose_ike(&ours, &offer).unwrap();
         assert_eq!(num, 2);
@@ -518,10 +629,11 @@ mod tests {
                 encr: EncrAlg::AesGcm16_256,
                 integ: None,
                 prf: PrfAlg::HmacSha384,
-                dh: DhGroup::Ecp256
+                dh: DhGroup::Ecp256,
+                addke: Default::default(),
             }
         );
-        let answer = ike_answer(num, suite, &[]);
+        let answer = ike_answer(num, suite, &[], None);
         assert_eq!(
             accept_ike_answer(&offer, std::slice::from_ref(&answer)),
             Some(suite)
@@ -535,6 +647,7 @@ mod tests {
             integ: vec![],
             prf: vec![PrfAlg::HmacSha512],
             dh: vec![DhGroup::X25519],
+            addke: Default::default(),
         }];
         assert_eq!(choose_ike(&none, &offer), None);
         // INVALID_KE retry moves the group to the front.
@@ -624,6 +737,7 @@ mod tests {
             integ: vec![I::HmacSha512_256],
             prf: vec![PrfAlg::HmacSha256],
             dh: vec![DhGroup::Ecp521],
+            addke: Default::default(),
         };
         let offer = ike_offer(&[spec], &[], None);
         assert_eq!(offer.len(), 2);
@@ -703,6 +817,7 @@ mod tests {
             integ: vec![I::HmacSha256_128],
             prf: vec![PrfAlg::HmacSha256],
             dh: vec![DhGroup::X25519],
+            addke: Default::default(),
         }];
         // A peer proposal mixing GCM with a real integrity transform: GCM is not taken from
         // it, AES-CBC with the integrity algorithm is.
@@ -736,7 +851,7 @@ mod tests {
 
         // Answers: AES-CBC must come with exactly one integrity transform, an AEAD with none.
         let offer = ike_offer(&ours, &[], None);
-        let good = ike_answer(2, s_cbc(), &[]);
+        let good = ike_answer(2, s_cbc(), &[], None);
         assert_eq!(
             accept_ike_answer(&offer, std::slice::from_ref(&good)),
             Some(s_cbc())
@@ -744,14 +859,14 @@ mod tests {
         let mut bare = good.clone();
         bare.transforms.retain(|x| x.ttype != tt::INTEG);
         assert_eq!(accept_ike_answer(&offer, &[bare]), None);
-        let mut aead_integ = ike_answer(1, s_gcm(), &[]);
+        let mut aead_integ = ike_answer(1, s_gcm(), &[], None);
         aead_integ.transforms.insert(1, t(tt::INTEG, 12, None));
         assert_eq!(accept_ike_answer(&offer, &[aead_integ]), None);
         let mut two = good;
         two.transforms.insert(1, t(tt::INTEG, 12, None));
         assert_eq!(accept_ike_answer(&offer, &[two]), None);
         assert_eq!(
-            accept_ike_answer(&offer, &[ike_answer(1, s_gcm(), &[])]),
+            accept_ike_answer(&offer, &[ike_answer(1, s_gcm(), &[], None)]),
             Some(s_gcm())
         );
         assert_eq!(s_cbc().name(), "aes256-sha256-prfsha256-x25519");
@@ -764,6 +879,7 @@ mod tests {
             integ: Some(IntegAlg::HmacSha256_128),
             prf: PrfAlg::HmacSha256,
             dh: DhGroup::X25519,
+            addke: Default::default(),
         }
     }
 
@@ -773,6 +889,7 @@ mod tests {
             integ: None,
             prf: PrfAlg::HmacSha256,
             dh: DhGroup::X25519,
+            addke: Default::default(),
         }
     }
 
@@ -793,5 +910,83 @@ mod tests {
         let mut ans = offered[0].clone();
         ans.spi = vec![0, 0, 0, 2];
         assert_eq!(accept_esp_answer(&offered, &[ans]), None);
+    }
+
+    fn pq(addke0: Vec<Option<MlKem>>) -> IkeProposalSpec {
+        let mut addke: crate::ike::crypto::mlkem::AddKeSlots = Default::default();
+        addke[0] = addke0;
+        IkeProposalSpec {
+            encr: vec![EncrAlg::AesGcm16_256],
+            integ: vec![],
+            prf: vec![PrfAlg::HmacSha384],
+            dh: vec![DhGroup::X25519],
+            addke,
+        }
+    }
+
+    #[test]
+    fn additional_key_exchanges_offered_chosen_and_checked() {
+        let m768 = Some(MlKem::MlKem768);
+        let offer = ike_offer(&[pq(vec![m768])], &[], None);
+        assert!(offer[0].transforms.contains(&plain(tt::ADDKE1, 36)));
+        // Both want ML-KEM-768 in ADDKE1.
+        let (num, suite) = choose_ike(&[pq(vec![m768])], &offer).unwrap();
+        assert_eq!(suite.addke[0], m768);
+        assert_eq!(suite.rounds(), vec![(1, MlKem::MlKem768)]);
+        assert_eq!(suite.name(), "aes256gcm16-prfsha384-x25519-ke1_mlkem768");
+        let answer = ike_answer(num, suite, &[], offer.first());
+        assert_eq!(
+            accept_ike_answer(&offer, std::slice::from_ref(&answer)),
+            Some(suite)
+        );
+        // A classical-only responder accepts only NONE, which this offer lacks.
+        assert_eq!(choose_ike(&[pq(vec![])], &offer), None);
+        // A responder that requires ML-KEM refuses a classical-only offer.
+        let classical = ike_offer(&[pq(vec![])], &[], None);
+        assert_eq!(choose_ike(&[pq(vec![m768])], &classical), None);
+        // NONE offered: a classical responder chooses it and says so in its answer.
+        let optional = ike_offer(&[pq(vec![m768, None])], &[], None);
+        let (num, s) = choose_ike(&[pq(vec![])], &optional).unwrap();
+        assert_eq!(s.addke, [None; 7]);
+        let a = ike_answer(num, s, &[], optional.first());
+        assert!(a.transforms.contains(&plain(tt::ADDKE1, 0)));
+        assert_eq!(accept_ike_answer(&optional, &[a]), Some(s));
+        // A method we do not know in an ADDKE type is passed over for NONE.
+        let mut unknown = optional.clone();
+        unknown[0].transforms.retain(|t| t.ttype != tt::ADDKE1);
+        unknown[0].transforms.push(plain(tt::ADDKE1, 99));
+        unknown[0].transforms.push(plain(tt::ADDKE1, 0));
+        let (_, s) = choose_ike(&[pq(vec![m768, None])], &unknown).unwrap();
+        assert_eq!(s.addke[0], None);
+    }
+
+    #[test]
+    fn additional_key_exchange_answers_refused() {
+        let m768 = Some(MlKem::MlKem768);
+        let offer = ike_offer(&[pq(vec![m768])], &[], None);
+        let (num, suite) = choose_ike(&[pq(vec![m768])], &offer).unwrap();
+        let good = ike_answer(num, suite, &[], offer.first());
+        // ADDKE1 left out although we offered no NONE.
+        let mut missing = good.clone();
+        missing.transforms.retain(|t| t.ttype != tt::ADDKE1);
+        assert_eq!(accept_ike_answer(&offer, &[missing]), None);
+        // A method we did not offer.
+        let mut other = good.clone();
+        other.transforms.retain(|t| t.ttype != tt::ADDKE1);
+        other.transforms.push(plain(tt::ADDKE1, 37));
+        assert_eq!(accept_ike_answer(&offer, &[other]), None);
+        // Two values of one type.
+        let offer2 = ike_offer(&[pq(vec![m768, Some(MlKem::MlKem1024)])], &[], None);
+        let mut two = ike_answer(num, suite, &[], offer2.first());
+        two.transforms.push(plain(tt::ADDKE1, 37));
+        assert_eq!(accept_ike_answer(&offer2, &[two]), None);
+        // NONE in an answer to an offer without NONE.
+        let mut none = good.clone();
+        none.transforms.retain(|t| t.ttype != tt::ADDKE1);
+        none.transforms.push(plain(tt::ADDKE1, 0));
+        assert_eq!(accept_ike_answer(&offer, &[none]), None);
+        // Rekeys offer and accept no additional key exchange.
+        let specs = classical_only(&[pq(vec![m768]), pq(vec![])]);
+        assert_eq!(specs, vec![pq(vec![])]);
     }
 }

@@ -256,7 +256,12 @@ impl IkeSa {
             return None;
         }
         let mut p = vec![
-            Payload::Sa(vec![proposal::ike_answer(num, suite, &[])]),
+            Payload::Sa(vec![proposal::ike_answer(
+                num,
+                suite,
+                &[],
+                sa.iter().find(|p| p.num == num),
+            )]),
             Payload::Ke {
                 group: suite.dh.transform_id(),
                 data: ke.public_value().to_vec(),

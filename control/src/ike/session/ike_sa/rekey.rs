@@ -123,7 +123,8 @@ impl IkeSa {
         let (Some(sa), Some(ni), Some((group, kedata))) = (sa, ni, ke) else {
             return refuse(self, ctx, Notify::new(nt::INVALID_SYNTAX, Vec::new()));
         };
-        let Some((num, suite, peer_spi)) = proposal::choose_ike_rekey(&self.conn.proposals, sa)
+        let Some((num, suite, peer_spi)) =
+            proposal::choose_ike_rekey(&proposal::classical_only(&self.conn.proposals), sa)
         else {
             return refuse(self, ctx, Notify::new(nt::NO_PROPOSAL_CHOSEN, Vec::new()));
         };
@@ -158,6 +159,7 @@ impl IkeSa {
                 num,
                 suite,
                 &our_spi.to_be_bytes(),
+                sa.iter().find(|p| p.num == num),
             )]),
             Payload::Nonce(nr.clone()),
             Payload::Ke {
