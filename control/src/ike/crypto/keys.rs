@@ -101,6 +101,34 @@ pub fn derive_rekeyed_ike_keys(
     ike_keys_from_seed(prf_new, (encr, integ), &skeyseed, ni, nr, spi_i, spi_r)
 }
 
+/// The keys of an IKE SA after additional key exchange n in IKE_INTERMEDIATE (RFC 9370 §2.2.2):
+/// SKEYSEED(n) = prf(SK_d(n-1), SK(n) | Ni | Nr), then {SK_d(n) | SK_ai(n) | SK_ar(n) |
+/// SK_ei(n) | SK_er(n) | SK_pi(n) | SK_pr(n)} = prf+(SKEYSEED(n), Ni | Nr | SPIi | SPIr), with
+/// the nonces and SPIs of IKE_SA_INIT and the same suite throughout.
+#[allow(clippy::too_many_arguments)]
+pub fn derive_intermediate_ike_keys(
+    prf: PrfAlg,
+    (encr, integ): (EncrAlg, Option<IntegAlg>),
+    sk_d_prev: &[u8],
+    shared_n: &[u8],
+    ni: &[u8],
+    nr: &[u8],
+    spi_i: u64,
+    spi_r: u64,
+) -> Result<IkeKeys, CryptoError> {
+    derive_rekeyed_ike_keys(
+        prf,
+        sk_d_prev,
+        prf,
+        (encr, integ),
+        shared_n,
+        ni,
+        nr,
+        spi_i,
+        spi_r,
+    )
+}
+
 /// The keys of a child SA (RFC 7296 §2.17): KEYMAT = prf+(SK_d, Ni | Nr), or
 /// prf+(SK_d, g^ir (new) | Ni | Nr) when the exchange carried KE payloads (PFS). The
 /// initiator-to-responder keys come first, then the responder-to-initiator ones; in each

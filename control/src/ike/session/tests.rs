@@ -904,6 +904,7 @@ fn a_second_connection_between_the_same_identities_sends_no_initial_contact() {
 
 mod attack;
 pub(crate) mod certs;
+mod pq;
 mod replay;
 
 /// Every event of a negotiation, a child rekey and an IKE SA rekey, debug-formatted, and

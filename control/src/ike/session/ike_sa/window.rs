@@ -36,6 +36,7 @@ pub(super) struct Outstanding {
 pub(super) enum Request {
     SaInit(SaInitOffer),
     Auth(Option<PendingChild>),
+    Intermediate(Box<IntermediateRequest>),
     CreateChild(PendingChild),
     DeleteChildren(Vec<u32>),
     DeleteIke,
@@ -257,6 +258,7 @@ impl IkeSa {
         match o.kind {
             Request::SaInit(_) => {}
             Request::Auth(child) => self.on_auth_response(ctx, m, child),
+            Request::Intermediate(req) => self.on_intermediate_response(ctx, m, *req),
             Request::CreateChild(child) => self.on_create_child_response(ctx, m, child),
             Request::DeleteChildren(spis) => {
                 for spi in spis {
@@ -357,6 +359,13 @@ impl IkeSa {
                 if self.role == Role::Responder && self.state == State::AuthPending =>
             {
                 self.on_auth_request(ctx, m)
+            }
+            exchange::IKE_INTERMEDIATE
+                if self.role == Role::Responder
+                    && self.state == State::AuthPending
+                    && self.inter.supported =>
+            {
+                self.on_intermediate_request(ctx, m)
             }
             exchange::CREATE_CHILD_SA if self.state == State::Established => {
                 self.on_create_child_request(ctx, m)

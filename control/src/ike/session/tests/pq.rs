@@ -1,0 +1,327 @@
+//! Post-quantum hybrid key exchange esprit↔esprit: ML-KEM as additional key exchanges (RFC
+//! 9370) in IKE_INTERMEDIATE (RFC 9242), fragmented when large, the fallback to a classical
+//! proposal and the failure without one, and the responder's INVALID_SYNTAX for a KE payload
+//! of the wrong method or length.
+
+use super::*;
+use crate::ike::crypto::mlkem::MlKem;
+use crate::ike::crypto::sk::SkCipher;
+use crate::ike::message::consts::{exchange, flags, payload_type};
+use crate::ike::message::{self, Header, Message, Payload};
+
+/// The IKE proposals of strongSwan-style strings, for the few keywords these tests use (the
+/// configuration's parser lives outside `ike`, which must not depend on it).
+fn proposals(list: &[&str]) -> Vec<IkeProposalSpec> {
+    list.iter()
+        .map(|s| {
+            let mut p = IkeProposalSpec {
+                encr: vec![],
+                integ: vec![],
+                prf: vec![],
+                dh: vec![],
+                addke: Default::default(),
+            };
+            for w in s.split('-') {
+                match w {
+                    "aes128gcm16" => p.encr.push(EncrAlg::AesGcm16_128),
+                    "aes256gcm16" => p.encr.push(EncrAlg::AesGcm16_256),
+                    "prfsha256" => p.prf.push(PrfAlg::HmacSha256),
+                    "prfsha384" => p.prf.push(PrfAlg::HmacSha384),
+                    "x25519" => p.dh.push(DhGroup::X25519),
+                    "ecp384" => p.dh.push(DhGroup::Ecp384),
+                    _ => {
+                        let (n, m) = w.split_once('_').unwrap();
+                        let n: usize = n.strip_prefix("ke").unwrap().parse().unwrap();
+                        let m = (m != "none").then(|| MlKem::from_name(m).unwrap());
+                        p.addke[n - 1].push(m);
+                    }
+                }
+            }
+            p
+        })
+        .collect()
+}
+
+fn pair(a: &[&str], b: &[&str]) -> Pair {
+    let (mut ca, mut cb) = (conn_a(), conn_b());
+    ca.proposals = proposals(a);
+    cb.proposals = proposals(b);
+    Pair::new(ca, cb)
+}
+
+/// Exchange type and message ID of each IKE message on a wire (fragments counted once), and
+/// how many datagrams were fragments.
+fn exchanges(wire: &[Vec<u8>]) -> (Vec<(u8, u32)>, usize) {
+    let mut out: Vec<(u8, u32)> = Vec::new();
+    let mut frags = 0;
+    for d in wire {
+        let h = Header::parse(d).unwrap();
+        if h.next_payload == payload_type::SKF {
+            frags += 1;
+        }
+        let e = (h.exchange.0, h.message_id);
+        if out.last() != Some(&e) {
+            out.push(e);
+        }
+    }
+    (out, frags)
+}
+
+fn assert_same_ike_keys(p: &Pair) {
+    let (ka, kb) = (
+        p.a.sas().next().unwrap().keys().unwrap(),
+        p.b.sas().next().unwrap().keys().unwrap(),
+    );
+    assert_eq!(*ka.sk_d, *kb.sk_d);
+    assert_eq!(*ka.sk_pi, *kb.sk_pi);
+    assert_eq!(*ka.sk_er, *kb.sk_er);
+}
+
+#[test]
+fn x25519_with_mlkem768_end_to_end() {
+    let s = "aes256gcm16-prfsha384-x25519-ke1_mlkem768";
+    let mut p = pair(&[s], &[s]);
+    p.up();
+    assert_eq!(count(&p.ev_a, is_ike_up), 1);
+    assert_eq!(count(&p.ev_b, is_ike_up), 1);
+    let suite = p.a.sas().next().unwrap().suite().unwrap();
+    assert_eq!(suite.name(), s);
+    assert_eq!(suite.addke[0], Some(MlKem::MlKem768));
+    assert_eq!(p.b.sas().next().unwrap().suite(), Some(suite));
+    assert_same_ike_keys(&p);
+    assert_crossed(child_ups(&p.ev_a)[0], child_ups(&p.ev_b)[0]);
+    // IKE_SA_INIT (0), one IKE_INTERMEDIATE (1), IKE_AUTH (2).
+    let (ab, _) = exchanges(&p.wire_ab);
+    let (ba, _) = exchanges(&p.wire_ba);
+    let want = vec![(34, 0), (43, 1), (35, 2)];
+    assert_eq!(ab, want);
+    assert_eq!(ba, want);
+    // Both IKE_SA_INIT messages announce IKE_INTERMEDIATE.
+    for d in [&p.wire_ab[0], &p.wire_ba[0]] {
+        let m = message::decode(d, None).unwrap();
+        assert!(m.notify(nt::INTERMEDIATE_EXCHANGE_SUPPORTED).is_some());
+    }
+    // The SA carries on after setup: a child rekey and an IKE rekey (classical, RFC 9370
+    // IKE_FOLLOWUP_KE not being done) keep working.
+    let inbound = child_ups(&p.ev_a)[0].inbound_spi;
+    assert!(p.a.rekey_child(p.now, inbound));
+    p.pump();
+    assert_crossed(child_ups(&p.ev_a)[1], child_ups(&p.ev_b)[1]);
+    let spi = p.a.sas().next().unwrap().local_spi();
+    assert!(p.a.rekey_ike(p.now, spi));
+    p.pump();
+    assert_eq!((p.a.sas().count(), p.b.sas().count()), (1, 1));
+    let rekeyed = p.a.sas().next().unwrap().suite().unwrap();
+    assert_eq!(rekeyed.name(), "aes256gcm16-prfsha384-x25519");
+    assert_same_ike_keys(&p);
+}
+
+#[test]
+fn ecp384_with_two_mlkem_rounds_fragmented() {
+    let s = "aes256gcm16-prfsha384-ecp384-ke1_mlkem1024-ke2_mlkem512";
+    let mut p = pair(&[s], &[s]);
+    p.up();
+    assert_eq!(count(&p.ev_a, is_ike_up), 1, "{:?}", down_reason(&p.ev_a));
+    assert_eq!(count(&p.ev_b, is_ike_up), 1, "{:?}", down_reason(&p.ev_b));
+    let suite = p.b.sas().next().unwrap().suite().unwrap();
+    assert_eq!(
+        suite.rounds(),
+        vec![(1, MlKem::MlKem1024), (2, MlKem::MlKem512)]
+    );
+    assert_same_ike_keys(&p);
+    assert_crossed(child_ups(&p.ev_a)[0], child_ups(&p.ev_b)[0]);
+    let (ab, frags_ab) = exchanges(&p.wire_ab);
+    let (ba, frags_ba) = exchanges(&p.wire_ba);
+    let want = vec![(34, 0), (43, 1), (43, 2), (35, 3)];
+    assert_eq!((ab, ba), (want.clone(), want));
+    // The 1568-octet ML-KEM-1024 key and ciphertext do not fit 1236 octets: RFC 7383 fragments.
+    assert!(frags_ab >= 2 && frags_ba >= 2, "{frags_ab} {frags_ba}");
+    assert!(p
+        .wire_ab
+        .iter()
+        .chain(&p.wire_ba)
+        .all(|d| d.len() <= crate::ike::session::ike_sa::FRAGMENT_SIZE));
+}
+
+#[test]
+fn unfragmented_mlkem1024_when_fragmentation_is_off() {
+    let s = "aes128gcm16-prfsha256-x25519-ke1_mlkem1024";
+    let (mut ca, mut cb) = (conn_a(), conn_b());
+    ca.proposals = proposals(&[s]);
+    cb.proposals = proposals(&[s]);
+    cb.fragmentation = false;
+    let mut p = Pair::new(ca, cb);
+    p.up();
+    assert_eq!(count(&p.ev_a, is_ike_up), 1, "{:?}", down_reason(&p.ev_a));
+    let (_, frags) = exchanges(&p.wire_ab);
+    assert_eq!(frags, 0);
+    assert!(p.wire_ab[1].len() > 1568);
+}
+
+#[test]
+fn classical_peer_and_fallback() {
+    let pq = "aes256gcm16-prfsha384-x25519-ke1_mlkem768";
+    let classical = "aes256gcm16-prfsha384-x25519";
+    // Our list ends with a classical proposal: the classical-only peer picks it.
+    let mut p = pair(&[pq, classical], &[classical]);
+    p.up();
+    assert_eq!(count(&p.ev_a, is_ike_up), 1);
+    let suite = p.a.sas().next().unwrap().suite().unwrap();
+    assert_eq!(suite.name(), classical);
+    let (ab, _) = exchanges(&p.wire_ab);
+    assert_eq!(ab, vec![(34, 0), (35, 1)], "no IKE_INTERMEDIATE");
+    // `ke1_none` makes the additional exchange optional in one proposal.
+    let mut p = pair(&[&format!("{pq}-ke1_none")], &[classical]);
+    p.up();
+    assert_eq!(count(&p.ev_a, is_ike_up), 1);
+    // And a PQ peer still takes the PQ proposal first.
+    let mut p = pair(&[pq, classical], &[pq, classical]);
+    p.up();
+    assert_eq!(p.b.sas().next().unwrap().suite().unwrap().name(), pq);
+}
+
+#[test]
+fn classical_peer_without_fallback_fails_with_a_reason() {
+    let pq = "aes256gcm16-prfsha384-x25519-ke1_mlkem768";
+    let classical = "aes256gcm16-prfsha384-x25519";
+    let mut p = pair(&[pq], &[classical]);
+    p.up();
+    assert_eq!(count(&p.ev_a, is_ike_up), 0);
+    let r = down_reason(&p.ev_a).expect("the initiator gives up");
+    assert!(
+        r.contains("NO_PROPOSAL_CHOSEN") && r.contains("additional key exchange"),
+        "{r}"
+    );
+    // A responder that requires ML-KEM refuses a classical initiator.
+    let mut p = pair(&[classical], &[pq]);
+    p.up();
+    let r = down_reason(&p.ev_a).expect("refused");
+    assert!(r.contains("NO_PROPOSAL_CHOSEN"), "{r}");
+}
+
+/// A run with ADDKE1 = ML-KEM-512 where A's IKE_INTERMEDIATE request is lost, then a request
+/// forged under A's keys carrying `ke` reaches B. Returns B's answer decrypted, and the pair.
+fn forged_intermediate(ke: Payload) -> (Message, Pair) {
+    let s = "aes128gcm16-prfsha256-x25519-ke1_mlkem512";
+    let mut p = pair(&[s], &[s]);
+    p.drop_ab = vec![1];
+    p.up();
+    let sa = p.a.sas().next().unwrap();
+    let (spi_i, spi_r) = sa.spis();
+    let suite = sa.suite().unwrap();
+    let k = sa.keys().unwrap();
+    let out = SkCipher::with_integ(suite.encr, suite.integ, &k.sk_ei, &k.sk_ai).unwrap();
+    let inn = SkCipher::with_integ(suite.encr, suite.integ, &k.sk_er, &k.sk_ar).unwrap();
+    let h = Header::new(
+        spi_i,
+        spi_r,
+        exchange::IKE_INTERMEDIATE,
+        flags::INITIATOR,
+        1,
+    );
+    let d = message::encode_encrypted(&h, &[ke], &out, 77u64.to_be_bytes());
+    let before = p.wire_ba.len();
+    p.b.handle_datagram(p.now, addr(B), addr(A), &d);
+    let reply = p.b.poll_transmit().expect("B answers");
+    assert_eq!(p.wire_ba.len(), before);
+    let m = message::decode(&reply.data, Some(&inn)).unwrap();
+    p.pump();
+    (m, p)
+}
+
+#[test]
+fn ke_payload_of_another_method_is_invalid_syntax() {
+    let (m, p) = forged_intermediate(Payload::Ke {
+        group: MlKem::MlKem1024.transform_id(),
+        data: vec![0; MlKem::MlKem1024.encapsulation_key_len()],
+    });
+    assert_eq!(m.header.exchange, exchange::IKE_INTERMEDIATE);
+    assert!(m.notify(nt::INVALID_SYNTAX).is_some(), "{m:?}");
+    let r = down_reason(&p.ev_b).expect("B gives up the IKE SA");
+    assert!(r.contains("INVALID_SYNTAX") && r.contains("37"), "{r}");
+    // A classical group in IKE_INTERMEDIATE is not the negotiated method either.
+    let (m, _) = forged_intermediate(Payload::Ke {
+        group: 31,
+        data: vec![9; 32],
+    });
+    assert!(m.notify(nt::INVALID_SYNTAX).is_some());
+}
+
+#[test]
+fn mlkem_key_of_the_wrong_length_is_invalid_syntax() {
+    let m512 = MlKem::MlKem512;
+    for len in [
+        m512.encapsulation_key_len() - 1,
+        m512.encapsulation_key_len() + 1,
+        0,
+    ] {
+        let (m, p) = forged_intermediate(Payload::Ke {
+            group: m512.transform_id(),
+            data: vec![1; len],
+        });
+        assert!(m.notify(nt::INVALID_SYNTAX).is_some(), "{len}");
+        let r = down_reason(&p.ev_b).expect("B gives up the IKE SA");
+        assert!(r.contains(&format!("{len} octets")), "{r}");
+    }
+    // The right length with coefficients above q fails FIPS 203's modulus check.
+    let (m, p) = forged_intermediate(Payload::Ke {
+        group: m512.transform_id(),
+        data: vec![0xff; m512.encapsulation_key_len()],
+    });
+    assert!(m.notify(nt::INVALID_SYNTAX).is_some());
+    assert!(down_reason(&p.ev_b).unwrap().contains("modulus"));
+}
+
+#[test]
+fn ike_auth_before_the_additional_exchange_is_refused() {
+    let s = "aes128gcm16-prfsha256-x25519-ke1_mlkem512";
+    let mut p = pair(&[s], &[s]);
+    p.drop_ab = vec![1];
+    p.up();
+    let sa = p.a.sas().next().unwrap();
+    let (spi_i, spi_r) = sa.spis();
+    let suite = sa.suite().unwrap();
+    let k = sa.keys().unwrap();
+    let out = SkCipher::with_integ(suite.encr, suite.integ, &k.sk_ei, &k.sk_ai).unwrap();
+    let h = Header::new(spi_i, spi_r, exchange::IKE_AUTH, flags::INITIATOR, 1);
+    let d = message::encode_encrypted(
+        &h,
+        &[Payload::IdI {
+            id_type: 2,
+            data: b"gwA".to_vec(),
+        }],
+        &out,
+        5u64.to_be_bytes(),
+    );
+    p.b.handle_datagram(p.now, addr(B), addr(A), &d);
+    p.pump();
+    let r = down_reason(&p.ev_b).expect("B gives up");
+    assert!(r.contains("before additional key exchange 1"), "{r}");
+    assert_eq!(count(&p.ev_b, is_ike_up), 0);
+}
+
+#[test]
+fn responder_choosing_addke_without_announcing_intermediate_is_refused() {
+    let s = "aes256gcm16-prfsha384-x25519-ke1_mlkem768";
+    let mut p = pair(&[s], &[s]);
+    p.a.initiate(p.now, "site-b", None, addr(A)).unwrap();
+    let req = p.a.poll_transmit().unwrap();
+    p.b.handle_datagram(p.now, req.remote, req.local, &req.data);
+    let resp = p.b.poll_transmit().unwrap();
+    let m = message::decode(&resp.data, None).unwrap();
+    assert!(m.notify(nt::INTERMEDIATE_EXCHANGE_SUPPORTED).is_some());
+    let stripped: Vec<Payload> = m
+        .payloads
+        .iter()
+        .filter(
+            |x| !matches!(x, Payload::Notify(n) if n.ntype == nt::INTERMEDIATE_EXCHANGE_SUPPORTED),
+        )
+        .cloned()
+        .collect();
+    let forged = message::encode_plain(&m.header, &stripped);
+    p.a.handle_datagram(p.now, resp.remote, resp.local, &forged);
+    p.pump();
+    let r = down_reason(&p.ev_a).expect("A gives up");
+    assert!(r.contains("INTERMEDIATE_EXCHANGE_SUPPORTED"), "{r}");
+    assert_eq!(count(&p.ev_a, is_ike_up), 0);
+}
