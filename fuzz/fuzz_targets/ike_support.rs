@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use control::ike::algorithms::{DhGroup, EncrAlg, IntegAlg, PrfAlg};
+use control::ike::crypto::mlkem::MlKem;
 use control::ike::crypto::sk::SkCipher;
 use control::ike::identity::Identity;
 use control::ike::message::consts::payload_type;
@@ -105,7 +106,8 @@ fn prefix(s: &str) -> TsSpec {
 }
 
 /// The PSK connection of one end: the initiator at [`A`] or the responder at [`B`]. Both accept
-/// AES-GCM, ChaCha20-Poly1305 and AES-CBC; `prefer` rotates the order of the proposals, so the
+/// AES-GCM, ChaCha20-Poly1305 (with ML-KEM-512 as an additional key exchange, RFC 9370) and
+/// AES-CBC; `prefer` rotates the order of the proposals, so the
 /// responder's choice (its own preference first) can be any of them.
 pub fn conn_preferring(initiator: bool, prefer: usize) -> ConnectionParams {
     let mut c = conn(initiator);
@@ -116,7 +118,16 @@ pub fn conn_preferring(initiator: bool, prefer: usize) -> ConnectionParams {
             integ: vec![],
             prf: vec![PrfAlg::HmacSha512],
             dh: vec![DhGroup::X25519],
-            addke: Default::default(),
+            // ML-KEM-512 as ADDKE1: IKE_INTERMEDIATE runs when this proposal is chosen.
+            addke: [
+                vec![Some(MlKem::MlKem512)],
+                vec![],
+                vec![],
+                vec![],
+                vec![],
+                vec![],
+                vec![],
+            ],
         },
         IkeProposalSpec {
             encr: vec![EncrAlg::AesCbc128, EncrAlg::AesCbc256],
