@@ -388,3 +388,31 @@ fn a_ttl_expiring_after_the_tunnel_is_answered_through_it() {
         "{text}"
     );
 }
+
+/// Post-quantum hybrid key exchange between two esprit gateways (no other peer here has it):
+/// x25519 in IKE_SA_INIT, ML-KEM-768 in IKE_INTERMEDIATE (RFC 9242, RFC 9370), both daemons
+/// reporting the suite, then traffic through the tunnel both ways.
+#[test]
+#[ignore = "needs root: ./ci/test.sh runs it as root"]
+fn mlkem768_hybrid_key_exchange_and_ping() {
+    let pq = IkeSite {
+        proposals: vec!["aes256gcm16-prfsha384-x25519-ke1_mlkem768".into()],
+        ..IkeSite::default()
+    };
+    let a = IkeSite {
+        start_action: "start".into(),
+        ..pq.clone()
+    };
+    let s = sites("q", false, a, pq);
+    let sa_a = s.ike_a.wait_child(WAIT).unwrap();
+    let sa_b = s.ike_b.wait_child(WAIT).unwrap();
+    for sa in [&sa_a, &sa_b] {
+        assert_eq!(sa["dh"], "x25519", "{sa}");
+        assert_eq!(sa["addke"], "ke1_mlkem768", "{sa}");
+        assert_eq!(sa["prf"], "prfsha384", "{sa}");
+    }
+    for (from, dst) in [(Node::HostA, "10.201.2.2"), (Node::HostB, "10.201.1.2")] {
+        let (sent, got, text) = ping(&s.lab, from, dst, 10);
+        assert_eq!(sent, got, "{from} -> {dst}: {text}");
+    }
+}

@@ -280,7 +280,7 @@ fn ike_table(v: &serde_json::Value) -> String {
     for sa in &sas {
         let _ = writeln!(
             out,
-            "{}: {} {}, {} {} -> {} {}, IKE[{}_{}] {}-{}-{}{}, {}s",
+            "{}: {} {}, {} {} -> {} {}, IKE[{}_{}] {}-{}-{}{}{}, {}s",
             s(sa, "conn"),
             s(sa, "state"),
             s(sa, "role"),
@@ -293,6 +293,10 @@ fn ike_table(v: &serde_json::Value) -> String {
             s(sa, "encr"),
             s(sa, "prf"),
             s(sa, "dh"),
+            match sa.get("addke").and_then(|v| v.as_str()) {
+                Some(a) if !a.is_empty() => format!("-{a}"),
+                _ => String::new(),
+            },
             if sa.get("encap").and_then(|v| v.as_bool()).unwrap_or(false) {
                 ", NAT-T"
             } else {

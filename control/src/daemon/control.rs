@@ -174,6 +174,7 @@ pub fn sa_json(sa: &IkeSa, now: Instant) -> Value {
         "integ": suite.and_then(|s| s.integ).map(|i| i.name()),
         "prf": suite.map(|s| s.prf.name()),
         "dh": suite.map(|s| s.dh.name()),
+        "addke": suite.map(|s| crate::ike::crypto::mlkem::addke_name(&s.addke)),
         "nat_local": nat_l,
         "nat_remote": nat_r,
         "encap": sa.encap(),
