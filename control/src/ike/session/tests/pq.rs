@@ -438,3 +438,48 @@ fn int_auth_octets_of_whole_and_fragmented_messages_agree() {
     let m = message::decode(&message::encode_encrypted(&h2, &p, &sk, [1; 8]), Some(&sk)).unwrap();
     assert_eq!(m.sk_inner, None);
 }
+
+#[test]
+fn lost_intermediate_messages_are_retransmitted_and_answered_from_the_cache() {
+    let s = "aes256gcm16-prfsha384-x25519-ke1_mlkem768";
+    // The response is lost: B has switched keys already, answers the retransmission from its
+    // cache (under the old keys, which A still has) and does not run the round twice.
+    let mut p = pair(&[s], &[s]);
+    p.drop_ba = vec![1];
+    p.up();
+    assert_eq!(count(&p.ev_a, is_ike_up), 0);
+    p.tick();
+    assert_eq!(count(&p.ev_a, is_ike_up), 1, "{:?}", down_reason(&p.ev_a));
+    assert_eq!(count(&p.ev_b, is_ike_up), 1);
+    assert_same_ike_keys(&p);
+    // The request came in two fragments and was repeated as it was.
+    assert_eq!(p.wire_ab[1..3], p.wire_ab[3..5]);
+    assert_eq!(exchanges(&p.wire_ab).1, 4);
+    // The request is lost (both fragments of an ML-KEM-1024 key).
+    let s = "aes256gcm16-prfsha384-x25519-ke1_mlkem1024";
+    let mut p = pair(&[s], &[s]);
+    p.drop_ab = vec![1, 2];
+    p.up();
+    p.tick();
+    assert_eq!(count(&p.ev_a, is_ike_up), 1, "{:?}", down_reason(&p.ev_a));
+    assert_same_ike_keys(&p);
+}
+
+#[test]
+fn invalid_ke_payload_retry_keeps_the_additional_exchange() {
+    let (mut ca, mut cb) = (conn_a(), conn_b());
+    ca.proposals = proposals(&["aes256gcm16-prfsha384-ecp384-x25519-ke1_mlkem768"]);
+    cb.proposals = proposals(&["aes256gcm16-prfsha384-x25519-ke1_mlkem768"]);
+    let mut p = Pair::new(ca, cb);
+    p.up();
+    assert_eq!(count(&p.ev_a, is_ike_up), 1, "{:?}", down_reason(&p.ev_a));
+    let suite = p.a.sas().next().unwrap().suite().unwrap();
+    assert_eq!(suite.name(), "aes256gcm16-prfsha384-x25519-ke1_mlkem768");
+    let (ab, _) = exchanges(&p.wire_ab);
+    assert_eq!(ab, vec![(34, 0), (43, 1), (35, 2)]);
+    let inits = p.wire_ab.iter().filter(|d| d[18] == 34).count();
+    assert_eq!(
+        inits, 2,
+        "the first IKE_SA_INIT was answered INVALID_KE_PAYLOAD"
+    );
+}
