@@ -267,6 +267,18 @@ fn choose_addke(spec: &IkeProposalSpec, p: &Proposal) -> Option<AddKeChoice> {
     Some(out)
 }
 
+/// Whether every one of a peer's proposals requires an additional key exchange (some ADDKE
+/// type offered without NONE): what an IKE rekey, which runs none, cannot accept.
+pub fn all_require_addke(theirs: &[Proposal]) -> bool {
+    !theirs.is_empty()
+        && theirs.iter().all(|p| {
+            (1..=7).any(|n| {
+                let ids: Vec<u16> = their_ids(p, tt::addke(n)).collect();
+                !ids.is_empty() && !ids.contains(&0)
+            })
+        })
+}
+
 /// Whether every transform type in a peer's proposal is one esprit understands.
 fn known_types(p: &Proposal, allowed: &[u8]) -> bool {
     p.transforms
@@ -988,5 +1000,16 @@ mod tests {
         // Rekeys offer and accept no additional key exchange.
         let specs = classical_only(&[pq(vec![m768]), pq(vec![])]);
         assert_eq!(specs, vec![pq(vec![])]);
+        assert!(all_require_addke(&offer));
+        assert!(!all_require_addke(&ike_offer(
+            &[pq(vec![m768, None])],
+            &[],
+            None
+        )));
+        assert!(!all_require_addke(&ike_offer(
+            &[pq(vec![m768]), pq(vec![])],
+            &[],
+            None
+        )));
     }
 }

@@ -126,6 +126,14 @@ impl IkeSa {
         let Some((num, suite, peer_spi)) =
             proposal::choose_ike_rekey(&proposal::classical_only(&self.conn.proposals), sa)
         else {
+            if proposal::all_require_addke(sa) {
+                self.log(
+                    ctx,
+                    "IKE rekey refused: every proposal of the peer requires an additional key \
+                     exchange (IKE_FOLLOWUP_KE, RFC 9370 §2.2.4), which esprit does not run in \
+                     rekeys",
+                );
+            }
             return refuse(self, ctx, Notify::new(nt::NO_PROPOSAL_CHOSEN, Vec::new()));
         };
         if group != suite.dh.transform_id() {
