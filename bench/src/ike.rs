@@ -289,6 +289,7 @@ pub(crate) fn connection(
                 integ: vec![],
                 dh: vec![],
                 esn: vec![true],
+                addke: Default::default(),
             }],
             mode: ChildMode::Tunnel,
             rekey_time: None,

@@ -147,12 +147,14 @@ pub fn conn_preferring(initiator: bool, prefer: usize) -> ConnectionParams {
             integ: vec![],
             dh: vec![DhGroup::Ecp256],
             esn: vec![false],
+            addke: Default::default(),
         },
         EspProposalSpec {
             encr: vec![EncrAlg::AesCbc256],
             integ: vec![IntegAlg::HmacSha384_192],
             dh: vec![DhGroup::Ecp256],
             esn: vec![true, false],
+            addke: Default::default(),
         },
     ];
     more.rotate_left(prefer % 3);
@@ -193,6 +195,7 @@ pub fn conn(initiator: bool) -> ConnectionParams {
                 integ: vec![],
                 dh: vec![DhGroup::Ecp256],
                 esn: vec![true, false],
+                addke: Default::default(),
             }],
             mode: ChildMode::Tunnel,
             rekey_time: None,

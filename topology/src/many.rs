@@ -669,6 +669,7 @@ fn connection(i: usize, gw_b: Ipv4Addr, rekey: Duration) -> Result<ConnectionPar
             integ: vec![],
             dh: vec![],
             esn: vec![false],
+            addke: Default::default(),
         }],
         mode: ChildMode::Tunnel,
         rekey_time: Some(rekey),

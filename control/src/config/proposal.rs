@@ -191,7 +191,7 @@ pub fn proposal_keywords() -> Vec<AlgorithmKeywords> {
                 .map(|(k, _)| *k)
                 .collect(),
             ike: true,
-            esp: false,
+            esp: true,
         });
     }
     for (name, id) in [("noesn", 0), ("esn", 1)] {
@@ -272,6 +272,9 @@ pub struct EspProposal {
     pub integ: Vec<IntegAlg>,
     /// Key exchange methods for PFS, in order of preference; empty: no PFS.
     pub dh: Vec<DhGroup>,
+    /// Additional key exchanges after the PFS group (RFC 9370, in IKE_FOLLOWUP_KE), ADDKE1 to
+    /// ADDKE7: empty lists unless written.
+    pub addke: AddKeSlots,
     /// Extended sequence numbers offered, in order of preference; never empty (`[false]` unless
     /// `esn` is written).
     pub esn: Vec<bool>,
@@ -313,11 +316,7 @@ fn keyword(word: &str, kind: Kind) -> Result<Keyword, String> {
     if let Some((n, m)) = addke_keyword(w) {
         return match kind {
             Kind::Ike => Ok(Keyword::AddKe(n, m)),
-            Kind::Esp => Err(format!(
-                "additional key exchanges in ESP proposals (CREATE_CHILD_SA with \
-                 IKE_FOLLOWUP_KE, RFC 9370 §2.2.4) are not supported yet: '{word}' (a child \
-                 SA's keys come from SK_d, which the IKE SA's ML-KEM exchange protects)"
-            )),
+            Kind::Esp => Ok(Keyword::AddKe(n, m)),
         };
     }
     if kind == Kind::Ike {
@@ -531,6 +530,7 @@ impl EspProposal {
             encr: vec![EncrAlg::AesGcm16_128, EncrAlg::AesGcm16_256],
             integ: Vec::new(),
             dh: Vec::new(),
+            addke: AddKeSlots::default(),
             esn: vec![false],
         }
     }
@@ -548,6 +548,7 @@ impl EspProposal {
             encr: Vec::new(),
             integ: Vec::new(),
             dh: Vec::new(),
+            addke: AddKeSlots::default(),
             esn: Vec::new(),
         };
         for w in words(s)? {
@@ -556,9 +557,7 @@ impl EspProposal {
                 Keyword::Integ(i) => push_unique(&mut p.integ, i),
                 Keyword::Ke(g) => push_unique(&mut p.dh, g),
                 Keyword::Esn(b) => push_unique(&mut p.esn, b),
-                Keyword::AddKe(..) => {
-                    return Err(format!("'{w}' applies only to IKE proposals"));
-                }
+                Keyword::AddKe(n, m) => push_unique(&mut p.addke[n - 1], m),
                 Keyword::Prf(_) => {
                     return Err(format!("ESP proposals have no PRF: '{w}'"));
                 }
@@ -603,6 +602,12 @@ impl EspProposal {
         }
         if p.esn.is_empty() {
             p.esn.push(false);
+        }
+        if p.dh.is_empty() && p.addke.iter().any(|s| !s.is_empty()) {
+            return Err(format!(
+                "ESP proposal '{t}' has an additional key exchange but no key exchange method \
+                 (PFS) before it (add one of {KE_LIST})"
+            ));
         }
         Ok(p)
     }
@@ -679,6 +684,7 @@ impl fmt::Display for EspProposal {
                 .map(|e| e.name())
                 .chain(self.integ.iter().map(|i| i.name()))
                 .chain(self.dh.iter().map(|g| g.name()))
+                .chain(addke_words(&self.addke))
                 .chain(esn_words),
         )
     }

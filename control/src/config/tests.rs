@@ -162,12 +162,14 @@ fn example_parses_to_exactly_the_expected_structs() {
                         integ: vec![],
                         dh: vec![],
                         esn: vec![false],
+                        addke: Default::default(),
                     },
                     EspProposal {
                         encr: vec![EncrAlg::AesGcm16_256],
                         integ: vec![],
                         dh: vec![DhGroup::X25519],
                         esn: vec![false],
+                        addke: Default::default(),
                     },
                 ],
                 mode: Mode::Tunnel,
@@ -395,6 +397,7 @@ replay_window = 0x100
             integ: vec![],
             dh: vec![DhGroup::Ecp256],
             esn: vec![true, false],
+            addke: Default::default(),
         }]
     );
     assert_eq!(w.mode, Mode::Transport);
@@ -1443,6 +1446,7 @@ fn proposals_and_aliases() {
             integ: vec![],
             dh: vec![],
             esn: vec![false],
+            addke: Default::default(),
         }
     );
     assert_eq!(esp("aes256gcm16-x25519").dh, vec![DhGroup::X25519]);
@@ -1753,6 +1757,7 @@ fn cbc_and_chacha_proposals() {
             integ: vec![I::HmacSha512_256, I::HmacSha256_128],
             dh: vec![],
             esn: vec![true],
+            addke: Default::default(),
         }
     );
     assert_eq!(
@@ -1766,6 +1771,7 @@ fn cbc_and_chacha_proposals() {
             integ: vec![],
             dh: vec![DhGroup::Ecp521],
             esn: vec![false],
+            addke: Default::default(),
         }
     );
     for s in [
@@ -1813,8 +1819,11 @@ fn additional_key_exchange_keywords() {
         let e = IkeProposal::parse(bad).unwrap_err();
         assert!(e.contains(want), "{bad}: {e}");
     }
-    let e = EspProposal::parse("aes256gcm16-x25519-ke1_mlkem768").unwrap_err();
-    assert!(e.contains("not supported yet"), "{e}");
+    let esp = EspProposal::parse("aes256gcm16-x25519-ke1_mlkem768-esn").unwrap();
+    assert_eq!(esp.addke[0], vec![Some(MlKem::MlKem768)]);
+    assert_eq!(esp.to_string(), "aes256gcm16-x25519-ke1_mlkem768-esn");
+    let e = EspProposal::parse("aes256gcm16-ke1_mlkem768").unwrap_err();
+    assert!(e.contains("no key exchange method (PFS)"), "{e}");
     let listed = proposal_keywords();
     let k = listed
         .iter()
@@ -1822,5 +1831,5 @@ fn additional_key_exchange_keywords() {
         .expect("list-algs shows ML-KEM");
     assert_eq!(k.iana_id, 37);
     assert!(k.keywords.contains(&"ke1_mlkem1024") && k.keywords.contains(&"ke7_mlkem1024"));
-    assert!(k.ike && !k.esp);
+    assert!(k.ike && k.esp);
 }

@@ -137,6 +137,7 @@ fn one(cfg: &Config, c: &Connection, retransmit: Retransmit) -> Result<Connectio
                     encr: p.encr.clone(),
                     integ: p.integ.clone(),
                     dh: p.dh.clone(),
+                    addke: p.addke.clone(),
                     esn: p.esn.clone(),
                 })
                 .collect(),

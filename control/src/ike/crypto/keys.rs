@@ -142,10 +142,28 @@ pub fn derive_child_keys(
     encr: EncrAlg,
     integ: Option<IntegAlg>,
 ) -> Result<ChildKeys, CryptoError> {
+    derive_child_keys_addke(prf, sk_d, shared, ni, nr, &[], encr, integ)
+}
+
+/// The keys of a child SA made with additional key exchanges (RFC 9370 §2.2.4): KEYMAT =
+/// prf+(SK_d, SK(0) | Ni | Nr | SK(1) | ... | SK(n)), where SK(0) is `shared` (the classical
+/// exchange of CREATE_CHILD_SA) and `addke` the secrets of the IKE_FOLLOWUP_KE exchanges in
+/// order. With no additional secrets this is [`derive_child_keys`].
+#[allow(clippy::too_many_arguments)]
+pub fn derive_child_keys_addke(
+    prf: PrfAlg,
+    sk_d: &[u8],
+    shared: Option<&[u8]>,
+    ni: &[u8],
+    nr: &[u8],
+    addke: &[&[u8]],
+    encr: EncrAlg,
+    integ: Option<IntegAlg>,
+) -> Result<ChildKeys, CryptoError> {
     let e = encr.keymat_len();
     let a = integ.map_or(0, IntegAlg::key_len);
     let len = 2 * (e + a);
-    let keymat = child_keymat(hmac_alg(prf), sk_d, shared, ni, nr, len).ok_or(
+    let keymat = child_keymat(hmac_alg(prf), sk_d, shared, ni, nr, addke, len).ok_or(
         CryptoError::PrfPlusTooLong {
             prf,
             requested: len,
@@ -195,9 +213,13 @@ fn child_keymat(
     shared: Option<&[u8]>,
     ni: &[u8],
     nr: &[u8],
+    addke: &[&[u8]],
     len: usize,
 ) -> Option<Zeroizing<Vec<u8>>> {
-    let seed = Zeroizing::new([shared.unwrap_or_default(), ni, nr].concat());
+    let mut seed = Zeroizing::new([shared.unwrap_or_default(), ni, nr].concat());
+    for s in addke {
+        seed.extend_from_slice(s);
+    }
     prf_plus_with(alg, sk_d, &seed, len)
 }
 
@@ -272,7 +294,7 @@ mod tests {
             )
         );
         let sk_d = &dkm[..20];
-        let child = child_keymat(alg, sk_d, None, &ni, &nr, dkm_len).unwrap();
+        let child = child_keymat(alg, sk_d, None, &ni, &nr, &[], dkm_len).unwrap();
         assert_eq!(
             *child,
             unhex(
@@ -283,7 +305,7 @@ mod tests {
                  4d234cb4"
             )
         );
-        let child_dh = child_keymat(alg, sk_d, Some(&gir_new), &ni, &nr, dkm_len).unwrap();
+        let child_dh = child_keymat(alg, sk_d, Some(&gir_new), &ni, &nr, &[], dkm_len).unwrap();
         assert_eq!(
             *child_dh,
             unhex(

@@ -204,6 +204,8 @@ pub mod notify {
     pub const TEMPORARY_FAILURE: NotifyType = NotifyType(43);
     /// CHILD_SA_NOT_FOUND.
     pub const CHILD_SA_NOT_FOUND: NotifyType = NotifyType(44);
+    /// STATE_NOT_FOUND (RFC 9370): an IKE_FOLLOWUP_KE whose link the responder does not know.
+    pub const STATE_NOT_FOUND: NotifyType = NotifyType(47);
     /// INITIAL_CONTACT.
     pub const INITIAL_CONTACT: NotifyType = NotifyType(16384);
     /// SET_WINDOW_SIZE.
@@ -259,6 +261,7 @@ pub mod notify {
             INVALID_SELECTORS => "INVALID_SELECTORS",
             TEMPORARY_FAILURE => "TEMPORARY_FAILURE",
             CHILD_SA_NOT_FOUND => "CHILD_SA_NOT_FOUND",
+            STATE_NOT_FOUND => "STATE_NOT_FOUND",
             INITIAL_CONTACT => "INITIAL_CONTACT",
             SET_WINDOW_SIZE => "SET_WINDOW_SIZE",
             ADDITIONAL_TS_POSSIBLE => "ADDITIONAL_TS_POSSIBLE",

@@ -47,6 +47,9 @@ pub struct EspProposalSpec {
     pub integ: Vec<IntegAlg>,
     /// Key exchange methods for PFS in CREATE_CHILD_SA (empty: no PFS).
     pub dh: Vec<DhGroup>,
+    /// Additional key exchanges after the PFS group (RFC 9370, IKE_FOLLOWUP_KE), ADDKE1 to
+    /// ADDKE7; all empty without.
+    pub addke: AddKeSlots,
     /// Extended sequence numbers offered or accepted (true = ESN).
     pub esn: Vec<bool>,
 }

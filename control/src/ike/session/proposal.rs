@@ -8,7 +8,7 @@
 
 use super::params::{EspProposalSpec, IkeProposalSpec};
 use crate::ike::algorithms::{esp_suite_name, DhGroup, EncrAlg, IntegAlg, PrfAlg};
-use crate::ike::crypto::mlkem::{addke_name, AddKeChoice, MlKem};
+use crate::ike::crypto::mlkem::{addke_name, AddKeChoice, AddKeSlots, MlKem};
 use crate::ike::message::consts::{protocol, transform_type as tt};
 use crate::ike::message::{Proposal, Transform};
 
@@ -36,6 +36,9 @@ pub struct EspSuite {
     pub integ: Option<IntegAlg>,
     /// PFS group, if a key exchange is part of this exchange.
     pub dh: Option<DhGroup>,
+    /// Additional key exchanges after the PFS group (RFC 9370, IKE_FOLLOWUP_KE), ADDKE1 to
+    /// ADDKE7; all None without.
+    pub addke: AddKeChoice,
     /// Extended sequence numbers.
     pub esn: bool,
 }
@@ -54,6 +57,16 @@ impl EspSuite {
             Some(i) => format!("{}-{}", self.encr.name(), i.name()),
             None => self.encr.name().to_string(),
         }
+    }
+
+    /// The additional key exchanges to run in IKE_FOLLOWUP_KE, in order: (ADDKE number 1 to
+    /// 7, method).
+    pub fn rounds(&self) -> Vec<(usize, MlKem)> {
+        self.addke
+            .iter()
+            .enumerate()
+            .filter_map(|(i, m)| m.map(|m| (i + 1, m)))
+            .collect()
     }
 }
 
@@ -212,6 +225,12 @@ pub fn esp_offer(
             if with_ke {
                 let dh = dh_first(&s.dh, first_dh);
                 t.extend(dh.iter().map(|d| plain(tt::KE, d.transform_id())));
+                for (i, slot) in s.addke.iter().enumerate() {
+                    t.extend(
+                        slot.iter()
+                            .map(|m| plain(tt::addke(i + 1), m.map_or(0, MlKem::transform_id))),
+                    );
+                }
             }
             let esn: &[bool] = if s.esn.is_empty() { &[false] } else { &s.esn };
             t.extend(esn.iter().map(|e| plain(tt::ESN, u16::from(*e))));
@@ -247,9 +266,9 @@ pub fn classical_only(specs: &[IkeProposalSpec]) -> Vec<IkeProposalSpec> {
 /// ADDKE type, the first of our methods they offer, where a type they do not offer counts as
 /// NONE and a type we do not list accepts only NONE (RFC 9370 §2.2.1). None if some type has no
 /// common value, or two rounds would use the same method.
-fn choose_addke(spec: &IkeProposalSpec, p: &Proposal) -> Option<AddKeChoice> {
+fn choose_addke(slots: &AddKeSlots, p: &Proposal) -> Option<AddKeChoice> {
     let mut out: AddKeChoice = [None; 7];
-    for (i, ours) in spec.addke.iter().enumerate() {
+    for (i, ours) in slots.iter().enumerate() {
         let t = tt::addke(i + 1);
         let mut theirs: Vec<u16> = their_ids(p, t).collect();
         if theirs.is_empty() {
@@ -356,7 +375,7 @@ pub fn choose_ike(ours: &[IkeProposalSpec], theirs: &[Proposal]) -> Option<(u8, 
                 o.dh.iter()
                     .copied()
                     .find(|d| their_ids(p, tt::KE).any(|x| x == d.transform_id()));
-            let addke = choose_addke(o, p);
+            let addke = choose_addke(&o.addke, p);
             if let (Some((encr, integ)), Some(prf), Some(dh), Some(addke)) =
                 (cipher, prf, dh, addke)
             {
@@ -411,7 +430,10 @@ pub fn choose_esp(
             .iter()
             .filter(|p| p.protocol == protocol::ESP && p.spi.len() == 4)
         {
-            if !known_types(p, &[tt::ENCR, tt::INTEG, tt::KE, tt::ESN]) {
+            if !known_types(
+                p,
+                &[tt::ENCR, tt::INTEG, tt::KE, tt::ESN, 6, 7, 8, 9, 10, 11, 12],
+            ) {
                 continue;
             }
             let Some((encr, integ)) =
@@ -446,6 +468,16 @@ pub fn choose_esp(
                     Some(g)
                 }
             };
+            // Additional key exchanges go with a KE payload only (IKE_AUTH ignores both).
+            let addke = match dh {
+                Some(_) => match choose_addke(&o.addke, p) {
+                    Some(a) => a,
+                    None => continue,
+                },
+                None if o.addke.iter().all(|s| s.is_empty() || s.contains(&None)) => [None; 7],
+                None if ke.is_none() => [None; 7],
+                None => continue,
+            };
             let spi = u32::from_be_bytes(p.spi.clone().try_into().ok()?);
             return Some((
                 p.num,
@@ -454,6 +486,7 @@ pub fn choose_esp(
                     encr,
                     integ,
                     dh,
+                    addke,
                     esn,
                 },
             ));
@@ -486,14 +519,22 @@ pub fn ike_answer(num: u8, s: IkeSuite, spi: &[u8], theirs: Option<&Proposal>) -
     }
 }
 
-/// The single proposal a responder returns for an ESP suite with its inbound SPI.
-pub fn esp_answer(num: u8, s: EspSuite, spi: u32) -> Proposal {
+/// The single proposal a responder returns for an ESP suite with its inbound SPI, chosen from
+/// their proposal `theirs`: with a PFS group, one transform for each ADDKE type it offered.
+pub fn esp_answer(num: u8, s: EspSuite, spi: u32, theirs: Option<&Proposal>) -> Proposal {
     let mut transforms = vec![encr_transform(s.encr)];
     if let Some(i) = s.integ {
         transforms.push(plain(tt::INTEG, i.transform_id()));
     }
     if let Some(g) = s.dh {
         transforms.push(plain(tt::KE, g.transform_id()));
+        for (i, m) in s.addke.iter().enumerate() {
+            let t = tt::addke(i + 1);
+            let offered = theirs.is_some_and(|p| p.transforms.iter().any(|x| x.ttype == t));
+            if m.is_some() || offered {
+                transforms.push(plain(t, m.map_or(0, MlKem::transform_id)));
+            }
+        }
     }
     transforms.push(plain(tt::ESN, u16::from(s.esn)));
     Proposal {
@@ -573,7 +614,8 @@ pub fn accept_esp_answer(offered: &[Proposal], answer: &[Proposal]) -> Option<(u
         .iter()
         .find(|o| o.num == a.num && o.protocol == a.protocol)?;
     if !a.transforms.iter().all(|t| {
-        o.transforms.contains(t) || ((t.ttype == tt::KE || t.ttype == tt::INTEG) && t.id == 0)
+        o.transforms.contains(t)
+            || ((t.ttype == tt::KE || t.ttype == tt::INTEG || tt::is_addke(t.ttype)) && t.id == 0)
     }) {
         return None;
     }
@@ -588,6 +630,22 @@ pub fn accept_esp_answer(offered: &[Proposal], answer: &[Proposal]) -> Option<(u
         Some(0) | None => None,
         Some(id) => Some(DhGroup::from_transform(id)?),
     };
+    let mut addke: AddKeChoice = [None; 7];
+    for (i, slot) in addke.iter_mut().enumerate() {
+        let t = tt::addke(i + 1);
+        let chosen: Vec<u16> = their_ids(a, t).collect();
+        let offered: Vec<u16> = their_ids(o, t).collect();
+        *slot = match chosen[..] {
+            [] if dh.is_none() || offered.is_empty() || offered.contains(&0) => None,
+            [0] => None,
+            [id] if dh.is_some() => Some(MlKem::from_transform_id(id)?),
+            _ => return None,
+        };
+    }
+    let methods: Vec<MlKem> = addke.iter().flatten().copied().collect();
+    if (1..methods.len()).any(|i| methods[..i].contains(&methods[i])) {
+        return None;
+    }
     let spi = u32::from_be_bytes(a.spi.clone().try_into().ok()?);
     Some((
         spi,
@@ -595,6 +653,7 @@ pub fn accept_esp_answer(offered: &[Proposal], answer: &[Proposal]) -> Option<(u
             encr,
             integ,
             dh,
+            addke,
             esn,
         },
     ))
@@ -686,6 +745,7 @@ mod tests {
             integ: vec![],
             dh: vec![],
             esn: vec![false],
+            addke: Default::default(),
         }];
         let theirs = esp_offer(
             &[EspProposalSpec {
@@ -693,6 +753,7 @@ mod tests {
                 integ: vec![],
                 dh: vec![DhGroup::X25519],
                 esn: vec![true, false],
+                addke: Default::default(),
             }],
             0xc0ffee,
             true,
@@ -707,7 +768,8 @@ mod tests {
                 encr: EncrAlg::AesGcm16_128,
                 integ: None,
                 dh: None,
-                esn: false
+                esn: false,
+                addke: Default::default(),
             }
         );
         // In CREATE_CHILD_SA without KE we cannot accept a PFS-only peer group... but may if we need none.
@@ -717,6 +779,7 @@ mod tests {
             integ: vec![],
             dh: vec![DhGroup::X25519],
             esn: vec![],
+            addke: Default::default(),
         }];
         assert_eq!(
             choose_esp(&pfs, &theirs, Some(Some(DhGroup::X25519)))
@@ -726,7 +789,7 @@ mod tests {
             Some(DhGroup::X25519)
         );
         assert!(choose_esp(&pfs, &theirs, Some(None)).is_none());
-        let ans = esp_answer(num, suite, 0x1234);
+        let ans = esp_answer(num, suite, 0x1234, None);
         let offered = esp_offer(&ours, 1, false, None);
         assert_eq!(accept_esp_answer(&offered, &[ans]), Some((0x1234, suite)));
     }
@@ -782,6 +845,7 @@ mod tests {
             integ: vec![I::HmacSha512_256, I::HmacSha256_128],
             dh: vec![],
             esn: vec![],
+            addke: Default::default(),
         };
         let offer = esp_offer(std::slice::from_ref(&esp), 7, false, None);
         assert_eq!(offer.len(), 3);
@@ -817,7 +881,7 @@ mod tests {
             (EncrAlg::AesCbc128, Some(I::HmacSha256_128))
         );
         assert_eq!(suite.dataplane_name(), Some("aes128cbc-sha256"));
-        let ans = esp_answer(num, suite, 9);
+        let ans = esp_answer(num, suite, 9, None);
         assert_eq!(accept_esp_answer(&offer, &[ans]), Some((9, suite)));
     }
 

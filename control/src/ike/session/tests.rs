@@ -32,6 +32,7 @@ fn child(local: &str, remote: &str, dh: Vec<DhGroup>) -> ChildParams {
             integ: vec![],
             dh,
             esn: vec![false],
+            addke: Default::default(),
         }],
         mode: ChildMode::Tunnel,
         rekey_time: None,

@@ -9,6 +9,9 @@ Per round n: SKEYSEED(n) = prf(SK_d(n-1), SK(n) | Ni | Nr), then
 IntAuth_i(n) = prf(SK_pi(n-1), IntAuth_i(n-1) | A | P) over the initiator's IKE_INTERMEDIATE
 request n carrying one KE payload (group 36, the data below), with A the IKE header and the
 Encrypted payload header with lengths as if unencrypted, P the KE payload.
+
+A child SA with two additional key exchanges (RFC 9370 §2.2.4), AES-256-GCM both ways:
+KEYMAT = prf+(SK_d, SK(0) | Ni | Nr | SK(1) | SK(2)), 2 x 36 octets, under SK_d(0) above.
 """
 import hashlib
 import hmac
@@ -64,3 +67,8 @@ with open("rfc9370_kat.txt", "w") as out:
                 out.write(f"round{n}.{name} = {keys[name].hex()}\n")
         out.write(f"round{n}.int_auth_i = {int_auth_i.hex()}\n")
         sk_d, sk_pi = keys["sk_d"], keys["sk_pi"]
+    child_sk0 = bytes([0x77]) * 32
+    child_ni = bytes([0x88]) * 32
+    child_nr = bytes([0x99]) * 32
+    keymat = prf_plus(sk_d0, child_sk0 + child_ni + child_nr + secrets[0] + secrets[1], 72)
+    out.write(f"child.keymat = {keymat.hex()}\n")

@@ -5,7 +5,7 @@
 //! This module holds the state, the public commands and the timers; each exchange lives in a
 //! child module (as strongSwan keeps one task per exchange): `init` IKE_SA_INIT, `ike_auth`
 //! IKE_AUTH, `intermediate` IKE_INTERMEDIATE with the additional key exchanges of RFC 9370,
-//! `child` CREATE_CHILD_SA for children (with the rekey collision rule), `rekey`
+//! `child` CREATE_CHILD_SA (`followup` its IKE_FOLLOWUP_KE exchanges) for children (with the rekey collision rule), `rekey`
 //! the IKE SA rekey, `info` INFORMATIONAL, `tasks` the queue of work behind the outstanding
 //! request, `window` message IDs, retransmission, the response cache and inbound dispatch.
 
@@ -31,6 +31,7 @@ use crate::ike::rng::RandomSource;
 use aws_lc_rs::constant_time;
 use aws_lc_rs::digest;
 use child::Collision;
+use followup::{FollowupPending, FollowupRequest};
 use init::SaInitOffer;
 use intermediate::{Intermediate, IntermediateRequest};
 use rekey::IkeRekey;
@@ -43,6 +44,7 @@ use tracing::Level;
 use window::{Outstanding, Request, Window};
 
 mod child;
+mod followup;
 mod ike_auth;
 mod info;
 mod init;
@@ -240,6 +242,8 @@ pub struct IkeSa {
     peer_frag: bool,
     /// IKE_INTERMEDIATE and the additional key exchanges (RFC 9242, RFC 9370).
     inter: Intermediate,
+    /// A child the peer negotiated that waits for its IKE_FOLLOWUP_KE exchanges (RFC 9370).
+    followup: Option<FollowupPending>,
     window: Window,
     tasks: VecDeque<Task>,
     children: Vec<ChildSa>,
@@ -397,6 +401,7 @@ impl IkeSa {
             peer_hashes: Vec::new(),
             peer_frag: false,
             inter: Intermediate::default(),
+            followup: None,
             window: Window::default(),
             tasks: VecDeque::new(),
             children: Vec::new(),

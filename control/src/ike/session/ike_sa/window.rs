@@ -38,6 +38,7 @@ pub(super) enum Request {
     Auth(Option<PendingChild>),
     Intermediate(Box<IntermediateRequest>),
     CreateChild(PendingChild),
+    Followup(Box<FollowupRequest>),
     DeleteChildren(Vec<u32>),
     DeleteIke,
     Liveness,
@@ -260,6 +261,7 @@ impl IkeSa {
             Request::Auth(child) => self.on_auth_response(ctx, m, child),
             Request::Intermediate(req) => self.on_intermediate_response(ctx, m, *req),
             Request::CreateChild(child) => self.on_create_child_response(ctx, m, child),
+            Request::Followup(f) => self.on_followup_response(ctx, m, *f),
             Request::DeleteChildren(spis) => {
                 for spi in spis {
                     if let Some(pos) = self.children.iter().position(|c| c.inbound_spi == spi) {
@@ -366,6 +368,9 @@ impl IkeSa {
                     && self.inter.supported =>
             {
                 self.on_intermediate_request(ctx, m)
+            }
+            exchange::IKE_FOLLOWUP_KE if self.state == State::Established => {
+                self.on_followup_request(ctx, m)
             }
             exchange::CREATE_CHILD_SA if self.state == State::Established => {
                 self.on_create_child_request(ctx, m)

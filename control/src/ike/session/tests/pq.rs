@@ -396,6 +396,20 @@ fn rfc9370_key_updates_and_int_auth_known_answers() {
         sk_d = k.sk_d.to_vec();
         sk_pi = k.sk_pi.to_vec();
     }
+    // A child's KEYMAT with two additional key exchanges, under SK_d(0).
+    let sk_d0: Vec<u8> = (0..48).collect();
+    let c = keys::derive_child_keys_addke(
+        PrfAlg::HmacSha384,
+        &sk_d0,
+        Some(&[0x77; 32]),
+        &[0x88; 32],
+        &[0x99; 32],
+        &[&[0x33; 32], &[0x44; 32]],
+        EncrAlg::AesGcm16_256,
+        None,
+    )
+    .unwrap();
+    assert_eq!([&c.encr_i[..], &c.encr_r[..]].concat(), kat["child.keymat"]);
 }
 
 /// What IntAuth covers of a received IKE_INTERMEDIATE message is the same whether it came
@@ -482,4 +496,146 @@ fn invalid_ke_payload_retry_keeps_the_additional_exchange() {
         inits, 2,
         "the first IKE_SA_INIT was answered INVALID_KE_PAYLOAD"
     );
+}
+
+/// The child proposals of both ends: `esp` as ESP proposal strings (`aes256gcm16`, `x25519`,
+/// `keN_mlkemX` keywords only).
+fn with_esp(c: &mut ConnectionParams, esp: &[&str]) {
+    c.children[0].proposals = esp
+        .iter()
+        .map(|s| {
+            let mut p = EspProposalSpec {
+                encr: vec![],
+                integ: vec![],
+                dh: vec![],
+                addke: Default::default(),
+                esn: vec![false],
+            };
+            for w in s.split('-') {
+                match w {
+                    "aes256gcm16" => p.encr.push(EncrAlg::AesGcm16_256),
+                    "x25519" => p.dh.push(DhGroup::X25519),
+                    "ecp384" => p.dh.push(DhGroup::Ecp384),
+                    _ => {
+                        let (n, m) = w.split_once('_').unwrap();
+                        let n: usize = n.strip_prefix("ke").unwrap().parse().unwrap();
+                        let m = (m != "none").then(|| MlKem::from_name(m).unwrap());
+                        p.addke[n - 1].push(m);
+                    }
+                }
+            }
+            p
+        })
+        .collect();
+}
+
+fn esp_pair(a: &[&str], b: &[&str]) -> Pair {
+    let (mut ca, mut cb) = (conn_a(), conn_b());
+    with_esp(&mut ca, a);
+    with_esp(&mut cb, b);
+    Pair::new(ca, cb)
+}
+
+#[test]
+fn child_rekeys_with_mlkem_in_ike_followup_ke() {
+    for esp in [
+        "aes256gcm16-x25519-ke1_mlkem768",
+        "aes256gcm16-ecp384-ke1_mlkem1024-ke2_mlkem512",
+    ] {
+        let mut p = esp_pair(&[esp], &[esp]);
+        p.up();
+        // The first child comes with IKE_AUTH, which has no key exchange.
+        assert_eq!(child_ups(&p.ev_a)[0].suite.addke, [None; 7]);
+        let before = p.wire_ab.len();
+        for from_b in [false, true] {
+            let n = child_ups(&p.ev_a).len();
+            let spi = if from_b {
+                child_ups(&p.ev_b)[n - 1].inbound_spi
+            } else {
+                child_ups(&p.ev_a)[n - 1].inbound_spi
+            };
+            let started = if from_b {
+                p.b.rekey_child(p.now, spi)
+            } else {
+                p.a.rekey_child(p.now, spi)
+            };
+            assert!(started);
+            p.pump();
+            let (ca, cb) = (child_ups(&p.ev_a), child_ups(&p.ev_b));
+            assert_eq!(
+                (ca.len(), cb.len()),
+                (n + 1, n + 1),
+                "{esp} from_b={from_b}"
+            );
+            assert_crossed(ca[n], cb[n]);
+            let rounds = ca[n].suite.rounds();
+            assert_eq!(rounds.len(), esp.matches("_mlkem").count(), "{esp}");
+            assert_eq!(p.a.sas().next().unwrap().children().len(), 1);
+            assert_eq!(p.b.sas().next().unwrap().children().len(), 1);
+        }
+        let (ex, _) = exchanges(&p.wire_ab[before..]);
+        assert!(ex.iter().any(|(e, _)| *e == 44), "{ex:?}");
+        // A new child of the same configuration as well.
+        p.a.initiate(p.now, "site-b", Some("net"), addr(A)).unwrap();
+        p.pump();
+        assert_eq!(p.a.sas().next().unwrap().children().len(), 2, "{esp}");
+    }
+}
+
+#[test]
+fn child_with_mlkem_falls_back_to_a_classical_peer() {
+    let pq = "aes256gcm16-x25519-ke1_mlkem768";
+    let classical = "aes256gcm16-x25519";
+    let mut p = esp_pair(&[pq, classical], &[classical]);
+    p.up();
+    let spi = child_ups(&p.ev_a)[0].inbound_spi;
+    assert!(p.a.rekey_child(p.now, spi));
+    p.pump();
+    let ca = child_ups(&p.ev_a);
+    assert_eq!(ca.len(), 2);
+    assert_eq!(ca[1].suite.addke, [None; 7]);
+    assert_eq!(ca[1].suite.dh, Some(DhGroup::X25519));
+    // Without the classical proposal the rekey is refused and the old child stays.
+    let mut p = esp_pair(&[pq], &[classical]);
+    p.up();
+    let spi = child_ups(&p.ev_a)[0].inbound_spi;
+    assert!(p.a.rekey_child(p.now, spi));
+    p.pump();
+    assert_eq!(child_ups(&p.ev_a).len(), 1);
+    assert!(p
+        .ev_a
+        .iter()
+        .any(|e| matches!(e, IkeEvent::ChildFailed { reason, .. } if reason.contains("NO_PROPOSAL_CHOSEN"))));
+    assert_eq!(p.a.sas().next().unwrap().children().len(), 1);
+}
+
+#[test]
+fn followup_with_an_unknown_link_is_state_not_found() {
+    let esp = "aes256gcm16-x25519-ke1_mlkem768";
+    let mut p = esp_pair(&[esp], &[esp]);
+    p.up();
+    let sa = p.a.sas().next().unwrap();
+    let (spi_i, spi_r) = sa.spis();
+    let suite = sa.suite().unwrap();
+    let k = sa.keys().unwrap();
+    let out = SkCipher::with_integ(suite.encr, suite.integ, &k.sk_ei, &k.sk_ai).unwrap();
+    let inn = SkCipher::with_integ(suite.encr, suite.integ, &k.sk_er, &k.sk_ar).unwrap();
+    let h = Header::new(spi_i, spi_r, exchange::IKE_FOLLOWUP_KE, flags::INITIATOR, 2);
+    let p_ = [
+        Payload::Ke {
+            group: 36,
+            data: vec![0; MlKem::MlKem768.encapsulation_key_len()],
+        },
+        Payload::Notify(crate::ike::message::Notify::new(
+            nt::ADDITIONAL_KEY_EXCHANGE,
+            vec![1, 2, 3, 4],
+        )),
+    ];
+    let d = message::encode_encrypted(&h, &p_, &out, 99u64.to_be_bytes());
+    p.b.handle_datagram(p.now, addr(B), addr(A), &d);
+    let reply = p.b.poll_transmit().expect("B answers");
+    let m = message::decode(&reply.data, Some(&inn)).unwrap();
+    assert_eq!(m.header.exchange, exchange::IKE_FOLLOWUP_KE);
+    assert!(m.notify(nt::STATE_NOT_FOUND).is_some(), "{m:?}");
+    assert_eq!(p.b.sas().next().unwrap().state(), State::Established);
 }
