@@ -13,7 +13,7 @@
 //! "The input goes to the SA" either as it is with the SPIs patched (bit 2), or as the inner
 //! payload chain of an SK payload sealed with the SA's real keys, so the fuzzer reaches the
 //! exchanges' payload handling: bits 3-4 pick the exchange (IKE_AUTH, CREATE_CHILD_SA,
-//! INFORMATIONAL, IKE_INTERMEDIATE), bit 5 the next message ID, bit 6 the Response flag, bit 7 sends it twice.
+//! INFORMATIONAL, and IKE_INTERMEDIATE or, on an established SA, IKE_FOLLOWUP_KE), bit 5 the next message ID, bit 6 the Response flag, bit 7 sends it twice.
 //! Afterwards both endpoints exchange what they have to say and their timers run. The input's
 //! length modulo 3 picks the suites the endpoints prefer (AES-GCM, ChaCha20-Poly1305 or
 //! AES-CBC with HMAC-SHA2), so the SK payloads of every cipher are fuzzed; with
@@ -136,7 +136,12 @@ fuzz_target!(|data: &[u8]| {
             exchange::IKE_AUTH,
             exchange::CREATE_CHILD_SA,
             exchange::INFORMATIONAL,
-            exchange::IKE_INTERMEDIATE,
+            // IKE_INTERMEDIATE before IKE_AUTH, IKE_FOLLOWUP_KE once established.
+            if sel & 3 == 2 {
+                exchange::IKE_FOLLOWUP_KE
+            } else {
+                exchange::IKE_INTERMEDIATE
+            },
         ][usize::from(sel >> 3) & 3],
         next_id: sel & 0x20 != 0,
         response: sel & 0x40 != 0,

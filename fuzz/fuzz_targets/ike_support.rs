@@ -147,7 +147,16 @@ pub fn conn_preferring(initiator: bool, prefer: usize) -> ConnectionParams {
             integ: vec![],
             dh: vec![DhGroup::Ecp256],
             esn: vec![false],
-            addke: Default::default(),
+            // ML-KEM-512 after the PFS group: CREATE_CHILD_SA goes on in IKE_FOLLOWUP_KE.
+            addke: [
+                vec![Some(MlKem::MlKem512)],
+                vec![],
+                vec![],
+                vec![],
+                vec![],
+                vec![],
+                vec![],
+            ],
         },
         EspProposalSpec {
             encr: vec![EncrAlg::AesCbc256],
