@@ -101,6 +101,28 @@ pub fn derive_rekeyed_ike_keys(
     ike_keys_from_seed(prf_new, (encr, integ), &skeyseed, ni, nr, spi_i, spi_r)
 }
 
+/// The keys of an IKE SA that replaces another in a rekey with additional key exchanges (RFC
+/// 9370 §2.2.4): SKEYSEED = prf_old(SK_d old, SK(0) | Ni | Nr | SK(1) | ... | SK(n)), then the
+/// keys as in [`derive_rekeyed_ike_keys`], which this is without additional secrets.
+#[allow(clippy::too_many_arguments)]
+pub fn derive_rekeyed_ike_keys_addke(
+    prf_old: PrfAlg,
+    sk_d_old: &[u8],
+    prf_new: PrfAlg,
+    (encr, integ): (EncrAlg, Option<IntegAlg>),
+    shared: &[u8],
+    ni: &[u8],
+    nr: &[u8],
+    addke: &[&[u8]],
+    spi_i: u64,
+    spi_r: u64,
+) -> Result<IkeKeys, CryptoError> {
+    let mut parts: Vec<&[u8]> = vec![shared, ni, nr];
+    parts.extend_from_slice(addke);
+    let skeyseed = prf_secret(hmac_alg(prf_old), sk_d_old, &parts);
+    ike_keys_from_seed(prf_new, (encr, integ), &skeyseed, ni, nr, spi_i, spi_r)
+}
+
 /// The keys of an IKE SA after additional key exchange n in IKE_INTERMEDIATE (RFC 9370 §2.2.2):
 /// SKEYSEED(n) = prf(SK_d(n-1), SK(n) | Ni | Nr), then {SK_d(n) | SK_ai(n) | SK_ar(n) |
 /// SK_ei(n) | SK_er(n) | SK_pi(n) | SK_pr(n)} = prf+(SKEYSEED(n), Ni | Nr | SPIi | SPIr), with

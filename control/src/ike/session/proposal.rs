@@ -245,9 +245,8 @@ pub fn esp_offer(
     out
 }
 
-/// Our specs without additional key exchanges (an IKE SA rekey, where esprit does not run
-/// IKE_FOLLOWUP_KE: the rekeyed SA's SKEYSEED still comes from the old SK_d, which the ML-KEM
-/// exchange protected), duplicates removed.
+/// Our specs without additional key exchanges (for a peer that cannot run them, as one
+/// without IKE_INTERMEDIATE), duplicates removed.
 pub fn classical_only(specs: &[IkeProposalSpec]) -> Vec<IkeProposalSpec> {
     let mut out: Vec<IkeProposalSpec> = Vec::new();
     for s in specs {
@@ -284,18 +283,6 @@ fn choose_addke(slots: &AddKeSlots, p: &Proposal) -> Option<AddKeChoice> {
         out[i] = *pick;
     }
     Some(out)
-}
-
-/// Whether every one of a peer's proposals requires an additional key exchange (some ADDKE
-/// type offered without NONE): what an IKE rekey, which runs none, cannot accept.
-pub fn all_require_addke(theirs: &[Proposal]) -> bool {
-    !theirs.is_empty()
-        && theirs.iter().all(|p| {
-            (1..=7).any(|n| {
-                let ids: Vec<u16> = their_ids(p, tt::addke(n)).collect();
-                !ids.is_empty() && !ids.contains(&0)
-            })
-        })
 }
 
 /// Whether every transform type in a peer's proposal is one esprit understands.
@@ -1061,19 +1048,8 @@ mod tests {
         none.transforms.retain(|t| t.ttype != tt::ADDKE1);
         none.transforms.push(plain(tt::ADDKE1, 0));
         assert_eq!(accept_ike_answer(&offer, &[none]), None);
-        // Rekeys offer and accept no additional key exchange.
+        // Without IKE_INTERMEDIATE no additional key exchange is offered or accepted.
         let specs = classical_only(&[pq(vec![m768]), pq(vec![])]);
         assert_eq!(specs, vec![pq(vec![])]);
-        assert!(all_require_addke(&offer));
-        assert!(!all_require_addke(&ike_offer(
-            &[pq(vec![m768, None])],
-            &[],
-            None
-        )));
-        assert!(!all_require_addke(&ike_offer(
-            &[pq(vec![m768]), pq(vec![])],
-            &[],
-            None
-        )));
     }
 }

@@ -12,6 +12,9 @@ Encrypted payload header with lengths as if unencrypted, P the KE payload.
 
 A child SA with two additional key exchanges (RFC 9370 §2.2.4), AES-256-GCM both ways:
 KEYMAT = prf+(SK_d, SK(0) | Ni | Nr | SK(1) | SK(2)), 2 x 36 octets, under SK_d(0) above.
+An IKE SA rekey with the same secrets and nonces: SKEYSEED = prf(SK_d(0), SK(0) | Ni | Nr |
+SK(1) | SK(2)), the new SA's SK_d = the first 48 octets of prf+(SKEYSEED, Ni | Nr | SPIi' |
+SPIr') with new SPIs 0x2122232425262728 and 0x3132333435363738.
 """
 import hashlib
 import hmac
@@ -72,3 +75,6 @@ with open("rfc9370_kat.txt", "w") as out:
     child_nr = bytes([0x99]) * 32
     keymat = prf_plus(sk_d0, child_sk0 + child_ni + child_nr + secrets[0] + secrets[1], 72)
     out.write(f"child.keymat = {keymat.hex()}\n")
+    seed = prf(sk_d0, child_sk0 + child_ni + child_nr + secrets[0] + secrets[1])
+    new_spis = struct.pack(">QQ", 0x2122232425262728, 0x3132333435363738)
+    out.write(f"rekey.sk_d = {prf_plus(seed, child_ni + child_nr + new_spis, 48).hex()}\n")

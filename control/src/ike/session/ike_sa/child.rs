@@ -239,7 +239,9 @@ impl IkeSa {
             we_initiated: true,
         };
         match link {
-            Some(link) if !rounds.is_empty() => self.send_followup(ctx, new, rounds, link),
+            Some(link) if !rounds.is_empty() => {
+                self.send_followup(ctx, FollowupTarget::Child(Box::new(new)), rounds, link)
+            }
             _ => self.install_child(ctx, new),
         }
     }
@@ -584,7 +586,8 @@ impl IkeSa {
                     self.respond(ctx, exchange::CREATE_CHILD_SA, id, &p);
                     self.install_child(ctx, install);
                 } else {
-                    let link = self.await_followup(ctx, install, rounds);
+                    let link =
+                        self.await_followup(ctx, FollowupTarget::Child(Box::new(install)), rounds);
                     p.push(Payload::Notify(Notify::new(
                         nt::ADDITIONAL_KEY_EXCHANGE,
                         link,

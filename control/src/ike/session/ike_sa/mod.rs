@@ -31,7 +31,7 @@ use crate::ike::rng::RandomSource;
 use aws_lc_rs::constant_time;
 use aws_lc_rs::digest;
 use child::Collision;
-use followup::{FollowupPending, FollowupRequest};
+use followup::{FollowupPending, FollowupRequest, FollowupTarget};
 use init::SaInitOffer;
 use intermediate::{Intermediate, IntermediateRequest};
 use rekey::IkeRekey;

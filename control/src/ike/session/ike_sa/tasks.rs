@@ -127,11 +127,8 @@ impl IkeSa {
                 };
                 let spi = ctx.rng.next_u64() | 1;
                 let ni = ctx.nonce();
-                let offered = proposal::ike_offer(
-                    &proposal::classical_only(&self.conn.proposals),
-                    &spi.to_be_bytes(),
-                    Some(group),
-                );
+                let offered =
+                    proposal::ike_offer(&self.conn.proposals, &spi.to_be_bytes(), Some(group));
                 let p = vec![
                     Payload::Sa(offered.clone()),
                     Payload::Nonce(ni.clone()),

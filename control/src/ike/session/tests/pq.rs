@@ -101,8 +101,8 @@ fn x25519_with_mlkem768_end_to_end() {
         let m = message::decode(d, None).unwrap();
         assert!(m.notify(nt::INTERMEDIATE_EXCHANGE_SUPPORTED).is_some());
     }
-    // The SA carries on after setup: a child rekey and an IKE rekey (classical, RFC 9370
-    // IKE_FOLLOWUP_KE not being done) keep working.
+    // The SA carries on after setup: a child rekey and an IKE rekey, which runs ML-KEM-768
+    // again in IKE_FOLLOWUP_KE.
     let inbound = child_ups(&p.ev_a)[0].inbound_spi;
     assert!(p.a.rekey_child(p.now, inbound));
     p.pump();
@@ -112,7 +112,68 @@ fn x25519_with_mlkem768_end_to_end() {
     p.pump();
     assert_eq!((p.a.sas().count(), p.b.sas().count()), (1, 1));
     let rekeyed = p.a.sas().next().unwrap().suite().unwrap();
-    assert_eq!(rekeyed.name(), "aes256gcm16-prfsha384-x25519");
+    assert_eq!(rekeyed.name(), s);
+    assert_same_ike_keys(&p);
+}
+
+#[test]
+fn ike_rekeys_with_mlkem_in_ike_followup_ke() {
+    for s in [
+        "aes256gcm16-prfsha384-x25519-ke1_mlkem768",
+        "aes256gcm16-prfsha384-ecp384-ke1_mlkem1024-ke2_mlkem512",
+    ] {
+        let mut p = pair(&[s], &[s]);
+        p.up();
+        for from_b in [false, true, false] {
+            let before = (p.wire_ab.len(), p.wire_ba.len());
+            let old = (p.a.sas().next().unwrap().spis(), child_ups(&p.ev_a).len());
+            let started = if from_b {
+                let spi = p.b.sas().next().unwrap().local_spi();
+                p.b.rekey_ike(p.now, spi)
+            } else {
+                let spi = p.a.sas().next().unwrap().local_spi();
+                p.a.rekey_ike(p.now, spi)
+            };
+            assert!(started);
+            p.pump();
+            assert_eq!((p.a.sas().count(), p.b.sas().count()), (1, 1), "{s}");
+            let (na, nb) = (p.a.sas().next().unwrap(), p.b.sas().next().unwrap());
+            assert_ne!(na.spis(), old.0);
+            assert_eq!(na.spis(), nb.spis());
+            assert_eq!(na.suite().unwrap().name(), s);
+            assert_eq!(na.children().len(), 1, "the child moved to the new SA");
+            assert_same_ike_keys(&p);
+            // One IKE_FOLLOWUP_KE request and response per round.
+            let (ab, _) = exchanges(&p.wire_ab[before.0..]);
+            let (ba, _) = exchanges(&p.wire_ba[before.1..]);
+            let rounds = s.matches("_mlkem").count();
+            let followups = |ex: &[(u8, u32)]| ex.iter().filter(|(e, _)| *e == 44).count();
+            assert_eq!(
+                (followups(&ab), followups(&ba)),
+                (rounds, rounds),
+                "{ab:?} {ba:?}"
+            );
+            assert_eq!(child_ups(&p.ev_a).len(), old.1, "no child was made");
+        }
+        // The child still rekeys under the thrice rekeyed SA.
+        let spi = p.a.sas().next().unwrap().children()[0].inbound_spi;
+        assert!(p.a.rekey_child(p.now, spi));
+        p.pump();
+        let (ca, cb) = (child_ups(&p.ev_a), child_ups(&p.ev_b));
+        assert_crossed(ca[ca.len() - 1], cb[cb.len() - 1]);
+    }
+}
+
+#[test]
+fn ike_rekey_falls_back_to_a_classical_peer() {
+    let pq = "aes256gcm16-prfsha384-x25519-ke1_mlkem768";
+    let classical = "aes256gcm16-prfsha384-x25519";
+    let mut p = pair(&[pq, classical], &[classical]);
+    p.up();
+    let spi = p.a.sas().next().unwrap().local_spi();
+    assert!(p.a.rekey_ike(p.now, spi));
+    p.pump();
+    assert_eq!(p.a.sas().next().unwrap().suite().unwrap().name(), classical);
     assert_same_ike_keys(&p);
 }
 
@@ -410,6 +471,21 @@ fn rfc9370_key_updates_and_int_auth_known_answers() {
     )
     .unwrap();
     assert_eq!([&c.encr_i[..], &c.encr_r[..]].concat(), kat["child.keymat"]);
+    // An IKE SA rekey with the same secrets.
+    let r = keys::derive_rekeyed_ike_keys_addke(
+        PrfAlg::HmacSha384,
+        &sk_d0,
+        PrfAlg::HmacSha384,
+        (EncrAlg::AesGcm16_256, None),
+        &[0x77; 32],
+        &[0x88; 32],
+        &[0x99; 32],
+        &[&[0x33; 32], &[0x44; 32]],
+        0x2122232425262728,
+        0x3132333435363738,
+    )
+    .unwrap();
+    assert_eq!(*r.sk_d, kat["rekey.sk_d"]);
 }
 
 /// What IntAuth covers of a received IKE_INTERMEDIATE message is the same whether it came
