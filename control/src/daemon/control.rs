@@ -145,6 +145,7 @@ pub fn sa_json(sa: &IkeSa, now: Instant) -> Value {
                 "integ": c.suite.integ.map(|i| i.name()),
                 "esn": c.suite.esn,
                 "pfs": c.suite.dh.map(|d| d.name()),
+                "addke": crate::ike::crypto::mlkem::addke_name(&c.suite.addke),
                 "mode": match c.mode { ChildMode::Tunnel => "tunnel", ChildMode::Transport => "transport" },
                 "local_ts": c.local_ts.iter().map(display).collect::<Vec<_>>(),
                 "remote_ts": c.remote_ts.iter().map(display).collect::<Vec<_>>(),
