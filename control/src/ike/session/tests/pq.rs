@@ -715,3 +715,47 @@ fn followup_with_an_unknown_link_is_state_not_found() {
     assert!(m.notify(nt::STATE_NOT_FOUND).is_some(), "{m:?}");
     assert_eq!(p.b.sas().next().unwrap().state(), State::Established);
 }
+
+/// A ciphertext altered in flight (re-sealed under the right keys, so only ML-KEM sees the
+/// change) decapsulates to an unrelated secret (implicit rejection): the two ends derive
+/// different keys and nothing after it authenticates.
+#[test]
+fn tampered_mlkem_ciphertext_fails_the_exchange() {
+    use crate::ike::session::DropReason;
+    let s = "aes128gcm16-prfsha256-x25519-ke1_mlkem512";
+    let mut p = pair(&[s], &[s]);
+    p.a.initiate(p.now, "site-b", None, addr(A)).unwrap();
+    let init = p.a.poll_transmit().unwrap();
+    p.b.handle_datagram(p.now, init.remote, init.local, &init.data);
+    let resp = p.b.poll_transmit().unwrap();
+    p.a.handle_datagram(p.now, resp.remote, resp.local, &resp.data);
+    let inter = p.a.poll_transmit().expect("A's IKE_INTERMEDIATE");
+    // B's keys of IKE_SA_INIT, which protect its IKE_INTERMEDIATE response.
+    let sa = p.b.sas().next().unwrap();
+    let b_spi = sa.local_spi();
+    let suite = sa.suite().unwrap();
+    let k = sa.keys().unwrap();
+    let seal = SkCipher::with_integ(suite.encr, suite.integ, &k.sk_er, &k.sk_ar).unwrap();
+    p.b.handle_datagram(p.now, inter.remote, inter.local, &inter.data);
+    let answer = p.b.poll_transmit().expect("B's IKE_INTERMEDIATE response");
+    let m = message::decode(&answer.data, Some(&seal)).unwrap();
+    let mut payloads = m.payloads.clone();
+    let Payload::Ke { data, .. } = &mut payloads[0] else {
+        panic!("{payloads:?}")
+    };
+    data[100] ^= 0x40;
+    let forged = message::encode_encrypted(&m.header, &payloads, &seal, 1234u64.to_be_bytes());
+    p.a.handle_datagram(p.now, answer.remote, answer.local, &forged);
+    p.pump();
+    assert_eq!(
+        p.b.sa_drops(b_spi).get(DropReason::Integrity),
+        1,
+        "B cannot read A's IKE_AUTH"
+    );
+    for _ in 0..8 {
+        p.tick();
+    }
+    assert_eq!(count(&p.ev_a, is_ike_up) + count(&p.ev_b, is_ike_up), 0);
+    let r = down_reason(&p.ev_a).expect("A gives up");
+    assert!(r.contains("did not answer"), "{r}");
+}
