@@ -333,7 +333,7 @@ fn ike_table(v: &serde_json::Value) -> String {
             };
             let _ = writeln!(
                 out,
-                "  {}: {} SPIs in {} out {}, {}{}, {} === {}, {}s",
+                "  {}: {} SPIs in {} out {}, {}{}{}, {} === {}, {}s",
                 s(&c, "name"),
                 s(&c, "mode"),
                 s(&c, "inbound_spi"),
@@ -342,6 +342,11 @@ fn ike_table(v: &serde_json::Value) -> String {
                 c.get("pfs")
                     .and_then(|v| v.as_str())
                     .map(|p| format!("-{p}"))
+                    .unwrap_or_default(),
+                c.get("addke")
+                    .and_then(|v| v.as_str())
+                    .filter(|a| !a.is_empty())
+                    .map(|a| format!("-{a}"))
                     .unwrap_or_default(),
                 list("local_ts"),
                 list("remote_ts"),
