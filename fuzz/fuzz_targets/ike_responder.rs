@@ -13,10 +13,12 @@
 //! "The input goes to the SA" either as it is with the SPIs patched (bit 2), or as the inner
 //! payload chain of an SK payload sealed with the SA's real keys, so the fuzzer reaches the
 //! exchanges' payload handling: bits 3-4 pick the exchange (IKE_AUTH, CREATE_CHILD_SA,
-//! INFORMATIONAL), bit 5 the next message ID, bit 6 the Response flag, bit 7 sends it twice.
+//! INFORMATIONAL, and IKE_INTERMEDIATE or, on an established SA, IKE_FOLLOWUP_KE), bit 5 the next message ID, bit 6 the Response flag, bit 7 sends it twice.
 //! Afterwards both endpoints exchange what they have to say and their timers run. The input's
 //! length modulo 3 picks the suites the endpoints prefer (AES-GCM, ChaCha20-Poly1305 or
-//! AES-CBC with HMAC-SHA2), so the SK payloads of every cipher are fuzzed.
+//! AES-CBC with HMAC-SHA2), so the SK payloads of every cipher are fuzzed; with
+//! ChaCha20-Poly1305 an ML-KEM-512 additional key exchange runs in IKE_INTERMEDIATE first (its
+//! keys come from aws-lc's own randomness, so those runs are not bit-for-bit repeatable).
 #![no_main]
 
 use control::ike::message::consts::{exchange, flags};
@@ -134,7 +136,12 @@ fuzz_target!(|data: &[u8]| {
             exchange::IKE_AUTH,
             exchange::CREATE_CHILD_SA,
             exchange::INFORMATIONAL,
-            exchange::IKE_AUTH,
+            // IKE_INTERMEDIATE before IKE_AUTH, IKE_FOLLOWUP_KE once established.
+            if sel & 3 == 2 {
+                exchange::IKE_FOLLOWUP_KE
+            } else {
+                exchange::IKE_INTERMEDIATE
+            },
         ][usize::from(sel >> 3) & 3],
         next_id: sel & 0x20 != 0,
         response: sel & 0x40 != 0,
@@ -154,9 +161,18 @@ fuzz_target!(|data: &[u8]| {
             deliver(&mut init, &mut resp, now);
             let mut first_id = 1;
             if sel & 3 == 2 {
-                deliver(&mut resp, &mut init, now);
-                deliver(&mut init, &mut resp, now);
-                first_id = 2;
+                // IKE_SA_INIT, any IKE_INTERMEDIATE exchanges, IKE_AUTH.
+                for _ in 0..8 {
+                    if !(deliver(&mut resp, &mut init, now) | deliver(&mut init, &mut resp, now)) {
+                        break;
+                    }
+                }
+                let rounds = resp
+                    .sas()
+                    .next()
+                    .and_then(|s| s.suite())
+                    .map_or(0, |s| s.rounds().len());
+                first_id = 2 + rounds as u32;
             }
             to_sa(&mut resp, input, &shape, first_id, false, now, (b, a));
         }

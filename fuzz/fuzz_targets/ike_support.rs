@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use control::ike::algorithms::{DhGroup, EncrAlg, IntegAlg, PrfAlg};
+use control::ike::crypto::mlkem::MlKem;
 use control::ike::crypto::sk::SkCipher;
 use control::ike::identity::Identity;
 use control::ike::message::consts::payload_type;
@@ -105,7 +106,8 @@ fn prefix(s: &str) -> TsSpec {
 }
 
 /// The PSK connection of one end: the initiator at [`A`] or the responder at [`B`]. Both accept
-/// AES-GCM, ChaCha20-Poly1305 and AES-CBC; `prefer` rotates the order of the proposals, so the
+/// AES-GCM, ChaCha20-Poly1305 (with ML-KEM-512 as an additional key exchange, RFC 9370) and
+/// AES-CBC; `prefer` rotates the order of the proposals, so the
 /// responder's choice (its own preference first) can be any of them.
 pub fn conn_preferring(initiator: bool, prefer: usize) -> ConnectionParams {
     let mut c = conn(initiator);
@@ -116,12 +118,23 @@ pub fn conn_preferring(initiator: bool, prefer: usize) -> ConnectionParams {
             integ: vec![],
             prf: vec![PrfAlg::HmacSha512],
             dh: vec![DhGroup::X25519],
+            // ML-KEM-512 as ADDKE1: IKE_INTERMEDIATE runs when this proposal is chosen.
+            addke: [
+                vec![Some(MlKem::MlKem512)],
+                vec![],
+                vec![],
+                vec![],
+                vec![],
+                vec![],
+                vec![],
+            ],
         },
         IkeProposalSpec {
             encr: vec![EncrAlg::AesCbc128, EncrAlg::AesCbc256],
             integ: vec![IntegAlg::HmacSha256_128, IntegAlg::HmacSha512_256],
             prf: vec![PrfAlg::HmacSha256],
             dh: vec![DhGroup::Ecp256],
+            addke: Default::default(),
         },
     ];
     ike.rotate_left(prefer % 3);
@@ -134,12 +147,23 @@ pub fn conn_preferring(initiator: bool, prefer: usize) -> ConnectionParams {
             integ: vec![],
             dh: vec![DhGroup::Ecp256],
             esn: vec![false],
+            // ML-KEM-512 after the PFS group: CREATE_CHILD_SA goes on in IKE_FOLLOWUP_KE.
+            addke: [
+                vec![Some(MlKem::MlKem512)],
+                vec![],
+                vec![],
+                vec![],
+                vec![],
+                vec![],
+                vec![],
+            ],
         },
         EspProposalSpec {
             encr: vec![EncrAlg::AesCbc256],
             integ: vec![IntegAlg::HmacSha384_192],
             dh: vec![DhGroup::Ecp256],
             esn: vec![true, false],
+            addke: Default::default(),
         },
     ];
     more.rotate_left(prefer % 3);
@@ -165,6 +189,7 @@ pub fn conn(initiator: bool) -> ConnectionParams {
             integ: vec![],
             prf: vec![PrfAlg::HmacSha256, PrfAlg::HmacSha384],
             dh: vec![DhGroup::X25519, DhGroup::Ecp256, DhGroup::Modp2048],
+            addke: Default::default(),
         }],
         local_id: Identity::parse(me_id).unwrap(),
         remote_id: Some(Identity::parse(peer_id).unwrap()),
@@ -179,6 +204,7 @@ pub fn conn(initiator: bool) -> ConnectionParams {
                 integ: vec![],
                 dh: vec![DhGroup::Ecp256],
                 esn: vec![true, false],
+                addke: Default::default(),
             }],
             mode: ChildMode::Tunnel,
             rekey_time: None,

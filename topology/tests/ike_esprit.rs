@@ -388,3 +388,75 @@ fn a_ttl_expiring_after_the_tunnel_is_answered_through_it() {
         "{text}"
     );
 }
+
+/// Post-quantum hybrid key exchange between two esprit gateways (no other peer here has it):
+/// x25519 in IKE_SA_INIT, ML-KEM-768 in IKE_INTERMEDIATE (RFC 9242, RFC 9370), both daemons
+/// reporting the suite, traffic through the tunnel both ways; then a child rekey and an IKE
+/// rekey from each side, each with ML-KEM-768 in IKE_FOLLOWUP_KE, and traffic again.
+#[test]
+#[ignore = "needs root: ./ci/test.sh runs it as root"]
+fn mlkem768_hybrid_key_exchange_and_ping() {
+    let pq = IkeSite {
+        proposals: vec!["aes256gcm16-prfsha384-x25519-ke1_mlkem768".into()],
+        esp_proposals: vec!["aes256gcm16-x25519-ke1_mlkem768".into()],
+        ..IkeSite::default()
+    };
+    let a = IkeSite {
+        start_action: "start".into(),
+        ..pq.clone()
+    };
+    let s = sites("q", false, a, pq);
+    let sa_a = s.ike_a.wait_child(WAIT).unwrap();
+    let sa_b = s.ike_b.wait_child(WAIT).unwrap();
+    for sa in [&sa_a, &sa_b] {
+        assert_eq!(sa["dh"], "x25519", "{sa}");
+        assert_eq!(sa["addke"], "ke1_mlkem768", "{sa}");
+        assert_eq!(sa["prf"], "prfsha384", "{sa}");
+    }
+    for (from, dst) in [(Node::HostA, "10.201.2.2"), (Node::HostB, "10.201.1.2")] {
+        let (sent, got, text) = ping(&s.lab, from, dst, 10);
+        assert_eq!(sent, got, "{from} -> {dst}: {text}");
+    }
+    for (d, ike) in [
+        (&s.ike_a, false),
+        (&s.ike_b, false),
+        (&s.ike_a, true),
+        (&s.ike_b, true),
+    ] {
+        let before = (
+            children(d)[0]["inbound_spi"].clone(),
+            d.list().unwrap()[0]["spi_i"].clone(),
+        );
+        d.call(&ControlRequest::Rekey {
+            conn: "site".into(),
+            ike,
+            child: None,
+        })
+        .unwrap();
+        let start = Instant::now();
+        loop {
+            let list = d.list().unwrap();
+            let c = children(d);
+            let done = list.as_array().unwrap().len() == 1
+                && c.len() == 1
+                && c[0]["rekeying"] == false
+                && if ike {
+                    list[0]["spi_i"] != before.1
+                } else {
+                    c[0]["inbound_spi"] != before.0
+                };
+            if done {
+                assert_eq!(list[0]["addke"], "ke1_mlkem768", "{list}");
+                assert_eq!(c[0]["addke"], "ke1_mlkem768", "{c:?}");
+                break;
+            }
+            assert!(
+                start.elapsed() < WAIT,
+                "rekey (ike {ike}) did not settle: {list}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let (sent, got, text) = ping(&s.lab, Node::HostA, "10.201.2.2", 5);
+        assert_eq!(sent, got, "after the rekey (ike {ike}): {text}");
+    }
+}

@@ -287,7 +287,7 @@ fn ike_table(v: &serde_json::Value) -> String {
     for sa in &sas {
         let _ = writeln!(
             out,
-            "{}: {} {}, {} {} -> {} {}, IKE[{}_{}] {}{}-{}-{}{}, {}s",
+            "{}: {} {}, {} {} -> {} {}, IKE[{}_{}] {}{}-{}-{}{}{}, {}s",
             s(sa, "conn"),
             s(sa, "state"),
             s(sa, "role"),
@@ -301,6 +301,10 @@ fn ike_table(v: &serde_json::Value) -> String {
             dash(sa, "integ"),
             s(sa, "prf"),
             s(sa, "dh"),
+            match sa.get("addke").and_then(|v| v.as_str()) {
+                Some(a) if !a.is_empty() => format!("-{a}"),
+                _ => String::new(),
+            },
             if sa.get("encap").and_then(|v| v.as_bool()).unwrap_or(false) {
                 ", NAT-T"
             } else {
@@ -337,7 +341,7 @@ fn ike_table(v: &serde_json::Value) -> String {
             };
             let _ = writeln!(
                 out,
-                "  {}: {} SPIs in {} out {}, {}{}{}, {} === {}, {}s",
+                "  {}: {} SPIs in {} out {}, {}{}{}{}, {} === {}, {}s",
                 s(&c, "name"),
                 s(&c, "mode"),
                 s(&c, "inbound_spi"),
@@ -345,6 +349,11 @@ fn ike_table(v: &serde_json::Value) -> String {
                 s(&c, "encr"),
                 dash(&c, "integ"),
                 dash(&c, "pfs"),
+                c.get("addke")
+                    .and_then(|v| v.as_str())
+                    .filter(|a| !a.is_empty())
+                    .map(|a| format!("-{a}"))
+                    .unwrap_or_default(),
                 list("local_ts"),
                 list("remote_ts"),
                 n(&c, "age_s"),

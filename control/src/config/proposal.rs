@@ -5,8 +5,12 @@
 //! As in strongSwan, `sha256`, `sha384` and `sha512` name the integrity algorithm of AES-CBC
 //! (HMAC-SHA2-256-128, -384-192, -512-256) and, in an IKE proposal without a `prf…` keyword,
 //! the PRF too; next to an AEAD alone they name only the PRF.
+//!
+//! `ke1_mlkem768` (and `ke2_…` to `ke7_…`, `keN_none`) name an additional key exchange of RFC
+//! 9370 in an IKE proposal: ML-KEM-512/768/1024 after the classical one, in IKE_INTERMEDIATE.
 
 use crate::ike::algorithms::{esp_suite_name, DhGroup, EncrAlg, IntegAlg, PrfAlg};
+use crate::ike::crypto::mlkem::{AddKeSlots, MlKem};
 use std::fmt;
 use std::str::FromStr;
 
@@ -93,6 +97,7 @@ const ENCR_LIST: &str = "aes128gcm16, aes256gcm16, aes128, aes256, chacha20poly1
 const INTEG_LIST: &str = "sha256, sha384, sha512";
 const PRF_LIST: &str = "prfsha256, prfsha384, prfsha512";
 const KE_LIST: &str = "x25519, ecp256, ecp384, ecp521, modp2048, modp3072, modp4096";
+const ADDKE_LIST: &str = "ke1_mlkem512, ke1_mlkem768, ke1_mlkem1024, ke1_none (ke2_ to ke7_ alike)";
 
 /// One algorithm esprit implements, as `espctl ike list-algs` shows it: its transform type,
 /// its name, its IANA transform ID, the proposal keywords that select it (aliases included)
@@ -175,6 +180,20 @@ pub fn proposal_keywords() -> Vec<AlgorithmKeywords> {
         DhGroup::transform_id,
         (true, true),
     ));
+    for m in MlKem::ALL {
+        v.push(AlgorithmKeywords {
+            kind: "additional-key-exchange",
+            name: m.name(),
+            iana_id: m.transform_id(),
+            keywords: ADDKE_KEYWORDS
+                .iter()
+                .filter(|(_, x)| *x == Some(m))
+                .map(|(k, _)| *k)
+                .collect(),
+            ike: true,
+            esp: true,
+        });
+    }
     for (name, id) in [("noesn", 0), ("esn", 1)] {
         v.push(AlgorithmKeywords {
             kind: "esn",
@@ -186,6 +205,44 @@ pub fn proposal_keywords() -> Vec<AlgorithmKeywords> {
         });
     }
     v
+}
+
+/// Every `keN_method` keyword (N 1 to 7): the method, None for `keN_none`.
+const ADDKE_KEYWORDS: &[(&str, Option<MlKem>)] = &{
+    const NAMES: [[&str; 4]; 7] = [
+        ["ke1_mlkem512", "ke1_mlkem768", "ke1_mlkem1024", "ke1_none"],
+        ["ke2_mlkem512", "ke2_mlkem768", "ke2_mlkem1024", "ke2_none"],
+        ["ke3_mlkem512", "ke3_mlkem768", "ke3_mlkem1024", "ke3_none"],
+        ["ke4_mlkem512", "ke4_mlkem768", "ke4_mlkem1024", "ke4_none"],
+        ["ke5_mlkem512", "ke5_mlkem768", "ke5_mlkem1024", "ke5_none"],
+        ["ke6_mlkem512", "ke6_mlkem768", "ke6_mlkem1024", "ke6_none"],
+        ["ke7_mlkem512", "ke7_mlkem768", "ke7_mlkem1024", "ke7_none"],
+    ];
+    const M: [Option<MlKem>; 4] = [
+        Some(MlKem::MlKem512),
+        Some(MlKem::MlKem768),
+        Some(MlKem::MlKem1024),
+        None,
+    ];
+    let mut out = [("", None); 28];
+    let mut i = 0;
+    while i < 28 {
+        out[i] = (NAMES[i / 4][i % 4], M[i % 4]);
+        i += 1;
+    }
+    out
+};
+
+/// An additional key exchange keyword: its ADDKE number (1 to 7) and method (None: NONE).
+fn addke_keyword(w: &str) -> Option<(usize, Option<MlKem>)> {
+    let rest = w.strip_prefix("ke")?;
+    let (n, method) = rest.split_once('_')?;
+    let n: usize = n.parse().ok().filter(|n| (1..=7).contains(n))?;
+    let m = match method {
+        "none" => None,
+        other => Some(MlKem::from_name(other)?),
+    };
+    Some((n, m))
 }
 
 /// One IKE proposal: every combination of its algorithms is acceptable.
@@ -200,6 +257,9 @@ pub struct IkeProposal {
     pub prf: Vec<PrfAlg>,
     /// Key exchange methods, in order of preference; never empty.
     pub dh: Vec<DhGroup>,
+    /// Additional key exchanges (RFC 9370), ADDKE1 to ADDKE7 (`ke1_mlkem768`): empty lists
+    /// unless written.
+    pub addke: AddKeSlots,
 }
 
 /// One ESP proposal: every combination of its algorithms is acceptable.
@@ -212,6 +272,9 @@ pub struct EspProposal {
     pub integ: Vec<IntegAlg>,
     /// Key exchange methods for PFS, in order of preference; empty: no PFS.
     pub dh: Vec<DhGroup>,
+    /// Additional key exchanges after the PFS group (RFC 9370, in IKE_FOLLOWUP_KE), ADDKE1 to
+    /// ADDKE7: empty lists unless written.
+    pub addke: AddKeSlots,
     /// Extended sequence numbers offered, in order of preference; never empty (`[false]` unless
     /// `esn` is written).
     pub esn: Vec<bool>,
@@ -230,6 +293,7 @@ enum Keyword {
     Integ(IntegAlg),
     Prf(PrfAlg),
     Ke(DhGroup),
+    AddKe(usize, Option<MlKem>),
     Esn(bool),
 }
 
@@ -248,6 +312,12 @@ fn keyword(word: &str, kind: Kind) -> Result<Keyword, String> {
     }
     if let Some(i) = lookup(INTEG, w) {
         return Ok(Keyword::Integ(i));
+    }
+    if let Some((n, m)) = addke_keyword(w) {
+        return match kind {
+            Kind::Ike => Ok(Keyword::AddKe(n, m)),
+            Kind::Esp => Ok(Keyword::AddKe(n, m)),
+        };
     }
     if kind == Kind::Ike {
         if let Some(p) = lookup(PRF, w) {
@@ -286,7 +356,13 @@ fn unknown(word: &str, w: &str, kind: Kind) -> String {
         && w.contains('_')
     {
         return format!(
-            "additional key exchanges (RFC 9370) are not supported: '{word}' (use one of {KE_LIST})"
+            "unsupported additional key exchange '{word}' (expected one of {ADDKE_LIST})"
+        );
+    }
+    if w.starts_with("mlkem") && kind == Kind::Ike {
+        return format!(
+            "'{word}' is supported only as an additional key exchange after a classical one \
+             (write ke1_{w} beside one of {KE_LIST})"
         );
     }
     if UNSUPPORTED_KE.contains(&w) {
@@ -376,6 +452,7 @@ impl IkeProposal {
                 DhGroup::Ecp384,
                 DhGroup::Modp2048,
             ],
+            addke: AddKeSlots::default(),
         }
     }
 
@@ -392,6 +469,7 @@ impl IkeProposal {
             integ: Vec::new(),
             prf: Vec::new(),
             dh: Vec::new(),
+            addke: AddKeSlots::default(),
         };
         // The PRFs as read next to AEADs alone: `prf…` and integrity keywords alike, in order.
         let mut aead_prf = Vec::new();
@@ -407,6 +485,7 @@ impl IkeProposal {
                     push_unique(&mut aead_prf, f);
                 }
                 Keyword::Ke(g) => push_unique(&mut p.dh, g),
+                Keyword::AddKe(n, m) => push_unique(&mut p.addke[n - 1], m),
                 Keyword::Esn(_) => return Err(format!("'{w}' applies only to ESP proposals")),
             }
         }
@@ -451,6 +530,7 @@ impl EspProposal {
             encr: vec![EncrAlg::AesGcm16_128, EncrAlg::AesGcm16_256],
             integ: Vec::new(),
             dh: Vec::new(),
+            addke: AddKeSlots::default(),
             esn: vec![false],
         }
     }
@@ -468,6 +548,7 @@ impl EspProposal {
             encr: Vec::new(),
             integ: Vec::new(),
             dh: Vec::new(),
+            addke: AddKeSlots::default(),
             esn: Vec::new(),
         };
         for w in words(s)? {
@@ -476,6 +557,7 @@ impl EspProposal {
                 Keyword::Integ(i) => push_unique(&mut p.integ, i),
                 Keyword::Ke(g) => push_unique(&mut p.dh, g),
                 Keyword::Esn(b) => push_unique(&mut p.esn, b),
+                Keyword::AddKe(n, m) => push_unique(&mut p.addke[n - 1], m),
                 Keyword::Prf(_) => {
                     return Err(format!("ESP proposals have no PRF: '{w}'"));
                 }
@@ -521,6 +603,12 @@ impl EspProposal {
         if p.esn.is_empty() {
             p.esn.push(false);
         }
+        if p.dh.is_empty() && p.addke.iter().any(|s| !s.is_empty()) {
+            return Err(format!(
+                "ESP proposal '{t}' has an additional key exchange but no key exchange method \
+                 (PFS) before it (add one of {KE_LIST})"
+            ));
+        }
         Ok(p)
     }
 }
@@ -560,9 +648,22 @@ impl fmt::Display for IkeProposal {
                 .map(|e| e.name())
                 .chain(self.integ.iter().map(|i| i.name()))
                 .chain(self.prf.iter().map(|p| p.name()))
-                .chain(self.dh.iter().map(|g| g.name())),
+                .chain(self.dh.iter().map(|g| g.name()))
+                .chain(addke_words(&self.addke)),
         )
     }
+}
+
+/// The `keN_method` keywords of additional key exchanges, ADDKE1 first.
+fn addke_words(addke: &AddKeSlots) -> impl Iterator<Item = &'static str> + '_ {
+    addke.iter().enumerate().flat_map(|(i, slot)| {
+        slot.iter().filter_map(move |m| {
+            ADDKE_KEYWORDS
+                .iter()
+                .find(|(k, x)| x == m && k.starts_with(&format!("ke{}_", i + 1)))
+                .map(|(k, _)| *k)
+        })
+    })
 }
 
 /// strongSwan's syntax: `aes256gcm16-x25519-esn`, `aes256-sha512`.
@@ -583,6 +684,7 @@ impl fmt::Display for EspProposal {
                 .map(|e| e.name())
                 .chain(self.integ.iter().map(|i| i.name()))
                 .chain(self.dh.iter().map(|g| g.name()))
+                .chain(addke_words(&self.addke))
                 .chain(esn_words),
         )
     }

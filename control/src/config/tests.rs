@@ -113,12 +113,14 @@ fn example_parses_to_exactly_the_expected_structs() {
                     integ: vec![],
                     prf: vec![PrfAlg::HmacSha256],
                     dh: vec![DhGroup::X25519],
+                    addke: Default::default(),
                 },
                 IkeProposal {
                     encr: vec![EncrAlg::AesGcm16_256],
                     integ: vec![],
                     prf: vec![PrfAlg::HmacSha384],
                     dh: vec![DhGroup::Ecp384],
+                    addke: Default::default(),
                 },
             ],
             local: LocalAuth {
@@ -160,12 +162,14 @@ fn example_parses_to_exactly_the_expected_structs() {
                         integ: vec![],
                         dh: vec![],
                         esn: vec![false],
+                        addke: Default::default(),
                     },
                     EspProposal {
                         encr: vec![EncrAlg::AesGcm16_256],
                         integ: vec![],
                         dh: vec![DhGroup::X25519],
                         esn: vec![false],
+                        addke: Default::default(),
                     },
                 ],
                 mode: Mode::Tunnel,
@@ -363,6 +367,7 @@ replay_window = 0x100
                 integ: vec![],
                 prf: vec![PrfAlg::HmacSha384, PrfAlg::HmacSha512],
                 dh: vec![DhGroup::X25519, DhGroup::Modp2048],
+                addke: Default::default(),
             },
             IkeProposal::defaults()
         ]
@@ -392,6 +397,7 @@ replay_window = 0x100
             integ: vec![],
             dh: vec![DhGroup::Ecp256],
             esn: vec![true, false],
+            addke: Default::default(),
         }]
     );
     assert_eq!(w.mode, Mode::Transport);
@@ -1417,6 +1423,7 @@ fn proposals_and_aliases() {
             integ: vec![],
             prf: vec![PrfAlg::HmacSha512, PrfAlg::HmacSha384],
             dh: vec![DhGroup::Modp2048, DhGroup::Ecp256],
+            addke: Default::default(),
         }
     );
     assert_eq!(ike("default"), IkeProposal::defaults());
@@ -1439,6 +1446,7 @@ fn proposals_and_aliases() {
             integ: vec![],
             dh: vec![],
             esn: vec![false],
+            addke: Default::default(),
         }
     );
     assert_eq!(esp("aes256gcm16-x25519").dh, vec![DhGroup::X25519]);
@@ -1468,7 +1476,10 @@ fn proposals_and_aliases() {
             "aes128gcm16-prfsha256-modp6144",
             "unsupported key exchange 'modp6144'",
         ),
-        ("aes128gcm16-prfsha256-x25519-ke1_mlkem768", "RFC 9370"),
+        (
+            "aes128gcm16-prfsha256-x25519-ke1_x448",
+            "unsupported additional key exchange 'ke1_x448'",
+        ),
         (
             "aes128gcm16-prfsha1-x25519",
             "unsupported PRF 'prfsha1' (expected one of prfsha256, prfsha384, prfsha512)",
@@ -1648,7 +1659,14 @@ fn metrics_listen_is_off_by_default_and_checked_at_load() {
 fn every_listed_keyword_parses_where_it_is_allowed() {
     use super::proposal_keywords;
     let algs = proposal_keywords();
-    for kind in ["encryption", "integrity", "prf", "key-exchange", "esn"] {
+    for kind in [
+        "encryption",
+        "integrity",
+        "prf",
+        "key-exchange",
+        "additional-key-exchange",
+        "esn",
+    ] {
         assert!(algs.iter().any(|a| a.kind == kind), "no {kind}");
     }
     for a in &algs {
@@ -1667,6 +1685,10 @@ fn every_listed_keyword_parses_where_it_is_allowed() {
                 "key-exchange" => (
                     format!("aes128gcm16-prfsha256-{kw}"),
                     format!("aes128gcm16-{kw}"),
+                ),
+                "additional-key-exchange" => (
+                    format!("aes128gcm16-prfsha256-x25519-{kw}"),
+                    format!("aes128gcm16-x25519-{kw}"),
                 ),
                 _ => (String::new(), format!("aes128gcm16-{kw}")),
             };
@@ -1689,6 +1711,7 @@ fn cbc_and_chacha_proposals() {
             integ: vec![I::HmacSha256_128],
             prf: vec![PrfAlg::HmacSha256],
             dh: vec![DhGroup::Modp2048],
+            addke: Default::default(),
         }
     );
     // An explicit PRF is the PRF; the integrity keywords stay integrity only.
@@ -1699,6 +1722,7 @@ fn cbc_and_chacha_proposals() {
             integ: vec![I::HmacSha512_256, I::HmacSha384_192],
             prf: vec![PrfAlg::HmacSha256],
             dh: vec![DhGroup::Ecp521, DhGroup::X25519],
+            addke: Default::default(),
         }
     );
     // AEAD and AES-CBC in one proposal: the integrity keyword serves both.
@@ -1709,6 +1733,7 @@ fn cbc_and_chacha_proposals() {
             integ: vec![I::HmacSha384_192],
             prf: vec![PrfAlg::HmacSha384],
             dh: vec![DhGroup::Modp3072],
+            addke: Default::default(),
         }
     );
     assert_eq!(
@@ -1732,6 +1757,7 @@ fn cbc_and_chacha_proposals() {
             integ: vec![I::HmacSha512_256, I::HmacSha256_128],
             dh: vec![],
             esn: vec![true],
+            addke: Default::default(),
         }
     );
     assert_eq!(
@@ -1745,6 +1771,7 @@ fn cbc_and_chacha_proposals() {
             integ: vec![],
             dh: vec![DhGroup::Ecp521],
             esn: vec![false],
+            addke: Default::default(),
         }
     );
     for s in [
@@ -1754,4 +1781,55 @@ fn cbc_and_chacha_proposals() {
     ] {
         assert_eq!(esp(s).to_string(), s);
     }
+}
+
+#[test]
+fn additional_key_exchange_keywords() {
+    use crate::ike::crypto::mlkem::MlKem;
+    let ike = |s: &str| IkeProposal::parse(s).unwrap_or_else(|e| panic!("{s}: {e}"));
+    let p = ike("aes256gcm16-prfsha384-x25519-ke1_mlkem768");
+    assert_eq!(p.dh, vec![DhGroup::X25519]);
+    assert_eq!(p.addke[0], vec![Some(MlKem::MlKem768)]);
+    assert!(p.addke[1..].iter().all(Vec::is_empty));
+    assert_eq!(p.to_string(), "aes256gcm16-prfsha384-x25519-ke1_mlkem768");
+    let q = ike("aes256gcm16-prfsha384-ecp384-ke2_mlkem1024-ke1_mlkem512-ke1_none");
+    assert_eq!(q.addke[0], vec![Some(MlKem::MlKem512), None]);
+    assert_eq!(q.addke[1], vec![Some(MlKem::MlKem1024)]);
+    assert_eq!(
+        q.to_string(),
+        "aes256gcm16-prfsha384-ecp384-ke1_mlkem512-ke1_none-ke2_mlkem1024"
+    );
+    assert_eq!(ike(&q.to_string()), q);
+    assert_eq!(ike("AES256GCM16-PRFSHA384-X25519-KE1_MLKEM768"), p);
+    for (bad, want) in [
+        ("aes256gcm16-prfsha384-mlkem768", "additional key exchange"),
+        (
+            "aes256gcm16-prfsha384-x25519-ke8_mlkem768",
+            "unsupported additional key exchange",
+        ),
+        (
+            "aes256gcm16-prfsha384-x25519-ke1_ecp256",
+            "unsupported additional key exchange",
+        ),
+        (
+            "aes256gcm16-prfsha384-ke1_mlkem768",
+            "no key exchange method",
+        ),
+    ] {
+        let e = IkeProposal::parse(bad).unwrap_err();
+        assert!(e.contains(want), "{bad}: {e}");
+    }
+    let esp = EspProposal::parse("aes256gcm16-x25519-ke1_mlkem768-esn").unwrap();
+    assert_eq!(esp.addke[0], vec![Some(MlKem::MlKem768)]);
+    assert_eq!(esp.to_string(), "aes256gcm16-x25519-ke1_mlkem768-esn");
+    let e = EspProposal::parse("aes256gcm16-ke1_mlkem768").unwrap_err();
+    assert!(e.contains("no key exchange method (PFS)"), "{e}");
+    let listed = proposal_keywords();
+    let k = listed
+        .iter()
+        .find(|k| k.name == "mlkem1024")
+        .expect("list-algs shows ML-KEM");
+    assert_eq!(k.iana_id, 37);
+    assert!(k.keywords.contains(&"ke1_mlkem1024") && k.keywords.contains(&"ke7_mlkem1024"));
+    assert!(k.ike && k.esp);
 }

@@ -137,6 +137,7 @@ fn one(cfg: &Config, c: &Connection, retransmit: Retransmit) -> Result<Connectio
                     encr: p.encr.clone(),
                     integ: p.integ.clone(),
                     dh: p.dh.clone(),
+                    addke: p.addke.clone(),
                     esn: p.esn.clone(),
                 })
                 .collect(),
@@ -172,6 +173,7 @@ fn one(cfg: &Config, c: &Connection, retransmit: Retransmit) -> Result<Connectio
                 integ: p.integ.clone(),
                 prf: p.prf.clone(),
                 dh: p.dh.clone(),
+                addke: p.addke.clone(),
             })
             .collect(),
         local_id: lid,

@@ -102,7 +102,14 @@ pub fn certs(v: &Value) -> String {
 /// `ike list-algs` as text, grouped by transform type.
 pub fn algs(v: &Value) -> String {
     let mut out = String::new();
-    for kind in ["encryption", "integrity", "prf", "key-exchange", "esn"] {
+    for kind in [
+        "encryption",
+        "integrity",
+        "prf",
+        "key-exchange",
+        "additional-key-exchange",
+        "esn",
+    ] {
         out += &format!("{kind}:\n");
         for a in v
             .as_array()

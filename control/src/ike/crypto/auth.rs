@@ -75,6 +75,14 @@ pub fn signed_octets(
     [message, peer_nonce, &mac_id].concat()
 }
 
+/// One link of RFC 9242 §3.3.2's IntAuth chain: IntAuth_[i/r]n = prf(SK_p[i/r],
+/// IntAuth_[i/r]n-1 | IntAuth_[i/r]n_A | IntAuth_[i/r]n_P), where `prev` is the previous link
+/// (empty for the first), `octets` the message's authenticated octets
+/// (`message::intauth_octets`) and `sk_p` the key in use for that exchange.
+pub fn int_auth_step(prf_alg: PrfAlg, sk_p: &[u8], prev: &[u8], octets: &[u8]) -> Vec<u8> {
+    prf(prf_alg, sk_p, &[prev, octets])
+}
+
 /// Shared key AUTH data: prf(prf(PSK, "Key Pad for IKEv2"), octets).
 pub fn psk_auth(prf_alg: PrfAlg, psk: &[u8], octets: &[u8]) -> Vec<u8> {
     let pad = prf_secret(hmac_alg(prf_alg), psk, &[b"Key Pad for IKEv2"]);

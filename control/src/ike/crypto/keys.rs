@@ -101,6 +101,56 @@ pub fn derive_rekeyed_ike_keys(
     ike_keys_from_seed(prf_new, (encr, integ), &skeyseed, ni, nr, spi_i, spi_r)
 }
 
+/// The keys of an IKE SA that replaces another in a rekey with additional key exchanges (RFC
+/// 9370 §2.2.4): SKEYSEED = prf_old(SK_d old, SK(0) | Ni | Nr | SK(1) | ... | SK(n)), then the
+/// keys as in [`derive_rekeyed_ike_keys`], which this is without additional secrets.
+#[allow(clippy::too_many_arguments)]
+pub fn derive_rekeyed_ike_keys_addke(
+    prf_old: PrfAlg,
+    sk_d_old: &[u8],
+    prf_new: PrfAlg,
+    (encr, integ): (EncrAlg, Option<IntegAlg>),
+    shared: &[u8],
+    ni: &[u8],
+    nr: &[u8],
+    addke: &[&[u8]],
+    spi_i: u64,
+    spi_r: u64,
+) -> Result<IkeKeys, CryptoError> {
+    let mut parts: Vec<&[u8]> = vec![shared, ni, nr];
+    parts.extend_from_slice(addke);
+    let skeyseed = prf_secret(hmac_alg(prf_old), sk_d_old, &parts);
+    ike_keys_from_seed(prf_new, (encr, integ), &skeyseed, ni, nr, spi_i, spi_r)
+}
+
+/// The keys of an IKE SA after additional key exchange n in IKE_INTERMEDIATE (RFC 9370 §2.2.2):
+/// SKEYSEED(n) = prf(SK_d(n-1), SK(n) | Ni | Nr), then {SK_d(n) | SK_ai(n) | SK_ar(n) |
+/// SK_ei(n) | SK_er(n) | SK_pi(n) | SK_pr(n)} = prf+(SKEYSEED(n), Ni | Nr | SPIi | SPIr), with
+/// the nonces and SPIs of IKE_SA_INIT and the same suite throughout.
+#[allow(clippy::too_many_arguments)]
+pub fn derive_intermediate_ike_keys(
+    prf: PrfAlg,
+    (encr, integ): (EncrAlg, Option<IntegAlg>),
+    sk_d_prev: &[u8],
+    shared_n: &[u8],
+    ni: &[u8],
+    nr: &[u8],
+    spi_i: u64,
+    spi_r: u64,
+) -> Result<IkeKeys, CryptoError> {
+    derive_rekeyed_ike_keys(
+        prf,
+        sk_d_prev,
+        prf,
+        (encr, integ),
+        shared_n,
+        ni,
+        nr,
+        spi_i,
+        spi_r,
+    )
+}
+
 /// The keys of a child SA (RFC 7296 §2.17): KEYMAT = prf+(SK_d, Ni | Nr), or
 /// prf+(SK_d, g^ir (new) | Ni | Nr) when the exchange carried KE payloads (PFS). The
 /// initiator-to-responder keys come first, then the responder-to-initiator ones; in each
@@ -114,10 +164,28 @@ pub fn derive_child_keys(
     encr: EncrAlg,
     integ: Option<IntegAlg>,
 ) -> Result<ChildKeys, CryptoError> {
+    derive_child_keys_addke(prf, sk_d, shared, ni, nr, &[], encr, integ)
+}
+
+/// The keys of a child SA made with additional key exchanges (RFC 9370 §2.2.4): KEYMAT =
+/// prf+(SK_d, SK(0) | Ni | Nr | SK(1) | ... | SK(n)), where SK(0) is `shared` (the classical
+/// exchange of CREATE_CHILD_SA) and `addke` the secrets of the IKE_FOLLOWUP_KE exchanges in
+/// order. With no additional secrets this is [`derive_child_keys`].
+#[allow(clippy::too_many_arguments)]
+pub fn derive_child_keys_addke(
+    prf: PrfAlg,
+    sk_d: &[u8],
+    shared: Option<&[u8]>,
+    ni: &[u8],
+    nr: &[u8],
+    addke: &[&[u8]],
+    encr: EncrAlg,
+    integ: Option<IntegAlg>,
+) -> Result<ChildKeys, CryptoError> {
     let e = encr.keymat_len();
     let a = integ.map_or(0, IntegAlg::key_len);
     let len = 2 * (e + a);
-    let keymat = child_keymat(hmac_alg(prf), sk_d, shared, ni, nr, len).ok_or(
+    let keymat = child_keymat(hmac_alg(prf), sk_d, shared, ni, nr, addke, len).ok_or(
         CryptoError::PrfPlusTooLong {
             prf,
             requested: len,
@@ -167,9 +235,13 @@ fn child_keymat(
     shared: Option<&[u8]>,
     ni: &[u8],
     nr: &[u8],
+    addke: &[&[u8]],
     len: usize,
 ) -> Option<Zeroizing<Vec<u8>>> {
-    let seed = Zeroizing::new([shared.unwrap_or_default(), ni, nr].concat());
+    let mut seed = Zeroizing::new([shared.unwrap_or_default(), ni, nr].concat());
+    for s in addke {
+        seed.extend_from_slice(s);
+    }
     prf_plus_with(alg, sk_d, &seed, len)
 }
 
@@ -244,7 +316,7 @@ mod tests {
             )
         );
         let sk_d = &dkm[..20];
-        let child = child_keymat(alg, sk_d, None, &ni, &nr, dkm_len).unwrap();
+        let child = child_keymat(alg, sk_d, None, &ni, &nr, &[], dkm_len).unwrap();
         assert_eq!(
             *child,
             unhex(
@@ -255,7 +327,7 @@ mod tests {
                  4d234cb4"
             )
         );
-        let child_dh = child_keymat(alg, sk_d, Some(&gir_new), &ni, &nr, dkm_len).unwrap();
+        let child_dh = child_keymat(alg, sk_d, Some(&gir_new), &ni, &nr, &[], dkm_len).unwrap();
         assert_eq!(
             *child_dh,
             unhex(

@@ -23,6 +23,26 @@ use std::fmt;
 use aws_lc_rs::kem;
 use zeroize::Zeroizing;
 
+/// The Additional Key Exchange transforms of one proposal (RFC 9370 §2.2.1): for ADDKE1 to
+/// ADDKE7, the acceptable methods in order of preference, `None` standing for NONE (no exchange
+/// in that round). An empty list means the type is not offered, which accepts only NONE.
+pub type AddKeSlots = [Vec<Option<MlKem>>; 7];
+
+/// The Additional Key Exchange methods agreed for an IKE SA, ADDKE1 to ADDKE7 (None: no exchange
+/// in that round).
+pub type AddKeChoice = [Option<MlKem>; 7];
+
+/// The agreed additional key exchanges as proposal keywords (`ke1_mlkem768-ke2_mlkem1024`),
+/// empty when there are none.
+pub fn addke_name(choice: &AddKeChoice) -> String {
+    choice
+        .iter()
+        .enumerate()
+        .filter_map(|(i, m)| m.map(|m| format!("ke{}_{}", i + 1, m.name())))
+        .collect::<Vec<_>>()
+        .join("-")
+}
+
 /// One ML-KEM parameter set.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum MlKem {

@@ -15,6 +15,8 @@ impl ExchangeType {
             exchange::IKE_AUTH => "IKE_AUTH",
             exchange::CREATE_CHILD_SA => "CREATE_CHILD_SA",
             exchange::INFORMATIONAL => "INFORMATIONAL",
+            exchange::IKE_INTERMEDIATE => "IKE_INTERMEDIATE",
+            exchange::IKE_FOLLOWUP_KE => "IKE_FOLLOWUP_KE",
             _ => "unknown exchange",
         }
     }
@@ -40,6 +42,10 @@ pub mod exchange {
     pub const CREATE_CHILD_SA: ExchangeType = ExchangeType(36);
     /// INFORMATIONAL.
     pub const INFORMATIONAL: ExchangeType = ExchangeType(37);
+    /// IKE_INTERMEDIATE (RFC 9242).
+    pub const IKE_INTERMEDIATE: ExchangeType = ExchangeType(43);
+    /// IKE_FOLLOWUP_KE (RFC 9370 §2.2.4).
+    pub const IKE_FOLLOWUP_KE: ExchangeType = ExchangeType(44);
 }
 
 /// Payload types.
@@ -114,6 +120,22 @@ pub mod transform_type {
     pub const KE: u8 = 4;
     /// Extended sequence numbers.
     pub const ESN: u8 = 5;
+    /// Additional Key Exchange 1 (RFC 9370 §2.2.1); ADDKE2..ADDKE7 follow as 7..12.
+    pub const ADDKE1: u8 = 6;
+    /// Additional Key Exchange 7, the last.
+    pub const ADDKE7: u8 = 12;
+    /// How many Additional Key Exchange types there are.
+    pub const ADDKE_COUNT: usize = 7;
+
+    /// The transform type of ADDKE `n` (1 to 7).
+    pub const fn addke(n: usize) -> u8 {
+        ADDKE1 + (n as u8) - 1
+    }
+
+    /// Whether `t` is one of the Additional Key Exchange types.
+    pub fn is_addke(t: u8) -> bool {
+        (ADDKE1..=ADDKE7).contains(&t)
+    }
 }
 
 /// The Key Length transform attribute (TV format).
@@ -182,6 +204,8 @@ pub mod notify {
     pub const TEMPORARY_FAILURE: NotifyType = NotifyType(43);
     /// CHILD_SA_NOT_FOUND.
     pub const CHILD_SA_NOT_FOUND: NotifyType = NotifyType(44);
+    /// STATE_NOT_FOUND (RFC 9370): an IKE_FOLLOWUP_KE whose link the responder does not know.
+    pub const STATE_NOT_FOUND: NotifyType = NotifyType(47);
     /// INITIAL_CONTACT.
     pub const INITIAL_CONTACT: NotifyType = NotifyType(16384);
     /// SET_WINDOW_SIZE.
@@ -212,6 +236,10 @@ pub mod notify {
     pub const IKEV2_FRAGMENTATION_SUPPORTED: NotifyType = NotifyType(16430);
     /// SIGNATURE_HASH_ALGORITHMS (RFC 7427).
     pub const SIGNATURE_HASH_ALGORITHMS: NotifyType = NotifyType(16431);
+    /// INTERMEDIATE_EXCHANGE_SUPPORTED (RFC 9242).
+    pub const INTERMEDIATE_EXCHANGE_SUPPORTED: NotifyType = NotifyType(16438);
+    /// ADDITIONAL_KEY_EXCHANGE (RFC 9370).
+    pub const ADDITIONAL_KEY_EXCHANGE: NotifyType = NotifyType(16441);
 
     /// The name of a notify type, for logs ("error" or "status" for one esprit does not know).
     pub fn name(t: NotifyType) -> &'static str {
@@ -233,6 +261,7 @@ pub mod notify {
             INVALID_SELECTORS => "INVALID_SELECTORS",
             TEMPORARY_FAILURE => "TEMPORARY_FAILURE",
             CHILD_SA_NOT_FOUND => "CHILD_SA_NOT_FOUND",
+            STATE_NOT_FOUND => "STATE_NOT_FOUND",
             INITIAL_CONTACT => "INITIAL_CONTACT",
             SET_WINDOW_SIZE => "SET_WINDOW_SIZE",
             ADDITIONAL_TS_POSSIBLE => "ADDITIONAL_TS_POSSIBLE",
@@ -248,6 +277,8 @@ pub mod notify {
             MULTIPLE_AUTH_SUPPORTED => "MULTIPLE_AUTH_SUPPORTED",
             IKEV2_FRAGMENTATION_SUPPORTED => "IKEV2_FRAGMENTATION_SUPPORTED",
             SIGNATURE_HASH_ALGORITHMS => "SIGNATURE_HASH_ALGORITHMS",
+            INTERMEDIATE_EXCHANGE_SUPPORTED => "INTERMEDIATE_EXCHANGE_SUPPORTED",
+            ADDITIONAL_KEY_EXCHANGE => "ADDITIONAL_KEY_EXCHANGE",
             t if t.0 < 16384 => "error",
             _ => "status",
         }

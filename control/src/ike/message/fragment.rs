@@ -15,6 +15,7 @@ use std::fmt;
 
 use zeroize::Zeroizing;
 
+use super::consts::exchange;
 use super::consts::payload_type as pt;
 use super::{
     chain, encode_encrypted, pad_plaintext, padding_len, unpad, walk, DecodeError, Header, Message,
@@ -409,10 +410,13 @@ impl Reassembly {
             length: u32::try_from(sk_message_len(inner.len(), sk)).unwrap_or(u32::MAX),
             ..ident
         };
+        let sk_inner = (header.exchange == exchange::IKE_INTERMEDIATE)
+            .then(|| (self.first_next, inner.to_vec()));
         Ok(Message {
             header,
             payloads,
             encrypted: true,
+            sk_inner,
         })
     }
 }

@@ -6,6 +6,7 @@ pub mod consts;
 pub mod fragment;
 pub mod payload;
 
+use consts::exchange;
 use consts::payload_type as pt;
 pub use consts::{ExchangeType, NotifyType};
 pub use payload::{ConfigAttribute, Delete, Notify, Payload, Proposal, TrafficSelector, Transform};
@@ -118,6 +119,10 @@ pub struct Message {
     pub payloads: Vec<Payload>,
     /// Whether the payloads came from inside an SK payload (integrity-protected).
     pub encrypted: bool,
+    /// For an IKE_INTERMEDIATE message (RFC 9242): the type of the first payload inside the SK
+    /// payload and the decrypted payload octets as received (reassembled if fragmented), over
+    /// which IntAuth is computed. None for every other exchange.
+    pub sk_inner: Option<(u8, Vec<u8>)>,
 }
 
 impl Message {
@@ -428,6 +433,7 @@ pub fn decode(d: &[u8], sk: Option<&dyn SkAead>) -> Result<Message, DecodeError>
             header,
             payloads,
             encrypted: false,
+            sk_inner: None,
         });
     };
     if kind == pt::SKF {
@@ -457,11 +463,40 @@ pub fn decode(d: &[u8], sk: Option<&dyn SkAead>) -> Result<Message, DecodeError>
             DecodeError::UnsupportedCritical(_) => e,
             e => DecodeError::InvalidInSk(Box::new(e)),
         })?;
+    let sk_inner = (header.exchange == exchange::IKE_INTERMEDIATE && off == HEADER_LEN)
+        .then(|| (inner_next, inner.to_vec()));
     Ok(Message {
         header,
         payloads,
         encrypted: true,
+        sk_inner,
     })
+}
+
+/// The payload chain of `payloads` as it travels inside an SK payload: the first payload's
+/// type and the octets.
+pub fn inner_octets(payloads: &[Payload]) -> (u8, Vec<u8>) {
+    let mut out = Vec::new();
+    let first = chain(payloads, &mut out);
+    (first, out)
+}
+
+/// The octets RFC 9242 §3.3.2 authenticates of an IKE_INTERMEDIATE message whose SK payload
+/// (the only payload) holds the chain `inner` starting with type `first`: the header and the
+/// Encrypted payload's generic header with the lengths as if the message were neither encrypted
+/// nor fragmented (no IV, padding or ICV), then the inner payloads (IntAuth_A | IntAuth_P).
+pub fn intauth_octets(header: &Header, first: u8, inner: &[u8]) -> Vec<u8> {
+    let sk_len = 4 + inner.len();
+    let mut h = *header;
+    h.next_payload = pt::SK;
+    h.length = u32::try_from(HEADER_LEN + sk_len).unwrap_or(u32::MAX);
+    let mut out = Vec::with_capacity(HEADER_LEN + sk_len);
+    h.write(&mut out);
+    out.push(first);
+    out.push(0);
+    out.extend_from_slice(&u16::try_from(sk_len).unwrap_or(u16::MAX).to_be_bytes());
+    out.extend_from_slice(inner);
+    out
 }
 
 /// Append a payload chain (generic headers linked) to `out`; returns the first payload's type.

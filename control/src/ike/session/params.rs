@@ -5,6 +5,7 @@
 use crate::ike::algorithms::{DhGroup, EncrAlg, IntegAlg, PrfAlg};
 use crate::ike::crypto::auth::PrivateKey;
 use crate::ike::crypto::cert::{Certificate, TrustStore};
+use crate::ike::crypto::mlkem::AddKeSlots;
 use crate::ike::identity::Identity;
 use crate::ike::message::TrafficSelector;
 use std::sync::Arc;
@@ -22,6 +23,19 @@ pub struct IkeProposalSpec {
     pub prf: Vec<PrfAlg>,
     /// Key exchange methods; the first is the group of the initiator's KE payload.
     pub dh: Vec<DhGroup>,
+    /// Additional key exchanges (RFC 9370), ADDKE1 to ADDKE7; all empty for a classical-only
+    /// proposal.
+    pub addke: AddKeSlots,
+}
+
+impl IkeProposalSpec {
+    /// Whether the proposal requires an additional key exchange (some ADDKE type offered
+    /// without NONE).
+    pub fn requires_addke(&self) -> bool {
+        self.addke
+            .iter()
+            .any(|s| !s.is_empty() && !s.contains(&None))
+    }
 }
 
 /// One ESP proposal.
@@ -33,6 +47,9 @@ pub struct EspProposalSpec {
     pub integ: Vec<IntegAlg>,
     /// Key exchange methods for PFS in CREATE_CHILD_SA (empty: no PFS).
     pub dh: Vec<DhGroup>,
+    /// Additional key exchanges after the PFS group (RFC 9370, IKE_FOLLOWUP_KE), ADDKE1 to
+    /// ADDKE7; all empty without.
+    pub addke: AddKeSlots,
     /// Extended sequence numbers offered or accepted (true = ESN).
     pub esn: Vec<bool>,
 }

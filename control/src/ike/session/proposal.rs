@@ -8,6 +8,7 @@
 
 use super::params::{EspProposalSpec, IkeProposalSpec};
 use crate::ike::algorithms::{esp_suite_name, DhGroup, EncrAlg, IntegAlg, PrfAlg};
+use crate::ike::crypto::mlkem::{addke_name, AddKeChoice, AddKeSlots, MlKem};
 use crate::ike::message::consts::{protocol, transform_type as tt};
 use crate::ike::message::{Proposal, Transform};
 
@@ -22,6 +23,8 @@ pub struct IkeSuite {
     pub prf: PrfAlg,
     /// Key exchange method.
     pub dh: DhGroup,
+    /// Additional key exchanges (RFC 9370), ADDKE1 to ADDKE7; all None for a classical suite.
+    pub addke: AddKeChoice,
 }
 
 /// The algorithms agreed for a child SA.
@@ -33,6 +36,9 @@ pub struct EspSuite {
     pub integ: Option<IntegAlg>,
     /// PFS group, if a key exchange is part of this exchange.
     pub dh: Option<DhGroup>,
+    /// Additional key exchanges after the PFS group (RFC 9370, IKE_FOLLOWUP_KE), ADDKE1 to
+    /// ADDKE7; all None without.
+    pub addke: AddKeChoice,
     /// Extended sequence numbers.
     pub esn: bool,
 }
@@ -52,12 +58,42 @@ impl EspSuite {
             None => self.encr.name().to_string(),
         }
     }
+
+    /// The additional key exchanges to run in IKE_FOLLOWUP_KE, in order: (ADDKE number 1 to
+    /// 7, method).
+    pub fn rounds(&self) -> Vec<(usize, MlKem)> {
+        self.addke
+            .iter()
+            .enumerate()
+            .filter_map(|(i, m)| m.map(|m| (i + 1, m)))
+            .collect()
+    }
 }
 
 impl IkeSuite {
     /// The suite as a proposal keyword string (`aes128gcm16-prfsha256-x25519`,
     /// `aes256-sha256-prfsha256-modp2048`).
     pub fn name(&self) -> String {
+        let classical = self.classical_name();
+        let add = addke_name(&self.addke);
+        if add.is_empty() {
+            classical
+        } else {
+            format!("{classical}-{add}")
+        }
+    }
+
+    /// The additional key exchanges to run in IKE_INTERMEDIATE, in order: (ADDKE number 1 to
+    /// 7, method).
+    pub fn rounds(&self) -> Vec<(usize, MlKem)> {
+        self.addke
+            .iter()
+            .enumerate()
+            .filter_map(|(i, m)| m.map(|m| (i + 1, m)))
+            .collect()
+    }
+
+    fn classical_name(&self) -> String {
         match self.integ {
             Some(i) => format!(
                 "{}-{}-{}-{}",
@@ -147,6 +183,12 @@ pub fn ike_offer(
             t.extend(s.prf.iter().map(|p| plain(tt::PRF, p.transform_id())));
             let dh = dh_first(&s.dh, first_dh);
             t.extend(dh.iter().map(|d| plain(tt::KE, d.transform_id())));
+            for (i, slot) in s.addke.iter().enumerate() {
+                t.extend(
+                    slot.iter()
+                        .map(|m| plain(tt::addke(i + 1), m.map_or(0, MlKem::transform_id))),
+                );
+            }
             out.push(Proposal {
                 num: u8::try_from(out.len() + 1).unwrap_or(u8::MAX),
                 protocol: protocol::IKE,
@@ -183,6 +225,12 @@ pub fn esp_offer(
             if with_ke {
                 let dh = dh_first(&s.dh, first_dh);
                 t.extend(dh.iter().map(|d| plain(tt::KE, d.transform_id())));
+                for (i, slot) in s.addke.iter().enumerate() {
+                    t.extend(
+                        slot.iter()
+                            .map(|m| plain(tt::addke(i + 1), m.map_or(0, MlKem::transform_id))),
+                    );
+                }
             }
             let esn: &[bool] = if s.esn.is_empty() { &[false] } else { &s.esn };
             t.extend(esn.iter().map(|e| plain(tt::ESN, u16::from(*e))));
@@ -195,6 +243,46 @@ pub fn esp_offer(
         }
     }
     out
+}
+
+/// Our specs without additional key exchanges (for a peer that cannot run them, as one
+/// without IKE_INTERMEDIATE), duplicates removed.
+pub fn classical_only(specs: &[IkeProposalSpec]) -> Vec<IkeProposalSpec> {
+    let mut out: Vec<IkeProposalSpec> = Vec::new();
+    for s in specs {
+        let c = IkeProposalSpec {
+            addke: Default::default(),
+            ..s.clone()
+        };
+        if !out.contains(&c) {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The responder's choice of additional key exchanges in proposal `p` for our `spec`: for each
+/// ADDKE type, the first of our methods they offer, where a type they do not offer counts as
+/// NONE and a type we do not list accepts only NONE (RFC 9370 §2.2.1). None if some type has no
+/// common value, or two rounds would use the same method.
+fn choose_addke(slots: &AddKeSlots, p: &Proposal) -> Option<AddKeChoice> {
+    let mut out: AddKeChoice = [None; 7];
+    for (i, ours) in slots.iter().enumerate() {
+        let t = tt::addke(i + 1);
+        let mut theirs: Vec<u16> = their_ids(p, t).collect();
+        if theirs.is_empty() {
+            theirs.push(0);
+        }
+        let ours: &[Option<MlKem>] = if ours.is_empty() { &[None] } else { ours };
+        let pick = ours
+            .iter()
+            .find(|m| theirs.contains(&m.map_or(0, MlKem::transform_id)))?;
+        if pick.is_some() && out.contains(pick) {
+            return None;
+        }
+        out[i] = *pick;
+    }
+    Some(out)
 }
 
 /// Whether every transform type in a peer's proposal is one esprit understands.
@@ -258,7 +346,10 @@ pub fn choose_ike(ours: &[IkeProposalSpec], theirs: &[Proposal]) -> Option<(u8, 
             .iter()
             .filter(|p| p.protocol == protocol::IKE && p.spi.is_empty())
         {
-            if !known_types(p, &[tt::ENCR, tt::INTEG, tt::PRF, tt::KE]) {
+            if !known_types(
+                p,
+                &[tt::ENCR, tt::INTEG, tt::PRF, tt::KE, 6, 7, 8, 9, 10, 11, 12],
+            ) {
                 continue;
             }
             let cipher = choose_cipher(&o.encr, &o.integ, p, |_, _| true);
@@ -271,7 +362,10 @@ pub fn choose_ike(ours: &[IkeProposalSpec], theirs: &[Proposal]) -> Option<(u8, 
                 o.dh.iter()
                     .copied()
                     .find(|d| their_ids(p, tt::KE).any(|x| x == d.transform_id()));
-            if let (Some((encr, integ)), Some(prf), Some(dh)) = (cipher, prf, dh) {
+            let addke = choose_addke(&o.addke, p);
+            if let (Some((encr, integ)), Some(prf), Some(dh), Some(addke)) =
+                (cipher, prf, dh, addke)
+            {
                 return Some((
                     p.num,
                     IkeSuite {
@@ -279,6 +373,7 @@ pub fn choose_ike(ours: &[IkeProposalSpec], theirs: &[Proposal]) -> Option<(u8, 
                         integ,
                         prf,
                         dh,
+                        addke,
                     },
                 ));
             }
@@ -322,7 +417,10 @@ pub fn choose_esp(
             .iter()
             .filter(|p| p.protocol == protocol::ESP && p.spi.len() == 4)
         {
-            if !known_types(p, &[tt::ENCR, tt::INTEG, tt::KE, tt::ESN]) {
+            if !known_types(
+                p,
+                &[tt::ENCR, tt::INTEG, tt::KE, tt::ESN, 6, 7, 8, 9, 10, 11, 12],
+            ) {
                 continue;
             }
             let Some((encr, integ)) =
@@ -357,6 +455,16 @@ pub fn choose_esp(
                     Some(g)
                 }
             };
+            // Additional key exchanges go with a KE payload only (IKE_AUTH ignores both).
+            let addke = match dh {
+                Some(_) => match choose_addke(&o.addke, p) {
+                    Some(a) => a,
+                    None => continue,
+                },
+                None if o.addke.iter().all(|s| s.is_empty() || s.contains(&None)) => [None; 7],
+                None if ke.is_none() => [None; 7],
+                None => continue,
+            };
             let spi = u32::from_be_bytes(p.spi.clone().try_into().ok()?);
             return Some((
                 p.num,
@@ -365,6 +473,7 @@ pub fn choose_esp(
                     encr,
                     integ,
                     dh,
+                    addke,
                     esn,
                 },
             ));
@@ -373,14 +482,22 @@ pub fn choose_esp(
     None
 }
 
-/// The single proposal a responder returns for an IKE suite.
-pub fn ike_answer(num: u8, s: IkeSuite, spi: &[u8]) -> Proposal {
+/// The single proposal a responder returns for an IKE suite, chosen from their proposal
+/// `theirs`: one transform for each ADDKE type it offered (NONE where none was agreed).
+pub fn ike_answer(num: u8, s: IkeSuite, spi: &[u8], theirs: Option<&Proposal>) -> Proposal {
     let mut transforms = vec![encr_transform(s.encr)];
     if let Some(i) = s.integ {
         transforms.push(plain(tt::INTEG, i.transform_id()));
     }
     transforms.push(plain(tt::PRF, s.prf.transform_id()));
     transforms.push(plain(tt::KE, s.dh.transform_id()));
+    for (i, m) in s.addke.iter().enumerate() {
+        let t = tt::addke(i + 1);
+        let offered = theirs.is_some_and(|p| p.transforms.iter().any(|x| x.ttype == t));
+        if m.is_some() || offered {
+            transforms.push(plain(t, m.map_or(0, MlKem::transform_id)));
+        }
+    }
     Proposal {
         num,
         protocol: protocol::IKE,
@@ -389,14 +506,22 @@ pub fn ike_answer(num: u8, s: IkeSuite, spi: &[u8]) -> Proposal {
     }
 }
 
-/// The single proposal a responder returns for an ESP suite with its inbound SPI.
-pub fn esp_answer(num: u8, s: EspSuite, spi: u32) -> Proposal {
+/// The single proposal a responder returns for an ESP suite with its inbound SPI, chosen from
+/// their proposal `theirs`: with a PFS group, one transform for each ADDKE type it offered.
+pub fn esp_answer(num: u8, s: EspSuite, spi: u32, theirs: Option<&Proposal>) -> Proposal {
     let mut transforms = vec![encr_transform(s.encr)];
     if let Some(i) = s.integ {
         transforms.push(plain(tt::INTEG, i.transform_id()));
     }
     if let Some(g) = s.dh {
         transforms.push(plain(tt::KE, g.transform_id()));
+        for (i, m) in s.addke.iter().enumerate() {
+            let t = tt::addke(i + 1);
+            let offered = theirs.is_some_and(|p| p.transforms.iter().any(|x| x.ttype == t));
+            if m.is_some() || offered {
+                transforms.push(plain(t, m.map_or(0, MlKem::transform_id)));
+            }
+        }
     }
     transforms.push(plain(tt::ESN, u16::from(s.esn)));
     Proposal {
@@ -433,16 +558,39 @@ pub fn accept_ike_answer(offered: &[Proposal], answer: &[Proposal]) -> Option<Ik
         return None;
     }
     let (encr, integ) = answer_cipher(a)?;
-    if a.transforms.len() != 3 + usize::from(integ.is_some()) {
+    let addke_count = a
+        .transforms
+        .iter()
+        .filter(|t| tt::is_addke(t.ttype))
+        .count();
+    if a.transforms.len() != 3 + usize::from(integ.is_some()) + addke_count {
         return None;
     }
     let prf = PrfAlg::from_transform(their_ids(a, tt::PRF).next()?)?;
     let dh = DhGroup::from_transform(their_ids(a, tt::KE).next()?)?;
+    let mut addke: AddKeChoice = [None; 7];
+    for (i, slot) in addke.iter_mut().enumerate() {
+        let t = tt::addke(i + 1);
+        let chosen: Vec<u16> = their_ids(a, t).collect();
+        let offered: Vec<u16> = their_ids(o, t).collect();
+        *slot = match chosen[..] {
+            // A type we offered must be answered, unless NONE was acceptable.
+            [] if offered.is_empty() || offered.contains(&0) => None,
+            [0] => None,
+            [id] => Some(MlKem::from_transform_id(id)?),
+            _ => return None,
+        };
+    }
+    let methods: Vec<MlKem> = addke.iter().flatten().copied().collect();
+    if (1..methods.len()).any(|i| methods[..i].contains(&methods[i])) {
+        return None;
+    }
     Some(IkeSuite {
         encr,
         integ,
         prf,
         dh,
+        addke,
     })
 }
 
@@ -453,7 +601,8 @@ pub fn accept_esp_answer(offered: &[Proposal], answer: &[Proposal]) -> Option<(u
         .iter()
         .find(|o| o.num == a.num && o.protocol == a.protocol)?;
     if !a.transforms.iter().all(|t| {
-        o.transforms.contains(t) || ((t.ttype == tt::KE || t.ttype == tt::INTEG) && t.id == 0)
+        o.transforms.contains(t)
+            || ((t.ttype == tt::KE || t.ttype == tt::INTEG || tt::is_addke(t.ttype)) && t.id == 0)
     }) {
         return None;
     }
@@ -468,6 +617,22 @@ pub fn accept_esp_answer(offered: &[Proposal], answer: &[Proposal]) -> Option<(u
         Some(0) | None => None,
         Some(id) => Some(DhGroup::from_transform(id)?),
     };
+    let mut addke: AddKeChoice = [None; 7];
+    for (i, slot) in addke.iter_mut().enumerate() {
+        let t = tt::addke(i + 1);
+        let chosen: Vec<u16> = their_ids(a, t).collect();
+        let offered: Vec<u16> = their_ids(o, t).collect();
+        *slot = match chosen[..] {
+            [] if dh.is_none() || offered.is_empty() || offered.contains(&0) => None,
+            [0] => None,
+            [id] if dh.is_some() => Some(MlKem::from_transform_id(id)?),
+            _ => return None,
+        };
+    }
+    let methods: Vec<MlKem> = addke.iter().flatten().copied().collect();
+    if (1..methods.len()).any(|i| methods[..i].contains(&methods[i])) {
+        return None;
+    }
     let spi = u32::from_be_bytes(a.spi.clone().try_into().ok()?);
     Some((
         spi,
@@ -475,6 +640,7 @@ pub fn accept_esp_answer(offered: &[Proposal], answer: &[Proposal]) -> Option<(u
             encr,
             integ,
             dh,
+            addke,
             esn,
         },
     ))
@@ -491,12 +657,14 @@ mod tests {
                 integ: vec![],
                 prf: vec![PrfAlg::HmacSha256],
                 dh: vec![DhGroup::X25519],
+                addke: Default::default(),
             },
             IkeProposalSpec {
                 encr: vec![EncrAlg::AesGcm16_256],
                 integ: vec![],
                 prf: vec![PrfAlg::HmacSha384],
                 dh: vec![DhGroup::Ecp384, DhGroup::Ecp256],
+                addke: Default::default(),
             },
         ]
     }
@@ -509,6 +677,7 @@ mod tests {
             integ: vec![],
             prf: vec![PrfAlg::HmacSha384],
             dh: vec![DhGroup::Ecp256],
+            addke: Default::default(),
         }];
         let (num, suite) = choose_ike(&ours, &offer).unwrap();
         assert_eq!(num, 2);
@@ -518,10 +687,11 @@ mod tests {
                 encr: EncrAlg::AesGcm16_256,
                 integ: None,
                 prf: PrfAlg::HmacSha384,
-                dh: DhGroup::Ecp256
+                dh: DhGroup::Ecp256,
+                addke: Default::default(),
             }
         );
-        let answer = ike_answer(num, suite, &[]);
+        let answer = ike_answer(num, suite, &[], None);
         assert_eq!(
             accept_ike_answer(&offer, std::slice::from_ref(&answer)),
             Some(suite)
@@ -535,6 +705,7 @@ mod tests {
             integ: vec![],
             prf: vec![PrfAlg::HmacSha512],
             dh: vec![DhGroup::X25519],
+            addke: Default::default(),
         }];
         assert_eq!(choose_ike(&none, &offer), None);
         // INVALID_KE retry moves the group to the front.
@@ -561,6 +732,7 @@ mod tests {
             integ: vec![],
             dh: vec![],
             esn: vec![false],
+            addke: Default::default(),
         }];
         let theirs = esp_offer(
             &[EspProposalSpec {
@@ -568,6 +740,7 @@ mod tests {
                 integ: vec![],
                 dh: vec![DhGroup::X25519],
                 esn: vec![true, false],
+                addke: Default::default(),
             }],
             0xc0ffee,
             true,
@@ -582,7 +755,8 @@ mod tests {
                 encr: EncrAlg::AesGcm16_128,
                 integ: None,
                 dh: None,
-                esn: false
+                esn: false,
+                addke: Default::default(),
             }
         );
         // In CREATE_CHILD_SA without KE we cannot accept a PFS-only peer group... but may if we need none.
@@ -592,6 +766,7 @@ mod tests {
             integ: vec![],
             dh: vec![DhGroup::X25519],
             esn: vec![],
+            addke: Default::default(),
         }];
         assert_eq!(
             choose_esp(&pfs, &theirs, Some(Some(DhGroup::X25519)))
@@ -601,7 +776,7 @@ mod tests {
             Some(DhGroup::X25519)
         );
         assert!(choose_esp(&pfs, &theirs, Some(None)).is_none());
-        let ans = esp_answer(num, suite, 0x1234);
+        let ans = esp_answer(num, suite, 0x1234, None);
         let offered = esp_offer(&ours, 1, false, None);
         assert_eq!(accept_esp_answer(&offered, &[ans]), Some((0x1234, suite)));
     }
@@ -624,6 +799,7 @@ mod tests {
             integ: vec![I::HmacSha512_256],
             prf: vec![PrfAlg::HmacSha256],
             dh: vec![DhGroup::Ecp521],
+            addke: Default::default(),
         };
         let offer = ike_offer(&[spec], &[], None);
         assert_eq!(offer.len(), 2);
@@ -656,6 +832,7 @@ mod tests {
             integ: vec![I::HmacSha512_256, I::HmacSha256_128],
             dh: vec![],
             esn: vec![],
+            addke: Default::default(),
         };
         let offer = esp_offer(std::slice::from_ref(&esp), 7, false, None);
         assert_eq!(offer.len(), 3);
@@ -691,7 +868,7 @@ mod tests {
             (EncrAlg::AesCbc128, Some(I::HmacSha256_128))
         );
         assert_eq!(suite.dataplane_name(), Some("aes128cbc-sha256"));
-        let ans = esp_answer(num, suite, 9);
+        let ans = esp_answer(num, suite, 9, None);
         assert_eq!(accept_esp_answer(&offer, &[ans]), Some((9, suite)));
     }
 
@@ -703,6 +880,7 @@ mod tests {
             integ: vec![I::HmacSha256_128],
             prf: vec![PrfAlg::HmacSha256],
             dh: vec![DhGroup::X25519],
+            addke: Default::default(),
         }];
         // A peer proposal mixing GCM with a real integrity transform: GCM is not taken from
         // it, AES-CBC with the integrity algorithm is.
@@ -736,7 +914,7 @@ mod tests {
 
         // Answers: AES-CBC must come with exactly one integrity transform, an AEAD with none.
         let offer = ike_offer(&ours, &[], None);
-        let good = ike_answer(2, s_cbc(), &[]);
+        let good = ike_answer(2, s_cbc(), &[], None);
         assert_eq!(
             accept_ike_answer(&offer, std::slice::from_ref(&good)),
             Some(s_cbc())
@@ -744,14 +922,14 @@ mod tests {
         let mut bare = good.clone();
         bare.transforms.retain(|x| x.ttype != tt::INTEG);
         assert_eq!(accept_ike_answer(&offer, &[bare]), None);
-        let mut aead_integ = ike_answer(1, s_gcm(), &[]);
+        let mut aead_integ = ike_answer(1, s_gcm(), &[], None);
         aead_integ.transforms.insert(1, t(tt::INTEG, 12, None));
         assert_eq!(accept_ike_answer(&offer, &[aead_integ]), None);
         let mut two = good;
         two.transforms.insert(1, t(tt::INTEG, 12, None));
         assert_eq!(accept_ike_answer(&offer, &[two]), None);
         assert_eq!(
-            accept_ike_answer(&offer, &[ike_answer(1, s_gcm(), &[])]),
+            accept_ike_answer(&offer, &[ike_answer(1, s_gcm(), &[], None)]),
             Some(s_gcm())
         );
         assert_eq!(s_cbc().name(), "aes256-sha256-prfsha256-x25519");
@@ -764,6 +942,7 @@ mod tests {
             integ: Some(IntegAlg::HmacSha256_128),
             prf: PrfAlg::HmacSha256,
             dh: DhGroup::X25519,
+            addke: Default::default(),
         }
     }
 
@@ -773,6 +952,7 @@ mod tests {
             integ: None,
             prf: PrfAlg::HmacSha256,
             dh: DhGroup::X25519,
+            addke: Default::default(),
         }
     }
 
@@ -793,5 +973,83 @@ mod tests {
         let mut ans = offered[0].clone();
         ans.spi = vec![0, 0, 0, 2];
         assert_eq!(accept_esp_answer(&offered, &[ans]), None);
+    }
+
+    fn pq(addke0: Vec<Option<MlKem>>) -> IkeProposalSpec {
+        let mut addke: crate::ike::crypto::mlkem::AddKeSlots = Default::default();
+        addke[0] = addke0;
+        IkeProposalSpec {
+            encr: vec![EncrAlg::AesGcm16_256],
+            integ: vec![],
+            prf: vec![PrfAlg::HmacSha384],
+            dh: vec![DhGroup::X25519],
+            addke,
+        }
+    }
+
+    #[test]
+    fn additional_key_exchanges_offered_chosen_and_checked() {
+        let m768 = Some(MlKem::MlKem768);
+        let offer = ike_offer(&[pq(vec![m768])], &[], None);
+        assert!(offer[0].transforms.contains(&plain(tt::ADDKE1, 36)));
+        // Both want ML-KEM-768 in ADDKE1.
+        let (num, suite) = choose_ike(&[pq(vec![m768])], &offer).unwrap();
+        assert_eq!(suite.addke[0], m768);
+        assert_eq!(suite.rounds(), vec![(1, MlKem::MlKem768)]);
+        assert_eq!(suite.name(), "aes256gcm16-prfsha384-x25519-ke1_mlkem768");
+        let answer = ike_answer(num, suite, &[], offer.first());
+        assert_eq!(
+            accept_ike_answer(&offer, std::slice::from_ref(&answer)),
+            Some(suite)
+        );
+        // A classical-only responder accepts only NONE, which this offer lacks.
+        assert_eq!(choose_ike(&[pq(vec![])], &offer), None);
+        // A responder that requires ML-KEM refuses a classical-only offer.
+        let classical = ike_offer(&[pq(vec![])], &[], None);
+        assert_eq!(choose_ike(&[pq(vec![m768])], &classical), None);
+        // NONE offered: a classical responder chooses it and says so in its answer.
+        let optional = ike_offer(&[pq(vec![m768, None])], &[], None);
+        let (num, s) = choose_ike(&[pq(vec![])], &optional).unwrap();
+        assert_eq!(s.addke, [None; 7]);
+        let a = ike_answer(num, s, &[], optional.first());
+        assert!(a.transforms.contains(&plain(tt::ADDKE1, 0)));
+        assert_eq!(accept_ike_answer(&optional, &[a]), Some(s));
+        // A method we do not know in an ADDKE type is passed over for NONE.
+        let mut unknown = optional.clone();
+        unknown[0].transforms.retain(|t| t.ttype != tt::ADDKE1);
+        unknown[0].transforms.push(plain(tt::ADDKE1, 99));
+        unknown[0].transforms.push(plain(tt::ADDKE1, 0));
+        let (_, s) = choose_ike(&[pq(vec![m768, None])], &unknown).unwrap();
+        assert_eq!(s.addke[0], None);
+    }
+
+    #[test]
+    fn additional_key_exchange_answers_refused() {
+        let m768 = Some(MlKem::MlKem768);
+        let offer = ike_offer(&[pq(vec![m768])], &[], None);
+        let (num, suite) = choose_ike(&[pq(vec![m768])], &offer).unwrap();
+        let good = ike_answer(num, suite, &[], offer.first());
+        // ADDKE1 left out although we offered no NONE.
+        let mut missing = good.clone();
+        missing.transforms.retain(|t| t.ttype != tt::ADDKE1);
+        assert_eq!(accept_ike_answer(&offer, &[missing]), None);
+        // A method we did not offer.
+        let mut other = good.clone();
+        other.transforms.retain(|t| t.ttype != tt::ADDKE1);
+        other.transforms.push(plain(tt::ADDKE1, 37));
+        assert_eq!(accept_ike_answer(&offer, &[other]), None);
+        // Two values of one type.
+        let offer2 = ike_offer(&[pq(vec![m768, Some(MlKem::MlKem1024)])], &[], None);
+        let mut two = ike_answer(num, suite, &[], offer2.first());
+        two.transforms.push(plain(tt::ADDKE1, 37));
+        assert_eq!(accept_ike_answer(&offer2, &[two]), None);
+        // NONE in an answer to an offer without NONE.
+        let mut none = good.clone();
+        none.transforms.retain(|t| t.ttype != tt::ADDKE1);
+        none.transforms.push(plain(tt::ADDKE1, 0));
+        assert_eq!(accept_ike_answer(&offer, &[none]), None);
+        // Without IKE_INTERMEDIATE no additional key exchange is offered or accepted.
+        let specs = classical_only(&[pq(vec![m768]), pq(vec![])]);
+        assert_eq!(specs, vec![pq(vec![])]);
     }
 }

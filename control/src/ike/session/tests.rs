@@ -32,6 +32,7 @@ fn child(local: &str, remote: &str, dh: Vec<DhGroup>) -> ChildParams {
             integ: vec![],
             dh,
             esn: vec![false],
+            addke: Default::default(),
         }],
         mode: ChildMode::Tunnel,
         rekey_time: None,
@@ -60,6 +61,7 @@ fn conn(name: &str, me: &str, peer: &str, local_ts: &str, remote_ts: &str) -> Co
             integ: vec![],
             prf: vec![PrfAlg::HmacSha256],
             dh: vec![DhGroup::X25519, DhGroup::Ecp256],
+            addke: Default::default(),
         }],
         local_id: Identity::parse(me_id).unwrap(),
         remote_id: Some(Identity::parse(peer_id).unwrap()),
@@ -903,6 +905,7 @@ fn a_second_connection_between_the_same_identities_sends_no_initial_contact() {
 
 mod attack;
 pub(crate) mod certs;
+mod pq;
 mod replay;
 
 /// Every event of a negotiation, a child rekey and an IKE SA rekey, debug-formatted, and
@@ -1040,6 +1043,7 @@ fn every_ike_and_esp_suite_end_to_end() {
                 integ: integ.into_iter().collect(),
                 prf: vec![prf],
                 dh: vec![dh],
+                addke: Default::default(),
             }];
             c.children[0].proposals[0].encr = vec![esp_encr];
             c.children[0].proposals[0].integ = esp_integ.into_iter().collect();
@@ -1054,6 +1058,7 @@ fn every_ike_and_esp_suite_end_to_end() {
             integ,
             prf,
             dh,
+            addke: Default::default(),
         };
         assert_eq!(p.a.sas().next().unwrap().suite(), Some(want));
         assert_eq!(p.b.sas().next().unwrap().suite(), Some(want));
@@ -1105,6 +1110,7 @@ fn mixed_aead_and_cbc_spec_is_split_and_either_half_is_chosen() {
         integ: vec![I::HmacSha384_192],
         prf: vec![PrfAlg::HmacSha384],
         dh: vec![DhGroup::X25519],
+        addke: Default::default(),
     }];
     a.children[0].proposals[0].encr = vec![EncrAlg::AesGcm16_128, EncrAlg::AesCbc256];
     a.children[0].proposals[0].integ = vec![I::HmacSha512_256];
@@ -1114,6 +1120,7 @@ fn mixed_aead_and_cbc_spec_is_split_and_either_half_is_chosen() {
         integ: vec![I::HmacSha256_128, I::HmacSha384_192],
         prf: vec![PrfAlg::HmacSha384],
         dh: vec![DhGroup::X25519],
+        addke: Default::default(),
     }];
     b.children[0].proposals[0].encr = vec![EncrAlg::AesCbc256];
     b.children[0].proposals[0].integ = vec![I::HmacSha512_256];

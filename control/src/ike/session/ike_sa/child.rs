@@ -17,6 +17,8 @@ pub(super) struct NewChild {
     pub(super) suite: EspSuite,
     /// The DH secret of a PFS exchange.
     pub(super) shared: Option<Zeroizing<Vec<u8>>>,
+    /// The secrets of the additional key exchanges (IKE_FOLLOWUP_KE), in order.
+    pub(super) addke: Vec<Zeroizing<Vec<u8>>>,
     /// The initiator's nonce of the exchange that made the child.
     pub(super) ni: Vec<u8>,
     /// The responder's nonce.
@@ -208,23 +210,98 @@ impl IkeSa {
         } else {
             ChildMode::Tunnel
         };
-        self.install_child(
-            ctx,
-            NewChild {
-                params: child.params,
-                inbound_spi: child.inbound_spi,
-                outbound_spi: out_spi,
-                suite,
-                shared,
-                ni,
-                nr,
-                tsi: tsi.clone(),
-                tsr: tsr.clone(),
-                mode,
-                replaces: child.rekey_of,
-                we_initiated: true,
-            },
-        );
+        let rounds = suite.rounds();
+        let link = m
+            .notify(nt::ADDITIONAL_KEY_EXCHANGE)
+            .map(|n| n.data.clone());
+        if !rounds.is_empty() && link.is_none() {
+            return fail(
+                self,
+                ctx,
+                "responder chose additional key exchanges without an ADDITIONAL_KEY_EXCHANGE \
+                 notify"
+                    .into(),
+            );
+        }
+        let new = NewChild {
+            params: child.params,
+            inbound_spi: child.inbound_spi,
+            outbound_spi: out_spi,
+            suite,
+            shared,
+            addke: Vec::new(),
+            ni,
+            nr,
+            tsi: tsi.clone(),
+            tsr: tsr.clone(),
+            mode,
+            replaces: child.rekey_of,
+            we_initiated: true,
+        };
+        match link {
+            Some(link) if !rounds.is_empty() => {
+                self.send_followup(ctx, FollowupTarget::Child(Box::new(new)), rounds, link)
+            }
+            _ => self.install_child(ctx, new),
+        }
+    }
+
+    /// A child of ours failed after its inbound SPI was reserved: release it, let its
+    /// predecessor be rekeyed again, and report.
+    pub(super) fn our_child_failed(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        name: &str,
+        inbound_spi: u32,
+        rekey_of: Option<u32>,
+        reason: String,
+    ) {
+        ctx.spis.remove(&inbound_spi);
+        if let Some(old) = rekey_of {
+            if let Some(c) = self.children.iter_mut().find(|c| c.inbound_spi == old) {
+                c.rekeying = false;
+            }
+        }
+        ctx.events.push_back(IkeEvent::ChildFailed {
+            ike_spis: self.spis(),
+            conn: self.conn.name.clone(),
+            child: name.to_string(),
+            reason,
+        });
+    }
+
+    /// After our rekey of child `old` installed the new pair `ours` (Ni, Nr, inbound SPI):
+    /// delete the old one, and ours too if a collision made it the redundant pair.
+    pub(super) fn after_our_child_rekey(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        old: u32,
+        ours: (Vec<u8>, Vec<u8>, u32),
+    ) {
+        // Make-before-break: the new pair is installed; now delete the old one.
+        let mut delete = vec![old];
+        if let Some(pos) = self.collisions.iter().position(|c| c.old == old) {
+            // Both sides rekeyed the child at once: the pair made with the lowest of the four
+            // nonces is redundant and its creator deletes it (RFC 7296 §2.8.1). If that is
+            // ours, delete it too; otherwise the peer deletes the one it made.
+            let Collision {
+                their_ni, their_nr, ..
+            } = self.collisions.remove(pos);
+            let lowest_theirs = their_ni.as_slice().min(their_nr.as_slice());
+            let lowest_ours = ours.0.as_slice().min(ours.1.as_slice());
+            if lowest_ours < lowest_theirs {
+                let line = LogLine {
+                    spi_in: Some(ours.2),
+                    ..self.log_line(format!(
+                        "rekey collision: deleting our redundant child SA {:08x}",
+                        ours.2
+                    ))
+                };
+                ctx.events.push_back(IkeEvent::Log(line));
+                delete.push(ours.2);
+            }
+        }
+        self.tasks.push_back(Task::DeleteChildren(delete));
     }
 
     /// Derive the keys of a negotiated child, keep it and report it ([`IkeEvent::ChildUp`]).
@@ -235,6 +312,7 @@ impl IkeSa {
             outbound_spi,
             suite,
             shared,
+            addke,
             ni,
             nr,
             tsi,
@@ -244,17 +322,19 @@ impl IkeSa {
             we_initiated,
         } = new;
         let shared = shared.as_ref().map(|s| s.as_slice());
+        let addke: Vec<&[u8]> = addke.iter().map(|s| s.as_slice()).collect();
         let (ni, nr) = (ni.as_slice(), nr.as_slice());
         let Some(k) = &self.keys else {
             return;
         };
         let (keys, ike) = (&k.ike, k.suite);
-        let ck = match keys::derive_child_keys(
+        let ck = match keys::derive_child_keys_addke(
             ike.prf,
             &keys.sk_d,
             shared,
             ni,
             nr,
+            &addke,
             suite.encr,
             suite.integ,
         ) {
@@ -407,6 +487,7 @@ impl IkeSa {
             num,
             suite,
             inbound_spi,
+            sa.iter().find(|x| x.num == num),
         )]));
         if rekey_of.is_some() || ke.is_some() {
             p.push(Payload::Nonce(nr.to_vec()));
@@ -428,6 +509,7 @@ impl IkeSa {
             outbound_spi: peer_spi,
             suite,
             shared,
+            addke: Vec::new(),
             ni,
             nr,
             tsi: remote_ts,
@@ -498,9 +580,20 @@ impl IkeSa {
         };
         let nr = ctx.nonce();
         match self.answer_child(ctx, &m, ke.clone(), &ni, &nr, rekey_of) {
-            Ok((p, install)) => {
-                self.respond(ctx, exchange::CREATE_CHILD_SA, id, &p);
-                self.install_child(ctx, install);
+            Ok((mut p, install)) => {
+                let rounds = install.suite.rounds();
+                if rounds.is_empty() {
+                    self.respond(ctx, exchange::CREATE_CHILD_SA, id, &p);
+                    self.install_child(ctx, install);
+                } else {
+                    let link =
+                        self.await_followup(ctx, FollowupTarget::Child(Box::new(install)), rounds);
+                    p.push(Payload::Notify(Notify::new(
+                        nt::ADDITIONAL_KEY_EXCHANGE,
+                        link,
+                    )));
+                    self.respond(ctx, exchange::CREATE_CHILD_SA, id, &p);
+                }
                 if let Some(old) = rekey_of {
                     // A rekey collision (RFC 7296 §2.8.1): our own rekey of this child is under
                     // way. Remember the peer's nonces to decide, when ours completes, which of
@@ -527,12 +620,19 @@ impl IkeSa {
                 let (n, reason) = (err.notify(), err.to_string());
                 // A KE of a group the chosen proposal does not use: say which one we want.
                 let payload = if n == nt::NO_PROPOSAL_CHOSEN && matches!(ke, Some(Some(_))) {
+                    let sent = match &ke {
+                        Some(Some((g, _))) => Some(*g),
+                        _ => None,
+                    };
+                    // Not the group they sent: asking for it again would loop (the proposals,
+                    // such as their additional key exchanges, are what failed).
                     let want = self
                         .conn
                         .children
                         .iter()
                         .flat_map(|c| c.proposals.iter())
-                        .find_map(|p| p.dh.first().copied());
+                        .find_map(|p| p.dh.first().copied())
+                        .filter(|w| Some(*w) != sent);
                     match want {
                         Some(w) => Notify::new(
                             nt::INVALID_KE_PAYLOAD,
@@ -566,7 +666,10 @@ impl IkeSa {
                 .get(..2)
                 .map(|d| u16::from_be_bytes([d[0], d[1]]))
                 .and_then(DhGroup::from_transform);
-            if let Some(g) = g.filter(|g| child.params.proposals.iter().any(|p| p.dh.contains(g))) {
+            let sent = child.ke.as_ref().map(KeyExchange::group);
+            if let Some(g) = g.filter(|g| {
+                Some(*g) != sent && child.params.proposals.iter().any(|p| p.dh.contains(g))
+            }) {
                 ctx.spis.remove(&child.inbound_spi);
                 let mut params = child.params.clone();
                 for p in &mut params.proposals {
@@ -590,31 +693,7 @@ impl IkeSa {
                 let installed_before = self.children.len();
                 self.finish_child(ctx, &m, child, Some(&nr));
                 if let (Some(old), true) = (old, self.children.len() > installed_before) {
-                    // Make-before-break: the new pair is installed; now delete the old one.
-                    let mut delete = vec![old];
-                    if let Some(pos) = self.collisions.iter().position(|c| c.old == old) {
-                        // Both sides rekeyed the child at once: the pair made with the lowest
-                        // of the four nonces is redundant and its creator deletes it
-                        // (RFC 7296 §2.8.1). If that is ours, delete it too; otherwise the
-                        // peer deletes the one it made.
-                        let Collision {
-                            their_ni, their_nr, ..
-                        } = self.collisions.remove(pos);
-                        let lowest_theirs = their_ni.as_slice().min(their_nr.as_slice());
-                        let lowest_ours = ours.0.as_slice().min(ours.1.as_slice());
-                        if lowest_ours < lowest_theirs {
-                            let line = LogLine {
-                                spi_in: Some(ours.2),
-                                ..self.log_line(format!(
-                                    "rekey collision: deleting our redundant child SA {:08x}",
-                                    ours.2
-                                ))
-                            };
-                            ctx.events.push_back(IkeEvent::Log(line));
-                            delete.push(ours.2);
-                        }
-                    }
-                    self.tasks.push_back(Task::DeleteChildren(delete));
+                    self.after_our_child_rekey(ctx, old, ours);
                 }
             }
             None => {

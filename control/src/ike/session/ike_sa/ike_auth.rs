@@ -74,7 +74,7 @@ impl IkeSa {
         let (id_type, id_data) = self.local_id_payload();
         let Some(k) = &self.keys else { return };
         let (keys, suite) = (&k.ike, k.suite);
-        let octets = auth::signed_octets(
+        let mut octets = auth::signed_octets(
             suite.prf,
             &self.init_req,
             &self.nr,
@@ -82,6 +82,7 @@ impl IkeSa {
             id_type,
             &id_data,
         );
+        octets.extend(self.int_auth(self.window.next_id));
         let (method, data) = match self.our_auth(&octets) {
             Ok(a) => a,
             Err(e) => return self.die(ctx, format!("cannot sign: {e}")),
@@ -226,7 +227,7 @@ impl IkeSa {
             return;
         };
         let (keys, suite) = (&k.ike, k.suite);
-        let octets = auth::signed_octets(
+        let mut octets = auth::signed_octets(
             suite.prf,
             &self.init_resp,
             &self.ni,
@@ -234,6 +235,7 @@ impl IkeSa {
             id_type,
             &id_data,
         );
+        octets.extend(self.int_auth(m.header.message_id));
         let conn = self.conn.clone();
         if let Err(e) = self.verify_peer(ctx, &conn, &m, &id, &octets) {
             if let Some(c) = &child {
@@ -282,6 +284,21 @@ impl IkeSa {
             );
             this.die(ctx, reason);
         };
+        if let Some((n, method)) = self.next_round() {
+            self.respond(
+                ctx,
+                exchange::IKE_AUTH,
+                id,
+                &[Payload::Notify(Notify::new(nt::INVALID_SYNTAX, Vec::new()))],
+            );
+            return self.die(
+                ctx,
+                format!(
+                    "IKE_AUTH before additional key exchange {n} ({method}) was done in \
+                     IKE_INTERMEDIATE (RFC 9370)"
+                ),
+            );
+        }
         let Some((id_type, id_data)) = idi else {
             return auth_failed(self, ctx, "IKE_AUTH without IDi".into());
         };
@@ -294,7 +311,7 @@ impl IkeSa {
             return;
         };
         let (keys, suite) = (&k.ike, k.suite);
-        let octets = auth::signed_octets(
+        let mut octets = auth::signed_octets(
             suite.prf,
             &self.init_req,
             &self.nr,
@@ -302,6 +319,7 @@ impl IkeSa {
             id_type,
             &id_data,
         );
+        octets.extend(self.int_auth(id));
         // Candidates whose remote identity fits, those naming the IDr we were asked for first.
         let mut cands: Vec<Arc<ConnectionParams>> = self
             .candidates
@@ -337,8 +355,9 @@ impl IkeSa {
         let Some(keys) = self.keys.as_ref().map(|k| &k.ike) else {
             return;
         };
-        let my_octets =
+        let mut my_octets =
             auth::signed_octets(suite.prf, &self.init_resp, &self.ni, &keys.sk_pr, lt, &ld);
+        my_octets.extend(self.int_auth(id));
         let (method, adata) = match self.our_auth(&my_octets) {
             Ok(a) => a,
             Err(e) => return auth_failed(self, ctx, format!("cannot sign: {e}")),

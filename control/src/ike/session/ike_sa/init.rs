@@ -104,6 +104,12 @@ impl IkeSa {
         p.push(Payload::Nonce(self.ni.clone()));
         p.extend(self.nat_notifies(0));
         p.extend(self.common_notifies());
+        if self.offers_addke() {
+            p.push(Payload::Notify(Notify::new(
+                nt::INTERMEDIATE_EXCHANGE_SUPPORTED,
+                Vec::new(),
+            )));
+        }
         let h = Header::new(self.spi_i, 0, exchange::IKE_SA_INIT, flags::INITIATOR, 0);
         let data = message::encode_plain(&h, &p);
         self.init_req = data.clone();
@@ -175,6 +181,15 @@ impl IkeSa {
             .iter()
             .flat_map(|c| c.proposals.iter().cloned())
             .collect();
+        // Without INTERMEDIATE_EXCHANGE_SUPPORTED no additional key exchange can run: only
+        // our proposals that allow NONE for every ADDKE type remain, NONE chosen.
+        let intermediate = m.notify(nt::INTERMEDIATE_EXCHANGE_SUPPORTED).is_some();
+        let all = if intermediate {
+            all
+        } else {
+            let optional: Vec<_> = all.into_iter().filter(|p| !p.requires_addke()).collect();
+            proposal::classical_only(&optional)
+        };
         let ke_group = DhGroup::from_transform(group);
         let with_ke: Vec<_> = all
             .iter()
@@ -243,6 +258,7 @@ impl IkeSa {
         sa_state.init_req = raw.to_vec();
         sa_state.check_nat(m, 0);
         sa_state.peer_frag = m.notify(nt::IKEV2_FRAGMENTATION_SUPPORTED).is_some();
+        sa_state.inter.supported = intermediate;
         sa_state.peer_hashes = m
             .notify(nt::SIGNATURE_HASH_ALGORITHMS)
             .map(|n| {
@@ -256,7 +272,12 @@ impl IkeSa {
             return None;
         }
         let mut p = vec![
-            Payload::Sa(vec![proposal::ike_answer(num, suite, &[])]),
+            Payload::Sa(vec![proposal::ike_answer(
+                num,
+                suite,
+                &[],
+                sa.iter().find(|p| p.num == num),
+            )]),
             Payload::Ke {
                 group: suite.dh.transform_id(),
                 data: ke.public_value().to_vec(),
@@ -286,6 +307,12 @@ impl IkeSa {
         p.extend(sa_state.common_notifies().into_iter().filter(|n| {
             !matches!(n, Payload::Notify(x) if x.ntype == nt::IKEV2_FRAGMENTATION_SUPPORTED && !sa_state.peer_frag)
         }));
+        if intermediate {
+            p.push(Payload::Notify(Notify::new(
+                nt::INTERMEDIATE_EXCHANGE_SUPPORTED,
+                Vec::new(),
+            )));
+        }
         let hh = Header::new(h.spi_i, spi_r, exchange::IKE_SA_INIT, flags::RESPONSE, 0);
         let data = message::encode_plain(&hh, &p);
         sa_state.init_resp = data.clone();
@@ -363,7 +390,15 @@ impl IkeSa {
             return;
         }
         if let Some(e) = m.error_notify() {
-            let reason = format!("IKE_SA_INIT refused: {}", nt::name(e.ntype));
+            let mut reason = format!("IKE_SA_INIT refused: {}", nt::name(e.ntype));
+            if e.ntype == nt::NO_PROPOSAL_CHOSEN
+                && self.conn.proposals.iter().all(|p| p.requires_addke())
+            {
+                reason.push_str(
+                    " (every proposal we offer requires an additional key exchange, RFC 9370: \
+                     the peer may not support it; add a classical-only proposal to fall back)",
+                );
+            }
             return self.die(ctx, reason);
         }
         let sa = m.sa();
@@ -407,6 +442,17 @@ impl IkeSa {
                     .collect()
             })
             .unwrap_or_default();
+        self.inter.supported = m.notify(nt::INTERMEDIATE_EXCHANGE_SUPPORTED).is_some();
+        if !suite.rounds().is_empty() && !self.inter.supported {
+            return self.die(
+                ctx,
+                format!(
+                    "responder chose additional key exchanges ({}) without announcing \
+                     IKE_INTERMEDIATE support (INTERMEDIATE_EXCHANGE_SUPPORTED, RFC 9242)",
+                    suite.name()
+                ),
+            );
+        }
         if let Err(e) = self.set_keys(suite, &shared) {
             return self.die(ctx, e.to_string());
         }
@@ -418,7 +464,7 @@ impl IkeSa {
             self.log(ctx, "NAT detected; moving to port 4500");
         }
         self.state = State::AuthPending;
-        self.send_auth(ctx);
+        self.continue_setup(ctx);
     }
 }
 

@@ -4,7 +4,8 @@
 //!
 //! This module holds the state, the public commands and the timers; each exchange lives in a
 //! child module (as strongSwan keeps one task per exchange): `init` IKE_SA_INIT, `ike_auth`
-//! IKE_AUTH, `child` CREATE_CHILD_SA for children (with the rekey collision rule), `rekey`
+//! IKE_AUTH, `intermediate` IKE_INTERMEDIATE with the additional key exchanges of RFC 9370,
+//! `child` CREATE_CHILD_SA (`followup` its IKE_FOLLOWUP_KE exchanges) for children (with the rekey collision rule), `rekey`
 //! the IKE SA rekey, `info` INFORMATIONAL, `tasks` the queue of work behind the outstanding
 //! request, `window` message IDs, retransmission, the response cache and inbound dispatch.
 
@@ -30,7 +31,9 @@ use crate::ike::rng::RandomSource;
 use aws_lc_rs::constant_time;
 use aws_lc_rs::digest;
 use child::Collision;
+use followup::{FollowupPending, FollowupRequest, FollowupTarget};
 use init::SaInitOffer;
+use intermediate::{Intermediate, IntermediateRequest};
 use rekey::IkeRekey;
 use std::collections::{HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -41,9 +44,11 @@ use tracing::Level;
 use window::{Outstanding, Request, Window};
 
 mod child;
+mod followup;
 mod ike_auth;
 mod info;
 mod init;
+mod intermediate;
 mod rekey;
 mod tasks;
 mod window;
@@ -65,7 +70,8 @@ pub enum Role {
 pub enum State {
     /// Initiator: IKE_SA_INIT sent.
     InitSent,
-    /// Initiator: IKE_AUTH sent. Responder: IKE_SA_INIT answered, waiting for IKE_AUTH.
+    /// Initiator: IKE_INTERMEDIATE or IKE_AUTH sent. Responder: IKE_SA_INIT answered, waiting
+    /// for IKE_INTERMEDIATE or IKE_AUTH.
     AuthPending,
     /// Authenticated; children may come and go.
     Established,
@@ -234,6 +240,10 @@ pub struct IkeSa {
     nat_remote: bool,
     peer_hashes: Vec<u16>,
     peer_frag: bool,
+    /// IKE_INTERMEDIATE and the additional key exchanges (RFC 9242, RFC 9370).
+    inter: Intermediate,
+    /// A child the peer negotiated that waits for its IKE_FOLLOWUP_KE exchanges (RFC 9370).
+    followup: Option<FollowupPending>,
     window: Window,
     tasks: VecDeque<Task>,
     children: Vec<ChildSa>,
@@ -390,6 +400,8 @@ impl IkeSa {
             nat_remote: false,
             peer_hashes: Vec::new(),
             peer_frag: false,
+            inter: Intermediate::default(),
+            followup: None,
             window: Window::default(),
             tasks: VecDeque::new(),
             children: Vec::new(),

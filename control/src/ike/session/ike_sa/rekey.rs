@@ -1,6 +1,7 @@
 //! Rekeying the IKE SA (RFC 7296 §1.3.2, §2.18): the successor SA takes over the children.
 
 use super::*;
+use zeroize::Zeroizing;
 
 /// Where a rekey of the IKE SA stands (was two flags).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,6 +30,45 @@ pub(super) struct Rekeyed<'a> {
     pub(super) nr: Vec<u8>,
     /// Its DH shared secret.
     pub(super) shared: &'a [u8],
+    /// The secrets of its additional key exchanges (IKE_FOLLOWUP_KE), in order.
+    pub(super) addke: Vec<&'a [u8]>,
+}
+
+/// An IKE rekey whose additional key exchanges (IKE_FOLLOWUP_KE, RFC 9370 §2.2.4) are still
+/// to run: what [`Rekeyed`] will be made of.
+pub(super) struct IkeRekeyPending {
+    /// Our role in the rekey exchange.
+    pub(super) role: Role,
+    /// The new SA's initiator SPI.
+    pub(super) spi_i: u64,
+    /// The new SA's responder SPI.
+    pub(super) spi_r: u64,
+    /// The negotiated algorithms.
+    pub(super) suite: IkeSuite,
+    /// The rekey exchange's Ni.
+    pub(super) ni: Vec<u8>,
+    /// Its Nr.
+    pub(super) nr: Vec<u8>,
+    /// Its DH shared secret, SK(0).
+    pub(super) shared: Zeroizing<Vec<u8>>,
+    /// The secrets of the additional key exchanges done so far.
+    pub(super) addke: Vec<Zeroizing<Vec<u8>>>,
+}
+
+impl IkeRekeyPending {
+    /// The exchange's results, once every additional key exchange is done.
+    pub(super) fn rekeyed(&self) -> Rekeyed<'_> {
+        Rekeyed {
+            role: self.role,
+            spi_i: self.spi_i,
+            spi_r: self.spi_r,
+            suite: self.suite,
+            ni: self.ni.clone(),
+            nr: self.nr.clone(),
+            shared: &self.shared,
+            addke: self.addke.iter().map(|s| s.as_slice()).collect(),
+        }
+    }
 }
 
 impl IkeSa {
@@ -58,10 +98,11 @@ impl IkeSa {
             ni,
             nr,
             shared,
+            addke,
         } = rekeyed;
         let old_keys = self.keys.as_ref().ok_or(SetupError::NoKeys)?;
         let (old, sk_d) = (old_keys.suite, &old_keys.ike.sk_d);
-        let k = keys::derive_rekeyed_ike_keys(
+        let k = keys::derive_rekeyed_ike_keys_addke(
             old.prf,
             sk_d,
             suite.prf,
@@ -69,6 +110,7 @@ impl IkeSa {
             shared,
             &ni,
             &nr,
+            &addke,
             spi_i,
             spi_r,
         )
@@ -153,11 +195,12 @@ impl IkeSa {
         };
         let our_spi = ctx.rng.next_u64() | 1;
         let nr = ctx.nonce();
-        let p = vec![
+        let mut p = vec![
             Payload::Sa(vec![proposal::ike_answer(
                 num,
                 suite,
                 &our_spi.to_be_bytes(),
+                sa.iter().find(|p| p.num == num),
             )]),
             Payload::Nonce(nr.clone()),
             Payload::Ke {
@@ -165,6 +208,26 @@ impl IkeSa {
                 data: ke_state.public_value().to_vec(),
             },
         ];
+        let rounds = suite.rounds();
+        if !rounds.is_empty() {
+            // The successor is made once the IKE_FOLLOWUP_KE exchanges are done.
+            let pending = IkeRekeyPending {
+                role: Role::Responder,
+                spi_i: peer_spi,
+                spi_r: our_spi,
+                suite,
+                ni,
+                nr,
+                shared,
+                addke: Vec::new(),
+            };
+            let link = self.await_followup(ctx, FollowupTarget::Ike(Box::new(pending)), rounds);
+            p.push(Payload::Notify(Notify::new(
+                nt::ADDITIONAL_KEY_EXCHANGE,
+                link,
+            )));
+            return self.respond(ctx, exchange::CREATE_CHILD_SA, id, &p);
+        }
         let rekeyed = Rekeyed {
             role: Role::Responder,
             spi_i: peer_spi,
@@ -173,6 +236,7 @@ impl IkeSa {
             ni,
             nr,
             shared: &shared,
+            addke: Vec::new(),
         };
         match self.successor(ctx, rekeyed) {
             Ok(n) => {
@@ -196,15 +260,7 @@ impl IkeSa {
         offered: Vec<Proposal>,
     ) {
         let retry_later = |this: &mut IkeSa, ctx: &mut Ctx<'_>, why: String| {
-            if this.ike_rekey == IkeRekey::Running {
-                this.ike_rekey = IkeRekey::Idle;
-            }
-            this.rekey_at = Some(
-                ctx.now
-                    + Duration::from_secs(10)
-                    + Duration::from_millis(ctx.rng.next_u64() % 5000),
-            );
-            this.log(ctx, format!("IKE rekey not done ({why}); retrying later"));
+            this.rekey_retry_later(ctx, why);
         };
         if let Some(e) = m.error_notify() {
             return retry_later(self, ctx, nt::name(e.ntype).to_string());
@@ -239,6 +295,30 @@ impl IkeSa {
             Ok(s) => s,
             Err(e) => return retry_later(self, ctx, e.to_string()),
         };
+        let rounds = suite.rounds();
+        if !rounds.is_empty() {
+            let Some(link) = m
+                .notify(nt::ADDITIONAL_KEY_EXCHANGE)
+                .map(|n| n.data.clone())
+            else {
+                return retry_later(
+                    self,
+                    ctx,
+                    "additional key exchanges without an ADDITIONAL_KEY_EXCHANGE notify".into(),
+                );
+            };
+            let pending = IkeRekeyPending {
+                role: Role::Initiator,
+                spi_i: spi,
+                spi_r: peer_spi,
+                suite,
+                ni,
+                nr,
+                shared,
+                addke: Vec::new(),
+            };
+            return self.send_followup(ctx, FollowupTarget::Ike(Box::new(pending)), rounds, link);
+        }
         let rekeyed = Rekeyed {
             role: Role::Initiator,
             spi_i: spi,
@@ -247,14 +327,31 @@ impl IkeSa {
             ni,
             nr,
             shared: &shared,
+            addke: Vec::new(),
         };
+        self.finish_ike_rekey(ctx, rekeyed);
+    }
+
+    /// Our IKE rekey is done: make the successor, hand it over, delete this SA.
+    pub(super) fn finish_ike_rekey(&mut self, ctx: &mut Ctx<'_>, rekeyed: Rekeyed<'_>) {
         match self.successor(ctx, rekeyed) {
             Ok(n) => {
                 ctx.spawned.push(n);
                 // The old IKE SA has handed over its children: delete it.
                 self.tasks.push_front(Task::DeleteIke);
             }
-            Err(e) => retry_later(self, ctx, e.to_string()),
+            Err(e) => self.rekey_retry_later(ctx, e.to_string()),
         }
+    }
+
+    /// Our IKE rekey failed: try again in 10 to 15 s.
+    pub(super) fn rekey_retry_later(&mut self, ctx: &mut Ctx<'_>, why: String) {
+        if self.ike_rekey == IkeRekey::Running {
+            self.ike_rekey = IkeRekey::Idle;
+        }
+        self.rekey_at = Some(
+            ctx.now + Duration::from_secs(10) + Duration::from_millis(ctx.rng.next_u64() % 5000),
+        );
+        self.log(ctx, format!("IKE rekey not done ({why}); retrying later"));
     }
 }

@@ -36,7 +36,9 @@ pub(super) struct Outstanding {
 pub(super) enum Request {
     SaInit(SaInitOffer),
     Auth(Option<PendingChild>),
+    Intermediate(Box<IntermediateRequest>),
     CreateChild(PendingChild),
+    Followup(Box<FollowupRequest>),
     DeleteChildren(Vec<u32>),
     DeleteIke,
     Liveness,
@@ -257,7 +259,9 @@ impl IkeSa {
         match o.kind {
             Request::SaInit(_) => {}
             Request::Auth(child) => self.on_auth_response(ctx, m, child),
+            Request::Intermediate(req) => self.on_intermediate_response(ctx, m, *req),
             Request::CreateChild(child) => self.on_create_child_response(ctx, m, child),
+            Request::Followup(f) => self.on_followup_response(ctx, m, *f),
             Request::DeleteChildren(spis) => {
                 for spi in spis {
                     if let Some(pos) = self.children.iter().position(|c| c.inbound_spi == spi) {
@@ -377,6 +381,16 @@ impl IkeSa {
                 if self.role == Role::Responder && self.state == State::AuthPending =>
             {
                 self.on_auth_request(ctx, m)
+            }
+            exchange::IKE_INTERMEDIATE
+                if self.role == Role::Responder
+                    && self.state == State::AuthPending
+                    && self.inter.supported =>
+            {
+                self.on_intermediate_request(ctx, m)
+            }
+            exchange::IKE_FOLLOWUP_KE if self.state == State::Established => {
+                self.on_followup_request(ctx, m)
             }
             exchange::CREATE_CHILD_SA if self.state == State::Established => {
                 self.on_create_child_request(ctx, m)
