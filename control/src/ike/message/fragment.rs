@@ -398,7 +398,13 @@ impl Reassembly {
             inner.extend_from_slice(&part);
         }
         let mut payloads = Vec::new();
-        if walk(self.first_next, &inner, 0, &mut payloads)?.is_some() {
+        // As for a whole SK payload: the fragments verified, so a chain that does not read is
+        // the peer's (INVALID_SYNTAX), unless a critical payload is unknown.
+        let rest = walk(self.first_next, &inner, 0, &mut payloads).map_err(|e| match e {
+            DecodeError::UnsupportedCritical(_) => e,
+            e => DecodeError::InvalidInSk(Box::new(e)),
+        })?;
+        if rest.is_some() {
             return Err(DecodeError::Malformed {
                 ptype: pt::SKF,
                 what: "SK inside SKF",

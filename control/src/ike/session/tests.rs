@@ -1290,6 +1290,39 @@ fn sa_payload_without_proposals_is_invalid_syntax() {
         "no IKE SA from an unreadable IKE_AUTH"
     );
 
+    // The same IKE_AUTH in fragments (RFC 7383): reassembled, it is answered the same way.
+    let mut p = Pair::new(a.clone(), b.clone());
+    p.drop_ab = vec![1];
+    let spi = p.a.initiate(p.now, "site-b", None, addr(A)).unwrap();
+    p.pump();
+    let sa = p.a.sa(spi).unwrap();
+    let (ski, skr) = ciphers(sa.keys().unwrap());
+    let spis = sa.spis();
+    let h = Header::new(spis.0, spis.1, exchange::IKE_AUTH, flags::INITIATOR, 1);
+    let padding = Payload::Notify(crate::ike::message::Notify::new(
+        nt::INITIAL_CONTACT,
+        Vec::new(),
+    ));
+    let fragments = crate::ike::message::fragment::encode_fragments(
+        &h,
+        &[Payload::Sa(Vec::new()), padding],
+        &ski,
+        &mut 1000,
+        HEADER_LEN + 40,
+    );
+    assert!(fragments.len() > 1, "{} fragment(s)", fragments.len());
+    for f in &fragments {
+        p.b.handle_datagram(p.now, addr(B), addr(A), f);
+    }
+    let answer = p.b.poll_transmit().expect("an answer");
+    assert!(invalid_syntax(&answer.data, &skr));
+    assert_eq!(p.b.stats().drops.get(DropReason::Malformed), 1);
+    assert_eq!(
+        p.b.sas().count(),
+        0,
+        "no IKE SA from an unreadable IKE_AUTH"
+    );
+
     // INFORMATIONAL on an established IKE SA.
     let mut p = Pair::new(a, b);
     let spi = p.up();

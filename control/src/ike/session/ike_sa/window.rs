@@ -21,6 +21,9 @@ pub(super) struct Window {
     pub(super) reassembly: Option<(bool, Reassembly)>,
     /// A reassembled message, handed from [`IkeSa::handle`] to the request or response path.
     pub(super) pending_msg: Option<Message>,
+    /// A reassembled request whose payloads, inside verified fragments, do not read: handed
+    /// to the request path, which answers it as it answers a whole message that does not.
+    pub(super) pending_err: Option<message::DecodeError>,
 }
 
 /// A request of ours waiting for its response.
@@ -191,6 +194,13 @@ impl IkeSa {
                 Err(fragment::FragmentError::Decode(message::DecodeError::BadPadding)) => {
                     return ctx.drop_for(DropReason::BadPadding)
                 }
+                Err(fragment::FragmentError::Decode(
+                    e @ (message::DecodeError::InvalidInSk(_)
+                    | message::DecodeError::UnsupportedCritical(_)),
+                )) if !fh.is_response() => {
+                    self.window.reassembly = None;
+                    self.window.pending_err = Some(e);
+                }
                 Err(_) => return ctx.drop_for(DropReason::Fragment),
             }
         }
@@ -200,6 +210,7 @@ impl IkeSa {
             self.handle_request(ctx, local, remote, raw, h);
         }
         self.window.pending_msg = None;
+        self.window.pending_err = None;
     }
 
     pub(super) fn decode(&mut self, ctx: &mut Ctx<'_>, raw: &[u8]) -> Option<Message> {
@@ -316,9 +327,13 @@ impl IkeSa {
         if h.message_id != self.window.expected_id {
             return ctx.drop_for(DropReason::MessageId);
         }
-        let decoded = match self.window.pending_msg.take() {
-            Some(m) => Ok(m),
-            None => message::decode(
+        let decoded = match (
+            self.window.pending_msg.take(),
+            self.window.pending_err.take(),
+        ) {
+            (Some(m), _) => Ok(m),
+            (None, Some(e)) => Err(e),
+            (None, None) => message::decode(
                 raw,
                 self.keys
                     .as_ref()
