@@ -206,19 +206,26 @@ pub fn loss(out: &str) -> f64 {
         .unwrap_or(100.0)
 }
 
-/// Packets transmitted and received from ping's summary line, and the line itself (zeros and
-/// an empty line when there is none).
-pub fn ping_counts(out: &str) -> (u32, u32, String) {
+/// What a ping stopped by SIGINT saw (`ping -n` output): the sequence numbers never answered
+/// up to the highest answered one, that highest number, and the summary line. Requests sent
+/// after the last reply (at most the ones in flight when ping stopped: SIGINT makes ping print
+/// its summary without waiting for them) do not count as lost.
+pub fn ping_gaps(out: &str) -> (Vec<u32>, u32, String) {
+    let answered: std::collections::HashSet<u32> = out
+        .lines()
+        .filter_map(|l| {
+            let s = l.split("icmp_seq=").nth(1)?;
+            s.split_whitespace().next()?.parse().ok()
+        })
+        .collect();
+    let last = answered.iter().copied().max().unwrap_or(0);
+    let lost = (1..=last).filter(|s| !answered.contains(s)).collect();
     let summary = out
         .lines()
         .find(|l| l.contains("packets transmitted"))
         .unwrap_or("")
         .to_string();
-    let mut nums = summary
-        .split(',')
-        .filter_map(|p| p.split_whitespace().next()?.parse::<u32>().ok());
-    let (sent, got) = (nums.next().unwrap_or(0), nums.next().unwrap_or(0));
-    (sent, got, summary)
+    (lost, last, summary)
 }
 
 /// Sends `len` pseudo-random bytes from hA to hB; returns (bytes received, digests equal,
@@ -599,11 +606,15 @@ mod tests {
             40.0
         );
         assert_eq!(loss("garbage"), 100.0);
-        assert_eq!(
-            ping_counts("x\n7 packets transmitted, 5 received, 28% packet loss\n").0,
-            7
-        );
-        assert_eq!(ping_counts("5 packets transmitted, 3 received").1, 3);
-        assert_eq!(ping_counts("garbage"), (0, 0, String::new()));
+        // Echo 2 lost, echo 4 in flight when ping stopped: only 2 counts.
+        let out = "PING 10.0.0.2 (10.0.0.2) 56(84) bytes of data.\n\
+                   64 bytes from 10.0.0.2: icmp_seq=1 ttl=63 time=0.4 ms\n\
+                   64 bytes from 10.0.0.2: icmp_seq=3 ttl=63 time=0.4 ms\n\n\
+                   --- 10.0.0.2 ping statistics ---\n\
+                   4 packets transmitted, 2 received, 50% packet loss, time 31ms\n";
+        let (lost, last, summary) = ping_gaps(out);
+        assert_eq!((lost, last), (vec![2], 3));
+        assert!(summary.starts_with("4 packets transmitted"), "{summary}");
+        assert_eq!(ping_gaps("garbage"), (Vec::new(), 0, String::new()));
     }
 }

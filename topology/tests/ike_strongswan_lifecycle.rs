@@ -415,21 +415,7 @@ impl Pinger {
         unsafe { libc::kill(pid, libc::SIGINT) };
         child.wait().unwrap();
         let text = std::fs::read_to_string(&self.out).unwrap();
-        let answered: HashSet<u32> = text
-            .lines()
-            .filter_map(|l| {
-                let s = l.split("icmp_seq=").nth(1)?;
-                s.split_whitespace().next()?.parse().ok()
-            })
-            .collect();
-        let last = answered.iter().copied().max().unwrap_or(0);
-        let lost = (1..=last).filter(|s| !answered.contains(s)).collect();
-        let summary = text
-            .lines()
-            .find(|l| l.contains("packets transmitted"))
-            .unwrap_or("")
-            .to_string();
-        (lost, last, summary)
+        topology::demo::ping_gaps(&text)
     }
 }
 
