@@ -217,6 +217,28 @@ fn transport_and_nat_t() {
 }
 
 #[test]
+fn transport_mode_drops_an_ipv4_header_with_a_bad_checksum() {
+    // Transport mode rewrites the header and computes its checksum afresh: a wrong one would
+    // leave corrected, so the packet is dropped instead (found by the esp_roundtrip fuzzer).
+    let cfg = sa(
+        Direction::Out,
+        Mode::Transport,
+        Suite::Aes128Gcm16,
+        "10.201.1.2",
+        "10.201.2.2",
+    );
+    let mut bad = v4_packet("10.201.1.2", "10.201.2.2", b"transport", 0);
+    bad[10] ^= 0x5a;
+    let (mut tx, _) = pair(cfg.clone(), Backend::Ring);
+    let mut frames = vec![OwnedFrame::from_packet(&bad, DEFAULT_HEADROOM, 64)];
+    let mut verdicts = [Verdict::Pass];
+    tx.encrypt_batch(&mut frames, &mut verdicts);
+    assert_eq!(verdicts[0], dropped(DropReason::Malformed));
+    bad[10] ^= 0x5a;
+    roundtrip(cfg, &bad);
+}
+
+#[test]
 fn nat_t_tunnel_and_ike_and_keepalive_classification() {
     let mut cfg = a_to_b(Suite::Aes128Gcm16);
     cfg.encap = Some(UdpEncap::default());

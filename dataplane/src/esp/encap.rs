@@ -345,6 +345,11 @@ fn transport<B: AsRef<[u8]> + AsMut<[u8]>>(
         (w.offset, w.next_header, w.next_header_at)
     } else {
         let p = Ipv4Packet::new_checked(f.data()).map_err(|_| DropReason::Malformed)?;
+        // The header is rewritten and its checksum computed afresh below: a header whose
+        // checksum is wrong would leave with a right one, so it is dropped here instead.
+        if !p.verify_checksum() {
+            return Err(DropReason::Malformed);
+        }
         if p.is_fragment() {
             return Err(DropReason::Fragment);
         }
