@@ -1500,6 +1500,16 @@ fn tunnel_interfaces_carry_the_gateways_own_traffic_and_follow_kernel_routes() {
     let _ = a.child.kill();
     let _ = a.child.wait();
     let killed = wait_link(gwa, "esp-b", "does not exist");
+    // With the interface gone, the tunnel's far end is unreachable: the gateway's own packets
+    // to it (a routing daemon's BGP) do not follow gwA's default route out in clear text.
+    let far_end = Command::new("ip")
+        .args(["-n", gwa, "route", "get", "169.254.30.2"])
+        .output()
+        .unwrap();
+    let far_end6 = Command::new("ip")
+        .args(["-n", gwa, "-6", "route", "get", "fd00:a9fe::2"])
+        .output()
+        .unwrap();
     let v6_routes = Command::new("ip")
         .args(["-n", gwa, "-6", "route", "show", "fd00:201:2::/64"])
         .output()
@@ -1564,6 +1574,8 @@ fn tunnel_interfaces_carry_the_gateways_own_traffic_and_follow_kernel_routes() {
     );
     assert!(gone.contains("does not exist"), "{gone}");
     assert!(killed.contains("does not exist"), "{killed}");
+    assert!(!far_end.status.success(), "{far_end:?}");
+    assert!(!far_end6.status.success(), "{far_end6:?}");
     assert!(
         v6_routes.stdout.is_empty(),
         "routes through esp-b went with it"

@@ -154,6 +154,13 @@ impl Tunnels {
                     name: c.name.clone(),
                     err: io::Error::new(e.kind(), format!("address {a}/{len}: {e}")),
                 })?;
+                crate::kernel::tun::hold_unreachable(a, len).map_err(|e| TunnelError {
+                    name: c.name.clone(),
+                    err: io::Error::new(
+                        e.kind(),
+                        format!("unreachable route under {a}/{len}: {e}"),
+                    ),
+                })?;
             }
             tracing::info!(
                 "tunnel interface {} (ifindex {}) for peer {}, MTU {mtu}",

@@ -15,6 +15,15 @@ const TUNSETCARRIER: libc::c_ulong = 0x4004_54e2;
 const IFF_TUN: i16 = 0x0001;
 const IFF_NO_PI: i16 = 0x1000;
 const RTM_NEWADDR: u16 = 20;
+const RTM_NEWROUTE: u16 = 24;
+const RTA_DST: u16 = 1;
+const RTA_PRIORITY: u16 = 6;
+const RT_TABLE_MAIN: u8 = 254;
+const RTPROT_STATIC: u8 = 4;
+const RTN_UNREACHABLE: u8 = 7;
+/// The metric of the unreachable route under each tunnel link prefix: the worst there is but
+/// one, so any route someone installs for the prefix wins over it.
+const UNREACHABLE_METRIC: u32 = u32::MAX - 1;
 const NLM_F_REQUEST: u16 = 1;
 const NLM_F_ACK: u16 = 4;
 const NLM_F_REPLACE: u16 = 0x100;
@@ -198,6 +207,37 @@ fn push_attr(buf: &mut Vec<u8>, kind: u16, value: &[u8]) {
     buf.resize(buf.len().next_multiple_of(4), 0);
 }
 
+/// Installs (or keeps) an unreachable route for the prefix of `addr/len` in the main table,
+/// at the worst metric but one. While the tunnel interface exists its connected route wins;
+/// when the interface goes (the dataplane stopped or was killed) this route stays, so what the
+/// gateway's own stack sends to the tunnel's far end (a routing daemon's BGP or BFD) is
+/// refused instead of leaving in clear text through the default route.
+pub fn hold_unreachable(addr: IpAddr, len: u8) -> io::Result<()> {
+    let (family, bytes): (u8, Vec<u8>) = match crate::sa::Prefix::new(addr, len)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "prefix length"))?
+        .addr()
+    {
+        IpAddr::V4(a) => (libc::AF_INET as u8, a.octets().to_vec()),
+        IpAddr::V6(a) => (libc::AF_INET6 as u8, a.octets().to_vec()),
+    };
+    let mut msg = vec![0u8; 16];
+    // struct rtmsg: family, dst_len, src_len, tos, table, protocol, scope, type, flags.
+    msg.extend_from_slice(&[
+        family,
+        len,
+        0,
+        0,
+        RT_TABLE_MAIN,
+        RTPROT_STATIC,
+        0,
+        RTN_UNREACHABLE,
+    ]);
+    msg.extend_from_slice(&0u32.to_ne_bytes());
+    push_attr(&mut msg, RTA_DST, &bytes);
+    push_attr(&mut msg, RTA_PRIORITY, &UNREACHABLE_METRIC.to_ne_bytes());
+    request(msg, RTM_NEWROUTE)
+}
+
 /// RTM_NEWADDR for `addr/len` on `ifindex`, waiting for the kernel's answer.
 fn add_address(ifindex: u32, addr: IpAddr, len: u8) -> io::Result<()> {
     let (family, bytes): (u8, Vec<u8>) = match addr {
@@ -211,9 +251,15 @@ fn add_address(ifindex: u32, addr: IpAddr, len: u8) -> io::Result<()> {
     push_attr(&mut msg, IFA_LOCAL, &bytes);
     push_attr(&mut msg, IFA_ADDRESS, &bytes);
     push_attr(&mut msg, IFA_FLAGS, &IFA_F_NODAD.to_ne_bytes());
+    request(msg, RTM_NEWADDR)
+}
+
+/// Sends `msg` (a netlink header's room, then the body) as a `kind` request that creates or
+/// replaces, and waits for the kernel's answer.
+fn request(mut msg: Vec<u8>, kind: u16) -> io::Result<()> {
     let total = msg.len() as u32;
     msg[0..4].copy_from_slice(&total.to_ne_bytes());
-    msg[4..6].copy_from_slice(&RTM_NEWADDR.to_ne_bytes());
+    msg[4..6].copy_from_slice(&kind.to_ne_bytes());
     let flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE;
     msg[6..8].copy_from_slice(&flags.to_ne_bytes());
     msg[8..12].copy_from_slice(&1u32.to_ne_bytes());
